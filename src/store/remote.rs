@@ -1,0 +1,365 @@
+//! [`RemoteStore`]: the [`Store`] of a gateway started with `--store-url`,
+//! which forwards every call to a `weir store` process over HTTP.
+//!
+//! Each method is one [`StoreRequest`] posted to the server's `/rpc`; the
+//! answer decodes straight into the method's `Result`, so store errors
+//! (NotFound, Conflict, …) arrive exactly as the server's store raised them.
+//! One pooled client keeps connections alive: a warm call costs one
+//! request/response on an open socket.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use reqwest::{header, StatusCode};
+use serde::de::DeserializeOwned;
+
+use super::{server::StoreRequest as R, *};
+
+/// A store reached over HTTP.
+pub struct RemoteStore {
+    client: reqwest::Client,
+    rpc_url: reqwest::Url,
+    auth: Option<header::HeaderValue>,
+}
+
+impl RemoteStore {
+    /// `base_url` is the store's root (e.g. `http://10.0.0.5:8081`); `token`
+    /// is sent as `Authorization: Bearer …`. Fails only on a malformed URL
+    /// or token; nothing is contacted until the first call.
+    pub fn new(base_url: &str, token: Option<String>) -> StoreResult<Self> {
+        let rpc_url = reqwest::Url::parse(&format!("{}/rpc", base_url.trim_end_matches('/')))
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https"))
+            .ok_or_else(|| {
+                StoreError::Invalid(format!("store url: `{base_url}` is not an http(s) URL"))
+            })?;
+        let auth = token
+            .map(|t| {
+                let mut v = header::HeaderValue::try_from(format!("Bearer {t}")).map_err(|_| {
+                    StoreError::Invalid("store token: not a valid header value".into())
+                })?;
+                v.set_sensitive(true);
+                Ok::<_, StoreError>(v)
+            })
+            .transpose()?;
+        let client = reqwest::Client::builder()
+            .tcp_nodelay(true)
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(Duration::from_secs(10))
+            .pool_idle_timeout(Duration::from_secs(60))
+            // The store is an internal service: never route it through an
+            // HTTP(S)_PROXY meant for the provider or the outside world.
+            .no_proxy()
+            .build()
+            .map_err(|e| StoreError::Unavailable(format!("cannot build the store client: {e}")))?;
+        Ok(Self {
+            client,
+            rpc_url,
+            auth,
+        })
+    }
+
+    /// Posts one request and decodes the `Result` it answers.
+    async fn call<T: DeserializeOwned>(&self, req: R) -> StoreResult<T> {
+        let body = serde_json::to_vec(&req)
+            .map_err(|e| StoreError::Invalid(format!("cannot encode store request: {e}")))?;
+        let mut builder = self
+            .client
+            .post(self.rpc_url.clone())
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(body);
+        if let Some(auth) = &self.auth {
+            builder = builder.header(header::AUTHORIZATION, auth.clone());
+        }
+        let resp = builder.send().await.map_err(transport)?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(transport)?;
+        match status {
+            StatusCode::OK => serde_json::from_slice::<StoreResult<T>>(&bytes).map_err(|e| {
+                StoreError::Unavailable(format!("undecodable answer from the store: {e}"))
+            })?,
+            StatusCode::UNAUTHORIZED => {
+                Err(StoreError::Unavailable("store rejected the token".into()))
+            }
+            other => Err(StoreError::Unavailable(format!(
+                "store answered {other}: {}",
+                String::from_utf8_lossy(&bytes[..bytes.len().min(300)])
+            ))),
+        }
+    }
+}
+
+/// A request that never got an answer (refused, timed out, reset).
+fn transport(e: reqwest::Error) -> StoreError {
+    // reqwest's Display hides the cause ("error sending request"); the
+    // source chain says what actually happened.
+    let mut msg = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        source = s.source();
+    }
+    StoreError::Unavailable(msg)
+}
+
+fn own(s: &str) -> String {
+    s.to_owned()
+}
+
+#[async_trait]
+impl Store for RemoteStore {
+    async fn ping(&self) -> StoreResult<()> {
+        self.call(R::Ping).await
+    }
+
+    async fn ensure_account(&self, account: &str) -> StoreResult<Account> {
+        self.call(R::EnsureAccount {
+            account: own(account),
+        })
+        .await
+    }
+
+    async fn get_account(&self, account: &str) -> StoreResult<Account> {
+        self.call(R::GetAccount {
+            account: own(account),
+        })
+        .await
+    }
+
+    async fn create_key(&self, key: NewKey) -> StoreResult<KeyRecord> {
+        self.call(R::CreateKey { key }).await
+    }
+
+    async fn get_key(&self, key_id: &str) -> StoreResult<KeyRecord> {
+        self.call(R::GetKey {
+            key_id: own(key_id),
+        })
+        .await
+    }
+
+    async fn list_keys(&self, account: &str, params: ListParams) -> StoreResult<Page<KeyRecord>> {
+        self.call(R::ListKeys {
+            account: own(account),
+            params,
+        })
+        .await
+    }
+
+    async fn revoke_key(&self, account: &str, key_id: &str) -> StoreResult<()> {
+        self.call(R::RevokeKey {
+            account: own(account),
+            key_id: own(key_id),
+        })
+        .await
+    }
+
+    async fn touch_keys(&self, used: Vec<(String, String)>) -> StoreResult<()> {
+        self.call(R::TouchKeys { used }).await
+    }
+
+    async fn create_agent(&self, account: &str, agent: NewAgent) -> StoreResult<Agent> {
+        self.call(R::CreateAgent {
+            account: own(account),
+            agent,
+        })
+        .await
+    }
+
+    async fn get_agent(&self, account: &str, id: &str) -> StoreResult<Agent> {
+        self.call(R::GetAgent {
+            account: own(account),
+            id: own(id),
+        })
+        .await
+    }
+
+    async fn list_agents(&self, account: &str, params: ListParams) -> StoreResult<Page<Agent>> {
+        self.call(R::ListAgents {
+            account: own(account),
+            params,
+        })
+        .await
+    }
+
+    async fn update_agent(&self, account: &str, id: &str, patch: AgentPatch) -> StoreResult<Agent> {
+        self.call(R::UpdateAgent {
+            account: own(account),
+            id: own(id),
+            patch,
+        })
+        .await
+    }
+
+    async fn delete_agent(&self, account: &str, id: &str) -> StoreResult<()> {
+        self.call(R::DeleteAgent {
+            account: own(account),
+            id: own(id),
+        })
+        .await
+    }
+
+    async fn create_tool(&self, account: &str, tool: NewTool) -> StoreResult<Tool> {
+        self.call(R::CreateTool {
+            account: own(account),
+            tool,
+        })
+        .await
+    }
+
+    async fn get_tool(&self, account: &str, id: &str) -> StoreResult<Tool> {
+        self.call(R::GetTool {
+            account: own(account),
+            id: own(id),
+        })
+        .await
+    }
+
+    async fn list_tools(&self, account: &str, params: ListParams) -> StoreResult<Page<Tool>> {
+        self.call(R::ListTools {
+            account: own(account),
+            params,
+        })
+        .await
+    }
+
+    async fn delete_tool(&self, account: &str, id: &str) -> StoreResult<()> {
+        self.call(R::DeleteTool {
+            account: own(account),
+            id: own(id),
+        })
+        .await
+    }
+
+    async fn create_session(
+        &self,
+        account: &str,
+        agent_id: &str,
+        name: &str,
+    ) -> StoreResult<Session> {
+        self.call(R::CreateSession {
+            account: own(account),
+            agent_id: own(agent_id),
+            name: own(name),
+        })
+        .await
+    }
+
+    async fn get_session(&self, account: &str, agent_id: &str, id: &str) -> StoreResult<Session> {
+        self.call(R::GetSession {
+            account: own(account),
+            agent_id: own(agent_id),
+            id: own(id),
+        })
+        .await
+    }
+
+    async fn list_sessions(
+        &self,
+        account: &str,
+        agent_id: &str,
+        params: ListParams,
+    ) -> StoreResult<Page<Session>> {
+        self.call(R::ListSessions {
+            account: own(account),
+            agent_id: own(agent_id),
+            params,
+        })
+        .await
+    }
+
+    async fn delete_session(&self, account: &str, agent_id: &str, id: &str) -> StoreResult<()> {
+        self.call(R::DeleteSession {
+            account: own(account),
+            agent_id: own(agent_id),
+            id: own(id),
+        })
+        .await
+    }
+
+    async fn create_run(&self, account: &str, run: Run) -> StoreResult<Run> {
+        self.call(R::CreateRun {
+            account: own(account),
+            run,
+        })
+        .await
+    }
+
+    async fn get_run(&self, account: &str, id: &str) -> StoreResult<Run> {
+        self.call(R::GetRun {
+            account: own(account),
+            id: own(id),
+        })
+        .await
+    }
+
+    async fn finish_run(&self, account: &str, run: Run) -> StoreResult<Run> {
+        self.call(R::FinishRun {
+            account: own(account),
+            run,
+        })
+        .await
+    }
+
+    async fn append_events(&self, account: &str, events: Vec<EventRecord>) -> StoreResult<()> {
+        self.call(R::AppendEvents {
+            account: own(account),
+            events,
+        })
+        .await
+    }
+
+    async fn last_event_seq(&self, account: &str, agent_id: &str) -> StoreResult<u64> {
+        self.call(R::LastEventSeq {
+            account: own(account),
+            agent_id: own(agent_id),
+        })
+        .await
+    }
+
+    async fn list_events(
+        &self,
+        account: &str,
+        agent_id: &str,
+        filter: EventFilter,
+        params: ListParams,
+    ) -> StoreResult<Page<EventRecord>> {
+        self.call(R::ListEvents {
+            account: own(account),
+            agent_id: own(agent_id),
+            filter,
+            params,
+        })
+        .await
+    }
+
+    async fn append_logs(&self, account: &str, logs: Vec<LogRecord>) -> StoreResult<()> {
+        self.call(R::AppendLogs {
+            account: own(account),
+            logs,
+        })
+        .await
+    }
+
+    async fn last_log_seq(&self, account: &str, agent_id: &str) -> StoreResult<u64> {
+        self.call(R::LastLogSeq {
+            account: own(account),
+            agent_id: own(agent_id),
+        })
+        .await
+    }
+
+    async fn list_logs(
+        &self,
+        account: &str,
+        agent_id: &str,
+        params: ListParams,
+    ) -> StoreResult<Page<LogRecord>> {
+        self.call(R::ListLogs {
+            account: own(account),
+            agent_id: own(agent_id),
+            params,
+        })
+        .await
+    }
+}

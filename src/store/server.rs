@@ -1,0 +1,408 @@
+//! The store's own HTTP API: any [`Store`] served to other processes, which
+//! reach it through [`super::remote::RemoteStore`].
+//!
+//! It is RPC, not REST: every trait method is one [`StoreRequest`] variant
+//! posted to `POST /rpc`, and the answer is the JSON of the method's
+//! `Result<T, StoreError>`. One [`dispatch`] table maps the enum onto the
+//! trait, so a new store method costs one variant and one match arm here and
+//! one call in the client, and no CRUD logic exists twice. Store errors
+//! travel in-band (HTTP 200); non-200 answers mean the call never reached
+//! the store (401 bad token, 400 undecodable request, 5xx failures).
+
+use std::{future::Future, net::SocketAddr, sync::Arc};
+
+use axum::{
+    body::Bytes,
+    extract::{DefaultBodyLimit, Request, State},
+    http::{header, HeaderMap, HeaderValue},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+    Router,
+};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use super::{
+    sqlite::SqliteStore, AgentPatch, EventFilter, EventRecord, ListParams, LogRecord, NewAgent,
+    NewKey, NewTool, Run, Store, StoreResult,
+};
+use crate::{config::StoreConfig, http::errors::ApiError};
+
+/// Largest RPC body: event and log batches can be big, but not unbounded.
+const RPC_BODY_LIMIT: usize = 16 * 1024 * 1024;
+
+/// One call of a [`Store`] method, with its arguments, as sent on the wire:
+/// `{"method":"get_agent","args":{"account":"…","id":"…"}}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "method", content = "args", rename_all = "snake_case")]
+pub enum StoreRequest {
+    Ping,
+    EnsureAccount {
+        account: String,
+    },
+    GetAccount {
+        account: String,
+    },
+    CreateKey {
+        key: NewKey,
+    },
+    GetKey {
+        key_id: String,
+    },
+    ListKeys {
+        account: String,
+        params: ListParams,
+    },
+    RevokeKey {
+        account: String,
+        key_id: String,
+    },
+    TouchKeys {
+        used: Vec<(String, String)>,
+    },
+    CreateAgent {
+        account: String,
+        agent: NewAgent,
+    },
+    GetAgent {
+        account: String,
+        id: String,
+    },
+    ListAgents {
+        account: String,
+        params: ListParams,
+    },
+    UpdateAgent {
+        account: String,
+        id: String,
+        patch: AgentPatch,
+    },
+    DeleteAgent {
+        account: String,
+        id: String,
+    },
+    CreateTool {
+        account: String,
+        tool: NewTool,
+    },
+    GetTool {
+        account: String,
+        id: String,
+    },
+    ListTools {
+        account: String,
+        params: ListParams,
+    },
+    DeleteTool {
+        account: String,
+        id: String,
+    },
+    CreateSession {
+        account: String,
+        agent_id: String,
+        name: String,
+    },
+    GetSession {
+        account: String,
+        agent_id: String,
+        id: String,
+    },
+    ListSessions {
+        account: String,
+        agent_id: String,
+        params: ListParams,
+    },
+    DeleteSession {
+        account: String,
+        agent_id: String,
+        id: String,
+    },
+    CreateRun {
+        account: String,
+        run: Run,
+    },
+    GetRun {
+        account: String,
+        id: String,
+    },
+    FinishRun {
+        account: String,
+        run: Run,
+    },
+    AppendEvents {
+        account: String,
+        events: Vec<EventRecord>,
+    },
+    LastEventSeq {
+        account: String,
+        agent_id: String,
+    },
+    ListEvents {
+        account: String,
+        agent_id: String,
+        filter: EventFilter,
+        params: ListParams,
+    },
+    AppendLogs {
+        account: String,
+        logs: Vec<LogRecord>,
+    },
+    LastLogSeq {
+        account: String,
+        agent_id: String,
+    },
+    ListLogs {
+        account: String,
+        agent_id: String,
+        params: ListParams,
+    },
+}
+
+/// The JSON of a method's result, as [`dispatch`] answers it.
+fn reply<T: Serialize>(result: StoreResult<T>) -> Vec<u8> {
+    serde_json::to_vec(&result).unwrap_or_else(|e| {
+        let err: StoreResult<()> = Err(super::StoreError::Unavailable(format!(
+            "cannot encode answer: {e}"
+        )));
+        serde_json::to_vec(&err).unwrap_or_default()
+    })
+}
+
+/// Runs one request against `store` and encodes its `Result`. A flat table
+/// on purpose: one line per trait method, nothing else.
+pub async fn dispatch(store: &dyn Store, req: StoreRequest) -> Vec<u8> {
+    use StoreRequest as R;
+    match req {
+        R::Ping => reply(store.ping().await),
+        R::EnsureAccount { account } => reply(store.ensure_account(&account).await),
+        R::GetAccount { account } => reply(store.get_account(&account).await),
+        R::CreateKey { key } => reply(store.create_key(key).await),
+        R::GetKey { key_id } => reply(store.get_key(&key_id).await),
+        R::ListKeys { account, params } => reply(store.list_keys(&account, params).await),
+        R::RevokeKey { account, key_id } => reply(store.revoke_key(&account, &key_id).await),
+        R::TouchKeys { used } => reply(store.touch_keys(used).await),
+        R::CreateAgent { account, agent } => reply(store.create_agent(&account, agent).await),
+        R::GetAgent { account, id } => reply(store.get_agent(&account, &id).await),
+        R::ListAgents { account, params } => reply(store.list_agents(&account, params).await),
+        R::UpdateAgent { account, id, patch } => {
+            reply(store.update_agent(&account, &id, patch).await)
+        }
+        R::DeleteAgent { account, id } => reply(store.delete_agent(&account, &id).await),
+        R::CreateTool { account, tool } => reply(store.create_tool(&account, tool).await),
+        R::GetTool { account, id } => reply(store.get_tool(&account, &id).await),
+        R::ListTools { account, params } => reply(store.list_tools(&account, params).await),
+        R::DeleteTool { account, id } => reply(store.delete_tool(&account, &id).await),
+        R::CreateSession {
+            account,
+            agent_id,
+            name,
+        } => reply(store.create_session(&account, &agent_id, &name).await),
+        R::GetSession {
+            account,
+            agent_id,
+            id,
+        } => reply(store.get_session(&account, &agent_id, &id).await),
+        R::ListSessions {
+            account,
+            agent_id,
+            params,
+        } => reply(store.list_sessions(&account, &agent_id, params).await),
+        R::DeleteSession {
+            account,
+            agent_id,
+            id,
+        } => reply(store.delete_session(&account, &agent_id, &id).await),
+        R::CreateRun { account, run } => reply(store.create_run(&account, run).await),
+        R::GetRun { account, id } => reply(store.get_run(&account, &id).await),
+        R::FinishRun { account, run } => reply(store.finish_run(&account, run).await),
+        R::AppendEvents { account, events } => reply(store.append_events(&account, events).await),
+        R::LastEventSeq { account, agent_id } => {
+            reply(store.last_event_seq(&account, &agent_id).await)
+        }
+        R::ListEvents {
+            account,
+            agent_id,
+            filter,
+            params,
+        } => reply(store.list_events(&account, &agent_id, filter, params).await),
+        R::AppendLogs { account, logs } => reply(store.append_logs(&account, logs).await),
+        R::LastLogSeq { account, agent_id } => reply(store.last_log_seq(&account, &agent_id).await),
+        R::ListLogs {
+            account,
+            agent_id,
+            params,
+        } => reply(store.list_logs(&account, &agent_id, params).await),
+    }
+}
+
+#[derive(Clone)]
+struct ServerState {
+    store: Arc<dyn Store>,
+    /// SHA-256 of the token, so the comparison is constant-time and does
+    /// not even leak the token's length. `None` (empty token) admits nobody.
+    token_hash: Option<[u8; 32]>,
+}
+
+/// The store's router: `POST /rpc` behind `Authorization: Bearer <token>`,
+/// and unauthenticated `GET /healthz` and `GET /readyz`. An empty token
+/// rejects every RPC.
+pub fn store_router(store: Arc<dyn Store>, token: String) -> Router {
+    let state = ServerState {
+        store,
+        token_hash: (!token.is_empty()).then(|| Sha256::digest(token.as_bytes()).into()),
+    };
+    let rpc = Router::new()
+        .route("/rpc", post(handle_rpc))
+        .layer(DefaultBodyLimit::max(RPC_BODY_LIMIT))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .merge(rpc)
+        .fallback(|| async { ApiError::not_found("not_found", "no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                axum::http::StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "method not allowed",
+            )
+        })
+        .with_state(state)
+}
+
+fn token_ok(headers: &HeaderMap, expected: Option<&[u8; 32]>) -> bool {
+    let Some(expected) = expected else {
+        return false;
+    };
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match presented {
+        Some(token) => Sha256::digest(token.as_bytes())
+            .as_slice()
+            .ct_eq(expected)
+            .into(),
+        None => false,
+    }
+}
+
+async fn require_token(State(state): State<ServerState>, req: Request, next: Next) -> Response {
+    if token_ok(req.headers(), state.token_hash.as_ref()) {
+        next.run(req).await
+    } else {
+        ApiError::unauthorized("missing or wrong store token").into_response()
+    }
+}
+
+async fn handle_rpc(State(state): State<ServerState>, body: Bytes) -> Response {
+    let req: StoreRequest = match serde_json::from_slice(&body) {
+        Ok(req) => req,
+        Err(e) => {
+            return ApiError::validation(format!("invalid store request: {e}")).into_response()
+        }
+    };
+    let answer = dispatch(&*state.store, req).await;
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        answer,
+    )
+        .into_response()
+}
+
+async fn healthz() -> Response {
+    axum::Json(serde_json::json!({"status": "ok"})).into_response()
+}
+
+async fn readyz(State(state): State<ServerState>) -> Response {
+    match state.store.ping().await {
+        Ok(()) => axum::Json(serde_json::json!({"status": "ready"})).into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "store not ready");
+            ApiError::unavailable("store unavailable").into_response()
+        }
+    }
+}
+
+/// A store server bound to its address but not yet serving, so callers
+/// (tests, `weir store`) can learn the port before they run it.
+pub struct StoreServer {
+    listener: tokio::net::TcpListener,
+    router: Router,
+    local_addr: SocketAddr,
+}
+
+impl StoreServer {
+    /// Opens the SQLite store in `cfg.data_dir` and binds `cfg.listen`.
+    /// Refuses to start without a token: the store holds every tenant's data.
+    pub async fn bind(cfg: &StoreConfig) -> anyhow::Result<Self> {
+        let token = match cfg.store_token.as_deref() {
+            Some(t) if !t.is_empty() => t.to_owned(),
+            _ => anyhow::bail!(
+                "weir store needs a token: set WEIR_STORE_TOKEN or pass --store-token"
+            ),
+        };
+        let dir = cfg.data_dir.clone();
+        let store = tokio::task::spawn_blocking(move || SqliteStore::open(&dir))
+            .await?
+            .map_err(|e| {
+                anyhow::anyhow!("cannot open the store in {}: {e}", cfg.data_dir.display())
+            })?;
+        let server = Self::bind_with(Arc::new(store), token, cfg.listen).await?;
+        tracing::info!(addr = %server.local_addr, data_dir = %cfg.data_dir.display(), "store listening");
+        Ok(server)
+    }
+
+    /// Serves any `store` on `listen` (port 0 picks a free port).
+    pub async fn bind_with(
+        store: Arc<dyn Store>,
+        token: String,
+        listen: SocketAddr,
+    ) -> anyhow::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+        let local_addr = listener.local_addr()?;
+        Ok(Self {
+            listener,
+            router: store_router(store, token),
+            local_addr,
+        })
+    }
+
+    /// The address actually bound.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Serves until `shutdown` resolves, then lets in-flight calls finish.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        use axum::serve::ListenerExt;
+        // Small request/response pairs on kept-alive connections: Nagle
+        // would only add latency.
+        let listener = self.listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        axum::serve(listener, self.router)
+            .with_graceful_shutdown(shutdown)
+            .await?;
+        Ok(())
+    }
+}
+
+/// `weir store`: opens the store in `cfg.data_dir`, serves it on
+/// `cfg.listen` until `shutdown` resolves.
+pub async fn run_store(
+    cfg: StoreConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    StoreServer::bind(&cfg).await?.run(shutdown).await
+}

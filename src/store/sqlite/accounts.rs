@@ -1,0 +1,145 @@
+//! Accounts and API keys. Keys hold only the SHA-256 of their secret.
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+use super::{db_err, json_col, not_found, paging, to_json, unique_violation};
+use crate::store::{Account, KeyRecord, ListParams, NewKey, Page, StoreError, StoreResult};
+
+pub(super) fn get_account(conn: &Connection, id: &str) -> StoreResult<Option<Account>> {
+    conn.prepare_cached("SELECT id, created_at FROM accounts WHERE id = ?1")
+        .and_then(|mut s| {
+            s.query_row([id], |r| {
+                Ok(Account {
+                    id: r.get(0)?,
+                    created_at: r.get(1)?,
+                })
+            })
+            .optional()
+        })
+        .map_err(db_err)
+}
+
+/// Creates the account row if it is missing (every create calls this, so a
+/// record can never point at an account that does not exist).
+pub(super) fn ensure_account(conn: &Connection, id: &str) -> StoreResult<Account> {
+    conn.prepare_cached("INSERT OR IGNORE INTO accounts (id, created_at) VALUES (?1, ?2)")
+        .and_then(|mut s| s.execute(params![id, crate::util::now()]))
+        .map_err(db_err)?;
+    get_account(conn, id)?.ok_or_else(|| not_found("account"))
+}
+
+macro_rules! key_cols {
+    () => {
+        "pk, id, account_id, label, scopes, rpm, hash, created_at, last_used_at, revoked_at"
+    };
+}
+
+fn key_row(r: &Row<'_>) -> rusqlite::Result<(i64, KeyRecord)> {
+    Ok((
+        r.get(0)?,
+        KeyRecord {
+            id: r.get(1)?,
+            account_id: r.get(2)?,
+            label: r.get(3)?,
+            scopes: json_col(r, 4)?,
+            rpm: r.get(5)?,
+            hash: r.get(6)?,
+            created_at: r.get(7)?,
+            last_used_at: r.get(8)?,
+            revoked_at: r.get(9)?,
+        },
+    ))
+}
+
+pub(super) fn create_key(conn: &mut Connection, key: NewKey) -> StoreResult<KeyRecord> {
+    let tx = conn.transaction().map_err(db_err)?;
+    ensure_account(&tx, &key.account_id)?;
+    let created_at = crate::util::now();
+    tx.prepare_cached(
+        "INSERT INTO keys (id, account_id, label, scopes, rpm, hash, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            key.id,
+            key.account_id,
+            key.label,
+            to_json(&key.scopes),
+            key.rpm,
+            key.hash,
+            created_at
+        ])
+    })
+    .map_err(|e| match unique_violation(&e) {
+        true => StoreError::Conflict(format!("key {} already exists", key.id)),
+        false => db_err(e),
+    })?;
+    tx.commit().map_err(db_err)?;
+    Ok(KeyRecord {
+        id: key.id,
+        account_id: key.account_id,
+        label: key.label,
+        scopes: key.scopes,
+        rpm: key.rpm,
+        hash: key.hash,
+        created_at,
+        last_used_at: None,
+        revoked_at: None,
+    })
+}
+
+pub(super) fn get_key(conn: &Connection, id: &str) -> StoreResult<KeyRecord> {
+    conn.prepare_cached(concat!("SELECT ", key_cols!(), " FROM keys WHERE id = ?1"))
+        .and_then(|mut s| s.query_row([id], key_row).optional())
+        .map_err(db_err)?
+        .map(|(_, k)| k)
+        .ok_or_else(|| not_found("key"))
+}
+
+pub(super) fn list_keys(
+    conn: &Connection,
+    account: &str,
+    params: &ListParams,
+) -> StoreResult<Page<KeyRecord>> {
+    paging::page(
+        conn,
+        "SELECT COUNT(*) FROM keys WHERE account_id = ?1",
+        concat!(
+            "SELECT ",
+            key_cols!(),
+            " FROM keys WHERE account_id = ?1 AND pk > ?2 ORDER BY pk LIMIT ?3 OFFSET ?4"
+        ),
+        &[&account],
+        params,
+        key_row,
+    )
+}
+
+pub(super) fn revoke_key(conn: &Connection, account: &str, id: &str) -> StoreResult<()> {
+    let changed = conn
+        .prepare_cached(
+            "UPDATE keys SET revoked_at = COALESCE(revoked_at, ?3)
+             WHERE id = ?1 AND account_id = ?2",
+        )
+        .and_then(|mut s| s.execute(params![id, account, crate::util::now()]))
+        .map_err(db_err)?;
+    match changed {
+        0 => Err(not_found("key")),
+        _ => Ok(()),
+    }
+}
+
+/// One transaction for the whole batch: one fsync-free WAL commit instead
+/// of one per key. Unknown ids are skipped (the key may have been deleted).
+pub(super) fn touch_keys(conn: &mut Connection, used: &[(String, String)]) -> StoreResult<()> {
+    let tx = conn.transaction().map_err(db_err)?;
+    {
+        let mut stmt = tx
+            .prepare_cached("UPDATE keys SET last_used_at = ?2 WHERE id = ?1")
+            .map_err(db_err)?;
+        for (id, at) in used {
+            stmt.execute(params![id, at]).map_err(db_err)?;
+        }
+    }
+    tx.commit().map_err(db_err)
+}

@@ -1,0 +1,328 @@
+//! [`SqliteStore`]: the [`Store`] that holds the data, in `<data dir>/weir.db`.
+//!
+//! rusqlite rather than sqlx: weir only ever needs SQLite here (PostgreSQL is
+//! not on the roadmap), rusqlite is ~10 crates against sqlx's ~118, and its
+//! synchronous API maps directly onto `spawn_blocking`.
+//!
+//! One writer connection serialises writes (SQLite allows one writer
+//! anyway, and a single in-process writer avoids `SQLITE_BUSY` retries);
+//! a few reader connections serve reads in parallel beside it thanks to WAL.
+//! Statements are `prepare_cached`, so a hot read such as `get_agent` is a
+//! cache lookup plus one indexed B-tree probe.
+
+mod accounts;
+mod agents;
+mod paging;
+mod pool;
+mod runs;
+mod schema;
+
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use rusqlite::{ffi, types::Type, Connection, Row};
+use serde::{de::DeserializeOwned, Serialize};
+
+use self::pool::Pool;
+use super::*;
+
+/// Reader connections: enough to keep 2–4 cores busy with reads without
+/// holding many file handles and page caches.
+const READERS: usize = 4;
+
+/// The embedded store.
+pub struct SqliteStore {
+    writer: Pool,
+    readers: Pool,
+    path: PathBuf,
+}
+
+impl SqliteStore {
+    /// Creates `dir` if needed, opens (or creates) `<dir>/weir.db` and runs
+    /// the migrations it has not seen yet. Blocks: call it at start-up.
+    pub fn open(dir: &Path) -> StoreResult<Self> {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            StoreError::Unavailable(format!("cannot create data dir {}: {e}", dir.display()))
+        })?;
+        let path = dir.join("weir.db");
+        let mut writer = connect(&path, false)?;
+        schema::migrate(&mut writer)?;
+        let readers = (0..READERS)
+            .map(|_| connect(&path, true))
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(Self {
+            writer: Pool::new(vec![writer]),
+            readers: Pool::new(readers),
+            path,
+        })
+    }
+
+    /// The SQLite file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    async fn read<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
+    {
+        self.readers.run(f).await
+    }
+
+    async fn write<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
+    {
+        self.writer.run(f).await
+    }
+}
+
+fn connect(path: &Path, reader: bool) -> StoreResult<Connection> {
+    let conn = Connection::open(path)
+        .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
+    schema::configure(&conn, reader)?;
+    Ok(conn)
+}
+
+/// An unexpected database failure. The message is for logs; the gateway
+/// turns `Unavailable` into a plain 503.
+fn db_err(e: rusqlite::Error) -> StoreError {
+    StoreError::Unavailable(format!("sqlite: {e}"))
+}
+
+fn not_found(kind: &str) -> StoreError {
+    StoreError::NotFound(kind.to_owned())
+}
+
+/// True for UNIQUE and PRIMARY KEY violations (not foreign keys or CHECKs).
+fn unique_violation(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _)
+        if f.extended_code == ffi::SQLITE_CONSTRAINT_UNIQUE
+            || f.extended_code == ffi::SQLITE_CONSTRAINT_PRIMARYKEY)
+}
+
+/// JSON text of a value that always serialises (string lists, `Value`s).
+fn to_json<T: Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "null".to_owned())
+}
+
+/// Parses a JSON text column without copying it into a `String` first.
+fn json_col<T: DeserializeOwned>(r: &Row<'_>, i: usize) -> rusqlite::Result<T> {
+    let conv = |e: Box<dyn std::error::Error + Send + Sync>| {
+        rusqlite::Error::FromSqlConversionFailure(i, Type::Text, e)
+    };
+    let text = r.get_ref(i)?.as_str().map_err(|e| conv(Box::new(e)))?;
+    serde_json::from_str(text).map_err(|e| conv(Box::new(e)))
+}
+
+/// Owned copies of borrowed arguments, to move into a blocking task.
+fn own(s: &str) -> String {
+    s.to_owned()
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> StoreResult<()> {
+        self.read(|c| {
+            c.prepare_cached("SELECT 1")
+                .and_then(|mut s| s.query_row([], |r| r.get::<_, i64>(0)))
+                .map(drop)
+                .map_err(db_err)
+        })
+        .await
+    }
+
+    async fn ensure_account(&self, account: &str) -> StoreResult<Account> {
+        // Almost always the account exists already: answer from a reader
+        // and only queue behind the writer when it must be created.
+        let a = own(account);
+        if let Some(found) = self.read(move |c| accounts::get_account(c, &a)).await? {
+            return Ok(found);
+        }
+        let a = own(account);
+        self.write(move |c| accounts::ensure_account(c, &a)).await
+    }
+
+    async fn get_account(&self, account: &str) -> StoreResult<Account> {
+        let a = own(account);
+        self.read(move |c| accounts::get_account(c, &a))
+            .await?
+            .ok_or_else(|| not_found("account"))
+    }
+
+    async fn create_key(&self, key: NewKey) -> StoreResult<KeyRecord> {
+        self.write(move |c| accounts::create_key(c, key)).await
+    }
+
+    async fn get_key(&self, key_id: &str) -> StoreResult<KeyRecord> {
+        let id = own(key_id);
+        self.read(move |c| accounts::get_key(c, &id)).await
+    }
+
+    async fn list_keys(&self, account: &str, params: ListParams) -> StoreResult<Page<KeyRecord>> {
+        let a = own(account);
+        self.read(move |c| accounts::list_keys(c, &a, &params))
+            .await
+    }
+
+    async fn revoke_key(&self, account: &str, key_id: &str) -> StoreResult<()> {
+        let (a, id) = (own(account), own(key_id));
+        self.write(move |c| accounts::revoke_key(c, &a, &id)).await
+    }
+
+    async fn touch_keys(&self, used: Vec<(String, String)>) -> StoreResult<()> {
+        if used.is_empty() {
+            return Ok(());
+        }
+        self.write(move |c| accounts::touch_keys(c, &used)).await
+    }
+
+    async fn create_agent(&self, account: &str, agent: NewAgent) -> StoreResult<Agent> {
+        let a = own(account);
+        self.write(move |c| agents::create_agent(c, &a, agent))
+            .await
+    }
+
+    async fn get_agent(&self, account: &str, id: &str) -> StoreResult<Agent> {
+        let (a, id) = (own(account), own(id));
+        self.read(move |c| agents::get_agent(c, &a, &id)).await
+    }
+
+    async fn list_agents(&self, account: &str, params: ListParams) -> StoreResult<Page<Agent>> {
+        let a = own(account);
+        self.read(move |c| agents::list_agents(c, &a, &params))
+            .await
+    }
+
+    async fn update_agent(&self, account: &str, id: &str, patch: AgentPatch) -> StoreResult<Agent> {
+        let (a, id) = (own(account), own(id));
+        self.write(move |c| agents::update_agent(c, &a, &id, patch))
+            .await
+    }
+
+    async fn delete_agent(&self, account: &str, id: &str) -> StoreResult<()> {
+        let (a, id) = (own(account), own(id));
+        self.write(move |c| agents::delete_agent(c, &a, &id)).await
+    }
+
+    async fn create_tool(&self, account: &str, tool: NewTool) -> StoreResult<Tool> {
+        let a = own(account);
+        self.write(move |c| agents::create_tool(c, &a, tool)).await
+    }
+
+    async fn get_tool(&self, account: &str, id: &str) -> StoreResult<Tool> {
+        let (a, id) = (own(account), own(id));
+        self.read(move |c| agents::get_tool(c, &a, &id)).await
+    }
+
+    async fn list_tools(&self, account: &str, params: ListParams) -> StoreResult<Page<Tool>> {
+        let a = own(account);
+        self.read(move |c| agents::list_tools(c, &a, &params)).await
+    }
+
+    async fn delete_tool(&self, account: &str, id: &str) -> StoreResult<()> {
+        let (a, id) = (own(account), own(id));
+        self.write(move |c| agents::delete_tool(c, &a, &id)).await
+    }
+
+    async fn create_session(
+        &self,
+        account: &str,
+        agent_id: &str,
+        name: &str,
+    ) -> StoreResult<Session> {
+        let (a, ag, n) = (own(account), own(agent_id), own(name));
+        self.write(move |c| agents::create_session(c, &a, &ag, &n))
+            .await
+    }
+
+    async fn get_session(&self, account: &str, agent_id: &str, id: &str) -> StoreResult<Session> {
+        let (a, ag, id) = (own(account), own(agent_id), own(id));
+        self.read(move |c| agents::get_session(c, &a, &ag, &id))
+            .await
+    }
+
+    async fn list_sessions(
+        &self,
+        account: &str,
+        agent_id: &str,
+        params: ListParams,
+    ) -> StoreResult<Page<Session>> {
+        let (a, ag) = (own(account), own(agent_id));
+        self.read(move |c| agents::list_sessions(c, &a, &ag, &params))
+            .await
+    }
+
+    async fn delete_session(&self, account: &str, agent_id: &str, id: &str) -> StoreResult<()> {
+        let (a, ag, id) = (own(account), own(agent_id), own(id));
+        self.write(move |c| agents::delete_session(c, &a, &ag, &id))
+            .await
+    }
+
+    async fn create_run(&self, account: &str, run: Run) -> StoreResult<Run> {
+        let a = own(account);
+        self.write(move |c| runs::create_run(c, &a, run)).await
+    }
+
+    async fn get_run(&self, account: &str, id: &str) -> StoreResult<Run> {
+        let (a, id) = (own(account), own(id));
+        self.read(move |c| runs::get_run(c, &a, &id)).await
+    }
+
+    async fn finish_run(&self, account: &str, run: Run) -> StoreResult<Run> {
+        let a = own(account);
+        self.write(move |c| runs::finish_run(c, &a, &run)).await
+    }
+
+    async fn append_events(&self, account: &str, events: Vec<EventRecord>) -> StoreResult<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let a = own(account);
+        self.write(move |c| runs::append_events(c, &a, &events))
+            .await
+    }
+
+    async fn last_event_seq(&self, account: &str, agent_id: &str) -> StoreResult<u64> {
+        let (a, ag) = (own(account), own(agent_id));
+        self.read(move |c| runs::last_seq(c, &a, &ag, false)).await
+    }
+
+    async fn list_events(
+        &self,
+        account: &str,
+        agent_id: &str,
+        filter: EventFilter,
+        params: ListParams,
+    ) -> StoreResult<Page<EventRecord>> {
+        let (a, ag) = (own(account), own(agent_id));
+        self.read(move |c| runs::list_events(c, &a, &ag, &filter, &params))
+            .await
+    }
+
+    async fn append_logs(&self, account: &str, logs: Vec<LogRecord>) -> StoreResult<()> {
+        if logs.is_empty() {
+            return Ok(());
+        }
+        let a = own(account);
+        self.write(move |c| runs::append_logs(c, &a, &logs)).await
+    }
+
+    async fn last_log_seq(&self, account: &str, agent_id: &str) -> StoreResult<u64> {
+        let (a, ag) = (own(account), own(agent_id));
+        self.read(move |c| runs::last_seq(c, &a, &ag, true)).await
+    }
+
+    async fn list_logs(
+        &self,
+        account: &str,
+        agent_id: &str,
+        params: ListParams,
+    ) -> StoreResult<Page<LogRecord>> {
+        let (a, ag) = (own(account), own(agent_id));
+        self.read(move |c| runs::list_logs(c, &a, &ag, &params))
+            .await
+    }
+}

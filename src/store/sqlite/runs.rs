@@ -1,0 +1,259 @@
+//! Runs, agent events and agent log lines: what the runtime writes as it works.
+
+use std::collections::BTreeSet;
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+use super::{agents::check_agent, db_err, json_col, not_found, paging, to_json, unique_violation};
+use crate::store::{
+    EventFilter, EventRecord, ListParams, LogRecord, Page, Run, StoreError, StoreResult,
+};
+
+fn run_row(r: &Row<'_>) -> rusqlite::Result<Run> {
+    Ok(Run {
+        id: r.get(0)?,
+        agent_id: r.get(1)?,
+        session_id: r.get(2)?,
+        status: r.get(3)?,
+        stop_reason: r.get(4)?,
+        error: r.get(5)?,
+        created_at: r.get(6)?,
+        updated_at: r.get(7)?,
+    })
+}
+
+/// The runtime assigns the run id (it publishes it before the row exists);
+/// timestamps it left empty are filled in here.
+pub(super) fn create_run(conn: &mut Connection, account: &str, mut run: Run) -> StoreResult<Run> {
+    let tx = conn.transaction().map_err(db_err)?;
+    check_agent(&tx, account, &run.agent_id)?;
+    if run.created_at.is_empty() {
+        run.created_at = crate::util::now();
+    }
+    if run.updated_at.is_empty() {
+        run.updated_at = run.created_at.clone();
+    }
+    tx.prepare_cached(
+        "INSERT INTO runs (id, account_id, agent_id, session_id, status, stop_reason, error,
+                           created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            run.id,
+            account,
+            run.agent_id,
+            run.session_id,
+            run.status,
+            run.stop_reason,
+            run.error,
+            run.created_at,
+            run.updated_at
+        ])
+    })
+    .map_err(|e| match unique_violation(&e) {
+        true => StoreError::Conflict(format!("run {} already exists", run.id)),
+        false => db_err(e),
+    })?;
+    tx.commit().map_err(db_err)?;
+    Ok(run)
+}
+
+pub(super) fn get_run(conn: &Connection, account: &str, id: &str) -> StoreResult<Run> {
+    conn.prepare_cached(
+        "SELECT id, agent_id, session_id, status, stop_reason, error, created_at, updated_at
+         FROM runs WHERE id = ?1 AND account_id = ?2",
+    )
+    .and_then(|mut s| s.query_row(params![id, account], run_row).optional())
+    .map_err(db_err)?
+    .ok_or_else(|| not_found("run"))
+}
+
+pub(super) fn finish_run(conn: &mut Connection, account: &str, run: &Run) -> StoreResult<Run> {
+    let tx = conn.transaction().map_err(db_err)?;
+    let n = tx
+        .prepare_cached(
+            "UPDATE runs SET status = ?3, stop_reason = ?4, error = ?5, updated_at = ?6
+             WHERE id = ?1 AND account_id = ?2",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                run.id,
+                account,
+                run.status,
+                run.stop_reason,
+                run.error,
+                crate::util::now()
+            ])
+        })
+        .map_err(db_err)?;
+    if n == 0 {
+        return Err(not_found("run"));
+    }
+    let stored = get_run(&tx, account, &run.id)?;
+    tx.commit().map_err(db_err)?;
+    Ok(stored)
+}
+
+fn seq_param(seq: u64) -> StoreResult<i64> {
+    i64::try_from(seq).map_err(|_| StoreError::Invalid("seq: too large".into()))
+}
+
+/// Checks every agent named in a batch once, before writing any of it.
+fn check_agents<'a>(
+    conn: &Connection,
+    account: &str,
+    ids: impl Iterator<Item = &'a str>,
+) -> StoreResult<()> {
+    for id in ids.collect::<BTreeSet<_>>() {
+        check_agent(conn, account, id)?;
+    }
+    Ok(())
+}
+
+/// All or nothing: a duplicate `seq` rolls the whole batch back.
+pub(super) fn append_events(
+    conn: &mut Connection,
+    account: &str,
+    events: &[EventRecord],
+) -> StoreResult<()> {
+    let tx = conn.transaction().map_err(db_err)?;
+    check_agents(&tx, account, events.iter().map(|e| e.agent_id.as_str()))?;
+    {
+        let mut stmt = tx
+            .prepare_cached(
+                "INSERT INTO events (agent_id, seq, run_id, session_id, message_type, event)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )
+            .map_err(db_err)?;
+        for e in events {
+            stmt.execute(params![
+                e.agent_id,
+                seq_param(e.seq)?,
+                e.run_id,
+                e.session_id,
+                e.message_type,
+                to_json(&e.event)
+            ])
+            .map_err(|err| match unique_violation(&err) {
+                true => StoreError::Conflict(format!(
+                    "event seq {} already stored for agent {}",
+                    e.seq, e.agent_id
+                )),
+                false => db_err(err),
+            })?;
+        }
+    }
+    tx.commit().map_err(db_err)
+}
+
+pub(super) fn last_seq(
+    conn: &Connection,
+    account: &str,
+    agent_id: &str,
+    logs: bool,
+) -> StoreResult<u64> {
+    check_agent(conn, account, agent_id)?;
+    let sql = match logs {
+        true => "SELECT COALESCE(MAX(seq), 0) FROM logs WHERE agent_id = ?1",
+        false => "SELECT COALESCE(MAX(seq), 0) FROM events WHERE agent_id = ?1",
+    };
+    let seq: i64 = conn
+        .prepare_cached(sql)
+        .and_then(|mut s| s.query_row([agent_id], |r| r.get(0)))
+        .map_err(db_err)?;
+    Ok(u64::try_from(seq).unwrap_or(0))
+}
+
+fn event_row(r: &Row<'_>) -> rusqlite::Result<(i64, EventRecord)> {
+    let seq: i64 = r.get(1)?;
+    Ok((
+        seq,
+        EventRecord {
+            agent_id: r.get(0)?,
+            seq: u64::try_from(seq).unwrap_or(0),
+            run_id: r.get(2)?,
+            session_id: r.get(3)?,
+            message_type: r.get(4)?,
+            event: json_col(r, 5)?,
+        },
+    ))
+}
+
+pub(super) fn list_events(
+    conn: &mut Connection,
+    account: &str,
+    agent_id: &str,
+    filter: &EventFilter,
+    params: &ListParams,
+) -> StoreResult<Page<EventRecord>> {
+    let tx = conn.transaction().map_err(db_err)?;
+    check_agent(&tx, account, agent_id)?;
+    paging::page(
+        &tx,
+        "SELECT COUNT(*) FROM events WHERE agent_id = ?1
+           AND (?2 IS NULL OR session_id = ?2) AND (?3 IS NULL OR run_id = ?3)",
+        "SELECT agent_id, seq, run_id, session_id, message_type, event FROM events
+         WHERE agent_id = ?1 AND (?2 IS NULL OR session_id = ?2) AND (?3 IS NULL OR run_id = ?3)
+           AND seq > ?4 ORDER BY seq LIMIT ?5 OFFSET ?6",
+        &[&agent_id, &filter.session_id, &filter.run_id],
+        params,
+        event_row,
+    )
+}
+
+pub(super) fn append_logs(
+    conn: &mut Connection,
+    account: &str,
+    logs: &[LogRecord],
+) -> StoreResult<()> {
+    let tx = conn.transaction().map_err(db_err)?;
+    check_agents(&tx, account, logs.iter().map(|l| l.agent_id.as_str()))?;
+    {
+        let mut stmt = tx
+            .prepare_cached("INSERT INTO logs (agent_id, seq, event) VALUES (?1, ?2, ?3)")
+            .map_err(db_err)?;
+        for l in logs {
+            stmt.execute(params![l.agent_id, seq_param(l.seq)?, to_json(&l.event)])
+                .map_err(|err| match unique_violation(&err) {
+                    true => StoreError::Conflict(format!(
+                        "log seq {} already stored for agent {}",
+                        l.seq, l.agent_id
+                    )),
+                    false => db_err(err),
+                })?;
+        }
+    }
+    tx.commit().map_err(db_err)
+}
+
+fn log_row(r: &Row<'_>) -> rusqlite::Result<(i64, LogRecord)> {
+    let seq: i64 = r.get(1)?;
+    Ok((
+        seq,
+        LogRecord {
+            agent_id: r.get(0)?,
+            seq: u64::try_from(seq).unwrap_or(0),
+            event: json_col(r, 2)?,
+        },
+    ))
+}
+
+pub(super) fn list_logs(
+    conn: &mut Connection,
+    account: &str,
+    agent_id: &str,
+    params: &ListParams,
+) -> StoreResult<Page<LogRecord>> {
+    let tx = conn.transaction().map_err(db_err)?;
+    check_agent(&tx, account, agent_id)?;
+    paging::page(
+        &tx,
+        "SELECT COUNT(*) FROM logs WHERE agent_id = ?1",
+        "SELECT agent_id, seq, event FROM logs
+         WHERE agent_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3 OFFSET ?4",
+        &[&agent_id],
+        params,
+        log_row,
+    )
+}
