@@ -1,0 +1,169 @@
+//! Publishing a run's events: each event is numbered by the bus (the one
+//! authority for `seq`), delivered live, then persisted as history with the
+//! same `seq`, in order.
+//!
+//! The first time this process touches a channel it raises the bus counter to
+//! the highest `seq` the store holds ([`Seeds`]), so numbering continues after
+//! a restart instead of starting again at 1. Token deltas are persisted in
+//! small batches (flushed by the next non-delta event) to keep one store
+//! write per token off the hot path.
+
+use std::{collections::HashSet, sync::Arc};
+
+use serde_json::{Map, Value};
+
+use crate::{
+    bus::{Bus, BusError, BusEvent},
+    store::{EventRecord, Store, StoreError},
+};
+
+/// Most token deltas held back before they are written anyway.
+const MAX_PENDING: usize = 32;
+
+/// The channel of an agent's events.
+pub fn agent_channel(agent_id: &str) -> String {
+    format!("agent:{agent_id}")
+}
+
+/// The channel of an agent's log lines.
+pub fn logs_channel(agent_id: &str) -> String {
+    format!("logs:{agent_id}")
+}
+
+/// Why an event could not be delivered or kept.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum EmitError {
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Which store counter a channel continues from.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Numbering {
+    Events,
+    Logs,
+}
+
+/// The channels whose bus counter this process has already seeded.
+#[derive(Debug, Default)]
+pub struct Seeds {
+    seeded: std::sync::Mutex<HashSet<String>>,
+}
+
+impl Seeds {
+    /// Seeds `channel` from the store on first use. Two runs racing here both
+    /// seed; `seed_seq` only ever raises the counter, so that is harmless.
+    pub async fn ensure(
+        &self,
+        bus: &dyn Bus,
+        store: &dyn Store,
+        account: &str,
+        agent_id: &str,
+        channel: &str,
+        numbering: Numbering,
+    ) -> Result<(), EmitError> {
+        if self.lock().contains(channel) {
+            return Ok(());
+        }
+        let floor = match numbering {
+            Numbering::Events => store.last_event_seq(account, agent_id).await?,
+            Numbering::Logs => store.last_log_seq(account, agent_id).await?,
+        };
+        bus.seed_seq(channel, floor).await?;
+        self.lock().insert(channel.to_owned());
+        Ok(())
+    }
+
+    /// Forgets a channel (its agent was deleted or the counter must be re-read).
+    pub fn forget(&self, channel: &str) {
+        self.lock().remove(channel);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        // A poisoned set is still a valid set: recover it.
+        self.seeded.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// What every publisher of agent events needs.
+#[derive(Clone)]
+pub struct Sinks {
+    pub bus: Arc<dyn Bus>,
+    pub store: Arc<dyn Store>,
+    pub seeds: Arc<Seeds>,
+}
+
+/// Publishes the events of one run, in order.
+pub struct Emitter {
+    sinks: Sinks,
+    account: String,
+    agent_id: String,
+    run_id: String,
+    session_id: String,
+    channel: String,
+    pending: Vec<EventRecord>,
+}
+
+impl Emitter {
+    pub fn new(sinks: Sinks, account: &str, agent_id: &str, run_id: &str, session_id: &str) -> Self {
+        Self {
+            sinks,
+            account: account.to_owned(),
+            agent_id: agent_id.to_owned(),
+            run_id: run_id.to_owned(),
+            session_id: session_id.to_owned(),
+            channel: agent_channel(agent_id),
+            pending: Vec::new(),
+        }
+    }
+
+    /// Publishes one event of `message_type` with `fields` added to the
+    /// common ones (`id`, `run_id`, `agent_id`, `session_id`, `date`).
+    pub async fn emit(&mut self, message_type: &str, fields: Map<String, Value>) -> Result<Arc<BusEvent>, EmitError> {
+        let s = &self.sinks;
+        s.seeds
+            .ensure(s.bus.as_ref(), s.store.as_ref(), &self.account, &self.agent_id, &self.channel, Numbering::Events)
+            .await?;
+        let mut event = Map::new();
+        event.insert("id".into(), crate::util::new_id("msg").into());
+        event.insert("run_id".into(), self.run_id.clone().into());
+        event.insert("agent_id".into(), self.agent_id.clone().into());
+        event.insert("session_id".into(), self.session_id.clone().into());
+        event.insert("date".into(), crate::util::now().into());
+        event.insert("message_type".into(), message_type.into());
+        event.extend(fields);
+        let mut record = event.clone();
+        let published = s.bus.publish(&self.channel, event).await?;
+        record.insert("seq".into(), published.seq.into());
+        self.pending.push(EventRecord {
+            agent_id: self.agent_id.clone(),
+            seq: published.seq,
+            run_id: self.run_id.clone(),
+            session_id: self.session_id.clone(),
+            message_type: message_type.to_owned(),
+            event: Value::Object(record),
+        });
+        if message_type != "assistant_delta" || self.pending.len() >= MAX_PENDING {
+            self.flush().await?;
+        }
+        Ok(published)
+    }
+
+    /// Writes what is pending. On failure the batch is dropped (the run is
+    /// about to fail anyway) so memory stays bounded.
+    pub async fn flush(&mut self) -> Result<(), EmitError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.pending);
+        self.sinks.store.append_events(&self.account, batch).await?;
+        Ok(())
+    }
+}
+
+/// Builds a field map from `(name, value)` pairs.
+pub fn fields<const N: usize>(pairs: [(&str, Value); N]) -> Map<String, Value> {
+    pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+}

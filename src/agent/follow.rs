@@ -1,0 +1,106 @@
+//! Following one run's events on its agent channel: what a transport does
+//! after it started a run (SSE response, JSON response, OpenAI completion).
+//!
+//! Subscribe *before* starting the run so no event can be missed, then call
+//! [`RunFollower::next`] until it returns `None` (after the run's `done`). A
+//! subscriber that falls behind the channel buffer resumes from the bus
+//! history at its last seq, so it sees no gap and no duplicate.
+
+use std::sync::Arc;
+
+use futures::Stream;
+
+use super::events::agent_channel;
+use crate::bus::{Bus, BusError, BusEvent, Subscription};
+
+/// Follows one run until its `done`.
+pub struct RunFollower {
+    bus: Arc<dyn Bus>,
+    channel: String,
+    sub: Subscription,
+    run_id: String,
+    finished: bool,
+}
+
+impl RunFollower {
+    /// Subscribes to the agent's channel; call [`Self::follow`] with the run id
+    /// once the run started.
+    pub async fn subscribe(bus: Arc<dyn Bus>, agent_id: &str) -> Result<Self, BusError> {
+        let channel = agent_channel(agent_id);
+        let sub = bus.subscribe(&channel, None).await?;
+        Ok(Self { bus, channel, sub, run_id: String::new(), finished: false })
+    }
+
+    /// Sets the run to follow.
+    pub fn follow(mut self, run_id: &str) -> Self {
+        self.run_id = run_id.to_owned();
+        self
+    }
+
+    /// The run's next event; `None` after its `done`, or when the channel
+    /// closed or the history needed to catch up was gone (the caller then
+    /// knows the stream is incomplete: [`Self::finished`] is false).
+    pub async fn next(&mut self) -> Option<Arc<BusEvent>> {
+        while !self.finished {
+            match self.sub.next().await {
+                Ok(Some(ev)) if ev.run_id.as_deref() == Some(self.run_id.as_str()) => {
+                    self.finished = ev.message_type == "done";
+                    return Some(ev);
+                }
+                Ok(Some(_)) => continue,
+                Ok(None) => return None,
+                Err(BusError::Lagged { last_seq }) => match self.bus.subscribe(&self.channel, Some(last_seq)).await {
+                    Ok(sub) => self.sub = sub,
+                    Err(e) => {
+                        tracing::warn!(error = %e, run_id = %self.run_id, "run follower could not catch up");
+                        return None;
+                    }
+                },
+                Err(e) => {
+                    tracing::warn!(error = %e, run_id = %self.run_id, "run follower lost its channel");
+                    return None;
+                }
+            }
+        }
+        None
+    }
+
+    /// Whether the run's `done` was seen.
+    pub fn finished(&self) -> bool {
+        self.finished
+    }
+
+    /// The follower as a stream of events.
+    pub fn into_stream(self) -> impl Stream<Item = Arc<BusEvent>> + Send {
+        futures::stream::unfold(self, |mut f| async move { f.next().await.map(|ev| (ev, f)) })
+    }
+}
+
+/// Cancels a run when dropped while armed: a transport holds one for as long
+/// as its client is there, so a client that goes away cancels the run (unless
+/// it asked for `background`, in which case the guard starts disarmed).
+pub struct CancelOnDrop {
+    runtime: Arc<super::Runtime>,
+    run_id: String,
+    armed: bool,
+}
+
+impl CancelOnDrop {
+    pub fn new(runtime: Arc<super::Runtime>, run_id: &str, armed: bool) -> Self {
+        Self { runtime, run_id: run_id.to_owned(), armed }
+    }
+
+    /// The run ended (or the client asked to keep it): do nothing on drop.
+    pub fn disarm(&mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if self.armed {
+            tracing::debug!(run_id = %self.run_id, "client went away; cancelling its run");
+            self.runtime.abort(&self.run_id);
+        }
+    }
+}

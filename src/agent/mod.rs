@@ -1,0 +1,115 @@
+//! The agent runtime: agents that think, call tools and answer.
+//!
+//! # Layout
+//!
+//! - [`runtime`]: [`Runtime`]: starts runs, cancels them, answers their status.
+//! - `run`: one run's step loop (model → tools → … → reply) and its terminal `done`.
+//! - [`events`]: publishing events (the bus numbers them) and persisting them.
+//! - [`logs`]: a run's log lines on `logs:<agent_id>`.
+//! - [`models`]: `echo` and `upstream/<model>` (OpenAI-compatible providers).
+//! - [`tools`]: built-ins (`get_time`, `calculator`) and webhook tools.
+//! - [`follow`]: following one run's events from a transport, cancel-on-disconnect.
+//! - [`routes`]: `/v1/agents/{id}/messages`, `/v1/runs/{id}`, `/v1/runs/{id}/cancel`,
+//!   `/v1/agents/{id}/logs`.
+//!
+//! Events of a run, in order: `user_message` (one per message sent; kept as
+//! the session's history and not echoed back on the run's own response), then
+//! any of `internal_monologue`, `function_message`, `assistant_delta` (with
+//! `stream_tokens`), then `assistant_message`, `usage`, and exactly one `done`
+//! (preceded by `error` when the run failed).
+
+pub mod events;
+pub mod follow;
+pub mod logs;
+pub mod models;
+mod run;
+pub mod routes;
+pub mod runtime;
+pub mod tools;
+
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+
+pub use follow::{CancelOnDrop, RunFollower};
+pub use routes::routes;
+pub use runtime::Runtime;
+
+use crate::http::errors::ApiError;
+
+/// One chat message given to a run.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ChatMessage {
+    pub role: String,
+    pub content: String,
+}
+
+impl ChatMessage {
+    /// A `user` message.
+    pub fn user(content: impl Into<String>) -> Self {
+        Self { role: "user".into(), content: content.into() }
+    }
+}
+
+/// A request to start a run on an agent.
+#[derive(Debug, Clone, Default)]
+pub struct StartRun {
+    pub agent_id: String,
+    /// The session to talk in (must exist); `None` uses the agent's default session.
+    pub session_id: Option<String>,
+    /// The new user messages (role `user`, non-empty).
+    pub messages: Vec<ChatMessage>,
+    /// Publish `assistant_delta` events as the reply is produced.
+    pub stream_tokens: bool,
+    /// The client wants the run to outlive its connection (see [`CancelOnDrop`]).
+    pub background: bool,
+}
+
+/// Why a run could not be started or changed.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Bus(#[from] crate::bus::BusError),
+    #[error("agent {0} is stopped")]
+    AgentStopped(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("agent {0} not found")]
+    AgentNotFound(String),
+    #[error("session {0} not found")]
+    SessionNotFound(String),
+    #[error("run {0} not found")]
+    RunNotFound(String),
+    #[error("the gateway is shutting down")]
+    ShuttingDown,
+}
+
+impl RunError {
+    /// The API error code (`agent_stopped`, `agent_not_found`, …), for
+    /// transports that report errors in their own frames.
+    pub fn code(&self) -> &'static str {
+        ApiError::from(self).code
+    }
+}
+
+impl From<&RunError> for ApiError {
+    fn from(e: &RunError) -> Self {
+        match e {
+            RunError::Store(s) => s.clone().into(),
+            RunError::Bus(b) => b.clone().into(),
+            RunError::AgentStopped(id) => ApiError::conflict("agent_stopped", format!("agent {id} is stopped: start it first")),
+            RunError::Invalid(msg) => ApiError::validation(msg.clone()),
+            RunError::AgentNotFound(id) => ApiError::not_found("agent_not_found", format!("agent {id} not found")),
+            RunError::SessionNotFound(id) => ApiError::not_found("session_not_found", format!("session {id} not found")),
+            RunError::RunNotFound(id) => ApiError::not_found("run_not_found", format!("run {id} not found")),
+            RunError::ShuttingDown => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string()),
+        }
+    }
+}
+
+impl From<RunError> for ApiError {
+    fn from(e: RunError) -> Self {
+        (&e).into()
+    }
+}

@@ -1,0 +1,187 @@
+//! `upstream/<model>`: any OpenAI-compatible provider (`--provider-url`,
+//! `--provider-key`), always called with `stream: true` and
+//! `stream_options.include_usage`, read with eventsource-stream.
+//!
+//! Two timeouts guard a step: the first chunk must arrive within
+//! `first_token_timeout_secs` of sending (connecting included), and after it
+//! the stream may not stay silent for more than `idle_timeout_secs`. An
+//! upstream status >= 400, a transport error, an unparseable chunk or a
+//! stream that ends before it finished becomes a [`ModelError`], which the
+//! run turns into an `error` event and `done` with stop_reason `error`.
+
+use std::{sync::Arc, time::Duration};
+
+use eventsource_stream::Eventsource;
+use futures::StreamExt;
+use serde_json::{json, Value};
+use tokio::time::{timeout, timeout_at, Instant};
+
+use super::{
+    assemble::{Assembler, Chunk},
+    ModelError, ModelEvent, ModelRequest, ModelStream,
+};
+use crate::config::ServeConfig;
+
+/// Most of an error body we read to report it.
+const ERROR_BODY_LIMIT: usize = 4096;
+
+/// The configured OpenAI-compatible provider, shared by agent runs and the
+/// `/v1/chat/completions` relay (one connection pool).
+#[derive(Debug)]
+pub struct Provider {
+    client: reqwest::Client,
+    base: String,
+    key: Option<String>,
+    pub first_token_timeout: Duration,
+    pub idle_timeout: Duration,
+}
+
+impl Provider {
+    /// The provider from `--provider-url`, or `None` when none is configured.
+    pub fn from_config(cfg: &ServeConfig, client: reqwest::Client) -> Option<Arc<Self>> {
+        let base = cfg.provider_url.as_deref()?.trim().trim_end_matches('/');
+        if base.is_empty() {
+            return None;
+        }
+        Some(Arc::new(Self {
+            client,
+            base: base.to_owned(),
+            key: cfg.provider_key.clone().filter(|k| !k.is_empty()),
+            first_token_timeout: Duration::from_secs(cfg.first_token_timeout_secs.max(1)),
+            idle_timeout: Duration::from_secs(cfg.idle_timeout_secs.max(1)),
+        }))
+    }
+
+    fn authorize(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.key {
+            Some(key) => req.bearer_auth(key),
+            None => req,
+        }
+    }
+
+    /// `POST {provider}/chat/completions` with `body` (JSON bytes).
+    pub fn chat_request(&self, body: impl Into<reqwest::Body>) -> reqwest::RequestBuilder {
+        let req = self
+            .client
+            .post(format!("{}/chat/completions", self.base))
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body);
+        self.authorize(req)
+    }
+
+    /// `GET {provider}/models`.
+    pub fn models_request(&self) -> reqwest::RequestBuilder {
+        self.authorize(self.client.get(format!("{}/models", self.base)))
+    }
+}
+
+/// The message of an upstream error response: `error.message` when the body
+/// is OpenAI-shaped, else the start of the body.
+pub async fn error_message(resp: reqwest::Response) -> String {
+    let mut body = Vec::new();
+    let mut stream = resp.bytes_stream();
+    while let Some(Ok(chunk)) = stream.next().await {
+        body.extend_from_slice(&chunk);
+        if body.len() >= ERROR_BODY_LIMIT {
+            body.truncate(ERROR_BODY_LIMIT);
+            break;
+        }
+    }
+    if let Ok(v) = serde_json::from_slice::<Value>(&body) {
+        if let Some(m) = v.pointer("/error/message").and_then(Value::as_str) {
+            return m.to_owned();
+        }
+    }
+    let text = String::from_utf8_lossy(&body);
+    text.chars().take(500).collect()
+}
+
+/// One provider model.
+#[derive(Debug, Clone)]
+pub struct UpstreamModel {
+    provider: Arc<Provider>,
+    model: String,
+}
+
+impl UpstreamModel {
+    pub fn new(provider: Arc<Provider>, model: &str) -> Self {
+        Self {
+            provider,
+            model: model.to_owned(),
+        }
+    }
+
+    fn body(&self, req: &ModelRequest) -> Vec<u8> {
+        let mut body = json!({
+            "model": self.model,
+            "messages": req.turns.iter().map(|t| t.to_openai()).collect::<Vec<_>>(),
+            "stream": true,
+            "stream_options": {"include_usage": true},
+        });
+        if !req.tools.is_empty() {
+            body["tools"] = req.tools.iter().map(|t| t.to_openai()).collect();
+        }
+        serde_json::to_vec(&body).unwrap_or_default()
+    }
+
+    pub fn step(&self, req: ModelRequest) -> ModelStream {
+        let provider = self.provider.clone();
+        let body = self.body(&req);
+        Box::pin(async_stream::stream! {
+            let first_secs = provider.first_token_timeout.as_secs();
+            let idle = provider.idle_timeout;
+            let deadline = Instant::now() + provider.first_token_timeout;
+            let resp = match timeout_at(deadline, provider.chat_request(body).send()).await {
+                Err(_) => { yield Err(ModelError::FirstTokenTimeout(first_secs)); return; }
+                Ok(Err(e)) => { yield Err(ModelError::Connect(e.without_url().to_string())); return; }
+                Ok(Ok(resp)) => resp,
+            };
+            if !resp.status().is_success() {
+                let status = resp.status().as_u16();
+                let message = error_message(resp).await;
+                yield Err(ModelError::Status { status, message });
+                return;
+            }
+            let mut events = resp.bytes_stream().eventsource();
+            let mut asm = Assembler::default();
+            let mut started = false;
+            let mut saw_done = false;
+            loop {
+                let next = if started {
+                    timeout(idle, events.next()).await
+                } else {
+                    timeout_at(deadline, events.next()).await
+                };
+                let event = match next {
+                    Err(_) if started => { yield Err(ModelError::IdleTimeout(idle.as_secs())); return; }
+                    Err(_) => { yield Err(ModelError::FirstTokenTimeout(first_secs)); return; }
+                    Ok(None) => break,
+                    Ok(Some(Err(e))) => { yield Err(ModelError::Broken(e.to_string())); return; }
+                    Ok(Some(Ok(event))) => event,
+                };
+                started = true;
+                if event.data.trim() == "[DONE]" {
+                    saw_done = true;
+                    break;
+                }
+                let chunk: Chunk = match serde_json::from_str(&event.data) {
+                    Ok(c) => c,
+                    Err(e) => { yield Err(ModelError::Broken(format!("unparseable chunk: {e}"))); return; }
+                };
+                if let Some(err) = &chunk.error {
+                    let message = err.get("message").and_then(Value::as_str).unwrap_or("provider error");
+                    yield Err(ModelError::Broken(message.to_owned()));
+                    return;
+                }
+                if let Some(delta) = asm.apply(chunk) {
+                    yield Ok(ModelEvent::Delta(delta));
+                }
+            }
+            if !saw_done && !asm.finished() {
+                yield Err(ModelError::Broken("the stream ended before the completion finished".into()));
+                return;
+            }
+            yield Ok(ModelEvent::Done(asm.finish()));
+        })
+    }
+}

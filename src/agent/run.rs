@@ -1,0 +1,267 @@
+//! One run, from the user's message to `done`: the step loop (model call →
+//! tool calls → tool results → … → reply, at most `max_steps` model calls),
+//! then exactly one terminal `done`, the final status in the store and the
+//! "run ended" log line, whatever happened (a panic included).
+
+use std::{
+    panic::AssertUnwindSafe,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use futures::{FutureExt, StreamExt};
+use serde_json::{json, Value};
+
+use super::{
+    events::{fields, EmitError, Emitter},
+    logs::RunLog,
+    models::{Model, ModelEvent, ModelRequest, StepOutput, Turn, Usage},
+    runtime::{Inner, RunHandle},
+    tools::ToolSet,
+    ChatMessage,
+};
+use crate::store::{Agent, EventFilter, ListParams, Run, Store, StoreError, RUN_CANCELLED, RUN_COMPLETED, RUN_FAILED};
+
+/// Most history events read to rebuild a session's conversation.
+const HISTORY_WINDOW: u32 = 1000;
+
+/// Why a run ended.
+#[derive(Debug, Clone, PartialEq)]
+enum Outcome {
+    EndTurn,
+    MaxSteps,
+    Cancelled,
+    Failed(Failure),
+}
+
+/// A failure shown to the client as an `error` event.
+#[derive(Debug, Clone, PartialEq)]
+struct Failure {
+    code: &'static str,
+    message: String,
+}
+
+impl From<EmitError> for Failure {
+    fn from(e: EmitError) -> Self {
+        Failure { code: "unavailable", message: format!("event delivery failed: {e}") }
+    }
+}
+
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Self {
+        Failure { code: "unavailable", message: e.to_string() }
+    }
+}
+
+/// Everything one run needs; consumed by [`RunTask::execute`].
+pub(crate) struct RunTask {
+    pub inner: Arc<Inner>,
+    pub account: String,
+    pub agent: Agent,
+    pub run: Run,
+    pub model: Model,
+    pub messages: Vec<ChatMessage>,
+    pub stream_tokens: bool,
+    pub background: bool,
+    pub max_steps: u32,
+    pub handle: RunHandle,
+}
+
+impl RunTask {
+    pub async fn execute(self) {
+        let started = Instant::now();
+        let sinks = self.inner.sinks.clone();
+        let mut em = Emitter::new(sinks.clone(), &self.account, &self.agent.id, &self.run.id, &self.run.session_id);
+        let log = RunLog::new(sinks, &self.account, &self.agent.id, &self.run.id);
+        log.info(format!(
+            "run started: model {}, session {}, max_steps {}{}",
+            self.agent.model,
+            self.run.session_id,
+            self.max_steps,
+            if self.background { ", background" } else { "" }
+        ))
+        .await;
+        let mut usage = None;
+        let outcome = AssertUnwindSafe(self.drive(&mut em, &log, &mut usage))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|_| {
+                tracing::error!(run_id = %self.run.id, "run panicked");
+                Err(Failure { code: "internal_error", message: "the run crashed".into() })
+            });
+        let outcome = outcome.unwrap_or_else(Outcome::Failed);
+        if let Outcome::Failed(f) = &outcome {
+            log.error(format!("run failed: {} ({})", f.message, f.code)).await;
+        }
+        let run = self.conclude(&mut em, outcome, usage).await;
+        self.save(&run).await;
+        log.info(format!(
+            "run ended: {} ({}) after {} ms",
+            run.status,
+            run.stop_reason.as_deref().unwrap_or("-"),
+            started.elapsed().as_millis()
+        ))
+        .await;
+        self.inner.forget_run(&self.run.id);
+    }
+
+    async fn drive(&self, em: &mut Emitter, log: &RunLog, usage: &mut Option<Usage>) -> Result<Outcome, Failure> {
+        let store = self.inner.sinks.store.as_ref();
+        let history = load_history(store, &self.account, &self.agent.id, &self.run.session_id).await?;
+        for m in &self.messages {
+            em.emit("user_message", fields([("message", m.content.clone().into())])).await?;
+        }
+        let (tools, warnings) = ToolSet::resolve(store, &self.account, &self.agent.tools).await?;
+        for w in warnings {
+            log.warn(w).await;
+        }
+        let mut turns = Vec::with_capacity(history.len() + self.messages.len() + 1);
+        if !self.agent.system.trim().is_empty() {
+            turns.push(Turn::System(self.agent.system.clone()));
+        }
+        turns.extend(history);
+        turns.extend(self.messages.iter().map(|m| Turn::User(m.content.clone())));
+        for step in 1..=self.max_steps {
+            let t0 = Instant::now();
+            let out = self.step(em, &turns, &tools).await;
+            let took = t0.elapsed().as_millis();
+            let Some(out) = out? else { return Ok(Outcome::Cancelled) };
+            log.info(format!("model {} called (step {step}): {took} ms", self.agent.model)).await;
+            usage.get_or_insert_with(Usage::default).add(out.usage);
+            if out.tool_calls.is_empty() {
+                em.emit("assistant_message", fields([("message", out.content.into())])).await?;
+                return Ok(Outcome::EndTurn);
+            }
+            if !out.content.trim().is_empty() {
+                em.emit("internal_monologue", fields([("message", out.content.clone().into())])).await?;
+            }
+            turns.push(Turn::Assistant { content: out.content, tool_calls: out.tool_calls.clone() });
+            for call in out.tool_calls {
+                let t1 = Instant::now();
+                let result = tokio::select! {
+                    biased;
+                    _ = self.handle.cancel.cancelled() => return Ok(Outcome::Cancelled),
+                    r = tools.call(&self.inner.http, &call) => r,
+                };
+                let status = if result.ok { "success" } else { "error" };
+                let line = format!("tool {} called: {status} in {} ms", call.name, t1.elapsed().as_millis());
+                if result.ok {
+                    log.info(line).await
+                } else {
+                    log.warn(format!("{line}: {}", result.result_text())).await
+                }
+                let message = json!({"function": call.name, "args": result.args, "result": result.result, "status": status});
+                em.emit("function_message", fields([("message", message)])).await?;
+                turns.push(Turn::Tool { call_id: call.id, content: result.result_text() });
+            }
+        }
+        Ok(Outcome::MaxSteps)
+    }
+
+    /// One model call. `Ok(None)` when the run was cancelled meanwhile; the
+    /// step's stream (and with it any upstream request) is dropped at once.
+    async fn step(&self, em: &mut Emitter, turns: &[Turn], tools: &ToolSet) -> Result<Option<StepOutput>, Failure> {
+        let mut stream = self.model.step(ModelRequest { turns: turns.to_vec(), tools: tools.specs() });
+        loop {
+            let next = tokio::select! {
+                biased;
+                _ = self.handle.cancel.cancelled() => return Ok(None),
+                next = stream.next() => next,
+            };
+            match next {
+                None => return Err(Failure { code: "model_error", message: "the model stopped without an answer".into() }),
+                Some(Err(e)) => return Err(Failure { code: e.code(), message: e.to_string() }),
+                Some(Ok(ModelEvent::Monologue(m))) => {
+                    em.emit("internal_monologue", fields([("message", m.into())])).await?;
+                }
+                Some(Ok(ModelEvent::Delta(d))) => {
+                    if self.stream_tokens {
+                        em.emit("assistant_delta", fields([("delta", d.into())])).await?;
+                    }
+                }
+                Some(Ok(ModelEvent::Done(out))) => return Ok(Some(out)),
+            }
+        }
+    }
+
+    /// Publishes the terminal events and returns the run's final record.
+    async fn conclude(&self, em: &mut Emitter, outcome: Outcome, usage: Option<Usage>) -> Run {
+        let (status, stop_reason, mut error) = match &outcome {
+            Outcome::EndTurn => (RUN_COMPLETED, "end_turn", None),
+            Outcome::MaxSteps => (RUN_COMPLETED, "max_steps", None),
+            Outcome::Cancelled if self.inner.shutdown.is_cancelled() => {
+                (RUN_CANCELLED, "cancelled", Some("the gateway shut down".to_owned()))
+            }
+            Outcome::Cancelled => (RUN_CANCELLED, "cancelled", None),
+            Outcome::Failed(f) => (RUN_FAILED, "error", Some(f.message.clone())),
+        };
+        let mut published = Ok(());
+        if let (Some(u), Outcome::EndTurn | Outcome::MaxSteps) = (usage, &outcome) {
+            let usage_fields = fields([
+                ("prompt_tokens", u.prompt_tokens.into()),
+                ("completion_tokens", u.completion_tokens.into()),
+                ("total_tokens", u.total_tokens.into()),
+            ]);
+            published = em.emit("usage", usage_fields).await.map(drop);
+        }
+        if let Outcome::Failed(f) = &outcome {
+            published = published.and(
+                em.emit("error", fields([("code", f.code.into()), ("message", Value::from(f.message.as_str()))]))
+                    .await
+                    .map(drop),
+            );
+        }
+        // `done` is attempted even when an earlier publish failed: it is what
+        // ends every stream of this run.
+        let done = em.emit("done", fields([("stop_reason", stop_reason.into())])).await.map(drop);
+        let flushed = em.flush().await;
+        let mut status = status;
+        if let Err(e) = published.and(done).and(flushed) {
+            tracing::warn!(error = %e, run_id = %self.run.id, "run end not fully delivered");
+            status = RUN_FAILED;
+            error.get_or_insert_with(|| format!("event delivery failed: {e}"));
+        }
+        Run {
+            status: status.into(),
+            stop_reason: Some(stop_reason.into()),
+            error,
+            updated_at: crate::util::now(),
+            ..self.run.clone()
+        }
+    }
+
+    /// Writes the final status, retrying briefly: a run left `running` in the
+    /// store would only be settled after a restart.
+    async fn save(&self, run: &Run) {
+        let store = self.inner.sinks.store.as_ref();
+        for delay_ms in [0u64, 100, 500, 2000] {
+            tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+            match store.finish_run(&self.account, run.clone()).await {
+                Ok(_) => return,
+                Err(e) => tracing::warn!(error = %e, run_id = %run.id, "could not save the run's final status"),
+            }
+        }
+    }
+}
+
+/// The session's earlier conversation: user and assistant messages, oldest
+/// first, from at most the last [`HISTORY_WINDOW`] events.
+async fn load_history(store: &dyn Store, account: &str, agent_id: &str, session_id: &str) -> Result<Vec<Turn>, StoreError> {
+    let filter = EventFilter { session_id: Some(session_id.to_owned()), run_id: None };
+    let mut params = ListParams { limit: HISTORY_WINDOW, offset: 0, after: None };
+    let mut page = store.list_events(account, agent_id, filter.clone(), params.clone()).await?;
+    if page.pagination.total > u64::from(HISTORY_WINDOW) {
+        params.offset = page.pagination.total - u64::from(HISTORY_WINDOW);
+        page = store.list_events(account, agent_id, filter, params).await?;
+    }
+    let text = |e: &Value| e.get("message").and_then(Value::as_str).unwrap_or_default().to_owned();
+    Ok(page
+        .data
+        .iter()
+        .filter_map(|r| match r.message_type.as_str() {
+            "user_message" => Some(Turn::User(text(&r.event))),
+            "assistant_message" => Some(Turn::Assistant { content: text(&r.event), tool_calls: Vec::new() }),
+            _ => None,
+        })
+        .collect())
+}

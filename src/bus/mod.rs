@@ -1,0 +1,156 @@
+//! Fan-out of agent events and log lines to every subscriber, with history
+//! for resume.
+//!
+//! A channel is named `agent:<id>` (agent events) or `logs:<id>` (log lines).
+//! The bus is the single authority for `seq`: it numbers each published event
+//! on its channel, so every stream that shows an event shows the same number.
+//! An event is encoded once at publish time ([`BusEvent`]) and the same bytes
+//! are shared by every subscriber: fan-out never re-serialises.
+
+pub mod memory;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use serde_json::{Map, Value};
+use tokio::sync::broadcast;
+
+/// Why a bus call failed.
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+pub enum BusError {
+    /// The backend (e.g. Redis) cannot be reached.
+    #[error("bus unavailable: {0}")]
+    Unavailable(String),
+    /// The requested cursor is older than the history kept.
+    #[error("history expired: the oldest event kept is {oldest}, requested after {after}")]
+    HistoryExpired { after: u64, oldest: u64 },
+    /// The subscriber fell behind and events were dropped for it.
+    #[error("subscriber lagged after seq {last_seq}")]
+    Lagged { last_seq: u64 },
+}
+
+/// A published event, encoded once and shared by every subscriber.
+#[derive(Debug)]
+pub struct BusEvent {
+    pub seq: u64,
+    /// `message_type` of the event (`assistant_message`, `log`, `done`, …).
+    pub message_type: String,
+    /// The run the event belongs to, if any (used by `/v1/runs/{id}/stream`).
+    pub run_id: Option<String>,
+    /// The event object as JSON, `seq` included.
+    pub json: Bytes,
+    /// The complete SSE frame: `id: <seq>\nevent: <type>\ndata: <json>\n\n`.
+    pub sse: Bytes,
+    /// The WebSocket text: `{"type":"agent_response", …event fields…}`.
+    pub ws: Bytes,
+}
+
+impl BusEvent {
+    /// Encodes `event` with `seq` set; the one place event bytes are built.
+    pub fn encode(seq: u64, mut event: Map<String, Value>) -> Self {
+        event.insert("seq".into(), Value::from(seq));
+        let message_type = event
+            .get("message_type")
+            .and_then(Value::as_str)
+            .unwrap_or("event")
+            .to_owned();
+        let run_id = event
+            .get("run_id")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        let json = serde_json::to_vec(&event).expect("a JSON map always serialises");
+        let mut sse = Vec::with_capacity(json.len() + message_type.len() + 32);
+        sse.extend_from_slice(format!("id: {seq}\nevent: {message_type}\ndata: ").as_bytes());
+        sse.extend_from_slice(&json);
+        sse.extend_from_slice(b"\n\n");
+        // `{"type":"agent_response",` + the event's fields: splice, don't re-encode.
+        let mut ws = Vec::with_capacity(json.len() + 26);
+        ws.extend_from_slice(br#"{"type":"agent_response""#);
+        if json.len() > 2 {
+            ws.push(b',');
+        }
+        ws.extend_from_slice(&json[1..]);
+        Self {
+            seq,
+            message_type,
+            run_id,
+            json: json.into(),
+            sse: sse.into(),
+            ws: ws.into(),
+        }
+    }
+}
+
+/// A subscription: history after the cursor, then live events, with no gap and
+/// no duplicate (live events at or below the last replayed seq are dropped).
+pub struct Subscription {
+    replay: std::collections::VecDeque<Arc<BusEvent>>,
+    live: broadcast::Receiver<Arc<BusEvent>>,
+    last_seq: u64,
+}
+
+impl Subscription {
+    /// `replay` must be in seq order and have been read *after* `live` was
+    /// subscribed, so nothing can fall between the two.
+    pub fn new(
+        replay: Vec<Arc<BusEvent>>,
+        live: broadcast::Receiver<Arc<BusEvent>>,
+        after: u64,
+    ) -> Self {
+        Self {
+            replay: replay.into(),
+            live,
+            last_seq: after,
+        }
+    }
+
+    /// The seq of the last event handed out (the client's resume cursor).
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq
+    }
+
+    /// The next event, or `Ok(None)` when the channel closed. A subscriber that
+    /// fell further behind than the channel buffer gets [`BusError::Lagged`]
+    /// carrying the last seq it did receive, so it can resume from there.
+    pub async fn next(&mut self) -> Result<Option<Arc<BusEvent>>, BusError> {
+        if let Some(ev) = self.replay.pop_front() {
+            self.last_seq = ev.seq;
+            return Ok(Some(ev));
+        }
+        loop {
+            match self.live.recv().await {
+                Ok(ev) if ev.seq <= self.last_seq => continue,
+                Ok(ev) => {
+                    self.last_seq = ev.seq;
+                    return Ok(Some(ev));
+                }
+                Err(broadcast::error::RecvError::Closed) => return Ok(None),
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    return Err(BusError::Lagged {
+                        last_seq: self.last_seq,
+                    })
+                }
+            }
+        }
+    }
+}
+
+/// Publish/subscribe with per-channel history.
+#[async_trait]
+pub trait Bus: Send + Sync + 'static {
+    /// Numbers `event` with the channel's next seq, keeps it in history and
+    /// delivers it to every subscriber. `event` must not contain `seq`.
+    async fn publish(&self, channel: &str, event: Map<String, Value>) -> Result<Arc<BusEvent>, BusError>;
+
+    /// Subscribes to `channel`. With `after`, first replays the kept history
+    /// past that seq ([`BusError::HistoryExpired`] if it is no longer kept).
+    async fn subscribe(&self, channel: &str, after: Option<u64>) -> Result<Subscription, BusError>;
+
+    /// Raises the channel's seq counter to at least `floor`, so numbering
+    /// continues after a restart from what the store already holds.
+    async fn seed_seq(&self, channel: &str, floor: u64) -> Result<(), BusError>;
+
+    /// Whether the backend is reachable (for `/readyz`).
+    async fn ping(&self) -> Result<(), BusError>;
+}

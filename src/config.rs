@@ -1,0 +1,289 @@
+//! Command line, environment and TOML configuration.
+//!
+//! clap is the single source of truth: every setting is a flag with a
+//! `WEIR_*` environment twin and a default. A `--config FILE` (or
+//! `WEIR_CONFIG`) TOML file is applied *underneath* those: each key is the env
+//! name without `WEIR_`, lower-cased (`listen`, `data_dir`, `redis_url`, …),
+//! and is fed to clap as that env var unless the real environment already
+//! sets it. Precedence is therefore flag > environment > file > default, and
+//! a bad value anywhere gets clap's message naming the setting. Unknown keys
+//! are refused by name.
+
+use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf};
+
+use clap::{Args, CommandFactory, Parser, Subcommand};
+
+/// weir: a streaming chat and agent gateway.
+#[derive(Debug, Parser)]
+#[command(name = "weir", version, about)]
+pub struct Cli {
+    /// TOML file with settings (keys are the WEIR_* names without the prefix, lower-case).
+    #[arg(long, global = true, env = "WEIR_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway (HTTP, SSE, WebSocket, OpenAI-compatible).
+    Serve(ServeConfig),
+    /// Run the internal store alone, for gateways started with --store-url.
+    Store(StoreConfig),
+    /// Manage API keys directly in the data dir or store.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Mint a key and print its secret on stdout (and nothing else).
+    Create(KeysCreate),
+}
+
+/// Where the data lives: an embedded SQLite dir, or a remote `weir store`.
+#[derive(Debug, Clone, Args)]
+pub struct DataConfig {
+    /// Directory of the embedded store's SQLite file.
+    #[arg(long, env = "WEIR_DATA_DIR", default_value = "./weir-data")]
+    pub data_dir: PathBuf,
+    /// URL of a `weir store` to forward CRUD to instead of the embedded store.
+    #[arg(long, env = "WEIR_STORE_URL")]
+    pub store_url: Option<String>,
+    /// Shared secret between gateways and `weir store`.
+    #[arg(long, env = "WEIR_STORE_TOKEN", hide_env_values = true)]
+    pub store_token: Option<String>,
+}
+
+/// Settings of `weir serve`.
+#[derive(Debug, Clone, Parser)]
+pub struct ServeConfig {
+    /// Address to listen on.
+    #[arg(long, env = "WEIR_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    #[command(flatten)]
+    pub data: DataConfig,
+    /// Redis URL for cross-gateway fan-out (redis:// or rediss://).
+    #[arg(long = "redis", env = "WEIR_REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// Base URL of an OpenAI-compatible provider for `upstream/<model>`.
+    #[arg(long, env = "WEIR_PROVIDER_URL")]
+    pub provider_url: Option<String>,
+    /// API key sent to the provider.
+    #[arg(long, env = "WEIR_PROVIDER_KEY", hide_env_values = true)]
+    pub provider_key: Option<String>,
+    /// Seconds to wait for an upstream model's first token.
+    #[arg(long, env = "WEIR_FIRST_TOKEN_TIMEOUT_SECS", default_value_t = 60)]
+    pub first_token_timeout_secs: u64,
+    /// Seconds an upstream stream may stay silent after its first token.
+    #[arg(long, env = "WEIR_IDLE_TIMEOUT_SECS", default_value_t = 60)]
+    pub idle_timeout_secs: u64,
+    /// A key secret created with every scope on first start (for scripts and CI).
+    #[arg(long, env = "WEIR_BOOTSTRAP_KEY", hide_env_values = true)]
+    pub bootstrap_key: Option<String>,
+    /// Events kept per channel in memory for resume.
+    #[arg(long, env = "WEIR_HISTORY_LEN", default_value_t = 1000)]
+    pub history_len: usize,
+    /// Largest request body accepted, in bytes.
+    #[arg(long, env = "WEIR_MAX_BODY_BYTES", default_value_t = 1 << 20)]
+    pub max_body_bytes: usize,
+    /// Seconds before a non-streaming request times out.
+    #[arg(long, env = "WEIR_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
+    pub request_timeout_secs: u64,
+    /// Seconds between `: ping` comments on SSE streams.
+    #[arg(long, env = "WEIR_SSE_PING_SECS", default_value_t = 15)]
+    pub sse_ping_secs: u64,
+    /// Default steps a run may take before it stops with `max_steps`.
+    #[arg(long, env = "WEIR_MAX_STEPS", default_value_t = 10)]
+    pub max_steps: u32,
+    /// Seconds a finished run's in-flight work may take on shutdown.
+    #[arg(long, env = "WEIR_GRACE_SECS", default_value_t = 30)]
+    pub grace_secs: u64,
+    /// Log format: `text` or `json`.
+    #[arg(long, env = "WEIR_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
+}
+
+/// Settings of `weir store`.
+#[derive(Debug, Clone, Parser)]
+pub struct StoreConfig {
+    /// Address the store listens on.
+    #[arg(long, env = "WEIR_STORE_LISTEN", default_value = "127.0.0.1:8081")]
+    pub listen: SocketAddr,
+    /// Directory of the SQLite file.
+    #[arg(long, env = "WEIR_DATA_DIR", default_value = "./weir-data")]
+    pub data_dir: PathBuf,
+    /// Token gateways must send (`Authorization: Bearer …`). Required.
+    #[arg(long, env = "WEIR_STORE_TOKEN", hide_env_values = true)]
+    pub store_token: Option<String>,
+    /// Log format: `text` or `json`.
+    #[arg(long, env = "WEIR_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
+}
+
+/// Arguments of `weir keys create`.
+#[derive(Debug, Clone, Args)]
+pub struct KeysCreate {
+    /// Comma-separated scopes (agents:read, agents:write, tools:read, tools:write, chat, logs, keys, *).
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub scopes: Vec<String>,
+    /// Account the key belongs to (made if missing).
+    #[arg(long, default_value = "default")]
+    pub account: String,
+    /// Free-form label.
+    #[arg(long, default_value = "")]
+    pub label: String,
+    /// Requests per minute for this key.
+    #[arg(long, default_value_t = 120)]
+    pub rpm: u32,
+    #[command(flatten)]
+    pub data: DataConfig,
+}
+
+impl ServeConfig {
+    /// Defaults with the given data dir, listening on an ephemeral port: the
+    /// starting point for tests and embedders.
+    pub fn for_data_dir(data_dir: impl Into<PathBuf>) -> Self {
+        let mut cfg = Self::try_parse_from(["serve", "--listen", "127.0.0.1:0"])
+            .expect("defaults always parse");
+        cfg.data.data_dir = data_dir.into();
+        cfg
+    }
+}
+
+/// Why configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config file {path}: unknown key `{key}` (known keys: {known})")]
+    UnknownKey {
+        path: PathBuf,
+        key: String,
+        known: String,
+    },
+}
+
+/// Parses the command line with the TOML file (if any) layered underneath.
+pub fn load() -> Result<Cli, ConfigError> {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(path) = config_path(&args) {
+        for (name, value) in file_env(&path)? {
+            if std::env::var_os(&name).is_none() {
+                // SAFETY-by-construction: called from `main` before any thread starts.
+                std::env::set_var(name, value);
+            }
+        }
+    }
+    Ok(Cli::parse_from(args))
+}
+
+/// `--config X`, `--config=X` or `WEIR_CONFIG`.
+fn config_path(args: &[String]) -> Option<PathBuf> {
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if a == "--config" {
+            return it.next().map(PathBuf::from);
+        }
+        if let Some(v) = a.strip_prefix("--config=") {
+            return Some(PathBuf::from(v));
+        }
+    }
+    std::env::var_os("WEIR_CONFIG").map(PathBuf::from)
+}
+
+/// Every env name any subcommand accepts, lower-cased without `WEIR_`.
+pub fn known_keys() -> BTreeMap<String, String> {
+    fn walk(cmd: &clap::Command, out: &mut BTreeMap<String, String>) {
+        for arg in cmd.get_arguments() {
+            if let Some(env) = arg.get_env().and_then(|e| e.to_str()) {
+                if let Some(key) = env.strip_prefix("WEIR_") {
+                    out.insert(key.to_ascii_lowercase(), env.to_owned());
+                }
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            walk(sub, out);
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(&Cli::command(), &mut out);
+    out.remove("config");
+    out
+}
+
+/// Reads the TOML file into `(WEIR_NAME, value)` pairs, refusing unknown keys.
+pub fn file_env(path: &std::path::Path) -> Result<Vec<(String, String)>, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Parse {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })?;
+    let known = known_keys();
+    let mut out = Vec::new();
+    for (key, value) in table {
+        let Some(env) = known.get(&key) else {
+            return Err(ConfigError::UnknownKey {
+                path: path.to_owned(),
+                key,
+                known: known.keys().cloned().collect::<Vec<_>>().join(", "),
+            });
+        };
+        let text = match value {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Float(f) => f.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            other => {
+                return Err(ConfigError::Parse {
+                    path: path.to_owned(),
+                    message: format!("key `{key}` must be a string, number or boolean, not {}", other.type_str()),
+                })
+            }
+        };
+        out.push((env.clone(), text));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_serve_flag_has_an_env_twin() {
+        let keys = known_keys();
+        for k in ["listen", "data_dir", "store_url", "redis_url", "bootstrap_key", "store_token"] {
+            assert!(keys.contains_key(k), "missing {k}");
+        }
+    }
+
+    #[test]
+    fn unknown_file_key_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("w.toml");
+        std::fs::write(&p, "listen = \"127.0.0.1:1\"\nlisten_addr = 3\n").unwrap();
+        let err = file_env(&p).unwrap_err().to_string();
+        assert!(err.contains("`listen_addr`"), "{err}");
+    }
+
+    #[test]
+    fn file_values_become_env_pairs() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("w.toml");
+        std::fs::write(&p, "listen = \"127.0.0.1:1\"\nhistory_len = 5\n").unwrap();
+        let pairs = file_env(&p).unwrap();
+        assert!(pairs.contains(&("WEIR_LISTEN".into(), "127.0.0.1:1".into())));
+        assert!(pairs.contains(&("WEIR_HISTORY_LEN".into(), "5".into())));
+    }
+}

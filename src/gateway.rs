@@ -1,0 +1,146 @@
+//! [`Gateway`]: builds the shared state from a [`ServeConfig`], binds, serves
+//! and drains. `main` and the tests start weir the same way:
+//! `Gateway::bind(cfg).await?.run(shutdown_future).await`.
+
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use axum::serve::ListenerExt;
+use tokio::net::TcpListener;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::{
+    agent::Runtime,
+    bus::{memory::MemoryBus, Bus},
+    config::{DataConfig, ServeConfig},
+    keys::{self, KeyCache},
+    state::AppState,
+    store::{remote::RemoteStore, sqlite::SqliteStore, Store, StoreError, SCOPES},
+};
+
+/// How often batched `last_used_at` updates are written to the store.
+const USAGE_FLUSH: Duration = Duration::from_secs(5);
+
+/// A bound, not yet serving, gateway.
+pub struct Gateway {
+    listener: TcpListener,
+    state: AppState,
+}
+
+impl Gateway {
+    /// Opens the store, seeds the bootstrap key, builds the bus and runtime,
+    /// and binds the listener (port 0 picks a free port).
+    pub async fn bind(cfg: ServeConfig) -> anyhow::Result<Self> {
+        let cfg = Arc::new(cfg);
+        let store = open_store(&cfg.data).await?;
+        if let Some(secret) = &cfg.bootstrap_key {
+            bootstrap_key(store.as_ref(), secret).await.context("seeding WEIR_BOOTSTRAP_KEY")?;
+        }
+        let bus: Arc<dyn Bus> = Arc::new(MemoryBus::new(cfg.history_len, 1024));
+        let shutdown = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let runtime = Arc::new(Runtime::new(store.clone(), bus.clone(), cfg.clone(), tracker.clone(), shutdown.clone()));
+        let listener = TcpListener::bind(cfg.listen)
+            .await
+            .with_context(|| format!("cannot listen on {} (WEIR_LISTEN)", cfg.listen))?;
+        let state = AppState {
+            config: cfg,
+            store,
+            bus,
+            keys: Arc::new(KeyCache::default()),
+            runtime,
+            shutdown,
+            tracker,
+        };
+        Ok(Self { listener, state })
+    }
+
+    /// The address actually bound.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    /// The shared state (tests use it to reach the real store directly).
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` resolves, then drains: streams end, background
+    /// tasks get the grace period, pending key usage is written.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let Self { listener, state } = self;
+        tracing::info!(addr = %listener.local_addr()?, "weir listening");
+        state.tracker.spawn(flush_key_usage(state.clone()));
+        let app = crate::http::build_router(state.clone());
+        let token = state.shutdown.clone();
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                tracing::info!("shutdown requested: draining");
+                token.cancel();
+            })
+            .await
+            .context("serving")?;
+        state.shutdown.cancel();
+        state.tracker.close();
+        let grace = Duration::from_secs(state.config.grace_secs);
+        if tokio::time::timeout(grace, state.tracker.wait()).await.is_err() {
+            tracing::warn!(grace_secs = state.config.grace_secs, "grace period over; terminating now");
+        }
+        Ok(())
+    }
+}
+
+/// The embedded SQLite store, or a client of a remote `weir store`.
+pub async fn open_store(data: &DataConfig) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(match &data.store_url {
+        Some(url) => {
+            let store = RemoteStore::new(url, data.store_token.clone()).context("WEIR_STORE_URL")?;
+            Arc::new(store)
+        }
+        None => {
+            let dir = data.data_dir.clone();
+            let store = tokio::task::spawn_blocking(move || SqliteStore::open(&dir))
+                .await?
+                .with_context(|| format!("opening the store in {} (WEIR_DATA_DIR)", data.data_dir.display()))?;
+            Arc::new(store)
+        }
+    })
+}
+
+/// Creates the bootstrap key (every scope, account `default`) unless it exists.
+async fn bootstrap_key(store: &dyn Store, secret: &str) -> Result<(), StoreError> {
+    let minted = keys::mint("default", "bootstrap", vec![SCOPES[SCOPES.len() - 1].to_owned()], 120, Some(secret));
+    match store.get_key(&minted.new_key.id).await {
+        Ok(_) => return Ok(()),
+        Err(StoreError::NotFound(_)) => {}
+        Err(e) => return Err(e),
+    }
+    store.ensure_account("default").await?;
+    store.create_key(minted.new_key).await?;
+    tracing::info!("bootstrap key created");
+    Ok(())
+}
+
+/// Writes `last_used_at` in batches, so auth on a warm key costs no store
+/// round trip; a final flush runs on shutdown.
+async fn flush_key_usage(state: AppState) {
+    loop {
+        let stop = tokio::select! {
+            _ = tokio::time::sleep(USAGE_FLUSH) => false,
+            _ = state.shutdown.cancelled() => true,
+        };
+        let used = state.keys.take_usage();
+        if !used.is_empty() {
+            if let Err(e) = state.store.touch_keys(used).await {
+                tracing::warn!(error = %e, "could not record key usage");
+            }
+        }
+        if stop {
+            return;
+        }
+    }
+}

@@ -1,0 +1,82 @@
+//! `GET /v1/account`: who the key belongs to, its limits and the account's usage.
+
+use axum::{extract::State, routing::get, Json, Router};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::{auth::Auth, errors::ApiError};
+use crate::{state::AppState, store::ListParams};
+
+/// Default per-key stream caps (API.md "Limits at the edge").
+pub const MAX_WEBSOCKETS: u32 = 10;
+pub const MAX_SSE_STREAMS: u32 = 20;
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/v1/account", get(get_account))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AccountView {
+    pub id: String,
+    pub created_at: String,
+    /// The key making this request.
+    pub key: KeyView,
+    pub limits: Limits,
+    pub usage: Usage,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct KeyView {
+    pub id: String,
+    pub label: String,
+    pub scopes: Vec<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Limits {
+    pub requests_per_minute: u32,
+    pub max_websockets: u32,
+    pub max_sse_streams: u32,
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Usage {
+    pub agents: u64,
+    pub tools: u64,
+    pub keys: u64,
+}
+
+/// The caller's account, key, limits and usage. Any valid key may ask.
+#[utoipa::path(get, path = "/v1/account", tag = "account",
+    responses((status = 200, body = AccountView), (status = 401, description = "unauthorized")), security(("api_key" = [])))]
+pub async fn get_account(State(state): State<AppState>, auth: Auth) -> Result<Json<AccountView>, ApiError> {
+    let acct = auth.account();
+    let one = ListParams { limit: 1, ..Default::default() };
+    let (account, agents, tools, keys) = tokio::try_join!(
+        state.store.get_account(acct),
+        state.store.list_agents(acct, one.clone()),
+        state.store.list_tools(acct, one.clone()),
+        state.store.list_keys(acct, one.clone()),
+    )?;
+    Ok(Json(AccountView {
+        id: account.id,
+        created_at: account.created_at,
+        key: KeyView {
+            id: auth.key.id.clone(),
+            label: auth.key.label.clone(),
+            scopes: auth.key.scopes.clone(),
+        },
+        limits: Limits {
+            requests_per_minute: auth.key.rpm,
+            max_websockets: MAX_WEBSOCKETS,
+            max_sse_streams: MAX_SSE_STREAMS,
+            max_body_bytes: state.config.max_body_bytes,
+        },
+        usage: Usage {
+            agents: agents.pagination.total,
+            tools: tools.pagination.total,
+            keys: keys.pagination.total,
+        },
+    }))
+}

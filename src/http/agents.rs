@@ -1,0 +1,232 @@
+//! `/v1/agents`: create, list, read, change, delete, start and stop agents.
+
+use axum::{
+    extract::{Path, State},
+    http::StatusCode,
+    routing::{get, post},
+    Json, Router,
+};
+use serde::Deserialize;
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use super::{auth::Auth, errors::{ApiError, ApiJson}, params::ListQuery};
+use crate::{
+    state::AppState,
+    store::{Agent, AgentPatch, NewAgent, Page, AGENT_RUNNING, AGENT_STOPPED},
+};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/agents", get(list_agents).post(create_agent))
+        .route("/v1/agents/{id}", get(get_agent).patch(update_agent).delete(delete_agent))
+        .route("/v1/agents/{id}/start", post(start_agent))
+        .route("/v1/agents/{id}/stop", post(stop_agent))
+}
+
+/// Body of `POST /v1/agents`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateAgent {
+    pub name: String,
+    /// `echo` (built in) or `upstream/<model>`. Default `echo`.
+    #[serde(default = "default_model")]
+    pub model: String,
+    #[serde(default)]
+    pub system: String,
+    /// Tool ids (`tool-…`) or built-in tool names.
+    #[serde(default)]
+    pub tools: Vec<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Free-form object (e.g. `{"echo_delay_ms": 20}`).
+    #[serde(default = "empty_object")]
+    pub metadata: Value,
+}
+
+/// Body of `PATCH /v1/agents/{id}`: only the fields given change.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateAgent {
+    pub name: Option<String>,
+    pub model: Option<String>,
+    pub system: Option<String>,
+    pub tools: Option<Vec<String>>,
+    pub tags: Option<Vec<String>>,
+    pub metadata: Option<Value>,
+}
+
+fn default_model() -> String {
+    "echo".into()
+}
+
+fn empty_object() -> Value {
+    Value::Object(Default::default())
+}
+
+fn check_name(name: &str) -> Result<String, ApiError> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 200 {
+        return Err(ApiError::validation("name: must be 1 to 200 characters"));
+    }
+    Ok(name.to_owned())
+}
+
+fn check_model(model: &str) -> Result<(), ApiError> {
+    let upstream = model.strip_prefix("upstream/").is_some_and(|m| !m.is_empty());
+    if model == "echo" || upstream {
+        Ok(())
+    } else {
+        Err(ApiError::validation(format!("model: must be `echo` or `upstream/<model>`, got `{model}`")))
+    }
+}
+
+fn check_metadata(v: &Value) -> Result<(), ApiError> {
+    if v.is_object() {
+        Ok(())
+    } else {
+        Err(ApiError::validation("metadata: must be a JSON object"))
+    }
+}
+
+fn check_tags(tags: &[String]) -> Result<(), ApiError> {
+    if tags.len() > 32 {
+        return Err(ApiError::validation("tags: at most 32 tags"));
+    }
+    match tags.iter().position(|t| t.is_empty() || t.len() > 64) {
+        Some(i) => Err(ApiError::validation(format!("tags[{i}]: must be 1 to 64 bytes"))),
+        None => Ok(()),
+    }
+}
+
+/// Tool ids must name a tool of this account; other entries are built-in
+/// names, resolved by the runtime.
+async fn check_tools(state: &AppState, account: &str, tools: &[String]) -> Result<(), ApiError> {
+    if tools.len() > 64 {
+        return Err(ApiError::validation("tools: at most 64 tools"));
+    }
+    for (i, t) in tools.iter().enumerate() {
+        let builtin_name = !t.is_empty() && t.len() <= 64 && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if t.starts_with("tool-") {
+            if let Err(e) = state.store.get_tool(account, t).await {
+                return Err(match e {
+                    crate::store::StoreError::NotFound(_) => ApiError::validation(format!("tools[{i}]: no tool `{t}`")),
+                    other => other.into(),
+                });
+            }
+        } else if !builtin_name {
+            return Err(ApiError::validation(format!("tools[{i}]: `{t}` is neither a tool id nor a built-in tool name")));
+        }
+    }
+    Ok(())
+}
+
+/// Create an agent.
+#[utoipa::path(post, path = "/v1/agents", tag = "agents", request_body = CreateAgent,
+    responses((status = 201, body = Agent), (status = 400, description = "validation_error")),
+    security(("api_key" = [])))]
+pub async fn create_agent(State(state): State<AppState>, auth: Auth, ApiJson(body): ApiJson<CreateAgent>) -> Result<(StatusCode, Json<Agent>), ApiError> {
+    let name = check_name(&body.name)?;
+    check_model(&body.model)?;
+    check_metadata(&body.metadata)?;
+    check_tags(&body.tags)?;
+    check_tools(&state, auth.account(), &body.tools).await?;
+    let agent = NewAgent {
+        name,
+        model: body.model,
+        system: body.system,
+        tools: body.tools,
+        tags: body.tags,
+        metadata: body.metadata,
+    };
+    let created = state.store.create_agent(auth.account(), agent).await?;
+    Ok((StatusCode::CREATED, Json(public(created))))
+}
+
+/// List the account's agents, oldest first.
+#[utoipa::path(get, path = "/v1/agents", tag = "agents",
+    params(("limit" = Option<u32>, Query), ("offset" = Option<u64>, Query), ("after" = Option<String>, Query)),
+    responses((status = 200, body = Page<Agent>)), security(("api_key" = [])))]
+pub async fn list_agents(State(state): State<AppState>, auth: Auth, ListQuery(params): ListQuery) -> Result<Json<Page<Agent>>, ApiError> {
+    let page = state.store.list_agents(auth.account(), params).await?;
+    Ok(Json(page.map(public)))
+}
+
+/// Read one agent.
+#[utoipa::path(get, path = "/v1/agents/{id}", tag = "agents", params(("id" = String, Path)),
+    responses((status = 200, body = Agent), (status = 404, description = "agent_not_found")), security(("api_key" = [])))]
+pub async fn get_agent(State(state): State<AppState>, auth: Auth, Path(id): Path<String>) -> Result<Json<Agent>, ApiError> {
+    let agent = state.store.get_agent(auth.account(), &id).await.map_err(not_found)?;
+    Ok(Json(public(agent)))
+}
+
+/// Change some fields of an agent.
+#[utoipa::path(patch, path = "/v1/agents/{id}", tag = "agents", params(("id" = String, Path)), request_body = UpdateAgent,
+    responses((status = 200, body = Agent), (status = 404, description = "agent_not_found")), security(("api_key" = [])))]
+pub async fn update_agent(State(state): State<AppState>, auth: Auth, Path(id): Path<String>, ApiJson(body): ApiJson<UpdateAgent>) -> Result<Json<Agent>, ApiError> {
+    let name = body.name.as_deref().map(check_name).transpose()?;
+    if let Some(m) = &body.model {
+        check_model(m)?;
+    }
+    if let Some(m) = &body.metadata {
+        check_metadata(m)?;
+    }
+    if let Some(t) = &body.tags {
+        check_tags(t)?;
+    }
+    if let Some(t) = &body.tools {
+        check_tools(&state, auth.account(), t).await?;
+    }
+    let patch = AgentPatch {
+        name,
+        model: body.model,
+        system: body.system,
+        tools: body.tools,
+        tags: body.tags,
+        metadata: body.metadata,
+        status: None,
+    };
+    let agent = state.store.update_agent(auth.account(), &id, patch).await.map_err(not_found)?;
+    Ok(Json(public(agent)))
+}
+
+/// Delete an agent with its sessions, runs, messages and logs.
+#[utoipa::path(delete, path = "/v1/agents/{id}", tag = "agents", params(("id" = String, Path)),
+    responses((status = 204), (status = 404, description = "agent_not_found")), security(("api_key" = [])))]
+pub async fn delete_agent(State(state): State<AppState>, auth: Auth, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    state.store.delete_agent(auth.account(), &id).await.map_err(not_found)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Let the agent accept messages again.
+#[utoipa::path(post, path = "/v1/agents/{id}/start", tag = "agents", params(("id" = String, Path)),
+    responses((status = 200, body = Agent)), security(("api_key" = [])))]
+pub async fn start_agent(state: State<AppState>, auth: Auth, id: Path<String>) -> Result<Json<Agent>, ApiError> {
+    set_status(state, auth, id, AGENT_RUNNING).await
+}
+
+/// Refuse new messages (409 `agent_stopped`) until started again.
+#[utoipa::path(post, path = "/v1/agents/{id}/stop", tag = "agents", params(("id" = String, Path)),
+    responses((status = 200, body = Agent)), security(("api_key" = [])))]
+pub async fn stop_agent(state: State<AppState>, auth: Auth, id: Path<String>) -> Result<Json<Agent>, ApiError> {
+    set_status(state, auth, id, AGENT_STOPPED).await
+}
+
+async fn set_status(State(state): State<AppState>, auth: Auth, Path(id): Path<String>, status: &str) -> Result<Json<Agent>, ApiError> {
+    let patch = AgentPatch {
+        status: Some(status.to_owned()),
+        ..Default::default()
+    };
+    let agent = state.store.update_agent(auth.account(), &id, patch).await.map_err(not_found)?;
+    Ok(Json(public(agent)))
+}
+
+fn not_found(e: crate::store::StoreError) -> ApiError {
+    ApiError::from_store(e, "agent_not_found")
+}
+
+/// The client's view: the account is implied by the key.
+fn public(mut agent: Agent) -> Agent {
+    agent.account_id.clear();
+    agent
+}

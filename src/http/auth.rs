@@ -1,0 +1,159 @@
+//! Authentication at the edge: finds the key in any of the four forms API.md
+//! allows, checks it against the key cache, and hands handlers an [`Auth`].
+//!
+//! The router runs [`authenticate`] on every route that is not on its
+//! allowlist, so a new route is protected by default. It then checks the
+//! matched route's scope from [`super::scopes::ROUTE_SCOPES`] before the
+//! handler (and its body extractor) runs; a route missing from that table
+//! is refused.
+
+use std::sync::Arc;
+
+use axum::{
+    extract::{FromRequestParts, MatchedPath, Request, State},
+    http::{request::Parts, HeaderMap},
+    middleware::Next,
+    response::Response,
+};
+
+use super::{
+    errors::ApiError,
+    scopes::{need_for, Need},
+};
+use crate::{state::AppState, store::KeyRecord};
+
+/// The authenticated caller, put in request extensions by [`authenticate`].
+#[derive(Clone, Debug)]
+pub struct Auth {
+    pub key: Arc<KeyRecord>,
+}
+
+impl Auth {
+    /// The caller's account: every store call is scoped by it.
+    pub fn account(&self) -> &str {
+        &self.key.account_id
+    }
+
+    /// Fails with 403 `forbidden` unless the key grants `scope`.
+    pub fn require(&self, scope: &str) -> Result<(), ApiError> {
+        if self.key.has_scope(scope) {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(scope))
+        }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Auth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<Auth>()
+            .cloned()
+            .ok_or_else(|| ApiError::unauthorized("missing API key"))
+    }
+}
+
+/// The presented secret from `Authorization: Bearer`, `X-Api-Key`, `api_key`
+/// header or `?api_key=` (browsers' EventSource and WebSocket cannot set
+/// headers), in that order.
+pub fn presented_key<'a>(headers: &'a HeaderMap, query: Option<&'a str>) -> Option<std::borrow::Cow<'a, str>> {
+    if let Some(v) = headers.get("authorization").and_then(|v| v.to_str().ok()) {
+        let v = v.trim();
+        if v.len() > 7 && v[..7].eq_ignore_ascii_case("bearer ") {
+            return Some(v[7..].trim().into());
+        }
+    }
+    for name in ["x-api-key", "api_key"] {
+        if let Some(v) = headers.get(name).and_then(|v| v.to_str().ok()) {
+            return Some(v.trim().into());
+        }
+    }
+    let query = query?;
+    for pair in query.split('&') {
+        if let Some(v) = pair.strip_prefix("api_key=") {
+            return Some(percent_decode(v));
+        }
+    }
+    None
+}
+
+fn percent_decode(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.contains(['%', '+']) {
+        return s.into();
+    }
+    fn hex(b: u8) -> Option<u8> {
+        (b as char).to_digit(16).map(|d| d as u8)
+    }
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h << 4 | l);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned().into()
+}
+
+/// Middleware: 401 unless a valid, unrevoked key is presented; otherwise the
+/// request continues with [`Auth`] in its extensions.
+pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Result<Response, ApiError> {
+    let secret = presented_key(req.headers(), req.uri().query())
+        .map(|s| s.into_owned())
+        .ok_or_else(|| ApiError::unauthorized("missing API key: send `Authorization: Bearer <key>`"))?;
+    let key = state
+        .keys
+        .authenticate(state.store.as_ref(), &secret)
+        .await?
+        .ok_or_else(|| ApiError::unauthorized("invalid or revoked API key"))?;
+    tracing::Span::current().record("key_id", key.id.as_str());
+    let auth = Auth { key };
+    let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
+    match route.as_deref().and_then(|p| need_for(req.method(), p)) {
+        Some(Need::AnyKey) => {}
+        Some(Need::Scope(scope)) => auth.require(scope)?,
+        None => {
+            tracing::error!(route = ?route, method = %req.method(), "route has no scope in ROUTE_SCOPES");
+            return Err(ApiError::forbidden("(route not in the scope table)"));
+        }
+    }
+    req.extensions_mut().insert(auth);
+    Ok(next.run(req).await)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_key_in_every_form() {
+        let mut h = HeaderMap::new();
+        assert!(presented_key(&h, None).is_none());
+        assert_eq!(presented_key(&h, Some("a=1&api_key=k%5F1")).unwrap(), "k_1");
+        h.insert("api_key", "k2".parse().unwrap());
+        assert_eq!(presented_key(&h, Some("api_key=q")).unwrap(), "k2");
+        h.insert("x-api-key", "k3".parse().unwrap());
+        assert_eq!(presented_key(&h, None).unwrap(), "k3");
+        h.insert("authorization", "Bearer k4".parse().unwrap());
+        assert_eq!(presented_key(&h, None).unwrap(), "k4");
+    }
+
+    #[test]
+    fn percent_decoding_survives_bad_escapes() {
+        assert_eq!(percent_decode("a%zz%4"), "a%zz%4");
+        assert_eq!(percent_decode("a%41"), "aA");
+        assert_eq!(percent_decode("%é%41"), "%éA");
+    }
+}

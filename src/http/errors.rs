@@ -1,0 +1,198 @@
+//! The one error type at the HTTP boundary, and the JSON extractor whose
+//! rejection is that error.
+//!
+//! Every failure on every route leaves as
+//! `{"error":{"code":…,"message":…,"request_id":…}}`. 5xx details are logged,
+//! never sent. The request id is filled in by [`super::router`]'s envelope
+//! middleware, which sees the response after the handler, so handlers need not
+//! thread it through.
+
+use axum::{
+    extract::{rejection::BytesRejection, FromRequest, Request},
+    http::{HeaderValue, StatusCode},
+    response::{IntoResponse, Response},
+};
+use bytes::Bytes;
+use serde::{de::DeserializeOwned, Serialize};
+use serde_json::json;
+
+use crate::{bus::BusError, store::StoreError};
+
+/// An error as the client sees it.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{status} {code}: {message}")]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    /// Seconds for `Retry-After` on 429/503.
+    pub retry_after: Option<u64>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+    pub fn validation(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "validation_error", message)
+    }
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+    pub fn forbidden(scope: &str) -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("this key lacks the `{scope}` scope"),
+        )
+    }
+    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, code, message)
+    }
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, code, message)
+    }
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+    }
+    pub fn internal() -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "internal error",
+        )
+    }
+    pub fn with_retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs);
+        self
+    }
+
+    /// A store NotFound for a resource kind: `agent_not_found`, `run_not_found`, …
+    pub fn from_store(err: StoreError, not_found_code: &'static str) -> Self {
+        match err {
+            StoreError::NotFound(what) => Self::not_found(not_found_code, format!("{what} not found")),
+            other => other.into(),
+        }
+    }
+
+    /// The envelope body (request id left empty; the middleware fills it).
+    pub fn body(&self, request_id: &str) -> serde_json::Value {
+        json!({"error": {"code": self.code, "message": self.message, "request_id": request_id}})
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::NotFound(what) => Self::not_found("not_found", format!("{what} not found")),
+            StoreError::Conflict(msg) => Self::conflict("conflict", msg),
+            StoreError::Invalid(msg) => Self::validation(msg),
+            StoreError::Unavailable(msg) => {
+                tracing::warn!(error = %msg, "store unavailable");
+                Self::unavailable("store unavailable")
+            }
+        }
+    }
+}
+
+impl From<BusError> for ApiError {
+    fn from(err: BusError) -> Self {
+        match err {
+            BusError::HistoryExpired { .. } => {
+                Self::new(StatusCode::GONE, "history_expired", err.to_string())
+            }
+            other => {
+                tracing::warn!(error = %other, "bus error");
+                Self::unavailable("bus unavailable")
+            }
+        }
+    }
+}
+
+/// Marker the envelope middleware uses to recognise an error body it must
+/// complete with the request id.
+#[derive(Clone)]
+pub struct ErrorMarker(pub ApiError);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() && self.code == "internal_error" {
+            tracing::error!(message = %self.message, "internal error");
+        }
+        let mut resp = (self.status, axum::Json(self.body(""))).into_response();
+        if let Some(secs) = self.retry_after {
+            resp.headers_mut()
+                .insert("retry-after", HeaderValue::from(secs));
+        }
+        resp.extensions_mut().insert(ErrorMarker(self));
+        resp
+    }
+}
+
+/// `Json<T>` whose rejection is a 400 `validation_error` envelope naming the
+/// field, instead of axum's plain-text 415/422.
+pub struct ApiJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(req, state).await.map_err(bytes_rejection)?;
+        parse_json(&bytes).map(Self)
+    }
+}
+
+/// A body that could not be read: too large (413) or broken (400).
+pub fn bytes_rejection(rej: BytesRejection) -> ApiError {
+    if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "request body exceeds the limit",
+        )
+    } else {
+        ApiError::validation(format!("body: {}", rej.body_text()))
+    }
+}
+
+/// Parses a JSON body; the error names the field by its path
+/// (`tools[1]: invalid type: integer `3`, expected a string`), or says the
+/// JSON itself is malformed. Content-Type is not required (curl -d sends a
+/// form type), only that the body is JSON.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    let result = serde_path_to_error::deserialize(&mut *de);
+    match result {
+        // Trailing garbage after the value is malformed JSON too.
+        Ok(v) => de
+            .end()
+            .map(|()| v)
+            .map_err(|e| ApiError::validation(format!("malformed JSON: {e}"))),
+        Err(e) => {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            Err(match inner.classify() {
+                serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
+                    ApiError::validation(format!("malformed JSON: {inner}"))
+                }
+                _ if path == "." => ApiError::validation(format!("body: {inner}")),
+                _ => ApiError::validation(format!("{path}: {inner}")),
+            })
+        }
+    }
+}
+
+impl<T: Serialize> IntoResponse for ApiJson<T> {
+    fn into_response(self) -> Response {
+        axum::Json(self.0).into_response()
+    }
+}

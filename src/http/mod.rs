@@ -1,0 +1,17 @@
+//! The HTTP edge: router and layers, authentication, the error envelope, and
+//! the REST routes for accounts, keys, agents, tools and sessions.
+
+pub mod account;
+pub mod agents;
+pub mod auth;
+pub mod errors;
+pub mod keys;
+pub mod openapi;
+pub mod ops;
+pub mod params;
+pub mod router;
+pub mod scopes;
+pub mod sessions;
+pub mod tools;
+
+pub use router::build_router;

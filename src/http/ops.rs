@@ -1,0 +1,34 @@
+//! Liveness and readiness: unauthenticated, for load balancers and orchestrators.
+
+use axum::{extract::State, http::StatusCode, response::IntoResponse, routing::get, Json, Router};
+use serde_json::json;
+
+use super::errors::ApiError;
+use crate::state::AppState;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+}
+
+/// The process is up.
+#[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200, description = "alive")))]
+pub async fn healthz() -> impl IntoResponse {
+    Json(json!({"status": "ok"}))
+}
+
+/// Ready to serve: not draining, store and bus reachable. A 503 names what is missing.
+#[utoipa::path(get, path = "/readyz", tag = "ops", responses((status = 200, description = "ready"), (status = 503, description = "not ready")))]
+pub async fn readyz(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    if state.shutdown.is_cancelled() {
+        return Err(ApiError::unavailable("draining: the gateway is shutting down"));
+    }
+    if let Err(e) = state.store.ping().await {
+        return Err(ApiError::unavailable(format!("store unreachable: {e}")));
+    }
+    if let Err(e) = state.bus.ping().await {
+        return Err(ApiError::unavailable(format!("bus unreachable: {e}")));
+    }
+    Ok((StatusCode::OK, Json(json!({"status": "ready", "store": "ok", "bus": "ok"}))))
+}

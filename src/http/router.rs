@@ -1,0 +1,154 @@
+//! The router: every route, and the layer order, written once.
+//!
+//! Requests pass, outermost first: request id (set or echoed) → access log
+//! span (path only: the `api_key` query parameter never reaches a log) →
+//! panic catcher → error envelope → body limit → [auth on every route not
+//! on the public allowlist] → per-route scope check in the handler. A new
+//! route added to `protected` is authenticated by default.
+
+use std::time::Duration;
+
+use axum::{
+    body::Body,
+    extract::{DefaultBodyLimit, Request},
+    http::{HeaderName, HeaderValue, StatusCode},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    Router,
+};
+use tower::ServiceBuilder;
+use tower_http::{
+    catch_panic::CatchPanicLayer,
+    limit::RequestBodyLimitLayer,
+    request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer},
+    timeout::TimeoutLayer,
+    trace::TraceLayer,
+};
+
+use super::{auth, errors::{ApiError, ErrorMarker}};
+use crate::state::AppState;
+
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Builds the complete gateway router over `state`.
+pub fn build_router(state: AppState) -> Router {
+    let timeout = Duration::from_secs(state.config.request_timeout_secs);
+    // REST routes answer in bounded time; streaming routes carry their own
+    // lifetimes (pings, drain), so the timeout wraps only these.
+    let rest = Router::new()
+        .merge(super::account::routes())
+        .merge(super::keys::routes())
+        .merge(super::agents::routes())
+        .merge(super::tools::routes())
+        .merge(super::sessions::routes())
+        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, timeout));
+    let protected = Router::new()
+        .merge(rest)
+        .merge(crate::agent::routes())
+        .merge(crate::stream::routes())
+        .merge(crate::openai::routes())
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::authenticate));
+    let public = super::ops::routes().merge(super::openapi::routes());
+    let max_body = state.config.max_body_bytes;
+    Router::new()
+        .merge(public)
+        .merge(protected)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::new(REQUEST_ID, MakeId))
+                .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+                .layer(TraceLayer::new_for_http().make_span_with(access_span))
+                .layer(CatchPanicLayer::custom(|_| ApiError::internal().into_response()))
+                .layer(middleware::from_fn(envelope))
+                .layer(DefaultBodyLimit::max(max_body))
+                .layer(RequestBodyLimitLayer::new(max_body)),
+        )
+        .with_state(state)
+}
+
+/// Request ids like `req-…`, unless the client sent its own.
+#[derive(Clone, Copy)]
+struct MakeId;
+
+impl MakeRequestId for MakeId {
+    fn make_request_id<B>(&mut self, _: &http::Request<B>) -> Option<RequestId> {
+        HeaderValue::from_str(&crate::util::new_id("req")).ok().map(RequestId::new)
+    }
+}
+
+/// The access-log span: method, path (never the query string), request id;
+/// `key_id` is filled in by auth.
+fn access_span(req: &http::Request<Body>) -> tracing::Span {
+    let request_id = req
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    tracing::info_span!(
+        "request",
+        method = %req.method(),
+        path = %req.uri().path(),
+        request_id,
+        key_id = tracing::field::Empty,
+    )
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("not_found", "no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route")
+}
+
+/// Puts every error response into the envelope with the request id: our own
+/// `ApiError`s get the id filled in; anything else a layer produced (413 from
+/// the body limit, 408 from the timeout, axum's 4xx) is wrapped by status.
+async fn envelope(req: Request, next: Next) -> Response {
+    let request_id = req
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let resp = next.run(req).await;
+    let status = resp.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return resp;
+    }
+    let err = match resp.extensions().get::<ErrorMarker>() {
+        Some(ErrorMarker(e)) => e.clone(),
+        // A handler that built its own JSON error (the OpenAI-shaped ones)
+        // meant that shape; only plain-text errors from layers are wrapped.
+        None if is_json(&resp) => return resp,
+        None => by_status(status),
+    };
+    let (mut parts, _) = resp.into_parts();
+    parts.headers.remove(http::header::CONTENT_LENGTH);
+    parts.headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    let body = serde_json::to_vec(&err.body(&request_id)).unwrap_or_default();
+    Response::from_parts(parts, Body::from(body))
+}
+
+fn is_json(resp: &Response) -> bool {
+    resp.headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"))
+}
+
+fn by_status(status: StatusCode) -> ApiError {
+    let (code, message) = match status {
+        StatusCode::NOT_FOUND => ("not_found", "not found"),
+        StatusCode::METHOD_NOT_ALLOWED => ("method_not_allowed", "method not allowed on this route"),
+        StatusCode::PAYLOAD_TOO_LARGE => ("payload_too_large", "request body exceeds the limit"),
+        StatusCode::REQUEST_TIMEOUT => ("timeout", "the request took too long"),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ("validation_error", "unsupported content type"),
+        StatusCode::UNAUTHORIZED => ("unauthorized", "unauthorized"),
+        s if s.is_server_error() => ("internal_error", "internal error"),
+        _ => ("validation_error", "bad request"),
+    };
+    ApiError::new(status, code, message)
+}

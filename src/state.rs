@@ -1,0 +1,21 @@
+//! [`AppState`]: what every handler shares, as one cloneable bag of `Arc`s.
+
+use std::sync::Arc;
+
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::{agent::Runtime, bus::Bus, config::ServeConfig, keys::KeyCache, store::Store};
+
+/// Shared state of one gateway process. Cloning is cheap (reference counts).
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<ServeConfig>,
+    pub store: Arc<dyn Store>,
+    pub bus: Arc<dyn Bus>,
+    pub keys: Arc<KeyCache>,
+    pub runtime: Arc<Runtime>,
+    /// Cancelled when the gateway starts to drain; every stream loop watches it.
+    pub shutdown: CancellationToken,
+    /// Every background task is spawned here so shutdown can wait for them.
+    pub tracker: TaskTracker,
+}

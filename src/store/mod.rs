@@ -1,0 +1,118 @@
+//! The internal store: every CRUD record weir keeps, behind one [`Store`] trait.
+//!
+//! There is one implementation that holds data ([`sqlite::SqliteStore`]), one
+//! router that serves any `Store` over HTTP to other processes
+//! ([`server::store_router`], run by `weir store`), and one client that speaks
+//! to that router ([`remote::RemoteStore`]). The gateway only ever sees
+//! `Arc<dyn Store>`, so embedded and remote deployments run the same code.
+//!
+//! Every method that reads or changes tenant data takes the `account` id and
+//! must treat a record of another account exactly like a missing one: this is
+//! where "one account never sees another's data" is enforced.
+
+pub mod model;
+pub mod remote;
+pub mod server;
+pub mod sqlite;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+pub use model::*;
+
+/// Why a store call failed. Serialisable so the remote store can carry it
+/// across the wire unchanged.
+#[derive(Debug, Clone, thiserror::Error, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "kind", content = "detail", rename_all = "snake_case")]
+pub enum StoreError {
+    /// The record does not exist (or belongs to another account).
+    #[error("{0} not found")]
+    NotFound(String),
+    /// A uniqueness rule or state rule was broken (message says which).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The caller sent something the store cannot use (e.g. a bad cursor).
+    #[error("invalid {0}")]
+    Invalid(String),
+    /// The store could not be reached or failed internally.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Everything the gateway and the runtime read or write.
+///
+/// Lists are ordered by creation (oldest first) and page with
+/// [`ListParams`]; `next_cursor` is `Some` only when more rows follow.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Cheap round trip used by `/readyz`.
+    async fn ping(&self) -> StoreResult<()>;
+
+    // --- accounts and keys -------------------------------------------------
+    /// Returns the account, creating it if missing.
+    async fn ensure_account(&self, account: &str) -> StoreResult<Account>;
+    async fn get_account(&self, account: &str) -> StoreResult<Account>;
+    async fn create_key(&self, key: NewKey) -> StoreResult<KeyRecord>;
+    /// Looks a key up by id across all accounts (auth does this before it
+    /// knows the account). Revoked keys are returned with `revoked_at` set.
+    async fn get_key(&self, key_id: &str) -> StoreResult<KeyRecord>;
+    async fn list_keys(&self, account: &str, params: ListParams) -> StoreResult<Page<KeyRecord>>;
+    /// Marks the key revoked; NotFound if it is not this account's.
+    async fn revoke_key(&self, account: &str, key_id: &str) -> StoreResult<()>;
+    /// Records `last_used_at` for many keys at once (the gateway batches these).
+    async fn touch_keys(&self, used: Vec<(String, String)>) -> StoreResult<()>;
+
+    // --- agents ------------------------------------------------------------
+    async fn create_agent(&self, account: &str, agent: NewAgent) -> StoreResult<Agent>;
+    async fn get_agent(&self, account: &str, id: &str) -> StoreResult<Agent>;
+    async fn list_agents(&self, account: &str, params: ListParams) -> StoreResult<Page<Agent>>;
+    async fn update_agent(&self, account: &str, id: &str, patch: AgentPatch) -> StoreResult<Agent>;
+    /// Deletes the agent with its sessions, runs, events and logs.
+    async fn delete_agent(&self, account: &str, id: &str) -> StoreResult<()>;
+
+    // --- tools -------------------------------------------------------------
+    async fn create_tool(&self, account: &str, tool: NewTool) -> StoreResult<Tool>;
+    async fn get_tool(&self, account: &str, id: &str) -> StoreResult<Tool>;
+    async fn list_tools(&self, account: &str, params: ListParams) -> StoreResult<Page<Tool>>;
+    async fn delete_tool(&self, account: &str, id: &str) -> StoreResult<()>;
+
+    // --- sessions ----------------------------------------------------------
+    async fn create_session(&self, account: &str, agent_id: &str, name: &str) -> StoreResult<Session>;
+    async fn get_session(&self, account: &str, agent_id: &str, id: &str) -> StoreResult<Session>;
+    async fn list_sessions(
+        &self,
+        account: &str,
+        agent_id: &str,
+        params: ListParams,
+    ) -> StoreResult<Page<Session>>;
+    async fn delete_session(&self, account: &str, agent_id: &str, id: &str) -> StoreResult<()>;
+
+    // --- runs, events and logs (written by the agent runtime) ---------------
+    async fn create_run(&self, account: &str, run: Run) -> StoreResult<Run>;
+    async fn get_run(&self, account: &str, id: &str) -> StoreResult<Run>;
+    /// Sets status, stop reason and error of a run; NotFound if missing.
+    async fn finish_run(&self, account: &str, run: Run) -> StoreResult<Run>;
+    /// Appends events; `seq` is already assigned (by the bus) and unique per agent.
+    async fn append_events(&self, account: &str, events: Vec<EventRecord>) -> StoreResult<()>;
+    /// Highest event `seq` stored for the agent (0 if none).
+    async fn last_event_seq(&self, account: &str, agent_id: &str) -> StoreResult<u64>;
+    /// An agent's events oldest first, optionally only one session's or one
+    /// run's; the cursor is the last `seq` seen.
+    async fn list_events(
+        &self,
+        account: &str,
+        agent_id: &str,
+        filter: EventFilter,
+        params: ListParams,
+    ) -> StoreResult<Page<EventRecord>>;
+    async fn append_logs(&self, account: &str, logs: Vec<LogRecord>) -> StoreResult<()>;
+    async fn last_log_seq(&self, account: &str, agent_id: &str) -> StoreResult<u64>;
+    async fn list_logs(
+        &self,
+        account: &str,
+        agent_id: &str,
+        params: ListParams,
+    ) -> StoreResult<Page<LogRecord>>;
+}

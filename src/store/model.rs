@@ -1,0 +1,242 @@
+//! Records the store keeps, and the shapes used to create, change and list them.
+//!
+//! These types are the wire format of the REST API *and* of the internal store
+//! protocol, so a field renamed here changes both; `account_id` is kept off the
+//! public JSON because tenancy is implied by the key.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+
+/// A tenant. Every other record belongs to exactly one account.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct Account {
+    pub id: String,
+    pub created_at: String,
+}
+
+/// The scopes a key may carry. `*` grants all of them.
+pub const SCOPES: &[&str] = &[
+    "agents:read",
+    "agents:write",
+    "tools:read",
+    "tools:write",
+    "chat",
+    "logs",
+    "keys",
+    "*",
+];
+
+/// An API key as stored: the secret itself is never kept, only its SHA-256.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct KeyRecord {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[schema(ignore)]
+    pub account_id: String,
+    pub label: String,
+    pub scopes: Vec<String>,
+    /// Requests per minute allowed for this key.
+    pub rpm: u32,
+    /// Hex SHA-256 of the whole secret; stripped before a key leaves the gateway.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[schema(ignore)]
+    pub hash: String,
+    pub created_at: String,
+    pub last_used_at: Option<String>,
+    pub revoked_at: Option<String>,
+}
+
+impl KeyRecord {
+    /// True if the key grants `scope` (directly or through `*`).
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scopes.iter().any(|s| s == "*" || s == scope)
+    }
+
+    /// The public view: no hash, no account id.
+    pub fn public(mut self) -> Self {
+        self.hash.clear();
+        self.account_id.clear();
+        self
+    }
+}
+
+/// What the store needs to mint a key; the caller has already hashed the secret.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NewKey {
+    pub id: String,
+    pub account_id: String,
+    pub label: String,
+    pub scopes: Vec<String>,
+    pub rpm: u32,
+    pub hash: String,
+}
+
+/// Whether an agent accepts messages.
+pub const AGENT_RUNNING: &str = "running";
+pub const AGENT_STOPPED: &str = "stopped";
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct Agent {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[schema(ignore)]
+    pub account_id: String,
+    pub name: String,
+    pub model: String,
+    pub system: String,
+    pub tools: Vec<String>,
+    pub tags: Vec<String>,
+    pub metadata: Value,
+    /// `running` or `stopped`.
+    pub status: String,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// A validated new agent (defaults already applied by the HTTP layer).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NewAgent {
+    pub name: String,
+    pub model: String,
+    pub system: String,
+    pub tools: Vec<String>,
+    pub tags: Vec<String>,
+    pub metadata: Value,
+}
+
+/// A partial update; `None` leaves the field as it is.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct AgentPatch {
+    pub name: Option<String>,
+    pub model: Option<String>,
+    pub system: Option<String>,
+    pub tools: Option<Vec<String>>,
+    pub tags: Option<Vec<String>>,
+    pub metadata: Option<Value>,
+    pub status: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct Tool {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[schema(ignore)]
+    pub account_id: String,
+    pub name: String,
+    pub description: String,
+    pub json_schema: Value,
+    /// `builtin` or `webhook`.
+    pub kind: String,
+    pub url: Option<String>,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NewTool {
+    pub name: String,
+    pub description: String,
+    pub json_schema: Value,
+    pub kind: String,
+    pub url: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct Session {
+    pub id: String,
+    pub agent_id: String,
+    pub name: String,
+    pub created_at: String,
+}
+
+/// Run lifecycle states.
+pub const RUN_RUNNING: &str = "running";
+pub const RUN_COMPLETED: &str = "completed";
+pub const RUN_CANCELLED: &str = "cancelled";
+pub const RUN_FAILED: &str = "failed";
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct Run {
+    pub id: String,
+    pub agent_id: String,
+    pub session_id: String,
+    /// `running`, `completed`, `cancelled` or `failed`.
+    pub status: String,
+    pub stop_reason: Option<String>,
+    pub error: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// One agent event as persisted: the indexed columns plus the full event JSON
+/// exactly as it was published (so history replays byte-for-byte).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct EventRecord {
+    pub agent_id: String,
+    pub seq: u64,
+    pub run_id: String,
+    pub session_id: String,
+    pub message_type: String,
+    /// The complete event object (`id`, `seq`, `date`, `message_type`, …).
+    pub event: Value,
+}
+
+/// Narrows [`crate::store::Store::list_events`]; `None` matches everything.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct EventFilter {
+    pub session_id: Option<String>,
+    pub run_id: Option<String>,
+}
+
+/// One log line of an agent's log stream, numbered by its own `seq`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LogRecord {
+    pub agent_id: String,
+    pub seq: u64,
+    /// The complete log event object (`message_type: "log"`, `level`, …).
+    pub event: Value,
+}
+
+/// Paging request: `limit` rows from `offset`, or the rows after the `after` cursor.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ListParams {
+    pub limit: u32,
+    pub offset: u64,
+    /// Opaque cursor from a previous page's `next_cursor`.
+    pub after: Option<String>,
+}
+
+impl Default for ListParams {
+    fn default() -> Self {
+        Self {
+            limit: 50,
+            offset: 0,
+            after: None,
+        }
+    }
+}
+
+/// The list envelope of API.md: `{"data":[…],"pagination":{…}}`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct Page<T> {
+    pub data: Vec<T>,
+    pub pagination: Pagination,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct Pagination {
+    pub total: u64,
+    pub limit: u32,
+    pub offset: u64,
+    pub next_cursor: Option<String>,
+}
+
+impl<T> Page<T> {
+    /// Converts the items, keeping the pagination.
+    pub fn map<U>(self, f: impl FnMut(T) -> U) -> Page<U> {
+        Page {
+            data: self.data.into_iter().map(f).collect(),
+            pagination: self.pagination,
+        }
+    }
+}

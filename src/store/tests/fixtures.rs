@@ -1,0 +1,82 @@
+//! Records the store tests build, in one place so every test makes them alike.
+
+use serde_json::json;
+
+use crate::store::*;
+
+/// A fresh account id, so tests never see each other's rows.
+pub(super) fn acct() -> String {
+    crate::util::new_id("acct")
+}
+
+pub(super) fn nf(kind: &str) -> StoreError {
+    StoreError::NotFound(kind.to_owned())
+}
+
+pub(super) fn params(limit: u32, offset: u64, after: Option<&str>) -> ListParams {
+    ListParams {
+        limit,
+        offset,
+        after: after.map(str::to_owned),
+    }
+}
+
+pub(super) fn new_agent(name: &str) -> NewAgent {
+    NewAgent {
+        name: name.to_owned(),
+        model: "echo".to_owned(),
+        system: "be brief".to_owned(),
+        tools: Vec::new(),
+        tags: vec!["a".to_owned(), "b".to_owned()],
+        metadata: json!({"team": "core", "n": 1}),
+    }
+}
+
+pub(super) fn new_tool(name: &str) -> NewTool {
+    NewTool {
+        name: name.to_owned(),
+        description: "finds things".to_owned(),
+        json_schema: json!({"type": "object", "properties": {"q": {"type": "string"}}}),
+        kind: "webhook".to_owned(),
+        url: Some("http://127.0.0.1:9/hook".to_owned()),
+    }
+}
+
+/// A new running run, as the runtime hands it over (id and times set).
+pub(super) fn run(agent_id: &str, session_id: &str) -> Run {
+    let now = crate::util::now();
+    Run {
+        id: crate::util::new_id("run"),
+        agent_id: agent_id.to_owned(),
+        session_id: session_id.to_owned(),
+        status: RUN_RUNNING.to_owned(),
+        stop_reason: None,
+        error: None,
+        created_at: now.clone(),
+        updated_at: now,
+    }
+}
+
+pub(super) fn event(agent_id: &str, seq: u64, run_id: &str, session_id: &str) -> EventRecord {
+    EventRecord {
+        agent_id: agent_id.to_owned(),
+        seq,
+        run_id: run_id.to_owned(),
+        session_id: session_id.to_owned(),
+        message_type: "assistant_message".to_owned(),
+        event: json!({
+            "id": format!("evt-{seq}"),
+            "seq": seq,
+            "message_type": "assistant_message",
+            "content": {"text": "héllo \"world\"", "parts": [1, 2.5, null, true]},
+        }),
+    }
+}
+
+pub(super) fn log(agent_id: &str, seq: u64) -> LogRecord {
+    LogRecord {
+        agent_id: agent_id.to_owned(),
+        seq,
+        event: json!({"message_type": "log", "level": "info", "seq": seq, "message": "line"}),
+    }
+}

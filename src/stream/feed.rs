@@ -1,0 +1,359 @@
+//! Feeds: the events one stream delivers, whatever transport carries them.
+//!
+//! A client names what it wants as a [`Target`] (`agent:<id>`, `logs:<id>`,
+//! `run:<id>`); [`open`] checks that it belongs to the caller's account and
+//! returns a [`Feed`]: a stream of shared, pre-encoded [`BusEvent`]s that
+//! ends after at most one error. SSE routes and the WebSocket both deliver
+//! feeds, so resume, run replay and lag behave the same on either.
+
+use std::{sync::Arc, time::Duration};
+
+use futures::{stream::BoxStream, StreamExt};
+use serde_json::Value;
+
+use crate::{
+    bus::{BusError, BusEvent, Subscription},
+    http::errors::ApiError,
+    state::AppState,
+    store::{EventFilter, EventRecord, ListParams, Run, StoreError, RUN_RUNNING},
+};
+
+/// Events of one stream, in seq order; an `Err` is always the last item.
+pub type Feed = BoxStream<'static, Result<Arc<BusEvent>, FeedError>>;
+
+/// Why a feed ended early.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum FeedError {
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl FeedError {
+    /// The `code` clients see in the final `error` frame.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Bus(BusError::Lagged { .. }) => "lagged",
+            Self::Bus(BusError::HistoryExpired { .. }) => "history_expired",
+            Self::Bus(BusError::Unavailable(_)) | Self::Store(_) => "unavailable",
+        }
+    }
+
+    /// The message clients see: backend details stay in the logs.
+    pub fn message(&self) -> String {
+        match self {
+            Self::Bus(BusError::Lagged { last_seq }) => format!(
+                "the client fell too far behind; reconnect with Last-Event-ID (or `after`) {last_seq} to resume"
+            ),
+            Self::Bus(e @ BusError::HistoryExpired { .. }) => e.to_string(),
+            Self::Bus(BusError::Unavailable(_)) => "bus unavailable".into(),
+            Self::Store(_) => "store unavailable".into(),
+        }
+    }
+
+    /// The last seq delivered, when the client should resume from it.
+    pub fn last_seq(&self) -> Option<u64> {
+        match self {
+            Self::Bus(BusError::Lagged { last_seq }) => Some(*last_seq),
+            _ => None,
+        }
+    }
+}
+
+/// What a client can subscribe to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// Every event of an agent (`agent:<id>`).
+    Agent(String),
+    /// An agent's log lines (`logs:<id>`).
+    Logs(String),
+    /// One run's events, replayed from the store then live (`run:<id>`).
+    Run(String),
+}
+
+impl Target {
+    /// Parses a channel name; the error names what is wrong with it.
+    pub fn parse(name: &str) -> Result<Self, String> {
+        let (kind, id) = name
+            .split_once(':')
+            .ok_or_else(|| format!("channel: expected `agent:<id>`, `logs:<id>` or `run:<id>`, got `{name}`"))?;
+        if id.is_empty() || id.len() > 128 || id.chars().any(|c| c.is_whitespace() || c == ':') {
+            return Err(format!("channel: `{name}` does not name an id"));
+        }
+        match kind {
+            "agent" => Ok(Self::Agent(id.to_owned())),
+            "logs" => Ok(Self::Logs(id.to_owned())),
+            "run" => Ok(Self::Run(id.to_owned())),
+            _ => Err(format!("channel: unknown kind `{kind}`; expected `agent`, `logs` or `run`")),
+        }
+    }
+
+    /// The channel's name as clients write it (and, for agents and logs, as the bus knows it).
+    pub fn name(&self) -> String {
+        match self {
+            Self::Agent(id) => format!("agent:{id}"),
+            Self::Logs(id) => format!("logs:{id}"),
+            Self::Run(id) => format!("run:{id}"),
+        }
+    }
+
+    /// The key scope needed to read it.
+    pub fn scope(&self) -> &'static str {
+        match self {
+            Self::Logs(_) => "logs",
+            Self::Agent(_) | Self::Run(_) => "chat",
+        }
+    }
+}
+
+/// Opens `target` for `account`, resuming after `after`. A target of another
+/// account is a 404 like a missing one. A cursor older than the history is an
+/// error with code `history_expired` (the SSE routes turn that one into an
+/// `error` frame; EventSource cannot read error bodies).
+pub async fn open(state: &AppState, account: &str, target: &Target, after: Option<u64>) -> Result<Feed, ApiError> {
+    match target {
+        Target::Agent(id) | Target::Logs(id) => {
+            state
+                .store
+                .get_agent(account, id)
+                .await
+                .map_err(|e| ApiError::from_store(e, "agent_not_found"))?;
+            let channel = target.name();
+            if after.is_some() {
+                // After a restart the bus starts from zero; raising it to what
+                // the store holds makes an old cursor expire instead of
+                // silently skipping the events the bus never saw.
+                let floor = match target {
+                    Target::Logs(_) => state.store.last_log_seq(account, id).await?,
+                    _ => state.store.last_event_seq(account, id).await?,
+                };
+                state.bus.seed_seq(&channel, floor).await?;
+            }
+            Ok(channel_feed(state.bus.subscribe(&channel, after).await?))
+        }
+        Target::Run(id) => {
+            let run = state
+                .store
+                .get_run(account, id)
+                .await
+                .map_err(|e| ApiError::from_store(e, "run_not_found"))?;
+            Ok(run_feed(state.clone(), account.to_owned(), run, after))
+        }
+    }
+}
+
+/// A bus subscription as a feed.
+pub fn channel_feed(sub: Subscription) -> Feed {
+    futures::stream::unfold(Some(sub), |sub| async move {
+        let mut sub = sub?;
+        match sub.next().await {
+            Ok(Some(ev)) => Some((Ok(ev), Some(sub))),
+            Ok(None) => None,
+            Err(e) => Some((Err(e.into()), None)),
+        }
+    })
+    .boxed()
+}
+
+/// A feed that yields a single error and ends.
+pub fn failed(err: FeedError) -> Feed {
+    futures::stream::once(async move { Err(err) }).boxed()
+}
+
+/// Rows per store page while replaying a run.
+const PAGE: u32 = 1000;
+/// How often a live run stream checks that its run is still running.
+const STATUS_CHECK: Duration = Duration::from_secs(10);
+/// How long a stream waits for `done` once the store says the run is over.
+const DONE_GRACE: Duration = Duration::from_secs(2);
+/// Attempts to join the bus when its history keeps moving past the cursor.
+const JOIN_ATTEMPTS: u32 = 3;
+
+/// One run's events: what the store holds after the cursor, then what the
+/// agent's channel carries for this run (history, then live), ending right
+/// after `done`.
+///
+/// The store is read *before* joining the bus, and the bus is joined from the
+/// last seq the store gave: events already published but not yet persisted
+/// are still in the bus history, so nothing falls between the two, and
+/// [`Subscription`] drops what the store already gave.
+pub fn run_feed(state: AppState, account: String, run: Run, after: Option<u64>) -> Feed {
+    async_stream::stream! {
+        let channel = format!("agent:{}", run.agent_id);
+        let mut last = after.unwrap_or(0);
+        let mut floor = 0;
+        let mut attempts = 0;
+        let sub = loop {
+            let mut cursor = last;
+            loop {
+                let page = match stored_page(&state, &account, &run, cursor).await {
+                    Ok(page) => page,
+                    Err(e) => {
+                        yield Err(e);
+                        return;
+                    }
+                };
+                let more = page.1;
+                for ev in page.0 {
+                    cursor = cursor.max(ev.seq);
+                    if ev.seq <= last {
+                        continue;
+                    }
+                    last = ev.seq;
+                    let done = is_done(&ev);
+                    yield Ok(ev);
+                    if done {
+                        return;
+                    }
+                }
+                if !more {
+                    break;
+                }
+            }
+            last = last.max(floor);
+            match state.bus.subscribe(&channel, Some(last)).await {
+                Ok(sub) => break sub,
+                // A finished run's events are all in the store.
+                Err(BusError::HistoryExpired { .. }) if run.status != RUN_RUNNING => return,
+                // Events below `oldest` left the bus long ago and are in the
+                // store by now: read it again, then join from there.
+                Err(BusError::HistoryExpired { oldest, .. }) if attempts < JOIN_ATTEMPTS => {
+                    attempts += 1;
+                    floor = oldest.saturating_sub(1);
+                }
+                Err(e) => {
+                    yield Err(e.into());
+                    return;
+                }
+            }
+        };
+        let mut live = live_run(state, account, run, sub);
+        while let Some(item) = live.next().await {
+            yield item;
+        }
+    }
+    .boxed()
+}
+
+/// The live part of [`run_feed`]: this run's events from the subscription
+/// until `done`. If the run is over (at open, or found so by a periodic
+/// check) and `done` does not come within [`DONE_GRACE`], the stream ends
+/// anyway rather than hang on a run that will never say more.
+fn live_run(state: AppState, account: String, run: Run, mut sub: Subscription) -> Feed {
+    enum Step {
+        Event(Result<Option<Arc<BusEvent>>, BusError>),
+        Check,
+        GiveUp,
+    }
+    async_stream::stream! {
+        let mut over_since = (run.status != RUN_RUNNING).then(tokio::time::Instant::now);
+        let start = tokio::time::Instant::now() + STATUS_CHECK;
+        let mut check = tokio::time::interval_at(start, STATUS_CHECK);
+        loop {
+            let grace = over_since.map(|t| t + DONE_GRACE);
+            let step = tokio::select! {
+                next = sub.next() => Step::Event(next),
+                _ = check.tick(), if over_since.is_none() => Step::Check,
+                _ = sleep_until_opt(grace), if grace.is_some() => Step::GiveUp,
+            };
+            match step {
+                Step::Event(Ok(Some(ev))) => {
+                    if ev.run_id.as_deref() == Some(run.id.as_str()) {
+                        let done = is_done(&ev);
+                        yield Ok(ev);
+                        if done {
+                            return;
+                        }
+                    }
+                }
+                Step::Event(Ok(None)) | Step::GiveUp => return,
+                Step::Event(Err(e)) => {
+                    yield Err(e.into());
+                    return;
+                }
+                Step::Check => match state.store.get_run(&account, &run.id).await {
+                    Ok(r) if r.status != RUN_RUNNING => over_since = Some(tokio::time::Instant::now()),
+                    Ok(_) => {}
+                    // The run was deleted with its agent: nothing more will come.
+                    Err(StoreError::NotFound(_)) => return,
+                    Err(e) => tracing::debug!(error = %e, run_id = %run.id, "run status check failed"),
+                },
+            }
+        }
+    }
+    .boxed()
+}
+
+async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// One page of the run's stored events after `cursor`, and whether more follow.
+async fn stored_page(
+    state: &AppState,
+    account: &str,
+    run: &Run,
+    cursor: u64,
+) -> Result<(Vec<Arc<BusEvent>>, bool), FeedError> {
+    let filter = EventFilter {
+        session_id: None,
+        run_id: Some(run.id.clone()),
+    };
+    let params = ListParams {
+        limit: PAGE,
+        offset: 0,
+        after: Some(cursor.to_string()),
+    };
+    let page = state.store.list_events(account, &run.agent_id, filter, params).await?;
+    let more = page.pagination.next_cursor.is_some() && !page.data.is_empty();
+    Ok((page.data.into_iter().filter_map(from_record).collect(), more))
+}
+
+/// A stored event re-encoded exactly as it was published (its JSON is kept
+/// whole, and `seq` is the same), so a replayed frame equals the live one.
+pub fn from_record(rec: EventRecord) -> Option<Arc<BusEvent>> {
+    match rec.event {
+        Value::Object(map) => Some(Arc::new(BusEvent::encode(rec.seq, map))),
+        other => {
+            tracing::warn!(seq = rec.seq, kind = ?other, "stored event is not a JSON object; skipped");
+            None
+        }
+    }
+}
+
+/// Whether `ev` ends its run.
+pub fn is_done(ev: &BusEvent) -> bool {
+    ev.message_type == "done"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_parse_and_name_themselves() {
+        assert_eq!(Target::parse("agent:agent-1").unwrap(), Target::Agent("agent-1".into()));
+        assert_eq!(Target::parse("logs:a").unwrap().scope(), "logs");
+        assert_eq!(Target::parse("run:run-9").unwrap().name(), "run:run-9");
+        for bad in ["agent", "agent:", "chan:x", "agent:a b", "agent:a:b", ""] {
+            let e = Target::parse(bad).unwrap_err();
+            assert!(e.starts_with("channel:"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn errors_carry_code_and_resume_point() {
+        let lag = FeedError::Bus(BusError::Lagged { last_seq: 41 });
+        assert_eq!((lag.code(), lag.last_seq()), ("lagged", Some(41)));
+        assert!(lag.message().contains("41"));
+        let gone = FeedError::Bus(BusError::HistoryExpired { after: 1, oldest: 5 });
+        assert_eq!((gone.code(), gone.last_seq()), ("history_expired", None));
+        let down = FeedError::Store(StoreError::Unavailable("disk on fire".into()));
+        assert_eq!(down.code(), "unavailable");
+        assert!(!down.message().contains("disk"), "backend details stay in the logs");
+    }
+}

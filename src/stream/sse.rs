@@ -1,0 +1,87 @@
+//! Server-Sent Events responses built from pre-encoded frames.
+//!
+//! Events arrive already framed (`BusEvent::sse`), so the response body is a
+//! plain byte stream: no per-subscriber serialisation. A `: ping` comment is
+//! sent as the first bytes (so proxies and EventSource see the stream open at
+//! once) and again whenever the stream has been quiet for `ping`. The stream
+//! ends when the source ends or the gateway starts draining.
+
+use std::time::Duration;
+
+use axum::{
+    body::Body,
+    http::{header, HeaderValue, StatusCode},
+    response::Response,
+};
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use tokio_util::sync::CancellationToken;
+
+/// The SSE comment sent as keep-alive.
+pub const PING: &[u8] = b": ping\n\n";
+
+/// Wraps `frames` (complete SSE frames) into a streaming response with
+/// keep-alive pings and the headers API.md requires.
+pub fn sse_response<S>(frames: S, ping: Duration, shutdown: CancellationToken) -> Response
+where
+    S: Stream<Item = Bytes> + Send + 'static,
+{
+    let body = async_stream::stream! {
+        yield Ok::<Bytes, std::io::Error>(Bytes::from_static(PING));
+        let mut frames = std::pin::pin!(frames);
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + ping, ping);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                next = frames.next() => match next {
+                    Some(frame) => {
+                        tick.reset();
+                        yield Ok(frame);
+                    }
+                    None => break,
+                },
+                _ = tick.tick() => yield Ok(Bytes::from_static(PING)),
+            }
+        }
+    };
+    let mut resp = Response::new(Body::from_stream(body));
+    *resp.status_mut() = StatusCode::OK;
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    resp
+}
+
+/// Frames one SSE event by hand, for events that are not on the bus (OpenAI
+/// chunks, stream-level errors).
+pub fn frame(id: Option<u64>, event: Option<&str>, data: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(data.len() + 48);
+    if let Some(id) = id {
+        out.extend_from_slice(format!("id: {id}\n").as_bytes());
+    }
+    if let Some(ev) = event {
+        out.extend_from_slice(format!("event: {ev}\n").as_bytes());
+    }
+    out.extend_from_slice(b"data: ");
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\n\n");
+    out.into()
+}
+
+/// The final `event: error` frame of a stream that cannot go on (`lagged`,
+/// `history_expired`, …). It has no `id:`, so the client's `Last-Event-ID`
+/// stays the last event it really got; `last_seq` repeats it for clients
+/// that resume with `?after=`.
+pub fn error_frame(code: &str, message: &str, last_seq: Option<u64>) -> Bytes {
+    let mut body = serde_json::Map::new();
+    body.insert("code".into(), code.into());
+    body.insert("message".into(), message.into());
+    if let Some(seq) = last_seq {
+        body.insert("last_seq".into(), seq.into());
+    }
+    let data = serde_json::to_vec(&body).unwrap_or_default();
+    frame(None, Some("error"), &data)
+}

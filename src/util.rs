@@ -1,0 +1,48 @@
+//! Ids and timestamps, in one place so every record formats them alike.
+
+use rand::{distr::Alphanumeric, Rng};
+use time::{format_description::well_known::Rfc3339, OffsetDateTime};
+
+/// A new id like `agent-3fK9x2…`: a kind prefix and 20 random alphanumerics
+/// (about 119 bits), so ids are unguessable across accounts.
+pub fn new_id(prefix: &str) -> String {
+    let mut s = String::with_capacity(prefix.len() + 21);
+    s.push_str(prefix);
+    s.push('-');
+    s.extend(
+        rand::rng()
+            .sample_iter(&Alphanumeric)
+            .take(20)
+            .map(char::from),
+    );
+    s
+}
+
+/// The current time as RFC 3339 in UTC with millisecond precision.
+pub fn now() -> String {
+    let t = OffsetDateTime::now_utc();
+    let t = t.replace_millisecond(t.millisecond()).unwrap_or(t);
+    t.format(&Rfc3339).unwrap_or_default()
+}
+
+/// Unix seconds now.
+pub fn unix_now() -> u64 {
+    OffsetDateTime::now_utc().unix_timestamp().max(0) as u64
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ids_are_prefixed_and_distinct() {
+        let a = super::new_id("agent");
+        let b = super::new_id("agent");
+        assert!(a.starts_with("agent-") && a.len() == 26);
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn now_is_rfc3339() {
+        let n = super::now();
+        assert!(n.ends_with('Z') && n.contains('T'), "{n}");
+    }
+}

@@ -1,0 +1,7 @@
+//! All integration tests in one binary, so they link once. Each module drives
+//! real gateways over real sockets; see `common` for the harness.
+
+mod cli;
+mod common;
+mod rest;
+mod scopes;

@@ -1,0 +1,676 @@
+//! REST behaviour of the core: CRUD, envelopes, pagination, tenancy, keys,
+//! persistence — each run against the embedded store and a remote store.
+
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::{
+    both_stores,
+    common::{expect_error, spawn_gateway, spawn_gateway_with, StoreMode},
+};
+
+both_stores!(agent_crud_round_trip, |mode| async move {
+    let gw = spawn_gateway_with(mode, |_| {}).await;
+    let r = gw
+        .post(
+            "/v1/agents",
+            json!({"name": "helper", "system": "be brief", "tags": ["a"], "metadata": {"k": 1}}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let agent: Value = r.json().await.unwrap();
+    let id = agent["id"].as_str().unwrap().to_owned();
+    assert!(id.starts_with("agent-"));
+    assert_eq!(agent["model"], "echo");
+    assert_eq!(agent["status"], "running");
+    assert!(
+        agent.get("account_id").is_none(),
+        "account id stays private"
+    );
+    let got: Value = gw
+        .get(&format!("/v1/agents/{id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(got, agent);
+    let r = gw
+        .req(Method::PATCH, &format!("/v1/agents/{id}"))
+        .json(&json!({"name": "renamed", "tags": ["b", "c"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let patched: Value = r.json().await.unwrap();
+    assert_eq!(patched["name"], "renamed");
+    assert_eq!(patched["tags"], json!(["b", "c"]));
+    assert_eq!(patched["system"], "be brief", "untouched fields stay");
+    let stopped: Value = gw
+        .post(&format!("/v1/agents/{id}/stop"), json!({}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stopped["status"], "stopped");
+    let started: Value = gw
+        .post(&format!("/v1/agents/{id}/start"), json!({}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(started["status"], "running");
+    let r = gw
+        .req(Method::DELETE, &format!("/v1/agents/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    expect_error(
+        gw.get(&format!("/v1/agents/{id}")).await,
+        404,
+        "agent_not_found",
+    )
+    .await;
+});
+
+both_stores!(tools_and_sessions, |mode| async move {
+    let gw = spawn_gateway_with(mode, |_| {}).await;
+    let r = gw
+        .post(
+            "/v1/tools",
+            json!({"name": "lookup", "description": "d", "url": "http://127.0.0.1:9/hook"}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let tool: Value = r.json().await.unwrap();
+    assert_eq!(tool["kind"], "webhook");
+    let tid = tool["id"].as_str().unwrap().to_owned();
+    let dup = gw
+        .post(
+            "/v1/tools",
+            json!({"name": "lookup", "url": "http://127.0.0.1:9/x"}),
+        )
+        .await;
+    expect_error(dup, 409, "conflict").await;
+    let bad = gw
+        .post("/v1/tools", json!({"name": "x", "kind": "webhook"}))
+        .await;
+    let body = expect_error(bad, 400, "validation_error").await;
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("url"));
+    // An agent may name the tool by id; an unknown id is refused.
+    let r = gw
+        .post(
+            "/v1/agents",
+            json!({"name": "a", "tools": [tid, "get_time"]}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let aid = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let bad = gw
+        .post("/v1/agents", json!({"name": "a", "tools": ["tool-nope"]}))
+        .await;
+    let body = expect_error(bad, 400, "validation_error").await;
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("tools[0]"));
+    // Sessions: body optional.
+    let r = gw
+        .req(Method::POST, &format!("/v1/agents/{aid}/sessions"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let s1: Value = r.json().await.unwrap();
+    let r = gw
+        .post(
+            &format!("/v1/agents/{aid}/sessions"),
+            json!({"name": "second"}),
+        )
+        .await;
+    let s2: Value = r.json().await.unwrap();
+    assert_eq!(s2["name"], "second");
+    let list: Value = gw
+        .get(&format!("/v1/agents/{aid}/sessions"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["pagination"]["total"], 2);
+    assert_eq!(list["data"][0]["id"], s1["id"]);
+    let sid = s1["id"].as_str().unwrap();
+    let r = gw
+        .req(Method::DELETE, &format!("/v1/agents/{aid}/sessions/{sid}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let r = gw
+        .req(Method::DELETE, &format!("/v1/agents/{aid}/sessions/{sid}"))
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, 404, "session_not_found").await;
+    expect_error(
+        gw.get("/v1/agents/agent-missing/sessions").await,
+        404,
+        "agent_not_found",
+    )
+    .await;
+    let r = gw
+        .req(Method::DELETE, &format!("/v1/tools/{tid}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    expect_error(
+        gw.get(&format!("/v1/tools/{tid}")).await,
+        404,
+        "tool_not_found",
+    )
+    .await;
+});
+
+both_stores!(pagination_walks_with_cursor_and_offset, |mode| async move {
+    let gw = spawn_gateway_with(mode, |_| {}).await;
+    let mut made = Vec::new();
+    for i in 0..25 {
+        made.push(gw.create_agent(&format!("a{i}")).await);
+    }
+    // Cursor walk.
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/v1/agents?limit=10&after={c}"),
+            None => "/v1/agents?limit=10".to_owned(),
+        };
+        let page: Value = gw.get(&path).await.json().await.unwrap();
+        assert_eq!(page["pagination"]["total"], 25);
+        assert_eq!(page["pagination"]["limit"], 10);
+        seen.extend(
+            page["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a["id"].as_str().unwrap().to_owned()),
+        );
+        pages += 1;
+        match page["pagination"]["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(seen, made, "oldest first, none missed, none twice");
+    // Offset walk gives the same order.
+    let mut by_offset = Vec::new();
+    for offset in [0, 10, 20] {
+        let page: Value = gw
+            .get(&format!("/v1/agents?limit=10&offset={offset}"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(page["pagination"]["offset"], offset);
+        by_offset.extend(
+            page["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a["id"].as_str().unwrap().to_owned()),
+        );
+    }
+    assert_eq!(by_offset, made);
+    let body = expect_error(
+        gw.get("/v1/agents?limit=1001").await,
+        400,
+        "validation_error",
+    )
+    .await;
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("limit"));
+    let body = expect_error(
+        gw.get("/v1/agents?after=garbage").await,
+        400,
+        "validation_error",
+    )
+    .await;
+    assert!(body["error"]["message"].as_str().unwrap().contains("after"));
+    let page: Value = gw.get("/v1/agents?limit=1000").await.json().await.unwrap();
+    assert_eq!(page["data"].as_array().unwrap().len(), 25);
+    assert!(page["pagination"]["next_cursor"].is_null());
+});
+
+both_stores!(tenancy_hides_other_accounts, |mode| async move {
+    let gw = spawn_gateway_with(mode, |_| {}).await;
+    let mine = gw.create_agent("mine").await;
+    let other = gw.mint_key("acme", &["*"]).await;
+    let theirs = gw
+        .req_as(&other, Method::POST, "/v1/agents")
+        .json(&json!({"name": "theirs"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(theirs.status(), 201);
+    let list: Value = gw
+        .req_as(&other, Method::GET, "/v1/agents")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        list["pagination"]["total"], 1,
+        "acme sees only its own agent"
+    );
+    for (method, path) in [
+        (Method::GET, format!("/v1/agents/{mine}")),
+        (Method::PATCH, format!("/v1/agents/{mine}")),
+        (Method::DELETE, format!("/v1/agents/{mine}")),
+        (Method::POST, format!("/v1/agents/{mine}/stop")),
+        (Method::GET, format!("/v1/agents/{mine}/sessions")),
+    ] {
+        let r = gw
+            .req_as(&other, method.clone(), &path)
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap();
+        expect_error(r, 404, "agent_not_found").await;
+    }
+    // The owner still has it, untouched.
+    let got: Value = gw
+        .get(&format!("/v1/agents/{mine}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(got["status"], "running");
+    // Keys of another account cannot be listed or revoked.
+    let keys: Value = gw
+        .req_as(&other, Method::GET, "/v1/keys")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(keys["pagination"]["total"], 1);
+    let my_keys: Value = gw.get("/v1/keys").await.json().await.unwrap();
+    let my_key_id = my_keys["data"][0]["id"].as_str().unwrap();
+    let r = gw
+        .req_as(&other, Method::DELETE, &format!("/v1/keys/{my_key_id}"))
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, 404, "key_not_found").await;
+    assert_eq!(
+        gw.get("/v1/account").await.status(),
+        200,
+        "my key still works"
+    );
+});
+
+both_stores!(keys_mint_list_revoke, |mode| async move {
+    let gw = spawn_gateway_with(mode, |_| {}).await;
+    let r = gw
+        .post(
+            "/v1/keys",
+            json!({"scopes": ["agents:read"], "label": "ro", "rpm": 60}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let minted: Value = r.json().await.unwrap();
+    let secret = minted["secret"].as_str().unwrap().to_owned();
+    let kid = minted["id"].as_str().unwrap().to_owned();
+    assert!(minted.get("hash").is_none());
+    let r = gw
+        .req_as(&secret, Method::GET, "/v1/agents")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "the new key works (and is now cached)");
+    let list: Value = gw.get("/v1/keys").await.json().await.unwrap();
+    let text = list.to_string();
+    assert!(!text.contains(&secret), "list never shows secrets");
+    assert!(list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|k| k.get("secret").is_none() && k.get("hash").is_none()));
+    let r = gw
+        .req(Method::DELETE, &format!("/v1/keys/{kid}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let r = gw
+        .req_as(&secret, Method::GET, "/v1/agents")
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, 401, "unauthorized").await;
+    // A key cannot grant scopes it lacks.
+    let limited = gw.mint_key("default", &["keys"]).await;
+    let r = gw
+        .req_as(&limited, Method::POST, "/v1/keys")
+        .json(&json!({"scopes": ["*"]}))
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, 403, "forbidden").await;
+    let r = gw.post("/v1/keys", json!({"scopes": ["root"]})).await;
+    let body = expect_error(r, 400, "validation_error").await;
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("scopes[0]"));
+});
+
+both_stores!(data_and_key_usage_survive_restart, |mode| async move {
+    let gw = spawn_gateway_with(mode, |_| {}).await;
+    let id = gw.create_agent("durable").await;
+    let r = gw
+        .post("/v1/keys", json!({"scopes": ["agents:read"]}))
+        .await;
+    let secret = r.json::<Value>().await.unwrap()["secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        gw.req_as(&secret, Method::GET, "/v1/agents")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let gw = gw.restart().await;
+    let got = gw.get(&format!("/v1/agents/{id}")).await;
+    assert_eq!(got.status(), 200);
+    assert_eq!(
+        gw.req_as(&secret, Method::GET, "/v1/agents")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let keys: Value = gw.get("/v1/keys").await.json().await.unwrap();
+    let used = keys["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| k["last_used_at"].is_string())
+        .count();
+    assert!(used >= 2, "last_used_at was flushed on shutdown: {keys}");
+});
+
+#[tokio::test]
+async fn envelopes_on_every_error_status() {
+    let gw = spawn_gateway().await;
+    // 400: malformed JSON, wrong type (names the field), missing field, unknown field.
+    let r = gw
+        .req(Method::POST, "/v1/agents")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    let b = expect_error(r, 400, "validation_error").await;
+    assert!(b["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("malformed JSON"));
+    let b = expect_error(
+        gw.post("/v1/agents", json!({"name": 5})).await,
+        400,
+        "validation_error",
+    )
+    .await;
+    assert!(
+        b["error"]["message"].as_str().unwrap().starts_with("name:"),
+        "{b}"
+    );
+    let b = expect_error(
+        gw.post("/v1/agents", json!({"name": "x", "tags": ["a", 3]}))
+            .await,
+        400,
+        "validation_error",
+    )
+    .await;
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("tags[1]:"),
+        "{b}"
+    );
+    let b = expect_error(
+        gw.post("/v1/agents", json!({})).await,
+        400,
+        "validation_error",
+    )
+    .await;
+    assert!(
+        b["error"]["message"].as_str().unwrap().contains("`name`"),
+        "{b}"
+    );
+    let b = expect_error(
+        gw.post("/v1/agents", json!({"name": "x", "modle": "echo"}))
+            .await,
+        400,
+        "validation_error",
+    )
+    .await;
+    assert!(
+        b["error"]["message"].as_str().unwrap().contains("`modle`"),
+        "{b}"
+    );
+    let b = expect_error(
+        gw.post("/v1/agents", json!({"name": "x", "model": "gpt"}))
+            .await,
+        400,
+        "validation_error",
+    )
+    .await;
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("model:"),
+        "{b}"
+    );
+    // 401: none, wrong, malformed.
+    let r = gw.client.get(gw.url("/v1/agents")).send().await.unwrap();
+    expect_error(r, 401, "unauthorized").await;
+    let r = gw
+        .req_as("wk_nope_nope", Method::GET, "/v1/agents")
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, 401, "unauthorized").await;
+    // 403.
+    let ro = gw.mint_key("default", &["agents:read"]).await;
+    let r = gw
+        .req_as(&ro, Method::POST, "/v1/agents")
+        .json(&json!({"name": "x"}))
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, 403, "forbidden").await;
+    // 404: unknown route (even without a key) and unknown resource.
+    expect_error(
+        gw.client.get(gw.url("/v1/nothing")).send().await.unwrap(),
+        404,
+        "not_found",
+    )
+    .await;
+    expect_error(
+        gw.get("/v1/agents/agent-none").await,
+        404,
+        "agent_not_found",
+    )
+    .await;
+    // 405.
+    let r = gw.req(Method::PUT, "/v1/agents").send().await.unwrap();
+    expect_error(r, 405, "method_not_allowed").await;
+    // 409 (tool name taken).
+    gw.post("/v1/tools", json!({"name": "t", "kind": "builtin"}))
+        .await;
+    expect_error(
+        gw.post("/v1/tools", json!({"name": "t", "kind": "builtin"}))
+            .await,
+        409,
+        "conflict",
+    )
+    .await;
+    // 413: a body over 1 MiB, with and without Content-Length known up front.
+    let big = format!("{{\"name\":\"{}\"}}", "x".repeat(1 << 20));
+    let r = gw
+        .req(Method::POST, "/v1/agents")
+        .header("content-type", "application/json")
+        .body(big.clone())
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, 413, "payload_too_large").await;
+    let chunks = futures::stream::iter(
+        big.into_bytes()
+            .chunks(64 * 1024)
+            .map(|c| Ok::<_, std::io::Error>(c.to_vec()))
+            .collect::<Vec<_>>(),
+    );
+    let r = gw
+        .req(Method::POST, "/v1/agents")
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, 413, "payload_too_large").await;
+    // X-Request-Id is echoed when the client sends one, on success too.
+    let r = gw
+        .req(Method::GET, "/v1/account")
+        .header("x-request-id", "client-id-7")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-request-id"], "client-id-7");
+    let r = gw
+        .req(Method::GET, "/v1/agents/agent-none")
+        .header("x-request-id", "client-id-8")
+        .send()
+        .await
+        .unwrap();
+    let b = expect_error(r, 404, "agent_not_found").await;
+    assert_eq!(b["error"]["request_id"], "client-id-8");
+}
+
+#[tokio::test]
+async fn account_ops_and_docs() {
+    let gw = spawn_gateway().await;
+    let acct: Value = gw.get("/v1/account").await.json().await.unwrap();
+    assert_eq!(acct["id"], "default");
+    assert_eq!(acct["limits"]["max_websockets"], 10);
+    assert_eq!(acct["limits"]["max_sse_streams"], 20);
+    assert_eq!(acct["key"]["scopes"], json!(["*"]));
+    for path in ["/healthz", "/readyz", "/v1/openapi.json", "/docs"] {
+        let r = gw.client.get(gw.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path} needs no key");
+    }
+    let doc: Value = gw
+        .client
+        .get(gw.url("/v1/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+    for p in [
+        "/v1/agents",
+        "/v1/agents/{id}",
+        "/v1/keys",
+        "/v1/tools",
+        "/v1/agents/{id}/sessions",
+        "/v1/account",
+    ] {
+        assert!(doc["paths"].get(p).is_some(), "openapi documents {p}");
+    }
+    let html = gw
+        .client
+        .get(gw.url("/docs"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        html.contains("/v1/openapi.json") && !html.contains("https://"),
+        "docs load nothing from the network"
+    );
+}
+
+#[tokio::test]
+async fn sqlite_file_holds_no_secret() {
+    let mut gw = spawn_gateway().await;
+    let r = gw.post("/v1/keys", json!({"scopes": ["chat"]})).await;
+    let secret = r.json::<Value>().await.unwrap()["secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        gw.req_as(&secret, Method::GET, "/v1/account")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    gw.shutdown().await;
+    let mut bytes = Vec::new();
+    for entry in std::fs::read_dir(&gw.data_dir).unwrap() {
+        bytes.extend(std::fs::read(entry.unwrap().path()).unwrap());
+    }
+    assert!(!bytes.is_empty());
+    let hay = String::from_utf8_lossy(&bytes);
+    for s in [secret.as_str(), crate::common::BOOTSTRAP_KEY] {
+        assert!(!hay.contains(s), "a secret is stored in plaintext");
+        assert!(hay.contains(&weir::keys::hash(s)), "its hash is stored");
+    }
+}
+
+#[tokio::test]
+async fn remote_store_answers_like_embedded() {
+    // The same requests through both deployments give the same shapes.
+    let a = spawn_gateway_with(StoreMode::Embedded, |_| {}).await;
+    let b = spawn_gateway_with(StoreMode::Remote, |_| {}).await;
+    for gw in [&a, &b] {
+        gw.create_agent("x").await;
+    }
+    let la: Value = a.get("/v1/agents").await.json().await.unwrap();
+    let lb: Value = b.get("/v1/agents").await.json().await.unwrap();
+    let strip = |v: &Value| {
+        let mut v = v.clone();
+        for a in v["data"].as_array_mut().unwrap() {
+            for k in ["id", "created_at", "updated_at"] {
+                a[k] = Value::Null;
+            }
+        }
+        v["pagination"]["next_cursor"] = Value::Null;
+        v
+    };
+    assert_eq!(strip(&la), strip(&lb));
+}
