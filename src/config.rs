@@ -286,4 +286,15 @@ mod tests {
         assert!(pairs.contains(&("WEIR_LISTEN".into(), "127.0.0.1:1".into())));
         assert!(pairs.contains(&("WEIR_HISTORY_LEN".into(), "5".into())));
     }
+
+    #[test]
+    fn shipped_config_parses_and_documents_every_key() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/weir.toml");
+        file_env(&path).expect("config/weir.toml is valid");
+        let text = std::fs::read_to_string(&path).unwrap();
+        for (key, env) in known_keys() {
+            assert!(text.contains(&format!("{key} =")), "config/weir.toml lacks `{key}`");
+            assert!(text.contains(&env), "config/weir.toml does not name {env}");
+        }
+    }
 }
