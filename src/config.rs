@@ -127,16 +127,16 @@ pub struct StoreConfig {
 #[derive(Debug, Clone, Args)]
 pub struct KeysCreate {
     /// Comma-separated scopes (agents:read, agents:write, tools:read, tools:write, chat, logs, keys, *).
-    #[arg(long, value_delimiter = ',', required = true)]
+    #[arg(long, env = "WEIR_KEYS_SCOPES", value_delimiter = ',', required = true)]
     pub scopes: Vec<String>,
     /// Account the key belongs to (made if missing).
-    #[arg(long, default_value = "default")]
+    #[arg(long, env = "WEIR_KEYS_ACCOUNT", default_value = "default")]
     pub account: String,
     /// Free-form label.
-    #[arg(long, default_value = "")]
+    #[arg(long, env = "WEIR_KEYS_LABEL", default_value = "")]
     pub label: String,
     /// Requests per minute for this key.
-    #[arg(long, default_value_t = 120)]
+    #[arg(long, env = "WEIR_KEYS_RPM", default_value_t = 120)]
     pub rpm: u32,
     #[command(flatten)]
     pub data: DataConfig,
@@ -225,10 +225,12 @@ pub fn file_env(path: &std::path::Path) -> Result<Vec<(String, String)>, ConfigE
         path: path.to_owned(),
         source,
     })?;
-    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Parse {
-        path: path.to_owned(),
-        message: e.to_string(),
-    })?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
     let known = known_keys();
     let mut out = Vec::new();
     for (key, value) in table {
@@ -247,7 +249,10 @@ pub fn file_env(path: &std::path::Path) -> Result<Vec<(String, String)>, ConfigE
             other => {
                 return Err(ConfigError::Parse {
                     path: path.to_owned(),
-                    message: format!("key `{key}` must be a string, number or boolean, not {}", other.type_str()),
+                    message: format!(
+                        "key `{key}` must be a string, number or boolean, not {}",
+                        other.type_str()
+                    ),
                 })
             }
         };
@@ -263,7 +268,14 @@ mod tests {
     #[test]
     fn every_serve_flag_has_an_env_twin() {
         let keys = known_keys();
-        for k in ["listen", "data_dir", "store_url", "redis_url", "bootstrap_key", "store_token"] {
+        for k in [
+            "listen",
+            "data_dir",
+            "store_url",
+            "redis_url",
+            "bootstrap_key",
+            "store_token",
+        ] {
             assert!(keys.contains_key(k), "missing {k}");
         }
     }
@@ -293,7 +305,10 @@ mod tests {
         file_env(&path).expect("config/weir.toml is valid");
         let text = std::fs::read_to_string(&path).unwrap();
         for (key, env) in known_keys() {
-            assert!(text.contains(&format!("{key} =")), "config/weir.toml lacks `{key}`");
+            assert!(
+                text.contains(&format!("{key} =")),
+                "config/weir.toml lacks `{key}`"
+            );
             assert!(text.contains(&env), "config/weir.toml does not name {env}");
         }
     }

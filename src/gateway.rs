@@ -34,12 +34,20 @@ impl Gateway {
         let cfg = Arc::new(cfg);
         let store = open_store(&cfg.data).await?;
         if let Some(secret) = &cfg.bootstrap_key {
-            bootstrap_key(store.as_ref(), secret).await.context("seeding WEIR_BOOTSTRAP_KEY")?;
+            bootstrap_key(store.as_ref(), secret)
+                .await
+                .context("seeding WEIR_BOOTSTRAP_KEY")?;
         }
         let bus: Arc<dyn Bus> = Arc::new(MemoryBus::new(cfg.history_len, 1024));
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
-        let runtime = Arc::new(Runtime::new(store.clone(), bus.clone(), cfg.clone(), tracker.clone(), shutdown.clone()));
+        let runtime = Arc::new(Runtime::new(
+            store.clone(),
+            bus.clone(),
+            cfg.clone(),
+            tracker.clone(),
+            shutdown.clone(),
+        ));
         let listener = TcpListener::bind(cfg.listen)
             .await
             .with_context(|| format!("cannot listen on {} (WEIR_LISTEN)", cfg.listen))?;
@@ -57,7 +65,9 @@ impl Gateway {
 
     /// The address actually bound.
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().expect("a bound listener has an address")
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
     }
 
     /// The shared state (tests use it to reach the real store directly).
@@ -67,7 +77,10 @@ impl Gateway {
 
     /// Serves until `shutdown` resolves, then drains: streams end, background
     /// tasks get the grace period, pending key usage is written.
-    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let Self { listener, state } = self;
         tracing::info!(addr = %listener.local_addr()?, "weir listening");
         state.tracker.spawn(flush_key_usage(state.clone()));
@@ -87,8 +100,14 @@ impl Gateway {
         state.shutdown.cancel();
         state.tracker.close();
         let grace = Duration::from_secs(state.config.grace_secs);
-        if tokio::time::timeout(grace, state.tracker.wait()).await.is_err() {
-            tracing::warn!(grace_secs = state.config.grace_secs, "grace period over; terminating now");
+        if tokio::time::timeout(grace, state.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                grace_secs = state.config.grace_secs,
+                "grace period over; terminating now"
+            );
         }
         Ok(())
     }
@@ -98,14 +117,20 @@ impl Gateway {
 pub async fn open_store(data: &DataConfig) -> anyhow::Result<Arc<dyn Store>> {
     Ok(match &data.store_url {
         Some(url) => {
-            let store = RemoteStore::new(url, data.store_token.clone()).context("WEIR_STORE_URL")?;
+            let store =
+                RemoteStore::new(url, data.store_token.clone()).context("WEIR_STORE_URL")?;
             Arc::new(store)
         }
         None => {
             let dir = data.data_dir.clone();
             let store = tokio::task::spawn_blocking(move || SqliteStore::open(&dir))
                 .await?
-                .with_context(|| format!("opening the store in {} (WEIR_DATA_DIR)", data.data_dir.display()))?;
+                .with_context(|| {
+                    format!(
+                        "opening the store in {} (WEIR_DATA_DIR)",
+                        data.data_dir.display()
+                    )
+                })?;
             Arc::new(store)
         }
     })
@@ -113,7 +138,13 @@ pub async fn open_store(data: &DataConfig) -> anyhow::Result<Arc<dyn Store>> {
 
 /// Creates the bootstrap key (every scope, account `default`) unless it exists.
 async fn bootstrap_key(store: &dyn Store, secret: &str) -> Result<(), StoreError> {
-    let minted = keys::mint("default", "bootstrap", vec![SCOPES[SCOPES.len() - 1].to_owned()], 120, Some(secret));
+    let minted = keys::mint(
+        "default",
+        "bootstrap",
+        vec![SCOPES[SCOPES.len() - 1].to_owned()],
+        120,
+        Some(secret),
+    );
     match store.get_key(&minted.new_key.id).await {
         Ok(_) => return Ok(()),
         Err(StoreError::NotFound(_)) => {}

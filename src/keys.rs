@@ -8,6 +8,7 @@
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex, RwLock},
+    time::{Duration, Instant},
 };
 
 use rand::{distr::Alphanumeric, Rng};
@@ -27,7 +28,13 @@ pub struct Minted {
 /// Makes a key for `account`. If `secret` is given (the bootstrap key), that
 /// exact secret is used; it must have the `wk_<id>_<secret>` form or any
 /// other form, in which case its id is derived from its hash.
-pub fn mint(account: &str, label: &str, scopes: Vec<String>, rpm: u32, secret: Option<&str>) -> Minted {
+pub fn mint(
+    account: &str,
+    label: &str,
+    scopes: Vec<String>,
+    rpm: u32,
+    secret: Option<&str>,
+) -> Minted {
     let secret = match secret {
         Some(s) => s.to_owned(),
         None => {
@@ -80,20 +87,35 @@ pub fn verify(secret: &str, record: &KeyRecord) -> bool {
     presented.as_bytes().ct_eq(record.hash.as_bytes()).into()
 }
 
-/// Keys by id, so a warm key costs no store round trip. Revocation through
-/// this gateway evicts at once; `last_used_at` is batched and flushed.
+/// How long a cached key is trusted before it is read again. Revocation
+/// through this gateway evicts at once; this bounds how long a revocation
+/// made elsewhere (another gateway without a shared bus) can go unseen.
+pub const CACHE_TTL: Duration = Duration::from_secs(30);
+
+/// Keys by id, so a warm key costs no store round trip. `last_used_at` is
+/// recorded in memory and flushed in batches.
 #[derive(Default)]
 pub struct KeyCache {
-    by_id: RwLock<HashMap<String, Arc<KeyRecord>>>,
-    used: Mutex<HashMap<String, String>>,
+    by_id: RwLock<HashMap<String, (Arc<KeyRecord>, Instant)>>,
+    used: Mutex<HashMap<String, u64>>,
 }
 
 impl KeyCache {
     /// The key record for `secret` if it is valid and not revoked.
     /// `Ok(None)` means unknown, wrong or revoked.
-    pub async fn authenticate(&self, store: &dyn Store, secret: &str) -> Result<Option<Arc<KeyRecord>>, StoreError> {
+    pub async fn authenticate(
+        &self,
+        store: &dyn Store,
+        secret: &str,
+    ) -> Result<Option<Arc<KeyRecord>>, StoreError> {
         let id = key_id_of(secret);
-        let cached = self.by_id.read().expect("key cache lock").get(&id).cloned();
+        let cached = self
+            .by_id
+            .read()
+            .expect("key cache lock")
+            .get(&id)
+            .filter(|(_, at)| at.elapsed() < CACHE_TTL)
+            .map(|(r, _)| r.clone());
         let record = match cached {
             Some(r) => r,
             None => match store.get_key(&id).await {
@@ -102,7 +124,7 @@ impl KeyCache {
                     self.by_id
                         .write()
                         .expect("key cache lock")
-                        .insert(id.clone(), r.clone());
+                        .insert(id.clone(), (r.clone(), Instant::now()));
                     r
                 }
                 Err(StoreError::NotFound(_)) => return Ok(None),
@@ -112,10 +134,14 @@ impl KeyCache {
         if record.revoked_at.is_some() || !verify(secret, &record) {
             return Ok(None);
         }
-        self.used
-            .lock()
-            .expect("key usage lock")
-            .insert(id, crate::util::now());
+        let now = crate::util::unix_now();
+        let mut used = self.used.lock().expect("key usage lock");
+        match used.get_mut(&record.id) {
+            Some(t) => *t = now,
+            None => {
+                used.insert(record.id.clone(), now);
+            }
+        }
         Ok(Some(record))
     }
 
@@ -124,10 +150,11 @@ impl KeyCache {
         self.by_id.write().expect("key cache lock").remove(key_id);
     }
 
-    /// Takes the pending `last_used_at` updates for a batched store write.
+    /// Takes the pending `last_used_at` updates (RFC 3339) for a batched store write.
     pub fn take_usage(&self) -> Vec<(String, String)> {
-        std::mem::take(&mut *self.used.lock().expect("key usage lock"))
-            .into_iter()
+        let used = std::mem::take(&mut *self.used.lock().expect("key usage lock"));
+        used.into_iter()
+            .map(|(id, secs)| (id, crate::util::format_unix(secs)))
             .collect()
     }
 }

@@ -25,6 +25,14 @@ pub fn now() -> String {
     t.format(&Rfc3339).unwrap_or_default()
 }
 
+/// Unix seconds as RFC 3339 in UTC.
+pub fn format_unix(secs: u64) -> String {
+    OffsetDateTime::from_unix_timestamp(secs as i64)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_default()
+}
+
 /// Unix seconds now.
 pub fn unix_now() -> u64 {
     OffsetDateTime::now_utc().unix_timestamp().max(0) as u64
@@ -44,5 +52,6 @@ mod tests {
     fn now_is_rfc3339() {
         let n = super::now();
         assert!(n.ends_with('Z') && n.contains('T'), "{n}");
+        assert_eq!(super::format_unix(0), "1970-01-01T00:00:00Z");
     }
 }

@@ -50,9 +50,15 @@ pub struct Usage {
 /// The caller's account, key, limits and usage. Any valid key may ask.
 #[utoipa::path(get, path = "/v1/account", tag = "account",
     responses((status = 200, body = AccountView), (status = 401, description = "unauthorized")), security(("api_key" = [])))]
-pub async fn get_account(State(state): State<AppState>, auth: Auth) -> Result<Json<AccountView>, ApiError> {
+pub async fn get_account(
+    State(state): State<AppState>,
+    auth: Auth,
+) -> Result<Json<AccountView>, ApiError> {
     let acct = auth.account();
-    let one = ListParams { limit: 1, ..Default::default() };
+    let one = ListParams {
+        limit: 1,
+        ..Default::default()
+    };
     let (account, agents, tools, keys) = tokio::try_join!(
         state.store.get_account(acct),
         state.store.list_agents(acct, one.clone()),

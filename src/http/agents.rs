@@ -10,7 +10,11 @@ use serde::Deserialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use super::{auth::Auth, errors::{ApiError, ApiJson}, params::ListQuery};
+use super::{
+    auth::Auth,
+    errors::{ApiError, ApiJson},
+    params::ListQuery,
+};
 use crate::{
     state::AppState,
     store::{Agent, AgentPatch, NewAgent, Page, AGENT_RUNNING, AGENT_STOPPED},
@@ -19,7 +23,10 @@ use crate::{
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/agents", get(list_agents).post(create_agent))
-        .route("/v1/agents/{id}", get(get_agent).patch(update_agent).delete(delete_agent))
+        .route(
+            "/v1/agents/{id}",
+            get(get_agent).patch(update_agent).delete(delete_agent),
+        )
         .route("/v1/agents/{id}/start", post(start_agent))
         .route("/v1/agents/{id}/stop", post(stop_agent))
 }
@@ -73,11 +80,15 @@ fn check_name(name: &str) -> Result<String, ApiError> {
 }
 
 fn check_model(model: &str) -> Result<(), ApiError> {
-    let upstream = model.strip_prefix("upstream/").is_some_and(|m| !m.is_empty());
+    let upstream = model
+        .strip_prefix("upstream/")
+        .is_some_and(|m| !m.is_empty());
     if model == "echo" || upstream {
         Ok(())
     } else {
-        Err(ApiError::validation(format!("model: must be `echo` or `upstream/<model>`, got `{model}`")))
+        Err(ApiError::validation(format!(
+            "model: must be `echo` or `upstream/<model>`, got `{model}`"
+        )))
     }
 }
 
@@ -94,7 +105,9 @@ fn check_tags(tags: &[String]) -> Result<(), ApiError> {
         return Err(ApiError::validation("tags: at most 32 tags"));
     }
     match tags.iter().position(|t| t.is_empty() || t.len() > 64) {
-        Some(i) => Err(ApiError::validation(format!("tags[{i}]: must be 1 to 64 bytes"))),
+        Some(i) => Err(ApiError::validation(format!(
+            "tags[{i}]: must be 1 to 64 bytes"
+        ))),
         None => Ok(()),
     }
 }
@@ -106,16 +119,22 @@ async fn check_tools(state: &AppState, account: &str, tools: &[String]) -> Resul
         return Err(ApiError::validation("tools: at most 64 tools"));
     }
     for (i, t) in tools.iter().enumerate() {
-        let builtin_name = !t.is_empty() && t.len() <= 64 && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        let builtin_name = !t.is_empty()
+            && t.len() <= 64
+            && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
         if t.starts_with("tool-") {
             if let Err(e) = state.store.get_tool(account, t).await {
                 return Err(match e {
-                    crate::store::StoreError::NotFound(_) => ApiError::validation(format!("tools[{i}]: no tool `{t}`")),
+                    crate::store::StoreError::NotFound(_) => {
+                        ApiError::validation(format!("tools[{i}]: no tool `{t}`"))
+                    }
                     other => other.into(),
                 });
             }
         } else if !builtin_name {
-            return Err(ApiError::validation(format!("tools[{i}]: `{t}` is neither a tool id nor a built-in tool name")));
+            return Err(ApiError::validation(format!(
+                "tools[{i}]: `{t}` is neither a tool id nor a built-in tool name"
+            )));
         }
     }
     Ok(())
@@ -125,7 +144,11 @@ async fn check_tools(state: &AppState, account: &str, tools: &[String]) -> Resul
 #[utoipa::path(post, path = "/v1/agents", tag = "agents", request_body = CreateAgent,
     responses((status = 201, body = Agent), (status = 400, description = "validation_error")),
     security(("api_key" = [])))]
-pub async fn create_agent(State(state): State<AppState>, auth: Auth, ApiJson(body): ApiJson<CreateAgent>) -> Result<(StatusCode, Json<Agent>), ApiError> {
+pub async fn create_agent(
+    State(state): State<AppState>,
+    auth: Auth,
+    ApiJson(body): ApiJson<CreateAgent>,
+) -> Result<(StatusCode, Json<Agent>), ApiError> {
     let name = check_name(&body.name)?;
     check_model(&body.model)?;
     check_metadata(&body.metadata)?;
@@ -147,7 +170,11 @@ pub async fn create_agent(State(state): State<AppState>, auth: Auth, ApiJson(bod
 #[utoipa::path(get, path = "/v1/agents", tag = "agents",
     params(("limit" = Option<u32>, Query), ("offset" = Option<u64>, Query), ("after" = Option<String>, Query)),
     responses((status = 200, body = Page<Agent>)), security(("api_key" = [])))]
-pub async fn list_agents(State(state): State<AppState>, auth: Auth, ListQuery(params): ListQuery) -> Result<Json<Page<Agent>>, ApiError> {
+pub async fn list_agents(
+    State(state): State<AppState>,
+    auth: Auth,
+    ListQuery(params): ListQuery,
+) -> Result<Json<Page<Agent>>, ApiError> {
     let page = state.store.list_agents(auth.account(), params).await?;
     Ok(Json(page.map(public)))
 }
@@ -155,15 +182,28 @@ pub async fn list_agents(State(state): State<AppState>, auth: Auth, ListQuery(pa
 /// Read one agent.
 #[utoipa::path(get, path = "/v1/agents/{id}", tag = "agents", params(("id" = String, Path)),
     responses((status = 200, body = Agent), (status = 404, description = "agent_not_found")), security(("api_key" = [])))]
-pub async fn get_agent(State(state): State<AppState>, auth: Auth, Path(id): Path<String>) -> Result<Json<Agent>, ApiError> {
-    let agent = state.store.get_agent(auth.account(), &id).await.map_err(not_found)?;
+pub async fn get_agent(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> Result<Json<Agent>, ApiError> {
+    let agent = state
+        .store
+        .get_agent(auth.account(), &id)
+        .await
+        .map_err(not_found)?;
     Ok(Json(public(agent)))
 }
 
 /// Change some fields of an agent.
 #[utoipa::path(patch, path = "/v1/agents/{id}", tag = "agents", params(("id" = String, Path)), request_body = UpdateAgent,
     responses((status = 200, body = Agent), (status = 404, description = "agent_not_found")), security(("api_key" = [])))]
-pub async fn update_agent(State(state): State<AppState>, auth: Auth, Path(id): Path<String>, ApiJson(body): ApiJson<UpdateAgent>) -> Result<Json<Agent>, ApiError> {
+pub async fn update_agent(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<UpdateAgent>,
+) -> Result<Json<Agent>, ApiError> {
     let name = body.name.as_deref().map(check_name).transpose()?;
     if let Some(m) = &body.model {
         check_model(m)?;
@@ -186,38 +226,67 @@ pub async fn update_agent(State(state): State<AppState>, auth: Auth, Path(id): P
         metadata: body.metadata,
         status: None,
     };
-    let agent = state.store.update_agent(auth.account(), &id, patch).await.map_err(not_found)?;
+    let agent = state
+        .store
+        .update_agent(auth.account(), &id, patch)
+        .await
+        .map_err(not_found)?;
     Ok(Json(public(agent)))
 }
 
 /// Delete an agent with its sessions, runs, messages and logs.
 #[utoipa::path(delete, path = "/v1/agents/{id}", tag = "agents", params(("id" = String, Path)),
     responses((status = 204), (status = 404, description = "agent_not_found")), security(("api_key" = [])))]
-pub async fn delete_agent(State(state): State<AppState>, auth: Auth, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
-    state.store.delete_agent(auth.account(), &id).await.map_err(not_found)?;
+pub async fn delete_agent(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state
+        .store
+        .delete_agent(auth.account(), &id)
+        .await
+        .map_err(not_found)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// Let the agent accept messages again.
 #[utoipa::path(post, path = "/v1/agents/{id}/start", tag = "agents", params(("id" = String, Path)),
     responses((status = 200, body = Agent)), security(("api_key" = [])))]
-pub async fn start_agent(state: State<AppState>, auth: Auth, id: Path<String>) -> Result<Json<Agent>, ApiError> {
+pub async fn start_agent(
+    state: State<AppState>,
+    auth: Auth,
+    id: Path<String>,
+) -> Result<Json<Agent>, ApiError> {
     set_status(state, auth, id, AGENT_RUNNING).await
 }
 
 /// Refuse new messages (409 `agent_stopped`) until started again.
 #[utoipa::path(post, path = "/v1/agents/{id}/stop", tag = "agents", params(("id" = String, Path)),
     responses((status = 200, body = Agent)), security(("api_key" = [])))]
-pub async fn stop_agent(state: State<AppState>, auth: Auth, id: Path<String>) -> Result<Json<Agent>, ApiError> {
+pub async fn stop_agent(
+    state: State<AppState>,
+    auth: Auth,
+    id: Path<String>,
+) -> Result<Json<Agent>, ApiError> {
     set_status(state, auth, id, AGENT_STOPPED).await
 }
 
-async fn set_status(State(state): State<AppState>, auth: Auth, Path(id): Path<String>, status: &str) -> Result<Json<Agent>, ApiError> {
+async fn set_status(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+    status: &str,
+) -> Result<Json<Agent>, ApiError> {
     let patch = AgentPatch {
         status: Some(status.to_owned()),
         ..Default::default()
     };
-    let agent = state.store.update_agent(auth.account(), &id, patch).await.map_err(not_found)?;
+    let agent = state
+        .store
+        .update_agent(auth.account(), &id, patch)
+        .await
+        .map_err(not_found)?;
     Ok(Json(public(agent)))
 }
 

@@ -59,7 +59,10 @@ impl<S: Send + Sync> FromRequestParts<S> for Auth {
 /// The presented secret from `Authorization: Bearer`, `X-Api-Key`, `api_key`
 /// header or `?api_key=` (browsers' EventSource and WebSocket cannot set
 /// headers), in that order.
-pub fn presented_key<'a>(headers: &'a HeaderMap, query: Option<&'a str>) -> Option<std::borrow::Cow<'a, str>> {
+pub fn presented_key<'a>(
+    headers: &'a HeaderMap,
+    query: Option<&'a str>,
+) -> Option<std::borrow::Cow<'a, str>> {
     if let Some(v) = headers.get("authorization").and_then(|v| v.to_str().ok()) {
         let v = v.trim();
         if v.len() > 7 && v[..7].eq_ignore_ascii_case("bearer ") {
@@ -109,10 +112,16 @@ fn percent_decode(s: &str) -> std::borrow::Cow<'_, str> {
 
 /// Middleware: 401 unless a valid, unrevoked key is presented; otherwise the
 /// request continues with [`Auth`] in its extensions.
-pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Result<Response, ApiError> {
+pub async fn authenticate(
+    State(state): State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
     let secret = presented_key(req.headers(), req.uri().query())
         .map(|s| s.into_owned())
-        .ok_or_else(|| ApiError::unauthorized("missing API key: send `Authorization: Bearer <key>`"))?;
+        .ok_or_else(|| {
+            ApiError::unauthorized("missing API key: send `Authorization: Bearer <key>`")
+        })?;
     let key = state
         .keys
         .authenticate(state.store.as_ref(), &secret)
@@ -120,7 +129,10 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
         .ok_or_else(|| ApiError::unauthorized("invalid or revoked API key"))?;
     tracing::Span::current().record("key_id", key.id.as_str());
     let auth = Auth { key };
-    let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned());
     match route.as_deref().and_then(|p| need_for(req.method(), p)) {
         Some(Need::AnyKey) => {}
         Some(Need::Scope(scope)) => auth.require(scope)?,

@@ -75,7 +75,9 @@ impl ApiError {
     /// A store NotFound for a resource kind: `agent_not_found`, `run_not_found`, …
     pub fn from_store(err: StoreError, not_found_code: &'static str) -> Self {
         match err {
-            StoreError::NotFound(what) => Self::not_found(not_found_code, format!("{what} not found")),
+            StoreError::NotFound(what) => {
+                Self::not_found(not_found_code, format!("{what} not found"))
+            }
             other => other.into(),
         }
     }
@@ -146,7 +148,9 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = Bytes::from_request(req, state).await.map_err(bytes_rejection)?;
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(bytes_rejection)?;
         parse_json(&bytes).map(Self)
     }
 }

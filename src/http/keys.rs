@@ -12,7 +12,11 @@ use axum::{
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{auth::Auth, errors::{ApiError, ApiJson}, params::ListQuery};
+use super::{
+    auth::Auth,
+    errors::{ApiError, ApiJson},
+    params::ListQuery,
+};
 use crate::{
     keys,
     state::AppState,
@@ -51,14 +55,23 @@ pub struct MintedKey {
 /// Checks requested scopes: known, non-empty, and held by the caller.
 pub fn check_scopes(requested: &[String], caller: Option<&KeyRecord>) -> Result<(), ApiError> {
     if requested.is_empty() {
-        return Err(ApiError::validation("scopes: at least one scope is required"));
+        return Err(ApiError::validation(
+            "scopes: at least one scope is required",
+        ));
     }
     for (i, s) in requested.iter().enumerate() {
         if !SCOPES.contains(&s.as_str()) {
-            return Err(ApiError::validation(format!("scopes[{i}]: unknown scope `{s}` (known: {})", SCOPES.join(", "))));
+            return Err(ApiError::validation(format!(
+                "scopes[{i}]: unknown scope `{s}` (known: {})",
+                SCOPES.join(", ")
+            )));
         }
         if let Some(caller) = caller {
-            let held = if s == "*" { caller.scopes.iter().any(|c| c == "*") } else { caller.has_scope(s) };
+            let held = if s == "*" {
+                caller.scopes.iter().any(|c| c == "*")
+            } else {
+                caller.has_scope(s)
+            };
             if !held {
                 return Err(ApiError::forbidden(s));
             }
@@ -70,7 +83,11 @@ pub fn check_scopes(requested: &[String], caller: Option<&KeyRecord>) -> Result<
 /// Mint a key in the caller's account.
 #[utoipa::path(post, path = "/v1/keys", tag = "keys", request_body = CreateKey,
     responses((status = 201, body = MintedKey)), security(("api_key" = [])))]
-pub async fn create_key(State(state): State<AppState>, auth: Auth, ApiJson(body): ApiJson<CreateKey>) -> Result<(StatusCode, Json<MintedKey>), ApiError> {
+pub async fn create_key(
+    State(state): State<AppState>,
+    auth: Auth,
+    ApiJson(body): ApiJson<CreateKey>,
+) -> Result<(StatusCode, Json<MintedKey>), ApiError> {
     check_scopes(&body.scopes, Some(&auth.key))?;
     let rpm = body.rpm.unwrap_or(DEFAULT_RPM);
     if rpm == 0 || rpm > 1_000_000 {
@@ -82,22 +99,46 @@ pub async fn create_key(State(state): State<AppState>, auth: Auth, ApiJson(body)
     let minted = keys::mint(auth.account(), &body.label, body.scopes, rpm, None);
     let record = state.store.create_key(minted.new_key).await?;
     tracing::info!(key_id = %record.id, "key minted");
-    Ok((StatusCode::CREATED, Json(MintedKey { key: record.public(), secret: minted.secret })))
+    Ok((
+        StatusCode::CREATED,
+        Json(MintedKey {
+            key: record.public(),
+            secret: minted.secret,
+        }),
+    ))
 }
 
 /// List the account's keys (no secrets).
 #[utoipa::path(get, path = "/v1/keys", tag = "keys",
     params(("limit" = Option<u32>, Query), ("offset" = Option<u64>, Query), ("after" = Option<String>, Query)),
     responses((status = 200, body = Page<KeyRecord>)), security(("api_key" = [])))]
-pub async fn list_keys(State(state): State<AppState>, auth: Auth, ListQuery(params): ListQuery) -> Result<Json<Page<KeyRecord>>, ApiError> {
-    Ok(Json(state.store.list_keys(auth.account(), params).await?.map(KeyRecord::public)))
+pub async fn list_keys(
+    State(state): State<AppState>,
+    auth: Auth,
+    ListQuery(params): ListQuery,
+) -> Result<Json<Page<KeyRecord>>, ApiError> {
+    Ok(Json(
+        state
+            .store
+            .list_keys(auth.account(), params)
+            .await?
+            .map(KeyRecord::public),
+    ))
 }
 
 /// Revoke a key; it is refused from the next request on.
 #[utoipa::path(delete, path = "/v1/keys/{id}", tag = "keys", params(("id" = String, Path)),
     responses((status = 204), (status = 404, description = "key_not_found")), security(("api_key" = [])))]
-pub async fn revoke_key(State(state): State<AppState>, auth: Auth, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
-    state.store.revoke_key(auth.account(), &id).await.map_err(|e| ApiError::from_store(e, "key_not_found"))?;
+pub async fn revoke_key(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state
+        .store
+        .revoke_key(auth.account(), &id)
+        .await
+        .map_err(|e| ApiError::from_store(e, "key_not_found"))?;
     state.keys.evict(&id);
     tracing::info!(key_id = %id, "key revoked");
     Ok(StatusCode::NO_CONTENT)

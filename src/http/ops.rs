@@ -22,7 +22,9 @@ pub async fn healthz() -> impl IntoResponse {
 #[utoipa::path(get, path = "/readyz", tag = "ops", responses((status = 200, description = "ready"), (status = 503, description = "not ready")))]
 pub async fn readyz(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     if state.shutdown.is_cancelled() {
-        return Err(ApiError::unavailable("draining: the gateway is shutting down"));
+        return Err(ApiError::unavailable(
+            "draining: the gateway is shutting down",
+        ));
     }
     if let Err(e) = state.store.ping().await {
         return Err(ApiError::unavailable(format!("store unreachable: {e}")));
@@ -30,5 +32,8 @@ pub async fn readyz(State(state): State<AppState>) -> Result<impl IntoResponse, 
     if let Err(e) = state.bus.ping().await {
         return Err(ApiError::unavailable(format!("bus unreachable: {e}")));
     }
-    Ok((StatusCode::OK, Json(json!({"status": "ready", "store": "ok", "bus": "ok"}))))
+    Ok((
+        StatusCode::OK,
+        Json(json!({"status": "ready", "store": "ok", "bus": "ok"})),
+    ))
 }

@@ -36,12 +36,16 @@ pub fn parse(q: &HashMap<String, String>) -> Result<ListParams, ApiError> {
             .parse::<u32>()
             .ok()
             .filter(|l| (1..=MAX_LIMIT).contains(l))
-            .ok_or_else(|| ApiError::validation(format!("limit: must be an integer from 1 to {MAX_LIMIT}, got `{v}`")))?;
+            .ok_or_else(|| {
+                ApiError::validation(format!(
+                    "limit: must be an integer from 1 to {MAX_LIMIT}, got `{v}`"
+                ))
+            })?;
     }
     if let Some(v) = q.get("offset") {
-        params.offset = v
-            .parse::<u64>()
-            .map_err(|_| ApiError::validation(format!("offset: must be a non-negative integer, got `{v}`")))?;
+        params.offset = v.parse::<u64>().map_err(|_| {
+            ApiError::validation(format!("offset: must be a non-negative integer, got `{v}`"))
+        })?;
     }
     if let Some(v) = q.get("after") {
         if v.is_empty() {
@@ -57,7 +61,10 @@ mod tests {
     use super::*;
 
     fn q(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -68,7 +75,13 @@ mod tests {
             let e = parse(&q(&[("limit", bad)])).unwrap_err();
             assert!(e.message.starts_with("limit:"), "{}", e.message);
         }
-        assert!(parse(&q(&[("offset", "-2")])).unwrap_err().message.starts_with("offset:"));
-        assert_eq!(parse(&q(&[("after", "17")])).unwrap().after.as_deref(), Some("17"));
+        assert!(parse(&q(&[("offset", "-2")]))
+            .unwrap_err()
+            .message
+            .starts_with("offset:"));
+        assert_eq!(
+            parse(&q(&[("after", "17")])).unwrap().after.as_deref(),
+            Some("17")
+        );
     }
 }

@@ -25,7 +25,10 @@ use tower_http::{
     trace::TraceLayer,
 };
 
-use super::{auth, errors::{ApiError, ErrorMarker}};
+use super::{
+    auth,
+    errors::{ApiError, ErrorMarker},
+};
 use crate::state::AppState;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -41,13 +44,19 @@ pub fn build_router(state: AppState) -> Router {
         .merge(super::agents::routes())
         .merge(super::tools::routes())
         .merge(super::sessions::routes())
-        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, timeout));
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            timeout,
+        ));
     let protected = Router::new()
         .merge(rest)
         .merge(crate::agent::routes())
         .merge(crate::stream::routes())
         .merge(crate::openai::routes())
-        .route_layer(middleware::from_fn_with_state(state.clone(), auth::authenticate));
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ));
     let public = super::ops::routes().merge(super::openapi::routes());
     let max_body = state.config.max_body_bytes;
     Router::new()
@@ -60,7 +69,9 @@ pub fn build_router(state: AppState) -> Router {
                 .layer(SetRequestIdLayer::new(REQUEST_ID, MakeId))
                 .layer(PropagateRequestIdLayer::new(REQUEST_ID))
                 .layer(TraceLayer::new_for_http().make_span_with(access_span))
-                .layer(CatchPanicLayer::custom(|_| ApiError::internal().into_response()))
+                .layer(CatchPanicLayer::custom(|_| {
+                    ApiError::internal().into_response()
+                }))
                 .layer(middleware::from_fn(envelope))
                 .layer(DefaultBodyLimit::max(max_body))
                 .layer(RequestBodyLimitLayer::new(max_body)),
@@ -74,7 +85,9 @@ struct MakeId;
 
 impl MakeRequestId for MakeId {
     fn make_request_id<B>(&mut self, _: &http::Request<B>) -> Option<RequestId> {
-        HeaderValue::from_str(&crate::util::new_id("req")).ok().map(RequestId::new)
+        HeaderValue::from_str(&crate::util::new_id("req"))
+            .ok()
+            .map(RequestId::new)
     }
 }
 
@@ -100,7 +113,11 @@ async fn not_found() -> ApiError {
 }
 
 async fn method_not_allowed() -> ApiError {
-    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route")
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "method not allowed on this route",
+    )
 }
 
 /// Puts every error response into the envelope with the request id: our own
@@ -127,7 +144,10 @@ async fn envelope(req: Request, next: Next) -> Response {
     };
     let (mut parts, _) = resp.into_parts();
     parts.headers.remove(http::header::CONTENT_LENGTH);
-    parts.headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    parts.headers.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     let body = serde_json::to_vec(&err.body(&request_id)).unwrap_or_default();
     Response::from_parts(parts, Body::from(body))
 }
@@ -142,7 +162,9 @@ fn is_json(resp: &Response) -> bool {
 fn by_status(status: StatusCode) -> ApiError {
     let (code, message) = match status {
         StatusCode::NOT_FOUND => ("not_found", "not found"),
-        StatusCode::METHOD_NOT_ALLOWED => ("method_not_allowed", "method not allowed on this route"),
+        StatusCode::METHOD_NOT_ALLOWED => {
+            ("method_not_allowed", "method not allowed on this route")
+        }
         StatusCode::PAYLOAD_TOO_LARGE => ("payload_too_large", "request body exceeds the limit"),
         StatusCode::REQUEST_TIMEOUT => ("timeout", "the request took too long"),
         StatusCode::UNSUPPORTED_MEDIA_TYPE => ("validation_error", "unsupported content type"),

@@ -35,7 +35,11 @@ pub const ROUTE_SCOPES: &[(Method, &str, Need)] = &[
     (Method::DELETE, "/v1/tools/{id}", Scope("tools:write")),
     (Method::GET, "/v1/agents/{id}/sessions", Scope("chat")),
     (Method::POST, "/v1/agents/{id}/sessions", Scope("chat")),
-    (Method::DELETE, "/v1/agents/{id}/sessions/{sid}", Scope("chat")),
+    (
+        Method::DELETE,
+        "/v1/agents/{id}/sessions/{sid}",
+        Scope("chat"),
+    ),
     (Method::POST, "/v1/agents/{id}/messages", Scope("chat")),
     (Method::GET, "/v1/agents/{id}/messages", Scope("chat")),
     (Method::GET, "/v1/agents/{id}/events", Scope("chat")),
@@ -52,7 +56,11 @@ pub const ROUTE_SCOPES: &[(Method, &str, Need)] = &[
 /// The need of a matched route; `None` if the route is not in the table.
 pub fn need_for(method: &Method, path: &str) -> Option<Need> {
     // HEAD is served by GET routes.
-    let method = if method == Method::HEAD { &Method::GET } else { method };
+    let method = if method == Method::HEAD {
+        &Method::GET
+    } else {
+        method
+    };
     ROUTE_SCOPES
         .iter()
         .find(|(m, p, _)| m == method && same_shape(p, path))
@@ -88,9 +96,15 @@ mod tests {
 
     #[test]
     fn lookup() {
-        assert_eq!(need_for(&Method::HEAD, "/v1/agents"), Some(Scope("agents:read")));
+        assert_eq!(
+            need_for(&Method::HEAD, "/v1/agents"),
+            Some(Scope("agents:read"))
+        );
         assert_eq!(need_for(&Method::PUT, "/v1/agents"), None);
-        assert_eq!(need_for(&Method::GET, "/v1/runs/{run_id}"), Some(Scope("chat")));
+        assert_eq!(
+            need_for(&Method::GET, "/v1/runs/{run_id}"),
+            Some(Scope("chat"))
+        );
         assert_eq!(need_for(&Method::GET, "/v1/runs/{run_id}/x"), None);
     }
 }

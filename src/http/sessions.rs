@@ -10,7 +10,11 @@ use axum::{
 use serde::Deserialize;
 use utoipa::ToSchema;
 
-use super::{auth::Auth, errors::{parse_json, ApiError}, params::ListQuery};
+use super::{
+    auth::Auth,
+    errors::{parse_json, ApiError},
+    params::ListQuery,
+};
 use crate::{
     state::AppState,
     store::{Page, Session, StoreError},
@@ -18,7 +22,10 @@ use crate::{
 
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/v1/agents/{id}/sessions", get(list_sessions).post(create_session))
+        .route(
+            "/v1/agents/{id}/sessions",
+            get(list_sessions).post(create_session),
+        )
         .route("/v1/agents/{id}/sessions/{sid}", delete(delete_session))
 }
 
@@ -42,7 +49,12 @@ fn not_found(e: StoreError) -> ApiError {
 #[utoipa::path(post, path = "/v1/agents/{id}/sessions", tag = "sessions", params(("id" = String, Path)),
     request_body(content = CreateSession, description = "optional"),
     responses((status = 201, body = Session), (status = 404, description = "agent_not_found")), security(("api_key" = [])))]
-pub async fn create_session(State(state): State<AppState>, auth: Auth, Path(id): Path<String>, body: Bytes) -> Result<(StatusCode, Json<Session>), ApiError> {
+pub async fn create_session(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Session>), ApiError> {
     let body: CreateSession = if body.iter().all(u8::is_ascii_whitespace) {
         CreateSession::default()
     } else {
@@ -51,7 +63,11 @@ pub async fn create_session(State(state): State<AppState>, auth: Auth, Path(id):
     if body.name.chars().count() > 200 {
         return Err(ApiError::validation("name: at most 200 characters"));
     }
-    let session = state.store.create_session(auth.account(), &id, body.name.trim()).await.map_err(not_found)?;
+    let session = state
+        .store
+        .create_session(auth.account(), &id, body.name.trim())
+        .await
+        .map_err(not_found)?;
     Ok((StatusCode::CREATED, Json(session)))
 }
 
@@ -59,15 +75,34 @@ pub async fn create_session(State(state): State<AppState>, auth: Auth, Path(id):
 #[utoipa::path(get, path = "/v1/agents/{id}/sessions", tag = "sessions",
     params(("id" = String, Path), ("limit" = Option<u32>, Query), ("offset" = Option<u64>, Query), ("after" = Option<String>, Query)),
     responses((status = 200, body = Page<Session>)), security(("api_key" = [])))]
-pub async fn list_sessions(State(state): State<AppState>, auth: Auth, Path(id): Path<String>, ListQuery(params): ListQuery) -> Result<Json<Page<Session>>, ApiError> {
-    Ok(Json(state.store.list_sessions(auth.account(), &id, params).await.map_err(not_found)?))
+pub async fn list_sessions(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+    ListQuery(params): ListQuery,
+) -> Result<Json<Page<Session>>, ApiError> {
+    Ok(Json(
+        state
+            .store
+            .list_sessions(auth.account(), &id, params)
+            .await
+            .map_err(not_found)?,
+    ))
 }
 
 /// Delete a session and its messages.
 #[utoipa::path(delete, path = "/v1/agents/{id}/sessions/{sid}", tag = "sessions",
     params(("id" = String, Path), ("sid" = String, Path)),
     responses((status = 204), (status = 404, description = "session_not_found")), security(("api_key" = [])))]
-pub async fn delete_session(State(state): State<AppState>, auth: Auth, Path((id, sid)): Path<(String, String)>) -> Result<StatusCode, ApiError> {
-    state.store.delete_session(auth.account(), &id, &sid).await.map_err(not_found)?;
+pub async fn delete_session(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path((id, sid)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    state
+        .store
+        .delete_session(auth.account(), &id, &sid)
+        .await
+        .map_err(not_found)?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -10,7 +10,11 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use utoipa::ToSchema;
 
-use super::{auth::Auth, errors::{ApiError, ApiJson}, params::ListQuery};
+use super::{
+    auth::Auth,
+    errors::{ApiError, ApiJson},
+    params::ListQuery,
+};
 use crate::{
     state::AppState,
     store::{NewTool, Page, Tool},
@@ -41,31 +45,50 @@ pub struct CreateTool {
 fn validate(body: CreateTool) -> Result<NewTool, ApiError> {
     let name_ok = !body.name.is_empty()
         && body.name.len() <= 64
-        && body.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        && body
+            .name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
     if !name_ok {
-        return Err(ApiError::validation("name: must be 1 to 64 of a-z, A-Z, 0-9, `_` and `-`"));
+        return Err(ApiError::validation(
+            "name: must be 1 to 64 of a-z, A-Z, 0-9, `_` and `-`",
+        ));
     }
     if body.description.len() > 4096 {
         return Err(ApiError::validation("description: at most 4096 bytes"));
     }
-    let json_schema = body.json_schema.unwrap_or_else(|| json!({"type": "object", "properties": {}}));
+    let json_schema = body
+        .json_schema
+        .unwrap_or_else(|| json!({"type": "object", "properties": {}}));
     if !json_schema.is_object() {
         return Err(ApiError::validation("json_schema: must be a JSON object"));
     }
-    let kind = body
-        .kind
-        .unwrap_or_else(|| if body.url.is_some() { "webhook" } else { "builtin" }.to_owned());
+    let kind = body.kind.unwrap_or_else(|| {
+        if body.url.is_some() {
+            "webhook"
+        } else {
+            "builtin"
+        }
+        .to_owned()
+    });
     match (kind.as_str(), &body.url) {
         ("webhook", Some(url)) => {
-            let parsed = reqwest::Url::parse(url).map_err(|e| ApiError::validation(format!("url: {e}")))?;
+            let parsed =
+                reqwest::Url::parse(url).map_err(|e| ApiError::validation(format!("url: {e}")))?;
             if !matches!(parsed.scheme(), "http" | "https") {
                 return Err(ApiError::validation("url: must be an http or https URL"));
             }
         }
         ("webhook", None) => return Err(ApiError::validation("url: required for a webhook tool")),
         ("builtin", None) => {}
-        ("builtin", Some(_)) => return Err(ApiError::validation("url: only webhook tools have a url")),
-        (other, _) => return Err(ApiError::validation(format!("kind: must be `builtin` or `webhook`, got `{other}`"))),
+        ("builtin", Some(_)) => {
+            return Err(ApiError::validation("url: only webhook tools have a url"))
+        }
+        (other, _) => {
+            return Err(ApiError::validation(format!(
+                "kind: must be `builtin` or `webhook`, got `{other}`"
+            )))
+        }
     }
     Ok(NewTool {
         name: body.name,
@@ -79,8 +102,15 @@ fn validate(body: CreateTool) -> Result<NewTool, ApiError> {
 /// Register a tool.
 #[utoipa::path(post, path = "/v1/tools", tag = "tools", request_body = CreateTool,
     responses((status = 201, body = Tool), (status = 409, description = "conflict: name taken")), security(("api_key" = [])))]
-pub async fn create_tool(State(state): State<AppState>, auth: Auth, ApiJson(body): ApiJson<CreateTool>) -> Result<(StatusCode, Json<Tool>), ApiError> {
-    let tool = state.store.create_tool(auth.account(), validate(body)?).await?;
+pub async fn create_tool(
+    State(state): State<AppState>,
+    auth: Auth,
+    ApiJson(body): ApiJson<CreateTool>,
+) -> Result<(StatusCode, Json<Tool>), ApiError> {
+    let tool = state
+        .store
+        .create_tool(auth.account(), validate(body)?)
+        .await?;
     Ok((StatusCode::CREATED, Json(public(tool))))
 }
 
@@ -88,23 +118,49 @@ pub async fn create_tool(State(state): State<AppState>, auth: Auth, ApiJson(body
 #[utoipa::path(get, path = "/v1/tools", tag = "tools",
     params(("limit" = Option<u32>, Query), ("offset" = Option<u64>, Query), ("after" = Option<String>, Query)),
     responses((status = 200, body = Page<Tool>)), security(("api_key" = [])))]
-pub async fn list_tools(State(state): State<AppState>, auth: Auth, ListQuery(params): ListQuery) -> Result<Json<Page<Tool>>, ApiError> {
-    Ok(Json(state.store.list_tools(auth.account(), params).await?.map(public)))
+pub async fn list_tools(
+    State(state): State<AppState>,
+    auth: Auth,
+    ListQuery(params): ListQuery,
+) -> Result<Json<Page<Tool>>, ApiError> {
+    Ok(Json(
+        state
+            .store
+            .list_tools(auth.account(), params)
+            .await?
+            .map(public),
+    ))
 }
 
 /// Read one tool.
 #[utoipa::path(get, path = "/v1/tools/{id}", tag = "tools", params(("id" = String, Path)),
     responses((status = 200, body = Tool), (status = 404, description = "tool_not_found")), security(("api_key" = [])))]
-pub async fn get_tool(State(state): State<AppState>, auth: Auth, Path(id): Path<String>) -> Result<Json<Tool>, ApiError> {
-    let tool = state.store.get_tool(auth.account(), &id).await.map_err(|e| ApiError::from_store(e, "tool_not_found"))?;
+pub async fn get_tool(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> Result<Json<Tool>, ApiError> {
+    let tool = state
+        .store
+        .get_tool(auth.account(), &id)
+        .await
+        .map_err(|e| ApiError::from_store(e, "tool_not_found"))?;
     Ok(Json(public(tool)))
 }
 
 /// Delete a tool.
 #[utoipa::path(delete, path = "/v1/tools/{id}", tag = "tools", params(("id" = String, Path)),
     responses((status = 204), (status = 404, description = "tool_not_found")), security(("api_key" = [])))]
-pub async fn delete_tool(State(state): State<AppState>, auth: Auth, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
-    state.store.delete_tool(auth.account(), &id).await.map_err(|e| ApiError::from_store(e, "tool_not_found"))?;
+pub async fn delete_tool(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state
+        .store
+        .delete_tool(auth.account(), &id)
+        .await
+        .map_err(|e| ApiError::from_store(e, "tool_not_found"))?;
     Ok(StatusCode::NO_CONTENT)
 }
 
