@@ -107,7 +107,13 @@ pub struct Emitter {
 }
 
 impl Emitter {
-    pub fn new(sinks: Sinks, account: &str, agent_id: &str, run_id: &str, session_id: &str) -> Self {
+    pub fn new(
+        sinks: Sinks,
+        account: &str,
+        agent_id: &str,
+        run_id: &str,
+        session_id: &str,
+    ) -> Self {
         Self {
             sinks,
             account: account.to_owned(),
@@ -121,10 +127,21 @@ impl Emitter {
 
     /// Publishes one event of `message_type` with `fields` added to the
     /// common ones (`id`, `run_id`, `agent_id`, `session_id`, `date`).
-    pub async fn emit(&mut self, message_type: &str, fields: Map<String, Value>) -> Result<Arc<BusEvent>, EmitError> {
+    pub async fn emit(
+        &mut self,
+        message_type: &str,
+        fields: Map<String, Value>,
+    ) -> Result<Arc<BusEvent>, EmitError> {
         let s = &self.sinks;
         s.seeds
-            .ensure(s.bus.as_ref(), s.store.as_ref(), &self.account, &self.agent_id, &self.channel, Numbering::Events)
+            .ensure(
+                s.bus.as_ref(),
+                s.store.as_ref(),
+                &self.account,
+                &self.agent_id,
+                &self.channel,
+                Numbering::Events,
+            )
             .await?;
         let mut event = Map::new();
         event.insert("id".into(), crate::util::new_id("msg").into());

@@ -28,7 +28,13 @@ impl RunFollower {
     pub async fn subscribe(bus: Arc<dyn Bus>, agent_id: &str) -> Result<Self, BusError> {
         let channel = agent_channel(agent_id);
         let sub = bus.subscribe(&channel, None).await?;
-        Ok(Self { bus, channel, sub, run_id: String::new(), finished: false })
+        Ok(Self {
+            bus,
+            channel,
+            sub,
+            run_id: String::new(),
+            finished: false,
+        })
     }
 
     /// Sets the run to follow.
@@ -49,13 +55,15 @@ impl RunFollower {
                 }
                 Ok(Some(_)) => continue,
                 Ok(None) => return None,
-                Err(BusError::Lagged { last_seq }) => match self.bus.subscribe(&self.channel, Some(last_seq)).await {
-                    Ok(sub) => self.sub = sub,
-                    Err(e) => {
-                        tracing::warn!(error = %e, run_id = %self.run_id, "run follower could not catch up");
-                        return None;
+                Err(BusError::Lagged { last_seq }) => {
+                    match self.bus.subscribe(&self.channel, Some(last_seq)).await {
+                        Ok(sub) => self.sub = sub,
+                        Err(e) => {
+                            tracing::warn!(error = %e, run_id = %self.run_id, "run follower could not catch up");
+                            return None;
+                        }
                     }
-                },
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, run_id = %self.run_id, "run follower lost its channel");
                     return None;
@@ -72,7 +80,10 @@ impl RunFollower {
 
     /// The follower as a stream of events.
     pub fn into_stream(self) -> impl Stream<Item = Arc<BusEvent>> + Send {
-        futures::stream::unfold(self, |mut f| async move { f.next().await.map(|ev| (ev, f)) })
+        futures::stream::unfold(
+            self,
+            |mut f| async move { f.next().await.map(|ev| (ev, f)) },
+        )
     }
 }
 
@@ -87,7 +98,11 @@ pub struct CancelOnDrop {
 
 impl CancelOnDrop {
     pub fn new(runtime: Arc<super::Runtime>, run_id: &str, armed: bool) -> Self {
-        Self { runtime, run_id: run_id.to_owned(), armed }
+        Self {
+            runtime,
+            run_id: run_id.to_owned(),
+            armed,
+        }
     }
 
     /// The run ended (or the client asked to keep it): do nothing on drop.

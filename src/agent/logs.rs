@@ -67,7 +67,14 @@ impl RunLog {
     async fn try_write(&self, level: Level, message: &str) -> Result<(), super::events::EmitError> {
         let s = &self.sinks;
         s.seeds
-            .ensure(s.bus.as_ref(), s.store.as_ref(), &self.account, &self.agent_id, &self.channel, Numbering::Logs)
+            .ensure(
+                s.bus.as_ref(),
+                s.store.as_ref(),
+                &self.account,
+                &self.agent_id,
+                &self.channel,
+                Numbering::Logs,
+            )
             .await?;
         let mut line = Map::new();
         line.insert("id".into(), crate::util::new_id("log").into());
@@ -80,7 +87,11 @@ impl RunLog {
         let mut record = line.clone();
         let published = s.bus.publish(&self.channel, line).await?;
         record.insert("seq".into(), published.seq.into());
-        let rec = LogRecord { agent_id: self.agent_id.clone(), seq: published.seq, event: Value::Object(record) };
+        let rec = LogRecord {
+            agent_id: self.agent_id.clone(),
+            seq: published.seq,
+            event: Value::Object(record),
+        };
         s.store.append_logs(&self.account, vec![rec]).await?;
         Ok(())
     }

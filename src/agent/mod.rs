@@ -22,8 +22,8 @@ pub mod events;
 pub mod follow;
 pub mod logs;
 pub mod models;
-mod run;
 pub mod routes;
+mod run;
 pub mod runtime;
 pub mod tools;
 
@@ -46,7 +46,10 @@ pub struct ChatMessage {
 impl ChatMessage {
     /// A `user` message.
     pub fn user(content: impl Into<String>) -> Self {
-        Self { role: "user".into(), content: content.into() }
+        Self {
+            role: "user".into(),
+            content: content.into(),
+        }
     }
 }
 
@@ -98,12 +101,25 @@ impl From<&RunError> for ApiError {
         match e {
             RunError::Store(s) => s.clone().into(),
             RunError::Bus(b) => b.clone().into(),
-            RunError::AgentStopped(id) => ApiError::conflict("agent_stopped", format!("agent {id} is stopped: start it first")),
+            RunError::AgentStopped(id) => ApiError::conflict(
+                "agent_stopped",
+                format!("agent {id} is stopped: start it first"),
+            ),
             RunError::Invalid(msg) => ApiError::validation(msg.clone()),
-            RunError::AgentNotFound(id) => ApiError::not_found("agent_not_found", format!("agent {id} not found")),
-            RunError::SessionNotFound(id) => ApiError::not_found("session_not_found", format!("session {id} not found")),
-            RunError::RunNotFound(id) => ApiError::not_found("run_not_found", format!("run {id} not found")),
-            RunError::ShuttingDown => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string()),
+            RunError::AgentNotFound(id) => {
+                ApiError::not_found("agent_not_found", format!("agent {id} not found"))
+            }
+            RunError::SessionNotFound(id) => {
+                ApiError::not_found("session_not_found", format!("session {id} not found"))
+            }
+            RunError::RunNotFound(id) => {
+                ApiError::not_found("run_not_found", format!("run {id} not found"))
+            }
+            RunError::ShuttingDown => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                e.to_string(),
+            ),
         }
     }
 }

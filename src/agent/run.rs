@@ -20,7 +20,10 @@ use super::{
     tools::ToolSet,
     ChatMessage,
 };
-use crate::store::{Agent, EventFilter, ListParams, Run, Store, StoreError, RUN_CANCELLED, RUN_COMPLETED, RUN_FAILED};
+use crate::store::{
+    Agent, EventFilter, ListParams, Run, Store, StoreError, RUN_CANCELLED, RUN_COMPLETED,
+    RUN_FAILED,
+};
 
 /// Most history events read to rebuild a session's conversation.
 const HISTORY_WINDOW: u32 = 1000;
@@ -43,13 +46,19 @@ struct Failure {
 
 impl From<EmitError> for Failure {
     fn from(e: EmitError) -> Self {
-        Failure { code: "unavailable", message: format!("event delivery failed: {e}") }
+        Failure {
+            code: "unavailable",
+            message: format!("event delivery failed: {e}"),
+        }
     }
 }
 
 impl From<StoreError> for Failure {
     fn from(e: StoreError) -> Self {
-        Failure { code: "unavailable", message: e.to_string() }
+        Failure {
+            code: "unavailable",
+            message: e.to_string(),
+        }
     }
 }
 
@@ -71,7 +80,13 @@ impl RunTask {
     pub async fn execute(self) {
         let started = Instant::now();
         let sinks = self.inner.sinks.clone();
-        let mut em = Emitter::new(sinks.clone(), &self.account, &self.agent.id, &self.run.id, &self.run.session_id);
+        let mut em = Emitter::new(
+            sinks.clone(),
+            &self.account,
+            &self.agent.id,
+            &self.run.id,
+            &self.run.session_id,
+        );
         let log = RunLog::new(sinks, &self.account, &self.agent.id, &self.run.id);
         log.info(format!(
             "run started: model {}, session {}, max_steps {}{}",
@@ -87,11 +102,15 @@ impl RunTask {
             .await
             .unwrap_or_else(|_| {
                 tracing::error!(run_id = %self.run.id, "run panicked");
-                Err(Failure { code: "internal_error", message: "the run crashed".into() })
+                Err(Failure {
+                    code: "internal_error",
+                    message: "the run crashed".into(),
+                })
             });
         let outcome = outcome.unwrap_or_else(Outcome::Failed);
         if let Outcome::Failed(f) = &outcome {
-            log.error(format!("run failed: {} ({})", f.message, f.code)).await;
+            log.error(format!("run failed: {} ({})", f.message, f.code))
+                .await;
         }
         let run = self.conclude(&mut em, outcome, usage).await;
         self.save(&run).await;
@@ -105,11 +124,21 @@ impl RunTask {
         self.inner.forget_run(&self.run.id);
     }
 
-    async fn drive(&self, em: &mut Emitter, log: &RunLog, usage: &mut Option<Usage>) -> Result<Outcome, Failure> {
+    async fn drive(
+        &self,
+        em: &mut Emitter,
+        log: &RunLog,
+        usage: &mut Option<Usage>,
+    ) -> Result<Outcome, Failure> {
         let store = self.inner.sinks.store.as_ref();
-        let history = load_history(store, &self.account, &self.agent.id, &self.run.session_id).await?;
+        let history =
+            load_history(store, &self.account, &self.agent.id, &self.run.session_id).await?;
         for m in &self.messages {
-            em.emit("user_message", fields([("message", m.content.clone().into())])).await?;
+            em.emit(
+                "user_message",
+                fields([("message", m.content.clone().into())]),
+            )
+            .await?;
         }
         let (tools, warnings) = ToolSet::resolve(store, &self.account, &self.agent.tools).await?;
         for w in warnings {
@@ -125,17 +154,34 @@ impl RunTask {
             let t0 = Instant::now();
             let out = self.step(em, &turns, &tools).await;
             let took = t0.elapsed().as_millis();
-            let Some(out) = out? else { return Ok(Outcome::Cancelled) };
-            log.info(format!("model {} called (step {step}): {took} ms", self.agent.model)).await;
+            let Some(out) = out? else {
+                return Ok(Outcome::Cancelled);
+            };
+            log.info(format!(
+                "model {} called (step {step}): {took} ms",
+                self.agent.model
+            ))
+            .await;
             usage.get_or_insert_with(Usage::default).add(out.usage);
             if out.tool_calls.is_empty() {
-                em.emit("assistant_message", fields([("message", out.content.into())])).await?;
+                em.emit(
+                    "assistant_message",
+                    fields([("message", out.content.into())]),
+                )
+                .await?;
                 return Ok(Outcome::EndTurn);
             }
             if !out.content.trim().is_empty() {
-                em.emit("internal_monologue", fields([("message", out.content.clone().into())])).await?;
+                em.emit(
+                    "internal_monologue",
+                    fields([("message", out.content.clone().into())]),
+                )
+                .await?;
             }
-            turns.push(Turn::Assistant { content: out.content, tool_calls: out.tool_calls.clone() });
+            turns.push(Turn::Assistant {
+                content: out.content,
+                tool_calls: out.tool_calls.clone(),
+            });
             for call in out.tool_calls {
                 let t1 = Instant::now();
                 let result = tokio::select! {
@@ -144,15 +190,23 @@ impl RunTask {
                     r = tools.call(&self.inner.http, &call) => r,
                 };
                 let status = if result.ok { "success" } else { "error" };
-                let line = format!("tool {} called: {status} in {} ms", call.name, t1.elapsed().as_millis());
+                let line = format!(
+                    "tool {} called: {status} in {} ms",
+                    call.name,
+                    t1.elapsed().as_millis()
+                );
                 if result.ok {
                     log.info(line).await
                 } else {
                     log.warn(format!("{line}: {}", result.result_text())).await
                 }
                 let message = json!({"function": call.name, "args": result.args, "result": result.result, "status": status});
-                em.emit("function_message", fields([("message", message)])).await?;
-                turns.push(Turn::Tool { call_id: call.id, content: result.result_text() });
+                em.emit("function_message", fields([("message", message)]))
+                    .await?;
+                turns.push(Turn::Tool {
+                    call_id: call.id,
+                    content: result.result_text(),
+                });
             }
         }
         Ok(Outcome::MaxSteps)
@@ -160,8 +214,16 @@ impl RunTask {
 
     /// One model call. `Ok(None)` when the run was cancelled meanwhile; the
     /// step's stream (and with it any upstream request) is dropped at once.
-    async fn step(&self, em: &mut Emitter, turns: &[Turn], tools: &ToolSet) -> Result<Option<StepOutput>, Failure> {
-        let mut stream = self.model.step(ModelRequest { turns: turns.to_vec(), tools: tools.specs() });
+    async fn step(
+        &self,
+        em: &mut Emitter,
+        turns: &[Turn],
+        tools: &ToolSet,
+    ) -> Result<Option<StepOutput>, Failure> {
+        let mut stream = self.model.step(ModelRequest {
+            turns: turns.to_vec(),
+            tools: tools.specs(),
+        });
         loop {
             let next = tokio::select! {
                 biased;
@@ -169,14 +231,26 @@ impl RunTask {
                 next = stream.next() => next,
             };
             match next {
-                None => return Err(Failure { code: "model_error", message: "the model stopped without an answer".into() }),
-                Some(Err(e)) => return Err(Failure { code: e.code(), message: e.to_string() }),
+                None => {
+                    return Err(Failure {
+                        code: "model_error",
+                        message: "the model stopped without an answer".into(),
+                    })
+                }
+                Some(Err(e)) => {
+                    return Err(Failure {
+                        code: e.code(),
+                        message: e.to_string(),
+                    })
+                }
                 Some(Ok(ModelEvent::Monologue(m))) => {
-                    em.emit("internal_monologue", fields([("message", m.into())])).await?;
+                    em.emit("internal_monologue", fields([("message", m.into())]))
+                        .await?;
                 }
                 Some(Ok(ModelEvent::Delta(d))) => {
                     if self.stream_tokens {
-                        em.emit("assistant_delta", fields([("delta", d.into())])).await?;
+                        em.emit("assistant_delta", fields([("delta", d.into())]))
+                            .await?;
                     }
                 }
                 Some(Ok(ModelEvent::Done(out))) => return Ok(Some(out)),
@@ -189,9 +263,11 @@ impl RunTask {
         let (status, stop_reason, mut error) = match &outcome {
             Outcome::EndTurn => (RUN_COMPLETED, "end_turn", None),
             Outcome::MaxSteps => (RUN_COMPLETED, "max_steps", None),
-            Outcome::Cancelled if self.inner.shutdown.is_cancelled() => {
-                (RUN_CANCELLED, "cancelled", Some("the gateway shut down".to_owned()))
-            }
+            Outcome::Cancelled if self.inner.shutdown.is_cancelled() => (
+                RUN_CANCELLED,
+                "cancelled",
+                Some("the gateway shut down".to_owned()),
+            ),
             Outcome::Cancelled => (RUN_CANCELLED, "cancelled", None),
             Outcome::Failed(f) => (RUN_FAILED, "error", Some(f.message.clone())),
         };
@@ -206,14 +282,23 @@ impl RunTask {
         }
         if let Outcome::Failed(f) = &outcome {
             published = published.and(
-                em.emit("error", fields([("code", f.code.into()), ("message", Value::from(f.message.as_str()))]))
-                    .await
-                    .map(drop),
+                em.emit(
+                    "error",
+                    fields([
+                        ("code", f.code.into()),
+                        ("message", Value::from(f.message.as_str())),
+                    ]),
+                )
+                .await
+                .map(drop),
             );
         }
         // `done` is attempted even when an earlier publish failed: it is what
         // ends every stream of this run.
-        let done = em.emit("done", fields([("stop_reason", stop_reason.into())])).await.map(drop);
+        let done = em
+            .emit("done", fields([("stop_reason", stop_reason.into())]))
+            .await
+            .map(drop);
         let flushed = em.flush().await;
         let mut status = status;
         if let Err(e) = published.and(done).and(flushed) {
@@ -238,7 +323,9 @@ impl RunTask {
             tokio::time::sleep(Duration::from_millis(delay_ms)).await;
             match store.finish_run(&self.account, run.clone()).await {
                 Ok(_) => return,
-                Err(e) => tracing::warn!(error = %e, run_id = %run.id, "could not save the run's final status"),
+                Err(e) => {
+                    tracing::warn!(error = %e, run_id = %run.id, "could not save the run's final status")
+                }
             }
         }
     }
@@ -246,21 +333,43 @@ impl RunTask {
 
 /// The session's earlier conversation: user and assistant messages, oldest
 /// first, from at most the last [`HISTORY_WINDOW`] events.
-async fn load_history(store: &dyn Store, account: &str, agent_id: &str, session_id: &str) -> Result<Vec<Turn>, StoreError> {
-    let filter = EventFilter { session_id: Some(session_id.to_owned()), run_id: None };
-    let mut params = ListParams { limit: HISTORY_WINDOW, offset: 0, after: None };
-    let mut page = store.list_events(account, agent_id, filter.clone(), params.clone()).await?;
+async fn load_history(
+    store: &dyn Store,
+    account: &str,
+    agent_id: &str,
+    session_id: &str,
+) -> Result<Vec<Turn>, StoreError> {
+    let filter = EventFilter {
+        session_id: Some(session_id.to_owned()),
+        run_id: None,
+    };
+    let mut params = ListParams {
+        limit: HISTORY_WINDOW,
+        offset: 0,
+        after: None,
+    };
+    let mut page = store
+        .list_events(account, agent_id, filter.clone(), params.clone())
+        .await?;
     if page.pagination.total > u64::from(HISTORY_WINDOW) {
         params.offset = page.pagination.total - u64::from(HISTORY_WINDOW);
         page = store.list_events(account, agent_id, filter, params).await?;
     }
-    let text = |e: &Value| e.get("message").and_then(Value::as_str).unwrap_or_default().to_owned();
+    let text = |e: &Value| {
+        e.get("message")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
     Ok(page
         .data
         .iter()
         .filter_map(|r| match r.message_type.as_str() {
             "user_message" => Some(Turn::User(text(&r.event))),
-            "assistant_message" => Some(Turn::Assistant { content: text(&r.event), tool_calls: Vec::new() }),
+            "assistant_message" => Some(Turn::Assistant {
+                content: text(&r.event),
+                tool_calls: Vec::new(),
+            }),
             _ => None,
         })
         .collect())

@@ -32,7 +32,9 @@ use super::{
 use crate::{
     bus::Bus,
     config::ServeConfig,
-    store::{ListParams, Run, Store, StoreError, AGENT_STOPPED, RUN_CANCELLED, RUN_FAILED, RUN_RUNNING},
+    store::{
+        ListParams, Run, Store, StoreError, AGENT_STOPPED, RUN_CANCELLED, RUN_FAILED, RUN_RUNNING,
+    },
 };
 
 /// How long `cancel_run` waits for the run to write its final status.
@@ -98,7 +100,11 @@ impl Runtime {
         let provider = Provider::from_config(&config, build_client(Some(Duration::from_secs(10))));
         Self {
             inner: Arc::new(Inner {
-                sinks: Sinks { bus, store, seeds: Arc::new(Seeds::default()) },
+                sinks: Sinks {
+                    bus,
+                    store,
+                    seeds: Arc::new(Seeds::default()),
+                },
                 config,
                 tracker,
                 shutdown,
@@ -156,7 +162,10 @@ impl Runtime {
             created_at: now.clone(),
             updated_at: now,
         };
-        let handle = RunHandle { cancel: inner.shutdown.child_token(), finished: CancellationToken::new() };
+        let handle = RunHandle {
+            cancel: inner.shutdown.child_token(),
+            finished: CancellationToken::new(),
+        };
         let run_id = run.id.clone();
         lock(&inner.runs).insert(run_id.clone(), handle.clone());
         let run = match store.create_run(account, run).await {
@@ -208,7 +217,15 @@ impl Runtime {
                 let _ = tokio::time::timeout(CANCEL_WAIT, h.finished.cancelled()).await;
                 Ok(store.get_run(account, run_id).await?)
             }
-            None => self.settle_orphan(account, run, RUN_CANCELLED, "cancelled after the gateway running it stopped").await,
+            None => {
+                self.settle_orphan(
+                    account,
+                    run,
+                    RUN_CANCELLED,
+                    "cancelled after the gateway running it stopped",
+                )
+                .await
+            }
         }
     }
 
@@ -235,27 +252,62 @@ impl Runtime {
             .get_run(account, run_id)
             .await
             .map_err(|e| not_found(e, RunError::RunNotFound(run_id.to_owned())))?;
-        if run.status == RUN_RUNNING && !self.is_live(run_id) && run.created_at < self.inner.started_at {
-            return self.settle_orphan(account, run, RUN_FAILED, "interrupted: the gateway stopped during the run").await;
+        if run.status == RUN_RUNNING
+            && !self.is_live(run_id)
+            && run.created_at < self.inner.started_at
+        {
+            return self
+                .settle_orphan(
+                    account,
+                    run,
+                    RUN_FAILED,
+                    "interrupted: the gateway stopped during the run",
+                )
+                .await;
         }
         Ok(run)
     }
 
     /// Ends a run nobody executes any more: `error` (if failed) and `done`
     /// events, then the final status.
-    async fn settle_orphan(&self, account: &str, run: Run, status: &str, why: &str) -> Result<Run, RunError> {
+    async fn settle_orphan(
+        &self,
+        account: &str,
+        run: Run,
+        status: &str,
+        why: &str,
+    ) -> Result<Run, RunError> {
         let run_id = run.id.clone();
         if !lock(&self.inner.settling).insert(run_id.clone()) {
             return Ok(run);
         }
-        let mut em = Emitter::new(self.inner.sinks.clone(), account, &run.agent_id, &run.id, &run.session_id);
-        let stop_reason = if status == RUN_FAILED { "error" } else { "cancelled" };
+        let mut em = Emitter::new(
+            self.inner.sinks.clone(),
+            account,
+            &run.agent_id,
+            &run.id,
+            &run.session_id,
+        );
+        let stop_reason = if status == RUN_FAILED {
+            "error"
+        } else {
+            "cancelled"
+        };
         let mut published = Ok(());
         if status == RUN_FAILED {
-            published = em.emit("error", fields([("code", "interrupted".into()), ("message", why.into())])).await.map(drop);
+            published = em
+                .emit(
+                    "error",
+                    fields([("code", "interrupted".into()), ("message", why.into())]),
+                )
+                .await
+                .map(drop);
         }
         if published.is_ok() {
-            published = em.emit("done", fields([("stop_reason", stop_reason.into())])).await.map(drop);
+            published = em
+                .emit("done", fields([("stop_reason", stop_reason.into())]))
+                .await
+                .map(drop);
         }
         if let Err(e) = published {
             tracing::warn!(error = %e, run_id = %run.id, "could not publish the end of an orphaned run");
@@ -275,10 +327,18 @@ impl Runtime {
     /// The id of the agent's session called `name`, made on first use. The
     /// id is cached per process; a cached session that was deleted is made
     /// again.
-    pub async fn session_by_name(&self, account: &str, agent_id: &str, name: &str) -> Result<String, RunError> {
+    pub async fn session_by_name(
+        &self,
+        account: &str,
+        agent_id: &str,
+        name: &str,
+    ) -> Result<String, RunError> {
         let key = (account.to_owned(), agent_id.to_owned(), name.to_owned());
         for _ in 0..2 {
-            let cell = lock(&self.inner.sessions).entry(key.clone()).or_default().clone();
+            let cell = lock(&self.inner.sessions)
+                .entry(key.clone())
+                .or_default()
+                .clone();
             let store = self.inner.sinks.store.as_ref();
             let id = cell
                 .get_or_try_init(|| find_or_create_session(store, account, agent_id, name))
@@ -300,15 +360,23 @@ impl Runtime {
     }
 
     /// Looks up the agent's session called `name` without creating it.
-    pub async fn find_session(&self, account: &str, agent_id: &str, name: &str) -> Result<Option<String>, RunError> {
+    pub async fn find_session(
+        &self,
+        account: &str,
+        agent_id: &str,
+        name: &str,
+    ) -> Result<Option<String>, RunError> {
         Ok(find_session(self.inner.sinks.store.as_ref(), account, agent_id, name).await?)
     }
 }
 
 fn build_client(connect_timeout: Option<Duration>) -> reqwest::Client {
-    let mut b = reqwest::Client::builder().connect_timeout(connect_timeout.unwrap_or(Duration::from_secs(5)));
+    let mut b = reqwest::Client::builder()
+        .connect_timeout(connect_timeout.unwrap_or(Duration::from_secs(5)));
     // Keep connections to a provider warm: the relay's first-byte latency matters.
-    b = b.pool_idle_timeout(Duration::from_secs(90)).tcp_nodelay(true);
+    b = b
+        .pool_idle_timeout(Duration::from_secs(90))
+        .tcp_nodelay(true);
     b.build().unwrap_or_else(|e| {
         tracing::error!(error = %e, "HTTP client with custom settings failed; using defaults");
         reqwest::Client::new()
@@ -325,23 +393,40 @@ fn not_found(e: StoreError, nf: RunError) -> RunError {
 
 fn validate_messages(messages: &[ChatMessage]) -> Result<(), RunError> {
     if messages.is_empty() {
-        return Err(RunError::Invalid("`message` (or `messages`) is required".into()));
+        return Err(RunError::Invalid(
+            "`message` (or `messages`) is required".into(),
+        ));
     }
     for (i, m) in messages.iter().enumerate() {
         if m.role != "user" {
-            return Err(RunError::Invalid(format!("`messages[{i}].role` must be `user` (an agent keeps its own replies)")));
+            return Err(RunError::Invalid(format!(
+                "`messages[{i}].role` must be `user` (an agent keeps its own replies)"
+            )));
         }
         if m.content.trim().is_empty() {
-            return Err(RunError::Invalid(format!("`messages[{i}].content` must not be empty")));
+            return Err(RunError::Invalid(format!(
+                "`messages[{i}].content` must not be empty"
+            )));
         }
     }
     Ok(())
 }
 
-async fn find_session(store: &dyn Store, account: &str, agent_id: &str, name: &str) -> Result<Option<String>, StoreError> {
-    let mut params = ListParams { limit: 1000, offset: 0, after: None };
+async fn find_session(
+    store: &dyn Store,
+    account: &str,
+    agent_id: &str,
+    name: &str,
+) -> Result<Option<String>, StoreError> {
+    let mut params = ListParams {
+        limit: 1000,
+        offset: 0,
+        after: None,
+    };
     loop {
-        let page = store.list_sessions(account, agent_id, params.clone()).await?;
+        let page = store
+            .list_sessions(account, agent_id, params.clone())
+            .await?;
         if let Some(s) = page.data.iter().find(|s| s.name == name) {
             return Ok(Some(s.id.clone()));
         }
@@ -352,7 +437,12 @@ async fn find_session(store: &dyn Store, account: &str, agent_id: &str, name: &s
     }
 }
 
-async fn find_or_create_session(store: &dyn Store, account: &str, agent_id: &str, name: &str) -> Result<String, StoreError> {
+async fn find_or_create_session(
+    store: &dyn Store,
+    account: &str,
+    agent_id: &str,
+    name: &str,
+) -> Result<String, StoreError> {
     match find_session(store, account, agent_id, name).await? {
         Some(id) => Ok(id),
         None => Ok(store.create_session(account, agent_id, name).await?.id),

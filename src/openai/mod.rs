@@ -1,6 +1,83 @@
-//! OpenAI-compatible `/v1/chat/completions` and `/v1/models`.
+//! OpenAI-compatible `POST /v1/chat/completions` and `GET /v1/models`.
+//!
+//! `model` is either an agent id (the agent answers; its history lives in the
+//! session named by `user`, made on first use, or in the agent's default
+//! session, so only the last user message of `messages` is new input) or
+//! `upstream/<model>` (a relay to the configured provider: its stream is
+//! forwarded chunk by chunk as it arrives, bytes untouched). Every error on
+//! these routes is OpenAI-shaped ([`error`]).
 
-/// Routes of this module (placeholder until the module's routes land).
-pub fn routes() -> axum::Router<crate::state::AppState> {
-    axum::Router::new()
+pub mod agent;
+pub mod error;
+pub mod models;
+pub mod relay;
+
+use axum::{
+    extract::State,
+    response::Response,
+    routing::{get, post},
+    Router,
+};
+use serde_json::Value;
+
+pub use error::{reshape_errors, OpenAiError, OpenAiJson};
+
+use crate::{http::auth::Auth, state::AppState};
+
+/// The OpenAI-compatible routes (the gateway router adds auth).
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/models", get(models::list_models))
+}
+
+/// Dispatches on `model`: `upstream/…` is relayed, anything else is an agent.
+async fn chat_completions(
+    State(state): State<AppState>,
+    auth: Auth,
+    OpenAiJson(body): OpenAiJson<Value>,
+) -> Result<Response, OpenAiError> {
+    auth.require("chat")?;
+    if !body.is_object() {
+        return Err(OpenAiError::invalid(
+            "the body must be a JSON object",
+            "body",
+        ));
+    }
+    let model = match body.get("model") {
+        Some(Value::String(m)) if !m.is_empty() => m.clone(),
+        Some(_) => {
+            return Err(OpenAiError::invalid(
+                "`model` must be a non-empty string",
+                "model",
+            ))
+        }
+        None => {
+            return Err(OpenAiError::invalid(
+                "you must provide a model parameter",
+                "model",
+            ))
+        }
+    };
+    if model.starts_with("upstream/") {
+        return relay::relay(&state, body).await;
+    }
+    let req = serde_path_to_error::deserialize(&body).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner().to_string();
+        let param = if path == "." {
+            error::field_of(&inner).unwrap_or_default()
+        } else {
+            path.clone()
+        };
+        OpenAiError::invalid(
+            if path == "." {
+                inner
+            } else {
+                format!("{path}: {inner}")
+            },
+            &param,
+        )
+    })?;
+    agent::complete(&state, auth.account(), req).await
 }

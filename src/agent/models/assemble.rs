@@ -92,7 +92,9 @@ impl Assembler {
             self.usage = Some(Usage {
                 prompt_tokens: u.prompt_tokens,
                 completion_tokens: u.completion_tokens,
-                total_tokens: u.total_tokens.unwrap_or(u.prompt_tokens + u.completion_tokens),
+                total_tokens: u
+                    .total_tokens
+                    .unwrap_or(u.prompt_tokens + u.completion_tokens),
             });
         }
         // Only the first choice matters: weir never asks for `n > 1`.
@@ -114,10 +116,12 @@ impl Assembler {
 
     fn apply_call(&mut self, d: ToolCallDelta) {
         // Providers that omit `index` start a new call with each `id`.
-        let index = d.index.unwrap_or_else(|| match (d.id.is_some(), self.last_index) {
-            (false, Some(last)) => last,
-            _ => self.calls.keys().next_back().map_or(0, |k| k + 1),
-        });
+        let index = d
+            .index
+            .unwrap_or_else(|| match (d.id.is_some(), self.last_index) {
+                (false, Some(last)) => last,
+                _ => self.calls.keys().next_back().map_or(0, |k| k + 1),
+            });
         self.last_index = Some(index);
         let call = self.calls.entry(index).or_default();
         if let Some(id) = d.id.filter(|id| !id.is_empty()) {
@@ -149,9 +153,17 @@ impl Assembler {
             .into_iter()
             .filter(|(_, c)| !c.name.is_empty())
             .map(|(index, c)| ToolCall {
-                id: if c.id.is_empty() { format!("call_{index}") } else { c.id },
+                id: if c.id.is_empty() {
+                    format!("call_{index}")
+                } else {
+                    c.id
+                },
                 name: c.name,
-                arguments: if c.arguments.trim().is_empty() { "{}".into() } else { c.arguments },
+                arguments: if c.arguments.trim().is_empty() {
+                    "{}".into()
+                } else {
+                    c.arguments
+                },
             })
             .collect();
         StepOutput {
@@ -190,19 +202,51 @@ mod tests {
         assert_eq!(
             out.tool_calls,
             vec![
-                ToolCall { id: "call_a".into(), name: "get_time".into(), arguments: "{}".into() },
-                ToolCall { id: "call_b".into(), name: "calc".into(), arguments: "{\"expression\":\"1+1\"}".into() },
+                ToolCall {
+                    id: "call_a".into(),
+                    name: "get_time".into(),
+                    arguments: "{}".into()
+                },
+                ToolCall {
+                    id: "call_b".into(),
+                    name: "calc".into(),
+                    arguments: "{\"expression\":\"1+1\"}".into()
+                },
             ]
         );
-        assert_eq!(out.usage, Usage { prompt_tokens: 7, completion_tokens: 3, total_tokens: 10 });
+        assert_eq!(
+            out.usage,
+            Usage {
+                prompt_tokens: 7,
+                completion_tokens: 3,
+                total_tokens: 10
+            }
+        );
     }
 
     #[test]
     fn content_deltas_concatenate_and_are_returned() {
         let mut a = Assembler::default();
-        assert_eq!(a.apply(chunk(serde_json::json!({"choices":[{"delta":{"role":"assistant","content":""}}]}))), None);
-        assert_eq!(a.apply(chunk(serde_json::json!({"choices":[{"delta":{"content":"Hel"}}]}))).as_deref(), Some("Hel"));
-        assert_eq!(a.apply(chunk(serde_json::json!({"choices":[{"delta":{"content":"lo"}}]}))).as_deref(), Some("lo"));
+        assert_eq!(
+            a.apply(chunk(
+                serde_json::json!({"choices":[{"delta":{"role":"assistant","content":""}}]})
+            )),
+            None
+        );
+        assert_eq!(
+            a.apply(chunk(
+                serde_json::json!({"choices":[{"delta":{"content":"Hel"}}]})
+            ))
+            .as_deref(),
+            Some("Hel")
+        );
+        assert_eq!(
+            a.apply(chunk(
+                serde_json::json!({"choices":[{"delta":{"content":"lo"}}]})
+            ))
+            .as_deref(),
+            Some("lo")
+        );
         assert!(!a.finished());
         let out = a.finish();
         assert_eq!(out.content, "Hello");

@@ -65,8 +65,14 @@ fn usage(prompt: u64, completion: u64) -> Usage {
 /// What the echo model will do for this conversation.
 #[derive(Debug, Clone, PartialEq)]
 enum Plan {
-    CallTime { monologue: String, call: ToolCall },
-    Reply { monologue: Option<String>, reply: String },
+    CallTime {
+        monologue: String,
+        call: ToolCall,
+    },
+    Reply {
+        monologue: Option<String>,
+        reply: String,
+    },
 }
 
 fn plan(turns: &[Turn]) -> Plan {
@@ -96,7 +102,10 @@ fn plan(turns: &[Turn]) -> Plan {
         };
     }
     if asks_for_time(user) {
-        let step = turns.iter().filter(|t| matches!(t, Turn::Assistant { .. })).count();
+        let step = turns
+            .iter()
+            .filter(|t| matches!(t, Turn::Assistant { .. }))
+            .count();
         return Plan::CallTime {
             monologue: "The user asks for the time; I will call get_time.".into(),
             call: ToolCall {
@@ -159,7 +168,10 @@ mod tests {
     use super::*;
 
     async fn run(turns: Vec<Turn>) -> Vec<ModelEvent> {
-        let req = ModelRequest { turns, tools: Vec::new() };
+        let req = ModelRequest {
+            turns,
+            tools: Vec::new(),
+        };
         Echo::new(Duration::ZERO)
             .step(req)
             .map(|e| e.expect("echo never fails"))
@@ -169,7 +181,11 @@ mod tests {
 
     #[tokio::test]
     async fn plain_message_is_monologue_deltas_reply() {
-        let ev = run(vec![Turn::System("be nice".into()), Turn::User("hello  there".into())]).await;
+        let ev = run(vec![
+            Turn::System("be nice".into()),
+            Turn::User("hello  there".into()),
+        ])
+        .await;
         assert!(matches!(&ev[0], ModelEvent::Monologue(m) if m.contains("2 words")));
         let deltas: String = ev
             .iter()
@@ -178,7 +194,9 @@ mod tests {
                 _ => None,
             })
             .collect();
-        let ModelEvent::Done(out) = ev.last().unwrap() else { panic!("no done") };
+        let ModelEvent::Done(out) = ev.last().unwrap() else {
+            panic!("no done")
+        };
         assert_eq!(out.content, "You said: \"hello  there\"");
         assert_eq!(deltas, out.content);
         assert!(out.tool_calls.is_empty());
@@ -192,14 +210,27 @@ mod tests {
         let mut turns = vec![Turn::User("What TIME is it?".into())];
         let ev = run(turns.clone()).await;
         assert_eq!(ev.len(), 2);
-        let ModelEvent::Done(out) = &ev[1] else { panic!("no done") };
+        let ModelEvent::Done(out) = &ev[1] else {
+            panic!("no done")
+        };
         assert_eq!(out.tool_calls.len(), 1);
         assert_eq!(out.tool_calls[0].name, "get_time");
-        turns.push(Turn::Assistant { content: String::new(), tool_calls: out.tool_calls.clone() });
-        turns.push(Turn::Tool { call_id: out.tool_calls[0].id.clone(), content: "noon".into() });
+        turns.push(Turn::Assistant {
+            content: String::new(),
+            tool_calls: out.tool_calls.clone(),
+        });
+        turns.push(Turn::Tool {
+            call_id: out.tool_calls[0].id.clone(),
+            content: "noon".into(),
+        });
         let ev = run(turns).await;
-        let ModelEvent::Done(out) = ev.last().unwrap() else { panic!("no done") };
-        assert_eq!(out.content, "You said: \"What TIME is it?\". The current time is noon.");
+        let ModelEvent::Done(out) = ev.last().unwrap() else {
+            panic!("no done")
+        };
+        assert_eq!(
+            out.content,
+            "You said: \"What TIME is it?\". The current time is noon."
+        );
         assert!(out.tool_calls.is_empty());
     }
 

@@ -41,10 +41,16 @@ impl Turn {
         match self {
             Turn::System(text) => json!({"role": "system", "content": text}),
             Turn::User(text) => json!({"role": "user", "content": text}),
-            Turn::Assistant { content, tool_calls } if tool_calls.is_empty() => {
+            Turn::Assistant {
+                content,
+                tool_calls,
+            } if tool_calls.is_empty() => {
                 json!({"role": "assistant", "content": content})
             }
-            Turn::Assistant { content, tool_calls } => json!({
+            Turn::Assistant {
+                content,
+                tool_calls,
+            } => json!({
                 "role": "assistant",
                 "content": if content.is_empty() { Value::Null } else { Value::from(content.as_str()) },
                 "tool_calls": tool_calls.iter().map(|c| json!({
@@ -188,11 +194,16 @@ impl Model {
                 .and_then(Value::as_u64)
                 .unwrap_or(0)
                 .min(60_000);
-            return Ok(Model::Echo(echo::Echo::new(std::time::Duration::from_millis(delay))));
+            return Ok(Model::Echo(echo::Echo::new(
+                std::time::Duration::from_millis(delay),
+            )));
         }
         match name.strip_prefix("upstream/") {
             Some(model) if !model.is_empty() => match provider {
-                Some(p) => Ok(Model::Upstream(upstream::UpstreamModel::new(p.clone(), model))),
+                Some(p) => Ok(Model::Upstream(upstream::UpstreamModel::new(
+                    p.clone(),
+                    model,
+                ))),
                 None => Err(ModelError::NoProvider(name.to_owned())),
             },
             _ => Err(ModelError::Unknown(name.to_owned())),
@@ -214,7 +225,10 @@ mod tests {
 
     #[test]
     fn resolves_models_by_name() {
-        assert!(matches!(Model::resolve("echo", &json!({}), None), Ok(Model::Echo(_))));
+        assert!(matches!(
+            Model::resolve("echo", &json!({}), None),
+            Ok(Model::Echo(_))
+        ));
         assert_eq!(
             Model::resolve("upstream/gpt", &json!({}), None).unwrap_err(),
             ModelError::NoProvider("upstream/gpt".into())
@@ -230,7 +244,11 @@ mod tests {
     fn assistant_turn_with_calls_has_openai_shape() {
         let t = Turn::Assistant {
             content: String::new(),
-            tool_calls: vec![ToolCall { id: "c1".into(), name: "get_time".into(), arguments: "{}".into() }],
+            tool_calls: vec![ToolCall {
+                id: "c1".into(),
+                name: "get_time".into(),
+                arguments: "{}".into(),
+            }],
         };
         let v = t.to_openai();
         assert_eq!(v["content"], Value::Null);

@@ -36,7 +36,11 @@ pub fn eval(expr: &str) -> Result<f64, CalcError> {
     if expr.trim().is_empty() {
         return Err(CalcError::Empty);
     }
-    let mut p = Parser { s: expr.as_bytes(), pos: 0, depth: 0 };
+    let mut p = Parser {
+        s: expr.as_bytes(),
+        pos: 0,
+        depth: 0,
+    };
     let v = p.expr()?;
     p.skip_ws();
     if let Some(c) = p.peek() {
@@ -57,7 +61,11 @@ struct Parser<'a> {
 
 impl Parser<'_> {
     fn skip_ws(&mut self) {
-        while self.s.get(self.pos).is_some_and(|c| c.is_ascii_whitespace()) {
+        while self
+            .s
+            .get(self.pos)
+            .is_some_and(|c| c.is_ascii_whitespace())
+        {
             self.pos += 1;
         }
     }
@@ -161,12 +169,19 @@ impl Parser<'_> {
 
     fn number(&mut self) -> Result<f64, CalcError> {
         let start = self.pos;
-        while self.s.get(self.pos).is_some_and(|c| c.is_ascii_digit() || *c == b'.') {
+        while self
+            .s
+            .get(self.pos)
+            .is_some_and(|c| c.is_ascii_digit() || *c == b'.')
+        {
             self.pos += 1;
         }
         // Exponent: 1e3, 2.5E-4.
         if matches!(self.s.get(self.pos), Some(b'e' | b'E'))
-            && self.s.get(self.pos + 1).is_some_and(|c| c.is_ascii_digit() || *c == b'-' || *c == b'+')
+            && self
+                .s
+                .get(self.pos + 1)
+                .is_some_and(|c| c.is_ascii_digit() || *c == b'-' || *c == b'+')
         {
             self.pos += 2;
             while self.s.get(self.pos).is_some_and(u8::is_ascii_digit) {
@@ -233,7 +248,10 @@ mod tests {
         assert_eq!(eval("1 +").unwrap_err(), CalcError::UnexpectedEnd);
         assert_eq!(eval("(1").unwrap_err(), CalcError::UnexpectedEnd);
         assert_eq!(eval("1 2").unwrap_err(), CalcError::Unexpected('2', 2));
-        assert_eq!(eval("exit(1)").unwrap_err(), CalcError::UnknownName("exit".into()));
+        assert_eq!(
+            eval("exit(1)").unwrap_err(),
+            CalcError::UnknownName("exit".into())
+        );
         assert_eq!(eval(&"(".repeat(100)).unwrap_err(), CalcError::TooDeep);
         assert_eq!(eval(&"-".repeat(100)).unwrap_err(), CalcError::TooDeep);
         assert_eq!(eval(&"1+".repeat(600)).unwrap_err(), CalcError::TooLong);

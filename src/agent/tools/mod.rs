@@ -51,7 +51,11 @@ pub struct ToolOutcome {
 
 impl ToolOutcome {
     fn error(args: Value, message: impl Into<String>) -> Self {
-        Self { args, result: Value::String(message.into()), ok: false }
+        Self {
+            args,
+            result: Value::String(message.into()),
+            ok: false,
+        }
     }
 
     /// The result as the text the model reads in its `tool` turn.
@@ -84,7 +88,11 @@ pub fn builtin(name: &str) -> Option<Tool> {
         _ => return None,
     };
     Some(Tool {
-        spec: ToolSpec { name: name.to_owned(), description: description.to_owned(), parameters },
+        spec: ToolSpec {
+            name: name.to_owned(),
+            description: description.to_owned(),
+            parameters,
+        },
         kind,
     })
 }
@@ -125,7 +133,10 @@ impl ToolSet {
             };
             match tool {
                 Some(t) if tools.iter().any(|x| x.spec.name == t.spec.name) => {
-                    warnings.push(format!("tool `{entry}` skipped: another tool is named `{}`", t.spec.name))
+                    warnings.push(format!(
+                        "tool `{entry}` skipped: another tool is named `{}`",
+                        t.spec.name
+                    ))
                 }
                 Some(t) => tools.push(t),
                 None => warnings.push(format!("tool `{entry}` not found; skipped")),
@@ -149,12 +160,21 @@ impl ToolSet {
                 return ToolOutcome::error(raw, format!("arguments are not valid JSON: {e}"));
             }
         };
-        let tool = self.tools.iter().find(|t| t.spec.name == call.name).cloned().or_else(|| builtin(&call.name));
+        let tool = self
+            .tools
+            .iter()
+            .find(|t| t.spec.name == call.name)
+            .cloned()
+            .or_else(|| builtin(&call.name));
         let Some(tool) = tool else {
             return ToolOutcome::error(args, format!("unknown tool `{}`", call.name));
         };
         match &tool.kind {
-            Kind::GetTime => ToolOutcome { args, result: Value::String(crate::util::now()), ok: true },
+            Kind::GetTime => ToolOutcome {
+                args,
+                result: Value::String(crate::util::now()),
+                ok: true,
+            },
             Kind::Calculator => calculator(args),
             Kind::Webhook { url } => webhook(client, url, args).await,
         }
@@ -166,8 +186,16 @@ fn calculator(args: Value) -> ToolOutcome {
         return ToolOutcome::error(args, "`expression` (a string) is required");
     };
     match calc::eval(expr) {
-        Ok(v) if v.fract() == 0.0 && v.abs() < 9.0e15 => ToolOutcome { args, result: Value::from(v as i64), ok: true },
-        Ok(v) => ToolOutcome { args, result: Value::from(v), ok: true },
+        Ok(v) if v.fract() == 0.0 && v.abs() < 9.0e15 => ToolOutcome {
+            args,
+            result: Value::from(v as i64),
+            ok: true,
+        },
+        Ok(v) => ToolOutcome {
+            args,
+            result: Value::from(v),
+            ok: true,
+        },
         Err(e) => ToolOutcome::error(args, e.to_string()),
     }
 }
@@ -177,7 +205,10 @@ async fn webhook(client: &reqwest::Client, url: &str, args: Value) -> ToolOutcom
     let resp = match send.await {
         Ok(r) => r,
         Err(e) if e.is_timeout() => {
-            return ToolOutcome::error(args, format!("webhook timed out after {} s", WEBHOOK_TIMEOUT.as_secs()))
+            return ToolOutcome::error(
+                args,
+                format!("webhook timed out after {} s", WEBHOOK_TIMEOUT.as_secs()),
+            )
         }
         Err(e) => return ToolOutcome::error(args, format!("webhook failed: {}", e.without_url())),
     };
@@ -188,16 +219,25 @@ async fn webhook(client: &reqwest::Client, url: &str, args: Value) -> ToolOutcom
         match chunk {
             Ok(c) if body.len() + c.len() <= WEBHOOK_BODY_LIMIT => body.extend_from_slice(&c),
             Ok(_) => return ToolOutcome::error(args, "webhook response exceeds 1 MiB"),
-            Err(e) => return ToolOutcome::error(args, format!("webhook failed: {}", e.without_url())),
+            Err(e) => {
+                return ToolOutcome::error(args, format!("webhook failed: {}", e.without_url()))
+            }
         }
     }
     let text = String::from_utf8_lossy(&body).into_owned();
     if !status.is_success() {
         let excerpt: String = text.chars().take(500).collect();
-        return ToolOutcome::error(args, format!("webhook answered {}: {excerpt}", status.as_u16()));
+        return ToolOutcome::error(
+            args,
+            format!("webhook answered {}: {excerpt}", status.as_u16()),
+        );
     }
     let result = serde_json::from_str::<Value>(&text).unwrap_or(Value::String(text));
-    ToolOutcome { args, result, ok: true }
+    ToolOutcome {
+        args,
+        result,
+        ok: true,
+    }
 }
 
 #[cfg(test)]
@@ -205,17 +245,25 @@ mod tests {
     use super::*;
 
     fn call(name: &str, args: &str) -> ToolCall {
-        ToolCall { id: "c".into(), name: name.into(), arguments: args.into() }
+        ToolCall {
+            id: "c".into(),
+            name: name.into(),
+            arguments: args.into(),
+        }
     }
 
     #[tokio::test]
     async fn builtins_answer_and_fail_softly() {
         let set = ToolSet::default();
         let client = reqwest::Client::new();
-        let out = set.call(&client, &call("calculator", r#"{"expression":"6*7"}"#)).await;
+        let out = set
+            .call(&client, &call("calculator", r#"{"expression":"6*7"}"#))
+            .await;
         assert!(out.ok);
         assert_eq!(out.result, json!(42));
-        let out = set.call(&client, &call("calculator", r#"{"expression":"1/0"}"#)).await;
+        let out = set
+            .call(&client, &call("calculator", r#"{"expression":"1/0"}"#))
+            .await;
         assert!(!out.ok);
         let out = set.call(&client, &call("get_time", "{}")).await;
         assert!(out.ok && out.result_text().ends_with('Z'));

@@ -1,0 +1,187 @@
+//! `POST /v1/agents/{id}/messages` (a run, answered as SSE or JSON) and
+//! `GET /v1/agents/{id}/messages` (a session's history).
+//!
+//! The POST subscribes to the agent's channel before it starts the run, so
+//! the response cannot miss an event, and forwards only that run's events
+//! (the pre-encoded SSE frames, untouched) until its `done`. The user's own
+//! `user_message` events are not echoed back. A client that disconnects
+//! cancels the run unless it sent `"background": true`.
+
+use std::{collections::HashMap, time::Duration};
+
+use axum::{
+    extract::{rejection::QueryRejection, Path, Query, State},
+    http::{header, HeaderMap},
+    response::{IntoResponse, Response},
+    Json,
+};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::empty_page;
+use crate::{
+    agent::{CancelOnDrop, ChatMessage, RunFollower, StartRun},
+    http::{
+        auth::Auth,
+        errors::{ApiError, ApiJson},
+        params,
+    },
+    state::AppState,
+    store::{EventFilter, Page},
+    stream::sse::sse_response,
+};
+
+/// Body of `POST /v1/agents/{id}/messages`.
+#[derive(Debug, Deserialize)]
+pub(super) struct SendMessage {
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(default)]
+    messages: Option<Vec<ChatMessage>>,
+    #[serde(default)]
+    session_id: Option<String>,
+    #[serde(default)]
+    stream: Option<bool>,
+    #[serde(default)]
+    stream_tokens: bool,
+    #[serde(default)]
+    background: bool,
+}
+
+impl SendMessage {
+    fn into_messages(self) -> Result<Vec<ChatMessage>, ApiError> {
+        match (self.message, self.messages) {
+            (Some(_), Some(_)) => Err(ApiError::validation(
+                "send either `message` or `messages`, not both",
+            )),
+            (Some(m), None) if m.trim().is_empty() => {
+                Err(ApiError::validation("`message` must not be empty"))
+            }
+            (Some(m), None) => Ok(vec![ChatMessage::user(m)]),
+            (None, Some(ms)) if ms.is_empty() => {
+                Err(ApiError::validation("`messages` must not be empty"))
+            }
+            (None, Some(ms)) => Ok(ms),
+            (None, None) => Err(ApiError::validation(
+                "`message` (or `messages`) is required",
+            )),
+        }
+    }
+}
+
+fn wants_sse(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("text/event-stream"))
+}
+
+pub(super) async fn send_message(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(agent_id): Path<String>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<SendMessage>,
+) -> Result<Response, ApiError> {
+    auth.require("chat")?;
+    let sse = body.stream.unwrap_or(false) || wants_sse(&headers);
+    let (session_id, stream_tokens, background) =
+        (body.session_id.clone(), body.stream_tokens, body.background);
+    let messages = body.into_messages()?;
+    let account = auth.account();
+    // Check ownership before touching the bus: no channels for unknown ids.
+    state
+        .store
+        .get_agent(account, &agent_id)
+        .await
+        .map_err(|e| ApiError::from_store(e, "agent_not_found"))?;
+    let follower = RunFollower::subscribe(state.bus.clone(), &agent_id).await?;
+    let start = StartRun {
+        agent_id,
+        session_id,
+        messages,
+        stream_tokens,
+        background,
+    };
+    let run = state.runtime.start_run(account, start).await?;
+    let mut follower = follower.follow(&run.id);
+    let mut guard = CancelOnDrop::new(state.runtime.clone(), &run.id, !background);
+    if sse {
+        let frames = async_stream::stream! {
+            while let Some(ev) = follower.next().await {
+                if ev.message_type == "user_message" {
+                    continue;
+                }
+                if ev.message_type == "done" {
+                    guard.disarm();
+                }
+                yield ev.sse.clone();
+            }
+            // Lost the channel without a `done`: the run itself goes on.
+            guard.disarm();
+        };
+        let ping = Duration::from_secs(state.config.sse_ping_secs.max(1));
+        return Ok(sse_response(frames, ping, state.shutdown.clone()));
+    }
+    let mut events = Vec::new();
+    while let Some(ev) = follower.next().await {
+        if ev.message_type != "user_message" {
+            events
+                .push(serde_json::from_slice::<Value>(&ev.json).map_err(|_| ApiError::internal())?);
+        }
+    }
+    guard.disarm();
+    if !follower.finished() {
+        return Err(ApiError::unavailable(format!(
+            "lost the event stream of run {}; it goes on: see GET /v1/runs/{}",
+            run.id, run.id
+        )));
+    }
+    Ok(Json(json!({"run_id": run.id, "messages": events})).into_response())
+}
+
+/// A session's events, oldest first (`?session_id=`, else the default session).
+pub(super) async fn list_messages(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(agent_id): Path<String>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<Json<Page<Value>>, ApiError> {
+    auth.require("chat")?;
+    let Query(q) = query.map_err(|e| ApiError::validation(format!("query: {e}")))?;
+    let params = params::parse(&q)?;
+    let account = auth.account();
+    state
+        .store
+        .get_agent(account, &agent_id)
+        .await
+        .map_err(|e| ApiError::from_store(e, "agent_not_found"))?;
+    let session_id = match q.get("session_id").cloned() {
+        Some(sid) => {
+            state
+                .store
+                .get_session(account, &agent_id, &sid)
+                .await
+                .map_err(|e| ApiError::from_store(e, "session_not_found"))?
+                .id
+        }
+        None => match state
+            .runtime
+            .find_session(account, &agent_id, "default")
+            .await?
+        {
+            Some(id) => id,
+            None => return Ok(Json(empty_page(&params))),
+        },
+    };
+    let filter = EventFilter {
+        session_id: Some(session_id),
+        run_id: None,
+    };
+    let page = state
+        .store
+        .list_events(account, &agent_id, filter, params)
+        .await?;
+    Ok(Json(page.map(|r| r.event)))
+}

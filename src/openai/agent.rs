@@ -1,0 +1,315 @@
+//! `/v1/chat/completions` answered by an agent: the last user message of
+//! `messages` starts a run (the agent keeps the history itself), and the
+//! run's events are rendered as a `chat.completion` or as
+//! `chat.completion.chunk`s (token deltas become content chunks).
+
+use std::time::Duration;
+
+use axum::{
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    Json,
+};
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::OpenAiError;
+use crate::{
+    agent::{CancelOnDrop, ChatMessage, RunFollower, StartRun},
+    http::errors::ApiError,
+    state::AppState,
+    store::StoreError,
+    stream::sse::{frame, sse_response},
+};
+
+/// The fields weir reads; everything else OpenAI defines is accepted and ignored.
+#[derive(Debug, Deserialize)]
+pub struct CompletionRequest {
+    pub model: String,
+    pub messages: Vec<RequestMessage>,
+    #[serde(default)]
+    pub stream: Option<bool>,
+    #[serde(default)]
+    pub stream_options: Option<StreamOptions>,
+    #[serde(default)]
+    pub user: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RequestMessage {
+    pub role: String,
+    #[serde(default)]
+    pub content: Value,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct StreamOptions {
+    #[serde(default)]
+    pub include_usage: bool,
+}
+
+/// The text of a message: a string, or the `text` parts of a parts array.
+fn text_of(content: &Value) -> String {
+    match content {
+        Value::String(s) => s.clone(),
+        Value::Array(parts) => parts
+            .iter()
+            .filter(|p| p.get("type").and_then(Value::as_str) == Some("text"))
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        _ => String::new(),
+    }
+}
+
+/// What a finished run said, gathered from its events.
+#[derive(Debug, Default)]
+struct Outcome {
+    content: Option<String>,
+    usage: Option<Value>,
+    error: Option<(String, String)>,
+    stop_reason: Option<String>,
+}
+
+impl Outcome {
+    fn absorb(&mut self, message_type: &str, ev: &Value) {
+        let s = |k: &str| {
+            ev.get(k)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned()
+        };
+        match message_type {
+            "assistant_message" => self.content = Some(s("message")),
+            "usage" => {
+                self.usage = Some(json!({
+                    "prompt_tokens": ev.get("prompt_tokens").cloned().unwrap_or(json!(0)),
+                    "completion_tokens": ev.get("completion_tokens").cloned().unwrap_or(json!(0)),
+                    "total_tokens": ev.get("total_tokens").cloned().unwrap_or(json!(0)),
+                }))
+            }
+            "error" => self.error = Some((s("code"), s("message"))),
+            "done" => self.stop_reason = Some(s("stop_reason")),
+            _ => {}
+        }
+    }
+
+    /// OpenAI's `finish_reason` for the run's stop reason.
+    fn finish_reason(&self) -> &'static str {
+        match self.stop_reason.as_deref() {
+            Some("max_steps") => "length",
+            _ => "stop",
+        }
+    }
+
+    /// The failure to report, if the run did not answer.
+    fn failure(&self) -> Option<OpenAiError> {
+        if let Some((code, message)) = &self.error {
+            return Some(OpenAiError::new(
+                StatusCode::BAD_GATEWAY,
+                message.clone(),
+                Some(code),
+            ));
+        }
+        match self.stop_reason.as_deref() {
+            Some("cancelled") => Some(OpenAiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the run was cancelled",
+                Some("cancelled"),
+            )),
+            None => Some(OpenAiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "lost the run's event stream",
+                Some("unavailable"),
+            )),
+            _ => None,
+        }
+    }
+}
+
+/// Runs the agent named by `req.model` and answers in OpenAI's format.
+pub async fn complete(
+    state: &AppState,
+    account: &str,
+    req: CompletionRequest,
+) -> Result<Response, OpenAiError> {
+    let text = req
+        .messages
+        .iter()
+        .rev()
+        .find(|m| m.role == "user")
+        .map(|m| text_of(&m.content))
+        .filter(|t| !t.trim().is_empty())
+        .ok_or_else(|| {
+            OpenAiError::invalid(
+                "`messages` must end with a non-empty user message",
+                "messages",
+            )
+        })?;
+    let agent = match state.store.get_agent(account, &req.model).await {
+        Ok(a) => a,
+        Err(StoreError::NotFound(_)) => return Err(OpenAiError::model_not_found(&req.model)),
+        Err(e) => return Err(ApiError::from(e).into()),
+    };
+    let session_id = match req.user.as_deref().map(str::trim) {
+        Some(u) if u.len() > 256 => {
+            return Err(OpenAiError::invalid(
+                "`user` must be at most 256 characters",
+                "user",
+            ))
+        }
+        Some(u) if !u.is_empty() => Some(
+            state
+                .runtime
+                .session_by_name(account, &agent.id, u)
+                .await
+                .map_err(ApiError::from)?,
+        ),
+        _ => None,
+    };
+    let stream = req.stream.unwrap_or(false);
+    let follower = RunFollower::subscribe(state.bus.clone(), &agent.id)
+        .await
+        .map_err(ApiError::from)?;
+    let start = StartRun {
+        agent_id: agent.id.clone(),
+        session_id,
+        messages: vec![ChatMessage::user(text)],
+        stream_tokens: stream,
+        background: false,
+    };
+    let run = state
+        .runtime
+        .start_run(account, start)
+        .await
+        .map_err(ApiError::from)?;
+    let follower = follower.follow(&run.id);
+    let guard = CancelOnDrop::new(state.runtime.clone(), &run.id, true);
+    let head = Head {
+        id: format!("chatcmpl-{}", run.id.trim_start_matches("run-")),
+        created: crate::util::unix_now(),
+        model: agent.id,
+    };
+    if stream {
+        let include_usage = req.stream_options.is_some_and(|o| o.include_usage);
+        let ping = Duration::from_secs(state.config.sse_ping_secs.max(1));
+        return Ok(sse_response(
+            chunks(head, follower, guard, include_usage),
+            ping,
+            state.shutdown.clone(),
+        ));
+    }
+    collect(head, follower, guard).await
+}
+
+/// What every response and chunk of one completion repeats.
+struct Head {
+    id: String,
+    created: u64,
+    model: String,
+}
+
+async fn collect(
+    head: Head,
+    mut follower: RunFollower,
+    mut guard: CancelOnDrop,
+) -> Result<Response, OpenAiError> {
+    let mut out = Outcome::default();
+    while let Some(ev) = follower.next().await {
+        let v: Value = serde_json::from_slice(&ev.json).unwrap_or_default();
+        out.absorb(&ev.message_type, &v);
+    }
+    guard.disarm();
+    if let Some(e) = out.failure() {
+        return Err(e);
+    }
+    let body = json!({
+        "id": head.id,
+        "object": "chat.completion",
+        "created": head.created,
+        "model": head.model,
+        "system_fingerprint": null,
+        "choices": [{
+            "index": 0,
+            "message": {"role": "assistant", "content": out.content, "refusal": null},
+            "logprobs": null,
+            "finish_reason": out.finish_reason(),
+        }],
+        "usage": out.usage.clone().unwrap_or(json!({"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0})),
+    });
+    Ok(Json(body).into_response())
+}
+
+impl Head {
+    /// One `chat.completion.chunk` as an SSE `data:` frame.
+    fn chunk(&self, choices: Value, usage: Option<Value>, include_usage: bool) -> Bytes {
+        let mut c = json!({
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": null,
+            "choices": choices,
+        });
+        // With include_usage, OpenAI sends `"usage": null` on every chunk but the last.
+        if include_usage {
+            c["usage"] = usage.unwrap_or(Value::Null);
+        }
+        frame(None, None, &serde_json::to_vec(&c).unwrap_or_default())
+    }
+
+    fn delta(&self, delta: Value, finish: Option<&str>, include_usage: bool) -> Bytes {
+        let choices =
+            json!([{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]);
+        self.chunk(choices, None, include_usage)
+    }
+}
+
+/// The `[DONE]` sentinel.
+fn done_frame() -> Bytes {
+    Bytes::from_static(b"data: [DONE]\n\n")
+}
+
+fn chunks(
+    head: Head,
+    mut follower: RunFollower,
+    mut guard: CancelOnDrop,
+    include_usage: bool,
+) -> impl futures::Stream<Item = Bytes> + Send {
+    async_stream::stream! {
+        yield head.delta(json!({"role": "assistant", "content": ""}), None, include_usage);
+        let mut out = Outcome::default();
+        let mut streamed = false;
+        while let Some(ev) = follower.next().await {
+            let v: Value = serde_json::from_slice(&ev.json).unwrap_or_default();
+            match ev.message_type.as_str() {
+                "assistant_delta" => {
+                    let piece = v.get("delta").and_then(Value::as_str).unwrap_or_default();
+                    streamed = true;
+                    yield head.delta(json!({"content": piece}), None, include_usage);
+                }
+                // A reply that came without deltas is sent whole.
+                "assistant_message" if !streamed => {
+                    streamed = true;
+                    let text = v.get("message").cloned().unwrap_or_default();
+                    yield head.delta(json!({"content": text}), None, include_usage);
+                }
+                _ => {}
+            }
+            out.absorb(&ev.message_type, &v);
+        }
+        guard.disarm();
+        if let Some(e) = out.failure() {
+            yield frame(None, None, &serde_json::to_vec(&e.body()).unwrap_or_default());
+            yield done_frame();
+            return;
+        }
+        yield head.delta(json!({}), Some(out.finish_reason()), include_usage);
+        if include_usage {
+            let usage = out.usage.clone().unwrap_or(json!({"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}));
+            yield head.chunk(json!([]), Some(usage), true);
+        }
+        yield done_frame();
+    }
+}
