@@ -38,13 +38,16 @@ pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(3600);
 
 /// Publish/subscribe within one process. Cheap to share behind an `Arc`.
 pub struct MemoryBus {
-    shards: Box<[RwLock<HashMap<String, Arc<Channel>>>]>,
+    shards: Box<[Shard]>,
     hasher: std::collections::hash_map::RandomState,
     history_len: usize,
     buffer: usize,
     max_age: Duration,
     publishes: AtomicU64,
 }
+
+/// One independently locked part of the channel map.
+type Shard = RwLock<HashMap<String, Arc<Channel>>>;
 
 struct Channel {
     state: Mutex<ChannelState>,

@@ -49,7 +49,9 @@ pub fn resume_cursor(headers: &HeaderMap, after: Option<&str>) -> Result<Option<
     match after {
         None => Ok(None),
         Some(v) => parse(v).map(Some).ok_or_else(|| {
-            ApiError::validation(format!("after: must be a non-negative integer (an event seq), got `{v}`"))
+            ApiError::validation(format!(
+                "after: must be a non-negative integer (an event seq), got `{v}`"
+            ))
         }),
     }
 }
@@ -78,8 +80,14 @@ mod tests {
     fn header_wins_over_query_and_empty_header_is_no_cursor() {
         assert_eq!(resume_cursor(&headers(None), None).unwrap(), None);
         assert_eq!(resume_cursor(&headers(None), Some("7")).unwrap(), Some(7));
-        assert_eq!(resume_cursor(&headers(Some("12")), Some("7")).unwrap(), Some(12));
-        assert_eq!(resume_cursor(&headers(Some("")), Some("7")).unwrap(), Some(7));
+        assert_eq!(
+            resume_cursor(&headers(Some("12")), Some("7")).unwrap(),
+            Some(12)
+        );
+        assert_eq!(
+            resume_cursor(&headers(Some("")), Some("7")).unwrap(),
+            Some(7)
+        );
         assert_eq!(resume_cursor(&headers(Some(" 0 ")), None).unwrap(), Some(0));
     }
 

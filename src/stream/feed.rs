@@ -12,6 +12,7 @@ use futures::{stream::BoxStream, StreamExt};
 use serde_json::Value;
 
 use crate::{
+    agent::RunError,
     bus::{BusError, BusEvent, Subscription},
     http::errors::ApiError,
     state::AppState,
@@ -75,9 +76,9 @@ pub enum Target {
 impl Target {
     /// Parses a channel name; the error names what is wrong with it.
     pub fn parse(name: &str) -> Result<Self, String> {
-        let (kind, id) = name
-            .split_once(':')
-            .ok_or_else(|| format!("channel: expected `agent:<id>`, `logs:<id>` or `run:<id>`, got `{name}`"))?;
+        let (kind, id) = name.split_once(':').ok_or_else(|| {
+            format!("channel: expected `agent:<id>`, `logs:<id>` or `run:<id>`, got `{name}`")
+        })?;
         if id.is_empty() || id.len() > 128 || id.chars().any(|c| c.is_whitespace() || c == ':') {
             return Err(format!("channel: `{name}` does not name an id"));
         }
@@ -85,7 +86,9 @@ impl Target {
             "agent" => Ok(Self::Agent(id.to_owned())),
             "logs" => Ok(Self::Logs(id.to_owned())),
             "run" => Ok(Self::Run(id.to_owned())),
-            _ => Err(format!("channel: unknown kind `{kind}`; expected `agent`, `logs` or `run`")),
+            _ => Err(format!(
+                "channel: unknown kind `{kind}`; expected `agent`, `logs` or `run`"
+            )),
         }
     }
 
@@ -111,7 +114,12 @@ impl Target {
 /// account is a 404 like a missing one. A cursor older than the history is an
 /// error with code `history_expired` (the SSE routes turn that one into an
 /// `error` frame; EventSource cannot read error bodies).
-pub async fn open(state: &AppState, account: &str, target: &Target, after: Option<u64>) -> Result<Feed, ApiError> {
+pub async fn open(
+    state: &AppState,
+    account: &str,
+    target: &Target,
+    after: Option<u64>,
+) -> Result<Feed, ApiError> {
     match target {
         Target::Agent(id) | Target::Logs(id) => {
             state
@@ -133,11 +141,13 @@ pub async fn open(state: &AppState, account: &str, target: &Target, after: Optio
             Ok(channel_feed(state.bus.subscribe(&channel, after).await?))
         }
         Target::Run(id) => {
+            // Through the runtime: it settles a run a crashed gateway left
+            // `running`, which would otherwise be waited on forever.
             let run = state
-                .store
+                .runtime
                 .get_run(account, id)
                 .await
-                .map_err(|e| ApiError::from_store(e, "run_not_found"))?;
+                .map_err(ApiError::from)?;
             Ok(run_feed(state.clone(), account.to_owned(), run, after))
         }
     }
@@ -197,7 +207,7 @@ pub fn run_feed(state: AppState, account: String, run: Run, after: Option<u64>) 
                 let more = page.1;
                 for ev in page.0 {
                     cursor = cursor.max(ev.seq);
-                    if ev.seq <= last {
+                    if ev.seq <= last || !shown(&ev) {
                         continue;
                     }
                     last = ev.seq;
@@ -259,7 +269,7 @@ fn live_run(state: AppState, account: String, run: Run, mut sub: Subscription) -
             };
             match step {
                 Step::Event(Ok(Some(ev))) => {
-                    if ev.run_id.as_deref() == Some(run.id.as_str()) {
+                    if ev.run_id.as_deref() == Some(run.id.as_str()) && shown(&ev) {
                         let done = is_done(&ev);
                         yield Ok(ev);
                         if done {
@@ -272,11 +282,11 @@ fn live_run(state: AppState, account: String, run: Run, mut sub: Subscription) -
                     yield Err(e.into());
                     return;
                 }
-                Step::Check => match state.store.get_run(&account, &run.id).await {
+                Step::Check => match state.runtime.get_run(&account, &run.id).await {
                     Ok(r) if r.status != RUN_RUNNING => over_since = Some(tokio::time::Instant::now()),
                     Ok(_) => {}
                     // The run was deleted with its agent: nothing more will come.
-                    Err(StoreError::NotFound(_)) => return,
+                    Err(RunError::RunNotFound(_) | RunError::Store(StoreError::NotFound(_))) => return,
                     Err(e) => tracing::debug!(error = %e, run_id = %run.id, "run status check failed"),
                 },
             }
@@ -306,11 +316,18 @@ async fn stored_page(
     let params = ListParams {
         limit: PAGE,
         offset: 0,
-        after: Some(cursor.to_string()),
+        // The store's cursors are signed 64-bit; no seq gets near that.
+        after: Some(cursor.min(i64::MAX as u64).to_string()),
     };
-    let page = state.store.list_events(account, &run.agent_id, filter, params).await?;
+    let page = state
+        .store
+        .list_events(account, &run.agent_id, filter, params)
+        .await?;
     let more = page.pagination.next_cursor.is_some() && !page.data.is_empty();
-    Ok((page.data.into_iter().filter_map(from_record).collect(), more))
+    Ok((
+        page.data.into_iter().filter_map(from_record).collect(),
+        more,
+    ))
 }
 
 /// A stored event re-encoded exactly as it was published (its JSON is kept
@@ -325,6 +342,12 @@ pub fn from_record(rec: EventRecord) -> Option<Arc<BusEvent>> {
     }
 }
 
+/// Whether a run stream shows `ev`: the run's input (`user_message`) is
+/// history, not part of the answer, exactly as on the run's own response.
+fn shown(ev: &BusEvent) -> bool {
+    ev.message_type != "user_message"
+}
+
 /// Whether `ev` ends its run.
 pub fn is_done(ev: &BusEvent) -> bool {
     ev.message_type == "done"
@@ -336,7 +359,10 @@ mod tests {
 
     #[test]
     fn targets_parse_and_name_themselves() {
-        assert_eq!(Target::parse("agent:agent-1").unwrap(), Target::Agent("agent-1".into()));
+        assert_eq!(
+            Target::parse("agent:agent-1").unwrap(),
+            Target::Agent("agent-1".into())
+        );
         assert_eq!(Target::parse("logs:a").unwrap().scope(), "logs");
         assert_eq!(Target::parse("run:run-9").unwrap().name(), "run:run-9");
         for bad in ["agent", "agent:", "chan:x", "agent:a b", "agent:a:b", ""] {
@@ -350,10 +376,16 @@ mod tests {
         let lag = FeedError::Bus(BusError::Lagged { last_seq: 41 });
         assert_eq!((lag.code(), lag.last_seq()), ("lagged", Some(41)));
         assert!(lag.message().contains("41"));
-        let gone = FeedError::Bus(BusError::HistoryExpired { after: 1, oldest: 5 });
+        let gone = FeedError::Bus(BusError::HistoryExpired {
+            after: 1,
+            oldest: 5,
+        });
         assert_eq!((gone.code(), gone.last_seq()), ("history_expired", None));
         let down = FeedError::Store(StoreError::Unavailable("disk on fire".into()));
         assert_eq!(down.code(), "unavailable");
-        assert!(!down.message().contains("disk"), "backend details stay in the logs");
+        assert!(
+            !down.message().contains("disk"),
+            "backend details stay in the logs"
+        );
     }
 }

@@ -1,0 +1,87 @@
+//! The SSE routes: an agent's events, an agent's log lines, one run.
+//!
+//! Each route checks its scope and that the target belongs to the caller,
+//! then delivers a [`Feed`] as pre-framed SSE bytes through
+//! [`sse_response`]. A feed that ends with an error adds one final
+//! `event: error` frame; a cursor older than the history is answered the same
+//! way, with status 200, because EventSource cannot read error bodies.
+
+use std::time::Duration;
+
+use axum::{
+    extract::{Path, State},
+    response::Response,
+};
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+
+use super::{
+    cursor::Resume,
+    feed::{self, Feed, Target},
+    sse::{error_frame, sse_response},
+};
+use crate::{http::auth::Auth, http::errors::ApiError, state::AppState};
+
+/// `GET /v1/agents/{id}/events`: every event of the agent, live, resumable.
+pub async fn stream_agent_events(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+    Resume(after): Resume,
+) -> Result<Response, ApiError> {
+    auth.require("chat")?;
+    respond(
+        &state,
+        feed::open(&state, auth.account(), &Target::Agent(id), after).await,
+    )
+}
+
+/// `GET /v1/agents/{id}/logs/stream`: the agent's log lines, live, resumable.
+pub async fn stream_agent_logs(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+    Resume(after): Resume,
+) -> Result<Response, ApiError> {
+    auth.require("logs")?;
+    respond(
+        &state,
+        feed::open(&state, auth.account(), &Target::Logs(id), after).await,
+    )
+}
+
+/// `GET /v1/runs/{id}/stream`: one run from its first event (or the cursor)
+/// to its `done`.
+pub async fn stream_run(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+    Resume(after): Resume,
+) -> Result<Response, ApiError> {
+    auth.require("chat")?;
+    respond(
+        &state,
+        feed::open(&state, auth.account(), &Target::Run(id), after).await,
+    )
+}
+
+fn respond(state: &AppState, opened: Result<Feed, ApiError>) -> Result<Response, ApiError> {
+    let ping = Duration::from_secs(state.config.sse_ping_secs.max(1));
+    let frames = match opened {
+        Ok(feed) => sse_frames(feed).boxed(),
+        Err(e) if e.code == "history_expired" => {
+            futures::stream::once(async move { error_frame(e.code, &e.message, None) }).boxed()
+        }
+        Err(e) => return Err(e),
+    };
+    Ok(sse_response(frames, ping, state.shutdown.clone()))
+}
+
+/// The feed as SSE bytes: each event's shared frame, then at most one
+/// `event: error` frame (a feed's error is always its last item).
+pub fn sse_frames(feed: Feed) -> impl Stream<Item = Bytes> + Send + 'static {
+    feed.map(|item| match item {
+        Ok(ev) => ev.sse.clone(),
+        Err(e) => error_frame(e.code(), &e.message(), e.last_seq()),
+    })
+}

@@ -1,0 +1,86 @@
+//! `GET /v1/ws`: the WebSocket endpoint of API.md.
+//!
+//! [`upgrade`] checks the key and hands the socket to [`session::serve`], the
+//! protocol core, which is generic over `Sink`/`Stream` and is unit-tested
+//! without a socket ([`protocol`] is the wire format, [`outbox`] the bounded,
+//! ordered outbound queue).
+
+pub mod outbox;
+pub mod protocol;
+pub mod session;
+#[cfg(test)]
+mod tests;
+pub mod writer;
+
+use std::time::Duration;
+
+use axum::{
+    extract::{State, WebSocketUpgrade},
+    response::Response,
+    routing::{get, MethodRouter},
+};
+use futures::StreamExt;
+
+use crate::{
+    http::{auth::Auth, errors::ApiError},
+    state::AppState,
+};
+
+/// Tunables of every socket. The defaults are API.md's; tests shorten them.
+#[derive(Debug, Clone)]
+pub struct WsSettings {
+    /// The server pings this often.
+    pub ping_every: Duration,
+    /// A socket that sends nothing (not even a pong) for this long is closed.
+    pub idle_timeout: Duration,
+    /// Frames queued for one socket before it counts as lagged.
+    pub queue: usize,
+    /// Channels one socket may subscribe to at once.
+    pub max_channels: usize,
+    /// How long the last frames (error, close) may take to leave.
+    pub close_timeout: Duration,
+}
+
+impl Default for WsSettings {
+    fn default() -> Self {
+        Self {
+            ping_every: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(90),
+            queue: 1024,
+            max_channels: 64,
+            close_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The `GET /v1/ws` route with the given settings.
+pub fn route(settings: WsSettings) -> MethodRouter<AppState> {
+    get(
+        move |State(state): State<AppState>, auth: Auth, ws: WebSocketUpgrade| {
+            let settings = settings.clone();
+            async move { upgrade(state, auth, ws, settings) }
+        },
+    )
+}
+
+/// `GET /v1/ws` (scope `chat`; the key may come as `?api_key=`, since
+/// browsers cannot set headers on a WebSocket).
+pub fn upgrade(
+    state: AppState,
+    auth: Auth,
+    ws: WebSocketUpgrade,
+    settings: WsSettings,
+) -> Result<Response, ApiError> {
+    auth.require("chat")?;
+    // API.md: frames over the body limit (1 MiB) close the socket with 1009.
+    let limit = state.config.max_body_bytes;
+    let ws = ws.max_message_size(limit).max_frame_size(limit);
+    Ok(ws.on_upgrade(move |socket| {
+        let tracker = state.tracker.clone();
+        // Tracked, so a draining gateway waits for the 1001 close to be sent.
+        tracker.track_future(async move {
+            let (sink, stream) = socket.split();
+            session::serve(state, auth, settings, sink, stream).await;
+        })
+    }))
+}

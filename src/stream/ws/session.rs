@@ -1,0 +1,368 @@
+//! The WebSocket protocol core, generic over any `Sink<Message>` and
+//! `Stream<Item = Result<Message, _>>` so it runs (and is tested) without a
+//! socket.
+//!
+//! One socket is three parts under one [`Closer`]:
+//! - the reader: parses client frames, answers them, subscribes; it also
+//!   enforces the idle timeout (nothing received, not even a pong);
+//! - the writer: the only owner of the sink; drains the bounded [`Outbox`]
+//!   queue, pings the client, and writes the last frames when closing;
+//! - one forwarder task per subscribed channel: copies the channel's shared
+//!   event bytes into the outbox and never waits (a full queue closes the
+//!   socket as `lagged`, so a slow client never holds back the bus or any
+//!   other socket).
+
+use std::{collections::HashMap, fmt::Display, sync::Arc};
+
+use axum::extract::ws::Message;
+use futures::{Sink, Stream, StreamExt};
+use serde_json::Value;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    outbox::{CloseReason, Closer, Outbox, Overflow},
+    protocol::{self, ClientFrame, UserMessage},
+    writer, WsSettings,
+};
+use crate::{
+    agent::StartRun,
+    bus::BusError,
+    http::{auth::Auth, errors::ApiError},
+    state::AppState,
+    stream::feed::{self, Feed, FeedError, Target},
+};
+
+/// Serves one socket until it closes: the client leaves, goes silent, falls
+/// behind, or the gateway drains. Runs this socket started are cancelled
+/// when the client leaves, unless they were started with `background`.
+pub async fn serve<Tx, Rx, E>(
+    state: AppState,
+    auth: Auth,
+    settings: WsSettings,
+    sink: Tx,
+    stream: Rx,
+) where
+    Tx: Sink<Message> + Unpin + Send,
+    Tx::Error: Display,
+    Rx: Stream<Item = Result<Message, E>> + Unpin + Send,
+    E: Display,
+{
+    let (outbox, out_rx) = Outbox::new(settings.queue);
+    let closer = Arc::new(Closer::default());
+    let mut conn = Conn {
+        state: state.clone(),
+        auth,
+        settings: settings.clone(),
+        outbox: Arc::new(outbox),
+        closer: closer.clone(),
+        forwarders: HashMap::new(),
+    };
+    let drain = async {
+        tokio::select! {
+            _ = state.shutdown.cancelled() => closer.close(CloseReason::Shutdown),
+            _ = closer.token.cancelled() => {}
+        }
+    };
+    tokio::join!(
+        conn.read(stream),
+        writer::write(sink, out_rx, &closer, &settings),
+        drain
+    );
+    conn.finish().await;
+}
+
+/// The reader's side of one socket.
+struct Conn {
+    state: AppState,
+    auth: Auth,
+    settings: WsSettings,
+    outbox: Arc<Outbox>,
+    closer: Arc<Closer>,
+    /// Stop tokens of the forwarders, by channel name.
+    forwarders: HashMap<Arc<str>, CancellationToken>,
+}
+
+impl Conn {
+    async fn read<Rx, E>(&mut self, mut stream: Rx)
+    where
+        Rx: Stream<Item = Result<Message, E>> + Unpin,
+        E: Display,
+    {
+        let closer = self.closer.clone();
+        let idle = tokio::time::sleep(self.settings.idle_timeout);
+        tokio::pin!(idle);
+        loop {
+            let msg = tokio::select! {
+                biased;
+                _ = closer.token.cancelled() => return,
+                _ = &mut idle => return closer.close(CloseReason::Idle),
+                msg = stream.next() => msg,
+            };
+            idle.as_mut()
+                .reset(Instant::now() + self.settings.idle_timeout);
+            let handled = match msg {
+                Some(Ok(Message::Text(text))) => tokio::select! {
+                    biased;
+                    _ = closer.token.cancelled() => return,
+                    r = self.handle(text.as_str()) => r,
+                },
+                Some(Ok(Message::Binary(_))) => self.outbox.reply(protocol::error(
+                    "validation_error",
+                    "binary frames are not supported: send JSON text frames",
+                    None,
+                    None,
+                )),
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => Ok(()),
+                Some(Ok(Message::Close(_))) => return closer.close(CloseReason::ClientClosed),
+                Some(Err(e)) => {
+                    let too_big = is_too_big(&e.to_string());
+                    tracing::debug!(error = %e, "websocket read failed");
+                    return closer.close(if too_big {
+                        CloseReason::TooBig
+                    } else {
+                        CloseReason::Gone
+                    });
+                }
+                None => return closer.close(CloseReason::Gone),
+            };
+            if handled.is_err() {
+                return closer.close(CloseReason::Lagged { channel: None });
+            }
+        }
+    }
+
+    async fn handle(&mut self, text: &str) -> Result<(), Overflow> {
+        let req = match protocol::parse(text) {
+            Ok(req) => req,
+            Err(e) => return self.outbox.reply(e.frame()),
+        };
+        let rid = req.request_id.as_ref();
+        match req.frame {
+            ClientFrame::Ping => self.outbox.reply(protocol::pong(rid)),
+            ClientFrame::Subscribe { channel, after } => self.subscribe(&channel, after, rid).await,
+            ClientFrame::Unsubscribe { channel } => {
+                self.stop(&channel);
+                self.outbox
+                    .deactivate(&channel, None, Some(protocol::unsubscribed(&channel, rid)))
+            }
+            ClientFrame::Cancel { run_id } => {
+                match self
+                    .state
+                    .runtime
+                    .cancel_run(self.auth.account(), &run_id)
+                    .await
+                {
+                    // The run's `done` (stop_reason `cancelled`) is the answer.
+                    Ok(_) => Ok(()),
+                    Err(e) => self.reply_error(&ApiError::from(e), rid, None),
+                }
+            }
+            ClientFrame::UserMessage(m) => self.user_message(m, rid).await,
+        }
+    }
+
+    fn reply_error(
+        &self,
+        e: &ApiError,
+        rid: Option<&Value>,
+        channel: Option<&str>,
+    ) -> Result<(), Overflow> {
+        self.outbox
+            .reply(protocol::error(e.code, &e.message, rid, channel))
+    }
+
+    async fn subscribe(
+        &mut self,
+        name: &str,
+        after: Option<u64>,
+        rid: Option<&Value>,
+    ) -> Result<(), Overflow> {
+        let target = match Target::parse(name) {
+            Ok(t) => t,
+            Err(msg) => return self.reply_error(&ApiError::validation(msg), rid, Some(name)),
+        };
+        if let Err(e) = self.auth.require(target.scope()) {
+            return self.reply_error(&e, rid, Some(name));
+        }
+        let channel: Arc<str> = target.name().into();
+        let active = self.outbox.is_active(&channel);
+        if active && after.is_none() {
+            // Already live on it: subscribing again is a no-op.
+            return self.outbox.reply(protocol::subscribed(&channel, rid));
+        }
+        if let Err(e) = self.check_room(active) {
+            return self.reply_error(&e, rid, Some(&channel));
+        }
+        match feed::open(&self.state, self.auth.account(), &target, after).await {
+            Ok(feed) => {
+                // `subscribed` first, then the replay and live events.
+                let gen = self.outbox.activate(&channel);
+                self.outbox.reply(protocol::subscribed(&channel, rid))?;
+                self.spawn_forwarder(channel, gen, feed);
+                Ok(())
+            }
+            Err(e) => self.reply_error(&e, rid, Some(&channel)),
+        }
+    }
+
+    fn check_room(&mut self, replacing: bool) -> Result<(), ApiError> {
+        let outbox = self.outbox.clone();
+        self.forwarders.retain(|name, _| outbox.is_active(name));
+        if !replacing && self.outbox.active_count() >= self.settings.max_channels {
+            return Err(ApiError::new(
+                axum::http::StatusCode::TOO_MANY_REQUESTS,
+                "too_many_subscriptions",
+                format!(
+                    "at most {} channels per socket; unsubscribe from one first",
+                    self.settings.max_channels
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn spawn_forwarder(&mut self, channel: Arc<str>, gen: u64, feed: Feed) {
+        let stop = self.closer.token.child_token();
+        if let Some(old) = self.forwarders.insert(channel.clone(), stop.clone()) {
+            old.cancel();
+        }
+        let (outbox, closer) = (self.outbox.clone(), self.closer.clone());
+        self.state
+            .tracker
+            .spawn(forward(feed, channel, gen, outbox, closer, stop));
+    }
+
+    fn stop(&mut self, channel: &str) {
+        if let Some(stop) = self.forwarders.remove(channel) {
+            stop.cancel();
+        }
+    }
+
+    async fn user_message(&mut self, m: UserMessage, rid: Option<&Value>) -> Result<(), Overflow> {
+        let messages = match m.chat_messages() {
+            Ok(list) => list,
+            Err(msg) => return self.reply_error(&ApiError::validation(msg), rid, None),
+        };
+        // Listen before the run starts, so its first event cannot be missed.
+        let channel: Arc<str> = format!("agent:{}", m.agent_id).into();
+        let mut added = false;
+        if !self.outbox.is_active(&channel) {
+            let opened = match self.check_room(false) {
+                Ok(()) => {
+                    feed::open(
+                        &self.state,
+                        self.auth.account(),
+                        &Target::Agent(m.agent_id.clone()),
+                        None,
+                    )
+                    .await
+                }
+                Err(e) => Err(e),
+            };
+            match opened {
+                Ok(feed) => {
+                    let gen = self.outbox.activate(&channel);
+                    self.spawn_forwarder(channel.clone(), gen, feed);
+                    added = true;
+                }
+                Err(e) => return self.reply_error(&e, rid, None),
+            }
+        }
+        self.outbox.begin_start();
+        let req = StartRun {
+            agent_id: m.agent_id,
+            session_id: m.session_id,
+            messages,
+            stream_tokens: m.stream_tokens,
+            background: m.background,
+        };
+        match self.state.runtime.start_run(self.auth.account(), req).await {
+            Ok(run) => self.outbox.end_start(
+                Some((&run.id, m.background)),
+                protocol::run_started(&run.id, rid),
+            ),
+            Err(e) => {
+                if added {
+                    self.stop(&channel);
+                    self.outbox.deactivate(&channel, None, None)?;
+                }
+                let e = ApiError::from(e);
+                self.outbox
+                    .end_start(None, protocol::error(e.code, &e.message, rid, None))
+            }
+        }
+    }
+
+    /// After the socket closed: stop forwarders, cancel the runs the client
+    /// left behind (unless they run in the background or the gateway drains).
+    async fn finish(&mut self) {
+        for (_, stop) in self.forwarders.drain() {
+            stop.cancel();
+        }
+        if !self.closer.reason().is_some_and(|r| r.client_left()) {
+            return;
+        }
+        for run_id in self.outbox.open_runs() {
+            if let Err(e) = self
+                .state
+                .runtime
+                .cancel_run(self.auth.account(), &run_id)
+                .await
+            {
+                tracing::debug!(error = %e, run_id, "cancel on websocket close");
+            }
+        }
+    }
+}
+
+/// Copies one channel's events into the outbox until unsubscribed, the feed
+/// ends, or the client falls behind.
+async fn forward(
+    mut feed: Feed,
+    channel: Arc<str>,
+    gen: u64,
+    outbox: Arc<Outbox>,
+    closer: Arc<Closer>,
+    stop: CancellationToken,
+) {
+    loop {
+        let item = tokio::select! {
+            biased;
+            _ = stop.cancelled() => return,
+            item = feed.next() => item,
+        };
+        match item {
+            Some(Ok(ev)) => {
+                if outbox.event(&channel, gen, &ev) == Err(Overflow) {
+                    return closer.close(CloseReason::Lagged {
+                        channel: Some(channel),
+                    });
+                }
+            }
+            Some(Err(FeedError::Bus(BusError::Lagged { .. }))) => {
+                return closer.close(CloseReason::Lagged {
+                    channel: Some(channel),
+                });
+            }
+            Some(Err(e)) => {
+                let frame = protocol::error(e.code(), &e.message(), None, Some(&channel));
+                if outbox.deactivate(&channel, Some(gen), Some(frame)).is_err() {
+                    closer.close(CloseReason::Lagged { channel: None });
+                }
+                return;
+            }
+            // A run channel ends after `done`; the client may subscribe again.
+            None => {
+                let _ = outbox.deactivate(&channel, Some(gen), None);
+                return;
+            }
+        }
+    }
+}
+
+/// tungstenite's "message/frame too long" capacity errors.
+fn is_too_big(error: &str) -> bool {
+    let e = error.to_ascii_lowercase();
+    e.contains("space limit exceeded") || e.contains("too long") || e.contains("too big")
+}
