@@ -113,7 +113,6 @@ impl RunTask {
                 .await;
         }
         let run = self.conclude(&mut em, outcome, usage).await;
-        self.save(&run).await;
         log.info(format!(
             "run ended: {} ({}) after {} ms",
             run.status,
@@ -258,7 +257,8 @@ impl RunTask {
         }
     }
 
-    /// Publishes the terminal events and returns the run's final record.
+    /// Publishes the terminal events, stores the final status (before `done`)
+    /// and returns the run's final record.
     async fn conclude(&self, em: &mut Emitter, outcome: Outcome, usage: Option<Usage>) -> Run {
         let (status, stop_reason, mut error) = match &outcome {
             Outcome::EndTurn => (RUN_COMPLETED, "end_turn", None),
@@ -293,26 +293,36 @@ impl RunTask {
                 .map(drop),
             );
         }
+        // The final status is stored before `done` goes out, so a client
+        // that saw `done` and asks GET /v1/runs/{id} sees it.
+        let mut status = status;
+        if let Err(e) = &published {
+            status = RUN_FAILED;
+            error.get_or_insert_with(|| format!("event delivery failed: {e}"));
+        }
+        let mut run = Run {
+            status: status.into(),
+            stop_reason: Some(stop_reason.into()),
+            error,
+            updated_at: crate::util::now(),
+            ..self.run.clone()
+        };
+        self.save(&run).await;
         // `done` is attempted even when an earlier publish failed: it is what
         // ends every stream of this run.
         let done = em
             .emit("done", fields([("stop_reason", stop_reason.into())]))
             .await
             .map(drop);
-        let flushed = em.flush().await;
-        let mut status = status;
-        if let Err(e) = published.and(done).and(flushed) {
+        if let Err(e) = done.and(em.flush().await) {
             tracing::warn!(error = %e, run_id = %self.run.id, "run end not fully delivered");
-            status = RUN_FAILED;
-            error.get_or_insert_with(|| format!("event delivery failed: {e}"));
+            if run.status != RUN_FAILED {
+                run.status = RUN_FAILED.into();
+                run.error = Some(format!("event delivery failed: {e}"));
+                self.save(&run).await;
+            }
         }
-        Run {
-            status: status.into(),
-            stop_reason: Some(stop_reason.into()),
-            error,
-            updated_at: crate::util::now(),
-            ..self.run.clone()
-        }
+        run
     }
 
     /// Writes the final status, retrying briefly: a run left `running` in the

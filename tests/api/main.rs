@@ -3,5 +3,8 @@
 
 mod cli;
 mod common;
+mod fake_provider;
+mod protocol;
 mod rest;
+mod runs;
 mod scopes;

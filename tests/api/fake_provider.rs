@@ -1,0 +1,326 @@
+//! A real local OpenAI-compatible provider for tests: an axum server on
+//! 127.0.0.1:0 that streams `chat.completion.chunk`s. Its behaviour is chosen
+//! by the requested `model`:
+//!
+//! - `fake-text`: "Hello" + " world", finish `stop`, a usage chunk when
+//!   `stream_options.include_usage`, `[DONE]`; non-streamed: a `chat.completion`.
+//! - `fake-tools`: first call (no `tool` message yet) asks for the first
+//!   offered tool, with the arguments `{"expression":"6*7","city":"Paris"}`
+//!   split over chunks, interleaved with a second call to `get_time`; once a
+//!   tool result is in the messages, answers `Tool said: <first result>`.
+//! - `fake-500`: HTTP 500 with an OpenAI-shaped error body.
+//! - `fake-400`: HTTP 400 with an OpenAI-shaped error body.
+//! - `fake-broken`: one chunk, then the connection breaks mid-body.
+//! - `fake-slow`: a chunk every 50 ms, 200 of them (for cancellation).
+//! - `fake-stall`: the role chunk, then silence (for idle timeouts).
+//!
+//! It records every request body and counts streams the client hung up on.
+
+#![allow(dead_code)]
+
+use std::{
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
+
+use axum::{
+    body::{Body, Bytes},
+    extract::State,
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    routing::{get, post},
+    Json, Router,
+};
+use futures::Stream;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+
+#[derive(Default)]
+struct Shared {
+    requests: Mutex<Vec<Value>>,
+    hangups: AtomicUsize,
+    completed: AtomicUsize,
+}
+
+/// A running fake provider; `url` is its base (`http://127.0.0.1:P/v1`).
+pub struct FakeProvider {
+    pub url: String,
+    shared: Arc<Shared>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FakeProvider {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl FakeProvider {
+    pub async fn start() -> Self {
+        let shared = Arc::new(Shared::default());
+        let app = Router::new()
+            .route("/v1/chat/completions", post(completions))
+            .route("/v1/models", get(models))
+            .with_state(shared.clone());
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind fake provider");
+        let addr = listener.local_addr().expect("addr");
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self {
+            url: format!("http://{addr}/v1"),
+            shared,
+            task,
+        }
+    }
+
+    /// Every request body received, oldest first.
+    pub fn requests(&self) -> Vec<Value> {
+        self.shared.requests.lock().unwrap().clone()
+    }
+
+    /// Streams whose client went away before the end.
+    pub fn hangups(&self) -> usize {
+        self.shared.hangups.load(Ordering::SeqCst)
+    }
+
+    /// Streams sent to the end.
+    pub fn completed(&self) -> usize {
+        self.shared.completed.load(Ordering::SeqCst)
+    }
+}
+
+async fn models() -> Json<Value> {
+    Json(json!({"object": "list", "data": [
+        {"id": "fake-text", "object": "model", "created": 1700000000, "owned_by": "fake"},
+        {"id": "fake-tools", "object": "model", "created": 1700000000, "owned_by": "fake"},
+    ]}))
+}
+
+/// The non-streamed answer of `fake-text`, byte for byte.
+pub const TEXT_COMPLETION: &str = r#"{"id":"chatcmpl-fake","object":"chat.completion","created":1700000000,"model":"fake-text","choices":[{"index":0,"message":{"role":"assistant","content":"Hello world","refusal":null},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":11,"completion_tokens":2,"total_tokens":13}}"#;
+
+fn chunk(delta: Value, finish: Option<&str>) -> String {
+    let c = json!({
+        "id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1700000000,
+        "model": "fake", "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
+    });
+    format!("data: {c}\n\n")
+}
+
+fn usage_chunk() -> String {
+    let c = json!({
+        "id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1700000000, "model": "fake",
+        "choices": [], "usage": {"prompt_tokens": 11, "completion_tokens": 2, "total_tokens": 13},
+    });
+    format!("data: {c}\n\n")
+}
+
+/// Counts a hang-up if dropped before `finish()`.
+struct Watch {
+    shared: Arc<Shared>,
+    done: bool,
+}
+
+impl Watch {
+    fn finish(&mut self) {
+        self.done = true;
+        self.shared.completed.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        if !self.done {
+            self.shared.hangups.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+fn sse(body: impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static) -> Response {
+    Response::builder()
+        .header("content-type", "text/event-stream")
+        .body(Body::from_stream(body))
+        .unwrap()
+}
+
+fn error_body(status: StatusCode, message: &str) -> Response {
+    let body = json!({"error": {"message": message, "type": "invalid_request_error", "param": null, "code": "fake_error"}});
+    (status, Json(body)).into_response()
+}
+
+async fn completions(State(shared): State<Arc<Shared>>, Json(req): Json<Value>) -> Response {
+    shared.requests.lock().unwrap().push(req.clone());
+    let model = req["model"].as_str().unwrap_or_default().to_owned();
+    let stream = req["stream"].as_bool().unwrap_or(false);
+    let usage = req["stream_options"]["include_usage"]
+        .as_bool()
+        .unwrap_or(false);
+    let mut watch = Watch {
+        shared,
+        done: false,
+    };
+    match model.as_str() {
+        "fake-500" => error_body(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the fake provider failed",
+        ),
+        "fake-400" => error_body(StatusCode::BAD_REQUEST, "the fake provider refuses"),
+        "fake-text" if !stream => {
+            watch.finish();
+            ([("content-type", "application/json")], TEXT_COMPLETION).into_response()
+        }
+        "fake-text" => {
+            let mut frames = vec![
+                chunk(json!({"role": "assistant", "content": ""}), None),
+                chunk(json!({"content": "Hello"}), None),
+                chunk(json!({"content": " world"}), None),
+                chunk(json!({}), Some("stop")),
+            ];
+            if usage {
+                frames.push(usage_chunk());
+            }
+            frames.push("data: [DONE]\n\n".into());
+            sse(async_stream::stream! {
+                for f in frames {
+                    yield Ok::<_, std::io::Error>(Bytes::from(f));
+                }
+                watch.finish();
+            })
+        }
+        "fake-tools" => tools(req, usage, watch),
+        "fake-broken" => sse(async_stream::stream! {
+            let _watch = watch;
+            yield Ok(Bytes::from(chunk(json!({"role": "assistant", "content": "Hel"}), None)));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            yield Err(std::io::Error::other("the fake provider breaks the stream"));
+        }),
+        "fake-slow" => sse(async_stream::stream! {
+            yield Ok::<_, std::io::Error>(Bytes::from(chunk(json!({"role": "assistant", "content": ""}), None)));
+            for i in 0..200 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                yield Ok(Bytes::from(chunk(json!({"content": format!("t{i} ")}), None)));
+            }
+            yield Ok(Bytes::from(chunk(json!({}), Some("stop"))));
+            yield Ok(Bytes::from_static(b"data: [DONE]\n\n"));
+            watch.finish();
+        }),
+        "fake-stall" => sse(async_stream::stream! {
+            let _watch = watch;
+            yield Ok::<_, std::io::Error>(Bytes::from(chunk(json!({"role": "assistant", "content": ""}), None)));
+            futures::future::pending::<()>().await;
+        }),
+        other => error_body(StatusCode::NOT_FOUND, &format!("no model {other}")),
+    }
+}
+
+fn tools(req: Value, usage: bool, mut watch: Watch) -> Response {
+    let messages = req["messages"].as_array().cloned().unwrap_or_default();
+    let result = messages
+        .iter()
+        .find(|m| m["role"] == "tool")
+        .map(|m| m["content"].as_str().unwrap_or_default().to_owned());
+    let mut frames = Vec::new();
+    match result {
+        Some(result) => {
+            frames.push(chunk(json!({"role": "assistant", "content": ""}), None));
+            frames.push(chunk(
+                json!({"content": format!("Tool said: {result}")}),
+                None,
+            ));
+            frames.push(chunk(json!({}), Some("stop")));
+        }
+        None => {
+            let first = req["tools"][0]["function"]["name"]
+                .as_str()
+                .unwrap_or("none")
+                .to_owned();
+            let call = |index: u32, id: Option<&str>, name: Option<&str>, args: &str| {
+                let mut f = json!({"arguments": args});
+                if let Some(n) = name {
+                    f["name"] = json!(n);
+                }
+                let mut c = json!({"index": index, "function": f});
+                if let Some(id) = id {
+                    c["id"] = json!(id);
+                    c["type"] = json!("function");
+                }
+                chunk(json!({"tool_calls": [c]}), None)
+            };
+            frames.push(chunk(json!({"role": "assistant", "content": null}), None));
+            frames.push(call(0, Some("call_1"), Some(&first), ""));
+            frames.push(call(0, None, None, "{\"expression\":"));
+            frames.push(call(1, Some("call_2"), Some("get_time"), "{}"));
+            frames.push(call(0, None, None, "\"6*7\",\"city\":\"Paris\"}"));
+            frames.push(chunk(json!({}), Some("tool_calls")));
+        }
+    }
+    if usage {
+        frames.push(usage_chunk());
+    }
+    frames.push("data: [DONE]\n\n".into());
+    sse(async_stream::stream! {
+        for f in frames {
+            yield Ok::<_, std::io::Error>(Bytes::from(f));
+        }
+        watch.finish();
+    })
+}
+
+/// A webhook target: `POST /ok` answers `{"temp":21}`, `/fail` answers 500.
+/// Records the bodies it received.
+pub struct Webhook {
+    pub base: String,
+    bodies: Arc<Mutex<Vec<Value>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Webhook {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Webhook {
+    pub async fn start() -> Self {
+        let bodies: Arc<Mutex<Vec<Value>>> = Arc::default();
+        let b1 = bodies.clone();
+        let b2 = bodies.clone();
+        let app = Router::new()
+            .route(
+                "/ok",
+                post(move |Json(v): Json<Value>| async move {
+                    b1.lock().unwrap().push(v);
+                    Json(json!({"temp": 21}))
+                }),
+            )
+            .route(
+                "/fail",
+                post(move |Json(v): Json<Value>| async move {
+                    b2.lock().unwrap().push(v);
+                    (StatusCode::INTERNAL_SERVER_ERROR, "webhook exploded")
+                }),
+            );
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind webhook");
+        let addr = listener.local_addr().expect("addr");
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self {
+            base: format!("http://{addr}"),
+            bodies,
+            task,
+        }
+    }
+
+    pub fn bodies(&self) -> Vec<Value> {
+        self.bodies.lock().unwrap().clone()
+    }
+}

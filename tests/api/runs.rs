@@ -1,0 +1,977 @@
+//! Agent runs over the real gateway: `POST /v1/agents/{id}/messages` as SSE
+//! and JSON, tools (built-in and webhook), upstream models against a real
+//! local fake provider, cancellation, history, logs and restarts.
+
+use std::{pin::Pin, time::Duration};
+
+use eventsource_stream::Eventsource;
+use futures::{Stream, StreamExt};
+use reqwest::{Method, Response};
+use serde_json::{json, Value};
+use weir::{config::ServeConfig, store::Run};
+
+use crate::{
+    common::{expect_error, spawn_gateway, spawn_gateway_with, StoreMode, TestGateway},
+    fake_provider::{FakeProvider, Webhook},
+    protocol::assert_valid,
+};
+
+/// One SSE event as a client sees it.
+#[derive(Debug, Clone)]
+pub struct Ev {
+    pub id: String,
+    pub event: String,
+    pub data: Value,
+}
+
+type EvStream = Pin<Box<dyn Stream<Item = Ev> + Send>>;
+
+/// Reads an SSE response with eventsource-stream (`: ping` comments skipped).
+pub fn sse(resp: Response) -> EvStream {
+    Box::pin(resp.bytes_stream().eventsource().map(|e| {
+        let e = e.expect("well-formed SSE");
+        let data = serde_json::from_str(&e.data).unwrap_or(Value::String(e.data.clone()));
+        Ev {
+            id: e.id,
+            event: e.event,
+            data,
+        }
+    }))
+}
+
+/// The next event, failing the test after 10 s.
+pub async fn next(s: &mut EvStream) -> Option<Ev> {
+    tokio::time::timeout(Duration::from_secs(10), s.next())
+        .await
+        .expect("an SSE event within 10 s")
+}
+
+/// Every event until the stream ends.
+pub async fn all(resp: Response) -> Vec<Ev> {
+    let mut s = sse(resp);
+    let mut out = Vec::new();
+    while let Some(ev) = next(&mut s).await {
+        out.push(ev);
+    }
+    out
+}
+
+pub fn types(evs: &[Value]) -> Vec<&str> {
+    evs.iter()
+        .map(|e| e["message_type"].as_str().unwrap_or("?"))
+        .collect()
+}
+
+pub fn of_type<'a>(evs: &'a [Value], t: &str) -> Vec<&'a Value> {
+    evs.iter().filter(|e| e["message_type"] == t).collect()
+}
+
+/// Creates an agent with extra fields (`model`, `metadata`, `tools`, …).
+pub async fn agent_with(gw: &TestGateway, body: Value) -> String {
+    let mut b = json!({"name": "t"});
+    b.as_object_mut()
+        .unwrap()
+        .extend(body.as_object().unwrap().clone());
+    let r = gw.post("/v1/agents", b).await;
+    assert_eq!(
+        r.status(),
+        201,
+        "create agent: {}",
+        r.text().await.unwrap_or_default()
+    );
+    r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Sends a message and returns the response (SSE or JSON by `body`).
+pub async fn send(gw: &TestGateway, agent: &str, body: Value) -> Response {
+    gw.post(&format!("/v1/agents/{agent}/messages"), body).await
+}
+
+/// A streamed run's event payloads, checked frame by frame: SSE `id` is the
+/// seq, `event` the message_type, seq strictly increasing, common fields
+/// present, every event schema-valid, exactly one `done`, last.
+pub async fn run_sse(gw: &TestGateway, agent: &str, body: Value) -> Vec<Value> {
+    let resp = send(gw, agent, body).await;
+    assert_eq!(resp.status(), 200);
+    let evs = all(resp).await;
+    check_run(&evs, agent)
+}
+
+pub fn check_run(evs: &[Ev], agent: &str) -> Vec<Value> {
+    assert!(!evs.is_empty(), "no events");
+    let run_id = evs[0].data["run_id"].as_str().expect("run_id").to_owned();
+    let mut last = 0;
+    for e in evs {
+        let d = &e.data;
+        assert_valid("event.json", d);
+        let seq = d["seq"].as_u64().expect("seq");
+        assert!(seq > last, "seq strictly increasing: {seq} after {last}");
+        last = seq;
+        assert_eq!(e.id, seq.to_string(), "SSE id is the seq");
+        assert_eq!(
+            e.event,
+            d["message_type"].as_str().unwrap(),
+            "SSE event is the message_type"
+        );
+        assert!(d["id"].as_str().unwrap().starts_with("msg-"));
+        assert_eq!(d["run_id"], run_id.as_str());
+        assert_eq!(d["agent_id"], agent);
+        assert!(d["session_id"].as_str().is_some_and(|s| !s.is_empty()));
+        assert!(d["date"].as_str().is_some_and(|s| s.ends_with('Z')));
+        assert_ne!(
+            d["message_type"], "user_message",
+            "the user's message is not echoed"
+        );
+    }
+    let data: Vec<Value> = evs.iter().map(|e| e.data.clone()).collect();
+    assert_eq!(
+        of_type(&data, "done").len(),
+        1,
+        "exactly one done: {:?}",
+        types(&data)
+    );
+    assert_eq!(data.last().unwrap()["message_type"], "done");
+    data
+}
+
+pub async fn get_json(gw: &TestGateway, path: &str) -> Value {
+    let r = gw.get(path).await;
+    assert_eq!(r.status(), 200, "GET {path}");
+    r.json().await.unwrap()
+}
+
+/// Polls the run until it leaves `running` (5 s at most).
+pub async fn wait_run(gw: &TestGateway, run_id: &str) -> Value {
+    for _ in 0..100 {
+        let run = get_json(gw, &format!("/v1/runs/{run_id}")).await;
+        if run["status"] != "running" {
+            return run;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("run {run_id} still running after 5 s");
+}
+
+pub async fn with_provider(fp: &FakeProvider) -> TestGateway {
+    let url = fp.url.clone();
+    spawn_gateway_with(StoreMode::Embedded, move |c: &mut ServeConfig| {
+        c.provider_url = Some(url);
+        c.provider_key = Some("sk-fake".into());
+        c.first_token_timeout_secs = 2;
+        c.idle_timeout_secs = 1;
+    })
+    .await
+}
+
+#[tokio::test]
+async fn echo_run_over_sse_is_ordered_and_complete() {
+    let gw = spawn_gateway().await;
+    let agent = gw.create_agent("echo").await;
+    let resp = send(
+        &gw,
+        &agent,
+        json!({"message": "hello there", "stream": true}),
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    let h = resp.headers();
+    assert_eq!(h["content-type"], "text/event-stream");
+    assert_eq!(h["cache-control"], "no-cache");
+    assert_eq!(h["x-accel-buffering"], "no");
+    let evs = check_run(&all(resp).await, &agent);
+    assert_eq!(
+        types(&evs),
+        ["internal_monologue", "assistant_message", "usage", "done"]
+    );
+    assert_eq!(evs[1]["message"], "You said: \"hello there\"");
+    assert_eq!(evs[3]["stop_reason"], "end_turn");
+    let u = &evs[2];
+    assert_eq!(
+        u["total_tokens"].as_u64().unwrap(),
+        u["prompt_tokens"].as_u64().unwrap() + u["completion_tokens"].as_u64().unwrap()
+    );
+    assert!(u["completion_tokens"].as_u64().unwrap() > 0);
+}
+
+#[tokio::test]
+async fn json_mode_answers_after_the_run_and_accept_header_selects_sse() {
+    let gw = spawn_gateway().await;
+    let agent = gw.create_agent("echo").await;
+    let r = send(
+        &gw,
+        &agent,
+        json!({"messages": [{"role": "user", "content": "one"}]}),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/json"));
+    let body: Value = r.json().await.unwrap();
+    let run_id = body["run_id"].as_str().unwrap();
+    let msgs = body["messages"].as_array().unwrap();
+    assert_eq!(
+        types(msgs),
+        ["internal_monologue", "assistant_message", "usage", "done"]
+    );
+    assert!(msgs.iter().all(|m| m["run_id"] == run_id));
+    let run = get_json(&gw, &format!("/v1/runs/{run_id}")).await;
+    assert_eq!(run["status"], "completed");
+    assert_eq!(run["stop_reason"], "end_turn");
+    assert_eq!(run["agent_id"], agent.as_str());
+    assert_eq!(run["session_id"], msgs[0]["session_id"]);
+
+    let r = gw
+        .req(Method::POST, &format!("/v1/agents/{agent}/messages"))
+        .header("accept", "text/event-stream")
+        .json(&json!({"message": "two"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["content-type"], "text/event-stream");
+    let evs = check_run(&all(r).await, &agent);
+    assert_eq!(evs[1]["message"], "You said: \"two\"");
+    assert_eq!(
+        evs[0]["session_id"], msgs[0]["session_id"],
+        "the default session is reused"
+    );
+}
+
+#[tokio::test]
+async fn asking_for_the_time_calls_get_time() {
+    let gw = spawn_gateway().await;
+    let agent = gw.create_agent("echo").await;
+    let evs = run_sse(
+        &gw,
+        &agent,
+        json!({"message": "What time is it?", "stream": true}),
+    )
+    .await;
+    assert_eq!(
+        types(&evs),
+        [
+            "internal_monologue",
+            "function_message",
+            "assistant_message",
+            "usage",
+            "done"
+        ]
+    );
+    let f = &evs[1]["message"];
+    assert_eq!(f["function"], "get_time");
+    assert_eq!(f["status"], "success");
+    assert_eq!(f["args"], json!({}));
+    let time = f["result"].as_str().unwrap();
+    assert!(time.ends_with('Z') && time.contains('T'), "{time}");
+    assert_eq!(
+        evs[2]["message"],
+        format!("You said: \"What time is it?\". The current time is {time}.")
+    );
+}
+
+#[tokio::test]
+async fn stream_tokens_deltas_concatenate_to_the_reply() {
+    let gw = spawn_gateway().await;
+    let agent = gw.create_agent("echo").await;
+    let body = json!({"message": "split me into  pieces", "stream": true, "stream_tokens": true});
+    let evs = run_sse(&gw, &agent, body).await;
+    let deltas = of_type(&evs, "assistant_delta");
+    assert!(deltas.len() >= 4, "{:?}", types(&evs));
+    let joined: String = deltas
+        .iter()
+        .map(|d| d["delta"].as_str().unwrap())
+        .collect();
+    let reply = of_type(&evs, "assistant_message")[0]["message"]
+        .as_str()
+        .unwrap();
+    assert_eq!(joined, reply);
+    // Deltas come before the whole message, after the monologue.
+    let t = types(&evs);
+    assert_eq!(t[0], "internal_monologue");
+    assert_eq!(&t[t.len() - 3..], ["assistant_message", "usage", "done"]);
+    // Without stream_tokens there are none.
+    let evs = run_sse(&gw, &agent, json!({"message": "no deltas", "stream": true})).await;
+    assert!(of_type(&evs, "assistant_delta").is_empty());
+}
+
+#[tokio::test]
+async fn max_steps_stops_a_run_that_keeps_calling_tools() {
+    let gw = spawn_gateway().await;
+    let agent = agent_with(&gw, json!({"metadata": {"max_steps": 1}})).await;
+    let evs = run_sse(
+        &gw,
+        &agent,
+        json!({"message": "the time please", "stream": true}),
+    )
+    .await;
+    assert_eq!(
+        types(&evs),
+        ["internal_monologue", "function_message", "usage", "done"]
+    );
+    assert_eq!(evs[3]["stop_reason"], "max_steps");
+    let run = get_json(
+        &gw,
+        &format!("/v1/runs/{}", evs[0]["run_id"].as_str().unwrap()),
+    )
+    .await;
+    assert_eq!(run["status"], "completed");
+    assert_eq!(run["stop_reason"], "max_steps");
+}
+
+const LONG: &str =
+    "one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen";
+
+#[tokio::test]
+async fn cancel_mid_run_ends_with_done_cancelled() {
+    let gw = spawn_gateway().await;
+    let agent = agent_with(&gw, json!({"metadata": {"echo_delay_ms": 100}})).await;
+    let resp = send(
+        &gw,
+        &agent,
+        json!({"message": LONG, "stream": true, "stream_tokens": true}),
+    )
+    .await;
+    let mut s = sse(resp);
+    let mut seen = Vec::new();
+    let run_id = loop {
+        let ev = next(&mut s).await.expect("an event");
+        seen.push(ev.clone());
+        if ev.event == "assistant_delta" {
+            break ev.data["run_id"].as_str().unwrap().to_owned();
+        }
+    };
+    let r = gw
+        .post(&format!("/v1/runs/{run_id}/cancel"), json!({}))
+        .await;
+    assert_eq!(r.status(), 200);
+    let run: Value = r.json().await.unwrap();
+    assert_eq!(run["status"], "cancelled", "{run}");
+    assert_eq!(run["stop_reason"], "cancelled");
+    while let Some(ev) = next(&mut s).await {
+        seen.push(ev);
+    }
+    let evs = check_run(&seen, &agent);
+    assert_eq!(evs.last().unwrap()["stop_reason"], "cancelled");
+    assert!(
+        of_type(&evs, "assistant_message").is_empty(),
+        "cancelled before the reply"
+    );
+    // Cancelling again is harmless; an unknown run is 404.
+    let again: Value = gw
+        .post(&format!("/v1/runs/{run_id}/cancel"), json!({}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(again["status"], "cancelled");
+    expect_error(
+        gw.post("/v1/runs/run-nope/cancel", json!({})).await,
+        404,
+        "run_not_found",
+    )
+    .await;
+    expect_error(gw.get("/v1/runs/run-nope").await, 404, "run_not_found").await;
+}
+
+#[tokio::test]
+async fn client_disconnect_cancels_unless_background() {
+    let gw = spawn_gateway().await;
+    let agent = agent_with(&gw, json!({"metadata": {"echo_delay_ms": 50}})).await;
+    for background in [false, true] {
+        let body = json!({"message": LONG, "stream": true, "background": background});
+        let mut s = sse(send(&gw, &agent, body).await);
+        let first = next(&mut s).await.expect("first event");
+        let run_id = first.data["run_id"].as_str().unwrap().to_owned();
+        drop(s);
+        let run = wait_run(&gw, &run_id).await;
+        if background {
+            assert_eq!(
+                run["status"], "completed",
+                "a background run outlives its client"
+            );
+        } else {
+            assert_eq!(
+                run["status"], "cancelled",
+                "a client that leaves cancels its run"
+            );
+        }
+    }
+    // The same for a JSON-mode request whose client gives up.
+    let req = gw
+        .req(Method::POST, &format!("/v1/agents/{agent}/messages"))
+        .json(&json!({"message": LONG}));
+    let gone = tokio::time::timeout(Duration::from_millis(300), req.send()).await;
+    assert!(gone.is_err(), "the JSON answer needs the whole run");
+    let history = get_json(&gw, &format!("/v1/agents/{agent}/messages?limit=1000")).await;
+    let last_run = history["data"].as_array().unwrap().last().unwrap()["run_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(wait_run(&gw, &last_run).await["status"], "cancelled");
+}
+
+#[tokio::test]
+async fn refusals_name_what_is_wrong() {
+    let gw = spawn_gateway().await;
+    let agent = gw.create_agent("echo").await;
+    let path = format!("/v1/agents/{agent}/messages");
+    for (body, what) in [
+        (json!({}), "message"),
+        (json!({"message": ""}), "message"),
+        (
+            json!({"message": "a", "messages": [{"role": "user", "content": "b"}]}),
+            "messages",
+        ),
+        (
+            json!({"messages": [{"role": "assistant", "content": "b"}]}),
+            "role",
+        ),
+        (json!({"messages": [{"content": "b"}]}), "role"),
+        (json!({"message": "a", "stream": "yes"}), "stream"),
+    ] {
+        let e = expect_error(gw.post(&path, body.clone()).await, 400, "validation_error").await;
+        assert!(
+            e["error"]["message"].as_str().unwrap().contains(what),
+            "{body} -> {e}"
+        );
+    }
+    expect_error(
+        gw.post(&path, json!({"message": "a", "session_id": "ses-nope"}))
+            .await,
+        404,
+        "session_not_found",
+    )
+    .await;
+    expect_error(
+        gw.post("/v1/agents/agent-nope/messages", json!({"message": "a"}))
+            .await,
+        404,
+        "agent_not_found",
+    )
+    .await;
+    // Another account's agent does not exist for this key.
+    let other = gw.mint_key("other", &["*"]).await;
+    let r = gw
+        .req_as(&other, Method::POST, &path)
+        .json(&json!({"message": "a"}))
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, 404, "agent_not_found").await;
+    let r = gw.req_as(&other, Method::GET, &path).send().await.unwrap();
+    expect_error(r, 404, "agent_not_found").await;
+    // A stopped agent refuses, a started one answers again.
+    assert_eq!(
+        gw.post(&format!("/v1/agents/{agent}/stop"), json!({}))
+            .await
+            .status(),
+        200
+    );
+    expect_error(
+        gw.post(&path, json!({"message": "a"})).await,
+        409,
+        "agent_stopped",
+    )
+    .await;
+    assert_eq!(
+        gw.post(&format!("/v1/agents/{agent}/start"), json!({}))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(gw.post(&path, json!({"message": "a"})).await.status(), 200);
+    // Scopes: chat for messages, logs for logs.
+    let reader = gw.mint_key("default", &["agents:read"]).await;
+    let r = gw
+        .req_as(&reader, Method::POST, &path)
+        .json(&json!({"message": "a"}))
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, 403, "forbidden").await;
+    let chat = gw.mint_key("default", &["chat"]).await;
+    let r = gw
+        .req_as(&chat, Method::GET, &format!("/v1/agents/{agent}/logs"))
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, 403, "forbidden").await;
+}
+
+#[tokio::test]
+async fn history_is_paginated_per_session() {
+    let gw = spawn_gateway().await;
+    let agent = gw.create_agent("echo").await;
+    let path = format!("/v1/agents/{agent}/messages");
+    // Nothing yet: an empty page, and no default session made by reading.
+    let empty = get_json(&gw, &path).await;
+    assert_eq!(empty["data"], json!([]));
+    assert_eq!(empty["pagination"]["total"], 0);
+    for text in ["first", "second", "third"] {
+        assert_eq!(gw.post(&path, json!({"message": text})).await.status(), 200);
+    }
+    let all_events = get_json(&gw, &format!("{path}?limit=1000")).await;
+    let evs = all_events["data"].as_array().unwrap().clone();
+    assert_eq!(all_events["pagination"]["total"], evs.len());
+    assert_eq!(evs.len(), 3 * 5, "user_message + 4 events per run");
+    let users: Vec<&str> = of_type(&evs, "user_message")
+        .iter()
+        .map(|e| e["message"].as_str().unwrap())
+        .collect();
+    assert_eq!(users, ["first", "second", "third"], "oldest first");
+    let seqs: Vec<u64> = evs.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]));
+    for e in &evs {
+        assert_valid("event.json", e);
+    }
+    // Page by cursor: 4 at a time, no gap, no duplicate.
+    let mut paged = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let q = cursor
+            .as_ref()
+            .map_or(String::new(), |c| format!("&after={c}"));
+        let page = get_json(&gw, &format!("{path}?limit=4{q}")).await;
+        let data = page["data"].as_array().unwrap();
+        assert!(data.len() <= 4);
+        paged.extend(data.iter().cloned());
+        match page["pagination"]["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(paged, evs);
+    let page = get_json(&gw, &format!("{path}?limit=2&offset=2")).await;
+    assert_eq!(page["data"].as_array().unwrap()[..], evs[2..4]);
+    expect_error(
+        gw.get(&format!("{path}?limit=0")).await,
+        400,
+        "validation_error",
+    )
+    .await;
+
+    // A named session keeps its own history.
+    let r = gw
+        .post(
+            &format!("/v1/agents/{agent}/sessions"),
+            json!({"name": "side"}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let sid = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let out: Value = gw
+        .post(&path, json!({"message": "aside", "session_id": sid}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(out["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|e| e["session_id"] == sid.as_str()));
+    let side = get_json(&gw, &format!("{path}?session_id={sid}")).await;
+    assert_eq!(side["pagination"]["total"], 5);
+    assert_eq!(side["data"][0]["message"], "aside");
+    let default = get_json(&gw, &format!("{path}?limit=1000")).await;
+    assert_eq!(
+        default["data"].as_array().unwrap().len(),
+        15,
+        "the default session is unchanged"
+    );
+    expect_error(
+        gw.get(&format!("{path}?session_id=ses-nope")).await,
+        404,
+        "session_not_found",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn logs_are_written_per_run() {
+    let gw = spawn_gateway().await;
+    let agent = gw.create_agent("echo").await;
+    let out: Value = send(&gw, &agent, json!({"message": "what time is it"}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let run_id = out["run_id"].as_str().unwrap();
+    // The last line is written after the run's final status: poll briefly.
+    let mut lines = Vec::new();
+    for _ in 0..50 {
+        let page = get_json(&gw, &format!("/v1/agents/{agent}/logs")).await;
+        lines = page["data"].as_array().unwrap().clone();
+        if lines
+            .iter()
+            .any(|l| l["message"].as_str().unwrap().starts_with("run ended"))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let msgs: Vec<&str> = lines
+        .iter()
+        .map(|l| l["message"].as_str().unwrap())
+        .collect();
+    assert!(msgs[0].starts_with("run started: model echo"), "{msgs:?}");
+    assert!(
+        msgs.iter()
+            .any(|m| m.starts_with("model echo called (step 1): ") && m.ends_with(" ms")),
+        "{msgs:?}"
+    );
+    assert!(
+        msgs.iter()
+            .any(|m| m.starts_with("tool get_time called: success")),
+        "{msgs:?}"
+    );
+    assert!(
+        msgs.last()
+            .unwrap()
+            .starts_with("run ended: completed (end_turn)"),
+        "{msgs:?}"
+    );
+    let mut last = 0;
+    for l in &lines {
+        assert_valid("event.json", l);
+        assert_eq!(l["message_type"], "log");
+        assert_eq!(l["run_id"], run_id);
+        assert_eq!(l["level"], "info");
+        let seq = l["seq"].as_u64().unwrap();
+        assert!(seq > last);
+        last = seq;
+    }
+    let page = get_json(&gw, &format!("/v1/agents/{agent}/logs?limit=2")).await;
+    assert_eq!(page["data"].as_array().unwrap().len(), 2);
+    assert!(page["pagination"]["next_cursor"].is_string());
+}
+
+#[tokio::test]
+async fn webhook_tools_succeed_and_fail_without_failing_the_run() {
+    let fp = FakeProvider::start().await;
+    let hook = Webhook::start().await;
+    let gw = with_provider(&fp).await;
+    for (path, ok) in [("/ok", true), ("/fail", false)] {
+        let name = format!("weather{}", path.replace('/', "_"));
+        let tool = json!({"name": name, "description": "weather", "kind": "webhook", "url": format!("{}{path}", hook.base),
+            "json_schema": {"type": "object", "properties": {"city": {"type": "string"}}}});
+        let r = gw.post("/v1/tools", tool).await;
+        assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+        let tool_id = r.json::<Value>().await.unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let agent = agent_with(
+            &gw,
+            json!({"model": "upstream/fake-tools", "tools": [tool_id]}),
+        )
+        .await;
+        let evs = run_sse(
+            &gw,
+            &agent,
+            json!({"message": "weather in Paris?", "stream": true}),
+        )
+        .await;
+        assert_eq!(
+            types(&evs),
+            [
+                "function_message",
+                "function_message",
+                "assistant_message",
+                "usage",
+                "done"
+            ]
+        );
+        let f = &evs[0]["message"];
+        assert_eq!(f["function"], name.as_str());
+        assert_eq!(f["args"], json!({"expression": "6*7", "city": "Paris"}));
+        assert_eq!(
+            evs[1]["message"]["function"], "get_time",
+            "the second, interleaved call"
+        );
+        if ok {
+            assert_eq!(f["status"], "success");
+            assert_eq!(f["result"], json!({"temp": 21}));
+            assert_eq!(evs[2]["message"], "Tool said: {\"temp\":21}");
+        } else {
+            assert_eq!(f["status"], "error");
+            let why = f["result"].as_str().unwrap();
+            assert!(
+                why.contains("500") && why.contains("webhook exploded"),
+                "{why}"
+            );
+            assert!(evs[2]["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("Tool said: webhook answered 500"));
+        }
+        assert_eq!(evs[4]["stop_reason"], "end_turn");
+        let run = wait_run(&gw, evs[0]["run_id"].as_str().unwrap()).await;
+        assert_eq!(run["status"], "completed");
+    }
+    let bodies = hook.bodies();
+    assert_eq!(bodies.len(), 2);
+    assert!(bodies
+        .iter()
+        .all(|b| *b == json!({"expression": "6*7", "city": "Paris"})));
+}
+
+#[tokio::test]
+async fn upstream_model_streams_tool_calls_history_and_usage() {
+    let fp = FakeProvider::start().await;
+    let gw = with_provider(&fp).await;
+    let agent = agent_with(
+        &gw,
+        json!({"model": "upstream/fake-tools", "tools": ["calculator"], "system": "be exact"}),
+    )
+    .await;
+    let evs = run_sse(
+        &gw,
+        &agent,
+        json!({"message": "6 times 7?", "stream": true, "stream_tokens": true}),
+    )
+    .await;
+    assert_eq!(
+        types(&evs),
+        [
+            "function_message",
+            "function_message",
+            "assistant_delta",
+            "assistant_message",
+            "usage",
+            "done"
+        ]
+    );
+    let calc = &evs[0]["message"];
+    assert_eq!(calc["function"], "calculator");
+    assert_eq!(calc["result"], 42);
+    assert_eq!(calc["status"], "success");
+    assert_eq!(evs[3]["message"], "Tool said: 42");
+    // Usage summed over both model calls (11 + 2 each).
+    assert_eq!(
+        (
+            evs[4]["prompt_tokens"].as_u64(),
+            evs[4]["completion_tokens"].as_u64(),
+            evs[4]["total_tokens"].as_u64()
+        ),
+        (Some(22), Some(4), Some(26))
+    );
+    let reqs = fp.requests();
+    assert_eq!(reqs.len(), 2);
+    let first = &reqs[0];
+    assert_eq!(first["model"], "fake-tools");
+    assert_eq!(first["stream"], true);
+    assert_eq!(first["stream_options"]["include_usage"], true);
+    assert_eq!(first["tools"][0]["function"]["name"], "calculator");
+    assert_eq!(
+        first["messages"],
+        json!([{"role": "system", "content": "be exact"}, {"role": "user", "content": "6 times 7?"}])
+    );
+    let second = reqs[1]["messages"].as_array().unwrap();
+    assert_eq!(second[2]["tool_calls"][0]["id"], "call_1");
+    assert_eq!(
+        second[2]["tool_calls"][0]["function"]["arguments"],
+        "{\"expression\":\"6*7\",\"city\":\"Paris\"}"
+    );
+    assert_eq!(
+        second[3],
+        json!({"role": "tool", "tool_call_id": "call_1", "content": "42"})
+    );
+    assert_eq!(second[4]["tool_call_id"], "call_2");
+
+    // A second message: the model sees the session's history.
+    let text = agent_with(&gw, json!({"model": "upstream/fake-text"})).await;
+    run_sse(&gw, &text, json!({"message": "first", "stream": true})).await;
+    let evs = run_sse(
+        &gw,
+        &text,
+        json!({"message": "second", "stream": true, "stream_tokens": true}),
+    )
+    .await;
+    assert_eq!(
+        types(&evs),
+        [
+            "assistant_delta",
+            "assistant_delta",
+            "assistant_message",
+            "usage",
+            "done"
+        ]
+    );
+    assert_eq!(evs[2]["message"], "Hello world");
+    assert_eq!(evs[3]["total_tokens"], 13);
+    let last = fp.requests().pop().unwrap();
+    assert_eq!(
+        last["messages"],
+        json!([
+            {"role": "user", "content": "first"},
+            {"role": "assistant", "content": "Hello world"},
+            {"role": "user", "content": "second"},
+        ])
+    );
+}
+
+#[tokio::test]
+async fn upstream_failures_end_with_error_then_done() {
+    let fp = FakeProvider::start().await;
+    let gw = with_provider(&fp).await;
+    for (model, code, needle) in [
+        ("fake-500", "upstream_error", "500"),
+        ("fake-broken", "upstream_stream_error", "broke"),
+        ("fake-stall", "upstream_timeout", "idle"),
+    ] {
+        let agent = agent_with(&gw, json!({"model": format!("upstream/{model}")})).await;
+        let evs = run_sse(&gw, &agent, json!({"message": "hi", "stream": true})).await;
+        let t = types(&evs);
+        assert_eq!(&t[t.len() - 2..], ["error", "done"], "{model}: {t:?}");
+        let err = &evs[evs.len() - 2];
+        assert_eq!(err["code"], code, "{model}: {err}");
+        assert!(
+            err["message"].as_str().unwrap().contains(needle),
+            "{model}: {err}"
+        );
+        assert_eq!(evs.last().unwrap()["stop_reason"], "error");
+        let run = wait_run(&gw, err["run_id"].as_str().unwrap()).await;
+        assert_eq!(run["status"], "failed");
+        assert_eq!(run["stop_reason"], "error");
+        assert!(run["error"].as_str().is_some_and(|e| !e.is_empty()));
+    }
+    // No provider configured: the agent's model is refused up front.
+    let plain = spawn_gateway().await;
+    let agent = agent_with(&plain, json!({"model": "upstream/x"})).await;
+    let e = expect_error(
+        send(&plain, &agent, json!({"message": "hi"})).await,
+        400,
+        "validation_error",
+    )
+    .await;
+    assert!(e["error"]["message"].as_str().unwrap().contains("provider"));
+}
+
+#[tokio::test]
+async fn disconnect_cancels_the_upstream_request() {
+    let fp = FakeProvider::start().await;
+    let gw = with_provider(&fp).await;
+    let agent = agent_with(&gw, json!({"model": "upstream/fake-slow"})).await;
+    let mut s = sse(send(
+        &gw,
+        &agent,
+        json!({"message": "go", "stream": true, "stream_tokens": true}),
+    )
+    .await);
+    let first = next(&mut s).await.expect("a delta");
+    assert_eq!(first.event, "assistant_delta");
+    let run_id = first.data["run_id"].as_str().unwrap().to_owned();
+    let left = std::time::Instant::now();
+    drop(s);
+    while fp.hangups() == 0 {
+        assert!(
+            left.elapsed() < Duration::from_millis(500),
+            "the provider saw no hang-up"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    eprintln!(
+        "provider saw the hang-up {} ms after the client left",
+        left.elapsed().as_millis()
+    );
+    assert_eq!(wait_run(&gw, &run_id).await["status"], "cancelled");
+    assert_eq!(fp.completed(), 0);
+}
+
+#[tokio::test]
+async fn restart_keeps_runs_history_and_seq() {
+    let gw = spawn_gateway().await;
+    let agent = gw.create_agent("echo").await;
+    let path = format!("/v1/agents/{agent}/messages");
+    let out: Value = gw
+        .post(&path, json!({"message": "before"}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let run_id = out["run_id"].as_str().unwrap().to_owned();
+    let before = get_json(&gw, &path).await;
+    let last_seq = before["data"].as_array().unwrap().last().unwrap()["seq"]
+        .as_u64()
+        .unwrap();
+    let logs_before = get_json(&gw, &format!("/v1/agents/{agent}/logs?limit=1000")).await["data"]
+        .as_array()
+        .unwrap()
+        .len();
+
+    let gw = gw.restart().await;
+    let run = get_json(&gw, &format!("/v1/runs/{run_id}")).await;
+    assert_eq!(run["status"], "completed");
+    assert_eq!(get_json(&gw, &path).await, before, "history survives");
+    let evs = run_sse(&gw, &agent, json!({"message": "after", "stream": true})).await;
+    assert!(
+        evs[0]["seq"].as_u64().unwrap() > last_seq + 1,
+        "seq continues after the user_message"
+    );
+    assert_eq!(
+        evs[0]["session_id"], before["data"][0]["session_id"],
+        "same default session"
+    );
+    let logs = get_json(&gw, &format!("/v1/agents/{agent}/logs?limit=1000")).await["data"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert!(logs.len() > logs_before);
+    let seqs: Vec<u64> = logs.iter().map(|l| l["seq"].as_u64().unwrap()).collect();
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "log seq continues too: {seqs:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_run_left_running_by_a_dead_gateway_is_settled_as_failed() {
+    let gw = spawn_gateway().await;
+    let agent = gw.create_agent("echo").await;
+    let out: Value = send(&gw, &agent, json!({"message": "x"}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let session = out["messages"][0]["session_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let orphan = Run {
+        id: "run-orphanAAAAAAAAAAAAAAAA".into(),
+        agent_id: agent.clone(),
+        session_id: session,
+        status: "running".into(),
+        stop_reason: None,
+        error: None,
+        created_at: "2020-01-01T00:00:00.000Z".into(),
+        updated_at: "2020-01-01T00:00:00.000Z".into(),
+    };
+    gw.store
+        .create_run("default", orphan.clone())
+        .await
+        .unwrap();
+    let run = get_json(&gw, &format!("/v1/runs/{}", orphan.id)).await;
+    assert_eq!(run["status"], "failed");
+    assert_eq!(run["stop_reason"], "error");
+    assert!(run["error"].as_str().unwrap().contains("interrupted"));
+    let history = get_json(&gw, &format!("/v1/agents/{agent}/messages?limit=1000")).await;
+    let ends: Vec<&Value> = history["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["run_id"] == orphan.id.as_str())
+        .collect();
+    assert_eq!(
+        types(&ends.into_iter().cloned().collect::<Vec<_>>()),
+        ["error", "done"]
+    );
+}
