@@ -406,3 +406,7 @@ pub async fn run_store(
 ) -> anyhow::Result<()> {
     StoreServer::bind(&cfg).await?.run(shutdown).await
 }
+
+#[cfg(test)]
+#[path = "tests/mod.rs"]
+mod tests;

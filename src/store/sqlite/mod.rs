@@ -70,6 +70,16 @@ impl SqliteStore {
         self.readers.run(f).await
     }
 
+    /// A single-row lookup by key: inline when a reader is free (see
+    /// [`pool`] for the measurements behind this).
+    async fn lookup<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
+    {
+        self.readers.run_quick(f).await
+    }
+
     async fn write<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
@@ -125,7 +135,7 @@ fn own(s: &str) -> String {
 #[async_trait]
 impl Store for SqliteStore {
     async fn ping(&self) -> StoreResult<()> {
-        self.read(|c| {
+        self.lookup(|c| {
             c.prepare_cached("SELECT 1")
                 .and_then(|mut s| s.query_row([], |r| r.get::<_, i64>(0)))
                 .map(drop)
@@ -138,7 +148,7 @@ impl Store for SqliteStore {
         // Almost always the account exists already: answer from a reader
         // and only queue behind the writer when it must be created.
         let a = own(account);
-        if let Some(found) = self.read(move |c| accounts::get_account(c, &a)).await? {
+        if let Some(found) = self.lookup(move |c| accounts::get_account(c, &a)).await? {
             return Ok(found);
         }
         let a = own(account);
@@ -147,7 +157,7 @@ impl Store for SqliteStore {
 
     async fn get_account(&self, account: &str) -> StoreResult<Account> {
         let a = own(account);
-        self.read(move |c| accounts::get_account(c, &a))
+        self.lookup(move |c| accounts::get_account(c, &a))
             .await?
             .ok_or_else(|| not_found("account"))
     }
@@ -158,7 +168,7 @@ impl Store for SqliteStore {
 
     async fn get_key(&self, key_id: &str) -> StoreResult<KeyRecord> {
         let id = own(key_id);
-        self.read(move |c| accounts::get_key(c, &id)).await
+        self.lookup(move |c| accounts::get_key(c, &id)).await
     }
 
     async fn list_keys(&self, account: &str, params: ListParams) -> StoreResult<Page<KeyRecord>> {
@@ -187,7 +197,7 @@ impl Store for SqliteStore {
 
     async fn get_agent(&self, account: &str, id: &str) -> StoreResult<Agent> {
         let (a, id) = (own(account), own(id));
-        self.read(move |c| agents::get_agent(c, &a, &id)).await
+        self.lookup(move |c| agents::get_agent(c, &a, &id)).await
     }
 
     async fn list_agents(&self, account: &str, params: ListParams) -> StoreResult<Page<Agent>> {
@@ -214,7 +224,7 @@ impl Store for SqliteStore {
 
     async fn get_tool(&self, account: &str, id: &str) -> StoreResult<Tool> {
         let (a, id) = (own(account), own(id));
-        self.read(move |c| agents::get_tool(c, &a, &id)).await
+        self.lookup(move |c| agents::get_tool(c, &a, &id)).await
     }
 
     async fn list_tools(&self, account: &str, params: ListParams) -> StoreResult<Page<Tool>> {
@@ -240,7 +250,7 @@ impl Store for SqliteStore {
 
     async fn get_session(&self, account: &str, agent_id: &str, id: &str) -> StoreResult<Session> {
         let (a, ag, id) = (own(account), own(agent_id), own(id));
-        self.read(move |c| agents::get_session(c, &a, &ag, &id))
+        self.lookup(move |c| agents::get_session(c, &a, &ag, &id))
             .await
     }
 
@@ -268,7 +278,7 @@ impl Store for SqliteStore {
 
     async fn get_run(&self, account: &str, id: &str) -> StoreResult<Run> {
         let (a, id) = (own(account), own(id));
-        self.read(move |c| runs::get_run(c, &a, &id)).await
+        self.lookup(move |c| runs::get_run(c, &a, &id)).await
     }
 
     async fn finish_run(&self, account: &str, run: Run) -> StoreResult<Run> {
@@ -287,7 +297,8 @@ impl Store for SqliteStore {
 
     async fn last_event_seq(&self, account: &str, agent_id: &str) -> StoreResult<u64> {
         let (a, ag) = (own(account), own(agent_id));
-        self.read(move |c| runs::last_seq(c, &a, &ag, false)).await
+        self.lookup(move |c| runs::last_seq(c, &a, &ag, false))
+            .await
     }
 
     async fn list_events(
@@ -312,7 +323,7 @@ impl Store for SqliteStore {
 
     async fn last_log_seq(&self, account: &str, agent_id: &str) -> StoreResult<u64> {
         let (a, ag) = (own(account), own(agent_id));
-        self.read(move |c| runs::last_seq(c, &a, &ag, true)).await
+        self.lookup(move |c| runs::last_seq(c, &a, &ag, true)).await
     }
 
     async fn list_logs(

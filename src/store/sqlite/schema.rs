@@ -162,13 +162,3 @@ pub(super) fn migrate(conn: &mut Connection) -> StoreResult<()> {
     }
     tx.commit().map_err(db_err)
 }
-
-/// Versions recorded in `schema_migrations`, for tests.
-#[cfg(test)]
-pub(super) fn applied(conn: &Connection) -> StoreResult<Vec<i64>> {
-    let mut stmt = conn
-        .prepare("SELECT version FROM schema_migrations ORDER BY version")
-        .map_err(db_err)?;
-    let rows = stmt.query_map([], |r| r.get(0)).map_err(db_err)?;
-    rows.collect::<Result<_, _>>().map_err(db_err)
-}

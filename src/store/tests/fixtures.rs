@@ -9,6 +9,13 @@ pub(super) fn acct() -> String {
     crate::util::new_id("acct")
 }
 
+/// A stored timestamp as a time (their text does not sort: `time` trims
+/// trailing zeros of the fraction).
+pub(super) fn ts(s: &str) -> time::OffsetDateTime {
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|e| panic!("{s:?} is not RFC 3339: {e}"))
+}
+
 pub(super) fn nf(kind: &str) -> StoreError {
     StoreError::NotFound(kind.to_owned())
 }

@@ -1,0 +1,264 @@
+//! Conformance parts for what agents accumulate: sessions, runs, events,
+//! log lines, and the cascade when the agent goes.
+
+use super::fixtures::{acct, event, log, new_agent, nf, params, run, ts};
+use crate::store::*;
+
+pub(super) async fn sessions(store: &dyn Store) {
+    let a = acct();
+    let agent = store.create_agent(&a, new_agent("s")).await.expect("agent");
+    let sibling = store
+        .create_agent(&a, new_agent("sibling"))
+        .await
+        .expect("agent");
+    let s1 = store
+        .create_session(&a, &agent.id, "one")
+        .await
+        .expect("session");
+    let s2 = store
+        .create_session(&a, &agent.id, "two")
+        .await
+        .expect("session");
+    assert!(s1.id.starts_with("sess-"), "{}", s1.id);
+    assert_eq!(
+        (s1.agent_id.as_str(), s1.name.as_str()),
+        (agent.id.as_str(), "one")
+    );
+    assert_eq!(
+        store.get_session(&a, &agent.id, &s1.id).await,
+        Ok(s1.clone())
+    );
+    assert_eq!(
+        store.get_session(&a, &sibling.id, &s1.id).await,
+        Err(nf("session"))
+    );
+    assert_eq!(
+        store.get_session(&a, "agent-missing", &s1.id).await,
+        Err(nf("agent"))
+    );
+    assert_eq!(
+        store.create_session(&a, "agent-missing", "x").await,
+        Err(nf("agent"))
+    );
+    let page = store
+        .list_sessions(&a, &agent.id, ListParams::default())
+        .await
+        .expect("list");
+    assert_eq!(page.data, [s1.clone(), s2.clone()]);
+    assert_eq!(page.pagination.total, 2);
+    let none = store
+        .list_sessions(&a, &sibling.id, ListParams::default())
+        .await
+        .expect("list");
+    assert_eq!(none.pagination.total, 0);
+    assert_eq!(
+        store.delete_session(&a, &sibling.id, &s1.id).await,
+        Err(nf("session"))
+    );
+    store
+        .delete_session(&a, &agent.id, &s1.id)
+        .await
+        .expect("delete");
+    assert_eq!(
+        store.get_session(&a, &agent.id, &s1.id).await,
+        Err(nf("session"))
+    );
+    assert_eq!(
+        store.delete_session(&a, &agent.id, &s1.id).await,
+        Err(nf("session"))
+    );
+    assert_eq!(store.get_session(&a, &agent.id, &s2.id).await, Ok(s2));
+}
+
+pub(super) async fn runs(store: &dyn Store) {
+    let a = acct();
+    let agent = store.create_agent(&a, new_agent("r")).await.expect("agent");
+    let r = run(&agent.id, "sess-1");
+    let created = store.create_run(&a, r.clone()).await.expect("create run");
+    assert_eq!(
+        (created.id.as_str(), created.status.as_str()),
+        (r.id.as_str(), RUN_RUNNING)
+    );
+    assert_eq!(store.get_run(&a, &r.id).await, Ok(created.clone()));
+    assert!(matches!(
+        store.create_run(&a, r.clone()).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(
+        store.create_run(&a, run("agent-missing", "s")).await,
+        Err(nf("agent"))
+    );
+    assert_eq!(store.get_run(&a, "run-missing").await, Err(nf("run")));
+
+    let mut done = created.clone();
+    done.status = RUN_FAILED.into();
+    done.stop_reason = Some("error".into());
+    done.error = Some("model timed out".into());
+    let finished = store.finish_run(&a, done).await.expect("finish");
+    assert_eq!(
+        (finished.status.as_str(), finished.error.as_deref()),
+        (RUN_FAILED, Some("model timed out"))
+    );
+    assert_eq!(finished.stop_reason.as_deref(), Some("error"));
+    assert_eq!(finished.created_at, created.created_at);
+    assert!(ts(&finished.updated_at) >= ts(&created.updated_at));
+    assert_eq!(store.get_run(&a, &r.id).await, Ok(finished));
+    assert_eq!(
+        store.finish_run(&a, run(&agent.id, "s")).await,
+        Err(nf("run"))
+    );
+}
+
+pub(super) async fn events(store: &dyn Store) {
+    let a = acct();
+    let agent = store.create_agent(&a, new_agent("e")).await.expect("agent");
+    assert_eq!(store.last_event_seq(&a, &agent.id).await, Ok(0));
+    let mut batch: Vec<_> = (1..=5)
+        .map(|s| event(&agent.id, s, "run-1", "sess-1"))
+        .collect();
+    batch.extend((6..=8).map(|s| event(&agent.id, s, "run-2", "sess-2")));
+    store
+        .append_events(&a, batch.clone())
+        .await
+        .expect("append");
+    store
+        .append_events(&a, Vec::new())
+        .await
+        .expect("empty append");
+    assert_eq!(store.last_event_seq(&a, &agent.id).await, Ok(8));
+
+    let dup = vec![
+        event(&agent.id, 9, "run-2", "sess-2"),
+        event(&agent.id, 3, "run-1", "sess-1"),
+    ];
+    assert!(matches!(
+        store.append_events(&a, dup).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(
+        store.last_event_seq(&a, &agent.id).await,
+        Ok(8),
+        "a failed batch writes nothing"
+    );
+
+    let all = store
+        .list_events(&a, &agent.id, EventFilter::default(), ListParams::default())
+        .await;
+    let all = all.expect("list");
+    assert_eq!(
+        all.data, batch,
+        "events come back exactly as stored, oldest first"
+    );
+    assert_eq!(all.pagination.total, 8);
+    let seqs = |p: &Page<EventRecord>| p.data.iter().map(|e| e.seq).collect::<Vec<_>>();
+    let by_session = EventFilter {
+        session_id: Some("sess-2".into()),
+        run_id: None,
+    };
+    let page = store
+        .list_events(&a, &agent.id, by_session, ListParams::default())
+        .await
+        .expect("list");
+    assert_eq!((seqs(&page), page.pagination.total), (vec![6, 7, 8], 3));
+    let by_run = EventFilter {
+        session_id: None,
+        run_id: Some("run-1".into()),
+    };
+    let page = store
+        .list_events(&a, &agent.id, by_run, params(2, 0, Some("2")))
+        .await
+        .expect("list");
+    assert_eq!((seqs(&page), page.pagination.total), (vec![3, 4], 5));
+    assert_eq!(
+        page.pagination.next_cursor.as_deref(),
+        Some("4"),
+        "the cursor is the seq"
+    );
+    let neither = EventFilter {
+        session_id: Some("sess-1".into()),
+        run_id: Some("run-2".into()),
+    };
+    let page = store
+        .list_events(&a, &agent.id, neither, ListParams::default())
+        .await
+        .expect("list");
+    assert_eq!((page.data.len(), page.pagination.total), (0, 0));
+    let missing = store.list_events(
+        &a,
+        "agent-missing",
+        EventFilter::default(),
+        ListParams::default(),
+    );
+    assert_eq!(missing.await, Err(nf("agent")));
+    assert_eq!(
+        store.last_event_seq(&a, "agent-missing").await,
+        Err(nf("agent"))
+    );
+}
+
+pub(super) async fn logs(store: &dyn Store) {
+    let a = acct();
+    let agent = store.create_agent(&a, new_agent("l")).await.expect("agent");
+    assert_eq!(store.last_log_seq(&a, &agent.id).await, Ok(0));
+    let lines: Vec<_> = (1..=4).map(|s| log(&agent.id, s)).collect();
+    store.append_logs(&a, lines.clone()).await.expect("append");
+    assert_eq!(store.last_log_seq(&a, &agent.id).await, Ok(4));
+    assert!(matches!(
+        store.append_logs(&a, vec![log(&agent.id, 2)]).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let page = store
+        .list_logs(&a, &agent.id, ListParams::default())
+        .await
+        .expect("list");
+    assert_eq!((page.data, page.pagination.total), (lines.clone(), 4));
+    let page = store
+        .list_logs(&a, &agent.id, params(10, 0, Some("2")))
+        .await
+        .expect("list");
+    assert_eq!(page.data, lines[2..]);
+    assert_eq!(page.pagination.next_cursor, None);
+    assert_eq!(
+        store.append_logs(&a, vec![log("agent-missing", 1)]).await,
+        Err(nf("agent"))
+    );
+}
+
+/// Deleting an agent takes its sessions, runs, events and logs with it.
+pub(super) async fn cascade(store: &dyn Store) {
+    let a = acct();
+    let agent = store.create_agent(&a, new_agent("c")).await.expect("agent");
+    let keep = store
+        .create_agent(&a, new_agent("keep"))
+        .await
+        .expect("agent");
+    let sess = store
+        .create_session(&a, &agent.id, "s")
+        .await
+        .expect("session");
+    let r = store
+        .create_run(&a, run(&agent.id, &sess.id))
+        .await
+        .expect("run");
+    let kept_run = store.create_run(&a, run(&keep.id, "s")).await.expect("run");
+    store
+        .append_events(&a, vec![event(&agent.id, 1, &r.id, &sess.id)])
+        .await
+        .expect("events");
+    store
+        .append_logs(&a, vec![log(&agent.id, 1)])
+        .await
+        .expect("logs");
+    store.delete_agent(&a, &agent.id).await.expect("delete");
+    assert_eq!(store.get_run(&a, &r.id).await, Err(nf("run")));
+    assert_eq!(
+        store.get_session(&a, &agent.id, &sess.id).await,
+        Err(nf("agent"))
+    );
+    assert_eq!(
+        store.get_run(&a, &kept_run.id).await,
+        Ok(kept_run),
+        "other agents untouched"
+    );
+    assert_eq!(store.last_event_seq(&a, &agent.id).await, Err(nf("agent")));
+}

@@ -1,0 +1,174 @@
+//! The store server as a client meets it: tokens, health, bad requests,
+//! start-up refusal and shutdown.
+
+use std::{sync::Arc, time::Duration};
+
+use clap::Parser;
+use serde_json::{json, Value};
+
+use super::{open, serve};
+use crate::{
+    config::StoreConfig,
+    store::{remote::RemoteStore, server::StoreServer, Store, StoreError},
+};
+
+async fn post_rpc(url: &str, auth: Option<&str>, body: &str) -> (u16, Value) {
+    let mut req = reqwest::Client::new()
+        .post(format!("{url}/rpc"))
+        .header("content-type", "application/json")
+        .body(body.to_owned());
+    if let Some(auth) = auth {
+        req = req.header("authorization", auth);
+    }
+    let resp = req.send().await.expect("send");
+    let status = resp.status().as_u16();
+    (status, resp.json().await.expect("json body"))
+}
+
+#[tokio::test]
+async fn rpc_requires_the_token() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let served = serve(Arc::new(open(dir.path())), "s3cret").await;
+    let ping = r#"{"method":"ping"}"#;
+    for auth in [
+        None,
+        Some("Bearer wrong"),
+        Some("Bearer s3cret2"),
+        Some("Basic s3cret"),
+        Some("s3cret"),
+    ] {
+        let (status, body) = post_rpc(&served.url, auth, ping).await;
+        assert_eq!(status, 401, "{auth:?}");
+        assert_eq!(body["error"]["code"], "unauthorized", "{auth:?}");
+    }
+    assert_eq!(
+        post_rpc(&served.url, Some("Bearer s3cret"), ping).await,
+        (200, json!({"Ok": null}))
+    );
+    let (status, body) = post_rpc(&served.url, Some("Bearer s3cret"), r#"{"method":"nope"}"#).await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (400, &json!("validation_error"))
+    );
+
+    for token in [Some("wrong".to_owned()), None] {
+        let remote = RemoteStore::new(&served.url, token).expect("client");
+        let rejected = Err(StoreError::Unavailable("store rejected the token".into()));
+        assert_eq!(remote.ping().await, rejected);
+    }
+    served.stop().await;
+}
+
+#[tokio::test]
+async fn empty_token_admits_nobody() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let served = serve(Arc::new(open(dir.path())), "").await;
+    let (status, _) = post_rpc(&served.url, Some("Bearer "), r#"{"method":"ping"}"#).await;
+    assert_eq!(status, 401);
+    served.stop().await;
+}
+
+#[tokio::test]
+async fn health_routes_need_no_token() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let served = serve(Arc::new(open(dir.path())), "t").await;
+    let client = reqwest::Client::new();
+    for path in ["/healthz", "/readyz"] {
+        let resp = client
+            .get(format!("{}{path}", served.url))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(resp.status().as_u16(), 200, "{path}");
+    }
+    let resp = client
+        .get(format!("{}/nowhere", served.url))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status().as_u16(), 404);
+    let body: Value = resp.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "not_found");
+    let resp = client
+        .get(format!("{}/rpc", served.url))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status().as_u16(), 405);
+    served.stop().await;
+}
+
+#[tokio::test]
+async fn unreachable_store_is_unavailable() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    drop(listener);
+    let remote = RemoteStore::new(&format!("http://{addr}"), Some("t".into())).expect("client");
+    match remote.get_agent("a", "agent-x").await {
+        Err(StoreError::Unavailable(msg)) => assert!(!msg.is_empty()),
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    for bad in ["not a url", "ftp://host/", ""] {
+        assert!(
+            matches!(RemoteStore::new(bad, None), Err(StoreError::Invalid(_))),
+            "{bad:?}"
+        );
+    }
+}
+
+fn store_config(dir: &std::path::Path, token: Option<&str>) -> StoreConfig {
+    let dir = dir.to_str().expect("utf-8 temp dir");
+    let mut cfg =
+        StoreConfig::try_parse_from(["store", "--listen", "127.0.0.1:0", "--data-dir", dir])
+            .expect("parse");
+    cfg.store_token = token.map(str::to_owned);
+    cfg
+}
+
+#[tokio::test]
+async fn run_store_refuses_to_start_without_a_token() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for token in [None, Some("")] {
+        let cfg = store_config(dir.path(), token);
+        let err = crate::store::server::run_store(cfg, std::future::pending()).await;
+        let msg = format!("{:#}", err.expect_err("must refuse"));
+        assert!(
+            msg.contains("WEIR_STORE_TOKEN") && msg.contains("--store-token"),
+            "{msg}"
+        );
+    }
+}
+
+/// `weir store`'s own start-up path: data dir, port 0, a real client, then
+/// graceful shutdown with a kept-alive connection still open.
+#[tokio::test]
+async fn store_server_serves_its_data_dir_and_shuts_down() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = StoreServer::bind(&store_config(&dir.path().join("nested"), Some("tk")))
+        .await
+        .expect("bind");
+    let url = format!("http://{}", server.local_addr());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(server.run(async move {
+        let _ = rx.await;
+    }));
+    let remote = RemoteStore::new(&url, Some("tk".into())).expect("client");
+    let account = remote
+        .ensure_account("acct-srv")
+        .await
+        .expect("ensure over http");
+    assert!(dir.path().join("nested/weir.db").exists());
+    tx.send(()).expect("signal");
+    let ended = tokio::time::timeout(Duration::from_secs(5), task).await;
+    ended
+        .expect("stops within 5 s")
+        .expect("join")
+        .expect("serve ok");
+    assert!(
+        remote.ping().await.is_err(),
+        "nothing answers after shutdown"
+    );
+
+    let reopened = open(&dir.path().join("nested"));
+    assert_eq!(reopened.get_account("acct-srv").await, Ok(account));
+}
