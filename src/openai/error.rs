@@ -226,6 +226,39 @@ mod tests {
         assert!(parse::<Req>(br#"{"model":"m"} x"#).is_err());
     }
 
+    #[tokio::test]
+    async fn reshape_turns_envelope_errors_into_openai_errors_on_openai_paths() {
+        use axum::{body::Body, routing::get, Router};
+        use tower::ServiceExt;
+        let app = Router::new()
+            .route(
+                "/v1/models",
+                get(|| async { ApiError::forbidden("chat").with_retry_after(3) }),
+            )
+            .route(
+                "/v1/agents",
+                get(|| async { ApiError::forbidden("agents:read") }),
+            )
+            .layer(axum::middleware::from_fn(reshape_errors));
+        let get = |path: &str| Request::get(path).body(Body::empty()).unwrap();
+        let resp = app.clone().oneshot(get("/v1/models")).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+        assert_eq!(resp.headers()["retry-after"], "3");
+        assert!(resp.extensions().get::<ErrorMarker>().is_none());
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["error"]["type"], "permission_error");
+        assert_eq!(v["error"]["code"], "forbidden");
+        assert!(v["error"]["param"].is_null());
+        let resp = app.oneshot(get("/v1/agents")).await.unwrap();
+        assert!(
+            resp.extensions().get::<ErrorMarker>().is_some(),
+            "other routes keep the envelope"
+        );
+    }
+
     #[test]
     fn finds_the_field_serde_names() {
         assert_eq!(

@@ -4,7 +4,10 @@
 mod cli;
 mod common;
 mod fake_provider;
+mod openai;
 mod protocol;
 mod rest;
 mod runs;
 mod scopes;
+mod streams;
+mod ws;
