@@ -15,7 +15,7 @@ pub mod writer;
 use std::time::Duration;
 
 use axum::{
-    extract::{State, WebSocketUpgrade},
+    extract::{ws::rejection::WebSocketUpgradeRejection, State, WebSocketUpgrade},
     response::Response,
     routing::{get, MethodRouter},
 };
@@ -56,7 +56,9 @@ impl Default for WsSettings {
 /// The `GET /v1/ws` route with the given settings.
 pub fn route(settings: WsSettings) -> MethodRouter<AppState> {
     get(
-        move |State(state): State<AppState>, auth: Auth, ws: WebSocketUpgrade| {
+        move |State(state): State<AppState>,
+              auth: Auth,
+              ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>| {
             let settings = settings.clone();
             async move { upgrade(state, auth, ws, settings) }
         },
@@ -64,14 +66,22 @@ pub fn route(settings: WsSettings) -> MethodRouter<AppState> {
 }
 
 /// `GET /v1/ws` (scope `chat`; the key may come as `?api_key=`, since
-/// browsers cannot set headers on a WebSocket).
+/// browsers cannot set headers on a WebSocket). The scope is checked before
+/// the handshake, so a key without `chat` gets 403 whatever it sent.
 pub fn upgrade(
     state: AppState,
     auth: Auth,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
     settings: WsSettings,
 ) -> Result<Response, ApiError> {
     auth.require("chat")?;
+    let ws = ws.map_err(|rej| {
+        ApiError::new(
+            rej.status(),
+            "validation_error",
+            format!("not a WebSocket handshake: {}", rej.body_text()),
+        )
+    })?;
     // API.md: frames over the body limit (1 MiB) close the socket with 1009.
     let limit = state.config.max_body_bytes;
     let ws = ws.max_message_size(limit).max_frame_size(limit);
