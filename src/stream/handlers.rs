@@ -85,3 +85,55 @@ pub fn sse_frames(feed: Feed) -> impl Stream<Item = Bytes> + Send + 'static {
         Err(e) => error_frame(e.code(), &e.message(), e.last_seq()),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{json, Value};
+
+    use super::*;
+    use crate::bus::{memory::MemoryBus, Bus};
+
+    fn ev() -> serde_json::Map<String, Value> {
+        match json!({"message_type": "log", "run_id": "run-1"}) {
+            Value::Object(m) => m,
+            _ => unreachable!(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_lagged_feed_ends_with_one_error_frame_without_an_id() {
+        let bus = MemoryBus::new(100, 4);
+        let sub = bus.subscribe("c", None).await.unwrap();
+        let mut frames = Box::pin(sse_frames(feed::channel_feed(sub)));
+        for _ in 0..2 {
+            bus.publish("c", ev()).await.unwrap();
+        }
+        let first = frames.next().await.unwrap();
+        assert!(
+            first.starts_with(b"id: 1\nevent: log\ndata: {"),
+            "{first:?}"
+        );
+        assert_eq!(frames.next().await.unwrap(), bus_frame(2));
+        // The client stops reading while more than the buffer is published.
+        for _ in 0..10 {
+            bus.publish("c", ev()).await.unwrap();
+        }
+        let last = frames.next().await.unwrap();
+        let text = std::str::from_utf8(&last).unwrap();
+        let data = text
+            .strip_prefix("event: error\ndata: ")
+            .and_then(|t| t.strip_suffix("\n\n"))
+            .expect("an error frame with no id line");
+        let v: Value = serde_json::from_str(data).unwrap();
+        assert_eq!(
+            (v["code"].as_str(), v["last_seq"].as_u64()),
+            (Some("lagged"), Some(2))
+        );
+        assert!(frames.next().await.is_none(), "the stream ends after it");
+    }
+
+    /// The frame the bus encodes for the test event with `seq`.
+    fn bus_frame(seq: u64) -> Bytes {
+        crate::bus::BusEvent::encode(seq, ev()).sse
+    }
+}

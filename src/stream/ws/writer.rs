@@ -35,12 +35,15 @@ pub async fn write<Tx>(
         let (msg, mark) = tokio::select! {
             biased;
             _ = closer.token.cancelled() => break,
+            // Before the queue: a socket that only receives a steady flow
+            // must still be pinged, or its pongs (its only frames) would stop
+            // and the idle timeout would close a healthy client.
+            _ = ping.tick() => (Message::Ping(Bytes::new()), None),
             out = rx.recv() => match out {
                 Some(Out::Event { channel, seq, text }) => (Message::Text(text), Some((channel, seq))),
                 Some(Out::Reply(text)) => (Message::Text(text), None),
                 None => break,
             },
-            _ = ping.tick() => (Message::Ping(Bytes::new()), None),
         };
         // A client that stops reading blocks this write; the closer still
         // gets through (a lagged forwarder or the idle timer fires it).
