@@ -394,6 +394,7 @@ impl StoreServer {
         axum::serve(listener, self.router)
             .with_graceful_shutdown(shutdown)
             .await?;
+        tracing::info!(addr = %self.local_addr, "store stopped");
         Ok(())
     }
 }

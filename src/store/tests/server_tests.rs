@@ -172,3 +172,52 @@ async fn store_server_serves_its_data_dir_and_shuts_down() {
     let reopened = open(&dir.path().join("nested"));
     assert_eq!(reopened.get_account("acct-srv").await, Ok(account));
 }
+
+/// `/readyz` reflects the store: served over a store that cannot be
+/// reached (a RemoteStore pointing at a closed port), it answers 503.
+#[tokio::test]
+async fn readyz_is_503_when_the_store_is_down() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let dead = format!("http://{}", listener.local_addr().expect("addr"));
+    drop(listener);
+    let down = RemoteStore::new(&dead, Some("t".into())).expect("client");
+    let served = serve(Arc::new(down), "t").await;
+    let resp = reqwest::get(format!("{}/readyz", served.url))
+        .await
+        .expect("send");
+    assert_eq!(resp.status().as_u16(), 503);
+    let body: Value = resp.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "unavailable");
+    assert_eq!(
+        reqwest::get(format!("{}/healthz", served.url))
+            .await
+            .expect("send")
+            .status(),
+        200
+    );
+    served.stop().await;
+}
+
+/// A server that fails (5xx) or is not a store at all is `Unavailable`,
+/// with the status in the reason.
+#[tokio::test]
+async fn server_failures_are_unavailable() {
+    let app = axum::Router::new().route(
+        "/rpc",
+        axum::routing::post(|| async { (axum::http::StatusCode::BAD_GATEWAY, "upstream down") }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let task = tokio::spawn(async move { axum::serve(listener, app).await });
+    let remote = RemoteStore::new(&url, Some("t".into())).expect("client");
+    match remote.get_key("key-x").await {
+        Err(StoreError::Unavailable(msg)) => assert!(
+            msg.contains("502") && msg.contains("upstream down"),
+            "{msg}"
+        ),
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    task.abort();
+}
