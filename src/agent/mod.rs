@@ -7,6 +7,7 @@
 //! - [`events`]: publishing events (the bus numbers them) and persisting them.
 //! - [`logs`]: a run's log lines on `logs:<agent_id>`.
 //! - [`models`]: `echo` and `upstream/<model>` (OpenAI-compatible providers).
+//! - [`sessions`]: the default session and sessions by name.
 //! - [`tools`]: built-ins (`get_time`, `calculator`) and webhook tools.
 //! - [`follow`]: following one run's events from a transport, cancel-on-disconnect.
 //! - [`routes`]: `/v1/agents/{id}/messages`, `/v1/runs/{id}`, `/v1/runs/{id}/cancel`,
@@ -25,6 +26,7 @@ pub mod models;
 pub mod routes;
 mod run;
 pub mod runtime;
+pub mod sessions;
 pub mod tools;
 
 use axum::http::StatusCode;

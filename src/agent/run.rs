@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use super::{
     events::{fields, EmitError, Emitter},
     logs::RunLog,
-    models::{Model, ModelEvent, ModelRequest, StepOutput, Turn, Usage},
+    models::{Model, ModelEvent, ModelRequest, StepOutput, ToolCall, Turn, Usage},
     runtime::{Inner, RunHandle},
     tools::ToolSet,
     ChatMessage,
@@ -133,11 +133,8 @@ impl RunTask {
         let history =
             load_history(store, &self.account, &self.agent.id, &self.run.session_id).await?;
         for m in &self.messages {
-            em.emit(
-                "user_message",
-                fields([("message", m.content.clone().into())]),
-            )
-            .await?;
+            let text = fields([("message", m.content.clone().into())]);
+            em.emit("user_message", text).await?;
         }
         let (tools, warnings) = ToolSet::resolve(store, &self.account, &self.agent.tools).await?;
         for w in warnings {
@@ -156,11 +153,9 @@ impl RunTask {
             let Some(out) = out? else {
                 return Ok(Outcome::Cancelled);
             };
-            log.info(format!(
-                "model {} called (step {step}): {took} ms",
-                self.agent.model
-            ))
-            .await;
+            let model = &self.agent.model;
+            log.info(format!("model {model} called (step {step}): {took} ms"))
+                .await;
             usage.get_or_insert_with(Usage::default).add(out.usage);
             if out.tool_calls.is_empty() {
                 em.emit(
@@ -171,44 +166,58 @@ impl RunTask {
                 return Ok(Outcome::EndTurn);
             }
             if !out.content.trim().is_empty() {
-                em.emit(
-                    "internal_monologue",
-                    fields([("message", out.content.clone().into())]),
-                )
-                .await?;
+                let thought = fields([("message", out.content.clone().into())]);
+                em.emit("internal_monologue", thought).await?;
             }
             turns.push(Turn::Assistant {
                 content: out.content,
                 tool_calls: out.tool_calls.clone(),
             });
-            for call in out.tool_calls {
-                let t1 = Instant::now();
-                let result = tokio::select! {
-                    biased;
-                    _ = self.handle.cancel.cancelled() => return Ok(Outcome::Cancelled),
-                    r = tools.call(&self.inner.http, &call) => r,
-                };
-                let status = if result.ok { "success" } else { "error" };
-                let line = format!(
-                    "tool {} called: {status} in {} ms",
-                    call.name,
-                    t1.elapsed().as_millis()
-                );
-                if result.ok {
-                    log.info(line).await
-                } else {
-                    log.warn(format!("{line}: {}", result.result_text())).await
-                }
-                let message = json!({"function": call.name, "args": result.args, "result": result.result, "status": status});
-                em.emit("function_message", fields([("message", message)]))
-                    .await?;
-                turns.push(Turn::Tool {
-                    call_id: call.id,
-                    content: result.result_text(),
-                });
+            if !self
+                .call_tools(em, log, &tools, out.tool_calls, &mut turns)
+                .await?
+            {
+                return Ok(Outcome::Cancelled);
             }
         }
         Ok(Outcome::MaxSteps)
+    }
+
+    /// Runs a step's tool calls in order, each result becoming a
+    /// `function_message` and a `tool` turn. `Ok(false)` when cancelled.
+    async fn call_tools(
+        &self,
+        em: &mut Emitter,
+        log: &RunLog,
+        tools: &ToolSet,
+        calls: Vec<ToolCall>,
+        turns: &mut Vec<Turn>,
+    ) -> Result<bool, Failure> {
+        for call in calls {
+            let t0 = Instant::now();
+            let result = tokio::select! {
+                biased;
+                _ = self.handle.cancel.cancelled() => return Ok(false),
+                r = tools.call(&self.inner.http, &call) => r,
+            };
+            let status = if result.ok { "success" } else { "error" };
+            let took = t0.elapsed().as_millis();
+            let line = format!("tool {} called: {status} in {took} ms", call.name);
+            if result.ok {
+                log.info(line).await
+            } else {
+                log.warn(format!("{line}: {}", result.result_text())).await
+            }
+            let content = result.result_text();
+            let message = json!({"function": call.name, "args": result.args, "result": result.result, "status": status});
+            em.emit("function_message", fields([("message", message)]))
+                .await?;
+            turns.push(Turn::Tool {
+                call_id: call.id,
+                content,
+            });
+        }
+        Ok(true)
     }
 
     /// One model call. `Ok(None)` when the run was cancelled meanwhile; the
@@ -271,28 +280,7 @@ impl RunTask {
             Outcome::Cancelled => (RUN_CANCELLED, "cancelled", None),
             Outcome::Failed(f) => (RUN_FAILED, "error", Some(f.message.clone())),
         };
-        let mut published = Ok(());
-        if let (Some(u), Outcome::EndTurn | Outcome::MaxSteps) = (usage, &outcome) {
-            let usage_fields = fields([
-                ("prompt_tokens", u.prompt_tokens.into()),
-                ("completion_tokens", u.completion_tokens.into()),
-                ("total_tokens", u.total_tokens.into()),
-            ]);
-            published = em.emit("usage", usage_fields).await.map(drop);
-        }
-        if let Outcome::Failed(f) = &outcome {
-            published = published.and(
-                em.emit(
-                    "error",
-                    fields([
-                        ("code", f.code.into()),
-                        ("message", Value::from(f.message.as_str())),
-                    ]),
-                )
-                .await
-                .map(drop),
-            );
-        }
+        let published = publish_ending(em, &outcome, usage).await;
         // The final status is stored before `done` goes out, so a client
         // that saw `done` and asks GET /v1/runs/{id} sees it.
         let mut status = status;
@@ -339,6 +327,31 @@ impl RunTask {
             }
         }
     }
+}
+
+/// The events before `done`: `usage` after a turn that ended normally,
+/// `error` after a failure.
+async fn publish_ending(
+    em: &mut Emitter,
+    outcome: &Outcome,
+    usage: Option<Usage>,
+) -> Result<(), EmitError> {
+    if let (Some(u), Outcome::EndTurn | Outcome::MaxSteps) = (usage, outcome) {
+        let usage_fields = fields([
+            ("prompt_tokens", u.prompt_tokens.into()),
+            ("completion_tokens", u.completion_tokens.into()),
+            ("total_tokens", u.total_tokens.into()),
+        ]);
+        em.emit("usage", usage_fields).await?;
+    }
+    if let Outcome::Failed(f) = outcome {
+        let error = fields([
+            ("code", f.code.into()),
+            ("message", Value::from(f.message.as_str())),
+        ]);
+        em.emit("error", error).await?;
+    }
+    Ok(())
 }
 
 /// The session's earlier conversation: user and assistant messages, oldest

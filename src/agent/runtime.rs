@@ -20,21 +20,19 @@ use std::{
     time::Duration,
 };
 
-use tokio::sync::OnceCell;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use super::{
     events::{fields, Emitter, Seeds, Sinks},
     models::{Model, Provider},
     run::RunTask,
+    sessions::{self, Sessions, DEFAULT_SESSION},
     ChatMessage, RunError, StartRun,
 };
 use crate::{
     bus::Bus,
     config::ServeConfig,
-    store::{
-        ListParams, Run, Store, StoreError, AGENT_STOPPED, RUN_CANCELLED, RUN_FAILED, RUN_RUNNING,
-    },
+    store::{Agent, Run, Store, StoreError, AGENT_STOPPED, RUN_CANCELLED, RUN_FAILED, RUN_RUNNING},
 };
 
 /// How long `cancel_run` waits for the run to write its final status.
@@ -50,8 +48,6 @@ pub(crate) struct RunHandle {
     pub finished: CancellationToken,
 }
 
-type SessionKey = (String, String, String);
-
 /// State shared by the runtime and its run tasks.
 pub(crate) struct Inner {
     pub sinks: Sinks,
@@ -64,7 +60,7 @@ pub(crate) struct Inner {
     runs: Mutex<HashMap<String, RunHandle>>,
     /// Runs being settled after a crash, so two readers do not both settle one.
     settling: Mutex<HashSet<String>>,
-    sessions: Mutex<HashMap<SessionKey, Arc<OnceCell<String>>>>,
+    sessions: Sessions,
     /// When this runtime started (RFC 3339, comparable as text with `created_at`).
     started_at: String,
 }
@@ -112,7 +108,7 @@ impl Runtime {
                 provider,
                 runs: Mutex::new(HashMap::new()),
                 settling: Mutex::new(HashSet::new()),
-                sessions: Mutex::new(HashMap::new()),
+                sessions: Sessions::default(),
                 started_at: crate::util::now(),
             }),
         }
@@ -141,16 +137,9 @@ impl Runtime {
         }
         let model = Model::resolve(&agent.model, &agent.metadata, inner.provider.as_ref())
             .map_err(|e| RunError::Invalid(format!("agent {}: {e}", agent.id)))?;
-        let session_id = match req.session_id {
-            Some(sid) => {
-                store
-                    .get_session(account, &agent.id, &sid)
-                    .await
-                    .map_err(|e| not_found(e, RunError::SessionNotFound(sid.clone())))?
-                    .id
-            }
-            None => self.session_by_name(account, &agent.id, "default").await?,
-        };
+        let session_id = self
+            .resolve_session(account, &agent.id, req.session_id)
+            .await?;
         let now = crate::util::now();
         let run = Run {
             id: crate::util::new_id("run"),
@@ -175,12 +164,7 @@ impl Runtime {
                 return Err(e.into());
             }
         };
-        let max_steps = agent
-            .metadata
-            .get("max_steps")
-            .and_then(serde_json::Value::as_u64)
-            .map(|n| n.clamp(1, MAX_STEPS_LIMIT) as u32)
-            .unwrap_or(inner.config.max_steps.max(1));
+        let max_steps = max_steps_for(&agent, inner.config.max_steps);
         let task = RunTask {
             inner: inner.clone(),
             account: account.to_owned(),
@@ -195,6 +179,29 @@ impl Runtime {
         };
         inner.tracker.spawn(task.execute());
         Ok(run)
+    }
+
+    /// The named session (it must exist), else the agent's default one.
+    async fn resolve_session(
+        &self,
+        account: &str,
+        agent_id: &str,
+        session_id: Option<String>,
+    ) -> Result<String, RunError> {
+        match session_id {
+            Some(sid) => Ok(self
+                .inner
+                .sinks
+                .store
+                .get_session(account, agent_id, &sid)
+                .await
+                .map_err(|e| not_found(e, RunError::SessionNotFound(sid.clone())))?
+                .id),
+            None => {
+                self.session_by_name(account, agent_id, DEFAULT_SESSION)
+                    .await
+            }
+        }
     }
 
     /// Cancels a running run; its stream ends with `done` (`cancelled`).
@@ -324,39 +331,20 @@ impl Runtime {
         Ok(result?)
     }
 
-    /// The id of the agent's session called `name`, made on first use. The
-    /// id is cached per process; a cached session that was deleted is made
-    /// again.
+    /// The id of the agent's session called `name`, made on first use
+    /// (cached per process; made again if it was deleted).
     pub async fn session_by_name(
         &self,
         account: &str,
         agent_id: &str,
         name: &str,
     ) -> Result<String, RunError> {
-        let key = (account.to_owned(), agent_id.to_owned(), name.to_owned());
-        for _ in 0..2 {
-            let cell = lock(&self.inner.sessions)
-                .entry(key.clone())
-                .or_default()
-                .clone();
-            let store = self.inner.sinks.store.as_ref();
-            let id = cell
-                .get_or_try_init(|| find_or_create_session(store, account, agent_id, name))
-                .await
-                .map_err(|e| not_found(e, RunError::AgentNotFound(agent_id.to_owned())))?
-                .clone();
-            match store.get_session(account, agent_id, &id).await {
-                Ok(_) => return Ok(id),
-                Err(StoreError::NotFound(_)) => {
-                    let mut map = lock(&self.inner.sessions);
-                    if map.get(&key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
-                        map.remove(&key);
-                    }
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(RunError::SessionNotFound(name.to_owned()))
+        let store = self.inner.sinks.store.as_ref();
+        self.inner
+            .sessions
+            .by_name(store, account, agent_id, name)
+            .await
+            .map_err(|e| not_found(e, RunError::AgentNotFound(agent_id.to_owned())))
     }
 
     /// Looks up the agent's session called `name` without creating it.
@@ -366,7 +354,7 @@ impl Runtime {
         agent_id: &str,
         name: &str,
     ) -> Result<Option<String>, RunError> {
-        Ok(find_session(self.inner.sinks.store.as_ref(), account, agent_id, name).await?)
+        Ok(sessions::find(self.inner.sinks.store.as_ref(), account, agent_id, name).await?)
     }
 }
 
@@ -391,6 +379,16 @@ fn not_found(e: StoreError, nf: RunError) -> RunError {
     }
 }
 
+/// Agent metadata `max_steps` (1 to [`MAX_STEPS_LIMIT`]), else the configured default.
+fn max_steps_for(agent: &Agent, default: u32) -> u32 {
+    agent
+        .metadata
+        .get("max_steps")
+        .and_then(serde_json::Value::as_u64)
+        .map(|n| n.clamp(1, MAX_STEPS_LIMIT) as u32)
+        .unwrap_or(default.max(1))
+}
+
 fn validate_messages(messages: &[ChatMessage]) -> Result<(), RunError> {
     if messages.is_empty() {
         return Err(RunError::Invalid(
@@ -410,41 +408,4 @@ fn validate_messages(messages: &[ChatMessage]) -> Result<(), RunError> {
         }
     }
     Ok(())
-}
-
-async fn find_session(
-    store: &dyn Store,
-    account: &str,
-    agent_id: &str,
-    name: &str,
-) -> Result<Option<String>, StoreError> {
-    let mut params = ListParams {
-        limit: 1000,
-        offset: 0,
-        after: None,
-    };
-    loop {
-        let page = store
-            .list_sessions(account, agent_id, params.clone())
-            .await?;
-        if let Some(s) = page.data.iter().find(|s| s.name == name) {
-            return Ok(Some(s.id.clone()));
-        }
-        match page.pagination.next_cursor {
-            Some(c) if !page.data.is_empty() => params.after = Some(c),
-            _ => return Ok(None),
-        }
-    }
-}
-
-async fn find_or_create_session(
-    store: &dyn Store,
-    account: &str,
-    agent_id: &str,
-    name: &str,
-) -> Result<String, StoreError> {
-    match find_session(store, account, agent_id, name).await? {
-        Some(id) => Ok(id),
-        None => Ok(store.create_session(account, agent_id, name).await?.id),
-    }
 }

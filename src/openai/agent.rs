@@ -128,46 +128,57 @@ impl Outcome {
     }
 }
 
+impl CompletionRequest {
+    /// The new input: the last user message (the agent keeps the history).
+    fn input(&self) -> Result<String, OpenAiError> {
+        self.messages
+            .iter()
+            .rev()
+            .find(|m| m.role == "user")
+            .map(|m| text_of(&m.content))
+            .filter(|t| !t.trim().is_empty())
+            .ok_or_else(|| {
+                OpenAiError::invalid(
+                    "`messages` must end with a non-empty user message",
+                    "messages",
+                )
+            })
+    }
+}
+
+/// The session `user` names (made on first use), or `None` for the default one.
+async fn named_session(
+    state: &AppState,
+    account: &str,
+    agent_id: &str,
+    user: Option<&str>,
+) -> Result<Option<String>, OpenAiError> {
+    match user.map(str::trim) {
+        Some(u) if u.len() > 256 => Err(OpenAiError::invalid(
+            "`user` must be at most 256 characters",
+            "user",
+        )),
+        Some(u) if !u.is_empty() => {
+            let id = state.runtime.session_by_name(account, agent_id, u).await;
+            Ok(Some(id.map_err(ApiError::from)?))
+        }
+        _ => Ok(None),
+    }
+}
+
 /// Runs the agent named by `req.model` and answers in OpenAI's format.
 pub async fn complete(
     state: &AppState,
     account: &str,
     req: CompletionRequest,
 ) -> Result<Response, OpenAiError> {
-    let text = req
-        .messages
-        .iter()
-        .rev()
-        .find(|m| m.role == "user")
-        .map(|m| text_of(&m.content))
-        .filter(|t| !t.trim().is_empty())
-        .ok_or_else(|| {
-            OpenAiError::invalid(
-                "`messages` must end with a non-empty user message",
-                "messages",
-            )
-        })?;
+    let text = req.input()?;
     let agent = match state.store.get_agent(account, &req.model).await {
         Ok(a) => a,
         Err(StoreError::NotFound(_)) => return Err(OpenAiError::model_not_found(&req.model)),
         Err(e) => return Err(ApiError::from(e).into()),
     };
-    let session_id = match req.user.as_deref().map(str::trim) {
-        Some(u) if u.len() > 256 => {
-            return Err(OpenAiError::invalid(
-                "`user` must be at most 256 characters",
-                "user",
-            ))
-        }
-        Some(u) if !u.is_empty() => Some(
-            state
-                .runtime
-                .session_by_name(account, &agent.id, u)
-                .await
-                .map_err(ApiError::from)?,
-        ),
-        _ => None,
-    };
+    let session_id = named_session(state, account, &agent.id, req.user.as_deref()).await?;
     let stream = req.stream.unwrap_or(false);
     let follower = RunFollower::subscribe(state.bus.clone(), &agent.id)
         .await

@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 
 use super::empty_page;
 use crate::{
-    agent::{CancelOnDrop, ChatMessage, RunFollower, StartRun},
+    agent::{sessions::DEFAULT_SESSION, CancelOnDrop, ChatMessage, RunFollower, StartRun},
     http::{
         auth::Auth,
         errors::{ApiError, ApiJson},
@@ -168,7 +168,7 @@ pub(super) async fn list_messages(
         }
         None => match state
             .runtime
-            .find_session(account, &agent_id, "default")
+            .find_session(account, &agent_id, DEFAULT_SESSION)
             .await?
         {
             Some(id) => id,
