@@ -21,6 +21,7 @@ use std::{
 };
 
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tracing::Instrument;
 
 use super::{
     events::{fields, Emitter, Seeds, Sinks},
@@ -177,7 +178,8 @@ impl Runtime {
             max_steps,
             handle,
         };
-        inner.tracker.spawn(task.execute());
+        let span = tracing::info_span!("run", run_id = %run.id, agent_id = %run.agent_id);
+        inner.tracker.spawn(task.execute().instrument(span));
         Ok(run)
     }
 

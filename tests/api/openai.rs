@@ -332,6 +332,23 @@ async fn upstream_failures_are_openai_errors() {
     .await;
     let e = openai_error(r, 400, "invalid_request_error", Some("fake_error")).await;
     assert_eq!(e["error"]["message"], "the fake provider refuses");
+    // An agent on a failing model: after the first byte, an error line and [DONE];
+    // without streaming, a 502 carrying the run's error code.
+    let agent = agent_with(&gw, json!({"model": "upstream/fake-500"})).await;
+    let lines = data_lines(
+        complete(
+            &gw,
+            json!({"model": agent, "stream": true, "messages": msgs}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    let err: Value = serde_json::from_str(&lines[1]).unwrap();
+    assert_eq!(err["error"]["code"], "upstream_error");
+    assert_eq!(lines[2], "[DONE]");
+    let r = complete(&gw, json!({"model": agent, "messages": msgs})).await;
+    openai_error(r, 502, "server_error", Some("upstream_error")).await;
     // No provider: the model does not exist.
     let plain = spawn_gateway().await;
     let r = complete(
