@@ -18,11 +18,15 @@ pub fn new_id(prefix: &str) -> String {
     s
 }
 
-/// The current time as RFC 3339 in UTC with millisecond precision.
+/// RFC 3339 in UTC with exactly three fraction digits, so timestamps sort
+/// correctly as strings.
+const MILLIS: &[time::format_description::BorrowedFormatItem<'static>] = time::macros::format_description!(
+    "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+);
+
+/// The current time, e.g. `2026-11-23T15:04:05.120Z`.
 pub fn now() -> String {
-    let t = OffsetDateTime::now_utc();
-    let t = t.replace_millisecond(t.millisecond()).unwrap_or(t);
-    t.format(&Rfc3339).unwrap_or_default()
+    OffsetDateTime::now_utc().format(MILLIS).unwrap_or_default()
 }
 
 /// Unix seconds as RFC 3339 in UTC.
@@ -52,6 +56,10 @@ mod tests {
     fn now_is_rfc3339() {
         let n = super::now();
         assert!(n.ends_with('Z') && n.contains('T'), "{n}");
+        assert_eq!(n.len(), "2026-11-23T15:04:05.120Z".len(), "{n}");
+        assert!(
+            time::OffsetDateTime::parse(&n, &time::format_description::well_known::Rfc3339).is_ok()
+        );
         assert_eq!(super::format_unix(0), "1970-01-01T00:00:00Z");
     }
 }

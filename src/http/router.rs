@@ -123,6 +123,9 @@ async fn method_not_allowed() -> ApiError {
 /// Puts every error response into the envelope with the request id: our own
 /// `ApiError`s get the id filled in; anything else a layer produced (413 from
 /// the body limit, 408 from the timeout, axum's 4xx) is wrapped by status.
+/// On the OpenAI-compatible routes the same errors take OpenAI's shape
+/// (`message`, `type`, `param`, `code`) plus `request_id`, because the
+/// official SDKs parse that shape, including for 401/403/413/429.
 async fn envelope(req: Request, next: Next) -> Response {
     let request_id = req
         .headers()
@@ -130,6 +133,7 @@ async fn envelope(req: Request, next: Next) -> Response {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_owned();
+    let openai = is_openai_path(req.uri().path());
     let resp = next.run(req).await;
     let status = resp.status();
     if !(status.is_client_error() || status.is_server_error()) {
@@ -138,9 +142,16 @@ async fn envelope(req: Request, next: Next) -> Response {
     let err = match resp.extensions().get::<ErrorMarker>() {
         Some(ErrorMarker(e)) => e.clone(),
         // A handler that built its own JSON error (the OpenAI-shaped ones)
-        // meant that shape; only plain-text errors from layers are wrapped.
-        None if is_json(&resp) => return resp,
+        // meant that shape; it only gains the request id.
+        None if is_json(&resp) => return with_request_id(resp, &request_id).await,
         None => by_status(status),
+    };
+    let body = if openai {
+        let mut body = crate::openai::error::OpenAiError::from(err).body();
+        body["error"]["request_id"] = request_id.into();
+        body
+    } else {
+        err.body(&request_id)
     };
     let (mut parts, _) = resp.into_parts();
     parts.headers.remove(http::header::CONTENT_LENGTH);
@@ -148,8 +159,40 @@ async fn envelope(req: Request, next: Next) -> Response {
         http::header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    let body = serde_json::to_vec(&err.body(&request_id)).unwrap_or_default();
-    Response::from_parts(parts, Body::from(body))
+    Response::from_parts(
+        parts,
+        Body::from(serde_json::to_vec(&body).unwrap_or_default()),
+    )
+}
+
+/// Adds `request_id` to a JSON error body made by a handler, if it has an
+/// `error` object without one. Error bodies are small; a large or unreadable
+/// one is passed on untouched.
+async fn with_request_id(resp: Response, request_id: &str) -> Response {
+    let (mut parts, body) = resp.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, 64 * 1024).await else {
+        return Response::from_parts(parts, Body::empty());
+    };
+    let mut value: serde_json::Value = match serde_json::from_slice(&bytes) {
+        Ok(v) => v,
+        Err(_) => return Response::from_parts(parts, Body::from(bytes)),
+    };
+    match value.get_mut("error").and_then(|e| e.as_object_mut()) {
+        Some(obj) if !obj.contains_key("request_id") => {
+            obj.insert("request_id".into(), request_id.into());
+            parts.headers.remove(http::header::CONTENT_LENGTH);
+            Response::from_parts(
+                parts,
+                Body::from(serde_json::to_vec(&value).unwrap_or_default()),
+            )
+        }
+        _ => Response::from_parts(parts, Body::from(bytes)),
+    }
+}
+
+/// Routes whose errors take OpenAI's shape.
+fn is_openai_path(path: &str) -> bool {
+    matches!(path, "/v1/chat/completions" | "/v1/models")
 }
 
 fn is_json(resp: &Response) -> bool {

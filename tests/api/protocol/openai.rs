@@ -116,9 +116,8 @@ async fn openai_routes_answer_openai_shaped_errors() {
         .unwrap();
     let b = openai_error(r, 400, "invalid_json").await;
     assert_eq!(b["error"]["type"], "invalid_request_error");
-    // Errors from before the handler (auth, scope) still use the REST
-    // envelope (openai.md, "Not yet OpenAI-shaped"). When the router layers
-    // `openai::reshape_errors`, this fails: update openai.md and this test.
+    // Errors from before the handler (auth, scope, body size) take the same
+    // shape, with the response's request id.
     let r = gw
         .client
         .post(gw.url("/v1/chat/completions"))
@@ -126,14 +125,29 @@ async fn openai_routes_answer_openai_shaped_errors() {
         .send()
         .await
         .unwrap();
-    let b = expect_error(r, 401, "unauthorized").await;
-    assert_valid("error.json", &b);
+    let rid = r.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let b = openai_error(r, 401, "unauthorized").await;
+    assert_eq!(b["error"]["type"], "authentication_error");
+    assert_eq!(b["error"]["request_id"], rid.as_str());
     let reader = gw.mint_key("default", &["agents:read"]).await;
     let r = gw
         .req_as(&reader, Method::GET, "/v1/models")
         .send()
         .await
         .unwrap();
-    let b = expect_error(r, 403, "forbidden").await;
+    let b = openai_error(r, 403, "forbidden").await;
+    assert_eq!(b["error"]["type"], "permission_error");
+    let big = format!("{{\"model\":\"{}\"}}", "x".repeat(1 << 20));
+    let r = gw
+        .req(Method::POST, "/v1/chat/completions")
+        .header("content-type", "application/json")
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    openai_error(r, 413, "payload_too_large").await;
+    // Other routes keep the REST envelope.
+    let r = gw.client.get(gw.url("/v1/agents")).send().await.unwrap();
+    let b = expect_error(r, 401, "unauthorized").await;
     assert_valid("error.json", &b);
 }
