@@ -12,8 +12,14 @@ pub async fn create_key(args: KeysCreate) -> anyhow::Result<String> {
         anyhow::bail!("--rpm: must be at least 1");
     }
     let store = open_store(&args.data).await?;
-    store.ensure_account(&args.account).await.context("creating the account")?;
+    store
+        .ensure_account(&args.account)
+        .await
+        .context("creating the account")?;
     let minted = keys::mint(&args.account, &args.label, args.scopes, args.rpm, None);
-    store.create_key(minted.new_key).await.context("storing the key")?;
+    store
+        .create_key(minted.new_key)
+        .await
+        .context("storing the key")?;
     Ok(minted.secret)
 }

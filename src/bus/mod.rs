@@ -141,7 +141,11 @@ impl Subscription {
 pub trait Bus: Send + Sync + 'static {
     /// Numbers `event` with the channel's next seq, keeps it in history and
     /// delivers it to every subscriber. `event` must not contain `seq`.
-    async fn publish(&self, channel: &str, event: Map<String, Value>) -> Result<Arc<BusEvent>, BusError>;
+    async fn publish(
+        &self,
+        channel: &str,
+        event: Map<String, Value>,
+    ) -> Result<Arc<BusEvent>, BusError>;
 
     /// Subscribes to `channel`. With `after`, first replays the kept history
     /// past that seq ([`BusError::HistoryExpired`] if it is no longer kept).

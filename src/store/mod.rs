@@ -79,7 +79,12 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_tool(&self, account: &str, id: &str) -> StoreResult<()>;
 
     // --- sessions ----------------------------------------------------------
-    async fn create_session(&self, account: &str, agent_id: &str, name: &str) -> StoreResult<Session>;
+    async fn create_session(
+        &self,
+        account: &str,
+        agent_id: &str,
+        name: &str,
+    ) -> StoreResult<Session>;
     async fn get_session(&self, account: &str, agent_id: &str, id: &str) -> StoreResult<Session>;
     async fn list_sessions(
         &self,
