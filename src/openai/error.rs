@@ -6,14 +6,13 @@
 use axum::{
     extract::{FromRequest, Request},
     http::{HeaderValue, StatusCode},
-    middleware::Next,
     response::{IntoResponse, Response},
 };
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
-use crate::http::errors::{ApiError, ErrorMarker};
+use crate::http::errors::ApiError;
 
 /// An error as an OpenAI client expects it.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -164,35 +163,6 @@ pub fn field_of(message: &str) -> Option<String> {
     Some(rest.split('`').next()?.to_owned())
 }
 
-/// Middleware for the gateway router: turns the envelope errors of layers
-/// outside the OpenAI handlers (auth 401/403, rate limits 429) into the
-/// OpenAI shape on `/v1/chat/completions` and `/v1/models`, so OpenAI SDKs
-/// parse them. Layer it around the authenticated routes (inside the
-/// request-id envelope).
-pub async fn reshape_errors(req: Request, next: Next) -> Response {
-    let openai = matches!(req.uri().path(), "/v1/chat/completions" | "/v1/models");
-    let resp = next.run(req).await;
-    if !openai {
-        return resp;
-    }
-    let Some(ErrorMarker(api)) = resp.extensions().get::<ErrorMarker>().cloned() else {
-        return resp;
-    };
-    let (parts, _) = resp.into_parts();
-    let mut out = OpenAiError::from(api).into_response();
-    for name in [
-        "retry-after",
-        "x-ratelimit-limit",
-        "x-ratelimit-remaining",
-        "x-ratelimit-reset",
-    ] {
-        if let Some(v) = parts.headers.get(name) {
-            out.headers_mut().insert(name, v.clone());
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,39 +194,6 @@ mod tests {
         let e = parse::<Req>(br#"{}"#).unwrap_err();
         assert_eq!(e.param.as_deref(), Some("model"));
         assert!(parse::<Req>(br#"{"model":"m"} x"#).is_err());
-    }
-
-    #[tokio::test]
-    async fn reshape_turns_envelope_errors_into_openai_errors_on_openai_paths() {
-        use axum::{body::Body, routing::get, Router};
-        use tower::ServiceExt;
-        let app = Router::new()
-            .route(
-                "/v1/models",
-                get(|| async { ApiError::forbidden("chat").with_retry_after(3) }),
-            )
-            .route(
-                "/v1/agents",
-                get(|| async { ApiError::forbidden("agents:read") }),
-            )
-            .layer(axum::middleware::from_fn(reshape_errors));
-        let get = |path: &str| Request::get(path).body(Body::empty()).unwrap();
-        let resp = app.clone().oneshot(get("/v1/models")).await.unwrap();
-        assert_eq!(resp.status(), StatusCode::FORBIDDEN);
-        assert_eq!(resp.headers()["retry-after"], "3");
-        assert!(resp.extensions().get::<ErrorMarker>().is_none());
-        let body = axum::body::to_bytes(resp.into_body(), 1 << 16)
-            .await
-            .unwrap();
-        let v: Value = serde_json::from_slice(&body).unwrap();
-        assert_eq!(v["error"]["type"], "permission_error");
-        assert_eq!(v["error"]["code"], "forbidden");
-        assert!(v["error"]["param"].is_null());
-        let resp = app.oneshot(get("/v1/agents")).await.unwrap();
-        assert!(
-            resp.extensions().get::<ErrorMarker>().is_some(),
-            "other routes keep the envelope"
-        );
     }
 
     #[test]

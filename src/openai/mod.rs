@@ -20,7 +20,7 @@ use axum::{
 };
 use serde_json::Value;
 
-pub use error::{reshape_errors, OpenAiError, OpenAiJson};
+pub use error::{OpenAiError, OpenAiJson};
 
 use crate::{http::auth::Auth, state::AppState};
 

@@ -425,8 +425,8 @@ async fn errors_are_openai_shaped() {
     .await;
 }
 
-/// Auth runs before the handlers, in the gateway router: this needs
-/// `openai::reshape_errors` layered around the authenticated routes.
+/// Auth runs before the handlers, in the gateway router, whose envelope
+/// gives these routes the OpenAI shape too.
 #[tokio::test]
 async fn auth_errors_are_openai_shaped_too() {
     let gw = spawn_gateway().await;
