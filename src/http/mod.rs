@@ -7,6 +7,7 @@ pub mod auth;
 pub mod errors;
 pub mod keys;
 pub mod openapi;
+pub mod openapi_streams;
 pub mod ops;
 pub mod params;
 pub mod router;

@@ -13,7 +13,7 @@ use utoipa::{
     Modify, OpenApi,
 };
 
-use super::{account, agents, keys, ops, sessions, tools};
+use super::{account, agents, keys, openapi_streams as streams, ops, sessions, tools};
 use crate::state::AppState;
 
 #[derive(OpenApi)]
@@ -27,9 +27,14 @@ use crate::state::AppState;
         agents::delete_agent, agents::start_agent, agents::stop_agent,
         tools::create_tool, tools::list_tools, tools::get_tool, tools::delete_tool,
         sessions::create_session, sessions::list_sessions, sessions::delete_session,
+        streams::send_message, streams::list_messages, streams::agent_events,
+        streams::get_run, streams::cancel_run, streams::run_stream,
+        streams::list_logs, streams::logs_stream,
+        streams::chat_completions, streams::models, streams::websocket,
     ),
     modifiers(&Security),
-    tags((name = "agents"), (name = "tools"), (name = "sessions"), (name = "keys"), (name = "account"), (name = "ops"))
+    tags((name = "agents"), (name = "tools"), (name = "sessions"), (name = "chat"), (name = "streams"),
+        (name = "logs"), (name = "openai"), (name = "keys"), (name = "account"), (name = "ops"))
 )]
 pub struct ApiDoc;
 
@@ -69,4 +74,20 @@ async fn docs() -> impl IntoResponse {
         [(header::CACHE_CONTROL, "no-cache")],
         Html(include_str!("docs.html")),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_authenticated_route_is_in_the_document() {
+        let doc = serde_json::to_value(super::document()).unwrap();
+        for (method, path, _) in crate::http::scopes::ROUTE_SCOPES {
+            let item = &doc["paths"][*path];
+            let m = method.as_str().to_ascii_lowercase();
+            assert!(
+                item.get(&m).is_some(),
+                "{method} {path} is missing from /v1/openapi.json"
+            );
+        }
+    }
 }

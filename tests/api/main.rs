@@ -3,6 +3,7 @@
 
 mod cli;
 mod common;
+mod envelopes;
 mod fake_provider;
 mod openai;
 mod protocol;
