@@ -18,7 +18,7 @@ use std::{
     hash::BuildHasher,
     sync::{
         atomic::{AtomicU64, Ordering},
-        Arc, Mutex, MutexGuard, PoisonError, RwLock,
+        Arc, Mutex, PoisonError, RwLock,
     },
     time::{Duration, Instant},
 };
@@ -27,7 +27,10 @@ use async_trait::async_trait;
 use serde_json::{Map, Value};
 use tokio::sync::broadcast;
 
-use super::{Bus, BusError, BusEvent, Subscription};
+use super::{
+    local::{fanout, lock, read, ControlHub},
+    Bus, BusError, BusEvent, Control, Subscription,
+};
 
 /// Number of independently locked parts of the channel map.
 const SHARDS: usize = 16;
@@ -44,6 +47,8 @@ pub struct MemoryBus {
     buffer: usize,
     max_age: Duration,
     publishes: AtomicU64,
+    /// Control messages stay in this process: there is no other gateway.
+    control: ControlHub,
 }
 
 /// One independently locked part of the channel map.
@@ -98,6 +103,7 @@ impl MemoryBus {
             buffer: buffer.max(1),
             max_age: DEFAULT_MAX_AGE,
             publishes: AtomicU64::new(0),
+            control: ControlHub::default(),
         }
     }
 
@@ -191,10 +197,7 @@ impl MemoryBus {
             }
         }
         let buffer = self.buffer;
-        let live = st
-            .tx
-            .get_or_insert_with(|| broadcast::channel(buffer).0)
-            .subscribe();
+        let live = st.tx.get_or_insert_with(|| fanout(buffer)).subscribe();
         let replay = match after {
             Some(after) => {
                 let from = st.history.partition_point(|(_, ev)| ev.seq <= after);
@@ -224,16 +227,6 @@ impl MemoryBus {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Nothing panics while holding these locks; if something ever did, the
-    // state is still consistent (every update is a single assignment).
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn read<T>(m: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    m.read().unwrap_or_else(PoisonError::into_inner)
-}
-
 #[async_trait]
 impl Bus for MemoryBus {
     async fn publish(
@@ -255,6 +248,15 @@ impl Bus for MemoryBus {
 
     async fn ping(&self) -> Result<(), BusError> {
         Ok(())
+    }
+
+    async fn publish_control(&self, msg: Control) -> Result<(), BusError> {
+        self.control.deliver(msg);
+        Ok(())
+    }
+
+    fn control(&self) -> broadcast::Receiver<Control> {
+        self.control.subscribe()
     }
 }
 

@@ -6,13 +6,22 @@
 //! on its channel, so every stream that shows an event shows the same number.
 //! An event is encoded once at publish time ([`BusEvent`]) and the same bytes
 //! are shared by every subscriber: fan-out never re-serialises.
+//!
+//! Two implementations: [`memory::MemoryBus`] (one process) and
+//! [`redis::RedisBus`] (several gateways sharing one Redis). Besides event
+//! channels, a bus carries [`Control`] messages: cluster-wide invalidation
+//! (a revoked key) that every gateway must act on.
 
+pub mod control;
+pub(crate) mod local;
 pub mod memory;
+pub mod redis;
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tokio::sync::broadcast;
 
@@ -28,6 +37,23 @@ pub enum BusError {
     /// The subscriber fell behind and events were dropped for it.
     #[error("subscriber lagged after seq {last_seq}")]
     Lagged { last_seq: u64 },
+    /// The backend lost the channel's seq counter (Redis restarted, or the
+    /// channel sat idle past its TTL): seed it from the store
+    /// ([`Bus::seed_seq`]) and publish again. Never numbered from zero.
+    #[error("the bus lost the seq counter of {0}: seed it again")]
+    NeedsSeed(String),
+}
+
+/// A message every gateway acts on, carried by the bus beside the event
+/// channels (on Redis: one pub/sub channel all gateways subscribe to).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Control {
+    /// A key was revoked: drop it from every key cache.
+    KeyRevoked { key_id: String },
+    /// Local only, never published: control messages may have been missed
+    /// (the bus was disconnected), so drop every cache they would invalidate.
+    Resync,
 }
 
 /// A published event, encoded once and shared by every subscriber.
@@ -88,6 +114,9 @@ pub struct Subscription {
     replay: std::collections::VecDeque<Arc<BusEvent>>,
     live: broadcast::Receiver<Arc<BusEvent>>,
     last_seq: u64,
+    /// Dropped with the subscription: lets a bus count its local subscribers
+    /// (the Redis bus unsubscribes a channel after the last one leaves).
+    _guard: Option<Box<dyn Send + Sync>>,
 }
 
 impl Subscription {
@@ -102,7 +131,14 @@ impl Subscription {
             replay: replay.into(),
             live,
             last_seq: after,
+            _guard: None,
         }
+    }
+
+    /// Keeps `guard` alive as long as the subscription, and drops it with it.
+    pub fn with_guard(mut self, guard: impl Send + Sync + 'static) -> Self {
+        self._guard = Some(Box::new(guard));
+        self
     }
 
     /// The seq of the last event handed out (the client's resume cursor).
@@ -116,6 +152,7 @@ impl Subscription {
     pub async fn next(&mut self) -> Result<Option<Arc<BusEvent>>, BusError> {
         if let Some(ev) = self.replay.pop_front() {
             self.last_seq = ev.seq;
+            crate::metrics::event_delivered();
             return Ok(Some(ev));
         }
         loop {
@@ -123,6 +160,7 @@ impl Subscription {
                 Ok(ev) if ev.seq <= self.last_seq => continue,
                 Ok(ev) => {
                     self.last_seq = ev.seq;
+                    crate::metrics::event_delivered();
                     return Ok(Some(ev));
                 }
                 Err(broadcast::error::RecvError::Closed) => return Ok(None),
@@ -157,4 +195,11 @@ pub trait Bus: Send + Sync + 'static {
 
     /// Whether the backend is reachable (for `/readyz`).
     async fn ping(&self) -> Result<(), BusError>;
+
+    /// Sends `msg` to every gateway on this bus (this one included).
+    async fn publish_control(&self, msg: Control) -> Result<(), BusError>;
+
+    /// A receiver of the control messages this gateway must act on. A
+    /// receiver that lags has missed some: treat that as [`Control::Resync`].
+    fn control(&self) -> broadcast::Receiver<Control>;
 }

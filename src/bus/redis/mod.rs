@@ -1,0 +1,420 @@
+//! The Redis bus: several gateways sharing one Redis behave as one.
+//!
+//! - Publishing runs one Lua script ([`scripts`]) through a redis-rs
+//!   `ConnectionManager` (multiplexed, reconnecting): INCR the channel's
+//!   counter, XADD the event to the channel's stream (MAXLEN, TTL), PUBLISH
+//!   it. `seq` is therefore assigned once, cluster-wide.
+//! - Subscribing goes through ONE pub/sub connection per process ([`link`]),
+//!   which SUBSCRIBEs a channel when its first local subscriber arrives and
+//!   UNSUBSCRIBEs after the last leaves ([`registry`]). Each message is
+//!   decoded and encoded once ([`BusEvent::encode`]) and the bytes are shared
+//!   by every local subscriber through the same broadcast ring as the
+//!   in-process bus.
+//! - Resume: subscribe first, wait for Redis to confirm, then read the
+//!   history after the cursor; [`Subscription`] drops the overlap by seq.
+//!
+//! Every Redis call is bounded by the configured timeout: with Redis down,
+//! publishes and new subscriptions fail with [`BusError::Unavailable`]
+//! (naming Redis) instead of hanging, while existing subscribers wait for the
+//! link to come back and catch up.
+
+mod link;
+mod registry;
+mod scripts;
+
+use std::{
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use serde_json::{Map, Value};
+use tokio::sync::broadcast;
+use tokio_util::sync::{CancellationToken, DropGuard};
+
+use self::{
+    registry::Registry,
+    scripts::{Entry, ReadReply, Scripts},
+};
+use super::{Bus, BusError, BusEvent, Control, Subscription};
+use crate::config::ServeConfig;
+
+/// How the Redis bus connects and keeps history. Not `Debug`: the URL may
+/// hold a password.
+#[derive(Clone)]
+pub struct RedisBusConfig {
+    /// `redis://[user:password@]host:port[/db]` or `rediss://…` (TLS).
+    pub url: String,
+    /// Prefix of every key and channel (so deployments can share a Redis).
+    pub prefix: String,
+    /// Events kept per channel for resume.
+    pub history_len: usize,
+    /// How long an event stays resumable (and an idle channel's keys live).
+    pub history_ttl: Duration,
+    /// Longest a Redis command may take.
+    pub timeout: Duration,
+    /// Longest opening a connection may take.
+    pub connect_timeout: Duration,
+    /// Multiplexed connections publishes are spread over.
+    pub connections: usize,
+    /// Longest pause between two reconnect attempts of the pub/sub link.
+    pub reconnect_max: Duration,
+    /// Events a local subscriber may fall behind before it lags.
+    pub buffer: usize,
+}
+
+impl RedisBusConfig {
+    /// Defaults (as `weir serve` has them) for `url`.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            prefix: "weir:".into(),
+            history_len: 1000,
+            history_ttl: Duration::from_secs(3600),
+            timeout: Duration::from_secs(2),
+            connect_timeout: Duration::from_secs(2),
+            connections: 1,
+            reconnect_max: Duration::from_secs(5),
+            buffer: 1024,
+        }
+    }
+
+    /// The settings of `weir serve`, if it was given `--redis`.
+    pub fn from_serve(cfg: &ServeConfig) -> Option<Self> {
+        let r = &cfg.redis;
+        Some(Self {
+            url: cfg.redis_url.clone()?,
+            prefix: r.prefix.clone(),
+            history_len: r.history_len,
+            history_ttl: Duration::from_secs(r.history_ttl_secs),
+            timeout: Duration::from_millis(r.timeout_ms),
+            connect_timeout: Duration::from_millis(r.connect_timeout_ms),
+            connections: usize::from(r.connections.max(1)),
+            reconnect_max: Duration::from_millis(r.reconnect_max_ms),
+            buffer: cfg.edge.stream_buffer,
+        })
+    }
+}
+
+/// Names of the keys and channels, all under the prefix. A channel's two
+/// keys share a hash tag, so the scripts also work on a Redis Cluster slot.
+pub(super) struct Names {
+    prefix: String,
+    events_prefix: String,
+    control: String,
+}
+
+impl Names {
+    fn new(prefix: &str) -> Self {
+        Self {
+            prefix: prefix.to_owned(),
+            events_prefix: format!("{prefix}ev:"),
+            control: format!("{prefix}control"),
+        }
+    }
+
+    fn seq(&self, channel: &str) -> String {
+        format!("{}{{{channel}}}:seq", self.prefix)
+    }
+
+    fn hist(&self, channel: &str) -> String {
+        format!("{}{{{channel}}}:hist", self.prefix)
+    }
+
+    /// The pub/sub channel carrying `channel`'s events.
+    pub fn events(&self, channel: &str) -> String {
+        format!("{}{channel}", self.events_prefix)
+    }
+
+    /// The bus channel a pub/sub channel carries, if it is an event channel.
+    pub fn event_channel<'a>(&self, pubsub: &'a str) -> Option<&'a str> {
+        pubsub.strip_prefix(&self.events_prefix)
+    }
+
+    pub fn control(&self) -> &str {
+        &self.control
+    }
+}
+
+/// Timeouts and limits, from [`RedisBusConfig`].
+pub(super) struct Tuning {
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    pub reconnect_max: Duration,
+    history_len: usize,
+    ttl_ms: u64,
+}
+
+/// What publishing and history reads need; shared with the link task.
+pub(super) struct Core {
+    conns: Vec<ConnectionManager>,
+    next: AtomicUsize,
+    scripts: Scripts,
+    pub names: Names,
+    pub tuning: Tuning,
+}
+
+/// The counter, Redis' clock and the history after a cursor, read at once.
+pub(super) struct Read {
+    counter: u64,
+    now_ms: u64,
+    entries: Vec<Entry>,
+}
+
+impl Core {
+    fn conn(&self) -> ConnectionManager {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.conns.len();
+        self.conns[i].clone()
+    }
+
+    /// Runs `fut` within the command timeout; every failure names Redis.
+    async fn call<T>(
+        &self,
+        what: &str,
+        fut: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, BusError> {
+        match tokio::time::timeout(self.tuning.timeout, fut).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(self.failed(what, Some(e))),
+            Err(_) => Err(self.failed(what, None)),
+        }
+    }
+
+    /// The error for a failed (`Some`) or timed-out (`None`) command.
+    fn failed(&self, what: &str, error: Option<redis::RedisError>) -> BusError {
+        BusError::Unavailable(match error {
+            Some(e) => format!("redis {what} failed: {e}"),
+            None => format!(
+                "redis {what} timed out after {} ms",
+                self.tuning.timeout.as_millis()
+            ),
+        })
+    }
+
+    /// The counter and clock, and with `after` the history past it.
+    pub async fn read(&self, channel: &str, after: Option<u64>) -> Result<Read, BusError> {
+        let from = after.map_or(String::new(), |a| format!("{}-0", a.saturating_add(1)));
+        let mut conn = self.conn();
+        let mut call = self.scripts.read.prepare_invoke();
+        call.key(self.names.seq(channel))
+            .key(self.names.hist(channel))
+            .arg(from);
+        let (counter, now_ms, raw): ReadReply = self
+            .call("history read", call.invoke_async(&mut conn))
+            .await?;
+        Ok(Read {
+            counter,
+            now_ms,
+            entries: scripts::entries(raw),
+        })
+    }
+
+    /// Raises the channel's counter to at least `floor` (creating it).
+    pub async fn seed(&self, channel: &str, floor: u64) -> Result<u64, BusError> {
+        let mut conn = self.conn();
+        let mut call = self.scripts.seed.prepare_invoke();
+        call.key(self.names.seq(channel))
+            .key(self.names.hist(channel))
+            .arg(floor)
+            .arg(self.tuning.ttl_ms);
+        self.call("seed", call.invoke_async(&mut conn)).await
+    }
+
+    async fn publish(&self, channel: &str, json: &[u8]) -> Result<u64, BusError> {
+        let len = self.tuning.history_len;
+        // Approximate trimming is much cheaper, but only trims whole stream
+        // nodes (100 entries): short histories are trimmed exactly.
+        let trim = if len > 100 { "~" } else { "=" };
+        let mut conn = self.conn();
+        let mut call = self.scripts.publish.prepare_invoke();
+        call.key(self.names.seq(channel))
+            .key(self.names.hist(channel))
+            .arg(self.names.events(channel))
+            .arg(json)
+            .arg(len)
+            .arg(self.tuning.ttl_ms)
+            .arg(trim);
+        match tokio::time::timeout(self.tuning.timeout, call.invoke_async(&mut conn)).await {
+            Ok(Ok(seq)) => Ok(seq),
+            Ok(Err(e)) if e.code() == Some(scripts::NO_SEQ) => {
+                Err(BusError::NeedsSeed(channel.to_owned()))
+            }
+            Ok(Err(e)) => Err(self.failed("publish", Some(e))),
+            Err(_) => Err(self.failed("publish", None)),
+        }
+    }
+}
+
+/// Publish/subscribe through Redis. Cheap to share behind an `Arc`.
+pub struct RedisBus {
+    core: Arc<Core>,
+    reg: Arc<Registry>,
+    /// Stops the pub/sub link when the bus goes away.
+    _link: DropGuard,
+}
+
+impl RedisBus {
+    /// Builds the bus and starts its pub/sub link, which lives as long as the
+    /// bus. Connections are opened lazily: a gateway starts, and answers
+    /// /readyz 503, while Redis is down. Fails only on a bad URL.
+    ///
+    /// The link is deliberately not on the gateway's `TaskTracker` nor
+    /// stopped by its shutdown token: while the gateway drains, the runs it
+    /// lets finish still need their events delivered to the streams that
+    /// follow them, and the link holds no work of its own to drain.
+    pub fn start(cfg: RedisBusConfig) -> Result<Self, BusError> {
+        let client = redis::Client::open(cfg.url.as_str())
+            .map_err(|e| BusError::Unavailable(format!("redis URL: {e}")))?;
+        let manager = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(cfg.connect_timeout))
+            .set_response_timeout(Some(cfg.timeout))
+            .set_number_of_retries(2)
+            .set_max_delay(cfg.reconnect_max);
+        let conns = (0..cfg.connections.max(1))
+            .map(|_| ConnectionManager::new_lazy_with_config(client.clone(), manager.clone()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| BusError::Unavailable(format!("redis: {e}")))?;
+        let core = Arc::new(Core {
+            conns,
+            next: AtomicUsize::new(0),
+            scripts: Scripts::default(),
+            names: Names::new(&cfg.prefix),
+            tuning: Tuning {
+                timeout: cfg.timeout,
+                connect_timeout: cfg.connect_timeout,
+                reconnect_max: cfg.reconnect_max,
+                history_len: cfg.history_len,
+                ttl_ms: u64::try_from(cfg.history_ttl.as_millis())
+                    .unwrap_or(u64::MAX)
+                    .max(1),
+            },
+        });
+        let reg = Arc::new(Registry::new(cfg.buffer));
+        let stop = CancellationToken::new();
+        tokio::spawn(link::run(core.clone(), reg.clone(), client, stop.clone()));
+        Ok(Self {
+            core,
+            reg,
+            _link: stop.drop_guard(),
+        })
+    }
+
+    /// A handle on the bus's (multiplexed, reconnecting) Redis connection,
+    /// for other parts of the gateway that need Redis.
+    pub fn connection(&self) -> ConnectionManager {
+        self.core.conn()
+    }
+
+    /// Channels this process is subscribed to (have local subscribers).
+    pub fn local_channels(&self) -> usize {
+        self.reg.len()
+    }
+
+    /// The generation of the pub/sub link (1 = first connection, +1 per
+    /// reconnect) and whether it is up.
+    pub fn link_state(&self) -> (u64, bool) {
+        let l = self.reg.link();
+        (l.generation, l.up)
+    }
+
+    fn replay(&self, after: u64, read: Read) -> Result<Vec<Arc<BusEvent>>, BusError> {
+        let ttl = self.core.tuning.ttl_ms;
+        scripts::check_history(after, read.counter, read.now_ms, ttl, &read.entries)?;
+        Ok(read
+            .entries
+            .iter()
+            .filter_map(|e| scripts::decode(e.seq, &e.json))
+            .collect())
+    }
+}
+
+#[async_trait]
+impl Bus for RedisBus {
+    async fn publish(
+        &self,
+        channel: &str,
+        event: Map<String, Value>,
+    ) -> Result<Arc<BusEvent>, BusError> {
+        let json = serde_json::to_vec(&event)
+            .map_err(|e| BusError::Unavailable(format!("event not encodable: {e}")))?;
+        let seq = self.core.publish(channel, &json).await?;
+        // The caller's copy; subscribers (here too) get theirs from pub/sub,
+        // so every gateway delivers in the one order Redis numbered.
+        Ok(Arc::new(BusEvent::encode(seq, event)))
+    }
+
+    async fn subscribe(&self, channel: &str, after: Option<u64>) -> Result<Subscription, BusError> {
+        let (member, live) = self.reg.join(channel);
+        self.reg
+            .ready(&member.local, self.core.tuning.timeout)
+            .await?;
+        let read = self.core.read(channel, after).await?;
+        member.local.note_join(read.counter);
+        let start = after.unwrap_or(read.counter);
+        let replay = match after {
+            Some(after) => self.replay(after, read)?,
+            None => Vec::new(),
+        };
+        Ok(Subscription::new(replay, live, start).with_guard(member))
+    }
+
+    async fn seed_seq(&self, channel: &str, floor: u64) -> Result<(), BusError> {
+        // What this gateway already delivered counts too: after Redis lost
+        // its data, numbering must continue above what clients have seen.
+        let seen = self
+            .reg
+            .get(channel)
+            .and_then(|l| l.position())
+            .unwrap_or(0);
+        self.core.seed(channel, floor.max(seen)).await.map(drop)
+    }
+
+    async fn ping(&self) -> Result<(), BusError> {
+        if !self.reg.link().up {
+            return Err(BusError::Unavailable(
+                "redis: the pub/sub connection is down (reconnecting)".into(),
+            ));
+        }
+        let mut conn = self.core.conn();
+        let pong: String = self
+            .core
+            .call("PING", redis::cmd("PING").query_async(&mut conn))
+            .await?;
+        if pong != "PONG" {
+            return Err(BusError::Unavailable(format!("redis PING answered {pong}")));
+        }
+        Ok(())
+    }
+
+    async fn publish_control(&self, msg: Control) -> Result<(), BusError> {
+        if msg == Control::Resync {
+            self.reg.control.deliver(msg);
+            return Ok(());
+        }
+        let json = serde_json::to_string(&msg)
+            .map_err(|e| BusError::Unavailable(format!("control not encodable: {e}")))?;
+        let mut conn = self.core.conn();
+        let cmd = redis::cmd("PUBLISH")
+            .arg(self.core.names.control())
+            .arg(json)
+            .to_owned();
+        self.core
+            .call("PUBLISH", cmd.query_async::<i64>(&mut conn))
+            .await
+            .map(drop)
+    }
+
+    fn control(&self) -> broadcast::Receiver<Control> {
+        self.reg.control.subscribe()
+    }
+}
+
+#[cfg(test)]
+#[path = "../../../tests/api/redis_support.rs"]
+mod redis_support;
+#[cfg(test)]
+mod tests;

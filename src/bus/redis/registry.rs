@@ -1,0 +1,254 @@
+//! The local side of the Redis bus: which channels this process has
+//! subscribers for, and delivery to them.
+//!
+//! A channel is in the [`Registry`] while at least one local [`Subscription`]
+//! holds its [`Membership`]; the pub/sub connection (see `link`) SUBSCRIBEs
+//! exactly the channels in here and UNSUBSCRIBEs the rest. Each [`Local`]
+//! channel owns the broadcast ring its subscribers share, remembers the last
+//! seq it delivered (to drop what arrives twice after a reconnect and to know
+//! where to catch up from) and the connection generation that confirmed its
+//! SUBSCRIBE (a subscriber reads history only after that).
+//!
+//! [`Subscription`]: crate::bus::Subscription
+
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
+
+use tokio::sync::{broadcast, watch, Notify};
+
+use super::scripts::decode;
+use crate::bus::{
+    local::{fanout, lock, ControlHub},
+    BusError, BusEvent,
+};
+
+/// Longest a new subscriber waits for a link that is down.
+const DOWN_WAIT: Duration = Duration::from_millis(500);
+
+/// The state of the pub/sub connection: its generation (1 for the first
+/// connection, +1 per reconnect) and whether it is serving.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub(super) struct Link {
+    pub generation: u64,
+    pub up: bool,
+}
+
+/// The channels with local subscribers, and the control hub.
+pub(super) struct Registry {
+    channels: Mutex<HashMap<String, Slot>>,
+    /// Signalled when a channel is added or removed: the connection reconciles.
+    pub changed: Notify,
+    pub link: watch::Sender<Link>,
+    pub control: ControlHub,
+    buffer: usize,
+}
+
+struct Slot {
+    local: Arc<Local>,
+    refs: usize,
+}
+
+/// One channel with local subscribers.
+pub(super) struct Local {
+    pub name: String,
+    /// `None` once closed: its subscribers see the end of the channel.
+    tx: Mutex<Option<broadcast::Sender<Arc<BusEvent>>>>,
+    /// The last seq handed to the ring (0: none yet). Written by the link task only.
+    delivered: AtomicU64,
+    /// The lowest counter a subscriber saw when it joined (`u64::MAX`: none):
+    /// where to catch up from after a reconnect if nothing was delivered yet.
+    joined_at: AtomicU64,
+    /// The link generation that confirmed this channel's SUBSCRIBE (0: none).
+    pub confirmed: watch::Sender<u64>,
+}
+
+impl Local {
+    fn new(name: &str, buffer: usize) -> Self {
+        Self {
+            name: name.to_owned(),
+            tx: Mutex::new(Some(fanout(buffer))),
+            delivered: AtomicU64::new(0),
+            joined_at: AtomicU64::new(u64::MAX),
+            confirmed: watch::Sender::new(0),
+        }
+    }
+
+    /// Hands event `seq` to the subscribers unless it was already delivered.
+    /// Events of one channel arrive in seq order, so "already" is `<=`.
+    pub fn push(&self, seq: u64, json: &[u8]) {
+        if seq <= self.delivered.load(Ordering::Acquire) {
+            return;
+        }
+        let Some(ev) = decode(seq, json) else { return };
+        self.delivered.store(seq, Ordering::Release);
+        if let Some(tx) = lock(&self.tx).as_ref() {
+            // Err only means nobody is receiving right now: fine.
+            let _ = tx.send(ev);
+        }
+    }
+
+    /// Records the counter a joining subscriber saw.
+    pub fn note_join(&self, counter: u64) {
+        self.joined_at.fetch_min(counter, Ordering::AcqRel);
+    }
+
+    /// Where this channel's delivery stands: the last seq delivered, else the
+    /// counter when the first subscriber joined; `None` if neither is known.
+    pub fn position(&self) -> Option<u64> {
+        match self.delivered.load(Ordering::Acquire) {
+            0 => Some(self.joined_at.load(Ordering::Acquire)).filter(|&j| j != u64::MAX),
+            d => Some(d),
+        }
+    }
+}
+
+/// A subscriber's share of a channel; dropping it may unsubscribe.
+pub(super) struct Membership {
+    registry: Arc<Registry>,
+    pub local: Arc<Local>,
+}
+
+impl Drop for Membership {
+    fn drop(&mut self) {
+        self.registry.leave(&self.local);
+    }
+}
+
+impl Registry {
+    pub fn new(buffer: usize) -> Self {
+        Self {
+            channels: Mutex::new(HashMap::new()),
+            changed: Notify::new(),
+            link: watch::Sender::new(Link::default()),
+            control: ControlHub::default(),
+            buffer,
+        }
+    }
+
+    /// Joins `channel`: a receiver of its live events and the membership
+    /// that keeps it subscribed. The first member asks for a SUBSCRIBE.
+    pub fn join(
+        self: &Arc<Self>,
+        channel: &str,
+    ) -> (Membership, broadcast::Receiver<Arc<BusEvent>>) {
+        let buffer = self.buffer;
+        let (local, rx, first) = {
+            let mut map = lock(&self.channels);
+            let slot = map.entry(channel.to_owned()).or_insert_with(|| Slot {
+                local: Arc::new(Local::new(channel, buffer)),
+                refs: 0,
+            });
+            slot.refs += 1;
+            // A channel in the map is never closed (closing removes it first).
+            let rx = lock(&slot.local.tx)
+                .as_ref()
+                .map(broadcast::Sender::subscribe);
+            let rx = rx.unwrap_or_else(|| fanout(1).subscribe());
+            (slot.local.clone(), rx, slot.refs == 1)
+        };
+        if first {
+            self.changed.notify_one();
+        }
+        let member = Membership {
+            registry: self.clone(),
+            local,
+        };
+        (member, rx)
+    }
+
+    fn leave(&self, local: &Arc<Local>) {
+        let mut map = lock(&self.channels);
+        let Some(slot) = map.get_mut(&local.name) else {
+            return;
+        };
+        if !Arc::ptr_eq(&slot.local, local) {
+            return;
+        }
+        slot.refs -= 1;
+        if slot.refs == 0 {
+            map.remove(&local.name);
+            drop(map);
+            self.changed.notify_one();
+        }
+    }
+
+    /// Ends a channel for its local subscribers (they see it close and
+    /// resume by seq): used when a gap in it cannot be filled.
+    pub fn close(&self, local: &Arc<Local>) {
+        {
+            let mut map = lock(&self.channels);
+            if map
+                .get(&local.name)
+                .is_some_and(|s| Arc::ptr_eq(&s.local, local))
+            {
+                map.remove(&local.name);
+            }
+        }
+        lock(&local.tx).take();
+        self.changed.notify_one();
+    }
+
+    /// The channels that should be subscribed, right now.
+    pub fn wanted(&self) -> Vec<Arc<Local>> {
+        lock(&self.channels)
+            .values()
+            .map(|s| s.local.clone())
+            .collect()
+    }
+
+    /// The local channel called `name`, if it has subscribers.
+    pub fn get(&self, name: &str) -> Option<Arc<Local>> {
+        lock(&self.channels).get(name).map(|s| s.local.clone())
+    }
+
+    pub fn set_link(&self, generation: u64, up: bool) {
+        self.link.send_replace(Link { generation, up });
+    }
+
+    pub fn link(&self) -> Link {
+        *self.link.borrow()
+    }
+
+    /// Waits until the connection is up and has confirmed `local`'s
+    /// SUBSCRIBE, at most `wait`.
+    pub async fn ready(&self, local: &Local, wait: Duration) -> Result<(), BusError> {
+        // During an outage, fail fast rather than hold every request for the
+        // whole timeout; a link that is just (re)connecting gets a moment.
+        let wait = if self.link().up {
+            wait
+        } else {
+            wait.min(DOWN_WAIT)
+        };
+        let mut link = self.link.subscribe();
+        let mut confirmed = local.confirmed.subscribe();
+        let waiting = async {
+            loop {
+                let l = *link.borrow_and_update();
+                if l.up && *confirmed.borrow_and_update() == l.generation {
+                    return true;
+                }
+                tokio::select! {
+                    r = link.changed() => if r.is_err() { return false },
+                    r = confirmed.changed() => if r.is_err() { return false },
+                }
+            }
+        };
+        match tokio::time::timeout(wait, waiting).await {
+            Ok(true) => Ok(()),
+            _ => Err(BusError::Unavailable(
+                "redis: the pub/sub connection is down (reconnecting)".into(),
+            )),
+        }
+    }
+
+    /// How many channels have local subscribers (for tests and metrics).
+    pub fn len(&self) -> usize {
+        lock(&self.channels).len()
+    }
+}

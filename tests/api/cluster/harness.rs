@@ -1,0 +1,152 @@
+//! A cluster for a test: one private redis-server, one `weir store` process
+//! and two `weir serve --redis` processes (A and B) over them, all killed on
+//! drop. Gateways reconnect to Redis quickly here (500 ms backoff cap) so an
+//! outage test stays short.
+
+use std::{
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use reqwest::{Method, RequestBuilder};
+use weir::{keys, store::remote::RemoteStore, store::Store};
+
+use crate::{
+    common::{free_port, spawn_store_process, wait_healthy, weir_bin, StoreProcess, STORE_TOKEN},
+    redis_support::RedisServer,
+};
+
+/// One `weir serve` process.
+pub struct Node {
+    child: Child,
+    pub base: String,
+    pub client: reqwest::Client,
+}
+
+impl Node {
+    pub fn req(&self, key: &str, method: Method, path: &str) -> RequestBuilder {
+        self.client
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(key)
+    }
+
+    /// `/readyz` status and body.
+    pub async fn readyz(&self) -> (u16, String) {
+        match self
+            .client
+            .get(format!("{}/readyz", self.base))
+            .send()
+            .await
+        {
+            Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
+            Err(e) => (0, e.to_string()),
+        }
+    }
+
+    /// Waits until `/readyz` answers 200 (Redis link up), 15 s at most.
+    pub async fn wait_ready(&self) {
+        let mut last = (0, String::new());
+        for _ in 0..300 {
+            last = self.readyz().await;
+            if last.0 == 200 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("{} not ready: {last:?}", self.base);
+    }
+
+    /// Whether the process is still running (it must never crash).
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub struct Cluster {
+    pub a: Node,
+    pub b: Node,
+    pub redis: RedisServer,
+    store: StoreProcess,
+    _tmp: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// Starts Redis, the store, then A and B (one after the other: both seed
+    /// the bootstrap key) with `env` added to both gateways' environment.
+    pub async fn start(env: &[(&str, &str)]) -> Self {
+        crate::common::init_logs();
+        let tmp = tempfile::tempdir().unwrap();
+        let redis = RedisServer::start().await;
+        let store = spawn_store_process(&tmp.path().join("store")).await;
+        let a = gateway(&redis, &store, env, &tmp.path().join("a")).await;
+        let b = gateway(&redis, &store, env, &tmp.path().join("b")).await;
+        a.wait_ready().await;
+        b.wait_ready().await;
+        Self {
+            a,
+            b,
+            redis,
+            store,
+            _tmp: tmp,
+        }
+    }
+
+    /// A key with every scope and a high rate limit, minted in the store.
+    pub async fn key(&self) -> String {
+        self.mint(&["*"]).await.1
+    }
+
+    /// A key of account `default` with `scopes`: (key id, secret).
+    pub async fn mint(&self, scopes: &[&str]) -> (String, String) {
+        let store = RemoteStore::new(&self.store.url, Some(STORE_TOKEN.into())).unwrap();
+        store.ensure_account("default").await.unwrap();
+        let scopes = scopes.iter().map(|s| s.to_string()).collect();
+        let m = keys::mint("default", "cluster test", scopes, 100_000, None);
+        let id = m.new_key.id.clone();
+        store.create_key(m.new_key).await.unwrap();
+        (id, m.secret)
+    }
+}
+
+async fn gateway(
+    redis: &RedisServer,
+    store: &StoreProcess,
+    env: &[(&str, &str)],
+    data_dir: &std::path::Path,
+) -> Node {
+    let port = free_port();
+    let child = Command::new(weir_bin())
+        .arg("serve")
+        .env_remove("WEIR_CONFIG")
+        .env("WEIR_LISTEN", format!("127.0.0.1:{port}"))
+        .env("WEIR_DATA_DIR", data_dir)
+        .env("WEIR_STORE_URL", &store.url)
+        .env("WEIR_STORE_TOKEN", STORE_TOKEN)
+        .env("WEIR_REDIS_URL", redis.url())
+        .env("WEIR_BOOTSTRAP_KEY", crate::common::BOOTSTRAP_KEY)
+        .env("WEIR_REDIS_RECONNECT_MAX_MS", "500")
+        .env("WEIR_REDIS_TIMEOUT_MS", "1000")
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(if std::env::var_os("TEST_LOG").is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        })
+        .spawn()
+        .expect("spawn weir serve");
+    let base = format!("http://127.0.0.1:{port}");
+    wait_healthy(&base).await;
+    Node {
+        child,
+        base,
+        client: reqwest::Client::new(),
+    }
+}
