@@ -104,6 +104,9 @@ pub struct ServeConfig {
     /// Log format: `text` or `json`.
     #[arg(long, env = "WEIR_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
+    /// Origins allowed to call the gateway from a browser (CORS): `*`, or a comma list like `https://chat.example.com,http://localhost:5173`. Unset: same-origin only.
+    #[arg(long, env = "WEIR_CORS_ORIGIN", value_parser = crate::web::cors::validate)]
+    pub cors_origin: Option<String>,
 }
 
 /// Settings of `weir store`.

@@ -39,6 +39,8 @@ impl Gateway {
                 .context("seeding WEIR_BOOTSTRAP_KEY")?;
         }
         let bus: Arc<dyn Bus> = Arc::new(MemoryBus::new(cfg.history_len, 1024));
+        // Counts publishes whatever the backend (/metrics).
+        let bus: Arc<dyn Bus> = Arc::new(crate::metrics::MeteredBus::new(bus));
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
         let runtime = Arc::new(Runtime::new(
@@ -84,6 +86,9 @@ impl Gateway {
         let Self { listener, state } = self;
         tracing::info!(addr = %listener.local_addr()?, "weir listening");
         state.tracker.spawn(flush_key_usage(state.clone()));
+        state
+            .tracker
+            .spawn(crate::metrics::health::run(state.clone()));
         let app = crate::http::build_router(state.clone());
         let token = state.shutdown.clone();
         let listener = listener.tap_io(|tcp| {

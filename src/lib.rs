@@ -23,6 +23,8 @@
 //! - [`shutdown`]: SIGINT/SIGTERM handling (second signal exits at once).
 //! - [`cli`]: `weir keys create` and other commands that work on the data directly.
 //! - [`telemetry`]: tracing setup.
+//! - [`metrics`]: Prometheus metrics at `/metrics`.
+//! - [`web`]: the browser chat page at `/`, `/llms.txt`, CORS.
 //! - [`util`]: ids and timestamps.
 
 pub mod agent;
@@ -33,6 +35,7 @@ pub mod edge;
 pub mod gateway;
 pub mod http;
 pub mod keys;
+pub mod metrics;
 pub mod openai;
 pub mod shutdown;
 pub mod state;
@@ -40,6 +43,7 @@ pub mod store;
 pub mod stream;
 pub mod telemetry;
 pub mod util;
+pub mod web;
 
 pub use gateway::Gateway;
 pub use state::AppState;

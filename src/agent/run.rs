@@ -113,6 +113,7 @@ impl RunTask {
                 .await;
         }
         let run = self.conclude(&mut em, outcome, usage).await;
+        crate::metrics::run_finished(&run.status, started.elapsed());
         log.info(format!(
             "run ended: {} ({}) after {} ms",
             run.status,

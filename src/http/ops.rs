@@ -26,10 +26,12 @@ pub async fn readyz(State(state): State<AppState>) -> Result<impl IntoResponse, 
             "draining: the gateway is shutting down",
         ));
     }
-    if let Err(e) = state.store.ping().await {
+    // Pings both and records them in the `weir_*_up` gauges.
+    let (store, bus) = crate::metrics::health::check(&state).await;
+    if let Err(e) = store {
         return Err(ApiError::unavailable(format!("store unreachable: {e}")));
     }
-    if let Err(e) = state.bus.ping().await {
+    if let Err(e) = bus {
         return Err(ApiError::unavailable(format!("bus unreachable: {e}")));
     }
     Ok((

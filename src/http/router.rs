@@ -2,9 +2,12 @@
 //!
 //! Requests pass, outermost first: request id (set or echoed) → access log
 //! span (path only: the `api_key` query parameter never reaches a log) →
-//! panic catcher → error envelope → body limit → [auth on every route not
-//! on the public allowlist] → per-route scope check in the handler. A new
-//! route added to `protected` is authenticated by default.
+//! CORS (only with `--cors-origin`) → request metrics → panic catcher →
+//! error envelope → body limit → [auth on every route not on the public
+//! allowlist] → per-route scope check in the handler. A new route added to
+//! `protected` is authenticated by default. The public routes: ops
+//! (`/healthz`, `/readyz`), OpenAPI and `/docs`, `/metrics`, and the web
+//! page (`/`, `/assets/…`, `/llms.txt`).
 
 use std::time::Duration;
 
@@ -22,7 +25,8 @@ use tower_http::{
     limit::RequestBodyLimitLayer,
     request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer},
     timeout::TimeoutLayer,
-    trace::TraceLayer,
+    trace::{DefaultOnResponse, TraceLayer},
+    LatencyUnit,
 };
 
 use super::{
@@ -57,18 +61,41 @@ pub fn build_router(state: AppState) -> Router {
             state.clone(),
             auth::authenticate,
         ));
-    let public = super::ops::routes().merge(super::openapi::routes());
+    let public = super::ops::routes()
+        .merge(super::openapi::routes())
+        .merge(crate::metrics::routes())
+        .merge(crate::web::routes());
+    // Other origins (a chat UI elsewhere) only with --cors-origin; clap
+    // validated the value, so an error here cannot happen from the CLI.
+    let cors = state.config.cors_origin.as_deref().and_then(|spec| {
+        crate::web::cors::layer(spec)
+            .map_err(|e| tracing::error!(error = %e, "WEIR_CORS_ORIGIN ignored"))
+            .ok()
+    });
     let max_body = state.config.max_body_bytes;
     Router::new()
         .merge(public)
         .merge(protected)
+        // Tags each response with its matched route for the latency metric.
+        .route_layer(middleware::from_fn(crate::metrics::http::mark_route))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(
             ServiceBuilder::new()
                 .layer(SetRequestIdLayer::new(REQUEST_ID, MakeId))
                 .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-                .layer(TraceLayer::new_for_http().make_span_with(access_span))
+                .layer(
+                    TraceLayer::new_for_http()
+                        .make_span_with(access_span)
+                        // One access line per request, inside its span.
+                        .on_response(
+                            DefaultOnResponse::new()
+                                .level(tracing::Level::INFO)
+                                .latency_unit(LatencyUnit::Millis),
+                        ),
+                )
+                .option_layer(cors)
+                .layer(middleware::from_fn(crate::metrics::http::track))
                 .layer(CatchPanicLayer::custom(|_| {
                     ApiError::internal().into_response()
                 }))

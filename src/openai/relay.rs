@@ -25,6 +25,7 @@ use tokio::time::{timeout, timeout_at, Instant};
 use super::OpenAiError;
 use crate::{
     agent::models::upstream::error_message,
+    metrics::{upstream_answered, upstream_error, Upstream},
     state::AppState,
     stream::sse::{frame, sse_response},
 };
@@ -51,16 +52,19 @@ pub async fn relay(state: &AppState, mut body: Value) -> Result<Response, OpenAi
     body["model"] = Value::from(model);
     let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
     let bytes = serde_json::to_vec(&body).unwrap_or_default();
-    let deadline = Instant::now() + provider.first_token_timeout;
+    let sent = Instant::now();
+    let deadline = sent + provider.first_token_timeout;
     let resp = match timeout_at(deadline, provider.chat_request(bytes).send()).await {
         Err(_) => {
+            upstream_error(Upstream::Relay, "timeout");
             return Err(OpenAiError::new(
                 StatusCode::GATEWAY_TIMEOUT,
                 "the provider did not answer in time",
                 Some("upstream_timeout"),
-            ))
+            ));
         }
         Ok(Err(e)) => {
+            upstream_error(Upstream::Relay, "connect");
             tracing::warn!(error = %e.without_url(), "provider unreachable");
             return Err(OpenAiError::new(
                 StatusCode::BAD_GATEWAY,
@@ -70,8 +74,10 @@ pub async fn relay(state: &AppState, mut body: Value) -> Result<Response, OpenAi
         }
         Ok(Ok(r)) => r,
     };
+    upstream_answered(Upstream::Relay, sent.into_std());
     if !resp.status().is_success() {
-        return Ok(upstream_error(resp).await);
+        upstream_error(Upstream::Relay, "status");
+        return Ok(error_answer(resp).await);
     }
     if stream {
         let ping = Duration::from_secs(state.config.sse_ping_secs.max(1));
@@ -89,7 +95,7 @@ pub async fn relay(state: &AppState, mut body: Value) -> Result<Response, OpenAi
 }
 
 /// An upstream error answer as the client sees it.
-async fn upstream_error(resp: reqwest::Response) -> Response {
+async fn error_answer(resp: reqwest::Response) -> Response {
     let status = resp.status();
     let passthrough = status.is_client_error()
         && status != StatusCode::UNAUTHORIZED
@@ -178,13 +184,15 @@ where
                     }
                 }
                 Ok(None) if saw_done => return,
-                Ok(None) => break "the provider's stream ended before [DONE]".to_owned(),
-                Ok(Some(Err(e))) => break format!("the provider's stream broke: {}", e.without_url()),
-                Err(_) if started => break format!("the provider sent nothing for {} s", idle.as_secs()),
-                Err(_) => break "the provider sent no token in time".to_owned(),
+                Ok(None) => break ("broken", "the provider's stream ended before [DONE]".to_owned()),
+                Ok(Some(Err(e))) => break ("broken", format!("the provider's stream broke: {}", e.without_url())),
+                Err(_) if started => break ("timeout", format!("the provider sent nothing for {} s", idle.as_secs())),
+                Err(_) => break ("timeout", "the provider sent no token in time".to_owned()),
             }
         };
+        let (kind, failure) = failure;
         tracing::warn!(reason = %failure, "relay stream failed");
+        upstream_error(Upstream::Relay, kind);
         let err = OpenAiError::new(StatusCode::BAD_GATEWAY, failure, Some("upstream_stream_error"));
         yield frame(None, None, &serde_json::to_vec(&err.body()).unwrap_or_default());
         yield Bytes::from_static(b"data: [DONE]\n\n");

@@ -27,6 +27,8 @@ where
     S: Stream<Item = Bytes> + Send + 'static,
 {
     let body = async_stream::stream! {
+        // Counted open until the body is dropped (sent out, or client gone).
+        let _open = crate::metrics::ConnGuard::open(crate::metrics::Conn::Sse);
         yield Ok::<Bytes, std::io::Error>(Bytes::from_static(PING));
         let mut frames = std::pin::pin!(frames);
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + ping, ping);
@@ -79,6 +81,9 @@ pub fn frame(id: Option<u64>, event: Option<&str>, data: &[u8]) -> Bytes {
 /// stays the last event it really got; `last_seq` repeats it for clients
 /// that resume with `?after=`.
 pub fn error_frame(code: &str, message: &str, last_seq: Option<u64>) -> Bytes {
+    if code == "lagged" {
+        crate::metrics::lagged_close(crate::metrics::Conn::Sse);
+    }
     let mut body = serde_json::Map::new();
     body.insert("code".into(), code.into());
     body.insert("message".into(), message.into());

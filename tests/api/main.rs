@@ -3,6 +3,7 @@
 
 mod cli;
 mod common;
+mod ecosystem;
 mod envelopes;
 mod fake_provider;
 mod openai;

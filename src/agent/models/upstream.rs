@@ -20,7 +20,10 @@ use super::{
     assemble::{Assembler, Chunk},
     ModelError, ModelEvent, ModelRequest, ModelStream,
 };
-use crate::config::ServeConfig;
+use crate::{
+    config::ServeConfig,
+    metrics::{upstream_answered, upstream_error, Upstream},
+};
 
 /// Most of an error body we read to report it.
 const ERROR_BODY_LIMIT: usize = 4096;
@@ -130,13 +133,16 @@ impl UpstreamModel {
         Box::pin(async_stream::stream! {
             let first_secs = provider.first_token_timeout.as_secs();
             let idle = provider.idle_timeout;
-            let deadline = Instant::now() + provider.first_token_timeout;
+            let sent = Instant::now();
+            let deadline = sent + provider.first_token_timeout;
             let resp = match timeout_at(deadline, provider.chat_request(body).send()).await {
-                Err(_) => { yield Err(ModelError::FirstTokenTimeout(first_secs)); return; }
-                Ok(Err(e)) => { yield Err(ModelError::Connect(e.without_url().to_string())); return; }
+                Err(_) => { upstream_error(Upstream::Agent, "timeout"); yield Err(ModelError::FirstTokenTimeout(first_secs)); return; }
+                Ok(Err(e)) => { upstream_error(Upstream::Agent, "connect"); yield Err(ModelError::Connect(e.without_url().to_string())); return; }
                 Ok(Ok(resp)) => resp,
             };
+            upstream_answered(Upstream::Agent, sent.into_std());
             if !resp.status().is_success() {
+                upstream_error(Upstream::Agent, "status");
                 let status = resp.status().as_u16();
                 let message = error_message(resp).await;
                 yield Err(ModelError::Status { status, message });
@@ -153,10 +159,10 @@ impl UpstreamModel {
                     timeout_at(deadline, events.next()).await
                 };
                 let event = match next {
-                    Err(_) if started => { yield Err(ModelError::IdleTimeout(idle.as_secs())); return; }
-                    Err(_) => { yield Err(ModelError::FirstTokenTimeout(first_secs)); return; }
+                    Err(_) if started => { upstream_error(Upstream::Agent, "timeout"); yield Err(ModelError::IdleTimeout(idle.as_secs())); return; }
+                    Err(_) => { upstream_error(Upstream::Agent, "timeout"); yield Err(ModelError::FirstTokenTimeout(first_secs)); return; }
                     Ok(None) => break,
-                    Ok(Some(Err(e))) => { yield Err(ModelError::Broken(e.to_string())); return; }
+                    Ok(Some(Err(e))) => { upstream_error(Upstream::Agent, "broken"); yield Err(ModelError::Broken(e.to_string())); return; }
                     Ok(Some(Ok(event))) => event,
                 };
                 started = true;
@@ -178,6 +184,7 @@ impl UpstreamModel {
                 }
             }
             if !saw_done && !asm.finished() {
+                upstream_error(Upstream::Agent, "broken");
                 yield Err(ModelError::Broken("the stream ended before the completion finished".into()));
                 return;
             }

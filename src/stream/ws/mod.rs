@@ -89,6 +89,7 @@ pub fn upgrade(
         let tracker = state.tracker.clone();
         // Tracked, so a draining gateway waits for the 1001 close to be sent.
         tracker.track_future(async move {
+            let _open = crate::metrics::ConnGuard::open(crate::metrics::Conn::Ws);
             let (sink, stream) = socket.split();
             session::serve(state, auth, settings, sink, stream).await;
         })

@@ -95,6 +95,7 @@ fn closing_frames(reason: Option<CloseReason>, delivered: &HashMap<Arc<str>, u64
         Some(CloseReason::Idle) => vec![close(1000, "idle timeout")],
         Some(CloseReason::TooBig) => vec![close(1009, "message too big")],
         Some(CloseReason::Lagged { channel }) => {
+            crate::metrics::lagged_close(crate::metrics::Conn::Ws);
             let positions: Map<String, Value> = delivered
                 .iter()
                 .map(|(c, s)| (c.to_string(), Value::from(*s)))

@@ -1,0 +1,58 @@
+//! [`MeteredBus`]: counts publishes on whatever bus backend it wraps, so the
+//! memory and Redis buses report the same metric without each knowing about
+//! metrics. Deliveries are counted where subscribers receive
+//! ([`crate::bus::Subscription::next`]).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde_json::{Map, Value};
+
+use tokio::sync::broadcast;
+
+use crate::bus::{Bus, BusError, BusEvent, Control, Subscription};
+
+/// A [`Bus`] that counts successful publishes by channel kind.
+pub struct MeteredBus<B: ?Sized> {
+    inner: Arc<B>,
+}
+
+impl<B: Bus + ?Sized> MeteredBus<B> {
+    pub fn new(inner: Arc<B>) -> Self {
+        super::init();
+        Self { inner }
+    }
+}
+
+#[async_trait]
+impl<B: Bus + ?Sized> Bus for MeteredBus<B> {
+    async fn publish(
+        &self,
+        channel: &str,
+        event: Map<String, Value>,
+    ) -> Result<Arc<BusEvent>, BusError> {
+        let ev = self.inner.publish(channel, event).await?;
+        super::event_published(channel);
+        Ok(ev)
+    }
+
+    async fn subscribe(&self, channel: &str, after: Option<u64>) -> Result<Subscription, BusError> {
+        self.inner.subscribe(channel, after).await
+    }
+
+    async fn seed_seq(&self, channel: &str, floor: u64) -> Result<(), BusError> {
+        self.inner.seed_seq(channel, floor).await
+    }
+
+    async fn ping(&self) -> Result<(), BusError> {
+        self.inner.ping().await
+    }
+
+    async fn publish_control(&self, msg: Control) -> Result<(), BusError> {
+        self.inner.publish_control(msg).await
+    }
+
+    fn control(&self) -> broadcast::Receiver<Control> {
+        self.inner.control()
+    }
+}

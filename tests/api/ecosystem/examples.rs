@@ -1,0 +1,170 @@
+//! The cargo examples (`examples/*.rs`), built by `cargo test` like every
+//! target, run against a live gateway: they must keep working as the API
+//! evolves. Their binaries are found next to the `weir` binary cargo built.
+
+use std::{path::PathBuf, process::Stdio, time::Duration};
+
+use tokio::process::Command;
+
+use super::in_ci;
+use crate::common::{spawn_gateway, TestGateway};
+
+/// `target/<profile>/examples/<name>`, or `None` (with a note) when this
+/// test run did not build the examples (`cargo test --test api` does not;
+/// `cargo test` does). In CI a missing example is a failure.
+fn example(name: &str) -> Option<PathBuf> {
+    let bin = PathBuf::from(crate::common::weir_bin());
+    let path = bin.parent()?.join("examples").join(name);
+    if path.exists() {
+        return Some(path);
+    }
+    assert!(!in_ci(), "example {name} was not built: {}", path.display());
+    eprintln!("SKIPPED: example {name} not built (run `cargo test` or `cargo build --examples`)");
+    None
+}
+
+/// Runs an example against `gw` with `arg`; returns its stdout.
+async fn run(gw: &TestGateway, path: PathBuf, arg: &str, env: &[(&str, &str)]) -> String {
+    let mut cmd = Command::new(&path);
+    cmd.arg(arg)
+        .env("WEIR_URL", &gw.base)
+        .env("WEIR_KEY", &gw.key)
+        .env_remove("WEIR_AGENT")
+        .env_remove("WEIR_MODEL")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = tokio::time::timeout(Duration::from_secs(30), cmd.output())
+        .await
+        .unwrap_or_else(|_| panic!("{} hung", path.display()))
+        .expect("the example runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{} failed: {}\nstdout:\n{stdout}\nstderr:\n{}",
+        path.display(),
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_client_streams_a_run_with_its_function_call() {
+    let Some(bin) = example("sse_client") else {
+        return;
+    };
+    let gw = spawn_gateway().await;
+    let out = run(&gw, bin, "what time is it?", &[]).await;
+    assert!(
+        out.contains("[internal_monologue] The user asks for the time"),
+        "{out}"
+    );
+    assert!(out.contains("[function_message] get_time({}) -> "), "{out}");
+    assert!(
+        out.contains("You said: \"what time is it?\". The current time is"),
+        "{out}"
+    );
+    assert!(out.trim_end().ends_with("[done] end_turn"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ws_client_chats_over_the_websocket() {
+    let Some(bin) = example("ws_client") else {
+        return;
+    };
+    let gw = spawn_gateway().await;
+    let agent = gw.create_agent("ws-existing").await;
+    let out = run(&gw, bin, "hello socket", &[("WEIR_AGENT", &agent)]).await;
+    assert!(
+        out.contains(&format!("[subscribed] \"agent:{agent}\"")),
+        "{out}"
+    );
+    assert!(out.contains("[run_started] \"run-"), "{out}");
+    assert!(
+        out.contains("[assistant_message] You said: \"hello socket\""),
+        "{out}"
+    );
+    assert!(out.trim_end().ends_with("[done] end_turn"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openai_stream_reads_chunks_until_done() {
+    let Some(bin) = example("openai_stream") else {
+        return;
+    };
+    let gw = spawn_gateway().await;
+    let agent = gw.create_agent("openai-existing").await;
+    let out = run(&gw, bin, "hi there", &[("WEIR_MODEL", &agent)]).await;
+    assert!(out.starts_with(&format!("[model] {agent}")), "{out}");
+    assert!(out.contains("You said: \"hi there\""), "{out}");
+    assert!(out.contains("[finish_reason] stop"), "{out}");
+    assert!(out.contains("[usage] "), "{out}");
+    assert!(out.trim_end().ends_with("[done]"), "{out}");
+}
+
+/// The Python interpreter to run `examples/openai_sdk.py` with: `WEIR_PYTHON`
+/// (`.ci/run` makes a venv with the `openai` package there), else `python3`
+/// if it can import `openai`.
+fn python_with_openai() -> Option<String> {
+    let candidates = std::env::var("WEIR_PYTHON")
+        .into_iter()
+        .chain(["python3".to_owned()]);
+    for py in candidates {
+        let ok = std::process::Command::new(&py)
+            .args(["-c", "import openai"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if ok {
+            return Some(py);
+        }
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openai_sdk_py_talks_to_weir() {
+    let Some(python) = python_with_openai() else {
+        assert!(
+            !in_ci() || std::env::var_os("WEIR_PYTHON").is_none(),
+            "WEIR_PYTHON is set but cannot import openai"
+        );
+        eprintln!("SKIPPED openai_sdk_py_talks_to_weir: no Python with the `openai` package (pip install openai, or set WEIR_PYTHON)");
+        return;
+    };
+    let gw = spawn_gateway().await;
+    let script = super::crate_dir().join("examples/openai_sdk.py");
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        Command::new(&python)
+            .arg(&script)
+            .arg("what time is it?")
+            .env("WEIR_URL", &gw.base)
+            .env("WEIR_KEY", &gw.key)
+            .env_remove("WEIR_MODEL")
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the SDK example finished")
+    .expect("python runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.starts_with("[model] agent-"), "{stdout}");
+    assert!(stdout.contains("The current time is"), "{stdout}");
+    assert!(stdout.contains("[usage] "), "{stdout}");
+    assert!(
+        stdout.contains("[non-streaming] You said: \"and again, please\""),
+        "{stdout}"
+    );
+    assert!(stdout.contains("[finish_reason] stop"), "{stdout}");
+}
