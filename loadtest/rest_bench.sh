@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # REST benchmark for the gateway core: requests/s and latency percentiles of
-# GET /v1/agents/{id} with a warm key, against the embedded store and against
-# a separate `weir store` process. Uses wrk (apt-get install wrk).
+# GET /v1/agents/{id} with a warm key, against the embedded store, against
+# a separate `weir store` process, and against `weir store --db postgres://…`
+# (when a PostgreSQL answers). Uses wrk (apt-get install wrk).
 #
 #   bash loadtest/rest_bench.sh [duration_secs] [connections]
 #
@@ -46,3 +47,20 @@ RUST_LOG=warn WEIR_STORE_TOKEN=bench $BIN store --listen 127.0.0.1:$SPORT --data
 PIDS+=($!)
 wait_up "http://127.0.0.1:$SPORT"
 run_case remote-store --store-url "http://127.0.0.1:$SPORT" --store-token bench
+
+# The same through `weir store --db postgres://…`, on a fresh database of the
+# PostgreSQL at WEIR_BENCH_PG_URL (default: the local trust-auth server),
+# dropped at the end. Skipped when no server answers.
+PG_ADMIN=${WEIR_BENCH_PG_URL:-postgres://postgres@127.0.0.1:5432/postgres}
+if command -v psql >/dev/null && psql -w "$PG_ADMIN" -Atqc 'SELECT 1' >/dev/null 2>&1; then
+  PG_DB=weir_bench_$$
+  psql -w "$PG_ADMIN" -qc "CREATE DATABASE $PG_DB"
+  trap 'cleanup; psql -w "$PG_ADMIN" -qc "DROP DATABASE IF EXISTS $PG_DB WITH (FORCE)" || true' EXIT
+  PPORT=$(free_port)
+  RUST_LOG=warn WEIR_STORE_TOKEN=bench $BIN store --listen 127.0.0.1:$PPORT --db "${PG_ADMIN%/*}/$PG_DB" >"$WORK/pg-store.log" 2>&1 &
+  PIDS+=($!)
+  wait_up "http://127.0.0.1:$PPORT"
+  run_case postgres-store --store-url "http://127.0.0.1:$PPORT" --store-token bench
+else
+  echo "== postgres-store: skipped (no PostgreSQL at $PG_ADMIN; set WEIR_BENCH_PG_URL)"
+fi

@@ -55,6 +55,9 @@ pub struct DataConfig {
     /// Shared secret between gateways and `weir store`.
     #[arg(long, env = "WEIR_STORE_TOKEN", hide_env_values = true)]
     pub store_token: Option<String>,
+    /// PostgreSQL URL (postgres://user@host:port/db) for the store instead of SQLite in data_dir; ignored when store_url is set.
+    #[arg(long, env = "WEIR_DB", hide_env_values = true)]
+    pub db: Option<String>,
 }
 
 /// Settings of `weir serve`.
@@ -118,6 +121,9 @@ pub struct StoreConfig {
     /// Directory of the SQLite file.
     #[arg(long, env = "WEIR_DATA_DIR", default_value = "./weir-data")]
     pub data_dir: PathBuf,
+    /// PostgreSQL URL (postgres://user@host:port/db) to keep the data in instead of SQLite; several `weir store` processes may share one.
+    #[arg(long, env = "WEIR_DB", hide_env_values = true)]
+    pub db: Option<String>,
     /// Token gateways must send (`Authorization: Bearer …`). Required.
     #[arg(long, env = "WEIR_STORE_TOKEN", hide_env_values = true)]
     pub store_token: Option<String>,

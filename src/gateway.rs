@@ -15,7 +15,7 @@ use crate::{
     config::{DataConfig, ServeConfig},
     keys::{self, KeyCache},
     state::AppState,
-    store::{remote::RemoteStore, sqlite::SqliteStore, Store, StoreError, SCOPES},
+    store::{remote::RemoteStore, Store, StoreError, SCOPES},
 };
 
 /// How often batched `last_used_at` updates are written to the store.
@@ -118,7 +118,8 @@ impl Gateway {
     }
 }
 
-/// The embedded SQLite store, or a client of a remote `weir store`.
+/// The embedded store (SQLite, or PostgreSQL with WEIR_DB), or a client of
+/// a remote `weir store` (WEIR_STORE_URL wins over WEIR_DB).
 pub async fn open_store(data: &DataConfig) -> anyhow::Result<Arc<dyn Store>> {
     Ok(match &data.store_url {
         Some(url) => {
@@ -126,18 +127,8 @@ pub async fn open_store(data: &DataConfig) -> anyhow::Result<Arc<dyn Store>> {
                 RemoteStore::new(url, data.store_token.clone()).context("WEIR_STORE_URL")?;
             Arc::new(store)
         }
-        None => {
-            let dir = data.data_dir.clone();
-            let store = tokio::task::spawn_blocking(move || SqliteStore::open(&dir))
-                .await?
-                .with_context(|| {
-                    format!(
-                        "opening the store in {} (WEIR_DATA_DIR)",
-                        data.data_dir.display()
-                    )
-                })?;
-            Arc::new(store)
-        }
+        // PostgreSQL (WEIR_DB) or SQLite in the data dir.
+        None => crate::store::open_local(&data.data_dir, data.db.as_deref()).await?,
     })
 }
 

@@ -1,6 +1,8 @@
 //! The internal store: every CRUD record weir keeps, behind one [`Store`] trait.
 //!
-//! There is one implementation that holds data ([`sqlite::SqliteStore`]), one
+//! Two implementations hold data: [`sqlite::SqliteStore`] (the default, a
+//! file in the data dir) and [`postgres::PostgresStore`] (`--db postgres://…`,
+//! which several processes can share); [`open_local`] picks one. There is one
 //! router that serves any `Store` over HTTP to other processes
 //! ([`server::store_router`], run by `weir store`), and one client that speaks
 //! to that router ([`remote::RemoteStore`]). The gateway only ever sees
@@ -11,6 +13,7 @@
 //! where "one account never sees another's data" is enforced.
 
 pub mod model;
+pub mod postgres;
 pub mod remote;
 pub mod server;
 pub mod sqlite;
@@ -40,6 +43,41 @@ pub enum StoreError {
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Opens the store that holds the data in this process: PostgreSQL when
+/// `db` is a `postgres://` or `postgresql://` URL, else SQLite in
+/// `data_dir`. Runs pending migrations either way.
+pub async fn open_local(
+    data_dir: &std::path::Path,
+    db: Option<&str>,
+) -> anyhow::Result<std::sync::Arc<dyn Store>> {
+    use anyhow::Context;
+    match db.filter(|u| !u.is_empty()) {
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            let store = postgres::PostgresStore::connect(url)
+                .await
+                .context("opening the PostgreSQL store (WEIR_DB)")?;
+            tracing::info!(db = %store.target(), "store on postgres");
+            Ok(std::sync::Arc::new(store))
+        }
+        Some(_) => anyhow::bail!(
+            "WEIR_DB/--db must be a postgres:// or postgresql:// URL \
+             (leave it unset for SQLite in WEIR_DATA_DIR)"
+        ),
+        None => {
+            let dir = data_dir.to_owned();
+            let store = tokio::task::spawn_blocking(move || sqlite::SqliteStore::open(&dir))
+                .await?
+                .with_context(|| {
+                    format!(
+                        "opening the store in {} (WEIR_DATA_DIR)",
+                        data_dir.display()
+                    )
+                })?;
+            Ok(std::sync::Arc::new(store))
+        }
+    }
+}
 
 /// Everything the gateway and the runtime read or write.
 ///

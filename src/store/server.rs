@@ -25,8 +25,8 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::{
-    sqlite::SqliteStore, AgentPatch, EventFilter, EventRecord, ListParams, LogRecord, NewAgent,
-    NewKey, NewTool, Run, Store, StoreResult,
+    AgentPatch, EventFilter, EventRecord, ListParams, LogRecord, NewAgent, NewKey, NewTool, Run,
+    Store, StoreResult,
 };
 use crate::{config::StoreConfig, http::errors::ApiError};
 
@@ -338,7 +338,8 @@ pub struct StoreServer {
 }
 
 impl StoreServer {
-    /// Opens the SQLite store in `cfg.data_dir` and binds `cfg.listen`.
+    /// Opens the store (PostgreSQL at `cfg.db`, else SQLite in
+    /// `cfg.data_dir`) and binds `cfg.listen`.
     /// Refuses to start without a token: the store holds every tenant's data.
     pub async fn bind(cfg: &StoreConfig) -> anyhow::Result<Self> {
         let token = match cfg.store_token.as_deref() {
@@ -347,14 +348,14 @@ impl StoreServer {
                 "weir store needs a token: set WEIR_STORE_TOKEN or pass --store-token"
             ),
         };
-        let dir = cfg.data_dir.clone();
-        let store = tokio::task::spawn_blocking(move || SqliteStore::open(&dir))
-            .await?
-            .map_err(|e| {
-                anyhow::anyhow!("cannot open the store in {}: {e}", cfg.data_dir.display())
-            })?;
-        let server = Self::bind_with(Arc::new(store), token, cfg.listen).await?;
-        tracing::info!(addr = %server.local_addr, data_dir = %cfg.data_dir.display(), "store listening");
+        let store = super::open_local(&cfg.data_dir, cfg.db.as_deref()).await?;
+        let server = Self::bind_with(store, token, cfg.listen).await?;
+        match cfg.db.as_deref().filter(|d| !d.is_empty()) {
+            Some(_) => tracing::info!(addr = %server.local_addr, "store listening (postgres)"),
+            None => {
+                tracing::info!(addr = %server.local_addr, data_dir = %cfg.data_dir.display(), "store listening")
+            }
+        }
         Ok(server)
     }
 
@@ -399,7 +400,7 @@ impl StoreServer {
     }
 }
 
-/// `weir store`: opens the store in `cfg.data_dir`, serves it on
+/// `weir store`: opens the store (`cfg.db` or `cfg.data_dir`), serves it on
 /// `cfg.listen` until `shutdown` resolves.
 pub async fn run_store(
     cfg: StoreConfig,

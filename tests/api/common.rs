@@ -15,7 +15,7 @@ use std::{
 use reqwest::{Method, RequestBuilder, Response};
 use serde_json::Value;
 use tokio::{sync::oneshot, task::JoinHandle};
-use weir::{config::ServeConfig, keys, store::Store, Gateway};
+use weir::{config::ServeConfig, keys, store::postgres::scratch::ScratchDb, store::Store, Gateway};
 
 /// Where the gateway's data lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,6 +24,9 @@ pub enum StoreMode {
     Embedded,
     /// A separate `weir store` process reached over HTTP.
     Remote,
+    /// A separate `weir store --db postgres://…` process on a fresh database
+    /// (tests using it check [`postgres_available`] first).
+    RemotePostgres,
 }
 
 /// The token tests give `weir store`.
@@ -33,6 +36,9 @@ pub const STORE_TOKEN: &str = "test-store-token";
 pub struct StoreProcess {
     child: Child,
     pub url: String,
+    /// The PostgreSQL database it serves, if any: dropped after the child
+    /// is killed (fields drop after `Drop::drop`).
+    pub db: Option<Arc<ScratchDb>>,
 }
 
 impl Drop for StoreProcess {
@@ -57,6 +63,22 @@ pub fn weir_bin() -> &'static str {
 
 /// Starts `weir store` on a free port over `data_dir` and waits until it answers.
 pub async fn spawn_store_process(data_dir: &Path) -> StoreProcess {
+    spawn_store_with(&["--data-dir".as_ref(), data_dir.as_os_str()], None).await
+}
+
+/// Whether PostgreSQL tests can run (prints why not; panics under CI=true).
+pub async fn postgres_available() -> bool {
+    weir::store::postgres::scratch::available().await
+}
+
+/// Starts `weir store --db <url of db>` on a free port and waits until it
+/// answers. Several may share one database.
+pub async fn spawn_pg_store_process(db: Arc<ScratchDb>) -> StoreProcess {
+    let url = db.url.clone();
+    spawn_store_with(&["--db".as_ref(), url.as_ref()], Some(db)).await
+}
+
+async fn spawn_store_with(args: &[&std::ffi::OsStr], db: Option<Arc<ScratchDb>>) -> StoreProcess {
     let port = free_port();
     let child = Command::new(weir_bin())
         .args([
@@ -66,9 +88,9 @@ pub async fn spawn_store_process(data_dir: &Path) -> StoreProcess {
             "--store-token",
             STORE_TOKEN,
         ])
-        .arg("--data-dir")
-        .arg(data_dir)
+        .args(args)
         .env_remove("WEIR_CONFIG")
+        .env_remove("WEIR_DB")
         .stdout(Stdio::null())
         .stderr(if std::env::var_os("TEST_LOG").is_some() {
             Stdio::inherit()
@@ -79,7 +101,7 @@ pub async fn spawn_store_process(data_dir: &Path) -> StoreProcess {
         .expect("spawn weir store");
     let url = format!("http://127.0.0.1:{port}");
     wait_healthy(&url).await;
-    StoreProcess { child, url }
+    StoreProcess { child, url, db }
 }
 
 /// Polls `GET {base}/healthz` until it answers 200 (10 s at most).
@@ -138,6 +160,12 @@ pub async fn spawn_gateway_with(
     let store_proc = match mode {
         StoreMode::Embedded => None,
         StoreMode::Remote => Some(Arc::new(spawn_store_process(&data_dir).await)),
+        StoreMode::RemotePostgres => {
+            let db = ScratchDb::create()
+                .await
+                .expect("PostgreSQL (see postgres_available)");
+            Some(Arc::new(spawn_pg_store_process(Arc::new(db)).await))
+        }
     };
     let mut cfg = ServeConfig::for_data_dir(&data_dir);
     cfg.bootstrap_key = Some(BOOTSTRAP_KEY.into());
@@ -293,8 +321,10 @@ pub async fn expect_error(resp: Response, status: u16, code: &str) -> Value {
     body
 }
 
-/// Runs a test body once with the embedded store and once through a
-/// separate `weir store` process: both must give the same answers.
+/// Runs a test body once with the embedded store, once through a separate
+/// `weir store` process and once through `weir store --db postgres://…`:
+/// all must give the same answers. The PostgreSQL run skips (with a printed
+/// line) when no server is reachable and CI is not set.
 #[macro_export]
 macro_rules! both_stores {
     ($name:ident, $body:expr) => {
@@ -307,6 +337,13 @@ macro_rules! both_stores {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn remote() {
                 ($body)($crate::common::StoreMode::Remote).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn remote_postgres() {
+                if !$crate::common::postgres_available().await {
+                    return;
+                }
+                ($body)($crate::common::StoreMode::RemotePostgres).await
             }
         }
     };

@@ -7,6 +7,7 @@ mod ecosystem;
 mod envelopes;
 mod fake_provider;
 mod openai;
+mod postgres;
 mod protocol;
 mod rest;
 mod runs;

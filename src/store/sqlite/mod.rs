@@ -1,8 +1,9 @@
 //! [`SqliteStore`]: the [`Store`] that holds the data, in `<data dir>/weir.db`.
 //!
-//! rusqlite rather than sqlx: weir only ever needs SQLite here (PostgreSQL is
-//! not on the roadmap), rusqlite is ~10 crates against sqlx's ~118, and its
-//! synchronous API maps directly onto `spawn_blocking`.
+//! rusqlite rather than sqlx: rusqlite is ~10 crates against sqlx's ~118,
+//! and its synchronous API maps directly onto `spawn_blocking`. PostgreSQL
+//! has its own driver and module ([`super::postgres`]); the two share the
+//! conformance suite, the migration numbering and the paging rules.
 //!
 //! One writer connection serialises writes (SQLite allows one writer
 //! anyway, and a single in-process writer avoids `SQLITE_BUSY` retries);
@@ -12,10 +13,10 @@
 
 mod accounts;
 mod agents;
-mod paging;
+pub(super) mod paging;
 mod pool;
 mod runs;
-mod schema;
+pub(super) mod schema;
 
 use std::path::{Path, PathBuf};
 

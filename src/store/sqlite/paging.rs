@@ -10,11 +10,11 @@ use super::db_err;
 use crate::store::{ListParams, Page, Pagination, StoreError, StoreResult};
 
 /// Largest page a caller may ask for.
-pub(super) const MAX_LIMIT: u32 = 1000;
+pub(in crate::store) const MAX_LIMIT: u32 = 1000;
 
 /// The cursor as a number: a row's `pk`, or an event's or log line's `seq`.
 /// `-1` when absent, below every real value.
-pub(super) fn parse_cursor(after: Option<&str>) -> StoreResult<i64> {
+pub(in crate::store) fn parse_cursor(after: Option<&str>) -> StoreResult<i64> {
     match after {
         None => Ok(-1),
         Some(s) => s

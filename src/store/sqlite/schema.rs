@@ -11,7 +11,7 @@ use super::db_err;
 use crate::store::{StoreError, StoreResult};
 
 /// `(version, name, sql)`, in order.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "initial", INITIAL)];
+pub(in crate::store) const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "initial", INITIAL)];
 
 /// `pk INTEGER PRIMARY KEY AUTOINCREMENT` everywhere a list pages by rowid:
 /// an alias of the rowid is stable across VACUUM, and AUTOINCREMENT never

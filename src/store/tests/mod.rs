@@ -1,6 +1,6 @@
 //! Tests of the internal store: the conformance suite against the SQLite
-//! store and against the remote client over real HTTP, plus what only one
-//! side can show (files on disk, tokens, shutdown).
+//! store, the PostgreSQL store and the remote client over real HTTP, plus
+//! what only one side can show (files on disk, tokens, shutdown).
 
 #[path = "activity.rs"]
 mod activity;
@@ -10,6 +10,8 @@ mod conformance;
 mod fixtures;
 #[path = "isolation.rs"]
 mod isolation;
+#[path = "postgres_tests.rs"]
+mod postgres_tests;
 #[path = "server_tests.rs"]
 mod server_tests;
 
