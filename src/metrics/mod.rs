@@ -290,3 +290,36 @@ async fn render() -> Response {
     )
         .into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The value of an exported series in this process's registry.
+    fn value(series: &str) -> f64 {
+        let text = prometheus().expect("the recorder installs").render();
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    #[test]
+    fn a_lagged_sse_error_frame_is_counted() {
+        let series = r#"weir_lagged_closes_total{kind="sse"}"#;
+        let before = value(series);
+        crate::stream::sse::error_frame("lagged", "behind", Some(3));
+        crate::stream::sse::error_frame("history_expired", "gone", None);
+        assert!(value(series) >= before + 1.0);
+    }
+
+    #[test]
+    fn runs_are_bucketed_by_known_status_only() {
+        run_finished("completed", Duration::from_millis(30));
+        run_finished("exploded", Duration::from_millis(30));
+        let text = prometheus().expect("recorder").render();
+        assert!(text.contains(r#"weir_run_duration_seconds_bucket{status="completed",le="0.05"}"#));
+        assert!(text.contains(r#"weir_run_duration_seconds_count{status="other"}"#));
+        assert!(!text.contains("exploded"));
+    }
+}

@@ -274,3 +274,37 @@ async fn upstream(m: &Scraper) {
         Some(1.0)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_health_follows_redis() {
+    let mut redis = crate::redis_support::RedisServer::start().await;
+    let url = redis.url();
+    let proc = WeirProcess::start(&["--redis", &url, "--redis-timeout-ms", "500"], &[]).await;
+    let m = Scraper {
+        client: Client::new(),
+        proc,
+    };
+    let ready = m.client.get(m.proc.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), StatusCode::OK);
+    let text = m.expect(r#"weir_bus_up{backend="redis"}"#, 1.0).await;
+    assert_eq!(sample(&text, r#"weir_bus_up{backend="memory"}"#), None);
+
+    redis.kill();
+    // /readyz notices at once and records it.
+    let ready = m.client.get(m.proc.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    m.expect(r#"weir_bus_up{backend="redis"}"#, 0.0).await;
+
+    redis.restart().await;
+    let mut back = false;
+    for _ in 0..50 {
+        let r = m.client.get(m.proc.url("/readyz")).send().await.unwrap();
+        if r.status() == StatusCode::OK {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(back, "/readyz recovers with Redis");
+    m.expect(r#"weir_bus_up{backend="redis"}"#, 1.0).await;
+}
