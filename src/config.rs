@@ -24,6 +24,8 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Parsed once at start-up: the size of the `Serve` variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the gateway (HTTP, SSE, WebSocket, OpenAI-compatible).
@@ -110,6 +112,71 @@ pub struct ServeConfig {
     /// Origins allowed to call the gateway from a browser (CORS): `*`, or a comma list like `https://chat.example.com,http://localhost:5173`. Unset: same-origin only.
     #[arg(long, env = "WEIR_CORS_ORIGIN", value_parser = crate::web::cors::validate)]
     pub cors_origin: Option<String>,
+    #[command(flatten)]
+    pub edge: EdgeConfig,
+    #[command(flatten)]
+    pub redis: RedisConfig,
+}
+
+/// How the Redis bus (`--redis`) talks to Redis (src/bus/redis/).
+#[derive(Debug, Clone, Args)]
+pub struct RedisConfig {
+    /// Prefix of every Redis key and channel weir uses, so two deployments can share one Redis.
+    #[arg(
+        long = "redis-prefix",
+        env = "WEIR_REDIS_PREFIX",
+        default_value = "weir:"
+    )]
+    pub prefix: String,
+    /// Events kept per channel in Redis for resume (stream MAXLEN; approximate above 100).
+    #[arg(
+        id = "redis_history_len",
+        long = "redis-history-len",
+        env = "WEIR_REDIS_HISTORY_LEN",
+        default_value_t = 1000
+    )]
+    pub history_len: usize,
+    /// Seconds an event stays resumable from Redis (and an idle channel's keys live).
+    #[arg(long = "redis-history-ttl-secs", env = "WEIR_REDIS_HISTORY_TTL_SECS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
+    pub history_ttl_secs: u64,
+    /// Milliseconds a Redis command (publish, history read, ping) may take before it fails.
+    #[arg(long = "redis-timeout-ms", env = "WEIR_REDIS_TIMEOUT_MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout_ms: u64,
+    /// Milliseconds to open a connection to Redis.
+    #[arg(long = "redis-connect-timeout-ms", env = "WEIR_REDIS_CONNECT_TIMEOUT_MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub connect_timeout_ms: u64,
+    /// Multiplexed connections publishes are spread over (each pipelines many commands; 1 is usually enough).
+    #[arg(long = "redis-connections", env = "WEIR_REDIS_CONNECTIONS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub connections: u16,
+    /// Longest pause, in milliseconds, between two attempts to reconnect the pub/sub connection.
+    #[arg(long = "redis-reconnect-max-ms", env = "WEIR_REDIS_RECONNECT_MAX_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(100..))]
+    pub reconnect_max_ms: u64,
+}
+
+/// Limits at the edge (src/edge/): rate limits, stream caps, header size.
+#[derive(Debug, Clone, Args)]
+pub struct EdgeConfig {
+    /// Enforce each key's requests per minute (`false` turns rate limiting off).
+    #[arg(long, env = "WEIR_RATE_LIMIT", default_value_t = true, action = clap::ArgAction::Set)]
+    pub rate_limit: bool,
+    /// Concurrent WebSockets per key (across all gateways when Redis is set).
+    #[arg(long, env = "WEIR_MAX_WS_PER_KEY", default_value_t = 10)]
+    pub max_ws_per_key: u32,
+    /// Concurrent SSE streams per key (across all gateways when Redis is set).
+    #[arg(long, env = "WEIR_MAX_SSE_PER_KEY", default_value_t = 20)]
+    pub max_sse_per_key: u32,
+    /// Concurrent streams (SSE and WebSocket) on this gateway; more get 503.
+    #[arg(long, env = "WEIR_MAX_STREAMS", default_value_t = 10_000)]
+    pub max_streams: u32,
+    /// Seconds a stream's slot lease lives in Redis unless refreshed (a dead gateway's slots free after this).
+    #[arg(long, env = "WEIR_LEASE_TTL_SECS", default_value_t = 30)]
+    pub lease_ttl_secs: u64,
+    /// Events a stream may fall behind before it is closed with `lagged`.
+    #[arg(long, env = "WEIR_STREAM_BUFFER", default_value_t = 1024)]
+    pub stream_buffer: usize,
+    /// Largest request head (request line plus headers) accepted, in bytes (larger: 431).
+    #[arg(long, env = "WEIR_MAX_HEADER_BYTES", default_value_t = 32 * 1024)]
+    pub max_header_bytes: usize,
 }
 
 /// Settings of `weir store`.

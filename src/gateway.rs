@@ -11,7 +11,11 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     agent::Runtime,
-    bus::{memory::MemoryBus, Bus},
+    bus::{
+        memory::MemoryBus,
+        redis::{RedisBus, RedisBusConfig},
+        Bus,
+    },
     config::{DataConfig, ServeConfig},
     keys::{self, KeyCache},
     state::AppState,
@@ -38,11 +42,11 @@ impl Gateway {
                 .await
                 .context("seeding WEIR_BOOTSTRAP_KEY")?;
         }
-        let bus: Arc<dyn Bus> = Arc::new(MemoryBus::new(cfg.history_len, 1024));
-        // Counts publishes whatever the backend (/metrics).
-        let bus: Arc<dyn Bus> = Arc::new(crate::metrics::MeteredBus::new(bus));
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
+        let bus = build_bus(&cfg)?;
+        // Counts publishes whatever the backend (/metrics).
+        let bus: Arc<dyn Bus> = Arc::new(crate::metrics::MeteredBus::new(bus));
         let runtime = Arc::new(Runtime::new(
             store.clone(),
             bus.clone(),
@@ -86,6 +90,11 @@ impl Gateway {
         let Self { listener, state } = self;
         tracing::info!(addr = %listener.local_addr()?, "weir listening");
         state.tracker.spawn(flush_key_usage(state.clone()));
+        state.tracker.spawn(crate::bus::control::apply(
+            state.bus.control(),
+            state.keys.clone(),
+            state.shutdown.clone(),
+        ));
         state
             .tracker
             .spawn(crate::metrics::health::run(state.clone()));
@@ -129,6 +138,14 @@ pub async fn open_store(data: &DataConfig) -> anyhow::Result<Arc<dyn Store>> {
         }
         // PostgreSQL (WEIR_DB) or SQLite in the data dir.
         None => crate::store::open_local(&data.data_dir, data.db.as_deref()).await?,
+    })
+}
+
+/// The Redis bus with `--redis`, else the in-process one.
+fn build_bus(cfg: &ServeConfig) -> anyhow::Result<Arc<dyn Bus>> {
+    Ok(match RedisBusConfig::from_serve(cfg) {
+        Some(redis) => Arc::new(RedisBus::start(redis).context("WEIR_REDIS_URL")?),
+        None => Arc::new(MemoryBus::new(cfg.history_len, cfg.edge.stream_buffer)),
     })
 }
 

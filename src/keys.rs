@@ -150,6 +150,37 @@ impl KeyCache {
         self.by_id.write().expect("key cache lock").remove(key_id);
     }
 
+    /// Drops every cached key (revocations may have been missed, see
+    /// [`crate::bus::Control::Resync`]); each is reloaded on its next use.
+    pub fn clear(&self) {
+        self.by_id.write().expect("key cache lock").clear();
+    }
+
+    #[cfg(test)]
+    pub(crate) fn insert_for_test(&self, key_id: &str) {
+        let record = KeyRecord {
+            id: key_id.to_owned(),
+            account_id: "acct".into(),
+            label: String::new(),
+            scopes: vec![],
+            rpm: 1,
+            hash: String::new(),
+            created_at: String::new(),
+            last_used_at: None,
+            revoked_at: None,
+        };
+        let mut map = self.by_id.write().expect("key cache lock");
+        map.insert(key_id.to_owned(), (Arc::new(record), Instant::now()));
+    }
+
+    #[cfg(test)]
+    pub(crate) fn contains(&self, key_id: &str) -> bool {
+        self.by_id
+            .read()
+            .expect("key cache lock")
+            .contains_key(key_id)
+    }
+
     /// Takes the pending `last_used_at` updates (RFC 3339) for a batched store write.
     pub fn take_usage(&self) -> Vec<(String, String)> {
         let used = std::mem::take(&mut *self.used.lock().expect("key usage lock"));

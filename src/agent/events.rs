@@ -4,13 +4,15 @@
 //!
 //! The first time this process touches a channel it raises the bus counter to
 //! the highest `seq` the store holds ([`Seeds`]), so numbering continues after
-//! a restart instead of starting again at 1. Token deltas are persisted in
+//! a restart instead of starting again at 1; it seeds again whenever the bus
+//! says it lost the counter ([`BusError::NeedsSeed`]: Redis restarted). Token deltas are persisted in
 //! small batches (flushed by the next non-delta event) to keep one store
 //! write per token off the hot path.
 
-use std::{collections::HashSet, sync::Arc};
+use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use serde_json::{Map, Value};
+use tokio_util::sync::CancellationToken;
 
 use crate::{
     bus::{Bus, BusError, BusEvent},
@@ -132,17 +134,7 @@ impl Emitter {
         message_type: &str,
         fields: Map<String, Value>,
     ) -> Result<Arc<BusEvent>, EmitError> {
-        let s = &self.sinks;
-        s.seeds
-            .ensure(
-                s.bus.as_ref(),
-                s.store.as_ref(),
-                &self.account,
-                &self.agent_id,
-                &self.channel,
-                Numbering::Events,
-            )
-            .await?;
+        self.ensure_seeded().await?;
         let mut event = Map::new();
         event.insert("id".into(), crate::util::new_id("msg").into());
         event.insert("run_id".into(), self.run_id.clone().into());
@@ -152,7 +144,22 @@ impl Emitter {
         event.insert("message_type".into(), message_type.into());
         event.extend(fields);
         let mut record = event.clone();
-        let published = s.bus.publish(&self.channel, event).await?;
+        let published = match self.sinks.bus.publish(&self.channel, event).await {
+            Err(BusError::NeedsSeed(_)) => {
+                // The bus lost the channel's counter (Redis restarted, or the
+                // channel sat idle past its TTL). Persist what is pending so
+                // the store's floor covers every seq handed out, seed again,
+                // publish once more.
+                self.flush().await?;
+                self.sinks.seeds.forget(&self.channel);
+                self.ensure_seeded().await?;
+                self.sinks
+                    .bus
+                    .publish(&self.channel, record.clone())
+                    .await?
+            }
+            other => other?,
+        };
         record.insert("seq".into(), published.seq.into());
         self.pending.push(EventRecord {
             agent_id: self.agent_id.clone(),
@@ -166,6 +173,49 @@ impl Emitter {
             self.flush().await?;
         }
         Ok(published)
+    }
+
+    /// [`Self::emit`], retried while the bus is unavailable (a Redis outage)
+    /// for at most `patience` or until `stop`: the events that end a run are
+    /// what tell the streams following it that it is over.
+    pub async fn emit_patiently(
+        &mut self,
+        message_type: &str,
+        fields: Map<String, Value>,
+        patience: Duration,
+        stop: &CancellationToken,
+    ) -> Result<Arc<BusEvent>, EmitError> {
+        let deadline = tokio::time::Instant::now() + patience;
+        let mut pause = Duration::from_millis(200);
+        loop {
+            match self.emit(message_type, fields.clone()).await {
+                Err(EmitError::Bus(BusError::Unavailable(e)))
+                    if tokio::time::Instant::now() + pause < deadline && !stop.is_cancelled() =>
+                {
+                    tracing::debug!(error = %e, message_type, "bus unavailable; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(pause) => {}
+                        _ = stop.cancelled() => {}
+                    }
+                    pause = (pause * 2).min(Duration::from_secs(2));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn ensure_seeded(&self) -> Result<(), EmitError> {
+        let s = &self.sinks;
+        s.seeds
+            .ensure(
+                s.bus.as_ref(),
+                s.store.as_ref(),
+                &self.account,
+                &self.agent_id,
+                &self.channel,
+                Numbering::Events,
+            )
+            .await
     }
 
     /// Writes what is pending. On failure the batch is dropped (the run is

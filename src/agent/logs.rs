@@ -85,7 +85,24 @@ impl RunLog {
         line.insert("level".into(), level.as_str().into());
         line.insert("message".into(), message.into());
         let mut record = line.clone();
-        let published = s.bus.publish(&self.channel, line).await?;
+        let published = match s.bus.publish(&self.channel, line).await {
+            // The bus lost the counter (see `Emitter::emit`): seed it again.
+            Err(crate::bus::BusError::NeedsSeed(_)) => {
+                s.seeds.forget(&self.channel);
+                s.seeds
+                    .ensure(
+                        s.bus.as_ref(),
+                        s.store.as_ref(),
+                        &self.account,
+                        &self.agent_id,
+                        &self.channel,
+                        Numbering::Logs,
+                    )
+                    .await?;
+                s.bus.publish(&self.channel, record.clone()).await?
+            }
+            other => other?,
+        };
         record.insert("seq".into(), published.seq.into());
         let rec = LogRecord {
             agent_id: self.agent_id.clone(),

@@ -27,6 +27,8 @@ use crate::store::{
 
 /// Most history events read to rebuild a session's conversation.
 const HISTORY_WINDOW: u32 = 1000;
+/// How long a run's `error` and `done` are retried while the bus is down.
+const END_PATIENCE: Duration = Duration::from_secs(20);
 
 /// Why a run ended.
 #[derive(Debug, Clone, PartialEq)]
@@ -281,7 +283,7 @@ impl RunTask {
             Outcome::Cancelled => (RUN_CANCELLED, "cancelled", None),
             Outcome::Failed(f) => (RUN_FAILED, "error", Some(f.message.clone())),
         };
-        let published = publish_ending(em, &outcome, usage).await;
+        let published = publish_ending(em, &outcome, usage, &self.inner.stop_runs).await;
         // The final status is stored before `done` goes out, so a client
         // that saw `done` and asks GET /v1/runs/{id} sees it.
         let mut status = status;
@@ -300,7 +302,12 @@ impl RunTask {
         // `done` is attempted even when an earlier publish failed: it is what
         // ends every stream of this run.
         let done = em
-            .emit("done", fields([("stop_reason", stop_reason.into())]))
+            .emit_patiently(
+                "done",
+                fields([("stop_reason", stop_reason.into())]),
+                END_PATIENCE,
+                &self.inner.stop_runs,
+            )
             .await
             .map(drop);
         if let Err(e) = done.and(em.flush().await) {
@@ -336,6 +343,7 @@ async fn publish_ending(
     em: &mut Emitter,
     outcome: &Outcome,
     usage: Option<Usage>,
+    stop: &tokio_util::sync::CancellationToken,
 ) -> Result<(), EmitError> {
     if let (Some(u), Outcome::EndTurn | Outcome::MaxSteps) = (usage, outcome) {
         let usage_fields = fields([
@@ -350,7 +358,10 @@ async fn publish_ending(
             ("code", f.code.into()),
             ("message", Value::from(f.message.as_str())),
         ]);
-        em.emit("error", error).await?;
+        // A run that failed because the bus is down (a Redis outage) says so
+        // once the bus is back, if that is soon enough.
+        em.emit_patiently("error", error, END_PATIENCE, stop)
+            .await?;
     }
     Ok(())
 }

@@ -140,6 +140,12 @@ pub async fn revoke_key(
         .await
         .map_err(|e| ApiError::from_store(e, "key_not_found"))?;
     state.keys.evict(&id);
+    // Every other gateway evicts it too (the store already refuses it; this
+    // only shortens their key caches' TTL to the bus's latency).
+    let revoked = crate::bus::Control::KeyRevoked { key_id: id.clone() };
+    if let Err(e) = state.bus.publish_control(revoked).await {
+        tracing::warn!(key_id = %id, error = %e, "revocation not broadcast: other gateways may accept the key until their key cache expires");
+    }
     tracing::info!(key_id = %id, "key revoked");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -37,7 +37,9 @@ impl FeedError {
         match self {
             Self::Bus(BusError::Lagged { .. }) => "lagged",
             Self::Bus(BusError::HistoryExpired { .. }) => "history_expired",
-            Self::Bus(BusError::Unavailable(_)) | Self::Store(_) => "unavailable",
+            Self::Bus(BusError::Unavailable(_) | BusError::NeedsSeed(_)) | Self::Store(_) => {
+                "unavailable"
+            }
         }
     }
 
@@ -48,7 +50,9 @@ impl FeedError {
                 "the client fell too far behind; reconnect with Last-Event-ID (or `after`) {last_seq} to resume"
             ),
             Self::Bus(e @ BusError::HistoryExpired { .. }) => e.to_string(),
-            Self::Bus(BusError::Unavailable(_)) => "bus unavailable".into(),
+            Self::Bus(BusError::Unavailable(_) | BusError::NeedsSeed(_)) => {
+                "bus unavailable".into()
+            }
             Self::Store(_) => "store unavailable".into(),
         }
     }

@@ -2,6 +2,7 @@
 //! real gateways over real sockets; see `common` for the harness.
 
 mod cli;
+mod cluster;
 mod common;
 mod ecosystem;
 mod envelopes;
@@ -9,6 +10,7 @@ mod fake_provider;
 mod openai;
 mod postgres;
 mod protocol;
+mod redis_support;
 mod rest;
 mod runs;
 mod scopes;

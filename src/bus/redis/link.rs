@@ -231,16 +231,18 @@ async fn reconcile(
 /// closes the channel (its subscribers resume by seq, or learn it expired).
 async fn catch_up(core: &Core, reg: &Registry) -> Result<(), LinkError> {
     for local in reg.wanted() {
-        let Some(from) = local.position() else {
-            continue;
-        };
-        let read = core.read(&local.name, Some(from)).await?;
-        if read.counter == 0 && from > 0 {
-            // Redis lost the channel (restarted): keep numbering above what
-            // this gateway's subscribers have seen.
-            core.seed(&local.name, from).await?;
+        let from = local.position();
+        let read = core.read(&local.name, from).await?;
+        let high = local.high_water();
+        if read.counter == 0 && high > 0 {
+            // Redis lost the channel (it restarted): keep numbering above
+            // everything this gateway has handed out or shown.
+            core.seed(&local.name, high).await?;
             continue;
         }
+        let Some(from) = from else {
+            continue;
+        };
         if read.counter < from {
             close(
                 reg,

@@ -342,6 +342,9 @@ impl Bus for RedisBus {
         let json = serde_json::to_vec(&event)
             .map_err(|e| BusError::Unavailable(format!("event not encodable: {e}")))?;
         let seq = self.core.publish(channel, &json).await?;
+        if let Some(local) = self.reg.get(channel) {
+            local.note_published(seq);
+        }
         // The caller's copy; subscribers (here too) get theirs from pub/sub,
         // so every gateway delivers in the one order Redis numbered.
         Ok(Arc::new(BusEvent::encode(seq, event)))
@@ -365,11 +368,7 @@ impl Bus for RedisBus {
     async fn seed_seq(&self, channel: &str, floor: u64) -> Result<(), BusError> {
         // What this gateway already delivered counts too: after Redis lost
         // its data, numbering must continue above what clients have seen.
-        let seen = self
-            .reg
-            .get(channel)
-            .and_then(|l| l.position())
-            .unwrap_or(0);
+        let seen = self.reg.get(channel).map_or(0, |l| l.high_water());
         self.core.seed(channel, floor.max(seen)).await.map(drop)
     }
 

@@ -64,6 +64,8 @@ pub(super) struct Local {
     /// The lowest counter a subscriber saw when it joined (`u64::MAX`: none):
     /// where to catch up from after a reconnect if nothing was delivered yet.
     joined_at: AtomicU64,
+    /// The highest seq this process published on the channel.
+    published: AtomicU64,
     /// The link generation that confirmed this channel's SUBSCRIBE (0: none).
     pub confirmed: watch::Sender<u64>,
 }
@@ -75,6 +77,7 @@ impl Local {
             tx: Mutex::new(Some(fanout(buffer))),
             delivered: AtomicU64::new(0),
             joined_at: AtomicU64::new(u64::MAX),
+            published: AtomicU64::new(0),
             confirmed: watch::Sender::new(0),
         }
     }
@@ -96,6 +99,22 @@ impl Local {
     /// Records the counter a joining subscriber saw.
     pub fn note_join(&self, counter: u64) {
         self.joined_at.fetch_min(counter, Ordering::AcqRel);
+    }
+
+    /// Records a seq this process published on the channel.
+    pub fn note_published(&self, seq: u64) {
+        self.published.fetch_max(seq, Ordering::AcqRel);
+    }
+
+    /// The highest seq this process knows was handed out on the channel
+    /// (delivered, published, or the counter a subscriber saw): numbering
+    /// must continue above it if Redis loses the counter.
+    pub fn high_water(&self) -> u64 {
+        let joined = self.joined_at.load(Ordering::Acquire);
+        self.delivered
+            .load(Ordering::Acquire)
+            .max(self.published.load(Ordering::Acquire))
+            .max(if joined == u64::MAX { 0 } else { joined })
     }
 
     /// Where this channel's delivery stands: the last seq delivered, else the

@@ -90,3 +90,62 @@ async fn wait_status(node: &super::harness::Node, want: u16) -> (u16, String) {
     }
     last
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_cut_off_by_the_outage_ends_with_an_error_event_naming_redis() {
+    let fp = crate::fake_provider::FakeProvider::start().await;
+    let mut c = Cluster::start(&[("WEIR_PROVIDER_URL", fp.url.as_str())]).await;
+    let key = c.key().await;
+    let r =
+        c.a.req(&key, Method::POST, "/v1/agents")
+            .json(&json!({"name": "slow", "model": "upstream/fake-slow"}))
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(r.status(), 201);
+    let agent = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut on_b = events(open_sse(&c.b, &key, &format!("/v1/agents/{agent}/events"), None).await);
+    let r =
+        c.a.req(&key, Method::POST, &format!("/v1/agents/{agent}/messages"))
+            .json(&json!({"message": "go", "stream": true, "stream_tokens": true}))
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(r.status(), 200);
+    let mut on_a = events(r);
+    let first = super::next_event(&mut on_a).await;
+    assert_eq!(first.event, "assistant_delta");
+    let run: Value = serde_json::from_str(&first.data).unwrap();
+    let run = run["run_id"].as_str().unwrap().to_owned();
+
+    c.redis.kill();
+    // The run's next publish fails; it keeps its `error` and `done` until
+    // Redis is back (within its patience), then every stream gets them.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    c.redis.restart().await;
+    for (name, stream) in [("A", &mut on_a), ("B", &mut on_b)] {
+        let events = until_done(stream, &run).await;
+        let n = events.len();
+        let error = &events[n - 2];
+        assert_eq!(error["message_type"], "error", "{name}: {error}");
+        assert_eq!(error["code"], "unavailable", "{name}: {error}");
+        let msg = error["message"].as_str().unwrap();
+        assert!(
+            msg.contains("redis"),
+            "{name}: the error names Redis: {msg}"
+        );
+        assert_eq!(events[n - 1]["stop_reason"], "error");
+        let s = seqs(&events);
+        assert!(s.windows(2).all(|w| w[0] < w[1]), "{name}: in order: {s:?}");
+    }
+    let r =
+        c.b.req(&key, Method::GET, &format!("/v1/runs/{run}"))
+            .send()
+            .await
+            .unwrap();
+    let status: Value = r.json().await.unwrap();
+    assert_eq!(status["status"], "failed", "{status}");
+}
