@@ -100,6 +100,10 @@ pub struct ServeConfig {
     /// Seconds between `: ping` comments on SSE streams.
     #[arg(long, env = "WEIR_SSE_PING_SECS", default_value_t = 15)]
     pub sse_ping_secs: u64,
+    /// Seconds between the server's WebSocket pings (a socket silent for
+    /// max(90 s, three intervals) is closed).
+    #[arg(long, env = "WEIR_WS_PING_SECS", default_value_t = 30)]
+    pub ws_ping_secs: u64,
     /// Default steps a run may take before it stops with `max_steps`.
     #[arg(long, env = "WEIR_MAX_STEPS", default_value_t = 10)]
     pub max_steps: u32,

@@ -103,7 +103,12 @@ impl Gateway {
         let listener = listener.tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);
         });
-        axum::serve(listener, app)
+        // `into_make_service`: each connection gets a cheap clone of the
+        // router. Passing the Router itself makes axum call
+        // `Router::with_state(())` per connection, which rebuilds the route
+        // tables: ~60 KiB of heap held by every open connection
+        // (BENCHMARKS.md, connections).
+        axum::serve(listener, app.into_make_service())
             .with_graceful_shutdown(async move {
                 shutdown.await;
                 tracing::info!("shutdown requested: draining");

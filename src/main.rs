@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use weir::config::{self, Command, KeysCommand};
 
 fn main() -> ExitCode {
+    raise_fd_limit();
     let cli = match config::load() {
         Ok(cli) => cli,
         Err(e) => {
@@ -27,6 +28,24 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("weir: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Every connection is a file descriptor, and the usual soft limit (1024 or
+/// so) would cap a gateway far below what it can hold: lift the soft
+/// RLIMIT_NOFILE to the hard limit. Failing to is not fatal.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid rlimit that getrlimit fills and setrlimit
+    // reads; neither keeps the pointer.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
         }
     }
 }

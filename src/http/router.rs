@@ -55,7 +55,9 @@ pub fn build_router(state: AppState) -> Router {
     let protected = Router::new()
         .merge(rest)
         .merge(crate::agent::routes())
-        .merge(crate::stream::routes())
+        .merge(crate::stream::routes_with(
+            crate::stream::ws::WsSettings::from_config(&state.config),
+        ))
         .merge(crate::openai::routes())
         .route_layer(middleware::from_fn_with_state(
             state.clone(),

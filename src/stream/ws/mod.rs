@@ -26,6 +26,15 @@ use crate::{
     state::AppState,
 };
 
+/// tungstenite's read buffer. Its default (128 KiB) is allocated per socket
+/// and zero-filled on the first read, so it was most of an idle socket's
+/// memory; client frames are small, and a bigger one grows the buffer.
+const READ_BUFFER: usize = 4 * 1024;
+/// Bytes tungstenite gathers before writing to the socket (the writer still
+/// flushes when its queue is empty). The buffer keeps the capacity it grew
+/// to, so the default (128 KiB) would stay with a socket after one burst.
+const WRITE_BUFFER: usize = 8 * 1024;
+
 /// Tunables of every socket. The defaults are API.md's; tests shorten them.
 #[derive(Debug, Clone)]
 pub struct WsSettings {
@@ -49,6 +58,20 @@ impl Default for WsSettings {
             queue: 1024,
             max_channels: 64,
             close_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl WsSettings {
+    /// The defaults with the ping interval of `--ws-ping-secs`; the idle
+    /// timeout stays 90 s unless three intervals are longer.
+    pub fn from_config(cfg: &crate::config::ServeConfig) -> Self {
+        let ping = Duration::from_secs(cfg.ws_ping_secs.max(1));
+        let d = Self::default();
+        Self {
+            ping_every: ping,
+            idle_timeout: d.idle_timeout.max(ping * 3),
+            ..d
         }
     }
 }
@@ -84,7 +107,11 @@ pub fn upgrade(
     })?;
     // API.md: frames over the body limit (1 MiB) close the socket with 1009.
     let limit = state.config.max_body_bytes;
-    let ws = ws.max_message_size(limit).max_frame_size(limit);
+    let ws = ws
+        .max_message_size(limit)
+        .max_frame_size(limit)
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER);
     Ok(ws.on_upgrade(move |socket| {
         let tracker = state.tracker.clone();
         // Tracked, so a draining gateway waits for the 1001 close to be sent.

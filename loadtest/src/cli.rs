@@ -1,0 +1,56 @@
+//! The command line: `weir-load <scenario> [options]`, plus options every
+//! scenario shares (which weir to run, extra gateway flags, `--json`).
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::scenario::{connections, fanout, peer, proxy, soak};
+
+/// Load generator and benchmarks for weir.
+#[derive(Debug, Parser)]
+#[command(name = "weir-load", version, about)]
+pub struct Cli {
+    /// The weir binary to start (default: `weir` next to this executable,
+    /// else an in-process gateway). Use the release build for figures.
+    #[arg(long, global = true, env = "WEIR_LOAD_WEIR_BIN")]
+    pub weir_bin: Option<PathBuf>,
+    /// An extra flag for every gateway started (repeatable), e.g.
+    /// `--gateway-arg=--history-len=100`.
+    #[arg(long = "gateway-arg", global = true, allow_hyphen_values = true)]
+    pub gateway_args: Vec<String>,
+    /// Also write the figures as JSON here.
+    #[arg(long, global = true)]
+    pub json: Option<PathBuf>,
+    /// Worker threads of the load generator's runtime.
+    #[arg(long, global = true, default_value_t = 2)]
+    pub threads: usize,
+    #[command(subcommand)]
+    pub scenario: Scenario,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Scenario {
+    /// N idle SSE/WebSocket connections: RSS per connection, connect rate, pings.
+    Connections(connections::Opts),
+    /// S subscribers, P events/s: publish-to-delivery latency and deliveries/s.
+    Fanout(fanout::Opts),
+    /// OpenAI streaming through weir vs straight to a fake provider, open-loop.
+    Proxy(proxy::Opts),
+    /// The proxy scenario against LiteLLM's proxy as well, with the ratio and a plot.
+    Peer(peer::Opts),
+    /// Open streams with steady traffic for a long time; RSS must stay flat.
+    Soak(soak::Opts),
+    /// Every scenario at tiny scale, in seconds (part of the test suite).
+    Smoke {
+        /// Where the smoke plot goes.
+        #[arg(long, default_value = "target/weir-load")]
+        plot_dir: PathBuf,
+    },
+    /// Redraw the peer plot from a `peer --json` file.
+    Plot {
+        json: PathBuf,
+        #[arg(long, default_value = "loadtest/plots/peer_latency.png")]
+        out: PathBuf,
+    },
+}

@@ -1,0 +1,181 @@
+//! A lean SSE subscriber over a raw socket: one small buffer per
+//! connection, HTTP/1.1 chunked decoding by hand, frames scanned for `date`
+//! and `seq` rather than parsed, so 100k of them fit in the load generator.
+
+use std::{net::SocketAddr, sync::Arc};
+
+use bytes::{Buf, BytesMut};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+use tokio_util::sync::CancellationToken;
+
+use super::event::{find, Stats};
+
+/// Largest response head accepted.
+const MAX_HEAD: usize = 16 * 1024;
+
+/// An open SSE response, positioned at the start of its body.
+pub struct SseConn {
+    stream: TcpStream,
+    raw: BytesMut,
+    body: BytesMut,
+    chunk_left: usize,
+}
+
+/// Why a subscriber stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum SseError {
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("bad response: {0}")]
+    Protocol(String),
+    #[error("the stream ended")]
+    Ended,
+}
+
+/// Opens `GET path` with the key from source address number `i`.
+pub async fn open(i: usize, to: SocketAddr, path: &str, key: &str) -> Result<SseConn, SseError> {
+    let mut stream = super::connect_from(i, to).await?;
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {to}\r\nAuthorization: Bearer {key}\r\nAccept: text/event-stream\r\n\r\n"
+    );
+    stream.write_all(req.as_bytes()).await?;
+    let mut raw = BytesMut::with_capacity(1024);
+    let head_end = loop {
+        if let Some(at) = find(&raw, b"\r\n\r\n") {
+            break at + 4;
+        }
+        if raw.len() > MAX_HEAD {
+            return Err(SseError::Protocol("response head too large".into()));
+        }
+        if stream.read_buf(&mut raw).await? == 0 {
+            return Err(SseError::Ended);
+        }
+    };
+    let head = String::from_utf8_lossy(&raw[..head_end]).to_ascii_lowercase();
+    if !head.starts_with("http/1.1 200") {
+        let status = head.lines().next().unwrap_or("").to_owned();
+        let body = String::from_utf8_lossy(&raw[head_end..])
+            .chars()
+            .take(200)
+            .collect::<String>();
+        return Err(SseError::Protocol(format!("{status}: {body}")));
+    }
+    if !head.contains("transfer-encoding: chunked") {
+        return Err(SseError::Protocol("expected a chunked SSE body".into()));
+    }
+    raw.advance(head_end);
+    Ok(SseConn {
+        stream,
+        raw,
+        body: BytesMut::new(),
+        chunk_left: 0,
+    })
+}
+
+impl SseConn {
+    /// Reads frames until the stream ends or `stop` fires, recording pings
+    /// and events into `stats`. `mark` is this connection's ping-check state.
+    pub async fn run(
+        mut self,
+        stats: &Stats,
+        stop: &CancellationToken,
+        mark: &mut u64,
+    ) -> Result<(), SseError> {
+        loop {
+            self.dechunk()?;
+            while let Some(at) = find(&self.body, b"\n\n") {
+                let frame = self.body.split_to(at + 2);
+                handle_frame(&frame, stats, mark);
+            }
+            // Give memory back once a burst has been handled.
+            if self.raw.is_empty() && self.raw.capacity() > 64 * 1024 {
+                self.raw = BytesMut::new();
+            }
+            self.raw.reserve(2048);
+            let n = tokio::select! {
+                _ = stop.cancelled() => return Ok(()),
+                n = self.stream.read_buf(&mut self.raw) => n?,
+            };
+            if n == 0 {
+                return Err(SseError::Ended);
+            }
+        }
+    }
+
+    /// Moves complete chunk data from `raw` into `body`.
+    fn dechunk(&mut self) -> Result<(), SseError> {
+        loop {
+            if self.chunk_left > 0 {
+                let take = self.chunk_left.min(self.raw.len());
+                if take == 0 {
+                    return Ok(());
+                }
+                self.body.extend_from_slice(&self.raw[..take]);
+                self.raw.advance(take);
+                self.chunk_left -= take;
+                continue;
+            }
+            // Between chunks: optional CRLF after data, then `<hex>\r\n`.
+            if self.raw.starts_with(b"\r\n") {
+                self.raw.advance(2);
+            }
+            let Some(eol) = find(&self.raw, b"\r\n") else {
+                return Ok(());
+            };
+            let line = std::str::from_utf8(&self.raw[..eol])
+                .map_err(|_| SseError::Protocol("chunk size".into()))?;
+            let size = usize::from_str_radix(line.split(';').next().unwrap_or("").trim(), 16)
+                .map_err(|_| SseError::Protocol(format!("chunk size `{line}`")))?;
+            self.raw.advance(eol + 2);
+            if size == 0 {
+                return Err(SseError::Ended);
+            }
+            self.chunk_left = size;
+        }
+    }
+}
+
+fn handle_frame(frame: &[u8], stats: &Stats, mark: &mut u64) {
+    if frame.starts_with(b":") {
+        stats.ping(mark);
+    } else if let Some(at) = find(frame, b"data: ") {
+        stats.event(&frame[at + 6..]);
+    }
+}
+
+/// Opens and runs one SSE subscriber, counting it in `stats.open` while it
+/// runs. `ready` is called once the response head has arrived.
+pub async fn subscribe(
+    i: usize,
+    to: SocketAddr,
+    path: Arc<str>,
+    key: Arc<str>,
+    stats: Arc<Stats>,
+    stop: CancellationToken,
+    ready: impl FnOnce(bool),
+) {
+    let conn = match open(i, to, &path, &key).await {
+        Ok(c) => c,
+        Err(e) => {
+            stats.error(format!("sse open: {e}"));
+            return ready(false);
+        }
+    };
+    ready(true);
+    stats
+        .open
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut mark = 0;
+    let res = conn.run(&stats, &stop, &mut mark).await;
+    stats
+        .open
+        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    if let Err(e) = res {
+        if !stop.is_cancelled() {
+            stats.error(format!("sse stream: {e}"));
+        }
+    }
+}

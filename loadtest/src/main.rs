@@ -1,0 +1,70 @@
+//! `weir-load`: runs one scenario, prints its tables, optionally writes JSON.
+//! Exit code 0 when every sanity check passed (targets are reported, not
+//! enforced), 1 otherwise, 2 on bad arguments.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use weir_load::{
+    cli::{Cli, Scenario},
+    gateway::Launch,
+    report::{self, Report},
+    scenario,
+};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cli.threads.max(1))
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("weir-load: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(&cli)) {
+        Ok(reports) => {
+            for r in &reports {
+                r.print();
+            }
+            if let Some(path) = &cli.json {
+                if let Err(e) = report::write_json(path, &reports) {
+                    eprintln!("weir-load: writing {}: {e}", path.display());
+                    return ExitCode::FAILURE;
+                }
+            }
+            if reports.iter().all(Report::sane) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("weir-load: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: &Cli) -> anyhow::Result<Vec<Report>> {
+    let launch = Launch::pick(cli.weir_bin.clone());
+    eprintln!("weir-load: gateways from {}", launch.describe());
+    let extra = &cli.gateway_args;
+    Ok(match &cli.scenario {
+        Scenario::Connections(o) => vec![scenario::connections::run(&launch, extra, o).await?],
+        Scenario::Fanout(o) => vec![scenario::fanout::run(&launch, extra, o).await?],
+        Scenario::Proxy(o) => vec![scenario::proxy::run(&launch, extra, o).await?],
+        Scenario::Peer(o) => vec![scenario::peer::run(&launch, extra, o).await?],
+        Scenario::Soak(o) => vec![scenario::soak::run(&launch, extra, o).await?],
+        Scenario::Smoke { plot_dir } => {
+            scenario::smoke::run(&launch, extra, plot_dir.clone()).await?
+        }
+        Scenario::Plot { json, out } => {
+            weir_load::plot::from_peer_json(json, out)?;
+            Vec::new()
+        }
+    })
+}

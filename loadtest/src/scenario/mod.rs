@@ -1,0 +1,216 @@
+//! The scenarios, and what they share: creating the agent everyone listens
+//! to, opening many subscribers at a bounded connect concurrency, and the
+//! publisher that drives real echo-model runs at a chosen event rate.
+
+pub mod connections;
+pub mod fanout;
+pub mod peer;
+pub mod proxy;
+pub mod smoke;
+pub mod soak;
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context};
+use serde_json::{json, Value};
+use tokio::{sync::Semaphore, task::JoinSet};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    client::{event::Stats, sse, ws, Kind},
+    gateway::Gateway,
+};
+
+/// Creates an echo agent whose tokens are `delay_ms` apart; returns its id.
+pub async fn create_agent(gw: &Gateway, delay_ms: u64) -> anyhow::Result<String> {
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v1/agents", gw.url))
+        .bearer_auth(&gw.key)
+        .json(
+            &json!({"name": "load", "model": "echo", "system": "load test",
+                      "metadata": {"echo_delay_ms": delay_ms}}),
+        )
+        .send()
+        .await?;
+    let status = resp.status();
+    let v: Value = resp.json().await?;
+    match v["id"].as_str() {
+        Some(id) if status.is_success() => Ok(id.to_owned()),
+        _ => bail!("creating the agent: {status} {v}"),
+    }
+}
+
+/// Subscribers opened on one gateway, counted into one [`Stats`].
+pub struct Crowd {
+    pub stats: Arc<Stats>,
+    pub stop: CancellationToken,
+    pub opened: u64,
+    pub failed: u64,
+    /// Seconds it took to open them all.
+    pub open_secs: f64,
+    tasks: JoinSet<()>,
+}
+
+impl Crowd {
+    /// Opens `n` subscribers (`ws_percent` % WebSockets) to `agent_id` on
+    /// `to`, `concurrency` handshakes at a time; `first` numbers their source
+    /// addresses. Returns once every one is subscribed or has failed.
+    pub async fn open(
+        to: SocketAddr,
+        key: &str,
+        agent_id: &str,
+        n: usize,
+        ws_percent: u32,
+        concurrency: usize,
+        first: usize,
+    ) -> Self {
+        let stats = Arc::new(Stats::default());
+        let stop = CancellationToken::new();
+        let path: Arc<str> = format!("/v1/agents/{agent_id}/events").into();
+        let channel: Arc<str> = format!("agent:{agent_id}").into();
+        let key: Arc<str> = key.into();
+        let gate = Arc::new(Semaphore::new(concurrency.max(1)));
+        let ok = Arc::new(AtomicU64::new(0));
+        let bad = Arc::new(AtomicU64::new(0));
+        let mut tasks = JoinSet::new();
+        let started = Instant::now();
+        for i in first..first + n {
+            let Ok(permit) = gate.clone().acquire_owned().await else {
+                break;
+            };
+            let (ok, bad) = (ok.clone(), bad.clone());
+            let ready = move |opened: bool| {
+                let c = if opened { &ok } else { &bad };
+                c.fetch_add(1, Ordering::SeqCst);
+                drop(permit);
+            };
+            let (stats, stop, key) = (stats.clone(), stop.clone(), key.clone());
+            match Kind::of(i, ws_percent) {
+                Kind::Sse => {
+                    tasks.spawn(sse::subscribe(i, to, path.clone(), key, stats, stop, ready))
+                }
+                Kind::Ws => tasks.spawn(ws::subscribe(
+                    i,
+                    to,
+                    channel.clone(),
+                    key,
+                    stats,
+                    stop,
+                    ready,
+                )),
+            };
+        }
+        // Every permit back means every subscriber is ready or failed.
+        let _all = gate.acquire_many(concurrency.max(1) as u32).await;
+        Self {
+            stats,
+            stop,
+            opened: ok.load(Ordering::SeqCst),
+            failed: bad.load(Ordering::SeqCst),
+            open_secs: started.elapsed().as_secs_f64(),
+            tasks,
+        }
+    }
+
+    /// Closes every subscriber and waits for them.
+    pub async fn close(mut self) {
+        self.stop.cancel();
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+/// Drives real runs of the echo model: `runs` loops, each posting a message
+/// of `words` words with `stream_tokens` and waiting for the run to end, so
+/// every token is one event on the agent's channel.
+pub struct Publisher {
+    stop: CancellationToken,
+    tasks: JoinSet<()>,
+    pub runs_done: Arc<AtomicU64>,
+    pub run_errors: Arc<AtomicU64>,
+}
+
+impl Publisher {
+    pub fn start(url: &str, key: &str, agent_id: &str, runs: usize, words: usize) -> Self {
+        let stop = CancellationToken::new();
+        let runs_done = Arc::new(AtomicU64::new(0));
+        let run_errors = Arc::new(AtomicU64::new(0));
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("client builds");
+        let text = (0..words)
+            .map(|i| format!("w{i}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let body = json!({"message": text, "stream_tokens": true});
+        let endpoint = format!("{url}/v1/agents/{agent_id}/messages");
+        let mut tasks = JoinSet::new();
+        for _ in 0..runs.max(1) {
+            let (client, body, endpoint, key) = (
+                client.clone(),
+                body.clone(),
+                endpoint.clone(),
+                key.to_owned(),
+            );
+            let (stop, done, errors) = (stop.clone(), runs_done.clone(), run_errors.clone());
+            tasks.spawn(async move {
+                while !stop.is_cancelled() {
+                    let sent = client.post(&endpoint).bearer_auth(&key).json(&body).send();
+                    let res = tokio::select! {
+                        _ = stop.cancelled() => return,
+                        r = sent => r,
+                    };
+                    let ok = match res {
+                        Ok(r) if r.status().is_success() => r.bytes().await.is_ok(),
+                        _ => false,
+                    };
+                    let c = if ok { &done } else { &errors };
+                    c.fetch_add(1, Ordering::Relaxed);
+                    if !ok {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            });
+        }
+        Self {
+            stop,
+            tasks,
+            runs_done,
+            run_errors,
+        }
+    }
+
+    pub async fn stop(mut self) {
+        self.stop.cancel();
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+/// Concurrent runs needed for `rate` events/s with tokens `delay_ms` apart.
+pub fn runs_for(rate: f64, delay_ms: u64) -> usize {
+    ((rate * delay_ms.max(1) as f64 / 1000.0).round() as usize).max(1)
+}
+
+/// Waits until `cond` holds or `within` passes; returns whether it held.
+pub async fn wait_for(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    cond()
+}
+
+/// Reads a gateway's RSS in KiB, with the error named.
+pub fn rss(pid: u32) -> anyhow::Result<u64> {
+    crate::sys::rss_kib(pid).with_context(|| format!("reading /proc/{pid}/status"))
+}

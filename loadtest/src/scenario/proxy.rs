@@ -1,0 +1,265 @@
+//! `proxy`: OpenAI-compatible streaming through weir (`upstream/<model>`)
+//! against the same fake provider called directly, open-loop at fixed
+//! request rates. Reports TTFT and total latency p50/p99 for both, what weir
+//! adds, and the highest rate each sustains.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::{
+    client::openloop::{self, Step, Target},
+    fake_provider::{self, FakeProvider},
+    gateway::{self, Data, Gateway, Launch},
+    report::{ms, thousands, Report, Table},
+    sys,
+};
+
+/// Options shared by `proxy` and `peer`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Opts {
+    /// Request rates to step through (requests/s).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "250,500,1000,2000,3000,4000"
+    )]
+    pub rates: Vec<f64>,
+    /// Seconds per rate.
+    #[arg(long, default_value_t = 10.0)]
+    pub step_secs: f64,
+    /// Content chunks per answer from the fake provider.
+    #[arg(long, default_value_t = 16)]
+    pub chunks: usize,
+    /// Microseconds between the fake provider's chunks (0: one write).
+    #[arg(long, default_value_t = 0)]
+    pub gap_us: u64,
+    /// A rate is sustained when every request succeeds, at least 95 % of
+    /// the rate completes per second, and p99 total latency is at most this.
+    #[arg(long, default_value_t = 50.0)]
+    pub slo_p99_ms: f64,
+}
+
+/// Whether a step counts as sustained under `slo_p99_ms`.
+pub fn sustained(s: &Step, slo_p99_ms: f64) -> bool {
+    s.errors == 0
+        && s.ok == s.sent
+        && s.achieved >= 0.95 * s.rate
+        && s.total.quantile_ms(0.99) <= slo_p99_ms
+}
+
+/// Steps `target` through `rates`, stopping after the first rate it does
+/// not sustain (higher ones would only queue).
+pub async fn ramp(target: &Target, rates: &[f64], step_secs: f64, slo: f64) -> Vec<Step> {
+    let client = openloop::client();
+    // Warm the connection pool and both ends' lazily built state.
+    let _ = openloop::run_step(&client, target, 50.0, 0.5).await;
+    let mut steps = Vec::new();
+    for &rate in rates {
+        let step = openloop::run_step(&client, target, rate, step_secs).await;
+        let ok = sustained(&step, slo);
+        steps.push(step);
+        if !ok {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    steps
+}
+
+/// The highest sustained rate of a ramp (0 if none).
+pub fn max_sustained(steps: &[Step], slo: f64) -> f64 {
+    steps
+        .iter()
+        .filter(|s| sustained(s, slo))
+        .map(|s| s.rate)
+        .fold(0.0, f64::max)
+}
+
+/// The fake provider, and weir in front of it.
+pub struct Setup {
+    pub fake: FakeProvider,
+    pub weir: Gateway,
+}
+
+pub async fn setup(launch: &Launch, extra: &[String], o: &Opts) -> anyhow::Result<Setup> {
+    sys::raise_nofile(65_536)?;
+    let fake = fake_provider::start(fake_provider::Options {
+        chunks: o.chunks,
+        gap: Duration::from_micros(o.gap_us),
+    })?;
+    let mut args = vec!["--provider-url".to_owned(), fake.base.clone()];
+    args.extend(extra.iter().cloned());
+    let weir = gateway::start(launch, &Data::Embedded, &args).await?;
+    Ok(Setup { fake, weir })
+}
+
+pub fn direct(fake: &FakeProvider) -> Target {
+    Target {
+        name: "direct".into(),
+        base: fake.base.clone(),
+        key: None,
+        model: "fake".into(),
+    }
+}
+
+pub fn through_weir(weir: &Gateway) -> Target {
+    Target {
+        name: "weir".into(),
+        base: format!("{}/v1", weir.url),
+        key: Some(weir.key.clone()),
+        model: "upstream/fake".into(),
+    }
+}
+
+pub async fn run(launch: &Launch, extra: &[String], o: &Opts) -> anyhow::Result<Report> {
+    let mut report = Report::new("proxy");
+    let s = setup(launch, extra, o).await?;
+    let direct_steps = ramp(&direct(&s.fake), &o.rates, o.step_secs, o.slo_p99_ms).await;
+    let weir_steps = ramp(&through_weir(&s.weir), &o.rates, o.step_secs, o.slo_p99_ms).await;
+    report.tables.push(steps_table(
+        "open-loop streaming, direct vs through weir",
+        &[("direct", &direct_steps), ("weir", &weir_steps)],
+        o.slo_p99_ms,
+    ));
+    report
+        .tables
+        .push(added_table(&direct_steps, &weir_steps, "weir"));
+    let (d, w) = (
+        max_sustained(&direct_steps, o.slo_p99_ms),
+        max_sustained(&weir_steps, o.slo_p99_ms),
+    );
+    report.data = json!({
+        "options": format!("{o:?}"),
+        "direct": steps_json(&direct_steps, o.slo_p99_ms),
+        "weir": steps_json(&weir_steps, o.slo_p99_ms),
+        "max_sustained": {"direct": d, "weir": w},
+        "added": added_json(&direct_steps, &weir_steps),
+    });
+    report.check(
+        "requests completed through weir",
+        weir_steps.first().is_some_and(|s| s.ok > 0),
+    );
+    report.check(
+        "weir relayed every chunk",
+        weir_steps
+            .iter()
+            .all(|s| s.ok == 0 || s.chunks_per_req >= o.chunks as f64),
+    );
+    if let Some(a) = added_at(&direct_steps, &weir_steps, 2000.0) {
+        report.check("target: weir adds <= 0.25 ms p99 at 2k req/s", a <= 0.25);
+    }
+    Ok(report.finish())
+}
+
+/// weir's p99 total minus direct's at `rate`, if both ran it.
+pub fn added_at(direct: &[Step], via: &[Step], rate: f64) -> Option<f64> {
+    let d = direct.iter().find(|s| s.rate == rate)?;
+    let w = via.iter().find(|s| s.rate == rate)?;
+    Some(w.total.quantile_ms(0.99) - d.total.quantile_ms(0.99))
+}
+
+pub fn steps_table(title: &str, runs: &[(&str, &[Step])], slo: f64) -> Table {
+    let mut t = Table::new(
+        title,
+        &[
+            "target",
+            "rate/s",
+            "done/s",
+            "errors",
+            "TTFT p50",
+            "TTFT p99",
+            "total p50",
+            "total p99",
+            "total max",
+            "sustained",
+        ],
+    );
+    for (name, steps) in runs {
+        for s in *steps {
+            t.row(vec![
+                (*name).to_owned(),
+                thousands(s.rate),
+                thousands(s.achieved),
+                s.errors.to_string(),
+                ms(s.ttft.quantile_ms(0.5)),
+                ms(s.ttft.quantile_ms(0.99)),
+                ms(s.total.quantile_ms(0.5)),
+                ms(s.total.quantile_ms(0.99)),
+                ms(s.total.max_ms()),
+                if sustained(s, slo) {
+                    "yes".into()
+                } else {
+                    format!(
+                        "no{}",
+                        s.first_error
+                            .as_deref()
+                            .map(|e| format!(" ({})", e.chars().take(60).collect::<String>()))
+                            .unwrap_or_default()
+                    )
+                },
+            ]);
+        }
+    }
+    t
+}
+
+pub fn added_table(direct: &[Step], via: &[Step], name: &str) -> Table {
+    let mut t = Table::new(
+        format!("latency {name} adds over calling the provider directly"),
+        &["rate/s", "TTFT p50", "TTFT p99", "total p50", "total p99"],
+    );
+    for d in direct {
+        if let Some(w) = via.iter().find(|w| w.rate == d.rate) {
+            let diff = |q: f64, ttft: bool| {
+                let (a, b) = if ttft {
+                    (&w.ttft, &d.ttft)
+                } else {
+                    (&w.total, &d.total)
+                };
+                ms(a.quantile_ms(q) - b.quantile_ms(q))
+            };
+            t.row(vec![
+                thousands(d.rate),
+                diff(0.5, true),
+                diff(0.99, true),
+                diff(0.5, false),
+                diff(0.99, false),
+            ]);
+        }
+    }
+    t
+}
+
+pub fn steps_json(steps: &[Step], slo: f64) -> Value {
+    Value::Array(
+        steps
+            .iter()
+            .map(|s| {
+                json!({
+                    "rate": s.rate, "sent": s.sent, "ok": s.ok, "errors": s.errors, "achieved": s.achieved,
+                    "ttft": s.ttft.summary(), "total": s.total.summary(), "chunks_per_req": s.chunks_per_req,
+                    "sustained": sustained(s, slo), "first_error": s.first_error, "load_average": s.load,
+                })
+            })
+            .collect(),
+    )
+}
+
+pub fn added_json(direct: &[Step], via: &[Step]) -> Value {
+    Value::Array(
+        direct
+            .iter()
+            .filter_map(|d| {
+                let w = via.iter().find(|w| w.rate == d.rate)?;
+                Some(json!({
+                    "rate": d.rate,
+                    "ttft_p50_ms": w.ttft.quantile_ms(0.5) - d.ttft.quantile_ms(0.5),
+                    "ttft_p99_ms": w.ttft.quantile_ms(0.99) - d.ttft.quantile_ms(0.99),
+                    "total_p50_ms": w.total.quantile_ms(0.5) - d.total.quantile_ms(0.5),
+                    "total_p99_ms": w.total.quantile_ms(0.99) - d.total.quantile_ms(0.99),
+                }))
+            })
+            .collect(),
+    )
+}

@@ -1,0 +1,69 @@
+//! `smoke`: every scenario at tiny scale, in seconds, so CI proves the
+//! harness still works against the current gateway. The peer is faked (the
+//! fake provider stands in for LiteLLM); the Redis deployments run when a
+//! `redis-server` is installed. Checks are about completing with sane
+//! numbers, never about timing.
+
+use std::path::PathBuf;
+
+use crate::{gateway::Launch, report::Report};
+
+use super::{connections, fanout, peer, proxy, soak};
+
+/// The tiny versions of every scenario, in order.
+pub async fn run(
+    launch: &Launch,
+    extra: &[String],
+    plot_dir: PathBuf,
+) -> anyhow::Result<Vec<Report>> {
+    let mut reports = Vec::new();
+    let c = connections::Opts {
+        connections: 40,
+        ws_percent: 50,
+        concurrency: 16,
+        sse_ping_secs: 1,
+        ws_ping_secs: 1,
+        target_kib: 8.0,
+    };
+    reports.push(connections::run(launch, extra, &c).await?);
+    let f = fanout::Opts {
+        subscribers: 20,
+        ws_percent: 50,
+        rate: 100.0,
+        delay_ms: 5,
+        words: 10,
+        secs: 1,
+        buses: vec!["memory".into(), "redis".into(), "cluster".into()],
+        concurrency: 16,
+    };
+    reports.push(fanout::run(launch, extra, &f).await?);
+    let p = proxy::Opts {
+        rates: vec![50.0, 100.0],
+        step_secs: 1.0,
+        chunks: 4,
+        gap_us: 0,
+        slo_p99_ms: 1000.0,
+    };
+    reports.push(proxy::run(launch, extra, &p).await?);
+    let pe = peer::Opts {
+        proxy: proxy::Opts {
+            rates: vec![50.0],
+            ..p
+        },
+        peer_rates: vec![50.0],
+        fake_peer: true,
+        litellm_workers: 1,
+        plot: plot_dir.join("smoke_peer.png"),
+    };
+    reports.push(peer::run(launch, extra, &pe).await?);
+    let s = soak::Opts {
+        streams: 20,
+        ws_percent: 50,
+        rate: 50.0,
+        churn: 2,
+        secs: 2,
+        sample_secs: 1,
+    };
+    reports.push(soak::run(launch, extra, &s).await?);
+    Ok(reports)
+}

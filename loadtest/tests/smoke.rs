@@ -1,0 +1,91 @@
+//! The smoke mode of weir-load against real in-process gateways: every
+//! scenario at tiny scale must complete with sane numbers. Nothing here is a
+//! timing threshold; the figures themselves come from release runs
+//! (BENCHMARKS.md).
+
+use serde_json::Value;
+use weir_load::{gateway::Launch, scenario::smoke};
+
+fn data<'a>(reports: &'a [weir_load::report::Report], name: &str) -> &'a Value {
+    &reports
+        .iter()
+        .find(|r| r.scenario == name)
+        .unwrap_or_else(|| panic!("no {name} report"))
+        .data
+}
+
+#[test]
+fn smoke_runs_every_scenario_with_sane_numbers() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let plots = tempfile::tempdir().unwrap();
+    let reports = rt
+        .block_on(smoke::run(
+            &Launch::InProcess,
+            &[],
+            plots.path().to_path_buf(),
+        ))
+        .unwrap();
+    let names: Vec<&str> = reports.iter().map(|r| r.scenario.as_str()).collect();
+    assert_eq!(names, ["connections", "fanout", "proxy", "peer", "soak"]);
+    for r in &reports {
+        let failed: Vec<&String> = r
+            .checks
+            .iter()
+            .filter(|(n, ok)| !ok && !n.starts_with("target:"))
+            .map(|(n, _)| n)
+            .collect();
+        assert!(
+            failed.is_empty(),
+            "{}: failed checks {failed:?}",
+            r.scenario
+        );
+    }
+
+    let c = data(&reports, "connections");
+    assert_eq!(c["opened"], 40);
+    assert!(
+        c["pinged"].as_u64().unwrap() >= 40,
+        "every connection pinged: {c}"
+    );
+    assert!(c["connect_rate_per_s"].as_f64().unwrap() > 0.0);
+    assert!(c["rss_after_ping_kib"].as_u64().unwrap() > 0);
+
+    let f = data(&reports, "fanout");
+    let memory = &f["deployments"][0];
+    assert_eq!(memory["bus"], "memory");
+    assert_eq!(memory["subscribers"], 20);
+    assert!(memory["published"].as_u64().unwrap() > 0, "{memory}");
+    // Every subscriber sees every event published while it listens.
+    let share = memory["delivered_share"].as_f64().unwrap();
+    assert!(share > 0.9, "delivered share {share}: {memory}");
+    let lat = &memory["latency"];
+    assert!(lat["count"].as_u64().unwrap() > 0);
+    assert!(lat["p50_ms"].as_f64().unwrap() <= lat["p99_ms"].as_f64().unwrap());
+
+    let p = data(&reports, "proxy");
+    for target in ["direct", "weir"] {
+        let first = &p[target][0];
+        assert_eq!(first["errors"], 0, "{target}: {first}");
+        assert_eq!(first["ok"], first["sent"], "{target}: {first}");
+        assert!(
+            first["chunks_per_req"].as_f64().unwrap() >= 4.0,
+            "{target}: {first}"
+        );
+        assert!(
+            first["ttft"]["p50_ms"].as_f64().unwrap() <= first["total"]["p99_ms"].as_f64().unwrap()
+        );
+    }
+
+    let peer = data(&reports, "peer");
+    assert!(peer["ratio"].as_f64().unwrap() > 0.0, "{peer}");
+    let png = std::fs::read(plots.path().join("smoke_peer.png")).unwrap();
+    assert!(png.starts_with(b"\x89PNG"));
+
+    let s = data(&reports, "soak");
+    assert!(s["rss_samples"].as_array().unwrap().len() >= 2, "{s}");
+    assert!(s["deliveries"].as_u64().unwrap() > 0, "{s}");
+}
