@@ -4,14 +4,20 @@
 # a separate `weir store` process, and against `weir store --db postgres://…`
 # (when a PostgreSQL answers). Uses wrk (apt-get install wrk).
 #
-#   bash loadtest/rest_bench.sh [duration_secs] [connections]
+#   bash loadtest/rest_bench.sh [duration_secs] [connections] [limits: on|off]
+#
+# With limits on (the default, as in production) every request passes the
+# per-key rate limiter; the benchmark key has rpm 1000000 so none is refused.
+# `off` starts the gateways with --rate-limit false (BENCHMARKS.md compares).
 #
 # Everything binds to loopback on free ports and stops by itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${1:-10}
 CONNS=${2:-64}
-KEY=wk_bench_0123456789abcdefghijklmnopqrstuv
+LIMITS=${3:-on}
+BOOT=wk_bench_0123456789abcdefghijklmnopqrstuv
+case "$LIMITS" in on) RL=true ;; off) RL=false ;; *) echo "limits: on or off"; exit 2 ;; esac
 command -v wrk >/dev/null || { echo "wrk is required: apt-get install wrk"; exit 1; }
 cargo build --release --quiet
 BIN=target/release/weir
@@ -26,16 +32,20 @@ wait_up() { for _ in $(seq 100); do curl -sf "$1/healthz" >/dev/null && return 0
 run_case() { # run_case NAME GATEWAY_ARGS...
   local name=$1; shift
   local port; port=$(free_port)
-  RUST_LOG=warn WEIR_BOOTSTRAP_KEY=$KEY $BIN serve --listen 127.0.0.1:$port "$@" >"$WORK/$name.log" 2>&1 &
+  RUST_LOG=warn WEIR_BOOTSTRAP_KEY=$BOOT $BIN serve --listen 127.0.0.1:$port --rate-limit $RL "$@" >"$WORK/$name.log" 2>&1 &
   PIDS+=($!)
   local base=http://127.0.0.1:$port
   wait_up "$base"
+  # The bootstrap key has the default 120 rpm: mint a key that is never limited.
+  local KEY
+  KEY=$(curl -sf "$base/v1/keys" -H "Authorization: Bearer $BOOT" -H 'content-type: application/json' \
+        -d '{"label":"bench","scopes":["*"],"rpm":1000000}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["secret"])')
   local id
   id=$(curl -sf "$base/v1/agents" -H "Authorization: Bearer $KEY" -H 'content-type: application/json' \
         -d '{"name":"bench","system":"s","tags":["t"],"metadata":{"k":1}}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
   # Warm up (key cache, connection pools, page cache).
   wrk -t1 -c"$CONNS" -d2s -H "Authorization: Bearer $KEY" "$base/v1/agents/$id" >/dev/null
-  echo "== $name: GET /v1/agents/{id}, ${DURATION}s, $CONNS connections, wrk -t1"
+  echo "== $name (limits $LIMITS): GET /v1/agents/{id}, ${DURATION}s, $CONNS connections, wrk -t1"
   wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -H "Authorization: Bearer $KEY" "$base/v1/agents/$id" \
     | grep -E "Requests/sec|50%|90%|99%|Non-2xx|Socket errors|Latency  "
 }

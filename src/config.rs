@@ -107,7 +107,7 @@ pub struct ServeConfig {
     /// Default steps a run may take before it stops with `max_steps`.
     #[arg(long, env = "WEIR_MAX_STEPS", default_value_t = 10)]
     pub max_steps: u32,
-    /// Seconds a finished run's in-flight work may take on shutdown.
+    /// Seconds running runs (and their streams) get to finish after SIGTERM before they are cancelled.
     #[arg(long, env = "WEIR_GRACE_SECS", default_value_t = 30)]
     pub grace_secs: u64,
     /// Log format: `text` or `json`.

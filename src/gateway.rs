@@ -2,7 +2,12 @@
 //! and drains. `main` and the tests start weir the same way:
 //! `Gateway::bind(cfg).await?.run(shutdown_future).await`.
 
-use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    future::{Future, IntoFuture},
+    net::SocketAddr,
+    sync::Arc,
+    time::Duration,
+};
 
 use anyhow::Context;
 use axum::serve::ListenerExt;
@@ -57,6 +62,8 @@ impl Gateway {
         let listener = TcpListener::bind(cfg.listen)
             .await
             .with_context(|| format!("cannot listen on {} (WEIR_LISTEN)", cfg.listen))?;
+        let edge = crate::edge::Edge::new(&cfg.edge, cfg.redis_url.as_deref())
+            .context("edge limits (WEIR_REDIS_URL)")?;
         let state = AppState {
             config: cfg,
             store,
@@ -65,6 +72,7 @@ impl Gateway {
             runtime,
             shutdown,
             tracker,
+            edge: Arc::new(edge),
         };
         Ok(Self { listener, state })
     }
@@ -81,8 +89,11 @@ impl Gateway {
         &self.state
     }
 
-    /// Serves until `shutdown` resolves, then drains: streams end, background
-    /// tasks get the grace period, pending key usage is written.
+    /// Serves until `shutdown` resolves, then drains: no new connections,
+    /// `/readyz` 503, WebSockets close with 1001 and idle SSE tails end at
+    /// once; running runs (and the streams following them) get the grace
+    /// period to finish with `done`, then are cancelled; pending key usage
+    /// is written and this gateway's stream leases are given back.
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -103,33 +114,64 @@ impl Gateway {
         let listener = listener.tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);
         });
+        state.edge.start(&state.tracker);
         // `into_make_service`: each connection gets a cheap clone of the
         // router. Passing the Router itself makes axum call
         // `Router::with_state(())` per connection, which rebuilds the route
         // tables: ~60 KiB of heap held by every open connection
         // (BENCHMARKS.md, connections).
-        axum::serve(listener, app.into_make_service())
+        let serve = axum::serve(listener, app.into_make_service())
             .with_graceful_shutdown(async move {
                 shutdown.await;
                 tracing::info!("shutdown requested: draining");
                 token.cancel();
             })
-            .await
-            .context("serving")?;
+            .into_future();
+        // Running runs keep their streams (and so their connections) open
+        // through the grace period; `drain_timer` ends them after it.
+        let timer = tokio::spawn(drain_timer(state.clone()));
+        let served = tokio::select! {
+            r = serve => r.context("serving"),
+            _ = after_hard_stop(&state) => {
+                tracing::warn!("closing the connections still open");
+                Ok(())
+            }
+        };
         state.shutdown.cancel();
+        state.edge.close().await;
         state.tracker.close();
-        let grace = Duration::from_secs(state.config.grace_secs);
-        if tokio::time::timeout(grace, state.tracker.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                grace_secs = state.config.grace_secs,
-                "grace period over; terminating now"
-            );
+        tokio::select! {
+            _ = state.tracker.wait() => {}
+            _ = after_hard_stop(&state) => tracing::warn!("grace period over; terminating now"),
         }
-        Ok(())
+        timer.abort();
+        served
     }
+}
+
+/// Time runs cancelled at the end of the grace period get to publish their
+/// `done`, and streams to deliver it, before those streams are cut.
+const RUN_END_WAIT: Duration = Duration::from_secs(3);
+/// Time after the hard stop before whatever is left is abandoned.
+const LAST_WAIT: Duration = Duration::from_secs(2);
+
+/// From the start of the drain: the grace period, then cancel the runs still
+/// going, then (after [`RUN_END_WAIT`]) end every stream still open.
+async fn drain_timer(state: AppState) {
+    state.shutdown.cancelled().await;
+    tokio::time::sleep(Duration::from_secs(state.config.grace_secs)).await;
+    tracing::warn!(
+        grace_secs = state.config.grace_secs,
+        "grace period over: cancelling the runs still going"
+    );
+    state.runtime.stop_runs();
+    tokio::time::sleep(RUN_END_WAIT).await;
+    state.edge.hard_stop.cancel();
+}
+
+async fn after_hard_stop(state: &AppState) {
+    state.edge.hard_stop.cancelled().await;
+    tokio::time::sleep(LAST_WAIT).await;
 }
 
 /// The embedded store (SQLite, or PostgreSQL with WEIR_DB), or a client of

@@ -18,4 +18,6 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Every background task is spawned here so shutdown can wait for them.
     pub tracker: TaskTracker,
+    /// Limits at the edge: rate limits, stream caps (src/edge/).
+    pub edge: Arc<crate::edge::Edge>,
 }

@@ -275,7 +275,7 @@ impl RunTask {
         let (status, stop_reason, mut error) = match &outcome {
             Outcome::EndTurn => (RUN_COMPLETED, "end_turn", None),
             Outcome::MaxSteps => (RUN_COMPLETED, "max_steps", None),
-            Outcome::Cancelled if self.inner.shutdown.is_cancelled() => (
+            Outcome::Cancelled if self.inner.stop_runs.is_cancelled() => (
                 RUN_CANCELLED,
                 "cancelled",
                 Some("the gateway shut down".to_owned()),

@@ -3,9 +3,10 @@
 //!
 //! A run is stored (`running`) before it starts, executes as a task on the
 //! gateway's [`TaskTracker`] ([`super::run`]), and writes its final status to
-//! the store, so status survives a restart. Each run's cancellation token is a
-//! child of the gateway's shutdown token: draining the gateway ends every run
-//! with `done` (`cancelled`).
+//! the store, so status survives a restart. Draining the gateway refuses new
+//! runs but lets running ones finish; each run's cancellation token is a
+//! child of [`Runtime::stop_runs`]'s token, which the gateway cancels when the
+//! grace period is over, ending the runs still going with `done` (`cancelled`).
 //!
 //! Crash recovery is lazy and best effort: the store cannot list running runs,
 //! so a run still `running` in the store that was created before this process
@@ -55,6 +56,8 @@ pub(crate) struct Inner {
     pub config: Arc<ServeConfig>,
     pub tracker: TaskTracker,
     pub shutdown: CancellationToken,
+    /// Cancelled at the end of the drain's grace period: every live run stops.
+    pub stop_runs: CancellationToken,
     /// Client for webhook tools (its own pool; per-request 10 s timeout).
     pub http: reqwest::Client,
     pub provider: Option<Arc<Provider>>,
@@ -105,6 +108,7 @@ impl Runtime {
                 config,
                 tracker,
                 shutdown,
+                stop_runs: CancellationToken::new(),
                 http,
                 provider,
                 runs: Mutex::new(HashMap::new()),
@@ -153,7 +157,7 @@ impl Runtime {
             updated_at: now,
         };
         let handle = RunHandle {
-            cancel: inner.shutdown.child_token(),
+            cancel: inner.stop_runs.child_token(),
             finished: CancellationToken::new(),
         };
         let run_id = run.id.clone();
@@ -236,6 +240,12 @@ impl Runtime {
                 .await
             }
         }
+    }
+
+    /// Cancels every live run (the end of the drain's grace period); each
+    /// ends with `done` (`cancelled`) and the error "the gateway shut down".
+    pub fn stop_runs(&self) {
+        self.inner.stop_runs.cancel();
     }
 
     /// Cancels a live run at once, without waiting (for transports whose

@@ -7,7 +7,8 @@ use utoipa::ToSchema;
 use super::{auth::Auth, errors::ApiError};
 use crate::{state::AppState, store::ListParams};
 
-/// Default per-key stream caps (API.md "Limits at the edge").
+/// Default per-key stream caps (API.md "Limits at the edge"); the caps in
+/// force come from the configuration (`WEIR_MAX_WS_PER_KEY`, …).
 pub const MAX_WEBSOCKETS: u32 = 10;
 pub const MAX_SSE_STREAMS: u32 = 20;
 
@@ -75,8 +76,8 @@ pub async fn get_account(
         },
         limits: Limits {
             requests_per_minute: auth.key.rpm,
-            max_websockets: MAX_WEBSOCKETS,
-            max_sse_streams: MAX_SSE_STREAMS,
+            max_websockets: state.edge.stream_limit(crate::edge::StreamKind::WebSocket),
+            max_sse_streams: state.edge.stream_limit(crate::edge::StreamKind::Sse),
             max_body_bytes: state.config.max_body_bytes,
         },
         usage: Usage {

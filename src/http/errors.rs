@@ -173,6 +173,9 @@ pub fn bytes_rejection(rej: BytesRejection) -> ApiError {
 /// JSON itself is malformed. Content-Type is not required (curl -d sends a
 /// form type), only that the body is JSON.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    // Deep nesting is refused before parsing, with a message that says so.
+    crate::edge::limits::check_json_depth(bytes)
+        .map_err(|e| ApiError::validation(format!("body: {e}")))?;
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     let result = serde_path_to_error::deserialize(&mut *de);
     match result {

@@ -3,11 +3,11 @@
 //! Requests pass, outermost first: request id (set or echoed) → access log
 //! span (path only: the `api_key` query parameter never reaches a log) →
 //! CORS (only with `--cors-origin`) → request metrics → panic catcher →
-//! error envelope → body limit → [auth on every route not on the public
-//! allowlist] → per-route scope check in the handler. A new route added to
-//! `protected` is authenticated by default. The public routes: ops
-//! (`/healthz`, `/readyz`), OpenAPI and `/docs`, `/metrics`, and the web
-//! page (`/`, `/assets/…`, `/llms.txt`).
+//! error envelope → header size limit → body limit → [auth on every route
+//! not on the public allowlist → per-key rate limit] → handler. A new
+//! route added to `protected` is authenticated (and rate limited) by
+//! default. The public routes: ops (`/healthz`, `/readyz`), OpenAPI and
+//! `/docs`, `/metrics`, and the web page (`/`, `/assets/…`, `/llms.txt`).
 
 use std::time::Duration;
 
@@ -59,6 +59,11 @@ pub fn build_router(state: AppState) -> Router {
             crate::stream::ws::WsSettings::from_config(&state.config),
         ))
         .merge(crate::openai::routes())
+        // Inner of the two: runs after auth, once the key is known.
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::edge::rate_limit,
+        ))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,
@@ -102,6 +107,10 @@ pub fn build_router(state: AppState) -> Router {
                     ApiError::internal().into_response()
                 }))
                 .layer(middleware::from_fn(envelope))
+                .layer(middleware::from_fn_with_state(
+                    state.config.edge.max_header_bytes,
+                    crate::edge::limits::limit_headers,
+                ))
                 .layer(DefaultBodyLimit::max(max_body))
                 .layer(RequestBodyLimitLayer::new(max_body)),
         )

@@ -208,7 +208,7 @@ pub async fn complete(
         return Ok(sse_response(
             chunks(head, follower, guard, include_usage),
             ping,
-            state.shutdown.clone(),
+            state.edge.hard_stop.clone(),
         ));
     }
     collect(head, follower, guard).await

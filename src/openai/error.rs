@@ -128,6 +128,7 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, OpenAiError> {
         err.param = None;
         err
     };
+    crate::edge::limits::check_json_depth(bytes).map_err(|e| invalid_json(&e))?;
     match serde_path_to_error::deserialize::<_, T>(&mut *de) {
         Ok(v) => de.end().map(|()| v).map_err(|e| invalid_json(&e)),
         Err(e) => {

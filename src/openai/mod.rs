@@ -22,7 +22,7 @@ use serde_json::Value;
 
 pub use error::{OpenAiError, OpenAiJson};
 
-use crate::{http::auth::Auth, state::AppState};
+use crate::{edge::StreamKind, http::auth::Auth, state::AppState};
 
 /// The OpenAI-compatible routes (the gateway router adds auth).
 pub fn routes() -> Router<AppState> {
@@ -59,8 +59,16 @@ async fn chat_completions(
             ))
         }
     };
+    // A stream takes the key's SSE slot before anything starts (429
+    // `too_many_connections` otherwise) and holds it until the body ends.
+    let slot = match body.get("stream").and_then(Value::as_bool) {
+        Some(true) => Some(state.edge.open_stream(&auth.key, StreamKind::Sse).await?),
+        _ => None,
+    };
     if model.starts_with("upstream/") {
-        return relay::relay(&state, body).await;
+        return relay::relay(&state, body)
+            .await
+            .map(|r| crate::edge::hold_response(r, slot));
     }
     let req = serde_path_to_error::deserialize(&body).map_err(|e| {
         let path = e.path().to_string();
@@ -79,5 +87,7 @@ async fn chat_completions(
             &param,
         )
     })?;
-    agent::complete(&state, auth.account(), req).await
+    agent::complete(&state, auth.account(), req)
+        .await
+        .map(|r| crate::edge::hold_response(r, slot))
 }

@@ -82,7 +82,7 @@ pub async fn relay(state: &AppState, mut body: Value) -> Result<Response, OpenAi
     if stream {
         let ping = Duration::from_secs(state.config.sse_ping_secs.max(1));
         let frames = relay_frames(resp.bytes_stream(), deadline, provider.idle_timeout);
-        return Ok(sse_response(frames, ping, state.shutdown.clone()));
+        return Ok(sse_response(frames, ping, state.edge.hard_stop.clone()));
     }
     let content_type = resp.headers().get(header::CONTENT_TYPE).cloned();
     let body = idle_guarded(resp.bytes_stream(), provider.idle_timeout);

@@ -20,7 +20,14 @@ use super::{
     feed::{self, Feed, Target},
     sse::{error_frame, sse_response},
 };
-use crate::{http::auth::Auth, http::errors::ApiError, state::AppState};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    edge::{ConnGuard, StreamKind},
+    http::auth::Auth,
+    http::errors::ApiError,
+    state::AppState,
+};
 
 /// `GET /v1/agents/{id}/events`: every event of the agent, live, resumable.
 pub async fn stream_agent_events(
@@ -30,10 +37,9 @@ pub async fn stream_agent_events(
     Resume(after): Resume,
 ) -> Result<Response, ApiError> {
     auth.require("chat")?;
-    respond(
-        &state,
-        feed::open(&state, auth.account(), &Target::Agent(id), after).await,
-    )
+    let slot = state.edge.open_stream(&auth.key, StreamKind::Sse).await?;
+    let opened = feed::open(&state, auth.account(), &Target::Agent(id), after).await;
+    respond(&state, opened, slot, state.shutdown.clone())
 }
 
 /// `GET /v1/agents/{id}/logs/stream`: the agent's log lines, live, resumable.
@@ -44,14 +50,14 @@ pub async fn stream_agent_logs(
     Resume(after): Resume,
 ) -> Result<Response, ApiError> {
     auth.require("logs")?;
-    respond(
-        &state,
-        feed::open(&state, auth.account(), &Target::Logs(id), after).await,
-    )
+    let slot = state.edge.open_stream(&auth.key, StreamKind::Sse).await?;
+    let opened = feed::open(&state, auth.account(), &Target::Logs(id), after).await;
+    respond(&state, opened, slot, state.shutdown.clone())
 }
 
 /// `GET /v1/runs/{id}/stream`: one run from its first event (or the cursor)
-/// to its `done`.
+/// to its `done`. A draining gateway keeps it open until that `done` (the
+/// run has the grace period to finish), unlike the endless tails above.
 pub async fn stream_run(
     State(state): State<AppState>,
     auth: Auth,
@@ -59,13 +65,19 @@ pub async fn stream_run(
     Resume(after): Resume,
 ) -> Result<Response, ApiError> {
     auth.require("chat")?;
-    respond(
-        &state,
-        feed::open(&state, auth.account(), &Target::Run(id), after).await,
-    )
+    let slot = state.edge.open_stream(&auth.key, StreamKind::Sse).await?;
+    let opened = feed::open(&state, auth.account(), &Target::Run(id), after).await;
+    respond(&state, opened, slot, state.edge.hard_stop.clone())
 }
 
-fn respond(state: &AppState, opened: Result<Feed, ApiError>) -> Result<Response, ApiError> {
+/// The SSE response of a feed; `slot` (the key's stream slot) is held until
+/// the stream ends, which is at the latest when `stop` fires.
+fn respond(
+    state: &AppState,
+    opened: Result<Feed, ApiError>,
+    slot: ConnGuard,
+    stop: CancellationToken,
+) -> Result<Response, ApiError> {
     let ping = Duration::from_secs(state.config.sse_ping_secs.max(1));
     let frames = match opened {
         Ok(feed) => sse_frames(feed).boxed(),
@@ -74,7 +86,7 @@ fn respond(state: &AppState, opened: Result<Feed, ApiError>) -> Result<Response,
         }
         Err(e) => return Err(e),
     };
-    Ok(sse_response(frames, ping, state.shutdown.clone()))
+    Ok(sse_response(slot.hold(frames), ping, stop))
 }
 
 /// The feed as SSE bytes: each event's shared frame, then at most one

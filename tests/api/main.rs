@@ -5,6 +5,7 @@ mod cli;
 mod cluster;
 mod common;
 mod ecosystem;
+mod edge;
 mod envelopes;
 mod fake_provider;
 mod openai;

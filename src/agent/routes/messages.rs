@@ -21,6 +21,7 @@ use serde_json::{json, Value};
 use super::empty_page;
 use crate::{
     agent::{sessions::DEFAULT_SESSION, CancelOnDrop, ChatMessage, RunFollower, StartRun},
+    edge::StreamKind,
     http::{
         auth::Auth,
         errors::{ApiError, ApiJson},
@@ -89,6 +90,12 @@ pub(super) async fn send_message(
     let (session_id, stream_tokens, background) =
         (body.session_id.clone(), body.stream_tokens, body.background);
     let messages = body.into_messages()?;
+    // The key's SSE slot is taken before the run starts: a refused stream
+    // starts nothing.
+    let slot = match sse {
+        true => Some(state.edge.open_stream(&auth.key, StreamKind::Sse).await?),
+        false => None,
+    };
     let account = auth.account();
     // Check ownership before touching the bus: no channels for unknown ids.
     state
@@ -107,7 +114,7 @@ pub(super) async fn send_message(
     let run = state.runtime.start_run(account, start).await?;
     let mut follower = follower.follow(&run.id);
     let mut guard = CancelOnDrop::new(state.runtime.clone(), &run.id, !background);
-    if sse {
+    if let Some(slot) = slot {
         let frames = async_stream::stream! {
             while let Some(ev) = follower.next().await {
                 if ev.message_type == "user_message" {
@@ -122,7 +129,9 @@ pub(super) async fn send_message(
             guard.disarm();
         };
         let ping = Duration::from_secs(state.config.sse_ping_secs.max(1));
-        return Ok(sse_response(frames, ping, state.shutdown.clone()));
+        // A draining gateway keeps the stream open until the run's `done`.
+        let stop = state.edge.hard_stop.clone();
+        return Ok(sse_response(slot.hold(frames), ping, stop));
     }
     let mut events = Vec::new();
     while let Some(ev) = follower.next().await {

@@ -83,15 +83,17 @@ pub fn route(settings: WsSettings) -> MethodRouter<AppState> {
               auth: Auth,
               ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>| {
             let settings = settings.clone();
-            async move { upgrade(state, auth, ws, settings) }
+            async move { upgrade(state, auth, ws, settings).await }
         },
     )
 }
 
 /// `GET /v1/ws` (scope `chat`; the key may come as `?api_key=`, since
 /// browsers cannot set headers on a WebSocket). The scope is checked before
-/// the handshake, so a key without `chat` gets 403 whatever it sent.
-pub fn upgrade(
+/// the handshake, so a key without `chat` gets 403 whatever it sent; then
+/// the key's WebSocket slot is taken (429 `too_many_connections` before the
+/// upgrade) and held until the socket ends.
+pub async fn upgrade(
     state: AppState,
     auth: Auth,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
@@ -112,13 +114,22 @@ pub fn upgrade(
         .max_frame_size(limit)
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(WRITE_BUFFER);
+    let slot = state
+        .edge
+        .open_stream(&auth.key, crate::edge::StreamKind::WebSocket)
+        .await?;
+    // The socket outlives the request, but its log lines keep the request's
+    // span (request_id, key_id).
+    let span = tracing::Span::current();
     Ok(ws.on_upgrade(move |socket| {
         let tracker = state.tracker.clone();
         // Tracked, so a draining gateway waits for the 1001 close to be sent.
-        tracker.track_future(async move {
+        let session = async move {
+            let _slot = slot;
             let _open = crate::metrics::ConnGuard::open(crate::metrics::Conn::Ws);
             let (sink, stream) = socket.split();
             session::serve(state, auth, settings, sink, stream).await;
-        })
+        };
+        tracker.track_future(tracing::Instrument::instrument(session, span))
     }))
 }

@@ -107,6 +107,8 @@ impl FrameError {
 
 /// Parses one text frame.
 pub fn parse(text: &str) -> Result<Request, FrameError> {
+    crate::edge::limits::check_json_depth(text.as_bytes())
+        .map_err(|e| FrameError::validation(format!("frame: {e}"), None))?;
     let value: Value = serde_json::from_str(text)
         .map_err(|e| FrameError::validation(format!("malformed JSON: {e}"), None))?;
     let Value::Object(mut obj) = value else {

@@ -25,6 +25,7 @@ pub(super) async fn test_state(history_len: usize) -> (AppState, tempfile::TempD
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(tmp.path()).expect("store"));
     let bus: Arc<dyn Bus> = Arc::new(MemoryBus::new(history_len, 64));
     let config = Arc::new(ServeConfig::for_data_dir(tmp.path()));
+    let config_edge = config.edge.clone();
     let (tracker, shutdown) = (TaskTracker::new(), CancellationToken::new());
     let runtime = Runtime::new(
         store.clone(),
@@ -41,6 +42,7 @@ pub(super) async fn test_state(history_len: usize) -> (AppState, tempfile::TempD
         runtime: Arc::new(runtime),
         shutdown,
         tracker,
+        edge: Arc::new(crate::edge::Edge::new(&config_edge, None).expect("edge")),
     };
     (state, tmp)
 }

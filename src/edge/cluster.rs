@@ -1,0 +1,218 @@
+//! The edge's own small Redis client: the cluster-wide rate limit (a GCRA in
+//! one `EVALSHA`) and stream-slot leases (a ZSET per key and stream kind).
+//!
+//! Every call is bounded by [`OP_TIMEOUT`]; after a failure Redis is skipped
+//! for [`BREAKER`] so an outage costs the callers nothing but a fallback to
+//! the local limiter and local counts (logged once per outage, not per
+//! request). Time comes from Redis (`TIME`), so gateways with skewed clocks
+//! still agree.
+
+use std::{
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use redis::{aio::ConnectionManager, AsyncCommands, Script};
+
+use super::rate::Decision;
+
+/// Longest a single Redis call may take before the edge falls back.
+pub const OP_TIMEOUT: Duration = Duration::from_millis(250);
+/// How long Redis is skipped after a failed call.
+pub const BREAKER: Duration = Duration::from_secs(1);
+
+/// GCRA in microseconds. KEYS[1] bucket; ARGV[1] period (µs per request),
+/// ARGV[2] burst. Returns {allowed, remaining, reset_after_us, retry_after_us}.
+const GCRA: &str = r"
+local t = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local tau = t * (burst - 1)
+local tp = redis.call('TIME')
+local now = tonumber(tp[1]) * 1000000 + tonumber(tp[2])
+local tat = tonumber(redis.call('GET', KEYS[1])) or now
+if tat < now then tat = now end
+if tat - now > tau then
+  return {0, 0, tat - now, tat - tau - now}
+end
+local new_tat = tat + t
+redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1000)
+return {1, math.floor((tau + t - (new_tat - now)) / t), new_tat - now, 0}
+";
+
+/// Takes a slot. KEYS[1] the key's ZSET; ARGV[1] lease ttl (ms), ARGV[2]
+/// limit, ARGV[3] member. Expired leases (a dead gateway's) are dropped
+/// first. Returns 1 when taken, 0 when full.
+const ACQUIRE: &str = r"
+local ttl = tonumber(ARGV[1])
+local tp = redis.call('TIME')
+local now = tonumber(tp[1]) * 1000 + math.floor(tonumber(tp[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+redis.call('ZADD', KEYS[1], now + ttl, ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ttl)
+return 1
+";
+
+/// Extends leases. KEYS[1] a ZSET; ARGV[1] ttl (ms), ARGV[2..] members. A
+/// member that expired meanwhile (Redis was away) is added back: the stream
+/// is still open, so it still holds a slot.
+const REFRESH: &str = r"
+local ttl = tonumber(ARGV[1])
+local tp = redis.call('TIME')
+local now = tonumber(tp[1]) * 1000 + math.floor(tonumber(tp[2]) / 1000)
+for i = 2, #ARGV do
+  redis.call('ZADD', KEYS[1], now + ttl, ARGV[i])
+end
+redis.call('PEXPIRE', KEYS[1], ttl)
+return #ARGV - 1
+";
+
+/// Why a Redis call did not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum RedisEdgeError {
+    #[error("redis skipped after a recent failure")]
+    Skipped,
+    #[error("redis did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error(transparent)]
+    Redis(#[from] redis::RedisError),
+}
+
+/// A lazily connected, multiplexed Redis connection with a circuit breaker.
+pub struct RedisEdge {
+    conn: ConnectionManager,
+    gcra: Script,
+    acquire: Script,
+    refresh: Script,
+    epoch: Instant,
+    /// Milliseconds since `epoch` until which Redis is skipped.
+    skip_until_ms: AtomicU64,
+    /// Whether the last call failed (to log the outage and recovery once).
+    down: AtomicBool,
+}
+
+impl RedisEdge {
+    /// Builds the client; connects on first use (Redis may be down at start).
+    pub fn new(url: &str) -> Result<Arc<Self>, redis::RedisError> {
+        let client = redis::Client::open(url)?;
+        let cfg = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(OP_TIMEOUT))
+            .set_response_timeout(Some(OP_TIMEOUT))
+            .set_number_of_retries(1);
+        let conn = ConnectionManager::new_lazy_with_config(client, cfg)?;
+        Ok(Arc::new(Self {
+            conn,
+            gcra: Script::new(GCRA),
+            acquire: Script::new(ACQUIRE),
+            refresh: Script::new(REFRESH),
+            epoch: Instant::now(),
+            skip_until_ms: AtomicU64::new(0),
+            down: AtomicBool::new(false),
+        }))
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Runs one call under the timeout and the breaker.
+    async fn call<T, F>(&self, what: &str, f: F) -> Result<T, RedisEdgeError>
+    where
+        F: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        if self.now_ms() < self.skip_until_ms.load(Ordering::Relaxed) {
+            return Err(RedisEdgeError::Skipped);
+        }
+        let result = match tokio::time::timeout(OP_TIMEOUT, f).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(RedisEdgeError::Redis(e)),
+            Err(_) => Err(RedisEdgeError::Timeout(OP_TIMEOUT)),
+        };
+        match &result {
+            Ok(_) => {
+                if self.down.swap(false, Ordering::Relaxed) {
+                    tracing::info!("edge: redis is back; limits are cluster-wide again");
+                }
+            }
+            Err(e) => {
+                let until = self.now_ms() + BREAKER.as_millis() as u64;
+                self.skip_until_ms.store(until, Ordering::Relaxed);
+                if !self.down.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(error = %e, op = what, "edge: redis unreachable; falling back to this gateway's local limits");
+                }
+            }
+        }
+        result
+    }
+
+    /// One GCRA check of `key_id` at `rpm`, cluster-wide.
+    pub async fn check_rate(&self, key_id: &str, rpm: u32) -> Result<Decision, RedisEdgeError> {
+        let rpm = rpm.max(1);
+        let period_us = 60_000_000u64 / u64::from(rpm);
+        let mut conn = self.conn.clone();
+        let mut inv = self.gcra.prepare_invoke();
+        inv.key(format!("weir:rl:{key_id}")).arg(period_us).arg(rpm);
+        let (allowed, remaining, reset_us, retry_us): (i64, i64, i64, i64) = self
+            .call("rate", async move { inv.invoke_async(&mut conn).await })
+            .await?;
+        Ok(Decision {
+            allowed: allowed == 1,
+            limit: rpm,
+            remaining: remaining.clamp(0, i64::from(rpm)) as u32,
+            reset_after: Duration::from_micros(reset_us.max(0) as u64),
+            retry_after: Duration::from_micros(retry_us.max(0) as u64),
+        })
+    }
+
+    /// Takes a slot in `zset` if fewer than `limit` live leases hold it.
+    pub async fn acquire(
+        &self,
+        zset: &str,
+        member: &str,
+        limit: u32,
+        ttl: Duration,
+    ) -> Result<bool, RedisEdgeError> {
+        let mut conn = self.conn.clone();
+        let mut inv = self.acquire.prepare_invoke();
+        inv.key(zset)
+            .arg(ttl.as_millis() as u64)
+            .arg(limit)
+            .arg(member);
+        let taken: i64 = self
+            .call("acquire", async move { inv.invoke_async(&mut conn).await })
+            .await?;
+        Ok(taken == 1)
+    }
+
+    /// Extends (or re-adds) the leases of `members` in `zset`.
+    pub async fn refresh(
+        &self,
+        zset: &str,
+        members: &[Arc<str>],
+        ttl: Duration,
+    ) -> Result<(), RedisEdgeError> {
+        let mut conn = self.conn.clone();
+        let mut inv = self.refresh.prepare_invoke();
+        inv.key(zset).arg(ttl.as_millis() as u64);
+        for m in members {
+            inv.arg(m.as_ref());
+        }
+        let _: i64 = self
+            .call("refresh", async move { inv.invoke_async(&mut conn).await })
+            .await?;
+        Ok(())
+    }
+
+    /// Gives a slot back.
+    pub async fn release(&self, zset: &str, member: &str) -> Result<(), RedisEdgeError> {
+        let mut conn = self.conn.clone();
+        let (zset, member) = (zset.to_owned(), member.to_owned());
+        let _: i64 = self
+            .call("release", async move { conn.zrem(zset, member).await })
+            .await?;
+        Ok(())
+    }
+}

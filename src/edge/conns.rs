@@ -1,0 +1,325 @@
+//! Stream caps: concurrent WebSockets and SSE streams per key, and all
+//! streams on this gateway.
+//!
+//! A stream takes a slot *before* the WebSocket upgrade or the first SSE
+//! byte and holds a [`ConnGuard`] until it ends; dropping the guard gives the
+//! slot back. Counting is always local (an atomic and a small map); with
+//! Redis each per-key slot is also a lease in a ZSET
+//! (`weir:conn:<key id>:<ws|sse>`, member = this gateway's stream id, score =
+//! expiry), refreshed every third of the lease TTL while the stream lives.
+//! A gateway that dies stops refreshing, so its slots come back within one
+//! TTL: a crash never leaks a slot. If Redis cannot be reached, the local
+//! count decides and the lease is written when Redis is back.
+
+use std::{
+    collections::{HashMap, HashSet},
+    fmt,
+    sync::{
+        atomic::{AtomicU32, AtomicU64, Ordering},
+        Arc, Mutex, MutexGuard,
+    },
+    time::Duration,
+};
+
+use axum::http::StatusCode;
+use futures::{Stream, StreamExt};
+use tokio::sync::mpsc;
+
+use super::cluster::RedisEdge;
+use crate::{config::EdgeConfig, http::errors::ApiError};
+
+/// Slot releases queued for Redis; when full, the lease simply expires.
+const RELEASE_QUEUE: usize = 4096;
+
+/// The two kinds of long-lived stream a key may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StreamKind {
+    WebSocket,
+    Sse,
+}
+
+impl fmt::Display for StreamKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::WebSocket => "ws",
+            Self::Sse => "sse",
+        })
+    }
+}
+
+/// A lease in Redis: (ZSET, member).
+pub type Lease = (Arc<str>, Arc<str>);
+
+/// The caps and this gateway's open streams.
+pub struct ConnCaps {
+    max_ws: u32,
+    max_sse: u32,
+    max_total: u32,
+    pub(crate) ttl: Duration,
+    total: AtomicU32,
+    local: Mutex<HashMap<(Arc<str>, StreamKind), u32>>,
+    /// This gateway's live leases by ZSET, for the refresher.
+    leases: Mutex<HashMap<Arc<str>, HashSet<Arc<str>>>>,
+    redis: Option<Arc<RedisEdge>>,
+    gateway_id: String,
+    next_id: AtomicU64,
+    release_tx: mpsc::Sender<Lease>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl ConnCaps {
+    /// The caps, and the receiving end of the release queue (for the task
+    /// that gives leases back in Redis).
+    pub fn new(cfg: &EdgeConfig, redis: Option<Arc<RedisEdge>>) -> (Self, mpsc::Receiver<Lease>) {
+        let (release_tx, rx) = mpsc::channel(RELEASE_QUEUE);
+        let caps = Self {
+            max_ws: cfg.max_ws_per_key,
+            max_sse: cfg.max_sse_per_key,
+            max_total: cfg.max_streams,
+            ttl: Duration::from_secs(cfg.lease_ttl_secs.max(1)),
+            total: AtomicU32::new(0),
+            local: Mutex::new(HashMap::new()),
+            leases: Mutex::new(HashMap::new()),
+            redis,
+            gateway_id: crate::util::new_id("gw"),
+            next_id: AtomicU64::new(0),
+            release_tx,
+        };
+        (caps, rx)
+    }
+
+    /// The per-key cap of `kind`.
+    pub fn limit(&self, kind: StreamKind) -> u32 {
+        match kind {
+            StreamKind::WebSocket => self.max_ws,
+            StreamKind::Sse => self.max_sse,
+        }
+    }
+
+    /// Streams open on this gateway.
+    pub fn open_streams(&self) -> u32 {
+        self.total.load(Ordering::Relaxed)
+    }
+
+    /// Takes a slot for a `kind` stream of `key_id`: 503 `unavailable` when
+    /// this gateway is at its cap, 429 `too_many_connections` when the key is.
+    pub async fn acquire(
+        self: &Arc<Self>,
+        key_id: &str,
+        kind: StreamKind,
+    ) -> Result<ConnGuard, ApiError> {
+        if self.total.fetch_add(1, Ordering::AcqRel) >= self.max_total {
+            self.total.fetch_sub(1, Ordering::AcqRel);
+            return Err(ApiError::unavailable(
+                "the gateway is at its limit of open streams; retry shortly",
+            )
+            .with_retry_after(1));
+        }
+        let limit = self.limit(kind);
+        let key: Arc<str> = key_id.into();
+        let taken = {
+            let mut local = lock(&self.local);
+            let n = local.entry((key.clone(), kind)).or_insert(0);
+            let free = *n < limit;
+            if free {
+                *n += 1;
+            }
+            free
+        };
+        let mut guard = ConnGuard {
+            caps: self.clone(),
+            key,
+            kind,
+            counted: taken,
+            lease: None,
+        };
+        if !taken {
+            return Err(too_many(kind, limit));
+        }
+        let Some(redis) = &self.redis else {
+            return Ok(guard);
+        };
+        let zset: Arc<str> = format!("weir:conn:{key_id}:{kind}").into();
+        let n = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let member: Arc<str> = format!("{}:{n}", self.gateway_id).into();
+        // Taken, or Redis is away and the local count decided: either way
+        // the lease is kept (the refresher writes it when Redis is back).
+        if let Ok(false) = redis.acquire(&zset, &member, limit, self.ttl).await {
+            return Err(too_many(kind, limit));
+        }
+        lock(&self.leases)
+            .entry(zset.clone())
+            .or_default()
+            .insert(member.clone());
+        guard.lease = Some((zset, member));
+        Ok(guard)
+    }
+
+    /// Extends every live lease of this gateway (one Redis call per key and kind).
+    pub async fn refresh_leases(&self) {
+        let Some(redis) = &self.redis else { return };
+        let snapshot: Vec<(Arc<str>, Vec<Arc<str>>)> = lock(&self.leases)
+            .iter()
+            .map(|(z, ms)| (z.clone(), ms.iter().cloned().collect()))
+            .collect();
+        for (zset, members) in snapshot {
+            if redis.refresh(&zset, &members, self.ttl).await.is_err() {
+                return; // Redis is away: the breaker logged it; retry next round.
+            }
+        }
+    }
+
+    /// Gives queued leases back until the queue closes or `stop` fires.
+    pub async fn run_releaser(
+        &self,
+        mut rx: mpsc::Receiver<Lease>,
+        stop: tokio_util::sync::CancellationToken,
+    ) {
+        let Some(redis) = &self.redis else { return };
+        loop {
+            let lease = tokio::select! {
+                biased;
+                l = rx.recv() => l,
+                _ = stop.cancelled() => None,
+            };
+            let Some((zset, member)) = lease else { return };
+            if let Err(e) = redis.release(&zset, &member).await {
+                tracing::debug!(error = %e, "edge: lease not released; it will expire");
+            }
+        }
+    }
+
+    /// Releases, in Redis, every lease this gateway still holds (at the end
+    /// of a drain), so the slots come back at once rather than after a TTL.
+    pub async fn release_all(&self) {
+        let Some(redis) = &self.redis else { return };
+        let all: Vec<Lease> = lock(&self.leases)
+            .drain()
+            .flat_map(|(z, ms)| ms.into_iter().map(move |m| (z.clone(), m)))
+            .collect();
+        for (zset, member) in all {
+            if redis.release(&zset, &member).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    fn release(&self, key: &Arc<str>, kind: StreamKind, counted: bool, lease: Option<Lease>) {
+        if counted {
+            let mut local = lock(&self.local);
+            if let Some(n) = local.get_mut(&(key.clone(), kind)) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    local.remove(&(key.clone(), kind));
+                }
+            }
+        }
+        self.total.fetch_sub(1, Ordering::AcqRel);
+        if let Some((zset, member)) = lease {
+            let mut leases = lock(&self.leases);
+            if let Some(ms) = leases.get_mut(&zset) {
+                ms.remove(&member);
+                if ms.is_empty() {
+                    leases.remove(&zset);
+                }
+            }
+            drop(leases);
+            let _ = self.release_tx.try_send((zset, member));
+        }
+    }
+}
+
+fn too_many(kind: StreamKind, limit: u32) -> ApiError {
+    let what = match kind {
+        StreamKind::WebSocket => "WebSockets",
+        StreamKind::Sse => "SSE streams",
+    };
+    ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too_many_connections",
+        format!("this key already has {limit} open {what} (its limit); close one first"),
+    )
+}
+
+/// A held stream slot; dropping it gives the slot back (locally at once,
+/// in Redis through the release queue).
+pub struct ConnGuard {
+    caps: Arc<ConnCaps>,
+    key: Arc<str>,
+    kind: StreamKind,
+    counted: bool,
+    lease: Option<Lease>,
+}
+
+impl ConnGuard {
+    /// Wraps `stream` so the slot is held exactly as long as the stream
+    /// (an SSE body is dropped when the client goes or the stream ends).
+    pub fn hold<S: Stream + Send + 'static>(self, stream: S) -> impl Stream<Item = S::Item> + Send {
+        stream.map(move |item| {
+            let _held = &self;
+            item
+        })
+    }
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.caps
+            .release(&self.key, self.kind, self.counted, self.lease.take());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn caps(ws: u32, sse: u32, total: u32) -> Arc<ConnCaps> {
+        let mut cfg = crate::config::ServeConfig::try_parse_from(["serve"])
+            .unwrap()
+            .edge;
+        (cfg.max_ws_per_key, cfg.max_sse_per_key, cfg.max_streams) = (ws, sse, total);
+        Arc::new(ConnCaps::new(&cfg, None).0)
+    }
+
+    #[tokio::test]
+    async fn per_key_cap_per_kind_and_slots_come_back_on_drop() {
+        let c = caps(2, 1, 100);
+        let a = c.acquire("k", StreamKind::WebSocket).await.unwrap();
+        let _b = c.acquire("k", StreamKind::WebSocket).await.unwrap();
+        let e = c.acquire("k", StreamKind::WebSocket).await.err().unwrap();
+        assert_eq!((e.status.as_u16(), e.code), (429, "too_many_connections"));
+        // Other kind and other keys are counted apart.
+        let _s = c.acquire("k", StreamKind::Sse).await.unwrap();
+        let _o = c.acquire("other", StreamKind::WebSocket).await.unwrap();
+        assert_eq!(c.open_streams(), 4);
+        drop(a);
+        assert_eq!(c.open_streams(), 3);
+        assert!(c.acquire("k", StreamKind::WebSocket).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn global_cap_answers_503_and_refusals_hold_nothing() {
+        let c = caps(10, 10, 2);
+        let _a = c.acquire("a", StreamKind::Sse).await.unwrap();
+        let _b = c.acquire("b", StreamKind::Sse).await.unwrap();
+        let e = c.acquire("c", StreamKind::Sse).await.err().unwrap();
+        assert_eq!((e.status.as_u16(), e.code), (503, "unavailable"));
+        assert_eq!(e.retry_after, Some(1));
+        assert_eq!(c.open_streams(), 2);
+        assert!(lock(&c.local).get(&("c".into(), StreamKind::Sse)).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_held_stream_keeps_its_slot_until_dropped() {
+        let c = caps(1, 1, 10);
+        let g = c.acquire("k", StreamKind::Sse).await.unwrap();
+        let s = g.hold(futures::stream::iter([1, 2]));
+        assert!(c.acquire("k", StreamKind::Sse).await.is_err());
+        assert_eq!(s.collect::<Vec<_>>().await, [1, 2]);
+        assert!(c.acquire("k", StreamKind::Sse).await.is_ok());
+    }
+}

@@ -1,0 +1,106 @@
+//! Size limits on what a request may carry besides its body: the request
+//! head (line plus headers) and the nesting depth of a JSON body.
+//!
+//! hyper already refuses more than 100 headers or a head over ~400 KiB with a
+//! bare 431 before weir sees the request; [`limit_headers`] enforces the
+//! configured, much smaller, head size with the error envelope. JSON depth is
+//! checked by a byte scan before parsing: serde_json's own recursion limit
+//! (128) would catch a deeper body too, but with a parser error that does not
+//! say what is wrong, and API bodies are never that deep.
+
+use axum::{
+    extract::{Request, State},
+    http::StatusCode,
+    middleware::Next,
+    response::{IntoResponse, Response},
+};
+
+use crate::http::errors::ApiError;
+
+/// Deepest nesting of arrays and objects accepted in a JSON body or frame
+/// (an agent's metadata or a tool's JSON Schema nest a few levels; 64 leaves
+/// room for deep schemas).
+pub const MAX_JSON_DEPTH: usize = 64;
+
+/// Middleware: 431 `headers_too_large` when the request line and headers
+/// together exceed `max` bytes (counted as sent: name, `: `, value, CRLF).
+pub async fn limit_headers(State(max): State<usize>, req: Request, next: Next) -> Response {
+    let head = req.uri().to_string().len()
+        + req
+            .headers()
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len() + 4)
+            .sum::<usize>();
+    if head > max {
+        return ApiError::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers_too_large",
+            format!("the request line and headers exceed {max} bytes"),
+        )
+        .into_response();
+    }
+    next.run(req).await
+}
+
+/// The deepest nesting of `[`/`{` in `json` (strings skipped), stopping early
+/// once it passes `max`.
+pub fn json_depth(json: &[u8], max: usize) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in json {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > deepest {
+                    deepest = depth;
+                    if deepest > max {
+                        return deepest;
+                    }
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
+/// Fails with a message naming the limit when `json` nests deeper than
+/// [`MAX_JSON_DEPTH`].
+pub fn check_json_depth(json: &[u8]) -> Result<(), String> {
+    if json_depth(json, MAX_JSON_DEPTH) > MAX_JSON_DEPTH {
+        return Err(format!("JSON nested deeper than {MAX_JSON_DEPTH} levels"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn depth_counts_nesting_and_skips_strings() {
+        assert_eq!(json_depth(b"1", 64), 0);
+        assert_eq!(json_depth(br#"{"a":[1,{"b":[]}]}"#, 64), 4);
+        assert_eq!(json_depth(br#"{"a":"[[[[{{{\"]]"}"#, 64), 1);
+        assert_eq!(json_depth(br#"[["\\"],[[]]]"#, 64), 3);
+        let deep = "[".repeat(100_000);
+        assert_eq!(json_depth(deep.as_bytes(), 64), 65, "stops early");
+        assert!(
+            check_json_depth(format!("{}{}", "[".repeat(64), "]".repeat(64)).as_bytes()).is_ok()
+        );
+        let e = check_json_depth(format!("{}{}", "[".repeat(65), "]".repeat(65)).as_bytes());
+        assert!(e.unwrap_err().contains("64 levels"));
+    }
+}

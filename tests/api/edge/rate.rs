@@ -1,0 +1,184 @@
+//! Per-key rate limits on a real gateway: headers, 429 + Retry-After, the
+//! OpenAI shape, limits off, and the local fallback when Redis is away.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use reqwest::{Method, Response};
+use serde_json::{json, Value};
+
+use crate::common::{expect_error, spawn_gateway_with, StoreMode, TestGateway};
+
+/// A key of account `default` with every scope and the given rpm.
+pub async fn key_with_rpm(gw: &TestGateway, rpm: u32) -> String {
+    let m = weir::keys::mint("default", "edge", vec!["*".into()], rpm, None);
+    gw.store.create_key(m.new_key).await.expect("key");
+    m.secret
+}
+
+fn header(r: &Response, name: &str) -> u64 {
+    r.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("header {name} on {}", r.url()))
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rpm_plus_one_request_gets_429_with_headers_and_retry_after() {
+    let gw = spawn_gateway_with(StoreMode::Embedded, |_| {}).await;
+    let key = key_with_rpm(&gw, 5).await;
+    for i in 0..5u64 {
+        let r = gw
+            .req_as(&key, Method::GET, "/v1/account")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "request {i}");
+        assert_eq!(header(&r, "x-ratelimit-limit"), 5);
+        assert_eq!(header(&r, "x-ratelimit-remaining"), 4 - i);
+        let reset = header(&r, "x-ratelimit-reset");
+        let now = unix_now();
+        // The whole allowance is back (i + 1) * 12 s from now.
+        assert!(
+            reset >= now + 12 * (i + 1) - 1 && reset <= now + 12 * (i + 1) + 1,
+            "reset {reset} now {now} i {i}"
+        );
+    }
+    let r = gw
+        .req_as(&key, Method::GET, "/v1/account")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(header(&r, "x-ratelimit-remaining"), 0);
+    assert_eq!(header(&r, "x-ratelimit-limit"), 5);
+    let retry = header(&r, "retry-after");
+    assert!(
+        (11..=12).contains(&retry),
+        "Retry-After {retry}: one request comes back every 12 s"
+    );
+    let body = expect_error(r, 429, "rate_limit_exceeded").await;
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("5 requests per minute"));
+
+    // Streams and WebSocket upgrades count too; so does a 404.
+    let r = gw
+        .req_as(&key, Method::GET, "/v1/agents/agent-nope/events")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    // The OpenAI routes answer OpenAI's shape, with the same headers.
+    let r = gw
+        .req_as(&key, Method::POST, "/v1/chat/completions")
+        .json(&json!({"model": "x", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    assert!(header(&r, "retry-after") >= 1);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "rate_limit_exceeded", "{v}");
+    assert!(
+        v["error"]["type"].is_string() && v["error"]["request_id"].is_string(),
+        "{v}"
+    );
+
+    // Another key of the same account is not affected.
+    let other = key_with_rpm(&gw, 5).await;
+    let r = gw
+        .req_as(&other, Method::GET, "/v1/account")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "x-ratelimit-remaining"), 4);
+    // Unauthenticated routes carry no rate-limit headers.
+    let r = gw.client.get(gw.url("/healthz")).send().await.unwrap();
+    assert!(r.headers().get("x-ratelimit-limit").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_regains_one_request_per_period() {
+    let gw = spawn_gateway_with(StoreMode::Embedded, |_| {}).await;
+    // 120 rpm: one request back every 0.5 s.
+    let key = key_with_rpm(&gw, 120).await;
+    let mut ok = 0;
+    for _ in 0..125 {
+        let r = gw
+            .req_as(&key, Method::GET, "/v1/account")
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 200 {
+            ok += 1;
+        } else {
+            assert_eq!(r.status(), 429);
+        }
+    }
+    // 120 at once, plus the few that came back while the loop ran.
+    assert!((120..=123).contains(&ok), "{ok} allowed");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let r = gw
+        .req_as(&key, Method::GET, "/v1/account")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "one request is back after 0.5 s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_off_means_no_headers_and_no_429() {
+    let gw = spawn_gateway_with(StoreMode::Embedded, |c| c.edge.rate_limit = false).await;
+    let key = key_with_rpm(&gw, 1).await;
+    for _ in 0..3 {
+        let r = gw
+            .req_as(&key, Method::GET, "/v1/account")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert!(r.headers().get("x-ratelimit-limit").is_none());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_falls_back_to_the_local_limiter() {
+    let mut redis = super::support::RedisServer::start().await;
+    let url = redis.url.clone();
+    let gw = spawn_gateway_with(StoreMode::Embedded, |c| c.redis_url = Some(url)).await;
+    let key = key_with_rpm(&gw, 3).await;
+    let r = gw
+        .req_as(&key, Method::GET, "/v1/account")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "x-ratelimit-remaining"), 2, "Redis counted it");
+    redis.kill();
+    let t0 = std::time::Instant::now();
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        let r = gw
+            .req_as(&key, Method::GET, "/v1/account")
+            .send()
+            .await
+            .unwrap();
+        statuses.push(r.status().as_u16());
+    }
+    // The local stage counted every request, so it knows the key is at 3.
+    assert_eq!(statuses, [200, 200, 429], "the local limiter decides");
+    assert!(
+        t0.elapsed() < Duration::from_secs(3),
+        "no request waits on Redis for long: {:?}",
+        t0.elapsed()
+    );
+}
