@@ -4,6 +4,7 @@
 
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use super::WeirProcess;
 
@@ -17,7 +18,8 @@ fn request_span(line: &Value) -> Option<&Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_logs_carry_request_and_key_ids_and_never_the_secret() {
-    let proc = WeirProcess::start(&["--log-format", "json"], &[("RUST_LOG", "info")]).await;
+    let filter = "info,weir::stream::ws=debug";
+    let proc = WeirProcess::start(&["--log-format", "json"], &[("RUST_LOG", filter)]).await;
     let client = Client::new();
     let key = proc.key.clone();
 
@@ -68,6 +70,24 @@ async fn json_logs_carry_request_and_key_ids_and_never_the_secret() {
     assert_eq!(r.status(), StatusCode::OK);
     proc.wait_for_line(|l| l.contains("req-logtest-run") && l.contains("finished processing"))
         .await;
+    // A WebSocket outlives its request; its lines keep the request's span.
+    let mut ws_req = proc
+        .url(&format!("/v1/ws?api_key={key}"))
+        .replacen("http", "ws", 1)
+        .into_client_request()
+        .unwrap();
+    ws_req
+        .headers_mut()
+        .insert("x-request-id", "req-logtest-ws".parse().unwrap());
+    let (ws, _) = tokio_tungstenite::connect_async(ws_req).await.unwrap();
+    drop(ws); // no close frame: the server's read fails, and says so
+    let ws_line = proc
+        .wait_for_line(|l| l.contains("websocket read failed"))
+        .await;
+    let ws_line: Value = serde_json::from_str(&ws_line).unwrap();
+    let span = request_span(&ws_line).expect("the socket's line is in its request's span");
+    assert_eq!(span["request_id"], "req-logtest-ws");
+    assert_eq!(span["key_id"], "key-bootstrap");
 
     let lines: Vec<Value> = proc
         .stderr()
