@@ -48,7 +48,16 @@ export async function errorOf(resp) {
 }
 
 export async function apiJson(path, opts = {}, key) {
-  const resp = await api(path, opts, key);
+  let resp;
+  try {
+    resp = await api(path, opts, key);
+  } catch (e) {
+    // fetch only says "Failed to fetch": name the likely causes.
+    const where = base || location.origin;
+    throw new ApiError(0, 'unreachable', base
+      ? `cannot reach ${where}: is it up, and does it allow this page's origin (--cors-origin ${location.origin})?`
+      : `cannot reach ${where}: is the gateway running? (${e.message})`);
+  }
   if (!resp.ok) throw await errorOf(resp);
   if (resp.status === 204) return null;
   return resp.json();
