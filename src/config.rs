@@ -155,6 +155,9 @@ pub struct RedisConfig {
     /// Longest pause, in milliseconds, between two attempts to reconnect the pub/sub connection.
     #[arg(long = "redis-reconnect-max-ms", env = "WEIR_REDIS_RECONNECT_MAX_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(100..))]
     pub reconnect_max_ms: u64,
+    /// PEM file of the CA that signed the Redis server's certificate (rediss:// with a private CA; default: the public web roots).
+    #[arg(long = "redis-ca-file", env = "WEIR_REDIS_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
 }
 
 /// Limits at the edge (src/edge/): rate limits, stream caps, header size.

@@ -23,6 +23,7 @@ mod registry;
 mod scripts;
 
 use std::{
+    path::PathBuf,
     sync::{
         atomic::{AtomicUsize, Ordering},
         Arc,
@@ -65,6 +66,8 @@ pub struct RedisBusConfig {
     pub reconnect_max: Duration,
     /// Events a local subscriber may fall behind before it lags.
     pub buffer: usize,
+    /// PEM file of the CA to trust for `rediss://` instead of the web roots.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl RedisBusConfig {
@@ -80,7 +83,24 @@ impl RedisBusConfig {
             connections: 1,
             reconnect_max: Duration::from_secs(5),
             buffer: 1024,
+            ca_file: None,
         }
+    }
+
+    /// A redis-rs client for the URL (and CA file). Other parts of the
+    /// gateway that talk to Redis should build theirs here too.
+    pub fn client(&self) -> Result<redis::Client, BusError> {
+        let bad = |e: redis::RedisError| BusError::Unavailable(format!("redis URL: {e}"));
+        let Some(path) = &self.ca_file else {
+            return redis::Client::open(self.url.as_str()).map_err(bad);
+        };
+        let pem = std::fs::read(path)
+            .map_err(|e| BusError::Unavailable(format!("redis CA file {}: {e}", path.display())))?;
+        let certs = redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(pem),
+        };
+        redis::Client::build_with_tls(self.url.as_str(), certs).map_err(bad)
     }
 
     /// The settings of `weir serve`, if it was given `--redis`.
@@ -96,6 +116,7 @@ impl RedisBusConfig {
             connections: usize::from(r.connections.max(1)),
             reconnect_max: Duration::from_millis(r.reconnect_max_ms),
             buffer: cfg.edge.stream_buffer,
+            ca_file: r.ca_file.clone(),
         })
     }
 }
@@ -260,15 +281,15 @@ pub struct RedisBus {
 impl RedisBus {
     /// Builds the bus and starts its pub/sub link, which lives as long as the
     /// bus. Connections are opened lazily: a gateway starts, and answers
-    /// /readyz 503, while Redis is down. Fails only on a bad URL.
+    /// /readyz 503, while Redis is down. Fails only on a bad URL or an
+    /// unreadable CA file.
     ///
     /// The link is deliberately not on the gateway's `TaskTracker` nor
     /// stopped by its shutdown token: while the gateway drains, the runs it
     /// lets finish still need their events delivered to the streams that
     /// follow them, and the link holds no work of its own to drain.
     pub fn start(cfg: RedisBusConfig) -> Result<Self, BusError> {
-        let client = redis::Client::open(cfg.url.as_str())
-            .map_err(|e| BusError::Unavailable(format!("redis URL: {e}")))?;
+        let client = cfg.client()?;
         let manager = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(cfg.connect_timeout))
             .set_response_timeout(Some(cfg.timeout))

@@ -358,3 +358,42 @@ async fn a_redis_restart_fails_fast_then_recovers_with_numbering_intact() {
     assert_eq!(next.seq, 4);
     assert_eq!(next_seq(&mut sub).await, 4);
 }
+
+async fn becomes_ready(bus: &RedisBus, within: Duration) -> bool {
+    let until = std::time::Instant::now() + within;
+    while std::time::Instant::now() < until {
+        if bus.ping().await.is_ok() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rediss_with_a_password_in_the_url_and_a_private_ca() {
+    let redis = RedisServer::start_tls("s3cret").await;
+    let tls = |url: String, ca: bool| {
+        let mut cfg = RedisBusConfig::new(url);
+        cfg.timeout = Duration::from_millis(500);
+        cfg.reconnect_max = Duration::from_millis(200);
+        cfg.ca_file = ca.then(|| redis.ca_file());
+        RedisBus::start(cfg).expect("bus starts")
+    };
+    let bus = tls(redis.tls_url(), true);
+    assert!(
+        becomes_ready(&bus, Duration::from_secs(5)).await,
+        "TLS link up"
+    );
+    bus.seed_seq("c", 0).await.unwrap();
+    let mut sub = bus.subscribe("c", None).await.unwrap();
+    bus.publish("c", ev(1)).await.unwrap();
+    assert_eq!(next_seq(&mut sub).await, 1);
+    // A wrong password, or a server the public roots do not vouch for, is
+    // refused (and reported by ping), never silently accepted.
+    let wrong = tls(redis.tls_url().replace("s3cret", "wrong"), true);
+    let untrusted = tls(redis.tls_url(), false);
+    assert!(!becomes_ready(&wrong, Duration::from_secs(1)).await);
+    assert!(!becomes_ready(&untrusted, Duration::from_millis(200)).await);
+    assert!(matches!(wrong.ping().await, Err(BusError::Unavailable(m)) if m.contains("redis")));
+}

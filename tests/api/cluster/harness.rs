@@ -16,9 +16,9 @@ use crate::{
     redis_support::RedisServer,
 };
 
-/// One `weir serve` process.
+/// One `weir serve` process (or a view of an in-process gateway).
 pub struct Node {
-    child: Child,
+    child: Option<Child>,
     pub base: String,
     pub client: reqwest::Client,
 }
@@ -28,6 +28,15 @@ impl Node {
         self.client
             .request(method, format!("{}{path}", self.base))
             .bearer_auth(key)
+    }
+
+    /// A view of an in-process test gateway (no process is owned).
+    pub fn in_process(gw: &crate::common::TestGateway) -> Node {
+        Node {
+            child: None,
+            base: gw.base.clone(),
+            client: gw.client.clone(),
+        }
     }
 
     /// `/readyz` status and body.
@@ -58,14 +67,18 @@ impl Node {
 
     /// Whether the process is still running (it must never crash).
     pub fn alive(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
+        self.child
+            .as_mut()
+            .is_none_or(|c| matches!(c.try_wait(), Ok(None)))
     }
 }
 
 impl Drop for Node {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
@@ -145,7 +158,7 @@ async fn gateway(
     let base = format!("http://127.0.0.1:{port}");
     wait_healthy(&base).await;
     Node {
-        child,
+        child: Some(child),
         base,
         client: reqwest::Client::new(),
     }

@@ -149,3 +149,35 @@ async fn a_run_cut_off_by_the_outage_ends_with_an_error_event_naming_redis() {
     let status: Value = r.json().await.unwrap();
     assert_eq!(status["status"], "failed", "{status}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn numbering_survives_redis_losing_its_data_under_a_live_link() {
+    let redis = crate::redis_support::RedisServer::start().await;
+    let url = redis.url();
+    let gw = crate::common::spawn_gateway_with(crate::common::StoreMode::Embedded, |cfg| {
+        cfg.redis_url = Some(url);
+    })
+    .await;
+    let key = gw.mint_key("default", &["*"]).await;
+    let node = super::harness::Node::in_process(&gw);
+    let agent = create_agent(&node, &key).await;
+    let first = run_to_end(&node, &key, &agent, "one").await;
+    let last = *seqs(first["messages"].as_array().unwrap()).last().unwrap();
+    // Redis forgets every counter and history, but the link stays up: the
+    // next publish finds no counter and the run seeds it again from the store.
+    let mut conn = redis.connection().await;
+    let _: () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
+    let second = run_to_end(&node, &key, &agent, "two").await;
+    let next = seqs(second["messages"].as_array().unwrap());
+    assert!(next[0] > last, "after {last}: {next:?}");
+    // The store kept every event once: nothing was numbered twice.
+    let r = gw
+        .get(&format!("/v1/agents/{agent}/messages?limit=1000"))
+        .await;
+    let page: Value = r.json().await.unwrap();
+    let stored = seqs(page["data"].as_array().unwrap());
+    let mut dedup = stored.clone();
+    dedup.dedup();
+    assert_eq!(stored, dedup, "one event per seq");
+    assert!(stored.windows(2).all(|w| w[0] < w[1]), "{stored:?}");
+}
