@@ -12,54 +12,23 @@ use serde_json::Value;
 
 use crate::common::{free_port, wait_healthy, weir_bin, BOOTSTRAP_KEY};
 
-/// A private redis-server on a free port, killed on drop.
+/// A private redis-server on a free port, killed on drop: the shared helper
+/// of `redis_support` (it retries when another test takes the port between
+/// probe and bind, and waits for PING), with the URL kept as a field.
 pub struct RedisServer {
-    child: Child,
+    inner: crate::redis_support::RedisServer,
     pub url: String,
 }
 
 impl RedisServer {
     pub async fn start() -> Self {
-        let port = free_port();
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server is installed (apt-get install redis-server)");
-        // Owned at once, so a failed start still kills it (Drop).
-        let server = Self {
-            child,
-            url: format!("redis://127.0.0.1:{port}"),
-        };
-        for _ in 0..100 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-            {
-                return server;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("redis-server did not start on {port}");
+        let inner = crate::redis_support::RedisServer::start().await;
+        let url = inner.url();
+        Self { inner, url }
     }
 
     pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.kill();
+        self.inner.kill();
     }
 }
 
