@@ -259,12 +259,14 @@ async fn a_stalled_reader_is_closed_as_lagged_without_slowing_1000_others() {
         text.len(),
         err["last_seq"]
     );
+    // Generous bounds (CI shares 2 cores with other tests): a stalled
+    // reader that held anyone back would stop them, not slow them by 3x.
     assert!(
-        p99_with <= 2 * p99_without + 100,
+        p99_with <= 3 * p99_without + 250,
         "the fast readers' p99 moved: {p99_without} ms -> {p99_with} ms"
     );
     assert!(
-        run_a < run_b * 2 + Duration::from_secs(1),
+        run_a < run_b * 3 + Duration::from_secs(2),
         "the publisher was not held back: {run_b:?} -> {run_a:?}"
     );
     assert!(
