@@ -62,7 +62,7 @@ impl Gateway {
         let listener = TcpListener::bind(cfg.listen)
             .await
             .with_context(|| format!("cannot listen on {} (WEIR_LISTEN)", cfg.listen))?;
-        let edge = crate::edge::Edge::new(&cfg.edge, cfg.redis_url.as_deref())
+        let edge = crate::edge::Edge::new(&cfg.edge, cfg.redis_url.as_deref(), &cfg.redis.prefix)
             .context("edge limits (WEIR_REDIS_URL)")?;
         let state = AppState {
             config: cfg,

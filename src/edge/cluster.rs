@@ -84,6 +84,8 @@ pub enum RedisEdgeError {
 /// A lazily connected, multiplexed Redis connection with a circuit breaker.
 pub struct RedisEdge {
     conn: ConnectionManager,
+    /// Prefix of every key (`--redis-prefix`, shared with the bus).
+    prefix: String,
     gcra: Script,
     acquire: Script,
     refresh: Script,
@@ -96,7 +98,8 @@ pub struct RedisEdge {
 
 impl RedisEdge {
     /// Builds the client; connects on first use (Redis may be down at start).
-    pub fn new(url: &str) -> Result<Arc<Self>, redis::RedisError> {
+    /// Every key it writes starts with `prefix`.
+    pub fn new(url: &str, prefix: &str) -> Result<Arc<Self>, redis::RedisError> {
         let client = redis::Client::open(url)?;
         let cfg = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(OP_TIMEOUT))
@@ -105,6 +108,7 @@ impl RedisEdge {
         let conn = ConnectionManager::new_lazy_with_config(client, cfg)?;
         Ok(Arc::new(Self {
             conn,
+            prefix: prefix.to_owned(),
             gcra: Script::new(GCRA),
             acquire: Script::new(ACQUIRE),
             refresh: Script::new(REFRESH),
@@ -154,7 +158,9 @@ impl RedisEdge {
         let period_us = 60_000_000u64 / u64::from(rpm);
         let mut conn = self.conn.clone();
         let mut inv = self.gcra.prepare_invoke();
-        inv.key(format!("weir:rl:{key_id}")).arg(period_us).arg(rpm);
+        inv.key(format!("{}rl:{key_id}", self.prefix))
+            .arg(period_us)
+            .arg(rpm);
         let (allowed, remaining, reset_us, retry_us): (i64, i64, i64, i64) = self
             .call("rate", async move { inv.invoke_async(&mut conn).await })
             .await?;
@@ -165,6 +171,11 @@ impl RedisEdge {
             reset_after: Duration::from_micros(reset_us.max(0) as u64),
             retry_after: Duration::from_micros(retry_us.max(0) as u64),
         })
+    }
+
+    /// The ZSET of `key_id`'s `kind` stream leases.
+    pub fn lease_set(&self, key_id: &str, kind: &str) -> String {
+        format!("{}conn:{key_id}:{kind}", self.prefix)
     }
 
     /// Takes a slot in `zset` if fewer than `limit` live leases hold it.

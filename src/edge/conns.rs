@@ -5,7 +5,7 @@
 //! byte and holds a [`ConnGuard`] until it ends; dropping the guard gives the
 //! slot back. Counting is always local (an atomic and a small map); with
 //! Redis each per-key slot is also a lease in a ZSET
-//! (`weir:conn:<key id>:<ws|sse>`, member = this gateway's stream id, score =
+//! (`<prefix>conn:<key id>:<ws|sse>`, member = this gateway's stream id, score =
 //! expiry), refreshed every third of the lease TTL while the stream lives.
 //! A gateway that dies stops refreshing, so its slots come back within one
 //! TTL: a crash never leaks a slot. If Redis cannot be reached, the local
@@ -142,7 +142,7 @@ impl ConnCaps {
         let Some(redis) = &self.redis else {
             return Ok(guard);
         };
-        let zset: Arc<str> = format!("weir:conn:{key_id}:{kind}").into();
+        let zset: Arc<str> = redis.lease_set(key_id, &kind.to_string()).into();
         let n = self.next_id.fetch_add(1, Ordering::Relaxed);
         let member: Arc<str> = format!("{}:{n}", self.gateway_id).into();
         // Taken, or Redis is away and the local count decided: either way

@@ -57,8 +57,14 @@ pub struct Edge {
 impl Edge {
     /// Builds the edge; with `redis_url` the Redis client connects lazily,
     /// so a gateway starts (on local limits) even while Redis is down.
-    pub fn new(cfg: &EdgeConfig, redis_url: Option<&str>) -> Result<Self, EdgeError> {
-        let redis = redis_url.map(cluster::RedisEdge::new).transpose()?;
+    pub fn new(
+        cfg: &EdgeConfig,
+        redis_url: Option<&str>,
+        redis_prefix: &str,
+    ) -> Result<Self, EdgeError> {
+        let redis = redis_url
+            .map(|url| cluster::RedisEdge::new(url, redis_prefix))
+            .transpose()?;
         let (conns, rx) = conns::ConnCaps::new(cfg, redis.clone());
         Ok(Self {
             rate_limit: cfg.rate_limit,

@@ -42,7 +42,7 @@ pub(super) async fn test_state(history_len: usize) -> (AppState, tempfile::TempD
         runtime: Arc::new(runtime),
         shutdown,
         tracker,
-        edge: Arc::new(crate::edge::Edge::new(&config_edge, None).expect("edge")),
+        edge: Arc::new(crate::edge::Edge::new(&config_edge, None, "weir:").expect("edge")),
     };
     (state, tmp)
 }

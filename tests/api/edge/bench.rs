@@ -59,7 +59,7 @@ async fn limiter_cost_per_check() {
     // 10,000 active keys at the default 120 rpm (most checks are refusals
     // after the first 120 per key: the cost is the same either way).
     let keys: Vec<KeyRecord> = (0..10_000).map(|i| key(i, 120)).collect();
-    let local = Edge::new(&cfg, None).unwrap();
+    let local = Edge::new(&cfg, None, "weir:").unwrap();
     measure(&local, &keys, 100_000).await;
     let (_, p99_local) = report(
         "local (governor, 10k keys)",
@@ -67,7 +67,7 @@ async fn limiter_cost_per_check() {
     );
 
     let redis = RedisServer::start().await;
-    let remote = Edge::new(&cfg, Some(&redis.url)).unwrap();
+    let remote = Edge::new(&cfg, Some(&redis.url), "weir:").unwrap();
     // High rpm so the local first stage lets every check through to Redis.
     let keys: Vec<KeyRecord> = (0..10_000).map(|i| key(i, 1_000_000)).collect();
     measure(&remote, &keys, 5_000).await;
