@@ -19,7 +19,7 @@
 //! - [`agent`]: the runtime: runs, models (`echo`, upstream), tools, logs.
 //! - [`stream`]: SSE and WebSocket delivery, resume cursors.
 //! - [`openai`]: `/v1/chat/completions` and `/v1/models`.
-//! - [`edge`]: limits at the edge (body size, timeouts).
+//! - [`edge`]: limits at the edge: per-key rate limits (local and Redis), stream caps, head and JSON-depth limits.
 //! - [`shutdown`]: SIGINT/SIGTERM handling (second signal exits at once).
 //! - [`cli`]: `weir keys create` and other commands that work on the data directly.
 //! - [`telemetry`]: tracing setup.
