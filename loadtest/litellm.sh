@@ -39,6 +39,8 @@ litellm_settings:
 general_settings:
   disable_spend_logs: true
 YAML
+  # LiteLLM refuses to start without a master key; weir-load sends this one.
+  export LITELLM_MASTER_KEY=${LITELLM_MASTER_KEY:-sk-weir-load-0123456789abcdef}
   export LITELLM_LOG=ERROR LITELLM_TELEMETRY=False DISABLE_ADMIN_UI=True NO_DOCS=True
   exec "$VENV/bin/litellm" --config "$cfg" --host 127.0.0.1 --port "$port" --num_workers "${LITELLM_WORKERS:-1}"
 }

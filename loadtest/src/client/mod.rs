@@ -11,6 +11,9 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use tokio::net::{TcpSocket, TcpStream};
 
+/// How long one subscriber may take to connect and subscribe.
+pub const OPEN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// Source addresses used in turn: 4096 of them, ~28k ports each.
 const SOURCES: u32 = 4096;
 

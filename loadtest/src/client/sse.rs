@@ -157,7 +157,8 @@ pub async fn subscribe(
     stop: CancellationToken,
     ready: impl FnOnce(bool),
 ) {
-    let conn = match open(i, to, &path, &key).await {
+    let opened = tokio::time::timeout(super::OPEN_TIMEOUT, open(i, to, &path, &key)).await;
+    let conn = match opened.unwrap_or_else(|_| Err(SseError::Protocol("open timed out".into()))) {
         Ok(c) => c,
         Err(e) => {
             stats.error(format!("sse open: {e}"));

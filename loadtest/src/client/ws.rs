@@ -45,7 +45,8 @@ pub async fn subscribe(
         }
         anyhow::bail!("closed before subscribed")
     };
-    let mut ws = match opened.await {
+    let opened = tokio::time::timeout(super::OPEN_TIMEOUT, opened).await;
+    let mut ws = match opened.unwrap_or_else(|_| Err(anyhow::anyhow!("open timed out"))) {
         Ok(ws) => ws,
         Err(e) => {
             stats.error(format!("ws open: {e}"));

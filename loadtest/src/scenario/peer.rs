@@ -24,6 +24,9 @@ use crate::{
     report::{thousands, Report},
 };
 
+/// The master key `litellm.sh` starts LiteLLM with.
+const LITELLM_KEY: &str = "sk-weir-load-0123456789abcdef";
+
 /// Options of the `peer` scenario.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Opts {
@@ -62,7 +65,7 @@ pub async fn run(launch: &Launch, extra: &[String], o: &Opts) -> anyhow::Result<
             Target {
                 name: "litellm".into(),
                 base,
-                key: None,
+                key: Some(LITELLM_KEY.into()),
                 model: "fake".into(),
             },
         )
@@ -144,12 +147,12 @@ async fn start_litellm(provider: &str, workers: u32) -> anyhow::Result<(ChildGua
         .stderr(log)
         .spawn()
         .with_context(|| format!("starting {}", script.display()))?;
-    let guard = ChildGuard(child);
+    let mut guard = ChildGuard(child);
     let base = format!("http://127.0.0.1:{port}/v1");
     let target = Target {
         name: "litellm".into(),
         base: base.clone(),
-        key: None,
+        key: Some(LITELLM_KEY.into()),
         model: "fake".into(),
     };
     let client = openloop::client();
@@ -159,6 +162,12 @@ async fn start_litellm(provider: &str, workers: u32) -> anyhow::Result<(ChildGua
         let step = openloop::run_step(&client, &target, 1.0, 1.0).await;
         if step.ok == 1 {
             return Ok((guard, base));
+        }
+        if let Ok(Some(status)) = guard.0.try_wait() {
+            anyhow::bail!(
+                "LiteLLM exited ({status}); see {}",
+                std::env::temp_dir().join("weir-load-litellm.log").display()
+            );
         }
         if Instant::now() > deadline {
             anyhow::bail!(
