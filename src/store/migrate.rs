@@ -1,0 +1,247 @@
+//! The numbered schema migrations of both SQL stores, written once.
+//!
+//! Each migration is a template in which a few tokens stand for what the two
+//! dialects spell differently ([`Dialect::render`]); everything else (tables,
+//! columns, keys, cascades, indexes) is the same text for SQLite and
+//! PostgreSQL, so a database of either kind at version N has the same tables
+//! by construction.
+//!
+//! The list is append-only: a released entry is never edited, a change is a
+//! new entry. Each backend runs [`pending`] in one transaction that also
+//! records every step in `schema_migrations` (see [`ledger_ddl`]); how it
+//! makes that transaction exclusive is its own business (`BEGIN IMMEDIATE`
+//! for SQLite, an advisory lock for PostgreSQL).
+
+use std::fmt::Display;
+
+use super::{StoreError, StoreResult};
+
+/// One numbered step of the schema, as a template (see [`Dialect::render`]).
+pub(super) struct Migration {
+    pub version: i64,
+    pub name: &'static str,
+    template: &'static str,
+}
+
+/// Every migration, in order.
+pub(super) const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "initial",
+    template: INITIAL,
+}];
+
+/// The SQL dialect a migration is rendered for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+impl Dialect {
+    /// The template's SQL in this dialect. The tokens:
+    ///
+    /// - `{pk}`: the paging key. SQLite: `INTEGER PRIMARY KEY AUTOINCREMENT`,
+    ///   an alias of the rowid (stable across VACUUM) whose numbers are never
+    ///   reused. PostgreSQL: `BIGINT GENERATED ALWAYS AS IDENTITY`, likewise
+    ///   never reused. Either way a cursor never skips a row that existed
+    ///   when the page was read.
+    /// - `{int}`: a 64-bit integer (`INTEGER` / `BIGINT`).
+    /// - `{without_rowid}`: after a table keyed by `(agent_id, seq)`; SQLite
+    ///   stores such a table in key order (`WITHOUT ROWID`), PostgreSQL has
+    ///   no such option and needs none.
+    ///
+    /// JSON and timestamps stay TEXT in both, so they come back exactly as
+    /// written (no JSONB parse, no timestamp reformatting).
+    pub fn render(self, template: &str) -> String {
+        let (pk, int, without_rowid) = match self {
+            Self::Sqlite => (
+                "INTEGER PRIMARY KEY AUTOINCREMENT",
+                "INTEGER",
+                " WITHOUT ROWID",
+            ),
+            Self::Postgres => (
+                "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
+                "BIGINT",
+                "",
+            ),
+        };
+        template
+            .replace("{pk}", pk)
+            .replace("{int}", int)
+            .replace("{without_rowid}", without_rowid)
+    }
+}
+
+/// A migration still to apply, rendered for one database.
+pub(super) struct Pending {
+    pub version: i64,
+    pub name: &'static str,
+    pub sql: String,
+}
+
+impl Pending {
+    /// The error when this step's SQL fails: names the step, so an operator
+    /// knows which migration a half-upgraded database stopped at.
+    pub fn failed(&self, e: impl Display) -> StoreError {
+        let (version, name) = (self.version, self.name);
+        StoreError::Unavailable(format!("migration {version} ({name}): {e}"))
+    }
+}
+
+/// `CREATE TABLE IF NOT EXISTS schema_migrations`, in `dialect`.
+pub(super) fn ledger_ddl(dialect: Dialect) -> String {
+    dialect.render(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+            version {int} PRIMARY KEY,
+            name TEXT NOT NULL,
+            applied_at TEXT NOT NULL
+        );",
+    )
+}
+
+/// The migrations after `current` (the highest version recorded, 0 for
+/// none), rendered for `dialect`. A database newer than this build is
+/// refused rather than run against a schema it does not know.
+pub(super) fn pending(dialect: Dialect, current: i64) -> StoreResult<Vec<Pending>> {
+    let known = MIGRATIONS.last().map_or(0, |m| m.version);
+    if current > known {
+        return Err(StoreError::Unavailable(format!(
+            "database schema version {current} is newer than this weir knows ({known})"
+        )));
+    }
+    Ok(MIGRATIONS
+        .iter()
+        .filter(|m| m.version > current)
+        .map(|m| Pending {
+            version: m.version,
+            name: m.name,
+            sql: dialect.render(m.template),
+        })
+        .collect())
+}
+
+/// Every foreign key that cascades has an index starting with its column,
+/// or `DELETE FROM agents` would scan whole tables.
+const INITIAL: &str = "
+CREATE TABLE accounts (
+    id TEXT PRIMARY KEY,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE keys (
+    pk {pk},
+    id TEXT NOT NULL UNIQUE,
+    account_id TEXT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    label TEXT NOT NULL,
+    scopes TEXT NOT NULL,
+    rpm {int} NOT NULL,
+    hash TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    last_used_at TEXT,
+    revoked_at TEXT
+);
+CREATE INDEX keys_account ON keys(account_id, pk);
+CREATE TABLE agents (
+    pk {pk},
+    id TEXT NOT NULL UNIQUE,
+    account_id TEXT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    model TEXT NOT NULL,
+    system TEXT NOT NULL,
+    tools TEXT NOT NULL,
+    tags TEXT NOT NULL,
+    metadata TEXT NOT NULL,
+    status TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE INDEX agents_account ON agents(account_id, pk);
+CREATE TABLE tools (
+    pk {pk},
+    id TEXT NOT NULL UNIQUE,
+    account_id TEXT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    description TEXT NOT NULL,
+    json_schema TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    url TEXT,
+    created_at TEXT NOT NULL,
+    UNIQUE (account_id, name)
+);
+CREATE INDEX tools_account ON tools(account_id, pk);
+CREATE TABLE sessions (
+    pk {pk},
+    id TEXT NOT NULL UNIQUE,
+    account_id TEXT NOT NULL,
+    agent_id TEXT NOT NULL REFERENCES agents(id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX sessions_agent ON sessions(agent_id, pk);
+CREATE TABLE runs (
+    pk {pk},
+    id TEXT NOT NULL UNIQUE,
+    account_id TEXT NOT NULL,
+    agent_id TEXT NOT NULL REFERENCES agents(id) ON DELETE CASCADE,
+    session_id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    stop_reason TEXT,
+    error TEXT,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE INDEX runs_agent ON runs(agent_id);
+CREATE TABLE events (
+    agent_id TEXT NOT NULL REFERENCES agents(id) ON DELETE CASCADE,
+    seq {int} NOT NULL,
+    run_id TEXT NOT NULL,
+    session_id TEXT NOT NULL,
+    message_type TEXT NOT NULL,
+    event TEXT NOT NULL,
+    PRIMARY KEY (agent_id, seq)
+){without_rowid};
+CREATE INDEX events_session ON events(agent_id, session_id, seq);
+CREATE INDEX events_run ON events(agent_id, run_id, seq);
+CREATE TABLE logs (
+    agent_id TEXT NOT NULL REFERENCES agents(id) ON DELETE CASCADE,
+    seq {int} NOT NULL,
+    event TEXT NOT NULL,
+    PRIMARY KEY (agent_id, seq)
+){without_rowid};
+";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_token_is_rendered_in_both_dialects() {
+        for dialect in [Dialect::Sqlite, Dialect::Postgres] {
+            for m in MIGRATIONS {
+                let sql = dialect.render(m.template);
+                assert!(!sql.contains('{'), "{dialect:?} migration {}", m.version);
+            }
+            assert!(!ledger_ddl(dialect).contains('{'));
+        }
+    }
+
+    #[test]
+    fn versions_are_numbered_one_up() {
+        let versions: Vec<i64> = MIGRATIONS.iter().map(|m| m.version).collect();
+        let expected: Vec<i64> = (1..=MIGRATIONS.len() as i64).collect();
+        assert_eq!(versions, expected);
+    }
+
+    #[test]
+    fn pending_is_what_comes_after_the_recorded_version() {
+        let known = MIGRATIONS.len() as i64;
+        let all = pending(Dialect::Sqlite, 0).expect("from scratch");
+        assert_eq!(all.len(), MIGRATIONS.len());
+        assert!(pending(Dialect::Postgres, known)
+            .expect("current")
+            .is_empty());
+        match pending(Dialect::Sqlite, known + 1) {
+            Err(StoreError::Unavailable(m)) => assert!(m.contains("newer"), "{m}"),
+            other => panic!("expected a refusal, got {:?}", other.map(|p| p.len())),
+        }
+    }
+}
