@@ -1,7 +1,7 @@
 //! Conformance parts for what agents accumulate: sessions, runs, events,
 //! log lines, and the cascade when the agent goes.
 
-use super::fixtures::{acct, event, log, new_agent, nf, params, run, ts};
+use super::fixtures::{acct, agent_with_activity, event, log, new_agent, nf, params, run, ts};
 use crate::store::*;
 
 pub(super) async fn sessions(store: &dyn Store) {
@@ -227,28 +227,12 @@ pub(super) async fn logs(store: &dyn Store) {
 /// Deleting an agent takes its sessions, runs, events and logs with it.
 pub(super) async fn cascade(store: &dyn Store) {
     let a = acct();
-    let agent = store.create_agent(&a, new_agent("c")).await.expect("agent");
+    let (agent, sess, r) = agent_with_activity(store, &a, "c").await;
     let keep = store
         .create_agent(&a, new_agent("keep"))
         .await
         .expect("agent");
-    let sess = store
-        .create_session(&a, &agent.id, "s")
-        .await
-        .expect("session");
-    let r = store
-        .create_run(&a, run(&agent.id, &sess.id))
-        .await
-        .expect("run");
     let kept_run = store.create_run(&a, run(&keep.id, "s")).await.expect("run");
-    store
-        .append_events(&a, vec![event(&agent.id, 1, &r.id, &sess.id)])
-        .await
-        .expect("events");
-    store
-        .append_logs(&a, vec![log(&agent.id, 1)])
-        .await
-        .expect("logs");
     store.delete_agent(&a, &agent.id).await.expect("delete");
     assert_eq!(store.get_run(&a, &r.id).await, Err(nf("run")));
     assert_eq!(

@@ -4,6 +4,8 @@
 //! Each part works in accounts of its own (random ids), so the parts do not
 //! depend on each other or on what the store held before.
 
+use std::sync::Arc;
+
 use serde_json::json;
 
 use super::fixtures::{acct, new_agent, new_tool, nf, ts};
@@ -239,4 +241,44 @@ async fn tools(store: &dyn Store) {
         .create_tool(&a, new_tool("search"))
         .await
         .expect("name free again after delete");
+}
+
+/// Many readers and writers at once on one store (run on a multi-threaded
+/// runtime): nothing fails and every write is visible afterwards. `reads`
+/// is how many reads each of the eight readers makes.
+pub(super) async fn concurrent_reads_and_writes(store: Arc<dyn Store>, reads: usize) {
+    let a = acct();
+    let agent = store
+        .create_agent(&a, new_agent("hot"))
+        .await
+        .expect("agent");
+    let mut tasks = Vec::new();
+    for w in 0..8 {
+        let (store, a) = (store.clone(), a.clone());
+        tasks.push(tokio::spawn(async move {
+            for i in 0..20 {
+                let name = format!("w{w}-{i}");
+                store
+                    .create_agent(&a, new_agent(&name))
+                    .await
+                    .expect("write");
+            }
+        }));
+    }
+    for _ in 0..8 {
+        let (store, a, id) = (store.clone(), a.clone(), agent.id.clone());
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..reads {
+                assert_eq!(store.get_agent(&a, &id).await.expect("read").id, id);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("task");
+    }
+    let page = store
+        .list_agents(&a, ListParams::default())
+        .await
+        .expect("list");
+    assert_eq!(page.pagination.total, 161);
 }

@@ -87,3 +87,33 @@ pub(super) fn log(agent_id: &str, seq: u64) -> LogRecord {
         event: json!({"message_type": "log", "level": "info", "seq": seq, "message": "line"}),
     }
 }
+
+/// An agent of `account` with one of everything that goes when it goes: a
+/// session, a run in it, one event and one log line.
+pub(super) async fn agent_with_activity(
+    store: &dyn Store,
+    account: &str,
+    name: &str,
+) -> (Agent, Session, Run) {
+    let agent = store
+        .create_agent(account, new_agent(name))
+        .await
+        .expect("agent");
+    let sess = store
+        .create_session(account, &agent.id, "s")
+        .await
+        .expect("session");
+    let r = store
+        .create_run(account, run(&agent.id, &sess.id))
+        .await
+        .expect("run");
+    store
+        .append_events(account, vec![event(&agent.id, 1, &r.id, &sess.id)])
+        .await
+        .expect("events");
+    store
+        .append_logs(account, vec![log(&agent.id, 1)])
+        .await
+        .expect("logs");
+    (agent, sess, r)
+}

@@ -19,7 +19,7 @@ use std::{sync::Arc, time::Duration};
 
 use tokio::{sync::oneshot, task::JoinHandle};
 
-use self::fixtures::{acct, event, log, new_agent, run};
+use self::fixtures::{acct, agent_with_activity, event, new_agent};
 use crate::store::{remote::RemoteStore, server::StoreServer, sqlite::SqliteStore, Store};
 
 /// A store router served on 127.0.0.1:0 until [`Served::stop`].
@@ -154,26 +154,7 @@ async fn deleting_an_agent_removes_its_rows() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open(dir.path());
     let a = acct();
-    let agent = store
-        .create_agent(&a, new_agent("gone"))
-        .await
-        .expect("agent");
-    let sess = store
-        .create_session(&a, &agent.id, "s")
-        .await
-        .expect("session");
-    let r = store
-        .create_run(&a, run(&agent.id, &sess.id))
-        .await
-        .expect("run");
-    store
-        .append_events(&a, vec![event(&agent.id, 1, &r.id, &sess.id)])
-        .await
-        .expect("ev");
-    store
-        .append_logs(&a, vec![log(&agent.id, 1)])
-        .await
-        .expect("log");
+    let (agent, _, _) = agent_with_activity(&store, &a, "gone").await;
     let conn = rusqlite::Connection::open(store.path()).expect("raw open");
     let count = |table: &str| -> i64 {
         let sql = format!("SELECT COUNT(*) FROM {table} WHERE agent_id = ?1");
@@ -191,40 +172,7 @@ async fn deleting_an_agent_removes_its_rows() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_reads_and_writes() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store: Arc<dyn Store> = Arc::new(open(dir.path()));
-    let a = acct();
-    let agent = store
-        .create_agent(&a, new_agent("hot"))
-        .await
-        .expect("agent");
-    let mut tasks = Vec::new();
-    for w in 0..8 {
-        let (store, a) = (store.clone(), a.clone());
-        tasks.push(tokio::spawn(async move {
-            for i in 0..20 {
-                store
-                    .create_agent(&a, new_agent(&format!("w{w}-{i}")))
-                    .await
-                    .expect("write");
-            }
-        }));
-    }
-    for _ in 0..8 {
-        let (store, a, id) = (store.clone(), a.clone(), agent.id.clone());
-        tasks.push(tokio::spawn(async move {
-            for _ in 0..200 {
-                assert_eq!(store.get_agent(&a, &id).await.expect("read").id, id);
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.expect("task");
-    }
-    let page = store
-        .list_agents(&a, crate::store::ListParams::default())
-        .await
-        .expect("list");
-    assert_eq!(page.pagination.total, 161);
+    conformance::concurrent_reads_and_writes(Arc::new(open(dir.path())), 200).await;
 }
 
 /// Rough point-read throughput, embedded and over HTTP; prints req/s.

@@ -9,12 +9,12 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use super::fixtures::{acct, event, log, new_agent, run};
+use super::fixtures::{acct, agent_with_activity, event, new_agent};
 use super::{conformance, serve};
 use crate::store::{
     postgres::{scratch::ScratchDb, PostgresStore},
     remote::RemoteStore,
-    AgentPatch, ListParams, Store, StoreError,
+    AgentPatch, Store, StoreError,
 };
 
 async fn connect(db: &ScratchDb) -> PostgresStore {
@@ -185,26 +185,7 @@ async fn deleting_an_agent_removes_its_rows() {
     };
     let store = connect(&db).await;
     let a = acct();
-    let agent = store
-        .create_agent(&a, new_agent("gone"))
-        .await
-        .expect("agent");
-    let sess = store
-        .create_session(&a, &agent.id, "s")
-        .await
-        .expect("session");
-    let r = store
-        .create_run(&a, run(&agent.id, &sess.id))
-        .await
-        .expect("run");
-    store
-        .append_events(&a, vec![event(&agent.id, 1, &r.id, &sess.id)])
-        .await
-        .expect("ev");
-    store
-        .append_logs(&a, vec![log(&agent.id, 1)])
-        .await
-        .expect("log");
+    let (agent, _, _) = agent_with_activity(&store, &a, "gone").await;
     let client = raw(&db).await;
     let count = |table: &'static str| {
         let (client, id) = (&client, agent.id.clone());
@@ -228,41 +209,7 @@ async fn concurrent_reads_and_writes() {
     let Some(db) = ScratchDb::create().await else {
         return;
     };
-    let store: Arc<dyn Store> = Arc::new(connect(&db).await);
-    let a = acct();
-    let agent = store
-        .create_agent(&a, new_agent("hot"))
-        .await
-        .expect("agent");
-    let mut tasks = Vec::new();
-    for w in 0..8 {
-        let (store, a) = (store.clone(), a.clone());
-        tasks.push(tokio::spawn(async move {
-            for i in 0..20 {
-                let name = format!("w{w}-{i}");
-                store
-                    .create_agent(&a, new_agent(&name))
-                    .await
-                    .expect("write");
-            }
-        }));
-    }
-    for _ in 0..8 {
-        let (store, a, id) = (store.clone(), a.clone(), agent.id.clone());
-        tasks.push(tokio::spawn(async move {
-            for _ in 0..50 {
-                assert_eq!(store.get_agent(&a, &id).await.expect("read").id, id);
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.expect("task");
-    }
-    let page = store
-        .list_agents(&a, ListParams::default())
-        .await
-        .expect("list");
-    assert_eq!(page.pagination.total, 161);
+    conformance::concurrent_reads_and_writes(Arc::new(connect(&db).await), 50).await;
 }
 
 /// What SQLite stores and PostgreSQL TEXT cannot (a NUL character) is a
