@@ -23,7 +23,7 @@ use super::{
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    edge::{ConnGuard, StreamKind},
+    edge::StreamKind,
     http::auth::Auth,
     http::errors::ApiError,
     state::AppState,
@@ -36,10 +36,8 @@ pub async fn stream_agent_events(
     Path(id): Path<String>,
     Resume(after): Resume,
 ) -> Result<Response, ApiError> {
-    auth.require("chat")?;
-    let slot = state.edge.open_stream(&auth.key, StreamKind::Sse).await?;
-    let opened = feed::open(&state, auth.account(), &Target::Agent(id), after).await;
-    respond(&state, opened, slot, state.shutdown.clone())
+    let stop = state.shutdown.clone();
+    stream_target(&state, &auth, "chat", Target::Agent(id), after, stop).await
 }
 
 /// `GET /v1/agents/{id}/logs/stream`: the agent's log lines, live, resumable.
@@ -49,10 +47,8 @@ pub async fn stream_agent_logs(
     Path(id): Path<String>,
     Resume(after): Resume,
 ) -> Result<Response, ApiError> {
-    auth.require("logs")?;
-    let slot = state.edge.open_stream(&auth.key, StreamKind::Sse).await?;
-    let opened = feed::open(&state, auth.account(), &Target::Logs(id), after).await;
-    respond(&state, opened, slot, state.shutdown.clone())
+    let stop = state.shutdown.clone();
+    stream_target(&state, &auth, "logs", Target::Logs(id), after, stop).await
 }
 
 /// `GET /v1/runs/{id}/stream`: one run from its first event (or the cursor)
@@ -64,20 +60,25 @@ pub async fn stream_run(
     Path(id): Path<String>,
     Resume(after): Resume,
 ) -> Result<Response, ApiError> {
-    auth.require("chat")?;
-    let slot = state.edge.open_stream(&auth.key, StreamKind::Sse).await?;
-    let opened = feed::open(&state, auth.account(), &Target::Run(id), after).await;
-    respond(&state, opened, slot, state.edge.hard_stop.clone())
+    let stop = state.edge.hard_stop.clone();
+    stream_target(&state, &auth, "chat", Target::Run(id), after, stop).await
 }
 
-/// The SSE response of a feed; `slot` (the key's stream slot) is held until
-/// the stream ends, which is at the latest when `stop` fires.
-fn respond(
+/// What every SSE route does once it knows its target: checks `scope`,
+/// takes one of the key's stream slots and answers with the target's feed.
+/// The slot is held until the stream ends, which is at the latest when
+/// `stop` fires.
+async fn stream_target(
     state: &AppState,
-    opened: Result<Feed, ApiError>,
-    slot: ConnGuard,
+    auth: &Auth,
+    scope: &str,
+    target: Target,
+    after: Option<u64>,
     stop: CancellationToken,
 ) -> Result<Response, ApiError> {
+    auth.require(scope)?;
+    let slot = state.edge.open_stream(&auth.key, StreamKind::Sse).await?;
+    let opened = feed::open(state, auth.account(), &target, after).await;
     let ping = Duration::from_secs(state.config.sse_ping_secs.max(1));
     let frames = match opened {
         Ok(feed) => sse_frames(feed).boxed(),
