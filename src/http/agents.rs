@@ -14,6 +14,7 @@ use super::{
     auth::Auth,
     errors::{ApiError, ApiJson},
     params::ListQuery,
+    record,
 };
 use crate::{
     state::AppState,
@@ -187,12 +188,8 @@ pub async fn get_agent(
     auth: Auth,
     Path(id): Path<String>,
 ) -> Result<Json<Agent>, ApiError> {
-    let agent = state
-        .store
-        .get_agent(auth.account(), &id)
-        .await
-        .map_err(not_found)?;
-    Ok(Json(public(agent)))
+    let agent = state.store.get_agent(auth.account(), &id).await;
+    record::found(agent.map(public), NOT_FOUND)
 }
 
 /// Change some fields of an agent.
@@ -226,12 +223,8 @@ pub async fn update_agent(
         metadata: body.metadata,
         status: None,
     };
-    let agent = state
-        .store
-        .update_agent(auth.account(), &id, patch)
-        .await
-        .map_err(not_found)?;
-    Ok(Json(public(agent)))
+    let agent = state.store.update_agent(auth.account(), &id, patch).await;
+    record::found(agent.map(public), NOT_FOUND)
 }
 
 /// Delete an agent with its sessions, runs, messages and logs.
@@ -242,12 +235,8 @@ pub async fn delete_agent(
     auth: Auth,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    state
-        .store
-        .delete_agent(auth.account(), &id)
-        .await
-        .map_err(not_found)?;
-    Ok(StatusCode::NO_CONTENT)
+    let gone = state.store.delete_agent(auth.account(), &id).await;
+    record::deleted(gone, NOT_FOUND)
 }
 
 /// Let the agent accept messages again.
@@ -282,17 +271,12 @@ async fn set_status(
         status: Some(status.to_owned()),
         ..Default::default()
     };
-    let agent = state
-        .store
-        .update_agent(auth.account(), &id, patch)
-        .await
-        .map_err(not_found)?;
-    Ok(Json(public(agent)))
+    let agent = state.store.update_agent(auth.account(), &id, patch).await;
+    record::found(agent.map(public), NOT_FOUND)
 }
 
-fn not_found(e: crate::store::StoreError) -> ApiError {
-    ApiError::from_store(e, "agent_not_found")
-}
+/// The code of a missing (or another account's) agent.
+const NOT_FOUND: &str = "agent_not_found";
 
 /// The client's view: the account is implied by the key.
 fn public(mut agent: Agent) -> Agent {

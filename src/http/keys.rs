@@ -117,13 +117,8 @@ pub async fn list_keys(
     auth: Auth,
     ListQuery(params): ListQuery,
 ) -> Result<Json<Page<KeyRecord>>, ApiError> {
-    Ok(Json(
-        state
-            .store
-            .list_keys(auth.account(), params)
-            .await?
-            .map(KeyRecord::public),
-    ))
+    let page = state.store.list_keys(auth.account(), params).await?;
+    Ok(Json(page.map(KeyRecord::public)))
 }
 
 /// Revoke a key; it is refused from the next request on.
@@ -134,11 +129,8 @@ pub async fn revoke_key(
     auth: Auth,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    state
-        .store
-        .revoke_key(auth.account(), &id)
-        .await
-        .map_err(|e| ApiError::from_store(e, "key_not_found"))?;
+    let revoked = state.store.revoke_key(auth.account(), &id).await;
+    revoked.map_err(|e| ApiError::from_store(e, "key_not_found"))?;
     state.keys.evict(&id);
     // Every other gateway evicts it too (the store already refuses it; this
     // only shortens their key caches' TTL to the bus's latency).

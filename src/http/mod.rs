@@ -10,6 +10,7 @@ pub mod openapi;
 pub mod openapi_streams;
 pub mod ops;
 pub mod params;
+pub mod record;
 pub mod router;
 pub mod scopes;
 pub mod sessions;

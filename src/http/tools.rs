@@ -14,6 +14,7 @@ use super::{
     auth::Auth,
     errors::{ApiError, ApiJson},
     params::ListQuery,
+    record,
 };
 use crate::{
     state::AppState,
@@ -123,13 +124,8 @@ pub async fn list_tools(
     auth: Auth,
     ListQuery(params): ListQuery,
 ) -> Result<Json<Page<Tool>>, ApiError> {
-    Ok(Json(
-        state
-            .store
-            .list_tools(auth.account(), params)
-            .await?
-            .map(public),
-    ))
+    let page = state.store.list_tools(auth.account(), params).await?;
+    Ok(Json(page.map(public)))
 }
 
 /// Read one tool.
@@ -140,12 +136,8 @@ pub async fn get_tool(
     auth: Auth,
     Path(id): Path<String>,
 ) -> Result<Json<Tool>, ApiError> {
-    let tool = state
-        .store
-        .get_tool(auth.account(), &id)
-        .await
-        .map_err(|e| ApiError::from_store(e, "tool_not_found"))?;
-    Ok(Json(public(tool)))
+    let tool = state.store.get_tool(auth.account(), &id).await;
+    record::found(tool.map(public), "tool_not_found")
 }
 
 /// Delete a tool.
@@ -156,12 +148,8 @@ pub async fn delete_tool(
     auth: Auth,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    state
-        .store
-        .delete_tool(auth.account(), &id)
-        .await
-        .map_err(|e| ApiError::from_store(e, "tool_not_found"))?;
-    Ok(StatusCode::NO_CONTENT)
+    let gone = state.store.delete_tool(auth.account(), &id).await;
+    record::deleted(gone, "tool_not_found")
 }
 
 fn public(mut tool: Tool) -> Tool {
