@@ -2,10 +2,19 @@
 //! and ops routes, OpenAPI and docs, key hashing at rest, and the remote
 //! store answering like the embedded one.
 
-use reqwest::Method;
+use reqwest::{Method, Response};
 use serde_json::{json, Value};
 
-use crate::common::{expect_error, spawn_gateway, spawn_gateway_with, StoreMode};
+use crate::{
+    common::{expect_error, spawn_gateway, spawn_gateway_with, StoreMode},
+    rest::{get_json, mint_secret, status_as},
+};
+
+/// Expects a 400 `validation_error` envelope; returns its message.
+pub(crate) async fn validation_message(resp: Response) -> String {
+    let body = expect_error(resp, 400, "validation_error").await;
+    body["error"]["message"].as_str().unwrap().to_owned()
+}
 
 #[tokio::test]
 async fn envelopes_on_every_error_status() {
@@ -17,70 +26,25 @@ async fn envelopes_on_every_error_status() {
         .send()
         .await
         .unwrap();
-    let b = expect_error(r, 400, "validation_error").await;
-    assert!(b["error"]["message"]
-        .as_str()
-        .unwrap()
-        .contains("malformed JSON"));
-    let b = expect_error(
-        gw.post("/v1/agents", json!({"name": 5})).await,
-        400,
-        "validation_error",
-    )
-    .await;
-    assert!(
-        b["error"]["message"].as_str().unwrap().starts_with("name:"),
-        "{b}"
-    );
-    let b = expect_error(
-        gw.post("/v1/agents", json!({"name": "x", "tags": ["a", 3]}))
-            .await,
-        400,
-        "validation_error",
-    )
-    .await;
-    assert!(
-        b["error"]["message"]
-            .as_str()
-            .unwrap()
-            .starts_with("tags[1]:"),
-        "{b}"
-    );
-    let b = expect_error(
-        gw.post("/v1/agents", json!({})).await,
-        400,
-        "validation_error",
-    )
-    .await;
-    assert!(
-        b["error"]["message"].as_str().unwrap().contains("`name`"),
-        "{b}"
-    );
-    let b = expect_error(
-        gw.post("/v1/agents", json!({"name": "x", "modle": "echo"}))
-            .await,
-        400,
-        "validation_error",
-    )
-    .await;
-    assert!(
-        b["error"]["message"].as_str().unwrap().contains("`modle`"),
-        "{b}"
-    );
-    let b = expect_error(
-        gw.post("/v1/agents", json!({"name": "x", "model": "gpt"}))
-            .await,
-        400,
-        "validation_error",
-    )
-    .await;
-    assert!(
-        b["error"]["message"]
-            .as_str()
-            .unwrap()
-            .starts_with("model:"),
-        "{b}"
-    );
+    assert!(validation_message(r).await.contains("malformed JSON"));
+    // A wrong value: the message starts with the field's path.
+    let wrong_values = [
+        (json!({"name": 5}), "name:"),
+        (json!({"name": "x", "tags": ["a", 3]}), "tags[1]:"),
+        (json!({"name": "x", "model": "gpt"}), "model:"),
+    ];
+    for (body, field) in wrong_values {
+        let message = validation_message(gw.post("/v1/agents", body).await).await;
+        assert!(message.starts_with(field), "{message}");
+    }
+    // A missing or unknown field: the message names it.
+    for (body, field) in [
+        (json!({}), "`name`"),
+        (json!({"name": "x", "modle": "echo"}), "`modle`"),
+    ] {
+        let message = validation_message(gw.post("/v1/agents", body).await).await;
+        assert!(message.contains(field), "{message}");
+    }
     // 401: none, wrong, malformed.
     let r = gw.client.get(gw.url("/v1/agents")).send().await.unwrap();
     expect_error(r, 401, "unauthorized").await;
@@ -169,7 +133,7 @@ async fn envelopes_on_every_error_status() {
 #[tokio::test]
 async fn account_ops_and_docs() {
     let gw = spawn_gateway().await;
-    let acct: Value = gw.get("/v1/account").await.json().await.unwrap();
+    let acct = get_json(&gw, "/v1/account").await;
     assert_eq!(acct["id"], "default");
     assert_eq!(acct["limits"]["max_websockets"], 10);
     assert_eq!(acct["limits"]["max_sse_streams"], 20);
@@ -216,19 +180,8 @@ async fn account_ops_and_docs() {
 #[tokio::test]
 async fn sqlite_file_holds_no_secret() {
     let mut gw = spawn_gateway().await;
-    let r = gw.post("/v1/keys", json!({"scopes": ["chat"]})).await;
-    let secret = r.json::<Value>().await.unwrap()["secret"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    assert_eq!(
-        gw.req_as(&secret, Method::GET, "/v1/account")
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    let secret = mint_secret(&gw, json!({"scopes": ["chat"]})).await;
+    assert_eq!(status_as(&gw, &secret, "/v1/account").await, 200);
     gw.shutdown().await;
     let mut bytes = Vec::new();
     for entry in std::fs::read_dir(&gw.data_dir).unwrap() {
@@ -250,8 +203,8 @@ async fn remote_store_answers_like_embedded() {
     for gw in [&a, &b] {
         gw.create_agent("x").await;
     }
-    let la: Value = a.get("/v1/agents").await.json().await.unwrap();
-    let lb: Value = b.get("/v1/agents").await.json().await.unwrap();
+    let la = get_json(&a, "/v1/agents").await;
+    let lb = get_json(&b, "/v1/agents").await;
     let strip = |v: &Value| {
         let mut v = v.clone();
         for a in v["data"].as_array_mut().unwrap() {

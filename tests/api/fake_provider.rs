@@ -19,6 +19,7 @@
 #![allow(dead_code)]
 
 use std::{
+    net::SocketAddr,
     sync::{
         atomic::{AtomicUsize, Ordering},
         Arc, Mutex,
@@ -65,13 +66,7 @@ impl FakeProvider {
             .route("/v1/chat/completions", post(completions))
             .route("/v1/models", get(models))
             .with_state(shared.clone());
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind fake provider");
-        let addr = listener.local_addr().expect("addr");
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let (addr, task) = serve_locally(app, "fake provider").await;
         Self {
             url: format!("http://{addr}/v1"),
             shared,
@@ -149,6 +144,17 @@ fn sse(body: impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static)
         .unwrap()
 }
 
+/// Sends `frames` as one SSE body; the stream counts as completed once the
+/// client has taken the last frame.
+fn sse_to_the_end(frames: Vec<String>, mut watch: Watch) -> Response {
+    sse(async_stream::stream! {
+        for f in frames {
+            yield Ok::<_, std::io::Error>(Bytes::from(f));
+        }
+        watch.finish();
+    })
+}
+
 fn error_body(status: StatusCode, message: &str) -> Response {
     let body = json!({"error": {"message": message, "type": "invalid_request_error", "param": null, "code": "fake_error"}});
     (status, Json(body)).into_response()
@@ -186,12 +192,7 @@ async fn completions(State(shared): State<Arc<Shared>>, Json(req): Json<Value>) 
                 frames.push(usage_chunk());
             }
             frames.push("data: [DONE]\n\n".into());
-            sse(async_stream::stream! {
-                for f in frames {
-                    yield Ok::<_, std::io::Error>(Bytes::from(f));
-                }
-                watch.finish();
-            })
+            sse_to_the_end(frames, watch)
         }
         "fake-tools" => tools(req, usage, watch),
         "fake-broken" => sse(async_stream::stream! {
@@ -219,7 +220,7 @@ async fn completions(State(shared): State<Arc<Shared>>, Json(req): Json<Value>) 
     }
 }
 
-fn tools(req: Value, usage: bool, mut watch: Watch) -> Response {
+fn tools(req: Value, usage: bool, watch: Watch) -> Response {
     let messages = req["messages"].as_array().cloned().unwrap_or_default();
     let result = messages
         .iter()
@@ -264,12 +265,19 @@ fn tools(req: Value, usage: bool, mut watch: Watch) -> Response {
         frames.push(usage_chunk());
     }
     frames.push("data: [DONE]\n\n".into());
-    sse(async_stream::stream! {
-        for f in frames {
-            yield Ok::<_, std::io::Error>(Bytes::from(f));
-        }
-        watch.finish();
-    })
+    sse_to_the_end(frames, watch)
+}
+
+/// Serves `app` on 127.0.0.1:0 until the task is aborted (on drop).
+async fn serve_locally(app: Router, what: &str) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("bind {what}: {e}"));
+    let addr = listener.local_addr().expect("addr");
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (addr, task)
 }
 
 /// A webhook target: `POST /ok` answers `{"temp":21}`, `/fail` answers 500.
@@ -306,13 +314,7 @@ impl Webhook {
                     (StatusCode::INTERNAL_SERVER_ERROR, "webhook exploded")
                 }),
             );
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind webhook");
-        let addr = listener.local_addr().expect("addr");
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let (addr, task) = serve_locally(app, "webhook").await;
         Self {
             base: format!("http://{addr}"),
             bodies,

@@ -1,12 +1,13 @@
 //! REST behaviour of the core: CRUD, pagination, tenancy, keys,
 //! persistence — each run against the embedded store and a remote store.
 
-use reqwest::Method;
+use reqwest::{Method, Response, StatusCode};
 use serde_json::{json, Value};
 
 use crate::{
     both_stores,
-    common::{expect_error, spawn_gateway_with},
+    common::{expect_error, spawn_gateway_with, TestGateway},
+    envelopes::validation_message,
 };
 
 both_stores!(agent_crud_round_trip, |mode| async move {
@@ -19,7 +20,7 @@ both_stores!(agent_crud_round_trip, |mode| async move {
         .await;
     assert_eq!(r.status(), 201);
     let agent: Value = r.json().await.unwrap();
-    let id = agent["id"].as_str().unwrap().to_owned();
+    let id = id_of(&agent);
     assert!(id.starts_with("agent-"));
     assert_eq!(agent["model"], "echo");
     assert_eq!(agent["status"], "running");
@@ -27,12 +28,7 @@ both_stores!(agent_crud_round_trip, |mode| async move {
         agent.get("account_id").is_none(),
         "account id stays private"
     );
-    let got: Value = gw
-        .get(&format!("/v1/agents/{id}"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let got = get_json(&gw, &format!("/v1/agents/{id}")).await;
     assert_eq!(got, agent);
     let r = gw
         .req(Method::PATCH, &format!("/v1/agents/{id}"))
@@ -45,32 +41,13 @@ both_stores!(agent_crud_round_trip, |mode| async move {
     assert_eq!(patched["name"], "renamed");
     assert_eq!(patched["tags"], json!(["b", "c"]));
     assert_eq!(patched["system"], "be brief", "untouched fields stay");
-    let stopped: Value = gw
-        .post(&format!("/v1/agents/{id}/stop"), json!({}))
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(stopped["status"], "stopped");
-    let started: Value = gw
-        .post(&format!("/v1/agents/{id}/start"), json!({}))
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(started["status"], "running");
-    let r = gw
-        .req(Method::DELETE, &format!("/v1/agents/{id}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 204);
-    expect_error(
-        gw.get(&format!("/v1/agents/{id}")).await,
-        404,
-        "agent_not_found",
-    )
-    .await;
+    for (action, status) in [("stop", "stopped"), ("start", "running")] {
+        let r = gw
+            .post(&format!("/v1/agents/{id}/{action}"), json!({}))
+            .await;
+        assert_eq!(r.json::<Value>().await.unwrap()["status"], status);
+    }
+    delete_then_missing(&gw, &format!("/v1/agents/{id}"), "agent_not_found").await;
 });
 
 both_stores!(tools_and_sessions, |mode| async move {
@@ -84,7 +61,7 @@ both_stores!(tools_and_sessions, |mode| async move {
     assert_eq!(r.status(), 201);
     let tool: Value = r.json().await.unwrap();
     assert_eq!(tool["kind"], "webhook");
-    let tid = tool["id"].as_str().unwrap().to_owned();
+    let tid = id_of(&tool);
     let dup = gw
         .post(
             "/v1/tools",
@@ -95,11 +72,7 @@ both_stores!(tools_and_sessions, |mode| async move {
     let bad = gw
         .post("/v1/tools", json!({"name": "x", "kind": "webhook"}))
         .await;
-    let body = expect_error(bad, 400, "validation_error").await;
-    assert!(body["error"]["message"]
-        .as_str()
-        .unwrap()
-        .starts_with("url"));
+    assert!(validation_message(bad).await.starts_with("url"));
     // An agent may name the tool by id; an unknown id is refused.
     let r = gw
         .post(
@@ -108,18 +81,11 @@ both_stores!(tools_and_sessions, |mode| async move {
         )
         .await;
     assert_eq!(r.status(), 201);
-    let aid = r.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let aid = id_of(&r.json().await.unwrap());
     let bad = gw
         .post("/v1/agents", json!({"name": "a", "tools": ["tool-nope"]}))
         .await;
-    let body = expect_error(bad, 400, "validation_error").await;
-    assert!(body["error"]["message"]
-        .as_str()
-        .unwrap()
-        .starts_with("tools[0]"));
+    assert!(validation_message(bad).await.starts_with("tools[0]"));
     // Sessions: body optional.
     let r = gw
         .req(Method::POST, &format!("/v1/agents/{aid}/sessions"))
@@ -136,45 +102,20 @@ both_stores!(tools_and_sessions, |mode| async move {
         .await;
     let s2: Value = r.json().await.unwrap();
     assert_eq!(s2["name"], "second");
-    let list: Value = gw
-        .get(&format!("/v1/agents/{aid}/sessions"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let list = get_json(&gw, &format!("/v1/agents/{aid}/sessions")).await;
     assert_eq!(list["pagination"]["total"], 2);
     assert_eq!(list["data"][0]["id"], s1["id"]);
     let sid = s1["id"].as_str().unwrap();
-    let r = gw
-        .req(Method::DELETE, &format!("/v1/agents/{aid}/sessions/{sid}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 204);
-    let r = gw
-        .req(Method::DELETE, &format!("/v1/agents/{aid}/sessions/{sid}"))
-        .send()
-        .await
-        .unwrap();
-    expect_error(r, 404, "session_not_found").await;
+    let session = format!("/v1/agents/{aid}/sessions/{sid}");
+    assert_eq!(delete(&gw, &session).await.status(), 204);
+    expect_error(delete(&gw, &session).await, 404, "session_not_found").await;
     expect_error(
         gw.get("/v1/agents/agent-missing/sessions").await,
         404,
         "agent_not_found",
     )
     .await;
-    let r = gw
-        .req(Method::DELETE, &format!("/v1/tools/{tid}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 204);
-    expect_error(
-        gw.get(&format!("/v1/tools/{tid}")).await,
-        404,
-        "tool_not_found",
-    )
-    .await;
+    delete_then_missing(&gw, &format!("/v1/tools/{tid}"), "tool_not_found").await;
 });
 
 both_stores!(pagination_walks_with_cursor_and_offset, |mode| async move {
@@ -192,16 +133,10 @@ both_stores!(pagination_walks_with_cursor_and_offset, |mode| async move {
             Some(c) => format!("/v1/agents?limit=10&after={c}"),
             None => "/v1/agents?limit=10".to_owned(),
         };
-        let page: Value = gw.get(&path).await.json().await.unwrap();
+        let page = get_json(&gw, &path).await;
         assert_eq!(page["pagination"]["total"], 25);
         assert_eq!(page["pagination"]["limit"], 10);
-        seen.extend(
-            page["data"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|a| a["id"].as_str().unwrap().to_owned()),
-        );
+        seen.extend(page_ids(&page));
         pages += 1;
         match page["pagination"]["next_cursor"].as_str() {
             Some(c) => cursor = Some(c.to_owned()),
@@ -213,40 +148,16 @@ both_stores!(pagination_walks_with_cursor_and_offset, |mode| async move {
     // Offset walk gives the same order.
     let mut by_offset = Vec::new();
     for offset in [0, 10, 20] {
-        let page: Value = gw
-            .get(&format!("/v1/agents?limit=10&offset={offset}"))
-            .await
-            .json()
-            .await
-            .unwrap();
+        let page = get_json(&gw, &format!("/v1/agents?limit=10&offset={offset}")).await;
         assert_eq!(page["pagination"]["offset"], offset);
-        by_offset.extend(
-            page["data"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|a| a["id"].as_str().unwrap().to_owned()),
-        );
+        by_offset.extend(page_ids(&page));
     }
     assert_eq!(by_offset, made);
-    let body = expect_error(
-        gw.get("/v1/agents?limit=1001").await,
-        400,
-        "validation_error",
-    )
-    .await;
-    assert!(body["error"]["message"]
-        .as_str()
-        .unwrap()
-        .starts_with("limit"));
-    let body = expect_error(
-        gw.get("/v1/agents?after=garbage").await,
-        400,
-        "validation_error",
-    )
-    .await;
-    assert!(body["error"]["message"].as_str().unwrap().contains("after"));
-    let page: Value = gw.get("/v1/agents?limit=1000").await.json().await.unwrap();
+    let message = validation_message(gw.get("/v1/agents?limit=1001").await).await;
+    assert!(message.starts_with("limit"));
+    let message = validation_message(gw.get("/v1/agents?after=garbage").await).await;
+    assert!(message.contains("after"));
+    let page = get_json(&gw, "/v1/agents?limit=1000").await;
     assert_eq!(page["data"].as_array().unwrap().len(), 25);
     assert!(page["pagination"]["next_cursor"].is_null());
 });
@@ -262,14 +173,7 @@ both_stores!(tenancy_hides_other_accounts, |mode| async move {
         .await
         .unwrap();
     assert_eq!(theirs.status(), 201);
-    let list: Value = gw
-        .req_as(&other, Method::GET, "/v1/agents")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = get_json_as(&gw, &other, "/v1/agents").await;
     assert_eq!(
         list["pagination"]["total"], 1,
         "acme sees only its own agent"
@@ -290,24 +194,12 @@ both_stores!(tenancy_hides_other_accounts, |mode| async move {
         expect_error(r, 404, "agent_not_found").await;
     }
     // The owner still has it, untouched.
-    let got: Value = gw
-        .get(&format!("/v1/agents/{mine}"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let got = get_json(&gw, &format!("/v1/agents/{mine}")).await;
     assert_eq!(got["status"], "running");
     // Keys of another account cannot be listed or revoked.
-    let keys: Value = gw
-        .req_as(&other, Method::GET, "/v1/keys")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let keys = get_json_as(&gw, &other, "/v1/keys").await;
     assert_eq!(keys["pagination"]["total"], 1);
-    let my_keys: Value = gw.get("/v1/keys").await.json().await.unwrap();
+    let my_keys = get_json(&gw, "/v1/keys").await;
     let my_key_id = my_keys["data"][0]["id"].as_str().unwrap();
     let r = gw
         .req_as(&other, Method::DELETE, &format!("/v1/keys/{my_key_id}"))
@@ -333,15 +225,14 @@ both_stores!(keys_mint_list_revoke, |mode| async move {
     assert_eq!(r.status(), 201);
     let minted: Value = r.json().await.unwrap();
     let secret = minted["secret"].as_str().unwrap().to_owned();
-    let kid = minted["id"].as_str().unwrap().to_owned();
+    let kid = id_of(&minted);
     assert!(minted.get("hash").is_none());
-    let r = gw
-        .req_as(&secret, Method::GET, "/v1/agents")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200, "the new key works (and is now cached)");
-    let list: Value = gw.get("/v1/keys").await.json().await.unwrap();
+    assert_eq!(
+        status_as(&gw, &secret, "/v1/agents").await,
+        200,
+        "the new key works (and is now cached)"
+    );
+    let list = get_json(&gw, "/v1/keys").await;
     let text = list.to_string();
     assert!(!text.contains(&secret), "list never shows secrets");
     assert!(list["data"]
@@ -349,11 +240,7 @@ both_stores!(keys_mint_list_revoke, |mode| async move {
         .unwrap()
         .iter()
         .all(|k| k.get("secret").is_none() && k.get("hash").is_none()));
-    let r = gw
-        .req(Method::DELETE, &format!("/v1/keys/{kid}"))
-        .send()
-        .await
-        .unwrap();
+    let r = delete(&gw, &format!("/v1/keys/{kid}")).await;
     assert_eq!(r.status(), 204);
     let r = gw
         .req_as(&secret, Method::GET, "/v1/agents")
@@ -371,43 +258,19 @@ both_stores!(keys_mint_list_revoke, |mode| async move {
         .unwrap();
     expect_error(r, 403, "forbidden").await;
     let r = gw.post("/v1/keys", json!({"scopes": ["root"]})).await;
-    let body = expect_error(r, 400, "validation_error").await;
-    assert!(body["error"]["message"]
-        .as_str()
-        .unwrap()
-        .starts_with("scopes[0]"));
+    assert!(validation_message(r).await.starts_with("scopes[0]"));
 });
 
 both_stores!(data_and_key_usage_survive_restart, |mode| async move {
     let gw = spawn_gateway_with(mode, |_| {}).await;
     let id = gw.create_agent("durable").await;
-    let r = gw
-        .post("/v1/keys", json!({"scopes": ["agents:read"]}))
-        .await;
-    let secret = r.json::<Value>().await.unwrap()["secret"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    assert_eq!(
-        gw.req_as(&secret, Method::GET, "/v1/agents")
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    let secret = mint_secret(&gw, json!({"scopes": ["agents:read"]})).await;
+    assert_eq!(status_as(&gw, &secret, "/v1/agents").await, 200);
     let gw = gw.restart().await;
     let got = gw.get(&format!("/v1/agents/{id}")).await;
     assert_eq!(got.status(), 200);
-    assert_eq!(
-        gw.req_as(&secret, Method::GET, "/v1/agents")
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
-    let keys: Value = gw.get("/v1/keys").await.json().await.unwrap();
+    assert_eq!(status_as(&gw, &secret, "/v1/agents").await, 200);
+    let keys = get_json(&gw, "/v1/keys").await;
     let used = keys["data"]
         .as_array()
         .unwrap()
@@ -416,3 +279,47 @@ both_stores!(data_and_key_usage_survive_restart, |mode| async move {
         .count();
     assert!(used >= 2, "last_used_at was flushed on shutdown: {keys}");
 });
+
+/// The body of `GET path` (with the gateway's key) as JSON.
+pub(crate) async fn get_json(gw: &TestGateway, path: &str) -> Value {
+    gw.get(path).await.json().await.unwrap()
+}
+
+/// The body of `GET path` as `key`, as JSON.
+async fn get_json_as(gw: &TestGateway, key: &str, path: &str) -> Value {
+    let r = gw.req_as(key, Method::GET, path).send().await.unwrap();
+    r.json().await.unwrap()
+}
+
+/// The status of `GET path` as `key`.
+pub(crate) async fn status_as(gw: &TestGateway, key: &str, path: &str) -> StatusCode {
+    let r = gw.req_as(key, Method::GET, path).send().await.unwrap();
+    r.status()
+}
+
+/// `DELETE path` with the gateway's key.
+async fn delete(gw: &TestGateway, path: &str) -> Response {
+    gw.req(Method::DELETE, path).send().await.unwrap()
+}
+
+/// Deletes `path` (204), then checks that reading it is `code` (404).
+async fn delete_then_missing(gw: &TestGateway, path: &str, code: &str) {
+    assert_eq!(delete(gw, path).await.status(), 204, "DELETE {path}");
+    expect_error(gw.get(path).await, 404, code).await;
+}
+
+/// Mints a key through `POST /v1/keys` with `body`; returns its secret.
+pub(crate) async fn mint_secret(gw: &TestGateway, body: Value) -> String {
+    let minted: Value = gw.post("/v1/keys", body).await.json().await.unwrap();
+    minted["secret"].as_str().unwrap().to_owned()
+}
+
+/// The `id` of a record the API returned.
+fn id_of(record: &Value) -> String {
+    record["id"].as_str().unwrap().to_owned()
+}
+
+/// The ids of a page's records, in order.
+fn page_ids(page: &Value) -> Vec<String> {
+    page["data"].as_array().unwrap().iter().map(id_of).collect()
+}

@@ -15,6 +15,15 @@ pub async fn key_with_rpm(gw: &TestGateway, rpm: u32) -> String {
     m.secret
 }
 
+/// `GET /v1/account` as `key`: the cheapest request that counts against
+/// the key's rate limit.
+async fn account_as(gw: &TestGateway, key: &str) -> Response {
+    gw.req_as(key, Method::GET, "/v1/account")
+        .send()
+        .await
+        .unwrap()
+}
+
 fn header(r: &Response, name: &str) -> u64 {
     r.headers()
         .get(name)
@@ -35,11 +44,7 @@ async fn the_rpm_plus_one_request_gets_429_with_headers_and_retry_after() {
     let gw = spawn_gateway_with(StoreMode::Embedded, |_| {}).await;
     let key = key_with_rpm(&gw, 5).await;
     for i in 0..5u64 {
-        let r = gw
-            .req_as(&key, Method::GET, "/v1/account")
-            .send()
-            .await
-            .unwrap();
+        let r = account_as(&gw, &key).await;
         assert_eq!(r.status(), 200, "request {i}");
         assert_eq!(header(&r, "x-ratelimit-limit"), 5);
         assert_eq!(header(&r, "x-ratelimit-remaining"), 4 - i);
@@ -51,11 +56,7 @@ async fn the_rpm_plus_one_request_gets_429_with_headers_and_retry_after() {
             "reset {reset} now {now} i {i}"
         );
     }
-    let r = gw
-        .req_as(&key, Method::GET, "/v1/account")
-        .send()
-        .await
-        .unwrap();
+    let r = account_as(&gw, &key).await;
     assert_eq!(header(&r, "x-ratelimit-remaining"), 0);
     assert_eq!(header(&r, "x-ratelimit-limit"), 5);
     let retry = header(&r, "retry-after");
@@ -94,11 +95,7 @@ async fn the_rpm_plus_one_request_gets_429_with_headers_and_retry_after() {
 
     // Another key of the same account is not affected.
     let other = key_with_rpm(&gw, 5).await;
-    let r = gw
-        .req_as(&other, Method::GET, "/v1/account")
-        .send()
-        .await
-        .unwrap();
+    let r = account_as(&gw, &other).await;
     assert_eq!(r.status(), 200);
     assert_eq!(header(&r, "x-ratelimit-remaining"), 4);
     // Unauthenticated routes carry no rate-limit headers.
@@ -114,11 +111,7 @@ async fn a_key_regains_one_request_per_period() {
     let mut ok = 0;
     let t0 = std::time::Instant::now();
     for _ in 0..125 {
-        let r = gw
-            .req_as(&key, Method::GET, "/v1/account")
-            .send()
-            .await
-            .unwrap();
+        let r = account_as(&gw, &key).await;
         if r.status() == 200 {
             ok += 1;
         } else {
@@ -133,11 +126,7 @@ async fn a_key_regains_one_request_per_period() {
         t0.elapsed()
     );
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let r = gw
-        .req_as(&key, Method::GET, "/v1/account")
-        .send()
-        .await
-        .unwrap();
+    let r = account_as(&gw, &key).await;
     assert_eq!(r.status(), 200, "one request is back after 0.5 s");
 }
 
@@ -146,11 +135,7 @@ async fn limits_off_means_no_headers_and_no_429() {
     let gw = spawn_gateway_with(StoreMode::Embedded, |c| c.edge.rate_limit = false).await;
     let key = key_with_rpm(&gw, 1).await;
     for _ in 0..3 {
-        let r = gw
-            .req_as(&key, Method::GET, "/v1/account")
-            .send()
-            .await
-            .unwrap();
+        let r = account_as(&gw, &key).await;
         assert_eq!(r.status(), 200);
         assert!(r.headers().get("x-ratelimit-limit").is_none());
     }
@@ -162,22 +147,14 @@ async fn redis_down_falls_back_to_the_local_limiter() {
     let url = redis.url.clone();
     let gw = spawn_gateway_with(StoreMode::Embedded, |c| c.redis_url = Some(url)).await;
     let key = key_with_rpm(&gw, 3).await;
-    let r = gw
-        .req_as(&key, Method::GET, "/v1/account")
-        .send()
-        .await
-        .unwrap();
+    let r = account_as(&gw, &key).await;
     assert_eq!(r.status(), 200);
     assert_eq!(header(&r, "x-ratelimit-remaining"), 2, "Redis counted it");
     redis.kill();
     let t0 = std::time::Instant::now();
     let mut statuses = Vec::new();
     for _ in 0..3 {
-        let r = gw
-            .req_as(&key, Method::GET, "/v1/account")
-            .send()
-            .await
-            .unwrap();
+        let r = account_as(&gw, &key).await;
         statuses.push(r.status().as_u16());
     }
     // The local stage counted every request, so it knows the key is at 3.
