@@ -12,27 +12,26 @@
 
 use std::io::Write;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use futures::StreamExt;
 use serde_json::{json, Value};
 
+mod common;
+use common::Setup;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let base = std::env::var("WEIR_URL").unwrap_or_else(|_| "http://127.0.0.1:8080".into());
-    let key =
-        std::env::var("WEIR_KEY").context("set WEIR_KEY to an API key with the chat scope")?;
-    let prompt = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "what time is it?".into());
+    let setup = Setup::from_env()?;
+    let (base, key, prompt) = (&setup.base, &setup.key, &setup.prompt);
     let client = reqwest::Client::new();
     let model = match std::env::var("WEIR_MODEL") {
         Ok(m) => m,
-        Err(_) => pick_model(&client, &base, &key).await?,
+        Err(_) => pick_model(&client, &setup).await?,
     };
 
     let resp = client
         .post(format!("{base}/v1/chat/completions"))
-        .bearer_auth(&key)
+        .bearer_auth(key)
         .json(&json!({
             "model": model,
             "messages": [{"role": "user", "content": prompt}],
@@ -80,10 +79,11 @@ async fn main() -> anyhow::Result<()> {
     bail!("the stream ended without [DONE]")
 }
 
-async fn pick_model(client: &reqwest::Client, base: &str, key: &str) -> anyhow::Result<String> {
+/// The first model `GET /v1/models` lists, or a new `echo` agent.
+async fn pick_model(client: &reqwest::Client, setup: &Setup) -> anyhow::Result<String> {
     let models: Value = client
-        .get(format!("{base}/v1/models"))
-        .bearer_auth(key)
+        .get(format!("{}/v1/models", setup.base))
+        .bearer_auth(&setup.key)
         .send()
         .await?
         .error_for_status()?
@@ -92,14 +92,5 @@ async fn pick_model(client: &reqwest::Client, base: &str, key: &str) -> anyhow::
     if let Some(id) = models["data"][0]["id"].as_str() {
         return Ok(id.to_owned());
     }
-    let agent: Value = client
-        .post(format!("{base}/v1/agents"))
-        .bearer_auth(key)
-        .json(&json!({"name": "openai-example", "model": "echo"}))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    Ok(agent["id"].as_str().context("agent id")?.to_owned())
+    setup.create_echo_agent(client, "openai-example").await
 }

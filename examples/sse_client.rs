@@ -19,6 +19,9 @@ use eventsource_stream::Eventsource;
 use futures::StreamExt;
 use serde_json::{json, Value};
 
+mod common;
+use common::Setup;
+
 /// Where the stream got to.
 #[derive(Default)]
 struct Progress {
@@ -29,22 +32,18 @@ struct Progress {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let base = std::env::var("WEIR_URL").unwrap_or_else(|_| "http://127.0.0.1:8080".into());
-    let key =
-        std::env::var("WEIR_KEY").context("set WEIR_KEY to an API key with the chat scope")?;
-    let message = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "what time is it?".into());
+    let setup = Setup::from_env()?;
+    let (base, key, message) = (&setup.base, &setup.key, &setup.prompt);
     let client = reqwest::Client::new();
     let agent = match std::env::var("WEIR_AGENT") {
         Ok(id) => id,
-        Err(_) => create_agent(&client, &base, &key).await?,
+        Err(_) => setup.create_echo_agent(&client, "sse-example").await?,
     };
 
     // `background: true`: if this client drops, the run goes on and we resume it.
     let resp = client
         .post(format!("{base}/v1/agents/{agent}/messages"))
-        .bearer_auth(&key)
+        .bearer_auth(key)
         .json(
             &json!({"message": message, "stream": true, "stream_tokens": true, "background": true}),
         )
@@ -71,26 +70,13 @@ async fn main() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(250 * 2u64.pow(attempt.min(4)))).await;
         let r = client
             .get(format!("{base}/v1/runs/{run}/stream"))
-            .bearer_auth(&key)
+            .bearer_auth(key)
             .header("Last-Event-ID", progress.last_seq.to_string())
             .send()
             .await;
         resp = r.ok().filter(|r| r.status().is_success());
     }
     bail!("gave up resuming the run")
-}
-
-async fn create_agent(client: &reqwest::Client, base: &str, key: &str) -> anyhow::Result<String> {
-    let agent: Value = client
-        .post(format!("{base}/v1/agents"))
-        .bearer_auth(key)
-        .json(&json!({"name": "sse-example", "model": "echo"}))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    Ok(agent["id"].as_str().context("agent id")?.to_owned())
 }
 
 /// Prints one run's events until `done` or the end of the response.

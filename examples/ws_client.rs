@@ -10,22 +10,24 @@
 //! `WEIR_AGENT=agent-…` talks to an existing agent; otherwise one named
 //! `ws-example` (model `echo`) is created over REST first.
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
+mod common;
+use common::Setup;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let base = std::env::var("WEIR_URL").unwrap_or_else(|_| "http://127.0.0.1:8080".into());
-    let key =
-        std::env::var("WEIR_KEY").context("set WEIR_KEY to an API key with the chat scope")?;
-    let message = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "what time is it?".into());
+    let setup = Setup::from_env()?;
+    let (base, key, message) = (&setup.base, &setup.key, &setup.prompt);
     let agent = match std::env::var("WEIR_AGENT") {
         Ok(id) => id,
-        Err(_) => create_agent(&base, &key).await?,
+        Err(_) => {
+            let client = reqwest::Client::new();
+            setup.create_echo_agent(&client, "ws-example").await?
+        }
     };
 
     let ws_url = format!("{}/v1/ws?api_key={key}", base.replacen("http", "ws", 1));
@@ -75,17 +77,4 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     bail!("the socket closed before the run finished")
-}
-
-async fn create_agent(base: &str, key: &str) -> anyhow::Result<String> {
-    let agent: Value = reqwest::Client::new()
-        .post(format!("{base}/v1/agents"))
-        .bearer_auth(key)
-        .json(&json!({"name": "ws-example", "model": "echo"}))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    Ok(agent["id"].as_str().context("agent id")?.to_owned())
 }

@@ -1,0 +1,50 @@
+//! What the example clients share: where weir is, which key to use, what to
+//! say, and an `echo` agent to say it to when the user names none.
+//!
+//! Each example includes this with `mod common;`, so every one of them stays
+//! runnable on its own with `cargo run --example NAME`.
+
+use anyhow::Context;
+use serde_json::{json, Value};
+
+/// Where to connect and what to send, from `WEIR_URL`, `WEIR_KEY` and the
+/// first command-line argument.
+pub struct Setup {
+    /// `WEIR_URL`, default `http://127.0.0.1:8080`.
+    pub base: String,
+    /// `WEIR_KEY`: an API key with the `chat` scope.
+    pub key: String,
+    /// The first argument, default "what time is it?".
+    pub prompt: String,
+}
+
+impl Setup {
+    pub fn from_env() -> anyhow::Result<Self> {
+        let base = std::env::var("WEIR_URL").unwrap_or_else(|_| "http://127.0.0.1:8080".into());
+        let key =
+            std::env::var("WEIR_KEY").context("set WEIR_KEY to an API key with the chat scope")?;
+        let prompt = std::env::args()
+            .nth(1)
+            .unwrap_or_else(|| "what time is it?".into());
+        Ok(Self { base, key, prompt })
+    }
+
+    /// Creates an agent named `name` with the built-in `echo` model (no
+    /// provider needed) and returns its id.
+    pub async fn create_echo_agent(
+        &self,
+        client: &reqwest::Client,
+        name: &str,
+    ) -> anyhow::Result<String> {
+        let agent: Value = client
+            .post(format!("{}/v1/agents", self.base))
+            .bearer_auth(&self.key)
+            .json(&json!({"name": name, "model": "echo"}))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        Ok(agent["id"].as_str().context("agent id")?.to_owned())
+    }
+}
