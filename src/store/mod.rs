@@ -15,6 +15,7 @@
 mod migrate;
 pub mod model;
 pub mod postgres;
+mod records;
 pub mod remote;
 pub mod server;
 pub mod sqlite;

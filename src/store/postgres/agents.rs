@@ -7,8 +7,7 @@ use super::{
     col, db_err, execute, json_col, not_found, paging, query_opt, snapshot, to_json, write_err,
 };
 use crate::store::{
-    Agent, AgentPatch, ListParams, NewAgent, NewTool, Page, StoreError, StoreResult, Tool,
-    AGENT_RUNNING,
+    records, Agent, AgentPatch, ListParams, NewAgent, NewTool, Page, StoreError, StoreResult, Tool,
 };
 
 macro_rules! agent_cols {
@@ -55,20 +54,7 @@ pub(super) async fn create_agent(
     account: &str,
     new: NewAgent,
 ) -> StoreResult<Agent> {
-    let now = crate::util::now();
-    let agent = Agent {
-        id: crate::util::new_id("agent"),
-        account_id: account.to_owned(),
-        name: new.name,
-        model: new.model,
-        system: new.system,
-        tools: new.tools,
-        tags: new.tags,
-        metadata: new.metadata,
-        status: AGENT_RUNNING.to_owned(),
-        created_at: now.clone(),
-        updated_at: now,
-    };
+    let agent = records::new_agent(account, new);
     execute(
         c,
         "WITH account AS (
@@ -216,16 +202,7 @@ pub(super) async fn create_tool(
     account: &str,
     new: NewTool,
 ) -> StoreResult<Tool> {
-    let tool = Tool {
-        id: crate::util::new_id("tool"),
-        account_id: account.to_owned(),
-        name: new.name,
-        description: new.description,
-        json_schema: new.json_schema,
-        kind: new.kind,
-        url: new.url,
-        created_at: crate::util::now(),
-    };
+    let tool = records::new_tool(account, new);
     execute(
         c,
         "WITH account AS (

@@ -4,8 +4,8 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::{accounts, db_err, json_col, not_found, paging, to_json, unique_violation};
 use crate::store::{
-    Agent, AgentPatch, ListParams, NewAgent, NewTool, Page, Session, StoreError, StoreResult, Tool,
-    AGENT_RUNNING,
+    records, Agent, AgentPatch, ListParams, NewAgent, NewTool, Page, Session, StoreError,
+    StoreResult, Tool,
 };
 
 macro_rules! agent_cols {
@@ -49,20 +49,7 @@ pub(super) fn create_agent(
 ) -> StoreResult<Agent> {
     let tx = conn.transaction().map_err(db_err)?;
     accounts::ensure_account(&tx, account)?;
-    let now = crate::util::now();
-    let agent = Agent {
-        id: crate::util::new_id("agent"),
-        account_id: account.to_owned(),
-        name: new.name,
-        model: new.model,
-        system: new.system,
-        tools: new.tools,
-        tags: new.tags,
-        metadata: new.metadata,
-        status: AGENT_RUNNING.to_owned(),
-        created_at: now.clone(),
-        updated_at: now,
-    };
+    let agent = records::new_agent(account, new);
     write_agent(&tx, &agent, true)?;
     tx.commit().map_err(db_err)?;
     Ok(agent)
@@ -200,16 +187,7 @@ fn tool_row(r: &Row<'_>) -> rusqlite::Result<(i64, Tool)> {
 pub(super) fn create_tool(conn: &mut Connection, account: &str, new: NewTool) -> StoreResult<Tool> {
     let tx = conn.transaction().map_err(db_err)?;
     accounts::ensure_account(&tx, account)?;
-    let tool = Tool {
-        id: crate::util::new_id("tool"),
-        account_id: account.to_owned(),
-        name: new.name,
-        description: new.description,
-        json_schema: new.json_schema,
-        kind: new.kind,
-        url: new.url,
-        created_at: crate::util::now(),
-    };
+    let tool = records::new_tool(account, new);
     tx.prepare_cached(
         "INSERT INTO tools (id, account_id, name, description, json_schema, kind, url, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
