@@ -30,6 +30,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the gateway (HTTP, SSE, WebSocket, OpenAI-compatible).
     Serve(ServeConfig),
+    /// Execute runs from the Redis run queue (needs --redis); takes the same settings as `serve`, serves only /healthz and /readyz on --listen.
+    Worker(ServeConfig),
     /// Run the internal store alone, for gateways started with --store-url.
     Store(StoreConfig),
     /// Manage API keys directly in the data dir or store.
@@ -104,6 +106,12 @@ pub struct ServeConfig {
     /// max(90 s, three intervals) is closed).
     #[arg(long, env = "WEIR_WS_PING_SECS", default_value_t = 30)]
     pub ws_ping_secs: u64,
+    /// Runs this process executes at once from the Redis run queue (with --redis). 0: a gateway that only queues runs for `weir worker` processes. Without --redis runs always execute in the gateway.
+    #[arg(long, env = "WEIR_WORKERS", default_value_t = 16)]
+    pub workers: usize,
+    /// Seconds a worker may go without renewing its claim on a run before another worker reclaims the run (a started run then ends with `error` `worker_lost`).
+    #[arg(long, env = "WEIR_RUN_CLAIM_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub run_claim_secs: u64,
     /// Default steps a run may take before it stops with `max_steps`.
     #[arg(long, env = "WEIR_MAX_STEPS", default_value_t = 10)]
     pub max_steps: u32,

@@ -189,7 +189,7 @@ pub async fn open_store(data: &DataConfig) -> anyhow::Result<Arc<dyn Store>> {
 }
 
 /// The Redis bus with `--redis`, else the in-process one.
-fn build_bus(cfg: &ServeConfig) -> anyhow::Result<Arc<dyn Bus>> {
+pub fn build_bus(cfg: &ServeConfig) -> anyhow::Result<Arc<dyn Bus>> {
     Ok(match RedisBusConfig::from_serve(cfg) {
         Some(redis) => Arc::new(RedisBus::start(redis).context("WEIR_REDIS_URL")?),
         None => Arc::new(MemoryBus::new(cfg.history_len, cfg.edge.stream_buffer)),

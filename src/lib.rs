@@ -17,6 +17,8 @@
 //!   store's own HTTP router (`weir store`) and the client gateways use to reach it.
 //! - [`bus`]: fan-out with per-channel history and `seq` numbering.
 //! - [`agent`]: the runtime: runs, models (`echo`, upstream), tools, logs.
+//! - [`work`]: with Redis, the run queue and its workers (`weir worker`): runs
+//!   scale apart from connections; a dead worker's runs are reclaimed.
 //! - [`stream`]: SSE and WebSocket delivery, resume cursors.
 //! - [`openai`]: `/v1/chat/completions` and `/v1/models`.
 //! - [`edge`]: limits at the edge: per-key rate limits (local and Redis), stream caps, head and JSON-depth limits.
@@ -44,6 +46,7 @@ pub mod stream;
 pub mod telemetry;
 pub mod util;
 pub mod web;
+pub mod work;
 
 pub use gateway::Gateway;
 pub use state::AppState;

@@ -57,6 +57,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let gateway = weir::Gateway::bind(cfg).await?;
             gateway.run(weir::shutdown::signal()).await
         }
+        Command::Worker(cfg) => {
+            weir::telemetry::init(&cfg.log_format);
+            weir::work::process::run_worker(cfg, weir::shutdown::signal()).await
+        }
         Command::Store(cfg) => {
             weir::telemetry::init(&cfg.log_format);
             weir::store::server::run_store(cfg, weir::shutdown::signal()).await

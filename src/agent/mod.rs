@@ -9,6 +9,8 @@
 //! - [`models`]: `echo` and `upstream/<model>` (OpenAI-compatible providers).
 //! - [`sessions`]: the default session and sessions by name.
 //! - [`tools`]: built-ins (`get_time`, `calculator`) and webhook tools.
+//! - `queued`: with Redis, queueing runs for workers, executing and settling
+//!   the runs a worker takes, cancelling runs that execute elsewhere.
 //! - [`follow`]: following one run's events from a transport, cancel-on-disconnect.
 //! - [`routes`]: `/v1/agents/{id}/messages`, `/v1/runs/{id}`, `/v1/runs/{id}/cancel`,
 //!   `/v1/agents/{id}/logs`.
@@ -23,6 +25,7 @@ pub mod events;
 pub mod follow;
 pub mod logs;
 pub mod models;
+mod queued;
 pub mod routes;
 mod run;
 pub mod runtime;
@@ -33,6 +36,7 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
 pub use follow::{CancelOnDrop, RunFollower};
+pub use queued::Settle;
 pub use routes::routes;
 pub use runtime::Runtime;
 

@@ -24,6 +24,7 @@ use crate::store::{
     Agent, EventFilter, ListParams, Run, Store, StoreError, RUN_CANCELLED, RUN_COMPLETED,
     RUN_FAILED,
 };
+use crate::work::Job;
 
 /// Most history events read to rebuild a session's conversation.
 const HISTORY_WINDOW: u32 = 1000;
@@ -79,6 +80,23 @@ pub(crate) struct RunTask {
 }
 
 impl RunTask {
+    /// The task of a run that is stored and registered (`handle`).
+    pub fn new(inner: Arc<Inner>, job: Job, model: Model, handle: RunHandle) -> Self {
+        let max_steps = super::runtime::max_steps_for(&job.agent, inner.config.max_steps);
+        Self {
+            inner,
+            account: job.account,
+            agent: job.agent,
+            run: job.run,
+            model,
+            messages: job.messages,
+            stream_tokens: job.stream_tokens,
+            background: job.background,
+            max_steps,
+            handle,
+        }
+    }
+
     pub async fn execute(self) {
         let started = Instant::now();
         let sinks = self.inner.sinks.clone();
@@ -90,8 +108,12 @@ impl RunTask {
             &self.run.session_id,
         );
         let log = RunLog::new(sinks, &self.account, &self.agent.id, &self.run.id);
+        let on = match self.inner.worker_name.get() {
+            Some(name) => format!(" on {name}"),
+            None => String::new(),
+        };
         log.info(format!(
-            "run started: model {}, session {}, max_steps {}{}",
+            "run started{on}: model {}, session {}, max_steps {}{}",
             self.agent.model,
             self.run.session_id,
             self.max_steps,
@@ -110,6 +132,12 @@ impl RunTask {
                 })
             });
         let outcome = outcome.unwrap_or_else(Outcome::Failed);
+        if self.handle.lost.is_cancelled() {
+            // Another worker took the run over and ends it: say nothing more.
+            tracing::warn!(run_id = %self.run.id, "run taken over by another worker; stopped here");
+            self.inner.forget_run(&self.run.id);
+            return;
+        }
         if let Outcome::Failed(f) = &outcome {
             log.error(format!("run failed: {} ({})", f.message, f.code))
                 .await;

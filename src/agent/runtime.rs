@@ -8,12 +8,13 @@
 //! child of [`Runtime::stop_runs`]'s token, which the gateway cancels when the
 //! grace period is over, ending the runs still going with `done` (`cancelled`).
 //!
-//! Crash recovery is lazy and best effort: the store cannot list running runs,
-//! so a run still `running` in the store that was created before this process
-//! started and is not live here is settled (`failed`, with `error` and `done`
-//! events so streams of it end) the first time it is read or cancelled. This
-//! assumes one gateway runs an account's agents; the Redis worker work must
-//! replace it with leases.
+//! Without Redis, crash recovery is lazy and best effort: the store cannot
+//! list running runs, so a run still `running` in the store that was created
+//! before this process started and is not live here is settled (`failed`,
+//! with `error` and `done` events so streams of it end) the first time it is
+//! read or cancelled. With Redis, runs are queued and executed by workers
+//! (`super::queued`, [`crate::work`]), and a dead worker's runs are reclaimed
+//! by the others instead.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -31,6 +32,7 @@ use super::{
     sessions::{self, Sessions, DEFAULT_SESSION},
     ChatMessage, RunError, StartRun,
 };
+use crate::work::{Job, RunQueue};
 use crate::{
     bus::Bus,
     config::ServeConfig,
@@ -48,6 +50,19 @@ pub(crate) struct RunHandle {
     pub cancel: CancellationToken,
     /// Cancelled once the run has written its final status.
     pub finished: CancellationToken,
+    /// Cancelled when another worker took the run over: it ends quietly,
+    /// publishing and storing nothing more (the other worker ends it).
+    pub lost: CancellationToken,
+}
+
+impl RunHandle {
+    fn new(stop_runs: &CancellationToken) -> Self {
+        Self {
+            cancel: stop_runs.child_token(),
+            finished: CancellationToken::new(),
+            lost: CancellationToken::new(),
+        }
+    }
 }
 
 /// State shared by the runtime and its run tasks.
@@ -61,15 +76,32 @@ pub(crate) struct Inner {
     /// Client for webhook tools (its own pool; per-request 10 s timeout).
     pub http: reqwest::Client,
     pub provider: Option<Arc<Provider>>,
-    runs: Mutex<HashMap<String, RunHandle>>,
+    /// The Redis run queue (with `--redis`): runs are executed by workers.
+    pub queue: Option<Arc<RunQueue>>,
+    pub(crate) runs: Mutex<HashMap<String, RunHandle>>,
     /// Runs being settled after a crash, so two readers do not both settle one.
     settling: Mutex<HashSet<String>>,
     sessions: Sessions,
     /// When this runtime started (RFC 3339, comparable as text with `created_at`).
     started_at: String,
+    /// This process's consumer name in the run queue, once it takes runs.
+    pub worker_name: std::sync::OnceLock<String>,
 }
 
 impl Inner {
+    /// Starts a run's task on the tracker.
+    pub(crate) fn spawn(&self, task: RunTask) {
+        let span = tracing::info_span!("run", run_id = %task.run.id, agent_id = %task.run.agent_id);
+        self.tracker.spawn(task.execute().instrument(span));
+    }
+
+    /// Registers a run executing in this process.
+    pub(crate) fn register(&self, run_id: &str) -> RunHandle {
+        let handle = RunHandle::new(&self.stop_runs);
+        lock(&self.runs).insert(run_id.to_owned(), handle.clone());
+        handle
+    }
+
     pub(crate) fn forget_run(&self, run_id: &str) {
         let handle = lock(&self.runs).remove(run_id);
         if let Some(h) = handle {
@@ -78,14 +110,16 @@ impl Inner {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // The maps stay consistent under a panic elsewhere: recover them.
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Runs agents: model calls, tool calls, events published with seq.
+/// Runs agents: model calls, tool calls, events published with seq. A
+/// cheap handle: clones share one runtime.
+#[derive(Clone)]
 pub struct Runtime {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 impl Runtime {
@@ -98,7 +132,8 @@ impl Runtime {
     ) -> Self {
         let http = build_client(None);
         let provider = Provider::from_config(&config, build_client(Some(Duration::from_secs(10))));
-        Self {
+        let queue = super::queued::build_queue(&config);
+        let runtime = Self {
             inner: Arc::new(Inner {
                 sinks: Sinks {
                     bus,
@@ -111,12 +146,16 @@ impl Runtime {
                 stop_runs: CancellationToken::new(),
                 http,
                 provider,
+                queue,
                 runs: Mutex::new(HashMap::new()),
                 settling: Mutex::new(HashSet::new()),
                 sessions: Sessions::default(),
                 started_at: crate::util::now(),
+                worker_name: std::sync::OnceLock::new(),
             }),
-        }
+        };
+        runtime.start_queue();
+        runtime
     }
 
     /// The configured upstream provider, if any (for the OpenAI relay).
@@ -156,34 +195,28 @@ impl Runtime {
             created_at: now.clone(),
             updated_at: now,
         };
-        let handle = RunHandle {
-            cancel: inner.stop_runs.child_token(),
-            finished: CancellationToken::new(),
-        };
-        let run_id = run.id.clone();
-        lock(&inner.runs).insert(run_id.clone(), handle.clone());
-        let run = match store.create_run(account, run).await {
-            Ok(run) => run,
-            Err(e) => {
-                lock(&inner.runs).remove(&run_id);
-                return Err(e.into());
-            }
-        };
-        let max_steps = max_steps_for(&agent, inner.config.max_steps);
-        let task = RunTask {
-            inner: inner.clone(),
+        let job = Job {
             account: account.to_owned(),
             agent,
-            run: run.clone(),
-            model,
+            run,
             messages: req.messages,
             stream_tokens: req.stream_tokens,
             background: req.background,
-            max_steps,
-            handle,
         };
-        let span = tracing::info_span!("run", run_id = %run.id, agent_id = %run.agent_id);
-        inner.tracker.spawn(task.execute().instrument(span));
+        if let Some(queue) = &inner.queue {
+            return self.enqueue(queue, job).await;
+        }
+        // Registered before it is stored, so a cancel can never find it
+        // stored but not live.
+        let handle = inner.register(&job.run.id);
+        let run = match store.create_run(account, job.run.clone()).await {
+            Ok(run) => run,
+            Err(e) => {
+                lock(&inner.runs).remove(&job.run.id);
+                return Err(e.into());
+            }
+        };
+        inner.spawn(RunTask::new(inner.clone(), job, model, handle));
         Ok(run)
     }
 
@@ -230,12 +263,13 @@ impl Runtime {
                 let _ = tokio::time::timeout(CANCEL_WAIT, h.finished.cancelled()).await;
                 Ok(store.get_run(account, run_id).await?)
             }
+            // A worker elsewhere runs it: tell it, and wait for the end.
+            None if self.inner.queue.is_some() => self.cancel_remote(account, run).await,
             None => {
                 self.settle_orphan(
                     account,
                     run,
-                    RUN_CANCELLED,
-                    "cancelled after the gateway running it stopped",
+                    Ending::cancelled("cancelled after the gateway running it stopped"),
                 )
                 .await
             }
@@ -253,6 +287,10 @@ impl Runtime {
     pub fn abort(&self, run_id: &str) {
         if let Some(h) = lock(&self.inner.runs).get(run_id) {
             h.cancel.cancel();
+            return;
+        }
+        if self.inner.queue.is_some() {
+            self.abort_remote(run_id);
         }
     }
 
@@ -272,6 +310,7 @@ impl Runtime {
             .await
             .map_err(|e| not_found(e, RunError::RunNotFound(run_id.to_owned())))?;
         if run.status == RUN_RUNNING
+            && self.inner.queue.is_none()
             && !self.is_live(run_id)
             && run.created_at < self.inner.started_at
         {
@@ -279,8 +318,10 @@ impl Runtime {
                 .settle_orphan(
                     account,
                     run,
-                    RUN_FAILED,
-                    "interrupted: the gateway stopped during the run",
+                    Ending::failed(
+                        "interrupted",
+                        "interrupted: the gateway stopped during the run",
+                    ),
                 )
                 .await;
         }
@@ -289,12 +330,11 @@ impl Runtime {
 
     /// Ends a run nobody executes any more: `error` (if failed) and `done`
     /// events, then the final status.
-    async fn settle_orphan(
+    pub(crate) async fn settle_orphan(
         &self,
         account: &str,
         run: Run,
-        status: &str,
-        why: &str,
+        end: Ending,
     ) -> Result<Run, RunError> {
         let run_id = run.id.clone();
         if !lock(&self.inner.settling).insert(run_id.clone()) {
@@ -307,24 +347,19 @@ impl Runtime {
             &run.id,
             &run.session_id,
         );
-        let stop_reason = if status == RUN_FAILED {
-            "error"
-        } else {
-            "cancelled"
-        };
         let mut published = Ok(());
-        if status == RUN_FAILED {
+        if let Some(code) = end.code {
             published = em
                 .emit(
                     "error",
-                    fields([("code", "interrupted".into()), ("message", why.into())]),
+                    fields([("code", code.into()), ("message", end.why.clone().into())]),
                 )
                 .await
                 .map(drop);
         }
         if published.is_ok() {
             published = em
-                .emit("done", fields([("stop_reason", stop_reason.into())]))
+                .emit("done", fields([("stop_reason", end.stop_reason().into())]))
                 .await
                 .map(drop);
         }
@@ -332,9 +367,9 @@ impl Runtime {
             tracing::warn!(error = %e, run_id = %run.id, "could not publish the end of an orphaned run");
         }
         let settled = Run {
-            status: status.into(),
-            stop_reason: Some(stop_reason.into()),
-            error: Some(why.into()),
+            status: end.status.into(),
+            stop_reason: Some(end.stop_reason().into()),
+            error: Some(end.why),
             updated_at: crate::util::now(),
             ..run
         };
@@ -370,6 +405,40 @@ impl Runtime {
     }
 }
 
+/// How a run nobody executes is ended.
+pub(crate) struct Ending {
+    pub status: &'static str,
+    /// The `error` event's code; `None` publishes no `error` (a cancel).
+    pub code: Option<&'static str>,
+    pub why: String,
+}
+
+impl Ending {
+    pub fn failed(code: &'static str, why: impl Into<String>) -> Self {
+        Self {
+            status: RUN_FAILED,
+            code: Some(code),
+            why: why.into(),
+        }
+    }
+
+    pub fn cancelled(why: impl Into<String>) -> Self {
+        Self {
+            status: RUN_CANCELLED,
+            code: None,
+            why: why.into(),
+        }
+    }
+
+    fn stop_reason(&self) -> &'static str {
+        if self.status == RUN_FAILED {
+            "error"
+        } else {
+            "cancelled"
+        }
+    }
+}
+
 fn build_client(connect_timeout: Option<Duration>) -> reqwest::Client {
     let mut b = reqwest::Client::builder()
         .connect_timeout(connect_timeout.unwrap_or(Duration::from_secs(5)));
@@ -392,7 +461,7 @@ fn not_found(e: StoreError, nf: RunError) -> RunError {
 }
 
 /// Agent metadata `max_steps` (1 to [`MAX_STEPS_LIMIT`]), else the configured default.
-fn max_steps_for(agent: &Agent, default: u32) -> u32 {
+pub(super) fn max_steps_for(agent: &Agent, default: u32) -> u32 {
     agent
         .metadata
         .get("max_steps")

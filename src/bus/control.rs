@@ -27,6 +27,8 @@ pub async fn apply(
                 keys.evict(&key_id);
                 tracing::debug!(%key_id, "key revoked elsewhere: evicted");
             }
+            // The runtime acts on these (src/agent/queued.rs).
+            Ok(Control::CancelRun { .. }) => {}
             Ok(Control::Resync) | Err(RecvError::Lagged(_)) => {
                 keys.clear();
                 tracing::info!("control messages may have been missed: key cache cleared");

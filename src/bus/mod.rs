@@ -51,6 +51,9 @@ pub enum BusError {
 pub enum Control {
     /// A key was revoked: drop it from every key cache.
     KeyRevoked { key_id: String },
+    /// Cancel this run: the process executing it (a worker) ends it with
+    /// `done` (`cancelled`); every other process ignores it.
+    CancelRun { run_id: String },
     /// Local only, never published: control messages may have been missed
     /// (the bus was disconnected), so drop every cache they would invalidate.
     Resync,

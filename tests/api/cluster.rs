@@ -4,7 +4,7 @@
 //! history expiry. See `harness` for how a cluster is started.
 
 mod fanout;
-mod harness;
+pub(crate) mod harness;
 mod outage;
 
 use std::time::Duration;
@@ -16,10 +16,10 @@ use serde_json::{json, Value};
 
 use harness::Node;
 
-const WAIT: Duration = Duration::from_secs(10);
+pub(crate) const WAIT: Duration = Duration::from_secs(10);
 
 /// Creates an echo agent through `node` and returns its id.
-async fn create_agent(node: &Node, key: &str) -> String {
+pub(crate) async fn create_agent(node: &Node, key: &str) -> String {
     let r = node
         .req(key, Method::POST, "/v1/agents")
         .json(&json!({"name": "clustered"}))
@@ -57,7 +57,7 @@ async fn open_sse(node: &Node, key: &str, path: &str, last_event_id: Option<u64>
     r
 }
 
-fn events(r: Response) -> impl Stream<Item = Event> + Unpin {
+pub(crate) fn events(r: Response) -> impl Stream<Item = Event> + Unpin {
     Box::pin(
         r.bytes_stream()
             .eventsource()
@@ -65,7 +65,7 @@ fn events(r: Response) -> impl Stream<Item = Event> + Unpin {
     )
 }
 
-async fn next_event(s: &mut (impl Stream<Item = Event> + Unpin)) -> Event {
+pub(crate) async fn next_event(s: &mut (impl Stream<Item = Event> + Unpin)) -> Event {
     tokio::time::timeout(WAIT, s.next())
         .await
         .expect("an event in time")
@@ -74,7 +74,10 @@ async fn next_event(s: &mut (impl Stream<Item = Event> + Unpin)) -> Event {
 
 /// Events up to and including the `done` of `run_id`, as JSON, checking that
 /// each SSE id is the event's seq.
-async fn until_done(s: &mut (impl Stream<Item = Event> + Unpin), run_id: &str) -> Vec<Value> {
+pub(crate) async fn until_done(
+    s: &mut (impl Stream<Item = Event> + Unpin),
+    run_id: &str,
+) -> Vec<Value> {
     let mut out = Vec::new();
     loop {
         let e = next_event(s).await;

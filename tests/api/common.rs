@@ -208,6 +208,11 @@ async fn start(
 }
 
 impl TestGateway {
+    /// The configuration it was started with.
+    pub fn config(&self) -> &ServeConfig {
+        &self.config
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }

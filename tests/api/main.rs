@@ -11,6 +11,7 @@ mod fake_provider;
 mod openai;
 mod postgres;
 mod protocol;
+mod queue;
 mod redis_support;
 mod rest;
 mod runs;

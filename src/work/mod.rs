@@ -1,0 +1,55 @@
+//! Runs as work on Redis: with `--redis`, a started run is queued on a Redis
+//! Stream and executed by whichever worker takes it (`weir worker` processes,
+//! and gateways unless `--workers 0`), so runs scale apart from connections.
+//!
+//! # Layout
+//!
+//! - [`queue`]: [`RunQueue`], the Redis side: the stream `<prefix>runs`, its
+//!   consumer group `workers`, and the per-run `started`/`cancel` markers.
+//! - [`worker`]: [`worker::Worker`], one process's consumer: takes at most
+//!   `--workers` runs at once, renews its claims, reclaims dead workers' runs.
+//! - [`process`]: `weir worker`, a process that only executes runs.
+//!
+//! # Delivery
+//!
+//! A run is stored (`running`) by the gateway that accepted it, then queued
+//! ([`Job`]). A worker that reads the job sets the run's `started` marker,
+//! executes it (events go out on the bus, so every gateway's streams see
+//! them), and acknowledges and deletes the entry when the run has ended. While
+//! it runs, the worker renews its claim every third of `--run-claim-secs`.
+//!
+//! A worker that dies leaves its entries pending in the group. Every worker
+//! looks for entries idle longer than `--run-claim-secs` (XAUTOCLAIM):
+//! - a run that had not started yet (no marker) is simply executed;
+//! - a started run ends with an `error` event (`worker_lost`) and `done`
+//!   (`error`). It is not re-run: its tool calls (webhooks) may have side
+//!   effects, and its events so far are already in every stream.
+//!
+//! Cancelling (`POST /v1/runs/{id}/cancel`, a client that goes away) sets the
+//! run's `cancel` marker, for a run still queued, and publishes
+//! [`crate::bus::Control::CancelRun`], which the process running it acts on.
+
+pub mod process;
+pub mod queue;
+pub mod worker;
+
+use serde::{Deserialize, Serialize};
+
+pub use queue::RunQueue;
+
+use crate::{
+    agent::ChatMessage,
+    store::{Agent, Run},
+};
+
+/// One queued run: everything a worker needs to execute it without asking
+/// the gateway. The agent is the one the gateway validated the run against.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Job {
+    pub account: String,
+    pub agent: Agent,
+    pub run: Run,
+    pub messages: Vec<ChatMessage>,
+    pub stream_tokens: bool,
+    pub background: bool,
+}

@@ -1,0 +1,128 @@
+//! `weir worker`: a process that only executes runs from the Redis run
+//! queue. It takes the same settings as `weir serve` (store, Redis, provider,
+//! `--workers`, `--run-claim-secs`, `--grace-secs`) and serves nothing but
+//! `/healthz` and `/readyz` on `--listen`, for an orchestrator's probes.
+//!
+//! On SIGTERM it stops taking runs, lets the ones it holds finish for
+//! `--grace-secs`, cancels what is left (each ends with `done`,
+//! `cancelled`), acknowledges them all and exits.
+
+use std::{future::Future, future::IntoFuture, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use axum::{extract::State, http::StatusCode, response::IntoResponse, routing::get, Json, Router};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::{
+    agent::Runtime,
+    bus::Bus,
+    config::ServeConfig,
+    gateway::{build_bus, open_store},
+    store::Store,
+};
+
+/// Time the runs cancelled at the end of the grace period get to publish
+/// their `done` and be acknowledged.
+const RUN_END_WAIT: Duration = Duration::from_secs(5);
+
+#[derive(Clone)]
+struct Probe {
+    store: Arc<dyn Store>,
+    bus: Arc<dyn Bus>,
+    draining: CancellationToken,
+}
+
+/// Runs a worker until `shutdown` resolves, then drains it.
+pub async fn run_worker(
+    cfg: ServeConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    if cfg.redis_url.is_none() {
+        anyhow::bail!(
+            "weir worker needs --redis (WEIR_REDIS_URL): it takes runs from the Redis run queue"
+        );
+    }
+    if cfg.workers == 0 {
+        anyhow::bail!("--workers (WEIR_WORKERS) must be at least 1 for weir worker");
+    }
+    let cfg = Arc::new(cfg);
+    let store = open_store(&cfg.data).await?;
+    let bus = build_bus(&cfg)?;
+    let draining = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let runtime = Runtime::new(
+        store.clone(),
+        bus.clone(),
+        cfg.clone(),
+        tracker.clone(),
+        draining.clone(),
+    );
+    let listener = TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (WEIR_LISTEN)", cfg.listen))?;
+    let probe = Probe {
+        store,
+        bus,
+        draining: draining.clone(),
+    };
+    let app = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(probe);
+    let consumer = runtime.inner.worker_name.get().cloned().unwrap_or_default();
+    tracing::info!(addr = %listener.local_addr()?, %consumer, slots = cfg.workers, "weir worker started");
+    let stopped = draining.clone();
+    let server = tokio::spawn(
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stopped.cancelled().await })
+            .into_future(),
+    );
+    shutdown.await;
+    tracing::info!("shutdown requested: taking no more runs, finishing the ones held");
+    draining.cancel();
+    tracker.close();
+    let grace = Duration::from_secs(cfg.grace_secs);
+    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+        tracing::warn!(
+            grace_secs = cfg.grace_secs,
+            "grace period over: cancelling the runs still going"
+        );
+        runtime.stop_runs();
+        if tokio::time::timeout(RUN_END_WAIT, tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("runs did not end in time; exiting anyway (they will be reclaimed)");
+        }
+    }
+    let _ = server.await;
+    Ok(())
+}
+
+async fn healthz() -> impl IntoResponse {
+    Json(json!({"status": "ok"}))
+}
+
+/// 200 while taking runs with the store and Redis reachable; 503 naming
+/// what is missing, or while draining.
+async fn readyz(State(p): State<Probe>) -> impl IntoResponse {
+    let unavailable = |msg: String| {
+        let body = json!({"error": {"code": "unavailable", "message": msg}});
+        (StatusCode::SERVICE_UNAVAILABLE, Json(body))
+    };
+    if p.draining.is_cancelled() {
+        return unavailable("draining: the worker is shutting down".into());
+    }
+    if let Err(e) = p.store.ping().await {
+        return unavailable(format!("store unreachable: {e}"));
+    }
+    if let Err(e) = p.bus.ping().await {
+        return unavailable(format!("bus unreachable: {e}"));
+    }
+    (
+        StatusCode::OK,
+        Json(json!({"status": "ready", "store": "ok", "bus": "ok"})),
+    )
+}

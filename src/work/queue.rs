@@ -1,0 +1,266 @@
+//! [`RunQueue`]: the run queue's Redis commands. One stream (`<prefix>runs`)
+//! with one consumer group (`workers`); an entry is one [`Job`] as JSON in
+//! the field `job`. Beside it, two short-lived markers per run:
+//! `<prefix>run:{id}:started` (a worker began executing it) and
+//! `<prefix>run:{id}:cancel` (cancelled before a worker took it).
+//!
+//! Reading blocks (XREADGROUP BLOCK), so it has a connection of its own: on
+//! the shared multiplexed connection a blocked read would hold up every other
+//! command behind it.
+
+use std::{
+    sync::atomic::{AtomicBool, Ordering},
+    time::Duration,
+};
+
+use redis::{
+    aio::{ConnectionManager, ConnectionManagerConfig},
+    streams::{
+        StreamAutoClaimOptions, StreamAutoClaimReply, StreamClaimOptions, StreamPendingCountReply,
+        StreamReadOptions, StreamReadReply,
+    },
+    AsyncCommands, RedisResult,
+};
+
+use super::Job;
+use crate::bus::{redis::RedisBusConfig, BusError};
+
+/// The consumer group every worker reads in.
+const GROUP: &str = "workers";
+/// How long a blocked read waits before it returns empty (and the loop
+/// checks for shutdown).
+pub const BLOCK: Duration = Duration::from_secs(2);
+/// How long the markers live: far longer than any run, short enough that
+/// they do not pile up.
+const MARKER_TTL_SECS: u64 = 24 * 3600;
+
+/// An entry taken from the stream: its id and its job (`None` when the entry
+/// could not be read as a job; it is acknowledged and dropped).
+pub struct Entry {
+    pub id: String,
+    pub job: Option<Job>,
+}
+
+/// The run queue on Redis.
+pub struct RunQueue {
+    /// Short commands (XADD, XACK, markers, claims).
+    conn: ConnectionManager,
+    /// Blocking reads only.
+    reader: ConnectionManager,
+    stream: String,
+    prefix: String,
+    timeout: Duration,
+    /// The group is known to exist (made once by whoever queues or reads
+    /// first, so entries queued before any worker started are kept for it).
+    grouped: AtomicBool,
+}
+
+impl RunQueue {
+    /// Builds the queue's connections (opened lazily: Redis may be down).
+    pub fn new(cfg: &RedisBusConfig) -> Result<Self, BusError> {
+        let client = cfg.client()?;
+        let base = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(cfg.connect_timeout))
+            .set_number_of_retries(2)
+            .set_max_delay(cfg.reconnect_max);
+        let conn = ConnectionManager::new_lazy_with_config(
+            client.clone(),
+            base.clone().set_response_timeout(Some(cfg.timeout)),
+        );
+        let reader = ConnectionManager::new_lazy_with_config(
+            client,
+            base.set_response_timeout(Some(BLOCK + cfg.timeout)),
+        );
+        let bad = |e: redis::RedisError| BusError::Unavailable(format!("redis: {e}"));
+        Ok(Self {
+            conn: conn.map_err(bad)?,
+            reader: reader.map_err(bad)?,
+            stream: format!("{}runs", cfg.prefix),
+            prefix: cfg.prefix.clone(),
+            timeout: cfg.timeout,
+            grouped: AtomicBool::new(false),
+        })
+    }
+
+    fn marker(&self, run_id: &str, what: &str) -> String {
+        format!("{}run:{{{run_id}}}:{what}", self.prefix)
+    }
+
+    /// Runs `fut` within the command timeout; failures name Redis.
+    async fn call<T>(
+        &self,
+        what: &str,
+        fut: impl std::future::Future<Output = RedisResult<T>>,
+    ) -> Result<T, BusError> {
+        match tokio::time::timeout(self.timeout, fut).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(BusError::Unavailable(format!("redis {what}: {e}"))),
+            Err(_) => Err(BusError::Unavailable(format!("redis {what}: timed out"))),
+        }
+    }
+
+    /// Creates the consumer group (and the stream) unless it exists.
+    pub async fn ensure_group(&self) -> Result<(), BusError> {
+        if self.grouped.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let mut c = self.conn.clone();
+        let made = tokio::time::timeout(
+            self.timeout,
+            c.xgroup_create_mkstream::<_, _, _, ()>(&self.stream, GROUP, "0"),
+        )
+        .await;
+        match made {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) if e.code() == Some("BUSYGROUP") => {}
+            Ok(Err(e)) => return Err(BusError::Unavailable(format!("redis XGROUP: {e}"))),
+            Err(_) => return Err(BusError::Unavailable("redis XGROUP: timed out".into())),
+        }
+        self.grouped.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Queues a run.
+    pub async fn enqueue(&self, job: &Job) -> Result<(), BusError> {
+        self.ensure_group().await?;
+        let body = serde_json::to_string(job).expect("a job serialises");
+        let mut c = self.conn.clone();
+        let _: String = self
+            .call("XADD", c.xadd(&self.stream, "*", &[("job", body)]))
+            .await?;
+        Ok(())
+    }
+
+    /// Takes up to `count` new entries for `consumer`, waiting up to
+    /// [`BLOCK`] for one.
+    pub async fn read(&self, consumer: &str, count: usize) -> Result<Vec<Entry>, BusError> {
+        let opts = StreamReadOptions::default()
+            .group(GROUP, consumer)
+            .count(count)
+            .block(BLOCK.as_millis() as usize);
+        let mut c = self.reader.clone();
+        let reply: RedisResult<Option<StreamReadReply>> =
+            c.xread_options(&[&self.stream], &[">"], &opts).await;
+        match reply {
+            Ok(reply) => Ok(reply
+                .map(|r| r.keys.into_iter().flat_map(|k| k.ids).map(entry).collect())
+                .unwrap_or_default()),
+            // The group is gone (Redis restarted without persistence, or
+            // someone deleted the stream): make it again.
+            Err(e) if e.code() == Some("NOGROUP") => {
+                self.grouped.store(false, Ordering::Relaxed);
+                self.ensure_group().await?;
+                Ok(Vec::new())
+            }
+            Err(e) => Err(BusError::Unavailable(format!("redis XREADGROUP: {e}"))),
+        }
+    }
+
+    /// Acknowledges and deletes an entry: its run has ended.
+    pub async fn finish(&self, id: &str) -> Result<(), BusError> {
+        let mut pipe = redis::pipe();
+        pipe.xack(&self.stream, GROUP, &[id])
+            .ignore()
+            .xdel(&self.stream, &[id])
+            .ignore();
+        let mut c = self.conn.clone();
+        self.call("XACK", pipe.query_async::<()>(&mut c)).await
+    }
+
+    /// Renews `consumer`'s claim on `ids` (resets their idle time) and
+    /// returns the ones it no longer owns: another worker reclaimed them.
+    pub async fn renew(&self, consumer: &str, ids: &[String]) -> Result<Vec<String>, BusError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut c = self.conn.clone();
+        let mine: StreamPendingCountReply = self
+            .call(
+                "XPENDING",
+                c.xpending_consumer_count(&self.stream, GROUP, "-", "+", 10_000, consumer),
+            )
+            .await?;
+        let owned: std::collections::HashSet<&str> =
+            mine.ids.iter().map(|p| p.id.as_str()).collect();
+        let (keep, lost): (Vec<String>, Vec<String>) = ids
+            .iter()
+            .cloned()
+            .partition(|id| owned.contains(id.as_str()));
+        if !keep.is_empty() {
+            let opts = StreamClaimOptions::default().with_justid();
+            let _: redis::Value = self
+                .call(
+                    "XCLAIM",
+                    c.xclaim_options(&self.stream, GROUP, consumer, 0, &keep, opts),
+                )
+                .await?;
+        }
+        Ok(lost)
+    }
+
+    /// Takes over up to `count` entries other workers left idle for longer
+    /// than `min_idle` (they died, or lost Redis for that long).
+    pub async fn reclaim(
+        &self,
+        consumer: &str,
+        min_idle: Duration,
+        count: usize,
+    ) -> Result<Vec<Entry>, BusError> {
+        let opts = StreamAutoClaimOptions::default().count(count);
+        let mut c = self.conn.clone();
+        let reply: StreamAutoClaimReply = self
+            .call(
+                "XAUTOCLAIM",
+                c.xautoclaim_options(
+                    &self.stream,
+                    GROUP,
+                    consumer,
+                    min_idle.as_millis() as u64,
+                    "0-0",
+                    opts,
+                ),
+            )
+            .await?;
+        Ok(reply.claimed.into_iter().map(entry).collect())
+    }
+
+    /// Marks the run started by `consumer`. False when it already was: a
+    /// worker before this one began it.
+    pub async fn mark_started(&self, run_id: &str, consumer: &str) -> Result<bool, BusError> {
+        let opts = redis::SetOptions::default()
+            .conditional_set(redis::ExistenceCheck::NX)
+            .with_expiration(redis::SetExpiry::EX(MARKER_TTL_SECS));
+        let mut c = self.conn.clone();
+        let set: Option<String> = self
+            .call(
+                "SET",
+                c.set_options(self.marker(run_id, "started"), consumer, opts),
+            )
+            .await?;
+        Ok(set.is_some())
+    }
+
+    /// Marks the run cancelled, for a worker that has not taken it yet.
+    pub async fn mark_cancelled(&self, run_id: &str) -> Result<(), BusError> {
+        let mut c = self.conn.clone();
+        self.call(
+            "SET",
+            c.set_ex::<_, _, ()>(self.marker(run_id, "cancel"), 1, MARKER_TTL_SECS),
+        )
+        .await
+    }
+
+    /// Whether the run was cancelled while queued.
+    pub async fn is_cancelled(&self, run_id: &str) -> Result<bool, BusError> {
+        let mut c = self.conn.clone();
+        self.call("EXISTS", c.exists(self.marker(run_id, "cancel")))
+            .await
+    }
+}
+
+fn entry(id: redis::streams::StreamId) -> Entry {
+    let job = id
+        .get::<String>("job")
+        .and_then(|body| serde_json::from_str(&body).ok());
+    Entry { id: id.id, job }
+}
