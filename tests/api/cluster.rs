@@ -1,11 +1,13 @@
 //! Cluster mode over real processes: two `weir serve` gateways sharing one
 //! `weir store` and one private redis-server behave as one gateway (fan-out,
 //! resume, revocation, agent stop), survive a Redis outage, and report
-//! history expiry. See `harness` for how a cluster is started.
+//! history expiry, and runs executed by `weir worker` processes. See
+//! `harness` for how a cluster is started.
 
 mod fanout;
 pub(crate) mod harness;
 mod outage;
+mod workers;
 
 use std::time::Duration;
 

@@ -1,18 +1,27 @@
 //! A cluster for a test: one private redis-server, one `weir store` process
 //! and two `weir serve --redis` processes (A and B) over them, all killed on
 //! drop. Gateways reconnect to Redis quickly here (500 ms backoff cap) so an
-//! outage test stays short.
+//! outage test stays short. [`WorkerCluster`] is the same picture with the
+//! store on a fresh PostgreSQL database, gateways that only queue runs
+//! (`--workers 0`) and `weir worker` processes that execute them.
 
 use std::{
     process::{Child, Command, Stdio},
+    sync::Arc,
     time::Duration,
 };
 
 use reqwest::{Method, RequestBuilder};
-use weir::{keys, store::remote::RemoteStore, store::Store};
+use weir::{
+    keys,
+    store::{postgres::scratch::ScratchDb, remote::RemoteStore, Store},
+};
 
 use crate::{
-    common::{free_port, spawn_store_process, wait_healthy, weir_bin, StoreProcess, STORE_TOKEN},
+    common::{
+        free_port, postgres_available, spawn_pg_store_process, spawn_store_process, wait_healthy,
+        weir_bin, StoreProcess, STORE_TOKEN,
+    },
     redis_support::RedisServer,
 };
 
@@ -71,6 +80,14 @@ impl Node {
             .as_mut()
             .is_none_or(|c| matches!(c.try_wait(), Ok(None)))
     }
+
+    /// SIGKILLs the process (no drain, no goodbye to Redis or the store)
+    /// and reaps it.
+    pub fn kill(&mut self) {
+        let child = self.child.as_mut().expect("a process to kill");
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reaped");
+    }
 }
 
 impl Drop for Node {
@@ -118,13 +135,69 @@ impl Cluster {
 
     /// A key of account `default` with `scopes`: (key id, secret).
     pub async fn mint(&self, scopes: &[&str]) -> (String, String) {
-        let store = RemoteStore::new(&self.store.url, Some(STORE_TOKEN.into())).unwrap();
-        store.ensure_account("default").await.unwrap();
-        let scopes = scopes.iter().map(|s| s.to_string()).collect();
-        let m = keys::mint("default", "cluster test", scopes, 100_000, None);
-        let id = m.new_key.id.clone();
-        store.create_key(m.new_key).await.unwrap();
-        (id, m.secret)
+        mint(&self.store, scopes).await
+    }
+}
+
+async fn mint(store: &StoreProcess, scopes: &[&str]) -> (String, String) {
+    let store = RemoteStore::new(&store.url, Some(STORE_TOKEN.into())).unwrap();
+    store.ensure_account("default").await.unwrap();
+    let scopes = scopes.iter().map(|s| s.to_string()).collect();
+    let m = keys::mint("default", "cluster test", scopes, 100_000, None);
+    let id = m.new_key.id.clone();
+    store.create_key(m.new_key).await.unwrap();
+    (id, m.secret)
+}
+
+/// Redis, `weir store --db` on a fresh PostgreSQL database, gateways A and B
+/// that only queue runs (`--workers 0`), and `weir worker` processes that
+/// take and execute them; all killed on drop (the database is dropped last).
+pub struct WorkerCluster {
+    pub a: Node,
+    pub b: Node,
+    pub workers: Vec<Node>,
+    _redis: RedisServer,
+    store: StoreProcess,
+    _tmp: tempfile::TempDir,
+}
+
+impl WorkerCluster {
+    /// Starts it with `workers` worker processes, each given `worker_env`
+    /// (e.g. `WEIR_WORKERS`, `WEIR_RUN_CLAIM_SECS`). `None` (with a printed
+    /// line) when no PostgreSQL is reachable outside CI.
+    pub async fn start(workers: usize, worker_env: &[(&str, &str)]) -> Option<Self> {
+        crate::common::init_logs();
+        if !postgres_available().await {
+            return None;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let redis = RedisServer::start().await;
+        let db = Arc::new(ScratchDb::create().await.expect("a scratch database"));
+        let store = spawn_pg_store_process(db).await;
+        let gw_env = [("WEIR_WORKERS", "0")];
+        let a = spawn_weir("serve", &redis, &store, &gw_env, &tmp.path().join("a")).await;
+        let b = spawn_weir("serve", &redis, &store, &gw_env, &tmp.path().join("b")).await;
+        let mut nodes = Vec::new();
+        for i in 0..workers {
+            let dir = tmp.path().join(format!("w{i}"));
+            nodes.push(spawn_weir("worker", &redis, &store, worker_env, &dir).await);
+        }
+        for node in [&a, &b].into_iter().chain(&nodes) {
+            node.wait_ready().await;
+        }
+        Some(Self {
+            a,
+            b,
+            workers: nodes,
+            _redis: redis,
+            store,
+            _tmp: tmp,
+        })
+    }
+
+    /// A key with every scope and a high rate limit, minted in the store.
+    pub async fn key(&self) -> String {
+        mint(&self.store, &["*"]).await.1
     }
 }
 
@@ -134,9 +207,21 @@ async fn gateway(
     env: &[(&str, &str)],
     data_dir: &std::path::Path,
 ) -> Node {
+    spawn_weir("serve", redis, store, env, data_dir).await
+}
+
+/// Starts `weir <command>` (`serve` or `worker`) on a free port over Redis
+/// and the store, and waits until it answers /healthz.
+async fn spawn_weir(
+    command: &str,
+    redis: &RedisServer,
+    store: &StoreProcess,
+    env: &[(&str, &str)],
+    data_dir: &std::path::Path,
+) -> Node {
     let port = free_port();
     let child = Command::new(weir_bin())
-        .arg("serve")
+        .arg(command)
         .env_remove("WEIR_CONFIG")
         .env("WEIR_LISTEN", format!("127.0.0.1:{port}"))
         .env("WEIR_DATA_DIR", data_dir)
@@ -154,7 +239,7 @@ async fn gateway(
             Stdio::null()
         })
         .spawn()
-        .expect("spawn weir serve");
+        .unwrap_or_else(|e| panic!("spawn weir {command}: {e}"));
     let base = format!("http://127.0.0.1:{port}");
     wait_healthy(&base).await;
     Node {
