@@ -30,7 +30,7 @@ pub struct Cli {
 pub enum Command {
     /// Run the gateway (HTTP, SSE, WebSocket, OpenAI-compatible).
     Serve(ServeConfig),
-    /// Execute runs from the Redis run queue (needs --redis); takes the same settings as `serve`, serves only /healthz and /readyz on --listen.
+    /// Execute runs from the Redis run queue (needs --redis); takes the same settings as `serve`, serves only /healthz, /readyz and /metrics on --listen.
     Worker(ServeConfig),
     /// Run the internal store alone, for gateways started with --store-url.
     Store(StoreConfig),

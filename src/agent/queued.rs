@@ -91,6 +91,7 @@ impl Runtime {
             }
             return Err(e.into());
         }
+        crate::metrics::queue_run("queued");
         Ok(job.run)
     }
 
@@ -144,7 +145,9 @@ impl Runtime {
                 "the worker running this run stopped; it was ended, not run again",
             ),
         };
-        self.settle_orphan(&job.account, run, end).await.map(drop)
+        self.settle_orphan(&job.account, run, end).await?;
+        crate::metrics::queue_run("worker_lost");
+        Ok(())
     }
 
     /// Another worker took the run over: stop it here without ending it.

@@ -240,6 +240,20 @@ pub fn run_finished(status: &str, took: Duration) {
         .record(took.as_secs_f64());
 }
 
+/// What happened to a run in the Redis run queue, seen by this process:
+/// `queued` (a gateway queued it), `taken` (a worker took a new one),
+/// `reclaimed` (a worker took one over from a dead or silent worker),
+/// `worker_lost` (ended because the worker that began it died),
+/// `claim_lost` (another worker took over a run this process was running).
+pub fn queue_run(outcome: &'static str) {
+    ::metrics::counter!("weir_queue_runs_total", "outcome" => outcome).increment(1);
+}
+
+/// Runs this process holds from the queue now (running or about to).
+pub fn queue_held(n: usize) {
+    ::metrics::gauge!("weir_queue_runs_held").set(n as f64);
+}
+
 /// Who called the provider.
 #[derive(Debug, Clone, Copy)]
 pub enum Upstream {
@@ -275,8 +289,8 @@ pub fn routes() -> Router<AppState> {
     Router::new().route("/metrics", get(render))
 }
 
-/// Prometheus text exposition format 0.0.4.
-async fn render() -> Response {
+/// Prometheus text exposition format 0.0.4 (also served by `weir worker`).
+pub async fn render() -> Response {
     let body = match prometheus() {
         Some(h) => h.render(),
         None => "# metrics disabled: another recorder is installed in this process\n".to_owned(),

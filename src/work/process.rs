@@ -1,7 +1,8 @@
 //! `weir worker`: a process that only executes runs from the Redis run
 //! queue. It takes the same settings as `weir serve` (store, Redis, provider,
 //! `--workers`, `--run-claim-secs`, `--grace-secs`) and serves nothing but
-//! `/healthz` and `/readyz` on `--listen`, for an orchestrator's probes.
+//! `/healthz`, `/readyz` and `/metrics` on `--listen`, for an orchestrator's
+//! probes and a Prometheus scrape.
 //!
 //! On SIGTERM it stops taking runs, lets the ones it holds finish for
 //! `--grace-secs`, cancels what is left (each ends with `done`,
@@ -70,6 +71,7 @@ pub async fn run_worker(
     let app = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(crate::metrics::render))
         .with_state(probe);
     let consumer = runtime.inner.worker_name.get().cloned().unwrap_or_default();
     tracing::info!(addr = %listener.local_addr()?, %consumer, slots = cfg.workers, "weir worker started");

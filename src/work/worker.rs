@@ -73,6 +73,14 @@ impl Worker {
         self.held.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Stops holding an entry; returns whether its claim was lost.
+    fn release(&self, id: &str) -> bool {
+        let mut held = self.held();
+        let lost = held.remove(id).is_some_and(|h| h.lost);
+        crate::metrics::queue_held(held.len());
+        lost
+    }
+
     /// Reads new entries while there is a free slot.
     async fn read_loop(self: Arc<Self>) {
         let mut backoff = Duration::from_millis(100);
@@ -97,6 +105,7 @@ impl Worker {
                 Ok(entries) => {
                     backoff = Duration::from_millis(100);
                     for e in entries {
+                        crate::metrics::queue_run("taken");
                         self.take(e);
                     }
                 }
@@ -137,6 +146,7 @@ impl Worker {
                 Ok(entries) => {
                     for e in entries {
                         tracing::warn!(entry = %e.id, "run queue: reclaimed an entry a worker left idle");
+                        crate::metrics::queue_run("reclaimed");
                         self.take(e);
                     }
                 }
@@ -163,6 +173,7 @@ impl Worker {
                     });
                     if let Some(run_id) = run_id {
                         tracing::warn!(%run_id, "run queue: another worker took this run over");
+                        crate::metrics::queue_run("claim_lost");
                         self.runtime.lose(&run_id);
                     }
                 }
@@ -184,7 +195,11 @@ impl Worker {
             run_id: job.run.id.clone(),
             lost: false,
         };
-        self.held().insert(entry.id.clone(), held);
+        {
+            let mut all = self.held();
+            all.insert(entry.id.clone(), held);
+            crate::metrics::queue_held(all.len());
+        }
         let me = self.clone();
         self.tracker.spawn(async move {
             let slot = me.slots.clone().acquire_owned().await;
@@ -202,11 +217,11 @@ impl Worker {
                 // Redis or the store is away: leave the entry pending; whoever
                 // holds it after the claim timeout (this worker too) decides.
                 tracing::warn!(error = %e, %run_id, "run queue: cannot start the run now");
-                me.held().remove(&entry.id);
+                me.release(&entry.id);
                 return;
             }
             drop(slot);
-            let lost = me.held().remove(&entry.id).is_some_and(|h| h.lost);
+            let lost = me.release(&entry.id);
             if !lost {
                 me.finish(&entry.id).await;
             }

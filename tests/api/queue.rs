@@ -115,7 +115,7 @@ async fn a_started_run_whose_worker_died_ends_with_worker_lost_on_every_stream()
         .unwrap();
 
     // A worker comes up and reclaims it after the 1 s claim timeout.
-    let _b = gateway(&redis, 1, Some(&a)).await;
+    let b = gateway(&redis, 1, Some(&a)).await;
     let seen = until_done(&mut watch, &run).await;
     let kinds: Vec<&str> = seen
         .iter()
@@ -132,6 +132,13 @@ async fn a_started_run_whose_worker_died_ends_with_worker_lost_on_every_stream()
         stored["error"].as_str().unwrap().contains("worker"),
         "{stored}"
     );
+    // Counted (the registry is per process: other tests may add to it).
+    let text = b.get("/metrics").await.text().await.unwrap();
+    let lost = text
+        .lines()
+        .find(|l| l.starts_with(r#"weir_queue_runs_total{outcome="worker_lost"}"#))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok());
+    assert!(lost >= Some(1.0), "worker_lost counted: {lost:?}");
     for _ in 0..50 {
         if pending(&redis).await == 0 {
             return;
