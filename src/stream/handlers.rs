@@ -22,12 +22,7 @@ use super::{
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::{
-    edge::StreamKind,
-    http::auth::Auth,
-    http::errors::ApiError,
-    state::AppState,
-};
+use crate::{edge::StreamKind, http::auth::Auth, http::errors::ApiError, state::AppState};
 
 /// `GET /v1/agents/{id}/events`: every event of the agent, live, resumable.
 pub async fn stream_agent_events(
