@@ -42,8 +42,8 @@ impl Dialect {
     ///
     /// - `{pk}`: the paging key. SQLite: `INTEGER PRIMARY KEY AUTOINCREMENT`,
     ///   an alias of the rowid (stable across VACUUM) whose numbers are never
-    ///   reused. PostgreSQL: `BIGINT GENERATED ALWAYS AS IDENTITY`, likewise
-    ///   never reused. Either way a cursor never skips a row that existed
+    ///   reused. PostgreSQL: `BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY
+    ///   KEY`, likewise never reused. Either way a cursor never skips a row that existed
     ///   when the page was read.
     /// - `{int}`: a 64-bit integer (`INTEGER` / `BIGINT`).
     /// - `{without_rowid}`: after a table keyed by `(agent_id, seq)`; SQLite
