@@ -3,26 +3,32 @@
 //! run that executes in another process.
 
 use std::{
+    collections::HashSet,
     sync::{Arc, Weak},
     time::Duration,
 };
+
+use serde_json::Value;
 
 use tokio::sync::broadcast::error::RecvError;
 use tracing::Instrument;
 
 use super::{
+    events::agent_channel,
     models::Model,
     run::RunTask,
     runtime::{lock, Ending, Inner},
     RunError, RunFollower, Runtime,
 };
 use crate::{
-    bus::{redis::RedisBusConfig, Control},
+    bus::{redis::RedisBusConfig, BusEvent, Control},
     config::ServeConfig,
-    store::{Run, StoreError, RUN_FAILED, RUN_RUNNING},
+    store::{EventFilter, EventRecord, ListParams, Run, StoreError, RUN_FAILED, RUN_RUNNING},
     work::{worker::Worker, Job, RunQueue},
 };
 
+/// Most stored events of a run compared with the bus history.
+const HISTORY_WINDOW: u32 = 1000;
 /// How long `cancel_run` waits for another process to end the run.
 const REMOTE_CANCEL_WAIT: Duration = Duration::from_secs(5);
 
@@ -138,6 +144,9 @@ impl Runtime {
         if run.status != RUN_RUNNING {
             return Ok(());
         }
+        // What the dead worker published but had not stored yet (token
+        // deltas are stored in batches) is still in the bus history.
+        self.restore_history(&job).await?;
         let end = match how {
             Settle::Run => return Err(RunError::Invalid("not a settlement".into())),
             Settle::WorkerLost => Ending::failed(
@@ -147,6 +156,55 @@ impl Runtime {
         };
         self.settle_orphan(&job.account, run, end).await?;
         crate::metrics::queue_run("worker_lost");
+        Ok(())
+    }
+
+    /// Stores the run's events that the bus history keeps and the store
+    /// lacks (at most the run's latest [`HISTORY_WINDOW`] are compared).
+    async fn restore_history(&self, job: &Job) -> Result<(), RunError> {
+        let (bus, store) = (&self.inner.sinks.bus, &self.inner.sinks.store);
+        let run_id = job.run.id.as_str();
+        let kept = bus.kept(&agent_channel(&job.agent.id)).await?;
+        let published: Vec<_> = kept
+            .iter()
+            .filter(|e| e.run_id.as_deref() == Some(run_id))
+            .collect();
+        if published.is_empty() {
+            return Ok(());
+        }
+        let filter = EventFilter {
+            session_id: None,
+            run_id: Some(run_id.to_owned()),
+        };
+        let mut params = ListParams {
+            limit: HISTORY_WINDOW,
+            offset: 0,
+            after: None,
+        };
+        let (account, agent) = (job.account.as_str(), job.agent.id.as_str());
+        let mut page = store
+            .list_events(account, agent, filter.clone(), params.clone())
+            .await?;
+        let total = page.pagination.total;
+        if total > u64::from(HISTORY_WINDOW) {
+            params.offset = total - u64::from(HISTORY_WINDOW);
+            page = store.list_events(account, agent, filter, params).await?;
+        }
+        let have: HashSet<u64> = page.data.iter().map(|r| r.seq).collect();
+        // Below the window compared, assume stored.
+        let floor = match total > u64::from(HISTORY_WINDOW) {
+            true => have.iter().copied().min().unwrap_or(0),
+            false => 0,
+        };
+        let missing: Vec<EventRecord> = published
+            .into_iter()
+            .filter(|e| e.seq > floor && !have.contains(&e.seq))
+            .filter_map(|e| record_of(e, job))
+            .collect();
+        if !missing.is_empty() {
+            tracing::info!(%run_id, count = missing.len(), "storing events a dead worker published but had not stored");
+            store.append_events(account, missing).await?;
+        }
         Ok(())
     }
 
@@ -198,6 +256,19 @@ impl Runtime {
             }
         });
     }
+}
+
+/// The store's record of a published event of `job`'s run.
+fn record_of(e: &BusEvent, job: &Job) -> Option<EventRecord> {
+    let event: Value = serde_json::from_slice(&e.json).ok()?;
+    Some(EventRecord {
+        agent_id: job.agent.id.clone(),
+        seq: e.seq,
+        run_id: job.run.id.clone(),
+        session_id: job.run.session_id.clone(),
+        message_type: e.message_type.clone(),
+        event,
+    })
 }
 
 /// Cancels the runs executing here that another process asked to cancel.

@@ -340,6 +340,15 @@ impl Runtime {
         if !lock(&self.inner.settling).insert(run_id.clone()) {
             return Ok(run);
         }
+        let result = self.settle_now(account, run, end).await;
+        lock(&self.inner.settling).remove(&run_id);
+        result
+    }
+
+    /// `error`, then the final status, then `done`: as a run that ends by
+    /// itself, the status is stored before `done` goes out, so a client that
+    /// saw `done` reads the final status.
+    async fn settle_now(&self, account: &str, run: Run, end: Ending) -> Result<Run, RunError> {
         let mut em = Emitter::new(
             self.inner.sinks.clone(),
             account,
@@ -349,33 +358,28 @@ impl Runtime {
         );
         let mut published = Ok(());
         if let Some(code) = end.code {
-            published = em
-                .emit(
-                    "error",
-                    fields([("code", code.into()), ("message", end.why.clone().into())]),
-                )
-                .await
-                .map(drop);
+            let error = fields([("code", code.into()), ("message", end.why.clone().into())]);
+            published = em.emit("error", error).await.map(drop);
         }
-        if published.is_ok() {
-            published = em
-                .emit("done", fields([("stop_reason", end.stop_reason().into())]))
-                .await
-                .map(drop);
-        }
-        if let Err(e) = published {
-            tracing::warn!(error = %e, run_id = %run.id, "could not publish the end of an orphaned run");
-        }
+        let stop_reason = end.stop_reason();
         let settled = Run {
             status: end.status.into(),
-            stop_reason: Some(end.stop_reason().into()),
+            stop_reason: Some(stop_reason.into()),
             error: Some(end.why),
             updated_at: crate::util::now(),
             ..run
         };
-        let result = self.inner.sinks.store.finish_run(account, settled).await;
-        lock(&self.inner.settling).remove(&run_id);
-        Ok(result?)
+        let stored = self.inner.sinks.store.finish_run(account, settled).await?;
+        if published.is_ok() {
+            published = em
+                .emit("done", fields([("stop_reason", stop_reason.into())]))
+                .await
+                .map(drop);
+        }
+        if let Err(e) = published {
+            tracing::warn!(error = %e, run_id = %stored.id, "could not publish the end of an orphaned run");
+        }
+        Ok(stored)
     }
 
     /// The id of the agent's session called `name`, made on first use

@@ -196,6 +196,15 @@ pub trait Bus: Send + Sync + 'static {
     /// continues after a restart from what the store already holds.
     async fn seed_seq(&self, channel: &str, floor: u64) -> Result<(), BusError>;
 
+    /// Every event of `channel` the history still keeps, oldest first. The
+    /// run queue uses it to store what a worker that died had published but
+    /// not yet written ([`crate::agent::Runtime::settle_job`]). The default
+    /// keeps nothing to read: a single-process bus has no other process
+    /// that could die holding events.
+    async fn kept(&self, _channel: &str) -> Result<Vec<Arc<BusEvent>>, BusError> {
+        Ok(Vec::new())
+    }
+
     /// Whether the backend is reachable (for `/readyz`).
     async fn ping(&self) -> Result<(), BusError>;
 

@@ -40,6 +40,10 @@ impl<B: Bus + ?Sized> Bus for MeteredBus<B> {
         self.inner.subscribe(channel, after).await
     }
 
+    async fn kept(&self, channel: &str) -> Result<Vec<Arc<BusEvent>>, BusError> {
+        self.inner.kept(channel).await
+    }
+
     async fn seed_seq(&self, channel: &str, floor: u64) -> Result<(), BusError> {
         self.inner.seed_seq(channel, floor).await
     }

@@ -386,6 +386,15 @@ impl Bus for RedisBus {
         Ok(Subscription::new(replay, live, start).with_guard(member))
     }
 
+    async fn kept(&self, channel: &str) -> Result<Vec<Arc<BusEvent>>, BusError> {
+        let read = self.core.read(channel, Some(0)).await?;
+        Ok(read
+            .entries
+            .iter()
+            .filter_map(|e| scripts::decode(e.seq, &e.json))
+            .collect())
+    }
+
     async fn seed_seq(&self, channel: &str, floor: u64) -> Result<(), BusError> {
         // What this gateway already delivered counts too: after Redis lost
         // its data, numbering must continue above what clients have seen.
