@@ -2,15 +2,9 @@
 //! and drains. `main` and the tests start weir the same way:
 //! `Gateway::bind(cfg).await?.run(shutdown_future).await`.
 
-use std::{
-    future::{Future, IntoFuture},
-    net::SocketAddr,
-    sync::Arc,
-    time::Duration,
-};
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
@@ -111,22 +105,15 @@ impl Gateway {
             .spawn(crate::metrics::health::run(state.clone()));
         let app = crate::http::build_router(state.clone());
         let token = state.shutdown.clone();
-        let listener = listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
         state.edge.start(&state.tracker);
-        // `into_make_service`: each connection gets a cheap clone of the
-        // router. Passing the Router itself makes axum call
-        // `Router::with_state(())` per connection, which rebuilds the route
-        // tables: ~60 KiB of heap held by every open connection
-        // (BENCHMARKS.md, connections).
-        let serve = axum::serve(listener, app.into_make_service())
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                tracing::info!("shutdown requested: draining");
-                token.cancel();
-            })
-            .into_future();
+        // Our own accept loop (not `axum::serve`) so hyper's per-connection
+        // buffers and timeouts can be set; TCP_NODELAY is set there. The
+        // router goes in once and each connection clones an `Arc` of it.
+        let serve = crate::http::serve::serve(listener, app, async move {
+            shutdown.await;
+            tracing::info!("shutdown requested: draining");
+            token.cancel();
+        });
         // Running runs keep their streams (and so their connections) open
         // through the grace period; `drain_timer` ends them after it.
         let timer = tokio::spawn(drain_timer(state.clone()));

@@ -13,6 +13,7 @@ pub mod params;
 pub mod record;
 pub mod router;
 pub mod scopes;
+pub mod serve;
 pub mod sessions;
 pub mod tools;
 
