@@ -7,6 +7,7 @@
 
 pub mod outbox;
 pub mod protocol;
+pub mod queue;
 pub mod session;
 #[cfg(test)]
 mod tests;
@@ -28,8 +29,11 @@ use crate::{
 
 /// tungstenite's read buffer. Its default (128 KiB) is allocated per socket
 /// and zero-filled on the first read, so it was most of an idle socket's
-/// memory; client frames are small, and a bigger one grows the buffer.
-const READ_BUFFER: usize = 4 * 1024;
+/// memory. Client frames (`subscribe`, `ping`, a `user_message`) are mostly
+/// well under 1 KiB; a bigger one grows the buffer to its size and is read
+/// in 1 KiB steps, a few more reads for a rare frame against 3 KiB less for
+/// every socket (BENCHMARKS.md, connections).
+const READ_BUFFER: usize = 1024;
 /// Bytes tungstenite gathers before writing to the socket (the writer still
 /// flushes when its queue is empty). The buffer keeps the capacity it grew
 /// to, so the default (128 KiB) would stay with a socket after one burst.
@@ -123,11 +127,14 @@ pub async fn upgrade(
     let span = tracing::Span::current();
     Ok(ws.on_upgrade(move |socket| {
         let tracker = state.tracker.clone();
+        // Split before the task: a socket moved into the async block would
+        // keep its (then empty) ~0.4 KiB slot in the task for the socket's
+        // whole life (BENCHMARKS.md, connections).
+        let (sink, stream) = socket.split();
         // Tracked, so a draining gateway waits for the 1001 close to be sent.
         let session = async move {
             let _slot = slot;
             let _open = crate::metrics::ConnGuard::open(crate::metrics::Conn::Ws);
-            let (sink, stream) = socket.split();
             session::serve(state, auth, settings, sink, stream).await;
         };
         tracker.track_future(tracing::Instrument::instrument(session, span))

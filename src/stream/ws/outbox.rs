@@ -17,9 +17,9 @@ use std::{
 };
 
 use axum::extract::ws::Utf8Bytes;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::queue::{self, Receiver, Sender, TrySendError};
 use crate::bus::BusEvent;
 
 /// Runs remembered per socket (for ordering and cancel-on-close).
@@ -53,7 +53,7 @@ pub struct Overflow;
 
 /// The ordered, bounded way into one socket's writer.
 pub struct Outbox {
-    tx: mpsc::Sender<Out>,
+    tx: Sender<Out>,
     cap: usize,
     inner: Mutex<Inner>,
 }
@@ -75,9 +75,9 @@ struct Inner {
 
 impl Outbox {
     /// An outbox holding at most `cap` frames, and the writer's end of it.
-    pub fn new(cap: usize) -> (Self, mpsc::Receiver<Out>) {
+    pub fn new(cap: usize) -> (Self, Receiver<Out>) {
         let cap = cap.max(1);
-        let (tx, rx) = mpsc::channel(cap);
+        let (tx, rx) = queue::queue(cap);
         let inner = Mutex::new(Inner::default());
         (Self { tx, cap, inner }, rx)
     }
@@ -89,9 +89,9 @@ impl Outbox {
     fn send(&self, out: Out) -> Result<(), Overflow> {
         match self.tx.try_send(out) {
             Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(_)) => Err(Overflow),
+            Err(TrySendError::Full) => Err(Overflow),
             // The writer is gone: the socket is closing, nothing to do.
-            Err(mpsc::error::TrySendError::Closed(_)) => Ok(()),
+            Err(TrySendError::Closed) => Ok(()),
         }
     }
 
@@ -276,9 +276,9 @@ mod tests {
         BusEvent::encode(seq, m)
     }
 
-    fn drain(rx: &mut mpsc::Receiver<Out>) -> Vec<String> {
+    fn drain(rx: &mut Receiver<Out>) -> Vec<String> {
         let mut out = Vec::new();
-        while let Ok(o) = rx.try_recv() {
+        while let Some(o) = rx.try_recv() {
             out.push(match o {
                 Out::Event { seq, .. } => format!("ev{seq}"),
                 Out::Reply(t) => t.to_string(),

@@ -69,7 +69,8 @@ pub async fn serve<Tx, Rx, E>(
         writer::write(sink, out_rx, &closer, &settings),
         drain
     );
-    conn.finish().await;
+    // Boxed for the same reason as `handle` in `Conn::read`.
+    Box::pin(conn.finish()).await;
 }
 
 /// The reader's side of one socket.
@@ -102,10 +103,14 @@ impl Conn {
             idle.as_mut()
                 .reset(Instant::now() + self.settings.idle_timeout);
             let handled = match msg {
+                // Boxed: `handle` holds the run and store calls' futures,
+                // and inline they would size every idle socket's task
+                // (BENCHMARKS.md, connections); a client frame is rare
+                // enough to pay one allocation.
                 Some(Ok(Message::Text(text))) => tokio::select! {
                     biased;
                     _ = closer.token.cancelled() => return,
-                    r = self.handle(text.as_str()) => r,
+                    r = Box::pin(self.handle(text.as_str())) => r,
                 },
                 Some(Ok(Message::Binary(_))) => self.outbox.reply(protocol::error(
                     "validation_error",

@@ -9,20 +9,18 @@ use axum::extract::ws::{CloseFrame, Message};
 use bytes::Bytes;
 use futures::{Sink, SinkExt};
 use serde_json::{Map, Value};
-use tokio::{sync::mpsc, time::Instant};
+use tokio::time::Instant;
 
 use super::{
     outbox::{CloseReason, Closer, Out},
-    protocol, WsSettings,
+    protocol,
+    queue::Receiver,
+    WsSettings,
 };
 
 /// The writer: the bounded queue and pings out, then the closing frames.
-pub async fn write<Tx>(
-    mut sink: Tx,
-    mut rx: mpsc::Receiver<Out>,
-    closer: &Closer,
-    settings: &WsSettings,
-) where
+pub async fn write<Tx>(mut sink: Tx, mut rx: Receiver<Out>, closer: &Closer, settings: &WsSettings)
+where
     Tx: Sink<Message> + Unpin,
     Tx::Error: Display,
 {
