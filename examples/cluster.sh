@@ -86,11 +86,15 @@ fi
 # --- helpers ------------------------------------------------------------------
 
 USED_PORTS=" "
+# Ports below the kernel's ephemeral range, so outgoing connections (which
+# take ephemeral ports) rarely hold the one picked.
+EPHEMERAL_LOW=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+((EPHEMERAL_LOW > 12000)) || EPHEMERAL_LOW=60000
 # A loopback port nothing listens on and this script has not handed out yet.
 free_port() {
     local p
     for _ in $(seq 200); do
-        p=$((20000 + RANDOM % 40000))
+        p=$((10000 + RANDOM % (EPHEMERAL_LOW - 10000)))
         [[ $USED_PORTS == *" $p "* ]] && continue
         if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
             USED_PORTS+="$p "
@@ -110,18 +114,47 @@ start() {
     NAME_OF[$!]=$name
 }
 
-# Waits until GET $1/healthz answers 200, failing if process $2 died.
-wait_healthy() {
-    local url=$1 pid=$2 name=$3
+# Readiness checks for launch: 0 ready, 1 the process ($2) exited.
+http_ready() {
+    local port=$1 pid=$2 name=$3
     for _ in $(seq 300); do
-        curl -sf -o /dev/null "$url/healthz" && return 0
-        kill -0 "$pid" 2>/dev/null || {
-            tail -n 20 "$TMP/$name.log" >&2
-            die "$name exited during start-up (log above)"
-        }
+        curl -sf -o /dev/null "http://127.0.0.1:$port/healthz" && return 0
+        kill -0 "$pid" 2>/dev/null || return 1
         sleep 0.1
     done
-    die "$name did not answer $url/healthz within 30 s"
+    die "$name did not answer http://127.0.0.1:$port/healthz within 30 s"
+}
+redis_ready() {
+    local port=$1 pid=$2 name=$3
+    for _ in $(seq 100); do
+        [[ $(redis-cli -p "$port" ping 2>/dev/null) == PONG ]] && return 0
+        kill -0 "$pid" 2>/dev/null || return 1
+        sleep 0.1
+    done
+    die "$name did not answer on port $port within 10 s"
+}
+
+# Starts `name` ($1) on a free port and waits with the check $2; in the
+# command ("$@" after those) @PORT@ stands for the port. free_port sees only
+# listeners, so another process may take the port meanwhile: then it tries
+# another. Sets PORT to the port used.
+launch() {
+    local name=$1 ready=$2 pid
+    shift 2
+    for _ in 1 2 3 4 5; do
+        PORT=$(free_port)
+        start "$name" "${@//@PORT@/$PORT}"
+        pid=${PIDS[-1]}
+        "$ready" "$PORT" "$pid" "$name" && return 0
+        wait "$pid" 2>/dev/null || true
+        unset 'PIDS[-1]'
+        if ! grep -q "Address already in use" "$TMP/$name.log"; then
+            tail -n 20 "$TMP/$name.log" >&2
+            die "$name exited during start-up (log above)"
+        fi
+        log "$name: port $PORT was taken meanwhile; trying another"
+    done
+    die "$name: no free port in 5 attempts"
 }
 
 # The value of the first string field "$1" in the JSON on stdin (no jq needed).
@@ -130,16 +163,11 @@ json_field() { grep -o "\"$1\":\"[^\"]*\"" | head -n 1 | cut -d'"' -f4; }
 # --- Redis --------------------------------------------------------------------
 
 command -v redis-server >/dev/null || die "redis-server not found (apt-get install redis-server)"
-REDIS_PORT=$(free_port)
+command -v redis-cli >/dev/null || die "redis-cli not found (it comes with redis-server)"
 mkdir -p "$TMP/redis"
-start redis redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$TMP/redis" \
+launch redis redis_ready redis-server --port @PORT@ --bind 127.0.0.1 --dir "$TMP/redis" \
     --save "" --appendonly no
-REDIS_URL="redis://127.0.0.1:$REDIS_PORT"
-for i in $(seq 100); do
-    [[ $(redis-cli -p "$REDIS_PORT" ping 2>/dev/null) == PONG ]] && break
-    ((i == 100)) && die "redis-server did not answer on port $REDIS_PORT"
-    sleep 0.1
-done
+REDIS_URL="redis://127.0.0.1:$PORT"
 
 # --- PostgreSQL ---------------------------------------------------------------
 
@@ -159,27 +187,23 @@ export WEIR_STORE_TOKEN="cluster-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')"
 KEY="wk_cluster_$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
 export WEIR_LOG_FORMAT=text
 
-STORE_PORT=$(free_port)
-STORE_URL="http://127.0.0.1:$STORE_PORT"
-start store env WEIR_DB="$DB_URL" \
-    "$WEIR_BIN" store --config config/cluster.toml --listen "127.0.0.1:$STORE_PORT"
-wait_healthy "$STORE_URL" "${PIDS[-1]}" store
+launch store http_ready env WEIR_DB="$DB_URL" WEIR_DATA_DIR="$TMP/store" \
+    "$WEIR_BIN" store --config config/cluster.toml --listen "127.0.0.1:@PORT@"
+STORE_URL="http://127.0.0.1:$PORT"
 
 # Gateways and workers share these; each gets its own listen address and data dir.
 node_env=(WEIR_STORE_URL="$STORE_URL" WEIR_REDIS_URL="$REDIS_URL" WEIR_BOOTSTRAP_KEY="$KEY")
 
 declare -A URL
 for name in gateway-a gateway-b worker-1 worker-2; do
-    port=$(free_port)
-    URL[$name]="http://127.0.0.1:$port"
     case $name in
         gateway-*) cmd=(serve) extra=(WEIR_WORKERS=0) ;;
         worker-*) cmd=(worker) extra=() ;;
     esac
-    start "$name" env "${node_env[@]}" "${extra[@]}" WEIR_DATA_DIR="$TMP/$name" \
-        "$WEIR_BIN" "${cmd[@]}" --config config/cluster.toml --listen "127.0.0.1:$port"
     # One at a time: each seeds the bootstrap key in the store at start.
-    wait_healthy "${URL[$name]}" "${PIDS[-1]}" "$name"
+    launch "$name" http_ready env "${node_env[@]}" "${extra[@]}" WEIR_DATA_DIR="$TMP/$name" \
+        "$WEIR_BIN" "${cmd[@]}" --config config/cluster.toml --listen "127.0.0.1:@PORT@"
+    URL[$name]="http://127.0.0.1:$PORT"
 done
 A=${URL[gateway-a]}
 B=${URL[gateway-b]}
