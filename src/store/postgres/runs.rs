@@ -247,14 +247,11 @@ pub(super) async fn list_events(
 ) -> StoreResult<Page<EventRecord>> {
     let tx = snapshot(c).await?;
     check_agent(&tx, account, agent_id).await?;
+    let (count, rows) = events_sql(filter);
     let page = paging::page(
         &tx,
-        "SELECT COUNT(*) FROM events WHERE agent_id = $1
-           AND ($2::TEXT IS NULL OR session_id = $2) AND ($3::TEXT IS NULL OR run_id = $3)",
-        "SELECT agent_id, seq, run_id, session_id, message_type, event FROM events
-         WHERE agent_id = $1 AND ($2::TEXT IS NULL OR session_id = $2)
-           AND ($3::TEXT IS NULL OR run_id = $3)
-           AND seq > $4 ORDER BY seq LIMIT $5 OFFSET $6",
+        count,
+        rows,
         &[&agent_id, &filter.session_id, &filter.run_id],
         params,
         event_row,
@@ -262,6 +259,33 @@ pub(super) async fn list_events(
     .await?;
     tx.commit().await.map_err(db_err)?;
     Ok(page)
+}
+
+/// `list_events`'s (count, rows) SQL for the filters that are set: one
+/// statement per combination, as for SQLite (`sqlite::runs::events_sql`):
+/// a prepared `($2 IS NULL OR session_id = $2)` gets a generic plan that
+/// cannot use `events_session` / `events_run`. An unused filter stays as a
+/// constant `$n::TEXT IS NULL`, so every variant binds the same parameters.
+fn events_sql(filter: &EventFilter) -> (&'static str, &'static str) {
+    macro_rules! sql {
+        ($w:literal) => {
+            (
+                concat!("SELECT COUNT(*) FROM events WHERE agent_id = $1 AND ", $w),
+                concat!(
+                    "SELECT agent_id, seq, run_id, session_id, message_type, event FROM events ",
+                    "WHERE agent_id = $1 AND ",
+                    $w,
+                    " AND seq > $4 ORDER BY seq LIMIT $5 OFFSET $6"
+                ),
+            )
+        };
+    }
+    match (filter.session_id.is_some(), filter.run_id.is_some()) {
+        (false, false) => sql!("$2::TEXT IS NULL AND $3::TEXT IS NULL"),
+        (true, false) => sql!("session_id = $2 AND $3::TEXT IS NULL"),
+        (false, true) => sql!("$2::TEXT IS NULL AND run_id = $3"),
+        (true, true) => sql!("session_id = $2 AND run_id = $3"),
+    }
 }
 
 fn log_row(r: &Row) -> StoreResult<(i64, LogRecord)> {

@@ -189,17 +189,56 @@ pub(super) fn list_events(
 ) -> StoreResult<Page<EventRecord>> {
     let tx = conn.transaction().map_err(db_err)?;
     check_agent(&tx, account, agent_id)?;
+    let (count, rows) = events_sql(filter);
     paging::page(
         &tx,
-        "SELECT COUNT(*) FROM events WHERE agent_id = ?1
-           AND (?2 IS NULL OR session_id = ?2) AND (?3 IS NULL OR run_id = ?3)",
-        "SELECT agent_id, seq, run_id, session_id, message_type, event FROM events
-         WHERE agent_id = ?1 AND (?2 IS NULL OR session_id = ?2) AND (?3 IS NULL OR run_id = ?3)
-           AND seq > ?4 ORDER BY seq LIMIT ?5 OFFSET ?6",
+        count,
+        rows,
         &[&agent_id, &filter.session_id, &filter.run_id],
         params,
         event_row,
     )
+}
+
+/// `list_events`'s (count, rows) SQL for the filters that are set: one
+/// statement per combination. With `(?2 IS NULL OR session_id = ?2)` SQLite
+/// plans for both cases at once, cannot use `events_session` / `events_run`
+/// and reads every event of the agent on each call, so loading one
+/// session's history got slower with every event the agent had stored. An
+/// unused filter stays as a constant `?n IS NULL`, so every variant binds
+/// the same parameters.
+pub(super) fn events_sql(filter: &EventFilter) -> (&'static str, &'static str) {
+    // `INDEXED BY`: for the rows query SQLite otherwise prefers the primary
+    // key (agent_id, seq), which is covering and gives `ORDER BY seq` for
+    // free, and then filters every event of the agent (EXPLAIN QUERY PLAN).
+    macro_rules! sql {
+        ($index:literal, $w:literal) => {
+            (
+                concat!(
+                    "SELECT COUNT(*) FROM events ",
+                    $index,
+                    " WHERE agent_id = ?1 AND ",
+                    $w
+                ),
+                concat!(
+                    "SELECT agent_id, seq, run_id, session_id, message_type, event FROM events ",
+                    $index,
+                    " WHERE agent_id = ?1 AND ",
+                    $w,
+                    " AND seq > ?4 ORDER BY seq LIMIT ?5 OFFSET ?6"
+                ),
+            )
+        };
+    }
+    match (filter.session_id.is_some(), filter.run_id.is_some()) {
+        (false, false) => sql!("", "?2 IS NULL AND ?3 IS NULL"),
+        (true, false) => sql!(
+            "INDEXED BY events_session",
+            "session_id = ?2 AND ?3 IS NULL"
+        ),
+        (false, true) => sql!("INDEXED BY events_run", "?2 IS NULL AND run_id = ?3"),
+        (true, true) => sql!("INDEXED BY events_run", "session_id = ?2 AND run_id = ?3"),
+    }
 }
 
 pub(super) fn append_logs(
@@ -256,4 +295,47 @@ pub(super) fn list_logs(
         params,
         log_row,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::Connection;
+
+    use super::*;
+
+    /// What SQLite plans for `sql` (the `detail` column of EXPLAIN QUERY PLAN).
+    fn plan(conn: &Connection, sql: &str) -> String {
+        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let args = rusqlite::params_from_iter(vec!["x"; stmt.parameter_count()]);
+        let rows = stmt.query_map(args, |r| r.get::<_, String>(3)).unwrap();
+        rows.map(Result::unwrap).collect::<Vec<_>>().join("; ")
+    }
+
+    /// Every filter combination of `list_events` seeks through an index on
+    /// the filtered column: none of them reads all of an agent's events.
+    #[test]
+    fn every_event_filter_uses_its_index() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        crate::store::sqlite::schema::migrate(&mut conn).unwrap();
+        let some = || Some("x".to_owned());
+        let cases = [
+            (None, None, "(agent_id=?"),
+            (
+                some(),
+                None,
+                "INDEX events_session (agent_id=? AND session_id=?",
+            ),
+            (None, some(), "INDEX events_run (agent_id=? AND run_id=?"),
+            (some(), some(), "INDEX events_run (agent_id=? AND run_id=?"),
+        ];
+        for (session_id, run_id, wanted) in cases {
+            let filter = EventFilter { session_id, run_id };
+            let (count, rows) = events_sql(&filter);
+            for sql in [count, rows] {
+                let p = plan(&conn, sql);
+                assert!(p.contains(wanted), "{filter:?}: {sql}\nplan: {p}");
+                assert!(!p.contains("SCAN"), "{filter:?} scans: {p}");
+            }
+        }
+    }
 }
