@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::scenario::{connections, fanout, peer, proxy, soak};
+use crate::scenario::{connections, fanout, peer, proxy, runs, soak};
 
 /// Load generator and benchmarks for weir.
 #[derive(Debug, Parser)]
@@ -39,6 +39,8 @@ pub enum Scenario {
     Proxy(proxy::Opts),
     /// The proxy scenario against LiteLLM's proxy as well, with the ratio and a plot.
     Peer(peer::Opts),
+    /// Agent runs end to end: in the gateway, through the Redis run queue, on `weir worker`s.
+    Runs(runs::Opts),
     /// Open streams with steady traffic for a long time; RSS must stay flat.
     Soak(soak::Opts),
     /// Every scenario at tiny scale, in seconds (part of the test suite).

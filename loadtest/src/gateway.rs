@@ -130,17 +130,46 @@ pub fn free_port() -> anyhow::Result<u16> {
 
 /// Starts a gateway with `args` (extra `weir serve` flags) on `data`.
 pub async fn start(launch: &Launch, data: &Data, args: &[String]) -> anyhow::Result<Gateway> {
+    start_as(launch, data, args, Role::Gateway).await
+}
+
+/// Starts a `weir worker` (runs from the Redis run queue; `args` must name
+/// `--redis`). Its `url` serves `/healthz` and `/metrics`; it has no key.
+pub async fn start_worker(
+    launch: &Launch,
+    data: &Data,
+    args: &[String],
+) -> anyhow::Result<Gateway> {
+    start_as(launch, data, args, Role::Worker).await
+}
+
+/// Which `weir` subcommand a process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Gateway,
+    Worker,
+}
+
+async fn start_as(
+    launch: &Launch,
+    data: &Data,
+    args: &[String],
+    role: Role,
+) -> anyhow::Result<Gateway> {
     let dir = tempfile::tempdir()?;
     let port = free_port()?;
-    let mut serve: Vec<String> = vec![
-        "serve".into(),
-        "--listen".into(),
-        format!("127.0.0.1:{port}"),
-    ];
+    let sub = match role {
+        Role::Gateway => "serve",
+        Role::Worker => "worker",
+    };
+    let mut serve: Vec<String> = vec![sub.into(), "--listen".into(), format!("127.0.0.1:{port}")];
     serve.extend(data_args(data, dir.path()));
     serve.extend(LOAD_FLAGS.iter().map(|f| (*f).to_owned()));
     serve.extend(args.iter().cloned());
-    let key = create_key(launch, data, dir.path()).await?;
+    let key = match role {
+        Role::Gateway => create_key(launch, data, dir.path()).await?,
+        Role::Worker => String::new(),
+    };
     let (running, pid, addr) = match launch {
         Launch::Binary(bin) => {
             let log = std::fs::File::create(dir.path().join("gateway.log"))?;
@@ -247,8 +276,10 @@ fn in_process(serve: Vec<String>) -> anyhow::Result<Started> {
     let cli = <weir::config::Cli as clap::Parser>::try_parse_from(
         std::iter::once("weir".to_owned()).chain(serve),
     )?;
-    let weir::config::Command::Serve(cfg) = cli.command else {
-        bail!("not a serve command");
+    let (cfg, worker) = match cli.command {
+        weir::config::Command::Serve(cfg) => (cfg, false),
+        weir::config::Command::Worker(cfg) => (cfg, true),
+        _ => bail!("not a serve or worker command"),
     };
     let (addr_tx, addr_rx) = std::sync::mpsc::channel();
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
@@ -265,6 +296,14 @@ fn in_process(serve: Vec<String>) -> anyhow::Result<Started> {
                 Err(e) => return drop(addr_tx.send(Err(anyhow::Error::from(e)))),
             };
             rt.block_on(async move {
+                if worker {
+                    let _ = addr_tx.send(Ok(cfg.listen));
+                    let stop = async move { drop(stop_rx.await) };
+                    if let Err(e) = weir::work::process::run_worker(cfg, stop).await {
+                        eprintln!("weir-load: in-process worker: {e:#}");
+                    }
+                    return;
+                }
                 let gw = match weir::Gateway::bind(cfg).await {
                     Ok(gw) => gw,
                     Err(e) => return drop(addr_tx.send(Err(e))),
@@ -409,6 +448,15 @@ pub async fn start_redis() -> anyhow::Result<Option<Redis>> {
         url: format!("redis://127.0.0.1:{port}"),
         _child: child,
     }))
+}
+
+/// A private `redis-server` for a deployment that needs one, or `None` when
+/// this machine has no `redis-server` or this weir has no `--redis`.
+pub async fn redis_for(launch: &Launch) -> anyhow::Result<Option<Redis>> {
+    if !supports_redis(launch) {
+        return Ok(None);
+    }
+    start_redis().await
 }
 
 /// Whether this weir build knows `weir serve --redis` (the Redis bus).

@@ -58,6 +58,7 @@ async fn run(cli: &Cli) -> anyhow::Result<Vec<Report>> {
         Scenario::Fanout(o) => vec![scenario::fanout::run(&launch, extra, o).await?],
         Scenario::Proxy(o) => vec![scenario::proxy::run(&launch, extra, o).await?],
         Scenario::Peer(o) => vec![scenario::peer::run(&launch, extra, o).await?],
+        Scenario::Runs(o) => vec![scenario::runs::run(&launch, extra, o).await?],
         Scenario::Soak(o) => vec![scenario::soak::run(&launch, extra, o).await?],
         Scenario::Smoke { plot_dir } => {
             scenario::smoke::run(&launch, extra, plot_dir.clone()).await?

@@ -30,7 +30,10 @@ fn smoke_runs_every_scenario_with_sane_numbers() {
         ))
         .unwrap();
     let names: Vec<&str> = reports.iter().map(|r| r.scenario.as_str()).collect();
-    assert_eq!(names, ["connections", "fanout", "proxy", "peer", "soak"]);
+    assert_eq!(
+        names,
+        ["connections", "fanout", "proxy", "peer", "runs", "soak"]
+    );
     for r in &reports {
         let failed: Vec<&String> = r
             .checks
@@ -84,6 +87,31 @@ fn smoke_runs_every_scenario_with_sane_numbers() {
     assert!(peer["ratio"].as_f64().unwrap() > 0.0, "{peer}");
     let png = std::fs::read(plots.path().join("smoke_peer.png")).unwrap();
     assert!(png.starts_with(b"\x89PNG"));
+
+    // Runs in the gateway always; through the Redis queue, taken by the
+    // gateway and by a `weir worker`, wherever redis-server is installed.
+    let r = data(&reports, "runs");
+    let redis = std::process::Command::new("redis-server")
+        .arg("--version")
+        .output()
+        .is_ok();
+    let wanted: &[&str] = if redis {
+        &["gateway", "queue", "workers"]
+    } else {
+        &["gateway"]
+    };
+    for d in wanted {
+        let first = &r["deployments"][d]["steps"][0];
+        assert_eq!(first["errors"], 0, "{d}: {first}");
+        assert_eq!(
+            first["ok"], first["sent"],
+            "{d}: every run answered: {first}"
+        );
+        assert!(
+            first["chunks_per_req"].as_f64().unwrap() >= 1.0,
+            "{d}: {first}"
+        );
+    }
 
     let s = data(&reports, "soak");
     assert!(s["rss_samples"].as_array().unwrap().len() >= 2, "{s}");

@@ -22,9 +22,14 @@ pub(crate) const WAIT: Duration = Duration::from_secs(10);
 
 /// Creates an echo agent through `node` and returns its id.
 pub(crate) async fn create_agent(node: &Node, key: &str) -> String {
+    create_agent_from(node, key, json!({"name": "clustered"})).await
+}
+
+/// Creates the agent `body` describes through `node` and returns its id.
+pub(crate) async fn create_agent_from(node: &Node, key: &str, body: Value) -> String {
     let r = node
         .req(key, Method::POST, "/v1/agents")
-        .json(&json!({"name": "clustered"}))
+        .json(&body)
         .send()
         .await
         .unwrap();

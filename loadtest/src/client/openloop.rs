@@ -23,6 +23,10 @@ pub struct Target {
     pub base: String,
     pub key: Option<String>,
     pub model: String,
+    /// Chat sessions to spread requests over, named by the request's `user`
+    /// (request `i` is `u{i % sessions}`); 0 sends no `user`. Agent runs need
+    /// it: one session's growing history would be read by every run.
+    pub sessions: u64,
 }
 
 /// One fixed-rate step.
@@ -59,13 +63,20 @@ pub fn client() -> reqwest::Client {
 
 /// The streaming chat request every target gets.
 pub fn body(model: &str) -> Bytes {
-    serde_json::to_vec(&serde_json::json!({
+    body_for(model, None)
+}
+
+/// [`body`], in the chat session named `user` when given.
+pub fn body_for(model: &str, user: Option<String>) -> Bytes {
+    let mut v = serde_json::json!({
         "model": model,
         "messages": [{"role": "user", "content": "Say something."}],
         "stream": true,
-    }))
-    .unwrap_or_default()
-    .into()
+    });
+    if let Some(u) = user {
+        v["user"] = u.into();
+    }
+    serde_json::to_vec(&v).unwrap_or_default().into()
 }
 
 struct Shared {
@@ -98,10 +109,14 @@ pub async fn run_step(client: &reqwest::Client, target: &Target, rate: f64, secs
     for i in 0..n {
         let due = t0 + Duration::from_secs_f64(i as f64 / rate);
         tokio::time::sleep_until(due).await;
+        let body = match target.sessions {
+            0 => body.clone(),
+            n => body_for(&target.model, Some(format!("u{}", i % n))),
+        };
         let mut req = client
             .post(&url)
             .header("content-type", "application/json")
-            .body(body.clone());
+            .body(body);
         if let Some(k) = &target.key {
             req = req.bearer_auth(k);
         }

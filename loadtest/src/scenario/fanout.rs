@@ -159,16 +159,12 @@ async fn deployment(
     bus: &str,
 ) -> anyhow::Result<Option<Outcome>> {
     let needs_redis = bus != "memory";
-    let redis = if needs_redis {
-        if !gateway::supports_redis(launch) {
-            return Ok(None);
-        }
-        match gateway::start_redis().await? {
+    let redis = match needs_redis {
+        true => match gateway::redis_for(launch).await? {
             Some(r) => Some(r),
             None => return Ok(None),
-        }
-    } else {
-        None
+        },
+        false => None,
     };
     let mut args: Vec<String> = extra.to_vec();
     if let Some(r) = &redis {

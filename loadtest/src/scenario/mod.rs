@@ -6,6 +6,7 @@ pub mod connections;
 pub mod fanout;
 pub mod peer;
 pub mod proxy;
+pub mod runs;
 pub mod smoke;
 pub mod soak;
 

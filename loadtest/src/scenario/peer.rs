@@ -67,6 +67,7 @@ pub async fn run(launch: &Launch, extra: &[String], o: &Opts) -> anyhow::Result<
                 base,
                 key: Some(LITELLM_KEY.into()),
                 model: "fake".into(),
+                sessions: 0,
             },
         )
     };
@@ -154,6 +155,7 @@ async fn start_litellm(provider: &str, workers: u32) -> anyhow::Result<(ChildGua
         base: base.clone(),
         key: Some(LITELLM_KEY.into()),
         model: "fake".into(),
+        sessions: 0,
     };
     let client = openloop::client();
     // The first run installs LiteLLM (minutes); later starts take seconds.

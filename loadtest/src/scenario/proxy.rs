@@ -100,6 +100,7 @@ pub fn direct(fake: &FakeProvider) -> Target {
         base: fake.base.clone(),
         key: None,
         model: "fake".into(),
+        sessions: 0,
     }
 }
 
@@ -109,6 +110,7 @@ pub fn through_weir(weir: &Gateway) -> Target {
         base: format!("{}/v1", weir.url),
         key: Some(weir.key.clone()),
         model: "upstream/fake".into(),
+        sessions: 0,
     }
 }
 

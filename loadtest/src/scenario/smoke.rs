@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use crate::{gateway::Launch, report::Report};
 
-use super::{connections, fanout, peer, proxy, soak};
+use super::{connections, fanout, peer, proxy, runs, soak};
 
 /// The tiny versions of every scenario, in order.
 pub async fn run(
@@ -56,6 +56,15 @@ pub async fn run(
         plot: plot_dir.join("smoke_peer.png"),
     };
     reports.push(peer::run(launch, extra, &pe).await?);
+    let r = runs::Opts {
+        rates: vec![20.0],
+        step_secs: 1.0,
+        sessions: 4,
+        worker_procs: 1,
+        deployments: vec!["gateway".into(), "queue".into(), "workers".into()],
+        slo_p99_ms: 5000.0,
+    };
+    reports.push(runs::run(launch, extra, &r).await?);
     let s = soak::Opts {
         streams: 20,
         ws_percent: 50,

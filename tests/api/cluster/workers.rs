@@ -146,17 +146,8 @@ async fn cancel_through_another_gateway_reaches_the_worker() {
 
 /// An echo agent that streams slowly, created through `node`.
 async fn slow_agent(node: &Node, key: &str) -> String {
-    let r = node
-        .req(key, Method::POST, "/v1/agents")
-        .json(&json!({"name": "worked", "metadata": {"echo_delay_ms": SLOW_MS}}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201, "create agent");
-    r.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned()
+    let body = json!({"name": "worked", "metadata": {"echo_delay_ms": SLOW_MS}});
+    super::create_agent_from(node, key, body).await
 }
 
 /// Thirty-odd words: the echo model quotes them back one piece at a time.
