@@ -1,10 +1,34 @@
 //! The HTTP/1 accept loop: weir's own instead of `axum::serve`, so that the
-//! per-connection settings of hyper can be chosen. Most of weir's open
+//! per-connection settings of hyper can be chosen, and so that long-lived
+//! SSE streams can be served without hyper at all. Most of weir's open
 //! connections are idle streams (SSE bodies, WebSockets) that hold whatever
-//! hyper allocated for them for hours, so what one connection costs is what
+//! was allocated for them for hours, so what one connection costs is what
 //! 100k connections cost (BENCHMARKS.md, connections).
 //!
-//! What each choice saves (heaptrack, per idle SSE connection):
+//! # Two paths
+//!
+//! Each accepted connection's task first reads the request head itself
+//! ([`head`], into a 4 KiB buffer freed before anything long-lived starts).
+//! A complete HTTP/1.1 GET without a body or upgrade on one of the SSE
+//! stream routes takes the **direct path** ([`direct`]): the router is
+//! called as hyper would call it and weir writes the response to the socket
+//! itself ([`body`]: head, then chunked frames, a ready burst in one
+//! `writev`). An idle SSE stream then holds no hyper connection: not its
+//! 8 KiB header write buffer, 8 KiB read buffer and cached header map
+//! (hyper sizes none of them), ~16 KiB of heap in all. After a response
+//! (a streamed one once its body ends, an error envelope at once) the
+//! connection goes to hyper for keep-alive, unless either side said
+//! `connection: close`; a client that goes away mid-stream ends it.
+//!
+//! Everything else (REST, WebSocket upgrades, POST streams such as
+//! `/v1/chat/completions`, HEAD, HTTP/1.0, incomplete or oversized heads)
+//! goes to hyper with the bytes already read handed back ([`prefixed`]):
+//! all of them in hyper's first read, so hyper parses a complete head as
+//! if it had read the socket itself. A head over 4 KiB reaches hyper
+//! incomplete, which may grow its read buffer to 16 KiB (below): rare, and
+//! only for that connection.
+//!
+//! # What each hyper setting saves (heaptrack, per idle connection)
 //!
 //! - hyper's HTTP/1 builder itself, not hyper-util's `auto` one that
 //!   `axum::serve` uses: `auto` reads the first 24 bytes to tell HTTP/2 from
@@ -25,30 +49,39 @@
 //! - `header_read_timeout` (30 s, hyper's default, which needs a timer to
 //!   take effect and `axum::serve` sets none): a connection that never
 //!   completes a request head, or stays idle between keep-alive requests,
-//!   is closed instead of holding its buffers forever.
+//!   is closed instead of holding its buffers forever. The first head, read
+//!   by weir, has the same limit.
 //! - `TCP_NODELAY`: stream frames are small and must not wait for Nagle.
 //!
-//! What cannot be sized: hyper's read buffer starts at 8 KiB and its header
-//! write buffer is 8 KiB (both fixed in hyper); see BENCHMARKS.md.
+//! # Drain
 //!
-//! Drain: the same as `axum::serve(..).with_graceful_shutdown(..)`: once
-//! `signal` resolves no connection is accepted (the listener is dropped),
-//! every connection is told to shut down gracefully (an idle keep-alive one
-//! closes, one with a response in flight finishes it first) and the returned
-//! future resolves when all of them are closed. Upgraded WebSockets leave
-//! hyper at the upgrade and are ended by the gateway's own shutdown token.
-//! HTTP/1 only: `axum::serve` did not offer HTTP/2 either (axum's `http2`
-//! feature is off).
+//! The same as `axum::serve(..).with_graceful_shutdown(..)`: once `signal`
+//! resolves no connection is accepted (the listener is dropped), every
+//! connection is told to shut down gracefully (an idle keep-alive one, or
+//! one still waiting for its first head, closes; one with a response in
+//! flight finishes it first) and the returned future resolves when all of
+//! them are closed. Direct-path streams are counted alike; their SSE bodies
+//! end on the gateway's shutdown token by themselves, and the connection
+//! then closes. Upgraded WebSockets leave hyper at the upgrade and are
+//! ended by the gateway's own shutdown token. HTTP/1 only: `axum::serve`
+//! did not offer HTTP/2 either (axum's `http2` feature is off).
+
+mod body;
+mod direct;
+mod head;
+mod prefixed;
 
 use std::{
     convert::Infallible,
     future::Future,
     io,
     pin::{pin, Pin},
+    sync::Arc,
     time::Duration,
 };
 
 use axum::{body::Body, extract::Request, response::Response, Router};
+use bytes::Bytes;
 use futures::future::BoxFuture;
 use hyper::{body::Incoming, server::conn::http1};
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -56,11 +89,23 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tower::ServiceExt;
 
+use self::{
+    body::{Ended, WriteBody},
+    direct::Next,
+    prefixed::Prefixed,
+};
+
 /// Time a client has to send a complete request head (also the idle limit
 /// between keep-alive requests).
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
-type Connection = http1::UpgradeableConnection<TokioIo<TcpStream>, BoxedRouter>;
+type Connection = http1::UpgradeableConnection<TokioIo<Prefixed>, BoxedRouter>;
+
+/// What every connection task shares: one `Arc` per connection.
+struct Shared {
+    builder: http1::Builder,
+    router: Router,
+}
 
 /// Serves `router` on `listener` until `signal` resolves, then drains as the
 /// module doc says.
@@ -69,8 +114,10 @@ pub async fn serve(
     router: Router,
     signal: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    let builder = http1_builder();
-    let service = BoxedRouter(router);
+    let shared = Arc::new(Shared {
+        builder: http1_builder(),
+        router,
+    });
     let stop = CancellationToken::new();
     let conns = TaskTracker::new();
     let mut signal = pin!(signal);
@@ -87,10 +134,7 @@ pub async fn serve(
         };
         // Best effort: a socket that refuses it still works, only slower.
         let _ = tcp.set_nodelay(true);
-        let conn = builder
-            .serve_connection(TokioIo::new(tcp), service.clone())
-            .with_upgrades();
-        conns.spawn(drive(conn, stop.clone()));
+        conns.spawn(connection(tcp, shared.clone(), stop.clone()));
     }
     drop(listener);
     stop.cancel();
@@ -99,7 +143,7 @@ pub async fn serve(
     Ok(())
 }
 
-/// The HTTP/1 settings every connection gets (module doc).
+/// The HTTP/1 settings every hyper connection gets (module doc).
 fn http1_builder() -> http1::Builder {
     let mut b = http1::Builder::new();
     b.timer(TokioTimer::new())
@@ -107,7 +151,54 @@ fn http1_builder() -> http1::Builder {
     b
 }
 
-/// One connection, until it closes or (after `stop`) has drained.
+/// One connection's task: its first request decides the path (module doc).
+///
+/// What this future holds for as long as a direct stream is open is all an
+/// idle SSE connection costs besides the body, so the steps before and
+/// after the stream are boxed futures, freed or not yet allocated while
+/// it runs (the test below keeps it small).
+#[allow(clippy::manual_async_fn)] // on purpose: see `drive`
+fn connection(
+    mut tcp: TcpStream,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+) -> impl Future<Output = ()> {
+    async move {
+        let first = Box::pin(direct::first_request(&tcp, &shared.router, &stop)).await;
+        let prefix = match first {
+            Next::Close => return,
+            Next::Hyper(prefix) => prefix,
+            Next::Respond(r) => {
+                let keep_alive = r.keep_alive;
+                match WriteBody::new(&mut tcp, r.head, r.body, r.length).await {
+                    // A stopping gateway closes idle connections anyway.
+                    Ended::Written { rest } if keep_alive && !stop.is_cancelled() => rest,
+                    _ => return,
+                }
+            }
+        };
+        hyper_connection(tcp, prefix, &shared, stop).await;
+    }
+}
+
+/// Hands the connection to hyper, `prefix` first; boxed (see `connection`).
+fn hyper_connection(
+    tcp: TcpStream,
+    prefix: Bytes,
+    shared: &Shared,
+    stop: CancellationToken,
+) -> Pin<Box<impl Future<Output = ()>>> {
+    let conn = shared
+        .builder
+        .serve_connection(
+            TokioIo::new(Prefixed::new(tcp, prefix)),
+            BoxedRouter(shared.router.clone()),
+        )
+        .with_upgrades();
+    Box::pin(drive(conn, stop))
+}
+
+/// One hyper connection, until it closes or (after `stop`) has drained.
 ///
 /// Not an `async fn`: one would move `conn` from its argument slot into a
 /// local, and the task would hold both copies (1,424 bytes instead of 768;
@@ -167,6 +258,19 @@ mod tests {
 
     fn future_size<F: Future>(_: fn(Connection, CancellationToken) -> F) -> usize {
         std::mem::size_of::<F>()
+    }
+
+    fn task_size<F: Future>(_: fn(TcpStream, Arc<Shared>, CancellationToken) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// A direct SSE stream's task is this future for as long as the stream
+    /// is open: the socket, the body and its write state, no more (the
+    /// first request and hyper's connection are boxed).
+    #[test]
+    fn a_direct_stream_task_is_small() {
+        let task = task_size(connection);
+        assert!(task <= 320, "connection is {task} bytes");
     }
 
     /// Every open connection's task is this future: it must hold the

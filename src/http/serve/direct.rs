@@ -1,0 +1,242 @@
+//! A connection's first request, and the direct path: a long-lived SSE GET
+//! answered by the router and written to the socket by weir
+//! ([`super::body`]), so that no hyper connection (and none of its buffers)
+//! exists while the stream is open.
+//!
+//! The router is called as hyper would call it (`oneshot` of a clone), so
+//! every layer (request id, access log, metrics, CORS, auth, scopes, rate
+//! limits, the error envelope) runs unchanged. The response head is what
+//! hyper writes: status line, the response's headers, `date`, and
+//! `content-length` when the body's length is known (an error envelope)
+//! or `transfer-encoding: chunked` (a stream).
+
+use std::time::SystemTime;
+
+use axum::{
+    body::{Body, HttpBody},
+    response::Response,
+    Router,
+};
+use bytes::Bytes;
+use http::{header, HeaderMap, StatusCode};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+
+use super::{
+    head::{read_first, First},
+    HEADER_READ_TIMEOUT,
+};
+
+/// What a connection does after its first request head.
+pub enum Next {
+    /// Hyper serves it; these bytes were already read from the socket.
+    Hyper(Bytes),
+    /// Write this response, then go on as [`Respond::keep_alive`] says.
+    Respond(Respond),
+    /// Nothing more to do: the client left, was too slow, or the gateway
+    /// is stopping.
+    Close,
+}
+
+/// A response ready to be written on the direct path.
+pub struct Respond {
+    pub head: Bytes,
+    pub body: Body,
+    /// The body's exact length (it has a `content-length`), or `None`
+    /// (chunked).
+    pub length: Option<u64>,
+    /// Whether hyper may serve further requests on the connection
+    /// afterwards (neither side said `connection: close`).
+    pub keep_alive: bool,
+}
+
+/// Reads the first request head ([`HEADER_READ_TIMEOUT`]; `stop` closes a
+/// connection still waiting for one, as hyper's graceful shutdown closes an
+/// idle connection) and, on the direct path, gets its response.
+pub async fn first_request(tcp: &TcpStream, router: &Router, stop: &CancellationToken) -> Next {
+    let first = tokio::select! {
+        biased;
+        _ = stop.cancelled() => return Next::Close,
+        r = tokio::time::timeout(HEADER_READ_TIMEOUT, read_first(tcp)) => r,
+    };
+    let req = match first {
+        Ok(Ok(First::Direct(req))) => req,
+        Ok(Ok(First::Hyper(prefix))) => return Next::Hyper(prefix),
+        Ok(Ok(First::Closed)) => return Next::Close,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "reading a request head failed");
+            return Next::Close;
+        }
+        Err(_) => {
+            tracing::debug!("no request head within the header read timeout");
+            return Next::Close;
+        }
+    };
+    let wants_close = connection_close(req.headers());
+    let resp = match router.clone().oneshot(req).await {
+        Ok(resp) => resp,
+        Err(never) => match never {},
+    };
+    respond(resp, wants_close)
+}
+
+/// How the body is delimited on the wire.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Framing {
+    /// No body at all (204, 304).
+    Empty,
+    Length(u64),
+    Chunked,
+}
+
+fn respond(resp: Response, wants_close: bool) -> Next {
+    let (parts, body) = resp.into_parts();
+    if parts.status.is_informational() {
+        // Not a final response; hyper would have sent a 500. No route does it.
+        tracing::error!(status = %parts.status, "1xx response on the direct path");
+        return Next::Close;
+    }
+    let framing = if matches!(
+        parts.status,
+        StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED
+    ) {
+        Framing::Empty
+    } else {
+        body.size_hint()
+            .exact()
+            .map_or(Framing::Chunked, Framing::Length)
+    };
+    let close = wants_close || connection_close(&parts.headers);
+    let head = encode_head(parts.status, &parts.headers, framing, close);
+    let (body, length) = match framing {
+        Framing::Empty => (Body::empty(), Some(0)),
+        Framing::Length(n) => (body, Some(n)),
+        Framing::Chunked => (body, None),
+    };
+    Next::Respond(Respond {
+        head: head.into(),
+        body,
+        length,
+        keep_alive: !close,
+    })
+}
+
+/// The response head as hyper writes it: lower-case names in the response's
+/// order, its own framing headers replaced by ours, `connection: close`
+/// when the connection ends after this response, `date` last.
+fn encode_head(status: StatusCode, headers: &HeaderMap, framing: Framing, close: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(128 + headers.len() * 48);
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("<none>").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in headers {
+        if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if close && !connection_close(headers) {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    match framing {
+        Framing::Empty => {}
+        Framing::Length(n) => {
+            out.extend_from_slice(format!("content-length: {n}\r\n").as_bytes());
+        }
+        Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+    }
+    if !headers.contains_key(header::DATE) {
+        out.extend_from_slice(b"date: ");
+        out.extend_from_slice(httpdate::fmt_http_date(SystemTime::now()).as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+/// Whether a `connection` header asks to close.
+fn connection_close(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("close"))
+}
+
+#[cfg(test)]
+mod tests {
+    use http::HeaderValue;
+
+    use super::*;
+
+    fn text(head: Vec<u8>) -> String {
+        String::from_utf8(head).unwrap()
+    }
+
+    #[test]
+    fn a_stream_head_is_chunked_and_dated() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "content-type",
+            HeaderValue::from_static("text/event-stream"),
+        );
+        h.append("vary", HeaderValue::from_static("origin"));
+        h.append("vary", HeaderValue::from_static("accept"));
+        let head = text(encode_head(StatusCode::OK, &h, Framing::Chunked, false));
+        let (before, date) = head.split_once("date: ").unwrap();
+        assert_eq!(
+            before,
+            "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\
+             vary: origin\r\nvary: accept\r\ntransfer-encoding: chunked\r\n"
+        );
+        assert!(date.ends_with(" GMT\r\n\r\n"), "{date}");
+    }
+
+    #[test]
+    fn a_known_length_replaces_the_response_framing() {
+        let mut h = HeaderMap::new();
+        h.insert("content-length", HeaderValue::from_static("999"));
+        h.insert("date", HeaderValue::from_static("then"));
+        let head = text(encode_head(
+            StatusCode::UNAUTHORIZED,
+            &h,
+            Framing::Length(12),
+            true,
+        ));
+        assert_eq!(
+            head,
+            "HTTP/1.1 401 Unauthorized\r\ndate: then\r\nconnection: close\r\n\
+             content-length: 12\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn connection_close_is_a_token_of_any_connection_header() {
+        let mut h = HeaderMap::new();
+        assert!(!connection_close(&h));
+        h.append("connection", HeaderValue::from_static("keep-alive"));
+        assert!(!connection_close(&h));
+        h.append("connection", HeaderValue::from_static("foo, Close"));
+        assert!(connection_close(&h));
+    }
+
+    #[test]
+    fn an_error_envelope_keeps_the_connection_and_a_stream_is_chunked() {
+        let Next::Respond(r) = respond(Response::new(Body::from("{}")), false) else {
+            panic!("respond");
+        };
+        assert_eq!((r.length, r.keep_alive), (Some(2), true));
+        let stream = Body::from_stream(futures::stream::pending::<Result<Bytes, std::io::Error>>());
+        let Next::Respond(r) = respond(Response::new(stream), true) else {
+            panic!("respond");
+        };
+        assert_eq!((r.length, r.keep_alive), (None, false));
+    }
+}

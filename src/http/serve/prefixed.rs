@@ -1,0 +1,116 @@
+//! The socket hyper serves: a `TcpStream` that first returns the bytes weir
+//! already read from it (the first request head, see [`super::head`]).
+//!
+//! All of them are returned by the first read, so hyper's first parse sees
+//! the whole head, as it would have reading the socket itself (a partial
+//! first parse is what made hyper-util's 24-byte rewind grow hyper's read
+//! buffer to 16 KiB). The prefix is freed as soon as it has been read.
+//! Every hyper connection has this one IO type, direct path or not.
+
+use std::{
+    io::{self, IoSlice},
+    pin::Pin,
+    task::{Context, Poll},
+};
+
+use bytes::{Buf, Bytes};
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::TcpStream,
+};
+
+pub struct Prefixed {
+    /// Bytes to return before reading the socket; empty (no allocation)
+    /// once read.
+    prefix: Bytes,
+    tcp: TcpStream,
+}
+
+impl Prefixed {
+    pub fn new(tcp: TcpStream, prefix: Bytes) -> Self {
+        Self { prefix, tcp }
+    }
+}
+
+impl AsyncRead for Prefixed {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.prefix.is_empty() {
+            return Pin::new(&mut self.tcp).poll_read(cx, buf);
+        }
+        let n = self.prefix.len().min(buf.remaining());
+        buf.put_slice(&self.prefix[..n]);
+        self.prefix.advance(n);
+        if self.prefix.is_empty() {
+            // An advanced-to-empty `Bytes` still holds its buffer.
+            self.prefix = Bytes::new();
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for Prefixed {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.tcp).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs)
+    }
+
+    /// Passed on: hyper writes a burst of body frames in one `writev` only
+    /// when its IO says it can.
+    fn is_write_vectored(&self) -> bool {
+        self.tcp.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn the_prefix_comes_first_then_the_socket() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let mut io = Prefixed::new(server, Bytes::from_static(b"GET / HTTP/1.1\r\n"));
+        client.write_all(b"\r\n").await.unwrap();
+        let mut buf = [0u8; 64];
+        let n = io.read(&mut buf).await.unwrap();
+        assert_eq!(
+            &buf[..n],
+            b"GET / HTTP/1.1\r\n",
+            "the whole prefix in one read"
+        );
+        assert!(io.prefix.is_empty());
+        let n = io.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"\r\n");
+        io.write_all(b"ok").await.unwrap();
+        let n = client.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"ok");
+    }
+}
