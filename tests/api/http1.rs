@@ -1,0 +1,294 @@
+//! HTTP/1 on the wire, over raw sockets: the SSE GETs that weir writes to
+//! the socket itself (the direct path of `src/http/serve`) and the hand-over
+//! to hyper around them. Exact framing, the error envelope with keep-alive
+//! after it, a client that leaves mid-stream, heads split across writes.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+
+use crate::{
+    common::{spawn_gateway, TestGateway},
+    ecosystem::WeirProcess,
+    streams::{run_to_end, setup},
+};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// One HTTP/1 client connection that reads exactly what the server wrote.
+struct Conn {
+    tcp: TcpStream,
+    buf: Vec<u8>,
+}
+
+/// A response head: status and lower-cased header lines.
+struct Head {
+    status: u16,
+    headers: Vec<(String, String)>,
+}
+
+impl Head {
+    fn get(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+impl Conn {
+    async fn open(gw_addr: &str) -> Self {
+        let tcp = TcpStream::connect(gw_addr).await.unwrap();
+        Self {
+            tcp,
+            buf: Vec::new(),
+        }
+    }
+
+    async fn send(&mut self, bytes: &str) {
+        self.tcp.write_all(bytes.as_bytes()).await.unwrap();
+    }
+
+    /// Reads more into `buf`; false at EOF.
+    async fn fill(&mut self) -> bool {
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout(WAIT, self.tcp.read(&mut chunk))
+            .await
+            .expect("bytes in time")
+            .unwrap();
+        self.buf.extend_from_slice(&chunk[..n]);
+        n > 0
+    }
+
+    async fn take_until(&mut self, end: &[u8]) -> Vec<u8> {
+        loop {
+            if let Some(i) = self.buf.windows(end.len()).position(|w| w == end) {
+                let out = self.buf[..i + end.len()].to_vec();
+                self.buf.drain(..i + end.len());
+                return out;
+            }
+            assert!(self.fill().await, "EOF before {end:?}");
+        }
+    }
+
+    async fn take(&mut self, n: usize) -> Vec<u8> {
+        while self.buf.len() < n {
+            assert!(self.fill().await, "EOF before {n} bytes");
+        }
+        self.buf.drain(..n).collect()
+    }
+
+    async fn head(&mut self) -> Head {
+        let raw = String::from_utf8(self.take_until(b"\r\n\r\n").await).unwrap();
+        let mut lines = raw.trim_end().split("\r\n");
+        let status = lines.next().unwrap();
+        assert!(status.starts_with("HTTP/1.1 "), "{status}");
+        Head {
+            status: status[9..12].parse().unwrap(),
+            headers: lines
+                .map(|l| {
+                    let (n, v) = l.split_once(": ").expect("name: value");
+                    assert_eq!(n, n.to_ascii_lowercase(), "lower-case names");
+                    (n.to_owned(), v.to_owned())
+                })
+                .collect(),
+        }
+    }
+
+    /// One chunk's data; `None` for the last chunk (and its final CRLF).
+    async fn chunk(&mut self) -> Option<Vec<u8>> {
+        let line = self.take_until(b"\r\n").await;
+        let size = std::str::from_utf8(&line[..line.len() - 2]).unwrap();
+        let size = usize::from_str_radix(size, 16).expect("a hex chunk size");
+        let data = self.take(size).await;
+        assert_eq!(self.take(2).await, b"\r\n", "CRLF after the chunk");
+        (size > 0).then_some(data)
+    }
+
+    /// A content-length body.
+    async fn body(&mut self, head: &Head) -> Vec<u8> {
+        let n = head.get("content-length").expect("content-length");
+        self.take(n.parse().unwrap()).await
+    }
+
+    /// Whether the server closes the connection (EOF) with nothing more.
+    async fn closed(&mut self) -> bool {
+        self.buf.is_empty() && !self.fill().await
+    }
+}
+
+fn sse_get(path: &str, key: &str, extra: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nhost: weir\r\nauthorization: Bearer {key}\r\n{extra}\r\n")
+}
+
+fn addr(gw: &TestGateway) -> String {
+    gw.addr.to_string()
+}
+
+/// A healthz on the same connection: hyper serves it after the direct path.
+async fn healthz_on(conn: &mut Conn) {
+    conn.send("GET /healthz HTTP/1.1\r\nhost: weir\r\n\r\n")
+        .await;
+    let head = conn.head().await;
+    assert_eq!(head.status, 200);
+    conn.body(&head).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sse_get_gets_a_dated_chunked_stream_of_whole_frames() {
+    let gw = spawn_gateway().await;
+    let (key, agent) = setup(&gw, json!({})).await;
+    let mut conn = Conn::open(&addr(&gw)).await;
+    conn.send(&sse_get(&format!("/v1/agents/{agent}/events"), &key, ""))
+        .await;
+    let head = conn.head().await;
+    assert_eq!(head.status, 200);
+    assert_eq!(head.get("content-type"), Some("text/event-stream"));
+    assert_eq!(head.get("transfer-encoding"), Some("chunked"));
+    assert_eq!(head.get("cache-control"), Some("no-cache"));
+    assert!(head.get("date").is_some_and(|d| d.ends_with(" GMT")));
+    assert!(head.get("x-request-id").is_some());
+    assert_eq!(head.get("content-length"), None);
+    assert_eq!(conn.chunk().await.unwrap(), b": ping\n\n");
+    let run = run_to_end(&gw, &key, &agent, json!({"message": "hi"})).await;
+    let mut ids = Vec::new();
+    loop {
+        let data = String::from_utf8(conn.chunk().await.expect("stream open")).unwrap();
+        // Each chunk is whole SSE frames (the writer never splits one).
+        assert!(data.ends_with("\n\n"), "{data:?}");
+        for frame in data.split_terminator("\n\n") {
+            if let Some(id) = frame.strip_prefix("id: ") {
+                ids.push(id.split('\n').next().unwrap().parse::<u64>().unwrap());
+            }
+        }
+        if data.contains("event: done\n") && data.contains(&run) {
+            break;
+        }
+    }
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_key_on_a_stream_path_gets_the_envelope_then_keep_alive() {
+    let gw = spawn_gateway().await;
+    let mut conn = Conn::open(&addr(&gw)).await;
+    conn.send(&sse_get("/v1/runs/run_x/stream", "wk_nope", ""))
+        .await;
+    let head = conn.head().await;
+    assert_eq!(head.status, 401);
+    assert_eq!(head.get("content-type"), Some("application/json"));
+    assert_eq!(head.get("transfer-encoding"), None);
+    assert!(head.get("date").is_some());
+    let body: Value = serde_json::from_slice(&conn.body(&head).await).unwrap();
+    assert_eq!(body["error"]["code"], "unauthorized");
+    assert_eq!(
+        body["error"]["request_id"],
+        head.get("x-request-id").unwrap()
+    );
+    healthz_on(&mut conn).await;
+    healthz_on(&mut conn).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_run_stream_ends_and_the_connection_goes_on() {
+    let gw = spawn_gateway().await;
+    let (key, agent) = setup(&gw, json!({})).await;
+    let run = run_to_end(&gw, &key, &agent, json!({"message": "hi"})).await;
+    let path = format!("/v1/runs/{run}/stream");
+    let mut conn = Conn::open(&addr(&gw)).await;
+    conn.send(&sse_get(&path, &key, "")).await;
+    assert_eq!(conn.head().await.status, 200);
+    let mut all = Vec::new();
+    while let Some(data) = conn.chunk().await {
+        all.extend(data);
+    }
+    assert!(String::from_utf8(all).unwrap().contains("event: done\n"));
+    healthz_on(&mut conn).await;
+    // `connection: close` from the client: said back, then the socket closes.
+    let mut conn = Conn::open(&addr(&gw)).await;
+    conn.send(&sse_get(&path, &key, "connection: close\r\n"))
+        .await;
+    let head = conn.head().await;
+    assert_eq!(head.get("connection"), Some("close"));
+    while conn.chunk().await.is_some() {}
+    assert!(conn.closed().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heads_split_across_writes_work_on_both_paths() {
+    let gw = spawn_gateway().await;
+    let (key, agent) = setup(&gw, json!({})).await;
+    let sse = sse_get(&format!("/v1/agents/{agent}/events"), &key, "");
+    let rest = "GET /v1/agents HTTP/1.1\r\nhost: weir\r\nauthorization: Bearer ".to_owned()
+        + &key
+        + "\r\n\r\n";
+    for (req, chunked) in [(sse, true), (rest, false)] {
+        let mut conn = Conn::open(&addr(&gw)).await;
+        let (a, b) = req.split_at(20);
+        conn.send(a).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        conn.send(b).await;
+        let head = conn.head().await;
+        assert_eq!(head.status, 200, "{req}");
+        if chunked {
+            assert_eq!(conn.chunk().await.unwrap(), b": ping\n\n");
+        } else {
+            let body: Value = serde_json::from_slice(&conn.body(&head).await).unwrap();
+            assert!(body["data"].is_array(), "{body}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_leaving_mid_stream_is_no_longer_counted() {
+    let proc = WeirProcess::start(&[], &[]).await;
+    let client = reqwest::Client::new();
+    let gauge = || async {
+        let text = client
+            .get(proc.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(r#"weir_connections_open{kind="sse"} "#))
+            .map(|v| v.trim().parse::<f64>().unwrap())
+            .unwrap_or(0.0)
+    };
+    let r = client
+        .post(proc.url("/v1/agents"))
+        .bearer_auth(&proc.key)
+        .json(&json!({"name": "a"}))
+        .send()
+        .await
+        .unwrap();
+    let agent = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let host = proc.base.trim_start_matches("http://").to_owned();
+    let mut conn = Conn::open(&host).await;
+    conn.send(&sse_get(
+        &format!("/v1/agents/{agent}/events"),
+        &proc.key,
+        "",
+    ))
+    .await;
+    assert_eq!(conn.head().await.status, 200);
+    assert_eq!(conn.chunk().await.unwrap(), b": ping\n\n");
+    assert_eq!(gauge().await, 1.0);
+    drop(conn);
+    for _ in 0..100 {
+        if gauge().await == 0.0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the SSE gauge stayed at {}", gauge().await);
+}
