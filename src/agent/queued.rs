@@ -175,6 +175,7 @@ impl Runtime {
         let filter = EventFilter {
             session_id: None,
             run_id: Some(run_id.to_owned()),
+            message_types: None,
         };
         let mut params = ListParams {
             limit: HISTORY_WINDOW,

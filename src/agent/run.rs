@@ -26,7 +26,8 @@ use crate::store::{
 };
 use crate::work::Job;
 
-/// Most history events read to rebuild a session's conversation.
+/// Most events read in one go: a session's messages to rebuild its
+/// conversation, or a taken-over run's events to restore them.
 const HISTORY_WINDOW: u32 = 1000;
 /// How long a run's `error` and `done` are retried while the bus is down.
 const END_PATIENCE: Duration = Duration::from_secs(20);
@@ -394,8 +395,11 @@ async fn publish_ending(
     Ok(())
 }
 
-/// The session's earlier conversation: user and assistant messages, oldest
-/// first, from at most the last [`HISTORY_WINDOW`] events.
+/// The session's earlier conversation: its last [`HISTORY_WINDOW`] user and
+/// assistant messages, oldest first. Only those are read from the store
+/// (`message_types`): a streamed reply's token deltas are most of a
+/// session's events, and reading and decoding them was a quarter of a
+/// gateway's CPU per run (BENCHMARKS.md, runs).
 async fn load_history(
     store: &dyn Store,
     account: &str,
@@ -405,6 +409,7 @@ async fn load_history(
     let filter = EventFilter {
         session_id: Some(session_id.to_owned()),
         run_id: None,
+        message_types: Some(vec!["user_message".into(), "assistant_message".into()]),
     };
     let mut params = ListParams {
         limit: HISTORY_WINDOW,

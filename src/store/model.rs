@@ -186,6 +186,13 @@ pub struct EventRecord {
 pub struct EventFilter {
     pub session_id: Option<String>,
     pub run_id: Option<String>,
+    /// Only events whose `message_type` is one of these. A run's history
+    /// load asks for the messages alone: token deltas are most of a
+    /// session's events and none of its conversation. A store process that
+    /// predates the field ignores it and returns every type, so callers
+    /// still match on `message_type` themselves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_types: Option<Vec<String>>,
 }
 
 /// One log line of an agent's log stream, numbered by its own `seq`.

@@ -316,6 +316,7 @@ async fn stored_page(
     let filter = EventFilter {
         session_id: None,
         run_id: Some(run.id.clone()),
+        message_types: None,
     };
     let params = ListParams {
         limit: PAGE,

@@ -187,6 +187,7 @@ pub(super) async fn list_messages(
     let filter = EventFilter {
         session_id: Some(session_id),
         run_id: None,
+        message_types: None,
     };
     let page = state
         .store

@@ -252,7 +252,12 @@ pub(super) async fn list_events(
         &tx,
         count,
         rows,
-        &[&agent_id, &filter.session_id, &filter.run_id],
+        &[
+            &agent_id,
+            &filter.session_id,
+            &filter.run_id,
+            &filter.message_types,
+        ],
         params,
         event_row,
     )
@@ -265,17 +270,23 @@ pub(super) async fn list_events(
 /// statement per combination, as for SQLite (`sqlite::runs::events_sql`):
 /// a prepared `($2 IS NULL OR session_id = $2)` gets a generic plan that
 /// cannot use `events_session` / `events_run`. An unused filter stays as a
-/// constant `$n::TEXT IS NULL`, so every variant binds the same parameters.
+/// constant `$n::TEXT IS NULL`, so every variant binds the same parameters;
+/// `message_types` (`$4`) is checked on the rows the index finds.
 fn events_sql(filter: &EventFilter) -> (&'static str, &'static str) {
     macro_rules! sql {
         ($w:literal) => {
             (
-                concat!("SELECT COUNT(*) FROM events WHERE agent_id = $1 AND ", $w),
+                concat!(
+                    "SELECT COUNT(*) FROM events WHERE agent_id = $1 AND ",
+                    $w,
+                    " AND ($4::TEXT[] IS NULL OR message_type = ANY($4))"
+                ),
                 concat!(
                     "SELECT agent_id, seq, run_id, session_id, message_type, event FROM events ",
                     "WHERE agent_id = $1 AND ",
                     $w,
-                    " AND seq > $4 ORDER BY seq LIMIT $5 OFFSET $6"
+                    " AND ($4::TEXT[] IS NULL OR message_type = ANY($4))",
+                    " AND seq > $5 ORDER BY seq LIMIT $6 OFFSET $7"
                 ),
             )
         };

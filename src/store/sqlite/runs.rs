@@ -190,11 +190,16 @@ pub(super) fn list_events(
     let tx = conn.transaction().map_err(db_err)?;
     check_agent(&tx, account, agent_id)?;
     let (count, rows) = events_sql(filter);
+    // `?4`: the wanted types as a JSON array, read back with `json_each`.
+    let types = filter
+        .message_types
+        .as_ref()
+        .map(|t| serde_json::Value::from(t.clone()).to_string());
     paging::page(
         &tx,
         count,
         rows,
-        &[&agent_id, &filter.session_id, &filter.run_id],
+        &[&agent_id, &filter.session_id, &filter.run_id, &types],
         params,
         event_row,
     )
@@ -206,7 +211,8 @@ pub(super) fn list_events(
 /// and reads every event of the agent on each call, so loading one
 /// session's history got slower with every event the agent had stored. An
 /// unused filter stays as a constant `?n IS NULL`, so every variant binds
-/// the same parameters.
+/// the same parameters. `message_types` (`?4`) is checked on the rows the
+/// index finds, so it needs no variant of its own.
 pub(super) fn events_sql(filter: &EventFilter) -> (&'static str, &'static str) {
     // `INDEXED BY`: for the rows query SQLite otherwise prefers the primary
     // key (agent_id, seq), which is covering and gives `ORDER BY seq` for
@@ -218,14 +224,16 @@ pub(super) fn events_sql(filter: &EventFilter) -> (&'static str, &'static str) {
                     "SELECT COUNT(*) FROM events ",
                     $index,
                     " WHERE agent_id = ?1 AND ",
-                    $w
+                    $w,
+                    " AND (?4 IS NULL OR message_type IN (SELECT value FROM json_each(?4)))"
                 ),
                 concat!(
                     "SELECT agent_id, seq, run_id, session_id, message_type, event FROM events ",
                     $index,
                     " WHERE agent_id = ?1 AND ",
                     $w,
-                    " AND seq > ?4 ORDER BY seq LIMIT ?5 OFFSET ?6"
+                    " AND (?4 IS NULL OR message_type IN (SELECT value FROM json_each(?4)))",
+                    " AND seq > ?5 ORDER BY seq LIMIT ?6 OFFSET ?7"
                 ),
             )
         };
@@ -329,12 +337,16 @@ mod tests {
             (some(), some(), "INDEX events_run (agent_id=? AND run_id=?"),
         ];
         for (session_id, run_id, wanted) in cases {
-            let filter = EventFilter { session_id, run_id };
+            let filter = EventFilter {
+                session_id,
+                run_id,
+                message_types: None,
+            };
             let (count, rows) = events_sql(&filter);
             for sql in [count, rows] {
                 let p = plan(&conn, sql);
                 assert!(p.contains(wanted), "{filter:?}: {sql}\nplan: {p}");
-                assert!(!p.contains("SCAN"), "{filter:?} scans: {p}");
+                assert!(!p.contains("SCAN events"), "{filter:?} scans: {p}");
             }
         }
     }

@@ -117,6 +117,8 @@ pub(super) async fn events(store: &dyn Store) {
         .map(|s| event(&agent.id, s, "run-1", "sess-1"))
         .collect();
     batch.extend((6..=8).map(|s| event(&agent.id, s, "run-2", "sess-2")));
+    batch[1].message_type = "user_message".into();
+    batch[3].message_type = "assistant_delta".into();
     store
         .append_events(&a, batch.clone())
         .await
@@ -154,6 +156,7 @@ pub(super) async fn events(store: &dyn Store) {
     let by_session = EventFilter {
         session_id: Some("sess-2".into()),
         run_id: None,
+        message_types: None,
     };
     let page = store
         .list_events(&a, &agent.id, by_session, ListParams::default())
@@ -163,6 +166,7 @@ pub(super) async fn events(store: &dyn Store) {
     let by_run = EventFilter {
         session_id: None,
         run_id: Some("run-1".into()),
+        message_types: None,
     };
     let page = store
         .list_events(&a, &agent.id, by_run, params(2, 0, Some("2")))
@@ -177,12 +181,40 @@ pub(super) async fn events(store: &dyn Store) {
     let neither = EventFilter {
         session_id: Some("sess-1".into()),
         run_id: Some("run-2".into()),
+        message_types: None,
     };
     let page = store
         .list_events(&a, &agent.id, neither, ListParams::default())
         .await
         .expect("list");
     assert_eq!((page.data.len(), page.pagination.total), (0, 0));
+    let types = |t: &[&str]| Some(t.iter().map(|s| s.to_string()).collect());
+    let messages = EventFilter {
+        session_id: Some("sess-1".into()),
+        run_id: None,
+        message_types: types(&["user_message", "assistant_message"]),
+    };
+    let page = store
+        .list_events(&a, &agent.id, messages, params(2, 1, None))
+        .await
+        .expect("list");
+    assert_eq!(
+        (seqs(&page), page.pagination.total),
+        (vec![2, 3], 4),
+        "the delta (seq 4) is neither listed nor counted"
+    );
+    for (run_id, wanted) in [(None, vec![2]), (Some("run-2".into()), vec![])] {
+        let users = EventFilter {
+            session_id: None,
+            run_id,
+            message_types: types(&["user_message"]),
+        };
+        let page = store
+            .list_events(&a, &agent.id, users, ListParams::default())
+            .await
+            .expect("list");
+        assert_eq!(seqs(&page), wanted);
+    }
     let missing = store.list_events(
         &a,
         "agent-missing",
