@@ -1,10 +1,13 @@
 //! Following one run's events on its agent channel: what a transport does
 //! after it started a run (SSE response, JSON response, OpenAI completion).
 //!
-//! Subscribe *before* starting the run so no event can be missed, then call
-//! [`RunFollower::next`] until it returns `None` (after the run's `done`). A
-//! subscriber that falls behind the channel buffer resumes from the bus
-//! history at its last seq, so it sees no gap and no duplicate.
+//! Choose the run's id and subscribe *before* starting the run so no event
+//! can be missed, then call [`RunFollower::next`] until it returns `None`
+//! (after the run's `done`). The follower listens on the run's own tap
+//! ([`Bus::subscribe_run`]), not the agent's whole channel: on a busy agent
+//! every follower would otherwise wake for every other run's events too. A
+//! follower that falls behind resumes on the channel from the bus history
+//! at its last seq, so it sees no gap and no duplicate.
 
 use std::sync::Arc;
 
@@ -23,24 +26,21 @@ pub struct RunFollower {
 }
 
 impl RunFollower {
-    /// Subscribes to the agent's channel; call [`Self::follow`] with the run id
-    /// once the run started.
-    pub async fn subscribe(bus: Arc<dyn Bus>, agent_id: &str) -> Result<Self, BusError> {
+    /// Subscribes to run `run_id` of agent `agent_id` (started or not yet).
+    pub async fn subscribe(
+        bus: Arc<dyn Bus>,
+        agent_id: &str,
+        run_id: &str,
+    ) -> Result<Self, BusError> {
         let channel = agent_channel(agent_id);
-        let sub = bus.subscribe(&channel, None).await?;
+        let sub = bus.subscribe_run(&channel, run_id).await?;
         Ok(Self {
             bus,
             channel,
             sub,
-            run_id: String::new(),
+            run_id: run_id.to_owned(),
             finished: false,
         })
-    }
-
-    /// Sets the run to follow.
-    pub fn follow(mut self, run_id: &str) -> Self {
-        self.run_id = run_id.to_owned();
-        self
     }
 
     /// The run's next event; `None` after its `done`, or when the channel

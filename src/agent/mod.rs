@@ -62,6 +62,9 @@ impl ChatMessage {
 /// A request to start a run on an agent.
 #[derive(Debug, Clone, Default)]
 pub struct StartRun {
+    /// The run's id, chosen by the caller so that it can follow the run
+    /// before it starts ([`RunFollower::subscribe`]); `None`: a new one.
+    pub run_id: Option<String>,
     pub agent_id: String,
     /// The session to talk in (must exist); `None` uses the agent's default session.
     pub session_id: Option<String>,

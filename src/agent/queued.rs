@@ -223,8 +223,8 @@ impl Runtime {
         let inner = &self.inner;
         let queue = inner.queue.as_ref().expect("called with a queue");
         // Subscribed before the cancel goes out, so its `done` cannot be missed.
-        let follower = RunFollower::subscribe(inner.sinks.bus.clone(), &run.agent_id).await?;
-        let mut follower = follower.follow(&run.id);
+        let mut follower =
+            RunFollower::subscribe(inner.sinks.bus.clone(), &run.agent_id, &run.id).await?;
         queue.mark_cancelled(&run.id).await?;
         let msg = Control::CancelRun {
             run_id: run.id.clone(),

@@ -186,7 +186,7 @@ impl Runtime {
             .await?;
         let now = crate::util::now();
         let run = Run {
-            id: crate::util::new_id("run"),
+            id: req.run_id.unwrap_or_else(|| crate::util::new_id("run")),
             agent_id: agent.id.clone(),
             session_id,
             status: RUN_RUNNING.into(),

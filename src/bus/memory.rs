@@ -28,7 +28,7 @@ use serde_json::{Map, Value};
 use tokio::sync::broadcast;
 
 use super::{
-    local::{fanout, lock, read, ControlHub},
+    local::{fanout, lock, read, ControlHub, RunTaps},
     Bus, BusError, BusEvent, Control, Subscription,
 };
 
@@ -56,6 +56,8 @@ type Shard = RwLock<HashMap<String, Arc<Channel>>>;
 
 struct Channel {
     state: Mutex<ChannelState>,
+    /// Followers of single runs (`Bus::subscribe_run`).
+    taps: Arc<RunTaps>,
 }
 
 struct ChannelState {
@@ -151,6 +153,7 @@ impl MemoryBus {
                         expired_upto: 0,
                         tx: None,
                     }),
+                    taps: Arc::default(),
                 })
             })
             .clone()
@@ -175,6 +178,7 @@ impl MemoryBus {
                 // Err only means every receiver left since the check: fine.
                 let _ = tx.send(ev.clone());
             }
+            ch.taps.deliver(&ev);
             ev
         };
         let n = self.publishes.fetch_add(1, Ordering::Relaxed);
@@ -222,6 +226,11 @@ impl MemoryBus {
     }
 
     #[cfg(test)]
+    fn taps_open(&self, channel: &str) -> usize {
+        self.channel(channel).taps.open()
+    }
+
+    #[cfg(test)]
     fn has_sender(&self, channel: &str) -> bool {
         lock(&self.channel(channel).state).tx.is_some()
     }
@@ -239,6 +248,15 @@ impl Bus for MemoryBus {
 
     async fn subscribe(&self, channel: &str, after: Option<u64>) -> Result<Subscription, BusError> {
         self.subscribe_now(channel, after)
+    }
+
+    async fn subscribe_run(&self, channel: &str, run_id: &str) -> Result<Subscription, BusError> {
+        let ch = self.channel(channel);
+        // Under the channel's lock, as publishing delivers to taps: the
+        // tap's resume point is exactly the seq before its first event.
+        let st = lock(&ch.state);
+        let (live, guard) = ch.taps.tap(run_id);
+        Ok(Subscription::new(Vec::new(), live, st.seq).with_guard(guard))
     }
 
     async fn seed_seq(&self, channel: &str, floor: u64) -> Result<(), BusError> {

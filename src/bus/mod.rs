@@ -192,6 +192,15 @@ pub trait Bus: Send + Sync + 'static {
     /// past that seq ([`BusError::HistoryExpired`] if it is no longer kept).
     async fn subscribe(&self, channel: &str, after: Option<u64>) -> Result<Subscription, BusError>;
 
+    /// Subscribes to the live events of run `run_id` on `channel` only: what
+    /// a transport following the run it is about to start needs (subscribe
+    /// before the run starts so nothing is missed). It lags and closes like
+    /// [`Self::subscribe`]; a lagged follower resumes with that. The default
+    /// is the whole channel, which the follower filters by run.
+    async fn subscribe_run(&self, channel: &str, _run_id: &str) -> Result<Subscription, BusError> {
+        self.subscribe(channel, None).await
+    }
+
     /// Raises the channel's seq counter to at least `floor`, so numbering
     /// continues after a restart from what the store already holds.
     async fn seed_seq(&self, channel: &str, floor: u64) -> Result<(), BusError>;

@@ -180,10 +180,12 @@ pub async fn complete(
     };
     let session_id = named_session(state, account, &agent.id, req.user.as_deref()).await?;
     let stream = req.stream.unwrap_or(false);
-    let follower = RunFollower::subscribe(state.bus.clone(), &agent.id)
+    let run_id = crate::util::new_id("run");
+    let follower = RunFollower::subscribe(state.bus.clone(), &agent.id, &run_id)
         .await
         .map_err(ApiError::from)?;
     let start = StartRun {
+        run_id: Some(run_id),
         agent_id: agent.id.clone(),
         session_id,
         messages: vec![ChatMessage::user(text)],
@@ -195,7 +197,6 @@ pub async fn complete(
         .start_run(account, start)
         .await
         .map_err(ApiError::from)?;
-    let follower = follower.follow(&run.id);
     let guard = CancelOnDrop::new(state.runtime.clone(), &run.id, true);
     let head = Head {
         id: format!("chatcmpl-{}", run.id.trim_start_matches("run-")),

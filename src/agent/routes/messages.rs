@@ -103,8 +103,10 @@ pub(super) async fn send_message(
         .get_agent(account, &agent_id)
         .await
         .map_err(|e| ApiError::from_store(e, "agent_not_found"))?;
-    let follower = RunFollower::subscribe(state.bus.clone(), &agent_id).await?;
+    let run_id = crate::util::new_id("run");
+    let mut follower = RunFollower::subscribe(state.bus.clone(), &agent_id, &run_id).await?;
     let start = StartRun {
+        run_id: Some(run_id),
         agent_id,
         session_id,
         messages,
@@ -112,7 +114,6 @@ pub(super) async fn send_message(
         background,
     };
     let run = state.runtime.start_run(account, start).await?;
-    let mut follower = follower.follow(&run.id);
     let mut guard = CancelOnDrop::new(state.runtime.clone(), &run.id, !background);
     if let Some(slot) = slot {
         let frames = async_stream::stream! {

@@ -193,3 +193,54 @@ async fn zero_history_keeps_nothing_but_still_numbers() {
     assert!(bus.subscribe("c", Some(1)).await.is_err());
     assert!(bus.subscribe("c", Some(2)).await.is_ok());
 }
+
+fn run_ev(run: &str) -> Map<String, Value> {
+    match json!({"message_type": "assistant_delta", "run_id": run}) {
+        Value::Object(m) => m,
+        _ => unreachable!(),
+    }
+}
+
+#[tokio::test]
+async fn a_run_tap_gets_that_runs_events_only_and_closes_with_its_last_follower() {
+    let bus = MemoryBus::new(100, 16);
+    bus.publish("c", run_ev("run-2")).await.unwrap(); // before: not replayed
+    let mut first = bus.subscribe_run("c", "run-2").await.unwrap();
+    let mut second = bus.subscribe_run("c", "run-2").await.unwrap();
+    let mut seqs = Vec::new();
+    for i in 0..12 {
+        let run = ["run-1", "run-2", "run-3"][i % 3];
+        let ev = bus.publish("c", run_ev(run)).await.unwrap();
+        if run == "run-2" {
+            seqs.push(ev.seq);
+        }
+    }
+    for sub in [&mut first, &mut second] {
+        let mut got = Vec::new();
+        for _ in 0..seqs.len() {
+            let ev = sub.next().await.unwrap().unwrap();
+            assert_eq!(ev.run_id.as_deref(), Some("run-2"));
+            got.push(ev.seq);
+        }
+        assert_eq!(got, seqs, "in order, nothing else");
+    }
+    assert_eq!(bus.taps_open("c"), 1, "one tap, two followers");
+    drop(first);
+    assert_eq!(bus.taps_open("c"), 1);
+    drop(second);
+    assert_eq!(bus.taps_open("c"), 0, "closed with its last follower");
+}
+
+#[tokio::test]
+async fn a_lagging_run_tap_says_where_to_resume_on_the_channel() {
+    let bus = MemoryBus::new(1000, 16);
+    publish_n(&bus, "c", 3).await;
+    let mut tap = bus.subscribe_run("c", "run-1").await.unwrap();
+    publish_n(&bus, "c", 500).await; // `ev` is run-1's: far past the tap's ring
+    match tap.next().await {
+        Err(BusError::Lagged { last_seq }) => assert_eq!(last_seq, 3),
+        other => panic!("expected Lagged, got {:?}", other.map(|e| e.map(|e| e.seq))),
+    }
+    let mut resumed = bus.subscribe("c", Some(3)).await.unwrap();
+    assert_eq!(resumed.next().await.unwrap().unwrap().seq, 4);
+}

@@ -386,6 +386,20 @@ impl Bus for RedisBus {
         Ok(Subscription::new(replay, live, start).with_guard(member))
     }
 
+    async fn subscribe_run(&self, channel: &str, run_id: &str) -> Result<Subscription, BusError> {
+        // The membership keeps the channel SUBSCRIBEd; its ring receiver is
+        // dropped unread, the tap beside it carries the run's events.
+        let (member, _ring) = self.reg.join(channel);
+        self.reg
+            .ready(&member.local, self.core.tuning.timeout)
+            .await?;
+        // The run has not started: any point at or before its first event
+        // will do to resume from if the tap lags.
+        let start = member.local.position().unwrap_or(0);
+        let (live, tap) = member.local.taps.tap(run_id);
+        Ok(Subscription::new(Vec::new(), live, start).with_guard((tap, member)))
+    }
+
     async fn kept(&self, channel: &str) -> Result<Vec<Arc<BusEvent>>, BusError> {
         let read = self.core.read(channel, Some(0)).await?;
         Ok(read

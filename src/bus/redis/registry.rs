@@ -24,7 +24,7 @@ use tokio::sync::{broadcast, watch, Notify};
 
 use super::scripts::decode;
 use crate::bus::{
-    local::{fanout, lock, ControlHub},
+    local::{fanout, lock, ControlHub, RunTaps},
     BusError, BusEvent,
 };
 
@@ -68,6 +68,8 @@ pub(super) struct Local {
     published: AtomicU64,
     /// The link generation that confirmed this channel's SUBSCRIBE (0: none).
     pub confirmed: watch::Sender<u64>,
+    /// Followers of single runs (`Bus::subscribe_run`); closed with the ring.
+    pub taps: Arc<RunTaps>,
 }
 
 impl Local {
@@ -79,6 +81,7 @@ impl Local {
             joined_at: AtomicU64::new(u64::MAX),
             published: AtomicU64::new(0),
             confirmed: watch::Sender::new(0),
+            taps: Arc::default(),
         }
     }
 
@@ -92,8 +95,9 @@ impl Local {
         self.delivered.store(seq, Ordering::Release);
         if let Some(tx) = lock(&self.tx).as_ref() {
             // Err only means nobody is receiving right now: fine.
-            let _ = tx.send(ev);
+            let _ = tx.send(ev.clone());
         }
+        self.taps.deliver(&ev);
     }
 
     /// Records the counter a joining subscriber saw.
@@ -210,6 +214,7 @@ impl Registry {
             }
         }
         lock(&local.tx).take();
+        local.taps.close();
         self.changed.notify_one();
     }
 

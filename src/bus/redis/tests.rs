@@ -152,6 +152,34 @@ async fn resume_while_publishing_has_no_gap_and_no_duplicate() {
     }
 }
 
+/// A run's follower on another gateway: its tap gets that run's events
+/// alone, in order, and keeps the channel SUBSCRIBEd while it lives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_tap_on_another_gateway_gets_that_runs_events_only() {
+    let redis = RedisServer::start().await;
+    let (a, b) = (start(&redis, |_| {}), start(&redis, |_| {}));
+    a.seed_seq("agent:t", 0).await.unwrap();
+    let mut tap = b.subscribe_run("agent:t", "run-2").await.unwrap();
+    assert_eq!(numsub(&redis, "agent:t").await, 1, "the tap subscribes");
+    let mut wanted = Vec::new();
+    for i in 0..9 {
+        let run = ["run-1", "run-2", "run-3"][i % 3];
+        let mut e = ev(i as u64);
+        e.insert("run_id".into(), run.into());
+        let seq = a.publish("agent:t", e).await.unwrap().seq;
+        if run == "run-2" {
+            wanted.push(seq);
+        }
+    }
+    let mut got = Vec::new();
+    for _ in 0..wanted.len() {
+        got.push(next_seq(&mut tap).await);
+    }
+    assert_eq!(got, wanted);
+    drop(tap);
+    assert_eq!(eventually(0, || numsub(&redis, "agent:t")).await, 0);
+}
+
 #[tokio::test]
 async fn one_redis_subscription_per_channel_while_anyone_listens() {
     let redis = RedisServer::start().await;

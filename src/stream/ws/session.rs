@@ -276,6 +276,7 @@ impl Conn {
         }
         self.outbox.begin_start();
         let req = StartRun {
+            run_id: None,
             agent_id: m.agent_id,
             session_id: m.session_id,
             messages,
