@@ -1,38 +1,24 @@
 //! Writing a response to the socket on the direct path: the head, then the
 //! body's frames, chunk-framed unless the length is known.
 //!
-//! The cost per frame is what hyper's was: no copy and no allocation (the
-//! chunk-size line is formatted on the stack at each write; the data is
-//! the frame's own `Bytes`), and frames that are ready together (a burst)
-//! go out in one `writev`, at most [`MAX_BURST`] of them, like hyper's
-//! write queue. While nothing is to be written the socket is read, so a
+//! The cost per frame is what hyper's was: no copy and no allocation
+//! ([`super::burst`]), and frames that are ready together (a burst) go out
+//! in one `writev`, at most [`super::burst::MAX_BURST`] of them or
+//! [`super::burst::MAX_QUEUED`] bytes, like hyper's write queue. While nothing is to be written the socket is read, so a
 //! client that goes away ends the body (and its subscription) at once; a
 //! slow client just makes the write wait, as with hyper.
 
 use std::{
     future::Future,
-    io::{self, IoSlice},
     pin::Pin,
-    task::{ready, Context, Poll},
+    task::{Context, Poll},
 };
 
 use axum::body::{Body, HttpBody};
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// Frames written in one `writev` at most (hyper queues 16 too).
-pub const MAX_BURST: usize = 16;
-/// No frame is taken from the body while this many bytes wait to be
-/// written: hyper's own bound (its default `max_buf_size`). A client that
-/// does not read thus leaves the rest in its subscription, which lags and
-/// ends it (`lagged`), instead of weir queueing megabytes for it.
-pub const MAX_QUEUED: usize = 8192 + 4096 * 100;
-/// Frame slots kept between bursts; a larger burst's growth is freed.
-const KEEP_SLOTS: usize = 4;
-/// A chunk-size line: up to 16 hex digits and CRLF.
-const LINE: usize = 18;
-const CRLF: &[u8] = b"\r\n";
-const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+use super::burst::Burst;
 
 /// How the body went.
 #[derive(Debug)]
@@ -110,10 +96,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> WriteBody<IO> {
     /// any (or the end), `Err` if the body failed or broke its length.
     fn fill(&mut self, cx: &mut Context<'_>) -> Result<bool, ()> {
         let mut pulled = false;
-        while !self.burst.end
-            && self.burst.frames.len() < MAX_BURST
-            && self.burst.unwritten() < MAX_QUEUED
-        {
+        while !self.burst.end && !self.burst.is_full() {
             match Pin::new(&mut self.body).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
                     // Trailers are not sent: hyper sends them only to a
@@ -139,7 +122,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> WriteBody<IO> {
                     if self.remaining.is_some_and(|left| left > 0) {
                         return Err(());
                     }
-                    self.burst.end = true;
+                    self.burst.finish();
                     pulled = true;
                 }
                 Poll::Pending => break,
@@ -171,124 +154,10 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> WriteBody<IO> {
     }
 }
 
-/// Bytes queued for one `writev`, and how many of them are written.
-struct Burst {
-    /// Raw bytes before the frames: the response head, then empty.
-    head: Bytes,
-    frames: Vec<Bytes>,
-    /// The body has ended: the last chunk follows the frames (if chunked).
-    end: bool,
-    chunked: bool,
-    /// Bytes of the burst on the wire (framing included), and written.
-    len: usize,
-    written: usize,
-}
-
-impl Burst {
-    fn new(head: Bytes, chunked: bool) -> Self {
-        Self {
-            len: head.len(),
-            head,
-            frames: Vec::new(),
-            end: false,
-            chunked,
-            written: 0,
-        }
-    }
-
-    fn push(&mut self, data: Bytes) {
-        self.len += data.len();
-        if self.chunked {
-            self.len += chunk_line(data.len(), &mut [0; LINE]).len() + CRLF.len();
-        }
-        self.frames.push(data);
-    }
-
-    fn unwritten(&self) -> usize {
-        self.len - self.written
-    }
-
-    /// Writes until all of the burst is written (then empties it) or the
-    /// socket is full.
-    fn poll_write<W: AsyncWrite + Unpin>(
-        &mut self,
-        io: &mut W,
-        cx: &mut Context<'_>,
-    ) -> Poll<io::Result<()>> {
-        loop {
-            let mut lines = [[0u8; LINE]; MAX_BURST];
-            let mut slices = [IoSlice::new(&[]); 2 + 3 * MAX_BURST];
-            let n = self.slices(&mut lines, &mut slices);
-            let total: usize = slices[..n].iter().map(|s| s.len()).sum();
-            if self.written == total {
-                self.clear();
-                return Poll::Ready(Ok(()));
-            }
-            let mut todo = &mut slices[..n];
-            IoSlice::advance_slices(&mut todo, self.written);
-            match ready!(Pin::new(&mut *io).poll_write_vectored(cx, todo)) {
-                Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-                Ok(k) => self.written += k,
-                Err(e) => return Poll::Ready(Err(e)),
-            }
-        }
-    }
-
-    /// The burst as slices: head, then per frame its size line, data and
-    /// CRLF (or the data alone when not chunked), then the last chunk.
-    fn slices<'a>(
-        &'a self,
-        lines: &'a mut [[u8; LINE]; MAX_BURST],
-        out: &mut [IoSlice<'a>; 2 + 3 * MAX_BURST],
-    ) -> usize {
-        let mut n = 0;
-        let mut push = |s: &'a [u8]| {
-            if !s.is_empty() {
-                out[n] = IoSlice::new(s);
-                n += 1;
-            }
-        };
-        push(&self.head);
-        for (frame, line) in self.frames.iter().zip(lines.iter_mut()) {
-            if self.chunked {
-                push(chunk_line(frame.len(), line));
-                push(frame);
-                push(CRLF);
-            } else {
-                push(frame);
-            }
-        }
-        if self.end && self.chunked {
-            push(LAST_CHUNK);
-        }
-        n
-    }
-
-    fn clear(&mut self) {
-        self.head = Bytes::new();
-        self.len = 0;
-        if self.frames.capacity() > KEEP_SLOTS {
-            self.frames = Vec::new();
-        } else {
-            self.frames.clear();
-        }
-        self.written = 0;
-    }
-}
-
-/// `len` in hex and CRLF, as the chunk's size line.
-fn chunk_line(len: usize, line: &mut [u8; LINE]) -> &[u8] {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    let digits = (usize::BITS - len.leading_zeros()).div_ceil(4).max(1) as usize;
-    for i in 0..digits {
-        line[digits - 1 - i] = HEX[(len >> (4 * i)) & 0xF];
-    }
-    line[digits..digits + 2].copy_from_slice(CRLF);
-    &line[..digits + 2]
-}
-
 #[cfg(test)]
 mod tests {
+    use std::io::{self, IoSlice};
+
     use futures::stream;
 
     use super::*;
@@ -462,38 +331,5 @@ mod tests {
             Ended::Cut => panic!("cut"),
         }
         assert_eq!(io.out, b"HEAD|1\r\na\r\n0\r\n\r\n");
-    }
-
-    #[test]
-    fn chunk_lines_are_hex() {
-        let mut line = [0u8; LINE];
-        for (len, want) in [
-            (0, "0\r\n"),
-            (9, "9\r\n"),
-            (10, "A\r\n"),
-            (255, "FF\r\n"),
-            (4096, "1000\r\n"),
-            (usize::MAX, "FFFFFFFFFFFFFFFF\r\n"),
-        ] {
-            assert_eq!(chunk_line(len, &mut line), want.as_bytes());
-        }
-    }
-
-    /// An idle stream keeps a few frame slots (no allocation per burst), not
-    /// whatever a large burst grew them to.
-    #[test]
-    fn a_burst_keeps_a_few_slots_and_frees_a_large_one() {
-        let waker = futures::task::noop_waker();
-        let mut cx = Context::from_waker(&waker);
-        let mut io = Mock::new(usize::MAX, Peer::Quiet);
-        for (n, kept) in [(2, KEEP_SLOTS), (MAX_BURST, 0)] {
-            let mut burst = Burst::new(Bytes::new(), true);
-            for _ in 0..n {
-                burst.push(Bytes::from_static(b"x"));
-            }
-            assert!(burst.poll_write(&mut io, &mut cx).is_ready());
-            assert!(burst.frames.is_empty());
-            assert_eq!(burst.frames.capacity(), kept, "{n} frames");
-        }
     }
 }

@@ -67,6 +67,7 @@
 //! did not offer HTTP/2 either (axum's `http2` feature is off).
 
 mod body;
+mod burst;
 mod direct;
 mod head;
 mod prefixed;
