@@ -195,11 +195,10 @@ pub trait Bus: Send + Sync + 'static {
     /// Subscribes to the live events of run `run_id` on `channel` only: what
     /// a transport following the run it is about to start needs (subscribe
     /// before the run starts so nothing is missed). It lags and closes like
-    /// [`Self::subscribe`]; a lagged follower resumes with that. The default
-    /// is the whole channel, which the follower filters by run.
-    async fn subscribe_run(&self, channel: &str, _run_id: &str) -> Result<Subscription, BusError> {
-        self.subscribe(channel, None).await
-    }
+    /// [`Self::subscribe`]; a lagged follower resumes with that. No default:
+    /// a wrapper that forgot to forward it would silently hand followers the
+    /// whole channel again.
+    async fn subscribe_run(&self, channel: &str, run_id: &str) -> Result<Subscription, BusError>;
 
     /// Raises the channel's seq counter to at least `floor`, so numbering
     /// continues after a restart from what the store already holds.

@@ -40,6 +40,10 @@ impl<B: Bus + ?Sized> Bus for MeteredBus<B> {
         self.inner.subscribe(channel, after).await
     }
 
+    async fn subscribe_run(&self, channel: &str, run_id: &str) -> Result<Subscription, BusError> {
+        self.inner.subscribe_run(channel, run_id).await
+    }
+
     async fn kept(&self, channel: &str) -> Result<Vec<Arc<BusEvent>>, BusError> {
         self.inner.kept(channel).await
     }
