@@ -15,13 +15,19 @@
 #              a database weir_cluster_<pid> is made on the server PGHOST:PGPORT
 #              as PGUSER (127.0.0.1:5432, postgres: trust auth) and dropped on exit
 #   KEEP_LOGS  1: keep the temporary directory with every process' log
+#   CLUSTER_INFO  a file to write once the cluster is up: A=, B=, KEY= and
+#              WORKER_1_PID=, WORKER_2_PID= lines (tests/api/cluster/script.rs
+#              kills a worker through it)
+#
+# A worker that dies (or is killed to watch its run end with worker_lost)
+# leaves the rest running; any other process dying stops the cluster.
 #
 # Ctrl-C (or any exit) stops every process this script started, drops the
 # database it made and removes its temporary directory.
 
 set -euo pipefail
 
-usage() { sed -n '2,20s/^# \{0,1\}//p' "$0"; }
+usage() { sed -n '2,26s/^# \{0,1\}//p' "$0"; }
 CHECK=0
 case "${1:-}" in
     --check) CHECK=1 ;;
@@ -41,7 +47,7 @@ die() { log "$*"; exit 1; }
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/weir-cluster.XXXXXX")
 PIDS=()
-declare -A NAME_OF=()
+declare -A NAME_OF=() PID_OF=()
 DB_NAME=""
 
 cleanup() {
@@ -145,7 +151,7 @@ launch() {
         PORT=$(free_port)
         start "$name" "${@//@PORT@/$PORT}"
         pid=${PIDS[-1]}
-        "$ready" "$PORT" "$pid" "$name" && return 0
+        "$ready" "$PORT" "$pid" "$name" && { PID_OF[$name]=$pid; return 0; }
         wait "$pid" 2>/dev/null || true
         unset 'PIDS[-1]'
         if ! grep -q "Address already in use" "$TMP/$name.log"; then
@@ -246,6 +252,12 @@ if ((CHECK)); then
     exit 0
 fi
 
+if [[ -n ${CLUSTER_INFO:-} ]]; then
+    printf 'A=%s\nB=%s\nKEY=%s\nWORKER_1_PID=%s\nWORKER_2_PID=%s\n' \
+        "$A" "$B" "$KEY" "${PID_OF[worker-1]}" "${PID_OF[worker-2]}" >"$CLUSTER_INFO.tmp"
+    mv "$CLUSTER_INFO.tmp" "$CLUSTER_INFO"
+fi
+
 cat <<EOF
 
 weir cluster on loopback (logs in $TMP):
@@ -266,11 +278,23 @@ Try it (a second terminal):
 Ctrl-C stops everything.
 EOF
 
-# Waits for Ctrl-C; if a process dies by itself, say which and stop the rest.
+# Waits for Ctrl-C. A worker that dies is reported and the rest go on (the
+# run it held ends with worker_lost on every gateway); any other process
+# dying stops the cluster.
 set +e
-wait -n "${PIDS[@]}"
-for pid in "${PIDS[@]}"; do
-    kill -0 "$pid" 2>/dev/null \
-        || log "${NAME_OF[$pid]:-a process} (pid $pid) exited; stopping the cluster (see its log)"
+waiting=("${PIDS[@]}")
+while true; do
+    dead=""
+    wait -n -p dead "${waiting[@]}"
+    name=${NAME_OF[$dead]:-a process}
+    if [[ $name != worker-* ]]; then
+        log "$name (pid $dead) exited; stopping the cluster (see its log)"
+        exit 1
+    fi
+    log "$name (pid $dead) exited; the rest of the cluster goes on"
+    left=()
+    for pid in "${waiting[@]}"; do
+        [[ $pid == "$dead" ]] || left+=("$pid")
+    done
+    waiting=("${left[@]}")
 done
-exit 1

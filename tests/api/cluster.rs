@@ -7,6 +7,7 @@
 mod fanout;
 pub(crate) mod harness;
 mod outage;
+mod script;
 mod workers;
 
 use std::time::Duration;

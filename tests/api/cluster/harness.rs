@@ -39,6 +39,15 @@ impl Node {
             .bearer_auth(key)
     }
 
+    /// A view of a gateway some other program started (no process is owned).
+    pub fn remote(base: String) -> Node {
+        Node {
+            child: None,
+            base,
+            client: reqwest::Client::new(),
+        }
+    }
+
     /// A view of an in-process test gateway (no process is owned).
     pub fn in_process(gw: &crate::common::TestGateway) -> Node {
         Node {

@@ -39,20 +39,39 @@ async fn a_run_whose_worker_is_killed_still_ends_and_nothing_is_lost() {
         return;
     };
     let key = c.key().await;
-    let agent = slow_agent(&c.a, &key).await;
+    let (first, rest) = c.workers.split_at_mut(1);
+    let kill = || first[0].kill();
+    let others_alive = || rest.iter_mut().all(Node::alive);
+    killed_worker_scenario(&c.a, &c.b, &key, kill, others_alive).await;
+    assert!(c.a.alive() && c.b.alive(), "the gateways still run");
+}
+
+/// The acceptance scenario: two runs started through `a` and watched on `b`,
+/// each held by one of two workers (one run at a time each); `kill` SIGKILLs
+/// one worker while both stream. Both runs end (the killed worker's with
+/// `worker_lost` then `done`), B's seqs have no gap or duplicate, A's answers
+/// end as B saw, and the store's history holds every event B saw.
+pub(crate) async fn killed_worker_scenario(
+    a: &Node,
+    b: &Node,
+    key: &str,
+    kill: impl FnOnce(),
+    others_alive: impl FnOnce() -> bool,
+) {
+    let agent = slow_agent(a, key).await;
     let path = format!("/v1/agents/{agent}/events");
-    let mut on_b = events(open_sse(&c.b, &key, &path, None).await);
+    let mut on_b = events(open_sse(b, key, &path, None).await);
     let posts = [
-        start_run(&c.a, &key, &agent, "first"),
-        start_run(&c.a, &key, &agent, "second"),
+        start_run(a, key, &agent, "first"),
+        start_run(a, key, &agent, "second"),
     ];
 
     // Both runs are streaming tokens at once, so each worker (one run at a
-    // time) holds one of them: kill the first worker now.
+    // time) holds one of them: kill one worker now.
     let mut seen = Vec::new();
     read_until(&mut on_b, &mut seen, |ev| streaming_runs(ev).len() == 2).await;
     let runs = streaming_runs(&seen);
-    c.workers[0].kill();
+    kill();
     read_until(&mut on_b, &mut seen, |ev| {
         runs.iter().all(|r| done_of(ev, r).is_some())
     })
@@ -65,8 +84,8 @@ async fn a_run_whose_worker_is_killed_still_ends_and_nothing_is_lost() {
     assert_eq!(outcomes, ["completed", "failed"], "events on B: {seen:#?}");
     for run in &runs {
         let want = outcome(&seen, run);
-        for node in [&c.a, &c.b] {
-            let status = get_json(node, &key, &format!("/v1/runs/{run}")).await["status"].clone();
+        for node in [a, b] {
+            let status = get_json(node, key, &format!("/v1/runs/{run}")).await["status"].clone();
             assert_eq!(status, want, "run {run} on {}", node.base);
         }
     }
@@ -89,11 +108,10 @@ async fn a_run_whose_worker_is_killed_still_ends_and_nothing_is_lost() {
             "A's answer ends with B's done"
         );
     }
-    assert!(c.workers[1].alive(), "the other worker still runs");
-    assert!(c.a.alive() && c.b.alive(), "the gateways still run");
+    assert!(others_alive(), "the other worker still runs");
 
     // Last, as it is the strictest: what B saw live is what the store kept.
-    let history = history(&c.a, &key, &agent).await;
+    let history = history(a, key, &agent).await;
     let missing: Vec<String> = seen
         .iter()
         .filter(|v| history.get(&v["seq"].as_u64().unwrap()) != Some(v))
