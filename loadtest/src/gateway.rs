@@ -93,7 +93,17 @@ enum Running {
 impl Drop for Gateway {
     fn drop(&mut self) {
         match &mut self.running {
-            Running::Child(c) => stop_child(c),
+            Running::Child(c) => {
+                if self.pid != c.id() {
+                    // A wrapper may not pass SIGTERM on: drain the gateway
+                    // first, then the wrapper ends with it.
+                    // SAFETY: kill(2) on the gateway this tool started.
+                    unsafe {
+                        libc::kill(self.pid as libc::pid_t, libc::SIGTERM);
+                    }
+                }
+                stop_child(c)
+            }
             Running::InProcess { stop, thread } => {
                 if let Some(s) = stop.take() {
                     let _ = s.send(());
@@ -173,7 +183,8 @@ async fn start_as(
     let (running, pid, addr) = match launch {
         Launch::Binary(bin) => {
             let log = std::fs::File::create(dir.path().join("gateway.log"))?;
-            // WEIR_LOAD_WRAP="heaptrack -o /tmp/ht" runs the gateway under a profiler.
+            // WEIR_LOAD_WRAP="heaptrack -o /tmp/ht" runs the gateway under a
+            // profiler; `pid` is then resolved to the gateway (below).
             let wrap = std::env::var("WEIR_LOAD_WRAP").unwrap_or_default();
             let mut words = wrap.split_whitespace();
             let mut cmd = match words.next() {
@@ -204,7 +215,7 @@ async fn start_as(
         Launch::InProcess => in_process(serve)?,
     };
     let url = format!("http://{addr}");
-    let gw = Gateway {
+    let mut gw = Gateway {
         url,
         addr,
         pid,
@@ -215,6 +226,11 @@ async fn start_as(
     wait_healthy(&gw.url, Duration::from_secs(20))
         .await
         .with_context(|| format!("gateway on {} (log in its temp dir)", gw.url))?;
+    // Under a wrapper the gateway is a descendant of the process started:
+    // measure (and stop) the gateway itself.
+    if let Launch::Binary(bin) = launch {
+        gw.pid = crate::sys::find_exe(gw.pid, bin).unwrap_or(gw.pid);
+    }
     Ok(gw)
 }
 

@@ -57,6 +57,33 @@ pub fn status_kib(pid: u32, field: &str) -> io::Result<u64> {
 }
 
 /// Resident set size of `pid` in KiB.
+/// The process running `exe` among `pid` and its descendants (breadth
+/// first), if any. A gateway started under a wrapper (`WEIR_LOAD_WRAP`,
+/// e.g. heaptrack's script) is a grandchild: its RSS, CPU and signals must
+/// go to it, not to the wrapper.
+pub fn find_exe(pid: u32, exe: &std::path::Path) -> Option<u32> {
+    let want = std::fs::canonicalize(exe).ok()?;
+    let mut queue = std::collections::VecDeque::from([pid]);
+    while let Some(p) = queue.pop_front() {
+        if std::fs::read_link(format!("/proc/{p}/exe")).ok().as_ref() == Some(&want) {
+            return Some(p);
+        }
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) else {
+            continue;
+        };
+        for task in tasks.flatten() {
+            let children =
+                std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+            queue.extend(
+                children
+                    .split_whitespace()
+                    .filter_map(|c| c.parse::<u32>().ok()),
+            );
+        }
+    }
+    None
+}
+
 pub fn rss_kib(pid: u32) -> io::Result<u64> {
     status_kib(pid, "VmRSS")
 }
@@ -118,5 +145,40 @@ mod tests {
         assert!(soft >= 1024.min(hard) && soft <= hard);
         assert!(fd_count(me) >= 3);
         assert!(machine().contains("cores"));
+    }
+
+    /// A wrapped program is found below its wrapper; an absent one is not.
+    #[test]
+    fn finds_the_wrapped_program_among_descendants() {
+        let sleep = std::process::Command::new("sh")
+            .args(["-c", "command -v sleep"])
+            .output()
+            .unwrap();
+        let sleep = std::path::PathBuf::from(String::from_utf8(sleep.stdout).unwrap().trim());
+        // `; true` keeps the shell alive as the wrapper, sleep its child.
+        let mut wrapper = std::process::Command::new("sh")
+            .args(["-c", "sleep 5; true"])
+            .spawn()
+            .unwrap();
+        let mut found = None;
+        for _ in 0..100 {
+            found = find_exe(wrapper.id(), &sleep);
+            if found.is_some() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let found = found.expect("sleep found below its shell");
+        assert_ne!(found, wrapper.id(), "the child, not the wrapper");
+        assert_eq!(
+            find_exe(wrapper.id(), std::path::Path::new("/nonexistent")),
+            None
+        );
+        let _ = wrapper.kill();
+        let _ = wrapper.wait();
+        // SAFETY: kill(2) on the sleep this test started.
+        unsafe {
+            libc::kill(found as libc::pid_t, libc::SIGKILL);
+        }
     }
 }
