@@ -33,6 +33,9 @@ pub const BLOCK: Duration = Duration::from_secs(2);
 /// How long the markers live: far longer than any run, short enough that
 /// they do not pile up.
 const MARKER_TTL_SECS: u64 = 24 * 3600;
+/// XADD guarded by the run's `queued` marker: a retried enqueue adds nothing.
+const ENQUEUE: &str = "if redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[2]) then \
+    redis.call('XADD', KEYS[1], '*', 'job', ARGV[1]) end return 0";
 
 /// An entry taken from the stream: its id and its job (`None` when the entry
 /// could not be read as a job; it is acknowledged and dropped).
@@ -120,15 +123,31 @@ impl RunQueue {
         Ok(())
     }
 
-    /// Queues a run.
+    /// Queues a run, once: the XADD happens only with a `queued` marker set
+    /// in the same script, so it can be retried. It is retried once when the
+    /// connection turns out to be dropped (the first command after Redis
+    /// came back fails so, and reconnects): without the retry a run started
+    /// right after a Redis restart got a 503 although Redis was up again.
     pub async fn enqueue(&self, job: &Job) -> Result<(), BusError> {
         self.ensure_group().await?;
         let body = serde_json::to_string(job).expect("a job serialises");
-        let mut c = self.conn.clone();
-        let _: String = self
-            .call("XADD", c.xadd(&self.stream, "*", &[("job", body)]))
-            .await?;
-        Ok(())
+        let script = redis::Script::new(ENQUEUE);
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let mut c = self.conn.clone();
+            let mut call = script.key(&self.stream);
+            call.key(self.marker(&job.run.id, "queued"))
+                .arg(&body)
+                .arg(MARKER_TTL_SECS);
+            let sent = tokio::time::timeout(self.timeout, call.invoke_async::<()>(&mut c)).await;
+            match sent {
+                Ok(Ok(())) => return Ok(()),
+                Ok(Err(e)) if tries < 2 && e.is_connection_dropped() => continue,
+                Ok(Err(e)) => return Err(BusError::Unavailable(format!("redis XADD: {e}"))),
+                Err(_) => return Err(BusError::Unavailable("redis XADD: timed out".into())),
+            }
+        }
     }
 
     /// Takes up to `count` new entries for `consumer`, waiting up to

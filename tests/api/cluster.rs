@@ -49,8 +49,10 @@ async fn run_to_end(node: &Node, key: &str, agent: &str, message: &str) -> Value
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 200, "send message on {}", node.base);
-    r.json().await.unwrap()
+    let status = r.status();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(status, 200, "send message on {}: {body}", node.base);
+    body
 }
 
 /// Opens an SSE stream (200 expected); the bus subscription exists once the
