@@ -292,3 +292,84 @@ async fn a_client_leaving_mid_stream_is_no_longer_counted() {
     }
     panic!("the SSE gauge stayed at {}", gauge().await);
 }
+
+/// A POST head with `content-length: len` and the given extra header lines.
+fn post_head(path: &str, key: &str, len: usize, extra: &str) -> String {
+    format!(
+        "POST {path} HTTP/1.1\r\nhost: weir\r\nauthorization: Bearer {key}\r\n\
+         content-type: application/json\r\ncontent-length: {len}\r\n{extra}\r\n"
+    )
+}
+
+impl Conn {
+    /// Whether the server ends the connection, by EOF or by a reset (it
+    /// resets when it closes with a body it did not read still arriving).
+    async fn ends(&mut self) -> bool {
+        let mut chunk = [0u8; 4096];
+        match tokio::time::timeout(WAIT, self.tcp.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => true,
+            Ok(Ok(_)) => false,
+            Err(_) => panic!("neither more bytes nor the end in time"),
+        }
+    }
+}
+
+/// A response sent before its request body was read (an edge rejection)
+/// keeps the connection only if weir could read the rest of the body;
+/// otherwise it says `connection: close`, or a pooling client's next
+/// request races hyper's close (reqwest's `IncompleteMessage`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_left_unread_is_drained_or_the_response_says_close() {
+    let gw = spawn_gateway().await;
+    let body = json!({"name": "x"}).to_string();
+    // Small and complete: drained, and the connection goes on.
+    let mut conn = Conn::open(&addr(&gw)).await;
+    for _ in 0..2 {
+        conn.send(&(post_head("/v1/agents", "wk_nope", body.len(), "") + &body))
+            .await;
+        let head = conn.head().await;
+        assert_eq!(head.status, 401);
+        assert_eq!(head.get("connection"), None);
+        conn.body(&head).await;
+    }
+    healthz_on(&mut conn).await;
+    // Over the body limit: 413 at once, `connection: close`, then closed.
+    let mut conn = Conn::open(&addr(&gw)).await;
+    let len = 4 << 20;
+    conn.send(&post_head("/v1/chat/completions", &gw.key, len, ""))
+        .await;
+    conn.send(&"x".repeat(1024)).await;
+    let head = conn.head().await;
+    assert_eq!(head.status, 413);
+    assert_eq!(head.get("connection"), Some("close"));
+    conn.body(&head).await;
+    assert!(conn.ends().await);
+    // Small but never finished: answered once the drain gives up.
+    let mut conn = Conn::open(&addr(&gw)).await;
+    conn.send(&(post_head("/v1/agents", "wk_nope", 1000, "") + "{\"na"))
+        .await;
+    let head = conn.head().await;
+    assert_eq!(head.status, 401);
+    assert_eq!(head.get("connection"), Some("close"));
+    conn.body(&head).await;
+    assert!(conn.ends().await);
+    // A client waiting for `100 Continue` is not asked for its body.
+    let mut conn = Conn::open(&addr(&gw)).await;
+    let expect = "expect: 100-continue\r\n";
+    conn.send(&post_head("/v1/agents", "wk_nope", body.len(), expect))
+        .await;
+    let head = conn.head().await;
+    assert_eq!(head.status, 401);
+    assert_eq!(head.get("connection"), Some("close"));
+    conn.body(&head).await;
+    assert!(conn.ends().await);
+    // A body the handler read keeps the connection (a 400 on bad JSON).
+    let mut conn = Conn::open(&addr(&gw)).await;
+    conn.send(&(post_head("/v1/agents", &gw.key, 5, "") + "{oops"))
+        .await;
+    let head = conn.head().await;
+    assert_eq!(head.status, 400);
+    assert_eq!(head.get("connection"), None);
+    conn.body(&head).await;
+    healthz_on(&mut conn).await;
+}

@@ -26,7 +26,10 @@
 //! all of them in hyper's first read, so hyper parses a complete head as
 //! if it had read the socket itself. A head over 4 KiB reaches hyper
 //! incomplete, which may grow its read buffer to 16 KiB (below): rare, and
-//! only for that connection.
+//! only for that connection. A request body the router left unread (an edge
+//! rejection) is drained if small, else the response says `connection:
+//! close` (`unread.rs`): hyper would close silently and race the client's
+//! next request on the pooled connection.
 //!
 //! # What each hyper setting saves (heaptrack, per idle connection)
 //!
@@ -71,6 +74,7 @@ mod burst;
 mod direct;
 mod head;
 mod prefixed;
+mod unread;
 
 use std::{
     convert::Infallible,
@@ -81,7 +85,7 @@ use std::{
     time::Duration,
 };
 
-use axum::{body::Body, extract::Request, response::Response, Router};
+use axum::{extract::Request, response::Response, Router};
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use hyper::{body::Incoming, server::conn::http1};
@@ -253,7 +257,13 @@ impl hyper::service::Service<Request<Incoming>> for BoxedRouter {
     type Future = BoxFuture<'static, Result<Response, Infallible>>;
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
-        Box::pin(self.0.clone().oneshot(req.map(Body::new)))
+        let (req, leftover) = unread::Leftover::track(req);
+        let res = self.0.clone().oneshot(req);
+        Box::pin(async move {
+            let mut res = res.await?;
+            leftover.settle(&mut res).await;
+            Ok(res)
+        })
     }
 }
 

@@ -1,0 +1,154 @@
+//! Request bodies a response left unread: drained if small, else the
+//! response says `connection: close`.
+//!
+//! An edge rejection (413 for a body over the limit, 401, 403, 429) answers
+//! without reading the body. hyper then reads only what is already buffered
+//! and, if the body is not over, closes the connection after the response
+//! without saying so: the client finishes sending, puts the connection back
+//! in its pool as keep-alive, and its next request on it races the close
+//! and fails (`IncompleteMessage` in reqwest, seen in CI right after a 413).
+//!
+//! So, as Go's net/http does: a leftover body of up to [`DRAIN_MAX`] is read
+//! and discarded before the response goes out (within [`DRAIN_TIME`]), so
+//! that a rate-limited client keeps its connection instead of reconnecting
+//! for every 429; a larger one, one that does not arrive in time, or one
+//! whose client waits for `100 Continue` gets `connection: close` (as
+//! nginx's 413 does), and the client drops the connection instead.
+//!
+//! Only a request that has a body is tracked (one `Arc` each): a GET, a
+//! WebSocket upgrade and a bodiless POST cost nothing.
+
+use std::{
+    future::poll_fn,
+    mem,
+    pin::Pin,
+    sync::{Arc, Mutex, PoisonError},
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use axum::{body::Body, extract::Request, response::Response};
+use bytes::{Buf, Bytes};
+use http::{header, HeaderValue};
+use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
+
+/// The most of a leftover body that is read to keep the connection.
+pub const DRAIN_MAX: u64 = 64 * 1024;
+/// How long a leftover body has to arrive.
+pub const DRAIN_TIME: Duration = Duration::from_secs(2);
+
+/// Where a tracked body is once the router has answered.
+enum Slot {
+    /// Still held by the router (read later, or not at all).
+    Held,
+    /// Read to its end.
+    Ended,
+    /// Dropped unread: back here to be drained.
+    Left(Incoming),
+}
+
+/// A request's body, as the router left it.
+#[derive(Default)]
+pub struct Leftover(Option<(Arc<Mutex<Slot>>, bool)>);
+
+impl Leftover {
+    /// Turns hyper's request into the router's, tracking its body if any.
+    pub fn track(req: Request<Incoming>) -> (Request, Self) {
+        if req.body().is_end_stream() {
+            return (req.map(Body::new), Self(None));
+        }
+        let waits = req
+            .headers()
+            .get(header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        let slot = Arc::new(Mutex::new(Slot::Held));
+        let shared = slot.clone();
+        let req = req.map(|inner| {
+            Body::new(Tracked {
+                inner: Some(inner),
+                slot: shared,
+            })
+        });
+        (req, Self(Some((slot, waits))))
+    }
+
+    /// Drains a small leftover body, or marks `res` `connection: close`.
+    pub async fn settle(self, res: &mut Response) {
+        let Some((slot, waits)) = self.0 else { return };
+        let left = mem::replace(&mut *lock(&slot), Slot::Ended);
+        let Slot::Left(body) = left else { return };
+        let drained = !waits
+            && body.size_hint().lower() <= DRAIN_MAX
+            && tokio::time::timeout(DRAIN_TIME, drain(body))
+                .await
+                .unwrap_or(false);
+        if !drained {
+            res.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+    }
+}
+
+/// Reads `body` to its end; false past [`DRAIN_MAX`] or on an error.
+async fn drain(mut body: Incoming) -> bool {
+    let mut read = 0u64;
+    while let Some(frame) = poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+        let Ok(frame) = frame else { return false };
+        read += frame.data_ref().map_or(0, |d| d.remaining() as u64);
+        if read > DRAIN_MAX {
+            return false;
+        }
+    }
+    true
+}
+
+fn lock(slot: &Mutex<Slot>) -> std::sync::MutexGuard<'_, Slot> {
+    // The slot is only ever swapped whole: a poisoned one is still sound.
+    slot.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A request body that reports its end, or comes back if dropped unread.
+struct Tracked {
+    inner: Option<Incoming>,
+    slot: Arc<Mutex<Slot>>,
+}
+
+impl HttpBody for Tracked {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let Some(inner) = self.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let polled = Pin::new(&mut *inner).poll_frame(cx);
+        // The end is either `None` or the last frame of a sized body (a
+        // reader that stops at `is_end_stream` never polls for `None`).
+        if matches!(polled, Poll::Ready(None)) || inner.is_end_stream() {
+            self.inner = None;
+            *lock(&self.slot) = Slot::Ended;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(HttpBody::is_end_stream)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), HttpBody::size_hint)
+    }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        if let Some(inner) = self.inner.take() {
+            *lock(&self.slot) = Slot::Left(inner);
+        }
+    }
+}
