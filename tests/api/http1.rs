@@ -373,3 +373,47 @@ async fn a_body_left_unread_is_drained_or_the_response_says_close() {
     conn.body(&head).await;
     healthz_on(&mut conn).await;
 }
+
+/// An upload over the body limit gets its 413 and then a clean end: weir
+/// reads and discards the rest instead of closing on unread bytes, which
+/// would reset the connection under a client still sending (and a client
+/// may lose an unread response to a reset).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_over_the_limit_gets_its_413_then_a_clean_end() {
+    let gw = spawn_gateway().await;
+    let tcp = TcpStream::connect(addr(&gw)).await.unwrap();
+    let (mut rd, mut wr) = tcp.into_split();
+    let len = 12 << 20;
+    let head = post_head("/v1/chat/completions", &gw.key, len, "");
+    // The whole upload, sent while the response is read; every write must
+    // succeed (a reset would fail one).
+    let upload = tokio::spawn(async move {
+        wr.write_all(head.as_bytes()).await?;
+        let chunk = vec![b'x'; 64 * 1024];
+        for _ in 0..len / chunk.len() {
+            wr.write_all(&chunk).await?;
+        }
+        Ok::<_, std::io::Error>(wr)
+    });
+    // Read late, as a client busy sending would: a reset arriving first
+    // could cost the response.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(WAIT, rd.read(&mut chunk)).await {
+            Ok(Ok(0)) => break,
+            Ok(Ok(n)) => got.extend_from_slice(&chunk[..n]),
+            Ok(Err(e)) => panic!("{e} after {:?}", String::from_utf8_lossy(&got)),
+            Err(_) => panic!("no end in time"),
+        }
+    }
+    let got = String::from_utf8(got).unwrap();
+    assert!(got.starts_with("HTTP/1.1 413 "), "{got}");
+    assert!(got.contains("\r\nconnection: close\r\n"), "{got}");
+    assert!(got.contains("payload_too_large"), "{got}");
+    let _wr = upload
+        .await
+        .unwrap()
+        .expect("the upload was read, not reset");
+}

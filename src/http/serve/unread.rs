@@ -1,19 +1,26 @@
 //! Request bodies a response left unread: drained if small, else the
-//! response says `connection: close`.
+//! response says `connection: close` and the rest is read after it.
 //!
 //! An edge rejection (413 for a body over the limit, 401, 403, 429) answers
-//! without reading the body. hyper then reads only what is already buffered
-//! and, if the body is not over, closes the connection after the response
-//! without saying so: the client finishes sending, puts the connection back
-//! in its pool as keep-alive, and its next request on it races the close
-//! and fails (`IncompleteMessage` in reqwest, seen in CI right after a 413).
+//! without reading the body. Left alone, hyper reads only what is already
+//! buffered and, if the body is not over, closes the connection after the
+//! response without saying so: the client finishes sending, puts the
+//! connection back in its pool as keep-alive, and its next request on it
+//! races the close and fails (`IncompleteMessage` in reqwest, seen in CI
+//! right after a 413); and a close with the upload still arriving resets
+//! the connection, which can cost a client the response it had not read
+//! yet (RFC 9112 §9.6).
 //!
-//! So, as Go's net/http does: a leftover body of up to [`DRAIN_MAX`] is read
-//! and discarded before the response goes out (within [`DRAIN_TIME`]), so
-//! that a rate-limited client keeps its connection instead of reconnecting
-//! for every 429; a larger one, one that does not arrive in time, or one
-//! whose client waits for `100 Continue` gets `connection: close` (as
-//! nginx's 413 does), and the client drops the connection instead.
+//! So, as Go's net/http does, a leftover body of up to [`DRAIN_MAX`] is
+//! read and discarded before the response goes out (within [`DRAIN_TIME`]),
+//! and a rate-limited client keeps its connection instead of reconnecting
+//! for every 429. Any other (larger, slow, or unfinished in time) gets
+//! `connection: close`, as nginx's 413 does, and then lingers as in nginx:
+//! a task goes on reading and discarding it after the response (hyper
+//! closes the connection once the body is over or dropped), for at most
+//! [`LINGER_TIME`], [`LINGER_IDLE`] of silence and [`LINGER_MAX`] bytes.
+//! A client waiting for `100 Continue` has sent no body: it only gets
+//! `connection: close`.
 //!
 //! Only a request that has a body is tracked (one `Arc` each): a GET, a
 //! WebSocket upgrade and a bodiless POST cost nothing.
@@ -31,11 +38,18 @@ use axum::{body::Body, extract::Request, response::Response};
 use bytes::{Buf, Bytes};
 use http::{header, HeaderValue};
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
+use tokio::time::timeout;
 
 /// The most of a leftover body that is read to keep the connection.
 pub const DRAIN_MAX: u64 = 64 * 1024;
-/// How long a leftover body has to arrive.
+/// How long a leftover body has to arrive before the response.
 pub const DRAIN_TIME: Duration = Duration::from_secs(2);
+/// The longest a body is read after its `connection: close` response.
+pub const LINGER_TIME: Duration = Duration::from_secs(5);
+/// Silence that ends lingering sooner.
+pub const LINGER_IDLE: Duration = Duration::from_secs(2);
+/// The most that is read after the response.
+pub const LINGER_MAX: u64 = 16 * 1024 * 1024;
 
 /// Where a tracked body is once the router has answered.
 enum Slot {
@@ -72,34 +86,44 @@ impl Leftover {
         (req, Self(Some((slot, waits))))
     }
 
-    /// Drains a small leftover body, or marks `res` `connection: close`.
+    /// Drains a small leftover body; any other marks `res` `connection:
+    /// close` and lingers (module doc).
     pub async fn settle(self, res: &mut Response) {
         let Some((slot, waits)) = self.0 else { return };
         let left = mem::replace(&mut *lock(&slot), Slot::Ended);
-        let Slot::Left(body) = left else { return };
-        let drained = !waits
-            && body.size_hint().lower() <= DRAIN_MAX
-            && tokio::time::timeout(DRAIN_TIME, drain(body))
-                .await
-                .unwrap_or(false);
-        if !drained {
-            res.headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        let Slot::Left(mut body) = left else { return };
+        if !waits && body.size_hint().lower() <= DRAIN_MAX {
+            let drained = timeout(DRAIN_TIME, discard(&mut body, DRAIN_MAX, DRAIN_TIME)).await;
+            if drained == Ok(true) {
+                return;
+            }
+        }
+        res.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        if !waits {
+            tokio::spawn(async move {
+                let _ = timeout(LINGER_TIME, discard(&mut body, LINGER_MAX, LINGER_IDLE)).await;
+            });
         }
     }
 }
 
-/// Reads `body` to its end; false past [`DRAIN_MAX`] or on an error.
-async fn drain(mut body: Incoming) -> bool {
+/// Reads `body` to its end; false past `max` bytes, after `idle` without a
+/// frame, or on an error.
+async fn discard(body: &mut Incoming, max: u64, idle: Duration) -> bool {
     let mut read = 0u64;
-    while let Some(frame) = poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
-        let Ok(frame) = frame else { return false };
+    loop {
+        let frame = poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx));
+        let frame = match timeout(idle, frame).await {
+            Ok(None) => return true,
+            Ok(Some(Ok(frame))) => frame,
+            Ok(Some(Err(_))) | Err(_) => return false,
+        };
         read += frame.data_ref().map_or(0, |d| d.remaining() as u64);
-        if read > DRAIN_MAX {
+        if read > max {
             return false;
         }
     }
-    true
 }
 
 fn lock(slot: &Mutex<Slot>) -> std::sync::MutexGuard<'_, Slot> {
