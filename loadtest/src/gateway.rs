@@ -90,6 +90,14 @@ enum Running {
     },
 }
 
+impl Gateway {
+    /// The gateway's own process, when it runs as one (its CPU time is
+    /// then its own, not shared with the load generator).
+    pub fn own_pid(&self) -> Option<u32> {
+        matches!(self.running, Running::Child(_)).then_some(self.pid)
+    }
+}
+
 impl Drop for Gateway {
     fn drop(&mut self) {
         match &mut self.running {

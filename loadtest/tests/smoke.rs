@@ -83,6 +83,26 @@ fn smoke_runs_every_scenario_with_sane_numbers() {
         );
     }
 
+    // Each target had its 1 s at 50/s as two interleaved half-second
+    // slices, merged into one step.
+    assert_eq!(p["weir"][0]["sent"], 50, "{}", p["weir"][0]);
+    // nginx, the reference proxy, wherever it is installed (.ci/run
+    // installs it): same requests, and its CPU per request is measured
+    // from its own processes.
+    if weir_load::scenario::nginx::available() {
+        let first = &p["nginx"][0];
+        assert_eq!(first["errors"], 0, "nginx: {first}");
+        assert_eq!(first["ok"], first["sent"], "nginx: {first}");
+        assert!(first["chunks_per_req"].as_f64().unwrap() >= 4.0, "{first}");
+        // Present, not compared: at smoke scale the CPU is a tick or two
+        // (/proc counts in 10 ms ticks).
+        assert!(
+            first["cpu_us_per_request"].as_f64().unwrap() >= 0.0,
+            "{first}"
+        );
+        assert!(p["nginx_added"][0]["total_p99_ms"].is_number(), "{p}");
+    }
+
     let peer = data(&reports, "peer");
     assert!(peer["ratio"].as_f64().unwrap() > 0.0, "{peer}");
     let png = std::fs::read(plots.path().join("smoke_peer.png")).unwrap();

@@ -42,6 +42,8 @@ use tokio::net::TcpListener;
 #[derive(Default)]
 struct Shared {
     requests: Mutex<Vec<Value>>,
+    /// The `authorization` header of each request, in the same order.
+    auths: Mutex<Vec<Option<String>>>,
     hangups: AtomicUsize,
     completed: AtomicUsize,
 }
@@ -77,6 +79,11 @@ impl FakeProvider {
     /// Every request body received, oldest first.
     pub fn requests(&self) -> Vec<Value> {
         self.shared.requests.lock().unwrap().clone()
+    }
+
+    /// The `authorization` header each request came with, oldest first.
+    pub fn authorizations(&self) -> Vec<Option<String>> {
+        self.shared.auths.lock().unwrap().clone()
     }
 
     /// Streams whose client went away before the end.
@@ -160,7 +167,16 @@ fn error_body(status: StatusCode, message: &str) -> Response {
     (status, Json(body)).into_response()
 }
 
-async fn completions(State(shared): State<Arc<Shared>>, Json(req): Json<Value>) -> Response {
+async fn completions(
+    State(shared): State<Arc<Shared>>,
+    headers: axum::http::HeaderMap,
+    Json(req): Json<Value>,
+) -> Response {
+    let auth = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    shared.auths.lock().unwrap().push(auth);
     shared.requests.lock().unwrap().push(req.clone());
     let model = req["model"].as_str().unwrap_or_default().to_owned();
     let stream = req["stream"].as_bool().unwrap_or(false);

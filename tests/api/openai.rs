@@ -284,6 +284,17 @@ async fn upstream_models_are_relayed_as_is() {
     );
     let auth = fp.requests();
     assert!(auth.iter().all(|r| r["model"] == "fake-text"));
+    // weir's two relayed requests carried the configured provider key (the
+    // test's own direct request, third, carried none); the caller's weir key
+    // never reaches the provider.
+    assert_eq!(
+        fp.authorizations(),
+        [
+            Some("Bearer sk-fake".to_owned()),
+            Some("Bearer sk-fake".to_owned()),
+            None
+        ]
+    );
 }
 
 #[tokio::test]

@@ -47,6 +47,45 @@ pub struct Step {
     pub first_error: Option<String>,
     /// 1-minute load average when the step ended.
     pub load: f64,
+    /// CPU seconds (user + system) the target's own processes spent during
+    /// the step, when they are known (see `ramp_together`); /proc counts in
+    /// 10 ms ticks, so a step needs ~1 s of CPU for a figure within 1 %.
+    pub cpu_secs: Option<f64>,
+}
+
+impl Step {
+    /// Folds `other` (the same rate, another slice of time) into this step:
+    /// counts and histograms add up, the completion rate is over both
+    /// slices' time.
+    pub fn merge(&mut self, other: Step) {
+        let secs = |s: &Step| s.ok as f64 / s.achieved.max(f64::MIN_POSITIVE);
+        let elapsed = secs(self) + secs(&other);
+        let chunks = self.chunks_per_req * self.ok as f64 + other.chunks_per_req * other.ok as f64;
+        self.sent += other.sent;
+        self.ok += other.ok;
+        self.errors += other.errors;
+        self.achieved = if elapsed > 0.0 {
+            self.ok as f64 / elapsed
+        } else {
+            0.0
+        };
+        self.chunks_per_req = chunks / self.ok.max(1) as f64;
+        self.ttft.merge(&other.ttft);
+        self.total.merge(&other.total);
+        self.first_error = self.first_error.take().or(other.first_error);
+        self.load = other.load;
+        self.cpu_secs = match (self.cpu_secs, other.cpu_secs) {
+            (Some(a), Some(b)) => Some(a + b),
+            (a, b) => a.or(b),
+        };
+    }
+
+    /// CPU microseconds the target's processes spent per completed request.
+    pub fn cpu_us_per_request(&self) -> Option<f64> {
+        self.cpu_secs
+            .filter(|_| self.ok > 0)
+            .map(|s| s * 1e6 / self.ok as f64)
+    }
 }
 
 /// A client fit for thousands of requests per second on loopback.
@@ -104,7 +143,8 @@ pub async fn run_step(client: &reqwest::Client, target: &Target, rate: f64, secs
         first_error: Mutex::new(None),
     });
     let t0 = tokio::time::Instant::now() + Duration::from_millis(20);
-    let started = Instant::now();
+    // The rate is over the schedule's time, not the 20 ms lead before it.
+    let started = t0.into_std();
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..n {
         let due = t0 + Duration::from_secs_f64(i as f64 / rate);
@@ -157,6 +197,7 @@ pub async fn run_step(client: &reqwest::Client, target: &Target, rate: f64, secs
         chunks_per_req: shared.chunks.load(Relaxed) as f64 / ok.max(1) as f64,
         first_error,
         load: crate::sys::loadavg(),
+        cpu_secs: None,
     }
 }
 
@@ -192,4 +233,45 @@ async fn one(req: reqwest::RequestBuilder, due: Instant) -> Result<(u64, u64, u6
         }
     }
     Err("stream ended without [DONE]".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(ok: u64, achieved: f64, latencies: &[u64], cpu: Option<f64>) -> Step {
+        let mut total = Hist::default();
+        for &us in latencies {
+            total.record(us);
+        }
+        Step {
+            rate: 100.0,
+            sent: ok,
+            ok,
+            errors: 0,
+            achieved,
+            ttft: total.clone(),
+            total,
+            chunks_per_req: 4.0,
+            first_error: None,
+            load: 1.0,
+            cpu_secs: cpu,
+        }
+    }
+
+    #[test]
+    fn merged_slices_add_up_counts_time_latencies_and_cpu() {
+        // 50 requests in 0.5 s, then 100 in 1.0 s: 150 in 1.5 s.
+        let mut a = step(50, 100.0, &[1_000; 50], Some(0.010));
+        a.merge(step(100, 100.0, &[3_000; 100], Some(0.020)));
+        assert_eq!((a.sent, a.ok), (150, 150));
+        assert!((a.achieved - 100.0).abs() < 1e-9, "{}", a.achieved);
+        assert_eq!(a.total.count(), 150);
+        assert!(a.total.quantile_ms(0.5) > 2.0, "the larger half sets p50");
+        assert!((a.cpu_us_per_request().unwrap() - 200.0).abs() < 1e-6);
+        // A slice without a CPU figure keeps the other's.
+        a.merge(step(0, 0.0, &[], None));
+        assert_eq!(a.ok, 150);
+        assert!(a.cpu_secs.is_some());
+    }
 }

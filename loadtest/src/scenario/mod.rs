@@ -4,6 +4,7 @@
 
 pub mod connections;
 pub mod fanout;
+pub mod nginx;
 pub mod peer;
 pub mod proxy;
 pub mod runs;

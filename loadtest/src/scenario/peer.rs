@@ -16,7 +16,7 @@ use std::{
 use anyhow::Context;
 use serde_json::json;
 
-use super::proxy::{self, added_at, max_sustained, ramp, steps_json, steps_table};
+use super::proxy::{self, added_at, max_sustained, ramp, ramp_together, steps_json, steps_table};
 use crate::{
     client::openloop::{self, Target},
     gateway::{free_port, ChildGuard, Launch},
@@ -49,6 +49,10 @@ pub struct Opts {
 pub async fn run(launch: &Launch, extra: &[String], o: &Opts) -> anyhow::Result<Report> {
     let mut report = Report::new("peer");
     let p = &o.proxy;
+    anyhow::ensure!(
+        !p.nginx,
+        "--nginx is a `proxy` option: run `weir-load proxy --nginx`"
+    );
     let s = proxy::setup(launch, extra, p).await?;
     let (_litellm, peer) = if o.fake_peer {
         (
@@ -71,14 +75,17 @@ pub async fn run(launch: &Launch, extra: &[String], o: &Opts) -> anyhow::Result<
             },
         )
     };
-    let direct_steps = ramp(&proxy::direct(&s.fake), &p.rates, p.step_secs, p.slo_p99_ms).await;
-    let weir_steps = ramp(
-        &proxy::through_weir(&s.weir),
-        &p.rates,
-        p.step_secs,
-        p.slo_p99_ms,
-    )
-    .await;
+    let targets = [
+        (proxy::direct(&s.fake), vec![]),
+        (
+            proxy::through_weir(&s.weir),
+            s.weir.own_pid().into_iter().collect(),
+        ),
+    ];
+    let mut ramps =
+        ramp_together(&targets, &p.rates, p.step_secs, p.slo_p99_ms, p.slice_secs).await;
+    let weir_steps = ramps.pop().unwrap_or_default();
+    let direct_steps = ramps.pop().unwrap_or_default();
     let peer_steps = ramp(&peer, &o.peer_rates, p.step_secs, p.slo_p99_ms).await;
     let (w, l) = (
         max_sustained(&weir_steps, p.slo_p99_ms),

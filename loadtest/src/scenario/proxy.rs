@@ -38,6 +38,17 @@ pub struct Opts {
     /// the rate completes per second, and p99 total latency is at most this.
     #[arg(long, default_value_t = 50.0)]
     pub slo_p99_ms: f64,
+    /// Direct and weir take turns at each rate in slices this long, so
+    /// both see the same machine (other work, CPU frequency, the page
+    /// cache) and "what weir adds" is not the difference of two runs made
+    /// minutes apart; 0 runs one whole ramp after the other.
+    #[arg(long, default_value_t = 1.0)]
+    pub slice_secs: f64,
+    /// Also drive nginx (from PATH or /usr/sbin) in front of the same
+    /// provider, in the same interleaved ramp: the reference for what any
+    /// proxy adds on this machine.
+    #[arg(long)]
+    pub nginx: bool,
 }
 
 /// Whether a step counts as sustained under `slo_p99_ms`.
@@ -65,6 +76,60 @@ pub async fn ramp(target: &Target, rates: &[f64], step_secs: f64, slo: f64) -> V
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     steps
+}
+
+/// Steps several targets through `rates` together: at each rate they take
+/// turns in slices of `slice_secs` until each has had `step_secs`, and a
+/// target leaves the ramp after the first rate it does not sustain. With
+/// `slice_secs` 0 each target runs its whole [`ramp`] in turn.
+pub async fn ramp_together(
+    targets: &[(Target, Vec<u32>)],
+    rates: &[f64],
+    step_secs: f64,
+    slo: f64,
+    slice_secs: f64,
+) -> Vec<Vec<Step>> {
+    if slice_secs <= 0.0 {
+        let mut all = Vec::new();
+        for (t, _) in targets {
+            all.push(ramp(t, rates, step_secs, slo).await);
+        }
+        return all;
+    }
+    let client = openloop::client();
+    for (t, _) in targets {
+        let _ = openloop::run_step(&client, t, 50.0, 0.5).await;
+    }
+    let slices = (step_secs / slice_secs).round().max(1.0) as usize;
+    let mut all: Vec<Vec<Step>> = vec![Vec::new(); targets.len()];
+    let mut live = vec![true; targets.len()];
+    for &rate in rates {
+        let mut merged: Vec<Option<Step>> = vec![None; targets.len()];
+        for _ in 0..slices {
+            for (i, (t, pids)) in targets.iter().enumerate().filter(|(i, _)| live[*i]) {
+                let cpu = || pids.iter().map(|&p| sys::cpu_secs(p)).sum::<f64>();
+                let before = cpu();
+                let mut step =
+                    openloop::run_step(&client, t, rate, step_secs / slices as f64).await;
+                step.cpu_secs = (!pids.is_empty()).then(|| cpu() - before);
+                match &mut merged[i] {
+                    Some(m) => m.merge(step),
+                    slot => *slot = Some(step),
+                }
+            }
+        }
+        for (i, step) in merged.into_iter().enumerate() {
+            if let Some(step) = step {
+                live[i] = sustained(&step, slo);
+                all[i].push(step);
+            }
+        }
+        if !live.contains(&true) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    all
 }
 
 /// The highest sustained rate of a ramp (0 if none).
@@ -117,16 +182,46 @@ pub fn through_weir(weir: &Gateway) -> Target {
 pub async fn run(launch: &Launch, extra: &[String], o: &Opts) -> anyhow::Result<Report> {
     let mut report = Report::new("proxy");
     let s = setup(launch, extra, o).await?;
-    let direct_steps = ramp(&direct(&s.fake), &o.rates, o.step_secs, o.slo_p99_ms).await;
-    let weir_steps = ramp(&through_weir(&s.weir), &o.rates, o.step_secs, o.slo_p99_ms).await;
+    let nginx = match o.nginx {
+        true => Some(super::nginx::start(&s.fake.base, nginx_workers()).await?),
+        false => None,
+    };
+    // The fake provider shares the load generator's process: no CPU figure.
+    let mut targets = vec![
+        (direct(&s.fake), vec![]),
+        (
+            through_weir(&s.weir),
+            s.weir.own_pid().into_iter().collect(),
+        ),
+    ];
+    targets.extend(
+        nginx
+            .as_ref()
+            .map(|n| (n.target.clone(), sys::with_children(n.pid))),
+    );
+    let mut ramps = ramp_together(&targets, &o.rates, o.step_secs, o.slo_p99_ms, o.slice_secs)
+        .await
+        .into_iter();
+    let direct_steps = ramps.next().unwrap_or_default();
+    let weir_steps = ramps.next().unwrap_or_default();
+    let nginx_steps = ramps.next().unwrap_or_default();
+    let mut runs = vec![("direct", &direct_steps[..]), ("weir", &weir_steps[..])];
+    if nginx.is_some() {
+        runs.push(("nginx", &nginx_steps[..]));
+    }
     report.tables.push(steps_table(
         "open-loop streaming, direct vs through weir",
-        &[("direct", &direct_steps), ("weir", &weir_steps)],
+        &runs,
         o.slo_p99_ms,
     ));
     report
         .tables
         .push(added_table(&direct_steps, &weir_steps, "weir"));
+    if nginx.is_some() {
+        report
+            .tables
+            .push(added_table(&direct_steps, &nginx_steps, "nginx"));
+    }
     let (d, w) = (
         max_sustained(&direct_steps, o.slo_p99_ms),
         max_sustained(&weir_steps, o.slo_p99_ms),
@@ -137,6 +232,8 @@ pub async fn run(launch: &Launch, extra: &[String], o: &Opts) -> anyhow::Result<
         "weir": steps_json(&weir_steps, o.slo_p99_ms),
         "max_sustained": {"direct": d, "weir": w},
         "added": added_json(&direct_steps, &weir_steps),
+        "nginx": steps_json(&nginx_steps, o.slo_p99_ms),
+        "nginx_added": added_json(&direct_steps, &nginx_steps),
     });
     report.check(
         "requests completed through weir",
@@ -152,6 +249,12 @@ pub async fn run(launch: &Launch, extra: &[String], o: &Opts) -> anyhow::Result<
         report.check("target: weir adds <= 0.25 ms p99 at 2k req/s", a <= 0.25);
     }
     Ok(report.finish())
+}
+
+/// nginx's worker processes: one per core, as weir has one runtime worker
+/// per core.
+fn nginx_workers() -> u32 {
+    std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
 }
 
 /// weir's p99 total minus direct's at `rate`, if both ran it.
@@ -174,6 +277,7 @@ pub fn steps_table(title: &str, runs: &[(&str, &[Step])], slo: f64) -> Table {
             "total p50",
             "total p99",
             "total max",
+            "CPU/req",
             "sustained",
         ],
     );
@@ -189,6 +293,8 @@ pub fn steps_table(title: &str, runs: &[(&str, &[Step])], slo: f64) -> Table {
                 ms(s.total.quantile_ms(0.5)),
                 ms(s.total.quantile_ms(0.99)),
                 ms(s.total.max_ms()),
+                s.cpu_us_per_request()
+                    .map_or("-".into(), |us| format!("{us:.0} µs")),
                 if sustained(s, slo) {
                     "yes".into()
                 } else {
@@ -242,6 +348,7 @@ pub fn steps_json(steps: &[Step], slo: f64) -> Value {
                     "rate": s.rate, "sent": s.sent, "ok": s.ok, "errors": s.errors, "achieved": s.achieved,
                     "ttft": s.ttft.summary(), "total": s.total.summary(), "chunks_per_req": s.chunks_per_req,
                     "sustained": sustained(s, slo), "first_error": s.first_error, "load_average": s.load,
+                    "cpu_us_per_request": s.cpu_us_per_request(),
                 })
             })
             .collect(),

@@ -43,11 +43,15 @@ pub async fn run(
         chunks: 4,
         gap_us: 0,
         slo_p99_ms: 1000.0,
+        // Two slices per step: the interleaved ramp is what runs.
+        slice_secs: 0.5,
+        nginx: super::nginx::available(),
     };
     reports.push(proxy::run(launch, extra, &p).await?);
     let pe = peer::Opts {
         proxy: proxy::Opts {
             rates: vec![50.0],
+            nginx: false,
             ..p
         },
         peer_rates: vec![50.0],

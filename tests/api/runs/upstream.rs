@@ -123,6 +123,14 @@ async fn upstream_model_streams_tool_calls_history_and_usage() {
     );
     let reqs = fp.requests();
     assert_eq!(reqs.len(), 2);
+    // Both model calls carried the configured provider key.
+    assert_eq!(
+        fp.authorizations(),
+        [
+            Some("Bearer sk-fake".to_owned()),
+            Some("Bearer sk-fake".to_owned())
+        ]
+    );
     let first = &reqs[0];
     assert_eq!(first["model"], "fake-tools");
     assert_eq!(first["stream"], true);
