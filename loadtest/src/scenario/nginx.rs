@@ -54,9 +54,13 @@ pub async fn start(provider: &str, workers: u32) -> anyhow::Result<Nginx> {
     let conf_path = dir.path().join("nginx.conf");
     std::fs::write(&conf_path, conf)?;
     let bin = binary().unwrap_or_else(|| PathBuf::from("nginx"));
+    // `-e`: even the log nginx opens before reading its config is ours, so
+    // a user who cannot write /var/log/nginx can run it.
     let child = Command::new(&bin)
         .arg("-p")
         .arg(dir.path())
+        .arg("-e")
+        .arg(dir.path().join("error.log"))
         .arg("-c")
         .arg(&conf_path)
         .args(["-g", "daemon off;"])
