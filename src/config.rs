@@ -124,6 +124,9 @@ pub struct ServeConfig {
     /// Origins allowed to call the gateway from a browser (CORS): `*`, or a comma list like `https://chat.example.com,http://localhost:5173`. Unset: same-origin only.
     #[arg(long, env = "WEIR_CORS_ORIGIN", value_parser = crate::web::cors::validate)]
     pub cors_origin: Option<String>,
+    /// Let webhook tools reach loopback, private, link-local and other non-public addresses (off: public addresses only, so a tenant's tool URL cannot reach the deployment's own network).
+    #[arg(long, env = "WEIR_WEBHOOK_ALLOW_PRIVATE", default_value_t = false, action = clap::ArgAction::Set)]
+    pub webhook_allow_private: bool,
     #[command(flatten)]
     pub edge: EdgeConfig,
     #[command(flatten)]

@@ -73,8 +73,9 @@ pub(crate) struct Inner {
     pub shutdown: CancellationToken,
     /// Cancelled at the end of the drain's grace period: every live run stops.
     pub stop_runs: CancellationToken,
-    /// Client for webhook tools (its own pool; per-request 10 s timeout).
-    pub http: reqwest::Client,
+    /// How webhook tools are called (its own pool; per-request 10 s
+    /// timeout; public addresses only unless `--webhook-allow-private`).
+    pub http: super::tools::egress::Webhooks,
     pub provider: Option<Arc<Provider>>,
     /// The Redis run queue (with `--redis`): runs are executed by workers.
     pub queue: Option<Arc<RunQueue>>,
@@ -130,8 +131,8 @@ impl Runtime {
         tracker: TaskTracker,
         shutdown: CancellationToken,
     ) -> Self {
-        let http = build_client(None);
-        let provider = Provider::from_config(&config, build_client(Some(Duration::from_secs(10))));
+        let http = super::tools::egress::Webhooks::new(config.webhook_allow_private);
+        let provider = Provider::from_config(&config, build_client(Duration::from_secs(10)));
         let queue = super::queued::build_queue(&config);
         let runtime = Self {
             inner: Arc::new(Inner {
@@ -443,9 +444,8 @@ impl Ending {
     }
 }
 
-fn build_client(connect_timeout: Option<Duration>) -> reqwest::Client {
-    let mut b = reqwest::Client::builder()
-        .connect_timeout(connect_timeout.unwrap_or(Duration::from_secs(5)));
+fn build_client(connect_timeout: Duration) -> reqwest::Client {
+    let mut b = reqwest::Client::builder().connect_timeout(connect_timeout);
     // Keep connections to a provider warm: the relay's first-byte latency matters.
     b = b
         .pool_idle_timeout(Duration::from_secs(90))

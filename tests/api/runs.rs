@@ -158,13 +158,21 @@ pub async fn wait_run(gw: &TestGateway, run_id: &str) -> Value {
     panic!("run {run_id} still running after 5 s");
 }
 
+/// A gateway on `fp`; webhook tools may reach private addresses (the
+/// tests' webhook servers are on 127.0.0.1).
 pub async fn with_provider(fp: &FakeProvider) -> TestGateway {
+    with_provider_private(fp, true).await
+}
+
+/// [`with_provider`], with `--webhook-allow-private` as given.
+pub async fn with_provider_private(fp: &FakeProvider, allow_private: bool) -> TestGateway {
     let url = fp.url.clone();
     spawn_gateway_with(StoreMode::Embedded, move |c: &mut ServeConfig| {
         c.provider_url = Some(url);
         c.provider_key = Some("sk-fake".into());
         c.first_token_timeout_secs = 2;
         c.idle_timeout_secs = 1;
+        c.webhook_allow_private = allow_private;
     })
     .await
 }

@@ -5,10 +5,12 @@
 //! A tool failure is never a run failure: it becomes a `function_message`
 //! with `status: "error"` and the model sees the error text as the result,
 //! so it can recover. Webhook URLs are chosen by holders of a `tools:write`
-//! key of the same account; they are called as configured (no SSRF filter),
-//! so operators who host untrusted tenants should egress-filter the gateway.
+//! key of the same account, so by default they may only reach public
+//! addresses ([`egress`]; `--webhook-allow-private true` lifts that for
+//! tools on the operator's own network).
 
 pub mod calc;
+pub mod egress;
 
 use std::time::Duration;
 
@@ -152,7 +154,7 @@ impl ToolSet {
 
     /// Runs `call`: the agent's tool of that name, else a built-in of that
     /// name (the echo model calls `get_time` whether or not it is listed).
-    pub async fn call(&self, client: &reqwest::Client, call: &ToolCall) -> ToolOutcome {
+    pub async fn call(&self, hooks: &egress::Webhooks, call: &ToolCall) -> ToolOutcome {
         let args = match serde_json::from_str::<Value>(&call.arguments) {
             Ok(v) => v,
             Err(e) => {
@@ -176,9 +178,27 @@ impl ToolSet {
                 ok: true,
             },
             Kind::Calculator => calculator(args),
-            Kind::Webhook { url } => webhook(client, url, args).await,
+            Kind::Webhook { url } => webhook(hooks, url, args).await,
         }
     }
+}
+
+/// A reqwest error with its causes ("error sending request" alone does not
+/// say that the address was refused or the name did not resolve), without
+/// the URL (the model and the event stream see this text).
+fn chain(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        let part = c.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        cause = c.source();
+    }
+    text
 }
 
 fn calculator(args: Value) -> ToolOutcome {
@@ -200,8 +220,24 @@ fn calculator(args: Value) -> ToolOutcome {
     }
 }
 
-async fn webhook(client: &reqwest::Client, url: &str, args: Value) -> ToolOutcome {
-    let send = client.post(url).timeout(WEBHOOK_TIMEOUT).json(&args).send();
+async fn webhook(hooks: &egress::Webhooks, url: &str, args: Value) -> ToolOutcome {
+    let url = match reqwest::Url::parse(url) {
+        Ok(u) => u,
+        Err(e) => return ToolOutcome::error(args, format!("webhook URL is not valid: {e}")),
+    };
+    // IP literals are connected to without resolving, so the resolver's
+    // guard never sees them; names are checked as they resolve.
+    if !hooks.allow_private {
+        if let Err(e) = egress::check_url(&url) {
+            return ToolOutcome::error(args, e);
+        }
+    }
+    let send = hooks
+        .client
+        .post(url)
+        .timeout(WEBHOOK_TIMEOUT)
+        .json(&args)
+        .send();
     let resp = match send.await {
         Ok(r) => r,
         Err(e) if e.is_timeout() => {
@@ -210,7 +246,7 @@ async fn webhook(client: &reqwest::Client, url: &str, args: Value) -> ToolOutcom
                 format!("webhook timed out after {} s", WEBHOOK_TIMEOUT.as_secs()),
             )
         }
-        Err(e) => return ToolOutcome::error(args, format!("webhook failed: {}", e.without_url())),
+        Err(e) => return ToolOutcome::error(args, format!("webhook failed: {}", chain(e))),
     };
     let status = resp.status();
     let mut body = Vec::new();
@@ -219,9 +255,7 @@ async fn webhook(client: &reqwest::Client, url: &str, args: Value) -> ToolOutcom
         match chunk {
             Ok(c) if body.len() + c.len() <= WEBHOOK_BODY_LIMIT => body.extend_from_slice(&c),
             Ok(_) => return ToolOutcome::error(args, "webhook response exceeds 1 MiB"),
-            Err(e) => {
-                return ToolOutcome::error(args, format!("webhook failed: {}", e.without_url()))
-            }
+            Err(e) => return ToolOutcome::error(args, format!("webhook failed: {}", chain(e))),
         }
     }
     let text = String::from_utf8_lossy(&body).into_owned();
@@ -255,7 +289,7 @@ mod tests {
     #[tokio::test]
     async fn builtins_answer_and_fail_softly() {
         let set = ToolSet::default();
-        let client = reqwest::Client::new();
+        let client = egress::Webhooks::new(false);
         let out = set
             .call(&client, &call("calculator", r#"{"expression":"6*7"}"#))
             .await;

@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::{agent_with, next, run_sse, send, sse, types, wait_run, with_provider};
+use super::{
+    agent_with, next, run_sse, send, sse, types, wait_run, with_provider, with_provider_private,
+};
 use crate::{
     common::{expect_error, spawn_gateway},
     fake_provider::{FakeProvider, Webhook},
@@ -79,6 +81,56 @@ async fn webhook_tools_succeed_and_fail_without_failing_the_run() {
     assert!(bodies
         .iter()
         .all(|b| *b == json!({"expression": "6*7", "city": "Paris"})));
+}
+
+#[tokio::test]
+async fn by_default_webhook_tools_cannot_reach_private_addresses() {
+    let fp = FakeProvider::start().await;
+    let hook = Webhook::start().await;
+    let gw = with_provider_private(&fp, false).await;
+    let port = hook.base.rsplit(':').next().unwrap().to_owned();
+    // An IP literal (checked before the call) and a name that resolves to
+    // loopback (checked by the resolver): neither is reached.
+    for (i, url) in [
+        format!("{}/ok", hook.base),
+        format!("http://localhost:{port}/ok"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let name = format!("weather_{i}");
+        let tool = json!({"name": name, "description": "weather", "kind": "webhook", "url": url,
+            "json_schema": {"type": "object", "properties": {"city": {"type": "string"}}}});
+        let r = gw.post("/v1/tools", tool).await;
+        assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+        let tool_id = r.json::<Value>().await.unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let agent = agent_with(
+            &gw,
+            json!({"model": "upstream/fake-tools", "tools": [tool_id]}),
+        )
+        .await;
+        let evs = run_sse(
+            &gw,
+            &agent,
+            json!({"message": "weather in Paris?", "stream": true}),
+        )
+        .await;
+        let f = &evs[0]["message"];
+        assert_eq!(f["function"], name.as_str(), "{url}");
+        assert_eq!(f["status"], "error", "{url}: {f}");
+        let why = f["result"].as_str().unwrap();
+        assert!(
+            why.contains("not public") && why.contains("--webhook-allow-private"),
+            "{url}: {why}"
+        );
+        // The run goes on: the model sees the error and answers.
+        assert_eq!(types(&evs).last().copied(), Some("done"));
+        assert_eq!(evs.last().unwrap()["stop_reason"], "end_turn");
+    }
+    assert!(hook.bodies().is_empty(), "nothing reached the webhook");
 }
 
 #[tokio::test]
