@@ -180,7 +180,8 @@ pub fn through_weir(weir: &Gateway) -> Target {
 }
 
 pub async fn run(launch: &Launch, extra: &[String], o: &Opts) -> anyhow::Result<Report> {
-    let mut report = Report::new("proxy");
+    // Made first: it notes the load average the run starts from.
+    let report = Report::new("proxy");
     let s = setup(launch, extra, o).await?;
     let nginx = match o.nginx {
         true => Some(super::nginx::start(&s.fake.base, nginx_workers()).await?),
@@ -204,11 +205,27 @@ pub async fn run(launch: &Launch, extra: &[String], o: &Opts) -> anyhow::Result<
         .into_iter();
     let direct_steps = ramps.next().unwrap_or_default();
     let weir_steps = ramps.next().unwrap_or_default();
-    let nginx_steps = ramps.next().unwrap_or_default();
-    let mut runs = vec![("direct", &direct_steps[..]), ("weir", &weir_steps[..])];
-    if nginx.is_some() {
-        runs.push(("nginx", &nginx_steps[..]));
-    }
+    let nginx_steps = ramps.next();
+    Ok(fill(
+        report,
+        o,
+        &direct_steps,
+        &weir_steps,
+        nginx_steps.as_deref(),
+    ))
+}
+
+/// The proxy report's tables, JSON and checks from the ramps (nginx's when
+/// it ran).
+fn fill(
+    mut report: Report,
+    o: &Opts,
+    direct_steps: &[Step],
+    weir_steps: &[Step],
+    nginx: Option<&[Step]>,
+) -> Report {
+    let mut runs = vec![("direct", direct_steps), ("weir", weir_steps)];
+    runs.extend(nginx.map(|n| ("nginx", n)));
     report.tables.push(steps_table(
         "open-loop streaming, direct vs through weir",
         &runs,
@@ -216,24 +233,22 @@ pub async fn run(launch: &Launch, extra: &[String], o: &Opts) -> anyhow::Result<
     ));
     report
         .tables
-        .push(added_table(&direct_steps, &weir_steps, "weir"));
-    if nginx.is_some() {
-        report
-            .tables
-            .push(added_table(&direct_steps, &nginx_steps, "nginx"));
+        .push(added_table(direct_steps, weir_steps, "weir"));
+    if let Some(n) = nginx {
+        report.tables.push(added_table(direct_steps, n, "nginx"));
     }
-    let (d, w) = (
-        max_sustained(&direct_steps, o.slo_p99_ms),
-        max_sustained(&weir_steps, o.slo_p99_ms),
-    );
+    let nginx = nginx.unwrap_or_default();
     report.data = json!({
         "options": format!("{o:?}"),
-        "direct": steps_json(&direct_steps, o.slo_p99_ms),
-        "weir": steps_json(&weir_steps, o.slo_p99_ms),
-        "max_sustained": {"direct": d, "weir": w},
-        "added": added_json(&direct_steps, &weir_steps),
-        "nginx": steps_json(&nginx_steps, o.slo_p99_ms),
-        "nginx_added": added_json(&direct_steps, &nginx_steps),
+        "direct": steps_json(direct_steps, o.slo_p99_ms),
+        "weir": steps_json(weir_steps, o.slo_p99_ms),
+        "max_sustained": {
+            "direct": max_sustained(direct_steps, o.slo_p99_ms),
+            "weir": max_sustained(weir_steps, o.slo_p99_ms),
+        },
+        "added": added_json(direct_steps, weir_steps),
+        "nginx": steps_json(nginx, o.slo_p99_ms),
+        "nginx_added": added_json(direct_steps, nginx),
     });
     report.check(
         "requests completed through weir",
@@ -245,10 +260,10 @@ pub async fn run(launch: &Launch, extra: &[String], o: &Opts) -> anyhow::Result<
             .iter()
             .all(|s| s.ok == 0 || s.chunks_per_req >= o.chunks as f64),
     );
-    if let Some(a) = added_at(&direct_steps, &weir_steps, 2000.0) {
+    if let Some(a) = added_at(direct_steps, weir_steps, 2000.0) {
         report.check("target: weir adds <= 0.25 ms p99 at 2k req/s", a <= 0.25);
     }
-    Ok(report.finish())
+    report.finish()
 }
 
 /// nginx's worker processes: one per core, as weir has one runtime worker
