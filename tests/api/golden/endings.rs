@@ -114,6 +114,7 @@ async fn cancelled(t: &mut Transcript, gw: &TestGateway, key: &Key) {
         .await;
     let run = field(&posted.frames()[0], "run_id");
     let cancel = format!("/v1/runs/{}/cancel", run.as_str().expect("run id"));
+    t.note("the run's stream, opened first, had its internal_monologue when this cancel went:");
     t.http(gw, Req::post(&cancel, &json!({})).key(key)).await;
     posted.read_to_end().await;
     t.stream(&posted);
