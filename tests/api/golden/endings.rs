@@ -14,7 +14,7 @@
 use serde_json::{json, Value};
 
 use super::{
-    check, field, main_key, settled,
+    check, field, main_key, quietly, settled,
     transcript::{Key, Open, Req},
     Transcript,
 };
@@ -82,7 +82,8 @@ async fn create(t: &mut Transcript, gw: &TestGateway, key: &Key, body: Value) ->
         .str("id")
 }
 
-/// A streamed run with token deltas, recorded whole; its frames.
+/// A streamed run with token deltas, recorded whole; its frames. Its
+/// replay from the store must be the same bytes (checked, not recorded).
 async fn run(
     t: &mut Transcript,
     gw: &TestGateway,
@@ -94,6 +95,14 @@ async fn run(
     let req = Req::post(format!("/v1/agents/{agent}/messages"), &body).key(key);
     let frames = super::transcript::frames(&t.http(gw, req).await.body);
     settled(gw, key, agent, 1).await;
+    let run = field(&frames[0], "run_id");
+    let path = format!("/v1/runs/{}/stream", run.as_str().expect("run id"));
+    let replay = quietly(gw, Req::get(path).key(key)).await;
+    assert_eq!(
+        super::transcript::frames(&replay.body),
+        frames,
+        "the replay from the store is the live stream, byte for byte"
+    );
     frames
 }
 
@@ -113,7 +122,8 @@ async fn cancelled(t: &mut Transcript, gw: &TestGateway, key: &Key) {
         .until(|s| s.contains("event: internal_monologue\n"))
         .await;
     let run = field(&posted.frames()[0], "run_id");
-    let cancel = format!("/v1/runs/{}/cancel", run.as_str().expect("run id"));
+    let run = run.as_str().expect("run id").to_owned();
+    let cancel = format!("/v1/runs/{run}/cancel");
     t.note("the run's stream, opened first, had its internal_monologue when this cancel went:");
     t.http(gw, Req::post(&cancel, &json!({})).key(key)).await;
     posted.read_to_end().await;
@@ -121,6 +131,13 @@ async fn cancelled(t: &mut Transcript, gw: &TestGateway, key: &Key) {
     t.note("cancelling a run that is over answers it unchanged:");
     t.http(gw, Req::post(&cancel, &json!({})).key(key)).await;
     settled(gw, key, &agent, 1).await;
+    let replay = quietly(gw, Req::get(format!("/v1/runs/{run}/stream")).key(key)).await;
+    let replay = super::transcript::frames(&replay.body);
+    assert_eq!(
+        replay,
+        posted.frames(),
+        "a cancelled run replays as it streamed"
+    );
     logs(t, gw, key, &agent).await;
 }
 

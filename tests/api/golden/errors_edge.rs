@@ -1,7 +1,7 @@
 //! The errors of `errors_rest.txt` that need a gateway of their own: stream
 //! caps (429 `too_many_connections` per key, 503 with `Retry-After` per
 //! gateway), the CRUD timeout (408, through a store that answers one call
-//! slowly), and a store that cannot be reached (503).
+//! slowly), and a store or a Redis bus that cannot be reached (503).
 
 use std::time::Duration;
 
@@ -132,5 +132,34 @@ pub async fn store_down(t: &mut Transcript) {
         secret: crate::common::BOOTSTRAP_KEY.into(),
     };
     t.http(&gw, Req::get("/v1/agents").key(&key)).await;
+    t.http(&gw, Req::get("/readyz")).await;
+}
+
+pub async fn bus_down(t: &mut Transcript) {
+    t.section("503 unavailable: a gateway whose Redis bus cannot be reached");
+    let gw = spawn_gateway_with(StoreMode::Embedded, |c| {
+        c.redis_url = Some(format!("redis://127.0.0.1:{}", free_port()));
+        c.redis.timeout_ms = 300;
+        c.redis.connect_timeout_ms = 300;
+    })
+    .await;
+    let key = main_key(&gw).await;
+    let agent = t
+        .http(
+            &gw,
+            Req::post("/v1/agents", &json!({"name": "no-bus"})).key(&key),
+        )
+        .await
+        .str("id");
+    t.http(
+        &gw,
+        Req::get(format!("/v1/agents/{agent}/events")).key(&key),
+    )
+    .await;
+    let send = Req::post(
+        format!("/v1/agents/{agent}/messages"),
+        &json!({"message": "hi"}),
+    );
+    t.http(&gw, send.key(&key)).await;
     t.http(&gw, Req::get("/readyz")).await;
 }

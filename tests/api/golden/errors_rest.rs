@@ -10,14 +10,16 @@
 //! `method_not_allowed`, `timeout` (a gateway whose CRUD timeout is 0 s),
 //! `conflict`, `agent_stopped`, `payload_too_large`, `rate_limit_exceeded`,
 //! `too_many_connections`, `headers_too_large`, `unavailable` (the store
-//! down; the gateway's stream cap), and `history_expired` as a stream frame.
+//! down, the Redis bus down, the gateway's stream cap), and
+//! `history_expired` as a stream frame.
 //!
 //! Not triggerable from a client, so not here: `internal_error` (a panic),
 //! `history_expired` as an HTTP 410 (reserved: streams answer it as a frame),
 //! `lagged` (a stream that falls 1024 events behind), `unavailable` for a
-//! bus that is down (needs a Redis to stop), a draining gateway (it stops
-//! accepting first) and a run whose stream was lost, and `forbidden` for a
-//! route missing from the scope table (every route is in it).
+//! draining gateway (it stops accepting first: `/readyz` and
+//! `RunError::ShuttingDown`) and for a run whose stream was lost, and
+//! `forbidden` for a route missing from the scope table (every route is in
+//! it).
 
 use reqwest::Method;
 use serde_json::json;
@@ -82,6 +84,7 @@ async fn golden_every_rest_error() {
     super::errors_edge::caps(&mut t).await;
     super::errors_edge::timeout(&mut t).await;
     super::errors_edge::store_down(&mut t).await;
+    super::errors_edge::bus_down(&mut t).await;
     check("errors_rest.txt", t);
 }
 
@@ -121,6 +124,14 @@ async fn bodies(t: &mut Transcript, gw: &TestGateway, key: &Key, agent: &str) {
         reqs.push(Req::post("/v1/agents", &body));
     }
     reqs.push(Req::new(Method::PATCH, format!("/v1/agents/{agent}")).body(r#"{"name":7}"#));
+    all(t, gw, key, reqs).await;
+    more_bodies(t, gw, key, agent).await;
+}
+
+/// Tools, sessions and runs with bodies they refuse; a run the agent's
+/// model cannot make.
+async fn more_bodies(t: &mut Transcript, gw: &TestGateway, key: &Key, agent: &str) {
+    let mut reqs = Vec::new();
     for body in [
         json!({"name": "bad name"}),
         json!({"name": "t", "kind": "webhook"}),

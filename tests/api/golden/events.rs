@@ -66,14 +66,7 @@ async fn live_run(
         Req::get(format!("/v1/agents/{agent}/logs/stream")).key(key),
     )
     .await;
-    t.section("a WebSocket subscribed to the agent's events and logs before the run");
-    let mut ws = Socket::connect(gw, key).await;
-    for (ch, rid) in [("agent", "\"a\""), ("logs", "2")] {
-        let frame =
-            format!(r#"{{"type":"subscribe","channel":"{ch}:{agent}","request_id":{rid}}}"#);
-        ws.send(t, &frame).await;
-        ws.recv(t).await;
-    }
+    let mut ws = subscribed_socket(t, gw, key, agent).await;
     t.section("the run: POST /v1/agents/{id}/messages with stream and stream_tokens");
     let body = json!({"message": "what time is it?", "stream": true, "stream_tokens": true});
     let posted = t
@@ -103,20 +96,46 @@ async fn live_run(
         posted.iter().collect::<Vec<_>>(),
         "the POST stream is the tail without the user's message, byte for byte"
     );
+    same_over_websocket(t, &mut ws, &run, &tail, &logs.frames()).await;
+    settled(gw, key, agent, 1).await;
+    (run, posted)
+}
+
+/// A socket subscribed to the agent's events (`request_id` a string) and
+/// logs (a number).
+async fn subscribed_socket(t: &mut Transcript, gw: &TestGateway, key: &Key, agent: &str) -> Socket {
+    t.section("a WebSocket subscribed to the agent's events and logs before the run");
+    let mut ws = Socket::connect(gw, key).await;
+    for (ch, rid) in [("agent", "\"a\""), ("logs", "2")] {
+        let frame =
+            format!(r#"{{"type":"subscribe","channel":"{ch}:{agent}","request_id":{rid}}}"#);
+        ws.send(t, &frame).await;
+        ws.recv(t).await;
+    }
+    ws
+}
+
+/// Records the run's WebSocket frames and checks each is the event (or log
+/// line) its SSE tail carried, with `type` spliced in.
+async fn same_over_websocket(
+    t: &mut Transcript,
+    ws: &mut Socket,
+    run: &str,
+    tail: &[String],
+    logs: &[String],
+) {
     t.section("the same run as WebSocket frames (each channel in its own order)");
-    let (on_agent, on_logs) = ws_frames(&mut ws, &run).await;
+    let (on_agent, on_logs) = ws_frames(ws, run).await;
     for f in on_agent.iter().chain(&on_logs) {
         t.line(&format!("ws< {f}"));
     }
     let want: Vec<String> = tail.iter().map(|f| as_ws_frame(data(f))).collect();
     assert_eq!(on_agent, want, "each WebSocket frame is the SSE event");
-    let want: Vec<String> = logs.frames().iter().map(|f| as_ws_frame(data(f))).collect();
+    let want: Vec<String> = logs.iter().map(|f| as_ws_frame(data(f))).collect();
     assert_eq!(
         on_logs, want,
         "each WebSocket log frame is the SSE log line"
     );
-    settled(gw, key, agent, 1).await;
-    (run, posted)
 }
 
 /// A socket's frames up to the run's `done` and its "run ended" log line,
@@ -257,9 +276,25 @@ async fn history(gw: &TestGateway, key: &Key, agent: &str, run: &str) {
         Req::get(format!("{messages}?limit=2&offset=4")).key(key),
     )
     .await;
+    history_runs(&mut t, gw, key, agent, run).await;
+    check("history.txt", t);
+}
+
+/// The log pages, the first run's record, then runs that add to the history:
+/// one in JSON mode, one with `messages` in a session of its own.
+async fn history_runs(t: &mut Transcript, gw: &TestGateway, key: &Key, agent: &str, run: &str) {
+    let messages = format!("/v1/agents/{agent}/messages");
     t.section("the agent's log lines");
     let logs = format!("/v1/agents/{agent}/logs");
-    t.http(gw, Req::get(&logs).key(key)).await;
+    let page = t.http(gw, Req::get(&logs).key(key)).await;
+    let mut tail = Open::new(gw, Req::get(format!("{logs}/stream?after=0")).key(key)).await;
+    tail.until(|s| s.matches("run ended").count() == 2).await;
+    for f in tail.frames() {
+        assert!(
+            page.text().contains(data(&f)),
+            "the log page holds the line's exact JSON: {f}"
+        );
+    }
     t.http(gw, Req::get(format!("{logs}?limit=2")).key(key))
         .await;
     t.section("the first run's status");
@@ -286,5 +321,4 @@ async fn history(gw: &TestGateway, key: &Key, agent: &str, run: &str) {
     t.section("the default session from ?offset=20: the other session's run is not in it");
     let tail = Req::get(format!("{messages}?offset=20"));
     t.http(gw, tail.key(key)).await;
-    check("history.txt", t);
 }
