@@ -27,6 +27,10 @@
 //! - [`errors_openai`]: the OpenAI-shaped errors (`errors_openai.txt`).
 //! - [`openai`]: completions, chunks and `/v1/models` (`openai.txt`).
 //! - [`rest`]: REST success bodies (`rest.txt`).
+//!
+//! Support: [`transcript`] (the format, HTTP and SSE capture), [`socket`]
+//! (WebSocket frames), [`normalise`] (placeholders), [`errors_edge`]
+//! (gateways with caps, a slow or missing store, no Redis).
 
 mod endings;
 mod errors_edge;

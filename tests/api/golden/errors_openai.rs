@@ -5,6 +5,10 @@
 //! models, a stopped agent, a cancelled run, and every upstream failure
 //! (the provider's 4xx passed through, its 5xx, unreachable, silent).
 //! Errors after the first byte of a stream are in `openai.txt`.
+//!
+//! Not here: `internal_error` (a panic), 408 (these routes have no request
+//! timeout), and `unavailable` for a lost run stream or a draining gateway,
+//! as in `errors_rest.txt`.
 
 use std::time::Duration;
 
