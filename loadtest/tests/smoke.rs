@@ -14,6 +14,21 @@ fn data<'a>(reports: &'a [weir_load::report::Report], name: &str) -> &'a Value {
         .data
 }
 
+/// Every answer's first event came no later than its first content, so
+/// the quantiles over the same answers keep that order; each answer
+/// recorded both.
+fn first_event_before_content(what: &str, step: &Value) {
+    let (fe, ttft) = (&step["first_event"], &step["ttft"]);
+    assert_eq!(fe["count"], step["ok"], "{what}: {step}");
+    assert_eq!(ttft["count"], step["ok"], "{what}: {step}");
+    for q in ["p50_ms", "p99_ms"] {
+        assert!(
+            fe[q].as_f64().unwrap() <= ttft[q].as_f64().unwrap(),
+            "{what} {q}: {step}"
+        );
+    }
+}
+
 #[test]
 fn smoke_runs_every_scenario_with_sane_numbers() {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -32,7 +47,15 @@ fn smoke_runs_every_scenario_with_sane_numbers() {
     let names: Vec<&str> = reports.iter().map(|r| r.scenario.as_str()).collect();
     assert_eq!(
         names,
-        ["connections", "fanout", "proxy", "peer", "runs", "soak"]
+        [
+            "connections",
+            "fanout",
+            "proxy",
+            "peer",
+            "runs",
+            "runs",
+            "soak"
+        ]
     );
     for r in &reports {
         let failed: Vec<&String> = r
@@ -63,6 +86,16 @@ fn smoke_runs_every_scenario_with_sane_numbers() {
     assert_eq!(memory["subscribers"], 20);
     assert!(memory["published"].as_u64().unwrap() > 0, "{memory}");
     // Every subscriber sees every event published while it listens.
+    // The publisher started runs on its schedule (one run at least, however
+    // short the window), each counted as it published.
+    let publisher = &memory["publisher"];
+    assert!(
+        publisher["events_per_run"].as_f64().unwrap() > 10.0,
+        "{memory}"
+    );
+    assert!(publisher["runs_started"].as_u64().unwrap() >= 1, "{memory}");
+    assert_eq!(publisher["run_errors"], 0, "{memory}");
+    assert_eq!(memory["offered_events_per_s"], 100.0);
     let share = memory["delivered_share"].as_f64().unwrap();
     assert!(share > 0.9, "delivered share {share}: {memory}");
     let lat = &memory["latency"];
@@ -131,6 +164,21 @@ fn smoke_runs_every_scenario_with_sane_numbers() {
             first["chunks_per_req"].as_f64().unwrap() >= 1.0,
             "{d}: {first}"
         );
+        first_event_before_content(d, first);
+    }
+    // The OpenAI route through the queue: the bare role chunk is not
+    // content, so every answer still counted content pieces.
+    let openai = reports
+        .iter()
+        .filter(|r| r.scenario == "runs")
+        .nth(1)
+        .unwrap();
+    assert_eq!(openai.data["route"], "openai");
+    if redis {
+        let first = &openai.data["deployments"]["queue"]["steps"][0];
+        assert_eq!(first["ok"], first["sent"], "{first}");
+        assert!(first["chunks_per_req"].as_f64().unwrap() >= 1.0, "{first}");
+        first_event_before_content("openai queue", first);
     }
 
     let s = data(&reports, "soak");

@@ -65,10 +65,18 @@ pub async fn run(
         step_secs: 1.0,
         sessions: 4,
         worker_procs: 1,
+        route: "agent".into(),
         deployments: vec!["gateway".into(), "queue".into(), "workers".into()],
         slo_p99_ms: 5000.0,
     };
     reports.push(runs::run(launch, extra, &r).await?);
+    // The OpenAI route too, where the bare role chunk must not count.
+    let ro = runs::Opts {
+        route: "openai".into(),
+        deployments: vec!["queue".into()],
+        ..r
+    };
+    reports.push(runs::run(launch, extra, &ro).await?);
     let s = soak::Opts {
         streams: 20,
         ws_percent: 50,
