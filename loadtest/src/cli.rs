@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::scenario::{connections, fanout, peer, proxy, runs, soak};
+use crate::scenario::{connections, fanout, peer, proxy, rest, runs, soak};
 
 /// Load generator and benchmarks for weir.
 #[derive(Debug, Parser)]
@@ -41,6 +41,8 @@ pub enum Scenario {
     Peer(peer::Opts),
     /// Agent runs end to end: in the gateway, through the Redis run queue, on `weir worker`s.
     Runs(runs::Opts),
+    /// REST point reads (`GET /v1/agents/{id}`) under wrk, per store and limiter.
+    Rest(rest::Opts),
     /// Open streams with steady traffic for a long time; RSS must stay flat.
     Soak(soak::Opts),
     /// Every scenario at tiny scale, in seconds (part of the test suite).

@@ -22,3 +22,4 @@ pub mod plot;
 pub mod report;
 pub mod scenario;
 pub mod sys;
+pub mod units;

@@ -25,13 +25,14 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let weir = Launch::pick(cli.weir_bin.clone()).describe();
     match rt.block_on(run(&cli)) {
         Ok(reports) => {
             for r in &reports {
                 r.print();
             }
             if let Some(path) = &cli.json {
-                if let Err(e) = report::write_json(path, &reports) {
+                if let Err(e) = report::write_json(path, &reports, &weir) {
                     eprintln!("weir-load: writing {}: {e}", path.display());
                     return ExitCode::FAILURE;
                 }
@@ -59,6 +60,7 @@ async fn run(cli: &Cli) -> anyhow::Result<Vec<Report>> {
         Scenario::Proxy(o) => vec![scenario::proxy::run(&launch, extra, o).await?],
         Scenario::Peer(o) => vec![scenario::peer::run(&launch, extra, o).await?],
         Scenario::Runs(o) => vec![scenario::runs::run(&launch, extra, o).await?],
+        Scenario::Rest(o) => vec![scenario::rest::run(&launch, extra, o).await?],
         Scenario::Soak(o) => vec![scenario::soak::run(&launch, extra, o).await?],
         Scenario::Smoke { plot_dir } => {
             scenario::smoke::run(&launch, extra, plot_dir.clone()).await?

@@ -184,7 +184,7 @@ async fn deployment(
         args.extend(["--redis".to_owned(), r.url.clone()]);
     }
     let (store, gateways): (Option<gateway::Store>, Vec<Gateway>) = if bus == "cluster" {
-        let store = gateway::start_store(launch).await?;
+        let store = gateway::start_store(launch, None).await?;
         let data = Data::Remote(store.url.clone());
         let a = gateway::start(launch, &data, &args).await?;
         let b = gateway::start(launch, &data, &args).await?;

@@ -8,6 +8,7 @@ pub mod nginx;
 pub mod peer;
 pub mod proxy;
 pub mod publish;
+pub mod rest;
 pub mod runs;
 pub mod smoke;
 pub mod soak;

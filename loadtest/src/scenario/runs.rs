@@ -185,7 +185,7 @@ async fn deploy(
         },
         false => None,
     };
-    let store = gateway::start_store(launch).await?;
+    let store = gateway::start_store(launch, None).await?;
     let data = Data::Remote(store.url.clone());
     let mut args: Vec<String> = extra.to_vec();
     if let Some(r) = &redis {
