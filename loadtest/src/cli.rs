@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::scenario::{connections, fanout, peer, proxy, rest, runs, soak};
+use crate::scenario::{bus, connections, edge, fanout, peer, proxy, rest, runs, soak};
 
 /// Load generator and benchmarks for weir.
 #[derive(Debug, Parser)]
@@ -22,6 +22,10 @@ pub struct Cli {
     /// Also write the figures as JSON here.
     #[arg(long, global = true)]
     pub json: Option<PathBuf>,
+    /// Run the scenario this many times, one after the other; the JSON
+    /// then holds one report per run (BENCHMARKS.md's medians of five).
+    #[arg(long, global = true, default_value_t = 1)]
+    pub repeat: u32,
     /// Worker threads of the load generator's runtime.
     #[arg(long, global = true, default_value_t = 2)]
     pub threads: usize,
@@ -43,6 +47,13 @@ pub enum Scenario {
     Runs(runs::Opts),
     /// REST point reads (`GET /v1/agents/{id}`) under wrk, per store and limiter.
     Rest(rest::Opts),
+    /// The bus alone: Redis publish cost, fan-out through each bus (no HTTP).
+    Bus(bus::Opts),
+    /// The cost of one rate-limit check, local and through Redis.
+    Edge(edge::Opts),
+    /// Render BENCHMARKS.md's generated blocks from the results files, or
+    /// check them (see loadtest/README.md).
+    Report(crate::render::doc::Opts),
     /// Open streams with steady traffic for a long time; RSS must stay flat.
     Soak(soak::Opts),
     /// Every scenario at tiny scale, in seconds (part of the test suite).

@@ -26,13 +26,18 @@ impl Table {
         self.rows.push(cells);
     }
 
-    /// The table as Markdown (pasteable into BENCHMARKS.md).
+    /// The table as Markdown under its title.
     pub fn render(&self) -> String {
-        let mut widths: Vec<usize> = self.header.iter().map(String::len).collect();
+        format!("### {}\n\n{}", self.title, self.markdown())
+    }
+
+    /// The table alone as Markdown, columns padded to their widest cell.
+    pub fn markdown(&self) -> String {
+        let mut widths: Vec<usize> = self.header.iter().map(|h| h.chars().count()).collect();
         for r in &self.rows {
             for (i, c) in r.iter().enumerate() {
                 if i < widths.len() {
-                    widths[i] = widths[i].max(c.len());
+                    widths[i] = widths[i].max(c.chars().count());
                 }
             }
         }
@@ -40,11 +45,11 @@ impl Table {
             let mut s = String::from("|");
             for (i, w) in widths.iter().enumerate() {
                 let c = cells.get(i).map_or("", String::as_str);
-                let _ = write!(s, " {c:<w$} |");
+                let _ = write!(s, " {c}{} |", " ".repeat(w - c.chars().count()));
             }
             s
         };
-        let mut out = format!("### {}\n\n{}\n|", self.title, line(&self.header));
+        let mut out = format!("{}\n|", line(&self.header));
         for w in &widths {
             let _ = write!(out, "{}|", "-".repeat(w + 2));
         }

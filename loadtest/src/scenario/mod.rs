@@ -2,7 +2,9 @@
 //! to, opening many subscribers at a bounded connect concurrency (the
 //! publisher of real echo-model runs is [`publish`]).
 
+pub mod bus;
 pub mod connections;
+pub mod edge;
 pub mod fanout;
 pub mod nginx;
 pub mod peer;
