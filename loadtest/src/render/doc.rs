@@ -2,8 +2,11 @@
 //! README.md publish and checks (or rewrites) it against the JSON.
 //!
 //! - A generated block is the text between a line
-//!   `<!-- weir-load report KIND loadtest/results/FILE.json -->` and the
+//!   `<!-- weir-load report KIND loadtest/results/FILE.json... -->` and the
 //!   next `<!-- end -->` line: it must equal [`super::render`]'s output.
+//! - A block that awaits measurement starts `<!-- weir-load awaits KIND
+//!   FILE... -->`: its text is free (no figures) while a file is missing;
+//!   once all exist, the check says so and `--write` renders it.
 //! - A quoted figure is `<!-- fig ID -->TEXT<!-- /fig -->` inside prose;
 //!   `loadtest/figures.json` maps each ID to a results file, a JSON pointer
 //!   (`*` takes every element of an array, then `reduce` picks one) and a
@@ -31,8 +34,8 @@ pub struct Opts {
     pub root: std::path::PathBuf,
     /// Print one block instead: its kind (connections, fanout, …) …
     pub kind: Option<String>,
-    /// … and its results file.
-    pub file: Option<String>,
+    /// … and its results files.
+    pub files: Vec<String>,
 }
 
 /// The documents checked.
@@ -43,8 +46,9 @@ pub const FIGURES: &str = "loadtest/figures.json";
 /// `weir-load report`: one block printed, or every document checked
 /// (problems listed, an error if any) or rewritten.
 pub fn run(o: &Opts) -> anyhow::Result<()> {
-    if let (Some(kind), Some(file)) = (&o.kind, &o.file) {
-        println!("{}", render(&o.root, kind, file)?);
+    if let Some(kind) = &o.kind {
+        let files: Vec<&str> = o.files.iter().map(String::as_str).collect();
+        println!("{}", render(&o.root, kind, &files)?);
         return Ok(());
     }
     let mut problems = Vec::new();
@@ -161,38 +165,32 @@ pub fn process(root: &Path, doc: &str, text: &str) -> (String, Vec<String>) {
         BTreeMap::new()
     });
     let mut out = String::with_capacity(text.len());
+    let mut awaited = Vec::new();
     let mut lines = text.split_inclusive('\n').enumerate();
     let mut in_code = false;
     while let Some((n, line)) = lines.next() {
         let at = format!("{doc}:{}", n + 1);
-        if let Some((kind, file)) = block_start(line) {
-            out.push_str(line);
+        if let Some(start) = Start::parse(line) {
             let mut old = String::new();
-            let mut closed = false;
+            let mut end = None;
             for (_, l) in lines.by_ref() {
                 if l.trim_end() == "<!-- end -->" {
-                    closed = true;
-                    match render(root, kind, file) {
-                        Ok(new) => {
-                            if old.trim() != new.trim() {
-                                problems.push(format!("{at}: the `{kind}` block differs from {file} rendered (run `weir-load report --write`)"));
-                            }
-                            out.push_str(&format!("{}\n", new.trim_end()));
-                        }
-                        Err(e) => {
-                            problems.push(format!("{at}: {e}"));
-                            out.push_str(&old);
-                        }
-                    }
-                    out.push_str(l);
+                    end = Some(l);
                     break;
                 }
                 old.push_str(l);
             }
-            if !closed {
+            let Some(end) = end else {
                 problems.push(format!("{at}: block without `<!-- end -->`"));
+                out.push_str(line);
                 out.push_str(&old);
+                continue;
+            };
+            if !start.report {
+                awaited.extend(start.files.iter().map(|f| (*f).to_owned()));
             }
+            out.push_str(&block(root, &at, &start, line, &old, &mut problems));
+            out.push_str(end);
             continue;
         }
         if line.trim_start().starts_with("```") {
@@ -207,18 +205,81 @@ pub fn process(root: &Path, doc: &str, text: &str) -> (String, Vec<String>) {
             &mut problems,
         ));
     }
-    problems.extend(results_named(root, doc, text));
+    problems.extend(results_named(root, doc, text, &awaited));
     (out, problems)
 }
 
-/// `(kind, file)` of a block's first line.
-fn block_start(line: &str) -> Option<(&str, &str)> {
-    let rest = line
-        .trim()
-        .strip_prefix("<!-- weir-load report ")?
-        .strip_suffix("-->")?;
-    let mut words = rest.split_whitespace();
-    Some((words.next()?, words.next()?))
+/// The first line of a block: `<!-- weir-load report KIND FILE... -->`,
+/// or `<!-- weir-load awaits KIND FILE... -->` for results not measured yet.
+struct Start<'a> {
+    report: bool,
+    kind: &'a str,
+    files: Vec<&'a str>,
+}
+
+impl<'a> Start<'a> {
+    fn parse(line: &'a str) -> Option<Self> {
+        let rest = line
+            .trim()
+            .strip_prefix("<!-- weir-load ")?
+            .strip_suffix("-->")?;
+        let mut words = rest.split_whitespace();
+        let report = match words.next()? {
+            "report" => true,
+            "awaits" => false,
+            _ => return None,
+        };
+        let kind = words.next()?;
+        let files: Vec<&str> = words.collect();
+        (!files.is_empty()).then_some(Self {
+            report,
+            kind,
+            files,
+        })
+    }
+}
+
+/// A block's new first line and content. A report block is rendered; an
+/// awaiting block stays as written until all its files exist, and is then
+/// rendered as a report block.
+fn block(
+    root: &Path,
+    at: &str,
+    start: &Start,
+    line: &str,
+    old: &str,
+    problems: &mut Vec<String>,
+) -> String {
+    let files = start.files.join(" ");
+    if !start.report {
+        if start.files.iter().any(|f| !root.join(f).exists()) {
+            if let Some(f) = hand_typed(old) {
+                problems.push(format!(
+                    "{at}: `{f}` in an awaiting block: figures come from results files"
+                ));
+            }
+            return format!("{line}{old}");
+        }
+        problems.push(format!(
+            "{at}: {files} exist now: `weir-load report --write` renders them here"
+        ));
+    }
+    let head = format!("<!-- weir-load report {} {files} -->\n", start.kind);
+    match render(root, start.kind, &start.files) {
+        Ok(new) => {
+            if start.report && old.trim() != new.trim() {
+                problems.push(format!(
+                    "{at}: the `{}` block differs from {files} rendered (run `weir-load report --write`)",
+                    start.kind
+                ));
+            }
+            format!("{head}{}\n", new.trim_end())
+        }
+        Err(e) => {
+            problems.push(format!("{at}: {e}"));
+            format!("{line}{old}")
+        }
+    }
 }
 
 /// The line with its quoted figures re-rendered; hand-typed figures and
@@ -309,8 +370,9 @@ pub fn hand_typed(text: &str) -> Option<String> {
     None
 }
 
-/// Problems with the results files `text` names.
-fn results_named(root: &Path, doc: &str, text: &str) -> Vec<String> {
+/// Problems with the results files `text` names (those of awaiting blocks
+/// may be missing).
+fn results_named(root: &Path, doc: &str, text: &str, awaited: &[String]) -> Vec<String> {
     let mut out = Vec::new();
     for (i, _) in text.match_indices("loadtest/results/") {
         let tail = &text[i..];
@@ -318,7 +380,7 @@ fn results_named(root: &Path, doc: &str, text: &str) -> Vec<String> {
             .find(|c: char| c.is_whitespace() || "`)]\"'".contains(c))
             .unwrap_or(tail.len());
         let name = tail[..end].trim_end_matches(['.', ',', ':', ';']);
-        if name.ends_with(".json") {
+        if name.ends_with(".json") && !awaited.iter().any(|a| a == name) {
             if let Err(e) = Results::load(root, name) {
                 out.push(format!("{doc}: {e}"));
             }

@@ -97,10 +97,15 @@ pub fn opt(v: &Value, pointer: &str) -> Option<f64> {
     v.pointer(pointer).and_then(Value::as_f64)
 }
 
-/// Renders one block: the kind names the renderer, `file` the results file
-/// under `root`.
-pub fn render(root: &Path, kind: &str, file: &str) -> Result<String, RenderError> {
-    let r = Results::load(root, file)?;
+/// Renders one block: the kind names the renderer, `files` the results
+/// files under `root` (their reports in one list, in order).
+pub fn render(root: &Path, kind: &str, files: &[&str]) -> Result<String, RenderError> {
+    let mut r = Results::load(root, files.first().copied().unwrap_or_default())?;
+    for f in files.iter().skip(1) {
+        let more = Results::load(root, f)?;
+        r.name = format!("{}, {}", r.name, more.name);
+        r.reports.extend(more.reports);
+    }
     let body = match kind {
         "connections" => streams::connections(&r)?,
         "fanout" => streams::fanout(&r)?,
@@ -126,13 +131,33 @@ fn provenance(r: &Results) -> String {
         .filter_map(|v| v["command"].as_str())
         .collect();
     commands.dedup();
-    let out = format!("```sh\n{}\n```\n\n", commands.join("\n"));
-    let first = &r.reports[0];
-    let (start, end) = (
-        opt(first, "/load_average/start"),
-        opt(r.reports.last().unwrap_or(first), "/load_average/end"),
-    );
-    let load = match (start, end) {
+    let mut out = format!("```sh\n{}\n```\n\n", commands.join("\n"));
+    let lines: Vec<String> = r.reports.iter().map(run_line).collect();
+    let mut distinct = lines.clone();
+    distinct.dedup();
+    for l in &distinct {
+        out.push_str(l);
+        out.push('\n');
+    }
+    let n = r.reports.len();
+    let runs = if n > 1 {
+        format!(" ({n} runs)")
+    } else {
+        String::new()
+    };
+    out.push_str(&format!(
+        "\nRaw results: `{}`{runs}.\n",
+        r.name.replace(", ", "`, `")
+    ));
+    out
+}
+
+/// When, from which commit, on what, and the load around one report.
+fn run_line(rep: &Value) -> String {
+    let load = match (
+        opt(rep, "/load_average/start"),
+        opt(rep, "/load_average/end"),
+    ) {
         (Some(s), Some(e)) => format!(
             "load average {} → {}",
             crate::units::load(s),
@@ -140,13 +165,13 @@ fn provenance(r: &Results) -> String {
         ),
         _ => "load average not recorded".into(),
     };
-    let machine = first["machine"].as_str().unwrap_or("machine not recorded");
+    let machine = rep["machine"].as_str().unwrap_or("machine not recorded");
     let when = match (
-        first["date"].as_str(),
-        first.pointer("/git/commit").and_then(Value::as_str),
+        rep["date"].as_str(),
+        rep.pointer("/git/commit").and_then(Value::as_str),
     ) {
         (Some(date), Some(commit)) => {
-            let dirty = if first.pointer("/git/dirty") == Some(&Value::Bool(true)) {
+            let dirty = if rep.pointer("/git/dirty") == Some(&Value::Bool(true)) {
                 ", with uncommitted changes"
             } else {
                 ""
@@ -158,10 +183,10 @@ fn provenance(r: &Results) -> String {
         }
         _ => "Run date and commit not recorded (a format 1 file, written before issue 15)".into(),
     };
-    let weir = first["weir"]
+    let weir = rep["weir"]
         .as_str()
         .map_or(String::new(), |w| format!("; gateway `{w}`"));
-    format!("{out}{when}; {machine}; {load}{weir}; raw: `{}`.\n", r.name)
+    format!("* {when}; {machine}; {load}{weir}.")
 }
 
 /// A verdict line: `target met (figure)` or `target missed (figure)`.

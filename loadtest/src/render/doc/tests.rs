@@ -37,7 +37,7 @@ fn doc(block: &str) -> String {
 #[test]
 fn a_rendered_document_checks_clean_and_a_drifted_one_does_not() {
     let dir = root();
-    let block = render(dir.path(), "connections", "loadtest/results/c.json").unwrap();
+    let block = render(dir.path(), "connections", &["loadtest/results/c.json"]).unwrap();
     assert!(block.contains("| 4.65 KiB "), "{block}");
     assert!(block.contains("15.5 MiB → 101.8 MiB"), "{block}");
     assert!(
@@ -68,7 +68,7 @@ fn a_rendered_document_checks_clean_and_a_drifted_one_does_not() {
 #[test]
 fn quoted_figures_must_equal_their_source() {
     let dir = root();
-    let block = render(dir.path(), "connections", "loadtest/results/c.json").unwrap();
+    let block = render(dir.path(), "connections", &["loadtest/results/c.json"]).unwrap();
     let text = doc(&block).replace("-->4.65 KiB<", "-->4.6 KiB<");
     let (fixed, problems) = process(dir.path(), "R.md", &text);
     let line = text.lines().position(|l| l.starts_with("RSS ")).unwrap() + 1;
