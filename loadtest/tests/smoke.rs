@@ -45,18 +45,22 @@ fn smoke_runs_every_scenario_with_sane_numbers() {
         ))
         .unwrap();
     let names: Vec<&str> = reports.iter().map(|r| r.scenario.as_str()).collect();
-    assert_eq!(
-        names,
-        [
-            "connections",
-            "fanout",
-            "proxy",
-            "peer",
-            "runs",
-            "runs",
-            "soak"
-        ]
-    );
+    let mut wanted = vec![
+        "connections",
+        "fanout",
+        "proxy",
+        "peer",
+        "runs",
+        "runs",
+        "soak",
+    ];
+    if smoke::installed("wrk", "--version") {
+        wanted.push("rest");
+    }
+    if smoke::installed("redis-server", "--version") {
+        wanted.extend(["bus", "edge"]);
+    }
+    assert_eq!(names, wanted);
     for r in &reports {
         let failed: Vec<&String> = r
             .checks
@@ -184,4 +188,70 @@ fn smoke_runs_every_scenario_with_sane_numbers() {
     let s = data(&reports, "soak");
     assert!(s["rss_samples"].as_array().unwrap().len() >= 2, "{s}");
     assert!(s["deliveries"].as_u64().unwrap() > 0, "{s}");
+    if names.contains(&"rest") {
+        let rest = data(&reports, "rest");
+        for case in rest["cases"].as_array().unwrap() {
+            assert_eq!(case["rounds"].as_array().unwrap().len(), 2, "{case}");
+            assert!(case["median"]["requests"].as_u64().unwrap() > 0, "{case}");
+        }
+    }
+    if names.contains(&"bus") {
+        let fan = &data(&reports, "bus")["fanout"];
+        assert_eq!(fan.as_array().unwrap().len(), 3, "{fan}");
+        assert!(fan[0]["deliveries_per_s"].as_f64().unwrap() > 0.0, "{fan}");
+        assert!(data(&reports, "edge")["redis"]["checks"] == 200);
+    }
+    renders_every_kind(&reports);
+}
+
+/// The renderers of `weir-load report` read what the scenarios write:
+/// every report of this run, written as a results file, renders as a
+/// format 2 block (date recorded, the v2 columns present).
+fn renders_every_kind(reports: &[weir_load::report::Report]) {
+    use weir_load::{render::render, report::write_json};
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(root.path().join("r")).unwrap();
+    let mut seen = std::collections::HashSet::new();
+    for r in reports {
+        // The first report of a scenario; the OpenAI runs have their own.
+        let name = if seen.insert(r.scenario.clone()) {
+            r.scenario.clone()
+        } else {
+            format!("{}_2", r.scenario)
+        };
+        let file = format!("r/{name}.json");
+        write_json(
+            &root.path().join(&file),
+            std::slice::from_ref(r),
+            "in-process",
+        )
+        .unwrap();
+        let text =
+            render(root.path(), &r.scenario, &[&file]).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(text.contains("* Run 20"), "{name}: no date: {text}");
+        assert!(!text.contains("format 1"), "{name}: {text}");
+        let expect = match r.scenario.as_str() {
+            "connections" => "| 40 ",
+            "fanout" => "| 100/s ",
+            "proxy" => "weir adds p99",
+            "peer" => "highest sustainable rate",
+            "runs" => "first event p50",
+            "soak" => "gateway RSS (MiB)",
+            "rest" => "| embedded ",
+            "bus" => "events/s published",
+            "edge" => "| local ",
+            other => panic!("no expectation for {other}"),
+        };
+        assert!(text.contains(expect), "{name}: no `{expect}` in {text}");
+    }
+    // Several runs of one command in one file: the medians.
+    let proxy: Vec<_> = reports
+        .iter()
+        .filter(|r| r.scenario == "proxy")
+        .cloned()
+        .collect();
+    let twice = [proxy[0].clone(), proxy[0].clone()];
+    write_json(&root.path().join("r/x2.json"), &twice, "in-process").unwrap();
+    let text = render(root.path(), "proxy-repeat", &["r/x2.json"]).unwrap();
+    assert!(text.contains("2 runs at 50/s"), "{text}");
 }
