@@ -86,4 +86,4 @@ fi
 
 say "render BENCHMARKS.md and README.md from the results, then check them"
 $L report --write
-cargo test -p weir-load --test documents
+$L report   # the check of loadtest/tests/documents.rs, without a test build

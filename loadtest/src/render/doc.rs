@@ -54,12 +54,14 @@ pub fn run(o: &Opts) -> anyhow::Result<()> {
     let mut problems = Vec::new();
     for doc in DOCS {
         let text = std::fs::read_to_string(o.root.join(doc))?;
-        let (fixed, found) = process(&o.root, doc, &text);
-        problems.extend(found);
+        let (fixed, mut found) = process(&o.root, doc, &text);
         if o.write && fixed != text {
-            std::fs::write(o.root.join(doc), fixed)?;
+            std::fs::write(o.root.join(doc), &fixed)?;
             eprintln!("weir-load: rewrote {doc}");
+            // What the rewrite could not fix (a missing file, a bad marker).
+            found = process(&o.root, doc, &fixed).1;
         }
+        problems.extend(found);
     }
     for p in &problems {
         eprintln!("weir-load: {p}");

@@ -128,3 +128,43 @@ fn figures_reduce_arrays_and_refuse_ambiguity() {
         .unwrap_err()
         .contains("no figure at /0/data/absent"));
 }
+
+/// An awaiting block keeps its prose while its file is missing (and may
+/// name it), must hold no figure, and becomes a report block once the file
+/// exists.
+#[test]
+fn awaiting_blocks_wait_for_their_files() {
+    let dir = root();
+    let waiting = "<!-- weir-load awaits connections loadtest/results/later.json -->\n\
+                   Awaits re-measurement: `weir-load connections --json loadtest/results/later.json`.\n\
+                   <!-- end -->\n";
+    let (same, problems) = process(dir.path(), "B.md", waiting);
+    assert_eq!(problems, Vec::<String>::new());
+    assert_eq!(same, waiting);
+    let typed = waiting.replace("Awaits re-measurement:", "Was 4.65 KiB:");
+    let (_, problems) = process(dir.path(), "B.md", &typed);
+    assert!(
+        problems[0].contains("`4.65 KiB` in an awaiting block"),
+        "{problems:?}"
+    );
+
+    std::fs::copy(
+        dir.path().join("loadtest/results/c.json"),
+        dir.path().join("loadtest/results/later.json"),
+    )
+    .unwrap();
+    let (rendered, problems) = process(dir.path(), "B.md", waiting);
+    assert!(problems[0].contains("exist now"), "{problems:?}");
+    let block = render(dir.path(), "connections", &["loadtest/results/later.json"]).unwrap();
+    assert_eq!(
+        rendered,
+        format!(
+            "<!-- weir-load report connections loadtest/results/later.json -->\n{}\n<!-- end -->\n",
+            block.trim_end()
+        )
+    );
+    assert_eq!(
+        process(dir.path(), "B.md", &rendered).1,
+        Vec::<String>::new()
+    );
+}
