@@ -69,3 +69,38 @@ pub enum Scenario {
         out: PathBuf,
     },
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// clap's own consistency checks over every subcommand (the ones a
+    /// debug build runs on first use: a clash fails here, not in a
+    /// benchmark run), and the commands of loadtest/run_all.sh parse.
+    #[test]
+    fn the_command_line_is_consistent_and_run_all_parses() {
+        super::Cli::command().debug_assert();
+        let script = include_str!("../run_all.sh");
+        let mut lines = 0;
+        let joined = script.replace("\\\n", " ");
+        for line in joined
+            .lines()
+            .map(str::trim)
+            .filter(|l| l.starts_with("$L "))
+        {
+            let args = line
+                .replace("$R", "loadtest/results")
+                .replace("$rate", "30");
+            let argv = std::iter::once("weir-load").chain(
+                args.split_whitespace()
+                    .skip(1)
+                    .take_while(|w| !w.starts_with('#')),
+            );
+            if let Err(e) = <super::Cli as clap::Parser>::try_parse_from(argv) {
+                panic!("{line}: {e}");
+            }
+            lines += 1;
+        }
+        assert!(lines >= 14, "{lines} commands found in run_all.sh");
+    }
+}

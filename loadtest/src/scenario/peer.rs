@@ -30,8 +30,10 @@ use crate::{
 /// The master key `litellm.sh` starts LiteLLM with.
 const LITELLM_KEY: &str = "sk-weir-load-0123456789abcdef";
 
-/// Options of the `peer` scenario.
+/// Options of the `peer` scenario (its own group id: the flattened
+/// `proxy::Opts` already takes `Opts`, which clap's debug build refuses).
 #[derive(Debug, Clone, clap::Args)]
+#[group(id = "peer_opts")]
 pub struct Opts {
     #[command(flatten)]
     pub proxy: proxy::Opts,
