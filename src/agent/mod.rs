@@ -37,13 +37,12 @@ use serde::{Deserialize, Serialize};
 
 pub use follow::{CancelOnDrop, RunFollower};
 pub use queued::Settle;
-pub use routes::routes;
 pub use runtime::Runtime;
 
 use crate::http::errors::ApiError;
 
 /// One chat message given to a run.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct ChatMessage {
     pub role: String,
     pub content: String,

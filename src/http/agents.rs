@@ -3,8 +3,7 @@
 use axum::{
     extract::{Path, State},
     http::StatusCode,
-    routing::{get, post},
-    Json, Router,
+    Json,
 };
 use serde::Deserialize;
 use serde_json::Value;
@@ -20,17 +19,6 @@ use crate::{
     state::AppState,
     store::{Agent, AgentPatch, NewAgent, Page, AGENT_RUNNING, AGENT_STOPPED},
 };
-
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/agents", get(list_agents).post(create_agent))
-        .route(
-            "/v1/agents/{id}",
-            get(get_agent).patch(update_agent).delete(delete_agent),
-        )
-        .route("/v1/agents/{id}/start", post(start_agent))
-        .route("/v1/agents/{id}/stop", post(stop_agent))
-}
 
 /// Body of `POST /v1/agents`.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -143,8 +131,7 @@ async fn check_tools(state: &AppState, account: &str, tools: &[String]) -> Resul
 
 /// Create an agent.
 #[utoipa::path(post, path = "/v1/agents", tag = "agents", request_body = CreateAgent,
-    responses((status = 201, body = Agent), (status = 400, description = "validation_error")),
-    security(("api_key" = [])))]
+    responses((status = 201, body = Agent), (status = 400, description = "validation_error")))]
 pub async fn create_agent(
     State(state): State<AppState>,
     auth: Auth,
@@ -170,7 +157,7 @@ pub async fn create_agent(
 /// List the account's agents, oldest first.
 #[utoipa::path(get, path = "/v1/agents", tag = "agents",
     params(("limit" = Option<u32>, Query), ("offset" = Option<u64>, Query), ("after" = Option<String>, Query)),
-    responses((status = 200, body = Page<Agent>)), security(("api_key" = [])))]
+    responses((status = 200, body = Page<Agent>)))]
 pub async fn list_agents(
     State(state): State<AppState>,
     auth: Auth,
@@ -182,7 +169,7 @@ pub async fn list_agents(
 
 /// Read one agent.
 #[utoipa::path(get, path = "/v1/agents/{id}", tag = "agents", params(("id" = String, Path)),
-    responses((status = 200, body = Agent), (status = 404, description = "agent_not_found")), security(("api_key" = [])))]
+    responses((status = 200, body = Agent), (status = 404, description = "agent_not_found")))]
 pub async fn get_agent(
     State(state): State<AppState>,
     auth: Auth,
@@ -194,7 +181,7 @@ pub async fn get_agent(
 
 /// Change some fields of an agent.
 #[utoipa::path(patch, path = "/v1/agents/{id}", tag = "agents", params(("id" = String, Path)), request_body = UpdateAgent,
-    responses((status = 200, body = Agent), (status = 404, description = "agent_not_found")), security(("api_key" = [])))]
+    responses((status = 200, body = Agent), (status = 404, description = "agent_not_found")))]
 pub async fn update_agent(
     State(state): State<AppState>,
     auth: Auth,
@@ -229,7 +216,7 @@ pub async fn update_agent(
 
 /// Delete an agent with its sessions, runs, messages and logs.
 #[utoipa::path(delete, path = "/v1/agents/{id}", tag = "agents", params(("id" = String, Path)),
-    responses((status = 204), (status = 404, description = "agent_not_found")), security(("api_key" = [])))]
+    responses((status = 204), (status = 404, description = "agent_not_found")))]
 pub async fn delete_agent(
     State(state): State<AppState>,
     auth: Auth,
@@ -241,7 +228,7 @@ pub async fn delete_agent(
 
 /// Let the agent accept messages again.
 #[utoipa::path(post, path = "/v1/agents/{id}/start", tag = "agents", params(("id" = String, Path)),
-    responses((status = 200, body = Agent)), security(("api_key" = [])))]
+    responses((status = 200, body = Agent)))]
 pub async fn start_agent(
     state: State<AppState>,
     auth: Auth,
@@ -252,7 +239,7 @@ pub async fn start_agent(
 
 /// Refuse new messages (409 `agent_stopped`) until started again.
 #[utoipa::path(post, path = "/v1/agents/{id}/stop", tag = "agents", params(("id" = String, Path)),
-    responses((status = 200, body = Agent)), security(("api_key" = [])))]
+    responses((status = 200, body = Agent)))]
 pub async fn stop_agent(
     state: State<AppState>,
     auth: Auth,

@@ -1,25 +1,22 @@
 //! Authentication at the edge: finds the key in any of the four forms API.md
 //! allows, checks it against the key cache, and hands handlers an [`Auth`].
 //!
-//! The router runs [`authenticate`] on every route that is not on its
-//! allowlist, so a new route is protected by default. It then checks the
-//! matched route's scope from [`super::scopes::ROUTE_SCOPES`] before the
-//! handler (and its body extractor) runs; a route missing from that table
-//! is refused.
+//! The router runs [`authenticate`] on every route of the table
+//! ([`super::routes`]) whose access is not `Public`, with that route's
+//! [`Access`], and checks the scope before the handler (and its body
+//! extractor) runs. A route cannot be declared without its access, so
+//! there is no route without a scope to refuse.
 
 use std::sync::Arc;
 
 use axum::{
-    extract::{FromRequestParts, MatchedPath, Request, State},
+    extract::{FromRequestParts, Request, State},
     http::{request::Parts, HeaderMap},
     middleware::Next,
     response::Response,
 };
 
-use super::{
-    errors::ApiError,
-    scopes::{need_for, Need},
-};
+use super::{errors::ApiError, route::Access};
 use crate::{state::AppState, store::KeyRecord};
 
 /// The authenticated caller, put in request extensions by [`authenticate`].
@@ -110,10 +107,11 @@ fn percent_decode(s: &str) -> std::borrow::Cow<'_, str> {
     String::from_utf8_lossy(&out).into_owned().into()
 }
 
-/// Middleware: 401 unless a valid, unrevoked key is presented; otherwise the
-/// request continues with [`Auth`] in its extensions.
+/// Middleware of every non-public route, given that route's `access`: 401
+/// unless a valid, unrevoked key is presented, 403 unless it has the scope;
+/// otherwise the request continues with [`Auth`] in its extensions.
 pub async fn authenticate(
-    State(state): State<AppState>,
+    State((state, access)): State<(AppState, Access)>,
     mut req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
@@ -129,17 +127,9 @@ pub async fn authenticate(
         .ok_or_else(|| ApiError::unauthorized("invalid or revoked API key"))?;
     tracing::Span::current().record("key_id", key.id.as_str());
     let auth = Auth { key };
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned());
-    match route.as_deref().and_then(|p| need_for(req.method(), p)) {
-        Some(Need::AnyKey) => {}
-        Some(Need::Scope(scope)) => auth.require(scope)?,
-        None => {
-            tracing::error!(route = ?route, method = %req.method(), "route has no scope in ROUTE_SCOPES");
-            return Err(ApiError::forbidden("(route not in the scope table)"));
-        }
+    match access {
+        Access::Public | Access::AnyKey => {}
+        Access::Scope(scope) => auth.require(scope)?,
     }
     req.extensions_mut().insert(auth);
     Ok(next.run(req).await)

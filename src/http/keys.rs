@@ -6,8 +6,7 @@
 use axum::{
     extract::{Path, State},
     http::StatusCode,
-    routing::{delete, get},
-    Json, Router,
+    Json,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -25,12 +24,6 @@ use crate::{
 
 /// Default requests per minute of a new key.
 pub const DEFAULT_RPM: u32 = 120;
-
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/keys", get(list_keys).post(create_key))
-        .route("/v1/keys/{id}", delete(revoke_key))
-}
 
 /// Body of `POST /v1/keys`.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -82,7 +75,7 @@ pub fn check_scopes(requested: &[String], caller: Option<&KeyRecord>) -> Result<
 
 /// Mint a key in the caller's account.
 #[utoipa::path(post, path = "/v1/keys", tag = "keys", request_body = CreateKey,
-    responses((status = 201, body = MintedKey)), security(("api_key" = [])))]
+    responses((status = 201, body = MintedKey)))]
 pub async fn create_key(
     State(state): State<AppState>,
     auth: Auth,
@@ -111,7 +104,7 @@ pub async fn create_key(
 /// List the account's keys (no secrets).
 #[utoipa::path(get, path = "/v1/keys", tag = "keys",
     params(("limit" = Option<u32>, Query), ("offset" = Option<u64>, Query), ("after" = Option<String>, Query)),
-    responses((status = 200, body = Page<KeyRecord>)), security(("api_key" = [])))]
+    responses((status = 200, body = Page<KeyRecord>)))]
 pub async fn list_keys(
     State(state): State<AppState>,
     auth: Auth,
@@ -123,7 +116,7 @@ pub async fn list_keys(
 
 /// Revoke a key; it is refused from the next request on.
 #[utoipa::path(delete, path = "/v1/keys/{id}", tag = "keys", params(("id" = String, Path)),
-    responses((status = 204), (status = 404, description = "key_not_found")), security(("api_key" = [])))]
+    responses((status = 204), (status = 404, description = "key_not_found")))]
 pub async fn revoke_key(
     State(state): State<AppState>,
     auth: Auth,

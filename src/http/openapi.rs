@@ -1,75 +1,92 @@
-//! `/v1/openapi.json` (OpenAPI 3.1 generated from the handlers' annotations
-//! by utoipa) and `/docs`, an interactive page embedded in the binary: it
-//! needs no CDN and no build-time download, so it works air-gapped.
+//! `/v1/openapi.json` (OpenAPI 3.1) and `/docs`, an interactive page
+//! embedded in the binary: it needs no CDN and no build-time download, so
+//! it works air-gapped.
+//!
+//! The document is built from the route table ([`super::routes::ROUTES`]):
+//! each documented route contributes the operation of its handler's
+//! `#[utoipa::path]` annotation, under the table's method and path, with
+//! its security requirement. The framing of SSE and WebSocket messages is
+//! beyond OpenAPI: `protocol/` (sse.md, websocket.md, events.md) and its
+//! JSON Schemas are the reference.
+
+use std::sync::LazyLock;
 
 use axum::{
     http::header,
     response::{Html, IntoResponse},
-    routing::get,
-    Json, Router,
 };
 use utoipa::{
-    openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme},
-    Modify, OpenApi,
+    openapi::{
+        security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme},
+        Components, OpenApi as Document, SecurityRequirement,
+    },
+    OpenApi,
 };
 
-use super::{account, agents, keys, openapi_streams as streams, ops, sessions, tools};
-use crate::state::AppState;
+use super::{route::Route, routes::ROUTES};
 
 #[derive(OpenApi)]
 #[openapi(
     info(title = "weir", description = "Streaming chat and agent gateway. See protocol/ for SSE and WebSocket framing."),
-    paths(
-        ops::healthz, ops::readyz,
-        account::get_account,
-        keys::create_key, keys::list_keys, keys::revoke_key,
-        agents::create_agent, agents::list_agents, agents::get_agent, agents::update_agent,
-        agents::delete_agent, agents::start_agent, agents::stop_agent,
-        tools::create_tool, tools::list_tools, tools::get_tool, tools::delete_tool,
-        sessions::create_session, sessions::list_sessions, sessions::delete_session,
-        streams::send_message, streams::list_messages, streams::agent_events,
-        streams::get_run, streams::cancel_run, streams::run_stream,
-        streams::list_logs, streams::logs_stream,
-        streams::chat_completions, streams::models, streams::websocket,
-    ),
-    modifiers(&Security),
     tags((name = "agents"), (name = "tools"), (name = "sessions"), (name = "chat"), (name = "streams"),
         (name = "logs"), (name = "openai"), (name = "keys"), (name = "account"), (name = "ops"))
 )]
-pub struct ApiDoc;
+struct ApiDoc;
 
-struct Security;
-
-impl Modify for Security {
-    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
-        let comps = api.components.get_or_insert_with(Default::default);
-        comps.add_security_scheme(
-            "api_key",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
-        );
-        comps.add_security_scheme(
-            "x_api_key",
-            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-Api-Key"))),
-        );
+/// The document, built from the route table.
+pub fn document() -> Document {
+    let mut api = ApiDoc::openapi();
+    let comps = api.components.get_or_insert_with(Components::new);
+    comps.add_security_scheme(
+        "api_key",
+        SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+    );
+    comps.add_security_scheme(
+        "x_api_key",
+        SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-Api-Key"))),
+    );
+    let mut schemas = Vec::new();
+    for route in ROUTES {
+        let Some(doc) = route.doc else { continue };
+        (doc.schemas)(&mut schemas);
+        let mut op = operation(route, (doc.operation)());
+        let tags = (doc.tags)().into_iter().map(str::to_owned);
+        op.tags.get_or_insert_with(Vec::new).extend(tags);
+        api.paths
+            .add_path_operation(route.path, vec![route.verb.openapi()], op);
     }
+    let comps = api.components.get_or_insert_with(Components::new);
+    for (name, schema) in schemas {
+        comps.schemas.entry(name).or_insert(schema);
+    }
+    api
 }
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/openapi.json", get(openapi_json))
-        .route("/docs", get(docs))
+/// The annotation's operation, completed with what the table knows.
+fn operation(
+    route: &Route,
+    mut op: utoipa::openapi::path::Operation,
+) -> utoipa::openapi::path::Operation {
+    if !route.access.is_public() {
+        let bearer = SecurityRequirement::new("api_key", Vec::<String>::new());
+        let header = SecurityRequirement::new("x_api_key", Vec::<String>::new());
+        op.security = Some(vec![bearer, header]);
+    }
+    op
 }
 
-/// The generated document; more routes are documented in `protocol/`.
-pub fn document() -> utoipa::openapi::OpenApi {
-    ApiDoc::openapi()
+/// `GET /v1/openapi.json`: the document, serialized once.
+pub(crate) async fn openapi_json() -> impl IntoResponse {
+    static JSON: LazyLock<Vec<u8>> =
+        LazyLock::new(|| serde_json::to_vec(&document()).unwrap_or_default());
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        JSON.as_slice(),
+    )
 }
 
-async fn openapi_json() -> impl IntoResponse {
-    Json(document())
-}
-
-async fn docs() -> impl IntoResponse {
+/// `GET /docs`: the interactive page.
+pub(crate) async fn docs() -> impl IntoResponse {
     (
         [(header::CACHE_CONTROL, "no-cache")],
         Html(include_str!("docs.html")),
@@ -78,15 +95,30 @@ async fn docs() -> impl IntoResponse {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn every_authenticated_route_is_in_the_document() {
-        let doc = serde_json::to_value(super::document()).unwrap();
-        for (method, path, _) in crate::http::scopes::ROUTE_SCOPES {
-            let item = &doc["paths"][*path];
-            let m = method.as_str().to_ascii_lowercase();
+        let doc = serde_json::to_value(document()).unwrap();
+        for r in super::super::routes::authenticated() {
+            let m = r.verb.method().as_str().to_ascii_lowercase();
             assert!(
-                item.get(&m).is_some(),
-                "{method} {path} is missing from /v1/openapi.json"
+                doc["paths"][r.path].get(&m).is_some(),
+                "{m} {} is missing from /v1/openapi.json",
+                r.path
+            );
+        }
+    }
+
+    #[test]
+    fn annotations_name_the_tables_method_and_path() {
+        for r in ROUTES {
+            let Some(doc) = r.doc else { continue };
+            assert_eq!((doc.path)(), r.path, "the annotation of {}", r.path);
+            assert!(
+                (doc.methods)() == vec![r.verb.openapi()],
+                "the annotation of {} names another method",
+                r.path
             );
         }
     }

@@ -3,8 +3,7 @@
 use axum::{
     extract::{Path, State},
     http::StatusCode,
-    routing::get,
-    Json, Router,
+    Json,
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -20,12 +19,6 @@ use crate::{
     state::AppState,
     store::{NewTool, Page, Tool},
 };
-
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/tools", get(list_tools).post(create_tool))
-        .route("/v1/tools/{id}", get(get_tool).delete(delete_tool))
-}
 
 /// Body of `POST /v1/tools`.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -102,7 +95,7 @@ fn validate(body: CreateTool) -> Result<NewTool, ApiError> {
 
 /// Register a tool.
 #[utoipa::path(post, path = "/v1/tools", tag = "tools", request_body = CreateTool,
-    responses((status = 201, body = Tool), (status = 409, description = "conflict: name taken")), security(("api_key" = [])))]
+    responses((status = 201, body = Tool), (status = 409, description = "conflict: name taken")))]
 pub async fn create_tool(
     State(state): State<AppState>,
     auth: Auth,
@@ -118,7 +111,7 @@ pub async fn create_tool(
 /// List the account's tools.
 #[utoipa::path(get, path = "/v1/tools", tag = "tools",
     params(("limit" = Option<u32>, Query), ("offset" = Option<u64>, Query), ("after" = Option<String>, Query)),
-    responses((status = 200, body = Page<Tool>)), security(("api_key" = [])))]
+    responses((status = 200, body = Page<Tool>)))]
 pub async fn list_tools(
     State(state): State<AppState>,
     auth: Auth,
@@ -130,7 +123,7 @@ pub async fn list_tools(
 
 /// Read one tool.
 #[utoipa::path(get, path = "/v1/tools/{id}", tag = "tools", params(("id" = String, Path)),
-    responses((status = 200, body = Tool), (status = 404, description = "tool_not_found")), security(("api_key" = [])))]
+    responses((status = 200, body = Tool), (status = 404, description = "tool_not_found")))]
 pub async fn get_tool(
     State(state): State<AppState>,
     auth: Auth,
@@ -142,7 +135,7 @@ pub async fn get_tool(
 
 /// Delete a tool.
 #[utoipa::path(delete, path = "/v1/tools/{id}", tag = "tools", params(("id" = String, Path)),
-    responses((status = 204), (status = 404, description = "tool_not_found")), security(("api_key" = [])))]
+    responses((status = 204), (status = 404, description = "tool_not_found")))]
 pub async fn delete_tool(
     State(state): State<AppState>,
     auth: Auth,

@@ -12,27 +12,20 @@ pub mod error;
 pub mod models;
 pub mod relay;
 
-use axum::{
-    extract::State,
-    response::Response,
-    routing::{get, post},
-    Router,
-};
+use axum::{extract::State, response::Response};
 use serde_json::Value;
 
 pub use error::{OpenAiError, OpenAiJson};
 
 use crate::{edge::StreamKind, http::auth::Auth, state::AppState};
 
-/// The OpenAI-compatible routes (the gateway router adds auth).
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/chat/completions", post(chat_completions))
-        .route("/v1/models", get(models::list_models))
-}
-
-/// Dispatches on `model`: `upstream/…` is relayed, anything else is an agent.
-async fn chat_completions(
+/// OpenAI-compatible chat completion: `model` is an agent id or
+/// `upstream/<model>`. Dispatches on it: `upstream/…` is relayed, anything
+/// else is an agent.
+#[utoipa::path(post, path = "/v1/chat/completions", tag = "openai",
+    request_body(content = serde_json::Value, description = "OpenAI chat completion request"),
+    responses((status = 200, description = "chat.completion, or chat.completion.chunk SSE ending with data: [DONE]")))]
+pub(crate) async fn chat_completions(
     State(state): State<AppState>,
     auth: Auth,
     OpenAiJson(body): OpenAiJson<Value>,

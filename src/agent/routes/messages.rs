@@ -15,8 +15,9 @@ use axum::{
     response::{IntoResponse, Response},
     Json,
 };
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use utoipa::ToSchema;
 
 use super::empty_page;
 use crate::{
@@ -33,20 +34,34 @@ use crate::{
 };
 
 /// Body of `POST /v1/agents/{id}/messages`.
-#[derive(Debug, Deserialize)]
-pub(super) struct SendMessage {
+#[derive(Debug, Deserialize, ToSchema)]
+pub(crate) struct SendMessage {
+    /// The user's message (or use `messages`).
     #[serde(default)]
     message: Option<String>,
+    /// Chat messages; the last `user` one is the new input.
     #[serde(default)]
     messages: Option<Vec<ChatMessage>>,
+    /// A session of this agent; default: the agent's default session.
     #[serde(default)]
     session_id: Option<String>,
+    /// Answer as SSE (also chosen by `Accept: text/event-stream`).
     #[serde(default)]
     stream: Option<bool>,
+    /// Emit `assistant_delta` events while the reply is produced.
     #[serde(default)]
     stream_tokens: bool,
+    /// Keep running if the client goes away.
     #[serde(default)]
     background: bool,
+}
+
+/// `POST /v1/agents/{id}/messages` without streaming: the run's events once it ends.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct RunResult {
+    pub run_id: String,
+    /// The run's events (protocol/schemas/event.json).
+    pub messages: Vec<Value>,
 }
 
 impl SendMessage {
@@ -78,7 +93,14 @@ fn wants_sse(headers: &HeaderMap) -> bool {
         .any(|v| v.contains("text/event-stream"))
 }
 
-pub(super) async fn send_message(
+/// Send a message: starts a run. SSE (`text/event-stream`) when `stream` is
+/// true or `Accept: text/event-stream`; each event is `id: <seq>`,
+/// `event: <message_type>`, `data: <event JSON>`, ending with one `done`.
+#[utoipa::path(post, path = "/v1/agents/{id}/messages", tag = "chat", params(("id" = String, Path)),
+    request_body = SendMessage,
+    responses((status = 200, description = "JSON run result, or an SSE stream of the run's events", body = RunResult),
+        (status = 404, description = "agent_not_found"), (status = 409, description = "agent_stopped")))]
+pub(crate) async fn send_message(
     State(state): State<AppState>,
     auth: Auth,
     Path(agent_id): Path<String>,
@@ -152,7 +174,11 @@ pub(super) async fn send_message(
 }
 
 /// A session's events, oldest first (`?session_id=`, else the default session).
-pub(super) async fn list_messages(
+#[utoipa::path(get, path = "/v1/agents/{id}/messages", tag = "chat",
+    params(("id" = String, Path), ("session_id" = Option<String>, Query), ("limit" = Option<u32>, Query),
+        ("offset" = Option<u64>, Query), ("after" = Option<String>, Query)),
+    responses((status = 200, description = "list envelope of events", body = Page<Value>)))]
+pub(crate) async fn list_messages(
     State(state): State<AppState>,
     auth: Auth,
     Path(agent_id): Path<String>,
