@@ -80,31 +80,18 @@ pub fn presented_key<'a>(
     None
 }
 
+/// A query value as form-urlencoded: `+` is a space, `%XX` a byte; an
+/// escape that is not one stays as it is, and bytes that are not UTF-8
+/// become U+FFFD (the key then fails to match, as any wrong key does).
 fn percent_decode(s: &str) -> std::borrow::Cow<'_, str> {
-    if !s.contains(['%', '+']) {
-        return s.into();
+    if !s.contains('+') {
+        return percent_encoding::percent_decode_str(s).decode_utf8_lossy();
     }
-    fn hex(b: u8) -> Option<u8> {
-        (b as char).to_digit(16).map(|d| d as u8)
-    }
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                (Some(h), Some(l)) => {
-                    out.push(h << 4 | l);
-                    i += 2;
-                }
-                _ => out.push(b'%'),
-            },
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned().into()
+    let spaced = s.replace('+', " ");
+    percent_encoding::percent_decode_str(&spaced)
+        .decode_utf8_lossy()
+        .into_owned()
+        .into()
 }
 
 /// Middleware of every non-public route, given that route's `access`: 401
@@ -157,5 +144,7 @@ mod tests {
         assert_eq!(percent_decode("a%zz%4"), "a%zz%4");
         assert_eq!(percent_decode("a%41"), "aA");
         assert_eq!(percent_decode("%é%41"), "%éA");
+        assert_eq!(percent_decode("a+b%2B%20"), "a b+ ");
+        assert_eq!(percent_decode("%ff"), "\u{fffd}");
     }
 }
