@@ -93,9 +93,13 @@ fn check_tags(tags: &[String]) -> Result<(), ApiError> {
     if tags.len() > 32 {
         return Err(ApiError::validation("tags: at most 32 tags"));
     }
-    match tags.iter().position(|t| t.is_empty() || t.len() > 64) {
+    // Characters, not bytes: what a JSON Schema `maxLength` can say.
+    match tags
+        .iter()
+        .position(|t| t.is_empty() || t.chars().count() > 64)
+    {
         Some(i) => Err(ApiError::validation(format!(
-            "tags[{i}]: must be 1 to 64 bytes"
+            "tags[{i}]: must be 1 to 64 characters"
         ))),
         None => Ok(()),
     }

@@ -34,7 +34,7 @@ use tower_http::{
 use super::{
     auth,
     errors::{ApiError, ErrorMarker},
-    route::{self, Errors, Route},
+    route::{self, Errors, Route, Transport},
     routes::ROUTES,
 };
 use crate::state::AppState;
@@ -92,6 +92,9 @@ pub fn build_router(state: AppState) -> Router {
 /// One route of the table with its per-route layers (module doc).
 fn mount(route: &Route, state: &AppState) -> MethodRouter<AppState> {
     let mut handler = (route.mount)(route.verb.filter(), &state.config);
+    if let (Transport::Sse, Some(after)) = (route.transport, state.config.test_only.sse_cut) {
+        handler = handler.layer(middleware::map_response(move |r| cut_after(r, after)));
+    }
     if route.timeout {
         // REST routes answer in bounded time; streams and runs carry their
         // own lifetimes (pings, drain).
@@ -114,6 +117,16 @@ fn mount(route: &Route, state: &AppState) -> MethodRouter<AppState> {
             (state.clone(), route.access),
             auth::authenticate,
         ))
+}
+
+/// Ends a response body `after` its start: endless streams end, for tests
+/// that drive every route (`TestOnly::sse_cut`).
+async fn cut_after(resp: Response, after: Duration) -> Response {
+    use futures::StreamExt;
+    let (parts, body) = resp.into_parts();
+    let ends = tokio::time::sleep(after);
+    let stream = body.into_data_stream().take_until(ends);
+    Response::from_parts(parts, Body::from_stream(stream))
 }
 
 /// Request ids like `req-…`, unless the client sent its own.

@@ -48,8 +48,9 @@ fn validate(body: CreateTool) -> Result<NewTool, ApiError> {
             "name: must be 1 to 64 of a-z, A-Z, 0-9, `_` and `-`",
         ));
     }
-    if body.description.len() > 4096 {
-        return Err(ApiError::validation("description: at most 4096 bytes"));
+    // Characters, not bytes: what a JSON Schema `maxLength` can say.
+    if body.description.chars().count() > 4096 {
+        return Err(ApiError::validation("description: at most 4096 characters"));
     }
     let json_schema = body
         .json_schema
