@@ -86,6 +86,10 @@ pub enum RunError {
     AgentStopped(String),
     #[error("{0}")]
     Invalid(String),
+    /// The agent's model cannot run on this gateway (`upstream/…` without
+    /// a provider): the agent, not the request, is at odds with it.
+    #[error("{0}")]
+    ModelUnavailable(String),
     #[error("agent {0} not found")]
     AgentNotFound(String),
     #[error("session {0} not found")]
@@ -114,6 +118,7 @@ impl From<&RunError> for ApiError {
                 format!("agent {id} is stopped: start it first"),
             ),
             RunError::Invalid(msg) => ApiError::validation(msg.clone()),
+            RunError::ModelUnavailable(msg) => ApiError::conflict("conflict", msg.clone()),
             RunError::AgentNotFound(id) => {
                 ApiError::not_found("agent_not_found", format!("agent {id} not found"))
             }

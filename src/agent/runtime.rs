@@ -186,7 +186,7 @@ impl Runtime {
             inner.provider.as_ref(),
             inner.config.max_echo_delay(),
         )
-        .map_err(|e| RunError::Invalid(format!("agent {}: {e}", agent.id)))?;
+        .map_err(|e| RunError::ModelUnavailable(format!("agent {}: {e}", agent.id)))?;
         let session_id = self
             .resolve_session(account, &agent.id, req.session_id)
             .await?;

@@ -12,6 +12,7 @@ use utoipa::ToSchema;
 use super::{
     auth::Auth,
     errors::{ApiError, ApiJson},
+    openapi::schemas,
     params::ListQuery,
     record,
 };
@@ -24,19 +25,25 @@ use crate::{
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateAgent {
+    /// Trimmed; 1 to 200 characters after trimming.
+    #[schema(schema_with = schemas::agent_name)]
     pub name: String,
     /// `echo` (built in) or `upstream/<model>`. Default `echo`.
     #[serde(default = "default_model")]
+    #[schema(schema_with = schemas::agent_model)]
     pub model: String,
     #[serde(default)]
     pub system: String,
-    /// Tool ids (`tool-…`) or built-in tool names.
+    /// Built-in tool names, or ids (`tool-…`) of this account's tools.
     #[serde(default)]
+    #[schema(schema_with = schemas::agent_tools)]
     pub tools: Vec<String>,
     #[serde(default)]
+    #[schema(schema_with = schemas::agent_tags)]
     pub tags: Vec<String>,
     /// Free-form object (e.g. `{"echo_delay_ms": 20}`).
     #[serde(default = "empty_object")]
+    #[schema(schema_with = schemas::agent_metadata)]
     pub metadata: Value,
 }
 
@@ -44,11 +51,16 @@ pub struct CreateAgent {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateAgent {
+    #[schema(schema_with = schemas::agent_name_or_null)]
     pub name: Option<String>,
+    #[schema(schema_with = schemas::agent_model_or_null)]
     pub model: Option<String>,
     pub system: Option<String>,
+    #[schema(schema_with = schemas::agent_tools_or_null)]
     pub tools: Option<Vec<String>>,
+    #[schema(schema_with = schemas::agent_tags_or_null)]
     pub tags: Option<Vec<String>>,
+    #[schema(schema_with = schemas::agent_metadata_or_null)]
     pub metadata: Option<Value>,
 }
 
@@ -160,7 +172,7 @@ pub async fn create_agent(
 
 /// List the account's agents, oldest first.
 #[utoipa::path(get, path = "/v1/agents", tag = "agents",
-    params(("limit" = Option<u32>, Query), ("offset" = Option<u64>, Query), ("after" = Option<String>, Query)),
+    params(super::openapi::schemas::PageParams),
     responses((status = 200, body = Page<Agent>)))]
 pub async fn list_agents(
     State(state): State<AppState>,

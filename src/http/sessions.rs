@@ -24,6 +24,7 @@ use crate::{
 #[serde(deny_unknown_fields)]
 pub struct CreateSession {
     #[serde(default)]
+    #[schema(max_length = 200)]
     pub name: String,
 }
 
@@ -37,7 +38,7 @@ fn not_found(e: StoreError) -> ApiError {
 
 /// Open a chat session on an agent.
 #[utoipa::path(post, path = "/v1/agents/{id}/sessions", tag = "sessions", params(("id" = String, Path)),
-    request_body(content = CreateSession, description = "optional"),
+    request_body(content = Option<CreateSession>, description = "optional: an empty body is `{}`"),
     responses((status = 201, body = Session), (status = 404, description = "agent_not_found")))]
 pub async fn create_session(
     State(state): State<AppState>,
@@ -63,7 +64,7 @@ pub async fn create_session(
 
 /// List an agent's sessions.
 #[utoipa::path(get, path = "/v1/agents/{id}/sessions", tag = "sessions",
-    params(("id" = String, Path), ("limit" = Option<u32>, Query), ("offset" = Option<u64>, Query), ("after" = Option<String>, Query)),
+    params(("id" = String, Path), super::openapi::schemas::PageParams),
     responses((status = 200, body = Page<Session>)))]
 pub async fn list_sessions(
     State(state): State<AppState>,

@@ -20,8 +20,9 @@ use crate::{
     store::{NewTool, Page, Tool},
 };
 
-/// Body of `POST /v1/tools`.
-#[derive(Debug, Deserialize, ToSchema)]
+/// Body of `POST /v1/tools`. Its schema is written by hand: a builtin or
+/// a webhook ([`super::openapi::schemas::create_tool`]).
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTool {
     /// Function name the model calls: 1–64 of `a-z A-Z 0-9 _ -`, unique per account.
@@ -35,6 +36,14 @@ pub struct CreateTool {
     /// For webhooks: the http(s) URL the arguments are POSTed to.
     pub url: Option<String>,
 }
+
+impl utoipa::PartialSchema for CreateTool {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        super::openapi::schemas::create_tool()
+    }
+}
+
+impl ToSchema for CreateTool {}
 
 fn validate(body: CreateTool) -> Result<NewTool, ApiError> {
     let name_ok = !body.name.is_empty()
@@ -111,7 +120,7 @@ pub async fn create_tool(
 
 /// List the account's tools.
 #[utoipa::path(get, path = "/v1/tools", tag = "tools",
-    params(("limit" = Option<u32>, Query), ("offset" = Option<u64>, Query), ("after" = Option<String>, Query)),
+    params(super::openapi::schemas::PageParams),
     responses((status = 200, body = Page<Tool>)))]
 pub async fn list_tools(
     State(state): State<AppState>,

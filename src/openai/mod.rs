@@ -23,8 +23,14 @@ use crate::{edge::StreamKind, http::auth::Auth, state::AppState};
 /// `upstream/<model>`. Dispatches on it: `upstream/…` is relayed, anything
 /// else is an agent.
 #[utoipa::path(post, path = "/v1/chat/completions", tag = "openai",
-    request_body(content = serde_json::Value, description = "OpenAI chat completion request"),
-    responses((status = 200, description = "chat.completion, or chat.completion.chunk SSE ending with data: [DONE]")))]
+    request_body(content = agent::CompletionRequest, description = "OpenAI chat completion request; other OpenAI fields are accepted and ignored (for an agent) or passed on (upstream)"),
+    responses((status = 200, description = "A chat.completion, or (`stream`) chat.completion.chunk SSE ending with `data: [DONE]`",
+            content((crate::http::openapi::schemas::ChatCompletion = "application/json"), (crate::http::openapi::schemas::SseEvent = "text/event-stream"))),
+        (status = 404, description = "model_not_found: no such agent, or no provider for `upstream/…`"),
+        (status = 409, description = "agent_stopped; conflict: the agent's upstream model has no provider here"),
+        (status = 502, description = "the run or the provider failed"),
+        (status = 503, description = "the run was cancelled, or the gateway is draining"),
+        (status = 504, description = "the provider did not answer in time")))]
 pub(crate) async fn chat_completions(
     State(state): State<AppState>,
     auth: Auth,

@@ -10,6 +10,7 @@ mod envelopes;
 mod fake_provider;
 mod http1;
 mod openai;
+mod openapi;
 mod postgres;
 mod protocol;
 mod queue;

@@ -33,8 +33,9 @@ use crate::{
     stream::sse::sse_response,
 };
 
-/// Body of `POST /v1/agents/{id}/messages`.
-#[derive(Debug, Deserialize, ToSchema)]
+/// Body of `POST /v1/agents/{id}/messages`; its schema is written by hand
+/// (`message` or `messages`: [`crate::http::openapi::schemas::send_message`]).
+#[derive(Debug, Deserialize)]
 pub(crate) struct SendMessage {
     /// The user's message (or use `messages`).
     #[serde(default)]
@@ -55,6 +56,14 @@ pub(crate) struct SendMessage {
     #[serde(default)]
     background: bool,
 }
+
+impl utoipa::PartialSchema for SendMessage {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        crate::http::openapi::schemas::send_message()
+    }
+}
+
+impl ToSchema for SendMessage {}
 
 /// `POST /v1/agents/{id}/messages` without streaming: the run's events once it ends.
 #[derive(Debug, Serialize, ToSchema)]
@@ -98,8 +107,10 @@ fn wants_sse(headers: &HeaderMap) -> bool {
 /// `event: <message_type>`, `data: <event JSON>`, ending with one `done`.
 #[utoipa::path(post, path = "/v1/agents/{id}/messages", tag = "chat", params(("id" = String, Path)),
     request_body = SendMessage,
-    responses((status = 200, description = "JSON run result, or an SSE stream of the run's events", body = RunResult),
-        (status = 404, description = "agent_not_found"), (status = 409, description = "agent_stopped")))]
+    responses((status = 200, description = "The run's result as JSON, or (`stream`, `Accept: text/event-stream`) an SSE stream of its events",
+            content((RunResult = "application/json"), (crate::http::openapi::schemas::SseEvent = "text/event-stream"))),
+        (status = 404, description = "agent_not_found, session_not_found"),
+        (status = 409, description = "agent_stopped; conflict: the agent's upstream model has no provider here")))]
 pub(crate) async fn send_message(
     State(state): State<AppState>,
     auth: Auth,
@@ -175,8 +186,8 @@ pub(crate) async fn send_message(
 
 /// A session's events, oldest first (`?session_id=`, else the default session).
 #[utoipa::path(get, path = "/v1/agents/{id}/messages", tag = "chat",
-    params(("id" = String, Path), ("session_id" = Option<String>, Query), ("limit" = Option<u32>, Query),
-        ("offset" = Option<u64>, Query), ("after" = Option<String>, Query)),
+    params(("id" = String, Path), ("session_id" = Option<String>, Query, description = "A session of the agent; default: its default session"),
+        crate::http::openapi::schemas::PageParams),
     responses((status = 200, description = "list envelope of events", body = Page<Value>)))]
 pub(crate) async fn list_messages(
     State(state): State<AppState>,

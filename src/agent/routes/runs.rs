@@ -41,7 +41,7 @@ pub(crate) async fn cancel_run(
 
 /// The agent's log lines, oldest first, paginated.
 #[utoipa::path(get, path = "/v1/agents/{id}/logs", tag = "logs",
-    params(("id" = String, Path), ("limit" = Option<u32>, Query), ("offset" = Option<u64>, Query), ("after" = Option<String>, Query)),
+    params(("id" = String, Path), crate::http::openapi::schemas::PageParams),
     responses((status = 200, description = "list envelope of log events", body = Page<Value>)))]
 pub(crate) async fn list_logs(
     State(state): State<AppState>,

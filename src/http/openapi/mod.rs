@@ -5,9 +5,13 @@
 //! The document is built from the route table ([`super::routes::ROUTES`]):
 //! each documented route contributes the operation of its handler's
 //! `#[utoipa::path]` annotation, under the table's method and path, with
-//! its security requirement. The framing of SSE and WebSocket messages is
+//! its security requirement and the responses the table implies
+//! ([`responses`]). The framing of SSE and WebSocket messages is
 //! beyond OpenAPI: `protocol/` (sse.md, websocket.md, events.md) and its
 //! JSON Schemas are the reference.
+
+mod responses;
+pub mod schemas;
 
 use std::sync::LazyLock;
 
@@ -27,6 +31,7 @@ use super::{route::Route, routes::ROUTES};
 
 #[derive(OpenApi)]
 #[openapi(
+    components(schemas(schemas::ErrorEnvelope, schemas::OpenAiErrorEnvelope)),
     info(title = "weir", description = "Streaming chat and agent gateway. See protocol/ for SSE and WebSocket framing."),
     tags((name = "agents"), (name = "tools"), (name = "sessions"), (name = "chat"), (name = "streams"),
         (name = "logs"), (name = "openai"), (name = "keys"), (name = "account"), (name = "ops"))
@@ -67,12 +72,37 @@ fn operation(
     route: &Route,
     mut op: utoipa::openapi::path::Operation,
 ) -> utoipa::openapi::path::Operation {
+    responses::complete(route, &mut op);
+    optional_body_is_not_null(&mut op);
     if !route.access.is_public() {
         let bearer = SecurityRequirement::new("api_key", Vec::<String>::new());
         let header = SecurityRequirement::new("x_api_key", Vec::<String>::new());
         op.security = Some(vec![bearer, header]);
     }
     op
+}
+
+/// utoipa spells an optional body (`Option<T>`) as `oneOf: [null, T]`, a
+/// body that may be JSON `null`; weir's optional bodies may be absent
+/// (or empty), not `null`.
+fn optional_body_is_not_null(op: &mut utoipa::openapi::path::Operation) {
+    use utoipa::openapi::{schema::Schema, RefOr};
+    let Some(body) = op.request_body.as_mut() else {
+        return;
+    };
+    for content in body.content.values_mut() {
+        let Some(RefOr::T(Schema::OneOf(one))) = &content.schema else {
+            continue;
+        };
+        let null = |s: &RefOr<Schema>| {
+            serde_json::to_value(s).ok() == Some(serde_json::json!({"type": "null"}))
+        };
+        if let [a, b] = one.items.as_slice() {
+            if null(a) || null(b) {
+                content.schema = Some(if null(a) { b.clone() } else { a.clone() });
+            }
+        }
+    }
 }
 
 /// `GET /v1/openapi.json`: the document, serialized once.
