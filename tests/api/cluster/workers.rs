@@ -15,11 +15,8 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use tokio::task::JoinHandle;
 
-use super::{
-    events,
-    harness::{Node, WorkerCluster},
-    open_sse, seqs,
-};
+use super::{events, open_sse, seqs};
+use crate::common::{Api, WeirProcess, WorkerCluster};
 
 /// Milliseconds the echo model sleeps before each token piece: with
 /// [`long_message`] a run streams for several seconds, long enough to kill
@@ -41,7 +38,7 @@ async fn a_run_whose_worker_is_killed_still_ends_and_nothing_is_lost() {
     let key = c.key().await;
     let (first, rest) = c.workers.split_at_mut(1);
     let kill = || first[0].kill();
-    let others_alive = || rest.iter_mut().all(Node::alive);
+    let others_alive = || rest.iter_mut().all(WeirProcess::alive);
     killed_worker_scenario(&c.a, &c.b, &key, kill, others_alive).await;
     assert!(c.a.alive() && c.b.alive(), "the gateways still run");
 }
@@ -51,9 +48,9 @@ async fn a_run_whose_worker_is_killed_still_ends_and_nothing_is_lost() {
 /// one worker while both stream. Both runs end (the killed worker's with
 /// `worker_lost` then `done`), B's seqs have no gap or duplicate, A's answers
 /// end as B saw, and the store's history holds every event B saw.
-pub(crate) async fn killed_worker_scenario(
-    a: &Node,
-    b: &Node,
+pub(crate) async fn killed_worker_scenario<N: Api>(
+    a: &N,
+    b: &N,
     key: &str,
     kill: impl FnOnce(),
     others_alive: impl FnOnce() -> bool,
@@ -86,7 +83,7 @@ pub(crate) async fn killed_worker_scenario(
         let want = outcome(&seen, run);
         for node in [a, b] {
             let status = get_json(node, key, &format!("/v1/runs/{run}")).await["status"].clone();
-            assert_eq!(status, want, "run {run} on {}", node.base);
+            assert_eq!(status, want, "run {run} on {}", node.base());
         }
     }
 
@@ -141,7 +138,7 @@ async fn cancel_through_another_gateway_reaches_the_worker() {
     read_until(&mut on_b, &mut seen, |ev| !streaming_runs(ev).is_empty()).await;
     let run = streaming_runs(&seen).remove(0);
     let r =
-        c.b.req(&key, Method::POST, &format!("/v1/runs/{run}/cancel"))
+        c.b.req_as(&key, Method::POST, &format!("/v1/runs/{run}/cancel"))
             .send()
             .await
             .unwrap();
@@ -163,9 +160,9 @@ async fn cancel_through_another_gateway_reaches_the_worker() {
 }
 
 /// An echo agent that streams slowly, created through `node`.
-async fn slow_agent(node: &Node, key: &str) -> String {
+async fn slow_agent(node: &impl Api, key: &str) -> String {
     let body = json!({"name": "worked", "metadata": {"echo_delay_ms": SLOW_MS}});
-    super::create_agent_from(node, key, body).await
+    node.create_agent_as(key, body).await
 }
 
 /// Thirty-odd words: the echo model quotes them back one piece at a time.
@@ -176,9 +173,9 @@ fn long_message(tag: &str) -> String {
 
 /// Sends a message through `node` in the background (tokens streamed, the
 /// run kept if the client goes): the task ends with the JSON answer.
-fn start_run(node: &Node, key: &str, agent: &str, tag: &str) -> JoinHandle<(u16, Value)> {
+fn start_run(node: &impl Api, key: &str, agent: &str, tag: &str) -> JoinHandle<(u16, Value)> {
     let req = node
-        .req(key, Method::POST, &format!("/v1/agents/{agent}/messages"))
+        .req_as(key, Method::POST, &format!("/v1/agents/{agent}/messages"))
         .json(&json!({
             "message": long_message(tag),
             "stream_tokens": true,
@@ -249,14 +246,14 @@ fn outcome(seen: &[Value], run: &str) -> &'static str {
     }
 }
 
-async fn get_json(node: &Node, key: &str, path: &str) -> Value {
-    let r = node.req(key, Method::GET, path).send().await.unwrap();
-    assert_eq!(r.status(), 200, "GET {path} on {}", node.base);
+async fn get_json(node: &impl Api, key: &str, path: &str) -> Value {
+    let r = node.req_as(key, Method::GET, path).send().await.unwrap();
+    assert_eq!(r.status(), 200, "GET {path} on {}", node.base());
     r.json().await.unwrap()
 }
 
 /// The agent's default-session history from the store, by seq.
-async fn history(node: &Node, key: &str, agent: &str) -> HashMap<u64, Value> {
+async fn history(node: &impl Api, key: &str, agent: &str) -> HashMap<u64, Value> {
     let mut out = HashMap::new();
     let mut after = None;
     loop {
