@@ -14,11 +14,22 @@ use super::wait::poll;
 
 /// A gateway a test talks to over HTTP, with a default key.
 pub trait Api {
+    /// Its base URL, its default key and the client to reach it with.
+    fn endpoint(&self) -> (&str, &str, &reqwest::Client);
+
     /// `http://127.0.0.1:<port>`.
-    fn base(&self) -> &str;
+    fn base(&self) -> &str {
+        self.endpoint().0
+    }
+
     /// The key [`Api::req`] sends (the bootstrap key unless told otherwise).
-    fn key(&self) -> &str;
-    fn client(&self) -> &reqwest::Client;
+    fn key(&self) -> &str {
+        self.endpoint().1
+    }
+
+    fn client(&self) -> &reqwest::Client {
+        self.endpoint().2
+    }
 
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base())

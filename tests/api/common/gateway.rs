@@ -204,14 +204,8 @@ impl TestGateway {
 }
 
 impl Api for TestGateway {
-    fn base(&self) -> &str {
-        &self.base
-    }
-    fn key(&self) -> &str {
-        &self.key
-    }
-    fn client(&self) -> &reqwest::Client {
-        &self.client
+    fn endpoint(&self) -> (&str, &str, &reqwest::Client) {
+        (&self.base, &self.key, &self.client)
     }
 }
 

@@ -129,14 +129,8 @@ pub fn signal(pid: u32, sig: &str) -> bool {
 }
 
 impl Api for WeirProcess {
-    fn base(&self) -> &str {
-        &self.base
-    }
-    fn key(&self) -> &str {
-        &self.key
-    }
-    fn client(&self) -> &reqwest::Client {
-        &self.client
+    fn endpoint(&self) -> (&str, &str, &reqwest::Client) {
+        (&self.base, &self.key, &self.client)
     }
 }
 
