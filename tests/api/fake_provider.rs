@@ -16,8 +16,6 @@
 //!
 //! It records every request body and counts streams the client hung up on.
 
-#![allow(dead_code)]
-
 use std::{
     net::SocketAddr,
     sync::{
