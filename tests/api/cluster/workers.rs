@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use tokio::task::JoinHandle;
 
 use super::{events, open_sse, seqs};
-use crate::common::{Api, WeirProcess, WorkerCluster};
+use crate::common::{within, Api, WeirProcess, WorkerCluster};
 
 /// Milliseconds the echo model sleeps before each token piece: with
 /// [`long_message`] a run streams for several seconds, long enough to kill
@@ -108,12 +108,24 @@ pub(crate) async fn killed_worker_scenario<N: Api>(
     assert!(others_alive(), "the other worker still runs");
 
     // Last, as it is the strictest: what B saw live is what the store kept.
-    let history = history(a, key, &agent).await;
-    let missing: Vec<String> = seen
-        .iter()
-        .filter(|v| history.get(&v["seq"].as_u64().unwrap()) != Some(v))
-        .map(|v| format!("{} {} of {}", v["seq"], v["message_type"], v["run_id"]))
-        .collect();
+    // An event is stored just after it is published, so the last ones may
+    // land a moment after B saw them: poll.
+    let missing_now = || async {
+        let history = history(a, key, &agent).await;
+        seen.iter()
+            .filter(|v| history.get(&v["seq"].as_u64().unwrap()) != Some(v))
+            .map(|v| format!("{} {} of {}", v["seq"], v["message_type"], v["run_id"]))
+            .collect::<Vec<String>>()
+    };
+    let stored = within(Duration::from_secs(5), || async {
+        missing_now().await.is_empty()
+    })
+    .await;
+    let missing = if stored {
+        Vec::new()
+    } else {
+        missing_now().await
+    };
     assert!(
         missing.is_empty(),
         "history lacks (or differs on) events B saw: {missing:#?}\noutcomes: {:?}",
