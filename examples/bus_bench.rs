@@ -26,12 +26,13 @@ use std::{
 };
 
 use redis_support::RedisServer;
-use serde_json::{json, Map, Value};
+use serde_json::Value;
 use weir::bus::{
     memory::MemoryBus,
     redis::{RedisBus, RedisBusConfig},
     Bus, BusError,
 };
+use weir::domain::{AgentEvent, EventBody};
 
 /// Subscribers whose latency is sampled: one in ten.
 const SAMPLE_EVERY: usize = 10;
@@ -75,13 +76,19 @@ fn redis_bus(redis: &RedisServer) -> Result<RedisBus, BusError> {
     RedisBus::start(RedisBusConfig::new(redis.url()))
 }
 
-fn event(i: u64, at_us: u64) -> Map<String, Value> {
-    match json!({"message_type": "assistant_delta", "run_id": "run-bench", "agent_id": "agent-bench",
-                 "delta": "token ", "i": i, "t": at_us})
-    {
-        Value::Object(m) => m,
-        _ => unreachable!(),
-    }
+/// A token delta; its `id` carries the event's number and its send time
+/// (µs since the start), which the latency sample reads back.
+fn event(i: u64, at_us: u64) -> AgentEvent {
+    let mut e = AgentEvent::new(
+        "agent-bench".into(),
+        "run-bench".into(),
+        "sess-bench".into(),
+        EventBody::AssistantDelta {
+            delta: "token ".into(),
+        },
+    );
+    e.id = format!("msg-{i}x{at_us}").into();
+    e
 }
 
 /// Publishes as fast as `publishers` concurrent tasks can for 3 s, each on
@@ -103,7 +110,7 @@ async fn publish_throughput(redis: &RedisServer, publishers: usize) -> anyhow::R
             let channel = format!("bench:{publishers}:{p}");
             bus.seed_seq(&channel, 0).await?;
             while Instant::now() < stop {
-                bus.publish(&channel, event(0, 0)).await?;
+                bus.publish(&channel, &event(0, 0)).await?;
                 count.fetch_add(1, Relaxed);
             }
             Ok::<_, BusError>(())
@@ -170,7 +177,12 @@ async fn fanout(
                         delivered.fetch_add(1, Relaxed);
                         if i % SAMPLE_EVERY == 0 {
                             let v: Value = serde_json::from_slice(&ev.json).unwrap_or_default();
-                            let sent = v["t"].as_u64().unwrap_or(0);
+                            let id = v["id"].as_str().unwrap_or_default();
+                            let sent = id
+                                .rsplit('x')
+                                .next()
+                                .and_then(|t| t.parse().ok())
+                                .unwrap_or(0);
                             let now = base.elapsed().as_micros() as u64;
                             lat.push(now.saturating_sub(sent) as u32);
                         }
@@ -193,7 +205,7 @@ async fn fanout(
     for i in 1..=total {
         tokio::time::sleep_until((t0 + period.mul_f64(i as f64)).into()).await;
         let at = base.elapsed().as_micros() as u64;
-        buses[0].publish(&channel, event(i, at)).await?;
+        buses[0].publish(&channel, &event(i, at)).await?;
     }
     let mut lat = Vec::new();
     for r in readers {

@@ -11,11 +11,11 @@
 
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
-use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
     bus::{Bus, BusError, BusEvent},
+    domain::{AgentEvent, AgentId, EventBody, RunId, SessionId},
     store::{EventRecord, Store, StoreError},
 };
 
@@ -101,9 +101,9 @@ pub struct Sinks {
 pub struct Emitter {
     sinks: Sinks,
     account: String,
-    agent_id: String,
-    run_id: String,
-    session_id: String,
+    agent_id: AgentId,
+    run_id: RunId,
+    session_id: SessionId,
     channel: String,
     pending: Vec<EventRecord>,
 }
@@ -119,32 +119,26 @@ impl Emitter {
         Self {
             sinks,
             account: account.to_owned(),
-            agent_id: agent_id.to_owned(),
-            run_id: run_id.to_owned(),
-            session_id: session_id.to_owned(),
+            agent_id: agent_id.into(),
+            run_id: run_id.into(),
+            session_id: session_id.into(),
             channel: agent_channel(agent_id),
             pending: Vec::new(),
         }
     }
 
-    /// Publishes one event of `message_type` with `fields` added to the
-    /// common ones (`id`, `run_id`, `agent_id`, `session_id`, `date`).
-    pub async fn emit(
-        &mut self,
-        message_type: &str,
-        fields: Map<String, Value>,
-    ) -> Result<Arc<BusEvent>, EmitError> {
+    /// Publishes one event saying `body`, with the run's common fields (a
+    /// new `id`, `run_id`, `agent_id`, `session_id`, `date`).
+    pub async fn emit(&mut self, body: EventBody) -> Result<Arc<BusEvent>, EmitError> {
         self.ensure_seeded().await?;
-        let mut event = Map::new();
-        event.insert("id".into(), crate::util::new_id("msg").into());
-        event.insert("run_id".into(), self.run_id.clone().into());
-        event.insert("agent_id".into(), self.agent_id.clone().into());
-        event.insert("session_id".into(), self.session_id.clone().into());
-        event.insert("date".into(), crate::util::now().into());
-        event.insert("message_type".into(), message_type.into());
-        event.extend(fields);
-        let mut record = event.clone();
-        let published = match self.sinks.bus.publish(&self.channel, event).await {
+        let delta = matches!(body, EventBody::AssistantDelta { .. });
+        let event = AgentEvent::new(
+            self.agent_id.clone(),
+            self.run_id.clone(),
+            self.session_id.clone(),
+            body,
+        );
+        let published = match self.sinks.bus.publish(&self.channel, &event).await {
             Err(BusError::NeedsSeed(_)) => {
                 // The bus lost the channel's counter (Redis restarted, or the
                 // channel sat idle past its TTL). Persist what is pending so
@@ -153,23 +147,12 @@ impl Emitter {
                 self.flush().await?;
                 self.sinks.seeds.forget(&self.channel);
                 self.ensure_seeded().await?;
-                self.sinks
-                    .bus
-                    .publish(&self.channel, record.clone())
-                    .await?
+                self.sinks.bus.publish(&self.channel, &event).await?
             }
             other => other?,
         };
-        record.insert("seq".into(), published.seq.into());
-        self.pending.push(EventRecord {
-            agent_id: self.agent_id.clone(),
-            seq: published.seq,
-            run_id: self.run_id.clone(),
-            session_id: self.session_id.clone(),
-            message_type: message_type.to_owned(),
-            event: Value::Object(record),
-        });
-        if message_type != "assistant_delta" || self.pending.len() >= MAX_PENDING {
+        self.pending.extend(EventRecord::new(published.seq, event));
+        if !delta || self.pending.len() >= MAX_PENDING {
             self.flush().await?;
         }
         Ok(published)
@@ -180,18 +163,18 @@ impl Emitter {
     /// what tell the streams following it that it is over.
     pub async fn emit_patiently(
         &mut self,
-        message_type: &str,
-        fields: Map<String, Value>,
+        body: EventBody,
         patience: Duration,
         stop: &CancellationToken,
     ) -> Result<Arc<BusEvent>, EmitError> {
         let deadline = tokio::time::Instant::now() + patience;
         let mut pause = Duration::from_millis(200);
         loop {
-            match self.emit(message_type, fields.clone()).await {
+            match self.emit(body.clone()).await {
                 Err(EmitError::Bus(BusError::Unavailable(e)))
                     if tokio::time::Instant::now() + pause < deadline && !stop.is_cancelled() =>
                 {
+                    let message_type = body.message_type().as_str();
                     tracing::debug!(error = %e, message_type, "bus unavailable; retrying");
                     tokio::select! {
                         _ = tokio::time::sleep(pause) => {}
@@ -211,7 +194,7 @@ impl Emitter {
                 s.bus.as_ref(),
                 s.store.as_ref(),
                 &self.account,
-                &self.agent_id,
+                self.agent_id.as_str(),
                 &self.channel,
                 Numbering::Events,
             )
@@ -228,9 +211,4 @@ impl Emitter {
         self.sinks.store.append_events(&self.account, batch).await?;
         Ok(())
     }
-}
-
-/// Builds a field map from `(name, value)` pairs.
-pub fn fields<const N: usize>(pairs: [(&str, Value); N]) -> Map<String, Value> {
-    pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
 }

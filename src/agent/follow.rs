@@ -14,7 +14,10 @@ use std::sync::Arc;
 use futures::Stream;
 
 use super::events::agent_channel;
-use crate::bus::{Bus, BusError, BusEvent, Subscription};
+use crate::{
+    bus::{Bus, BusError, BusEvent, Subscription},
+    domain::MessageType,
+};
 
 /// Follows one run until its `done`.
 pub struct RunFollower {
@@ -49,8 +52,8 @@ impl RunFollower {
     pub async fn next(&mut self) -> Option<Arc<BusEvent>> {
         while !self.finished {
             match self.sub.next().await {
-                Ok(Some(ev)) if ev.run_id.as_deref() == Some(self.run_id.as_str()) => {
-                    self.finished = ev.message_type == "done";
+                Ok(Some(ev)) if ev.run_id == self.run_id.as_str() => {
+                    self.finished = ev.message_type == MessageType::Done;
                     return Some(ev);
                 }
                 Ok(Some(_)) => continue,

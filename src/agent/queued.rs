@@ -8,8 +8,6 @@ use std::{
     time::Duration,
 };
 
-use serde_json::Value;
-
 use tokio::sync::broadcast::error::RecvError;
 use tracing::Instrument;
 
@@ -23,6 +21,7 @@ use super::{
 use crate::{
     bus::{redis::RedisBusConfig, BusEvent, Control},
     config::ServeConfig,
+    domain::ErrorCode,
     store::{EventFilter, EventRecord, ListParams, Run, StoreError, RUN_FAILED, RUN_RUNNING},
     work::{worker::Worker, Job, RunQueue},
 };
@@ -109,7 +108,7 @@ impl Runtime {
             Ok(model) => model,
             Err(e) => {
                 let why = format!("agent {}: {e}", agent.id);
-                let end = Ending::failed("model_unavailable", why);
+                let end = Ending::failed(ErrorCode::ModelUnavailable, why);
                 if let Err(e) = self.settle_orphan(&job.account, job.run, end).await {
                     tracing::warn!(error = %e, "could not end a run whose model is unavailable");
                 }
@@ -150,7 +149,7 @@ impl Runtime {
         let end = match how {
             Settle::Run => return Err(RunError::Invalid("not a settlement".into())),
             Settle::WorkerLost => Ending::failed(
-                "worker_lost",
+                ErrorCode::WorkerLost,
                 "the worker running this run stopped; it was ended, not run again",
             ),
         };
@@ -165,10 +164,7 @@ impl Runtime {
         let (bus, store) = (&self.inner.sinks.bus, &self.inner.sinks.store);
         let run_id = job.run.id.as_str();
         let kept = bus.kept(&agent_channel(&job.agent.id)).await?;
-        let published: Vec<_> = kept
-            .iter()
-            .filter(|e| e.run_id.as_deref() == Some(run_id))
-            .collect();
+        let published: Vec<_> = kept.iter().filter(|e| e.run_id == run_id).collect();
         if published.is_empty() {
             return Ok(());
         }
@@ -200,7 +196,7 @@ impl Runtime {
         let missing: Vec<EventRecord> = published
             .into_iter()
             .filter(|e| e.seq > floor && !have.contains(&e.seq))
-            .filter_map(|e| record_of(e, job))
+            .filter_map(|e| record_of(e))
             .collect();
         if !missing.is_empty() {
             tracing::info!(%run_id, count = missing.len(), "storing events a dead worker published but had not stored");
@@ -259,17 +255,15 @@ impl Runtime {
     }
 }
 
-/// The store's record of a published event of `job`'s run.
-fn record_of(e: &BusEvent, job: &Job) -> Option<EventRecord> {
-    let event: Value = serde_json::from_slice(&e.json).ok()?;
-    Some(EventRecord {
-        agent_id: job.agent.id.clone(),
-        seq: e.seq,
-        run_id: job.run.id.clone(),
-        session_id: job.run.session_id.clone(),
-        message_type: e.message_type.clone(),
-        event,
-    })
+/// The store's record of a published event.
+fn record_of(e: &BusEvent) -> Option<EventRecord> {
+    match e.event() {
+        Ok(event) => EventRecord::new(e.seq, event),
+        Err(err) => {
+            tracing::warn!(seq = e.seq, error = %err, "undecodable event in the bus history; not stored");
+            None
+        }
+    }
 }
 
 /// Cancels the runs executing here that another process asked to cancel.

@@ -26,17 +26,18 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::Instrument;
 
 use super::{
-    events::{fields, Emitter, Seeds, Sinks},
+    events::{Emitter, Seeds, Sinks},
     models::{Model, Provider},
     run::RunTask,
     sessions::{self, Sessions, DEFAULT_SESSION},
     ChatMessage, RunError, StartRun,
 };
+use crate::domain::{ErrorCode, EventBody, RunStatus, StopReason};
 use crate::work::{Job, RunQueue};
 use crate::{
     bus::Bus,
     config::ServeConfig,
-    store::{Agent, Run, Store, StoreError, AGENT_STOPPED, RUN_CANCELLED, RUN_FAILED, RUN_RUNNING},
+    store::{Agent, Run, Store, StoreError, AGENT_STOPPED, RUN_RUNNING},
 };
 
 /// How long `cancel_run` waits for the run to write its final status.
@@ -320,7 +321,7 @@ impl Runtime {
                     account,
                     run,
                     Ending::failed(
-                        "interrupted",
+                        ErrorCode::Interrupted,
                         "interrupted: the gateway stopped during the run",
                     ),
                 )
@@ -359,23 +360,20 @@ impl Runtime {
         );
         let mut published = Ok(());
         if let Some(code) = end.code {
-            let error = fields([("code", code.into()), ("message", end.why.clone().into())]);
-            published = em.emit("error", error).await.map(drop);
+            let message = end.why.clone();
+            published = em.emit(EventBody::Error { code, message }).await.map(drop);
         }
         let stop_reason = end.stop_reason();
         let settled = Run {
-            status: end.status.into(),
-            stop_reason: Some(stop_reason.into()),
+            status: RunStatus::ended_by(stop_reason).as_str().into(),
+            stop_reason: Some(stop_reason.as_str().into()),
             error: Some(end.why),
             updated_at: crate::util::now(),
             ..run
         };
         let stored = self.inner.sinks.store.finish_run(account, settled).await?;
         if published.is_ok() {
-            published = em
-                .emit("done", fields([("stop_reason", stop_reason.into())]))
-                .await
-                .map(drop);
+            published = em.emit(EventBody::Done { stop_reason }).await.map(drop);
         }
         if let Err(e) = published {
             tracing::warn!(error = %e, run_id = %stored.id, "could not publish the end of an orphaned run");
@@ -410,18 +408,17 @@ impl Runtime {
     }
 }
 
-/// How a run nobody executes is ended.
+/// How a run nobody executes is ended: failed (`error`, then `done`) or
+/// cancelled (`done` alone).
 pub(crate) struct Ending {
-    pub status: &'static str,
     /// The `error` event's code; `None` publishes no `error` (a cancel).
-    pub code: Option<&'static str>,
+    pub code: Option<ErrorCode>,
     pub why: String,
 }
 
 impl Ending {
-    pub fn failed(code: &'static str, why: impl Into<String>) -> Self {
+    pub fn failed(code: ErrorCode, why: impl Into<String>) -> Self {
         Self {
-            status: RUN_FAILED,
             code: Some(code),
             why: why.into(),
         }
@@ -429,17 +426,15 @@ impl Ending {
 
     pub fn cancelled(why: impl Into<String>) -> Self {
         Self {
-            status: RUN_CANCELLED,
             code: None,
             why: why.into(),
         }
     }
 
-    fn stop_reason(&self) -> &'static str {
-        if self.status == RUN_FAILED {
-            "error"
-        } else {
-            "cancelled"
+    fn stop_reason(&self) -> StopReason {
+        match self.code {
+            Some(_) => StopReason::Error,
+            None => StopReason::Cancelled,
         }
     }
 }

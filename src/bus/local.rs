@@ -53,10 +53,7 @@ impl RunTaps {
         if self.open.load(Ordering::Acquire) == 0 {
             return;
         }
-        let Some(run) = ev.run_id.as_deref() else {
-            return;
-        };
-        if let Some((tx, _)) = lock(&self.map).get(run) {
+        if let Some((tx, _)) = lock(&self.map).get(ev.run_id.as_str()) {
             // Err only means the follower left since the lookup: fine.
             let _ = tx.send(ev.clone());
         }

@@ -24,8 +24,9 @@ use std::{
 };
 
 use async_trait::async_trait;
-use serde_json::{Map, Value};
 use tokio::sync::broadcast;
+
+use crate::domain::AgentEvent;
 
 use super::{
     local::{fanout, lock, read, ControlHub, RunTaps},
@@ -159,7 +160,7 @@ impl MemoryBus {
             .clone()
     }
 
-    fn publish_now(&self, channel: &str, event: Map<String, Value>) -> Arc<BusEvent> {
+    fn publish_now(&self, channel: &str, event: &AgentEvent) -> Arc<BusEvent> {
         let ch = self.channel(channel);
         let ev = {
             let mut st = lock(&ch.state);
@@ -238,11 +239,7 @@ impl MemoryBus {
 
 #[async_trait]
 impl Bus for MemoryBus {
-    async fn publish(
-        &self,
-        channel: &str,
-        event: Map<String, Value>,
-    ) -> Result<Arc<BusEvent>, BusError> {
+    async fn publish(&self, channel: &str, event: &AgentEvent) -> Result<Arc<BusEvent>, BusError> {
         Ok(self.publish_now(channel, event))
     }
 

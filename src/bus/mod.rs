@@ -22,8 +22,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
 use tokio::sync::broadcast;
+
+use crate::domain::{AgentEvent, MessageType, RunId};
 
 /// Why a bus call failed.
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
@@ -64,9 +65,9 @@ pub enum Control {
 pub struct BusEvent {
     pub seq: u64,
     /// `message_type` of the event (`assistant_message`, `log`, `done`, …).
-    pub message_type: String,
-    /// The run the event belongs to, if any (used by `/v1/runs/{id}/stream`).
-    pub run_id: Option<String>,
+    pub message_type: MessageType,
+    /// The run the event belongs to (used by `/v1/runs/{id}/stream`).
+    pub run_id: RunId,
     /// The event object as JSON, `seq` included.
     pub json: Bytes,
     /// The complete SSE frame: `id: <seq>\nevent: <type>\ndata: <json>\n\n`.
@@ -76,21 +77,14 @@ pub struct BusEvent {
 }
 
 impl BusEvent {
-    /// Encodes `event` with `seq` set; the one place event bytes are built.
-    pub fn encode(seq: u64, mut event: Map<String, Value>) -> Self {
-        event.insert("seq".into(), Value::from(seq));
-        let message_type = event
-            .get("message_type")
-            .and_then(Value::as_str)
-            .unwrap_or("event")
-            .to_owned();
-        let run_id = event
-            .get("run_id")
-            .and_then(Value::as_str)
-            .map(str::to_owned);
-        let json = serde_json::to_vec(&event).expect("a JSON map always serialises");
-        let mut sse = Vec::with_capacity(json.len() + message_type.len() + 32);
-        sse.extend_from_slice(format!("id: {seq}\nevent: {message_type}\ndata: ").as_bytes());
+    /// Encodes `event` numbered `seq` (whatever its own `seq`); the one
+    /// place event bytes are built.
+    pub fn encode(seq: u64, event: &AgentEvent) -> Self {
+        let message_type = event.message_type();
+        let json = event.to_json_with_seq(Some(seq));
+        let kind = message_type.as_str();
+        let mut sse = Vec::with_capacity(json.len() + kind.len() + 32);
+        sse.extend_from_slice(format!("id: {seq}\nevent: {kind}\ndata: ").as_bytes());
         sse.extend_from_slice(&json);
         sse.extend_from_slice(b"\n\n");
         // `{"type":"agent_response",` + the event's fields: splice, don't re-encode.
@@ -103,11 +97,17 @@ impl BusEvent {
         Self {
             seq,
             message_type,
-            run_id,
+            run_id: event.run_id.clone(),
             json: json.into(),
             sse: sse.into(),
             ws: ws.into(),
         }
+    }
+
+    /// The event itself, decoded from [`Self::json`] (for the few readers
+    /// that need its fields rather than its bytes).
+    pub fn event(&self) -> serde_json::Result<AgentEvent> {
+        AgentEvent::from_json(&self.json)
     }
 }
 
@@ -181,12 +181,8 @@ impl Subscription {
 #[async_trait]
 pub trait Bus: Send + Sync + 'static {
     /// Numbers `event` with the channel's next seq, keeps it in history and
-    /// delivers it to every subscriber. `event` must not contain `seq`.
-    async fn publish(
-        &self,
-        channel: &str,
-        event: Map<String, Value>,
-    ) -> Result<Arc<BusEvent>, BusError>;
+    /// delivers it to every subscriber (the event's own `seq` is ignored).
+    async fn publish(&self, channel: &str, event: &AgentEvent) -> Result<Arc<BusEvent>, BusError>;
 
     /// Subscribes to `channel`. With `after`, first replays the kept history
     /// past that seq ([`BusError::HistoryExpired`] if it is no longer kept).

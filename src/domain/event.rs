@@ -258,6 +258,58 @@ fn push_body<'a>(f: &mut Fields<'a>, body: &'a EventBody) {
     }
 }
 
+/// Events for tests of what carries them: fixed ids and dates, so the same
+/// call gives the same bytes.
+#[cfg(test)]
+impl AgentEvent {
+    /// A log line of `run` saying `n`.
+    pub(crate) fn test_line(run: &str, n: u64) -> Self {
+        let mut e = Self::log("agent-t".into(), run.into(), LogLevel::Info, n.to_string());
+        (e.id, e.date) = (format!("log-{n}").into(), "2026-11-23T15:54:15.538Z".into());
+        e
+    }
+
+    /// An event of `run` on an agent's channel saying `body`.
+    pub(crate) fn test_event(run: &str, body: EventBody) -> Self {
+        let mut e = Self::new("agent-t".into(), run.into(), "sess-t".into(), body);
+        (e.id, e.date) = ("msg-t".into(), "2026-11-23T15:54:15.538Z".into());
+        e
+    }
+
+    /// An event of `run` of type `kind`, with made-up fields.
+    pub(crate) fn test_of(kind: MessageType, run: &str) -> Self {
+        let m = || "m".to_owned();
+        let body = match kind {
+            MessageType::UserMessage => EventBody::UserMessage { message: m() },
+            MessageType::InternalMonologue => EventBody::InternalMonologue { message: m() },
+            MessageType::FunctionMessage => EventBody::FunctionMessage {
+                message: FunctionCall {
+                    args: serde_json::json!({}),
+                    function: "get_time".into(),
+                    result: m().into(),
+                    status: FunctionStatus::Success,
+                },
+            },
+            MessageType::AssistantDelta => EventBody::AssistantDelta { delta: m() },
+            MessageType::AssistantMessage => EventBody::AssistantMessage { message: m() },
+            MessageType::Usage => EventBody::Usage {
+                prompt_tokens: 1,
+                completion_tokens: 1,
+                total_tokens: 2,
+            },
+            MessageType::Error => EventBody::Error {
+                code: ErrorCode::InternalError,
+                message: m(),
+            },
+            MessageType::Done => EventBody::Done {
+                stop_reason: StopReason::EndTurn,
+            },
+            MessageType::Log => return Self::test_line(run, 0),
+        };
+        Self::test_event(run, body)
+    }
+}
+
 #[cfg(test)]
 #[path = "event_tests.rs"]
 mod tests;

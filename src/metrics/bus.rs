@@ -6,11 +6,12 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use serde_json::{Map, Value};
-
 use tokio::sync::broadcast;
 
-use crate::bus::{Bus, BusError, BusEvent, Control, Subscription};
+use crate::{
+    bus::{Bus, BusError, BusEvent, Control, Subscription},
+    domain::AgentEvent,
+};
 
 /// A [`Bus`] that counts successful publishes by channel kind.
 pub struct MeteredBus<B: ?Sized> {
@@ -26,11 +27,7 @@ impl<B: Bus + ?Sized> MeteredBus<B> {
 
 #[async_trait]
 impl<B: Bus + ?Sized> Bus for MeteredBus<B> {
-    async fn publish(
-        &self,
-        channel: &str,
-        event: Map<String, Value>,
-    ) -> Result<Arc<BusEvent>, BusError> {
+    async fn publish(&self, channel: &str, event: &AgentEvent) -> Result<Arc<BusEvent>, BusError> {
         let ev = self.inner.publish(channel, event).await?;
         super::event_published(channel);
         Ok(ev)

@@ -8,6 +8,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
+use crate::domain::{AgentEvent, AgentId, MessageType, RunId, SessionId};
+
 /// A tenant. Every other record belongs to exactly one account.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct Account {
@@ -168,17 +170,33 @@ pub struct Run {
     pub updated_at: String,
 }
 
-/// One agent event as persisted: the indexed columns plus the full event JSON
+/// One agent event as persisted: the indexed columns plus the full event
 /// exactly as it was published (so history replays byte-for-byte).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct EventRecord {
-    pub agent_id: String,
+    pub agent_id: AgentId,
     pub seq: u64,
-    pub run_id: String,
-    pub session_id: String,
-    pub message_type: String,
-    /// The complete event object (`id`, `seq`, `date`, `message_type`, …).
-    pub event: Value,
+    pub run_id: RunId,
+    pub session_id: SessionId,
+    pub message_type: MessageType,
+    /// The complete event (`id`, `seq`, `date`, `message_type`, …).
+    pub event: AgentEvent,
+}
+
+impl EventRecord {
+    /// The record of `event` published as `seq`, its columns taken from the
+    /// event itself. `None` for a log line: it has no session (see [`LogRecord`]).
+    pub fn new(seq: u64, mut event: AgentEvent) -> Option<Self> {
+        event.seq = Some(seq);
+        Some(Self {
+            agent_id: event.agent_id.clone(),
+            seq,
+            run_id: event.run_id.clone(),
+            session_id: event.session_id.clone()?,
+            message_type: event.message_type(),
+            event,
+        })
+    }
 }
 
 /// Narrows [`crate::store::Store::list_events`]; `None` matches everything.
@@ -192,16 +210,28 @@ pub struct EventFilter {
     /// predates the field ignores it and returns every type, so callers
     /// still match on `message_type` themselves.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub message_types: Option<Vec<String>>,
+    pub message_types: Option<Vec<MessageType>>,
 }
 
 /// One log line of an agent's log stream, numbered by its own `seq`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct LogRecord {
-    pub agent_id: String,
+    pub agent_id: AgentId,
     pub seq: u64,
-    /// The complete log event object (`message_type: "log"`, `level`, …).
-    pub event: Value,
+    /// The complete log event (`message_type: "log"`, `level`, …).
+    pub event: AgentEvent,
+}
+
+impl LogRecord {
+    /// The record of log line `event` published as `seq`.
+    pub fn new(seq: u64, mut event: AgentEvent) -> Self {
+        event.seq = Some(seq);
+        Self {
+            agent_id: event.agent_id.clone(),
+            seq,
+            event,
+        }
+    }
 }
 
 /// Paging request: `limit` rows from `offset`, or the rows after the `after` cursor.

@@ -9,11 +9,11 @@
 use std::{sync::Arc, time::Duration};
 
 use futures::{stream::BoxStream, StreamExt};
-use serde_json::Value;
 
 use crate::{
     agent::RunError,
     bus::{BusError, BusEvent, Subscription},
+    domain::MessageType,
     http::errors::ApiError,
     state::AppState,
     store::{EventFilter, EventRecord, ListParams, Run, StoreError, RUN_RUNNING},
@@ -273,7 +273,7 @@ fn live_run(state: AppState, account: String, run: Run, mut sub: Subscription) -
             };
             match step {
                 Step::Event(Ok(Some(ev))) => {
-                    if ev.run_id.as_deref() == Some(run.id.as_str()) && shown(&ev) {
+                    if ev.run_id == run.id.as_str() && shown(&ev) {
                         let done = is_done(&ev);
                         yield Ok(ev);
                         if done {
@@ -329,33 +329,24 @@ async fn stored_page(
         .list_events(account, &run.agent_id, filter, params)
         .await?;
     let more = page.pagination.next_cursor.is_some() && !page.data.is_empty();
-    Ok((
-        page.data.into_iter().filter_map(from_record).collect(),
-        more,
-    ))
+    Ok((page.data.into_iter().map(from_record).collect(), more))
 }
 
-/// A stored event re-encoded exactly as it was published (its JSON is kept
-/// whole, and `seq` is the same), so a replayed frame equals the live one.
-pub fn from_record(rec: EventRecord) -> Option<Arc<BusEvent>> {
-    match rec.event {
-        Value::Object(map) => Some(Arc::new(BusEvent::encode(rec.seq, map))),
-        other => {
-            tracing::warn!(seq = rec.seq, kind = ?other, "stored event is not a JSON object; skipped");
-            None
-        }
-    }
+/// A stored event encoded exactly as it was published (the same event,
+/// the same `seq`), so a replayed frame equals the live one.
+pub fn from_record(rec: EventRecord) -> Arc<BusEvent> {
+    Arc::new(BusEvent::encode(rec.seq, &rec.event))
 }
 
 /// Whether a run stream shows `ev`: the run's input (`user_message`) is
 /// history, not part of the answer, exactly as on the run's own response.
 fn shown(ev: &BusEvent) -> bool {
-    ev.message_type != "user_message"
+    ev.message_type != MessageType::UserMessage
 }
 
 /// Whether `ev` ends its run.
 pub fn is_done(ev: &BusEvent) -> bool {
-    ev.message_type == "done"
+    ev.message_type == MessageType::Done
 }
 
 #[cfg(test)]

@@ -96,16 +96,16 @@ pub fn sse_frames(feed: Feed) -> impl Stream<Item = Bytes> + Send + 'static {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::{json, Value};
+    use serde_json::Value;
 
     use super::*;
-    use crate::bus::{memory::MemoryBus, Bus};
+    use crate::{
+        bus::{memory::MemoryBus, Bus},
+        domain::AgentEvent,
+    };
 
-    fn ev() -> serde_json::Map<String, Value> {
-        match json!({"message_type": "log", "run_id": "run-1"}) {
-            Value::Object(m) => m,
-            _ => unreachable!(),
-        }
+    fn ev() -> AgentEvent {
+        AgentEvent::test_line("run-1", 0)
     }
 
     #[tokio::test]
@@ -114,7 +114,7 @@ mod tests {
         let sub = bus.subscribe("c", None).await.unwrap();
         let mut frames = Box::pin(sse_frames(feed::channel_feed(sub)));
         for _ in 0..2 {
-            bus.publish("c", ev()).await.unwrap();
+            bus.publish("c", &ev()).await.unwrap();
         }
         let first = frames.next().await.unwrap();
         assert!(
@@ -124,7 +124,7 @@ mod tests {
         assert_eq!(frames.next().await.unwrap(), bus_frame(2));
         // The client stops reading while more than the buffer is published.
         for _ in 0..10 {
-            bus.publish("c", ev()).await.unwrap();
+            bus.publish("c", &ev()).await.unwrap();
         }
         let last = frames.next().await.unwrap();
         let text = std::str::from_utf8(&last).unwrap();
@@ -142,6 +142,6 @@ mod tests {
 
     /// The frame the bus encodes for the test event with `seq`.
     fn bus_frame(seq: u64) -> Bytes {
-        crate::bus::BusEvent::encode(seq, ev()).sse
+        crate::bus::BusEvent::encode(seq, &ev()).sse
     }
 }

@@ -16,11 +16,12 @@ use axum::{
     Json,
 };
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::empty_page;
 use crate::{
     agent::{sessions::DEFAULT_SESSION, CancelOnDrop, ChatMessage, RunFollower, StartRun},
+    domain::{AgentEvent, MessageType},
     edge::StreamKind,
     http::{
         auth::Auth,
@@ -118,10 +119,10 @@ pub(super) async fn send_message(
     if let Some(slot) = slot {
         let frames = async_stream::stream! {
             while let Some(ev) = follower.next().await {
-                if ev.message_type == "user_message" {
+                if ev.message_type == MessageType::UserMessage {
                     continue;
                 }
-                if ev.message_type == "done" {
+                if ev.message_type == MessageType::Done {
                     guard.disarm();
                 }
                 yield ev.sse.clone();
@@ -136,9 +137,8 @@ pub(super) async fn send_message(
     }
     let mut events = Vec::new();
     while let Some(ev) = follower.next().await {
-        if ev.message_type != "user_message" {
-            events
-                .push(serde_json::from_slice::<Value>(&ev.json).map_err(|_| ApiError::internal())?);
+        if ev.message_type != MessageType::UserMessage {
+            events.push(ev.event().map_err(|_| ApiError::internal())?);
         }
     }
     guard.disarm();
@@ -157,7 +157,7 @@ pub(super) async fn list_messages(
     auth: Auth,
     Path(agent_id): Path<String>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
-) -> Result<Json<Page<Value>>, ApiError> {
+) -> Result<Json<Page<AgentEvent>>, ApiError> {
     auth.require("chat")?;
     let Query(q) = query.map_err(|e| ApiError::validation(format!("query: {e}")))?;
     let params = params::parse(&q)?;

@@ -1,15 +1,14 @@
 //! `GET /v1/runs/{id}`, `POST /v1/runs/{id}/cancel`, `GET /v1/agents/{id}/logs`.
 
-use axum::{
-    extract::{Path, State},
-    Json,
-};
-use serde_json::Value;
-
 use crate::{
+    domain::AgentEvent,
     http::{auth::Auth, errors::ApiError, params::ListQuery},
     state::AppState,
     store::{Page, Run},
+};
+use axum::{
+    extract::{Path, State},
+    Json,
 };
 
 /// The run's status (`running`, `completed`, `cancelled`, `failed`).
@@ -40,7 +39,7 @@ pub(super) async fn list_logs(
     auth: Auth,
     Path(agent_id): Path<String>,
     ListQuery(params): ListQuery,
-) -> Result<Json<Page<Value>>, ApiError> {
+) -> Result<Json<Page<AgentEvent>>, ApiError> {
     auth.require("logs")?;
     let account = auth.account();
     state

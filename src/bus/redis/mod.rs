@@ -33,7 +33,6 @@ use std::{
 
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use serde_json::{Map, Value};
 use tokio::sync::broadcast;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
@@ -42,7 +41,7 @@ use self::{
     scripts::{Entry, ReadReply, Scripts},
 };
 use super::{Bus, BusError, BusEvent, Control, Subscription};
-use crate::config::ServeConfig;
+use crate::{config::ServeConfig, domain::AgentEvent};
 
 /// How the Redis bus connects and keeps history. Not `Debug`: the URL may
 /// hold a password.
@@ -355,13 +354,10 @@ impl RedisBus {
 
 #[async_trait]
 impl Bus for RedisBus {
-    async fn publish(
-        &self,
-        channel: &str,
-        event: Map<String, Value>,
-    ) -> Result<Arc<BusEvent>, BusError> {
-        let json = serde_json::to_vec(&event)
-            .map_err(|e| BusError::Unavailable(format!("event not encodable: {e}")))?;
+    async fn publish(&self, channel: &str, event: &AgentEvent) -> Result<Arc<BusEvent>, BusError> {
+        // Redis keeps the event without `seq` (its stream entry id is the
+        // seq): the same bytes as before events were types.
+        let json = event.to_json_with_seq(None);
         let seq = self.core.publish(channel, &json).await?;
         if let Some(local) = self.reg.get(channel) {
             local.note_published(seq);

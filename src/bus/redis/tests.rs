@@ -5,10 +5,13 @@
 
 use std::{sync::Arc, time::Duration};
 
-use serde_json::{json, Map, Value};
+use serde_json::Value;
 
 use super::{redis_support::RedisServer, RedisBus, RedisBusConfig};
-use crate::bus::{Bus, BusError, Control, Subscription};
+use crate::{
+    bus::{Bus, BusError, Control, Subscription},
+    domain::AgentEvent,
+};
 
 fn start(redis: &RedisServer, tweak: impl FnOnce(&mut RedisBusConfig)) -> Arc<RedisBus> {
     let mut cfg = RedisBusConfig::new(redis.url());
@@ -19,11 +22,8 @@ fn start(redis: &RedisServer, tweak: impl FnOnce(&mut RedisBusConfig)) -> Arc<Re
     Arc::new(RedisBus::start(cfg).expect("bus starts"))
 }
 
-fn ev(n: u64) -> Map<String, Value> {
-    match json!({"message_type": "log", "n": n, "run_id": "run-1"}) {
-        Value::Object(m) => m,
-        _ => unreachable!(),
-    }
+fn ev(n: u64) -> AgentEvent {
+    AgentEvent::test_line("run-1", n)
 }
 
 async fn next_seq(sub: &mut Subscription) -> u64 {
@@ -68,7 +68,7 @@ async fn events_are_numbered_once_and_delivered_in_order() {
     let redis = RedisServer::start().await;
     let bus = start(&redis, |_| {});
     assert_eq!(
-        bus.publish("agent:a", ev(0)).await.unwrap_err(),
+        bus.publish("agent:a", &ev(0)).await.unwrap_err(),
         BusError::NeedsSeed("agent:a".into()),
         "an unseeded channel is never numbered from zero by accident"
     );
@@ -76,7 +76,7 @@ async fn events_are_numbered_once_and_delivered_in_order() {
     let mut sub = bus.subscribe("agent:a", None).await.unwrap();
     assert_eq!(sub.last_seq(), 10);
     for i in 0..3 {
-        assert_eq!(bus.publish("agent:a", ev(i)).await.unwrap().seq, 11 + i);
+        assert_eq!(bus.publish("agent:a", &ev(i)).await.unwrap().seq, 11 + i);
     }
     for want in 11..=13 {
         let got = tokio::time::timeout(Duration::from_secs(5), sub.next())
@@ -87,13 +87,13 @@ async fn events_are_numbered_once_and_delivered_in_order() {
         assert_eq!(got.seq, want);
         let body: Value = serde_json::from_slice(&got.json).unwrap();
         assert_eq!(
-            (body["seq"].as_u64(), body["n"].as_u64()),
-            (Some(want), Some(want - 11))
+            (body["seq"].as_u64(), body["message"].as_str()),
+            (Some(want), Some((want - 11).to_string().as_str()))
         );
         assert!(got
             .sse
             .starts_with(format!("id: {want}\nevent: log\n").as_bytes()));
-        assert_eq!(got.run_id.as_deref(), Some("run-1"));
+        assert_eq!(got.run_id, "run-1");
     }
 }
 
@@ -107,7 +107,7 @@ async fn two_buses_share_one_numbering_and_see_each_others_events() {
     let mut published = Vec::new();
     for i in 0..10 {
         let bus = if i % 2 == 0 { &a } else { &b };
-        published.push(bus.publish("c", ev(i)).await.unwrap().seq);
+        published.push(bus.publish("c", &ev(i)).await.unwrap().seq);
     }
     assert_eq!(published, (1..=10).collect::<Vec<_>>());
     for want in 1..=10 {
@@ -125,7 +125,7 @@ async fn resume_while_publishing_has_no_gap_and_no_duplicate() {
     let publisher = a.clone();
     let writer = tokio::spawn(async move {
         for i in 0..N {
-            publisher.publish("c", ev(i)).await.unwrap();
+            publisher.publish("c", &ev(i)).await.unwrap();
             if i % 50 == 0 {
                 tokio::task::yield_now().await;
             }
@@ -164,9 +164,8 @@ async fn a_run_tap_on_another_gateway_gets_that_runs_events_only() {
     let mut wanted = Vec::new();
     for i in 0..9 {
         let run = ["run-1", "run-2", "run-3"][i % 3];
-        let mut e = ev(i as u64);
-        e.insert("run_id".into(), run.into());
-        let seq = a.publish("agent:t", e).await.unwrap().seq;
+        let e = AgentEvent::test_line(run, i as u64);
+        let seq = a.publish("agent:t", &e).await.unwrap().seq;
         if run == "run-2" {
             wanted.push(seq);
         }
@@ -249,7 +248,7 @@ async fn history_expires_by_length_and_by_age() {
     });
     bus.seed_seq("c", 0).await.unwrap();
     for i in 0..6 {
-        bus.publish("c", ev(i)).await.unwrap();
+        bus.publish("c", &ev(i)).await.unwrap();
     }
     match bus.subscribe("c", Some(1)).await {
         Err(e) => assert_eq!(
@@ -266,9 +265,9 @@ async fn history_expires_by_length_and_by_age() {
         assert_eq!(next_seq(&mut sub).await, want);
     }
     // By age: 7 is past the TTL when 8 (published later) is not.
-    bus.publish("c", ev(7)).await.unwrap();
+    bus.publish("c", &ev(7)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(900)).await;
-    bus.publish("c", ev(8)).await.unwrap();
+    bus.publish("c", &ev(8)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(900)).await;
     match bus.subscribe("c", Some(6)).await {
         Err(e) => assert_eq!(
@@ -317,7 +316,7 @@ async fn a_dropped_link_reconnects_resubscribes_and_catches_up() {
     let (a, b) = (start(&redis, |_| {}), start(&redis, |_| {}));
     a.seed_seq("c", 0).await.unwrap();
     let mut sub = a.subscribe("c", None).await.unwrap();
-    b.publish("c", ev(0)).await.unwrap();
+    b.publish("c", &ev(0)).await.unwrap();
     assert_eq!(next_seq(&mut sub).await, 1);
     let mut admin = redis.connection().await;
     let killed: i64 = redis::cmd("CLIENT")
@@ -328,14 +327,14 @@ async fn a_dropped_link_reconnects_resubscribes_and_catches_up() {
     assert!(killed >= 1, "the pub/sub links were dropped");
     // Published while a's link is down: delivered from history on reconnect.
     for i in 1..5 {
-        b.publish("c", ev(i)).await.unwrap();
+        b.publish("c", &ev(i)).await.unwrap();
     }
     for want in 2..=5 {
         assert_eq!(next_seq(&mut sub).await, want);
     }
     assert_eq!(a.link_state(), (2, true), "one reconnect");
     assert_eq!(numsub(&redis, "c").await, 1, "subscribed again");
-    b.publish("c", ev(5)).await.unwrap();
+    b.publish("c", &ev(5)).await.unwrap();
     assert_eq!(next_seq(&mut sub).await, 6);
 }
 
@@ -346,14 +345,14 @@ async fn a_redis_restart_fails_fast_then_recovers_with_numbering_intact() {
     bus.seed_seq("c", 0).await.unwrap();
     let mut sub = bus.subscribe("c", None).await.unwrap();
     for i in 0..3 {
-        bus.publish("c", ev(i)).await.unwrap();
+        bus.publish("c", &ev(i)).await.unwrap();
     }
     assert_eq!(next_seq(&mut sub).await, 1);
     assert_eq!(next_seq(&mut sub).await, 2);
     assert_eq!(next_seq(&mut sub).await, 3);
     redis.kill();
     let t0 = std::time::Instant::now();
-    let err = bus.publish("c", ev(9)).await.unwrap_err();
+    let err = bus.publish("c", &ev(9)).await.unwrap_err();
     assert!(
         matches!(&err, BusError::Unavailable(m) if m.contains("redis")),
         "{err}"
@@ -385,7 +384,7 @@ async fn a_redis_restart_fails_fast_then_recovers_with_numbering_intact() {
     );
     // Redis lost everything; the link re-seeded the counter from what this
     // gateway delivered, so numbering goes on instead of restarting at 1.
-    let next = bus.publish("c", ev(10)).await.unwrap();
+    let next = bus.publish("c", &ev(10)).await.unwrap();
     assert_eq!(next.seq, 4);
     assert_eq!(next_seq(&mut sub).await, 4);
 }
@@ -418,7 +417,7 @@ async fn rediss_with_a_password_in_the_url_and_a_private_ca() {
     );
     bus.seed_seq("c", 0).await.unwrap();
     let mut sub = bus.subscribe("c", None).await.unwrap();
-    bus.publish("c", ev(1)).await.unwrap();
+    bus.publish("c", &ev(1)).await.unwrap();
     assert_eq!(next_seq(&mut sub).await, 1);
     // A wrong password, or a server the public roots do not vouch for, is
     // refused (and reported by ping), never silently accepted.

@@ -191,10 +191,7 @@ pub(super) fn list_events(
     check_agent(&tx, account, agent_id)?;
     let (count, rows) = events_sql(filter);
     // `?4`: the wanted types as a JSON array, read back with `json_each`.
-    let types = filter
-        .message_types
-        .as_ref()
-        .map(|t| serde_json::Value::from(t.clone()).to_string());
+    let types = filter.message_types.as_ref().map(to_json);
     paging::page(
         &tx,
         count,

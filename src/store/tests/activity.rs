@@ -2,7 +2,7 @@
 //! log lines, and the cascade when the agent goes.
 
 use super::fixtures::{acct, agent_with_activity, event, log, new_agent, nf, params, run, ts};
-use crate::store::*;
+use crate::{domain::MessageType, store::*};
 
 pub(super) async fn sessions(store: &dyn Store) {
     let a = acct();
@@ -117,8 +117,8 @@ pub(super) async fn events(store: &dyn Store) {
         .map(|s| event(&agent.id, s, "run-1", "sess-1"))
         .collect();
     batch.extend((6..=8).map(|s| event(&agent.id, s, "run-2", "sess-2")));
-    batch[1].message_type = "user_message".into();
-    batch[3].message_type = "assistant_delta".into();
+    batch[1].message_type = MessageType::UserMessage;
+    batch[3].message_type = MessageType::AssistantDelta;
     store
         .append_events(&a, batch.clone())
         .await
@@ -188,11 +188,11 @@ pub(super) async fn events(store: &dyn Store) {
         .await
         .expect("list");
     assert_eq!((page.data.len(), page.pagination.total), (0, 0));
-    let types = |t: &[&str]| Some(t.iter().map(|s| s.to_string()).collect());
+    let types = |t: &[MessageType]| Some(t.to_vec());
     let messages = EventFilter {
         session_id: Some("sess-1".into()),
         run_id: None,
-        message_types: types(&["user_message", "assistant_message"]),
+        message_types: types(&[MessageType::UserMessage, MessageType::AssistantMessage]),
     };
     let page = store
         .list_events(&a, &agent.id, messages, params(2, 1, None))
@@ -207,7 +207,7 @@ pub(super) async fn events(store: &dyn Store) {
         let users = EventFilter {
             session_id: None,
             run_id,
-            message_types: types(&["user_message"]),
+            message_types: types(&[MessageType::UserMessage]),
         };
         let page = store
             .list_events(&a, &agent.id, users, ListParams::default())

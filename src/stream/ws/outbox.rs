@@ -20,7 +20,7 @@ use axum::extract::ws::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 
 use super::queue::{self, Receiver, Sender, TrySendError};
-use crate::bus::BusEvent;
+use crate::{bus::BusEvent, domain::MessageType};
 
 /// Runs remembered per socket (for ordering and cancel-on-close).
 const RUNS_KEPT: usize = 256;
@@ -153,12 +153,11 @@ impl Outbox {
         if g.active.get(channel) != Some(&gen) {
             return Ok(());
         }
-        if ev.message_type == "done" {
-            if let Some(run) = &ev.run_id {
-                g.open_runs.retain(|r| r != run);
-            }
+        let run = ev.run_id.as_str();
+        if ev.message_type == MessageType::Done {
+            g.open_runs.retain(|r| r != run);
         }
-        let unknown_run = || !ev.run_id.as_ref().is_some_and(|r| g.started.contains(r));
+        let unknown_run = || !g.started.iter().any(|r| r == run);
         if !g.held.is_empty() || (g.starting && channel.starts_with("agent:") && unknown_run()) {
             if g.held.len() >= self.cap {
                 return Err(Overflow);
@@ -265,15 +264,12 @@ impl Closer {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
-
     use super::*;
+    use crate::domain::AgentEvent;
 
     fn ev(seq: u64, run: &str, kind: &str) -> BusEvent {
-        let serde_json::Value::Object(m) = json!({"message_type": kind, "run_id": run}) else {
-            unreachable!()
-        };
-        BusEvent::encode(seq, m)
+        let kind: MessageType = kind.parse().unwrap();
+        BusEvent::encode(seq, &AgentEvent::test_of(kind, run))
     }
 
     fn drain(rx: &mut Receiver<Out>) -> Vec<String> {

@@ -5,7 +5,7 @@ use std::{convert::Infallible, sync::Arc, time::Duration};
 
 use axum::extract::ws::Message;
 use futures::{channel::mpsc, SinkExt, StreamExt};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use super::{session, WsSettings};
@@ -13,6 +13,7 @@ use crate::{
     agent::Runtime,
     bus::{memory::MemoryBus, Bus},
     config::ServeConfig,
+    domain::{AgentEvent, EventBody, MessageType},
     http::auth::Auth,
     keys::KeyCache,
     state::AppState,
@@ -146,13 +147,6 @@ impl Client {
     }
 }
 
-pub(super) fn obj(v: Value) -> Map<String, Value> {
-    match v {
-        Value::Object(m) => m,
-        _ => panic!("not an object"),
-    }
-}
-
 const ALL: &[&str] = &["*"];
 
 #[tokio::test]
@@ -202,7 +196,12 @@ async fn two_channels_on_one_socket_share_the_published_bytes() {
         .bus
         .publish(
             &format!("agent:{id}"),
-            obj(json!({"message_type": "assistant_message", "message": "hi"})),
+            &AgentEvent::test_event(
+                "run-1",
+                EventBody::AssistantMessage {
+                    message: "hi".into(),
+                },
+            ),
         )
         .await
         .unwrap();
@@ -216,10 +215,7 @@ async fn two_channels_on_one_socket_share_the_published_bytes() {
     );
     let log = state
         .bus
-        .publish(
-            &format!("logs:{id}"),
-            obj(json!({"message_type": "log", "level": "info", "message": "m"})),
-        )
+        .publish(&format!("logs:{id}"), &AgentEvent::test_line("run-1", 0))
         .await
         .unwrap();
     let v = c.json().await;
@@ -234,7 +230,7 @@ async fn two_channels_on_one_socket_share_the_published_bytes() {
     assert_eq!(c.json().await["type"], "unsubscribed");
     state
         .bus
-        .publish(&format!("logs:{id}"), obj(json!({"message_type": "log"})))
+        .publish(&format!("logs:{id}"), &AgentEvent::test_line("run-1", 0))
         .await
         .unwrap();
     c.quiet(Duration::from_millis(100)).await;
@@ -242,7 +238,7 @@ async fn two_channels_on_one_socket_share_the_published_bytes() {
         .bus
         .publish(
             &format!("agent:{id}"),
-            obj(json!({"message_type": "usage"})),
+            &AgentEvent::test_of(MessageType::Usage, "run-1"),
         )
         .await
         .unwrap();
@@ -288,7 +284,7 @@ async fn subscribe_with_after_resumes_and_old_cursors_expire() {
     for i in 0..5 {
         state
             .bus
-            .publish(&ch, obj(json!({"message_type": "log", "i": i})))
+            .publish(&ch, &AgentEvent::test_line("run-1", i))
             .await
             .unwrap();
     }
@@ -300,7 +296,7 @@ async fn subscribe_with_after_resumes_and_old_cursors_expire() {
     assert_eq!(c.json().await["seq"], 5);
     state
         .bus
-        .publish(&ch, obj(json!({"message_type": "log"})))
+        .publish(&ch, &AgentEvent::test_line("run-1", 0))
         .await
         .unwrap();
     assert_eq!(c.json().await["seq"], 6);
@@ -334,7 +330,7 @@ async fn a_client_that_stops_reading_is_closed_as_lagged_without_blocking_others
     for i in 1..=200u64 {
         state
             .bus
-            .publish(&ch, obj(json!({"message_type": "log"})))
+            .publish(&ch, &AgentEvent::test_line("run-1", 0))
             .await
             .unwrap();
         assert_eq!(fast.json().await["seq"], i, "the fast socket keeps up");
