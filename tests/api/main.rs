@@ -8,6 +8,7 @@ mod ecosystem;
 mod edge;
 mod envelopes;
 mod fake_provider;
+mod golden;
 mod http1;
 mod openai;
 mod postgres;
