@@ -32,7 +32,7 @@ use weir::bus::{
     redis::{RedisBus, RedisBusConfig},
     Bus, BusError,
 };
-use weir::domain::{AgentEvent, EventBody};
+use weir::domain::{AgentEvent, Channel, EventBody};
 
 /// Subscribers whose latency is sampled: one in ten.
 const SAMPLE_EVERY: usize = 10;
@@ -107,7 +107,7 @@ async fn publish_throughput(redis: &RedisServer, publishers: usize) -> anyhow::R
     for p in 0..publishers {
         let (bus, count) = (bus.clone(), count.clone());
         tasks.push(tokio::spawn(async move {
-            let channel = format!("bench:{publishers}:{p}");
+            let channel = Channel::Agent(format!("bench-{publishers}-{p}").into());
             bus.seed_seq(&channel, 0).await?;
             while Instant::now() < stop {
                 bus.publish(&channel, &event(0, 0)).await?;
@@ -159,7 +159,7 @@ async fn fanout(
     rate: f64,
     secs: u64,
 ) -> anyhow::Result<()> {
-    let channel = format!("agent:bench-{}", rand_suffix());
+    let channel = Channel::Agent(format!("bench-{}", rand_suffix()).into());
     buses[0].seed_seq(&channel, 0).await?;
     let base = Instant::now();
     let total = (rate * secs as f64) as u64;

@@ -15,22 +15,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     bus::{Bus, BusError, BusEvent},
-    domain::{AgentEvent, AgentId, EventBody, RunId, SessionId},
+    domain::{AgentEvent, AgentId, Channel, EventBody, RunId, SessionId},
     store::{EventRecord, Store, StoreError},
 };
 
 /// Most token deltas held back before they are written anyway.
 const MAX_PENDING: usize = 32;
-
-/// The channel of an agent's events.
-pub fn agent_channel(agent_id: &str) -> String {
-    format!("agent:{agent_id}")
-}
-
-/// The channel of an agent's log lines.
-pub fn logs_channel(agent_id: &str) -> String {
-    format!("logs:{agent_id}")
-}
 
 /// Why an event could not be delivered or kept.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -41,17 +31,25 @@ pub enum EmitError {
     Store(#[from] StoreError),
 }
 
-/// Which store counter a channel continues from.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Numbering {
-    Events,
-    Logs,
+/// The highest seq the store holds for `channel`: where its numbering
+/// continues after a restart.
+pub async fn stored_floor(
+    store: &dyn Store,
+    account: &str,
+    channel: &Channel,
+) -> Result<u64, StoreError> {
+    match channel {
+        Channel::Agent(id) => store.last_event_seq(account, id.as_str()).await,
+        Channel::Logs(id) => store.last_log_seq(account, id.as_str()).await,
+        // A run's events are numbered on its agent's channel.
+        Channel::Run(_) => Ok(0),
+    }
 }
 
 /// The channels whose bus counter this process has already seeded.
 #[derive(Debug, Default)]
 pub struct Seeds {
-    seeded: std::sync::Mutex<HashSet<String>>,
+    seeded: std::sync::Mutex<HashSet<Channel>>,
 }
 
 impl Seeds {
@@ -62,28 +60,23 @@ impl Seeds {
         bus: &dyn Bus,
         store: &dyn Store,
         account: &str,
-        agent_id: &str,
-        channel: &str,
-        numbering: Numbering,
+        channel: &Channel,
     ) -> Result<(), EmitError> {
         if self.lock().contains(channel) {
             return Ok(());
         }
-        let floor = match numbering {
-            Numbering::Events => store.last_event_seq(account, agent_id).await?,
-            Numbering::Logs => store.last_log_seq(account, agent_id).await?,
-        };
+        let floor = stored_floor(store, account, channel).await?;
         bus.seed_seq(channel, floor).await?;
-        self.lock().insert(channel.to_owned());
+        self.lock().insert(channel.clone());
         Ok(())
     }
 
     /// Forgets a channel (its agent was deleted or the counter must be re-read).
-    pub fn forget(&self, channel: &str) {
+    pub fn forget(&self, channel: &Channel) {
         self.lock().remove(channel);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<Channel>> {
         // A poisoned set is still a valid set: recover it.
         self.seeded.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -104,7 +97,7 @@ pub struct Emitter {
     agent_id: AgentId,
     run_id: RunId,
     session_id: SessionId,
-    channel: String,
+    channel: Channel,
     pending: Vec<EventRecord>,
 }
 
@@ -122,7 +115,7 @@ impl Emitter {
             agent_id: agent_id.into(),
             run_id: run_id.into(),
             session_id: session_id.into(),
-            channel: agent_channel(agent_id),
+            channel: Channel::Agent(agent_id.into()),
             pending: Vec::new(),
         }
     }
@@ -194,9 +187,7 @@ impl Emitter {
                 s.bus.as_ref(),
                 s.store.as_ref(),
                 &self.account,
-                self.agent_id.as_str(),
                 &self.channel,
-                Numbering::Events,
             )
             .await
     }

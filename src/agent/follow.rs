@@ -13,16 +13,15 @@ use std::sync::Arc;
 
 use futures::Stream;
 
-use super::events::agent_channel;
 use crate::{
     bus::{Bus, BusError, BusEvent, Subscription},
-    domain::MessageType,
+    domain::{Channel, MessageType},
 };
 
 /// Follows one run until its `done`.
 pub struct RunFollower {
     bus: Arc<dyn Bus>,
-    channel: String,
+    channel: Channel,
     sub: Subscription,
     run_id: String,
     finished: bool,
@@ -35,7 +34,7 @@ impl RunFollower {
         agent_id: &str,
         run_id: &str,
     ) -> Result<Self, BusError> {
-        let channel = agent_channel(agent_id);
+        let channel = Channel::Agent(agent_id.into());
         let sub = bus.subscribe_run(&channel, run_id).await?;
         Ok(Self {
             bus,

@@ -3,9 +3,9 @@
 //! `…/logs/stream` tails them. Logging is best effort: a line that cannot be
 //! published or kept is reported through tracing and never fails the run.
 
-use super::events::{logs_channel, Numbering, Sinks};
+use super::events::Sinks;
 use crate::{
-    domain::{AgentEvent, AgentId, LogLevel, RunId},
+    domain::{AgentEvent, AgentId, Channel, LogLevel, RunId},
     store::LogRecord,
 };
 
@@ -15,7 +15,7 @@ pub struct RunLog {
     account: String,
     agent_id: AgentId,
     run_id: RunId,
-    channel: String,
+    channel: Channel,
 }
 
 impl RunLog {
@@ -25,7 +25,7 @@ impl RunLog {
             account: account.to_owned(),
             agent_id: agent_id.into(),
             run_id: run_id.into(),
-            channel: logs_channel(agent_id),
+            channel: Channel::Logs(agent_id.into()),
         }
     }
 
@@ -58,9 +58,7 @@ impl RunLog {
                 s.bus.as_ref(),
                 s.store.as_ref(),
                 &self.account,
-                self.agent_id.as_str(),
                 &self.channel,
-                Numbering::Logs,
             )
             .await?;
         let line = AgentEvent::log(
@@ -78,9 +76,7 @@ impl RunLog {
                         s.bus.as_ref(),
                         s.store.as_ref(),
                         &self.account,
-                        self.agent_id.as_str(),
                         &self.channel,
-                        Numbering::Logs,
                     )
                     .await?;
                 s.bus.publish(&self.channel, &line).await?

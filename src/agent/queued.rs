@@ -12,7 +12,6 @@ use tokio::sync::broadcast::error::RecvError;
 use tracing::Instrument;
 
 use super::{
-    events::agent_channel,
     models::Model,
     run::RunTask,
     runtime::{lock, Ending, Inner},
@@ -21,8 +20,8 @@ use super::{
 use crate::{
     bus::{redis::RedisBusConfig, BusEvent, Control},
     config::ServeConfig,
-    domain::ErrorCode,
-    store::{EventFilter, EventRecord, ListParams, Run, StoreError, RUN_FAILED, RUN_RUNNING},
+    domain::{Channel, ErrorCode, RunStatus, StopReason},
+    store::{EventFilter, EventRecord, ListParams, Run, StoreError},
     work::{worker::Worker, Job, RunQueue},
 };
 
@@ -85,8 +84,8 @@ impl Runtime {
             // Nobody will ever run it: do not leave it `running`. (No events:
             // none were published, and the caller gets this error.)
             let failed = Run {
-                status: RUN_FAILED.into(),
-                stop_reason: Some("error".into()),
+                status: RunStatus::Failed,
+                stop_reason: Some(StopReason::Error),
                 error: Some(format!("the run could not be queued: {e}")),
                 updated_at: crate::util::now(),
                 ..job.run
@@ -140,7 +139,7 @@ impl Runtime {
             Err(StoreError::NotFound(_)) => return Ok(()),
             Err(e) => return Err(e.into()),
         };
-        if run.status != RUN_RUNNING {
+        if run.status != RunStatus::Running {
             return Ok(());
         }
         // What the dead worker published but had not stored yet (token
@@ -163,7 +162,9 @@ impl Runtime {
     async fn restore_history(&self, job: &Job) -> Result<(), RunError> {
         let (bus, store) = (&self.inner.sinks.bus, &self.inner.sinks.store);
         let run_id = job.run.id.as_str();
-        let kept = bus.kept(&agent_channel(&job.agent.id)).await?;
+        let kept = bus
+            .kept(&Channel::Agent(job.agent.id.as_str().into()))
+            .await?;
         let published: Vec<_> = kept.iter().filter(|e| e.run_id == run_id).collect();
         if published.is_empty() {
             return Ok(());

@@ -19,12 +19,11 @@ use super::{
     tools::ToolSet,
     ChatMessage,
 };
-use crate::store::{
-    Agent, EventFilter, ListParams, Run, Store, StoreError, RUN_CANCELLED, RUN_COMPLETED,
-    RUN_FAILED,
-};
+use crate::store::{Agent, EventFilter, ListParams, Run, Store, StoreError};
 use crate::{
-    domain::{ErrorCode, EventBody, FunctionCall, FunctionStatus, MessageType, StopReason},
+    domain::{
+        ErrorCode, EventBody, FunctionCall, FunctionStatus, MessageType, RunStatus, StopReason,
+    },
     work::Job,
 };
 
@@ -146,11 +145,11 @@ impl RunTask {
                 .await;
         }
         let run = self.conclude(&mut em, outcome, usage).await;
-        crate::metrics::run_finished(&run.status, started.elapsed());
+        crate::metrics::run_finished(run.status, started.elapsed());
         log.info(format!(
             "run ended: {} ({}) after {} ms",
             run.status,
-            run.stop_reason.as_deref().unwrap_or("-"),
+            run.stop_reason.map_or("-", StopReason::as_str),
             started.elapsed().as_millis()
         ))
         .await;
@@ -304,28 +303,27 @@ impl RunTask {
     /// Publishes the terminal events, stores the final status (before `done`)
     /// and returns the run's final record.
     async fn conclude(&self, em: &mut Emitter, outcome: Outcome, usage: Option<Usage>) -> Run {
-        let (status, stop_reason, mut error) = match &outcome {
-            Outcome::EndTurn => (RUN_COMPLETED, StopReason::EndTurn, None),
-            Outcome::MaxSteps => (RUN_COMPLETED, StopReason::MaxSteps, None),
+        let (stop_reason, mut error) = match &outcome {
+            Outcome::EndTurn => (StopReason::EndTurn, None),
+            Outcome::MaxSteps => (StopReason::MaxSteps, None),
             Outcome::Cancelled if self.inner.stop_runs.is_cancelled() => (
-                RUN_CANCELLED,
                 StopReason::Cancelled,
                 Some("the gateway shut down".to_owned()),
             ),
-            Outcome::Cancelled => (RUN_CANCELLED, StopReason::Cancelled, None),
-            Outcome::Failed(f) => (RUN_FAILED, StopReason::Error, Some(f.message.clone())),
+            Outcome::Cancelled => (StopReason::Cancelled, None),
+            Outcome::Failed(f) => (StopReason::Error, Some(f.message.clone())),
         };
         let published = publish_ending(em, &outcome, usage, &self.inner.stop_runs).await;
         // The final status is stored before `done` goes out, so a client
         // that saw `done` and asks GET /v1/runs/{id} sees it.
-        let mut status = status;
+        let mut status = RunStatus::ended_by(stop_reason);
         if let Err(e) = &published {
-            status = RUN_FAILED;
+            status = RunStatus::Failed;
             error.get_or_insert_with(|| format!("event delivery failed: {e}"));
         }
         let mut run = Run {
-            status: status.into(),
-            stop_reason: Some(stop_reason.as_str().into()),
+            status,
+            stop_reason: Some(stop_reason),
             error,
             updated_at: crate::util::now(),
             ..self.run.clone()
@@ -343,8 +341,8 @@ impl RunTask {
             .map(drop);
         if let Err(e) = done.and(em.flush().await) {
             tracing::warn!(error = %e, run_id = %self.run.id, "run end not fully delivered");
-            if run.status != RUN_FAILED {
-                run.status = RUN_FAILED.into();
+            if run.status != RunStatus::Failed {
+                run.status = RunStatus::Failed;
                 run.error = Some(format!("event delivery failed: {e}"));
                 self.save(&run).await;
             }

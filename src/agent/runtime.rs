@@ -32,12 +32,12 @@ use super::{
     sessions::{self, Sessions, DEFAULT_SESSION},
     ChatMessage, RunError, StartRun,
 };
-use crate::domain::{ErrorCode, EventBody, RunStatus, StopReason};
+use crate::domain::{AgentStatus, ErrorCode, EventBody, RunStatus, StopReason};
 use crate::work::{Job, RunQueue};
 use crate::{
     bus::Bus,
     config::ServeConfig,
-    store::{Agent, Run, Store, StoreError, AGENT_STOPPED, RUN_RUNNING},
+    store::{Agent, Run, Store, StoreError},
 };
 
 /// How long `cancel_run` waits for the run to write its final status.
@@ -178,7 +178,7 @@ impl Runtime {
             .get_agent(account, &req.agent_id)
             .await
             .map_err(|e| not_found(e, RunError::AgentNotFound(req.agent_id.clone())))?;
-        if agent.status == AGENT_STOPPED {
+        if agent.status == AgentStatus::Stopped {
             return Err(RunError::AgentStopped(agent.id));
         }
         let model = Model::resolve(&agent.model, &agent.metadata, inner.provider.as_ref())
@@ -191,7 +191,7 @@ impl Runtime {
             id: req.run_id.unwrap_or_else(|| crate::util::new_id("run")),
             agent_id: agent.id.clone(),
             session_id,
-            status: RUN_RUNNING.into(),
+            status: RunStatus::Running,
             stop_reason: None,
             error: None,
             created_at: now.clone(),
@@ -254,7 +254,7 @@ impl Runtime {
             .get_run(account, run_id)
             .await
             .map_err(|e| not_found(e, RunError::RunNotFound(run_id.to_owned())))?;
-        if run.status != RUN_RUNNING {
+        if run.status != RunStatus::Running {
             return Ok(run);
         }
         let handle = lock(&self.inner.runs).get(run_id).cloned();
@@ -311,7 +311,7 @@ impl Runtime {
             .get_run(account, run_id)
             .await
             .map_err(|e| not_found(e, RunError::RunNotFound(run_id.to_owned())))?;
-        if run.status == RUN_RUNNING
+        if run.status == RunStatus::Running
             && self.inner.queue.is_none()
             && !self.is_live(run_id)
             && run.created_at < self.inner.started_at
@@ -365,8 +365,8 @@ impl Runtime {
         }
         let stop_reason = end.stop_reason();
         let settled = Run {
-            status: RunStatus::ended_by(stop_reason).as_str().into(),
-            stop_reason: Some(stop_reason.as_str().into()),
+            status: RunStatus::ended_by(stop_reason),
+            stop_reason: Some(stop_reason),
             error: Some(end.why),
             updated_at: crate::util::now(),
             ..run

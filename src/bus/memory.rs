@@ -26,7 +26,7 @@ use std::{
 use async_trait::async_trait;
 use tokio::sync::broadcast;
 
-use crate::domain::AgentEvent;
+use crate::domain::{AgentEvent, Channel};
 
 use super::{
     local::{fanout, lock, read, ControlHub, RunTaps},
@@ -53,9 +53,9 @@ pub struct MemoryBus {
 }
 
 /// One independently locked part of the channel map.
-type Shard = RwLock<HashMap<String, Arc<Channel>>>;
+type Shard = RwLock<HashMap<Channel, Arc<Slot>>>;
 
-struct Channel {
+struct Slot {
     state: Mutex<ChannelState>,
     /// Followers of single runs (`Bus::subscribe_run`).
     taps: Arc<RunTaps>,
@@ -126,7 +126,7 @@ impl MemoryBus {
     }
 
     fn sweep_shard(&self, shard: usize) {
-        let channels: Vec<Arc<Channel>> = read(&self.shards[shard]).values().cloned().collect();
+        let channels: Vec<Arc<Slot>> = read(&self.shards[shard]).values().cloned().collect();
         let now = Instant::now();
         for ch in channels {
             let mut st = lock(&ch.state);
@@ -135,19 +135,19 @@ impl MemoryBus {
         }
     }
 
-    fn shard_of(&self, name: &str) -> usize {
+    fn shard_of(&self, name: &Channel) -> usize {
         (self.hasher.hash_one(name) as usize) % SHARDS
     }
 
-    fn channel(&self, name: &str) -> Arc<Channel> {
+    fn channel(&self, name: &Channel) -> Arc<Slot> {
         let shard = &self.shards[self.shard_of(name)];
         if let Some(ch) = read(shard).get(name) {
             return ch.clone();
         }
         let mut map = shard.write().unwrap_or_else(PoisonError::into_inner);
-        map.entry(name.to_owned())
+        map.entry(name.clone())
             .or_insert_with(|| {
-                Arc::new(Channel {
+                Arc::new(Slot {
                     state: Mutex::new(ChannelState {
                         seq: 0,
                         history: VecDeque::new(),
@@ -160,7 +160,7 @@ impl MemoryBus {
             .clone()
     }
 
-    fn publish_now(&self, channel: &str, event: &AgentEvent) -> Arc<BusEvent> {
+    fn publish_now(&self, channel: &Channel, event: &AgentEvent) -> Arc<BusEvent> {
         let ch = self.channel(channel);
         let ev = {
             let mut st = lock(&ch.state);
@@ -189,7 +189,11 @@ impl MemoryBus {
         ev
     }
 
-    fn subscribe_now(&self, channel: &str, after: Option<u64>) -> Result<Subscription, BusError> {
+    fn subscribe_now(
+        &self,
+        channel: &Channel,
+        after: Option<u64>,
+    ) -> Result<Subscription, BusError> {
         let ch = self.channel(channel);
         let mut st = lock(&ch.state);
         st.trim(self.history_len, self.max_age, Instant::now());
@@ -215,7 +219,7 @@ impl MemoryBus {
         Ok(Subscription::new(replay, live, after.unwrap_or(st.seq)))
     }
 
-    fn seed_now(&self, channel: &str, floor: u64) {
+    fn seed_now(&self, channel: &Channel, floor: u64) {
         let ch = self.channel(channel);
         let mut st = lock(&ch.state);
         if floor > st.seq {
@@ -227,27 +231,39 @@ impl MemoryBus {
     }
 
     #[cfg(test)]
-    fn taps_open(&self, channel: &str) -> usize {
+    fn taps_open(&self, channel: &Channel) -> usize {
         self.channel(channel).taps.open()
     }
 
     #[cfg(test)]
-    fn has_sender(&self, channel: &str) -> bool {
+    fn has_sender(&self, channel: &Channel) -> bool {
         lock(&self.channel(channel).state).tx.is_some()
     }
 }
 
 #[async_trait]
 impl Bus for MemoryBus {
-    async fn publish(&self, channel: &str, event: &AgentEvent) -> Result<Arc<BusEvent>, BusError> {
+    async fn publish(
+        &self,
+        channel: &Channel,
+        event: &AgentEvent,
+    ) -> Result<Arc<BusEvent>, BusError> {
         Ok(self.publish_now(channel, event))
     }
 
-    async fn subscribe(&self, channel: &str, after: Option<u64>) -> Result<Subscription, BusError> {
+    async fn subscribe(
+        &self,
+        channel: &Channel,
+        after: Option<u64>,
+    ) -> Result<Subscription, BusError> {
         self.subscribe_now(channel, after)
     }
 
-    async fn subscribe_run(&self, channel: &str, run_id: &str) -> Result<Subscription, BusError> {
+    async fn subscribe_run(
+        &self,
+        channel: &Channel,
+        run_id: &str,
+    ) -> Result<Subscription, BusError> {
         let ch = self.channel(channel);
         // Under the channel's lock, as publishing delivers to taps: the
         // tap's resume point is exactly the seq before its first event.
@@ -256,7 +272,7 @@ impl Bus for MemoryBus {
         Ok(Subscription::new(Vec::new(), live, st.seq).with_guard(guard))
     }
 
-    async fn seed_seq(&self, channel: &str, floor: u64) -> Result<(), BusError> {
+    async fn seed_seq(&self, channel: &Channel, floor: u64) -> Result<(), BusError> {
         self.seed_now(channel, floor);
         Ok(())
     }

@@ -1,7 +1,8 @@
 //! Fan-out of agent events and log lines to every subscriber, with history
 //! for resume.
 //!
-//! A channel is named `agent:<id>` (agent events) or `logs:<id>` (log lines).
+//! A channel is an agent's events (`agent:<id>`) or its log lines
+//! (`logs:<id>`): a [`Channel`].
 //! The bus is the single authority for `seq`: it numbers each published event
 //! on its channel, so every stream that shows an event shows the same number.
 //! An event is encoded once at publish time ([`BusEvent`]) and the same bytes
@@ -24,7 +25,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
-use crate::domain::{AgentEvent, MessageType, RunId};
+use crate::domain::{AgentEvent, Channel, MessageType, RunId};
 
 /// Why a bus call failed.
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
@@ -42,7 +43,7 @@ pub enum BusError {
     /// channel sat idle past its TTL): seed it from the store
     /// ([`Bus::seed_seq`]) and publish again. Never numbered from zero.
     #[error("the bus lost the seq counter of {0}: seed it again")]
-    NeedsSeed(String),
+    NeedsSeed(Channel),
 }
 
 /// A message every gateway acts on, carried by the bus beside the event
@@ -182,11 +183,19 @@ impl Subscription {
 pub trait Bus: Send + Sync + 'static {
     /// Numbers `event` with the channel's next seq, keeps it in history and
     /// delivers it to every subscriber (the event's own `seq` is ignored).
-    async fn publish(&self, channel: &str, event: &AgentEvent) -> Result<Arc<BusEvent>, BusError>;
+    async fn publish(
+        &self,
+        channel: &Channel,
+        event: &AgentEvent,
+    ) -> Result<Arc<BusEvent>, BusError>;
 
     /// Subscribes to `channel`. With `after`, first replays the kept history
     /// past that seq ([`BusError::HistoryExpired`] if it is no longer kept).
-    async fn subscribe(&self, channel: &str, after: Option<u64>) -> Result<Subscription, BusError>;
+    async fn subscribe(
+        &self,
+        channel: &Channel,
+        after: Option<u64>,
+    ) -> Result<Subscription, BusError>;
 
     /// Subscribes to the live events of run `run_id` on `channel` only: what
     /// a transport following the run it is about to start needs (subscribe
@@ -194,18 +203,22 @@ pub trait Bus: Send + Sync + 'static {
     /// [`Self::subscribe`]; a lagged follower resumes with that. No default:
     /// a wrapper that forgot to forward it would silently hand followers the
     /// whole channel again.
-    async fn subscribe_run(&self, channel: &str, run_id: &str) -> Result<Subscription, BusError>;
+    async fn subscribe_run(
+        &self,
+        channel: &Channel,
+        run_id: &str,
+    ) -> Result<Subscription, BusError>;
 
     /// Raises the channel's seq counter to at least `floor`, so numbering
     /// continues after a restart from what the store already holds.
-    async fn seed_seq(&self, channel: &str, floor: u64) -> Result<(), BusError>;
+    async fn seed_seq(&self, channel: &Channel, floor: u64) -> Result<(), BusError>;
 
     /// Every event of `channel` the history still keeps, oldest first. The
     /// run queue uses it to store what a worker that died had published but
     /// not yet written ([`crate::agent::Runtime::settle_job`]). The default
     /// keeps nothing to read: a single-process bus has no other process
     /// that could die holding events.
-    async fn kept(&self, _channel: &str) -> Result<Vec<Arc<BusEvent>>, BusError> {
+    async fn kept(&self, _channel: &Channel) -> Result<Vec<Arc<BusEvent>>, BusError> {
         Ok(Vec::new())
     }
 

@@ -33,7 +33,10 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 pub use bus::MeteredBus;
 
-use crate::state::AppState;
+use crate::{
+    domain::{Channel, RunStatus},
+    state::AppState,
+};
 
 /// Histogram buckets (seconds) for every `*_seconds` metric: from 1 ms
 /// (REST on a warm cache) to 5 minutes (a long agent run).
@@ -202,14 +205,12 @@ impl Drop for ConnGuard {
 }
 
 /// One event published on `channel` (`agent:…`, `logs:…`).
-pub fn event_published(channel: &str) {
+pub fn event_published(channel: &Channel) {
     let h = handles();
-    if channel.starts_with("agent:") {
-        h.published_agent.increment(1);
-    } else if channel.starts_with("logs:") {
-        h.published_logs.increment(1);
-    } else {
-        h.published_other.increment(1);
+    match channel {
+        Channel::Agent(_) => h.published_agent.increment(1),
+        Channel::Logs(_) => h.published_logs.increment(1),
+        Channel::Run(_) => h.published_other.increment(1),
     }
 }
 
@@ -229,12 +230,10 @@ pub fn lagged_close(kind: Conn) {
 
 /// An agent run ended with `status` (`completed`, `cancelled`, `failed`)
 /// after `took`.
-pub fn run_finished(status: &str, took: Duration) {
+pub fn run_finished(status: RunStatus, took: Duration) {
     let status = match status {
-        "completed" => "completed",
-        "cancelled" => "cancelled",
-        "failed" => "failed",
-        _ => "other",
+        RunStatus::Completed | RunStatus::Cancelled | RunStatus::Failed => status.as_str(),
+        RunStatus::Running => "other",
     };
     ::metrics::histogram!("weir_run_duration_seconds", "status" => status)
         .record(took.as_secs_f64());
@@ -329,11 +328,11 @@ mod tests {
 
     #[test]
     fn runs_are_bucketed_by_known_status_only() {
-        run_finished("completed", Duration::from_millis(30));
-        run_finished("exploded", Duration::from_millis(30));
+        run_finished(RunStatus::Completed, Duration::from_millis(30));
+        run_finished(RunStatus::Running, Duration::from_millis(30));
         let text = prometheus().expect("recorder").render();
         assert!(text.contains(r#"weir_run_duration_seconds_bucket{status="completed",le="0.05"}"#));
         assert!(text.contains(r#"weir_run_duration_seconds_count{status="other"}"#));
-        assert!(!text.contains("exploded"));
+        assert!(!text.contains(r#"status="running""#));
     }
 }

@@ -8,7 +8,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use crate::domain::{AgentEvent, AgentId, MessageType, RunId, SessionId};
+use crate::domain::{
+    AgentEvent, AgentId, AgentStatus, MessageType, RunId, RunStatus, SessionId, StopReason,
+};
 
 /// A tenant. Every other record belongs to exactly one account.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
@@ -74,10 +76,6 @@ pub struct NewKey {
     pub hash: String,
 }
 
-/// Whether an agent accepts messages.
-pub const AGENT_RUNNING: &str = "running";
-pub const AGENT_STOPPED: &str = "stopped";
-
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct Agent {
     pub id: String,
@@ -91,7 +89,7 @@ pub struct Agent {
     pub tags: Vec<String>,
     pub metadata: Value,
     /// `running` or `stopped`.
-    pub status: String,
+    pub status: AgentStatus,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -116,7 +114,7 @@ pub struct AgentPatch {
     pub tools: Option<Vec<String>>,
     pub tags: Option<Vec<String>>,
     pub metadata: Option<Value>,
-    pub status: Option<String>,
+    pub status: Option<AgentStatus>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
@@ -151,20 +149,14 @@ pub struct Session {
     pub created_at: String,
 }
 
-/// Run lifecycle states.
-pub const RUN_RUNNING: &str = "running";
-pub const RUN_COMPLETED: &str = "completed";
-pub const RUN_CANCELLED: &str = "cancelled";
-pub const RUN_FAILED: &str = "failed";
-
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct Run {
     pub id: String,
     pub agent_id: String,
     pub session_id: String,
     /// `running`, `completed`, `cancelled` or `failed`.
-    pub status: String,
-    pub stop_reason: Option<String>,
+    pub status: RunStatus,
+    pub stop_reason: Option<StopReason>,
     pub error: Option<String>,
     pub created_at: String,
     pub updated_at: String,

@@ -3,7 +3,8 @@
 //! an agent or tool made by SQLite is shaped exactly like one made by
 //! PostgreSQL.
 
-use super::{Agent, NewAgent, NewTool, Tool, AGENT_RUNNING};
+use super::{Agent, NewAgent, NewTool, Tool};
+use crate::domain::AgentStatus;
 
 /// A new agent of `account`: running, created and updated now.
 pub(super) fn new_agent(account: &str, new: NewAgent) -> Agent {
@@ -17,7 +18,7 @@ pub(super) fn new_agent(account: &str, new: NewAgent) -> Agent {
         tools: new.tools,
         tags: new.tags,
         metadata: new.metadata,
-        status: AGENT_RUNNING.to_owned(),
+        status: AgentStatus::Running,
         created_at: now.clone(),
         updated_at: now,
     }

@@ -2,7 +2,10 @@
 //! log lines, and the cascade when the agent goes.
 
 use super::fixtures::{acct, agent_with_activity, event, log, new_agent, nf, params, run, ts};
-use crate::{domain::MessageType, store::*};
+use crate::{
+    domain::{MessageType, RunStatus, StopReason},
+    store::*,
+};
 
 pub(super) async fn sessions(store: &dyn Store) {
     let a = acct();
@@ -76,8 +79,8 @@ pub(super) async fn runs(store: &dyn Store) {
     let r = run(&agent.id, "sess-1");
     let created = store.create_run(&a, r.clone()).await.expect("create run");
     assert_eq!(
-        (created.id.as_str(), created.status.as_str()),
-        (r.id.as_str(), RUN_RUNNING)
+        (created.id.as_str(), created.status),
+        (r.id.as_str(), RunStatus::Running)
     );
     assert_eq!(store.get_run(&a, &r.id).await, Ok(created.clone()));
     assert!(matches!(
@@ -91,15 +94,15 @@ pub(super) async fn runs(store: &dyn Store) {
     assert_eq!(store.get_run(&a, "run-missing").await, Err(nf("run")));
 
     let mut done = created.clone();
-    done.status = RUN_FAILED.into();
-    done.stop_reason = Some("error".into());
+    done.status = RunStatus::Failed;
+    done.stop_reason = Some(StopReason::Error);
     done.error = Some("model timed out".into());
     let finished = store.finish_run(&a, done).await.expect("finish");
     assert_eq!(
-        (finished.status.as_str(), finished.error.as_deref()),
-        (RUN_FAILED, Some("model timed out"))
+        (finished.status, finished.error.as_deref()),
+        (RunStatus::Failed, Some("model timed out"))
     );
-    assert_eq!(finished.stop_reason.as_deref(), Some("error"));
+    assert_eq!(finished.stop_reason, Some(StopReason::Error));
     assert_eq!(finished.created_at, created.created_at);
     assert!(ts(&finished.updated_at) >= ts(&created.updated_at));
     assert_eq!(store.get_run(&a, &r.id).await, Ok(finished));

@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::fixtures::{acct, new_agent, new_tool, nf, ts};
 use super::{activity, isolation};
-use crate::store::*;
+use crate::{domain::AgentStatus, store::*};
 
 /// Runs every part of the suite against `store`.
 pub(super) async fn conformance(store: &dyn Store) {
@@ -143,8 +143,8 @@ async fn agents(store: &dyn Store) {
         .expect("create");
     assert!(agent.id.starts_with("agent-"), "{}", agent.id);
     assert_eq!(
-        (agent.account_id.as_str(), agent.status.as_str()),
-        (a.as_str(), AGENT_RUNNING)
+        (agent.account_id.as_str(), agent.status),
+        (a.as_str(), AgentStatus::Running)
     );
     assert_eq!(
         (agent.model.as_str(), agent.system.as_str()),
@@ -172,7 +172,7 @@ async fn agents(store: &dyn Store) {
     );
     assert!(ts(&renamed.updated_at) >= ts(&agent.updated_at));
     let patch = AgentPatch {
-        status: Some(AGENT_STOPPED.into()),
+        status: Some(AgentStatus::Stopped),
         tools: Some(vec!["tool-x".into()]),
         metadata: Some(json!({"v": [1, 2]})),
         ..AgentPatch::default()
@@ -182,8 +182,8 @@ async fn agents(store: &dyn Store) {
         .await
         .expect("patch status");
     assert_eq!(
-        (stopped.name.as_str(), stopped.status.as_str()),
-        ("renamed", AGENT_STOPPED)
+        (stopped.name.as_str(), stopped.status),
+        ("renamed", AgentStatus::Stopped)
     );
     assert_eq!(
         (stopped.tools.clone(), stopped.metadata.clone()),

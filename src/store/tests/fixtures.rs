@@ -3,7 +3,7 @@
 use serde_json::json;
 
 use crate::{
-    domain::{AgentEvent, EventBody, LogLevel},
+    domain::{AgentEvent, EventBody, LogLevel, RunStatus},
     store::*,
 };
 
@@ -59,7 +59,7 @@ pub(super) fn run(agent_id: &str, session_id: &str) -> Run {
         id: crate::util::new_id("run"),
         agent_id: agent_id.to_owned(),
         session_id: session_id.to_owned(),
-        status: RUN_RUNNING.to_owned(),
+        status: RunStatus::Running,
         stop_reason: None,
         error: None,
         created_at: now.clone(),

@@ -28,9 +28,10 @@ use super::{
 use crate::{
     agent::StartRun,
     bus::BusError,
+    domain::Channel,
     http::{auth::Auth, errors::ApiError},
     state::AppState,
-    stream::feed::{self, Feed, FeedError, Target},
+    stream::feed::{self, Feed, FeedError},
 };
 
 /// Serves one socket until it closes: the client leaves, goes silent, falls
@@ -183,14 +184,17 @@ impl Conn {
         after: Option<u64>,
         rid: Option<&Value>,
     ) -> Result<(), Overflow> {
-        let target = match Target::parse(name) {
+        let target = match Channel::parse(name) {
             Ok(t) => t,
-            Err(msg) => return self.reply_error(&ApiError::validation(msg), rid, Some(name)),
+            Err(e) => {
+                let e = ApiError::validation(e.to_string());
+                return self.reply_error(&e, rid, Some(name));
+            }
         };
-        if let Err(e) = self.auth.require(target.scope()) {
+        if let Err(e) = self.auth.require(feed::scope(&target)) {
             return self.reply_error(&e, rid, Some(name));
         }
-        let channel: Arc<str> = target.name().into();
+        let channel: Arc<str> = target.to_string().into();
         let active = self.outbox.is_active(&channel);
         if active && after.is_none() {
             // Already live on it: subscribing again is a no-op.
@@ -250,19 +254,12 @@ impl Conn {
             Err(msg) => return self.reply_error(&ApiError::validation(msg), rid, None),
         };
         // Listen before the run starts, so its first event cannot be missed.
-        let channel: Arc<str> = format!("agent:{}", m.agent_id).into();
+        let target = Channel::Agent(m.agent_id.as_str().into());
+        let channel: Arc<str> = target.to_string().into();
         let mut added = false;
         if !self.outbox.is_active(&channel) {
             let opened = match self.check_room(false) {
-                Ok(()) => {
-                    feed::open(
-                        &self.state,
-                        self.auth.account(),
-                        &Target::Agent(m.agent_id.clone()),
-                        None,
-                    )
-                    .await
-                }
+                Ok(()) => feed::open(&self.state, self.auth.account(), &target, None).await,
                 Err(e) => Err(e),
             };
             match opened {

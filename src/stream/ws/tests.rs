@@ -13,7 +13,7 @@ use crate::{
     agent::Runtime,
     bus::{memory::MemoryBus, Bus},
     config::ServeConfig,
-    domain::{AgentEvent, EventBody, MessageType},
+    domain::{AgentEvent, Channel, EventBody, MessageType},
     http::auth::Auth,
     keys::KeyCache,
     state::AppState,
@@ -195,7 +195,7 @@ async fn two_channels_on_one_socket_share_the_published_bytes() {
     let ev = state
         .bus
         .publish(
-            &format!("agent:{id}"),
+            &Channel::Agent(id.as_str().into()),
             &AgentEvent::test_event(
                 "run-1",
                 EventBody::AssistantMessage {
@@ -215,7 +215,10 @@ async fn two_channels_on_one_socket_share_the_published_bytes() {
     );
     let log = state
         .bus
-        .publish(&format!("logs:{id}"), &AgentEvent::test_line("run-1", 0))
+        .publish(
+            &Channel::Logs(id.as_str().into()),
+            &AgentEvent::test_line("run-1", 0),
+        )
         .await
         .unwrap();
     let v = c.json().await;
@@ -230,14 +233,17 @@ async fn two_channels_on_one_socket_share_the_published_bytes() {
     assert_eq!(c.json().await["type"], "unsubscribed");
     state
         .bus
-        .publish(&format!("logs:{id}"), &AgentEvent::test_line("run-1", 0))
+        .publish(
+            &Channel::Logs(id.as_str().into()),
+            &AgentEvent::test_line("run-1", 0),
+        )
         .await
         .unwrap();
     c.quiet(Duration::from_millis(100)).await;
     state
         .bus
         .publish(
-            &format!("agent:{id}"),
+            &Channel::Agent(id.as_str().into()),
             &AgentEvent::test_of(MessageType::Usage, "run-1"),
         )
         .await
@@ -284,7 +290,10 @@ async fn subscribe_with_after_resumes_and_old_cursors_expire() {
     for i in 0..5 {
         state
             .bus
-            .publish(&ch, &AgentEvent::test_line("run-1", i))
+            .publish(
+                &Channel::parse(&ch).unwrap(),
+                &AgentEvent::test_line("run-1", i),
+            )
             .await
             .unwrap();
     }
@@ -296,7 +305,10 @@ async fn subscribe_with_after_resumes_and_old_cursors_expire() {
     assert_eq!(c.json().await["seq"], 5);
     state
         .bus
-        .publish(&ch, &AgentEvent::test_line("run-1", 0))
+        .publish(
+            &Channel::parse(&ch).unwrap(),
+            &AgentEvent::test_line("run-1", 0),
+        )
         .await
         .unwrap();
     assert_eq!(c.json().await["seq"], 6);
@@ -330,7 +342,10 @@ async fn a_client_that_stops_reading_is_closed_as_lagged_without_blocking_others
     for i in 1..=200u64 {
         state
             .bus
-            .publish(&ch, &AgentEvent::test_line("run-1", 0))
+            .publish(
+                &Channel::parse(&ch).unwrap(),
+                &AgentEvent::test_line("run-1", 0),
+            )
             .await
             .unwrap();
         assert_eq!(fast.json().await["seq"], i, "the fast socket keeps up");
