@@ -32,7 +32,6 @@ pub mod runtime;
 pub mod sessions;
 pub mod tools;
 
-use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
 pub use follow::{CancelOnDrop, RunFollower};
@@ -40,7 +39,7 @@ pub use queued::Settle;
 pub use routes::routes;
 pub use runtime::Runtime;
 
-use crate::http::errors::ApiError;
+use crate::{domain::ErrorCode, http::errors::ApiError};
 
 /// One chat message given to a run.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -100,8 +99,8 @@ pub enum RunError {
 impl RunError {
     /// The API error code (`agent_stopped`, `agent_not_found`, …), for
     /// transports that report errors in their own frames.
-    pub fn code(&self) -> &'static str {
-        ApiError::from(self).code
+    pub fn code(&self) -> ErrorCode {
+        ApiError::from(self).code()
     }
 }
 
@@ -110,25 +109,22 @@ impl From<&RunError> for ApiError {
         match e {
             RunError::Store(s) => s.clone().into(),
             RunError::Bus(b) => b.clone().into(),
-            RunError::AgentStopped(id) => ApiError::conflict(
-                "agent_stopped",
+            RunError::AgentStopped(id) => ApiError::new(
+                ErrorCode::AgentStopped,
                 format!("agent {id} is stopped: start it first"),
             ),
             RunError::Invalid(msg) => ApiError::validation(msg.clone()),
             RunError::AgentNotFound(id) => {
-                ApiError::not_found("agent_not_found", format!("agent {id} not found"))
+                ApiError::new(ErrorCode::AgentNotFound, format!("agent {id} not found"))
             }
-            RunError::SessionNotFound(id) => {
-                ApiError::not_found("session_not_found", format!("session {id} not found"))
-            }
-            RunError::RunNotFound(id) => {
-                ApiError::not_found("run_not_found", format!("run {id} not found"))
-            }
-            RunError::ShuttingDown => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                e.to_string(),
+            RunError::SessionNotFound(id) => ApiError::new(
+                ErrorCode::SessionNotFound,
+                format!("session {id} not found"),
             ),
+            RunError::RunNotFound(id) => {
+                ApiError::new(ErrorCode::RunNotFound, format!("run {id} not found"))
+            }
+            RunError::ShuttingDown => ApiError::new(ErrorCode::Unavailable, e.to_string()),
         }
     }
 }

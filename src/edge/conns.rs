@@ -21,11 +21,11 @@ use std::{
     time::Duration,
 };
 
-use axum::http::StatusCode;
 use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
 
 use super::cluster::RedisEdge;
+use crate::domain::ErrorCode;
 use crate::{config::EdgeConfig, http::errors::ApiError};
 
 /// Slot releases queued for Redis; when full, the lease simply expires.
@@ -238,8 +238,7 @@ fn too_many(kind: StreamKind, limit: u32) -> ApiError {
         StreamKind::Sse => "SSE streams",
     };
     ApiError::new(
-        StatusCode::TOO_MANY_REQUESTS,
-        "too_many_connections",
+        ErrorCode::TooManyConnections,
         format!("this key already has {limit} open {what} (its limit); close one first"),
     )
 }
@@ -291,7 +290,10 @@ mod tests {
         let a = c.acquire("k", StreamKind::WebSocket).await.unwrap();
         let _b = c.acquire("k", StreamKind::WebSocket).await.unwrap();
         let e = c.acquire("k", StreamKind::WebSocket).await.err().unwrap();
-        assert_eq!((e.status.as_u16(), e.code), (429, "too_many_connections"));
+        assert_eq!(
+            (e.status().as_u16(), e.code()),
+            (429, ErrorCode::TooManyConnections)
+        );
         // Other kind and other keys are counted apart.
         let _s = c.acquire("k", StreamKind::Sse).await.unwrap();
         let _o = c.acquire("other", StreamKind::WebSocket).await.unwrap();
@@ -307,7 +309,10 @@ mod tests {
         let _a = c.acquire("a", StreamKind::Sse).await.unwrap();
         let _b = c.acquire("b", StreamKind::Sse).await.unwrap();
         let e = c.acquire("c", StreamKind::Sse).await.err().unwrap();
-        assert_eq!((e.status.as_u16(), e.code), (503, "unavailable"));
+        assert_eq!(
+            (e.status().as_u16(), e.code()),
+            (503, ErrorCode::Unavailable)
+        );
         assert_eq!(e.retry_after, Some(1));
         assert_eq!(c.open_streams(), 2);
         assert!(lock(&c.local).get(&("c".into(), StreamKind::Sse)).is_none());

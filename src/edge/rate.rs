@@ -17,7 +17,7 @@ use std::{
 
 use axum::{
     extract::{Request, State},
-    http::{HeaderMap, HeaderValue, StatusCode},
+    http::{HeaderMap, HeaderValue},
     middleware::Next,
     response::{IntoResponse, Response},
 };
@@ -28,6 +28,7 @@ use governor::{
 };
 
 use crate::{
+    domain::ErrorCode,
     http::{auth::Auth, errors::ApiError},
     state::AppState,
 };
@@ -161,8 +162,7 @@ pub async fn rate_limit(State(state): State<AppState>, req: Request, next: Next)
     if !decision.allowed {
         let secs = decision.retry_after_secs();
         let err = ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limit_exceeded",
+            ErrorCode::RateLimitExceeded,
             format!(
                 "this key is limited to {} requests per minute; retry after {secs} s",
                 decision.limit

@@ -17,7 +17,7 @@ use super::{
     record,
 };
 use crate::{
-    domain::AgentStatus,
+    domain::{AgentStatus, ErrorCode},
     state::AppState,
     store::{Agent, AgentPatch, NewAgent, Page},
 };
@@ -277,7 +277,7 @@ async fn set_status(
 }
 
 /// The code of a missing (or another account's) agent.
-const NOT_FOUND: &str = "agent_not_found";
+const NOT_FOUND: ErrorCode = ErrorCode::AgentNotFound;
 
 /// The client's view: the account is implied by the key.
 fn public(mut agent: Agent) -> Agent {

@@ -18,6 +18,7 @@ use super::{
     params::ListQuery,
 };
 use crate::{
+    domain::ErrorCode,
     keys,
     state::AppState,
     store::{KeyRecord, Page, SCOPES},
@@ -130,7 +131,7 @@ pub async fn revoke_key(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let revoked = state.store.revoke_key(auth.account(), &id).await;
-    revoked.map_err(|e| ApiError::from_store(e, "key_not_found"))?;
+    revoked.map_err(|e| ApiError::from_store(e, ErrorCode::KeyNotFound))?;
     state.keys.evict(&id);
     // Every other gateway evicts it too (the store already refuses it; this
     // only shortens their key caches' TTL to the bus's latency).

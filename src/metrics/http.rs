@@ -58,7 +58,7 @@ pub async fn track(req: Request, next: Next) -> Response {
         let reason = resp
             .extensions()
             .get::<ErrorMarker>()
-            .map_or("other", |m| m.0.code);
+            .map_or("other", |m| m.0.code().as_str());
         rate_limited(reason).increment(1);
     }
     resp

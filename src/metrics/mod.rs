@@ -321,8 +321,9 @@ mod tests {
     fn a_lagged_sse_error_frame_is_counted() {
         let series = r#"weir_lagged_closes_total{kind="sse"}"#;
         let before = value(series);
-        crate::stream::sse::error_frame("lagged", "behind", Some(3));
-        crate::stream::sse::error_frame("history_expired", "gone", None);
+        use crate::domain::ErrorCode;
+        crate::stream::sse::error_frame(ErrorCode::Lagged, "behind", Some(3));
+        crate::stream::sse::error_frame(ErrorCode::HistoryExpired, "gone", None);
         assert!(value(series) >= before + 1.0);
     }
 

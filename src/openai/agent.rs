@@ -108,19 +108,19 @@ impl Outcome {
             return Some(OpenAiError::new(
                 StatusCode::BAD_GATEWAY,
                 message.clone(),
-                Some(code.as_str()),
+                Some(*code),
             ));
         }
         match self.stop_reason {
             Some(StopReason::Cancelled) => Some(OpenAiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "the run was cancelled",
-                Some("cancelled"),
+                Some(ErrorCode::Cancelled),
             )),
             None => Some(OpenAiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "lost the run's event stream",
-                Some("unavailable"),
+                Some(ErrorCode::Unavailable),
             )),
             _ => None,
         }

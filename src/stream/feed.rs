@@ -14,6 +14,7 @@ use crate::{
     agent::events::stored_floor,
     agent::RunError,
     bus::{BusError, BusEvent, Subscription},
+    domain::ErrorCode,
     domain::{Channel, MessageType, RunStatus},
     http::errors::ApiError,
     state::AppState,
@@ -34,12 +35,12 @@ pub enum FeedError {
 
 impl FeedError {
     /// The `code` clients see in the final `error` frame.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            Self::Bus(BusError::Lagged { .. }) => "lagged",
-            Self::Bus(BusError::HistoryExpired { .. }) => "history_expired",
+            Self::Bus(BusError::Lagged { .. }) => ErrorCode::Lagged,
+            Self::Bus(BusError::HistoryExpired { .. }) => ErrorCode::HistoryExpired,
             Self::Bus(BusError::Unavailable(_) | BusError::NeedsSeed(_)) | Self::Store(_) => {
-                "unavailable"
+                ErrorCode::Unavailable
             }
         }
     }
@@ -91,7 +92,7 @@ pub async fn open(
                 .store
                 .get_agent(account, id.as_str())
                 .await
-                .map_err(|e| ApiError::from_store(e, "agent_not_found"))?;
+                .map_err(|e| ApiError::from_store(e, ErrorCode::AgentNotFound))?;
             if after.is_some() {
                 // After a restart the bus starts from zero; raising it to what
                 // the store holds makes an old cursor expire instead of
@@ -322,15 +323,18 @@ mod tests {
     #[test]
     fn errors_carry_code_and_resume_point() {
         let lag = FeedError::Bus(BusError::Lagged { last_seq: 41 });
-        assert_eq!((lag.code(), lag.last_seq()), ("lagged", Some(41)));
+        assert_eq!((lag.code(), lag.last_seq()), (ErrorCode::Lagged, Some(41)));
         assert!(lag.message().contains("41"));
         let gone = FeedError::Bus(BusError::HistoryExpired {
             after: 1,
             oldest: 5,
         });
-        assert_eq!((gone.code(), gone.last_seq()), ("history_expired", None));
+        assert_eq!(
+            (gone.code(), gone.last_seq()),
+            (ErrorCode::HistoryExpired, None)
+        );
         let down = FeedError::Store(StoreError::Unavailable("disk on fire".into()));
-        assert_eq!(down.code(), "unavailable");
+        assert_eq!(down.code(), ErrorCode::Unavailable);
         assert!(
             !down.message().contains("disk"),
             "backend details stay in the logs"

@@ -23,7 +23,11 @@ use super::{
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    domain::Channel, edge::StreamKind, http::auth::Auth, http::errors::ApiError, state::AppState,
+    domain::{Channel, ErrorCode},
+    edge::StreamKind,
+    http::auth::Auth,
+    http::errors::ApiError,
+    state::AppState,
 };
 
 /// `GET /v1/agents/{id}/events`: every event of the agent, live, resumable.
@@ -87,8 +91,8 @@ async fn stream_target(
     let ping = Duration::from_secs(state.config.sse_ping_secs.max(1));
     let frames = match opened {
         Ok(feed) => sse_frames(feed).boxed(),
-        Err(e) if e.code == "history_expired" => {
-            futures::stream::once(async move { error_frame(e.code, &e.message, None) }).boxed()
+        Err(e) if e.code() == ErrorCode::HistoryExpired => {
+            futures::stream::once(async move { error_frame(e.code(), &e.message, None) }).boxed()
         }
         Err(e) => return Err(e),
     };

@@ -24,6 +24,7 @@ use axum::{
 };
 use sha2::{Digest, Sha256};
 
+use crate::domain::ErrorCode;
 use crate::{http::errors::ApiError, state::AppState};
 
 /// One embedded file.
@@ -91,7 +92,7 @@ async fn asset(Path(name): Path<String>, headers: HeaderMap) -> Result<Response,
         .skip(1)
         .find(|a| a.name == name)
         .map(|a| serve(a, &headers))
-        .ok_or_else(|| ApiError::not_found("not_found", "no such asset"))
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such asset"))
 }
 
 /// Answers an embedded file with a content ETag: browsers revalidate

@@ -21,6 +21,7 @@ use serde_json::json;
 use super::empty_page;
 use crate::{
     agent::{sessions::DEFAULT_SESSION, CancelOnDrop, ChatMessage, RunFollower, StartRun},
+    domain::ErrorCode,
     domain::{AgentEvent, MessageType},
     edge::StreamKind,
     http::{
@@ -103,7 +104,7 @@ pub(super) async fn send_message(
         .store
         .get_agent(account, &agent_id)
         .await
-        .map_err(|e| ApiError::from_store(e, "agent_not_found"))?;
+        .map_err(|e| ApiError::from_store(e, ErrorCode::AgentNotFound))?;
     let run_id = crate::util::new_id("run");
     let mut follower = RunFollower::subscribe(state.bus.clone(), &agent_id, &run_id).await?;
     let start = StartRun {
@@ -166,14 +167,14 @@ pub(super) async fn list_messages(
         .store
         .get_agent(account, &agent_id)
         .await
-        .map_err(|e| ApiError::from_store(e, "agent_not_found"))?;
+        .map_err(|e| ApiError::from_store(e, ErrorCode::AgentNotFound))?;
     let session_id = match q.get("session_id").cloned() {
         Some(sid) => {
             state
                 .store
                 .get_session(account, &agent_id, &sid)
                 .await
-                .map_err(|e| ApiError::from_store(e, "session_not_found"))?
+                .map_err(|e| ApiError::from_store(e, ErrorCode::SessionNotFound))?
                 .id
         }
         None => match state

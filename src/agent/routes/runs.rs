@@ -1,7 +1,7 @@
 //! `GET /v1/runs/{id}`, `POST /v1/runs/{id}/cancel`, `GET /v1/agents/{id}/logs`.
 
 use crate::{
-    domain::AgentEvent,
+    domain::{AgentEvent, ErrorCode},
     http::{auth::Auth, errors::ApiError, params::ListQuery},
     state::AppState,
     store::{Page, Run},
@@ -46,7 +46,7 @@ pub(super) async fn list_logs(
         .store
         .get_agent(account, &agent_id)
         .await
-        .map_err(|e| ApiError::from_store(e, "agent_not_found"))?;
+        .map_err(|e| ApiError::from_store(e, ErrorCode::AgentNotFound))?;
     let page = state.store.list_logs(account, &agent_id, params).await?;
     Ok(Json(page.map(|r| r.event)))
 }

@@ -8,7 +8,7 @@ use axum::extract::ws::Utf8Bytes;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use crate::agent::ChatMessage;
+use crate::{agent::ChatMessage, domain::ErrorCode};
 
 /// A parsed client frame with its optional `request_id` (echoed in replies).
 #[derive(Debug, Clone, PartialEq)]
@@ -85,7 +85,7 @@ pub const CLIENT_TYPES: &str = "user_message, subscribe, unsubscribe, cancel, pi
 /// A frame the server could not accept: sent back as an `error` frame.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FrameError {
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub message: String,
     pub request_id: Option<Value>,
 }
@@ -93,7 +93,7 @@ pub struct FrameError {
 impl FrameError {
     fn validation(message: impl Into<String>, request_id: Option<Value>) -> Self {
         Self {
-            code: "validation_error",
+            code: ErrorCode::ValidationError,
             message: message.into(),
             request_id,
         }
@@ -150,7 +150,7 @@ pub fn parse(text: &str) -> Result<Request, FrameError> {
         "ping" => ClientFrame::Ping,
         other => {
             return Err(FrameError {
-                code: "unknown_type",
+                code: ErrorCode::UnknownType,
                 message: format!(
                     "unknown frame type `{}`; expected one of {CLIENT_TYPES}",
                     truncate(other)
@@ -218,7 +218,7 @@ pub fn pong(request_id: Option<&Value>) -> Utf8Bytes {
 /// `{"type":"error","code":…,"message":…,"request_id":…}`, with the channel
 /// it concerns when there is one.
 pub fn error(
-    code: &str,
+    code: ErrorCode,
     message: &str,
     request_id: Option<&Value>,
     channel: Option<&str>,
@@ -240,7 +240,7 @@ pub fn lagged(
 ) -> Utf8Bytes {
     text(json!({
         "type": "error",
-        "code": "lagged",
+        "code": ErrorCode::Lagged,
         "message": "the client fell too far behind; reconnect and subscribe with `after` to resume",
         "request_id": null,
         "channel": channel,
@@ -303,15 +303,18 @@ mod tests {
 
     #[test]
     fn bad_frames_get_codes_that_say_why() {
-        assert_eq!(err("{nope").code, "validation_error");
+        assert_eq!(err("{nope").code, ErrorCode::ValidationError);
         assert!(err("{nope").message.starts_with("malformed JSON"));
-        assert_eq!(err("[1]").code, "validation_error");
+        assert_eq!(err("[1]").code, ErrorCode::ValidationError);
         assert!(err(r#"{"channel":"x"}"#).message.contains("`type`"));
         let e = err(r#"{"type":"shout","request_id":"r9"}"#);
-        assert_eq!((e.code, e.request_id), ("unknown_type", Some(json!("r9"))));
+        assert_eq!(
+            (e.code, e.request_id),
+            (ErrorCode::UnknownType, Some(json!("r9")))
+        );
         assert!(e.message.contains("shout") && e.message.contains("subscribe"));
         let e = err(r#"{"type":"subscribe","request_id":"r2"}"#);
-        assert_eq!(e.code, "validation_error");
+        assert_eq!(e.code, ErrorCode::ValidationError);
         assert!(e.message.contains("`channel`"), "{}", e.message);
         assert_eq!(e.request_id, Some(json!("r2")));
         assert!(err(r#"{"type":"subscribe","channel":"a","after":-1}"#)
@@ -342,7 +345,8 @@ mod tests {
     #[test]
     fn server_frames_have_the_documented_shape() {
         let v: Value =
-            serde_json::from_str(&error("unknown_type", "m", None, Some("agent:a"))).unwrap();
+            serde_json::from_str(&error(ErrorCode::UnknownType, "m", None, Some("agent:a")))
+                .unwrap();
         assert_eq!(
             v,
             json!({"type":"error","code":"unknown_type","message":"m","request_id":null,"channel":"agent:a"})

@@ -29,6 +29,7 @@ use crate::{
     agent::StartRun,
     bus::BusError,
     domain::Channel,
+    domain::ErrorCode,
     http::{auth::Auth, errors::ApiError},
     state::AppState,
     stream::feed::{self, Feed, FeedError},
@@ -114,7 +115,7 @@ impl Conn {
                     r = Box::pin(self.handle(text.as_str())) => r,
                 },
                 Some(Ok(Message::Binary(_))) => self.outbox.reply(protocol::error(
-                    "validation_error",
+                    ErrorCode::ValidationError,
                     "binary frames are not supported: send JSON text frames",
                     None,
                     None,
@@ -175,7 +176,7 @@ impl Conn {
         channel: Option<&str>,
     ) -> Result<(), Overflow> {
         self.outbox
-            .reply(protocol::error(e.code, &e.message, rid, channel))
+            .reply(protocol::error(e.code(), &e.message, rid, channel))
     }
 
     async fn subscribe(
@@ -220,8 +221,7 @@ impl Conn {
         self.forwarders.retain(|name, _| outbox.is_active(name));
         if !replacing && self.outbox.active_count() >= self.settings.max_channels {
             return Err(ApiError::new(
-                axum::http::StatusCode::TOO_MANY_REQUESTS,
-                "too_many_subscriptions",
+                ErrorCode::TooManySubscriptions,
                 format!(
                     "at most {} channels per socket; unsubscribe from one first",
                     self.settings.max_channels
@@ -292,7 +292,7 @@ impl Conn {
                 }
                 let e = ApiError::from(e);
                 self.outbox
-                    .end_start(None, protocol::error(e.code, &e.message, rid, None))
+                    .end_start(None, protocol::error(e.code(), &e.message, rid, None))
             }
         }
     }
