@@ -36,18 +36,7 @@ fn main() -> ExitCode {
 /// so) would cap a gateway far below what it can hold: lift the soft
 /// RLIMIT_NOFILE to the hard limit. Failing to is not fatal.
 fn raise_fd_limit() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `lim` is a valid rlimit that getrlimit fills and setrlimit
-    // reads; neither keeps the pointer.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
-    }
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
 }
 
 async fn run(command: Command) -> anyhow::Result<()> {

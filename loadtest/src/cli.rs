@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::scenario::{connections, fanout, peer, proxy, runs, soak};
+use crate::scenario::{bus, connections, edge, fanout, peer, proxy, rest, runs, soak};
 
 /// Load generator and benchmarks for weir.
 #[derive(Debug, Parser)]
@@ -22,6 +22,10 @@ pub struct Cli {
     /// Also write the figures as JSON here.
     #[arg(long, global = true)]
     pub json: Option<PathBuf>,
+    /// Run the scenario this many times, one after the other; the JSON
+    /// then holds one report per run (BENCHMARKS.md's medians of five).
+    #[arg(long, global = true, default_value_t = 1)]
+    pub repeat: u32,
     /// Worker threads of the load generator's runtime.
     #[arg(long, global = true, default_value_t = 2)]
     pub threads: usize,
@@ -41,6 +45,15 @@ pub enum Scenario {
     Peer(peer::Opts),
     /// Agent runs end to end: in the gateway, through the Redis run queue, on `weir worker`s.
     Runs(runs::Opts),
+    /// REST point reads (`GET /v1/agents/{id}`) under wrk, per store and limiter.
+    Rest(rest::Opts),
+    /// The bus alone: Redis publish cost, fan-out through each bus (no HTTP).
+    Bus(bus::Opts),
+    /// The cost of one rate-limit check, local and through Redis.
+    Edge(edge::Opts),
+    /// Render BENCHMARKS.md's generated blocks from the results files, or
+    /// check them (see loadtest/README.md).
+    Report(crate::render::doc::Opts),
     /// Open streams with steady traffic for a long time; RSS must stay flat.
     Soak(soak::Opts),
     /// Every scenario at tiny scale, in seconds (part of the test suite).
@@ -55,4 +68,39 @@ pub enum Scenario {
         #[arg(long, default_value = "loadtest/plots/peer_latency.png")]
         out: PathBuf,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// clap's own consistency checks over every subcommand (the ones a
+    /// debug build runs on first use: a clash fails here, not in a
+    /// benchmark run), and the commands of loadtest/run_all.sh parse.
+    #[test]
+    fn the_command_line_is_consistent_and_run_all_parses() {
+        super::Cli::command().debug_assert();
+        let script = include_str!("../run_all.sh");
+        let mut lines = 0;
+        let joined = script.replace("\\\n", " ");
+        for line in joined
+            .lines()
+            .map(str::trim)
+            .filter(|l| l.starts_with("$L "))
+        {
+            let args = line
+                .replace("$R", "loadtest/results")
+                .replace("$rate", "30");
+            let argv = std::iter::once("weir-load").chain(
+                args.split_whitespace()
+                    .skip(1)
+                    .take_while(|w| !w.starts_with('#')),
+            );
+            if let Err(e) = <super::Cli as clap::Parser>::try_parse_from(argv) {
+                panic!("{line}: {e}");
+            }
+            lines += 1;
+        }
+        assert!(lines >= 14, "{lines} commands found in run_all.sh");
+    }
 }

@@ -371,11 +371,12 @@ pub struct Store {
     _dir: TempDir,
 }
 
-/// Starts a `weir store` (a process, or a task of this process).
-pub async fn start_store(launch: &Launch) -> anyhow::Result<Store> {
+/// Starts a `weir store` (a process, or a task of this process), on its
+/// own SQLite database or, with `db`, on that PostgreSQL database.
+pub async fn start_store(launch: &Launch, db: Option<&str>) -> anyhow::Result<Store> {
     let dir = tempfile::tempdir()?;
     let port = free_port()?;
-    let args: Vec<String> = vec![
+    let mut args: Vec<String> = vec![
         "store".into(),
         "--listen".into(),
         format!("127.0.0.1:{port}"),
@@ -384,6 +385,9 @@ pub async fn start_store(launch: &Launch) -> anyhow::Result<Store> {
         "--store-token".into(),
         STORE_TOKEN.into(),
     ];
+    if let Some(db) = db {
+        args.extend(["--db".into(), db.to_owned()]);
+    }
     let url = format!("http://127.0.0.1:{port}");
     let (child, inproc) = match launch {
         Launch::Binary(bin) => {

@@ -19,6 +19,8 @@ pub mod fake_provider;
 pub mod gateway;
 pub mod hist;
 pub mod plot;
+pub mod render;
 pub mod report;
 pub mod scenario;
 pub mod sys;
+pub mod units;

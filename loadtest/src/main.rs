@@ -25,13 +25,14 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let weir = Launch::pick(cli.weir_bin.clone()).describe();
     match rt.block_on(run(&cli)) {
         Ok(reports) => {
             for r in &reports {
                 r.print();
             }
             if let Some(path) = &cli.json {
-                if let Err(e) = report::write_json(path, &reports) {
+                if let Err(e) = report::write_json(path, &reports, &weir) {
                     eprintln!("weir-load: writing {}: {e}", path.display());
                     return ExitCode::FAILURE;
                 }
@@ -51,14 +52,32 @@ fn main() -> ExitCode {
 
 async fn run(cli: &Cli) -> anyhow::Result<Vec<Report>> {
     let launch = Launch::pick(cli.weir_bin.clone());
-    eprintln!("weir-load: gateways from {}", launch.describe());
-    let extra = &cli.gateway_args;
+    if !matches!(cli.scenario, Scenario::Report(_) | Scenario::Plot { .. }) {
+        eprintln!("weir-load: gateways from {}", launch.describe());
+    }
+    let mut reports = Vec::new();
+    for _ in 0..cli.repeat.max(1) {
+        reports.extend(once(cli, &launch).await?);
+    }
+    Ok(reports)
+}
+
+/// One run of the scenario.
+async fn once(cli: &Cli, launch: &Launch) -> anyhow::Result<Vec<Report>> {
+    let (launch, extra) = (launch.clone(), &cli.gateway_args);
     Ok(match &cli.scenario {
         Scenario::Connections(o) => vec![scenario::connections::run(&launch, extra, o).await?],
         Scenario::Fanout(o) => vec![scenario::fanout::run(&launch, extra, o).await?],
         Scenario::Proxy(o) => vec![scenario::proxy::run(&launch, extra, o).await?],
         Scenario::Peer(o) => vec![scenario::peer::run(&launch, extra, o).await?],
         Scenario::Runs(o) => vec![scenario::runs::run(&launch, extra, o).await?],
+        Scenario::Rest(o) => vec![scenario::rest::run(&launch, extra, o).await?],
+        Scenario::Bus(o) => vec![scenario::bus::run(o).await?],
+        Scenario::Edge(o) => vec![scenario::edge::run(o).await?],
+        Scenario::Report(o) => {
+            weir_load::render::doc::run(o)?;
+            Vec::new()
+        }
         Scenario::Soak(o) => vec![scenario::soak::run(&launch, extra, o).await?],
         Scenario::Smoke { plot_dir } => {
             scenario::smoke::run(&launch, extra, plot_dir.clone()).await?

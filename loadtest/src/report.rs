@@ -26,13 +26,18 @@ impl Table {
         self.rows.push(cells);
     }
 
-    /// The table as Markdown (pasteable into BENCHMARKS.md).
+    /// The table as Markdown under its title.
     pub fn render(&self) -> String {
-        let mut widths: Vec<usize> = self.header.iter().map(String::len).collect();
+        format!("### {}\n\n{}", self.title, self.markdown())
+    }
+
+    /// The table alone as Markdown, columns padded to their widest cell.
+    pub fn markdown(&self) -> String {
+        let mut widths: Vec<usize> = self.header.iter().map(|h| h.chars().count()).collect();
         for r in &self.rows {
             for (i, c) in r.iter().enumerate() {
                 if i < widths.len() {
-                    widths[i] = widths[i].max(c.len());
+                    widths[i] = widths[i].max(c.chars().count());
                 }
             }
         }
@@ -40,11 +45,11 @@ impl Table {
             let mut s = String::from("|");
             for (i, w) in widths.iter().enumerate() {
                 let c = cells.get(i).map_or("", String::as_str);
-                let _ = write!(s, " {c:<w$} |");
+                let _ = write!(s, " {c}{} |", " ".repeat(w - c.chars().count()));
             }
             s
         };
-        let mut out = format!("### {}\n\n{}\n|", self.title, line(&self.header));
+        let mut out = format!("{}\n|", line(&self.header));
         for w in &widths {
             let _ = write!(out, "{}|", "-".repeat(w + 2));
         }
@@ -116,9 +121,16 @@ impl Report {
         println!();
     }
 
-    pub fn to_json(&self) -> Value {
+    /// The report as one element of a results file (format 2: see
+    /// loadtest/README.md, "Results files"). `weir` says which gateway
+    /// binary ran.
+    pub fn to_json(&self, weir: &str) -> Value {
         json!({
+            "format": 2,
             "scenario": self.scenario,
+            "date": now_rfc3339(),
+            "git": git_head(),
+            "weir": weir,
             "machine": crate::sys::machine(),
             "command": std::env::args().collect::<Vec<_>>().join(" "),
             "load_average": {"start": self.load_start, "end": self.load_end},
@@ -129,40 +141,42 @@ impl Report {
 }
 
 /// Writes the reports as one JSON document (an array).
-pub fn write_json(path: &Path, reports: &[Report]) -> std::io::Result<()> {
-    let all: Vec<Value> = reports.iter().map(Report::to_json).collect();
+pub fn write_json(path: &Path, reports: &[Report], weir: &str) -> std::io::Result<()> {
+    let all: Vec<Value> = reports.iter().map(|r| r.to_json(weir)).collect();
     let text = serde_json::to_string_pretty(&all).map_err(std::io::Error::other)?;
     std::fs::write(path, text)
 }
 
-/// `1234567.8` as `1,234,568`.
-pub fn thousands(v: f64) -> String {
-    let n = v.round() as i64;
-    let s = n.abs().to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    if n < 0 {
-        format!("-{out}")
-    } else {
-        out
+/// Now, as `2026-12-04T16:59:59Z`.
+fn now_rfc3339() -> String {
+    let now = time::OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    now.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// The commit of the working tree the run started in, and whether it had
+/// changes (a figure from a dirty tree is not reproducible from git).
+fn git_head() -> Value {
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    };
+    match git(&["rev-parse", "HEAD"]) {
+        Some(commit) => json!({
+            "commit": commit,
+            "dirty": git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty()),
+        }),
+        None => Value::Null,
     }
 }
 
-/// Milliseconds with a sensible number of decimals.
-pub fn ms(v: f64) -> String {
-    if v < 1.0 {
-        format!("{v:.3} ms")
-    } else if v < 100.0 {
-        format!("{v:.2} ms")
-    } else {
-        format!("{v:.0} ms")
-    }
-}
+pub use crate::units::{ms, thousands};
 
 #[cfg(test)]
 mod tests {
@@ -175,7 +189,5 @@ mod tests {
         let s = t.render();
         assert!(s.contains("| a | bb    |"), "{s}");
         assert!(s.contains("| 1 | 22222 |"), "{s}");
-        assert_eq!(thousands(1234567.8), "1,234,568");
-        assert_eq!(ms(0.25), "0.250 ms");
     }
 }

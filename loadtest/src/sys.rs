@@ -4,47 +4,25 @@
 
 use std::io;
 
+use rlimit::Resource;
+
 /// Raises this process's RLIMIT_NOFILE: the hard limit to `want` when
 /// allowed (root may go up to `fs.nr_open`), the soft limit to the hard one.
 /// Child processes (the gateways this tool starts) inherit the result.
 /// Returns the new `(soft, hard)`.
 pub fn raise_nofile(want: u64) -> io::Result<(u64, u64)> {
-    let (_, hard) = nofile()?;
-    let ceiling = std::fs::read_to_string("/proc/sys/fs/nr_open")
+    let (_, hard) = Resource::NOFILE.get()?;
+    let ceiling = rlimit::SysLimits::read()
         .ok()
-        .and_then(|s| s.trim().parse::<u64>().ok())
+        .and_then(|l| l.nr_open)
         .unwrap_or(hard);
     let target = want.min(ceiling).max(hard);
     // Raising the hard limit needs CAP_SYS_RESOURCE; without it, keep the
     // hard limit and still lift the soft one to it.
-    if set_nofile(target, target).is_err() {
-        set_nofile(hard, hard)?;
+    if Resource::NOFILE.set(target, target).is_err() {
+        Resource::NOFILE.set(hard, hard)?;
     }
-    nofile()
-}
-
-fn nofile() -> io::Result<(u64, u64)> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `lim` is a valid, writable rlimit for getrlimit to fill.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok((lim.rlim_cur, lim.rlim_max))
-}
-
-fn set_nofile(soft: u64, hard: u64) -> io::Result<()> {
-    let lim = libc::rlimit {
-        rlim_cur: soft,
-        rlim_max: hard,
-    };
-    // SAFETY: `lim` is a valid rlimit; setrlimit only reads it.
-    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    Resource::NOFILE.get()
 }
 
 /// A field of `/proc/<pid>/status` in KiB (`VmRSS`, `VmHWM`, …).

@@ -14,6 +14,21 @@ fn data<'a>(reports: &'a [weir_load::report::Report], name: &str) -> &'a Value {
         .data
 }
 
+/// Every answer's first event came no later than its first content, so
+/// the quantiles over the same answers keep that order; each answer
+/// recorded both.
+fn first_event_before_content(what: &str, step: &Value) {
+    let (fe, ttft) = (&step["first_event"], &step["ttft"]);
+    assert_eq!(fe["count"], step["ok"], "{what}: {step}");
+    assert_eq!(ttft["count"], step["ok"], "{what}: {step}");
+    for q in ["p50_ms", "p99_ms"] {
+        assert!(
+            fe[q].as_f64().unwrap() <= ttft[q].as_f64().unwrap(),
+            "{what} {q}: {step}"
+        );
+    }
+}
+
 #[test]
 fn smoke_runs_every_scenario_with_sane_numbers() {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -30,10 +45,22 @@ fn smoke_runs_every_scenario_with_sane_numbers() {
         ))
         .unwrap();
     let names: Vec<&str> = reports.iter().map(|r| r.scenario.as_str()).collect();
-    assert_eq!(
-        names,
-        ["connections", "fanout", "proxy", "peer", "runs", "soak"]
-    );
+    let mut wanted = vec![
+        "connections",
+        "fanout",
+        "proxy",
+        "peer",
+        "runs",
+        "runs",
+        "soak",
+    ];
+    if smoke::installed("wrk", "--version") {
+        wanted.push("rest");
+    }
+    if smoke::installed("redis-server", "--version") {
+        wanted.extend(["bus", "edge"]);
+    }
+    assert_eq!(names, wanted);
     for r in &reports {
         let failed: Vec<&String> = r
             .checks
@@ -63,6 +90,16 @@ fn smoke_runs_every_scenario_with_sane_numbers() {
     assert_eq!(memory["subscribers"], 20);
     assert!(memory["published"].as_u64().unwrap() > 0, "{memory}");
     // Every subscriber sees every event published while it listens.
+    // The publisher started runs on its schedule (one run at least, however
+    // short the window), each counted as it published.
+    let publisher = &memory["publisher"];
+    assert!(
+        publisher["events_per_run"].as_f64().unwrap() > 10.0,
+        "{memory}"
+    );
+    assert!(publisher["runs_started"].as_u64().unwrap() >= 1, "{memory}");
+    assert_eq!(publisher["run_errors"], 0, "{memory}");
+    assert_eq!(memory["offered_events_per_s"], 100.0);
     let share = memory["delivered_share"].as_f64().unwrap();
     assert!(share > 0.9, "delivered share {share}: {memory}");
     let lat = &memory["latency"];
@@ -131,9 +168,90 @@ fn smoke_runs_every_scenario_with_sane_numbers() {
             first["chunks_per_req"].as_f64().unwrap() >= 1.0,
             "{d}: {first}"
         );
+        first_event_before_content(d, first);
+    }
+    // The OpenAI route through the queue: the bare role chunk is not
+    // content, so every answer still counted content pieces.
+    let openai = reports
+        .iter()
+        .filter(|r| r.scenario == "runs")
+        .nth(1)
+        .unwrap();
+    assert_eq!(openai.data["route"], "openai");
+    if redis {
+        let first = &openai.data["deployments"]["queue"]["steps"][0];
+        assert_eq!(first["ok"], first["sent"], "{first}");
+        assert!(first["chunks_per_req"].as_f64().unwrap() >= 1.0, "{first}");
+        first_event_before_content("openai queue", first);
     }
 
     let s = data(&reports, "soak");
     assert!(s["rss_samples"].as_array().unwrap().len() >= 2, "{s}");
     assert!(s["deliveries"].as_u64().unwrap() > 0, "{s}");
+    if names.contains(&"rest") {
+        let rest = data(&reports, "rest");
+        for case in rest["cases"].as_array().unwrap() {
+            assert_eq!(case["rounds"].as_array().unwrap().len(), 2, "{case}");
+            assert!(case["median"]["requests"].as_u64().unwrap() > 0, "{case}");
+        }
+    }
+    if names.contains(&"bus") {
+        let fan = &data(&reports, "bus")["fanout"];
+        assert_eq!(fan.as_array().unwrap().len(), 3, "{fan}");
+        assert!(fan[0]["deliveries_per_s"].as_f64().unwrap() > 0.0, "{fan}");
+        assert!(data(&reports, "edge")["redis"]["checks"] == 200);
+    }
+    renders_every_kind(&reports);
+}
+
+/// The renderers of `weir-load report` read what the scenarios write:
+/// every report of this run, written as a results file, renders as a
+/// format 2 block (date recorded, the v2 columns present).
+fn renders_every_kind(reports: &[weir_load::report::Report]) {
+    use weir_load::{render::render, report::write_json};
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(root.path().join("r")).unwrap();
+    let mut seen = std::collections::HashSet::new();
+    for r in reports {
+        // The first report of a scenario; the OpenAI runs have their own.
+        let name = if seen.insert(r.scenario.clone()) {
+            r.scenario.clone()
+        } else {
+            format!("{}_2", r.scenario)
+        };
+        let file = format!("r/{name}.json");
+        write_json(
+            &root.path().join(&file),
+            std::slice::from_ref(r),
+            "in-process",
+        )
+        .unwrap();
+        let text =
+            render(root.path(), &r.scenario, &[&file]).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(text.contains("* Run 20"), "{name}: no date: {text}");
+        assert!(!text.contains("format 1"), "{name}: {text}");
+        let expect = match r.scenario.as_str() {
+            "connections" => "| 40 ",
+            "fanout" => "| 100/s ",
+            "proxy" => "weir adds p99",
+            "peer" => "highest sustainable rate",
+            "runs" => "first event p50",
+            "soak" => "gateway RSS (MiB)",
+            "rest" => "| embedded ",
+            "bus" => "events/s published",
+            "edge" => "| local ",
+            other => panic!("no expectation for {other}"),
+        };
+        assert!(text.contains(expect), "{name}: no `{expect}` in {text}");
+    }
+    // Several runs of one command in one file: the medians.
+    let proxy: Vec<_> = reports
+        .iter()
+        .filter(|r| r.scenario == "proxy")
+        .cloned()
+        .collect();
+    let twice = [proxy[0].clone(), proxy[0].clone()];
+    write_json(&root.path().join("r/x2.json"), &twice, "in-process").unwrap();
+    let text = render(root.path(), "proxy-repeat", &["r/x2.json"]).unwrap();
+    assert!(text.contains("2 runs at 50/s"), "{text}");
 }

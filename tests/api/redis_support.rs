@@ -3,7 +3,7 @@
 //! started again on the same port (an outage). [`RedisServer::start_tls`]
 //! adds a TLS port (certificates made with the `openssl` command, signed by a
 //! test CA) and a password. Shared by the integration tests and, through
-//! `#[path]`, by the Redis bus unit tests and `examples/bus_bench.rs`.
+//! `#[path]`, by the Redis bus unit tests.
 
 #![allow(dead_code)]
 

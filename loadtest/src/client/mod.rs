@@ -5,6 +5,7 @@
 pub mod event;
 pub mod openloop;
 pub mod sse;
+pub mod timing;
 pub mod ws;
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};

@@ -10,9 +10,9 @@ use std::{
 };
 
 use bytes::Bytes;
-use futures::StreamExt;
 use tokio::sync::Mutex;
 
+use super::timing::{self, Route, Timing};
 use crate::hist::{AtomicHist, Hist};
 
 /// An OpenAI-compatible endpoint to drive.
@@ -22,11 +22,43 @@ pub struct Target {
     /// Base URL ending in `/v1`.
     pub base: String,
     pub key: Option<String>,
+    /// The model (OpenAI route), or the agent's id (agent route).
     pub model: String,
-    /// Chat sessions to spread requests over, named by the request's `user`
-    /// (request `i` is `u{i % sessions}`); 0 sends no `user`. Agent runs need
-    /// it: one session's growing history would be read by every run.
-    pub sessions: u64,
+    pub route: Route,
+    /// Chat sessions to spread requests over (request `i` goes to
+    /// `sessions[i % len]`): `user` names on the OpenAI route, session ids
+    /// on the agent route; none: no `user`, the agent's default session.
+    /// Agent runs need several: one session's growing history would be
+    /// read by every run.
+    pub sessions: Vec<String>,
+}
+
+impl Target {
+    /// The URL every request of this target goes to.
+    fn url(&self) -> String {
+        match self.route {
+            Route::OpenAi => format!("{}/chat/completions", self.base),
+            Route::Agent => format!("{}/agents/{}/messages", self.base, self.model),
+        }
+    }
+
+    /// Request `i`'s body.
+    fn body(&self, i: u64) -> Bytes {
+        let session = (!self.sessions.is_empty())
+            .then(|| self.sessions[(i % self.sessions.len() as u64) as usize].clone());
+        match self.route {
+            Route::OpenAi => body_for(&self.model, session),
+            Route::Agent => {
+                let mut v = serde_json::json!({
+                    "message": "Say something.", "stream": true, "stream_tokens": true,
+                });
+                if let Some(s) = session {
+                    v["session_id"] = s.into();
+                }
+                serde_json::to_vec(&v).unwrap_or_default().into()
+            }
+        }
+    }
 }
 
 /// One fixed-rate step.
@@ -38,11 +70,15 @@ pub struct Step {
     pub errors: u64,
     /// Completed requests per second of the step.
     pub achieved: f64,
-    /// Time to the first content chunk, from the intended send time.
+    /// Time to the first non-empty content, from the intended send time
+    /// (see [`timing`]).
     pub ttft: Hist,
+    /// Time to the first event the run (agent route) or the provider
+    /// produced, from the intended send time.
+    pub first_event: Hist,
     /// Time to `[DONE]`, from the intended send time.
     pub total: Hist,
-    /// Chunks received per request (sanity: should be K + role/finish).
+    /// Non-empty content pieces received per request (sanity: K).
     pub chunks_per_req: f64,
     pub first_error: Option<String>,
     /// 1-minute load average when the step ended.
@@ -71,6 +107,7 @@ impl Step {
         };
         self.chunks_per_req = chunks / self.ok.max(1) as f64;
         self.ttft.merge(&other.ttft);
+        self.first_event.merge(&other.first_event);
         self.total.merge(&other.total);
         self.first_error = self.first_error.take().or(other.first_error);
         self.load = other.load;
@@ -100,11 +137,6 @@ pub fn client() -> reqwest::Client {
         .expect("a plain reqwest client builds")
 }
 
-/// The streaming chat request every target gets.
-pub fn body(model: &str) -> Bytes {
-    body_for(model, None)
-}
-
 /// [`body`], in the chat session named `user` when given.
 pub fn body_for(model: &str, user: Option<String>) -> Bytes {
     let mut v = serde_json::json!({
@@ -120,6 +152,7 @@ pub fn body_for(model: &str, user: Option<String>) -> Bytes {
 
 struct Shared {
     ttft: AtomicHist,
+    first_event: AtomicHist,
     total: AtomicHist,
     ok: std::sync::atomic::AtomicU64,
     errors: std::sync::atomic::AtomicU64,
@@ -132,10 +165,10 @@ struct Shared {
 pub async fn run_step(client: &reqwest::Client, target: &Target, rate: f64, secs: f64) -> Step {
     use std::sync::atomic::Ordering::Relaxed;
     let n = (rate * secs).round().max(1.0) as u64;
-    let url = format!("{}/chat/completions", target.base);
-    let body = body(&target.model);
+    let url = target.url();
     let shared = Arc::new(Shared {
         ttft: AtomicHist::default(),
+        first_event: AtomicHist::default(),
         total: AtomicHist::default(),
         ok: Default::default(),
         errors: Default::default(),
@@ -149,10 +182,7 @@ pub async fn run_step(client: &reqwest::Client, target: &Target, rate: f64, secs
     for i in 0..n {
         let due = t0 + Duration::from_secs_f64(i as f64 / rate);
         tokio::time::sleep_until(due).await;
-        let body = match target.sessions {
-            0 => body.clone(),
-            n => body_for(&target.model, Some(format!("u{}", i % n))),
-        };
+        let body = target.body(i);
         let mut req = client
             .post(&url)
             .header("content-type", "application/json")
@@ -162,12 +192,14 @@ pub async fn run_step(client: &reqwest::Client, target: &Target, rate: f64, secs
         }
         let shared = shared.clone();
         let due = due.into_std();
+        let route = target.route;
         tasks.spawn(async move {
-            match one(req, due).await {
-                Ok((ttft, total, chunks)) => {
-                    shared.ttft.record(ttft);
-                    shared.total.record(total);
-                    shared.chunks.fetch_add(chunks, Relaxed);
+            match one(req, route, due).await {
+                Ok(t) => {
+                    shared.ttft.record(t.ttft_us);
+                    shared.first_event.record(t.first_event_us);
+                    shared.total.record(t.total_us);
+                    shared.chunks.fetch_add(t.chunks, Relaxed);
                     shared.ok.fetch_add(1, Relaxed);
                 }
                 Err(e) => {
@@ -193,6 +225,7 @@ pub async fn run_step(client: &reqwest::Client, target: &Target, rate: f64, secs
         errors: shared.errors.load(Relaxed),
         achieved: ok as f64 / elapsed,
         ttft: shared.ttft.snapshot(),
+        first_event: shared.first_event.snapshot(),
         total: shared.total.snapshot(),
         chunks_per_req: shared.chunks.load(Relaxed) as f64 / ok.max(1) as f64,
         first_error,
@@ -201,8 +234,8 @@ pub async fn run_step(client: &reqwest::Client, target: &Target, rate: f64, secs
     }
 }
 
-/// One streamed request: (ttft µs, total µs, content chunks).
-async fn one(req: reqwest::RequestBuilder, due: Instant) -> Result<(u64, u64, u64), String> {
+/// One streamed request, timed from `due` (see [`timing`]).
+async fn one(req: reqwest::RequestBuilder, route: Route, due: Instant) -> Result<Timing, String> {
     let resp = req.send().await.map_err(|e| format!("send: {e}"))?;
     if !resp.status().is_success() {
         let status = resp.status();
@@ -212,27 +245,10 @@ async fn one(req: reqwest::RequestBuilder, due: Instant) -> Result<(u64, u64, u6
             text.chars().take(200).collect::<String>()
         ));
     }
-    let mut events = eventsource_stream::EventStream::new(resp.bytes_stream());
-    let mut ttft = None;
-    let mut chunks = 0;
-    while let Some(ev) = events.next().await {
-        let ev = ev.map_err(|e| format!("stream: {e}"))?;
-        if ev.data == "[DONE]" {
-            let total = due.elapsed().as_micros() as u64;
-            return match ttft {
-                Some(t) => Ok((t, total, chunks)),
-                None => Err("[DONE] before any content".into()),
-            };
-        }
-        if ev.data.contains("\"error\"") && !ev.data.contains("\"choices\"") {
-            return Err(format!("error chunk: {}", ev.data));
-        }
-        if ev.data.contains("\"content\"") {
-            chunks += 1;
-            ttft.get_or_insert_with(|| due.elapsed().as_micros() as u64);
-        }
-    }
-    Err("stream ended without [DONE]".into())
+    timing::read(route, resp.bytes_stream(), || {
+        due.elapsed().as_micros() as u64
+    })
+    .await
 }
 
 #[cfg(test)]
@@ -251,6 +267,7 @@ mod tests {
             errors: 0,
             achieved,
             ttft: total.clone(),
+            first_event: total.clone(),
             total,
             chunks_per_req: 4.0,
             first_error: None,

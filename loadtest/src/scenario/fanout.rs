@@ -9,9 +9,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use serde_json::json;
+use serde_json::{json, Value};
 
-use super::{create_agent, runs_for, Crowd, Publisher};
+use super::{create_agent, publish::Publisher, Crowd};
 use crate::{
     gateway::{self, Data, Gateway, Launch},
     hist::Hist,
@@ -28,7 +28,11 @@ pub struct Opts {
     /// Share of WebSockets, in percent.
     #[arg(long, default_value_t = 50)]
     pub ws_percent: u32,
-    /// Events published per second (runs x tokens).
+    /// Events offered per second on the agent's channel: echo runs are
+    /// started open loop at rate / E runs/s, where E is the events one run
+    /// publishes (its tokens, monologue, reply, usage, done and the user's
+    /// message), counted by a calibration run first. A run's tokens are
+    /// `--delay-ms` apart, so runs overlap when rate x delay > 1000.
     #[arg(long, default_value_t = 100.0)]
     pub rate: f64,
     /// Gap between an echo run's tokens (`echo_delay_ms`).
@@ -60,6 +64,8 @@ struct Outcome {
     first_error: Option<String>,
     gateway_cpu: f64,
     load: f64,
+    /// The publisher's schedule and run counts.
+    publisher: Value,
 }
 
 pub async fn run(launch: &Launch, extra: &[String], o: &Opts) -> anyhow::Result<Report> {
@@ -88,6 +94,7 @@ pub async fn run(launch: &Launch, extra: &[String], o: &Opts) -> anyhow::Result<
         ),
         &[
             "bus",
+            "runs/s started",
             "events/s published",
             "deliveries/s",
             "delivered",
@@ -107,6 +114,7 @@ pub async fn run(launch: &Launch, extra: &[String], o: &Opts) -> anyhow::Result<
         let share = out.deliveries as f64 / expected.max(1) as f64;
         t.row(vec![
             out.bus.clone(),
+            format!("{:.2}", out.publisher["runs_per_s"].as_f64().unwrap_or(0.0)),
             format!("{published_rate:.0}"),
             thousands(rate),
             format!("{:.1} %", share * 100.0),
@@ -122,7 +130,12 @@ pub async fn run(launch: &Launch, extra: &[String], o: &Opts) -> anyhow::Result<
             "secs": out.secs, "published_per_s": published_rate, "deliveries_per_s": rate, "delivered_share": share,
             "latency": out.latency.summary(), "errors": out.errors, "first_error": out.first_error,
             "gateway_cpu_cores": out.gateway_cpu, "load_average": out.load,
+            "offered_events_per_s": o.rate, "publisher": out.publisher,
         }));
+        report.check(
+            format!("{}: every run the publisher started ended well", out.bus),
+            out.publisher["run_errors"] == 0,
+        );
         report.check(
             format!("{}: every subscriber opened, no stream errors", out.bus),
             out.errors == 0 && out.opened == o.subscribers as u64,
@@ -171,7 +184,7 @@ async fn deployment(
         args.extend(["--redis".to_owned(), r.url.clone()]);
     }
     let (store, gateways): (Option<gateway::Store>, Vec<Gateway>) = if bus == "cluster" {
-        let store = gateway::start_store(launch).await?;
+        let store = gateway::start_store(launch, None).await?;
         let data = Data::Remote(store.url.clone());
         let a = gateway::start(launch, &data, &args).await?;
         let b = gateway::start(launch, &data, &args).await?;
@@ -209,6 +222,9 @@ async fn deployment(
         );
     }
     let opened: u64 = crowds.iter().map(|c| c.opened).sum();
+    let calibrated = Publisher::calibrate(&first.url, &first.key, &agent, o.words).await?;
+    // The calibration run's last deliveries land before the baselines.
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let seq0 = max_seq(&crowds);
     let del0: u64 = crowds
         .iter()
@@ -216,13 +232,7 @@ async fn deployment(
         .sum();
     let cpu0: f64 = gateways.iter().map(|g| sys::cpu_secs(g.pid)).sum();
     let started = Instant::now();
-    let publisher = Publisher::start(
-        &first.url,
-        &first.key,
-        &agent,
-        runs_for(o.rate, o.delay_ms),
-        o.words,
-    );
+    let publisher = calibrated.start(o.rate, Duration::from_secs(o.secs));
     tokio::time::sleep(Duration::from_secs(o.secs)).await;
     let secs = started.elapsed().as_secs_f64();
     let seq1 = max_seq(&crowds);
@@ -232,6 +242,7 @@ async fn deployment(
         .sum();
     let cpu1: f64 = gateways.iter().map(|g| sys::cpu_secs(g.pid)).sum();
     let load = sys::loadavg();
+    let publisher_json = publisher.json();
     publisher.stop().await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut latency = Hist::default();
@@ -263,6 +274,7 @@ async fn deployment(
         first_error,
         gateway_cpu: cpu,
         load,
+        publisher: publisher_json,
     }))
 }
 

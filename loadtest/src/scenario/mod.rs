@@ -1,12 +1,16 @@
 //! The scenarios, and what they share: creating the agent everyone listens
-//! to, opening many subscribers at a bounded connect concurrency, and the
-//! publisher that drives real echo-model runs at a chosen event rate.
+//! to, opening many subscribers at a bounded connect concurrency (the
+//! publisher of real echo-model runs is [`publish`]).
 
+pub mod bus;
 pub mod connections;
+pub mod edge;
 pub mod fanout;
 pub mod nginx;
 pub mod peer;
 pub mod proxy;
+pub mod publish;
+pub mod rest;
 pub mod runs;
 pub mod smoke;
 pub mod soak;
@@ -126,78 +130,6 @@ impl Crowd {
         self.stop.cancel();
         while self.tasks.join_next().await.is_some() {}
     }
-}
-
-/// Drives real runs of the echo model: `runs` loops, each posting a message
-/// of `words` words with `stream_tokens` and waiting for the run to end, so
-/// every token is one event on the agent's channel.
-pub struct Publisher {
-    stop: CancellationToken,
-    tasks: JoinSet<()>,
-    pub runs_done: Arc<AtomicU64>,
-    pub run_errors: Arc<AtomicU64>,
-}
-
-impl Publisher {
-    pub fn start(url: &str, key: &str, agent_id: &str, runs: usize, words: usize) -> Self {
-        let stop = CancellationToken::new();
-        let runs_done = Arc::new(AtomicU64::new(0));
-        let run_errors = Arc::new(AtomicU64::new(0));
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .build()
-            .expect("client builds");
-        let text = (0..words)
-            .map(|i| format!("w{i}"))
-            .collect::<Vec<_>>()
-            .join(" ");
-        let body = json!({"message": text, "stream_tokens": true});
-        let endpoint = format!("{url}/v1/agents/{agent_id}/messages");
-        let mut tasks = JoinSet::new();
-        for _ in 0..runs.max(1) {
-            let (client, body, endpoint, key) = (
-                client.clone(),
-                body.clone(),
-                endpoint.clone(),
-                key.to_owned(),
-            );
-            let (stop, done, errors) = (stop.clone(), runs_done.clone(), run_errors.clone());
-            tasks.spawn(async move {
-                while !stop.is_cancelled() {
-                    let sent = client.post(&endpoint).bearer_auth(&key).json(&body).send();
-                    let res = tokio::select! {
-                        _ = stop.cancelled() => return,
-                        r = sent => r,
-                    };
-                    let ok = match res {
-                        Ok(r) if r.status().is_success() => r.bytes().await.is_ok(),
-                        _ => false,
-                    };
-                    let c = if ok { &done } else { &errors };
-                    c.fetch_add(1, Ordering::Relaxed);
-                    if !ok {
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                }
-            });
-        }
-        Self {
-            stop,
-            tasks,
-            runs_done,
-            run_errors,
-        }
-    }
-
-    pub async fn stop(mut self) {
-        self.stop.cancel();
-        while self.tasks.join_next().await.is_some() {}
-    }
-}
-
-/// Concurrent runs needed for `rate` events/s with tokens `delay_ms` apart.
-pub fn runs_for(rate: f64, delay_ms: u64) -> usize {
-    ((rate * delay_ms.max(1) as f64 / 1000.0).round() as usize).max(1)
 }
 
 /// Waits until `cond` holds or `within` passes; returns whether it held.

@@ -14,7 +14,10 @@ use std::{
 use anyhow::Context;
 
 use crate::{
-    client::openloop::{self, Target},
+    client::{
+        openloop::{self, Target},
+        timing::Route,
+    },
     gateway::{free_port, ChildGuard},
 };
 
@@ -74,7 +77,8 @@ pub async fn start(provider: &str, workers: u32) -> anyhow::Result<Nginx> {
         base: format!("http://127.0.0.1:{port}/v1"),
         key: None,
         model: "fake".into(),
-        sessions: 0,
+        route: Route::OpenAi,
+        sessions: Vec::new(),
     };
     let client = openloop::client();
     let deadline = Instant::now() + Duration::from_secs(10);

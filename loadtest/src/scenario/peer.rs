@@ -18,7 +18,10 @@ use serde_json::json;
 
 use super::proxy::{self, added_at, max_sustained, ramp, ramp_together, steps_json, steps_table};
 use crate::{
-    client::openloop::{self, Target},
+    client::{
+        openloop::{self, Target},
+        timing::Route,
+    },
     gateway::{free_port, ChildGuard, Launch},
     plot,
     report::{thousands, Report},
@@ -27,8 +30,10 @@ use crate::{
 /// The master key `litellm.sh` starts LiteLLM with.
 const LITELLM_KEY: &str = "sk-weir-load-0123456789abcdef";
 
-/// Options of the `peer` scenario.
+/// Options of the `peer` scenario (its own group id: the flattened
+/// `proxy::Opts` already takes `Opts`, which clap's debug build refuses).
 #[derive(Debug, Clone, clap::Args)]
+#[group(id = "peer_opts")]
 pub struct Opts {
     #[command(flatten)]
     pub proxy: proxy::Opts,
@@ -71,7 +76,8 @@ pub async fn run(launch: &Launch, extra: &[String], o: &Opts) -> anyhow::Result<
                 base,
                 key: Some(LITELLM_KEY.into()),
                 model: "fake".into(),
-                sessions: 0,
+                route: Route::OpenAi,
+                sessions: Vec::new(),
             },
         )
     };
@@ -103,6 +109,7 @@ pub async fn run(launch: &Launch, extra: &[String], o: &Opts) -> anyhow::Result<
             (&peer.name, &peer_steps),
         ],
         p.slo_p99_ms,
+        false,
     ));
     report
         .tables
@@ -162,7 +169,8 @@ async fn start_litellm(provider: &str, workers: u32) -> anyhow::Result<(ChildGua
         base: base.clone(),
         key: Some(LITELLM_KEY.into()),
         model: "fake".into(),
-        sessions: 0,
+        route: Route::OpenAi,
+        sessions: Vec::new(),
     };
     let client = openloop::client();
     // The first run installs LiteLLM (minutes); later starts take seconds.

@@ -8,7 +8,10 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::{
-    client::openloop::{self, Step, Target},
+    client::{
+        openloop::{self, Step, Target},
+        timing::Route,
+    },
     fake_provider::{self, FakeProvider},
     gateway::{self, Data, Gateway, Launch},
     report::{ms, thousands, Report, Table},
@@ -165,7 +168,8 @@ pub fn direct(fake: &FakeProvider) -> Target {
         base: fake.base.clone(),
         key: None,
         model: "fake".into(),
-        sessions: 0,
+        route: Route::OpenAi,
+        sessions: Vec::new(),
     }
 }
 
@@ -175,7 +179,8 @@ pub fn through_weir(weir: &Gateway) -> Target {
         base: format!("{}/v1", weir.url),
         key: Some(weir.key.clone()),
         model: "upstream/fake".into(),
-        sessions: 0,
+        route: Route::OpenAi,
+        sessions: Vec::new(),
     }
 }
 
@@ -230,6 +235,7 @@ fn fill(
         "open-loop streaming, direct vs through weir",
         &runs,
         o.slo_p99_ms,
+        false,
     ));
     report
         .tables
@@ -279,30 +285,36 @@ pub fn added_at(direct: &[Step], via: &[Step], rate: f64) -> Option<f64> {
     Some(w.total.quantile_ms(0.99) - d.total.quantile_ms(0.99))
 }
 
-pub fn steps_table(title: &str, runs: &[(&str, &[Step])], slo: f64) -> Table {
-    let mut t = Table::new(
-        title,
-        &[
-            "target",
-            "rate/s",
-            "done/s",
-            "errors",
-            "TTFT p50",
-            "TTFT p99",
-            "total p50",
-            "total p99",
-            "total max",
-            "CPU/req",
-            "sustained",
-        ],
-    );
+/// The steps of every target; `first_event` adds the time to the first
+/// event produced by the run (agent runs).
+pub fn steps_table(title: &str, runs: &[(&str, &[Step])], slo: f64, first_event: bool) -> Table {
+    let mut header = vec!["target", "rate/s", "done/s", "errors"];
+    if first_event {
+        header.extend(["first event p50", "first event p99"]);
+    }
+    header.extend([
+        "TTFT p50",
+        "TTFT p99",
+        "total p50",
+        "total p99",
+        "total max",
+        "CPU/req",
+        "sustained",
+    ]);
+    let mut t = Table::new(title, &header);
     for (name, steps) in runs {
         for s in *steps {
-            t.row(vec![
+            let mut row = vec![
                 (*name).to_owned(),
                 thousands(s.rate),
                 thousands(s.achieved),
                 s.errors.to_string(),
+            ];
+            if first_event {
+                row.push(ms(s.first_event.quantile_ms(0.5)));
+                row.push(ms(s.first_event.quantile_ms(0.99)));
+            }
+            row.extend([
                 ms(s.ttft.quantile_ms(0.5)),
                 ms(s.ttft.quantile_ms(0.99)),
                 ms(s.total.quantile_ms(0.5)),
@@ -322,6 +334,7 @@ pub fn steps_table(title: &str, runs: &[(&str, &[Step])], slo: f64) -> Table {
                     )
                 },
             ]);
+            t.row(row);
         }
     }
     t
@@ -361,7 +374,7 @@ pub fn steps_json(steps: &[Step], slo: f64) -> Value {
             .map(|s| {
                 json!({
                     "rate": s.rate, "sent": s.sent, "ok": s.ok, "errors": s.errors, "achieved": s.achieved,
-                    "ttft": s.ttft.summary(), "total": s.total.summary(), "chunks_per_req": s.chunks_per_req,
+                    "ttft": s.ttft.summary(), "first_event": s.first_event.summary(), "total": s.total.summary(), "chunks_per_req": s.chunks_per_req,
                     "sustained": sustained(s, slo), "first_error": s.first_error, "load_average": s.load,
                     "cpu_us_per_request": s.cpu_us_per_request(),
                 })

@@ -8,10 +8,15 @@
 //! - `workers`: a gateway that only queues (`--workers 0`) and
 //!   `--worker-procs` `weir worker` processes that take the runs.
 //!
-//! TTFT is the time from the request's intended send time to the first
-//! content chunk, so in the queued deployments it includes enqueue, claim
-//! and the worker's first publish crossing Redis back to the gateway: the
-//! difference to `gateway` is what the queue costs a run.
+//! The requests go to the agent route (`POST /v1/agents/{id}/messages`,
+//! `stream`, `stream_tokens`; `--route openai`: `/v1/chat/completions`
+//! with the agent as `model`). From the request's intended send time: the
+//! first event the run produced (the echo model's monologue; on the OpenAI
+//! route the first chunk after the bare role chunk), TTFT (the first
+//! non-empty content), and the run's `done` (see `client::timing`). In the
+//! queued deployments both include enqueue, claim and the worker's first
+//! publish crossing Redis back to the gateway: the difference to `gateway`
+//! is what the queue costs a run.
 
 use serde_json::json;
 
@@ -20,7 +25,10 @@ use super::{
     proxy::{max_sustained, ramp, steps_json, steps_table},
 };
 use crate::{
-    client::openloop::{Step, Target},
+    client::{
+        openloop::{Step, Target},
+        timing::Route,
+    },
     gateway::{self, Data, Gateway, Launch},
     report::{Report, Table},
     sys,
@@ -41,6 +49,10 @@ pub struct Opts {
     /// `weir worker` processes of the `workers` deployment.
     #[arg(long, default_value_t = 2)]
     pub worker_procs: usize,
+    /// The route runs are started on: `agent` (the run's own events, so
+    /// the first event is visible) or `openai` (`/v1/chat/completions`).
+    #[arg(long, default_value = "agent", value_parser = ["agent", "openai"])]
+    pub route: String,
     /// Deployments: gateway, queue, workers (comma-separated).
     #[arg(long, value_delimiter = ',', default_value = "gateway,queue,workers")]
     pub deployments: Vec<String>,
@@ -75,12 +87,23 @@ pub async fn run(launch: &Launch, extra: &[String], o: &Opts) -> anyhow::Result<
             }
         };
         let agent = create_agent(&d.gateway, 0).await?;
+        let (route, sessions) = match o.route.as_str() {
+            "openai" => (
+                Route::OpenAi,
+                (0..o.sessions.max(1)).map(|i| format!("u{i}")).collect(),
+            ),
+            _ => (
+                Route::Agent,
+                create_sessions(&d.gateway, &agent, o.sessions.max(1)).await?,
+            ),
+        };
         let target = Target {
             name: name.clone(),
             base: format!("{}/v1", d.gateway.url),
             key: Some(d.gateway.key.clone()),
             model: agent,
-            sessions: o.sessions.max(1),
+            route,
+            sessions,
         };
         let steps = ramp(&target, &o.rates, o.step_secs, o.slo_p99_ms).await;
         report.check(
@@ -96,9 +119,10 @@ pub async fn run(launch: &Launch, extra: &[String], o: &Opts) -> anyhow::Result<
         .map(|(n, s)| (n.as_str(), s.as_slice()))
         .collect();
     report.tables.push(steps_table(
-        "agent runs (echo model), open loop, OpenAI streaming",
+        &format!("agent runs (echo model), open loop, {} route", o.route),
         &runs,
         o.slo_p99_ms,
+        true,
     ));
     let mut best = Table::new(
         format!("highest sustained rate (p99 <= {} ms)", o.slo_p99_ms),
@@ -114,8 +138,31 @@ pub async fn run(launch: &Launch, extra: &[String], o: &Opts) -> anyhow::Result<
         );
     }
     report.tables.push(best);
-    report.data = json!({"options": format!("{o:?}"), "deployments": data});
+    report.data = json!({
+        "options": format!("{o:?}"), "route": o.route, "slo_p99_ms": o.slo_p99_ms,
+        "rates": o.rates, "deployments": data,
+    });
     Ok(report.finish())
+}
+
+/// Makes `n` chat sessions of `agent`; returns their ids.
+async fn create_sessions(gw: &Gateway, agent: &str, n: u64) -> anyhow::Result<Vec<String>> {
+    let client = reqwest::Client::new();
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let resp = client
+            .post(format!("{}/v1/agents/{agent}/sessions", gw.url))
+            .bearer_auth(&gw.key)
+            .json(&json!({"name": format!("load-{i}")}))
+            .send()
+            .await?;
+        let v: serde_json::Value = resp.json().await?;
+        let id = v["id"]
+            .as_str()
+            .ok_or_else(|| anyhow::anyhow!("creating a session: {v}"))?;
+        ids.push(id.to_owned());
+    }
+    Ok(ids)
 }
 
 /// Starts deployment `name`; `None` when it needs a Redis this machine lacks.
@@ -138,7 +185,7 @@ async fn deploy(
         },
         false => None,
     };
-    let store = gateway::start_store(launch).await?;
+    let store = gateway::start_store(launch, None).await?;
     let data = Data::Remote(store.url.clone());
     let mut args: Vec<String> = extra.to_vec();
     if let Some(r) = &redis {

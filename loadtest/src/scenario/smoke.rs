@@ -1,14 +1,15 @@
 //! `smoke`: every scenario at tiny scale, in seconds, so CI proves the
 //! harness still works against the current gateway. The peer is faked (the
 //! fake provider stands in for LiteLLM); the Redis deployments run when a
-//! `redis-server` is installed. Checks are about completing with sane
-//! numbers, never about timing.
+//! `redis-server` is installed, as do `bus` and `edge`; `rest` runs where
+//! wrk is. Checks are about completing with sane numbers, never about
+//! timing.
 
 use std::path::PathBuf;
 
 use crate::{gateway::Launch, report::Report};
 
-use super::{connections, fanout, peer, proxy, runs, soak};
+use super::{bus, connections, edge, fanout, peer, proxy, rest, runs, soak};
 
 /// The tiny versions of every scenario, in order.
 pub async fn run(
@@ -65,10 +66,18 @@ pub async fn run(
         step_secs: 1.0,
         sessions: 4,
         worker_procs: 1,
+        route: "agent".into(),
         deployments: vec!["gateway".into(), "queue".into(), "workers".into()],
         slo_p99_ms: 5000.0,
     };
     reports.push(runs::run(launch, extra, &r).await?);
+    // The OpenAI route too, where the bare role chunk must not count.
+    let ro = runs::Opts {
+        route: "openai".into(),
+        deployments: vec!["queue".into()],
+        ..r
+    };
+    reports.push(runs::run(launch, extra, &ro).await?);
     let s = soak::Opts {
         streams: 20,
         ws_percent: 50,
@@ -78,5 +87,50 @@ pub async fn run(
         sample_secs: 1,
     };
     reports.push(soak::run(launch, extra, &s).await?);
+    reports.extend(benches(launch, extra).await?);
     Ok(reports)
+}
+
+/// The benchmarks that need a tool: `rest` where wrk is installed, `bus`
+/// and `edge` where redis-server is.
+async fn benches(launch: &Launch, extra: &[String]) -> anyhow::Result<Vec<Report>> {
+    let mut reports = Vec::new();
+    if installed("wrk", "--version") {
+        let o = rest::Opts {
+            cases: vec!["embedded".into(), "limits-off".into()],
+            secs: 1,
+            connections: 4,
+            rounds: 2,
+            warmup_secs: 1,
+            pg_url: "postgres://postgres@127.0.0.1:5432/postgres".into(),
+            wrk: "wrk".into(),
+        };
+        reports.push(rest::run(launch, extra, &o).await?);
+    }
+    if installed("redis-server", "--version") {
+        let b = bus::Opts {
+            publishers: vec![1, 2],
+            publish_secs: 1,
+            fanout: vec!["20x50".into()],
+            secs: 1,
+        };
+        reports.push(bus::run(&b).await?);
+        let e = edge::Opts {
+            checks: 2_000,
+            redis_checks: 200,
+            keys: 10,
+        };
+        reports.push(edge::run(&e).await?);
+    }
+    Ok(reports)
+}
+
+/// Whether `cmd arg` runs here.
+pub fn installed(cmd: &str, arg: &str) -> bool {
+    std::process::Command::new(cmd)
+        .arg(arg)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok()
 }

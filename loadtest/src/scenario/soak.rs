@@ -10,7 +10,7 @@ use std::{
 
 use serde_json::json;
 
-use super::{create_agent, rss, runs_for, Crowd, Publisher};
+use super::{create_agent, publish::Publisher, rss, Crowd};
 use crate::{
     gateway::{self, Data, Launch},
     report::{ms, thousands, Report, Table},
@@ -25,7 +25,7 @@ pub struct Opts {
     pub streams: usize,
     #[arg(long, default_value_t = 50)]
     pub ws_percent: u32,
-    /// Events published per second while soaking.
+    /// Events offered per second while soaking (as `fanout --rate`).
     #[arg(long, default_value_t = 20.0)]
     pub rate: f64,
     /// Streams closed and reopened per second (0: none).
@@ -64,7 +64,9 @@ pub async fn run(launch: &Launch, extra: &[String], o: &Opts) -> anyhow::Result<
     let gw = gateway::start(launch, &Data::Embedded, extra).await?;
     let agent = create_agent(&gw, delay_ms).await?;
     let crowd = Crowd::open(gw.addr, &gw.key, &agent, o.streams, o.ws_percent, 256, 0).await;
-    let publisher = Publisher::start(&gw.url, &gw.key, &agent, runs_for(o.rate, delay_ms), 50);
+    let publisher = Publisher::calibrate(&gw.url, &gw.key, &agent, 50)
+        .await?
+        .start(o.rate, Duration::from_secs(o.secs));
     let started = Instant::now();
     let mut samples = vec![(0.0, rss(gw.pid)?)];
     let mut next_sample = Duration::from_secs(o.sample_secs);
@@ -95,6 +97,7 @@ pub async fn run(launch: &Launch, extra: &[String], o: &Opts) -> anyhow::Result<
         }
     }
     let secs = started.elapsed().as_secs_f64();
+    let publisher_json = publisher.json();
     publisher.stop().await;
     let deliveries = crowd.stats.deliveries.load(Relaxed);
     let still_open = crowd.stats.open.load(Relaxed).max(0) as u64;
@@ -160,6 +163,7 @@ pub async fn run(launch: &Launch, extra: &[String], o: &Opts) -> anyhow::Result<
         "rss_samples": samples.iter().map(|(t, k)| json!([t, k])).collect::<Vec<_>>(),
         "trend_growth_kib": growth, "flat": ok, "deliveries": deliveries, "still_open": still_open,
         "latency": latency.summary(), "errors": errors, "first_error": first_error, "churned": churned,
+        "churn_failed": churn_failed, "publisher": publisher_json,
     });
     report.check(
         "every stream opened and stayed open",

@@ -3,7 +3,6 @@
 //! limits over a private redis-server, slow consumers, and property tests of
 //! the frame and stream parsers.
 
-mod bench;
 mod caps;
 mod cluster;
 mod drain;
