@@ -7,10 +7,11 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex, RwLock},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
+use parking_lot::{Mutex, RwLock};
 use rand::{distr::Alphanumeric, Rng};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -112,7 +113,6 @@ impl KeyCache {
         let cached = self
             .by_id
             .read()
-            .expect("key cache lock")
             .get(&id)
             .filter(|(_, at)| at.elapsed() < CACHE_TTL)
             .map(|(r, _)| r.clone());
@@ -123,7 +123,6 @@ impl KeyCache {
                     let r = Arc::new(r);
                     self.by_id
                         .write()
-                        .expect("key cache lock")
                         .insert(id.clone(), (r.clone(), Instant::now()));
                     r
                 }
@@ -135,7 +134,7 @@ impl KeyCache {
             return Ok(None);
         }
         let now = crate::util::unix_now();
-        let mut used = self.used.lock().expect("key usage lock");
+        let mut used = self.used.lock();
         match used.get_mut(&record.id) {
             Some(t) => *t = now,
             None => {
@@ -147,13 +146,13 @@ impl KeyCache {
 
     /// Drops a key from the cache (revocation); the next use reloads it.
     pub fn evict(&self, key_id: &str) {
-        self.by_id.write().expect("key cache lock").remove(key_id);
+        self.by_id.write().remove(key_id);
     }
 
     /// Drops every cached key (revocations may have been missed, see
     /// [`crate::bus::Control::Resync`]); each is reloaded on its next use.
     pub fn clear(&self) {
-        self.by_id.write().expect("key cache lock").clear();
+        self.by_id.write().clear();
     }
 
     #[cfg(test)]
@@ -169,21 +168,18 @@ impl KeyCache {
             last_used_at: None,
             revoked_at: None,
         };
-        let mut map = self.by_id.write().expect("key cache lock");
+        let mut map = self.by_id.write();
         map.insert(key_id.to_owned(), (Arc::new(record), Instant::now()));
     }
 
     #[cfg(test)]
     pub(crate) fn contains(&self, key_id: &str) -> bool {
-        self.by_id
-            .read()
-            .expect("key cache lock")
-            .contains_key(key_id)
+        self.by_id.read().contains_key(key_id)
     }
 
     /// Takes the pending `last_used_at` updates (RFC 3339) for a batched store write.
     pub fn take_usage(&self) -> Vec<(String, String)> {
-        let used = std::mem::take(&mut *self.used.lock().expect("key usage lock"));
+        let used = std::mem::take(&mut *self.used.lock());
         used.into_iter()
             .map(|(id, secs)| (id, crate::util::format_unix(secs)))
             .collect()

@@ -11,6 +11,7 @@
 
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
+use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -49,7 +50,7 @@ pub async fn stored_floor(
 /// The channels whose bus counter this process has already seeded.
 #[derive(Debug, Default)]
 pub struct Seeds {
-    seeded: std::sync::Mutex<HashSet<Channel>>,
+    seeded: Mutex<HashSet<Channel>>,
 }
 
 impl Seeds {
@@ -62,23 +63,18 @@ impl Seeds {
         account: &str,
         channel: &Channel,
     ) -> Result<(), EmitError> {
-        if self.lock().contains(channel) {
+        if self.seeded.lock().contains(channel) {
             return Ok(());
         }
         let floor = stored_floor(store, account, channel).await?;
         bus.seed_seq(channel, floor).await?;
-        self.lock().insert(channel.clone());
+        self.seeded.lock().insert(channel.clone());
         Ok(())
     }
 
     /// Forgets a channel (its agent was deleted or the counter must be re-read).
     pub fn forget(&self, channel: &Channel) {
-        self.lock().remove(channel);
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<Channel>> {
-        // A poisoned set is still a valid set: recover it.
-        self.seeded.lock().unwrap_or_else(|e| e.into_inner())
+        self.seeded.lock().remove(channel);
     }
 }
 

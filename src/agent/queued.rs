@@ -14,7 +14,7 @@ use tracing::Instrument;
 use super::{
     models::Model,
     run::RunTask,
-    runtime::{lock, Ending, Inner},
+    runtime::{Ending, Inner},
     RunError, RunFollower, Runtime,
 };
 use crate::{
@@ -208,7 +208,7 @@ impl Runtime {
 
     /// Another worker took the run over: stop it here without ending it.
     pub fn lose(&self, run_id: &str) {
-        if let Some(h) = lock(&self.inner.runs).get(run_id) {
+        if let Some(h) = self.inner.runs.lock().get(run_id) {
             h.lost.cancel();
             h.cancel.cancel();
         }
@@ -277,7 +277,7 @@ fn listen_for_cancels(inner: &Arc<Inner>) {
             match rx.recv().await {
                 Ok(Control::CancelRun { run_id }) => {
                     let Some(inner) = weak.upgrade() else { return };
-                    let handle = lock(&inner.runs).get(&run_id).cloned();
+                    let handle = inner.runs.lock().get(&run_id).cloned();
                     if let Some(h) = handle {
                         tracing::info!(%run_id, "cancel from another process");
                         h.cancel.cancel();

@@ -18,10 +18,11 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    sync::{Arc, Mutex, MutexGuard},
+    sync::Arc,
     time::Duration,
 };
 
+use parking_lot::Mutex;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::Instrument;
 
@@ -100,21 +101,16 @@ impl Inner {
     /// Registers a run executing in this process.
     pub(crate) fn register(&self, run_id: &str) -> RunHandle {
         let handle = RunHandle::new(&self.stop_runs);
-        lock(&self.runs).insert(run_id.to_owned(), handle.clone());
+        self.runs.lock().insert(run_id.to_owned(), handle.clone());
         handle
     }
 
     pub(crate) fn forget_run(&self, run_id: &str) {
-        let handle = lock(&self.runs).remove(run_id);
+        let handle = self.runs.lock().remove(run_id);
         if let Some(h) = handle {
             h.finished.cancel();
         }
     }
-}
-
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // The maps stay consistent under a panic elsewhere: recover them.
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Runs agents: model calls, tool calls, events published with seq. A
@@ -214,7 +210,7 @@ impl Runtime {
         let run = match store.create_run(account, job.run.clone()).await {
             Ok(run) => run,
             Err(e) => {
-                lock(&inner.runs).remove(&job.run.id);
+                inner.runs.lock().remove(&job.run.id);
                 return Err(e.into());
             }
         };
@@ -257,7 +253,7 @@ impl Runtime {
         if run.status != RunStatus::Running {
             return Ok(run);
         }
-        let handle = lock(&self.inner.runs).get(run_id).cloned();
+        let handle = self.inner.runs.lock().get(run_id).cloned();
         match handle {
             Some(h) => {
                 h.cancel.cancel();
@@ -287,7 +283,7 @@ impl Runtime {
     /// Cancels a live run at once, without waiting (for transports whose
     /// client went away). Unknown or finished runs are ignored.
     pub fn abort(&self, run_id: &str) {
-        if let Some(h) = lock(&self.inner.runs).get(run_id) {
+        if let Some(h) = self.inner.runs.lock().get(run_id) {
             h.cancel.cancel();
             return;
         }
@@ -298,7 +294,7 @@ impl Runtime {
 
     /// True while the run executes in this process.
     pub fn is_live(&self, run_id: &str) -> bool {
-        lock(&self.inner.runs).contains_key(run_id)
+        self.inner.runs.lock().contains_key(run_id)
     }
 
     /// The run as stored, settling it first if a crashed gateway left it
@@ -339,11 +335,11 @@ impl Runtime {
         end: Ending,
     ) -> Result<Run, RunError> {
         let run_id = run.id.clone();
-        if !lock(&self.inner.settling).insert(run_id.clone()) {
+        if !self.inner.settling.lock().insert(run_id.clone()) {
             return Ok(run);
         }
         let result = self.settle_now(account, run, end).await;
-        lock(&self.inner.settling).remove(&run_id);
+        self.inner.settling.lock().remove(&run_id);
         result
     }
 

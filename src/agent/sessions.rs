@@ -3,11 +3,9 @@
 //! made on first use; its id is cached per process, and a cached session that
 //! was deleted since is made again.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-};
+use std::{collections::HashMap, sync::Arc};
 
+use parking_lot::Mutex;
 use tokio::sync::OnceCell;
 
 use crate::store::{ListParams, Store, StoreError};
@@ -26,12 +24,12 @@ pub struct Sessions {
 
 impl Sessions {
     fn cell(&self, key: &Key) -> Arc<OnceCell<String>> {
-        let mut map = self.cells.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = self.cells.lock();
         map.entry(key.clone()).or_default().clone()
     }
 
     fn evict(&self, key: &Key, cell: &Arc<OnceCell<String>>) {
-        let mut map = self.cells.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = self.cells.lock();
         if map.get(key).is_some_and(|c| Arc::ptr_eq(c, cell)) {
             map.remove(key);
         }

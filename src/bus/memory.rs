@@ -6,7 +6,7 @@
 //! subscriber: a subscriber that falls further behind than that buffer gets
 //! [`BusError::Lagged`] instead of slowing the publisher.
 //!
-//! Publish and subscribe take the channel's short `std::sync::Mutex` (never
+//! Publish and subscribe take the channel's short `parking_lot::Mutex` (never
 //! held across an `.await`), so a subscriber's history read and its live
 //! receiver are taken at the same instant: nothing falls between them and
 //! [`Subscription`] drops the overlap by seq. A channel's entry (and so its
@@ -18,18 +18,19 @@ use std::{
     hash::BuildHasher,
     sync::{
         atomic::{AtomicU64, Ordering},
-        Arc, Mutex, PoisonError, RwLock,
+        Arc,
     },
     time::{Duration, Instant},
 };
 
 use async_trait::async_trait;
+use parking_lot::{Mutex, RwLock};
 use tokio::sync::broadcast;
 
 use crate::domain::{AgentEvent, Channel};
 
 use super::{
-    local::{fanout, lock, read, ControlHub, RunTaps},
+    local::{fanout, ControlHub, RunTaps},
     Bus, BusError, BusEvent, Control, Subscription,
 };
 
@@ -126,10 +127,10 @@ impl MemoryBus {
     }
 
     fn sweep_shard(&self, shard: usize) {
-        let channels: Vec<Arc<Slot>> = read(&self.shards[shard]).values().cloned().collect();
+        let channels: Vec<Arc<Slot>> = self.shards[shard].read().values().cloned().collect();
         let now = Instant::now();
         for ch in channels {
-            let mut st = lock(&ch.state);
+            let mut st = ch.state.lock();
             st.trim(self.history_len, self.max_age, now);
             st.release_idle_sender();
         }
@@ -141,10 +142,10 @@ impl MemoryBus {
 
     fn channel(&self, name: &Channel) -> Arc<Slot> {
         let shard = &self.shards[self.shard_of(name)];
-        if let Some(ch) = read(shard).get(name) {
+        if let Some(ch) = shard.read().get(name) {
             return ch.clone();
         }
-        let mut map = shard.write().unwrap_or_else(PoisonError::into_inner);
+        let mut map = shard.write();
         map.entry(name.clone())
             .or_insert_with(|| {
                 Arc::new(Slot {
@@ -163,7 +164,7 @@ impl MemoryBus {
     fn publish_now(&self, channel: &Channel, event: &AgentEvent) -> Arc<BusEvent> {
         let ch = self.channel(channel);
         let ev = {
-            let mut st = lock(&ch.state);
+            let mut st = ch.state.lock();
             st.seq += 1;
             // Encoded under the lock so seq order, history order and send
             // order are one and the same.
@@ -195,7 +196,7 @@ impl MemoryBus {
         after: Option<u64>,
     ) -> Result<Subscription, BusError> {
         let ch = self.channel(channel);
-        let mut st = lock(&ch.state);
+        let mut st = ch.state.lock();
         st.trim(self.history_len, self.max_age, Instant::now());
         if let Some(after) = after {
             if after < st.expired_upto {
@@ -221,7 +222,7 @@ impl MemoryBus {
 
     fn seed_now(&self, channel: &Channel, floor: u64) {
         let ch = self.channel(channel);
-        let mut st = lock(&ch.state);
+        let mut st = ch.state.lock();
         if floor > st.seq {
             // Events up to `floor` exist elsewhere (the store) but not here:
             // a cursor below it must get history_expired, not a silent gap.
@@ -237,7 +238,7 @@ impl MemoryBus {
 
     #[cfg(test)]
     fn has_sender(&self, channel: &Channel) -> bool {
-        lock(&self.channel(channel).state).tx.is_some()
+        self.channel(channel).state.lock().tx.is_some()
     }
 }
 
@@ -267,7 +268,7 @@ impl Bus for MemoryBus {
         let ch = self.channel(channel);
         // Under the channel's lock, as publishing delivers to taps: the
         // tap's resume point is exactly the seq before its first event.
-        let st = lock(&ch.state);
+        let st = ch.state.lock();
         let (live, guard) = ch.taps.tap(run_id);
         Ok(Subscription::new(Vec::new(), live, st.seq).with_guard(guard))
     }

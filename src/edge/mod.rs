@@ -45,7 +45,7 @@ pub struct Edge {
     local: rate::LocalLimiter,
     redis: Option<Arc<cluster::RedisEdge>>,
     pub conns: Arc<conns::ConnCaps>,
-    releases: std::sync::Mutex<Option<mpsc::Receiver<conns::Lease>>>,
+    releases: parking_lot::Mutex<Option<mpsc::Receiver<conns::Lease>>>,
     /// Stops the edge's background tasks (after the drain, not at its start:
     /// leases of streams still open during the grace period stay refreshed).
     closed: CancellationToken,
@@ -71,7 +71,7 @@ impl Edge {
             local: rate::LocalLimiter::default(),
             redis,
             conns: Arc::new(conns),
-            releases: std::sync::Mutex::new(Some(rx)),
+            releases: parking_lot::Mutex::new(Some(rx)),
             closed: CancellationToken::new(),
             hard_stop: CancellationToken::new(),
         })
@@ -104,11 +104,7 @@ impl Edge {
                 }
             }
         });
-        let rx = self
-            .releases
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+        let rx = self.releases.lock().take();
         if let Some(rx) = rx {
             let edge = self.clone();
             tracker.spawn(async move {

@@ -11,7 +11,7 @@
 use std::{
     collections::HashMap,
     num::NonZeroU32,
-    sync::{Arc, RwLock},
+    sync::Arc,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -26,6 +26,7 @@ use governor::{
     middleware::StateInformationMiddleware,
     Quota, RateLimiter,
 };
+use parking_lot::RwLock;
 
 use crate::{
     domain::ErrorCode,
@@ -113,10 +114,10 @@ impl LocalLimiter {
     }
 
     fn limiter(&self, rpm: NonZeroU32) -> Arc<KeyedLimiter> {
-        if let Some(l) = read(&self.by_rpm).get(&rpm.get()) {
+        if let Some(l) = self.by_rpm.read().get(&rpm.get()) {
             return l.clone();
         }
-        let mut map = self.by_rpm.write().unwrap_or_else(|e| e.into_inner());
+        let mut map = self.by_rpm.write();
         map.entry(rpm.get())
             .or_insert_with(|| {
                 Arc::new(
@@ -131,7 +132,7 @@ impl LocalLimiter {
     /// whole burst anyway), and limiters left with no key: memory follows
     /// the keys active in the last minute, not every key ever seen.
     pub fn cleanup(&self) {
-        let mut map = self.by_rpm.write().unwrap_or_else(|e| e.into_inner());
+        let mut map = self.by_rpm.write();
         map.retain(|_, l| {
             l.retain_recent();
             l.shrink_to_fit();
@@ -141,12 +142,8 @@ impl LocalLimiter {
 
     /// Keys currently tracked (for tests and metrics).
     pub fn tracked_keys(&self) -> usize {
-        read(&self.by_rpm).values().map(|l| l.len()).sum()
+        self.by_rpm.read().values().map(|l| l.len()).sum()
     }
-}
-
-fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    l.read().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Middleware right after auth: counts the request against its key, refuses

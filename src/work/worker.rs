@@ -5,12 +5,9 @@
 //! happens to those). On shutdown it stops taking runs; the runs it holds
 //! finish (or are cancelled by the drain) and are acknowledged.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex, MutexGuard},
-    time::Duration,
-};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
+use parking_lot::Mutex;
 use tokio::sync::Semaphore;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
@@ -69,13 +66,9 @@ impl Worker {
         consumer
     }
 
-    fn held(&self) -> MutexGuard<'_, HashMap<String, Held>> {
-        self.held.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// Stops holding an entry; returns whether its claim was lost.
     fn release(&self, id: &str) -> bool {
-        let mut held = self.held();
+        let mut held = self.held.lock();
         let lost = held.remove(id).is_some_and(|h| h.lost);
         crate::metrics::queue_held(held.len());
         lost
@@ -134,7 +127,7 @@ impl Worker {
                 }
             }
             let stopping = self.shutdown.is_cancelled();
-            if stopping && self.held().is_empty() {
+            if stopping && self.held.lock().is_empty() {
                 return;
             }
             self.renew().await;
@@ -159,7 +152,8 @@ impl Worker {
     /// took over meanwhile, so no run gets two endings.
     async fn renew(&self) {
         let ids: Vec<String> = self
-            .held()
+            .held
+            .lock()
             .iter()
             .filter(|(_, h)| !h.lost)
             .map(|(id, _)| id.clone())
@@ -167,7 +161,7 @@ impl Worker {
         match self.queue.renew(&self.consumer, &ids).await {
             Ok(lost) => {
                 for id in lost {
-                    let run_id = self.held().get_mut(&id).map(|h| {
+                    let run_id = self.held.lock().get_mut(&id).map(|h| {
                         h.lost = true;
                         h.run_id.clone()
                     });
@@ -196,7 +190,7 @@ impl Worker {
             lost: false,
         };
         {
-            let mut all = self.held();
+            let mut all = self.held.lock();
             all.insert(entry.id.clone(), held);
             crate::metrics::queue_held(all.len());
         }

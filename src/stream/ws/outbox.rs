@@ -13,10 +13,11 @@
 
 use std::{
     collections::{HashMap, VecDeque},
-    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    sync::Arc,
 };
 
 use axum::extract::ws::Utf8Bytes;
+use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use super::queue::{self, Receiver, Sender, TrySendError};
@@ -82,10 +83,6 @@ impl Outbox {
         (Self { tx, cap, inner }, rx)
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
     fn send(&self, out: Out) -> Result<(), Overflow> {
         match self.tx.try_send(out) {
             Ok(()) => Ok(()),
@@ -97,14 +94,14 @@ impl Outbox {
 
     /// Queues a reply.
     pub fn reply(&self, frame: Utf8Bytes) -> Result<(), Overflow> {
-        let _order = self.lock();
+        let _order = self.inner.lock();
         self.send(Out::Reply(frame))
     }
 
     /// Marks `channel` subscribed and returns its new generation (a previous
     /// subscription of the same channel stops delivering at once).
     pub fn activate(&self, channel: &Arc<str>) -> u64 {
-        let mut g = self.lock();
+        let mut g = self.inner.lock();
         g.next_gen += 1;
         let gen = g.next_gen;
         g.active.insert(channel.clone(), gen);
@@ -119,7 +116,7 @@ impl Outbox {
         gen: Option<u64>,
         reply: Option<Utf8Bytes>,
     ) -> Result<(), Overflow> {
-        let mut g = self.lock();
+        let mut g = self.inner.lock();
         if gen.is_none_or(|gen| g.active.get(channel) == Some(&gen)) {
             g.active.remove(channel);
             g.held.retain(|o| o.channel() != Some(channel));
@@ -131,11 +128,11 @@ impl Outbox {
     }
 
     pub fn is_active(&self, channel: &str) -> bool {
-        self.lock().active.contains_key(channel)
+        self.inner.lock().active.contains_key(channel)
     }
 
     pub fn active_count(&self) -> usize {
-        self.lock().active.len()
+        self.inner.lock().active.len()
     }
 
     /// Queues an event of `channel` (subscription generation `gen`).
@@ -149,7 +146,7 @@ impl Outbox {
             seq: ev.seq,
             text,
         };
-        let mut g = self.lock();
+        let mut g = self.inner.lock();
         if g.active.get(channel) != Some(&gen) {
             return Ok(());
         }
@@ -171,7 +168,7 @@ impl Outbox {
     /// A run is about to be started from this socket: hold back events of
     /// runs not yet announced until [`Outbox::end_start`].
     pub fn begin_start(&self) {
-        self.lock().starting = true;
+        self.inner.lock().starting = true;
     }
 
     /// Queues `reply` (`run_started` or the error), then what was held back.
@@ -180,7 +177,7 @@ impl Outbox {
         started: Option<(&str, bool)>,
         reply: Utf8Bytes,
     ) -> Result<(), Overflow> {
-        let mut g = self.lock();
+        let mut g = self.inner.lock();
         g.starting = false;
         if let Some((run_id, background)) = started {
             remember(&mut g.started, run_id);
@@ -197,7 +194,7 @@ impl Outbox {
 
     /// Runs this socket started (not in the background) and has not seen end.
     pub fn open_runs(&self) -> Vec<String> {
-        self.lock().open_runs.iter().cloned().collect()
+        self.inner.lock().open_runs.iter().cloned().collect()
     }
 }
 
@@ -246,7 +243,7 @@ pub struct Closer {
 
 impl Closer {
     pub fn close(&self, reason: CloseReason) {
-        let mut r = self.reason.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut r = self.reason.lock();
         if r.is_none() {
             *r = Some(reason);
         }
@@ -255,10 +252,7 @@ impl Closer {
     }
 
     pub fn reason(&self) -> Option<CloseReason> {
-        self.reason
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.reason.lock().clone()
     }
 }
 
