@@ -45,7 +45,7 @@ pub fn mint(
     };
     Minted {
         new_key: NewKey {
-            id: key_id_of(&secret),
+            id: key_id_of(&secret).into(),
             account_id: account.to_owned(),
             label: label.to_owned(),
             scopes,
@@ -135,10 +135,10 @@ impl KeyCache {
         }
         let now = crate::util::unix_now();
         let mut used = self.used.lock();
-        match used.get_mut(&record.id) {
+        match used.get_mut(record.id.as_str()) {
             Some(t) => *t = now,
             None => {
-                used.insert(record.id.clone(), now);
+                used.insert(record.id.to_string(), now);
             }
         }
         Ok(Some(record))
@@ -158,7 +158,7 @@ impl KeyCache {
     #[cfg(test)]
     pub(crate) fn insert_for_test(&self, key_id: &str) {
         let record = KeyRecord {
-            id: key_id.to_owned(),
+            id: key_id.into(),
             account_id: "acct".into(),
             label: String::new(),
             scopes: vec![],
@@ -193,7 +193,7 @@ mod tests {
     #[test]
     fn minted_secret_names_its_id_and_verifies() {
         let m = mint("acct", "l", vec!["*".into()], 120, None);
-        assert_eq!(key_id_of(&m.secret), m.new_key.id);
+        assert_eq!(m.new_key.id, key_id_of(&m.secret).as_str());
         let rec = KeyRecord {
             id: m.new_key.id.clone(),
             account_id: "acct".into(),

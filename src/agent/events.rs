@@ -101,17 +101,17 @@ impl Emitter {
     pub fn new(
         sinks: Sinks,
         account: &str,
-        agent_id: &str,
-        run_id: &str,
-        session_id: &str,
+        agent_id: &AgentId,
+        run_id: &RunId,
+        session_id: &SessionId,
     ) -> Self {
         Self {
             sinks,
             account: account.to_owned(),
-            agent_id: agent_id.into(),
-            run_id: run_id.into(),
-            session_id: session_id.into(),
-            channel: Channel::Agent(agent_id.into()),
+            agent_id: agent_id.clone(),
+            run_id: run_id.clone(),
+            session_id: session_id.clone(),
+            channel: Channel::Agent(agent_id.clone()),
             pending: Vec::new(),
         }
     }

@@ -15,7 +15,7 @@ use futures::Stream;
 
 use crate::{
     bus::{Bus, BusError, BusEvent, Subscription},
-    domain::{Channel, MessageType},
+    domain::{AgentId, Channel, MessageType, RunId},
 };
 
 /// Follows one run until its `done`.
@@ -23,7 +23,7 @@ pub struct RunFollower {
     bus: Arc<dyn Bus>,
     channel: Channel,
     sub: Subscription,
-    run_id: String,
+    run_id: RunId,
     finished: bool,
 }
 
@@ -31,16 +31,16 @@ impl RunFollower {
     /// Subscribes to run `run_id` of agent `agent_id` (started or not yet).
     pub async fn subscribe(
         bus: Arc<dyn Bus>,
-        agent_id: &str,
-        run_id: &str,
+        agent_id: &AgentId,
+        run_id: &RunId,
     ) -> Result<Self, BusError> {
-        let channel = Channel::Agent(agent_id.into());
-        let sub = bus.subscribe_run(&channel, run_id).await?;
+        let channel = Channel::Agent(agent_id.clone());
+        let sub = bus.subscribe_run(&channel, run_id.as_str()).await?;
         Ok(Self {
             bus,
             channel,
             sub,
-            run_id: run_id.to_owned(),
+            run_id: run_id.clone(),
             finished: false,
         })
     }
@@ -51,7 +51,7 @@ impl RunFollower {
     pub async fn next(&mut self) -> Option<Arc<BusEvent>> {
         while !self.finished {
             match self.sub.next().await {
-                Ok(Some(ev)) if ev.run_id == self.run_id.as_str() => {
+                Ok(Some(ev)) if ev.run_id == self.run_id => {
                     self.finished = ev.message_type == MessageType::Done;
                     return Some(ev);
                 }
@@ -94,15 +94,15 @@ impl RunFollower {
 /// it asked for `background`, in which case the guard starts disarmed).
 pub struct CancelOnDrop {
     runtime: Arc<super::Runtime>,
-    run_id: String,
+    run_id: RunId,
     armed: bool,
 }
 
 impl CancelOnDrop {
-    pub fn new(runtime: Arc<super::Runtime>, run_id: &str, armed: bool) -> Self {
+    pub fn new(runtime: Arc<super::Runtime>, run_id: &RunId, armed: bool) -> Self {
         Self {
             runtime,
-            run_id: run_id.to_owned(),
+            run_id: run_id.clone(),
             armed,
         }
     }

@@ -19,13 +19,13 @@ pub struct RunLog {
 }
 
 impl RunLog {
-    pub fn new(sinks: Sinks, account: &str, agent_id: &str, run_id: &str) -> Self {
+    pub fn new(sinks: Sinks, account: &str, agent_id: &AgentId, run_id: &RunId) -> Self {
         Self {
             sinks,
             account: account.to_owned(),
-            agent_id: agent_id.into(),
-            run_id: run_id.into(),
-            channel: Channel::Logs(agent_id.into()),
+            agent_id: agent_id.clone(),
+            run_id: run_id.clone(),
+            channel: Channel::Logs(agent_id.clone()),
         }
     }
 

@@ -39,7 +39,10 @@ pub use queued::Settle;
 pub use routes::routes;
 pub use runtime::Runtime;
 
-use crate::{domain::ErrorCode, http::errors::ApiError};
+use crate::{
+    domain::{AgentId, ErrorCode, RunId, SessionId},
+    http::errors::ApiError,
+};
 
 /// One chat message given to a run.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -59,14 +62,14 @@ impl ChatMessage {
 }
 
 /// A request to start a run on an agent.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct StartRun {
     /// The run's id, chosen by the caller so that it can follow the run
     /// before it starts ([`RunFollower::subscribe`]); `None`: a new one.
-    pub run_id: Option<String>,
-    pub agent_id: String,
+    pub run_id: Option<RunId>,
+    pub agent_id: AgentId,
     /// The session to talk in (must exist); `None` uses the agent's default session.
-    pub session_id: Option<String>,
+    pub session_id: Option<SessionId>,
     /// The new user messages (role `user`, non-empty).
     pub messages: Vec<ChatMessage>,
     /// Publish `assistant_delta` events as the reply is produced.

@@ -20,7 +20,7 @@ use super::{
 use crate::{
     bus::{redis::RedisBusConfig, BusEvent, Control},
     config::ServeConfig,
-    domain::{Channel, ErrorCode, RunStatus, StopReason},
+    domain::{Channel, ErrorCode, RunId, RunStatus, StopReason},
     store::{EventFilter, EventRecord, ListParams, Run, StoreError},
     work::{worker::Worker, Job, RunQueue},
 };
@@ -133,7 +133,7 @@ impl Runtime {
     /// unless it has ended already. An error leaves it for a later attempt.
     pub async fn settle_job(&self, job: Job, how: Settle) -> Result<(), RunError> {
         let store = self.inner.sinks.store.as_ref();
-        let run = match store.get_run(&job.account, &job.run.id).await {
+        let run = match store.get_run(&job.account, job.run.id.as_str()).await {
             Ok(run) => run,
             // Its agent (and so the run) was deleted meanwhile.
             Err(StoreError::NotFound(_)) => return Ok(()),
@@ -171,7 +171,7 @@ impl Runtime {
         }
         let filter = EventFilter {
             session_id: None,
-            run_id: Some(run_id.to_owned()),
+            run_id: Some(job.run.id.clone()),
             message_types: None,
         };
         let mut params = ListParams {
@@ -207,7 +207,7 @@ impl Runtime {
     }
 
     /// Another worker took the run over: stop it here without ending it.
-    pub fn lose(&self, run_id: &str) {
+    pub fn lose(&self, run_id: &RunId) {
         if let Some(h) = self.inner.runs.lock().get(run_id) {
             h.lost.cancel();
             h.cancel.cancel();
@@ -231,16 +231,16 @@ impl Runtime {
             while follower.next().await.is_some() {}
         })
         .await;
-        Ok(inner.sinks.store.get_run(account, &run.id).await?)
+        Ok(inner.sinks.store.get_run(account, run.id.as_str()).await?)
     }
 
     /// Fire-and-forget [`Self::cancel_remote`], for a client that went away.
-    pub(super) fn abort_remote(&self, run_id: &str) {
+    pub(super) fn abort_remote(&self, run_id: &RunId) {
         let Some(queue) = self.inner.queue.clone() else {
             return;
         };
         let bus = self.inner.sinks.bus.clone();
-        let run_id = run_id.to_owned();
+        let run_id = run_id.clone();
         tokio::spawn(async move {
             let sent = async {
                 queue.mark_cancelled(&run_id).await?;

@@ -22,7 +22,8 @@ use super::{
 use crate::store::{Agent, EventFilter, ListParams, Run, Store, StoreError};
 use crate::{
     domain::{
-        ErrorCode, EventBody, FunctionCall, FunctionStatus, MessageType, RunStatus, StopReason,
+        AgentId, ErrorCode, EventBody, FunctionCall, FunctionStatus, MessageType, RunStatus,
+        SessionId, StopReason,
     },
     work::Job,
 };
@@ -402,11 +403,11 @@ async fn publish_ending(
 async fn load_history(
     store: &dyn Store,
     account: &str,
-    agent_id: &str,
-    session_id: &str,
+    agent_id: &AgentId,
+    session_id: &SessionId,
 ) -> Result<Vec<Turn>, StoreError> {
     let filter = EventFilter {
-        session_id: Some(session_id.to_owned()),
+        session_id: Some(session_id.clone()),
         run_id: None,
         message_types: Some(vec![
             MessageType::UserMessage,
@@ -419,11 +420,13 @@ async fn load_history(
         after: None,
     };
     let mut page = store
-        .list_events(account, agent_id, filter.clone(), params.clone())
+        .list_events(account, agent_id.as_str(), filter.clone(), params.clone())
         .await?;
     if page.pagination.total > u64::from(HISTORY_WINDOW) {
         params.offset = page.pagination.total - u64::from(HISTORY_WINDOW);
-        page = store.list_events(account, agent_id, filter, params).await?;
+        page = store
+            .list_events(account, agent_id.as_str(), filter, params)
+            .await?;
     }
     Ok(page
         .data

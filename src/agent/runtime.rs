@@ -33,7 +33,9 @@ use super::{
     sessions::{self, Sessions, DEFAULT_SESSION},
     ChatMessage, RunError, StartRun,
 };
-use crate::domain::{AgentStatus, ErrorCode, EventBody, RunStatus, StopReason};
+use crate::domain::{
+    AgentId, AgentStatus, ErrorCode, EventBody, RunId, RunStatus, SessionId, StopReason,
+};
 use crate::work::{Job, RunQueue};
 use crate::{
     bus::Bus,
@@ -81,9 +83,9 @@ pub(crate) struct Inner {
     pub provider: Option<Arc<Provider>>,
     /// The Redis run queue (with `--redis`): runs are executed by workers.
     pub queue: Option<Arc<RunQueue>>,
-    pub(crate) runs: Mutex<HashMap<String, RunHandle>>,
+    pub(crate) runs: Mutex<HashMap<RunId, RunHandle>>,
     /// Runs being settled after a crash, so two readers do not both settle one.
-    settling: Mutex<HashSet<String>>,
+    settling: Mutex<HashSet<RunId>>,
     sessions: Sessions,
     /// When this runtime started (RFC 3339, comparable as text with `created_at`).
     started_at: String,
@@ -99,13 +101,13 @@ impl Inner {
     }
 
     /// Registers a run executing in this process.
-    pub(crate) fn register(&self, run_id: &str) -> RunHandle {
+    pub(crate) fn register(&self, run_id: &RunId) -> RunHandle {
         let handle = RunHandle::new(&self.stop_runs);
-        self.runs.lock().insert(run_id.to_owned(), handle.clone());
+        self.runs.lock().insert(run_id.clone(), handle.clone());
         handle
     }
 
-    pub(crate) fn forget_run(&self, run_id: &str) {
+    pub(crate) fn forget_run(&self, run_id: &RunId) {
         let handle = self.runs.lock().remove(run_id);
         if let Some(h) = handle {
             h.finished.cancel();
@@ -171,11 +173,11 @@ impl Runtime {
         validate_messages(&req.messages)?;
         let store = inner.sinks.store.as_ref();
         let agent = store
-            .get_agent(account, &req.agent_id)
+            .get_agent(account, req.agent_id.as_str())
             .await
-            .map_err(|e| not_found(e, RunError::AgentNotFound(req.agent_id.clone())))?;
+            .map_err(|e| not_found(e, RunError::AgentNotFound(req.agent_id.to_string())))?;
         if agent.status == AgentStatus::Stopped {
-            return Err(RunError::AgentStopped(agent.id));
+            return Err(RunError::AgentStopped(agent.id.into_string()));
         }
         let model = Model::resolve(&agent.model, &agent.metadata, inner.provider.as_ref())
             .map_err(|e| RunError::Invalid(format!("agent {}: {e}", agent.id)))?;
@@ -184,7 +186,7 @@ impl Runtime {
             .await?;
         let now = crate::util::now();
         let run = Run {
-            id: req.run_id.unwrap_or_else(|| crate::util::new_id("run")),
+            id: req.run_id.unwrap_or_else(RunId::generate),
             agent_id: agent.id.clone(),
             session_id,
             status: RunStatus::Running,
@@ -222,17 +224,17 @@ impl Runtime {
     async fn resolve_session(
         &self,
         account: &str,
-        agent_id: &str,
-        session_id: Option<String>,
-    ) -> Result<String, RunError> {
+        agent_id: &AgentId,
+        session_id: Option<SessionId>,
+    ) -> Result<SessionId, RunError> {
         match session_id {
             Some(sid) => Ok(self
                 .inner
                 .sinks
                 .store
-                .get_session(account, agent_id, &sid)
+                .get_session(account, agent_id.as_str(), sid.as_str())
                 .await
-                .map_err(|e| not_found(e, RunError::SessionNotFound(sid.clone())))?
+                .map_err(|e| not_found(e, RunError::SessionNotFound(sid.to_string())))?
                 .id),
             None => {
                 self.session_by_name(account, agent_id, DEFAULT_SESSION)
@@ -244,12 +246,12 @@ impl Runtime {
     /// Cancels a running run; its stream ends with `done` (`cancelled`).
     /// Returns the run as stored afterwards. A run already over is returned
     /// unchanged (cancelling is idempotent).
-    pub async fn cancel_run(&self, account: &str, run_id: &str) -> Result<Run, RunError> {
+    pub async fn cancel_run(&self, account: &str, run_id: &RunId) -> Result<Run, RunError> {
         let store = self.inner.sinks.store.as_ref();
         let run = store
-            .get_run(account, run_id)
+            .get_run(account, run_id.as_str())
             .await
-            .map_err(|e| not_found(e, RunError::RunNotFound(run_id.to_owned())))?;
+            .map_err(|e| not_found(e, RunError::RunNotFound(run_id.to_string())))?;
         if run.status != RunStatus::Running {
             return Ok(run);
         }
@@ -259,7 +261,7 @@ impl Runtime {
                 h.cancel.cancel();
                 // The run writes its own final status; wait for it, bounded.
                 let _ = tokio::time::timeout(CANCEL_WAIT, h.finished.cancelled()).await;
-                Ok(store.get_run(account, run_id).await?)
+                Ok(store.get_run(account, run_id.as_str()).await?)
             }
             // A worker elsewhere runs it: tell it, and wait for the end.
             None if self.inner.queue.is_some() => self.cancel_remote(account, run).await,
@@ -282,7 +284,7 @@ impl Runtime {
 
     /// Cancels a live run at once, without waiting (for transports whose
     /// client went away). Unknown or finished runs are ignored.
-    pub fn abort(&self, run_id: &str) {
+    pub fn abort(&self, run_id: &RunId) {
         if let Some(h) = self.inner.runs.lock().get(run_id) {
             h.cancel.cancel();
             return;
@@ -293,20 +295,20 @@ impl Runtime {
     }
 
     /// True while the run executes in this process.
-    pub fn is_live(&self, run_id: &str) -> bool {
+    pub fn is_live(&self, run_id: &RunId) -> bool {
         self.inner.runs.lock().contains_key(run_id)
     }
 
     /// The run as stored, settling it first if a crashed gateway left it
     /// `running` (see the module docs).
-    pub async fn get_run(&self, account: &str, run_id: &str) -> Result<Run, RunError> {
+    pub async fn get_run(&self, account: &str, run_id: &RunId) -> Result<Run, RunError> {
         let run = self
             .inner
             .sinks
             .store
-            .get_run(account, run_id)
+            .get_run(account, run_id.as_str())
             .await
-            .map_err(|e| not_found(e, RunError::RunNotFound(run_id.to_owned())))?;
+            .map_err(|e| not_found(e, RunError::RunNotFound(run_id.to_string())))?;
         if run.status == RunStatus::Running
             && self.inner.queue.is_none()
             && !self.is_live(run_id)
@@ -382,25 +384,26 @@ impl Runtime {
     pub async fn session_by_name(
         &self,
         account: &str,
-        agent_id: &str,
+        agent_id: &AgentId,
         name: &str,
-    ) -> Result<String, RunError> {
+    ) -> Result<SessionId, RunError> {
         let store = self.inner.sinks.store.as_ref();
         self.inner
             .sessions
-            .by_name(store, account, agent_id, name)
+            .by_name(store, account, agent_id.as_str(), name)
             .await
-            .map_err(|e| not_found(e, RunError::AgentNotFound(agent_id.to_owned())))
+            .map_err(|e| not_found(e, RunError::AgentNotFound(agent_id.to_string())))
     }
 
     /// Looks up the agent's session called `name` without creating it.
     pub async fn find_session(
         &self,
         account: &str,
-        agent_id: &str,
+        agent_id: &AgentId,
         name: &str,
-    ) -> Result<Option<String>, RunError> {
-        Ok(sessions::find(self.inner.sinks.store.as_ref(), account, agent_id, name).await?)
+    ) -> Result<Option<SessionId>, RunError> {
+        let store = self.inner.sinks.store.as_ref();
+        Ok(sessions::find(store, account, agent_id.as_str(), name).await?)
     }
 }
 

@@ -25,7 +25,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
-use crate::domain::{AgentEvent, Channel, MessageType, RunId};
+use crate::domain::{AgentEvent, Channel, KeyId, MessageType, RunId};
 
 /// Why a bus call failed.
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
@@ -52,10 +52,10 @@ pub enum BusError {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Control {
     /// A key was revoked: drop it from every key cache.
-    KeyRevoked { key_id: String },
+    KeyRevoked { key_id: KeyId },
     /// Cancel this run: the process executing it (a worker) ends it with
     /// `done` (`cancelled`); every other process ignores it.
-    CancelRun { run_id: String },
+    CancelRun { run_id: RunId },
     /// Local only, never published: control messages may have been missed
     /// (the bus was disconnected), so drop every cache they would invalidate.
     Resync,

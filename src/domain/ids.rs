@@ -140,14 +140,8 @@ macro_rules! new_id {
     ($name:ident) => {
         impl $name {
             /// A new random id of this kind.
-            pub fn new() -> Self {
+            pub fn generate() -> Self {
                 Self(crate::util::new_id(Self::PREFIX))
-            }
-        }
-
-        impl Default for $name {
-            fn default() -> Self {
-                Self::new()
             }
         }
     };
@@ -212,16 +206,16 @@ mod tests {
 
     #[test]
     fn new_ids_have_their_kind_and_shape() {
-        let a = AgentId::new();
+        let a = AgentId::generate();
         assert!(
             a.as_str().starts_with("agent-") && a.as_str().len() == 26,
             "{a}"
         );
         assert!(a.is_well_formed());
-        assert_ne!(a, AgentId::new());
-        assert!(RunId::new().as_str().starts_with("run-"));
-        assert!(SessionId::new().as_str().starts_with("sess-"));
-        assert!(ToolId::new().as_str().starts_with("tool-"));
+        assert_ne!(a, AgentId::generate());
+        assert!(RunId::generate().as_str().starts_with("run-"));
+        assert!(SessionId::generate().as_str().starts_with("sess-"));
+        assert!(ToolId::generate().as_str().starts_with("tool-"));
         assert!(EventId::message().as_str().starts_with("msg-"));
         assert!(EventId::log().as_str().starts_with("log-"));
     }

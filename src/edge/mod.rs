@@ -137,7 +137,12 @@ impl Edge {
         if !local.allowed {
             return Some(local);
         }
-        Some(redis.check_rate(&key.id, key.rpm).await.unwrap_or(local))
+        Some(
+            redis
+                .check_rate(key.id.as_str(), key.rpm)
+                .await
+                .unwrap_or(local),
+        )
     }
 
     /// Takes a stream slot for `key` (see [`conns::ConnCaps::acquire`]).
@@ -146,7 +151,7 @@ impl Edge {
         key: &KeyRecord,
         kind: StreamKind,
     ) -> Result<ConnGuard, ApiError> {
-        self.conns.acquire(&key.id, kind).await
+        self.conns.acquire(key.id.as_str(), kind).await
     }
 
     /// The per-key cap of `kind` (for `GET /v1/account`).

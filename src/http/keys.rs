@@ -135,7 +135,9 @@ pub async fn revoke_key(
     state.keys.evict(&id);
     // Every other gateway evicts it too (the store already refuses it; this
     // only shortens their key caches' TTL to the bus's latency).
-    let revoked = crate::bus::Control::KeyRevoked { key_id: id.clone() };
+    let revoked = crate::bus::Control::KeyRevoked {
+        key_id: id.as_str().into(),
+    };
     if let Err(e) = state.bus.publish_control(revoked).await {
         tracing::warn!(key_id = %id, error = %e, "revocation not broadcast: other gateways may accept the key until their key cache expires");
     }

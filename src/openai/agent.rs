@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 use super::OpenAiError;
 use crate::{
     agent::{CancelOnDrop, ChatMessage, RunFollower, StartRun},
-    domain::{AgentEvent, ErrorCode, EventBody, StopReason},
+    domain::{AgentEvent, AgentId, ErrorCode, EventBody, RunId, SessionId, StopReason},
     http::errors::ApiError,
     state::AppState,
     store::StoreError,
@@ -149,9 +149,9 @@ impl CompletionRequest {
 async fn named_session(
     state: &AppState,
     account: &str,
-    agent_id: &str,
+    agent_id: &AgentId,
     user: Option<&str>,
-) -> Result<Option<String>, OpenAiError> {
+) -> Result<Option<SessionId>, OpenAiError> {
     match user.map(str::trim) {
         Some(u) if u.len() > 256 => Err(OpenAiError::invalid(
             "`user` must be at most 256 characters",
@@ -179,7 +179,7 @@ pub async fn complete(
     };
     let session_id = named_session(state, account, &agent.id, req.user.as_deref()).await?;
     let stream = req.stream.unwrap_or(false);
-    let run_id = crate::util::new_id("run");
+    let run_id = RunId::generate();
     let follower = RunFollower::subscribe(state.bus.clone(), &agent.id, &run_id)
         .await
         .map_err(ApiError::from)?;
@@ -198,9 +198,9 @@ pub async fn complete(
         .map_err(ApiError::from)?;
     let guard = CancelOnDrop::new(state.runtime.clone(), &run.id, true);
     let head = Head {
-        id: format!("chatcmpl-{}", run.id.trim_start_matches("run-")),
+        id: format!("chatcmpl-{}", run.id.as_str().trim_start_matches("run-")),
         created: crate::util::unix_now(),
-        model: agent.id,
+        model: agent.id.into_string(),
     };
     if stream {
         let include_usage = req.stream_options.is_some_and(|o| o.include_usage);

@@ -7,7 +7,9 @@
 
 use std::error::Error;
 
-use crate::domain::{AgentId, AgentStatus, MessageType, RunId, RunStatus, SessionId, StopReason};
+use crate::domain::{
+    AgentId, AgentStatus, KeyId, MessageType, RunId, RunStatus, SessionId, StopReason, ToolId,
+};
 
 type BoxError = Box<dyn Error + Sync + Send>;
 
@@ -68,6 +70,8 @@ text_column! {
     AgentId => id::<AgentId>,
     RunId => id::<RunId>,
     SessionId => id::<SessionId>,
+    ToolId => id::<ToolId>,
+    KeyId => id::<KeyId>,
     MessageType => str::parse::<MessageType>,
     RunStatus => str::parse::<RunStatus>,
     AgentStatus => str::parse::<AgentStatus>,

@@ -9,7 +9,8 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::domain::{
-    AgentEvent, AgentId, AgentStatus, MessageType, RunId, RunStatus, SessionId, StopReason,
+    AgentEvent, AgentId, AgentStatus, KeyId, MessageType, RunId, RunStatus, SessionId, StopReason,
+    ToolId,
 };
 
 /// A tenant. Every other record belongs to exactly one account.
@@ -34,7 +35,7 @@ pub const SCOPES: &[&str] = &[
 /// An API key as stored: the secret itself is never kept, only its SHA-256.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct KeyRecord {
-    pub id: String,
+    pub id: KeyId,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     #[schema(ignore)]
     pub account_id: String,
@@ -68,7 +69,7 @@ impl KeyRecord {
 /// What the store needs to mint a key; the caller has already hashed the secret.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NewKey {
-    pub id: String,
+    pub id: KeyId,
     pub account_id: String,
     pub label: String,
     pub scopes: Vec<String>,
@@ -78,7 +79,7 @@ pub struct NewKey {
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct Agent {
-    pub id: String,
+    pub id: AgentId,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     #[schema(ignore)]
     pub account_id: String,
@@ -119,7 +120,7 @@ pub struct AgentPatch {
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct Tool {
-    pub id: String,
+    pub id: ToolId,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     #[schema(ignore)]
     pub account_id: String,
@@ -143,17 +144,17 @@ pub struct NewTool {
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct Session {
-    pub id: String,
-    pub agent_id: String,
+    pub id: SessionId,
+    pub agent_id: AgentId,
     pub name: String,
     pub created_at: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct Run {
-    pub id: String,
-    pub agent_id: String,
-    pub session_id: String,
+    pub id: RunId,
+    pub agent_id: AgentId,
+    pub session_id: SessionId,
     /// `running`, `completed`, `cancelled` or `failed`.
     pub status: RunStatus,
     pub stop_reason: Option<StopReason>,
@@ -194,8 +195,8 @@ impl EventRecord {
 /// Narrows [`crate::store::Store::list_events`]; `None` matches everything.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct EventFilter {
-    pub session_id: Option<String>,
-    pub run_id: Option<String>,
+    pub session_id: Option<SessionId>,
+    pub run_id: Option<RunId>,
     /// Only events whose `message_type` is one of these. A run's history
     /// load asks for the messages alone: token deltas are most of a
     /// session's events and none of its conversation. A store process that

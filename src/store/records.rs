@@ -4,13 +4,13 @@
 //! PostgreSQL.
 
 use super::{Agent, NewAgent, NewTool, Tool};
-use crate::domain::AgentStatus;
+use crate::domain::{AgentId, AgentStatus, ToolId};
 
 /// A new agent of `account`: running, created and updated now.
 pub(super) fn new_agent(account: &str, new: NewAgent) -> Agent {
     let now = crate::util::now();
     Agent {
-        id: crate::util::new_id("agent"),
+        id: AgentId::generate(),
         account_id: account.to_owned(),
         name: new.name,
         model: new.model,
@@ -27,7 +27,7 @@ pub(super) fn new_agent(account: &str, new: NewAgent) -> Agent {
 /// A new tool of `account`, created now.
 pub(super) fn new_tool(account: &str, new: NewTool) -> Tool {
     Tool {
-        id: crate::util::new_id("tool"),
+        id: ToolId::generate(),
         account_id: account.to_owned(),
         name: new.name,
         description: new.description,

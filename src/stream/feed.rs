@@ -107,7 +107,7 @@ pub async fn open(
             // `running`, which would otherwise be waited on forever.
             let run = state
                 .runtime
-                .get_run(account, id.as_str())
+                .get_run(account, id)
                 .await
                 .map_err(ApiError::from)?;
             Ok(run_feed(state.clone(), account.to_owned(), run, after))
@@ -284,7 +284,7 @@ async fn stored_page(
     };
     let page = state
         .store
-        .list_events(account, &run.agent_id, filter, params)
+        .list_events(account, run.agent_id.as_str(), filter, params)
         .await?;
     let more = page.pagination.next_cursor.is_some() && !page.data.is_empty();
     Ok((page.data.into_iter().map(from_record).collect(), more))

@@ -13,6 +13,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use super::queue::{Entry, RunQueue};
 use crate::agent::{RunError, Runtime, Settle};
+use crate::domain::RunId;
 
 /// Longest pause between two attempts after Redis failed.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -21,7 +22,7 @@ const RECLAIM_BATCH: usize = 16;
 
 /// An entry this worker holds.
 struct Held {
-    run_id: String,
+    run_id: RunId,
     /// Another worker reclaimed it: do not acknowledge it.
     lost: bool,
 }
@@ -224,7 +225,7 @@ impl Worker {
 
     /// What to do with a run just taken: run it, or end it because a worker
     /// before this one had begun it.
-    async fn decide(&self, run_id: &str) -> Result<Settle, crate::bus::BusError> {
+    async fn decide(&self, run_id: &RunId) -> Result<Settle, crate::bus::BusError> {
         if self.queue.mark_started(run_id, &self.consumer).await? {
             Ok(Settle::Run)
         } else {

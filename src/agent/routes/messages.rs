@@ -22,7 +22,7 @@ use super::empty_page;
 use crate::{
     agent::{sessions::DEFAULT_SESSION, CancelOnDrop, ChatMessage, RunFollower, StartRun},
     domain::ErrorCode,
-    domain::{AgentEvent, MessageType},
+    domain::{AgentEvent, AgentId, MessageType, RunId, SessionId},
     edge::StreamKind,
     http::{
         auth::Auth,
@@ -105,12 +105,12 @@ pub(super) async fn send_message(
         .get_agent(account, &agent_id)
         .await
         .map_err(|e| ApiError::from_store(e, ErrorCode::AgentNotFound))?;
-    let run_id = crate::util::new_id("run");
+    let (agent_id, run_id) = (AgentId::from(agent_id), RunId::generate());
     let mut follower = RunFollower::subscribe(state.bus.clone(), &agent_id, &run_id).await?;
     let start = StartRun {
         run_id: Some(run_id),
         agent_id,
-        session_id,
+        session_id: session_id.map(SessionId::from),
         messages,
         stream_tokens,
         background,
@@ -179,7 +179,7 @@ pub(super) async fn list_messages(
         }
         None => match state
             .runtime
-            .find_session(account, &agent_id, DEFAULT_SESSION)
+            .find_session(account, &AgentId::from(agent_id.as_str()), DEFAULT_SESSION)
             .await?
         {
             Some(id) => id,

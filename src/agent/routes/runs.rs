@@ -1,7 +1,7 @@
 //! `GET /v1/runs/{id}`, `POST /v1/runs/{id}/cancel`, `GET /v1/agents/{id}/logs`.
 
 use crate::{
-    domain::{AgentEvent, ErrorCode},
+    domain::{AgentEvent, ErrorCode, RunId},
     http::{auth::Auth, errors::ApiError, params::ListQuery},
     state::AppState,
     store::{Page, Run},
@@ -15,7 +15,7 @@ use axum::{
 pub(super) async fn get_run(
     State(state): State<AppState>,
     auth: Auth,
-    Path(run_id): Path<String>,
+    Path(run_id): Path<RunId>,
 ) -> Result<Json<Run>, ApiError> {
     auth.require("chat")?;
     Ok(Json(state.runtime.get_run(auth.account(), &run_id).await?))
@@ -25,7 +25,7 @@ pub(super) async fn get_run(
 pub(super) async fn cancel_run(
     State(state): State<AppState>,
     auth: Auth,
-    Path(run_id): Path<String>,
+    Path(run_id): Path<RunId>,
 ) -> Result<Json<Run>, ApiError> {
     auth.require("chat")?;
     Ok(Json(

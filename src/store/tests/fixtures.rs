@@ -3,7 +3,7 @@
 use serde_json::json;
 
 use crate::{
-    domain::{AgentEvent, EventBody, LogLevel, RunStatus},
+    domain::{AgentEvent, EventBody, LogLevel, RunId, RunStatus},
     store::*,
 };
 
@@ -56,9 +56,9 @@ pub(super) fn new_tool(name: &str) -> NewTool {
 pub(super) fn run(agent_id: &str, session_id: &str) -> Run {
     let now = crate::util::now();
     Run {
-        id: crate::util::new_id("run"),
-        agent_id: agent_id.to_owned(),
-        session_id: session_id.to_owned(),
+        id: RunId::generate(),
+        agent_id: agent_id.into(),
+        session_id: session_id.into(),
         status: RunStatus::Running,
         stop_reason: None,
         error: None,
@@ -104,19 +104,22 @@ pub(super) async fn agent_with_activity(
         .await
         .expect("agent");
     let sess = store
-        .create_session(account, &agent.id, "s")
+        .create_session(account, agent.id.as_str(), "s")
         .await
         .expect("session");
     let r = store
-        .create_run(account, run(&agent.id, &sess.id))
+        .create_run(account, run(agent.id.as_str(), sess.id.as_str()))
         .await
         .expect("run");
     store
-        .append_events(account, vec![event(&agent.id, 1, &r.id, &sess.id)])
+        .append_events(
+            account,
+            vec![event(agent.id.as_str(), 1, r.id.as_str(), sess.id.as_str())],
+        )
         .await
         .expect("events");
     store
-        .append_logs(account, vec![log(&agent.id, 1)])
+        .append_logs(account, vec![log(agent.id.as_str(), 1)])
         .await
         .expect("logs");
     (agent, sess, r)

@@ -21,7 +21,10 @@ use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use super::queue::{self, Receiver, Sender, TrySendError};
-use crate::{bus::BusEvent, domain::MessageType};
+use crate::{
+    bus::BusEvent,
+    domain::{MessageType, RunId},
+};
 
 /// Runs remembered per socket (for ordering and cancel-on-close).
 const RUNS_KEPT: usize = 256;
@@ -67,9 +70,9 @@ struct Inner {
     /// A `user_message` is between "start the run" and "run_started sent".
     starting: bool,
     /// Runs this socket started (newest last).
-    started: VecDeque<String>,
+    started: VecDeque<RunId>,
     /// Runs this socket started without `background` whose `done` it has not seen.
-    open_runs: VecDeque<String>,
+    open_runs: VecDeque<RunId>,
     /// Events held back while a run starts, in arrival order.
     held: VecDeque<Out>,
 }
@@ -150,11 +153,11 @@ impl Outbox {
         if g.active.get(channel) != Some(&gen) {
             return Ok(());
         }
-        let run = ev.run_id.as_str();
+        let run = &ev.run_id;
         if ev.message_type == MessageType::Done {
             g.open_runs.retain(|r| r != run);
         }
-        let unknown_run = || !g.started.iter().any(|r| r == run);
+        let unknown_run = || !g.started.contains(run);
         if !g.held.is_empty() || (g.starting && channel.starts_with("agent:") && unknown_run()) {
             if g.held.len() >= self.cap {
                 return Err(Overflow);
@@ -174,7 +177,7 @@ impl Outbox {
     /// Queues `reply` (`run_started` or the error), then what was held back.
     pub fn end_start(
         &self,
-        started: Option<(&str, bool)>,
+        started: Option<(&RunId, bool)>,
         reply: Utf8Bytes,
     ) -> Result<(), Overflow> {
         let mut g = self.inner.lock();
@@ -193,16 +196,16 @@ impl Outbox {
     }
 
     /// Runs this socket started (not in the background) and has not seen end.
-    pub fn open_runs(&self) -> Vec<String> {
+    pub fn open_runs(&self) -> Vec<RunId> {
         self.inner.lock().open_runs.iter().cloned().collect()
     }
 }
 
-fn remember(list: &mut VecDeque<String>, run_id: &str) {
+fn remember(list: &mut VecDeque<RunId>, run_id: &RunId) {
     if list.len() >= RUNS_KEPT {
         list.pop_front();
     }
-    list.push_back(run_id.to_owned());
+    list.push_back(run_id.clone());
 }
 
 /// Why a socket is closing; decides its last frames.
@@ -288,7 +291,7 @@ mod tests {
         ob.event(&ch, gen, &ev(2, "run-1", "assistant_message"))
             .unwrap();
         assert!(drain(&mut rx).is_empty(), "held while the run starts");
-        ob.end_start(Some(("run-1", false)), "started".into())
+        ob.end_start(Some((&"run-1".into(), false)), "started".into())
             .unwrap();
         assert_eq!(drain(&mut rx), ["started", "ev1", "ev2"]);
         // Known runs flow while another start is in flight.

@@ -8,7 +8,10 @@ use axum::extract::ws::Utf8Bytes;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use crate::{agent::ChatMessage, domain::ErrorCode};
+use crate::{
+    agent::ChatMessage,
+    domain::{AgentId, ErrorCode, RunId, SessionId},
+};
 
 /// A parsed client frame with its optional `request_id` (echoed in replies).
 #[derive(Debug, Clone, PartialEq)]
@@ -23,14 +26,14 @@ pub enum ClientFrame {
     UserMessage(UserMessage),
     Subscribe { channel: String, after: Option<u64> },
     Unsubscribe { channel: String },
-    Cancel { run_id: String },
+    Cancel { run_id: RunId },
     Ping,
 }
 
 /// `{"type":"user_message", …}`: starts a run on an agent.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct UserMessage {
-    pub agent_id: String,
+    pub agent_id: AgentId,
     /// One user message (`message`) …
     #[serde(default)]
     pub message: Option<String>,
@@ -38,7 +41,7 @@ pub struct UserMessage {
     #[serde(default)]
     pub messages: Option<Vec<ChatMessage>>,
     #[serde(default)]
-    pub session_id: Option<String>,
+    pub session_id: Option<SessionId>,
     #[serde(default)]
     pub stream_tokens: bool,
     /// Keep running if this socket goes away.
@@ -76,7 +79,7 @@ struct UnsubscribeBody {
 
 #[derive(Deserialize)]
 struct CancelBody {
-    run_id: String,
+    run_id: RunId,
 }
 
 /// Frame types a client may send, for the `unknown_type` message.

@@ -283,7 +283,7 @@ impl Conn {
         match self.state.runtime.start_run(self.auth.account(), req).await {
             Ok(run) => self.outbox.end_start(
                 Some((&run.id, m.background)),
-                protocol::run_started(&run.id, rid),
+                protocol::run_started(run.id.as_str(), rid),
             ),
             Err(e) => {
                 if added {
@@ -313,7 +313,7 @@ impl Conn {
                 .cancel_run(self.auth.account(), &run_id)
                 .await
             {
-                tracing::debug!(error = %e, run_id, "cancel on websocket close");
+                tracing::debug!(error = %e, %run_id, "cancel on websocket close");
             }
         }
     }

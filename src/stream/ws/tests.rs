@@ -51,7 +51,7 @@ pub(super) async fn test_state(history_len: usize) -> (AppState, tempfile::TempD
 fn auth(account: &str, scopes: &[&str]) -> Auth {
     Auth {
         key: Arc::new(KeyRecord {
-            id: format!("key-{account}"),
+            id: format!("key-{account}").into(),
             account_id: account.into(),
             label: String::new(),
             scopes: scopes.iter().map(|s| s.to_string()).collect(),
@@ -80,6 +80,7 @@ pub(super) async fn agent(state: &AppState, account: &str, metadata: Value) -> S
         .await
         .expect("agent")
         .id
+        .into_string()
 }
 
 /// The client's end of an in-memory socket.

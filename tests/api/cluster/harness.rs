@@ -155,7 +155,7 @@ async fn mint(store: &StoreProcess, scopes: &[&str]) -> (String, String) {
     let m = keys::mint("default", "cluster test", scopes, 100_000, None);
     let id = m.new_key.id.clone();
     store.create_key(m.new_key).await.unwrap();
-    (id, m.secret)
+    (id.to_string(), m.secret)
 }
 
 /// Redis, `weir store --db` on a fresh PostgreSQL database, gateways A and B

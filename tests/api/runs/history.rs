@@ -223,8 +223,8 @@ async fn a_run_left_running_by_a_dead_gateway_is_settled_as_failed() {
         .to_owned();
     let orphan = Run {
         id: "run-orphanAAAAAAAAAAAAAAAA".into(),
-        agent_id: agent.clone(),
-        session_id: session,
+        agent_id: agent.clone().into(),
+        session_id: session.into(),
         status: weir::domain::RunStatus::Running,
         stop_reason: None,
         error: None,

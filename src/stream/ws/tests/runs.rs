@@ -120,7 +120,7 @@ async fn closing_the_socket_cancels_its_runs_unless_background() {
         state.store.get_run("acc", &bg).await.unwrap().status,
         RunStatus::Running
     );
-    state.runtime.cancel_run("acc", &bg).await.unwrap();
+    state.runtime.cancel_run("acc", &bg.into()).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
