@@ -32,7 +32,7 @@ pub struct AgentEvent {
     /// The event's position in its channel: set by the bus when it is
     /// published, absent before.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(minimum = 1)]
+    #[schema(value_type = u64, minimum = 1)]
     pub seq: Option<u64>,
     /// The run it belongs to.
     pub run_id: RunId,
@@ -40,6 +40,7 @@ pub struct AgentEvent {
     pub agent_id: AgentId,
     /// The run's session; absent on log lines.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = SessionId)]
     pub session_id: Option<SessionId>,
     /// When it happened (RFC 3339, UTC, milliseconds).
     #[schema(format = DateTime)]

@@ -278,3 +278,21 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn the_event_schema_has_the_common_fields() {
+    let schema = serde_json::to_value(<AgentEvent as utoipa::PartialSchema>::schema()).unwrap();
+    let common = &schema["allOf"][1];
+    assert_eq!(
+        common["required"],
+        json!(["id", "run_id", "agent_id", "date"])
+    );
+    assert_eq!(
+        common["properties"]["seq"]["type"], "integer",
+        "absent, never null"
+    );
+    assert_eq!(
+        common["properties"]["session_id"]["$ref"],
+        "#/components/schemas/SessionId"
+    );
+}
