@@ -18,7 +18,7 @@ use std::time::Duration;
 use axum::{
     extract::{ws::rejection::WebSocketUpgradeRejection, State, WebSocketUpgrade},
     response::Response,
-    routing::{get, MethodRouter},
+    routing::{on, MethodFilter, MethodRouter},
 };
 use futures::StreamExt;
 
@@ -80,9 +80,10 @@ impl WsSettings {
     }
 }
 
-/// The `GET /v1/ws` route with the given settings.
-pub fn route(settings: WsSettings) -> MethodRouter<AppState> {
-    get(
+/// The `GET /v1/ws` route (mounted for `filter`) with the given settings.
+pub fn route(filter: MethodFilter, settings: WsSettings) -> MethodRouter<AppState> {
+    on(
+        filter,
         move |State(state): State<AppState>,
               auth: Auth,
               ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>| {
@@ -97,6 +98,10 @@ pub fn route(settings: WsSettings) -> MethodRouter<AppState> {
 /// the handshake, so a key without `chat` gets 403 whatever it sent; then
 /// the key's WebSocket slot is taken (429 `too_many_connections` before the
 /// upgrade) and held until the socket ends.
+///
+/// JSON text frames (protocol/websocket.md). The key may be sent as `?api_key=`.
+#[utoipa::path(get, path = "/v1/ws", tag = "streams",
+    responses((status = 101, description = "switching protocols"), (status = 400, description = "not a WebSocket upgrade")))]
 pub async fn upgrade(
     state: AppState,
     auth: Auth,

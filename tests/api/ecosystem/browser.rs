@@ -12,7 +12,7 @@ use std::{path::Path, process::Stdio, time::Duration};
 use tokio::process::Command;
 
 use super::{crate_dir, in_ci};
-use crate::common::{free_port, spawn_gateway, spawn_gateway_with, StoreMode};
+use crate::common::{free_port, spawn_gateway, TestGateway};
 
 fn chromium() -> String {
     std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into())
@@ -59,10 +59,12 @@ async fn chat_page_in_headless_chromium() {
     // gateway allows exactly that origin.
     let proxy_port = free_port();
     let origin = format!("http://127.0.0.1:{proxy_port}");
-    let cors_gw = spawn_gateway_with(StoreMode::Embedded, move |cfg| {
-        cfg.cors_origin = Some(origin);
-    })
-    .await;
+    let cors_gw = TestGateway::builder()
+        .config(move |cfg| {
+            cfg.cors_origin = Some(origin);
+        })
+        .spawn()
+        .await;
 
     let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser");
     std::fs::create_dir_all(&shots).expect("screenshot dir");
