@@ -192,7 +192,7 @@ async fn bootstrap_key(store: &dyn Store, secret: &str) -> Result<(), StoreError
         120,
         Some(secret),
     );
-    match store.get_key(&minted.new_key.id).await {
+    match store.get_key(minted.new_key.id.as_str()).await {
         Ok(_) => return Ok(()),
         Err(StoreError::NotFound(_)) => {}
         Err(e) => return Err(e),

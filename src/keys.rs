@@ -7,10 +7,11 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex, RwLock},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
+use parking_lot::{Mutex, RwLock};
 use rand::{distr::Alphanumeric, Rng};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -44,7 +45,7 @@ pub fn mint(
     };
     Minted {
         new_key: NewKey {
-            id: key_id_of(&secret),
+            id: key_id_of(&secret).into(),
             account_id: account.to_owned(),
             label: label.to_owned(),
             scopes,
@@ -112,7 +113,6 @@ impl KeyCache {
         let cached = self
             .by_id
             .read()
-            .expect("key cache lock")
             .get(&id)
             .filter(|(_, at)| at.elapsed() < CACHE_TTL)
             .map(|(r, _)| r.clone());
@@ -123,7 +123,6 @@ impl KeyCache {
                     let r = Arc::new(r);
                     self.by_id
                         .write()
-                        .expect("key cache lock")
                         .insert(id.clone(), (r.clone(), Instant::now()));
                     r
                 }
@@ -135,11 +134,11 @@ impl KeyCache {
             return Ok(None);
         }
         let now = crate::util::unix_now();
-        let mut used = self.used.lock().expect("key usage lock");
-        match used.get_mut(&record.id) {
+        let mut used = self.used.lock();
+        match used.get_mut(record.id.as_str()) {
             Some(t) => *t = now,
             None => {
-                used.insert(record.id.clone(), now);
+                used.insert(record.id.to_string(), now);
             }
         }
         Ok(Some(record))
@@ -147,19 +146,19 @@ impl KeyCache {
 
     /// Drops a key from the cache (revocation); the next use reloads it.
     pub fn evict(&self, key_id: &str) {
-        self.by_id.write().expect("key cache lock").remove(key_id);
+        self.by_id.write().remove(key_id);
     }
 
     /// Drops every cached key (revocations may have been missed, see
     /// [`crate::bus::Control::Resync`]); each is reloaded on its next use.
     pub fn clear(&self) {
-        self.by_id.write().expect("key cache lock").clear();
+        self.by_id.write().clear();
     }
 
     #[cfg(test)]
     pub(crate) fn insert_for_test(&self, key_id: &str) {
         let record = KeyRecord {
-            id: key_id.to_owned(),
+            id: key_id.into(),
             account_id: "acct".into(),
             label: String::new(),
             scopes: vec![],
@@ -169,21 +168,18 @@ impl KeyCache {
             last_used_at: None,
             revoked_at: None,
         };
-        let mut map = self.by_id.write().expect("key cache lock");
+        let mut map = self.by_id.write();
         map.insert(key_id.to_owned(), (Arc::new(record), Instant::now()));
     }
 
     #[cfg(test)]
     pub(crate) fn contains(&self, key_id: &str) -> bool {
-        self.by_id
-            .read()
-            .expect("key cache lock")
-            .contains_key(key_id)
+        self.by_id.read().contains_key(key_id)
     }
 
     /// Takes the pending `last_used_at` updates (RFC 3339) for a batched store write.
     pub fn take_usage(&self) -> Vec<(String, String)> {
-        let used = std::mem::take(&mut *self.used.lock().expect("key usage lock"));
+        let used = std::mem::take(&mut *self.used.lock());
         used.into_iter()
             .map(|(id, secs)| (id, crate::util::format_unix(secs)))
             .collect()
@@ -197,7 +193,7 @@ mod tests {
     #[test]
     fn minted_secret_names_its_id_and_verifies() {
         let m = mint("acct", "l", vec!["*".into()], 120, None);
-        assert_eq!(key_id_of(&m.secret), m.new_key.id);
+        assert_eq!(m.new_key.id, key_id_of(&m.secret).as_str());
         let rec = KeyRecord {
             id: m.new_key.id.clone(),
             account_id: "acct".into(),

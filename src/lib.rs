@@ -8,6 +8,7 @@
 //! # Layout
 //!
 //! - [`config`]: clap flags, `WEIR_*` env twins, `--config` TOML.
+//! - [`domain`]: typed ids, events, channels, statuses and error codes.
 //! - [`gateway`]: [`Gateway::bind`] / [`Gateway::run`]: builds the state, serves, drains.
 //! - [`state`]: [`AppState`], the one cloneable bag of `Arc`s handlers share.
 //! - [`keys`]: key secrets: minting, hashing, parsing, constant-time checks, the key cache.
@@ -33,6 +34,7 @@ pub mod agent;
 pub mod bus;
 pub mod cli;
 pub mod config;
+pub mod domain;
 pub mod edge;
 pub mod gateway;
 pub mod http;

@@ -11,26 +11,17 @@
 
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
-use serde_json::{Map, Value};
+use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
     bus::{Bus, BusError, BusEvent},
+    domain::{AgentEvent, AgentId, Channel, EventBody, RunId, SessionId},
     store::{EventRecord, Store, StoreError},
 };
 
 /// Most token deltas held back before they are written anyway.
 const MAX_PENDING: usize = 32;
-
-/// The channel of an agent's events.
-pub fn agent_channel(agent_id: &str) -> String {
-    format!("agent:{agent_id}")
-}
-
-/// The channel of an agent's log lines.
-pub fn logs_channel(agent_id: &str) -> String {
-    format!("logs:{agent_id}")
-}
 
 /// Why an event could not be delivered or kept.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -41,17 +32,25 @@ pub enum EmitError {
     Store(#[from] StoreError),
 }
 
-/// Which store counter a channel continues from.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Numbering {
-    Events,
-    Logs,
+/// The highest seq the store holds for `channel`: where its numbering
+/// continues after a restart.
+pub async fn stored_floor(
+    store: &dyn Store,
+    account: &str,
+    channel: &Channel,
+) -> Result<u64, StoreError> {
+    match channel {
+        Channel::Agent(id) => store.last_event_seq(account, id.as_str()).await,
+        Channel::Logs(id) => store.last_log_seq(account, id.as_str()).await,
+        // A run's events are numbered on its agent's channel.
+        Channel::Run(_) => Ok(0),
+    }
 }
 
 /// The channels whose bus counter this process has already seeded.
 #[derive(Debug, Default)]
 pub struct Seeds {
-    seeded: std::sync::Mutex<HashSet<String>>,
+    seeded: Mutex<HashSet<Channel>>,
 }
 
 impl Seeds {
@@ -62,30 +61,20 @@ impl Seeds {
         bus: &dyn Bus,
         store: &dyn Store,
         account: &str,
-        agent_id: &str,
-        channel: &str,
-        numbering: Numbering,
+        channel: &Channel,
     ) -> Result<(), EmitError> {
-        if self.lock().contains(channel) {
+        if self.seeded.lock().contains(channel) {
             return Ok(());
         }
-        let floor = match numbering {
-            Numbering::Events => store.last_event_seq(account, agent_id).await?,
-            Numbering::Logs => store.last_log_seq(account, agent_id).await?,
-        };
+        let floor = stored_floor(store, account, channel).await?;
         bus.seed_seq(channel, floor).await?;
-        self.lock().insert(channel.to_owned());
+        self.seeded.lock().insert(channel.clone());
         Ok(())
     }
 
     /// Forgets a channel (its agent was deleted or the counter must be re-read).
-    pub fn forget(&self, channel: &str) {
-        self.lock().remove(channel);
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
-        // A poisoned set is still a valid set: recover it.
-        self.seeded.lock().unwrap_or_else(|e| e.into_inner())
+    pub fn forget(&self, channel: &Channel) {
+        self.seeded.lock().remove(channel);
     }
 }
 
@@ -101,10 +90,10 @@ pub struct Sinks {
 pub struct Emitter {
     sinks: Sinks,
     account: String,
-    agent_id: String,
-    run_id: String,
-    session_id: String,
-    channel: String,
+    agent_id: AgentId,
+    run_id: RunId,
+    session_id: SessionId,
+    channel: Channel,
     pending: Vec<EventRecord>,
 }
 
@@ -112,39 +101,33 @@ impl Emitter {
     pub fn new(
         sinks: Sinks,
         account: &str,
-        agent_id: &str,
-        run_id: &str,
-        session_id: &str,
+        agent_id: &AgentId,
+        run_id: &RunId,
+        session_id: &SessionId,
     ) -> Self {
         Self {
             sinks,
             account: account.to_owned(),
-            agent_id: agent_id.to_owned(),
-            run_id: run_id.to_owned(),
-            session_id: session_id.to_owned(),
-            channel: agent_channel(agent_id),
+            agent_id: agent_id.clone(),
+            run_id: run_id.clone(),
+            session_id: session_id.clone(),
+            channel: Channel::Agent(agent_id.clone()),
             pending: Vec::new(),
         }
     }
 
-    /// Publishes one event of `message_type` with `fields` added to the
-    /// common ones (`id`, `run_id`, `agent_id`, `session_id`, `date`).
-    pub async fn emit(
-        &mut self,
-        message_type: &str,
-        fields: Map<String, Value>,
-    ) -> Result<Arc<BusEvent>, EmitError> {
+    /// Publishes one event saying `body`, with the run's common fields (a
+    /// new `id`, `run_id`, `agent_id`, `session_id`, `date`).
+    pub async fn emit(&mut self, body: EventBody) -> Result<Arc<BusEvent>, EmitError> {
         self.ensure_seeded().await?;
-        let mut event = Map::new();
-        event.insert("id".into(), crate::util::new_id("msg").into());
-        event.insert("run_id".into(), self.run_id.clone().into());
-        event.insert("agent_id".into(), self.agent_id.clone().into());
-        event.insert("session_id".into(), self.session_id.clone().into());
-        event.insert("date".into(), crate::util::now().into());
-        event.insert("message_type".into(), message_type.into());
-        event.extend(fields);
-        let mut record = event.clone();
-        let published = match self.sinks.bus.publish(&self.channel, event).await {
+        let delta = matches!(body, EventBody::AssistantDelta { .. });
+        let event = AgentEvent::new(
+            self.agent_id.clone(),
+            self.run_id.clone(),
+            self.session_id.clone(),
+            body,
+        );
+        let published = match self.sinks.bus.publish(&self.channel, &event).await {
             Err(BusError::NeedsSeed(_)) => {
                 // The bus lost the channel's counter (Redis restarted, or the
                 // channel sat idle past its TTL). Persist what is pending so
@@ -153,23 +136,12 @@ impl Emitter {
                 self.flush().await?;
                 self.sinks.seeds.forget(&self.channel);
                 self.ensure_seeded().await?;
-                self.sinks
-                    .bus
-                    .publish(&self.channel, record.clone())
-                    .await?
+                self.sinks.bus.publish(&self.channel, &event).await?
             }
             other => other?,
         };
-        record.insert("seq".into(), published.seq.into());
-        self.pending.push(EventRecord {
-            agent_id: self.agent_id.clone(),
-            seq: published.seq,
-            run_id: self.run_id.clone(),
-            session_id: self.session_id.clone(),
-            message_type: message_type.to_owned(),
-            event: Value::Object(record),
-        });
-        if message_type != "assistant_delta" || self.pending.len() >= MAX_PENDING {
+        self.pending.extend(EventRecord::new(published.seq, event));
+        if !delta || self.pending.len() >= MAX_PENDING {
             self.flush().await?;
         }
         Ok(published)
@@ -180,18 +152,18 @@ impl Emitter {
     /// what tell the streams following it that it is over.
     pub async fn emit_patiently(
         &mut self,
-        message_type: &str,
-        fields: Map<String, Value>,
+        body: EventBody,
         patience: Duration,
         stop: &CancellationToken,
     ) -> Result<Arc<BusEvent>, EmitError> {
         let deadline = tokio::time::Instant::now() + patience;
         let mut pause = Duration::from_millis(200);
         loop {
-            match self.emit(message_type, fields.clone()).await {
+            match self.emit(body.clone()).await {
                 Err(EmitError::Bus(BusError::Unavailable(e)))
                     if tokio::time::Instant::now() + pause < deadline && !stop.is_cancelled() =>
                 {
+                    let message_type = body.message_type().as_str();
                     tracing::debug!(error = %e, message_type, "bus unavailable; retrying");
                     tokio::select! {
                         _ = tokio::time::sleep(pause) => {}
@@ -211,9 +183,7 @@ impl Emitter {
                 s.bus.as_ref(),
                 s.store.as_ref(),
                 &self.account,
-                &self.agent_id,
                 &self.channel,
-                Numbering::Events,
             )
             .await
     }
@@ -228,9 +198,4 @@ impl Emitter {
         self.sinks.store.append_events(&self.account, batch).await?;
         Ok(())
     }
-}
-
-/// Builds a field map from `(name, value)` pairs.
-pub fn fields<const N: usize>(pairs: [(&str, Value); N]) -> Map<String, Value> {
-    pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
 }

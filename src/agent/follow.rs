@@ -13,15 +13,17 @@ use std::sync::Arc;
 
 use futures::Stream;
 
-use super::events::agent_channel;
-use crate::bus::{Bus, BusError, BusEvent, Subscription};
+use crate::{
+    bus::{Bus, BusError, BusEvent, Subscription},
+    domain::{AgentId, Channel, MessageType, RunId},
+};
 
 /// Follows one run until its `done`.
 pub struct RunFollower {
     bus: Arc<dyn Bus>,
-    channel: String,
+    channel: Channel,
     sub: Subscription,
-    run_id: String,
+    run_id: RunId,
     finished: bool,
 }
 
@@ -29,16 +31,16 @@ impl RunFollower {
     /// Subscribes to run `run_id` of agent `agent_id` (started or not yet).
     pub async fn subscribe(
         bus: Arc<dyn Bus>,
-        agent_id: &str,
-        run_id: &str,
+        agent_id: &AgentId,
+        run_id: &RunId,
     ) -> Result<Self, BusError> {
-        let channel = agent_channel(agent_id);
-        let sub = bus.subscribe_run(&channel, run_id).await?;
+        let channel = Channel::Agent(agent_id.clone());
+        let sub = bus.subscribe_run(&channel, run_id.as_str()).await?;
         Ok(Self {
             bus,
             channel,
             sub,
-            run_id: run_id.to_owned(),
+            run_id: run_id.clone(),
             finished: false,
         })
     }
@@ -49,8 +51,8 @@ impl RunFollower {
     pub async fn next(&mut self) -> Option<Arc<BusEvent>> {
         while !self.finished {
             match self.sub.next().await {
-                Ok(Some(ev)) if ev.run_id.as_deref() == Some(self.run_id.as_str()) => {
-                    self.finished = ev.message_type == "done";
+                Ok(Some(ev)) if ev.run_id == self.run_id => {
+                    self.finished = ev.message_type == MessageType::Done;
                     return Some(ev);
                 }
                 Ok(Some(_)) => continue,
@@ -92,15 +94,15 @@ impl RunFollower {
 /// it asked for `background`, in which case the guard starts disarmed).
 pub struct CancelOnDrop {
     runtime: Arc<super::Runtime>,
-    run_id: String,
+    run_id: RunId,
     armed: bool,
 }
 
 impl CancelOnDrop {
-    pub fn new(runtime: Arc<super::Runtime>, run_id: &str, armed: bool) -> Self {
+    pub fn new(runtime: Arc<super::Runtime>, run_id: &RunId, armed: bool) -> Self {
         Self {
             runtime,
-            run_id: run_id.to_owned(),
+            run_id: run_id.clone(),
             armed,
         }
     }

@@ -32,14 +32,16 @@ pub mod runtime;
 pub mod sessions;
 pub mod tools;
 
-use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
 pub use follow::{CancelOnDrop, RunFollower};
 pub use queued::Settle;
 pub use runtime::Runtime;
 
-use crate::http::errors::ApiError;
+use crate::{
+    domain::{AgentId, ErrorCode, RunId, SessionId},
+    http::errors::ApiError,
+};
 
 /// One chat message given to a run.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
@@ -59,14 +61,14 @@ impl ChatMessage {
 }
 
 /// A request to start a run on an agent.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct StartRun {
     /// The run's id, chosen by the caller so that it can follow the run
     /// before it starts ([`RunFollower::subscribe`]); `None`: a new one.
-    pub run_id: Option<String>,
-    pub agent_id: String,
+    pub run_id: Option<RunId>,
+    pub agent_id: AgentId,
     /// The session to talk in (must exist); `None` uses the agent's default session.
-    pub session_id: Option<String>,
+    pub session_id: Option<SessionId>,
     /// The new user messages (role `user`, non-empty).
     pub messages: Vec<ChatMessage>,
     /// Publish `assistant_delta` events as the reply is produced.
@@ -103,8 +105,8 @@ pub enum RunError {
 impl RunError {
     /// The API error code (`agent_stopped`, `agent_not_found`, …), for
     /// transports that report errors in their own frames.
-    pub fn code(&self) -> &'static str {
-        ApiError::from(self).code
+    pub fn code(&self) -> ErrorCode {
+        ApiError::from(self).code()
     }
 }
 
@@ -113,26 +115,23 @@ impl From<&RunError> for ApiError {
         match e {
             RunError::Store(s) => s.clone().into(),
             RunError::Bus(b) => b.clone().into(),
-            RunError::AgentStopped(id) => ApiError::conflict(
-                "agent_stopped",
+            RunError::AgentStopped(id) => ApiError::new(
+                ErrorCode::AgentStopped,
                 format!("agent {id} is stopped: start it first"),
             ),
             RunError::Invalid(msg) => ApiError::validation(msg.clone()),
-            RunError::ModelUnavailable(msg) => ApiError::conflict("conflict", msg.clone()),
+            RunError::ModelUnavailable(msg) => ApiError::new(ErrorCode::Conflict, msg.clone()),
             RunError::AgentNotFound(id) => {
-                ApiError::not_found("agent_not_found", format!("agent {id} not found"))
+                ApiError::new(ErrorCode::AgentNotFound, format!("agent {id} not found"))
             }
-            RunError::SessionNotFound(id) => {
-                ApiError::not_found("session_not_found", format!("session {id} not found"))
-            }
-            RunError::RunNotFound(id) => {
-                ApiError::not_found("run_not_found", format!("run {id} not found"))
-            }
-            RunError::ShuttingDown => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                e.to_string(),
+            RunError::SessionNotFound(id) => ApiError::new(
+                ErrorCode::SessionNotFound,
+                format!("session {id} not found"),
             ),
+            RunError::RunNotFound(id) => {
+                ApiError::new(ErrorCode::RunNotFound, format!("run {id} not found"))
+            }
+            RunError::ShuttingDown => ApiError::new(ErrorCode::Unavailable, e.to_string()),
         }
     }
 }

@@ -8,22 +8,20 @@ use std::{
     time::Duration,
 };
 
-use serde_json::Value;
-
 use tokio::sync::broadcast::error::RecvError;
 use tracing::Instrument;
 
 use super::{
-    events::agent_channel,
     models::Model,
     run::RunTask,
-    runtime::{lock, Ending, Inner},
+    runtime::{Ending, Inner},
     RunError, RunFollower, Runtime,
 };
 use crate::{
     bus::{redis::RedisBusConfig, BusEvent, Control},
     config::ServeConfig,
-    store::{EventFilter, EventRecord, ListParams, Run, StoreError, RUN_FAILED, RUN_RUNNING},
+    domain::{Channel, ErrorCode, RunId, RunStatus, StopReason},
+    store::{EventFilter, EventRecord, ListParams, Run, StoreError},
     work::{worker::Worker, Job, RunQueue},
 };
 
@@ -86,8 +84,8 @@ impl Runtime {
             // Nobody will ever run it: do not leave it `running`. (No events:
             // none were published, and the caller gets this error.)
             let failed = Run {
-                status: RUN_FAILED.into(),
-                stop_reason: Some("error".into()),
+                status: RunStatus::Failed,
+                stop_reason: Some(StopReason::Error),
                 error: Some(format!("the run could not be queued: {e}")),
                 updated_at: crate::util::now(),
                 ..job.run
@@ -114,7 +112,7 @@ impl Runtime {
             Ok(model) => model,
             Err(e) => {
                 let why = format!("agent {}: {e}", agent.id);
-                let end = Ending::failed("model_unavailable", why);
+                let end = Ending::failed(ErrorCode::ModelUnavailable, why);
                 if let Err(e) = self.settle_orphan(&job.account, job.run, end).await {
                     tracing::warn!(error = %e, "could not end a run whose model is unavailable");
                 }
@@ -140,13 +138,13 @@ impl Runtime {
     /// unless it has ended already. An error leaves it for a later attempt.
     pub async fn settle_job(&self, job: Job, how: Settle) -> Result<(), RunError> {
         let store = self.inner.sinks.store.as_ref();
-        let run = match store.get_run(&job.account, &job.run.id).await {
+        let run = match store.get_run(&job.account, job.run.id.as_str()).await {
             Ok(run) => run,
             // Its agent (and so the run) was deleted meanwhile.
             Err(StoreError::NotFound(_)) => return Ok(()),
             Err(e) => return Err(e.into()),
         };
-        if run.status != RUN_RUNNING {
+        if run.status != RunStatus::Running {
             return Ok(());
         }
         // What the dead worker published but had not stored yet (token
@@ -155,7 +153,7 @@ impl Runtime {
         let end = match how {
             Settle::Run => return Err(RunError::Invalid("not a settlement".into())),
             Settle::WorkerLost => Ending::failed(
-                "worker_lost",
+                ErrorCode::WorkerLost,
                 "the worker running this run stopped; it was ended, not run again",
             ),
         };
@@ -169,17 +167,16 @@ impl Runtime {
     async fn restore_history(&self, job: &Job) -> Result<(), RunError> {
         let (bus, store) = (&self.inner.sinks.bus, &self.inner.sinks.store);
         let run_id = job.run.id.as_str();
-        let kept = bus.kept(&agent_channel(&job.agent.id)).await?;
-        let published: Vec<_> = kept
-            .iter()
-            .filter(|e| e.run_id.as_deref() == Some(run_id))
-            .collect();
+        let kept = bus
+            .kept(&Channel::Agent(job.agent.id.as_str().into()))
+            .await?;
+        let published: Vec<_> = kept.iter().filter(|e| e.run_id == run_id).collect();
         if published.is_empty() {
             return Ok(());
         }
         let filter = EventFilter {
             session_id: None,
-            run_id: Some(run_id.to_owned()),
+            run_id: Some(job.run.id.clone()),
             message_types: None,
         };
         let mut params = ListParams {
@@ -205,7 +202,7 @@ impl Runtime {
         let missing: Vec<EventRecord> = published
             .into_iter()
             .filter(|e| e.seq > floor && !have.contains(&e.seq))
-            .filter_map(|e| record_of(e, job))
+            .filter_map(|e| record_of(e))
             .collect();
         if !missing.is_empty() {
             tracing::info!(%run_id, count = missing.len(), "storing events a dead worker published but had not stored");
@@ -215,8 +212,8 @@ impl Runtime {
     }
 
     /// Another worker took the run over: stop it here without ending it.
-    pub fn lose(&self, run_id: &str) {
-        if let Some(h) = lock(&self.inner.runs).get(run_id) {
+    pub fn lose(&self, run_id: &RunId) {
+        if let Some(h) = self.inner.runs.lock().get(run_id) {
             h.lost.cancel();
             h.cancel.cancel();
         }
@@ -239,16 +236,16 @@ impl Runtime {
             while follower.next().await.is_some() {}
         })
         .await;
-        Ok(inner.sinks.store.get_run(account, &run.id).await?)
+        Ok(inner.sinks.store.get_run(account, run.id.as_str()).await?)
     }
 
     /// Fire-and-forget [`Self::cancel_remote`], for a client that went away.
-    pub(super) fn abort_remote(&self, run_id: &str) {
+    pub(super) fn abort_remote(&self, run_id: &RunId) {
         let Some(queue) = self.inner.queue.clone() else {
             return;
         };
         let bus = self.inner.sinks.bus.clone();
-        let run_id = run_id.to_owned();
+        let run_id = run_id.clone();
         tokio::spawn(async move {
             let sent = async {
                 queue.mark_cancelled(&run_id).await?;
@@ -264,17 +261,15 @@ impl Runtime {
     }
 }
 
-/// The store's record of a published event of `job`'s run.
-fn record_of(e: &BusEvent, job: &Job) -> Option<EventRecord> {
-    let event: Value = serde_json::from_slice(&e.json).ok()?;
-    Some(EventRecord {
-        agent_id: job.agent.id.clone(),
-        seq: e.seq,
-        run_id: job.run.id.clone(),
-        session_id: job.run.session_id.clone(),
-        message_type: e.message_type.clone(),
-        event,
-    })
+/// The store's record of a published event.
+fn record_of(e: &BusEvent) -> Option<EventRecord> {
+    match e.event() {
+        Ok(event) => EventRecord::new(e.seq, event),
+        Err(err) => {
+            tracing::warn!(seq = e.seq, error = %err, "undecodable event in the bus history; not stored");
+            None
+        }
+    }
 }
 
 /// Cancels the runs executing here that another process asked to cancel.
@@ -287,7 +282,7 @@ fn listen_for_cancels(inner: &Arc<Inner>) {
             match rx.recv().await {
                 Ok(Control::CancelRun { run_id }) => {
                     let Some(inner) = weak.upgrade() else { return };
-                    let handle = lock(&inner.runs).get(&run_id).cloned();
+                    let handle = inner.runs.lock().get(&run_id).cloned();
                     if let Some(h) = handle {
                         tracing::info!(%run_id, "cancel from another process");
                         h.cancel.cancel();

@@ -10,21 +10,23 @@ use std::{
 };
 
 use futures::{FutureExt, StreamExt};
-use serde_json::{json, Value};
 
 use super::{
-    events::{fields, EmitError, Emitter},
+    events::{EmitError, Emitter},
     logs::RunLog,
     models::{Model, ModelEvent, ModelRequest, StepOutput, ToolCall, Turn, Usage},
     runtime::{Inner, RunHandle},
     tools::ToolSet,
     ChatMessage,
 };
-use crate::store::{
-    Agent, EventFilter, ListParams, Run, Store, StoreError, RUN_CANCELLED, RUN_COMPLETED,
-    RUN_FAILED,
+use crate::store::{Agent, EventFilter, ListParams, Run, Store, StoreError};
+use crate::{
+    domain::{
+        AgentId, ErrorCode, EventBody, FunctionCall, FunctionStatus, MessageType, RunStatus,
+        SessionId, StopReason,
+    },
+    work::Job,
 };
-use crate::work::Job;
 
 /// Most events read in one go: a session's messages to rebuild its
 /// conversation, or a taken-over run's events to restore them.
@@ -44,14 +46,14 @@ enum Outcome {
 /// A failure shown to the client as an `error` event.
 #[derive(Debug, Clone, PartialEq)]
 struct Failure {
-    code: &'static str,
+    code: ErrorCode,
     message: String,
 }
 
 impl From<EmitError> for Failure {
     fn from(e: EmitError) -> Self {
         Failure {
-            code: "unavailable",
+            code: ErrorCode::Unavailable,
             message: format!("event delivery failed: {e}"),
         }
     }
@@ -60,7 +62,7 @@ impl From<EmitError> for Failure {
 impl From<StoreError> for Failure {
     fn from(e: StoreError) -> Self {
         Failure {
-            code: "unavailable",
+            code: ErrorCode::Unavailable,
             message: e.to_string(),
         }
     }
@@ -128,7 +130,7 @@ impl RunTask {
             .unwrap_or_else(|_| {
                 tracing::error!(run_id = %self.run.id, "run panicked");
                 Err(Failure {
-                    code: "internal_error",
+                    code: ErrorCode::InternalError,
                     message: "the run crashed".into(),
                 })
             });
@@ -144,11 +146,11 @@ impl RunTask {
                 .await;
         }
         let run = self.conclude(&mut em, outcome, usage).await;
-        crate::metrics::run_finished(&run.status, started.elapsed());
+        crate::metrics::run_finished(run.status, started.elapsed());
         log.info(format!(
             "run ended: {} ({}) after {} ms",
             run.status,
-            run.stop_reason.as_deref().unwrap_or("-"),
+            run.stop_reason.map_or("-", StopReason::as_str),
             started.elapsed().as_millis()
         ))
         .await;
@@ -165,8 +167,8 @@ impl RunTask {
         let history =
             load_history(store, &self.account, &self.agent.id, &self.run.session_id).await?;
         for m in &self.messages {
-            let text = fields([("message", m.content.clone().into())]);
-            em.emit("user_message", text).await?;
+            let message = m.content.clone();
+            em.emit(EventBody::UserMessage { message }).await?;
         }
         let (tools, warnings) = ToolSet::resolve(store, &self.account, &self.agent.tools).await?;
         for w in warnings {
@@ -190,16 +192,15 @@ impl RunTask {
                 .await;
             usage.get_or_insert_with(Usage::default).add(out.usage);
             if out.tool_calls.is_empty() {
-                em.emit(
-                    "assistant_message",
-                    fields([("message", out.content.into())]),
-                )
+                em.emit(EventBody::AssistantMessage {
+                    message: out.content,
+                })
                 .await?;
                 return Ok(Outcome::EndTurn);
             }
             if !out.content.trim().is_empty() {
-                let thought = fields([("message", out.content.clone().into())]);
-                em.emit("internal_monologue", thought).await?;
+                let message = out.content.clone();
+                em.emit(EventBody::InternalMonologue { message }).await?;
             }
             turns.push(Turn::Assistant {
                 content: out.content,
@@ -232,7 +233,7 @@ impl RunTask {
                 _ = self.handle.cancel.cancelled() => return Ok(false),
                 r = tools.call(&self.inner.http, &call) => r,
             };
-            let status = if result.ok { "success" } else { "error" };
+            let status = FunctionStatus::of(result.ok);
             let took = t0.elapsed().as_millis();
             let line = format!("tool {} called: {status} in {took} ms", call.name);
             if result.ok {
@@ -241,9 +242,13 @@ impl RunTask {
                 log.warn(format!("{line}: {}", result.result_text())).await
             }
             let content = result.result_text();
-            let message = json!({"function": call.name, "args": result.args, "result": result.result, "status": status});
-            em.emit("function_message", fields([("message", message)]))
-                .await?;
+            let message = FunctionCall {
+                args: result.args,
+                function: call.name,
+                result: result.result,
+                status,
+            };
+            em.emit(EventBody::FunctionMessage { message }).await?;
             turns.push(Turn::Tool {
                 call_id: call.id,
                 content,
@@ -273,7 +278,7 @@ impl RunTask {
             match next {
                 None => {
                     return Err(Failure {
-                        code: "model_error",
+                        code: ErrorCode::ModelError,
                         message: "the model stopped without an answer".into(),
                     })
                 }
@@ -284,13 +289,11 @@ impl RunTask {
                     })
                 }
                 Some(Ok(ModelEvent::Monologue(m))) => {
-                    em.emit("internal_monologue", fields([("message", m.into())]))
-                        .await?;
+                    em.emit(EventBody::InternalMonologue { message: m }).await?;
                 }
                 Some(Ok(ModelEvent::Delta(d))) => {
                     if self.stream_tokens {
-                        em.emit("assistant_delta", fields([("delta", d.into())]))
-                            .await?;
+                        em.emit(EventBody::AssistantDelta { delta: d }).await?;
                     }
                 }
                 Some(Ok(ModelEvent::Done(out))) => return Ok(Some(out)),
@@ -301,28 +304,27 @@ impl RunTask {
     /// Publishes the terminal events, stores the final status (before `done`)
     /// and returns the run's final record.
     async fn conclude(&self, em: &mut Emitter, outcome: Outcome, usage: Option<Usage>) -> Run {
-        let (status, stop_reason, mut error) = match &outcome {
-            Outcome::EndTurn => (RUN_COMPLETED, "end_turn", None),
-            Outcome::MaxSteps => (RUN_COMPLETED, "max_steps", None),
+        let (stop_reason, mut error) = match &outcome {
+            Outcome::EndTurn => (StopReason::EndTurn, None),
+            Outcome::MaxSteps => (StopReason::MaxSteps, None),
             Outcome::Cancelled if self.inner.stop_runs.is_cancelled() => (
-                RUN_CANCELLED,
-                "cancelled",
+                StopReason::Cancelled,
                 Some("the gateway shut down".to_owned()),
             ),
-            Outcome::Cancelled => (RUN_CANCELLED, "cancelled", None),
-            Outcome::Failed(f) => (RUN_FAILED, "error", Some(f.message.clone())),
+            Outcome::Cancelled => (StopReason::Cancelled, None),
+            Outcome::Failed(f) => (StopReason::Error, Some(f.message.clone())),
         };
         let published = publish_ending(em, &outcome, usage, &self.inner.stop_runs).await;
         // The final status is stored before `done` goes out, so a client
         // that saw `done` and asks GET /v1/runs/{id} sees it.
-        let mut status = status;
+        let mut status = RunStatus::ended_by(stop_reason);
         if let Err(e) = &published {
-            status = RUN_FAILED;
+            status = RunStatus::Failed;
             error.get_or_insert_with(|| format!("event delivery failed: {e}"));
         }
         let mut run = Run {
-            status: status.into(),
-            stop_reason: Some(stop_reason.into()),
+            status,
+            stop_reason: Some(stop_reason),
             error,
             updated_at: crate::util::now(),
             ..self.run.clone()
@@ -332,8 +334,7 @@ impl RunTask {
         // ends every stream of this run.
         let done = em
             .emit_patiently(
-                "done",
-                fields([("stop_reason", stop_reason.into())]),
+                EventBody::Done { stop_reason },
                 END_PATIENCE,
                 &self.inner.stop_runs,
             )
@@ -341,8 +342,8 @@ impl RunTask {
             .map(drop);
         if let Err(e) = done.and(em.flush().await) {
             tracing::warn!(error = %e, run_id = %self.run.id, "run end not fully delivered");
-            if run.status != RUN_FAILED {
-                run.status = RUN_FAILED.into();
+            if run.status != RunStatus::Failed {
+                run.status = RunStatus::Failed;
                 run.error = Some(format!("event delivery failed: {e}"));
                 self.save(&run).await;
             }
@@ -375,22 +376,21 @@ async fn publish_ending(
     stop: &tokio_util::sync::CancellationToken,
 ) -> Result<(), EmitError> {
     if let (Some(u), Outcome::EndTurn | Outcome::MaxSteps) = (usage, outcome) {
-        let usage_fields = fields([
-            ("prompt_tokens", u.prompt_tokens.into()),
-            ("completion_tokens", u.completion_tokens.into()),
-            ("total_tokens", u.total_tokens.into()),
-        ]);
-        em.emit("usage", usage_fields).await?;
+        em.emit(EventBody::Usage {
+            prompt_tokens: u.prompt_tokens,
+            completion_tokens: u.completion_tokens,
+            total_tokens: u.total_tokens,
+        })
+        .await?;
     }
     if let Outcome::Failed(f) = outcome {
-        let error = fields([
-            ("code", f.code.into()),
-            ("message", Value::from(f.message.as_str())),
-        ]);
+        let error = EventBody::Error {
+            code: f.code,
+            message: f.message.clone(),
+        };
         // A run that failed because the bus is down (a Redis outage) says so
         // once the bus is back, if that is soon enough.
-        em.emit_patiently("error", error, END_PATIENCE, stop)
-            .await?;
+        em.emit_patiently(error, END_PATIENCE, stop).await?;
     }
     Ok(())
 }
@@ -403,13 +403,16 @@ async fn publish_ending(
 async fn load_history(
     store: &dyn Store,
     account: &str,
-    agent_id: &str,
-    session_id: &str,
+    agent_id: &AgentId,
+    session_id: &SessionId,
 ) -> Result<Vec<Turn>, StoreError> {
     let filter = EventFilter {
-        session_id: Some(session_id.to_owned()),
+        session_id: Some(session_id.clone()),
         run_id: None,
-        message_types: Some(vec!["user_message".into(), "assistant_message".into()]),
+        message_types: Some(vec![
+            MessageType::UserMessage,
+            MessageType::AssistantMessage,
+        ]),
     };
     let mut params = ListParams {
         limit: HISTORY_WINDOW,
@@ -417,25 +420,21 @@ async fn load_history(
         after: None,
     };
     let mut page = store
-        .list_events(account, agent_id, filter.clone(), params.clone())
+        .list_events(account, agent_id.as_str(), filter.clone(), params.clone())
         .await?;
     if page.pagination.total > u64::from(HISTORY_WINDOW) {
         params.offset = page.pagination.total - u64::from(HISTORY_WINDOW);
-        page = store.list_events(account, agent_id, filter, params).await?;
+        page = store
+            .list_events(account, agent_id.as_str(), filter, params)
+            .await?;
     }
-    let text = |e: &Value| {
-        e.get("message")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned()
-    };
     Ok(page
         .data
-        .iter()
-        .filter_map(|r| match r.message_type.as_str() {
-            "user_message" => Some(Turn::User(text(&r.event))),
-            "assistant_message" => Some(Turn::Assistant {
-                content: text(&r.event),
+        .into_iter()
+        .filter_map(|r| match r.event.body {
+            EventBody::UserMessage { message } => Some(Turn::User(message)),
+            EventBody::AssistantMessage { message } => Some(Turn::Assistant {
+                content: message,
                 tool_calls: Vec::new(),
             }),
             _ => None,

@@ -18,25 +18,29 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    sync::{Arc, Mutex, MutexGuard},
+    sync::Arc,
     time::Duration,
 };
 
+use parking_lot::Mutex;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::Instrument;
 
 use super::{
-    events::{fields, Emitter, Seeds, Sinks},
+    events::{Emitter, Seeds, Sinks},
     models::{Model, Provider},
     run::RunTask,
     sessions::{self, Sessions, DEFAULT_SESSION},
     ChatMessage, RunError, StartRun,
 };
+use crate::domain::{
+    AgentId, AgentStatus, ErrorCode, EventBody, RunId, RunStatus, SessionId, StopReason,
+};
 use crate::work::{Job, RunQueue};
 use crate::{
     bus::Bus,
     config::ServeConfig,
-    store::{Agent, Run, Store, StoreError, AGENT_STOPPED, RUN_CANCELLED, RUN_FAILED, RUN_RUNNING},
+    store::{Agent, Run, Store, StoreError},
 };
 
 /// How long `cancel_run` waits for the run to write its final status.
@@ -79,9 +83,9 @@ pub(crate) struct Inner {
     pub provider: Option<Arc<Provider>>,
     /// The Redis run queue (with `--redis`): runs are executed by workers.
     pub queue: Option<Arc<RunQueue>>,
-    pub(crate) runs: Mutex<HashMap<String, RunHandle>>,
+    pub(crate) runs: Mutex<HashMap<RunId, RunHandle>>,
     /// Runs being settled after a crash, so two readers do not both settle one.
-    settling: Mutex<HashSet<String>>,
+    settling: Mutex<HashSet<RunId>>,
     sessions: Sessions,
     /// When this runtime started (RFC 3339, comparable as text with `created_at`).
     started_at: String,
@@ -97,23 +101,18 @@ impl Inner {
     }
 
     /// Registers a run executing in this process.
-    pub(crate) fn register(&self, run_id: &str) -> RunHandle {
+    pub(crate) fn register(&self, run_id: &RunId) -> RunHandle {
         let handle = RunHandle::new(&self.stop_runs);
-        lock(&self.runs).insert(run_id.to_owned(), handle.clone());
+        self.runs.lock().insert(run_id.clone(), handle.clone());
         handle
     }
 
-    pub(crate) fn forget_run(&self, run_id: &str) {
-        let handle = lock(&self.runs).remove(run_id);
+    pub(crate) fn forget_run(&self, run_id: &RunId) {
+        let handle = self.runs.lock().remove(run_id);
         if let Some(h) = handle {
             h.finished.cancel();
         }
     }
-}
-
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // The maps stay consistent under a panic elsewhere: recover them.
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Runs agents: model calls, tool calls, events published with seq. A
@@ -174,11 +173,11 @@ impl Runtime {
         validate_messages(&req.messages)?;
         let store = inner.sinks.store.as_ref();
         let agent = store
-            .get_agent(account, &req.agent_id)
+            .get_agent(account, req.agent_id.as_str())
             .await
-            .map_err(|e| not_found(e, RunError::AgentNotFound(req.agent_id.clone())))?;
-        if agent.status == AGENT_STOPPED {
-            return Err(RunError::AgentStopped(agent.id));
+            .map_err(|e| not_found(e, RunError::AgentNotFound(req.agent_id.to_string())))?;
+        if agent.status == AgentStatus::Stopped {
+            return Err(RunError::AgentStopped(agent.id.into_string()));
         }
         let model = Model::resolve(
             &agent.model,
@@ -192,10 +191,10 @@ impl Runtime {
             .await?;
         let now = crate::util::now();
         let run = Run {
-            id: req.run_id.unwrap_or_else(|| crate::util::new_id("run")),
+            id: req.run_id.unwrap_or_else(RunId::generate),
             agent_id: agent.id.clone(),
             session_id,
-            status: RUN_RUNNING.into(),
+            status: RunStatus::Running,
             stop_reason: None,
             error: None,
             created_at: now.clone(),
@@ -218,7 +217,7 @@ impl Runtime {
         let run = match store.create_run(account, job.run.clone()).await {
             Ok(run) => run,
             Err(e) => {
-                lock(&inner.runs).remove(&job.run.id);
+                inner.runs.lock().remove(&job.run.id);
                 return Err(e.into());
             }
         };
@@ -230,17 +229,17 @@ impl Runtime {
     async fn resolve_session(
         &self,
         account: &str,
-        agent_id: &str,
-        session_id: Option<String>,
-    ) -> Result<String, RunError> {
+        agent_id: &AgentId,
+        session_id: Option<SessionId>,
+    ) -> Result<SessionId, RunError> {
         match session_id {
             Some(sid) => Ok(self
                 .inner
                 .sinks
                 .store
-                .get_session(account, agent_id, &sid)
+                .get_session(account, agent_id.as_str(), sid.as_str())
                 .await
-                .map_err(|e| not_found(e, RunError::SessionNotFound(sid.clone())))?
+                .map_err(|e| not_found(e, RunError::SessionNotFound(sid.to_string())))?
                 .id),
             None => {
                 self.session_by_name(account, agent_id, DEFAULT_SESSION)
@@ -252,22 +251,22 @@ impl Runtime {
     /// Cancels a running run; its stream ends with `done` (`cancelled`).
     /// Returns the run as stored afterwards. A run already over is returned
     /// unchanged (cancelling is idempotent).
-    pub async fn cancel_run(&self, account: &str, run_id: &str) -> Result<Run, RunError> {
+    pub async fn cancel_run(&self, account: &str, run_id: &RunId) -> Result<Run, RunError> {
         let store = self.inner.sinks.store.as_ref();
         let run = store
-            .get_run(account, run_id)
+            .get_run(account, run_id.as_str())
             .await
-            .map_err(|e| not_found(e, RunError::RunNotFound(run_id.to_owned())))?;
-        if run.status != RUN_RUNNING {
+            .map_err(|e| not_found(e, RunError::RunNotFound(run_id.to_string())))?;
+        if run.status != RunStatus::Running {
             return Ok(run);
         }
-        let handle = lock(&self.inner.runs).get(run_id).cloned();
+        let handle = self.inner.runs.lock().get(run_id).cloned();
         match handle {
             Some(h) => {
                 h.cancel.cancel();
                 // The run writes its own final status; wait for it, bounded.
                 let _ = tokio::time::timeout(CANCEL_WAIT, h.finished.cancelled()).await;
-                Ok(store.get_run(account, run_id).await?)
+                Ok(store.get_run(account, run_id.as_str()).await?)
             }
             // A worker elsewhere runs it: tell it, and wait for the end.
             None if self.inner.queue.is_some() => self.cancel_remote(account, run).await,
@@ -290,8 +289,8 @@ impl Runtime {
 
     /// Cancels a live run at once, without waiting (for transports whose
     /// client went away). Unknown or finished runs are ignored.
-    pub fn abort(&self, run_id: &str) {
-        if let Some(h) = lock(&self.inner.runs).get(run_id) {
+    pub fn abort(&self, run_id: &RunId) {
+        if let Some(h) = self.inner.runs.lock().get(run_id) {
             h.cancel.cancel();
             return;
         }
@@ -301,21 +300,21 @@ impl Runtime {
     }
 
     /// True while the run executes in this process.
-    pub fn is_live(&self, run_id: &str) -> bool {
-        lock(&self.inner.runs).contains_key(run_id)
+    pub fn is_live(&self, run_id: &RunId) -> bool {
+        self.inner.runs.lock().contains_key(run_id)
     }
 
     /// The run as stored, settling it first if a crashed gateway left it
     /// `running` (see the module docs).
-    pub async fn get_run(&self, account: &str, run_id: &str) -> Result<Run, RunError> {
+    pub async fn get_run(&self, account: &str, run_id: &RunId) -> Result<Run, RunError> {
         let run = self
             .inner
             .sinks
             .store
-            .get_run(account, run_id)
+            .get_run(account, run_id.as_str())
             .await
-            .map_err(|e| not_found(e, RunError::RunNotFound(run_id.to_owned())))?;
-        if run.status == RUN_RUNNING
+            .map_err(|e| not_found(e, RunError::RunNotFound(run_id.to_string())))?;
+        if run.status == RunStatus::Running
             && self.inner.queue.is_none()
             && !self.is_live(run_id)
             && run.created_at < self.inner.started_at
@@ -325,7 +324,7 @@ impl Runtime {
                     account,
                     run,
                     Ending::failed(
-                        "interrupted",
+                        ErrorCode::Interrupted,
                         "interrupted: the gateway stopped during the run",
                     ),
                 )
@@ -343,11 +342,11 @@ impl Runtime {
         end: Ending,
     ) -> Result<Run, RunError> {
         let run_id = run.id.clone();
-        if !lock(&self.inner.settling).insert(run_id.clone()) {
+        if !self.inner.settling.lock().insert(run_id.clone()) {
             return Ok(run);
         }
         let result = self.settle_now(account, run, end).await;
-        lock(&self.inner.settling).remove(&run_id);
+        self.inner.settling.lock().remove(&run_id);
         result
     }
 
@@ -364,23 +363,20 @@ impl Runtime {
         );
         let mut published = Ok(());
         if let Some(code) = end.code {
-            let error = fields([("code", code.into()), ("message", end.why.clone().into())]);
-            published = em.emit("error", error).await.map(drop);
+            let message = end.why.clone();
+            published = em.emit(EventBody::Error { code, message }).await.map(drop);
         }
         let stop_reason = end.stop_reason();
         let settled = Run {
-            status: end.status.into(),
-            stop_reason: Some(stop_reason.into()),
+            status: RunStatus::ended_by(stop_reason),
+            stop_reason: Some(stop_reason),
             error: Some(end.why),
             updated_at: crate::util::now(),
             ..run
         };
         let stored = self.inner.sinks.store.finish_run(account, settled).await?;
         if published.is_ok() {
-            published = em
-                .emit("done", fields([("stop_reason", stop_reason.into())]))
-                .await
-                .map(drop);
+            published = em.emit(EventBody::Done { stop_reason }).await.map(drop);
         }
         if let Err(e) = published {
             tracing::warn!(error = %e, run_id = %stored.id, "could not publish the end of an orphaned run");
@@ -393,40 +389,40 @@ impl Runtime {
     pub async fn session_by_name(
         &self,
         account: &str,
-        agent_id: &str,
+        agent_id: &AgentId,
         name: &str,
-    ) -> Result<String, RunError> {
+    ) -> Result<SessionId, RunError> {
         let store = self.inner.sinks.store.as_ref();
         self.inner
             .sessions
-            .by_name(store, account, agent_id, name)
+            .by_name(store, account, agent_id.as_str(), name)
             .await
-            .map_err(|e| not_found(e, RunError::AgentNotFound(agent_id.to_owned())))
+            .map_err(|e| not_found(e, RunError::AgentNotFound(agent_id.to_string())))
     }
 
     /// Looks up the agent's session called `name` without creating it.
     pub async fn find_session(
         &self,
         account: &str,
-        agent_id: &str,
+        agent_id: &AgentId,
         name: &str,
-    ) -> Result<Option<String>, RunError> {
-        Ok(sessions::find(self.inner.sinks.store.as_ref(), account, agent_id, name).await?)
+    ) -> Result<Option<SessionId>, RunError> {
+        let store = self.inner.sinks.store.as_ref();
+        Ok(sessions::find(store, account, agent_id.as_str(), name).await?)
     }
 }
 
-/// How a run nobody executes is ended.
+/// How a run nobody executes is ended: failed (`error`, then `done`) or
+/// cancelled (`done` alone).
 pub(crate) struct Ending {
-    pub status: &'static str,
     /// The `error` event's code; `None` publishes no `error` (a cancel).
-    pub code: Option<&'static str>,
+    pub code: Option<ErrorCode>,
     pub why: String,
 }
 
 impl Ending {
-    pub fn failed(code: &'static str, why: impl Into<String>) -> Self {
+    pub fn failed(code: ErrorCode, why: impl Into<String>) -> Self {
         Self {
-            status: RUN_FAILED,
             code: Some(code),
             why: why.into(),
         }
@@ -434,17 +430,15 @@ impl Ending {
 
     pub fn cancelled(why: impl Into<String>) -> Self {
         Self {
-            status: RUN_CANCELLED,
             code: None,
             why: why.into(),
         }
     }
 
-    fn stop_reason(&self) -> &'static str {
-        if self.status == RUN_FAILED {
-            "error"
-        } else {
-            "cancelled"
+    fn stop_reason(&self) -> StopReason {
+        match self.code {
+            Some(_) => StopReason::Error,
+            None => StopReason::Cancelled,
         }
     }
 }

@@ -3,14 +3,15 @@
 //! made on first use; its id is cached per process, and a cached session that
 //! was deleted since is made again.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-};
+use std::{collections::HashMap, sync::Arc};
 
+use parking_lot::Mutex;
 use tokio::sync::OnceCell;
 
-use crate::store::{ListParams, Store, StoreError};
+use crate::{
+    domain::SessionId,
+    store::{ListParams, Store, StoreError},
+};
 
 /// The name of the session a message goes to when it names none.
 pub const DEFAULT_SESSION: &str = "default";
@@ -21,17 +22,17 @@ type Key = (String, String, String);
 #[derive(Default)]
 pub struct Sessions {
     // One cell per name: concurrent first messages create one session, not two.
-    cells: Mutex<HashMap<Key, Arc<OnceCell<String>>>>,
+    cells: Mutex<HashMap<Key, Arc<OnceCell<SessionId>>>>,
 }
 
 impl Sessions {
-    fn cell(&self, key: &Key) -> Arc<OnceCell<String>> {
-        let mut map = self.cells.lock().unwrap_or_else(|e| e.into_inner());
+    fn cell(&self, key: &Key) -> Arc<OnceCell<SessionId>> {
+        let mut map = self.cells.lock();
         map.entry(key.clone()).or_default().clone()
     }
 
-    fn evict(&self, key: &Key, cell: &Arc<OnceCell<String>>) {
-        let mut map = self.cells.lock().unwrap_or_else(|e| e.into_inner());
+    fn evict(&self, key: &Key, cell: &Arc<OnceCell<SessionId>>) {
+        let mut map = self.cells.lock();
         if map.get(key).is_some_and(|c| Arc::ptr_eq(c, cell)) {
             map.remove(key);
         }
@@ -45,7 +46,7 @@ impl Sessions {
         account: &str,
         agent_id: &str,
         name: &str,
-    ) -> Result<String, StoreError> {
+    ) -> Result<SessionId, StoreError> {
         let key = (account.to_owned(), agent_id.to_owned(), name.to_owned());
         for _ in 0..2 {
             let cell = self.cell(&key);
@@ -53,7 +54,7 @@ impl Sessions {
                 .get_or_try_init(|| find_or_create(store, account, agent_id, name))
                 .await?
                 .clone();
-            match store.get_session(account, agent_id, &id).await {
+            match store.get_session(account, agent_id, id.as_str()).await {
                 Ok(_) => return Ok(id),
                 Err(StoreError::NotFound(_)) => self.evict(&key, &cell),
                 Err(e) => return Err(e),
@@ -71,7 +72,7 @@ pub async fn find(
     account: &str,
     agent_id: &str,
     name: &str,
-) -> Result<Option<String>, StoreError> {
+) -> Result<Option<SessionId>, StoreError> {
     let mut params = ListParams {
         limit: 1000,
         offset: 0,
@@ -96,7 +97,7 @@ async fn find_or_create(
     account: &str,
     agent_id: &str,
     name: &str,
-) -> Result<String, StoreError> {
+) -> Result<SessionId, StoreError> {
     match find(store, account, agent_id, name).await? {
         Some(id) => Ok(id),
         None => Ok(store.create_session(account, agent_id, name).await?.id),

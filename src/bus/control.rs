@@ -24,7 +24,7 @@ pub async fn apply(
         };
         match msg {
             Ok(Control::KeyRevoked { key_id }) => {
-                keys.evict(&key_id);
+                keys.evict(key_id.as_str());
                 tracing::debug!(%key_id, "key revoked elsewhere: evicted");
             }
             // The runtime acts on these (src/agent/queued.rs).

@@ -1,16 +1,16 @@
 //! Pieces both buses share for delivery inside one process: the per-channel
 //! broadcast ring (the bounded queue between a channel and its local
-//! subscribers), the per-run taps beside it, the local control hub and
-//! poison-tolerant locks.
+//! subscribers), the per-run taps beside it and the local control hub.
 
 use std::{
     collections::HashMap,
     sync::{
         atomic::{AtomicUsize, Ordering},
-        Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard,
+        Arc,
     },
 };
 
+use parking_lot::Mutex;
 use tokio::sync::broadcast;
 
 use super::{BusEvent, Control};
@@ -53,10 +53,7 @@ impl RunTaps {
         if self.open.load(Ordering::Acquire) == 0 {
             return;
         }
-        let Some(run) = ev.run_id.as_deref() else {
-            return;
-        };
-        if let Some((tx, _)) = lock(&self.map).get(run) {
+        if let Some((tx, _)) = self.map.lock().get(ev.run_id.as_str()) {
             // Err only means the follower left since the lookup: fine.
             let _ = tx.send(ev.clone());
         }
@@ -67,7 +64,7 @@ impl RunTaps {
         self: &Arc<Self>,
         run_id: &str,
     ) -> (broadcast::Receiver<Arc<BusEvent>>, TapGuard) {
-        let mut map = lock(&self.map);
+        let mut map = self.map.lock();
         let entry = map.entry(run_id.into()).or_insert_with(|| {
             self.open.fetch_add(1, Ordering::AcqRel);
             (broadcast::channel(TAP_BUFFER).0, 0)
@@ -90,7 +87,7 @@ impl RunTaps {
     /// Ends every tap (their followers see the channel close), as the
     /// channel's ring is ended when a gap in it cannot be filled.
     pub(crate) fn close(&self) {
-        let mut map = lock(&self.map);
+        let mut map = self.map.lock();
         map.clear();
         self.open.store(0, Ordering::Release);
     }
@@ -104,7 +101,7 @@ pub(crate) struct TapGuard {
 
 impl Drop for TapGuard {
     fn drop(&mut self) {
-        let mut map = lock(&self.taps.map);
+        let mut map = self.taps.map.lock();
         let Some(entry) = map.get_mut(&self.run_id) else {
             return; // closed meanwhile
         };
@@ -138,15 +135,4 @@ impl ControlHub {
     pub(crate) fn subscribe(&self) -> broadcast::Receiver<Control> {
         self.tx.subscribe()
     }
-}
-
-/// Locks `m`. Nothing panics while holding the buses' locks; if something
-/// ever did, the state is still consistent (every update is one assignment).
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// Read-locks `m`, recovering from poison like [`lock`].
-pub(crate) fn read<T>(m: &RwLock<T>) -> RwLockReadGuard<'_, T> {
-    m.read().unwrap_or_else(PoisonError::into_inner)
 }

@@ -6,7 +6,7 @@
 //! subscriber: a subscriber that falls further behind than that buffer gets
 //! [`BusError::Lagged`] instead of slowing the publisher.
 //!
-//! Publish and subscribe take the channel's short `std::sync::Mutex` (never
+//! Publish and subscribe take the channel's short `parking_lot::Mutex` (never
 //! held across an `.await`), so a subscriber's history read and its live
 //! receiver are taken at the same instant: nothing falls between them and
 //! [`Subscription`] drops the overlap by seq. A channel's entry (and so its
@@ -18,17 +18,19 @@ use std::{
     hash::BuildHasher,
     sync::{
         atomic::{AtomicU64, Ordering},
-        Arc, Mutex, PoisonError, RwLock,
+        Arc,
     },
     time::{Duration, Instant},
 };
 
 use async_trait::async_trait;
-use serde_json::{Map, Value};
+use parking_lot::{Mutex, RwLock};
 use tokio::sync::broadcast;
 
+use crate::domain::{AgentEvent, Channel};
+
 use super::{
-    local::{fanout, lock, read, ControlHub, RunTaps},
+    local::{fanout, ControlHub, RunTaps},
     Bus, BusError, BusEvent, Control, Subscription,
 };
 
@@ -52,9 +54,9 @@ pub struct MemoryBus {
 }
 
 /// One independently locked part of the channel map.
-type Shard = RwLock<HashMap<String, Arc<Channel>>>;
+type Shard = RwLock<HashMap<Channel, Arc<Slot>>>;
 
-struct Channel {
+struct Slot {
     state: Mutex<ChannelState>,
     /// Followers of single runs (`Bus::subscribe_run`).
     taps: Arc<RunTaps>,
@@ -125,28 +127,28 @@ impl MemoryBus {
     }
 
     fn sweep_shard(&self, shard: usize) {
-        let channels: Vec<Arc<Channel>> = read(&self.shards[shard]).values().cloned().collect();
+        let channels: Vec<Arc<Slot>> = self.shards[shard].read().values().cloned().collect();
         let now = Instant::now();
         for ch in channels {
-            let mut st = lock(&ch.state);
+            let mut st = ch.state.lock();
             st.trim(self.history_len, self.max_age, now);
             st.release_idle_sender();
         }
     }
 
-    fn shard_of(&self, name: &str) -> usize {
+    fn shard_of(&self, name: &Channel) -> usize {
         (self.hasher.hash_one(name) as usize) % SHARDS
     }
 
-    fn channel(&self, name: &str) -> Arc<Channel> {
+    fn channel(&self, name: &Channel) -> Arc<Slot> {
         let shard = &self.shards[self.shard_of(name)];
-        if let Some(ch) = read(shard).get(name) {
+        if let Some(ch) = shard.read().get(name) {
             return ch.clone();
         }
-        let mut map = shard.write().unwrap_or_else(PoisonError::into_inner);
-        map.entry(name.to_owned())
+        let mut map = shard.write();
+        map.entry(name.clone())
             .or_insert_with(|| {
-                Arc::new(Channel {
+                Arc::new(Slot {
                     state: Mutex::new(ChannelState {
                         seq: 0,
                         history: VecDeque::new(),
@@ -159,10 +161,10 @@ impl MemoryBus {
             .clone()
     }
 
-    fn publish_now(&self, channel: &str, event: Map<String, Value>) -> Arc<BusEvent> {
+    fn publish_now(&self, channel: &Channel, event: &AgentEvent) -> Arc<BusEvent> {
         let ch = self.channel(channel);
         let ev = {
-            let mut st = lock(&ch.state);
+            let mut st = ch.state.lock();
             st.seq += 1;
             // Encoded under the lock so seq order, history order and send
             // order are one and the same.
@@ -188,9 +190,13 @@ impl MemoryBus {
         ev
     }
 
-    fn subscribe_now(&self, channel: &str, after: Option<u64>) -> Result<Subscription, BusError> {
+    fn subscribe_now(
+        &self,
+        channel: &Channel,
+        after: Option<u64>,
+    ) -> Result<Subscription, BusError> {
         let ch = self.channel(channel);
-        let mut st = lock(&ch.state);
+        let mut st = ch.state.lock();
         st.trim(self.history_len, self.max_age, Instant::now());
         if let Some(after) = after {
             if after < st.expired_upto {
@@ -214,9 +220,9 @@ impl MemoryBus {
         Ok(Subscription::new(replay, live, after.unwrap_or(st.seq)))
     }
 
-    fn seed_now(&self, channel: &str, floor: u64) {
+    fn seed_now(&self, channel: &Channel, floor: u64) {
         let ch = self.channel(channel);
-        let mut st = lock(&ch.state);
+        let mut st = ch.state.lock();
         if floor > st.seq {
             // Events up to `floor` exist elsewhere (the store) but not here:
             // a cursor below it must get history_expired, not a silent gap.
@@ -226,13 +232,13 @@ impl MemoryBus {
     }
 
     #[cfg(test)]
-    fn taps_open(&self, channel: &str) -> usize {
+    fn taps_open(&self, channel: &Channel) -> usize {
         self.channel(channel).taps.open()
     }
 
     #[cfg(test)]
-    fn has_sender(&self, channel: &str) -> bool {
-        lock(&self.channel(channel).state).tx.is_some()
+    fn has_sender(&self, channel: &Channel) -> bool {
+        self.channel(channel).state.lock().tx.is_some()
     }
 }
 
@@ -240,26 +246,34 @@ impl MemoryBus {
 impl Bus for MemoryBus {
     async fn publish(
         &self,
-        channel: &str,
-        event: Map<String, Value>,
+        channel: &Channel,
+        event: &AgentEvent,
     ) -> Result<Arc<BusEvent>, BusError> {
         Ok(self.publish_now(channel, event))
     }
 
-    async fn subscribe(&self, channel: &str, after: Option<u64>) -> Result<Subscription, BusError> {
+    async fn subscribe(
+        &self,
+        channel: &Channel,
+        after: Option<u64>,
+    ) -> Result<Subscription, BusError> {
         self.subscribe_now(channel, after)
     }
 
-    async fn subscribe_run(&self, channel: &str, run_id: &str) -> Result<Subscription, BusError> {
+    async fn subscribe_run(
+        &self,
+        channel: &Channel,
+        run_id: &str,
+    ) -> Result<Subscription, BusError> {
         let ch = self.channel(channel);
         // Under the channel's lock, as publishing delivers to taps: the
         // tap's resume point is exactly the seq before its first event.
-        let st = lock(&ch.state);
+        let st = ch.state.lock();
         let (live, guard) = ch.taps.tap(run_id);
         Ok(Subscription::new(Vec::new(), live, st.seq).with_guard(guard))
     }
 
-    async fn seed_seq(&self, channel: &str, floor: u64) -> Result<(), BusError> {
+    async fn seed_seq(&self, channel: &Channel, floor: u64) -> Result<(), BusError> {
         self.seed_now(channel, floor);
         Ok(())
     }

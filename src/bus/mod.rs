@@ -1,7 +1,8 @@
 //! Fan-out of agent events and log lines to every subscriber, with history
 //! for resume.
 //!
-//! A channel is named `agent:<id>` (agent events) or `logs:<id>` (log lines).
+//! A channel is an agent's events (`agent:<id>`) or its log lines
+//! (`logs:<id>`): a [`Channel`].
 //! The bus is the single authority for `seq`: it numbers each published event
 //! on its channel, so every stream that shows an event shows the same number.
 //! An event is encoded once at publish time ([`BusEvent`]) and the same bytes
@@ -22,8 +23,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
 use tokio::sync::broadcast;
+
+use crate::domain::{AgentEvent, Channel, KeyId, MessageType, RunId};
 
 /// Why a bus call failed.
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
@@ -41,7 +43,7 @@ pub enum BusError {
     /// channel sat idle past its TTL): seed it from the store
     /// ([`Bus::seed_seq`]) and publish again. Never numbered from zero.
     #[error("the bus lost the seq counter of {0}: seed it again")]
-    NeedsSeed(String),
+    NeedsSeed(Channel),
 }
 
 /// A message every gateway acts on, carried by the bus beside the event
@@ -50,10 +52,10 @@ pub enum BusError {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Control {
     /// A key was revoked: drop it from every key cache.
-    KeyRevoked { key_id: String },
+    KeyRevoked { key_id: KeyId },
     /// Cancel this run: the process executing it (a worker) ends it with
     /// `done` (`cancelled`); every other process ignores it.
-    CancelRun { run_id: String },
+    CancelRun { run_id: RunId },
     /// Local only, never published: control messages may have been missed
     /// (the bus was disconnected), so drop every cache they would invalidate.
     Resync,
@@ -64,9 +66,9 @@ pub enum Control {
 pub struct BusEvent {
     pub seq: u64,
     /// `message_type` of the event (`assistant_message`, `log`, `done`, …).
-    pub message_type: String,
-    /// The run the event belongs to, if any (used by `/v1/runs/{id}/stream`).
-    pub run_id: Option<String>,
+    pub message_type: MessageType,
+    /// The run the event belongs to (used by `/v1/runs/{id}/stream`).
+    pub run_id: RunId,
     /// The event object as JSON, `seq` included.
     pub json: Bytes,
     /// The complete SSE frame: `id: <seq>\nevent: <type>\ndata: <json>\n\n`.
@@ -76,21 +78,14 @@ pub struct BusEvent {
 }
 
 impl BusEvent {
-    /// Encodes `event` with `seq` set; the one place event bytes are built.
-    pub fn encode(seq: u64, mut event: Map<String, Value>) -> Self {
-        event.insert("seq".into(), Value::from(seq));
-        let message_type = event
-            .get("message_type")
-            .and_then(Value::as_str)
-            .unwrap_or("event")
-            .to_owned();
-        let run_id = event
-            .get("run_id")
-            .and_then(Value::as_str)
-            .map(str::to_owned);
-        let json = serde_json::to_vec(&event).expect("a JSON map always serialises");
-        let mut sse = Vec::with_capacity(json.len() + message_type.len() + 32);
-        sse.extend_from_slice(format!("id: {seq}\nevent: {message_type}\ndata: ").as_bytes());
+    /// Encodes `event` numbered `seq` (whatever its own `seq`); the one
+    /// place event bytes are built.
+    pub fn encode(seq: u64, event: &AgentEvent) -> Self {
+        let message_type = event.message_type();
+        let json = event.to_json_with_seq(Some(seq));
+        let kind = message_type.as_str();
+        let mut sse = Vec::with_capacity(json.len() + kind.len() + 32);
+        sse.extend_from_slice(format!("id: {seq}\nevent: {kind}\ndata: ").as_bytes());
         sse.extend_from_slice(&json);
         sse.extend_from_slice(b"\n\n");
         // `{"type":"agent_response",` + the event's fields: splice, don't re-encode.
@@ -103,11 +98,17 @@ impl BusEvent {
         Self {
             seq,
             message_type,
-            run_id,
+            run_id: event.run_id.clone(),
             json: json.into(),
             sse: sse.into(),
             ws: ws.into(),
         }
+    }
+
+    /// The event itself, decoded from [`Self::json`] (for the few readers
+    /// that need its fields rather than its bytes).
+    pub fn event(&self) -> serde_json::Result<AgentEvent> {
+        AgentEvent::from_json(&self.json)
     }
 }
 
@@ -181,16 +182,20 @@ impl Subscription {
 #[async_trait]
 pub trait Bus: Send + Sync + 'static {
     /// Numbers `event` with the channel's next seq, keeps it in history and
-    /// delivers it to every subscriber. `event` must not contain `seq`.
+    /// delivers it to every subscriber (the event's own `seq` is ignored).
     async fn publish(
         &self,
-        channel: &str,
-        event: Map<String, Value>,
+        channel: &Channel,
+        event: &AgentEvent,
     ) -> Result<Arc<BusEvent>, BusError>;
 
     /// Subscribes to `channel`. With `after`, first replays the kept history
     /// past that seq ([`BusError::HistoryExpired`] if it is no longer kept).
-    async fn subscribe(&self, channel: &str, after: Option<u64>) -> Result<Subscription, BusError>;
+    async fn subscribe(
+        &self,
+        channel: &Channel,
+        after: Option<u64>,
+    ) -> Result<Subscription, BusError>;
 
     /// Subscribes to the live events of run `run_id` on `channel` only: what
     /// a transport following the run it is about to start needs (subscribe
@@ -198,18 +203,22 @@ pub trait Bus: Send + Sync + 'static {
     /// [`Self::subscribe`]; a lagged follower resumes with that. No default:
     /// a wrapper that forgot to forward it would silently hand followers the
     /// whole channel again.
-    async fn subscribe_run(&self, channel: &str, run_id: &str) -> Result<Subscription, BusError>;
+    async fn subscribe_run(
+        &self,
+        channel: &Channel,
+        run_id: &str,
+    ) -> Result<Subscription, BusError>;
 
     /// Raises the channel's seq counter to at least `floor`, so numbering
     /// continues after a restart from what the store already holds.
-    async fn seed_seq(&self, channel: &str, floor: u64) -> Result<(), BusError>;
+    async fn seed_seq(&self, channel: &Channel, floor: u64) -> Result<(), BusError>;
 
     /// Every event of `channel` the history still keeps, oldest first. The
     /// run queue uses it to store what a worker that died had published but
     /// not yet written ([`crate::agent::Runtime::settle_job`]). The default
     /// keeps nothing to read: a single-process bus has no other process
     /// that could die holding events.
-    async fn kept(&self, _channel: &str) -> Result<Vec<Arc<BusEvent>>, BusError> {
+    async fn kept(&self, _channel: &Channel) -> Result<Vec<Arc<BusEvent>>, BusError> {
         Ok(Vec::new())
     }
 

@@ -16,17 +16,17 @@ use std::{
     fmt,
     sync::{
         atomic::{AtomicU32, AtomicU64, Ordering},
-        Arc, Mutex, MutexGuard,
+        Arc,
     },
     time::Duration,
 };
 
-use axum::http::StatusCode;
 use futures::{Stream, StreamExt};
+use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
 use super::cluster::RedisEdge;
-use crate::{config::EdgeConfig, http::errors::ApiError};
+use crate::{config::EdgeConfig, domain::ErrorCode, http::errors::ApiError};
 
 /// Slot releases queued for Redis; when full, the lease simply expires.
 const RELEASE_QUEUE: usize = 4096;
@@ -64,10 +64,6 @@ pub struct ConnCaps {
     gateway_id: String,
     next_id: AtomicU64,
     release_tx: mpsc::Sender<Lease>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl ConnCaps {
@@ -121,7 +117,7 @@ impl ConnCaps {
         let limit = self.limit(kind);
         let key: Arc<str> = key_id.into();
         let taken = {
-            let mut local = lock(&self.local);
+            let mut local = self.local.lock();
             let n = local.entry((key.clone(), kind)).or_insert(0);
             let free = *n < limit;
             if free {
@@ -150,7 +146,8 @@ impl ConnCaps {
         if let Ok(false) = redis.acquire(&zset, &member, limit, self.ttl).await {
             return Err(too_many(kind, limit));
         }
-        lock(&self.leases)
+        self.leases
+            .lock()
             .entry(zset.clone())
             .or_default()
             .insert(member.clone());
@@ -161,7 +158,9 @@ impl ConnCaps {
     /// Extends every live lease of this gateway (one Redis call per key and kind).
     pub async fn refresh_leases(&self) {
         let Some(redis) = &self.redis else { return };
-        let snapshot: Vec<(Arc<str>, Vec<Arc<str>>)> = lock(&self.leases)
+        let snapshot: Vec<(Arc<str>, Vec<Arc<str>>)> = self
+            .leases
+            .lock()
             .iter()
             .map(|(z, ms)| (z.clone(), ms.iter().cloned().collect()))
             .collect();
@@ -196,7 +195,9 @@ impl ConnCaps {
     /// of a drain), so the slots come back at once rather than after a TTL.
     pub async fn release_all(&self) {
         let Some(redis) = &self.redis else { return };
-        let all: Vec<Lease> = lock(&self.leases)
+        let all: Vec<Lease> = self
+            .leases
+            .lock()
             .drain()
             .flat_map(|(z, ms)| ms.into_iter().map(move |m| (z.clone(), m)))
             .collect();
@@ -209,7 +210,7 @@ impl ConnCaps {
 
     fn release(&self, key: &Arc<str>, kind: StreamKind, counted: bool, lease: Option<Lease>) {
         if counted {
-            let mut local = lock(&self.local);
+            let mut local = self.local.lock();
             if let Some(n) = local.get_mut(&(key.clone(), kind)) {
                 *n = n.saturating_sub(1);
                 if *n == 0 {
@@ -219,7 +220,7 @@ impl ConnCaps {
         }
         self.total.fetch_sub(1, Ordering::AcqRel);
         if let Some((zset, member)) = lease {
-            let mut leases = lock(&self.leases);
+            let mut leases = self.leases.lock();
             if let Some(ms) = leases.get_mut(&zset) {
                 ms.remove(&member);
                 if ms.is_empty() {
@@ -238,8 +239,7 @@ fn too_many(kind: StreamKind, limit: u32) -> ApiError {
         StreamKind::Sse => "SSE streams",
     };
     ApiError::new(
-        StatusCode::TOO_MANY_REQUESTS,
-        "too_many_connections",
+        ErrorCode::TooManyConnections,
         format!("this key already has {limit} open {what} (its limit); close one first"),
     )
 }
@@ -291,7 +291,10 @@ mod tests {
         let a = c.acquire("k", StreamKind::WebSocket).await.unwrap();
         let _b = c.acquire("k", StreamKind::WebSocket).await.unwrap();
         let e = c.acquire("k", StreamKind::WebSocket).await.err().unwrap();
-        assert_eq!((e.status.as_u16(), e.code), (429, "too_many_connections"));
+        assert_eq!(
+            (e.status().as_u16(), e.code()),
+            (429, ErrorCode::TooManyConnections)
+        );
         // Other kind and other keys are counted apart.
         let _s = c.acquire("k", StreamKind::Sse).await.unwrap();
         let _o = c.acquire("other", StreamKind::WebSocket).await.unwrap();
@@ -307,10 +310,13 @@ mod tests {
         let _a = c.acquire("a", StreamKind::Sse).await.unwrap();
         let _b = c.acquire("b", StreamKind::Sse).await.unwrap();
         let e = c.acquire("c", StreamKind::Sse).await.err().unwrap();
-        assert_eq!((e.status.as_u16(), e.code), (503, "unavailable"));
+        assert_eq!(
+            (e.status().as_u16(), e.code()),
+            (503, ErrorCode::Unavailable)
+        );
         assert_eq!(e.retry_after, Some(1));
         assert_eq!(c.open_streams(), 2);
-        assert!(lock(&c.local).get(&("c".into(), StreamKind::Sse)).is_none());
+        assert!(c.local.lock().get(&("c".into(), StreamKind::Sse)).is_none());
     }
 
     #[tokio::test]

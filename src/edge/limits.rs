@@ -10,11 +10,11 @@
 
 use axum::{
     extract::{Request, State},
-    http::StatusCode,
     middleware::Next,
     response::{IntoResponse, Response},
 };
 
+use crate::domain::ErrorCode;
 use crate::http::errors::ApiError;
 
 /// Deepest nesting of arrays and objects accepted in a JSON body or frame
@@ -33,8 +33,7 @@ pub async fn limit_headers(State(max): State<usize>, req: Request, next: Next) -
             .sum::<usize>();
     if head > max {
         return ApiError::new(
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            "headers_too_large",
+            ErrorCode::HeadersTooLarge,
             format!("the request line and headers exceed {max} bytes"),
         )
         .into_response();

@@ -45,7 +45,7 @@ pub struct Edge {
     local: rate::LocalLimiter,
     redis: Option<Arc<cluster::RedisEdge>>,
     pub conns: Arc<conns::ConnCaps>,
-    releases: std::sync::Mutex<Option<mpsc::Receiver<conns::Lease>>>,
+    releases: parking_lot::Mutex<Option<mpsc::Receiver<conns::Lease>>>,
     /// Stops the edge's background tasks (after the drain, not at its start:
     /// leases of streams still open during the grace period stay refreshed).
     closed: CancellationToken,
@@ -71,7 +71,7 @@ impl Edge {
             local: rate::LocalLimiter::default(),
             redis,
             conns: Arc::new(conns),
-            releases: std::sync::Mutex::new(Some(rx)),
+            releases: parking_lot::Mutex::new(Some(rx)),
             closed: CancellationToken::new(),
             hard_stop: CancellationToken::new(),
         })
@@ -104,11 +104,7 @@ impl Edge {
                 }
             }
         });
-        let rx = self
-            .releases
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+        let rx = self.releases.lock().take();
         if let Some(rx) = rx {
             let edge = self.clone();
             tracker.spawn(async move {
@@ -141,7 +137,12 @@ impl Edge {
         if !local.allowed {
             return Some(local);
         }
-        Some(redis.check_rate(&key.id, key.rpm).await.unwrap_or(local))
+        Some(
+            redis
+                .check_rate(key.id.as_str(), key.rpm)
+                .await
+                .unwrap_or(local),
+        )
     }
 
     /// Takes a stream slot for `key` (see [`conns::ConnCaps::acquire`]).
@@ -150,7 +151,7 @@ impl Edge {
         key: &KeyRecord,
         kind: StreamKind,
     ) -> Result<ConnGuard, ApiError> {
-        self.conns.acquire(&key.id, kind).await
+        self.conns.acquire(key.id.as_str(), kind).await
     }
 
     /// The per-key cap of `kind` (for `GET /v1/account`).

@@ -11,13 +11,13 @@
 use std::{
     collections::HashMap,
     num::NonZeroU32,
-    sync::{Arc, RwLock},
+    sync::Arc,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use axum::{
     extract::{Request, State},
-    http::{HeaderMap, HeaderValue, StatusCode},
+    http::{HeaderMap, HeaderValue},
     middleware::Next,
     response::{IntoResponse, Response},
 };
@@ -26,8 +26,10 @@ use governor::{
     middleware::StateInformationMiddleware,
     Quota, RateLimiter,
 };
+use parking_lot::RwLock;
 
 use crate::{
+    domain::ErrorCode,
     http::{auth::Auth, errors::ApiError},
     state::AppState,
 };
@@ -112,10 +114,10 @@ impl LocalLimiter {
     }
 
     fn limiter(&self, rpm: NonZeroU32) -> Arc<KeyedLimiter> {
-        if let Some(l) = read(&self.by_rpm).get(&rpm.get()) {
+        if let Some(l) = self.by_rpm.read().get(&rpm.get()) {
             return l.clone();
         }
-        let mut map = self.by_rpm.write().unwrap_or_else(|e| e.into_inner());
+        let mut map = self.by_rpm.write();
         map.entry(rpm.get())
             .or_insert_with(|| {
                 Arc::new(
@@ -130,7 +132,7 @@ impl LocalLimiter {
     /// whole burst anyway), and limiters left with no key: memory follows
     /// the keys active in the last minute, not every key ever seen.
     pub fn cleanup(&self) {
-        let mut map = self.by_rpm.write().unwrap_or_else(|e| e.into_inner());
+        let mut map = self.by_rpm.write();
         map.retain(|_, l| {
             l.retain_recent();
             l.shrink_to_fit();
@@ -140,12 +142,8 @@ impl LocalLimiter {
 
     /// Keys currently tracked (for tests and metrics).
     pub fn tracked_keys(&self) -> usize {
-        read(&self.by_rpm).values().map(|l| l.len()).sum()
+        self.by_rpm.read().values().map(|l| l.len()).sum()
     }
-}
-
-fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    l.read().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Middleware right after auth: counts the request against its key, refuses
@@ -161,8 +159,7 @@ pub async fn rate_limit(State(state): State<AppState>, req: Request, next: Next)
     if !decision.allowed {
         let secs = decision.retry_after_secs();
         let err = ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limit_exceeded",
+            ErrorCode::RateLimitExceeded,
             format!(
                 "this key is limited to {} requests per minute; retry after {secs} s",
                 decision.limit

@@ -66,7 +66,7 @@ pub async fn get_account(
         id: account.id,
         created_at: account.created_at,
         key: KeyView {
-            id: auth.key.id.clone(),
+            id: auth.key.id.to_string(),
             label: auth.key.label.clone(),
             scopes: auth.key.scopes.clone(),
         },

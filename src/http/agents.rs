@@ -17,8 +17,9 @@ use super::{
     record,
 };
 use crate::{
+    domain::{AgentStatus, ErrorCode},
     state::AppState,
-    store::{Agent, AgentPatch, NewAgent, Page, AGENT_RUNNING, AGENT_STOPPED},
+    store::{Agent, AgentPatch, NewAgent, Page},
 };
 
 /// Body of `POST /v1/agents`.
@@ -250,7 +251,7 @@ pub async fn start_agent(
     auth: Auth,
     id: Path<String>,
 ) -> Result<Json<Agent>, ApiError> {
-    set_status(state, auth, id, AGENT_RUNNING).await
+    set_status(state, auth, id, AgentStatus::Running).await
 }
 
 /// Refuse new messages (409 `agent_stopped`) until started again.
@@ -261,17 +262,17 @@ pub async fn stop_agent(
     auth: Auth,
     id: Path<String>,
 ) -> Result<Json<Agent>, ApiError> {
-    set_status(state, auth, id, AGENT_STOPPED).await
+    set_status(state, auth, id, AgentStatus::Stopped).await
 }
 
 async fn set_status(
     State(state): State<AppState>,
     auth: Auth,
     Path(id): Path<String>,
-    status: &str,
+    status: AgentStatus,
 ) -> Result<Json<Agent>, ApiError> {
     let patch = AgentPatch {
-        status: Some(status.to_owned()),
+        status: Some(status),
         ..Default::default()
     };
     let agent = state.store.update_agent(auth.account(), &id, patch).await;
@@ -279,7 +280,7 @@ async fn set_status(
 }
 
 /// The code of a missing (or another account's) agent.
-const NOT_FOUND: &str = "agent_not_found";
+const NOT_FOUND: ErrorCode = ErrorCode::AgentNotFound;
 
 /// The client's view: the account is implied by the key.
 fn public(mut agent: Agent) -> Agent {

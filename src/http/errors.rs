@@ -16,56 +16,103 @@ use bytes::Bytes;
 use serde::{de::DeserializeOwned, Serialize};
 use serde_json::json;
 
-use crate::{bus::BusError, store::StoreError};
+use crate::{bus::BusError, domain::ErrorCode, store::StoreError};
 
-/// An error as the client sees it.
+/// An error as the client sees it. Its status is the code's
+/// ([`ErrorCode::status`]), except for a request refused with a status of
+/// its own (a layer's bare answer, an extractor's rejection): then the code
+/// follows from the status ([`ApiError::for_status`], [`ApiError::rejected`]).
+/// The two cannot be set apart, so they are read through [`Self::status`]
+/// and [`Self::code`].
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{status} {code}: {message}")]
 pub struct ApiError {
-    pub status: StatusCode,
-    pub code: &'static str,
+    status: StatusCode,
+    code: ErrorCode,
     pub message: String,
     /// Seconds for `Retry-After` on 429/503.
     pub retry_after: Option<u64>,
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    /// An error with `code`, answered with the code's status. A code that
+    /// only travels inside streams has none: it is answered as a 500.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
-            status,
+            status: code.status().unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             code,
             message: message.into(),
             retry_after: None,
         }
     }
+
+    /// The error an answer with a bare error `status` (from a layer: the body
+    /// limit, the timeout, axum's own rejections) stands for, keeping the
+    /// status: `validation_error` for 4xx without a code of their own,
+    /// `internal_error` for 5xx.
+    pub fn for_status(status: StatusCode) -> Self {
+        let (code, message) = match status {
+            StatusCode::NOT_FOUND => (ErrorCode::NotFound, "not found"),
+            StatusCode::METHOD_NOT_ALLOWED => (
+                ErrorCode::MethodNotAllowed,
+                "method not allowed on this route",
+            ),
+            StatusCode::PAYLOAD_TOO_LARGE => {
+                (ErrorCode::PayloadTooLarge, "request body exceeds the limit")
+            }
+            StatusCode::REQUEST_TIMEOUT => (ErrorCode::Timeout, "the request took too long"),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+                (ErrorCode::ValidationError, "unsupported content type")
+            }
+            StatusCode::UNAUTHORIZED => (ErrorCode::Unauthorized, "unauthorized"),
+            s if s.is_server_error() => (ErrorCode::InternalError, "internal error"),
+            _ => (ErrorCode::ValidationError, "bad request"),
+        };
+        Self {
+            status,
+            ..Self::new(code, message)
+        }
+    }
+
+    /// A request refused with `status` by what read it (axum's WebSocket
+    /// upgrade rejections: 400, 405 for HEAD, 426): `validation_error` with
+    /// that status (`internal_error` for a 5xx).
+    pub fn rejected(status: StatusCode, message: impl Into<String>) -> Self {
+        let code = match status.is_server_error() {
+            true => ErrorCode::InternalError,
+            false => ErrorCode::ValidationError,
+        };
+        Self {
+            status,
+            ..Self::new(code, message)
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    pub fn code(&self) -> ErrorCode {
+        self.code
+    }
+
     pub fn validation(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "validation_error", message)
+        Self::new(ErrorCode::ValidationError, message)
     }
     pub fn unauthorized(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+        Self::new(ErrorCode::Unauthorized, message)
     }
     pub fn forbidden(scope: &str) -> Self {
         Self::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
+            ErrorCode::Forbidden,
             format!("this key lacks the `{scope}` scope"),
         )
     }
-    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, code, message)
-    }
-    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::CONFLICT, code, message)
-    }
     pub fn unavailable(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+        Self::new(ErrorCode::Unavailable, message)
     }
     pub fn internal() -> Self {
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal_error",
-            "internal error",
-        )
+        Self::new(ErrorCode::InternalError, "internal error")
     }
     pub fn with_retry_after(mut self, secs: u64) -> Self {
         self.retry_after = Some(secs);
@@ -73,11 +120,9 @@ impl ApiError {
     }
 
     /// A store NotFound for a resource kind: `agent_not_found`, `run_not_found`, …
-    pub fn from_store(err: StoreError, not_found_code: &'static str) -> Self {
+    pub fn from_store(err: StoreError, not_found_code: ErrorCode) -> Self {
         match err {
-            StoreError::NotFound(what) => {
-                Self::not_found(not_found_code, format!("{what} not found"))
-            }
+            StoreError::NotFound(what) => Self::new(not_found_code, format!("{what} not found")),
             other => other.into(),
         }
     }
@@ -91,8 +136,10 @@ impl ApiError {
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
         match err {
-            StoreError::NotFound(what) => Self::not_found("not_found", format!("{what} not found")),
-            StoreError::Conflict(msg) => Self::conflict("conflict", msg),
+            StoreError::NotFound(what) => {
+                Self::new(ErrorCode::NotFound, format!("{what} not found"))
+            }
+            StoreError::Conflict(msg) => Self::new(ErrorCode::Conflict, msg),
             StoreError::Invalid(msg) => Self::validation(msg),
             StoreError::Unavailable(msg) => {
                 tracing::warn!(error = %msg, "store unavailable");
@@ -106,7 +153,7 @@ impl From<BusError> for ApiError {
     fn from(err: BusError) -> Self {
         match err {
             BusError::HistoryExpired { .. } => {
-                Self::new(StatusCode::GONE, "history_expired", err.to_string())
+                Self::new(ErrorCode::HistoryExpired, err.to_string())
             }
             other => {
                 tracing::warn!(error = %other, "bus error");
@@ -123,7 +170,7 @@ pub struct ErrorMarker(pub ApiError);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if self.status.is_server_error() && self.code == "internal_error" {
+        if self.status.is_server_error() && self.code == ErrorCode::InternalError {
             tracing::error!(message = %self.message, "internal error");
         }
         let mut resp = (self.status, axum::Json(self.body(""))).into_response();
@@ -158,11 +205,7 @@ where
 /// A body that could not be read: too large (413) or broken (400).
 pub fn bytes_rejection(rej: BytesRejection) -> ApiError {
     if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            "request body exceeds the limit",
-        )
+        ApiError::new(ErrorCode::PayloadTooLarge, "request body exceeds the limit")
     } else {
         ApiError::validation(format!("body: {}", rej.body_text()))
     }

@@ -17,6 +17,7 @@ use super::{
     params::ListQuery,
 };
 use crate::{
+    domain::ErrorCode,
     keys,
     state::AppState,
     store::{KeyRecord, Page, SCOPES},
@@ -151,11 +152,13 @@ pub async fn revoke_key(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let revoked = state.store.revoke_key(auth.account(), &id).await;
-    revoked.map_err(|e| ApiError::from_store(e, "key_not_found"))?;
+    revoked.map_err(|e| ApiError::from_store(e, ErrorCode::KeyNotFound))?;
     state.keys.evict(&id);
     // Every other gateway evicts it too (the store already refuses it; this
     // only shortens their key caches' TTL to the bus's latency).
-    let revoked = crate::bus::Control::KeyRevoked { key_id: id.clone() };
+    let revoked = crate::bus::Control::KeyRevoked {
+        key_id: id.as_str().into(),
+    };
     if let Err(e) = state.bus.publish_control(revoked).await {
         tracing::warn!(key_id = %id, error = %e, "revocation not broadcast: other gateways may accept the key until their key cache expires");
     }

@@ -37,7 +37,7 @@ use super::{
     route::{self, Errors, Route, Transport},
     routes::ROUTES,
 };
-use crate::state::AppState;
+use crate::{domain::ErrorCode, state::AppState};
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -159,13 +159,12 @@ fn access_span(req: &http::Request<Body>) -> tracing::Span {
 }
 
 async fn not_found() -> ApiError {
-    ApiError::not_found("not_found", "no such route")
+    ApiError::new(ErrorCode::NotFound, "no such route")
 }
 
 async fn method_not_allowed() -> ApiError {
     ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
+        ErrorCode::MethodNotAllowed,
         "method not allowed on this route",
     )
 }
@@ -194,7 +193,7 @@ async fn envelope(req: Request, next: Next) -> Response {
         // A handler that built its own JSON error (the OpenAI-shaped ones)
         // meant that shape; it only gains the request id.
         None if is_json(&resp) => return with_request_id(resp, &request_id).await,
-        None => by_status(status),
+        None => ApiError::for_status(status),
     };
     let body = if openai {
         let mut body = crate::openai::error::OpenAiError::from(err).body();
@@ -245,20 +244,4 @@ fn is_json(resp: &Response) -> bool {
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"))
-}
-
-fn by_status(status: StatusCode) -> ApiError {
-    let (code, message) = match status {
-        StatusCode::NOT_FOUND => ("not_found", "not found"),
-        StatusCode::METHOD_NOT_ALLOWED => {
-            ("method_not_allowed", "method not allowed on this route")
-        }
-        StatusCode::PAYLOAD_TOO_LARGE => ("payload_too_large", "request body exceeds the limit"),
-        StatusCode::REQUEST_TIMEOUT => ("timeout", "the request took too long"),
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => ("validation_error", "unsupported content type"),
-        StatusCode::UNAUTHORIZED => ("unauthorized", "unauthorized"),
-        s if s.is_server_error() => ("internal_error", "internal error"),
-        _ => ("validation_error", "bad request"),
-    };
-    ApiError::new(status, code, message)
 }

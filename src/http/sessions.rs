@@ -15,6 +15,7 @@ use super::{
     params::ListQuery,
 };
 use crate::{
+    domain::ErrorCode,
     state::AppState,
     store::{Page, Session, StoreError},
 };
@@ -31,8 +32,10 @@ pub struct CreateSession {
 /// A missing agent says so; a missing session says so.
 fn not_found(e: StoreError) -> ApiError {
     match &e {
-        StoreError::NotFound(what) if what == "agent" => ApiError::from_store(e, "agent_not_found"),
-        _ => ApiError::from_store(e, "session_not_found"),
+        StoreError::NotFound(what) if what == "agent" => {
+            ApiError::from_store(e, ErrorCode::AgentNotFound)
+        }
+        _ => ApiError::from_store(e, ErrorCode::SessionNotFound),
     }
 }
 

@@ -16,6 +16,7 @@ use super::{
     record,
 };
 use crate::{
+    domain::ErrorCode,
     state::AppState,
     store::{NewTool, Page, Tool},
 };
@@ -140,7 +141,7 @@ pub async fn get_tool(
     Path(id): Path<String>,
 ) -> Result<Json<Tool>, ApiError> {
     let tool = state.store.get_tool(auth.account(), &id).await;
-    record::found(tool.map(public), "tool_not_found")
+    record::found(tool.map(public), ErrorCode::ToolNotFound)
 }
 
 /// Delete a tool.
@@ -152,7 +153,7 @@ pub async fn delete_tool(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let gone = state.store.delete_tool(auth.account(), &id).await;
-    record::deleted(gone, "tool_not_found")
+    record::deleted(gone, ErrorCode::ToolNotFound)
 }
 
 fn public(mut tool: Tool) -> Tool {

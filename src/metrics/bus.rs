@@ -6,11 +6,12 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use serde_json::{Map, Value};
-
 use tokio::sync::broadcast;
 
-use crate::bus::{Bus, BusError, BusEvent, Control, Subscription};
+use crate::{
+    bus::{Bus, BusError, BusEvent, Control, Subscription},
+    domain::{AgentEvent, Channel},
+};
 
 /// A [`Bus`] that counts successful publishes by channel kind.
 pub struct MeteredBus<B: ?Sized> {
@@ -28,27 +29,35 @@ impl<B: Bus + ?Sized> MeteredBus<B> {
 impl<B: Bus + ?Sized> Bus for MeteredBus<B> {
     async fn publish(
         &self,
-        channel: &str,
-        event: Map<String, Value>,
+        channel: &Channel,
+        event: &AgentEvent,
     ) -> Result<Arc<BusEvent>, BusError> {
         let ev = self.inner.publish(channel, event).await?;
         super::event_published(channel);
         Ok(ev)
     }
 
-    async fn subscribe(&self, channel: &str, after: Option<u64>) -> Result<Subscription, BusError> {
+    async fn subscribe(
+        &self,
+        channel: &Channel,
+        after: Option<u64>,
+    ) -> Result<Subscription, BusError> {
         self.inner.subscribe(channel, after).await
     }
 
-    async fn subscribe_run(&self, channel: &str, run_id: &str) -> Result<Subscription, BusError> {
+    async fn subscribe_run(
+        &self,
+        channel: &Channel,
+        run_id: &str,
+    ) -> Result<Subscription, BusError> {
         self.inner.subscribe_run(channel, run_id).await
     }
 
-    async fn kept(&self, channel: &str) -> Result<Vec<Arc<BusEvent>>, BusError> {
+    async fn kept(&self, channel: &Channel) -> Result<Vec<Arc<BusEvent>>, BusError> {
         self.inner.kept(channel).await
     }
 
-    async fn seed_seq(&self, channel: &str, floor: u64) -> Result<(), BusError> {
+    async fn seed_seq(&self, channel: &Channel, floor: u64) -> Result<(), BusError> {
         self.inner.seed_seq(channel, floor).await
     }
 

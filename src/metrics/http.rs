@@ -10,11 +10,7 @@
 //! Histogram handles are cached by their three labels, so a request costs a
 //! read lock and a hash lookup, and no allocation once warm.
 
-use std::{
-    collections::HashMap,
-    sync::{OnceLock, PoisonError, RwLock},
-    time::Instant,
-};
+use std::{collections::HashMap, sync::OnceLock, time::Instant};
 
 use ::metrics::{Counter, Histogram};
 use axum::{
@@ -23,6 +19,7 @@ use axum::{
     middleware::Next,
     response::Response,
 };
+use parking_lot::RwLock;
 
 use crate::http::errors::ErrorMarker;
 
@@ -58,7 +55,7 @@ pub async fn track(req: Request, next: Next) -> Response {
         let reason = resp
             .extensions()
             .get::<ErrorMarker>()
-            .map_or("other", |m| m.0.code);
+            .map_or("other", |m| m.0.code().as_str());
         rate_limited(reason).increment(1);
     }
     resp
@@ -69,14 +66,10 @@ pub async fn track(req: Request, next: Next) -> Response {
 fn intern(path: &str) -> &'static str {
     static ROUTES: OnceLock<RwLock<HashMap<String, &'static str>>> = OnceLock::new();
     let routes = ROUTES.get_or_init(Default::default);
-    if let Some(s) = routes
-        .read()
-        .unwrap_or_else(PoisonError::into_inner)
-        .get(path)
-    {
+    if let Some(s) = routes.read().get(path) {
         return s;
     }
-    let mut w = routes.write().unwrap_or_else(PoisonError::into_inner);
+    let mut w = routes.write();
     w.entry(path.to_owned())
         .or_insert_with(|| Box::leak(path.to_owned().into_boxed_str()))
 }
@@ -90,11 +83,7 @@ fn histogram(method: &'static str, route: &'static str, class: &'static str) -> 
         Default::default()
     });
     let key = (method, route, class);
-    if let Some(h) = cache
-        .read()
-        .unwrap_or_else(PoisonError::into_inner)
-        .get(&key)
-    {
+    if let Some(h) = cache.read().get(&key) {
         return h.clone();
     }
     let h = ::metrics::histogram!(
@@ -103,12 +92,7 @@ fn histogram(method: &'static str, route: &'static str, class: &'static str) -> 
         "route" => route,
         "status" => class
     );
-    cache
-        .write()
-        .unwrap_or_else(PoisonError::into_inner)
-        .entry(key)
-        .or_insert(h)
-        .clone()
+    cache.write().entry(key).or_insert(h).clone()
 }
 
 fn rate_limited(reason: &'static str) -> Counter {

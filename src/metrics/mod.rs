@@ -31,6 +31,8 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 pub use bus::MeteredBus;
 
+use crate::domain::{Channel, RunStatus};
+
 /// Histogram buckets (seconds) for every `*_seconds` metric: from 1 ms
 /// (REST on a warm cache) to 5 minutes (a long agent run).
 const BUCKETS: &[f64] = &[
@@ -198,14 +200,12 @@ impl Drop for ConnGuard {
 }
 
 /// One event published on `channel` (`agent:…`, `logs:…`).
-pub fn event_published(channel: &str) {
+pub fn event_published(channel: &Channel) {
     let h = handles();
-    if channel.starts_with("agent:") {
-        h.published_agent.increment(1);
-    } else if channel.starts_with("logs:") {
-        h.published_logs.increment(1);
-    } else {
-        h.published_other.increment(1);
+    match channel {
+        Channel::Agent(_) => h.published_agent.increment(1),
+        Channel::Logs(_) => h.published_logs.increment(1),
+        Channel::Run(_) => h.published_other.increment(1),
     }
 }
 
@@ -225,12 +225,10 @@ pub fn lagged_close(kind: Conn) {
 
 /// An agent run ended with `status` (`completed`, `cancelled`, `failed`)
 /// after `took`.
-pub fn run_finished(status: &str, took: Duration) {
+pub fn run_finished(status: RunStatus, took: Duration) {
     let status = match status {
-        "completed" => "completed",
-        "cancelled" => "cancelled",
-        "failed" => "failed",
-        _ => "other",
+        RunStatus::Completed | RunStatus::Cancelled | RunStatus::Failed => status.as_str(),
+        RunStatus::Running => "other",
     };
     ::metrics::histogram!("weir_run_duration_seconds", "status" => status)
         .record(took.as_secs_f64());
@@ -314,18 +312,19 @@ mod tests {
     fn a_lagged_sse_error_frame_is_counted() {
         let series = r#"weir_lagged_closes_total{kind="sse"}"#;
         let before = value(series);
-        crate::stream::sse::error_frame("lagged", "behind", Some(3));
-        crate::stream::sse::error_frame("history_expired", "gone", None);
+        use crate::domain::ErrorCode;
+        crate::stream::sse::error_frame(ErrorCode::Lagged, "behind", Some(3));
+        crate::stream::sse::error_frame(ErrorCode::HistoryExpired, "gone", None);
         assert!(value(series) >= before + 1.0);
     }
 
     #[test]
     fn runs_are_bucketed_by_known_status_only() {
-        run_finished("completed", Duration::from_millis(30));
-        run_finished("exploded", Duration::from_millis(30));
+        run_finished(RunStatus::Completed, Duration::from_millis(30));
+        run_finished(RunStatus::Running, Duration::from_millis(30));
         let text = prometheus().expect("recorder").render();
         assert!(text.contains(r#"weir_run_duration_seconds_bucket{status="completed",le="0.05"}"#));
         assert!(text.contains(r#"weir_run_duration_seconds_count{status="other"}"#));
-        assert!(!text.contains("exploded"));
+        assert!(!text.contains(r#"status="running""#));
     }
 }

@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 use super::OpenAiError;
 use crate::{
     agent::{CancelOnDrop, ChatMessage, RunFollower, StartRun},
+    domain::{AgentEvent, AgentId, ErrorCode, EventBody, RunId, SessionId, StopReason},
     http::errors::ApiError,
     state::AppState,
     store::StoreError,
@@ -74,37 +75,35 @@ fn text_of(content: &Value) -> String {
 struct Outcome {
     content: Option<String>,
     usage: Option<Value>,
-    error: Option<(String, String)>,
-    stop_reason: Option<String>,
+    error: Option<(ErrorCode, String)>,
+    stop_reason: Option<StopReason>,
 }
 
 impl Outcome {
-    fn absorb(&mut self, message_type: &str, ev: &Value) {
-        let s = |k: &str| {
-            ev.get(k)
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned()
-        };
-        match message_type {
-            "assistant_message" => self.content = Some(s("message")),
-            "usage" => {
+    fn absorb(&mut self, ev: &AgentEvent) {
+        match &ev.body {
+            EventBody::AssistantMessage { message } => self.content = Some(message.clone()),
+            EventBody::Usage {
+                prompt_tokens,
+                completion_tokens,
+                total_tokens,
+            } => {
                 self.usage = Some(json!({
-                    "prompt_tokens": ev.get("prompt_tokens").cloned().unwrap_or(json!(0)),
-                    "completion_tokens": ev.get("completion_tokens").cloned().unwrap_or(json!(0)),
-                    "total_tokens": ev.get("total_tokens").cloned().unwrap_or(json!(0)),
+                    "prompt_tokens": prompt_tokens,
+                    "completion_tokens": completion_tokens,
+                    "total_tokens": total_tokens,
                 }))
             }
-            "error" => self.error = Some((s("code"), s("message"))),
-            "done" => self.stop_reason = Some(s("stop_reason")),
+            EventBody::Error { code, message } => self.error = Some((*code, message.clone())),
+            EventBody::Done { stop_reason } => self.stop_reason = Some(*stop_reason),
             _ => {}
         }
     }
 
     /// OpenAI's `finish_reason` for the run's stop reason.
     fn finish_reason(&self) -> &'static str {
-        match self.stop_reason.as_deref() {
-            Some("max_steps") => "length",
+        match self.stop_reason {
+            Some(StopReason::MaxSteps) => "length",
             _ => "stop",
         }
     }
@@ -115,19 +114,19 @@ impl Outcome {
             return Some(OpenAiError::new(
                 StatusCode::BAD_GATEWAY,
                 message.clone(),
-                Some(code),
+                Some(*code),
             ));
         }
-        match self.stop_reason.as_deref() {
-            Some("cancelled") => Some(OpenAiError::new(
+        match self.stop_reason {
+            Some(StopReason::Cancelled) => Some(OpenAiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "the run was cancelled",
-                Some("cancelled"),
+                Some(ErrorCode::Cancelled),
             )),
             None => Some(OpenAiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "lost the run's event stream",
-                Some("unavailable"),
+                Some(ErrorCode::Unavailable),
             )),
             _ => None,
         }
@@ -156,9 +155,9 @@ impl CompletionRequest {
 async fn named_session(
     state: &AppState,
     account: &str,
-    agent_id: &str,
+    agent_id: &AgentId,
     user: Option<&str>,
-) -> Result<Option<String>, OpenAiError> {
+) -> Result<Option<SessionId>, OpenAiError> {
     match user.map(str::trim) {
         Some(u) if u.chars().count() > 256 => Err(OpenAiError::invalid(
             "`user` must be at most 256 characters",
@@ -186,7 +185,7 @@ pub async fn complete(
     };
     let session_id = named_session(state, account, &agent.id, req.user.as_deref()).await?;
     let stream = req.stream.unwrap_or(false);
-    let run_id = crate::util::new_id("run");
+    let run_id = RunId::generate();
     let follower = RunFollower::subscribe(state.bus.clone(), &agent.id, &run_id)
         .await
         .map_err(ApiError::from)?;
@@ -205,9 +204,9 @@ pub async fn complete(
         .map_err(ApiError::from)?;
     let guard = CancelOnDrop::new(state.runtime.clone(), &run.id, true);
     let head = Head {
-        id: format!("chatcmpl-{}", run.id.trim_start_matches("run-")),
+        id: format!("chatcmpl-{}", run.id.as_str().trim_start_matches("run-")),
         created: crate::util::unix_now(),
-        model: agent.id,
+        model: agent.id.into_string(),
     };
     if stream {
         let include_usage = req.stream_options.is_some_and(|o| o.include_usage);
@@ -235,8 +234,9 @@ async fn collect(
 ) -> Result<Response, OpenAiError> {
     let mut out = Outcome::default();
     while let Some(ev) = follower.next().await {
-        let v: Value = serde_json::from_slice(&ev.json).unwrap_or_default();
-        out.absorb(&ev.message_type, &v);
+        if let Ok(event) = ev.event() {
+            out.absorb(&event);
+        }
     }
     guard.disarm();
     if let Some(e) = out.failure() {
@@ -300,22 +300,20 @@ fn chunks(
         let mut out = Outcome::default();
         let mut streamed = false;
         while let Some(ev) = follower.next().await {
-            let v: Value = serde_json::from_slice(&ev.json).unwrap_or_default();
-            match ev.message_type.as_str() {
-                "assistant_delta" => {
-                    let piece = v.get("delta").and_then(Value::as_str).unwrap_or_default();
+            let Ok(event) = ev.event() else { continue };
+            match &event.body {
+                EventBody::AssistantDelta { delta } => {
                     streamed = true;
-                    yield head.delta(json!({"content": piece}), None, include_usage);
+                    yield head.delta(json!({"content": delta}), None, include_usage);
                 }
                 // A reply that came without deltas is sent whole.
-                "assistant_message" if !streamed => {
+                EventBody::AssistantMessage { message } if !streamed => {
                     streamed = true;
-                    let text = v.get("message").cloned().unwrap_or_default();
-                    yield head.delta(json!({"content": text}), None, include_usage);
+                    yield head.delta(json!({"content": message}), None, include_usage);
                 }
                 _ => {}
             }
-            out.absorb(&ev.message_type, &v);
+            out.absorb(&event);
         }
         guard.disarm();
         if let Some(e) = out.failure() {

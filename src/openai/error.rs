@@ -12,7 +12,7 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
-use crate::http::errors::ApiError;
+use crate::{domain::ErrorCode, http::errors::ApiError};
 
 /// An error as an OpenAI client expects it.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -22,18 +22,18 @@ pub struct OpenAiError {
     pub message: String,
     /// `type`: `invalid_request_error`, `authentication_error`, `server_error`, …
     pub kind: &'static str,
-    pub code: Option<String>,
+    pub code: Option<ErrorCode>,
     pub param: Option<String>,
     pub retry_after: Option<u64>,
 }
 
 impl OpenAiError {
-    pub fn new(status: StatusCode, message: impl Into<String>, code: Option<&str>) -> Self {
+    pub fn new(status: StatusCode, message: impl Into<String>, code: Option<ErrorCode>) -> Self {
         Self {
             status,
             message: message.into(),
             kind: kind_for(status),
-            code: code.map(str::to_owned),
+            code,
             param: None,
             retry_after: None,
         }
@@ -51,7 +51,7 @@ impl OpenAiError {
         let mut e = Self::new(
             StatusCode::NOT_FOUND,
             format!("The model `{model}` does not exist or you do not have access to it."),
-            Some("model_not_found"),
+            Some(ErrorCode::ModelNotFound),
         );
         e.param = Some("model".into());
         e
@@ -76,7 +76,8 @@ fn kind_for(status: StatusCode) -> &'static str {
 
 impl From<ApiError> for OpenAiError {
     fn from(e: ApiError) -> Self {
-        let mut out = Self::new(e.status, e.message, Some(e.code));
+        let (status, code) = (e.status(), e.code());
+        let mut out = Self::new(status, e.message, Some(code));
         out.retry_after = e.retry_after;
         out
     }
@@ -123,7 +124,7 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, OpenAiError> {
         let mut err = OpenAiError::new(
             StatusCode::BAD_REQUEST,
             format!("We could not parse the JSON body of your request: {e}"),
-            Some("invalid_json"),
+            Some(ErrorCode::InvalidJson),
         );
         err.param = None;
         err
@@ -189,7 +190,7 @@ mod tests {
             stream: Option<bool>,
         }
         let e = parse::<Req>(b"{nope").unwrap_err();
-        assert_eq!(e.code.as_deref(), Some("invalid_json"));
+        assert_eq!(e.code, Some(ErrorCode::InvalidJson));
         let e = parse::<Req>(br#"{"model":"m","stream":"yes"}"#).unwrap_err();
         assert_eq!(e.param.as_deref(), Some("stream"));
         let e = parse::<Req>(br#"{}"#).unwrap_err();

@@ -25,6 +25,7 @@ use tokio::time::{timeout, timeout_at, Instant};
 use super::OpenAiError;
 use crate::{
     agent::models::upstream::error_message,
+    domain::ErrorCode,
     metrics::{upstream_answered, upstream_error, Upstream},
     state::AppState,
     stream::sse::{frame, sse_response},
@@ -60,7 +61,7 @@ pub async fn relay(state: &AppState, mut body: Value) -> Result<Response, OpenAi
             return Err(OpenAiError::new(
                 StatusCode::GATEWAY_TIMEOUT,
                 "the provider did not answer in time",
-                Some("upstream_timeout"),
+                Some(ErrorCode::UpstreamTimeout),
             ));
         }
         Ok(Err(e)) => {
@@ -69,7 +70,7 @@ pub async fn relay(state: &AppState, mut body: Value) -> Result<Response, OpenAi
             return Err(OpenAiError::new(
                 StatusCode::BAD_GATEWAY,
                 "the provider is unreachable",
-                Some("upstream_unavailable"),
+                Some(ErrorCode::UpstreamUnavailable),
             ));
         }
         Ok(Ok(r)) => r,
@@ -104,7 +105,7 @@ async fn error_answer(resp: reqwest::Response) -> Response {
         let message = error_message(resp).await;
         tracing::warn!(status = %status, message = %message, "provider error");
         let msg = format!("the provider answered {}: {message}", status.as_u16());
-        return OpenAiError::new(StatusCode::BAD_GATEWAY, msg, Some("upstream_error"))
+        return OpenAiError::new(StatusCode::BAD_GATEWAY, msg, Some(ErrorCode::UpstreamError))
             .into_response();
     }
     let mut body = Vec::new();
@@ -131,7 +132,7 @@ async fn error_answer(resp: reqwest::Response) -> Response {
     OpenAiError::new(
         status,
         format!("the provider answered {}: {text}", status.as_u16()),
-        Some("upstream_error"),
+        Some(ErrorCode::UpstreamError),
     )
     .into_response()
 }
@@ -193,7 +194,7 @@ where
         let (kind, failure) = failure;
         tracing::warn!(reason = %failure, "relay stream failed");
         upstream_error(Upstream::Relay, kind);
-        let err = OpenAiError::new(StatusCode::BAD_GATEWAY, failure, Some("upstream_stream_error"));
+        let err = OpenAiError::new(StatusCode::BAD_GATEWAY, failure, Some(ErrorCode::UpstreamStreamError));
         yield frame(None, None, &serde_json::to_vec(&err.body()).unwrap_or_default());
         yield Bytes::from_static(b"data: [DONE]\n\n");
     }

@@ -12,6 +12,7 @@
 //! must treat a record of another account exactly like a missing one: this is
 //! where "one account never sees another's data" is enforced.
 
+mod columns;
 mod migrate;
 pub mod model;
 pub mod postgres;

@@ -8,6 +8,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
+use crate::domain::{
+    AgentEvent, AgentId, AgentStatus, KeyId, MessageType, RunId, RunStatus, SessionId, StopReason,
+    ToolId,
+};
+
 /// A tenant. Every other record belongs to exactly one account.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct Account {
@@ -30,7 +35,7 @@ pub const SCOPES: &[&str] = &[
 /// An API key as stored: the secret itself is never kept, only its SHA-256.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct KeyRecord {
-    pub id: String,
+    pub id: KeyId,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     #[schema(ignore)]
     pub account_id: String,
@@ -64,7 +69,7 @@ impl KeyRecord {
 /// What the store needs to mint a key; the caller has already hashed the secret.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NewKey {
-    pub id: String,
+    pub id: KeyId,
     pub account_id: String,
     pub label: String,
     pub scopes: Vec<String>,
@@ -72,13 +77,9 @@ pub struct NewKey {
     pub hash: String,
 }
 
-/// Whether an agent accepts messages.
-pub const AGENT_RUNNING: &str = "running";
-pub const AGENT_STOPPED: &str = "stopped";
-
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct Agent {
-    pub id: String,
+    pub id: AgentId,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     #[schema(ignore)]
     pub account_id: String,
@@ -89,7 +90,7 @@ pub struct Agent {
     pub tags: Vec<String>,
     pub metadata: Value,
     /// `running` or `stopped`.
-    pub status: String,
+    pub status: AgentStatus,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -114,12 +115,12 @@ pub struct AgentPatch {
     pub tools: Option<Vec<String>>,
     pub tags: Option<Vec<String>>,
     pub metadata: Option<Value>,
-    pub status: Option<String>,
+    pub status: Option<AgentStatus>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct Tool {
-    pub id: String,
+    pub id: ToolId,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     #[schema(ignore)]
     pub account_id: String,
@@ -143,65 +144,87 @@ pub struct NewTool {
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct Session {
-    pub id: String,
-    pub agent_id: String,
+    pub id: SessionId,
+    pub agent_id: AgentId,
     pub name: String,
     pub created_at: String,
 }
 
-/// Run lifecycle states.
-pub const RUN_RUNNING: &str = "running";
-pub const RUN_COMPLETED: &str = "completed";
-pub const RUN_CANCELLED: &str = "cancelled";
-pub const RUN_FAILED: &str = "failed";
-
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct Run {
-    pub id: String,
-    pub agent_id: String,
-    pub session_id: String,
+    pub id: RunId,
+    pub agent_id: AgentId,
+    pub session_id: SessionId,
     /// `running`, `completed`, `cancelled` or `failed`.
-    pub status: String,
-    pub stop_reason: Option<String>,
+    pub status: RunStatus,
+    pub stop_reason: Option<StopReason>,
     pub error: Option<String>,
     pub created_at: String,
     pub updated_at: String,
 }
 
-/// One agent event as persisted: the indexed columns plus the full event JSON
+/// One agent event as persisted: the indexed columns plus the full event
 /// exactly as it was published (so history replays byte-for-byte).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct EventRecord {
-    pub agent_id: String,
+    pub agent_id: AgentId,
     pub seq: u64,
-    pub run_id: String,
-    pub session_id: String,
-    pub message_type: String,
-    /// The complete event object (`id`, `seq`, `date`, `message_type`, …).
-    pub event: Value,
+    pub run_id: RunId,
+    pub session_id: SessionId,
+    pub message_type: MessageType,
+    /// The complete event (`id`, `seq`, `date`, `message_type`, …).
+    pub event: AgentEvent,
+}
+
+impl EventRecord {
+    /// The record of `event` published as `seq`, its columns taken from the
+    /// event itself. `None` for a log line: it has no session (see [`LogRecord`]).
+    pub fn new(seq: u64, mut event: AgentEvent) -> Option<Self> {
+        event.seq = Some(seq);
+        Some(Self {
+            agent_id: event.agent_id.clone(),
+            seq,
+            run_id: event.run_id.clone(),
+            session_id: event.session_id.clone()?,
+            message_type: event.message_type(),
+            event,
+        })
+    }
 }
 
 /// Narrows [`crate::store::Store::list_events`]; `None` matches everything.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct EventFilter {
-    pub session_id: Option<String>,
-    pub run_id: Option<String>,
+    pub session_id: Option<SessionId>,
+    pub run_id: Option<RunId>,
     /// Only events whose `message_type` is one of these. A run's history
     /// load asks for the messages alone: token deltas are most of a
     /// session's events and none of its conversation. A store process that
     /// predates the field ignores it and returns every type, so callers
     /// still match on `message_type` themselves.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub message_types: Option<Vec<String>>,
+    pub message_types: Option<Vec<MessageType>>,
 }
 
 /// One log line of an agent's log stream, numbered by its own `seq`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct LogRecord {
-    pub agent_id: String,
+    pub agent_id: AgentId,
     pub seq: u64,
-    /// The complete log event object (`message_type: "log"`, `level`, …).
-    pub event: Value,
+    /// The complete log event (`message_type: "log"`, `level`, …).
+    pub event: AgentEvent,
+}
+
+impl LogRecord {
+    /// The record of log line `event` published as `seq`.
+    pub fn new(seq: u64, mut event: AgentEvent) -> Self {
+        event.seq = Some(seq);
+        Self {
+            agent_id: event.agent_id.clone(),
+            seq,
+            event,
+        }
+    }
 }
 
 /// Paging request: `limit` rows from `offset`, or the rows after the `after` cursor.

@@ -3,13 +3,14 @@
 //! an agent or tool made by SQLite is shaped exactly like one made by
 //! PostgreSQL.
 
-use super::{Agent, NewAgent, NewTool, Tool, AGENT_RUNNING};
+use super::{Agent, NewAgent, NewTool, Tool};
+use crate::domain::{AgentId, AgentStatus, ToolId};
 
 /// A new agent of `account`: running, created and updated now.
 pub(super) fn new_agent(account: &str, new: NewAgent) -> Agent {
     let now = crate::util::now();
     Agent {
-        id: crate::util::new_id("agent"),
+        id: AgentId::generate(),
         account_id: account.to_owned(),
         name: new.name,
         model: new.model,
@@ -17,7 +18,7 @@ pub(super) fn new_agent(account: &str, new: NewAgent) -> Agent {
         tools: new.tools,
         tags: new.tags,
         metadata: new.metadata,
-        status: AGENT_RUNNING.to_owned(),
+        status: AgentStatus::Running,
         created_at: now.clone(),
         updated_at: now,
     }
@@ -26,7 +27,7 @@ pub(super) fn new_agent(account: &str, new: NewAgent) -> Agent {
 /// A new tool of `account`, created now.
 pub(super) fn new_tool(account: &str, new: NewTool) -> Tool {
     Tool {
-        id: crate::util::new_id("tool"),
+        id: ToolId::generate(),
         account_id: account.to_owned(),
         name: new.name,
         description: new.description,

@@ -28,6 +28,7 @@ use super::{
     AgentPatch, EventFilter, EventRecord, ListParams, LogRecord, NewAgent, NewKey, NewTool, Run,
     Store, StoreResult,
 };
+use crate::domain::ErrorCode;
 use crate::{config::StoreConfig, http::errors::ApiError};
 
 /// Largest RPC body: event and log batches can be big, but not unbounded.
@@ -261,13 +262,9 @@ pub fn store_router(store: Arc<dyn Store>, token: String) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .merge(rpc)
-        .fallback(|| async { ApiError::not_found("not_found", "no such route") })
+        .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such route") })
         .method_not_allowed_fallback(|| async {
-            ApiError::new(
-                axum::http::StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                "method not allowed",
-            )
+            ApiError::new(ErrorCode::MethodNotAllowed, "method not allowed")
         })
         .with_state(state)
 }

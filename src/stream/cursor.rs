@@ -95,7 +95,7 @@ mod tests {
     fn bad_values_name_the_cursor() {
         for bad in ["-1", "+3", "x", "", "1.5", "99999999999999999999999"] {
             let e = resume_cursor(&headers(None), Some(bad)).unwrap_err();
-            assert_eq!(e.code, "validation_error");
+            assert_eq!(e.code(), crate::domain::ErrorCode::ValidationError);
             assert!(e.message.starts_with("after:"), "{}", e.message);
         }
         let e = resume_cursor(&headers(Some("abc")), None).unwrap_err();

@@ -1,6 +1,6 @@
 //! Feeds: the events one stream delivers, whatever transport carries them.
 //!
-//! A client names what it wants as a [`Target`] (`agent:<id>`, `logs:<id>`,
+//! A client names what it wants as a [`Channel`] (`agent:<id>`, `logs:<id>`,
 //! `run:<id>`); [`open`] checks that it belongs to the caller's account and
 //! returns a [`Feed`]: a stream of shared, pre-encoded [`BusEvent`]s that
 //! ends after at most one error. SSE routes and the WebSocket both deliver
@@ -9,14 +9,16 @@
 use std::{sync::Arc, time::Duration};
 
 use futures::{stream::BoxStream, StreamExt};
-use serde_json::Value;
 
 use crate::{
+    agent::events::stored_floor,
     agent::RunError,
     bus::{BusError, BusEvent, Subscription},
+    domain::ErrorCode,
+    domain::{Channel, MessageType, RunStatus},
     http::errors::ApiError,
     state::AppState,
-    store::{EventFilter, EventRecord, ListParams, Run, StoreError, RUN_RUNNING},
+    store::{EventFilter, EventRecord, ListParams, Run, StoreError},
 };
 
 /// Events of one stream, in seq order; an `Err` is always the last item.
@@ -33,12 +35,12 @@ pub enum FeedError {
 
 impl FeedError {
     /// The `code` clients see in the final `error` frame.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            Self::Bus(BusError::Lagged { .. }) => "lagged",
-            Self::Bus(BusError::HistoryExpired { .. }) => "history_expired",
+            Self::Bus(BusError::Lagged { .. }) => ErrorCode::Lagged,
+            Self::Bus(BusError::HistoryExpired { .. }) => ErrorCode::HistoryExpired,
             Self::Bus(BusError::Unavailable(_) | BusError::NeedsSeed(_)) | Self::Store(_) => {
-                "unavailable"
+                ErrorCode::Unavailable
             }
         }
     }
@@ -66,85 +68,41 @@ impl FeedError {
     }
 }
 
-/// What a client can subscribe to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
-    /// Every event of an agent (`agent:<id>`).
-    Agent(String),
-    /// An agent's log lines (`logs:<id>`).
-    Logs(String),
-    /// One run's events, replayed from the store then live (`run:<id>`).
-    Run(String),
-}
-
-impl Target {
-    /// Parses a channel name; the error names what is wrong with it.
-    pub fn parse(name: &str) -> Result<Self, String> {
-        let (kind, id) = name.split_once(':').ok_or_else(|| {
-            format!("channel: expected `agent:<id>`, `logs:<id>` or `run:<id>`, got `{name}`")
-        })?;
-        if id.is_empty() || id.len() > 128 || id.chars().any(|c| c.is_whitespace() || c == ':') {
-            return Err(format!("channel: `{name}` does not name an id"));
-        }
-        match kind {
-            "agent" => Ok(Self::Agent(id.to_owned())),
-            "logs" => Ok(Self::Logs(id.to_owned())),
-            "run" => Ok(Self::Run(id.to_owned())),
-            _ => Err(format!(
-                "channel: unknown kind `{kind}`; expected `agent`, `logs` or `run`"
-            )),
-        }
-    }
-
-    /// The channel's name as clients write it (and, for agents and logs, as the bus knows it).
-    pub fn name(&self) -> String {
-        match self {
-            Self::Agent(id) => format!("agent:{id}"),
-            Self::Logs(id) => format!("logs:{id}"),
-            Self::Run(id) => format!("run:{id}"),
-        }
-    }
-
-    /// The key scope needed to read it.
-    pub fn scope(&self) -> &'static str {
-        match self {
-            Self::Logs(_) => "logs",
-            Self::Agent(_) | Self::Run(_) => "chat",
-        }
+/// The key scope needed to read `channel`.
+pub fn scope(channel: &Channel) -> &'static str {
+    match channel {
+        Channel::Logs(_) => "logs",
+        Channel::Agent(_) | Channel::Run(_) => "chat",
     }
 }
 
-/// Opens `target` for `account`, resuming after `after`. A target of another
+/// Opens `channel` for `account`, resuming after `after`. A channel of another
 /// account is a 404 like a missing one. A cursor older than the history is an
 /// error with code `history_expired` (the SSE routes turn that one into an
 /// `error` frame; EventSource cannot read error bodies).
 pub async fn open(
     state: &AppState,
     account: &str,
-    target: &Target,
+    channel: &Channel,
     after: Option<u64>,
 ) -> Result<Feed, ApiError> {
-    match target {
-        Target::Agent(id) | Target::Logs(id) => {
+    match channel {
+        Channel::Agent(id) | Channel::Logs(id) => {
             state
                 .store
-                .get_agent(account, id)
+                .get_agent(account, id.as_str())
                 .await
-                .map_err(|e| ApiError::from_store(e, "agent_not_found"))?;
-            let channel = target.name();
+                .map_err(|e| ApiError::from_store(e, ErrorCode::AgentNotFound))?;
             if after.is_some() {
                 // After a restart the bus starts from zero; raising it to what
                 // the store holds makes an old cursor expire instead of
                 // silently skipping the events the bus never saw.
-                let floor = match target {
-                    Target::Logs(_) => state.store.last_log_seq(account, id).await?,
-                    _ => state.store.last_event_seq(account, id).await?,
-                };
-                state.bus.seed_seq(&channel, floor).await?;
+                let floor = stored_floor(state.store.as_ref(), account, channel).await?;
+                state.bus.seed_seq(channel, floor).await?;
             }
-            Ok(channel_feed(state.bus.subscribe(&channel, after).await?))
+            Ok(channel_feed(state.bus.subscribe(channel, after).await?))
         }
-        Target::Run(id) => {
+        Channel::Run(id) => {
             // Through the runtime: it settles a run a crashed gateway left
             // `running`, which would otherwise be waited on forever.
             let run = state
@@ -194,7 +152,7 @@ const JOIN_ATTEMPTS: u32 = 3;
 /// [`Subscription`] drops what the store already gave.
 pub fn run_feed(state: AppState, account: String, run: Run, after: Option<u64>) -> Feed {
     async_stream::stream! {
-        let channel = format!("agent:{}", run.agent_id);
+        let channel = Channel::Agent(run.agent_id.as_str().into());
         let mut last = after.unwrap_or(0);
         let mut floor = 0;
         let mut attempts = 0;
@@ -229,7 +187,7 @@ pub fn run_feed(state: AppState, account: String, run: Run, after: Option<u64>) 
             match state.bus.subscribe(&channel, Some(last)).await {
                 Ok(sub) => break sub,
                 // A finished run's events are all in the store.
-                Err(BusError::HistoryExpired { .. }) if run.status != RUN_RUNNING => return,
+                Err(BusError::HistoryExpired { .. }) if run.status != RunStatus::Running => return,
                 // Events below `oldest` left the bus long ago and are in the
                 // store by now: read it again, then join from there.
                 Err(BusError::HistoryExpired { oldest, .. }) if attempts < JOIN_ATTEMPTS => {
@@ -261,7 +219,7 @@ fn live_run(state: AppState, account: String, run: Run, mut sub: Subscription) -
         GiveUp,
     }
     async_stream::stream! {
-        let mut over_since = (run.status != RUN_RUNNING).then(tokio::time::Instant::now);
+        let mut over_since = (run.status != RunStatus::Running).then(tokio::time::Instant::now);
         let start = tokio::time::Instant::now() + STATUS_CHECK;
         let mut check = tokio::time::interval_at(start, STATUS_CHECK);
         loop {
@@ -273,7 +231,7 @@ fn live_run(state: AppState, account: String, run: Run, mut sub: Subscription) -
             };
             match step {
                 Step::Event(Ok(Some(ev))) => {
-                    if ev.run_id.as_deref() == Some(run.id.as_str()) && shown(&ev) {
+                    if ev.run_id == run.id.as_str() && shown(&ev) {
                         let done = is_done(&ev);
                         yield Ok(ev);
                         if done {
@@ -287,7 +245,7 @@ fn live_run(state: AppState, account: String, run: Run, mut sub: Subscription) -
                     return;
                 }
                 Step::Check => match state.runtime.get_run(&account, &run.id).await {
-                    Ok(r) if r.status != RUN_RUNNING => over_since = Some(tokio::time::Instant::now()),
+                    Ok(r) if r.status != RunStatus::Running => over_since = Some(tokio::time::Instant::now()),
                     Ok(_) => {}
                     // The run was deleted with its agent: nothing more will come.
                     Err(RunError::RunNotFound(_) | RunError::Store(StoreError::NotFound(_))) => return,
@@ -326,36 +284,27 @@ async fn stored_page(
     };
     let page = state
         .store
-        .list_events(account, &run.agent_id, filter, params)
+        .list_events(account, run.agent_id.as_str(), filter, params)
         .await?;
     let more = page.pagination.next_cursor.is_some() && !page.data.is_empty();
-    Ok((
-        page.data.into_iter().filter_map(from_record).collect(),
-        more,
-    ))
+    Ok((page.data.into_iter().map(from_record).collect(), more))
 }
 
-/// A stored event re-encoded exactly as it was published (its JSON is kept
-/// whole, and `seq` is the same), so a replayed frame equals the live one.
-pub fn from_record(rec: EventRecord) -> Option<Arc<BusEvent>> {
-    match rec.event {
-        Value::Object(map) => Some(Arc::new(BusEvent::encode(rec.seq, map))),
-        other => {
-            tracing::warn!(seq = rec.seq, kind = ?other, "stored event is not a JSON object; skipped");
-            None
-        }
-    }
+/// A stored event encoded exactly as it was published (the same event,
+/// the same `seq`), so a replayed frame equals the live one.
+pub fn from_record(rec: EventRecord) -> Arc<BusEvent> {
+    Arc::new(BusEvent::encode(rec.seq, &rec.event))
 }
 
 /// Whether a run stream shows `ev`: the run's input (`user_message`) is
 /// history, not part of the answer, exactly as on the run's own response.
 fn shown(ev: &BusEvent) -> bool {
-    ev.message_type != "user_message"
+    ev.message_type != MessageType::UserMessage
 }
 
 /// Whether `ev` ends its run.
 pub fn is_done(ev: &BusEvent) -> bool {
-    ev.message_type == "done"
+    ev.message_type == MessageType::Done
 }
 
 #[cfg(test)]
@@ -363,31 +312,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn targets_parse_and_name_themselves() {
-        assert_eq!(
-            Target::parse("agent:agent-1").unwrap(),
-            Target::Agent("agent-1".into())
-        );
-        assert_eq!(Target::parse("logs:a").unwrap().scope(), "logs");
-        assert_eq!(Target::parse("run:run-9").unwrap().name(), "run:run-9");
-        for bad in ["agent", "agent:", "chan:x", "agent:a b", "agent:a:b", ""] {
-            let e = Target::parse(bad).unwrap_err();
-            assert!(e.starts_with("channel:"), "{bad}: {e}");
-        }
+    fn logs_need_their_own_scope() {
+        let scopes: Vec<_> = ["agent:a", "logs:a", "run:r"]
+            .into_iter()
+            .map(|name| scope(&Channel::parse(name).unwrap()))
+            .collect();
+        assert_eq!(scopes, ["chat", "logs", "chat"]);
     }
 
     #[test]
     fn errors_carry_code_and_resume_point() {
         let lag = FeedError::Bus(BusError::Lagged { last_seq: 41 });
-        assert_eq!((lag.code(), lag.last_seq()), ("lagged", Some(41)));
+        assert_eq!((lag.code(), lag.last_seq()), (ErrorCode::Lagged, Some(41)));
         assert!(lag.message().contains("41"));
         let gone = FeedError::Bus(BusError::HistoryExpired {
             after: 1,
             oldest: 5,
         });
-        assert_eq!((gone.code(), gone.last_seq()), ("history_expired", None));
+        assert_eq!(
+            (gone.code(), gone.last_seq()),
+            (ErrorCode::HistoryExpired, None)
+        );
         let down = FeedError::Store(StoreError::Unavailable("disk on fire".into()));
-        assert_eq!(down.code(), "unavailable");
+        assert_eq!(down.code(), ErrorCode::Unavailable);
         assert!(
             !down.message().contains("disk"),
             "backend details stay in the logs"

@@ -17,12 +17,13 @@ use futures::{Stream, StreamExt};
 
 use super::{
     cursor::Resume,
-    feed::{self, Feed, Target},
+    feed::{self, Feed},
     sse::{error_frame, sse_response},
 };
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    domain::{Channel, ErrorCode},
     edge::StreamKind,
     http::auth::Auth,
     http::errors::ApiError,
@@ -41,7 +42,15 @@ pub async fn stream_agent_events(
     Resume(after): Resume,
 ) -> Result<Response, ApiError> {
     let stop = state.shutdown.clone();
-    stream_target(&state, &auth, "chat", Target::Agent(id), after, stop).await
+    stream_target(
+        &state,
+        &auth,
+        "chat",
+        Channel::Agent(id.into()),
+        after,
+        stop,
+    )
+    .await
 }
 
 /// `GET /v1/agents/{id}/logs/stream`: the agent's log lines, live, resumable.
@@ -55,7 +64,7 @@ pub async fn stream_agent_logs(
     Resume(after): Resume,
 ) -> Result<Response, ApiError> {
     let stop = state.shutdown.clone();
-    stream_target(&state, &auth, "logs", Target::Logs(id), after, stop).await
+    stream_target(&state, &auth, "logs", Channel::Logs(id.into()), after, stop).await
 }
 
 /// `GET /v1/runs/{id}/stream`: one run from its first event (or the cursor)
@@ -71,10 +80,10 @@ pub async fn stream_run(
     Resume(after): Resume,
 ) -> Result<Response, ApiError> {
     let stop = state.edge.hard_stop.clone();
-    stream_target(&state, &auth, "chat", Target::Run(id), after, stop).await
+    stream_target(&state, &auth, "chat", Channel::Run(id.into()), after, stop).await
 }
 
-/// What every SSE route does once it knows its target: checks `scope`,
+/// What every SSE route does once it knows its channel: checks `scope`,
 /// takes one of the key's stream slots and answers with the target's feed.
 /// The slot is held until the stream ends, which is at the latest when
 /// `stop` fires.
@@ -82,18 +91,18 @@ async fn stream_target(
     state: &AppState,
     auth: &Auth,
     scope: &str,
-    target: Target,
+    channel: Channel,
     after: Option<u64>,
     stop: CancellationToken,
 ) -> Result<Response, ApiError> {
     auth.require(scope)?;
     let slot = state.edge.open_stream(&auth.key, StreamKind::Sse).await?;
-    let opened = feed::open(state, auth.account(), &target, after).await;
+    let opened = feed::open(state, auth.account(), &channel, after).await;
     let ping = Duration::from_secs(state.config.sse_ping_secs.max(1));
     let frames = match opened {
         Ok(feed) => sse_frames(feed).boxed(),
-        Err(e) if e.code == "history_expired" => {
-            futures::stream::once(async move { error_frame(e.code, &e.message, None) }).boxed()
+        Err(e) if e.code() == ErrorCode::HistoryExpired => {
+            futures::stream::once(async move { error_frame(e.code(), &e.message, None) }).boxed()
         }
         Err(e) => return Err(e),
     };
@@ -111,25 +120,30 @@ pub fn sse_frames(feed: Feed) -> impl Stream<Item = Bytes> + Send + 'static {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::{json, Value};
+    use serde_json::Value;
 
     use super::*;
-    use crate::bus::{memory::MemoryBus, Bus};
+    use crate::{
+        bus::{memory::MemoryBus, Bus},
+        domain::{AgentEvent, Channel},
+    };
 
-    fn ev() -> serde_json::Map<String, Value> {
-        match json!({"message_type": "log", "run_id": "run-1"}) {
-            Value::Object(m) => m,
-            _ => unreachable!(),
-        }
+    fn ev() -> AgentEvent {
+        AgentEvent::test_line("run-1", 0)
     }
 
     #[tokio::test]
     async fn a_lagged_feed_ends_with_one_error_frame_without_an_id() {
         let bus = MemoryBus::new(100, 4);
-        let sub = bus.subscribe("c", None).await.unwrap();
+        let sub = bus
+            .subscribe(&Channel::Agent("c".into()), None)
+            .await
+            .unwrap();
         let mut frames = Box::pin(sse_frames(feed::channel_feed(sub)));
         for _ in 0..2 {
-            bus.publish("c", ev()).await.unwrap();
+            bus.publish(&Channel::Agent("c".into()), &ev())
+                .await
+                .unwrap();
         }
         let first = frames.next().await.unwrap();
         assert!(
@@ -139,7 +153,9 @@ mod tests {
         assert_eq!(frames.next().await.unwrap(), bus_frame(2));
         // The client stops reading while more than the buffer is published.
         for _ in 0..10 {
-            bus.publish("c", ev()).await.unwrap();
+            bus.publish(&Channel::Agent("c".into()), &ev())
+                .await
+                .unwrap();
         }
         let last = frames.next().await.unwrap();
         let text = std::str::from_utf8(&last).unwrap();
@@ -157,6 +173,6 @@ mod tests {
 
     /// The frame the bus encodes for the test event with `seq`.
     fn bus_frame(seq: u64) -> Bytes {
-        crate::bus::BusEvent::encode(seq, ev()).sse
+        crate::bus::BusEvent::encode(seq, &ev()).sse
     }
 }

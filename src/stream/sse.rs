@@ -17,6 +17,8 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use tokio_util::sync::CancellationToken;
 
+use crate::domain::ErrorCode;
+
 /// The SSE comment sent as keep-alive.
 pub const PING: &[u8] = b": ping\n\n";
 
@@ -80,12 +82,12 @@ pub fn frame(id: Option<u64>, event: Option<&str>, data: &[u8]) -> Bytes {
 /// `history_expired`, …). It has no `id:`, so the client's `Last-Event-ID`
 /// stays the last event it really got; `last_seq` repeats it for clients
 /// that resume with `?after=`.
-pub fn error_frame(code: &str, message: &str, last_seq: Option<u64>) -> Bytes {
-    if code == "lagged" {
+pub fn error_frame(code: ErrorCode, message: &str, last_seq: Option<u64>) -> Bytes {
+    if code == ErrorCode::Lagged {
         crate::metrics::lagged_close(crate::metrics::Conn::Sse);
     }
     let mut body = serde_json::Map::new();
-    body.insert("code".into(), code.into());
+    body.insert("code".into(), code.as_str().into());
     body.insert("message".into(), message.into());
     if let Some(seq) = last_seq {
         body.insert("last_seq".into(), seq.into());

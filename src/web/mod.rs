@@ -22,7 +22,7 @@ use axum::{
 };
 use sha2::{Digest, Sha256};
 
-use crate::http::errors::ApiError;
+use crate::{domain::ErrorCode, http::errors::ApiError};
 
 /// One embedded file.
 struct Asset {
@@ -86,7 +86,7 @@ pub(crate) async fn asset(
         .skip(1)
         .find(|a| a.name == name)
         .map(|a| serve(a, &headers))
-        .ok_or_else(|| ApiError::not_found("not_found", "no such asset"))
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such asset"))
 }
 
 /// Answers an embedded file with a content ETag: browsers revalidate

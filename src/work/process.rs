@@ -20,6 +20,7 @@ use crate::{
     agent::Runtime,
     bus::Bus,
     config::ServeConfig,
+    domain::ErrorCode,
     gateway::{build_bus, open_store},
     store::Store,
 };
@@ -111,7 +112,8 @@ async fn healthz() -> impl IntoResponse {
 /// what is missing, or while draining.
 async fn readyz(State(p): State<Probe>) -> impl IntoResponse {
     let unavailable = |msg: String| {
-        let body = json!({"error": {"code": "unavailable", "message": msg}});
+        let code = ErrorCode::Unavailable;
+        let body = json!({"error": {"code": code, "message": msg}});
         (StatusCode::SERVICE_UNAVAILABLE, Json(body))
     };
     if p.draining.is_cancelled() {

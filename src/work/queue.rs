@@ -24,6 +24,7 @@ use redis::{
 
 use super::Job;
 use crate::bus::{redis::RedisBusConfig, BusError};
+use crate::domain::RunId;
 
 /// The consumer group every worker reads in.
 const GROUP: &str = "workers";
@@ -85,7 +86,7 @@ impl RunQueue {
         })
     }
 
-    fn marker(&self, run_id: &str, what: &str) -> String {
+    fn marker(&self, run_id: &RunId, what: &str) -> String {
         format!("{}run:{{{run_id}}}:{what}", self.prefix)
     }
 
@@ -245,7 +246,7 @@ impl RunQueue {
 
     /// Marks the run started by `consumer`. False when it already was: a
     /// worker before this one began it.
-    pub async fn mark_started(&self, run_id: &str, consumer: &str) -> Result<bool, BusError> {
+    pub async fn mark_started(&self, run_id: &RunId, consumer: &str) -> Result<bool, BusError> {
         let opts = redis::SetOptions::default()
             .conditional_set(redis::ExistenceCheck::NX)
             .with_expiration(redis::SetExpiry::EX(MARKER_TTL_SECS));
@@ -260,7 +261,7 @@ impl RunQueue {
     }
 
     /// Marks the run cancelled, for a worker that has not taken it yet.
-    pub async fn mark_cancelled(&self, run_id: &str) -> Result<(), BusError> {
+    pub async fn mark_cancelled(&self, run_id: &RunId) -> Result<(), BusError> {
         let mut c = self.conn.clone();
         self.call(
             "SET",
@@ -270,7 +271,7 @@ impl RunQueue {
     }
 
     /// Whether the run was cancelled while queued.
-    pub async fn is_cancelled(&self, run_id: &str) -> Result<bool, BusError> {
+    pub async fn is_cancelled(&self, run_id: &RunId) -> Result<bool, BusError> {
         let mut c = self.conn.clone();
         self.call("EXISTS", c.exists(self.marker(run_id, "cancel")))
             .await

@@ -5,17 +5,15 @@
 //! happens to those). On shutdown it stops taking runs; the runs it holds
 //! finish (or are cancelled by the drain) and are acknowledged.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex, MutexGuard},
-    time::Duration,
-};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
+use parking_lot::Mutex;
 use tokio::sync::Semaphore;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use super::queue::{Entry, RunQueue};
 use crate::agent::{RunError, Runtime, Settle};
+use crate::domain::RunId;
 
 /// Longest pause between two attempts after Redis failed.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -24,7 +22,7 @@ const RECLAIM_BATCH: usize = 16;
 
 /// An entry this worker holds.
 struct Held {
-    run_id: String,
+    run_id: RunId,
     /// Another worker reclaimed it: do not acknowledge it.
     lost: bool,
 }
@@ -69,13 +67,9 @@ impl Worker {
         consumer
     }
 
-    fn held(&self) -> MutexGuard<'_, HashMap<String, Held>> {
-        self.held.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// Stops holding an entry; returns whether its claim was lost.
     fn release(&self, id: &str) -> bool {
-        let mut held = self.held();
+        let mut held = self.held.lock();
         let lost = held.remove(id).is_some_and(|h| h.lost);
         crate::metrics::queue_held(held.len());
         lost
@@ -134,7 +128,7 @@ impl Worker {
                 }
             }
             let stopping = self.shutdown.is_cancelled();
-            if stopping && self.held().is_empty() {
+            if stopping && self.held.lock().is_empty() {
                 return;
             }
             self.renew().await;
@@ -159,7 +153,8 @@ impl Worker {
     /// took over meanwhile, so no run gets two endings.
     async fn renew(&self) {
         let ids: Vec<String> = self
-            .held()
+            .held
+            .lock()
             .iter()
             .filter(|(_, h)| !h.lost)
             .map(|(id, _)| id.clone())
@@ -167,7 +162,7 @@ impl Worker {
         match self.queue.renew(&self.consumer, &ids).await {
             Ok(lost) => {
                 for id in lost {
-                    let run_id = self.held().get_mut(&id).map(|h| {
+                    let run_id = self.held.lock().get_mut(&id).map(|h| {
                         h.lost = true;
                         h.run_id.clone()
                     });
@@ -196,7 +191,7 @@ impl Worker {
             lost: false,
         };
         {
-            let mut all = self.held();
+            let mut all = self.held.lock();
             all.insert(entry.id.clone(), held);
             crate::metrics::queue_held(all.len());
         }
@@ -230,7 +225,7 @@ impl Worker {
 
     /// What to do with a run just taken: run it, or end it because a worker
     /// before this one had begun it.
-    async fn decide(&self, run_id: &str) -> Result<Settle, crate::bus::BusError> {
+    async fn decide(&self, run_id: &RunId) -> Result<Settle, crate::bus::BusError> {
         if self.queue.mark_started(run_id, &self.consumer).await? {
             Ok(Settle::Run)
         } else {

@@ -16,12 +16,13 @@ use std::{
 };
 
 use anyhow::Context;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use weir::bus::{
     memory::MemoryBus,
     redis::{RedisBus, RedisBusConfig},
     Bus, BusError,
 };
+use weir::domain::{AgentEvent, Channel, EventBody};
 
 use crate::{
     gateway,
@@ -148,13 +149,29 @@ fn redis_bus(url: &str) -> Result<RedisBus, BusError> {
     RedisBus::start(RedisBusConfig::new(url))
 }
 
-fn event(i: u64, at_us: u64) -> Map<String, Value> {
-    match json!({"message_type": "assistant_delta", "run_id": "run-bench", "agent_id": "agent-bench",
-                 "delta": "token ", "i": i, "t": at_us})
-    {
-        Value::Object(m) => m,
-        _ => unreachable!(),
-    }
+/// A token delta; its `id` carries the event's number and its send time
+/// (µs since the start), which the latency sample reads back.
+fn event(i: u64, at_us: u64) -> AgentEvent {
+    let mut e = AgentEvent::new(
+        "agent-bench".into(),
+        "run-bench".into(),
+        "sess-bench".into(),
+        EventBody::AssistantDelta {
+            delta: "token ".into(),
+        },
+    );
+    e.id = format!("msg-{i}x{at_us}").into();
+    e
+}
+
+/// When the event was sent (see [`event`]).
+fn sent_at(json: &[u8]) -> u64 {
+    let v: Value = serde_json::from_slice(json).unwrap_or_default();
+    let id = v["id"].as_str().unwrap_or_default();
+    id.rsplit('x')
+        .next()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(0)
 }
 
 /// Publishes as fast as `publishers` concurrent tasks can for `secs`, each
@@ -174,10 +191,10 @@ async fn publish_throughput(url: &str, publishers: usize, secs: u64) -> anyhow::
     for p in 0..publishers {
         let (bus, count) = (bus.clone(), count.clone());
         tasks.push(tokio::spawn(async move {
-            let channel = format!("bench:{publishers}:{p}");
+            let channel = Channel::Agent(format!("bench-{publishers}-{p}").into());
             bus.seed_seq(&channel, 0).await?;
             while Instant::now() < stop {
-                bus.publish(&channel, event(0, 0)).await?;
+                bus.publish(&channel, &event(0, 0)).await?;
                 count.fetch_add(1, Relaxed);
             }
             Ok::<_, BusError>(())
@@ -233,7 +250,7 @@ async fn fanout(
     secs: u64,
 ) -> anyhow::Result<Fanout> {
     static NEXT: AtomicU64 = AtomicU64::new(0);
-    let channel = format!("agent:bench-{}", NEXT.fetch_add(1, Relaxed));
+    let channel = Channel::Agent(format!("bench-{}", NEXT.fetch_add(1, Relaxed)).into());
     buses[0].seed_seq(&channel, 0).await?;
     let base = Instant::now();
     let total = (rate * secs as f64) as u64;
@@ -250,8 +267,7 @@ async fn fanout(
                     Ok(Some(ev)) => {
                         delivered.fetch_add(1, Relaxed);
                         if i % SAMPLE_EVERY == 0 {
-                            let v: Value = serde_json::from_slice(&ev.json).unwrap_or_default();
-                            let sent = v["t"].as_u64().unwrap_or(0);
+                            let sent = sent_at(&ev.json);
                             latency
                                 .record((base.elapsed().as_micros() as u64).saturating_sub(sent));
                         }
@@ -272,7 +288,7 @@ async fn fanout(
     for i in 1..=total {
         tokio::time::sleep_until((t0 + Duration::from_secs_f64(i as f64 / rate)).into()).await;
         let at = base.elapsed().as_micros() as u64;
-        buses[0].publish(&channel, event(i, at)).await?;
+        buses[0].publish(&channel, &event(i, at)).await?;
     }
     // The publisher falls behind when one publish takes longer than 1/rate.
     let publish_secs = t0.elapsed().as_secs_f64();

@@ -32,7 +32,7 @@ pub struct Opts {
 
 fn key(i: usize, rpm: u32) -> KeyRecord {
     KeyRecord {
-        id: format!("key-bench{i}"),
+        id: format!("key-bench{i}").into(),
         account_id: "default".into(),
         label: String::new(),
         scopes: vec!["*".into()],

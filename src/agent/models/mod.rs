@@ -18,6 +18,8 @@ use futures::Stream;
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use crate::domain::ErrorCode;
+
 pub use upstream::Provider;
 
 /// One message of the conversation a model sees.
@@ -159,13 +161,15 @@ pub enum ModelError {
 
 impl ModelError {
     /// Stable code for `error` events.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            ModelError::Unknown(_) | ModelError::NoProvider(_) => "model_unavailable",
-            ModelError::Status { .. } => "upstream_error",
-            ModelError::Connect(_) => "upstream_unavailable",
-            ModelError::FirstTokenTimeout(_) | ModelError::IdleTimeout(_) => "upstream_timeout",
-            ModelError::Broken(_) => "upstream_stream_error",
+            ModelError::Unknown(_) | ModelError::NoProvider(_) => ErrorCode::ModelUnavailable,
+            ModelError::Status { .. } => ErrorCode::UpstreamError,
+            ModelError::Connect(_) => ErrorCode::UpstreamUnavailable,
+            ModelError::FirstTokenTimeout(_) | ModelError::IdleTimeout(_) => {
+                ErrorCode::UpstreamTimeout
+            }
+            ModelError::Broken(_) => ErrorCode::UpstreamStreamError,
         }
     }
 }

@@ -22,6 +22,8 @@ use utoipa::ToSchema;
 use super::empty_page;
 use crate::{
     agent::{sessions::DEFAULT_SESSION, CancelOnDrop, ChatMessage, RunFollower, StartRun},
+    domain::ErrorCode,
+    domain::{AgentEvent, AgentId, MessageType, RunId, SessionId},
     edge::StreamKind,
     http::{
         auth::Auth,
@@ -135,13 +137,13 @@ pub(crate) async fn send_message(
         .store
         .get_agent(account, &agent_id)
         .await
-        .map_err(|e| ApiError::from_store(e, "agent_not_found"))?;
-    let run_id = crate::util::new_id("run");
+        .map_err(|e| ApiError::from_store(e, ErrorCode::AgentNotFound))?;
+    let (agent_id, run_id) = (AgentId::from(agent_id), RunId::generate());
     let mut follower = RunFollower::subscribe(state.bus.clone(), &agent_id, &run_id).await?;
     let start = StartRun {
         run_id: Some(run_id),
         agent_id,
-        session_id,
+        session_id: session_id.map(SessionId::from),
         messages,
         stream_tokens,
         background,
@@ -151,10 +153,10 @@ pub(crate) async fn send_message(
     if let Some(slot) = slot {
         let frames = async_stream::stream! {
             while let Some(ev) = follower.next().await {
-                if ev.message_type == "user_message" {
+                if ev.message_type == MessageType::UserMessage {
                     continue;
                 }
-                if ev.message_type == "done" {
+                if ev.message_type == MessageType::Done {
                     guard.disarm();
                 }
                 yield ev.sse.clone();
@@ -169,9 +171,8 @@ pub(crate) async fn send_message(
     }
     let mut events = Vec::new();
     while let Some(ev) = follower.next().await {
-        if ev.message_type != "user_message" {
-            events
-                .push(serde_json::from_slice::<Value>(&ev.json).map_err(|_| ApiError::internal())?);
+        if ev.message_type != MessageType::UserMessage {
+            events.push(ev.event().map_err(|_| ApiError::internal())?);
         }
     }
     guard.disarm();
@@ -194,7 +195,7 @@ pub(crate) async fn list_messages(
     auth: Auth,
     Path(agent_id): Path<String>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
-) -> Result<Json<Page<Value>>, ApiError> {
+) -> Result<Json<Page<AgentEvent>>, ApiError> {
     auth.require("chat")?;
     let Query(q) = query.map_err(|e| ApiError::validation(format!("query: {e}")))?;
     let params = params::parse(&q)?;
@@ -203,19 +204,19 @@ pub(crate) async fn list_messages(
         .store
         .get_agent(account, &agent_id)
         .await
-        .map_err(|e| ApiError::from_store(e, "agent_not_found"))?;
+        .map_err(|e| ApiError::from_store(e, ErrorCode::AgentNotFound))?;
     let session_id = match q.get("session_id").cloned() {
         Some(sid) => {
             state
                 .store
                 .get_session(account, &agent_id, &sid)
                 .await
-                .map_err(|e| ApiError::from_store(e, "session_not_found"))?
+                .map_err(|e| ApiError::from_store(e, ErrorCode::SessionNotFound))?
                 .id
         }
         None => match state
             .runtime
-            .find_session(account, &agent_id, DEFAULT_SESSION)
+            .find_session(account, &AgentId::from(agent_id.as_str()), DEFAULT_SESSION)
             .await?
         {
             Some(id) => id,

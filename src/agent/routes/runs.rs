@@ -7,6 +7,7 @@ use axum::{
 use serde_json::Value;
 
 use crate::{
+    domain::{AgentEvent, ErrorCode, RunId},
     http::{auth::Auth, errors::ApiError, params::ListQuery},
     state::AppState,
     store::{Page, Run},
@@ -18,7 +19,7 @@ use crate::{
 pub(crate) async fn get_run(
     State(state): State<AppState>,
     auth: Auth,
-    Path(run_id): Path<String>,
+    Path(run_id): Path<RunId>,
 ) -> Result<Json<Run>, ApiError> {
     auth.require("chat")?;
     Ok(Json(state.runtime.get_run(auth.account(), &run_id).await?))
@@ -31,7 +32,7 @@ pub(crate) async fn get_run(
 pub(crate) async fn cancel_run(
     State(state): State<AppState>,
     auth: Auth,
-    Path(run_id): Path<String>,
+    Path(run_id): Path<RunId>,
 ) -> Result<Json<Run>, ApiError> {
     auth.require("chat")?;
     Ok(Json(
@@ -48,14 +49,14 @@ pub(crate) async fn list_logs(
     auth: Auth,
     Path(agent_id): Path<String>,
     ListQuery(params): ListQuery,
-) -> Result<Json<Page<Value>>, ApiError> {
+) -> Result<Json<Page<AgentEvent>>, ApiError> {
     auth.require("logs")?;
     let account = auth.account();
     state
         .store
         .get_agent(account, &agent_id)
         .await
-        .map_err(|e| ApiError::from_store(e, "agent_not_found"))?;
+        .map_err(|e| ApiError::from_store(e, ErrorCode::AgentNotFound))?;
     let page = state.store.list_logs(account, &agent_id, params).await?;
     Ok(Json(page.map(|r| r.event)))
 }

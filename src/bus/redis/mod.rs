@@ -33,7 +33,6 @@ use std::{
 
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use serde_json::{Map, Value};
 use tokio::sync::broadcast;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
@@ -42,7 +41,10 @@ use self::{
     scripts::{Entry, ReadReply, Scripts},
 };
 use super::{Bus, BusError, BusEvent, Control, Subscription};
-use crate::config::ServeConfig;
+use crate::{
+    config::ServeConfig,
+    domain::{AgentEvent, Channel},
+};
 
 /// How the Redis bus connects and keeps history. Not `Debug`: the URL may
 /// hold a password.
@@ -245,16 +247,16 @@ impl Core {
         self.call("seed", call.invoke_async(&mut conn)).await
     }
 
-    async fn publish(&self, channel: &str, json: &[u8]) -> Result<u64, BusError> {
+    async fn publish(&self, channel: &Channel, name: &str, json: &[u8]) -> Result<u64, BusError> {
         let len = self.tuning.history_len;
         // Approximate trimming is much cheaper, but only trims whole stream
         // nodes (100 entries): short histories are trimmed exactly.
         let trim = if len > 100 { "~" } else { "=" };
         let mut conn = self.conn();
         let mut call = self.scripts.publish.prepare_invoke();
-        call.key(self.names.seq(channel))
-            .key(self.names.hist(channel))
-            .arg(self.names.events(channel))
+        call.key(self.names.seq(name))
+            .key(self.names.hist(name))
+            .arg(self.names.events(name))
             .arg(json)
             .arg(len)
             .arg(self.tuning.ttl_ms)
@@ -262,7 +264,7 @@ impl Core {
         match tokio::time::timeout(self.tuning.timeout, call.invoke_async(&mut conn)).await {
             Ok(Ok(seq)) => Ok(seq),
             Ok(Err(e)) if e.code() == Some(scripts::NO_SEQ) => {
-                Err(BusError::NeedsSeed(channel.to_owned()))
+                Err(BusError::NeedsSeed(channel.clone()))
             }
             Ok(Err(e)) => Err(self.failed("publish", Some(e))),
             Err(_) => Err(self.failed("publish", None)),
@@ -357,13 +359,15 @@ impl RedisBus {
 impl Bus for RedisBus {
     async fn publish(
         &self,
-        channel: &str,
-        event: Map<String, Value>,
+        channel: &Channel,
+        event: &AgentEvent,
     ) -> Result<Arc<BusEvent>, BusError> {
-        let json = serde_json::to_vec(&event)
-            .map_err(|e| BusError::Unavailable(format!("event not encodable: {e}")))?;
-        let seq = self.core.publish(channel, &json).await?;
-        if let Some(local) = self.reg.get(channel) {
+        // Redis keeps the event without `seq` (its stream entry id is the
+        // seq): the same bytes as before events were types.
+        let json = event.to_json_with_seq(None);
+        let name = channel.to_string();
+        let seq = self.core.publish(channel, &name, &json).await?;
+        if let Some(local) = self.reg.get(&name) {
             local.note_published(seq);
         }
         // The caller's copy; subscribers (here too) get theirs from pub/sub,
@@ -371,7 +375,12 @@ impl Bus for RedisBus {
         Ok(Arc::new(BusEvent::encode(seq, event)))
     }
 
-    async fn subscribe(&self, channel: &str, after: Option<u64>) -> Result<Subscription, BusError> {
+    async fn subscribe(
+        &self,
+        channel: &Channel,
+        after: Option<u64>,
+    ) -> Result<Subscription, BusError> {
+        let channel = &channel.to_string();
         let (member, live) = self.reg.join(channel);
         self.reg
             .ready(&member.local, self.core.tuning.timeout)
@@ -386,7 +395,12 @@ impl Bus for RedisBus {
         Ok(Subscription::new(replay, live, start).with_guard(member))
     }
 
-    async fn subscribe_run(&self, channel: &str, run_id: &str) -> Result<Subscription, BusError> {
+    async fn subscribe_run(
+        &self,
+        channel: &Channel,
+        run_id: &str,
+    ) -> Result<Subscription, BusError> {
+        let channel = &channel.to_string();
         // The membership keeps the channel SUBSCRIBEd; its ring receiver is
         // dropped unread, the tap beside it carries the run's events.
         let (member, _ring) = self.reg.join(channel);
@@ -400,8 +414,8 @@ impl Bus for RedisBus {
         Ok(Subscription::new(Vec::new(), live, start).with_guard((tap, member)))
     }
 
-    async fn kept(&self, channel: &str) -> Result<Vec<Arc<BusEvent>>, BusError> {
-        let read = self.core.read(channel, Some(0)).await?;
+    async fn kept(&self, channel: &Channel) -> Result<Vec<Arc<BusEvent>>, BusError> {
+        let read = self.core.read(&channel.to_string(), Some(0)).await?;
         Ok(read
             .entries
             .iter()
@@ -409,7 +423,8 @@ impl Bus for RedisBus {
             .collect())
     }
 
-    async fn seed_seq(&self, channel: &str, floor: u64) -> Result<(), BusError> {
+    async fn seed_seq(&self, channel: &Channel, floor: u64) -> Result<(), BusError> {
+        let channel = &channel.to_string();
         // What this gateway already delivered counts too: after Redis lost
         // its data, numbering must continue above what clients have seen.
         let seen = self.reg.get(channel).map_or(0, |l| l.high_water());

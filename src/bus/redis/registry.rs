@@ -15,16 +15,17 @@ use std::{
     collections::HashMap,
     sync::{
         atomic::{AtomicU64, Ordering},
-        Arc, Mutex,
+        Arc,
     },
     time::Duration,
 };
 
+use parking_lot::Mutex;
 use tokio::sync::{broadcast, watch, Notify};
 
 use super::scripts::decode;
 use crate::bus::{
-    local::{fanout, lock, ControlHub, RunTaps},
+    local::{fanout, ControlHub, RunTaps},
     BusError, BusEvent,
 };
 
@@ -93,7 +94,7 @@ impl Local {
         }
         let Some(ev) = decode(seq, json) else { return };
         self.delivered.store(seq, Ordering::Release);
-        if let Some(tx) = lock(&self.tx).as_ref() {
+        if let Some(tx) = self.tx.lock().as_ref() {
             // Err only means nobody is receiving right now: fine.
             let _ = tx.send(ev.clone());
         }
@@ -162,14 +163,17 @@ impl Registry {
     ) -> (Membership, broadcast::Receiver<Arc<BusEvent>>) {
         let buffer = self.buffer;
         let (local, rx, first) = {
-            let mut map = lock(&self.channels);
+            let mut map = self.channels.lock();
             let slot = map.entry(channel.to_owned()).or_insert_with(|| Slot {
                 local: Arc::new(Local::new(channel, buffer)),
                 refs: 0,
             });
             slot.refs += 1;
             // A channel in the map is never closed (closing removes it first).
-            let rx = lock(&slot.local.tx)
+            let rx = slot
+                .local
+                .tx
+                .lock()
                 .as_ref()
                 .map(broadcast::Sender::subscribe);
             let rx = rx.unwrap_or_else(|| fanout(1).subscribe());
@@ -186,7 +190,7 @@ impl Registry {
     }
 
     fn leave(&self, local: &Arc<Local>) {
-        let mut map = lock(&self.channels);
+        let mut map = self.channels.lock();
         let Some(slot) = map.get_mut(&local.name) else {
             return;
         };
@@ -205,7 +209,7 @@ impl Registry {
     /// resume by seq): used when a gap in it cannot be filled.
     pub fn close(&self, local: &Arc<Local>) {
         {
-            let mut map = lock(&self.channels);
+            let mut map = self.channels.lock();
             if map
                 .get(&local.name)
                 .is_some_and(|s| Arc::ptr_eq(&s.local, local))
@@ -213,14 +217,15 @@ impl Registry {
                 map.remove(&local.name);
             }
         }
-        lock(&local.tx).take();
+        local.tx.lock().take();
         local.taps.close();
         self.changed.notify_one();
     }
 
     /// The channels that should be subscribed, right now.
     pub fn wanted(&self) -> Vec<Arc<Local>> {
-        lock(&self.channels)
+        self.channels
+            .lock()
             .values()
             .map(|s| s.local.clone())
             .collect()
@@ -228,7 +233,7 @@ impl Registry {
 
     /// The local channel called `name`, if it has subscribers.
     pub fn get(&self, name: &str) -> Option<Arc<Local>> {
-        lock(&self.channels).get(name).map(|s| s.local.clone())
+        self.channels.lock().get(name).map(|s| s.local.clone())
     }
 
     pub fn set_link(&self, generation: u64, up: bool) {
@@ -273,6 +278,6 @@ impl Registry {
 
     /// How many channels have local subscribers (for tests and metrics).
     pub fn len(&self) -> usize {
-        lock(&self.channels).len()
+        self.channels.lock().len()
     }
 }

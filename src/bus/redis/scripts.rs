@@ -11,10 +11,11 @@
 
 use std::sync::Arc;
 
+use crate::{
+    bus::{BusError, BusEvent},
+    domain::AgentEvent,
+};
 use redis::Script;
-use serde_json::{Map, Value};
-
-use crate::bus::{BusError, BusEvent};
 
 /// Numbers, keeps and publishes one event, atomically: a subscriber that read
 /// the history after SUBSCRIBE was confirmed cannot miss an event between
@@ -160,8 +161,8 @@ pub(super) fn check_history(
 
 /// Rebuilds an event from its seq and its JSON without `seq`.
 pub(super) fn decode(seq: u64, json: &[u8]) -> Option<Arc<BusEvent>> {
-    match serde_json::from_slice::<Map<String, Value>>(json) {
-        Ok(map) => Some(Arc::new(BusEvent::encode(seq, map))),
+    match AgentEvent::from_json(json) {
+        Ok(event) => Some(Arc::new(BusEvent::encode(seq, &event))),
         Err(e) => {
             tracing::warn!(seq, error = %e, "undecodable event from Redis; skipped");
             None
@@ -225,6 +226,7 @@ mod tests {
         assert_eq!(split_message(b"42 {}"), Some((42, &b"{}"[..])));
         assert_eq!(split_message(b"x {}"), None);
         assert_eq!(split_message(b"42"), None);
+        let stored = br#"{"agent_id":"agent-a","date":"d","id":"log-1","level":"info","message":"m","message_type":"log","run_id":"run-1"}"#;
         let raw = vec![
             (
                 "7-0".to_owned(),
@@ -232,7 +234,7 @@ mod tests {
                     b"t".to_vec(),
                     b"123".to_vec(),
                     b"e".to_vec(),
-                    b"{\"a\":1}".to_vec(),
+                    stored.to_vec(),
                 ],
             ),
             ("8-0".to_owned(), vec![b"e".to_vec()]),
@@ -241,7 +243,9 @@ mod tests {
         assert_eq!(got.len(), 1);
         assert_eq!((got[0].seq, got[0].at_ms), (7, 123));
         let ev = decode(7, &got[0].json).unwrap();
-        assert_eq!(&ev.json[..], br#"{"a":1,"seq":7}"#);
+        let want = br#"{"agent_id":"agent-a","date":"d","id":"log-1","level":"info","message":"m","message_type":"log","run_id":"run-1","seq":7}"#;
+        assert_eq!(&ev.json[..], &want[..]);
         assert!(decode(1, b"[1]").is_none());
+        assert!(decode(1, br#"{"a":1}"#).is_none(), "not an event");
     }
 }

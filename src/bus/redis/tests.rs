@@ -5,10 +5,13 @@
 
 use std::{sync::Arc, time::Duration};
 
-use serde_json::{json, Map, Value};
+use serde_json::Value;
 
 use super::{redis_support::RedisServer, RedisBus, RedisBusConfig};
-use crate::bus::{Bus, BusError, Control, Subscription};
+use crate::{
+    bus::{Bus, BusError, Control, Subscription},
+    domain::{AgentEvent, Channel},
+};
 
 fn start(redis: &RedisServer, tweak: impl FnOnce(&mut RedisBusConfig)) -> Arc<RedisBus> {
     let mut cfg = RedisBusConfig::new(redis.url());
@@ -19,11 +22,13 @@ fn start(redis: &RedisServer, tweak: impl FnOnce(&mut RedisBusConfig)) -> Arc<Re
     Arc::new(RedisBus::start(cfg).expect("bus starts"))
 }
 
-fn ev(n: u64) -> Map<String, Value> {
-    match json!({"message_type": "log", "n": n, "run_id": "run-1"}) {
-        Value::Object(m) => m,
-        _ => unreachable!(),
-    }
+/// The channel called `name` (`agent:…` or `logs:…`).
+fn ch(name: &str) -> Channel {
+    Channel::parse(name).expect("a channel name")
+}
+
+fn ev(n: u64) -> AgentEvent {
+    AgentEvent::test_line("run-1", n)
 }
 
 async fn next_seq(sub: &mut Subscription) -> u64 {
@@ -68,15 +73,18 @@ async fn events_are_numbered_once_and_delivered_in_order() {
     let redis = RedisServer::start().await;
     let bus = start(&redis, |_| {});
     assert_eq!(
-        bus.publish("agent:a", ev(0)).await.unwrap_err(),
-        BusError::NeedsSeed("agent:a".into()),
+        bus.publish(&ch("agent:a"), &ev(0)).await.unwrap_err(),
+        BusError::NeedsSeed(ch("agent:a")),
         "an unseeded channel is never numbered from zero by accident"
     );
-    bus.seed_seq("agent:a", 10).await.unwrap();
-    let mut sub = bus.subscribe("agent:a", None).await.unwrap();
+    bus.seed_seq(&ch("agent:a"), 10).await.unwrap();
+    let mut sub = bus.subscribe(&ch("agent:a"), None).await.unwrap();
     assert_eq!(sub.last_seq(), 10);
     for i in 0..3 {
-        assert_eq!(bus.publish("agent:a", ev(i)).await.unwrap().seq, 11 + i);
+        assert_eq!(
+            bus.publish(&ch("agent:a"), &ev(i)).await.unwrap().seq,
+            11 + i
+        );
     }
     for want in 11..=13 {
         let got = tokio::time::timeout(Duration::from_secs(5), sub.next())
@@ -87,13 +95,13 @@ async fn events_are_numbered_once_and_delivered_in_order() {
         assert_eq!(got.seq, want);
         let body: Value = serde_json::from_slice(&got.json).unwrap();
         assert_eq!(
-            (body["seq"].as_u64(), body["n"].as_u64()),
-            (Some(want), Some(want - 11))
+            (body["seq"].as_u64(), body["message"].as_str()),
+            (Some(want), Some((want - 11).to_string().as_str()))
         );
         assert!(got
             .sse
             .starts_with(format!("id: {want}\nevent: log\n").as_bytes()));
-        assert_eq!(got.run_id.as_deref(), Some("run-1"));
+        assert_eq!(got.run_id, "run-1");
     }
 }
 
@@ -101,13 +109,13 @@ async fn events_are_numbered_once_and_delivered_in_order() {
 async fn two_buses_share_one_numbering_and_see_each_others_events() {
     let redis = RedisServer::start().await;
     let (a, b) = (start(&redis, |_| {}), start(&redis, |_| {}));
-    a.seed_seq("c", 0).await.unwrap();
-    let mut on_a = a.subscribe("c", None).await.unwrap();
-    let mut on_b = b.subscribe("c", None).await.unwrap();
+    a.seed_seq(&ch("agent:c"), 0).await.unwrap();
+    let mut on_a = a.subscribe(&ch("agent:c"), None).await.unwrap();
+    let mut on_b = b.subscribe(&ch("agent:c"), None).await.unwrap();
     let mut published = Vec::new();
     for i in 0..10 {
         let bus = if i % 2 == 0 { &a } else { &b };
-        published.push(bus.publish("c", ev(i)).await.unwrap().seq);
+        published.push(bus.publish(&ch("agent:c"), &ev(i)).await.unwrap().seq);
     }
     assert_eq!(published, (1..=10).collect::<Vec<_>>());
     for want in 1..=10 {
@@ -120,12 +128,12 @@ async fn two_buses_share_one_numbering_and_see_each_others_events() {
 async fn resume_while_publishing_has_no_gap_and_no_duplicate() {
     let redis = RedisServer::start().await;
     let (a, b) = (start(&redis, |_| {}), start(&redis, |_| {}));
-    a.seed_seq("c", 0).await.unwrap();
+    a.seed_seq(&ch("agent:c"), 0).await.unwrap();
     const N: u64 = 400;
     let publisher = a.clone();
     let writer = tokio::spawn(async move {
         for i in 0..N {
-            publisher.publish("c", ev(i)).await.unwrap();
+            publisher.publish(&ch("agent:c"), &ev(i)).await.unwrap();
             if i % 50 == 0 {
                 tokio::task::yield_now().await;
             }
@@ -136,14 +144,17 @@ async fn resume_while_publishing_has_no_gap_and_no_duplicate() {
     for _ in 0..4 {
         // Real time on purpose: the writer publishes meanwhile.
         tokio::time::sleep(Duration::from_millis(5)).await;
-        let sub = b.subscribe("c", None).await.unwrap();
+        let sub = b.subscribe(&ch("agent:c"), None).await.unwrap();
         let after = sub.last_seq().saturating_sub(7);
         drop(sub);
         cursors.push(after);
     }
     let mut subs = Vec::new();
     for &after in &cursors {
-        subs.push((after, b.subscribe("c", Some(after)).await.unwrap()));
+        subs.push((
+            after,
+            b.subscribe(&ch("agent:c"), Some(after)).await.unwrap(),
+        ));
     }
     writer.await.unwrap();
     for (after, mut sub) in subs {
@@ -159,15 +170,14 @@ async fn resume_while_publishing_has_no_gap_and_no_duplicate() {
 async fn a_run_tap_on_another_gateway_gets_that_runs_events_only() {
     let redis = RedisServer::start().await;
     let (a, b) = (start(&redis, |_| {}), start(&redis, |_| {}));
-    a.seed_seq("agent:t", 0).await.unwrap();
-    let mut tap = b.subscribe_run("agent:t", "run-2").await.unwrap();
+    a.seed_seq(&ch("agent:t"), 0).await.unwrap();
+    let mut tap = b.subscribe_run(&ch("agent:t"), "run-2").await.unwrap();
     assert_eq!(numsub(&redis, "agent:t").await, 1, "the tap subscribes");
     let mut wanted = Vec::new();
     for i in 0..9 {
         let run = ["run-1", "run-2", "run-3"][i % 3];
-        let mut e = ev(i as u64);
-        e.insert("run_id".into(), run.into());
-        let seq = a.publish("agent:t", e).await.unwrap().seq;
+        let e = AgentEvent::test_line(run, i as u64);
+        let seq = a.publish(&ch("agent:t"), &e).await.unwrap().seq;
         if run == "run-2" {
             wanted.push(seq);
         }
@@ -185,9 +195,9 @@ async fn a_run_tap_on_another_gateway_gets_that_runs_events_only() {
 async fn one_redis_subscription_per_channel_while_anyone_listens() {
     let redis = RedisServer::start().await;
     let bus = start(&redis, |_| {});
-    let first = bus.subscribe("agent:x", None).await.unwrap();
-    let second = bus.subscribe("agent:x", None).await.unwrap();
-    let other = bus.subscribe("logs:x", None).await.unwrap();
+    let first = bus.subscribe(&ch("agent:x"), None).await.unwrap();
+    let second = bus.subscribe(&ch("agent:x"), None).await.unwrap();
+    let other = bus.subscribe(&ch("logs:x"), None).await.unwrap();
     assert_eq!(
         numsub(&redis, "agent:x").await,
         1,
@@ -219,7 +229,7 @@ async fn one_redis_subscription_per_channel_while_anyone_listens() {
     drop(other);
     assert_eq!(eventually(0, || numsub(&redis, "logs:x")).await, 0);
     // And back again.
-    let again = bus.subscribe("agent:x", None).await.unwrap();
+    let again = bus.subscribe(&ch("agent:x"), None).await.unwrap();
     assert_eq!(numsub(&redis, "agent:x").await, 1);
     // The link goes with the bus.
     drop((again, bus));
@@ -250,11 +260,11 @@ async fn history_expires_by_length_and_by_age() {
         c.history_len = 3;
         c.history_ttl = Duration::from_millis(1500);
     });
-    bus.seed_seq("c", 0).await.unwrap();
+    bus.seed_seq(&ch("agent:c"), 0).await.unwrap();
     for i in 0..6 {
-        bus.publish("c", ev(i)).await.unwrap();
+        bus.publish(&ch("agent:c"), &ev(i)).await.unwrap();
     }
-    match bus.subscribe("c", Some(1)).await {
+    match bus.subscribe(&ch("agent:c"), Some(1)).await {
         Err(e) => assert_eq!(
             e,
             BusError::HistoryExpired {
@@ -264,17 +274,17 @@ async fn history_expires_by_length_and_by_age() {
         ),
         Ok(_) => panic!("seq 2 and 3 are gone"),
     }
-    let mut sub = bus.subscribe("c", Some(3)).await.unwrap();
+    let mut sub = bus.subscribe(&ch("agent:c"), Some(3)).await.unwrap();
     for want in 4..=6 {
         assert_eq!(next_seq(&mut sub).await, want);
     }
     // By age: 7 is past the TTL when 8 (published later) is not.
-    bus.publish("c", ev(7)).await.unwrap();
+    bus.publish(&ch("agent:c"), &ev(7)).await.unwrap();
     // Real waits: the ages are kept by Redis, on its own clock.
     tokio::time::sleep(Duration::from_millis(900)).await;
-    bus.publish("c", ev(8)).await.unwrap();
+    bus.publish(&ch("agent:c"), &ev(8)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(900)).await;
-    match bus.subscribe("c", Some(6)).await {
+    match bus.subscribe(&ch("agent:c"), Some(6)).await {
         Err(e) => assert_eq!(
             e,
             BusError::HistoryExpired {
@@ -284,12 +294,12 @@ async fn history_expires_by_length_and_by_age() {
         ),
         Ok(_) => panic!("seq 7 is older than the TTL"),
     }
-    let mut sub = bus.subscribe("c", Some(7)).await.unwrap();
+    let mut sub = bus.subscribe(&ch("agent:c"), Some(7)).await.unwrap();
     assert_eq!(next_seq(&mut sub).await, 8);
     // A counter seeded past the kept history (events only the store has).
-    bus.seed_seq("d", 50).await.unwrap();
+    bus.seed_seq(&ch("agent:d"), 50).await.unwrap();
     assert!(matches!(
-        bus.subscribe("d", Some(40)).await,
+        bus.subscribe(&ch("agent:d"), Some(40)).await,
         Err(BusError::HistoryExpired {
             after: 40,
             oldest: 51
@@ -303,7 +313,7 @@ async fn control_messages_reach_every_bus() {
     let (a, b) = (start(&redis, |_| {}), start(&redis, |_| {}));
     let mut on_b = b.control();
     // The link subscribes the control channel before it reports ready.
-    b.subscribe("warm-up", None).await.unwrap();
+    b.subscribe(&ch("agent:warm-up"), None).await.unwrap();
     let msg = Control::KeyRevoked {
         key_id: "key-1".into(),
     };
@@ -319,9 +329,9 @@ async fn control_messages_reach_every_bus() {
 async fn a_dropped_link_reconnects_resubscribes_and_catches_up() {
     let redis = RedisServer::start().await;
     let (a, b) = (start(&redis, |_| {}), start(&redis, |_| {}));
-    a.seed_seq("c", 0).await.unwrap();
-    let mut sub = a.subscribe("c", None).await.unwrap();
-    b.publish("c", ev(0)).await.unwrap();
+    a.seed_seq(&ch("agent:c"), 0).await.unwrap();
+    let mut sub = a.subscribe(&ch("agent:c"), None).await.unwrap();
+    b.publish(&ch("agent:c"), &ev(0)).await.unwrap();
     assert_eq!(next_seq(&mut sub).await, 1);
     let mut admin = redis.connection().await;
     let killed: i64 = redis::cmd("CLIENT")
@@ -332,14 +342,14 @@ async fn a_dropped_link_reconnects_resubscribes_and_catches_up() {
     assert!(killed >= 1, "the pub/sub links were dropped");
     // Published while a's link is down: delivered from history on reconnect.
     for i in 1..5 {
-        b.publish("c", ev(i)).await.unwrap();
+        b.publish(&ch("agent:c"), &ev(i)).await.unwrap();
     }
     for want in 2..=5 {
         assert_eq!(next_seq(&mut sub).await, want);
     }
     assert_eq!(a.link_state(), (2, true), "one reconnect");
-    assert_eq!(numsub(&redis, "c").await, 1, "subscribed again");
-    b.publish("c", ev(5)).await.unwrap();
+    assert_eq!(numsub(&redis, "agent:c").await, 1, "subscribed again");
+    b.publish(&ch("agent:c"), &ev(5)).await.unwrap();
     assert_eq!(next_seq(&mut sub).await, 6);
 }
 
@@ -347,17 +357,17 @@ async fn a_dropped_link_reconnects_resubscribes_and_catches_up() {
 async fn a_redis_restart_fails_fast_then_recovers_with_numbering_intact() {
     let mut redis = RedisServer::start().await;
     let bus = start(&redis, |_| {});
-    bus.seed_seq("c", 0).await.unwrap();
-    let mut sub = bus.subscribe("c", None).await.unwrap();
+    bus.seed_seq(&ch("agent:c"), 0).await.unwrap();
+    let mut sub = bus.subscribe(&ch("agent:c"), None).await.unwrap();
     for i in 0..3 {
-        bus.publish("c", ev(i)).await.unwrap();
+        bus.publish(&ch("agent:c"), &ev(i)).await.unwrap();
     }
     assert_eq!(next_seq(&mut sub).await, 1);
     assert_eq!(next_seq(&mut sub).await, 2);
     assert_eq!(next_seq(&mut sub).await, 3);
     redis.kill();
     let t0 = std::time::Instant::now();
-    let err = bus.publish("c", ev(9)).await.unwrap_err();
+    let err = bus.publish(&ch("agent:c"), &ev(9)).await.unwrap_err();
     assert!(
         matches!(&err, BusError::Unavailable(m) if m.contains("redis")),
         "{err}"
@@ -367,7 +377,7 @@ async fn a_redis_restart_fails_fast_then_recovers_with_numbering_intact() {
         "fails within the timeout"
     );
     assert!(bus.ping().await.is_err());
-    assert!(bus.subscribe("other", None).await.is_err());
+    assert!(bus.subscribe(&ch("agent:other"), None).await.is_err());
     redis.restart().await;
     // Publishing (connection manager) and the pub/sub link reconnect on
     // their own schedules; wait for both before looking.
@@ -383,13 +393,13 @@ async fn a_redis_restart_fails_fast_then_recovers_with_numbering_intact() {
     let (generation, up) = bus.link_state();
     assert!(up && generation >= 2, "reconnected: {generation}");
     assert_eq!(
-        numsub(&redis, "c").await,
+        numsub(&redis, "agent:c").await,
         1,
         "the channel was subscribed again"
     );
     // Redis lost everything; the link re-seeded the counter from what this
     // gateway delivered, so numbering goes on instead of restarting at 1.
-    let next = bus.publish("c", ev(10)).await.unwrap();
+    let next = bus.publish(&ch("agent:c"), &ev(10)).await.unwrap();
     assert_eq!(next.seq, 4);
     assert_eq!(next_seq(&mut sub).await, 4);
 }
@@ -420,9 +430,9 @@ async fn rediss_with_a_password_in_the_url_and_a_private_ca() {
         becomes_ready(&bus, Duration::from_secs(5)).await,
         "TLS link up"
     );
-    bus.seed_seq("c", 0).await.unwrap();
-    let mut sub = bus.subscribe("c", None).await.unwrap();
-    bus.publish("c", ev(1)).await.unwrap();
+    bus.seed_seq(&ch("agent:c"), 0).await.unwrap();
+    let mut sub = bus.subscribe(&ch("agent:c"), None).await.unwrap();
+    bus.publish(&ch("agent:c"), &ev(1)).await.unwrap();
     assert_eq!(next_seq(&mut sub).await, 1);
     // A wrong password, or a server the public roots do not vouch for, is
     // refused (and reported by ping), never silently accepted.

@@ -29,7 +29,7 @@ use std::{
     future::poll_fn,
     mem,
     pin::Pin,
-    sync::{Arc, Mutex, PoisonError},
+    sync::Arc,
     task::{Context, Poll},
     time::Duration,
 };
@@ -38,6 +38,7 @@ use axum::{body::Body, extract::Request, response::Response};
 use bytes::{Buf, Bytes};
 use http::{header, HeaderValue};
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
+use parking_lot::Mutex;
 use tokio::time::timeout;
 
 /// The most of a leftover body that is read to keep the connection.
@@ -90,7 +91,7 @@ impl Leftover {
     /// close` and lingers (module doc).
     pub async fn settle(self, res: &mut Response) {
         let Some((slot, waits)) = self.0 else { return };
-        let left = mem::replace(&mut *lock(&slot), Slot::Ended);
+        let left = mem::replace(&mut *slot.lock(), Slot::Ended);
         let Slot::Left(mut body) = left else { return };
         if !waits && body.size_hint().lower() <= DRAIN_MAX {
             let drained = timeout(DRAIN_TIME, discard(&mut body, DRAIN_MAX, DRAIN_TIME)).await;
@@ -126,11 +127,6 @@ async fn discard(body: &mut Incoming, max: u64, idle: Duration) -> bool {
     }
 }
 
-fn lock(slot: &Mutex<Slot>) -> std::sync::MutexGuard<'_, Slot> {
-    // The slot is only ever swapped whole: a poisoned one is still sound.
-    slot.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 /// A request body that reports its end, or comes back if dropped unread.
 struct Tracked {
     inner: Option<Incoming>,
@@ -153,7 +149,7 @@ impl HttpBody for Tracked {
         // reader that stops at `is_end_stream` never polls for `None`).
         if matches!(polled, Poll::Ready(None)) || inner.is_end_stream() {
             self.inner = None;
-            *lock(&self.slot) = Slot::Ended;
+            *self.slot.lock() = Slot::Ended;
         }
         polled
     }
@@ -172,7 +168,7 @@ impl HttpBody for Tracked {
 impl Drop for Tracked {
     fn drop(&mut self) {
         if let Some(inner) = self.inner.take() {
-            *lock(&self.slot) = Slot::Left(inner);
+            *self.slot.lock() = Slot::Left(inner);
         }
     }
 }

@@ -7,7 +7,10 @@ use tokio_postgres::Row;
 use super::{
     agents::check_agent, col, db_err, execute, not_found, paging, query_opt, snapshot, write_err,
 };
-use crate::store::{ListParams, Page, Session, StoreError, StoreResult};
+use crate::{
+    domain::SessionId,
+    store::{ListParams, Page, Session, StoreError, StoreResult},
+};
 
 fn session_row(r: &Row) -> StoreResult<(i64, Session)> {
     Ok((
@@ -30,8 +33,8 @@ pub(super) async fn create_session(
     name: &str,
 ) -> StoreResult<Session> {
     let s = Session {
-        id: crate::util::new_id("sess"),
-        agent_id: agent_id.to_owned(),
+        id: SessionId::generate(),
+        agent_id: agent_id.into(),
         name: name.to_owned(),
         created_at: crate::util::now(),
     };

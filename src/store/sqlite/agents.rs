@@ -3,6 +3,7 @@
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::{accounts, db_err, json_col, not_found, paging, to_json, unique_violation};
+use crate::domain::SessionId;
 use crate::store::{
     records, Agent, AgentPatch, ListParams, NewAgent, NewTool, Page, Session, StoreError,
     StoreResult, Tool,
@@ -275,8 +276,8 @@ pub(super) fn create_session(
     let tx = conn.transaction().map_err(db_err)?;
     check_agent(&tx, account, agent_id)?;
     let s = Session {
-        id: crate::util::new_id("sess"),
-        agent_id: agent_id.to_owned(),
+        id: SessionId::generate(),
+        agent_id: agent_id.into(),
         name: name.to_owned(),
         created_at: crate::util::now(),
     };

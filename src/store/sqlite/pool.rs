@@ -16,8 +16,9 @@
 //! otherwise it waits like any other call. Lists, writes and anything whose
 //! cost grows with the data always go through `spawn_blocking`.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
+use parking_lot::Mutex;
 use rusqlite::Connection;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -50,12 +51,7 @@ impl Lease {
 impl Drop for Lease {
     fn drop(&mut self) {
         if let Some(conn) = self.conn.take() {
-            // A poisoned free list is still a valid Vec: push/pop cannot
-            // leave it half-changed.
-            self.free
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .push(conn);
+            self.free.lock().push(conn);
         }
     }
 }
@@ -108,11 +104,7 @@ impl Pool {
     }
 
     fn lease(&self, permit: OwnedSemaphorePermit) -> Option<Lease> {
-        let conn = self
-            .free
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .pop()?;
+        let conn = self.free.lock().pop()?;
         Some(Lease {
             conn: Some(conn),
             free: self.free.clone(),

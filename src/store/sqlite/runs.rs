@@ -26,7 +26,7 @@ fn run_row(r: &Row<'_>) -> rusqlite::Result<Run> {
 /// timestamps it left empty are filled in here.
 pub(super) fn create_run(conn: &mut Connection, account: &str, mut run: Run) -> StoreResult<Run> {
     let tx = conn.transaction().map_err(db_err)?;
-    check_agent(&tx, account, &run.agent_id)?;
+    check_agent(&tx, account, run.agent_id.as_str())?;
     if run.created_at.is_empty() {
         run.created_at = crate::util::now();
     }
@@ -90,7 +90,7 @@ pub(super) fn finish_run(conn: &mut Connection, account: &str, run: &Run) -> Sto
     if n == 0 {
         return Err(not_found("run"));
     }
-    let stored = get_run(&tx, account, &run.id)?;
+    let stored = get_run(&tx, account, run.id.as_str())?;
     tx.commit().map_err(db_err)?;
     Ok(stored)
 }
@@ -191,10 +191,7 @@ pub(super) fn list_events(
     check_agent(&tx, account, agent_id)?;
     let (count, rows) = events_sql(filter);
     // `?4`: the wanted types as a JSON array, read back with `json_each`.
-    let types = filter
-        .message_types
-        .as_ref()
-        .map(|t| serde_json::Value::from(t.clone()).to_string());
+    let types = filter.message_types.as_ref().map(to_json);
     paging::page(
         &tx,
         count,
@@ -325,7 +322,9 @@ mod tests {
     fn every_event_filter_uses_its_index() {
         let mut conn = Connection::open_in_memory().unwrap();
         crate::store::sqlite::schema::migrate(&mut conn).unwrap();
-        let some = || Some("x".to_owned());
+        fn some<T: From<&'static str>>() -> Option<T> {
+            Some(T::from("x"))
+        }
         let cases = [
             (None, None, "(agent_id=?"),
             (

@@ -2,7 +2,10 @@
 //! log lines, and the cascade when the agent goes.
 
 use super::fixtures::{acct, agent_with_activity, event, log, new_agent, nf, params, run, ts};
-use crate::store::*;
+use crate::{
+    domain::{MessageType, RunStatus, StopReason},
+    store::*,
+};
 
 pub(super) async fn sessions(store: &dyn Store) {
     let a = acct();
@@ -12,28 +15,32 @@ pub(super) async fn sessions(store: &dyn Store) {
         .await
         .expect("agent");
     let s1 = store
-        .create_session(&a, &agent.id, "one")
+        .create_session(&a, agent.id.as_str(), "one")
         .await
         .expect("session");
     let s2 = store
-        .create_session(&a, &agent.id, "two")
+        .create_session(&a, agent.id.as_str(), "two")
         .await
         .expect("session");
-    assert!(s1.id.starts_with("sess-"), "{}", s1.id);
+    assert!(s1.id.as_str().starts_with("sess-"), "{}", s1.id);
     assert_eq!(
         (s1.agent_id.as_str(), s1.name.as_str()),
         (agent.id.as_str(), "one")
     );
     assert_eq!(
-        store.get_session(&a, &agent.id, &s1.id).await,
+        store
+            .get_session(&a, agent.id.as_str(), s1.id.as_str())
+            .await,
         Ok(s1.clone())
     );
     assert_eq!(
-        store.get_session(&a, &sibling.id, &s1.id).await,
+        store
+            .get_session(&a, sibling.id.as_str(), s1.id.as_str())
+            .await,
         Err(nf("session"))
     );
     assert_eq!(
-        store.get_session(&a, "agent-missing", &s1.id).await,
+        store.get_session(&a, "agent-missing", s1.id.as_str()).await,
         Err(nf("agent"))
     );
     assert_eq!(
@@ -41,45 +48,56 @@ pub(super) async fn sessions(store: &dyn Store) {
         Err(nf("agent"))
     );
     let page = store
-        .list_sessions(&a, &agent.id, ListParams::default())
+        .list_sessions(&a, agent.id.as_str(), ListParams::default())
         .await
         .expect("list");
     assert_eq!(page.data, [s1.clone(), s2.clone()]);
     assert_eq!(page.pagination.total, 2);
     let none = store
-        .list_sessions(&a, &sibling.id, ListParams::default())
+        .list_sessions(&a, sibling.id.as_str(), ListParams::default())
         .await
         .expect("list");
     assert_eq!(none.pagination.total, 0);
     assert_eq!(
-        store.delete_session(&a, &sibling.id, &s1.id).await,
+        store
+            .delete_session(&a, sibling.id.as_str(), s1.id.as_str())
+            .await,
         Err(nf("session"))
     );
     store
-        .delete_session(&a, &agent.id, &s1.id)
+        .delete_session(&a, agent.id.as_str(), s1.id.as_str())
         .await
         .expect("delete");
     assert_eq!(
-        store.get_session(&a, &agent.id, &s1.id).await,
+        store
+            .get_session(&a, agent.id.as_str(), s1.id.as_str())
+            .await,
         Err(nf("session"))
     );
     assert_eq!(
-        store.delete_session(&a, &agent.id, &s1.id).await,
+        store
+            .delete_session(&a, agent.id.as_str(), s1.id.as_str())
+            .await,
         Err(nf("session"))
     );
-    assert_eq!(store.get_session(&a, &agent.id, &s2.id).await, Ok(s2));
+    assert_eq!(
+        store
+            .get_session(&a, agent.id.as_str(), s2.id.as_str())
+            .await,
+        Ok(s2)
+    );
 }
 
 pub(super) async fn runs(store: &dyn Store) {
     let a = acct();
     let agent = store.create_agent(&a, new_agent("r")).await.expect("agent");
-    let r = run(&agent.id, "sess-1");
+    let r = run(agent.id.as_str(), "sess-1");
     let created = store.create_run(&a, r.clone()).await.expect("create run");
     assert_eq!(
-        (created.id.as_str(), created.status.as_str()),
-        (r.id.as_str(), RUN_RUNNING)
+        (created.id.as_str(), created.status),
+        (r.id.as_str(), RunStatus::Running)
     );
-    assert_eq!(store.get_run(&a, &r.id).await, Ok(created.clone()));
+    assert_eq!(store.get_run(&a, r.id.as_str()).await, Ok(created.clone()));
     assert!(matches!(
         store.create_run(&a, r.clone()).await,
         Err(StoreError::Conflict(_))
@@ -91,20 +109,20 @@ pub(super) async fn runs(store: &dyn Store) {
     assert_eq!(store.get_run(&a, "run-missing").await, Err(nf("run")));
 
     let mut done = created.clone();
-    done.status = RUN_FAILED.into();
-    done.stop_reason = Some("error".into());
+    done.status = RunStatus::Failed;
+    done.stop_reason = Some(StopReason::Error);
     done.error = Some("model timed out".into());
     let finished = store.finish_run(&a, done).await.expect("finish");
     assert_eq!(
-        (finished.status.as_str(), finished.error.as_deref()),
-        (RUN_FAILED, Some("model timed out"))
+        (finished.status, finished.error.as_deref()),
+        (RunStatus::Failed, Some("model timed out"))
     );
-    assert_eq!(finished.stop_reason.as_deref(), Some("error"));
+    assert_eq!(finished.stop_reason, Some(StopReason::Error));
     assert_eq!(finished.created_at, created.created_at);
     assert!(ts(&finished.updated_at) >= ts(&created.updated_at));
-    assert_eq!(store.get_run(&a, &r.id).await, Ok(finished));
+    assert_eq!(store.get_run(&a, r.id.as_str()).await, Ok(finished));
     assert_eq!(
-        store.finish_run(&a, run(&agent.id, "s")).await,
+        store.finish_run(&a, run(agent.id.as_str(), "s")).await,
         Err(nf("run"))
     );
 }
@@ -112,13 +130,13 @@ pub(super) async fn runs(store: &dyn Store) {
 pub(super) async fn events(store: &dyn Store) {
     let a = acct();
     let agent = store.create_agent(&a, new_agent("e")).await.expect("agent");
-    assert_eq!(store.last_event_seq(&a, &agent.id).await, Ok(0));
+    assert_eq!(store.last_event_seq(&a, agent.id.as_str()).await, Ok(0));
     let mut batch: Vec<_> = (1..=5)
-        .map(|s| event(&agent.id, s, "run-1", "sess-1"))
+        .map(|s| event(agent.id.as_str(), s, "run-1", "sess-1"))
         .collect();
-    batch.extend((6..=8).map(|s| event(&agent.id, s, "run-2", "sess-2")));
-    batch[1].message_type = "user_message".into();
-    batch[3].message_type = "assistant_delta".into();
+    batch.extend((6..=8).map(|s| event(agent.id.as_str(), s, "run-2", "sess-2")));
+    batch[1].message_type = MessageType::UserMessage;
+    batch[3].message_type = MessageType::AssistantDelta;
     store
         .append_events(&a, batch.clone())
         .await
@@ -127,24 +145,29 @@ pub(super) async fn events(store: &dyn Store) {
         .append_events(&a, Vec::new())
         .await
         .expect("empty append");
-    assert_eq!(store.last_event_seq(&a, &agent.id).await, Ok(8));
+    assert_eq!(store.last_event_seq(&a, agent.id.as_str()).await, Ok(8));
 
     let dup = vec![
-        event(&agent.id, 9, "run-2", "sess-2"),
-        event(&agent.id, 3, "run-1", "sess-1"),
+        event(agent.id.as_str(), 9, "run-2", "sess-2"),
+        event(agent.id.as_str(), 3, "run-1", "sess-1"),
     ];
     assert!(matches!(
         store.append_events(&a, dup).await,
         Err(StoreError::Conflict(_))
     ));
     assert_eq!(
-        store.last_event_seq(&a, &agent.id).await,
+        store.last_event_seq(&a, agent.id.as_str()).await,
         Ok(8),
         "a failed batch writes nothing"
     );
 
     let all = store
-        .list_events(&a, &agent.id, EventFilter::default(), ListParams::default())
+        .list_events(
+            &a,
+            agent.id.as_str(),
+            EventFilter::default(),
+            ListParams::default(),
+        )
         .await;
     let all = all.expect("list");
     assert_eq!(
@@ -159,7 +182,7 @@ pub(super) async fn events(store: &dyn Store) {
         message_types: None,
     };
     let page = store
-        .list_events(&a, &agent.id, by_session, ListParams::default())
+        .list_events(&a, agent.id.as_str(), by_session, ListParams::default())
         .await
         .expect("list");
     assert_eq!((seqs(&page), page.pagination.total), (vec![6, 7, 8], 3));
@@ -169,7 +192,7 @@ pub(super) async fn events(store: &dyn Store) {
         message_types: None,
     };
     let page = store
-        .list_events(&a, &agent.id, by_run, params(2, 0, Some("2")))
+        .list_events(&a, agent.id.as_str(), by_run, params(2, 0, Some("2")))
         .await
         .expect("list");
     assert_eq!((seqs(&page), page.pagination.total), (vec![3, 4], 5));
@@ -184,18 +207,18 @@ pub(super) async fn events(store: &dyn Store) {
         message_types: None,
     };
     let page = store
-        .list_events(&a, &agent.id, neither, ListParams::default())
+        .list_events(&a, agent.id.as_str(), neither, ListParams::default())
         .await
         .expect("list");
     assert_eq!((page.data.len(), page.pagination.total), (0, 0));
-    let types = |t: &[&str]| Some(t.iter().map(|s| s.to_string()).collect());
+    let types = |t: &[MessageType]| Some(t.to_vec());
     let messages = EventFilter {
         session_id: Some("sess-1".into()),
         run_id: None,
-        message_types: types(&["user_message", "assistant_message"]),
+        message_types: types(&[MessageType::UserMessage, MessageType::AssistantMessage]),
     };
     let page = store
-        .list_events(&a, &agent.id, messages, params(2, 1, None))
+        .list_events(&a, agent.id.as_str(), messages, params(2, 1, None))
         .await
         .expect("list");
     assert_eq!(
@@ -207,10 +230,10 @@ pub(super) async fn events(store: &dyn Store) {
         let users = EventFilter {
             session_id: None,
             run_id,
-            message_types: types(&["user_message"]),
+            message_types: types(&[MessageType::UserMessage]),
         };
         let page = store
-            .list_events(&a, &agent.id, users, ListParams::default())
+            .list_events(&a, agent.id.as_str(), users, ListParams::default())
             .await
             .expect("list");
         assert_eq!(seqs(&page), wanted);
@@ -231,21 +254,21 @@ pub(super) async fn events(store: &dyn Store) {
 pub(super) async fn logs(store: &dyn Store) {
     let a = acct();
     let agent = store.create_agent(&a, new_agent("l")).await.expect("agent");
-    assert_eq!(store.last_log_seq(&a, &agent.id).await, Ok(0));
-    let lines: Vec<_> = (1..=4).map(|s| log(&agent.id, s)).collect();
+    assert_eq!(store.last_log_seq(&a, agent.id.as_str()).await, Ok(0));
+    let lines: Vec<_> = (1..=4).map(|s| log(agent.id.as_str(), s)).collect();
     store.append_logs(&a, lines.clone()).await.expect("append");
-    assert_eq!(store.last_log_seq(&a, &agent.id).await, Ok(4));
+    assert_eq!(store.last_log_seq(&a, agent.id.as_str()).await, Ok(4));
     assert!(matches!(
-        store.append_logs(&a, vec![log(&agent.id, 2)]).await,
+        store.append_logs(&a, vec![log(agent.id.as_str(), 2)]).await,
         Err(StoreError::Conflict(_))
     ));
     let page = store
-        .list_logs(&a, &agent.id, ListParams::default())
+        .list_logs(&a, agent.id.as_str(), ListParams::default())
         .await
         .expect("list");
     assert_eq!((page.data, page.pagination.total), (lines.clone(), 4));
     let page = store
-        .list_logs(&a, &agent.id, params(10, 0, Some("2")))
+        .list_logs(&a, agent.id.as_str(), params(10, 0, Some("2")))
         .await
         .expect("list");
     assert_eq!(page.data, lines[2..]);
@@ -264,17 +287,28 @@ pub(super) async fn cascade(store: &dyn Store) {
         .create_agent(&a, new_agent("keep"))
         .await
         .expect("agent");
-    let kept_run = store.create_run(&a, run(&keep.id, "s")).await.expect("run");
-    store.delete_agent(&a, &agent.id).await.expect("delete");
-    assert_eq!(store.get_run(&a, &r.id).await, Err(nf("run")));
+    let kept_run = store
+        .create_run(&a, run(keep.id.as_str(), "s"))
+        .await
+        .expect("run");
+    store
+        .delete_agent(&a, agent.id.as_str())
+        .await
+        .expect("delete");
+    assert_eq!(store.get_run(&a, r.id.as_str()).await, Err(nf("run")));
     assert_eq!(
-        store.get_session(&a, &agent.id, &sess.id).await,
+        store
+            .get_session(&a, agent.id.as_str(), sess.id.as_str())
+            .await,
         Err(nf("agent"))
     );
     assert_eq!(
-        store.get_run(&a, &kept_run.id).await,
+        store.get_run(&a, kept_run.id.as_str()).await,
         Ok(kept_run),
         "other agents untouched"
     );
-    assert_eq!(store.last_event_seq(&a, &agent.id).await, Err(nf("agent")));
+    assert_eq!(
+        store.last_event_seq(&a, agent.id.as_str()).await,
+        Err(nf("agent"))
+    );
 }

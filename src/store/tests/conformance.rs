@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::fixtures::{acct, new_agent, new_tool, nf, ts};
 use super::{activity, isolation};
-use crate::store::*;
+use crate::{domain::AgentStatus, store::*};
 
 /// Runs every part of the suite against `store`.
 pub(super) async fn conformance(store: &dyn Store) {
@@ -40,7 +40,7 @@ async fn accounts(store: &dyn Store) {
 
 fn new_key(account: &str, label: &str) -> NewKey {
     NewKey {
-        id: crate::util::new_id("key"),
+        id: crate::util::new_id("key").into(),
         account_id: account.to_owned(),
         label: label.to_owned(),
         scopes: vec!["agents:read".into(), "chat".into()],
@@ -68,7 +68,7 @@ async fn keys(store: &dyn Store) {
         (None, None)
     );
     assert_eq!(
-        store.get_key(&k1.id).await,
+        store.get_key(k1.id.as_str()).await,
         Ok(k1.clone()),
         "hash and account kept"
     );
@@ -98,30 +98,33 @@ async fn keys(store: &dyn Store) {
     );
 
     assert_eq!(
-        store.revoke_key(&b, &k1.id).await,
+        store.revoke_key(&b, k1.id.as_str()).await,
         Err(nf("key")),
         "other account"
     );
-    assert_eq!(store.get_key(&k1.id).await.expect("get").revoked_at, None);
-    store.revoke_key(&a, &k1.id).await.expect("revoke");
+    assert_eq!(
+        store.get_key(k1.id.as_str()).await.expect("get").revoked_at,
+        None
+    );
+    store.revoke_key(&a, k1.id.as_str()).await.expect("revoke");
     let revoked = store
-        .get_key(&k1.id)
+        .get_key(k1.id.as_str())
         .await
         .expect("revoked keys are returned");
     assert!(revoked.revoked_at.is_some());
     store
-        .revoke_key(&a, &k1.id)
+        .revoke_key(&a, k1.id.as_str())
         .await
         .expect("revoking twice is fine");
     assert_eq!(
-        store.get_key(&k1.id).await.expect("get").revoked_at,
+        store.get_key(k1.id.as_str()).await.expect("get").revoked_at,
         revoked.revoked_at
     );
     assert_eq!(store.revoke_key(&a, "key-missing").await, Err(nf("key")));
 
     let used = vec![
-        (k1.id.clone(), "2030-01-01T00:00:00.000Z".to_owned()),
-        (k2.id.clone(), "2030-01-02T00:00:00.000Z".to_owned()),
+        (k1.id.to_string(), "2030-01-01T00:00:00.000Z".to_owned()),
+        (k2.id.to_string(), "2030-01-02T00:00:00.000Z".to_owned()),
         (
             "key-unknown".to_owned(),
             "2030-01-03T00:00:00.000Z".to_owned(),
@@ -129,9 +132,17 @@ async fn keys(store: &dyn Store) {
     ];
     store.touch_keys(used).await.expect("touch");
     store.touch_keys(Vec::new()).await.expect("empty touch");
-    let got = store.get_key(&k2.id).await.expect("get").last_used_at;
+    let got = store
+        .get_key(k2.id.as_str())
+        .await
+        .expect("get")
+        .last_used_at;
     assert_eq!(got.as_deref(), Some("2030-01-02T00:00:00.000Z"));
-    let got = store.get_key(&k1.id).await.expect("get").last_used_at;
+    let got = store
+        .get_key(k1.id.as_str())
+        .await
+        .expect("get")
+        .last_used_at;
     assert_eq!(got.as_deref(), Some("2030-01-01T00:00:00.000Z"));
 }
 
@@ -141,10 +152,10 @@ async fn agents(store: &dyn Store) {
         .create_agent(&a, new_agent("first"))
         .await
         .expect("create");
-    assert!(agent.id.starts_with("agent-"), "{}", agent.id);
+    assert!(agent.id.as_str().starts_with("agent-"), "{}", agent.id);
     assert_eq!(
-        (agent.account_id.as_str(), agent.status.as_str()),
-        (a.as_str(), AGENT_RUNNING)
+        (agent.account_id.as_str(), agent.status),
+        (a.as_str(), AgentStatus::Running)
     );
     assert_eq!(
         (agent.model.as_str(), agent.system.as_str()),
@@ -152,14 +163,17 @@ async fn agents(store: &dyn Store) {
     );
     assert_eq!(agent.metadata, json!({"team": "core", "n": 1}));
     assert_eq!(agent.created_at, agent.updated_at);
-    assert_eq!(store.get_agent(&a, &agent.id).await, Ok(agent.clone()));
+    assert_eq!(
+        store.get_agent(&a, agent.id.as_str()).await,
+        Ok(agent.clone())
+    );
 
     let patch = AgentPatch {
         name: Some("renamed".into()),
         ..AgentPatch::default()
     };
     let renamed = store
-        .update_agent(&a, &agent.id, patch)
+        .update_agent(&a, agent.id.as_str(), patch)
         .await
         .expect("patch name");
     assert_eq!(
@@ -172,32 +186,41 @@ async fn agents(store: &dyn Store) {
     );
     assert!(ts(&renamed.updated_at) >= ts(&agent.updated_at));
     let patch = AgentPatch {
-        status: Some(AGENT_STOPPED.into()),
+        status: Some(AgentStatus::Stopped),
         tools: Some(vec!["tool-x".into()]),
         metadata: Some(json!({"v": [1, 2]})),
         ..AgentPatch::default()
     };
     let stopped = store
-        .update_agent(&a, &agent.id, patch)
+        .update_agent(&a, agent.id.as_str(), patch)
         .await
         .expect("patch status");
     assert_eq!(
-        (stopped.name.as_str(), stopped.status.as_str()),
-        ("renamed", AGENT_STOPPED)
+        (stopped.name.as_str(), stopped.status),
+        ("renamed", AgentStatus::Stopped)
     );
     assert_eq!(
         (stopped.tools.clone(), stopped.metadata.clone()),
         (vec!["tool-x".into()], json!({"v": [1, 2]}))
     );
-    assert_eq!(store.get_agent(&a, &agent.id).await, Ok(stopped));
+    assert_eq!(store.get_agent(&a, agent.id.as_str()).await, Ok(stopped));
     let missing = store
         .update_agent(&a, "agent-missing", AgentPatch::default())
         .await;
     assert_eq!(missing, Err(nf("agent")));
 
-    store.delete_agent(&a, &agent.id).await.expect("delete");
-    assert_eq!(store.get_agent(&a, &agent.id).await, Err(nf("agent")));
-    assert_eq!(store.delete_agent(&a, &agent.id).await, Err(nf("agent")));
+    store
+        .delete_agent(&a, agent.id.as_str())
+        .await
+        .expect("delete");
+    assert_eq!(
+        store.get_agent(&a, agent.id.as_str()).await,
+        Err(nf("agent"))
+    );
+    assert_eq!(
+        store.delete_agent(&a, agent.id.as_str()).await,
+        Err(nf("agent"))
+    );
 }
 
 async fn tools(store: &dyn Store) {
@@ -206,7 +229,7 @@ async fn tools(store: &dyn Store) {
         .create_tool(&a, new_tool("search"))
         .await
         .expect("create");
-    assert!(tool.id.starts_with("tool-"), "{}", tool.id);
+    assert!(tool.id.as_str().starts_with("tool-"), "{}", tool.id);
     assert_eq!(
         (tool.name.as_str(), tool.kind.as_str()),
         ("search", "webhook")
@@ -215,7 +238,7 @@ async fn tools(store: &dyn Store) {
         tool.json_schema,
         json!({"type": "object", "properties": {"q": {"type": "string"}}})
     );
-    assert_eq!(store.get_tool(&a, &tool.id).await, Ok(tool.clone()));
+    assert_eq!(store.get_tool(&a, tool.id.as_str()).await, Ok(tool.clone()));
     assert!(matches!(
         store.create_tool(&a, new_tool("search")).await,
         Err(StoreError::Conflict(_))
@@ -234,9 +257,15 @@ async fn tools(store: &dyn Store) {
         .expect("list");
     let ids: Vec<_> = page.data.iter().map(|t| t.id.clone()).collect();
     assert_eq!(ids, [tool.id.clone(), other.id]);
-    store.delete_tool(&a, &tool.id).await.expect("delete");
-    assert_eq!(store.get_tool(&a, &tool.id).await, Err(nf("tool")));
-    assert_eq!(store.delete_tool(&a, &tool.id).await, Err(nf("tool")));
+    store
+        .delete_tool(&a, tool.id.as_str())
+        .await
+        .expect("delete");
+    assert_eq!(store.get_tool(&a, tool.id.as_str()).await, Err(nf("tool")));
+    assert_eq!(
+        store.delete_tool(&a, tool.id.as_str()).await,
+        Err(nf("tool"))
+    );
     store
         .create_tool(&a, new_tool("search"))
         .await
@@ -269,7 +298,7 @@ pub(super) async fn concurrent_reads_and_writes(store: Arc<dyn Store>, reads: us
         let (store, a, id) = (store.clone(), a.clone(), agent.id.clone());
         tasks.push(tokio::spawn(async move {
             for _ in 0..reads {
-                assert_eq!(store.get_agent(&a, &id).await.expect("read").id, id);
+                assert_eq!(store.get_agent(&a, id.as_str()).await.expect("read").id, id);
             }
         }));
     }

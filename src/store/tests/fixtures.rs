@@ -2,7 +2,10 @@
 
 use serde_json::json;
 
-use crate::store::*;
+use crate::{
+    domain::{AgentEvent, EventBody, LogLevel, RunId, RunStatus},
+    store::*,
+};
 
 /// A fresh account id, so tests never see each other's rows.
 pub(super) fn acct() -> String {
@@ -53,10 +56,10 @@ pub(super) fn new_tool(name: &str) -> NewTool {
 pub(super) fn run(agent_id: &str, session_id: &str) -> Run {
     let now = crate::util::now();
     Run {
-        id: crate::util::new_id("run"),
-        agent_id: agent_id.to_owned(),
-        session_id: session_id.to_owned(),
-        status: RUN_RUNNING.to_owned(),
+        id: RunId::generate(),
+        agent_id: agent_id.into(),
+        session_id: session_id.into(),
+        status: RunStatus::Running,
         stop_reason: None,
         error: None,
         created_at: now.clone(),
@@ -65,27 +68,28 @@ pub(super) fn run(agent_id: &str, session_id: &str) -> Run {
 }
 
 pub(super) fn event(agent_id: &str, seq: u64, run_id: &str, session_id: &str) -> EventRecord {
-    EventRecord {
-        agent_id: agent_id.to_owned(),
-        seq,
-        run_id: run_id.to_owned(),
-        session_id: session_id.to_owned(),
-        message_type: "assistant_message".to_owned(),
-        event: json!({
-            "id": format!("evt-{seq}"),
-            "seq": seq,
-            "message_type": "assistant_message",
-            "content": {"text": "héllo \"world\"", "parts": [1, 2.5, null, true]},
-        }),
-    }
+    let event = AgentEvent {
+        id: format!("msg-{seq}").into(),
+        seq: None,
+        run_id: run_id.into(),
+        agent_id: agent_id.into(),
+        session_id: Some(session_id.into()),
+        date: crate::util::now(),
+        body: EventBody::AssistantMessage {
+            message: "héllo \"world\"\n✓".into(),
+        },
+    };
+    EventRecord::new(seq, event).expect("an event with a session")
 }
 
 pub(super) fn log(agent_id: &str, seq: u64) -> LogRecord {
-    LogRecord {
-        agent_id: agent_id.to_owned(),
-        seq,
-        event: json!({"message_type": "log", "level": "info", "seq": seq, "message": "line"}),
-    }
+    let line = AgentEvent::log(
+        agent_id.into(),
+        "run-1".into(),
+        LogLevel::Info,
+        "line".into(),
+    );
+    LogRecord::new(seq, line)
 }
 
 /// An agent of `account` with one of everything that goes when it goes: a
@@ -100,19 +104,22 @@ pub(super) async fn agent_with_activity(
         .await
         .expect("agent");
     let sess = store
-        .create_session(account, &agent.id, "s")
+        .create_session(account, agent.id.as_str(), "s")
         .await
         .expect("session");
     let r = store
-        .create_run(account, run(&agent.id, &sess.id))
+        .create_run(account, run(agent.id.as_str(), sess.id.as_str()))
         .await
         .expect("run");
     store
-        .append_events(account, vec![event(&agent.id, 1, &r.id, &sess.id)])
+        .append_events(
+            account,
+            vec![event(agent.id.as_str(), 1, r.id.as_str(), sess.id.as_str())],
+        )
         .await
         .expect("events");
     store
-        .append_logs(account, vec![log(&agent.id, 1)])
+        .append_logs(account, vec![log(agent.id.as_str(), 1)])
         .await
         .expect("logs");
     (agent, sess, r)

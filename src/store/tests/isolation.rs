@@ -30,8 +30,11 @@ pub(super) async fn tenancy(store: &dyn Store) {
     );
 
     let tool = store.create_tool(&a, new_tool("t")).await.expect("tool");
-    assert_eq!(store.get_tool(&b, &tool.id).await, Err(nf("tool")));
-    assert_eq!(store.delete_tool(&b, &tool.id).await, Err(nf("tool")));
+    assert_eq!(store.get_tool(&b, tool.id.as_str()).await, Err(nf("tool")));
+    assert_eq!(
+        store.delete_tool(&b, tool.id.as_str()).await,
+        Err(nf("tool"))
+    );
     assert_eq!(
         store
             .list_tools(&b, ListParams::default())
@@ -44,9 +47,12 @@ pub(super) async fn tenancy(store: &dyn Store) {
 
     let sess = store.create_session(&a, id, "s").await.expect("session");
     assert_eq!(store.create_session(&b, id, "s").await, Err(nf("agent")));
-    assert_eq!(store.get_session(&b, id, &sess.id).await, Err(nf("agent")));
     assert_eq!(
-        store.delete_session(&b, id, &sess.id).await,
+        store.get_session(&b, id, sess.id.as_str()).await,
+        Err(nf("agent"))
+    );
+    assert_eq!(
+        store.delete_session(&b, id, sess.id.as_str()).await,
         Err(nf("agent"))
     );
     assert_eq!(
@@ -54,15 +60,18 @@ pub(super) async fn tenancy(store: &dyn Store) {
         Err(nf("agent"))
     );
 
-    let r = store.create_run(&a, run(id, &sess.id)).await.expect("run");
+    let r = store
+        .create_run(&a, run(id, sess.id.as_str()))
+        .await
+        .expect("run");
     assert_eq!(
-        store.create_run(&b, run(id, &sess.id)).await,
+        store.create_run(&b, run(id, sess.id.as_str())).await,
         Err(nf("agent"))
     );
-    assert_eq!(store.get_run(&b, &r.id).await, Err(nf("run")));
+    assert_eq!(store.get_run(&b, r.id.as_str()).await, Err(nf("run")));
     assert_eq!(store.finish_run(&b, r.clone()).await, Err(nf("run")));
 
-    let ev = vec![event(id, 1, &r.id, &sess.id)];
+    let ev = vec![event(id, 1, r.id.as_str(), sess.id.as_str())];
     assert_eq!(store.append_events(&b, ev.clone()).await, Err(nf("agent")));
     store.append_events(&a, ev).await.expect("events");
     assert_eq!(store.last_event_seq(&b, id).await, Err(nf("agent")));
@@ -205,7 +214,7 @@ async fn event_cursor_walk(store: &dyn Store) {
         .await
         .expect("agent");
     let batch: Vec<_> = (1..=25)
-        .map(|s| event(&agent.id, s, "run-1", "sess-1"))
+        .map(|s| event(agent.id.as_str(), s, "run-1", "sess-1"))
         .collect();
     store.append_events(&a, batch).await.expect("append");
     let (mut seen, mut after) = (Vec::new(), None::<String>);
@@ -213,7 +222,7 @@ async fn event_cursor_walk(store: &dyn Store) {
         let page = store
             .list_events(
                 &a,
-                &agent.id,
+                agent.id.as_str(),
                 EventFilter::default(),
                 params(10, 0, after.as_deref()),
             )
@@ -226,7 +235,7 @@ async fn event_cursor_walk(store: &dyn Store) {
     assert_eq!(after, None);
     let bad = store.list_events(
         &a,
-        &agent.id,
+        agent.id.as_str(),
         EventFilter::default(),
         params(10, 0, Some("x")),
     );

@@ -93,15 +93,18 @@ async fn data_survives_reopen_and_migrations_run_once() {
         let minted = crate::keys::mint(&a, "k", vec!["*".into()], 60, None);
         let key = store.create_key(minted.new_key).await.expect("key");
         store
-            .append_events(&a, vec![event(&agent.id, 7, "run-1", "sess-1")])
+            .append_events(&a, vec![event(agent.id.as_str(), 7, "run-1", "sess-1")])
             .await
             .expect("ev");
         (agent, key)
     };
     let store = open(dir.path());
-    assert_eq!(store.get_agent(&a, &agent.id).await, Ok(agent.clone()));
-    assert_eq!(store.get_key(&key.id).await, Ok(key));
-    assert_eq!(store.last_event_seq(&a, &agent.id).await, Ok(7));
+    assert_eq!(
+        store.get_agent(&a, agent.id.as_str()).await,
+        Ok(agent.clone())
+    );
+    assert_eq!(store.get_key(key.id.as_str()).await, Ok(key));
+    assert_eq!(store.last_event_seq(&a, agent.id.as_str()).await, Ok(7));
     drop(store);
     let store = open(dir.path());
     let conn = rusqlite::Connection::open(store.path()).expect("raw open");
@@ -158,12 +161,15 @@ async fn deleting_an_agent_removes_its_rows() {
     let conn = rusqlite::Connection::open(store.path()).expect("raw open");
     let count = |table: &str| -> i64 {
         let sql = format!("SELECT COUNT(*) FROM {table} WHERE agent_id = ?1");
-        conn.query_row(&sql, [&agent.id], |r| r.get(0))
+        conn.query_row(&sql, [agent.id.as_str()], |r| r.get(0))
             .expect("count")
     };
     let tables = ["sessions", "runs", "events", "logs"];
     assert_eq!(tables.map(count), [1, 1, 1, 1]);
-    store.delete_agent(&a, &agent.id).await.expect("delete");
+    store
+        .delete_agent(&a, agent.id.as_str())
+        .await
+        .expect("delete");
     assert_eq!(tables.map(count), [0, 0, 0, 0]);
 }
 
@@ -198,7 +204,7 @@ async fn get_agent_throughput() {
             tasks.push(tokio::spawn(async move {
                 let mut n = 0u64;
                 while tokio::time::Instant::now() < deadline {
-                    store.get_agent(&a, &id).await.expect("get");
+                    store.get_agent(&a, id.as_str()).await.expect("get");
                     n += 1;
                 }
                 n

@@ -107,20 +107,28 @@ async fn two_stores_share_one_database() {
         .create_agent(&a, new_agent("shared"))
         .await
         .expect("agent");
-    assert_eq!(two.get_agent(&a, &agent.id).await, Ok(agent.clone()));
+    assert_eq!(
+        two.get_agent(&a, agent.id.as_str()).await,
+        Ok(agent.clone())
+    );
     let patch = AgentPatch {
         name: Some("renamed".into()),
         ..AgentPatch::default()
     };
-    two.update_agent(&a, &agent.id, patch).await.expect("patch");
+    two.update_agent(&a, agent.id.as_str(), patch)
+        .await
+        .expect("patch");
     assert_eq!(
-        one.get_agent(&a, &agent.id).await.expect("get").name,
+        one.get_agent(&a, agent.id.as_str())
+            .await
+            .expect("get")
+            .name,
         "renamed"
     );
 
     let mut wins = 0;
     for seq in 1..=20 {
-        let ev = |_| vec![event(&agent.id, seq, "run-1", "sess-1")];
+        let ev = |_| vec![event(agent.id.as_str(), seq, "run-1", "sess-1")];
         let (x, y) = tokio::join!(one.append_events(&a, ev(1)), two.append_events(&a, ev(2)));
         for r in [x, y] {
             match r {
@@ -131,10 +139,12 @@ async fn two_stores_share_one_database() {
         }
     }
     assert_eq!(wins, 20, "each seq stored exactly once");
-    assert_eq!(two.last_event_seq(&a, &agent.id).await, Ok(20));
-    one.delete_agent(&a, &agent.id).await.expect("delete");
+    assert_eq!(two.last_event_seq(&a, agent.id.as_str()).await, Ok(20));
+    one.delete_agent(&a, agent.id.as_str())
+        .await
+        .expect("delete");
     assert!(matches!(
-        two.get_agent(&a, &agent.id).await,
+        two.get_agent(&a, agent.id.as_str()).await,
         Err(StoreError::NotFound(_))
     ));
 }
@@ -163,14 +173,17 @@ async fn concurrent_patches_keep_both_fields() {
                         ..AgentPatch::default()
                     },
                 };
-                store.update_agent(&a, &id, patch).await.expect("patch");
+                store
+                    .update_agent(&a, id.as_str(), patch)
+                    .await
+                    .expect("patch");
             }
         }));
     }
     for t in tasks {
         t.await.expect("task");
     }
-    let got = two.get_agent(&a, &agent.id).await.expect("get");
+    let got = two.get_agent(&a, agent.id.as_str()).await.expect("get");
     assert_eq!(
         (got.name.as_str(), got.metadata),
         ("name-29", json!({"n": 29}))
@@ -198,7 +211,10 @@ async fn deleting_an_agent_removes_its_rows() {
     let tables = ["sessions", "runs", "events", "logs"];
     let before = futures::future::join_all(tables.map(count)).await;
     assert_eq!(before, [1, 1, 1, 1]);
-    store.delete_agent(&a, &agent.id).await.expect("delete");
+    store
+        .delete_agent(&a, agent.id.as_str())
+        .await
+        .expect("delete");
     let after = futures::future::join_all(tables.map(count)).await;
     assert_eq!(after, [0, 0, 0, 0]);
 }

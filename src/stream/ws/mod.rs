@@ -110,9 +110,8 @@ pub async fn upgrade(
 ) -> Result<Response, ApiError> {
     auth.require("chat")?;
     let ws = ws.map_err(|rej| {
-        ApiError::new(
+        ApiError::rejected(
             rej.status(),
-            "validation_error",
             format!("not a WebSocket handshake: {}", rej.body_text()),
         )
     })?;

@@ -13,14 +13,18 @@
 
 use std::{
     collections::{HashMap, VecDeque},
-    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    sync::Arc,
 };
 
 use axum::extract::ws::Utf8Bytes;
+use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use super::queue::{self, Receiver, Sender, TrySendError};
-use crate::bus::BusEvent;
+use crate::{
+    bus::BusEvent,
+    domain::{MessageType, RunId},
+};
 
 /// Runs remembered per socket (for ordering and cancel-on-close).
 const RUNS_KEPT: usize = 256;
@@ -66,9 +70,9 @@ struct Inner {
     /// A `user_message` is between "start the run" and "run_started sent".
     starting: bool,
     /// Runs this socket started (newest last).
-    started: VecDeque<String>,
+    started: VecDeque<RunId>,
     /// Runs this socket started without `background` whose `done` it has not seen.
-    open_runs: VecDeque<String>,
+    open_runs: VecDeque<RunId>,
     /// Events held back while a run starts, in arrival order.
     held: VecDeque<Out>,
 }
@@ -82,10 +86,6 @@ impl Outbox {
         (Self { tx, cap, inner }, rx)
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
     fn send(&self, out: Out) -> Result<(), Overflow> {
         match self.tx.try_send(out) {
             Ok(()) => Ok(()),
@@ -97,14 +97,14 @@ impl Outbox {
 
     /// Queues a reply.
     pub fn reply(&self, frame: Utf8Bytes) -> Result<(), Overflow> {
-        let _order = self.lock();
+        let _order = self.inner.lock();
         self.send(Out::Reply(frame))
     }
 
     /// Marks `channel` subscribed and returns its new generation (a previous
     /// subscription of the same channel stops delivering at once).
     pub fn activate(&self, channel: &Arc<str>) -> u64 {
-        let mut g = self.lock();
+        let mut g = self.inner.lock();
         g.next_gen += 1;
         let gen = g.next_gen;
         g.active.insert(channel.clone(), gen);
@@ -119,7 +119,7 @@ impl Outbox {
         gen: Option<u64>,
         reply: Option<Utf8Bytes>,
     ) -> Result<(), Overflow> {
-        let mut g = self.lock();
+        let mut g = self.inner.lock();
         if gen.is_none_or(|gen| g.active.get(channel) == Some(&gen)) {
             g.active.remove(channel);
             g.held.retain(|o| o.channel() != Some(channel));
@@ -131,11 +131,11 @@ impl Outbox {
     }
 
     pub fn is_active(&self, channel: &str) -> bool {
-        self.lock().active.contains_key(channel)
+        self.inner.lock().active.contains_key(channel)
     }
 
     pub fn active_count(&self) -> usize {
-        self.lock().active.len()
+        self.inner.lock().active.len()
     }
 
     /// Queues an event of `channel` (subscription generation `gen`).
@@ -149,16 +149,15 @@ impl Outbox {
             seq: ev.seq,
             text,
         };
-        let mut g = self.lock();
+        let mut g = self.inner.lock();
         if g.active.get(channel) != Some(&gen) {
             return Ok(());
         }
-        if ev.message_type == "done" {
-            if let Some(run) = &ev.run_id {
-                g.open_runs.retain(|r| r != run);
-            }
+        let run = &ev.run_id;
+        if ev.message_type == MessageType::Done {
+            g.open_runs.retain(|r| r != run);
         }
-        let unknown_run = || !ev.run_id.as_ref().is_some_and(|r| g.started.contains(r));
+        let unknown_run = || !g.started.contains(run);
         if !g.held.is_empty() || (g.starting && channel.starts_with("agent:") && unknown_run()) {
             if g.held.len() >= self.cap {
                 return Err(Overflow);
@@ -172,16 +171,16 @@ impl Outbox {
     /// A run is about to be started from this socket: hold back events of
     /// runs not yet announced until [`Outbox::end_start`].
     pub fn begin_start(&self) {
-        self.lock().starting = true;
+        self.inner.lock().starting = true;
     }
 
     /// Queues `reply` (`run_started` or the error), then what was held back.
     pub fn end_start(
         &self,
-        started: Option<(&str, bool)>,
+        started: Option<(&RunId, bool)>,
         reply: Utf8Bytes,
     ) -> Result<(), Overflow> {
-        let mut g = self.lock();
+        let mut g = self.inner.lock();
         g.starting = false;
         if let Some((run_id, background)) = started {
             remember(&mut g.started, run_id);
@@ -197,16 +196,16 @@ impl Outbox {
     }
 
     /// Runs this socket started (not in the background) and has not seen end.
-    pub fn open_runs(&self) -> Vec<String> {
-        self.lock().open_runs.iter().cloned().collect()
+    pub fn open_runs(&self) -> Vec<RunId> {
+        self.inner.lock().open_runs.iter().cloned().collect()
     }
 }
 
-fn remember(list: &mut VecDeque<String>, run_id: &str) {
+fn remember(list: &mut VecDeque<RunId>, run_id: &RunId) {
     if list.len() >= RUNS_KEPT {
         list.pop_front();
     }
-    list.push_back(run_id.to_owned());
+    list.push_back(run_id.clone());
 }
 
 /// Why a socket is closing; decides its last frames.
@@ -247,7 +246,7 @@ pub struct Closer {
 
 impl Closer {
     pub fn close(&self, reason: CloseReason) {
-        let mut r = self.reason.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut r = self.reason.lock();
         if r.is_none() {
             *r = Some(reason);
         }
@@ -256,24 +255,18 @@ impl Closer {
     }
 
     pub fn reason(&self) -> Option<CloseReason> {
-        self.reason
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.reason.lock().clone()
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
-
     use super::*;
+    use crate::domain::AgentEvent;
 
     fn ev(seq: u64, run: &str, kind: &str) -> BusEvent {
-        let serde_json::Value::Object(m) = json!({"message_type": kind, "run_id": run}) else {
-            unreachable!()
-        };
-        BusEvent::encode(seq, m)
+        let kind: MessageType = kind.parse().unwrap();
+        BusEvent::encode(seq, &AgentEvent::test_of(kind, run))
     }
 
     fn drain(rx: &mut Receiver<Out>) -> Vec<String> {
@@ -298,7 +291,7 @@ mod tests {
         ob.event(&ch, gen, &ev(2, "run-1", "assistant_message"))
             .unwrap();
         assert!(drain(&mut rx).is_empty(), "held while the run starts");
-        ob.end_start(Some(("run-1", false)), "started".into())
+        ob.end_start(Some((&"run-1".into(), false)), "started".into())
             .unwrap();
         assert_eq!(drain(&mut rx), ["started", "ev1", "ev2"]);
         // Known runs flow while another start is in flight.

@@ -8,7 +8,10 @@ use axum::extract::ws::Utf8Bytes;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use crate::agent::ChatMessage;
+use crate::{
+    agent::ChatMessage,
+    domain::{AgentId, ErrorCode, RunId, SessionId},
+};
 
 /// A parsed client frame with its optional `request_id` (echoed in replies).
 #[derive(Debug, Clone, PartialEq)]
@@ -23,14 +26,14 @@ pub enum ClientFrame {
     UserMessage(UserMessage),
     Subscribe { channel: String, after: Option<u64> },
     Unsubscribe { channel: String },
-    Cancel { run_id: String },
+    Cancel { run_id: RunId },
     Ping,
 }
 
 /// `{"type":"user_message", …}`: starts a run on an agent.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct UserMessage {
-    pub agent_id: String,
+    pub agent_id: AgentId,
     /// One user message (`message`) …
     #[serde(default)]
     pub message: Option<String>,
@@ -38,7 +41,7 @@ pub struct UserMessage {
     #[serde(default)]
     pub messages: Option<Vec<ChatMessage>>,
     #[serde(default)]
-    pub session_id: Option<String>,
+    pub session_id: Option<SessionId>,
     #[serde(default)]
     pub stream_tokens: bool,
     /// Keep running if this socket goes away.
@@ -76,7 +79,7 @@ struct UnsubscribeBody {
 
 #[derive(Deserialize)]
 struct CancelBody {
-    run_id: String,
+    run_id: RunId,
 }
 
 /// Frame types a client may send, for the `unknown_type` message.
@@ -85,7 +88,7 @@ pub const CLIENT_TYPES: &str = "user_message, subscribe, unsubscribe, cancel, pi
 /// A frame the server could not accept: sent back as an `error` frame.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FrameError {
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub message: String,
     pub request_id: Option<Value>,
 }
@@ -93,7 +96,7 @@ pub struct FrameError {
 impl FrameError {
     fn validation(message: impl Into<String>, request_id: Option<Value>) -> Self {
         Self {
-            code: "validation_error",
+            code: ErrorCode::ValidationError,
             message: message.into(),
             request_id,
         }
@@ -150,7 +153,7 @@ pub fn parse(text: &str) -> Result<Request, FrameError> {
         "ping" => ClientFrame::Ping,
         other => {
             return Err(FrameError {
-                code: "unknown_type",
+                code: ErrorCode::UnknownType,
                 message: format!(
                     "unknown frame type `{}`; expected one of {CLIENT_TYPES}",
                     truncate(other)
@@ -218,7 +221,7 @@ pub fn pong(request_id: Option<&Value>) -> Utf8Bytes {
 /// `{"type":"error","code":…,"message":…,"request_id":…}`, with the channel
 /// it concerns when there is one.
 pub fn error(
-    code: &str,
+    code: ErrorCode,
     message: &str,
     request_id: Option<&Value>,
     channel: Option<&str>,
@@ -240,7 +243,7 @@ pub fn lagged(
 ) -> Utf8Bytes {
     text(json!({
         "type": "error",
-        "code": "lagged",
+        "code": ErrorCode::Lagged,
         "message": "the client fell too far behind; reconnect and subscribe with `after` to resume",
         "request_id": null,
         "channel": channel,
@@ -303,15 +306,18 @@ mod tests {
 
     #[test]
     fn bad_frames_get_codes_that_say_why() {
-        assert_eq!(err("{nope").code, "validation_error");
+        assert_eq!(err("{nope").code, ErrorCode::ValidationError);
         assert!(err("{nope").message.starts_with("malformed JSON"));
-        assert_eq!(err("[1]").code, "validation_error");
+        assert_eq!(err("[1]").code, ErrorCode::ValidationError);
         assert!(err(r#"{"channel":"x"}"#).message.contains("`type`"));
         let e = err(r#"{"type":"shout","request_id":"r9"}"#);
-        assert_eq!((e.code, e.request_id), ("unknown_type", Some(json!("r9"))));
+        assert_eq!(
+            (e.code, e.request_id),
+            (ErrorCode::UnknownType, Some(json!("r9")))
+        );
         assert!(e.message.contains("shout") && e.message.contains("subscribe"));
         let e = err(r#"{"type":"subscribe","request_id":"r2"}"#);
-        assert_eq!(e.code, "validation_error");
+        assert_eq!(e.code, ErrorCode::ValidationError);
         assert!(e.message.contains("`channel`"), "{}", e.message);
         assert_eq!(e.request_id, Some(json!("r2")));
         assert!(err(r#"{"type":"subscribe","channel":"a","after":-1}"#)
@@ -342,7 +348,8 @@ mod tests {
     #[test]
     fn server_frames_have_the_documented_shape() {
         let v: Value =
-            serde_json::from_str(&error("unknown_type", "m", None, Some("agent:a"))).unwrap();
+            serde_json::from_str(&error(ErrorCode::UnknownType, "m", None, Some("agent:a")))
+                .unwrap();
         assert_eq!(
             v,
             json!({"type":"error","code":"unknown_type","message":"m","request_id":null,"channel":"agent:a"})

@@ -9,11 +9,9 @@
 //! all the time. This one allocates on the first frame and gives a burst's
 //! growth back once drained (BENCHMARKS.md, connections).
 
-use std::{
-    collections::VecDeque,
-    sync::{Arc, Mutex, MutexGuard, PoisonError},
-};
+use std::{collections::VecDeque, sync::Arc};
 
+use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 /// Capacity a drained queue may keep; more is freed (a burst's growth).
@@ -41,12 +39,6 @@ struct State<T> {
     receiver_gone: bool,
 }
 
-impl<T> Shared<T> {
-    fn lock(&self) -> MutexGuard<'_, State<T>> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
 /// The producers' end (not `Clone`: the outbox is the one sender).
 pub struct Sender<T>(Arc<Shared<T>>);
 
@@ -70,7 +62,7 @@ pub fn queue<T>(cap: usize) -> (Sender<T>, Receiver<T>) {
 impl<T> Sender<T> {
     /// Queues `item` without waiting.
     pub fn try_send(&self, item: T) -> Result<(), TrySendError> {
-        let mut s = self.0.lock();
+        let mut s = self.0.state.lock();
         if s.receiver_gone {
             return Err(TrySendError::Closed);
         }
@@ -86,7 +78,7 @@ impl<T> Sender<T> {
 
 impl<T> Drop for Sender<T> {
     fn drop(&mut self) {
-        self.0.lock().sender_gone = true;
+        self.0.state.lock().sender_gone = true;
         self.0.ready.notify_one();
     }
 }
@@ -97,7 +89,7 @@ impl<T> Receiver<T> {
     pub async fn recv(&mut self) -> Option<T> {
         loop {
             {
-                let mut s = self.0.lock();
+                let mut s = self.0.state.lock();
                 if let Some(item) = pop(&mut s) {
                     return Some(item);
                 }
@@ -112,11 +104,11 @@ impl<T> Receiver<T> {
 
     /// The next item if one is queued.
     pub fn try_recv(&mut self) -> Option<T> {
-        pop(&mut self.0.lock())
+        pop(&mut self.0.state.lock())
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.lock().items.is_empty()
+        self.0.state.lock().items.is_empty()
     }
 }
 
@@ -130,7 +122,7 @@ fn pop<T>(s: &mut State<T>) -> Option<T> {
 
 impl<T> Drop for Receiver<T> {
     fn drop(&mut self) {
-        let mut s = self.0.lock();
+        let mut s = self.0.state.lock();
         s.receiver_gone = true;
         s.items = VecDeque::new();
     }
@@ -177,6 +169,6 @@ mod tests {
         }
         while rx.try_recv().is_some() {}
         assert!(rx.is_empty());
-        assert!(rx.0.lock().items.capacity() <= KEEP);
+        assert!(rx.0.state.lock().items.capacity() <= KEEP);
     }
 }

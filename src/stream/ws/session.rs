@@ -28,9 +28,11 @@ use super::{
 use crate::{
     agent::StartRun,
     bus::BusError,
+    domain::Channel,
+    domain::ErrorCode,
     http::{auth::Auth, errors::ApiError},
     state::AppState,
-    stream::feed::{self, Feed, FeedError, Target},
+    stream::feed::{self, Feed, FeedError},
 };
 
 /// Serves one socket until it closes: the client leaves, goes silent, falls
@@ -113,7 +115,7 @@ impl Conn {
                     r = Box::pin(self.handle(text.as_str())) => r,
                 },
                 Some(Ok(Message::Binary(_))) => self.outbox.reply(protocol::error(
-                    "validation_error",
+                    ErrorCode::ValidationError,
                     "binary frames are not supported: send JSON text frames",
                     None,
                     None,
@@ -174,7 +176,7 @@ impl Conn {
         channel: Option<&str>,
     ) -> Result<(), Overflow> {
         self.outbox
-            .reply(protocol::error(e.code, &e.message, rid, channel))
+            .reply(protocol::error(e.code(), &e.message, rid, channel))
     }
 
     async fn subscribe(
@@ -183,14 +185,17 @@ impl Conn {
         after: Option<u64>,
         rid: Option<&Value>,
     ) -> Result<(), Overflow> {
-        let target = match Target::parse(name) {
+        let target = match Channel::parse(name) {
             Ok(t) => t,
-            Err(msg) => return self.reply_error(&ApiError::validation(msg), rid, Some(name)),
+            Err(e) => {
+                let e = ApiError::validation(e.to_string());
+                return self.reply_error(&e, rid, Some(name));
+            }
         };
-        if let Err(e) = self.auth.require(target.scope()) {
+        if let Err(e) = self.auth.require(feed::scope(&target)) {
             return self.reply_error(&e, rid, Some(name));
         }
-        let channel: Arc<str> = target.name().into();
+        let channel: Arc<str> = target.to_string().into();
         let active = self.outbox.is_active(&channel);
         if active && after.is_none() {
             // Already live on it: subscribing again is a no-op.
@@ -216,8 +221,7 @@ impl Conn {
         self.forwarders.retain(|name, _| outbox.is_active(name));
         if !replacing && self.outbox.active_count() >= self.settings.max_channels {
             return Err(ApiError::new(
-                axum::http::StatusCode::TOO_MANY_REQUESTS,
-                "too_many_subscriptions",
+                ErrorCode::TooManySubscriptions,
                 format!(
                     "at most {} channels per socket; unsubscribe from one first",
                     self.settings.max_channels
@@ -250,19 +254,12 @@ impl Conn {
             Err(msg) => return self.reply_error(&ApiError::validation(msg), rid, None),
         };
         // Listen before the run starts, so its first event cannot be missed.
-        let channel: Arc<str> = format!("agent:{}", m.agent_id).into();
+        let target = Channel::Agent(m.agent_id.as_str().into());
+        let channel: Arc<str> = target.to_string().into();
         let mut added = false;
         if !self.outbox.is_active(&channel) {
             let opened = match self.check_room(false) {
-                Ok(()) => {
-                    feed::open(
-                        &self.state,
-                        self.auth.account(),
-                        &Target::Agent(m.agent_id.clone()),
-                        None,
-                    )
-                    .await
-                }
+                Ok(()) => feed::open(&self.state, self.auth.account(), &target, None).await,
                 Err(e) => Err(e),
             };
             match opened {
@@ -286,7 +283,7 @@ impl Conn {
         match self.state.runtime.start_run(self.auth.account(), req).await {
             Ok(run) => self.outbox.end_start(
                 Some((&run.id, m.background)),
-                protocol::run_started(&run.id, rid),
+                protocol::run_started(run.id.as_str(), rid),
             ),
             Err(e) => {
                 if added {
@@ -295,7 +292,7 @@ impl Conn {
                 }
                 let e = ApiError::from(e);
                 self.outbox
-                    .end_start(None, protocol::error(e.code, &e.message, rid, None))
+                    .end_start(None, protocol::error(e.code(), &e.message, rid, None))
             }
         }
     }
@@ -316,7 +313,7 @@ impl Conn {
                 .cancel_run(self.auth.account(), &run_id)
                 .await
             {
-                tracing::debug!(error = %e, run_id, "cancel on websocket close");
+                tracing::debug!(error = %e, %run_id, "cancel on websocket close");
             }
         }
     }

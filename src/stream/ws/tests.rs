@@ -5,7 +5,7 @@ use std::{convert::Infallible, sync::Arc, time::Duration};
 
 use axum::extract::ws::Message;
 use futures::{channel::mpsc, SinkExt, StreamExt};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use super::{session, WsSettings};
@@ -13,6 +13,7 @@ use crate::{
     agent::Runtime,
     bus::{memory::MemoryBus, Bus},
     config::ServeConfig,
+    domain::{AgentEvent, Channel, EventBody, MessageType},
     http::auth::Auth,
     keys::KeyCache,
     state::AppState,
@@ -50,7 +51,7 @@ pub(super) async fn test_state(history_len: usize) -> (AppState, tempfile::TempD
 fn auth(account: &str, scopes: &[&str]) -> Auth {
     Auth {
         key: Arc::new(KeyRecord {
-            id: format!("key-{account}"),
+            id: format!("key-{account}").into(),
             account_id: account.into(),
             label: String::new(),
             scopes: scopes.iter().map(|s| s.to_string()).collect(),
@@ -79,6 +80,7 @@ pub(super) async fn agent(state: &AppState, account: &str, metadata: Value) -> S
         .await
         .expect("agent")
         .id
+        .into_string()
 }
 
 /// The client's end of an in-memory socket.
@@ -146,13 +148,6 @@ impl Client {
     }
 }
 
-pub(super) fn obj(v: Value) -> Map<String, Value> {
-    match v {
-        Value::Object(m) => m,
-        _ => panic!("not an object"),
-    }
-}
-
 const ALL: &[&str] = &["*"];
 
 #[tokio::test]
@@ -203,8 +198,13 @@ async fn two_channels_on_one_socket_share_the_published_bytes() {
     let ev = state
         .bus
         .publish(
-            &format!("agent:{id}"),
-            obj(json!({"message_type": "assistant_message", "message": "hi"})),
+            &Channel::Agent(id.as_str().into()),
+            &AgentEvent::test_event(
+                "run-1",
+                EventBody::AssistantMessage {
+                    message: "hi".into(),
+                },
+            ),
         )
         .await
         .unwrap();
@@ -219,8 +219,8 @@ async fn two_channels_on_one_socket_share_the_published_bytes() {
     let log = state
         .bus
         .publish(
-            &format!("logs:{id}"),
-            obj(json!({"message_type": "log", "level": "info", "message": "m"})),
+            &Channel::Logs(id.as_str().into()),
+            &AgentEvent::test_line("run-1", 0),
         )
         .await
         .unwrap();
@@ -236,15 +236,18 @@ async fn two_channels_on_one_socket_share_the_published_bytes() {
     assert_eq!(c.json().await["type"], "unsubscribed");
     state
         .bus
-        .publish(&format!("logs:{id}"), obj(json!({"message_type": "log"})))
+        .publish(
+            &Channel::Logs(id.as_str().into()),
+            &AgentEvent::test_line("run-1", 0),
+        )
         .await
         .unwrap();
     c.quiet(Duration::from_millis(100)).await;
     state
         .bus
         .publish(
-            &format!("agent:{id}"),
-            obj(json!({"message_type": "usage"})),
+            &Channel::Agent(id.as_str().into()),
+            &AgentEvent::test_of(MessageType::Usage, "run-1"),
         )
         .await
         .unwrap();
@@ -290,7 +293,10 @@ async fn subscribe_with_after_resumes_and_old_cursors_expire() {
     for i in 0..5 {
         state
             .bus
-            .publish(&ch, obj(json!({"message_type": "log", "i": i})))
+            .publish(
+                &Channel::parse(&ch).unwrap(),
+                &AgentEvent::test_line("run-1", i),
+            )
             .await
             .unwrap();
     }
@@ -302,7 +308,10 @@ async fn subscribe_with_after_resumes_and_old_cursors_expire() {
     assert_eq!(c.json().await["seq"], 5);
     state
         .bus
-        .publish(&ch, obj(json!({"message_type": "log"})))
+        .publish(
+            &Channel::parse(&ch).unwrap(),
+            &AgentEvent::test_line("run-1", 0),
+        )
         .await
         .unwrap();
     assert_eq!(c.json().await["seq"], 6);
@@ -336,7 +345,10 @@ async fn a_client_that_stops_reading_is_closed_as_lagged_without_blocking_others
     for i in 1..=200u64 {
         state
             .bus
-            .publish(&ch, obj(json!({"message_type": "log"})))
+            .publish(
+                &Channel::parse(&ch).unwrap(),
+                &AgentEvent::test_line("run-1", 0),
+            )
             .await
             .unwrap();
         assert_eq!(fast.json().await["seq"], i, "the fast socket keeps up");

@@ -141,5 +141,5 @@ pub async fn mint(store: &dyn Store, account: &str, scopes: &[&str], rpm: u32) -
     let m = keys::mint(account, "test", scopes, rpm, None);
     let id = m.new_key.id.clone();
     store.create_key(m.new_key).await.expect("key");
-    (id, m.secret)
+    (id.to_string(), m.secret)
 }

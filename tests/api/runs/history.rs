@@ -229,9 +229,9 @@ async fn a_run_left_running_by_a_dead_gateway_is_settled_as_failed() {
         .to_owned();
     let orphan = Run {
         id: "run-orphanAAAAAAAAAAAAAAAA".into(),
-        agent_id: agent.clone(),
-        session_id: session,
-        status: "running".into(),
+        agent_id: agent.clone().into(),
+        session_id: session.into(),
+        status: weir::domain::RunStatus::Running,
         stop_reason: None,
         error: None,
         created_at: "2020-01-01T00:00:00.000Z".into(),

@@ -6,11 +6,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use super::{agent, connect, test_state, Client, ALL};
-use crate::{
-    state::AppState,
-    store::{RUN_CANCELLED, RUN_COMPLETED},
-    stream::ws::WsSettings,
-};
+use crate::{domain::RunStatus, state::AppState, stream::ws::WsSettings};
 
 /// Frames until (and including) the `done` of `run_id`.
 async fn until_done(c: &mut Client, run_id: &str) -> Vec<Value> {
@@ -25,7 +21,7 @@ async fn until_done(c: &mut Client, run_id: &str) -> Vec<Value> {
     }
 }
 
-async fn wait_status(state: &AppState, run_id: &str, want: &str) {
+async fn wait_status(state: &AppState, run_id: &str, want: RunStatus) {
     for _ in 0..100 {
         let run = state.store.get_run("acc", run_id).await.unwrap();
         if run.status == want {
@@ -77,7 +73,7 @@ async fn run_channel_replays_a_finished_run_and_ends_at_done() {
         .await;
     let run_id = c.json().await["run_id"].as_str().unwrap().to_owned();
     let live = until_done(&mut c, &run_id).await;
-    wait_status(&state, &run_id, RUN_COMPLETED).await;
+    wait_status(&state, &run_id, RunStatus::Completed).await;
     c.send(json!({"type": "unsubscribe", "channel": format!("agent:{id}")}))
         .await;
     assert_eq!(c.json().await["type"], "unsubscribed");
@@ -119,12 +115,12 @@ async fn closing_the_socket_cancels_its_runs_unless_background() {
         }
     };
     drop(c); // the client goes away without a close frame
-    wait_status(&state, &fg, RUN_CANCELLED).await;
+    wait_status(&state, &fg, RunStatus::Cancelled).await;
     assert_eq!(
         state.store.get_run("acc", &bg).await.unwrap().status,
-        "running"
+        RunStatus::Running
     );
-    state.runtime.cancel_run("acc", &bg).await.unwrap();
+    state.runtime.cancel_run("acc", &bg.into()).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
