@@ -55,8 +55,9 @@ pub const ROUTE_SCOPES: &[(Method, &str, Need)] = &[
 
 /// The need of a matched route; `None` if the route is not in the table.
 pub fn need_for(method: &Method, path: &str) -> Option<Need> {
-    // HEAD is served by GET routes.
-    let method = if method == Method::HEAD {
+    // HEAD is served by GET routes, and so is CONNECT: the only route that
+    // takes it is `/v1/ws`, whose HTTP/2 handshake (RFC 8441) it is.
+    let method = if method == Method::HEAD || method == Method::CONNECT {
         &Method::GET
     } else {
         method

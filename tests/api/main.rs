@@ -19,4 +19,5 @@ mod rest;
 mod runs;
 mod scopes;
 mod streams;
+mod transport;
 mod ws;

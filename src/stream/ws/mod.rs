@@ -80,16 +80,17 @@ impl WsSettings {
     }
 }
 
-/// The `GET /v1/ws` route with the given settings.
+/// The `GET /v1/ws` route with the given settings; also `CONNECT`, the
+/// HTTP/2 form of the same upgrade (extended CONNECT, RFC 8441), which
+/// axum's `WebSocketUpgrade` accepts on an HTTP/2 request.
 pub fn route(settings: WsSettings) -> MethodRouter<AppState> {
-    get(
-        move |State(state): State<AppState>,
-              auth: Auth,
-              ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>| {
-            let settings = settings.clone();
-            async move { upgrade(state, auth, ws, settings).await }
-        },
-    )
+    let handler = move |State(state): State<AppState>,
+                        auth: Auth,
+                        ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>| {
+        let settings = settings.clone();
+        async move { upgrade(state, auth, ws, settings).await }
+    };
+    get(handler.clone()).connect(handler)
 }
 
 /// `GET /v1/ws` (scope `chat`; the key may come as `?api_key=`, since
