@@ -22,8 +22,12 @@ use super::spawn_tls_gateway;
 
 const WAIT: Duration = Duration::from_secs(10);
 
-/// An HTTP/2 connection over TLS (ALPN `h2` only) to `addr`, trusting `ca`.
-async fn h2_over_tls(addr: std::net::SocketAddr, ca: &Path) -> SendRequest<Body> {
+/// A TLS connection to `addr` trusting `ca`, offering `alpn` only.
+pub async fn tls_stream(
+    addr: std::net::SocketAddr,
+    ca: &Path,
+    alpn: &[u8],
+) -> tokio_rustls::client::TlsStream<TcpStream> {
     let mut roots = rustls::RootCertStore::empty();
     let pem = std::fs::read(ca).unwrap();
     for cert in CertificateDer::pem_slice_iter(&pem) {
@@ -35,14 +39,20 @@ async fn h2_over_tls(addr: std::net::SocketAddr, ca: &Path) -> SendRequest<Body>
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
-    config.alpn_protocols = vec![b"h2".to_vec()];
+    config.alpn_protocols = vec![alpn.to_vec()];
     let tcp = TcpStream::connect(addr).await.unwrap();
     let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
     let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
         .connect(name, tcp)
         .await
         .expect("TLS handshake");
-    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(alpn));
+    tls
+}
+
+/// An HTTP/2 connection over TLS (ALPN `h2`) to `addr`, trusting `ca`.
+async fn h2_over_tls(addr: std::net::SocketAddr, ca: &Path) -> SendRequest<Body> {
+    let tls = tls_stream(addr, ca, b"h2").await;
     let (send, conn) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
             .await

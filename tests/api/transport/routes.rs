@@ -243,3 +243,55 @@ async fn per_key_sse_caps_count_h2_streams_not_connections() {
     }
     assert!(reopened.is_some(), "a slot came back when a stream ended");
 }
+
+/// HTTP/1.1 over TLS keeps the direct SSE path (src/http/serve: the first
+/// head is read from the TLS stream as from a socket): a raw client sees a
+/// chunked SSE stream deliver a run, and after a direct error envelope the
+/// same TLS connection goes on to hyper for the next request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_over_http1_with_tls_and_keep_alive_after_a_direct_envelope() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let t = spawn_tls_gateway(|_| {}).await;
+    let gw = &t.gw;
+    let agent = gw.create_agent("h1tls").await;
+    let mut tls = super::connect::tls_stream(gw.addr, &t.pki.ca(), b"http/1.1").await;
+    let path = format!("/v1/agents/{agent}/events");
+    tls.write_all(
+        format!("GET {path} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer nope\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(WAIT, tls.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let head = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(head.starts_with("HTTP/1.1 401 "), "{head}");
+    assert!(head.contains("content-length: "), "{head}");
+    // The same connection: now with the key, the stream itself.
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\n\r\n",
+        gw.key
+    );
+    tls.write_all(req.as_bytes()).await.unwrap();
+    let r = gw
+        .post(
+            &format!("/v1/agents/{agent}/messages"),
+            json!({"message": "tls h1"}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let mut text = String::new();
+    while !text.contains("event: done") {
+        let n = tokio::time::timeout(WAIT, tls.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "stream open: {text}");
+        text.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    assert!(text.contains("transfer-encoding: chunked"), "{text}");
+    assert!(text.contains("event: assistant_message"), "{text}");
+}
