@@ -1,11 +1,28 @@
-//! The HTTP/1 accept loop: weir's own instead of `axum::serve`, so that the
+//! The accept loop: weir's own instead of `axum::serve`, so that the
 //! per-connection settings of hyper can be chosen, and so that long-lived
 //! SSE streams can be served without hyper at all. Most of weir's open
 //! connections are idle streams (SSE bodies, WebSockets) that hold whatever
 //! was allocated for them for hours, so what one connection costs is what
 //! 100k connections cost (BENCHMARKS.md, connections).
 //!
-//! # Two paths
+//! # Protocols
+//!
+//! | listener | client says | served by |
+//! |---|---|---|
+//! | plain | an HTTP/1 head | the two paths below |
+//! | plain | the HTTP/2 preface (h2c, prior knowledge) | hyper's HTTP/2 ([`h2`]) |
+//! | TLS (`--tls-cert`) | ALPN `h2` | hyper's HTTP/2 ([`h2`]) |
+//! | TLS | ALPN `http/1.1`, or none | the two paths below, over the TLS stream |
+//!
+//! The preface is told apart in weir's own first read (`head.rs`), so an
+//! HTTP/1 connection never pays for hyper-util's `auto` detection (below).
+//! A TLS connection is handshaken in its own task ([`HANDSHAKE_TIMEOUT`],
+//! the handshake state boxed and freed after) and its stream is boxed, so
+//! the tasks that hold it are no larger than a plain socket's. Upgrading
+//! HTTP/1.1 to h2c (`Upgrade: h2c`) is not offered: no browser uses it and
+//! proxies speak prior knowledge.
+//!
+//! # Two paths for HTTP/1
 //!
 //! Each accepted connection's task first reads the request head itself
 //! (`head.rs`, into a 4 KiB buffer freed before anything long-lived starts).
@@ -66,8 +83,9 @@
 //! them are closed. Direct-path streams are counted alike; their SSE bodies
 //! end on the gateway's shutdown token by themselves, and the connection
 //! then closes. Upgraded WebSockets leave hyper at the upgrade and are
-//! ended by the gateway's own shutdown token. HTTP/1 only: `axum::serve`
-//! did not offer HTTP/2 either (axum's `http2` feature is off).
+//! ended by the gateway's own shutdown token. An HTTP/2 connection sends
+//! GOAWAY and finishes the streams in flight ([`h2`]); a TLS handshake in
+//! progress is abandoned.
 
 mod body;
 mod burst;
