@@ -133,6 +133,9 @@ pub struct ServeConfig {
     pub redis: RedisConfig,
     #[command(flatten)]
     pub transport: TransportConfig,
+    /// Settings only tests can change: no flag, env twin or TOML key.
+    #[arg(skip)]
+    pub test_only: TestOnly,
 }
 
 /// TLS and HTTP/2 on the listener (src/tls.rs, src/http/serve/;
@@ -167,6 +170,17 @@ impl TransportConfig {
             http2: self.http2,
         })
     }
+}
+
+/// Knobs that let a test drive every route quickly (the schemathesis run
+/// of tests/api/openapi.rs); a deployed gateway always has the defaults.
+#[derive(Debug, Clone, Default)]
+pub struct TestOnly {
+    /// End every endless SSE stream (the `GET` routes of transport `Sse`)
+    /// this long after its response starts.
+    pub sse_cut: Option<std::time::Duration>,
+    /// The longest `echo_delay_ms` the echo model honours (default 60 s).
+    pub max_echo_delay: Option<std::time::Duration>,
 }
 
 /// How the Redis bus (`--redis`) talks to Redis (src/bus/redis/).
@@ -275,6 +289,13 @@ pub struct KeysCreate {
 impl ServeConfig {
     /// Defaults with the given data dir, listening on an ephemeral port: the
     /// starting point for tests and embedders.
+    /// The longest `echo_delay_ms` the echo model honours.
+    pub fn max_echo_delay(&self) -> std::time::Duration {
+        self.test_only
+            .max_echo_delay
+            .unwrap_or(crate::agent::models::MAX_ECHO_DELAY)
+    }
+
     pub fn for_data_dir(data_dir: impl Into<PathBuf>) -> Self {
         let mut cfg = Self::try_parse_from(["serve", "--listen", "127.0.0.1:0"])
             .expect("defaults always parse");

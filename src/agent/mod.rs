@@ -37,13 +37,12 @@ use serde::{Deserialize, Serialize};
 
 pub use follow::{CancelOnDrop, RunFollower};
 pub use queued::Settle;
-pub use routes::routes;
 pub use runtime::Runtime;
 
 use crate::http::errors::ApiError;
 
 /// One chat message given to a run.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct ChatMessage {
     pub role: String,
     pub content: String,
@@ -87,6 +86,10 @@ pub enum RunError {
     AgentStopped(String),
     #[error("{0}")]
     Invalid(String),
+    /// The agent's model cannot run on this gateway (`upstream/…` without
+    /// a provider): the agent, not the request, is at odds with it.
+    #[error("{0}")]
+    ModelUnavailable(String),
     #[error("agent {0} not found")]
     AgentNotFound(String),
     #[error("session {0} not found")]
@@ -115,6 +118,7 @@ impl From<&RunError> for ApiError {
                 format!("agent {id} is stopped: start it first"),
             ),
             RunError::Invalid(msg) => ApiError::validation(msg.clone()),
+            RunError::ModelUnavailable(msg) => ApiError::conflict("conflict", msg.clone()),
             RunError::AgentNotFound(id) => {
                 ApiError::not_found("agent_not_found", format!("agent {id} not found"))
             }

@@ -105,7 +105,12 @@ impl Runtime {
     pub async fn execute_job(&self, job: Job) {
         let inner = &self.inner;
         let agent = &job.agent;
-        let model = match Model::resolve(&agent.model, &agent.metadata, inner.provider.as_ref()) {
+        let model = match Model::resolve(
+            &agent.model,
+            &agent.metadata,
+            inner.provider.as_ref(),
+            inner.config.max_echo_delay(),
+        ) {
             Ok(model) => model,
             Err(e) => {
                 let why = format!("agent {}: {e}", agent.id);

@@ -180,8 +180,13 @@ impl Runtime {
         if agent.status == AGENT_STOPPED {
             return Err(RunError::AgentStopped(agent.id));
         }
-        let model = Model::resolve(&agent.model, &agent.metadata, inner.provider.as_ref())
-            .map_err(|e| RunError::Invalid(format!("agent {}: {e}", agent.id)))?;
+        let model = Model::resolve(
+            &agent.model,
+            &agent.metadata,
+            inner.provider.as_ref(),
+            inner.config.max_echo_delay(),
+        )
+        .map_err(|e| RunError::ModelUnavailable(format!("agent {}: {e}", agent.id)))?;
         let session_id = self
             .resolve_session(account, &agent.id, req.session_id)
             .await?;

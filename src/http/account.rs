@@ -1,6 +1,6 @@
 //! `GET /v1/account`: who the key belongs to, its limits and the account's usage.
 
-use axum::{extract::State, routing::get, Json, Router};
+use axum::{extract::State, Json};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -11,10 +11,6 @@ use crate::{state::AppState, store::ListParams};
 /// force come from the configuration (`WEIR_MAX_WS_PER_KEY`, …).
 pub const MAX_WEBSOCKETS: u32 = 10;
 pub const MAX_SSE_STREAMS: u32 = 20;
-
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/v1/account", get(get_account))
-}
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AccountView {
@@ -50,7 +46,7 @@ pub struct Usage {
 
 /// The caller's account, key, limits and usage. Any valid key may ask.
 #[utoipa::path(get, path = "/v1/account", tag = "account",
-    responses((status = 200, body = AccountView), (status = 401, description = "unauthorized")), security(("api_key" = [])))]
+    responses((status = 200, body = AccountView), (status = 401, description = "unauthorized")))]
 pub async fn get_account(
     State(state): State<AppState>,
     auth: Auth,

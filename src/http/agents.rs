@@ -3,8 +3,7 @@
 use axum::{
     extract::{Path, State},
     http::StatusCode,
-    routing::{get, post},
-    Json, Router,
+    Json,
 };
 use serde::Deserialize;
 use serde_json::Value;
@@ -13,6 +12,7 @@ use utoipa::ToSchema;
 use super::{
     auth::Auth,
     errors::{ApiError, ApiJson},
+    openapi::schemas,
     params::ListQuery,
     record,
 };
@@ -21,34 +21,29 @@ use crate::{
     store::{Agent, AgentPatch, NewAgent, Page, AGENT_RUNNING, AGENT_STOPPED},
 };
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/agents", get(list_agents).post(create_agent))
-        .route(
-            "/v1/agents/{id}",
-            get(get_agent).patch(update_agent).delete(delete_agent),
-        )
-        .route("/v1/agents/{id}/start", post(start_agent))
-        .route("/v1/agents/{id}/stop", post(stop_agent))
-}
-
 /// Body of `POST /v1/agents`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateAgent {
+    /// Trimmed; 1 to 200 characters after trimming.
+    #[schema(schema_with = schemas::agent_name)]
     pub name: String,
     /// `echo` (built in) or `upstream/<model>`. Default `echo`.
     #[serde(default = "default_model")]
+    #[schema(schema_with = schemas::agent_model)]
     pub model: String,
     #[serde(default)]
     pub system: String,
-    /// Tool ids (`tool-…`) or built-in tool names.
+    /// Built-in tool names, or ids (`tool-…`) of this account's tools.
     #[serde(default)]
+    #[schema(schema_with = schemas::agent_tools)]
     pub tools: Vec<String>,
     #[serde(default)]
+    #[schema(schema_with = schemas::agent_tags)]
     pub tags: Vec<String>,
     /// Free-form object (e.g. `{"echo_delay_ms": 20}`).
     #[serde(default = "empty_object")]
+    #[schema(schema_with = schemas::agent_metadata)]
     pub metadata: Value,
 }
 
@@ -56,11 +51,16 @@ pub struct CreateAgent {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateAgent {
+    #[schema(schema_with = schemas::agent_name_or_null)]
     pub name: Option<String>,
+    #[schema(schema_with = schemas::agent_model_or_null)]
     pub model: Option<String>,
     pub system: Option<String>,
+    #[schema(schema_with = schemas::agent_tools_or_null)]
     pub tools: Option<Vec<String>>,
+    #[schema(schema_with = schemas::agent_tags_or_null)]
     pub tags: Option<Vec<String>>,
+    #[schema(schema_with = schemas::agent_metadata_or_null)]
     pub metadata: Option<Value>,
 }
 
@@ -105,9 +105,13 @@ fn check_tags(tags: &[String]) -> Result<(), ApiError> {
     if tags.len() > 32 {
         return Err(ApiError::validation("tags: at most 32 tags"));
     }
-    match tags.iter().position(|t| t.is_empty() || t.len() > 64) {
+    // Characters, not bytes: what a JSON Schema `maxLength` can say.
+    match tags
+        .iter()
+        .position(|t| t.is_empty() || t.chars().count() > 64)
+    {
         Some(i) => Err(ApiError::validation(format!(
-            "tags[{i}]: must be 1 to 64 bytes"
+            "tags[{i}]: must be 1 to 64 characters"
         ))),
         None => Ok(()),
     }
@@ -143,8 +147,7 @@ async fn check_tools(state: &AppState, account: &str, tools: &[String]) -> Resul
 
 /// Create an agent.
 #[utoipa::path(post, path = "/v1/agents", tag = "agents", request_body = CreateAgent,
-    responses((status = 201, body = Agent), (status = 400, description = "validation_error")),
-    security(("api_key" = [])))]
+    responses((status = 201, body = Agent), (status = 400, description = "validation_error")))]
 pub async fn create_agent(
     State(state): State<AppState>,
     auth: Auth,
@@ -169,8 +172,8 @@ pub async fn create_agent(
 
 /// List the account's agents, oldest first.
 #[utoipa::path(get, path = "/v1/agents", tag = "agents",
-    params(("limit" = Option<u32>, Query), ("offset" = Option<u64>, Query), ("after" = Option<String>, Query)),
-    responses((status = 200, body = Page<Agent>)), security(("api_key" = [])))]
+    params(super::openapi::schemas::PageParams),
+    responses((status = 200, body = Page<Agent>)))]
 pub async fn list_agents(
     State(state): State<AppState>,
     auth: Auth,
@@ -182,7 +185,7 @@ pub async fn list_agents(
 
 /// Read one agent.
 #[utoipa::path(get, path = "/v1/agents/{id}", tag = "agents", params(("id" = String, Path)),
-    responses((status = 200, body = Agent), (status = 404, description = "agent_not_found")), security(("api_key" = [])))]
+    responses((status = 200, body = Agent), (status = 404, description = "agent_not_found")))]
 pub async fn get_agent(
     State(state): State<AppState>,
     auth: Auth,
@@ -194,7 +197,7 @@ pub async fn get_agent(
 
 /// Change some fields of an agent.
 #[utoipa::path(patch, path = "/v1/agents/{id}", tag = "agents", params(("id" = String, Path)), request_body = UpdateAgent,
-    responses((status = 200, body = Agent), (status = 404, description = "agent_not_found")), security(("api_key" = [])))]
+    responses((status = 200, body = Agent), (status = 404, description = "agent_not_found")))]
 pub async fn update_agent(
     State(state): State<AppState>,
     auth: Auth,
@@ -229,7 +232,7 @@ pub async fn update_agent(
 
 /// Delete an agent with its sessions, runs, messages and logs.
 #[utoipa::path(delete, path = "/v1/agents/{id}", tag = "agents", params(("id" = String, Path)),
-    responses((status = 204), (status = 404, description = "agent_not_found")), security(("api_key" = [])))]
+    responses((status = 204), (status = 404, description = "agent_not_found")))]
 pub async fn delete_agent(
     State(state): State<AppState>,
     auth: Auth,
@@ -241,7 +244,7 @@ pub async fn delete_agent(
 
 /// Let the agent accept messages again.
 #[utoipa::path(post, path = "/v1/agents/{id}/start", tag = "agents", params(("id" = String, Path)),
-    responses((status = 200, body = Agent)), security(("api_key" = [])))]
+    responses((status = 200, body = Agent)))]
 pub async fn start_agent(
     state: State<AppState>,
     auth: Auth,
@@ -252,7 +255,7 @@ pub async fn start_agent(
 
 /// Refuse new messages (409 `agent_stopped`) until started again.
 #[utoipa::path(post, path = "/v1/agents/{id}/stop", tag = "agents", params(("id" = String, Path)),
-    responses((status = 200, body = Agent)), security(("api_key" = [])))]
+    responses((status = 200, body = Agent)))]
 pub async fn stop_agent(
     state: State<AppState>,
     auth: Auth,

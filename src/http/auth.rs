@@ -1,25 +1,22 @@
 //! Authentication at the edge: finds the key in any of the four forms API.md
 //! allows, checks it against the key cache, and hands handlers an [`Auth`].
 //!
-//! The router runs [`authenticate`] on every route that is not on its
-//! allowlist, so a new route is protected by default. It then checks the
-//! matched route's scope from [`super::scopes::ROUTE_SCOPES`] before the
-//! handler (and its body extractor) runs; a route missing from that table
-//! is refused.
+//! The router runs [`authenticate`] on every route of the table
+//! ([`super::routes`]) whose access is not `Public`, with that route's
+//! [`Access`], and checks the scope before the handler (and its body
+//! extractor) runs. A route cannot be declared without its access, so
+//! there is no route without a scope to refuse.
 
 use std::sync::Arc;
 
 use axum::{
-    extract::{FromRequestParts, MatchedPath, Request, State},
+    extract::{FromRequestParts, Request, State},
     http::{request::Parts, HeaderMap},
     middleware::Next,
     response::Response,
 };
 
-use super::{
-    errors::ApiError,
-    scopes::{need_for, Need},
-};
+use super::{errors::ApiError, route::Access};
 use crate::{state::AppState, store::KeyRecord};
 
 /// The authenticated caller, put in request extensions by [`authenticate`].
@@ -83,37 +80,25 @@ pub fn presented_key<'a>(
     None
 }
 
+/// A query value as form-urlencoded: `+` is a space, `%XX` a byte; an
+/// escape that is not one stays as it is, and bytes that are not UTF-8
+/// become U+FFFD (the key then fails to match, as any wrong key does).
 fn percent_decode(s: &str) -> std::borrow::Cow<'_, str> {
-    if !s.contains(['%', '+']) {
-        return s.into();
+    if !s.contains('+') {
+        return percent_encoding::percent_decode_str(s).decode_utf8_lossy();
     }
-    fn hex(b: u8) -> Option<u8> {
-        (b as char).to_digit(16).map(|d| d as u8)
-    }
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                (Some(h), Some(l)) => {
-                    out.push(h << 4 | l);
-                    i += 2;
-                }
-                _ => out.push(b'%'),
-            },
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned().into()
+    let spaced = s.replace('+', " ");
+    percent_encoding::percent_decode_str(&spaced)
+        .decode_utf8_lossy()
+        .into_owned()
+        .into()
 }
 
-/// Middleware: 401 unless a valid, unrevoked key is presented; otherwise the
-/// request continues with [`Auth`] in its extensions.
+/// Middleware of every non-public route, given that route's `access`: 401
+/// unless a valid, unrevoked key is presented, 403 unless it has the scope;
+/// otherwise the request continues with [`Auth`] in its extensions.
 pub async fn authenticate(
-    State(state): State<AppState>,
+    State((state, access)): State<(AppState, Access)>,
     mut req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
@@ -129,17 +114,9 @@ pub async fn authenticate(
         .ok_or_else(|| ApiError::unauthorized("invalid or revoked API key"))?;
     tracing::Span::current().record("key_id", key.id.as_str());
     let auth = Auth { key };
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned());
-    match route.as_deref().and_then(|p| need_for(req.method(), p)) {
-        Some(Need::AnyKey) => {}
-        Some(Need::Scope(scope)) => auth.require(scope)?,
-        None => {
-            tracing::error!(route = ?route, method = %req.method(), "route has no scope in ROUTE_SCOPES");
-            return Err(ApiError::forbidden("(route not in the scope table)"));
-        }
+    match access {
+        Access::Public | Access::AnyKey => {}
+        Access::Scope(scope) => auth.require(scope)?,
     }
     req.extensions_mut().insert(auth);
     Ok(next.run(req).await)
@@ -167,5 +144,7 @@ mod tests {
         assert_eq!(percent_decode("a%zz%4"), "a%zz%4");
         assert_eq!(percent_decode("a%41"), "aA");
         assert_eq!(percent_decode("%é%41"), "%éA");
+        assert_eq!(percent_decode("a+b%2B%20"), "a b+ ");
+        assert_eq!(percent_decode("%ff"), "\u{fffd}");
     }
 }

@@ -6,8 +6,7 @@
 use axum::{
     extract::{Path, State},
     http::StatusCode,
-    routing::{delete, get},
-    Json, Router,
+    Json,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -26,22 +25,44 @@ use crate::{
 /// Default requests per minute of a new key.
 pub const DEFAULT_RPM: u32 = 120;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/keys", get(list_keys).post(create_key))
-        .route("/v1/keys/{id}", delete(revoke_key))
-}
-
 /// Body of `POST /v1/keys`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKey {
-    /// Scopes to grant (a subset of the caller's).
+    /// Scopes to grant (a subset of the caller's, else 403).
+    #[schema(schema_with = super::openapi::schemas::scopes)]
     pub scopes: Vec<String>,
     #[serde(default)]
+    #[schema(max_length = 200)]
     pub label: String,
     /// Requests per minute (default 120).
+    #[schema(minimum = 1, maximum = 1_000_000)]
+    #[serde(default, deserialize_with = "integral")]
     pub rpm: Option<u32>,
+}
+
+/// A JSON integer, also when written with a zero fraction (`1503.0`): JSON
+/// Schema's `integer` (what the document says) is a number without a
+/// fractional part, however it is spelled.
+fn integral<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    use serde::de::Error;
+    let Some(n) = Option::<serde_json::Number>::deserialize(d)? else {
+        return Ok(None);
+    };
+    let whole = n.as_u64().or_else(|| {
+        n.as_f64()
+            .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f <= f64::from(u32::MAX))
+            .map(|f| f as u64)
+    });
+    whole
+        .and_then(|v| u32::try_from(v).ok())
+        .map(Some)
+        .ok_or_else(|| {
+            D::Error::custom(format!(
+                "invalid value: {n}, expected an integer from 0 to {}",
+                u32::MAX
+            ))
+        })
 }
 
 /// A minted key: the record plus the secret, which is never shown again.
@@ -82,7 +103,7 @@ pub fn check_scopes(requested: &[String], caller: Option<&KeyRecord>) -> Result<
 
 /// Mint a key in the caller's account.
 #[utoipa::path(post, path = "/v1/keys", tag = "keys", request_body = CreateKey,
-    responses((status = 201, body = MintedKey)), security(("api_key" = [])))]
+    responses((status = 201, body = MintedKey)))]
 pub async fn create_key(
     State(state): State<AppState>,
     auth: Auth,
@@ -110,8 +131,8 @@ pub async fn create_key(
 
 /// List the account's keys (no secrets).
 #[utoipa::path(get, path = "/v1/keys", tag = "keys",
-    params(("limit" = Option<u32>, Query), ("offset" = Option<u64>, Query), ("after" = Option<String>, Query)),
-    responses((status = 200, body = Page<KeyRecord>)), security(("api_key" = [])))]
+    params(super::openapi::schemas::PageParams),
+    responses((status = 200, body = Page<KeyRecord>)))]
 pub async fn list_keys(
     State(state): State<AppState>,
     auth: Auth,
@@ -123,7 +144,7 @@ pub async fn list_keys(
 
 /// Revoke a key; it is refused from the next request on.
 #[utoipa::path(delete, path = "/v1/keys/{id}", tag = "keys", params(("id" = String, Path)),
-    responses((status = 204), (status = 404, description = "key_not_found")), security(("api_key" = [])))]
+    responses((status = 204), (status = 404, description = "key_not_found")))]
 pub async fn revoke_key(
     State(state): State<AppState>,
     auth: Auth,

@@ -1,5 +1,6 @@
-//! The HTTP edge: router and layers, authentication, the error envelope, and
-//! the REST routes for accounts, keys, agents, tools and sessions.
+//! The HTTP edge: the route table ([`routes`], [`route`]), router and
+//! layers, authentication, the error envelope, and the REST routes for
+//! accounts, keys, agents, tools and sessions.
 
 pub mod account;
 pub mod agents;
@@ -7,12 +8,12 @@ pub mod auth;
 pub mod errors;
 pub mod keys;
 pub mod openapi;
-pub mod openapi_streams;
 pub mod ops;
 pub mod params;
 pub mod record;
+pub mod route;
 pub mod router;
-pub mod scopes;
+pub mod routes;
 pub mod serve;
 pub mod sessions;
 pub mod tools;

@@ -1,25 +1,21 @@
 //! Liveness and readiness: unauthenticated, for load balancers and orchestrators.
 
-use axum::{extract::State, http::StatusCode, response::IntoResponse, routing::get, Json, Router};
+use axum::{extract::State, http::StatusCode, response::IntoResponse, Json};
 use serde_json::json;
 
 use super::errors::ApiError;
 use crate::state::AppState;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-}
-
 /// The process is up.
-#[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200, description = "alive")))]
+#[utoipa::path(get, path = "/healthz", tag = "ops",
+    responses((status = 200, description = "alive", body = super::openapi::schemas::Health)))]
 pub async fn healthz() -> impl IntoResponse {
     Json(json!({"status": "ok"}))
 }
 
 /// Ready to serve: not draining, store and bus reachable. A 503 names what is missing.
-#[utoipa::path(get, path = "/readyz", tag = "ops", responses((status = 200, description = "ready"), (status = 503, description = "not ready")))]
+#[utoipa::path(get, path = "/readyz", tag = "ops",
+    responses((status = 200, description = "ready", body = super::openapi::schemas::Ready), (status = 503, description = "not ready")))]
 pub async fn readyz(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     if state.shutdown.is_cancelled() {
         return Err(ApiError::unavailable(

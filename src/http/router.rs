@@ -1,13 +1,14 @@
-//! The router: every route, and the layer order, written once.
+//! The router: the layer order, written once, over the route table.
 //!
 //! Requests pass, outermost first: request id (set or echoed) → access log
 //! span (path only: the `api_key` query parameter never reaches a log) →
 //! CORS (only with `--cors-origin`) → request metrics → panic catcher →
-//! error envelope → header size limit → body limit → [auth on every route
-//! not on the public allowlist → per-key rate limit] → handler. A new
-//! route added to `protected` is authenticated (and rate limited) by
-//! default. The public routes: ops (`/healthz`, `/readyz`), OpenAPI and
-//! `/docs`, `/metrics`, and the web page (`/`, `/assets/…`, `/llms.txt`).
+//! error envelope → header size limit → body limit → [route label →
+//! auth with the route's scope → per-key rate limit → REST timeout] →
+//! handler. The bracketed layers are per route, from
+//! [`super::routes::ROUTES`]: auth and the rate limit on every route whose
+//! access is not `Public` (a route cannot be declared without its access),
+//! the timeout on routes that say `timeout: true`.
 
 use std::time::Duration;
 
@@ -17,6 +18,7 @@ use axum::{
     http::{HeaderName, HeaderValue, StatusCode},
     middleware::{self, Next},
     response::{IntoResponse, Response},
+    routing::MethodRouter,
     Router,
 };
 use tower::ServiceBuilder;
@@ -32,6 +34,8 @@ use tower_http::{
 use super::{
     auth,
     errors::{ApiError, ErrorMarker},
+    route::{self, Errors, Route, Transport},
+    routes::ROUTES,
 };
 use crate::state::AppState;
 
@@ -39,39 +43,9 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Builds the complete gateway router over `state`.
 pub fn build_router(state: AppState) -> Router {
-    let timeout = Duration::from_secs(state.config.request_timeout_secs);
-    // REST routes answer in bounded time; streaming routes carry their own
-    // lifetimes (pings, drain), so the timeout wraps only these.
-    let rest = Router::new()
-        .merge(super::account::routes())
-        .merge(super::keys::routes())
-        .merge(super::agents::routes())
-        .merge(super::tools::routes())
-        .merge(super::sessions::routes())
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            timeout,
-        ));
-    let protected = Router::new()
-        .merge(rest)
-        .merge(crate::agent::routes())
-        .merge(crate::stream::routes_with(
-            crate::stream::ws::WsSettings::from_config(&state.config),
-        ))
-        .merge(crate::openai::routes())
-        // Inner of the two: runs after auth, once the key is known.
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            crate::edge::rate_limit,
-        ))
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            auth::authenticate,
-        ));
-    let public = super::ops::routes()
-        .merge(super::openapi::routes())
-        .merge(crate::metrics::routes())
-        .merge(crate::web::routes());
+    let routes = ROUTES.iter().fold(Router::new(), |router, r| {
+        router.route(r.path, mount(r, &state))
+    });
     // Other origins (a chat UI elsewhere) only with --cors-origin; clap
     // validated the value, so an error here cannot happen from the CLI.
     let cors = state.config.cors_origin.as_deref().and_then(|spec| {
@@ -80,9 +54,7 @@ pub fn build_router(state: AppState) -> Router {
             .ok()
     });
     let max_body = state.config.max_body_bytes;
-    Router::new()
-        .merge(public)
-        .merge(protected)
+    routes
         // Tags each response with its matched route for the latency metric.
         .route_layer(middleware::from_fn(crate::metrics::http::mark_route))
         .fallback(not_found)
@@ -115,6 +87,46 @@ pub fn build_router(state: AppState) -> Router {
                 .layer(RequestBodyLimitLayer::new(max_body)),
         )
         .with_state(state)
+}
+
+/// One route of the table with its per-route layers (module doc).
+fn mount(route: &Route, state: &AppState) -> MethodRouter<AppState> {
+    let mut handler = (route.mount)(route.verb.filter(), &state.config);
+    if let (Transport::Sse, Some(after)) = (route.transport, state.config.test_only.sse_cut) {
+        handler = handler.layer(middleware::map_response(move |r| cut_after(r, after)));
+    }
+    if route.timeout {
+        // REST routes answer in bounded time; streams and runs carry their
+        // own lifetimes (pings, drain).
+        let timeout = Duration::from_secs(state.config.request_timeout_secs);
+        handler = handler.layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            timeout,
+        ));
+    }
+    if route.access.is_public() {
+        return handler;
+    }
+    handler
+        // Inner of the two: runs after auth, once the key is known.
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::edge::rate_limit,
+        ))
+        .route_layer(middleware::from_fn_with_state(
+            (state.clone(), route.access),
+            auth::authenticate,
+        ))
+}
+
+/// Ends a response body `after` its start: endless streams end, for tests
+/// that drive every route (`TestOnly::sse_cut`).
+async fn cut_after(resp: Response, after: Duration) -> Response {
+    use futures::StreamExt;
+    let (parts, body) = resp.into_parts();
+    let ends = tokio::time::sleep(after);
+    let stream = body.into_data_stream().take_until(ends);
+    Response::from_parts(parts, Body::from_stream(stream))
 }
 
 /// Request ids like `req-…`, unless the client sent its own.
@@ -171,7 +183,7 @@ async fn envelope(req: Request, next: Next) -> Response {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_owned();
-    let openai = is_openai_path(req.uri().path());
+    let openai = route::errors_of(req.uri().path()) == Errors::OpenAi;
     let resp = next.run(req).await;
     let status = resp.status();
     if !(status.is_client_error() || status.is_server_error()) {
@@ -226,11 +238,6 @@ async fn with_request_id(resp: Response, request_id: &str) -> Response {
         }
         _ => Response::from_parts(parts, Body::from(bytes)),
     }
-}
-
-/// Routes whose errors take OpenAI's shape.
-fn is_openai_path(path: &str) -> bool {
-    matches!(path, "/v1/chat/completions" | "/v1/models")
 }
 
 fn is_json(resp: &Response) -> bool {

@@ -4,8 +4,7 @@ use axum::{
     body::Bytes,
     extract::{Path, State},
     http::StatusCode,
-    routing::{delete, get},
-    Json, Router,
+    Json,
 };
 use serde::Deserialize;
 use utoipa::ToSchema;
@@ -20,20 +19,12 @@ use crate::{
     store::{Page, Session, StoreError},
 };
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/v1/agents/{id}/sessions",
-            get(list_sessions).post(create_session),
-        )
-        .route("/v1/agents/{id}/sessions/{sid}", delete(delete_session))
-}
-
 /// Body of `POST /v1/agents/{id}/sessions` (optional).
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateSession {
     #[serde(default)]
+    #[schema(max_length = 200)]
     pub name: String,
 }
 
@@ -47,8 +38,8 @@ fn not_found(e: StoreError) -> ApiError {
 
 /// Open a chat session on an agent.
 #[utoipa::path(post, path = "/v1/agents/{id}/sessions", tag = "sessions", params(("id" = String, Path)),
-    request_body(content = CreateSession, description = "optional"),
-    responses((status = 201, body = Session), (status = 404, description = "agent_not_found")), security(("api_key" = [])))]
+    request_body(content = Option<CreateSession>, description = "optional: an empty body is `{}`"),
+    responses((status = 201, body = Session), (status = 404, description = "agent_not_found")))]
 pub async fn create_session(
     State(state): State<AppState>,
     auth: Auth,
@@ -73,8 +64,8 @@ pub async fn create_session(
 
 /// List an agent's sessions.
 #[utoipa::path(get, path = "/v1/agents/{id}/sessions", tag = "sessions",
-    params(("id" = String, Path), ("limit" = Option<u32>, Query), ("offset" = Option<u64>, Query), ("after" = Option<String>, Query)),
-    responses((status = 200, body = Page<Session>)), security(("api_key" = [])))]
+    params(("id" = String, Path), super::openapi::schemas::PageParams),
+    responses((status = 200, body = Page<Session>)))]
 pub async fn list_sessions(
     State(state): State<AppState>,
     auth: Auth,
@@ -93,7 +84,7 @@ pub async fn list_sessions(
 /// Delete a session and its messages.
 #[utoipa::path(delete, path = "/v1/agents/{id}/sessions/{sid}", tag = "sessions",
     params(("id" = String, Path), ("sid" = String, Path)),
-    responses((status = 204), (status = 404, description = "session_not_found")), security(("api_key" = [])))]
+    responses((status = 204), (status = 404, description = "session_not_found")))]
 pub async fn delete_session(
     State(state): State<AppState>,
     auth: Auth,

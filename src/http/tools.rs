@@ -3,8 +3,7 @@
 use axum::{
     extract::{Path, State},
     http::StatusCode,
-    routing::get,
-    Json, Router,
+    Json,
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -21,14 +20,9 @@ use crate::{
     store::{NewTool, Page, Tool},
 };
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/tools", get(list_tools).post(create_tool))
-        .route("/v1/tools/{id}", get(get_tool).delete(delete_tool))
-}
-
-/// Body of `POST /v1/tools`.
-#[derive(Debug, Deserialize, ToSchema)]
+/// Body of `POST /v1/tools`. Its schema is written by hand: a builtin or
+/// a webhook ([`super::openapi::schemas::create_tool`]).
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTool {
     /// Function name the model calls: 1–64 of `a-z A-Z 0-9 _ -`, unique per account.
@@ -43,6 +37,14 @@ pub struct CreateTool {
     pub url: Option<String>,
 }
 
+impl utoipa::PartialSchema for CreateTool {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        super::openapi::schemas::create_tool()
+    }
+}
+
+impl ToSchema for CreateTool {}
+
 fn validate(body: CreateTool) -> Result<NewTool, ApiError> {
     let name_ok = !body.name.is_empty()
         && body.name.len() <= 64
@@ -55,8 +57,9 @@ fn validate(body: CreateTool) -> Result<NewTool, ApiError> {
             "name: must be 1 to 64 of a-z, A-Z, 0-9, `_` and `-`",
         ));
     }
-    if body.description.len() > 4096 {
-        return Err(ApiError::validation("description: at most 4096 bytes"));
+    // Characters, not bytes: what a JSON Schema `maxLength` can say.
+    if body.description.chars().count() > 4096 {
+        return Err(ApiError::validation("description: at most 4096 characters"));
     }
     let json_schema = body
         .json_schema
@@ -102,7 +105,7 @@ fn validate(body: CreateTool) -> Result<NewTool, ApiError> {
 
 /// Register a tool.
 #[utoipa::path(post, path = "/v1/tools", tag = "tools", request_body = CreateTool,
-    responses((status = 201, body = Tool), (status = 409, description = "conflict: name taken")), security(("api_key" = [])))]
+    responses((status = 201, body = Tool), (status = 409, description = "conflict: name taken")))]
 pub async fn create_tool(
     State(state): State<AppState>,
     auth: Auth,
@@ -117,8 +120,8 @@ pub async fn create_tool(
 
 /// List the account's tools.
 #[utoipa::path(get, path = "/v1/tools", tag = "tools",
-    params(("limit" = Option<u32>, Query), ("offset" = Option<u64>, Query), ("after" = Option<String>, Query)),
-    responses((status = 200, body = Page<Tool>)), security(("api_key" = [])))]
+    params(super::openapi::schemas::PageParams),
+    responses((status = 200, body = Page<Tool>)))]
 pub async fn list_tools(
     State(state): State<AppState>,
     auth: Auth,
@@ -130,7 +133,7 @@ pub async fn list_tools(
 
 /// Read one tool.
 #[utoipa::path(get, path = "/v1/tools/{id}", tag = "tools", params(("id" = String, Path)),
-    responses((status = 200, body = Tool), (status = 404, description = "tool_not_found")), security(("api_key" = [])))]
+    responses((status = 200, body = Tool), (status = 404, description = "tool_not_found")))]
 pub async fn get_tool(
     State(state): State<AppState>,
     auth: Auth,
@@ -142,7 +145,7 @@ pub async fn get_tool(
 
 /// Delete a tool.
 #[utoipa::path(delete, path = "/v1/tools/{id}", tag = "tools", params(("id" = String, Path)),
-    responses((status = 204), (status = 404, description = "tool_not_found")), security(("api_key" = [])))]
+    responses((status = 204), (status = 404, description = "tool_not_found")))]
 pub async fn delete_tool(
     State(state): State<AppState>,
     auth: Auth,

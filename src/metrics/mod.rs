@@ -26,14 +26,10 @@ use ::metrics::{describe_counter, describe_gauge, describe_histogram, Counter, G
 use axum::{
     http::{header, HeaderValue},
     response::{IntoResponse, Response},
-    routing::get,
-    Router,
 };
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 pub use bus::MeteredBus;
-
-use crate::state::AppState;
 
 /// Histogram buckets (seconds) for every `*_seconds` metric: from 1 ms
 /// (REST on a warm cache) to 5 minutes (a long agent run).
@@ -285,10 +281,6 @@ pub fn upstream_error(caller: Upstream, kind: &'static str) {
 }
 
 /// `GET /metrics`.
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/metrics", get(render))
-}
-
 /// Prometheus text exposition format 0.0.4 (also served by `weir worker`).
 pub async fn render() -> Response {
     let body = match prometheus() {

@@ -24,26 +24,32 @@ use crate::{
 };
 
 /// The fields weir reads; everything else OpenAI defines is accepted and ignored.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct CompletionRequest {
+    /// An agent id (`agent-…`) or `upstream/<model>`.
+    #[schema(min_length = 1)]
     pub model: String,
+    #[schema(schema_with = crate::http::openapi::schemas::completion_messages)]
     pub messages: Vec<RequestMessage>,
     #[serde(default)]
     pub stream: Option<bool>,
     #[serde(default)]
     pub stream_options: Option<StreamOptions>,
+    /// Names the agent's session (made on first use); trimmed, at most
+    /// 256 characters.
     #[serde(default)]
+    #[schema(max_length = 256)]
     pub user: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct RequestMessage {
     pub role: String,
     #[serde(default)]
     pub content: Value,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 pub struct StreamOptions {
     #[serde(default)]
     pub include_usage: bool,
@@ -154,7 +160,7 @@ async fn named_session(
     user: Option<&str>,
 ) -> Result<Option<String>, OpenAiError> {
     match user.map(str::trim) {
-        Some(u) if u.len() > 256 => Err(OpenAiError::invalid(
+        Some(u) if u.chars().count() > 256 => Err(OpenAiError::invalid(
             "`user` must be at most 256 characters",
             "user",
         )),

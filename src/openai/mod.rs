@@ -12,27 +12,26 @@ pub mod error;
 pub mod models;
 pub mod relay;
 
-use axum::{
-    extract::State,
-    response::Response,
-    routing::{get, post},
-    Router,
-};
+use axum::{extract::State, response::Response};
 use serde_json::Value;
 
 pub use error::{OpenAiError, OpenAiJson};
 
 use crate::{edge::StreamKind, http::auth::Auth, state::AppState};
 
-/// The OpenAI-compatible routes (the gateway router adds auth).
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/chat/completions", post(chat_completions))
-        .route("/v1/models", get(models::list_models))
-}
-
-/// Dispatches on `model`: `upstream/…` is relayed, anything else is an agent.
-async fn chat_completions(
+/// OpenAI-compatible chat completion: `model` is an agent id or
+/// `upstream/<model>`. Dispatches on it: `upstream/…` is relayed, anything
+/// else is an agent.
+#[utoipa::path(post, path = "/v1/chat/completions", tag = "openai",
+    request_body(content = agent::CompletionRequest, description = "OpenAI chat completion request; other OpenAI fields are accepted and ignored (for an agent) or passed on (upstream)"),
+    responses((status = 200, description = "A chat.completion, or (`stream`) chat.completion.chunk SSE ending with `data: [DONE]`",
+            content((crate::http::openapi::schemas::ChatCompletion = "application/json"), (crate::http::openapi::schemas::SseEvent = "text/event-stream"))),
+        (status = 404, description = "model_not_found: no such agent, or no provider for `upstream/…`"),
+        (status = 409, description = "agent_stopped; conflict: the agent's upstream model has no provider here"),
+        (status = 502, description = "the run or the provider failed"),
+        (status = 503, description = "the run was cancelled, or the gateway is draining"),
+        (status = 504, description = "the provider did not answer in time")))]
+pub(crate) async fn chat_completions(
     State(state): State<AppState>,
     auth: Auth,
     OpenAiJson(body): OpenAiJson<Value>,

@@ -17,7 +17,10 @@ const PROVIDER_LIST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Most agents listed (pages of 1000).
 const MAX_PAGES: usize = 10;
 
-pub(super) async fn list_models(
+/// OpenAI-compatible model list: the account's agents (and upstream models).
+#[utoipa::path(get, path = "/v1/models", tag = "openai",
+    responses((status = 200, description = "OpenAI list of models", body = crate::http::openapi::schemas::ModelList)))]
+pub(crate) async fn list_models(
     State(state): State<AppState>,
     auth: Auth,
 ) -> Result<Json<Value>, OpenAiError> {

@@ -22,9 +22,18 @@ use super::{
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::{edge::StreamKind, http::auth::Auth, http::errors::ApiError, state::AppState};
+use crate::{
+    edge::StreamKind,
+    http::auth::Auth,
+    http::errors::ApiError,
+    http::openapi::schemas::{ResumeHeader, ResumeQuery, SseEvent},
+    state::AppState,
+};
 
 /// `GET /v1/agents/{id}/events`: every event of the agent, live, resumable.
+#[utoipa::path(get, path = "/v1/agents/{id}/events", tag = "streams",
+    params(("id" = String, Path), ResumeQuery, ResumeHeader),
+    responses((status = 200, description = "An SSE stream (protocol/sse.md)", body = SseEvent, content_type = "text/event-stream")))]
 pub async fn stream_agent_events(
     State(state): State<AppState>,
     auth: Auth,
@@ -36,6 +45,9 @@ pub async fn stream_agent_events(
 }
 
 /// `GET /v1/agents/{id}/logs/stream`: the agent's log lines, live, resumable.
+#[utoipa::path(get, path = "/v1/agents/{id}/logs/stream", tag = "logs",
+    params(("id" = String, Path), ResumeQuery, ResumeHeader),
+    responses((status = 200, description = "An SSE stream (protocol/sse.md)", body = SseEvent, content_type = "text/event-stream")))]
 pub async fn stream_agent_logs(
     State(state): State<AppState>,
     auth: Auth,
@@ -49,6 +61,9 @@ pub async fn stream_agent_logs(
 /// `GET /v1/runs/{id}/stream`: one run from its first event (or the cursor)
 /// to its `done`. A draining gateway keeps it open until that `done` (the
 /// run has the grace period to finish), unlike the endless tails above.
+#[utoipa::path(get, path = "/v1/runs/{id}/stream", tag = "streams",
+    params(("id" = String, Path), ResumeQuery, ResumeHeader),
+    responses((status = 200, description = "An SSE stream (protocol/sse.md)", body = SseEvent, content_type = "text/event-stream")))]
 pub async fn stream_run(
     State(state): State<AppState>,
     auth: Auth,

@@ -19,12 +19,10 @@ use axum::{
     extract::Path,
     http::{header, HeaderMap, HeaderValue, StatusCode},
     response::{IntoResponse, Response},
-    routing::get,
-    Router,
 };
 use sha2::{Digest, Sha256};
 
-use crate::{http::errors::ApiError, state::AppState};
+use crate::http::errors::ApiError;
 
 /// One embedded file.
 struct Asset {
@@ -73,19 +71,16 @@ static ASSETS: &[Asset] = &[
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
                    connect-src *; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
-/// `/`, `/assets/{name}` and `/llms.txt`: public.
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/", get(index))
-        .route("/assets/{name}", get(asset))
-        .route("/llms.txt", get(llms::serve))
-}
-
-async fn index(headers: HeaderMap) -> Response {
+/// `GET /`: the chat page (public, like `/assets/{name}` and `/llms.txt`).
+pub(crate) async fn index(headers: HeaderMap) -> Response {
     serve(&ASSETS[0], &headers)
 }
 
-async fn asset(Path(name): Path<String>, headers: HeaderMap) -> Result<Response, ApiError> {
+/// `GET /assets/{name}`: the page's scripts and styles.
+pub(crate) async fn asset(
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     ASSETS
         .iter()
         .skip(1)

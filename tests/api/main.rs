@@ -11,6 +11,7 @@ mod fake_provider;
 mod golden;
 mod http1;
 mod openai;
+mod openapi;
 mod postgres;
 mod protocol;
 mod queue;

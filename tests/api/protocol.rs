@@ -28,7 +28,10 @@ use std::{
 use jsonschema::{Registry, Validator};
 use serde_json::{json, Value};
 use weir::{
-    http::scopes::{Need, ROUTE_SCOPES},
+    http::{
+        route::Access,
+        routes::{authenticated, ROUTES},
+    },
     store::SCOPES,
 };
 
@@ -275,7 +278,8 @@ fn normalise(path: &str) -> String {
 #[test]
 fn every_route_is_documented_in_rest_md() {
     let documented = documented_routes(&doc("rest.md"));
-    for (method, path, _) in ROUTE_SCOPES {
+    for r in ROUTES {
+        let (method, path) = (r.verb.method(), r.path);
         let want = (method.as_str().to_owned(), normalise(path));
         assert!(
             documented.contains(&want),
@@ -286,20 +290,9 @@ fn every_route_is_documented_in_rest_md() {
     }
     // And nothing documented that the scope table does not know.
     for (method, path) in &documented {
-        let known = ROUTE_SCOPES
+        let known = ROUTES
             .iter()
-            .any(|(m, p, _)| m.as_str() == method && normalise(p) == *path)
-            || [
-                "/healthz",
-                "/readyz",
-                "/v1/openapi.json",
-                "/docs",
-                "/metrics",
-                "/",
-                "/assets/{}",
-                "/llms.txt",
-            ]
-            .contains(&path.as_str());
+            .any(|r| r.verb.method().as_str() == method && normalise(r.path) == *path);
         assert!(
             known,
             "rest.md documents `{method} {path}`, which the code does not route"
@@ -331,13 +324,15 @@ fn auth_md_scope_table_matches_the_code() {
     }
     assert_eq!(
         rows.len(),
-        ROUTE_SCOPES.len(),
-        "auth.md lists every route once: {rows:?}"
+        authenticated().count(),
+        "auth.md lists every authenticated route once: {rows:?}"
     );
-    for (method, path, need) in ROUTE_SCOPES {
-        let want = match need {
-            Need::AnyKey => "any key".to_owned(),
-            Need::Scope(s) => (*s).to_owned(),
+    for r in authenticated() {
+        let (method, path) = (r.verb.method(), r.path);
+        let want = match r.access {
+            Access::Public => unreachable!("authenticated routes only"),
+            Access::AnyKey => "any key".to_owned(),
+            Access::Scope(s) => s.to_owned(),
         };
         let row = rows
             .iter()

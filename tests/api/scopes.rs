@@ -5,7 +5,7 @@
 use reqwest::Method;
 use serde_json::json;
 use weir::{
-    http::scopes::{Need, ROUTE_SCOPES},
+    http::{route::Access, routes::authenticated},
     store::SCOPES,
 };
 
@@ -58,7 +58,8 @@ async fn every_route_checks_its_scope() {
     let gw = spawn_gateway().await;
     let real_scopes: Vec<&str> = SCOPES.iter().copied().filter(|s| *s != "*").collect();
     let mut checked = 0;
-    for (i, (method, template, need)) in ROUTE_SCOPES.iter().enumerate() {
+    for (i, route) in authenticated().enumerate() {
+        let (method, template) = (&route.verb.method(), route.path);
         // Fresh resources per route: an allowed DELETE may remove them.
         let agent = gw.create_agent("scoped").await;
         let session: serde_json::Value = gw
@@ -82,17 +83,21 @@ async fn every_route_checks_its_scope() {
         // No key: 401.
         let r = call(&gw, None, method, &path).await;
         expect_error(r, 401, "unauthorized").await;
-        match need {
-            Need::AnyKey => {
+        match route.access {
+            Access::Public => unreachable!("authenticated routes only"),
+            Access::AnyKey => {
                 for s in &real_scopes {
                     let k = gw.mint_key("default", &[s]).await;
                     let r = call(&gw, Some(&k), method, &path).await;
                     assert_eq!(r.status(), 200, "{method} {template} with {s}");
                 }
             }
-            Need::Scope(scope) => {
-                let others: Vec<&str> =
-                    real_scopes.iter().copied().filter(|s| s != scope).collect();
+            Access::Scope(scope) => {
+                let others: Vec<&str> = real_scopes
+                    .iter()
+                    .copied()
+                    .filter(|s| *s != scope)
+                    .collect();
                 let denied = gw.mint_key("default", &others).await;
                 let r = call(&gw, Some(&denied), method, &path).await;
                 let body = expect_error(r, 403, "forbidden").await;
@@ -108,10 +113,10 @@ async fn every_route_checks_its_scope() {
                     "{method} {template} with `{scope}` got {status}: {:?}",
                     r.text().await
                 );
-                if *template != "/v1/runs/{id}"
-                    && *template != "/v1/runs/{id}/cancel"
-                    && *template != "/v1/runs/{id}/stream"
-                    && *template != "/v1/keys/{id}"
+                if template != "/v1/runs/{id}"
+                    && template != "/v1/runs/{id}/cancel"
+                    && template != "/v1/runs/{id}/stream"
+                    && template != "/v1/keys/{id}"
                 {
                     assert_ne!(status, 404, "{method} {template} is routed");
                 }
@@ -119,6 +124,25 @@ async fn every_route_checks_its_scope() {
         }
         checked += 1;
     }
-    assert_eq!(checked, ROUTE_SCOPES.len());
+    assert_eq!(checked, authenticated().count());
     assert!(checked >= 29, "the table covers every API.md route");
+}
+
+#[tokio::test]
+async fn every_public_route_answers_without_a_key() {
+    let gw = spawn_gateway().await;
+    let public = weir::http::routes::ROUTES
+        .iter()
+        .filter(|r| r.access.is_public());
+    for route in public {
+        let path = route.path.replace("{name}", "chat.js");
+        let r = call(&gw, None, &route.verb.method(), &path).await;
+        let status = r.status().as_u16();
+        assert!(
+            ![401, 403, 404, 405].contains(&status),
+            "{} {} without a key got {status}",
+            route.verb.method(),
+            route.path
+        );
+    }
 }

@@ -173,6 +173,9 @@ impl ModelError {
 /// The events of one step.
 pub type ModelStream = Pin<Box<dyn Stream<Item = Result<ModelEvent, ModelError>> + Send>>;
 
+/// The longest `echo_delay_ms` honoured unless a test sets its own.
+pub const MAX_ECHO_DELAY: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// A model an agent can run on.
 #[derive(Debug, Clone)]
 pub enum Model {
@@ -182,18 +185,19 @@ pub enum Model {
 
 impl Model {
     /// The model named by an agent's `model` field. `metadata` tunes the echo
-    /// model (`echo_delay_ms`).
+    /// model (`echo_delay_ms`, at most `max_echo_delay`).
     pub fn resolve(
         name: &str,
         metadata: &Value,
         provider: Option<&Arc<Provider>>,
+        max_echo_delay: std::time::Duration,
     ) -> Result<Self, ModelError> {
         if name == "echo" {
             let delay = metadata
                 .get("echo_delay_ms")
                 .and_then(Value::as_u64)
                 .unwrap_or(0)
-                .min(60_000);
+                .min(max_echo_delay.as_millis().try_into().unwrap_or(u64::MAX));
             return Ok(Model::Echo(echo::Echo::new(
                 std::time::Duration::from_millis(delay),
             )));
@@ -226,18 +230,18 @@ mod tests {
     #[test]
     fn resolves_models_by_name() {
         assert!(matches!(
-            Model::resolve("echo", &json!({}), None),
+            Model::resolve("echo", &json!({}), None, MAX_ECHO_DELAY),
             Ok(Model::Echo(_))
         ));
         assert_eq!(
-            Model::resolve("upstream/gpt", &json!({}), None).unwrap_err(),
+            Model::resolve("upstream/gpt", &json!({}), None, MAX_ECHO_DELAY).unwrap_err(),
             ModelError::NoProvider("upstream/gpt".into())
         );
         assert_eq!(
-            Model::resolve("gpt-4", &json!({}), None).unwrap_err(),
+            Model::resolve("gpt-4", &json!({}), None, MAX_ECHO_DELAY).unwrap_err(),
             ModelError::Unknown("gpt-4".into())
         );
-        assert!(Model::resolve("upstream/", &json!({}), None).is_err());
+        assert!(Model::resolve("upstream/", &json!({}), None, MAX_ECHO_DELAY).is_err());
     }
 
     #[test]

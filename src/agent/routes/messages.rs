@@ -15,8 +15,9 @@ use axum::{
     response::{IntoResponse, Response},
     Json,
 };
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use utoipa::ToSchema;
 
 use super::empty_page;
 use crate::{
@@ -32,21 +33,44 @@ use crate::{
     stream::sse::sse_response,
 };
 
-/// Body of `POST /v1/agents/{id}/messages`.
+/// Body of `POST /v1/agents/{id}/messages`; its schema is written by hand
+/// (`message` or `messages`: [`crate::http::openapi::schemas::send_message`]).
 #[derive(Debug, Deserialize)]
-pub(super) struct SendMessage {
+pub(crate) struct SendMessage {
+    /// The user's message (or use `messages`).
     #[serde(default)]
     message: Option<String>,
+    /// Chat messages; the last `user` one is the new input.
     #[serde(default)]
     messages: Option<Vec<ChatMessage>>,
+    /// A session of this agent; default: the agent's default session.
     #[serde(default)]
     session_id: Option<String>,
+    /// Answer as SSE (also chosen by `Accept: text/event-stream`).
     #[serde(default)]
     stream: Option<bool>,
+    /// Emit `assistant_delta` events while the reply is produced.
     #[serde(default)]
     stream_tokens: bool,
+    /// Keep running if the client goes away.
     #[serde(default)]
     background: bool,
+}
+
+impl utoipa::PartialSchema for SendMessage {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        crate::http::openapi::schemas::send_message()
+    }
+}
+
+impl ToSchema for SendMessage {}
+
+/// `POST /v1/agents/{id}/messages` without streaming: the run's events once it ends.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct RunResult {
+    pub run_id: String,
+    /// The run's events (protocol/schemas/event.json).
+    pub messages: Vec<Value>,
 }
 
 impl SendMessage {
@@ -78,7 +102,16 @@ fn wants_sse(headers: &HeaderMap) -> bool {
         .any(|v| v.contains("text/event-stream"))
 }
 
-pub(super) async fn send_message(
+/// Send a message: starts a run. SSE (`text/event-stream`) when `stream` is
+/// true or `Accept: text/event-stream`; each event is `id: <seq>`,
+/// `event: <message_type>`, `data: <event JSON>`, ending with one `done`.
+#[utoipa::path(post, path = "/v1/agents/{id}/messages", tag = "chat", params(("id" = String, Path)),
+    request_body = SendMessage,
+    responses((status = 200, description = "The run's result as JSON, or (`stream`, `Accept: text/event-stream`) an SSE stream of its events",
+            content((RunResult = "application/json"), (crate::http::openapi::schemas::SseEvent = "text/event-stream"))),
+        (status = 404, description = "agent_not_found, session_not_found"),
+        (status = 409, description = "agent_stopped; conflict: the agent's upstream model has no provider here")))]
+pub(crate) async fn send_message(
     State(state): State<AppState>,
     auth: Auth,
     Path(agent_id): Path<String>,
@@ -152,7 +185,11 @@ pub(super) async fn send_message(
 }
 
 /// A session's events, oldest first (`?session_id=`, else the default session).
-pub(super) async fn list_messages(
+#[utoipa::path(get, path = "/v1/agents/{id}/messages", tag = "chat",
+    params(("id" = String, Path), ("session_id" = Option<String>, Query, description = "A session of the agent; default: its default session"),
+        crate::http::openapi::schemas::PageParams),
+    responses((status = 200, description = "list envelope of events", body = Page<Value>)))]
+pub(crate) async fn list_messages(
     State(state): State<AppState>,
     auth: Auth,
     Path(agent_id): Path<String>,

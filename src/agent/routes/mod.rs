@@ -1,32 +1,13 @@
 //! HTTP routes of the agent runtime: sending messages (SSE or JSON), history,
 //! run status and cancellation, and log pages. Every error goes through
 //! [`crate::http::errors::ApiError`]; [`crate::agent::RunError`] maps to it in
-//! one place (`From`).
+//! one place (`From`). They are mounted by the route table
+//! ([`crate::http::routes`]).
 
-mod messages;
-mod runs;
+pub(crate) mod messages;
+pub(crate) mod runs;
 
-use axum::{
-    routing::{get, post},
-    Router,
-};
-
-use crate::{
-    state::AppState,
-    store::{ListParams, Page, Pagination},
-};
-
-/// The runtime's routes, merged into the gateway router (which adds auth).
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/v1/agents/{id}/messages",
-            post(messages::send_message).get(messages::list_messages),
-        )
-        .route("/v1/agents/{id}/logs", get(runs::list_logs))
-        .route("/v1/runs/{id}", get(runs::get_run))
-        .route("/v1/runs/{id}/cancel", post(runs::cancel_run))
-}
+use crate::store::{ListParams, Page, Pagination};
 
 fn empty_page<T>(params: &ListParams) -> Page<T> {
     Page {

@@ -13,7 +13,9 @@ use crate::{
 };
 
 /// The run's status (`running`, `completed`, `cancelled`, `failed`).
-pub(super) async fn get_run(
+#[utoipa::path(get, path = "/v1/runs/{id}", tag = "chat", params(("id" = String, Path)),
+    responses((status = 200, body = Run), (status = 404, description = "run_not_found")))]
+pub(crate) async fn get_run(
     State(state): State<AppState>,
     auth: Auth,
     Path(run_id): Path<String>,
@@ -22,8 +24,11 @@ pub(super) async fn get_run(
     Ok(Json(state.runtime.get_run(auth.account(), &run_id).await?))
 }
 
-/// Cancels the run and answers it as stored afterwards.
-pub(super) async fn cancel_run(
+/// Cancel a running run; its stream ends with `done` (`stop_reason: cancelled`).
+/// Answers the run as stored afterwards.
+#[utoipa::path(post, path = "/v1/runs/{id}/cancel", tag = "chat", params(("id" = String, Path)),
+    responses((status = 200, body = Run), (status = 404, description = "run_not_found")))]
+pub(crate) async fn cancel_run(
     State(state): State<AppState>,
     auth: Auth,
     Path(run_id): Path<String>,
@@ -35,7 +40,10 @@ pub(super) async fn cancel_run(
 }
 
 /// The agent's log lines, oldest first, paginated.
-pub(super) async fn list_logs(
+#[utoipa::path(get, path = "/v1/agents/{id}/logs", tag = "logs",
+    params(("id" = String, Path), crate::http::openapi::schemas::PageParams),
+    responses((status = 200, description = "list envelope of log events", body = Page<Value>)))]
+pub(crate) async fn list_logs(
     State(state): State<AppState>,
     auth: Auth,
     Path(agent_id): Path<String>,

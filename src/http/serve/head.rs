@@ -21,6 +21,8 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, Version};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
+use crate::http::route::is_direct_sse;
+
 /// The most bytes read before deciding. Every head seen in practice fits
 /// (an SSE GET with a key is ~300 bytes); a larger one goes to hyper, whose
 /// 8 KiB read buffer takes this whole prefix in its first read.
@@ -102,7 +104,7 @@ pub fn classify(bytes: &[u8]) -> Parsed {
     if head_len != bytes.len() || req.method != Some("GET") || req.version != Some(1) {
         return Parsed::Hyper;
     }
-    let Some(path) = req.path.filter(|p| is_sse_route(p)) else {
+    let Some(path) = req.path.filter(|p| is_direct_sse(p)) else {
         return Parsed::Hyper;
     };
     match build(path, req.headers) {
@@ -134,24 +136,6 @@ fn build(path: &str, raw: &[httparse::Header<'_>]) -> Option<Request<Body>> {
     Some(req)
 }
 
-/// The long-lived SSE GET routes (`crate::stream::routes_with`):
-/// `/v1/agents/{id}/events`, `/v1/agents/{id}/logs/stream`,
-/// `/v1/runs/{id}/stream`. The query string does not matter.
-pub fn is_sse_route(target: &str) -> bool {
-    let path = target.split_once('?').map_or(target, |(p, _)| p);
-    let Some(rest) = path.strip_prefix("/v1/") else {
-        return false;
-    };
-    let mut segs = rest.split('/');
-    let s: [Option<&str>; 5] = std::array::from_fn(|_| segs.next());
-    match s {
-        [Some("agents"), Some(id), Some("events"), None, _]
-        | [Some("agents"), Some(id), Some("logs"), Some("stream"), None]
-        | [Some("runs"), Some(id), Some("stream"), None, _] => !id.is_empty(),
-        _ => false,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,7 +148,7 @@ mod tests {
             "/v1/agents/ag_1/logs/stream",
             "/v1/runs/run_1/stream?api_key=k",
         ] {
-            assert!(is_sse_route(yes), "{yes}");
+            assert!(is_direct_sse(yes), "{yes}");
         }
         for no in [
             "/v1/agents//events",
@@ -178,7 +162,7 @@ mod tests {
             "http://h/v1/agents/ag_1/events",
             "/v2/agents/ag_1/events",
         ] {
-            assert!(!is_sse_route(no), "{no}");
+            assert!(!is_direct_sse(no), "{no}");
         }
     }
 

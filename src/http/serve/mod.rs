@@ -27,7 +27,8 @@
 //! Each accepted connection's task first reads the request head itself
 //! (`head.rs`, into a 4 KiB buffer freed before anything long-lived starts).
 //! A complete HTTP/1.1 GET without a body or upgrade on one of the SSE
-//! stream routes takes the **direct path** (`direct.rs`): the router is
+//! stream routes (the `GET` routes of transport `Sse` in the route table,
+//! [`crate::http::route::is_direct_sse`]) takes the **direct path** (`direct.rs`): the router is
 //! called as hyper would call it and weir writes the response to the socket
 //! itself (`body.rs`, `burst.rs`: head, then chunked frames, a ready burst
 //! in one `writev`). An idle SSE stream then holds no hyper connection:

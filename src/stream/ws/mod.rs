@@ -18,7 +18,7 @@ use std::time::Duration;
 use axum::{
     extract::{ws::rejection::WebSocketUpgradeRejection, State, WebSocketUpgrade},
     response::Response,
-    routing::{get, MethodRouter},
+    routing::{on, MethodFilter, MethodRouter},
 };
 use futures::StreamExt;
 
@@ -80,17 +80,20 @@ impl WsSettings {
     }
 }
 
-/// The `GET /v1/ws` route with the given settings; also `CONNECT`, the
-/// HTTP/2 form of the same upgrade (extended CONNECT, RFC 8441), which
-/// axum's `WebSocketUpgrade` accepts on an HTTP/2 request.
-pub fn route(settings: WsSettings) -> MethodRouter<AppState> {
-    let handler = move |State(state): State<AppState>,
-                        auth: Auth,
-                        ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>| {
-        let settings = settings.clone();
-        async move { upgrade(state, auth, ws, settings).await }
-    };
-    get(handler.clone()).connect(handler)
+/// The `GET /v1/ws` route (mounted for `filter`) with the given settings;
+/// also `CONNECT`, the HTTP/2 form of the same upgrade (extended CONNECT,
+/// RFC 8441), which axum's `WebSocketUpgrade` accepts on an HTTP/2 request
+/// (over HTTP/1.1 it refuses a CONNECT).
+pub fn route(filter: MethodFilter, settings: WsSettings) -> MethodRouter<AppState> {
+    on(
+        filter.or(MethodFilter::CONNECT),
+        move |State(state): State<AppState>,
+              auth: Auth,
+              ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>| {
+            let settings = settings.clone();
+            async move { upgrade(state, auth, ws, settings).await }
+        },
+    )
 }
 
 /// `GET /v1/ws` (scope `chat`; the key may come as `?api_key=`, since
@@ -98,6 +101,10 @@ pub fn route(settings: WsSettings) -> MethodRouter<AppState> {
 /// the handshake, so a key without `chat` gets 403 whatever it sent; then
 /// the key's WebSocket slot is taken (429 `too_many_connections` before the
 /// upgrade) and held until the socket ends.
+///
+/// JSON text frames (protocol/websocket.md). The key may be sent as `?api_key=`.
+#[utoipa::path(get, path = "/v1/ws", tag = "streams",
+    responses((status = 101, description = "switching protocols"), (status = 400, description = "not a WebSocket upgrade")))]
 pub async fn upgrade(
     state: AppState,
     auth: Auth,

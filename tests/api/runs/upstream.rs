@@ -261,13 +261,14 @@ async fn upstream_failures_end_with_error_then_done() {
         assert_eq!(run["stop_reason"], "error");
         assert!(run["error"].as_str().is_some_and(|e| !e.is_empty()));
     }
-    // No provider configured: the agent's model is refused up front.
+    // No provider configured: the agent's model is refused up front, as
+    // a conflict between the agent and the gateway (the request is fine).
     let plain = spawn_gateway().await;
     let agent = agent_with(&plain, json!({"model": "upstream/x"})).await;
     let e = expect_error(
         send(&plain, &agent, json!({"message": "hi"})).await,
-        400,
-        "validation_error",
+        409,
+        "conflict",
     )
     .await;
     assert!(e["error"]["message"].as_str().unwrap().contains("provider"));

@@ -1,0 +1,155 @@
+//! `/v1/openapi.json` (OpenAPI 3.1) and `/docs`, an interactive page
+//! embedded in the binary: it needs no CDN and no build-time download, so
+//! it works air-gapped.
+//!
+//! The document is built from the route table ([`super::routes::ROUTES`]):
+//! each documented route contributes the operation of its handler's
+//! `#[utoipa::path]` annotation, under the table's method and path, with
+//! its security requirement and the responses the table implies
+//! ([`responses`]). The framing of SSE and WebSocket messages is
+//! beyond OpenAPI: `protocol/` (sse.md, websocket.md, events.md) and its
+//! JSON Schemas are the reference.
+
+mod responses;
+pub mod schemas;
+
+use std::sync::LazyLock;
+
+use axum::{
+    http::header,
+    response::{Html, IntoResponse},
+};
+use utoipa::{
+    openapi::{
+        security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme},
+        Components, OpenApi as Document, SecurityRequirement,
+    },
+    OpenApi,
+};
+
+use super::{route::Route, routes::ROUTES};
+
+#[derive(OpenApi)]
+#[openapi(
+    components(schemas(schemas::ErrorEnvelope, schemas::OpenAiErrorEnvelope)),
+    info(title = "weir", description = "Streaming chat and agent gateway. See protocol/ for SSE and WebSocket framing."),
+    tags((name = "agents"), (name = "tools"), (name = "sessions"), (name = "chat"), (name = "streams"),
+        (name = "logs"), (name = "openai"), (name = "keys"), (name = "account"), (name = "ops"))
+)]
+struct ApiDoc;
+
+/// The document, built from the route table.
+pub fn document() -> Document {
+    let mut api = ApiDoc::openapi();
+    let comps = api.components.get_or_insert_with(Components::new);
+    comps.add_security_scheme(
+        "api_key",
+        SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+    );
+    comps.add_security_scheme(
+        "x_api_key",
+        SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-Api-Key"))),
+    );
+    let mut schemas = Vec::new();
+    for route in ROUTES {
+        let Some(doc) = route.doc else { continue };
+        (doc.schemas)(&mut schemas);
+        let mut op = operation(route, (doc.operation)());
+        let tags = (doc.tags)().into_iter().map(str::to_owned);
+        op.tags.get_or_insert_with(Vec::new).extend(tags);
+        api.paths
+            .add_path_operation(route.path, vec![route.verb.openapi()], op);
+    }
+    let comps = api.components.get_or_insert_with(Components::new);
+    for (name, schema) in schemas {
+        comps.schemas.entry(name).or_insert(schema);
+    }
+    api
+}
+
+/// The annotation's operation, completed with what the table knows.
+fn operation(
+    route: &Route,
+    mut op: utoipa::openapi::path::Operation,
+) -> utoipa::openapi::path::Operation {
+    responses::complete(route, &mut op);
+    optional_body_is_not_null(&mut op);
+    if !route.access.is_public() {
+        let bearer = SecurityRequirement::new("api_key", Vec::<String>::new());
+        let header = SecurityRequirement::new("x_api_key", Vec::<String>::new());
+        op.security = Some(vec![bearer, header]);
+    }
+    op
+}
+
+/// utoipa spells an optional body (`Option<T>`) as `oneOf: [null, T]`, a
+/// body that may be JSON `null`; weir's optional bodies may be absent
+/// (or empty), not `null`.
+fn optional_body_is_not_null(op: &mut utoipa::openapi::path::Operation) {
+    use utoipa::openapi::{schema::Schema, RefOr};
+    let Some(body) = op.request_body.as_mut() else {
+        return;
+    };
+    for content in body.content.values_mut() {
+        let Some(RefOr::T(Schema::OneOf(one))) = &content.schema else {
+            continue;
+        };
+        let null = |s: &RefOr<Schema>| {
+            serde_json::to_value(s).ok() == Some(serde_json::json!({"type": "null"}))
+        };
+        if let [a, b] = one.items.as_slice() {
+            if null(a) || null(b) {
+                content.schema = Some(if null(a) { b.clone() } else { a.clone() });
+            }
+        }
+    }
+}
+
+/// `GET /v1/openapi.json`: the document, serialized once.
+pub(crate) async fn openapi_json() -> impl IntoResponse {
+    static JSON: LazyLock<Vec<u8>> =
+        LazyLock::new(|| serde_json::to_vec(&document()).unwrap_or_default());
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        JSON.as_slice(),
+    )
+}
+
+/// `GET /docs`: the interactive page.
+pub(crate) async fn docs() -> impl IntoResponse {
+    (
+        [(header::CACHE_CONTROL, "no-cache")],
+        Html(include_str!("docs.html")),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_authenticated_route_is_in_the_document() {
+        let doc = serde_json::to_value(document()).unwrap();
+        for r in super::super::routes::authenticated() {
+            let m = r.verb.method().as_str().to_ascii_lowercase();
+            assert!(
+                doc["paths"][r.path].get(&m).is_some(),
+                "{m} {} is missing from /v1/openapi.json",
+                r.path
+            );
+        }
+    }
+
+    #[test]
+    fn annotations_name_the_tables_method_and_path() {
+        for r in ROUTES {
+            let Some(doc) = r.doc else { continue };
+            assert_eq!((doc.path)(), r.path, "the annotation of {}", r.path);
+            assert!(
+                (doc.methods)() == vec![r.verb.openapi()],
+                "the annotation of {} names another method",
+                r.path
+            );
+        }
+    }
+}

@@ -1,0 +1,362 @@
+//! Schemas of `/v1/openapi.json` that no derive can state: the error bodies
+//! (built by the envelope middleware, not by a handler), query parameters
+//! validated by hand ([`crate::http::params`], [`crate::stream::cursor`])
+//! and request fields whose rules are patterns or alternatives. Each says
+//! exactly what the server accepts, no more and no less: a schemathesis
+//! run (tests/api/openapi.rs) sends data on both sides of every rule.
+//!
+//! Patterns are read by JSON Schema validators as ECMA 262 and by
+//! schemathesis' as Rust's `regex`: `\s` is Unicode `White_Space` there,
+//! the set `str::trim` removes.
+
+use serde::Serialize;
+use serde_json::{json, Value};
+use utoipa::{
+    openapi::{schema::Schema, RefOr},
+    IntoParams, ToSchema,
+};
+
+/// A schema written as JSON (for keywords utoipa's builders spell at
+/// length: `oneOf` of objects, `type` lists).
+pub fn from_json(v: Value) -> RefOr<Schema> {
+    serde_json::from_value(v).expect("a schema utoipa can read")
+}
+
+/// weir's error envelope (protocol/errors.md, schemas/error.json).
+#[derive(Serialize, ToSchema)]
+#[schema(as = Error)]
+pub struct ErrorEnvelope {
+    pub error: ErrorBody,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// Stable, machine-readable (errors.md lists them).
+    pub code: String,
+    /// For people, not programs.
+    pub message: String,
+    /// Equal to the response's `X-Request-Id`.
+    pub request_id: String,
+}
+
+/// OpenAI's error shape plus `request_id` (protocol/openai.md).
+#[derive(Serialize, ToSchema)]
+pub struct OpenAiErrorEnvelope {
+    pub error: OpenAiErrorBody,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct OpenAiErrorBody {
+    pub message: String,
+    /// `invalid_request_error`, `authentication_error`, `permission_error`,
+    /// `rate_limit_error`, `server_error`, …
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub param: Option<String>,
+    pub code: Option<String>,
+    pub request_id: String,
+}
+
+/// The paging parameters of every list ([`crate::http::params`]).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // documentation only
+pub struct PageParams {
+    /// Page size.
+    #[param(schema_with = limit, required = false)]
+    limit: u32,
+    /// Rows to skip (after the cursor, if one is given).
+    #[param(schema_with = offset, required = false)]
+    offset: u64,
+    /// The `next_cursor` of the previous page.
+    #[param(schema_with = page_cursor, required = false)]
+    after: String,
+}
+
+/// The resume cursor of an SSE route in the query ([`crate::stream::cursor`]).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // documentation only
+pub struct ResumeQuery {
+    /// Start after this event `seq` (`Last-Event-ID` wins over it).
+    #[param(schema_with = seq_cursor, required = false)]
+    after: u64,
+}
+
+/// The resume cursor of an SSE route in a header.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)] // documentation only
+pub struct ResumeHeader {
+    /// Sent by EventSource when it reconnects: the last `seq` it saw
+    /// (empty: no cursor).
+    #[param(rename = "Last-Event-ID", schema_with = last_event_id, required = false)]
+    last_event_id: String,
+}
+
+fn limit() -> RefOr<Schema> {
+    from_json(
+        json!({"type": "integer", "minimum": 1, "maximum": crate::http::params::MAX_LIMIT, "default": 50}),
+    )
+}
+
+fn offset() -> RefOr<Schema> {
+    from_json(json!({"type": "integer", "minimum": 0, "maximum": u64::MAX, "default": 0}))
+}
+
+/// A row number or `seq` the store can read (`u64` up to `i64::MAX`).
+fn page_cursor() -> RefOr<Schema> {
+    from_json(json!({"type": "integer", "minimum": 0, "maximum": i64::MAX}))
+}
+
+fn seq_cursor() -> RefOr<Schema> {
+    from_json(json!({"type": "integer", "minimum": 0, "maximum": u64::MAX}))
+}
+
+/// Digits only (no sign), or empty, or only spaces and tabs (trimmed).
+fn last_event_id() -> RefOr<Schema> {
+    from_json(json!({"type": "string", "pattern": "^[ \\t]*[0-9]{0,19}[ \\t]*$"}))
+}
+
+/// A name trimmed by the server, then 1 to 200 characters.
+pub const TRIMMED_NAME: &str = r"^\s*\S(?:[\s\S]{0,198}\S)?\s*$";
+/// Text with something besides white space.
+pub const NOT_BLANK: &str = r"\S";
+
+/// `scopes` of `POST /v1/keys`: at least one, each a known scope.
+pub fn scopes() -> RefOr<Schema> {
+    from_json(
+        json!({"type": "array", "minItems": 1, "items": {"type": "string", "enum": crate::store::SCOPES}}),
+    )
+}
+
+/// The agent fields, for `schema_with` (plain, and nullable for PATCH).
+pub fn agent_name() -> RefOr<Schema> {
+    name(false)
+}
+pub fn agent_name_or_null() -> RefOr<Schema> {
+    name(true)
+}
+pub fn agent_model() -> RefOr<Schema> {
+    model(false)
+}
+pub fn agent_model_or_null() -> RefOr<Schema> {
+    model(true)
+}
+pub fn agent_tools() -> RefOr<Schema> {
+    tools(false)
+}
+pub fn agent_tools_or_null() -> RefOr<Schema> {
+    tools(true)
+}
+pub fn agent_tags() -> RefOr<Schema> {
+    tags(false)
+}
+pub fn agent_tags_or_null() -> RefOr<Schema> {
+    tags(true)
+}
+pub fn agent_metadata() -> RefOr<Schema> {
+    metadata(false)
+}
+pub fn agent_metadata_or_null() -> RefOr<Schema> {
+    metadata(true)
+}
+
+/// Agent `model`.
+fn model(nullable: bool) -> RefOr<Schema> {
+    let pattern = r"^(?:echo|upstream/[\s\S]+)$";
+    from_json(json!({"type": types("string", nullable), "pattern": pattern}))
+}
+
+/// Agent `tools`: built-in names. Ids of the account's tools (`tool-…`)
+/// are accepted too, but only existing ones, which no schema can know.
+fn tools(nullable: bool) -> RefOr<Schema> {
+    from_json(json!({
+        "type": types("array", nullable), "maxItems": 64,
+        "items": {"type": "string", "pattern": "^[A-Za-z0-9_]{1,64}$"},
+    }))
+}
+
+/// Agent `tags`.
+fn tags(nullable: bool) -> RefOr<Schema> {
+    from_json(json!({
+        "type": types("array", nullable), "maxItems": 32,
+        "items": {"type": "string", "minLength": 1, "maxLength": 64},
+    }))
+}
+
+/// Agent `metadata`: any object (`echo_delay_ms`, `max_steps` are read).
+fn metadata(nullable: bool) -> RefOr<Schema> {
+    from_json(json!({"type": types("object", nullable)}))
+}
+
+fn name(nullable: bool) -> RefOr<Schema> {
+    from_json(json!({"type": types("string", nullable), "pattern": TRIMMED_NAME}))
+}
+
+fn types(t: &str, nullable: bool) -> Value {
+    if nullable {
+        json!([t, "null"])
+    } else {
+        json!(t)
+    }
+}
+
+/// Body of `POST /v1/tools`: a built-in tool or a webhook, by `kind` (or,
+/// without one, by whether `url` is given).
+pub fn create_tool() -> RefOr<Schema> {
+    let common = json!({
+        "name": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$",
+            "description": "The function name the model calls; unique per account (409)."},
+        "description": {"type": "string", "maxLength": 4096, "default": ""},
+        "json_schema": {"type": ["object", "null"],
+            "description": "The arguments' JSON Schema; default `{\"type\":\"object\",\"properties\":{}}`."},
+    });
+    let with = |extra: Value| {
+        let mut props = common.clone();
+        props
+            .as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        props
+    };
+    // `url` of a webhook: an http(s) URL that parses (host of letters,
+    // digits, dots and dashes; an optional port; a plain path).
+    // The last label starts with a letter: one that is a number makes the
+    // host an IPv4 address, which must then be one.
+    let url = r"^https?://(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?::[1-9][0-9]{0,3})?(?:/[A-Za-z0-9._~-]*)*$";
+    from_json(json!({
+        "oneOf": [
+            {"title": "builtin", "type": "object", "additionalProperties": false, "required": ["name"],
+             "properties": with(json!({"kind": {"type": ["string", "null"], "enum": ["builtin", null]}, "url": {"type": "null"}}))},
+            {"title": "webhook", "type": "object", "additionalProperties": false, "required": ["name", "url"],
+             "properties": with(json!({"kind": {"type": ["string", "null"], "enum": ["webhook", null]}, "url": {"type": "string", "pattern": url}}))},
+        ],
+    }))
+}
+
+/// Body of `POST /v1/agents/{id}/messages`: `message` or `messages`.
+pub fn send_message() -> RefOr<Schema> {
+    let common = json!({
+        "session_id": {"type": ["string", "null"], "description": "A session of this agent; default: its default session."},
+        "stream": {"type": ["boolean", "null"], "description": "Answer as SSE (also chosen by `Accept: text/event-stream`)."},
+        "stream_tokens": {"type": "boolean", "default": false, "description": "Emit `assistant_delta` events."},
+        "background": {"type": "boolean", "default": false, "description": "Keep running if the client goes away."},
+    });
+    let with = |extra: Value| {
+        let mut props = common.clone();
+        props
+            .as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        props
+    };
+    let user = json!({"type": "object", "required": ["role", "content"],
+        "properties": {"role": {"type": "string", "enum": ["user"]}, "content": {"type": "string", "pattern": NOT_BLANK}}});
+    from_json(json!({
+        "oneOf": [
+            {"title": "message", "type": "object", "required": ["message"],
+             "properties": with(json!({"message": {"type": "string", "pattern": NOT_BLANK,
+                "description": "The user's message."}, "messages": {"type": "null"}}))},
+            {"title": "messages", "type": "object", "required": ["messages"],
+             "properties": with(json!({"messages": {"type": "array", "minItems": 1, "items": user,
+                "description": "User messages, sent in order."}, "message": {"type": "null"}}))},
+        ],
+    }))
+}
+
+/// `messages` of `POST /v1/chat/completions` as this schema states them:
+/// user messages with text. The server reads the last `user` message (the
+/// agent keeps the history) and ignores the others, of any role.
+pub fn completion_messages() -> RefOr<Schema> {
+    from_json(json!({
+        "type": "array", "minItems": 1,
+        "items": {"type": "object", "required": ["role", "content"],
+            "properties": {"role": {"type": "string", "enum": ["user"]}, "content": {"type": "string", "pattern": NOT_BLANK}}},
+    }))
+}
+
+/// `200` of `POST /v1/chat/completions` without `stream`.
+#[derive(Serialize, ToSchema)]
+pub struct ChatCompletion {
+    /// `chatcmpl-…`
+    pub id: String,
+    /// `chat.completion`
+    pub object: String,
+    pub created: u64,
+    /// The agent id.
+    pub model: String,
+    pub system_fingerprint: Option<String>,
+    pub choices: Vec<ChatChoice>,
+    pub usage: ChatUsage,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ChatChoice {
+    pub index: u32,
+    pub message: ChatReply,
+    pub logprobs: Option<Value>,
+    /// `stop` or `length`.
+    pub finish_reason: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ChatReply {
+    /// `assistant`
+    pub role: String,
+    pub content: Option<String>,
+    pub refusal: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ChatUsage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub total_tokens: u64,
+}
+
+/// `200` of `GET /v1/models`.
+#[derive(Serialize, ToSchema)]
+pub struct ModelList {
+    /// `list`
+    pub object: String,
+    pub data: Vec<ModelEntry>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ModelEntry {
+    /// An agent id, or `upstream/<id>`.
+    pub id: String,
+    /// `model`
+    pub object: String,
+    pub created: i64,
+    pub owned_by: String,
+}
+
+/// One event of a `text/event-stream` response, as SSE clients read it:
+/// `data` is JSON (an event of protocol/events.md, an error frame, or an
+/// OpenAI chunk), or `[DONE]` at the end of an OpenAI stream.
+#[derive(Serialize, ToSchema)]
+pub struct SseEvent {
+    /// The event's `seq` (resume cursor); absent on error frames and chunks.
+    pub id: Option<String>,
+    /// The event's `message_type`, or `error`; absent on OpenAI chunks.
+    pub event: Option<String>,
+    pub data: String,
+}
+
+/// `200` of `GET /healthz`.
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    /// `ok`
+    pub status: String,
+}
+
+/// `200` of `GET /readyz`.
+#[derive(Serialize, ToSchema)]
+pub struct Ready {
+    /// `ready`
+    pub status: String,
+    pub store: String,
+    pub bus: String,
+}
