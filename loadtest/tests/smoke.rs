@@ -242,6 +242,7 @@ fn renders_every_kind(reports: &[weir_load::report::Report]) {
             "rest" => "| embedded ",
             "bus" => "events/s published",
             "edge" => "| local ",
+            "transport" => "| HTTP/2 + TLS ",
             other => panic!("no expectation for {other}"),
         };
         assert!(text.contains(expect), "{name}: no `{expect}` in {text}");
