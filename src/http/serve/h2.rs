@@ -19,12 +19,15 @@
 //!   unread is dropped, which gives its window back at once. BDP-adaptive
 //!   windows stay off: they grow windows (and what a client may make weir
 //!   buffer) to whatever the link allows.
-//! - `max_send_buf_size` 64 KiB per stream (hyper: 400 KiB): what a stream
-//!   may queue while the client's window for it is shut. A client that stops
-//!   reading one stream thus stalls that stream only: its events wait in
-//!   its own subscription (which lags and ends it with `lagged`, as on
-//!   HTTP/1.1) instead of in a buffer, and the other streams' frames go on
-//!   as long as the client's connection window is open.
+//! - A stream's body is polled only while the stream has send capacity:
+//!   window from the client and room in its send buffer. A client that
+//!   stops reading one stream (its window shut) thus stalls that stream
+//!   only: its events wait in its own subscription, which lags and ends it
+//!   with `lagged` as on HTTP/1.1, and the other streams' frames go on as
+//!   long as the client's connection window is open (tested).
+//! - `max_send_buf_size` 64 KiB per stream (hyper: 400 KiB): browsers open
+//!   stream windows of several MiB, so on a slow socket it is this buffer
+//!   that bounds what one stream queues in weir.
 //! - Header list size: twice `--max-header-bytes` (at least hyper's 16 KiB),
 //!   so a head between the two still reaches the edge middleware and gets
 //!   the 431 envelope, as on HTTP/1.1.

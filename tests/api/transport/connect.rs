@@ -222,3 +222,84 @@ async fn drain_sends_goaway_and_lets_the_stream_in_flight_finish() {
     assert!(text.contains("event: done"), "the run finished: {text}");
     assert!(text.contains("w29"), "every token came: {text}");
 }
+
+/// Flow control (src/http/serve/h2.rs): a client that stops reading one
+/// SSE stream (its window shut) stalls that stream only. The other stream
+/// on the same connection gets every event of a long run, and the stalled
+/// one, once read again, ends with `lagged` (its subscription fell behind
+/// instead of weir buffering for it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_h2_stream_does_not_stall_the_others_and_ends_lagged() {
+    let t = spawn_tls_gateway(|c| c.edge.stream_buffer = 32).await;
+    let gw = &t.gw;
+    let r = gw
+        .post(
+            "/v1/agents",
+            json!({"name": "long", "metadata": {"echo_delay_ms": 5}}),
+        )
+        .await;
+    let agent = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let tls = tls_stream(gw.addr, &t.pki.ca(), b"h2").await;
+    // A 1 KiB window per stream: an unread stream shuts quickly.
+    let (mut send, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .initial_stream_window_size(1024)
+        .initial_connection_window_size(16 * 1024 * 1024)
+        .handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let path = format!("/v1/agents/{agent}/events");
+    let mut open = || {
+        let mut req = request(http::Method::GET, gw.addr, &path, Body::empty());
+        req.headers_mut().insert(
+            "authorization",
+            format!("Bearer {}", gw.key).parse().unwrap(),
+        );
+        send.send_request(req)
+    };
+    let stalled = open().await.unwrap();
+    let live = open().await.unwrap();
+    assert_eq!(
+        (stalled.status().as_u16(), live.status().as_u16()),
+        (200, 200)
+    );
+    let words: Vec<String> = (0..600).map(|i| format!("word{i}")).collect();
+    let body = json!({"message": words.join(" "), "stream_tokens": true});
+    let run = gw
+        .req(
+            reqwest::Method::POST,
+            &format!("/v1/agents/{agent}/messages"),
+        )
+        .json(&body)
+        .send();
+    let run = tokio::spawn(run);
+    let mut live = Body::new(live.into_body()).into_data_stream();
+    let mut text = String::new();
+    while !text.contains("event: done") {
+        let chunk = tokio::time::timeout(WAIT, live.next())
+            .await
+            .expect("the live stream keeps flowing")
+            .unwrap_or_else(|| panic!("the live stream ended: {text}"))
+            .unwrap();
+        text.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+    assert_eq!(
+        run.await.unwrap().unwrap().status(),
+        200,
+        "the run finished"
+    );
+    assert!(text.contains("word599"), "every token on the live stream");
+    assert!(!text.contains("lagged"), "the live stream did not lag");
+    let mut stalled = Body::new(stalled.into_body()).into_data_stream();
+    let mut text = String::new();
+    while let Some(chunk) = tokio::time::timeout(WAIT, stalled.next()).await.unwrap() {
+        text.push_str(std::str::from_utf8(&chunk.unwrap()).unwrap());
+    }
+    assert!(
+        text.contains("lagged"),
+        "the stalled stream ended lagged: {text}"
+    );
+}
