@@ -33,8 +33,10 @@
 //!   the 431 envelope, as on HTTP/1.1.
 //! - hyper's guards against reset floods (CVE-2023-44487: 20 pending
 //!   accept resets, 1,024 local error resets) are kept.
-//! - No keep-alive pings: SSE streams ping on their own (`: ping`) and a
-//!   dead peer fails those writes.
+//! - A PING every [`KEEP_ALIVE`] with [`KEEP_ALIVE_TIMEOUT`] for its answer:
+//!   SSE streams ping on their own (`: ping`), but a connection with no
+//!   stream open (a browser tab between requests) would otherwise outlive
+//!   a peer that vanished (a laptop closed, a NAT entry dropped) for good.
 //!
 //! # Drain
 //!
@@ -43,7 +45,7 @@
 //! finish: the same contract as an HTTP/1.1 connection with a response in
 //! flight (see the parent module).
 
-use std::{convert::Infallible, pin::Pin};
+use std::{convert::Infallible, pin::Pin, time::Duration};
 
 use axum::{body::Body, extract::Request, response::Response, Router};
 use bytes::Bytes;
@@ -62,6 +64,11 @@ pub const CONN_WINDOW: u32 = 16 * STREAM_WINDOW;
 /// What one stream may queue for sending.
 pub const SEND_BUF: usize = 64 * 1024;
 
+/// Interval of the connection-level PING.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(60);
+/// Time a PING has to be answered before the connection is closed.
+pub const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// The HTTP/2 settings (module doc).
 pub fn builder(max_streams: u32, max_header_bytes: usize) -> http2::Builder<TokioExecutor> {
     let list = u32::try_from(max_header_bytes.saturating_mul(2))
@@ -75,6 +82,8 @@ pub fn builder(max_streams: u32, max_header_bytes: usize) -> http2::Builder<Toki
         .adaptive_window(false)
         .max_send_buf_size(SEND_BUF)
         .max_header_list_size(list)
+        .keep_alive_interval(KEEP_ALIVE)
+        .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
         .enable_connect_protocol();
     b
 }
