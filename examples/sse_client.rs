@@ -80,6 +80,10 @@ async fn main() -> anyhow::Result<()> {
 }
 
 /// Prints one run's events until `done` or the end of the response.
+#[allow(
+    clippy::print_stdout,
+    reason = "an example client: what it receives is its output"
+)]
 async fn read_events(resp: reqwest::Response, progress: &mut Progress) -> anyhow::Result<()> {
     let mut events = resp.bytes_stream().eventsource();
     let mut out = std::io::stdout();

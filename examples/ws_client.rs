@@ -19,6 +19,10 @@ mod common;
 use common::Setup;
 
 #[tokio::main]
+#[allow(
+    clippy::print_stdout,
+    reason = "an example client: what it receives is its output"
+)]
 async fn main() -> anyhow::Result<()> {
     let setup = Setup::from_env()?;
     let (base, key, message) = (&setup.base, &setup.key, &setup.prompt);

@@ -58,7 +58,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
             command: KeysCommand::Create(args),
         } => {
             let secret = weir::cli::create_key(args).await?;
-            println!("{secret}");
+            #[allow(clippy::print_stdout, reason = "the key is the command's output")]
+            {
+                println!("{secret}");
+            }
             Ok(())
         }
     }

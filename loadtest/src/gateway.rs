@@ -106,6 +106,7 @@ impl Drop for Gateway {
                     // A wrapper may not pass SIGTERM on: drain the gateway
                     // first, then the wrapper ends with it.
                     // SAFETY: kill(2) on the gateway this tool started.
+                    #[allow(unsafe_code, reason = "signals a process we started")]
                     unsafe {
                         libc::kill(self.pid as libc::pid_t, libc::SIGTERM);
                     }
@@ -127,6 +128,7 @@ impl Drop for Gateway {
 fn stop_child(c: &mut Child) {
     // SIGTERM first so the gateway drains like in production, then SIGKILL.
     // SAFETY: kill(2) with a pid we spawned and still own.
+    #[allow(unsafe_code, reason = "signals a process we started")]
     unsafe {
         libc::kill(c.id() as libc::pid_t, libc::SIGTERM);
     }

@@ -104,6 +104,7 @@ impl Report {
         self
     }
 
+    #[allow(clippy::print_stdout, reason = "the report is the command's output")]
     pub fn print(&self) {
         println!(
             "## {} ({}; load average {:.2} -> {:.2})\n",

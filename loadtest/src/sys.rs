@@ -92,6 +92,7 @@ pub fn cpu_secs(pid: u32) -> f64 {
     let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
     // utime and stime are fields 14 and 15 of stat, 12 and 13 after comm.
     // SAFETY: sysconf has no memory-safety preconditions.
+    #[allow(unsafe_code, reason = "libc has no safe sysconf")]
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
     (ticks(11) + ticks(12)) / hz
 }
@@ -165,6 +166,7 @@ mod tests {
         let _ = wrapper.kill();
         let _ = wrapper.wait();
         // SAFETY: kill(2) on the sleep this test started.
+        #[allow(unsafe_code, reason = "signals a process the test started")]
         unsafe {
             libc::kill(found as libc::pid_t, libc::SIGKILL);
         }

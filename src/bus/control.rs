@@ -43,7 +43,9 @@ mod tests {
     use super::*;
     use crate::bus::{memory::MemoryBus, Bus};
 
-    #[tokio::test]
+    // Paused time: the polls in `wait_until` pass only when every task is
+    // idle, so the budget is the applier's chances, not wall-clock luck.
+    #[tokio::test(start_paused = true)]
     async fn revocations_and_resyncs_reach_the_key_cache() {
         let bus = MemoryBus::new(10, 10);
         let keys = Arc::new(KeyCache::default());

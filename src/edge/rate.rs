@@ -209,6 +209,7 @@ mod tests {
         }
         l.check(&"slow".into(), 1);
         assert_eq!(l.tracked_keys(), 101);
+        // A real wait: governor's clock is not tokio's, so time cannot be paused.
         std::thread::sleep(Duration::from_millis(5));
         l.cleanup();
         // The 1M-rpm buckets refilled within microseconds; the 1-rpm one did not.

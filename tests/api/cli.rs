@@ -5,7 +5,7 @@ use std::process::Command;
 
 use reqwest::Method;
 
-use crate::common::{spawn_gateway, weir_bin};
+use crate::common::{spawn_gateway, weir_bin, Api};
 
 #[tokio::test]
 async fn keys_create_works_while_the_gateway_runs() {

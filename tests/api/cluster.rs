@@ -2,84 +2,51 @@
 //! `weir store` and one private redis-server behave as one gateway (fan-out,
 //! resume, revocation, agent stop), survive a Redis outage, and report
 //! history expiry, and runs executed by `weir worker` processes. See
-//! `harness` for how a cluster is started.
+//! `common::Cluster` for how a cluster is started.
 
 mod fanout;
-pub(crate) mod harness;
 mod outage;
 mod script;
 mod workers;
 
-use std::time::Duration;
-
-use eventsource_stream::{Event, Eventsource};
-use futures::{Stream, StreamExt};
+use eventsource_stream::Event;
+use futures::Stream;
 use reqwest::{Method, Response};
 use serde_json::{json, Value};
 
-use harness::Node;
-
-pub(crate) const WAIT: Duration = Duration::from_secs(10);
+pub(crate) use crate::common::sse::{events, next_event, WAIT};
+use crate::common::Api;
 
 /// Creates an echo agent through `node` and returns its id.
-pub(crate) async fn create_agent(node: &Node, key: &str) -> String {
-    create_agent_from(node, key, json!({"name": "clustered"})).await
-}
-
-/// Creates the agent `body` describes through `node` and returns its id.
-pub(crate) async fn create_agent_from(node: &Node, key: &str, body: Value) -> String {
-    let r = node
-        .req(key, Method::POST, "/v1/agents")
-        .json(&body)
-        .send()
+pub(crate) async fn create_agent(node: &impl Api, key: &str) -> String {
+    node.create_agent_as(key, json!({"name": "clustered"}))
         .await
-        .unwrap();
-    assert_eq!(r.status(), 201, "create agent");
-    r.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned()
 }
 
 /// Sends a message through `node` and waits for the run's JSON answer.
-async fn run_to_end(node: &Node, key: &str, agent: &str, message: &str) -> Value {
+async fn run_to_end(node: &impl Api, key: &str, agent: &str, message: &str) -> Value {
     let r = node
-        .req(key, Method::POST, &format!("/v1/agents/{agent}/messages"))
+        .req_as(key, Method::POST, &format!("/v1/agents/{agent}/messages"))
         .json(&json!({ "message": message }))
         .send()
         .await
         .unwrap();
     let status = r.status();
     let body: Value = r.json().await.unwrap();
-    assert_eq!(status, 200, "send message on {}: {body}", node.base);
+    assert_eq!(status, 200, "send message on {}: {body}", node.base());
     body
 }
 
 /// Opens an SSE stream (200 expected); the bus subscription exists once the
 /// headers are here.
-async fn open_sse(node: &Node, key: &str, path: &str, last_event_id: Option<u64>) -> Response {
-    let mut req = node.req(key, Method::GET, path);
+async fn open_sse(node: &impl Api, key: &str, path: &str, last_event_id: Option<u64>) -> Response {
+    let mut req = node.req_as(key, Method::GET, path);
     if let Some(id) = last_event_id {
         req = req.header("last-event-id", id.to_string());
     }
     let r = req.send().await.unwrap();
-    assert_eq!(r.status(), 200, "{path} on {}", node.base);
+    assert_eq!(r.status(), 200, "{path} on {}", node.base());
     r
-}
-
-pub(crate) fn events(r: Response) -> impl Stream<Item = Event> + Unpin {
-    Box::pin(
-        r.bytes_stream()
-            .eventsource()
-            .map(|e| e.expect("well-formed SSE")),
-    )
-}
-
-pub(crate) async fn next_event(s: &mut (impl Stream<Item = Event> + Unpin)) -> Event {
-    tokio::time::timeout(WAIT, s.next())
-        .await
-        .expect("an event in time")
-        .expect("stream open")
 }
 
 /// Events up to and including the `done` of `run_id`, as JSON, checking that

@@ -6,8 +6,8 @@ use reqwest::{Method, Response};
 use serde_json::{json, Value};
 
 use crate::{
-    common::{expect_error, spawn_gateway, spawn_gateway_with, StoreMode},
-    rest::{get_json, mint_secret, status_as},
+    common::{expect_error, spawn_gateway, Api, StoreMode, TestGateway},
+    rest::{get_json, status_as},
 };
 
 /// Expects a 400 `validation_error` envelope; returns its message.
@@ -180,7 +180,7 @@ async fn account_ops_and_docs() {
 #[tokio::test]
 async fn sqlite_file_holds_no_secret() {
     let mut gw = spawn_gateway().await;
-    let secret = mint_secret(&gw, json!({"scopes": ["chat"]})).await;
+    let secret = gw.create_key(json!({"scopes": ["chat"]})).await;
     assert_eq!(status_as(&gw, &secret, "/v1/account").await, 200);
     gw.shutdown().await;
     let mut bytes = Vec::new();
@@ -198,8 +198,11 @@ async fn sqlite_file_holds_no_secret() {
 #[tokio::test]
 async fn remote_store_answers_like_embedded() {
     // The same requests through both deployments give the same shapes.
-    let a = spawn_gateway_with(StoreMode::Embedded, |_| {}).await;
-    let b = spawn_gateway_with(StoreMode::Remote, |_| {}).await;
+    let a = spawn_gateway().await;
+    let b = TestGateway::builder()
+        .store(StoreMode::Remote)
+        .spawn()
+        .await;
     for gw in [&a, &b] {
         gw.create_agent("x").await;
     }

@@ -16,8 +16,6 @@
 //!
 //! It records every request body and counts streams the client hung up on.
 
-#![allow(dead_code)]
-
 use std::{
     net::SocketAddr,
     sync::{
@@ -89,6 +87,11 @@ impl FakeProvider {
     /// Streams whose client went away before the end.
     pub fn hangups(&self) -> usize {
         self.shared.hangups.load(Ordering::SeqCst)
+    }
+
+    /// Whether a client hangs up on a stream within `limit`.
+    pub async fn hung_up_within(&self, limit: Duration) -> bool {
+        crate::common::within(limit, || std::future::ready(self.hangups() > 0)).await
     }
 
     /// Streams sent to the end.
@@ -214,6 +217,7 @@ async fn completions(
         "fake-broken" => sse(async_stream::stream! {
             let _watch = watch;
             yield Ok(Bytes::from(chunk(json!({"role": "assistant", "content": "Hel"}), None)));
+            // Paced on purpose (here and below): the fake streams as a provider does.
             tokio::time::sleep(Duration::from_millis(20)).await;
             yield Err(std::io::Error::other("the fake provider breaks the stream"));
         }),

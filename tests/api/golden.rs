@@ -51,7 +51,7 @@ use std::{
 
 use serde_json::Value;
 
-use crate::common::TestGateway;
+use crate::common::{poll, Api, TestGateway};
 pub use transcript::Transcript;
 use transcript::{Key, Req};
 
@@ -112,7 +112,7 @@ pub async fn main_key(gw: &TestGateway) -> Key {
 /// interleave with it and every log `seq` is the same from one recording to
 /// the next.
 pub async fn settled(gw: &TestGateway, key: &Key, agent: &str, runs: usize) {
-    for _ in 0..200 {
+    let ended = poll(Duration::from_secs(5), || async {
         let r = gw
             .req_as(
                 &key.secret,
@@ -133,13 +133,11 @@ pub async fn settled(gw: &TestGateway, key: &Key, agent: &str, runs: usize) {
                     .is_some_and(|m| m.starts_with("run ended"))
             })
             .count();
-        if ended >= runs {
-            assert_eq!(ended, runs, "more runs ended than started");
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("agent {agent}: {runs} runs did not end");
+        (ended >= runs).then_some(ended)
+    })
+    .await;
+    let ended = ended.unwrap_or_else(|| panic!("agent {agent}: {runs} runs did not end"));
+    assert_eq!(ended, runs, "more runs ended than started");
 }
 
 /// The WebSocket text of the event whose JSON is `data`: `type` spliced in

@@ -12,8 +12,7 @@ use tokio::{
 };
 
 use crate::{
-    common::{spawn_gateway, TestGateway},
-    ecosystem::WeirProcess,
+    common::{eventually, spawn_gateway, Api, TestGateway, WeirProcess},
     streams::{run_to_end, setup},
 };
 
@@ -230,6 +229,7 @@ async fn heads_split_across_writes_work_on_both_paths() {
         let mut conn = Conn::open(&addr(&gw)).await;
         let (a, b) = req.split_at(20);
         conn.send(a).await;
+        // A real pause, on purpose: the server must see two reads.
         tokio::time::sleep(Duration::from_millis(300)).await;
         conn.send(b).await;
         let head = conn.head().await;
@@ -245,7 +245,7 @@ async fn heads_split_across_writes_work_on_both_paths() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_leaving_mid_stream_is_no_longer_counted() {
-    let proc = WeirProcess::start(&[], &[]).await;
+    let proc = WeirProcess::serve().spawn().await;
     let client = reqwest::Client::new();
     let gauge = || async {
         let text = client
@@ -261,19 +261,8 @@ async fn a_client_leaving_mid_stream_is_no_longer_counted() {
             .map(|v| v.trim().parse::<f64>().unwrap())
             .unwrap_or(0.0)
     };
-    let r = client
-        .post(proc.url("/v1/agents"))
-        .bearer_auth(&proc.key)
-        .json(&json!({"name": "a"}))
-        .send()
-        .await
-        .unwrap();
-    let agent = r.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let host = proc.base.trim_start_matches("http://").to_owned();
-    let mut conn = Conn::open(&host).await;
+    let agent = proc.create_agent("a").await;
+    let mut conn = Conn::open(proc.host()).await;
     conn.send(&sse_get(
         &format!("/v1/agents/{agent}/events"),
         &proc.key,
@@ -284,13 +273,9 @@ async fn a_client_leaving_mid_stream_is_no_longer_counted() {
     assert_eq!(conn.chunk().await.unwrap(), b": ping\n\n");
     assert_eq!(gauge().await, 1.0);
     drop(conn);
-    for _ in 0..100 {
-        if gauge().await == 0.0 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    if !eventually(|| async { gauge().await == 0.0 }).await {
+        panic!("the SSE gauge stayed at {}", gauge().await);
     }
-    panic!("the SSE gauge stayed at {}", gauge().await);
 }
 
 /// A POST head with `content-length: len` and the given extra header lines.
@@ -395,8 +380,8 @@ async fn an_upload_over_the_limit_gets_its_413_then_a_clean_end() {
         }
         Ok::<_, std::io::Error>(wr)
     });
-    // Read late, as a client busy sending would: a reset arriving first
-    // could cost the response.
+    // Read late (a real wait, on purpose), as a client busy sending would:
+    // a reset arriving first could cost the response.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut got = Vec::new();
     let mut chunk = [0u8; 4096];

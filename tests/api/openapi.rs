@@ -16,7 +16,7 @@ use std::{path::PathBuf, process::Stdio, time::Duration};
 use tokio::process::Command;
 
 use crate::{
-    common::{spawn_gateway_with, weir_bin, StoreMode},
+    common::{weir_bin, Api, TestGateway},
     ecosystem::in_ci,
 };
 
@@ -55,11 +55,13 @@ async fn schemathesis_finds_the_document_honest() {
         eprintln!("SKIPPED schemathesis_finds_the_document_honest: no schemathesis {VERSION} (bash .ci/run makes target/py-schemathesis, or set WEIR_SCHEMATHESIS)");
         return;
     };
-    let gw = spawn_gateway_with(StoreMode::Embedded, |c| {
-        c.test_only.sse_cut = Some(Duration::from_millis(200));
-        c.test_only.max_echo_delay = Some(Duration::from_millis(5));
-    })
-    .await;
+    let gw = TestGateway::builder()
+        .config(|c| {
+            c.test_only.sse_cut = Some(Duration::from_millis(200));
+            c.test_only.max_echo_delay = Some(Duration::from_millis(5));
+        })
+        .spawn()
+        .await;
     let key = mint_key(&gw.data_dir);
     let work = tempfile::tempdir().unwrap();
     let run = Command::new(&st)

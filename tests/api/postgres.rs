@@ -4,25 +4,19 @@
 //! in `both_stores!` also run once through `weir store --db`.) Each test
 //! skips, with a printed line, when no PostgreSQL is reachable outside CI.
 
-use std::{process::Command, sync::Arc};
+use std::{process::Command, sync::Arc, time::Duration};
 
 use reqwest::Method;
 use serde_json::{json, Value};
 use weir::store::postgres::scratch::ScratchDb;
 
 use crate::common::{
-    postgres_available, spawn_gateway_with, spawn_pg_store_process, weir_bin, StoreMode,
-    StoreProcess, TestGateway, STORE_TOKEN,
+    poll, postgres_available, spawn_pg_store_process, weir_bin, Api, StoreProcess, TestGateway,
 };
 
 /// A gateway forwarding to `store`.
 async fn gateway_on(store: &StoreProcess) -> TestGateway {
-    let url = store.url.clone();
-    spawn_gateway_with(StoreMode::Embedded, move |c| {
-        c.data.store_url = Some(url);
-        c.data.store_token = Some(STORE_TOKEN.into());
-    })
-    .await
+    TestGateway::builder().store_url(&store.url).spawn().await
 }
 
 /// `weir keys create --db <url>`: the secret it prints.
@@ -138,16 +132,20 @@ async fn two_store_processes_serve_one_database() {
     };
     let sent = seqs(&reply["messages"]);
     assert_eq!(sent.len(), 4, "{reply}");
-    let mut history = Value::Null;
-    for _ in 0..100 {
-        history = call(&b, &key, Method::GET, &format!("{path}/messages"), None)
+    let history_on_b = || async {
+        call(&b, &key, Method::GET, &format!("{path}/messages"), None)
             .await
-            .1;
-        if seqs(&history["data"]).len() > sent.len() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+            .1
+    };
+    let complete = poll(Duration::from_secs(5), || async {
+        let history = history_on_b().await;
+        (seqs(&history["data"]).len() > sent.len()).then_some(history)
+    })
+    .await;
+    let history = match complete {
+        Some(history) => history,
+        None => history_on_b().await,
+    };
     assert_eq!(
         history["data"][0]["message_type"], "user_message",
         "{history}"
@@ -171,8 +169,14 @@ async fn gateways_can_share_postgres_directly() {
     }
     let db = ScratchDb::create().await.expect("database");
     let on_db = |url: String| move |c: &mut weir::config::ServeConfig| c.data.db = Some(url);
-    let a = spawn_gateway_with(StoreMode::Embedded, on_db(db.url.clone())).await;
-    let b = spawn_gateway_with(StoreMode::Embedded, on_db(db.url.clone())).await;
+    let a = TestGateway::builder()
+        .config(on_db(db.url.clone()))
+        .spawn()
+        .await;
+    let b = TestGateway::builder()
+        .config(on_db(db.url.clone()))
+        .spawn()
+        .await;
     assert!(
         !a.data_dir.join("weir.db").exists(),
         "no SQLite file when WEIR_DB is set"

@@ -12,24 +12,22 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::{
-    cluster::{create_agent, events, harness::Node, next_event, until_done},
-    common::{spawn_gateway_with, StoreMode, TestGateway},
-    redis_support::RedisServer,
+    cluster::{create_agent, events, next_event, until_done},
+    common::{poll, within, Api, RedisServer, StoreMode, TestGateway},
 };
 
 /// A gateway on `redis` taking at most `workers` runs, with a 1 s claim
 /// timeout; `store` is another gateway whose `weir store` it shares.
 async fn gateway(redis: &RedisServer, workers: usize, store: Option<&TestGateway>) -> TestGateway {
-    let url = redis.url();
-    let data = store.map(|g| g.config().data.clone());
-    spawn_gateway_with(StoreMode::Remote, move |cfg| {
-        cfg.redis_url = Some(url);
+    let gw = TestGateway::builder().redis(redis).config(move |cfg| {
         cfg.workers = workers;
         cfg.run_claim_secs = 1;
-        if let Some(data) = data {
-            cfg.data = data;
-        }
-    })
+    });
+    match store {
+        Some(other) => gw.share_store(other),
+        None => gw.store(StoreMode::Remote),
+    }
+    .spawn()
     .await
 }
 
@@ -52,11 +50,11 @@ async fn take_as_dead_worker(redis: &RedisServer) -> (String, String) {
 
 /// Starts a run through `node` (SSE answer, background) and returns the
 /// response, whose headers arrive once the run is queued.
-async fn start_run(node: &Node, key: &str, agent: &str, message: &str) -> reqwest::Response {
+async fn start_run(node: &impl Api, key: &str, agent: &str, message: &str) -> reqwest::Response {
     let body =
         json!({"message": message, "stream": true, "background": true, "stream_tokens": true});
     let r = node
-        .req(key, Method::POST, &format!("/v1/agents/{agent}/messages"))
+        .req_as(key, Method::POST, &format!("/v1/agents/{agent}/messages"))
         .json(&body)
         .send()
         .await
@@ -66,16 +64,14 @@ async fn start_run(node: &Node, key: &str, agent: &str, message: &str) -> reqwes
 }
 
 /// The run as GET /v1/runs/{id} shows it once it is no longer `running`.
-async fn final_run(node: &Node, key: &str, run: &str) -> Value {
-    for _ in 0..100 {
-        let r = node.req(key, Method::GET, &format!("/v1/runs/{run}"));
+async fn final_run(node: &impl Api, key: &str, run: &str) -> Value {
+    let done = poll(Duration::from_secs(10), || async {
+        let r = node.req_as(key, Method::GET, &format!("/v1/runs/{run}"));
         let v: Value = r.send().await.unwrap().json().await.unwrap();
-        if v["status"] != "running" {
-            return v;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("run {run} still running");
+        (v["status"] != "running").then_some(v)
+    })
+    .await;
+    done.unwrap_or_else(|| panic!("run {run} still running"))
 }
 
 /// Entries not yet acknowledged in the group.
@@ -93,16 +89,14 @@ async fn pending(redis: &RedisServer) -> u64 {
 async fn a_started_run_whose_worker_died_ends_with_worker_lost_on_every_stream() {
     let redis = RedisServer::start().await;
     let a = gateway(&redis, 0, None).await;
-    let node_a = Node::in_process(&a);
-    let agent = create_agent(&node_a, &a.key).await;
+    let agent = create_agent(&a, &a.key).await;
     let mut watch = events(
-        node_a
-            .req(&a.key, Method::GET, &format!("/v1/agents/{agent}/events"))
+        a.req_as(&a.key, Method::GET, &format!("/v1/agents/{agent}/events"))
             .send()
             .await
             .unwrap(),
     );
-    let _answer = start_run(&node_a, &a.key, &agent, "hello").await;
+    let _answer = start_run(&a, &a.key, &agent, "hello").await;
     // A takes no runs (workers 0): the "dead" worker gets it, marks it
     // started, and dies without a word.
     let (_, run) = take_as_dead_worker(&redis).await;
@@ -126,7 +120,7 @@ async fn a_started_run_whose_worker_died_ends_with_worker_lost_on_every_stream()
     let error = &seen[seen.len() - 2];
     assert_eq!(error["code"], "worker_lost", "{error}");
     assert_eq!(seen.last().unwrap()["stop_reason"], "error");
-    let stored = final_run(&node_a, &a.key, &run).await;
+    let stored = final_run(&a, &a.key, &run).await;
     assert_eq!(stored["status"], "failed", "{stored}");
     assert!(
         stored["error"].as_str().unwrap().contains("worker"),
@@ -139,22 +133,21 @@ async fn a_started_run_whose_worker_died_ends_with_worker_lost_on_every_stream()
         .find(|l| l.starts_with(r#"weir_queue_runs_total{outcome="worker_lost"}"#))
         .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok());
     assert!(lost >= Some(1.0), "worker_lost counted: {lost:?}");
-    for _ in 0..50 {
-        if pending(&redis).await == 0 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("the reclaimed entry was never acknowledged");
+    assert!(
+        within(Duration::from_secs(5), || async {
+            pending(&redis).await == 0
+        })
+        .await,
+        "the reclaimed entry was never acknowledged"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_whose_worker_died_before_starting_it_runs_on_another_worker() {
     let redis = RedisServer::start().await;
     let a = gateway(&redis, 0, None).await;
-    let node_a = Node::in_process(&a);
-    let agent = create_agent(&node_a, &a.key).await;
-    let answer = start_run(&node_a, &a.key, &agent, "still here").await;
+    let agent = create_agent(&a, &a.key).await;
+    let answer = start_run(&a, &a.key, &agent, "still here").await;
     let (_, run) = take_as_dead_worker(&redis).await;
 
     let _b = gateway(&redis, 1, Some(&a)).await;
@@ -170,10 +163,7 @@ async fn a_run_whose_worker_died_before_starting_it_runs_on_another_worker() {
         "{reply}"
     );
     assert_eq!(seen.last().unwrap()["stop_reason"], "end_turn");
-    assert_eq!(
-        final_run(&node_a, &a.key, &run).await["status"],
-        "completed"
-    );
+    assert_eq!(final_run(&a, &a.key, &run).await["status"], "completed");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -181,19 +171,18 @@ async fn cancel_on_a_gateway_reaches_the_worker_running_the_run() {
     let redis = RedisServer::start().await;
     let a = gateway(&redis, 0, None).await;
     let b = gateway(&redis, 1, Some(&a)).await;
-    let node_a = Node::in_process(&a);
-    let agent = create_agent(&node_a, &a.key).await;
+    let agent = create_agent(&a, &a.key).await;
     // A slow echo: one piece every 200 ms.
     let patch = json!({"metadata": {"echo_delay_ms": 200}});
-    let r = node_a
-        .req(&a.key, Method::PATCH, &format!("/v1/agents/{agent}"))
+    let r = a
+        .req_as(&a.key, Method::PATCH, &format!("/v1/agents/{agent}"))
         .json(&patch)
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
     let words = "one two three four five six seven eight nine ten eleven twelve";
-    let mut answer = events(start_run(&node_a, &a.key, &agent, words).await);
+    let mut answer = events(start_run(&a, &a.key, &agent, words).await);
     let first = next_event(&mut answer).await;
     let run = serde_json::from_str::<Value>(&first.data).unwrap()["run_id"]
         .as_str()
@@ -201,8 +190,8 @@ async fn cancel_on_a_gateway_reaches_the_worker_running_the_run() {
         .to_owned();
     let _ = &b;
 
-    let r = node_a
-        .req(&a.key, Method::POST, &format!("/v1/runs/{run}/cancel"))
+    let r = a
+        .req_as(&a.key, Method::POST, &format!("/v1/runs/{run}/cancel"))
         .send()
         .await
         .unwrap();

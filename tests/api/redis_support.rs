@@ -5,6 +5,8 @@
 //! test CA) and a password. Shared by the integration tests and, through
 //! `#[path]`, by the Redis bus unit tests.
 
+// Each including crate uses part of it (the unit tests need TLS, the
+// integration tests do not).
 #![allow(dead_code)]
 
 use std::{
@@ -88,10 +90,6 @@ impl RedisServer {
     /// The PEM file of the CA that signed the TLS certificate.
     pub fn ca_file(&self) -> PathBuf {
         self.dir.path().join("ca.crt")
-    }
-
-    pub fn port(&self) -> u16 {
-        self.port
     }
 
     /// Kills the server (SIGKILL: an outage, not a shutdown). Its data is lost.

@@ -6,12 +6,12 @@ use serde_json::{json, Value};
 
 use crate::{
     both_stores,
-    common::{expect_error, spawn_gateway_with, TestGateway},
+    common::{expect_error, Api, TestGateway},
     envelopes::validation_message,
 };
 
 both_stores!(agent_crud_round_trip, |mode| async move {
-    let gw = spawn_gateway_with(mode, |_| {}).await;
+    let gw = TestGateway::builder().store(mode).spawn().await;
     let r = gw
         .post(
             "/v1/agents",
@@ -51,7 +51,7 @@ both_stores!(agent_crud_round_trip, |mode| async move {
 });
 
 both_stores!(tools_and_sessions, |mode| async move {
-    let gw = spawn_gateway_with(mode, |_| {}).await;
+    let gw = TestGateway::builder().store(mode).spawn().await;
     let r = gw
         .post(
             "/v1/tools",
@@ -119,7 +119,7 @@ both_stores!(tools_and_sessions, |mode| async move {
 });
 
 both_stores!(pagination_walks_with_cursor_and_offset, |mode| async move {
-    let gw = spawn_gateway_with(mode, |_| {}).await;
+    let gw = TestGateway::builder().store(mode).spawn().await;
     let mut made = Vec::new();
     for i in 0..25 {
         made.push(gw.create_agent(&format!("a{i}")).await);
@@ -163,7 +163,7 @@ both_stores!(pagination_walks_with_cursor_and_offset, |mode| async move {
 });
 
 both_stores!(tenancy_hides_other_accounts, |mode| async move {
-    let gw = spawn_gateway_with(mode, |_| {}).await;
+    let gw = TestGateway::builder().store(mode).spawn().await;
     let mine = gw.create_agent("mine").await;
     let other = gw.mint_key("acme", &["*"]).await;
     let theirs = gw
@@ -215,7 +215,7 @@ both_stores!(tenancy_hides_other_accounts, |mode| async move {
 });
 
 both_stores!(keys_mint_list_revoke, |mode| async move {
-    let gw = spawn_gateway_with(mode, |_| {}).await;
+    let gw = TestGateway::builder().store(mode).spawn().await;
     let r = gw
         .post(
             "/v1/keys",
@@ -262,9 +262,9 @@ both_stores!(keys_mint_list_revoke, |mode| async move {
 });
 
 both_stores!(data_and_key_usage_survive_restart, |mode| async move {
-    let gw = spawn_gateway_with(mode, |_| {}).await;
+    let gw = TestGateway::builder().store(mode).spawn().await;
     let id = gw.create_agent("durable").await;
-    let secret = mint_secret(&gw, json!({"scopes": ["agents:read"]})).await;
+    let secret = gw.create_key(json!({"scopes": ["agents:read"]})).await;
     assert_eq!(status_as(&gw, &secret, "/v1/agents").await, 200);
     let gw = gw.restart().await;
     let got = gw.get(&format!("/v1/agents/{id}")).await;
@@ -306,12 +306,6 @@ async fn delete(gw: &TestGateway, path: &str) -> Response {
 async fn delete_then_missing(gw: &TestGateway, path: &str, code: &str) {
     assert_eq!(delete(gw, path).await.status(), 204, "DELETE {path}");
     expect_error(gw.get(path).await, 404, code).await;
-}
-
-/// Mints a key through `POST /v1/keys` with `body`; returns its secret.
-pub(crate) async fn mint_secret(gw: &TestGateway, body: Value) -> String {
-    let minted: Value = gw.post("/v1/keys", body).await.json().await.unwrap();
-    minted["secret"].as_str().unwrap().to_owned()
 }
 
 /// The `id` of a record the API returned.

@@ -14,7 +14,7 @@ mod history;
 mod upstream;
 
 use crate::{
-    common::{expect_error, spawn_gateway, spawn_gateway_with, StoreMode, TestGateway},
+    common::{expect_error, poll, spawn_gateway, Api, TestGateway},
     fake_provider::FakeProvider,
     protocol::assert_valid,
 };
@@ -71,21 +71,7 @@ pub fn of_type<'a>(evs: &'a [Value], t: &str) -> Vec<&'a Value> {
 
 /// Creates an agent with extra fields (`model`, `metadata`, `tools`, …).
 pub async fn agent_with(gw: &TestGateway, body: Value) -> String {
-    let mut b = json!({"name": "t"});
-    b.as_object_mut()
-        .unwrap()
-        .extend(body.as_object().unwrap().clone());
-    let r = gw.post("/v1/agents", b).await;
-    assert_eq!(
-        r.status(),
-        201,
-        "create agent: {}",
-        r.text().await.unwrap_or_default()
-    );
-    r.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned()
+    gw.create_agent_as(&gw.key, body).await
 }
 
 /// Sends a message and returns the response (SSE or JSON by `body`).
@@ -148,14 +134,12 @@ pub async fn get_json(gw: &TestGateway, path: &str) -> Value {
 
 /// Polls the run until it leaves `running` (5 s at most).
 pub async fn wait_run(gw: &TestGateway, run_id: &str) -> Value {
-    for _ in 0..100 {
+    let done = poll(Duration::from_secs(5), || async {
         let run = get_json(gw, &format!("/v1/runs/{run_id}")).await;
-        if run["status"] != "running" {
-            return run;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("run {run_id} still running after 5 s");
+        (run["status"] != "running").then_some(run)
+    })
+    .await;
+    done.unwrap_or_else(|| panic!("run {run_id} still running after 5 s"))
 }
 
 /// A gateway on `fp`; webhook tools may reach private addresses (the
@@ -167,14 +151,16 @@ pub async fn with_provider(fp: &FakeProvider) -> TestGateway {
 /// [`with_provider`], with `--webhook-allow-private` as given.
 pub async fn with_provider_private(fp: &FakeProvider, allow_private: bool) -> TestGateway {
     let url = fp.url.clone();
-    spawn_gateway_with(StoreMode::Embedded, move |c: &mut ServeConfig| {
-        c.provider_url = Some(url);
-        c.provider_key = Some("sk-fake".into());
-        c.first_token_timeout_secs = 2;
-        c.idle_timeout_secs = 1;
-        c.webhook_allow_private = allow_private;
-    })
-    .await
+    TestGateway::builder()
+        .config(move |c: &mut ServeConfig| {
+            c.provider_url = Some(url);
+            c.provider_key = Some("sk-fake".into());
+            c.first_token_timeout_secs = 2;
+            c.idle_timeout_secs = 1;
+            c.webhook_allow_private = allow_private;
+        })
+        .spawn()
+        .await
 }
 
 #[tokio::test]

@@ -9,7 +9,7 @@ use weir::{
     store::SCOPES,
 };
 
-use crate::common::{expect_error, spawn_gateway};
+use crate::common::{expect_error, spawn_gateway, Api};
 
 /// Fills path parameters with real resources of the default account.
 fn concrete(path: &str, agent: &str, session: &str, tool: &str) -> String {

@@ -3,31 +3,23 @@
 //! also while a run is publishing), run replay, history expiry, and the
 //! errors found before the first byte.
 
-use std::time::Duration;
-
-use eventsource_stream::{Event, Eventsource};
+use eventsource_stream::Event;
 use futures::{Stream, StreamExt};
 use reqwest::{Method, Response};
 use serde_json::{json, Value};
 
-use crate::common::{expect_error, spawn_gateway, spawn_gateway_with, StoreMode, TestGateway};
-
-const WAIT: Duration = Duration::from_secs(10);
+use crate::common::{
+    expect_error, spawn_gateway,
+    sse::{events, next_event, WAIT},
+    Api, TestGateway,
+};
 
 /// An all-scope key with a generous rate limit, and an agent of its account.
 pub async fn setup(gw: &TestGateway, metadata: Value) -> (String, String) {
     let key = gw.mint_key("default", &["*"]).await;
-    let r = gw
-        .req_as(&key, Method::POST, "/v1/agents")
-        .json(&json!({"name": "streamer", "metadata": metadata}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    let id = r.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = gw
+        .create_agent_as(&key, json!({"name": "streamer", "metadata": metadata}))
+        .await;
     (key, id)
 }
 
@@ -54,22 +46,6 @@ async fn open(gw: &TestGateway, key: &str, path: &str, last_event_id: Option<u64
     let r = req.send().await.unwrap();
     assert_eq!(r.status(), 200, "{path}");
     r
-}
-
-/// Parsed events of an SSE response (pings are comments: eventsource-stream drops them).
-fn events(r: Response) -> impl Stream<Item = Event> + Unpin {
-    Box::pin(
-        r.bytes_stream()
-            .eventsource()
-            .map(|e| e.expect("well-formed SSE")),
-    )
-}
-
-async fn next_event(s: &mut (impl Stream<Item = Event> + Unpin)) -> Event {
-    tokio::time::timeout(WAIT, s.next())
-        .await
-        .expect("an event in time")
-        .expect("stream open")
 }
 
 /// Events up to and including the `done` of `run_id`.
@@ -391,7 +367,10 @@ async fn errors_before_the_first_byte_are_json_envelopes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cursor_older_than_the_history_gets_one_error_frame() {
-    let gw = spawn_gateway_with(StoreMode::Embedded, |cfg| cfg.history_len = 3).await;
+    let gw = TestGateway::builder()
+        .config(|cfg| cfg.history_len = 3)
+        .spawn()
+        .await;
     let (key, agent) = setup(&gw, json!({})).await;
     run_to_end(
         &gw,

@@ -15,7 +15,7 @@ use tokio_tungstenite::{
 };
 
 use crate::{
-    common::{expect_error, spawn_gateway, TestGateway},
+    common::{expect_error, spawn_gateway, Api, TestGateway},
     streams::{run_to_end, setup},
 };
 
@@ -24,7 +24,7 @@ type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 const WAIT: Duration = Duration::from_secs(10);
 
 async fn connect(gw: &TestGateway, key: &str) -> Socket {
-    let url = format!("ws://{}/v1/ws?api_key={key}", gw.addr);
+    let url = gw.ws_url(key);
     connect_async(url).await.expect("websocket handshake").0
 }
 

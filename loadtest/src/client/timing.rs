@@ -101,7 +101,7 @@ impl Seen {
         if data == "[DONE]" {
             return self.finish(at).map(Some);
         }
-        let chunk: Chunk = serde_json::from_str(data).map_err(|e| format!("chunk: {e}"))?;
+        let chunk: Chunk<'_> = serde_json::from_str(data).map_err(|e| format!("chunk: {e}"))?;
         if chunk.error.is_some() && chunk.choices.is_empty() {
             return Err(format!("error chunk: {data}"));
         }
@@ -118,7 +118,7 @@ impl Seen {
     }
 
     fn agent(&mut self, data: &str, at: u64) -> Result<Option<Timing>, String> {
-        let ev: Event = serde_json::from_str(data).map_err(|e| format!("event: {e}"))?;
+        let ev: Event<'_> = serde_json::from_str(data).map_err(|e| format!("event: {e}"))?;
         self.first_event.get_or_insert(at);
         match ev.message_type.as_ref() {
             "assistant_delta" if ev.delta.as_deref().is_some_and(|d| !d.is_empty()) => {

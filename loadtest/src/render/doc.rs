@@ -45,6 +45,7 @@ pub const FIGURES: &str = "loadtest/figures.json";
 
 /// `weir-load report`: one block printed, or every document checked
 /// (problems listed, an error if any) or rewritten.
+#[allow(clippy::print_stdout, reason = "the block is the command's output")]
 pub fn run(o: &Opts) -> anyhow::Result<()> {
     if let Some(kind) = &o.kind {
         let files: Vec<&str> = o.files.iter().map(String::as_str).collect();
@@ -247,7 +248,7 @@ impl<'a> Start<'a> {
 fn block(
     root: &Path,
     at: &str,
-    start: &Start,
+    start: &Start<'_>,
     line: &str,
     old: &str,
     problems: &mut Vec<String>,

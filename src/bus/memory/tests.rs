@@ -75,7 +75,8 @@ async fn resume_while_publishing_has_no_gap_and_no_duplicate() {
     for k in 0..20u64 {
         let bus = bus.clone();
         readers.push(tokio::spawn(async move {
-            // Join at different moments, resuming from a cursor behind the head.
+            // Join at different moments, resuming from a cursor behind the
+            // head (real time on purpose: the publisher runs meanwhile).
             tokio::time::sleep(Duration::from_micros(k * 150)).await;
             let after = (k * 97).min(TOTAL / 2);
             let mut sub = bus.subscribe("agent:x", Some(after)).await.unwrap();
@@ -120,6 +121,8 @@ async fn a_cursor_older_than_the_history_is_refused() {
 async fn history_also_expires_by_age() {
     let bus = MemoryBus::new(100, 16).with_max_age(Duration::from_millis(30));
     publish_n(&bus, "c", 2).await;
+    // A real wait: the history's ages are `std::time::Instant`s, which
+    // tokio's paused clock does not move.
     tokio::time::sleep(Duration::from_millis(60)).await;
     bus.publish("c", ev(0)).await.unwrap();
     assert!(matches!(

@@ -134,6 +134,7 @@ async fn resume_while_publishing_has_no_gap_and_no_duplicate() {
     // Join at several points while events keep coming, from the other bus.
     let mut cursors = Vec::new();
     for _ in 0..4 {
+        // Real time on purpose: the writer publishes meanwhile.
         tokio::time::sleep(Duration::from_millis(5)).await;
         let sub = b.subscribe("c", None).await.unwrap();
         let after = sub.last_seq().saturating_sub(7);
@@ -199,6 +200,8 @@ async fn one_redis_subscription_per_channel_while_anyone_listens() {
     );
     assert_eq!(bus.local_channels(), 2);
     drop(first);
+    // A real wait for something that must not happen: a wrong UNSUBSCRIBE
+    // would have reached Redis by now.
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(
         numsub(&redis, "agent:x").await,
@@ -267,6 +270,7 @@ async fn history_expires_by_length_and_by_age() {
     }
     // By age: 7 is past the TTL when 8 (published later) is not.
     bus.publish("c", ev(7)).await.unwrap();
+    // Real waits: the ages are kept by Redis, on its own clock.
     tokio::time::sleep(Duration::from_millis(900)).await;
     bus.publish("c", ev(8)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(900)).await;

@@ -59,7 +59,7 @@ pub async fn available() -> bool {
         ),
         Err(e) => {
             let why = super::with_causes(&e);
-            println!(
+            eprintln!(
                 "skipping: no PostgreSQL at {admin} ({why}); set WEIR_TEST_PG_URL or start one"
             );
             false

@@ -185,7 +185,9 @@ async fn bad_frames_get_error_frames_and_the_socket_lives_on() {
     assert_eq!(c.json().await, json!({"type": "pong", "request_id": 5}));
 }
 
-#[tokio::test]
+// Paused time: `quiet` below waits 100 ms of tokio time, which passes only
+// once the socket has nothing left to do.
+#[tokio::test(start_paused = true)]
 async fn two_channels_on_one_socket_share_the_published_bytes() {
     let (state, _tmp) = test_state(100).await;
     let id = agent(&state, "acc", json!({})).await;
@@ -368,7 +370,9 @@ async fn a_client_that_stops_reading_is_closed_as_lagged_without_blocking_others
         .unwrap();
 }
 
-#[tokio::test]
+// Paused time: the pings, the idle timeout and the pauses between pongs
+// are all on tokio's clock, so the timings below are exact.
+#[tokio::test(start_paused = true)]
 async fn server_pings_and_closes_a_silent_socket() {
     let (state, _tmp) = test_state(10).await;
     let settings = WsSettings {

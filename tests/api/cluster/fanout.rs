@@ -10,9 +10,9 @@ use serde_json::{json, Value};
 use tokio_tungstenite::{connect_async, tungstenite::Message};
 
 use super::{
-    answer, create_agent, events, harness::Cluster, next_event, open_sse, run_to_end, seqs,
-    until_done, WAIT,
+    answer, create_agent, events, next_event, open_sse, run_to_end, seqs, until_done, WAIT,
 };
+use crate::common::{poll, Api, Cluster};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_on_one_gateway_reaches_sse_and_websocket_streams_on_the_other() {
@@ -33,11 +33,10 @@ async fn a_run_on_one_gateway_reaches_sse_and_websocket_streams_on_the_other() {
     );
 
     // WebSocket subscriber on A, run started on B.
-    let url = format!(
-        "ws://{}/v1/ws?api_key={key}",
-        c.a.base.trim_start_matches("http://")
-    );
-    let mut ws = connect_async(url).await.expect("websocket on A").0;
+    let mut ws = connect_async(c.a.ws_url(&key))
+        .await
+        .expect("websocket on A")
+        .0;
     let channel = format!("agent:{agent}");
     let sub = json!({"type": "subscribe", "channel": channel});
     ws.send(Message::text(sub.to_string())).await.unwrap();
@@ -134,46 +133,44 @@ async fn revocation_and_agent_stop_on_one_gateway_hold_on_the_other() {
     let (key_id, doomed) = c.mint(&["*"]).await;
     // B has the key in its cache (30 s TTL) before it is revoked on A.
     let ok =
-        c.b.req(&doomed, Method::GET, "/v1/account")
+        c.b.req_as(&doomed, Method::GET, "/v1/account")
             .send()
             .await
             .unwrap();
     assert_eq!(ok.status(), 200);
     let r =
-        c.a.req(&admin, Method::DELETE, &format!("/v1/keys/{key_id}"))
+        c.a.req_as(&admin, Method::DELETE, &format!("/v1/keys/{key_id}"))
             .send()
             .await
             .unwrap();
     assert_eq!(r.status(), 204);
     let revoked_at = Instant::now();
-    loop {
+    let refused = poll(Duration::from_secs(1), || async {
         let r =
-            c.b.req(&doomed, Method::GET, "/v1/account")
+            c.b.req_as(&doomed, Method::GET, "/v1/account")
                 .send()
                 .await
                 .unwrap();
-        if r.status() == 401 {
-            break;
-        }
-        assert!(
-            revoked_at.elapsed() < Duration::from_secs(1),
-            "B still accepts a key revoked on A after {:?}",
-            revoked_at.elapsed()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        (r.status() == 401).then_some(())
+    })
+    .await;
+    assert!(
+        refused.is_some(),
+        "B still accepts a key revoked on A after {:?}",
+        revoked_at.elapsed()
+    );
     assert!(revoked_at.elapsed() < Duration::from_secs(1));
 
     let agent = create_agent(&c.a, &admin).await;
     run_to_end(&c.b, &admin, &agent, "before the stop").await;
     let r =
-        c.a.req(&admin, Method::POST, &format!("/v1/agents/{agent}/stop"))
+        c.a.req_as(&admin, Method::POST, &format!("/v1/agents/{agent}/stop"))
             .send()
             .await
             .unwrap();
     assert_eq!(r.status(), 200);
     let refused =
-        c.b.req(
+        c.b.req_as(
             &admin,
             Method::POST,
             &format!("/v1/agents/{agent}/messages"),
@@ -184,13 +181,13 @@ async fn revocation_and_agent_stop_on_one_gateway_hold_on_the_other() {
         .unwrap();
     crate::common::expect_error(refused, 409, "agent_stopped").await;
     let r =
-        c.a.req(&admin, Method::DELETE, &format!("/v1/agents/{agent}"))
+        c.a.req_as(&admin, Method::DELETE, &format!("/v1/agents/{agent}"))
             .send()
             .await
             .unwrap();
     assert_eq!(r.status(), 204);
     let gone =
-        c.b.req(
+        c.b.req_as(
             &admin,
             Method::POST,
             &format!("/v1/agents/{agent}/messages"),

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use super::{create_agent, events, harness::Cluster, open_sse, run_to_end, seqs, until_done};
+use super::{create_agent, events, open_sse, run_to_end, seqs, until_done};
+use crate::common::{Api, Cluster, RedisServer, TestGateway};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateways_ride_out_a_redis_restart_and_resume_fan_out() {
@@ -23,7 +24,7 @@ async fn gateways_ride_out_a_redis_restart_and_resume_fan_out() {
 
     c.redis.kill();
     for node in [&c.a, &c.b] {
-        let (status, body) = wait_status(node, 503).await;
+        let (status, body) = node.wait_readyz(503).await;
         assert_eq!(status, 503, "{body}");
         let v: Value = serde_json::from_str(&body).unwrap();
         assert_eq!(v["error"]["code"], "unavailable");
@@ -32,7 +33,7 @@ async fn gateways_ride_out_a_redis_restart_and_resume_fan_out() {
     }
     // What needs only the store still works.
     let r =
-        c.b.req(&key, Method::GET, &format!("/v1/agents/{agent}"))
+        c.b.req_as(&key, Method::GET, &format!("/v1/agents/{agent}"))
             .send()
             .await
             .unwrap();
@@ -40,7 +41,7 @@ async fn gateways_ride_out_a_redis_restart_and_resume_fan_out() {
     // A run cannot be delivered: refused at once with a clear 503.
     let t0 = Instant::now();
     let r =
-        c.a.req(&key, Method::POST, &format!("/v1/agents/{agent}/messages"))
+        c.a.req_as(&key, Method::POST, &format!("/v1/agents/{agent}/messages"))
             .json(&json!({"message": "during"}))
             .send()
             .await
@@ -53,7 +54,8 @@ async fn gateways_ride_out_a_redis_restart_and_resume_fan_out() {
         "no hang: {:?}",
         t0.elapsed()
     );
-    // No busy loop and no crash while Redis stays away.
+    // No busy loop and no crash while Redis stays away (a real wait, on
+    // purpose: the gateways must live through some time without Redis).
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(c.a.alive() && c.b.alive(), "gateways stay up");
 
@@ -78,26 +80,18 @@ async fn gateways_ride_out_a_redis_restart_and_resume_fan_out() {
     );
 }
 
-/// Polls /readyz until it answers `want` (10 s at most); the last answer.
-async fn wait_status(node: &super::harness::Node, want: u16) -> (u16, String) {
-    let mut last = node.readyz().await;
-    for _ in 0..200 {
-        if last.0 == want {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        last = node.readyz().await;
-    }
-    last
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_cut_off_by_the_outage_ends_with_an_error_event_naming_redis() {
     let fp = crate::fake_provider::FakeProvider::start().await;
-    let mut c = Cluster::start(&[("WEIR_PROVIDER_URL", fp.url.as_str())]).await;
+    // Debug logs of the run's events say when a publish finds Redis gone.
+    let env = [
+        ("WEIR_PROVIDER_URL", fp.url.as_str()),
+        ("RUST_LOG", "info,weir::agent=debug"),
+    ];
+    let mut c = Cluster::start(&env).await;
     let key = c.key().await;
     let r =
-        c.a.req(&key, Method::POST, "/v1/agents")
+        c.a.req_as(&key, Method::POST, "/v1/agents")
             .json(&json!({"name": "slow", "model": "upstream/fake-slow"}))
             .send()
             .await
@@ -109,7 +103,7 @@ async fn a_run_cut_off_by_the_outage_ends_with_an_error_event_naming_redis() {
         .to_owned();
     let mut on_b = events(open_sse(&c.b, &key, &format!("/v1/agents/{agent}/events"), None).await);
     let r =
-        c.a.req(&key, Method::POST, &format!("/v1/agents/{agent}/messages"))
+        c.a.req_as(&key, Method::POST, &format!("/v1/agents/{agent}/messages"))
             .json(&json!({"message": "go", "stream": true, "stream_tokens": true}))
             .send()
             .await
@@ -124,7 +118,8 @@ async fn a_run_cut_off_by_the_outage_ends_with_an_error_event_naming_redis() {
     c.redis.kill();
     // The run's next publish fails; it keeps its `error` and `done` until
     // Redis is back (within its patience), then every stream gets them.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    c.a.wait_for_line(|l| l.contains("bus unavailable; retrying"))
+        .await;
     c.redis.restart().await;
     for (name, stream) in [("A", &mut on_a), ("B", &mut on_b)] {
         let events = until_done(stream, &run).await;
@@ -142,7 +137,7 @@ async fn a_run_cut_off_by_the_outage_ends_with_an_error_event_naming_redis() {
         assert!(s.windows(2).all(|w| w[0] < w[1]), "{name}: in order: {s:?}");
     }
     let r =
-        c.b.req(&key, Method::GET, &format!("/v1/runs/{run}"))
+        c.b.req_as(&key, Method::GET, &format!("/v1/runs/{run}"))
             .send()
             .await
             .unwrap();
@@ -152,22 +147,17 @@ async fn a_run_cut_off_by_the_outage_ends_with_an_error_event_naming_redis() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn numbering_survives_redis_losing_its_data_under_a_live_link() {
-    let redis = crate::redis_support::RedisServer::start().await;
-    let url = redis.url();
-    let gw = crate::common::spawn_gateway_with(crate::common::StoreMode::Embedded, |cfg| {
-        cfg.redis_url = Some(url);
-    })
-    .await;
+    let redis = RedisServer::start().await;
+    let gw = TestGateway::builder().redis(&redis).spawn().await;
     let key = gw.mint_key("default", &["*"]).await;
-    let node = super::harness::Node::in_process(&gw);
-    let agent = create_agent(&node, &key).await;
-    let first = run_to_end(&node, &key, &agent, "one").await;
+    let agent = create_agent(&gw, &key).await;
+    let first = run_to_end(&gw, &key, &agent, "one").await;
     let last = *seqs(first["messages"].as_array().unwrap()).last().unwrap();
     // Redis forgets every counter and history, but the link stays up: the
     // next publish finds no counter and the run seeds it again from the store.
     let mut conn = redis.connection().await;
     let _: () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
-    let second = run_to_end(&node, &key, &agent, "two").await;
+    let second = run_to_end(&gw, &key, &agent, "two").await;
     let next = seqs(second["messages"].as_array().unwrap());
     assert!(next[0] > last, "after {last}: {next:?}");
     // The store kept every event once: nothing was numbered twice.

@@ -12,8 +12,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{harness::Node, workers::killed_worker_scenario};
-use crate::common::{postgres_available, weir_bin};
+use super::workers::killed_worker_scenario;
+use crate::common::{poll, postgres_available, signal, weir_bin, WeirProcess};
 
 /// The script, stopped like Ctrl-C would (SIGTERM: it then stops its
 /// processes and drops its database) when the test ends, passing or not.
@@ -21,7 +21,8 @@ struct Script(Child);
 
 impl Drop for Script {
     fn drop(&mut self) {
-        signal(self.0.id(), libc::SIGTERM);
+        signal(self.0.id(), "TERM");
+        // Drop cannot await: poll the exit with a blocking pause.
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.0.try_wait() {
@@ -34,32 +35,21 @@ impl Drop for Script {
     }
 }
 
-fn signal(pid: u32, sig: libc::c_int) -> bool {
-    // SAFETY: kill(2) on a pid the script reported for a process it started.
-    unsafe { libc::kill(pid as libc::pid_t, sig) == 0 }
-}
-
 /// Waits for the script's `CLUSTER_INFO` file (written once every process
 /// answers) and reads its `NAME=value` lines.
 async fn cluster_info(script: &mut Script, file: &Path) -> HashMap<String, String> {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        if let Ok(text) = std::fs::read_to_string(file) {
-            return text
-                .lines()
-                .filter_map(|l| l.split_once('='))
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .collect();
-        }
+    let text = poll(Duration::from_secs(120), || {
         if let Ok(Some(status)) = script.0.try_wait() {
             panic!("examples/cluster.sh exited during start-up: {status} (run with TEST_LOG=1)");
         }
-        assert!(
-            Instant::now() < deadline,
-            "the cluster did not start in 120 s"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        std::future::ready(std::fs::read_to_string(file).ok())
+    })
+    .await
+    .expect("the cluster did not start in 120 s");
+    text.lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -94,10 +84,13 @@ async fn the_cluster_script_runs_the_killed_worker_scenario() {
             .clone()
     };
     let pid = |k: &str| field(k).parse::<u32>().unwrap();
-    let (a, b) = (Node::remote(field("A")), Node::remote(field("B")));
+    let (a, b) = (
+        WeirProcess::remote(field("A")),
+        WeirProcess::remote(field("B")),
+    );
     let (killed, other) = (pid("WORKER_1_PID"), pid("WORKER_2_PID"));
-    let kill = || assert!(signal(killed, libc::SIGKILL), "SIGKILL worker 1");
-    let other_alive = || signal(other, 0);
+    let kill = || assert!(signal(killed, "KILL"), "SIGKILL worker 1");
+    let other_alive = || signal(other, "0");
     killed_worker_scenario(&a, &b, &field("KEY"), kill, other_alive).await;
     assert!(
         matches!(script.0.try_wait(), Ok(None)),

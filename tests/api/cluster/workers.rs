@@ -15,11 +15,8 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use tokio::task::JoinHandle;
 
-use super::{
-    events,
-    harness::{Node, WorkerCluster},
-    open_sse, seqs,
-};
+use super::{events, open_sse, seqs};
+use crate::common::{within, Api, WeirProcess, WorkerCluster};
 
 /// Milliseconds the echo model sleeps before each token piece: with
 /// [`long_message`] a run streams for several seconds, long enough to kill
@@ -41,7 +38,7 @@ async fn a_run_whose_worker_is_killed_still_ends_and_nothing_is_lost() {
     let key = c.key().await;
     let (first, rest) = c.workers.split_at_mut(1);
     let kill = || first[0].kill();
-    let others_alive = || rest.iter_mut().all(Node::alive);
+    let others_alive = || rest.iter_mut().all(WeirProcess::alive);
     killed_worker_scenario(&c.a, &c.b, &key, kill, others_alive).await;
     assert!(c.a.alive() && c.b.alive(), "the gateways still run");
 }
@@ -51,9 +48,9 @@ async fn a_run_whose_worker_is_killed_still_ends_and_nothing_is_lost() {
 /// one worker while both stream. Both runs end (the killed worker's with
 /// `worker_lost` then `done`), B's seqs have no gap or duplicate, A's answers
 /// end as B saw, and the store's history holds every event B saw.
-pub(crate) async fn killed_worker_scenario(
-    a: &Node,
-    b: &Node,
+pub(crate) async fn killed_worker_scenario<N: Api>(
+    a: &N,
+    b: &N,
     key: &str,
     kill: impl FnOnce(),
     others_alive: impl FnOnce() -> bool,
@@ -86,7 +83,7 @@ pub(crate) async fn killed_worker_scenario(
         let want = outcome(&seen, run);
         for node in [a, b] {
             let status = get_json(node, key, &format!("/v1/runs/{run}")).await["status"].clone();
-            assert_eq!(status, want, "run {run} on {}", node.base);
+            assert_eq!(status, want, "run {run} on {}", node.base());
         }
     }
 
@@ -111,12 +108,24 @@ pub(crate) async fn killed_worker_scenario(
     assert!(others_alive(), "the other worker still runs");
 
     // Last, as it is the strictest: what B saw live is what the store kept.
-    let history = history(a, key, &agent).await;
-    let missing: Vec<String> = seen
-        .iter()
-        .filter(|v| history.get(&v["seq"].as_u64().unwrap()) != Some(v))
-        .map(|v| format!("{} {} of {}", v["seq"], v["message_type"], v["run_id"]))
-        .collect();
+    // An event is stored just after it is published, so the last ones may
+    // land a moment after B saw them: poll.
+    let missing_now = || async {
+        let history = history(a, key, &agent).await;
+        seen.iter()
+            .filter(|v| history.get(&v["seq"].as_u64().unwrap()) != Some(v))
+            .map(|v| format!("{} {} of {}", v["seq"], v["message_type"], v["run_id"]))
+            .collect::<Vec<String>>()
+    };
+    let stored = within(Duration::from_secs(5), || async {
+        missing_now().await.is_empty()
+    })
+    .await;
+    let missing = if stored {
+        Vec::new()
+    } else {
+        missing_now().await
+    };
     assert!(
         missing.is_empty(),
         "history lacks (or differs on) events B saw: {missing:#?}\noutcomes: {:?}",
@@ -141,7 +150,7 @@ async fn cancel_through_another_gateway_reaches_the_worker() {
     read_until(&mut on_b, &mut seen, |ev| !streaming_runs(ev).is_empty()).await;
     let run = streaming_runs(&seen).remove(0);
     let r =
-        c.b.req(&key, Method::POST, &format!("/v1/runs/{run}/cancel"))
+        c.b.req_as(&key, Method::POST, &format!("/v1/runs/{run}/cancel"))
             .send()
             .await
             .unwrap();
@@ -163,9 +172,9 @@ async fn cancel_through_another_gateway_reaches_the_worker() {
 }
 
 /// An echo agent that streams slowly, created through `node`.
-async fn slow_agent(node: &Node, key: &str) -> String {
+async fn slow_agent(node: &impl Api, key: &str) -> String {
     let body = json!({"name": "worked", "metadata": {"echo_delay_ms": SLOW_MS}});
-    super::create_agent_from(node, key, body).await
+    node.create_agent_as(key, body).await
 }
 
 /// Thirty-odd words: the echo model quotes them back one piece at a time.
@@ -176,9 +185,9 @@ fn long_message(tag: &str) -> String {
 
 /// Sends a message through `node` in the background (tokens streamed, the
 /// run kept if the client goes): the task ends with the JSON answer.
-fn start_run(node: &Node, key: &str, agent: &str, tag: &str) -> JoinHandle<(u16, Value)> {
+fn start_run(node: &impl Api, key: &str, agent: &str, tag: &str) -> JoinHandle<(u16, Value)> {
     let req = node
-        .req(key, Method::POST, &format!("/v1/agents/{agent}/messages"))
+        .req_as(key, Method::POST, &format!("/v1/agents/{agent}/messages"))
         .json(&json!({
             "message": long_message(tag),
             "stream_tokens": true,
@@ -249,14 +258,14 @@ fn outcome(seen: &[Value], run: &str) -> &'static str {
     }
 }
 
-async fn get_json(node: &Node, key: &str, path: &str) -> Value {
-    let r = node.req(key, Method::GET, path).send().await.unwrap();
-    assert_eq!(r.status(), 200, "GET {path} on {}", node.base);
+async fn get_json(node: &impl Api, key: &str, path: &str) -> Value {
+    let r = node.req_as(key, Method::GET, path).send().await.unwrap();
+    assert_eq!(r.status(), 200, "GET {path} on {}", node.base());
     r.json().await.unwrap()
 }
 
 /// The agent's default-session history from the store, by seq.
-async fn history(node: &Node, key: &str, agent: &str) -> HashMap<u64, Value> {
+async fn history(node: &impl Api, key: &str, agent: &str) -> HashMap<u64, Value> {
     let mut out = HashMap::new();
     let mut after = None;
     loop {

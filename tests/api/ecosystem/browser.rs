@@ -17,7 +17,7 @@ use std::{path::Path, process::Stdio, time::Duration};
 use tokio::process::Command;
 
 use super::{crate_dir, in_ci};
-use crate::common::{free_port, spawn_gateway, spawn_gateway_with, StoreMode};
+use crate::common::{free_port, spawn_gateway, TestGateway};
 
 fn chromium() -> String {
     std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into())
@@ -61,6 +61,7 @@ fn chromium_or_skip(test: &str) -> Option<String> {
 
 /// Runs `tests/browser/<script>` with `env` (120 s at most) and checks that
 /// it printed `<pass>`.
+#[allow(clippy::print_stdout)] // the script's log, shown with --nocapture
 async fn run_script(script: &str, env: &[(&str, &str)], pass: &str, shots: &Path) {
     let dir = crate_dir().join("tests/browser");
     ensure_node_modules(&dir).await;
@@ -103,10 +104,12 @@ async fn chat_page_in_headless_chromium() {
     // gateway allows exactly that origin.
     let proxy_port = free_port();
     let origin = format!("http://127.0.0.1:{proxy_port}");
-    let cors_gw = spawn_gateway_with(StoreMode::Embedded, move |cfg| {
-        cfg.cors_origin = Some(origin);
-    })
-    .await;
+    let cors_gw = TestGateway::builder()
+        .config(move |cfg| {
+            cfg.cors_origin = Some(origin);
+        })
+        .spawn()
+        .await;
     let shots = screenshot_dir();
     let port = proxy_port.to_string();
     let env = [

@@ -8,7 +8,8 @@ use clap::CommandFactory;
 use reqwest::{header, Client, StatusCode};
 use weir::config::{file_env, Cli};
 
-use super::{crate_dir, WeirProcess};
+use super::crate_dir;
+use crate::common::{Api, WeirProcess};
 
 /// `WEIR_X` → the default of `weir serve`'s flag with that env twin.
 fn serve_defaults() -> BTreeMap<String, String> {
@@ -49,8 +50,11 @@ fn single_toml_is_the_embedded_defaults() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn single_toml_serves_the_api_and_the_page() {
     let path = crate_dir().join("config/single.toml");
-    // WEIR_LISTEN and WEIR_DATA_DIR (set by the helper) override the file.
-    let proc = WeirProcess::start(&["--config", path.to_str().unwrap()], &[]).await;
+    // --listen and --data-dir (set by the helper) override the file.
+    let proc = WeirProcess::serve()
+        .args(&["--config", path.to_str().unwrap()])
+        .spawn()
+        .await;
     let client = Client::new();
     let page = client.get(proc.url("/")).send().await.unwrap();
     assert_eq!(page.status(), StatusCode::OK);

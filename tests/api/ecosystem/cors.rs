@@ -3,13 +3,16 @@
 
 use reqwest::{header, Method, StatusCode};
 
-use crate::common::{spawn_gateway, spawn_gateway_with, weir_bin, StoreMode};
+use crate::common::{spawn_gateway, weir_bin, Api, TestGateway};
 
 const UI: &str = "http://localhost:5173";
 
-async fn with_cors(spec: &str) -> crate::common::TestGateway {
+async fn with_cors(spec: &str) -> TestGateway {
     let spec = spec.to_owned();
-    spawn_gateway_with(StoreMode::Embedded, move |cfg| cfg.cors_origin = Some(spec)).await
+    TestGateway::builder()
+        .config(move |cfg| cfg.cors_origin = Some(spec))
+        .spawn()
+        .await
 }
 
 fn acao(r: &reqwest::Response) -> Option<String> {
@@ -27,7 +30,7 @@ fn header_list(r: &reqwest::Response, name: header::HeaderName) -> String {
         .join(",")
 }
 
-async fn preflight(gw: &crate::common::TestGateway, origin: &str, path: &str) -> reqwest::Response {
+async fn preflight(gw: &TestGateway, origin: &str, path: &str) -> reqwest::Response {
     gw.client
         .request(Method::OPTIONS, gw.url(path))
         .header(header::ORIGIN, origin)

@@ -7,7 +7,7 @@ use std::{path::PathBuf, process::Stdio, time::Duration};
 use tokio::process::Command;
 
 use super::in_ci;
-use crate::common::{spawn_gateway, TestGateway};
+use crate::common::{spawn_gateway, Api, TestGateway};
 
 /// `target/<profile>/examples/<name>`, or `None` (with a note) when this
 /// test run did not build the examples (`cargo test --test api` does not;

@@ -6,7 +6,7 @@ use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-use super::WeirProcess;
+use crate::common::{Api, WeirProcess};
 
 /// The `request` span of a JSON log line, if it was logged inside one.
 fn request_span(line: &Value) -> Option<&Value> {
@@ -19,7 +19,11 @@ fn request_span(line: &Value) -> Option<&Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_logs_carry_request_and_key_ids_and_never_the_secret() {
     let filter = "info,weir::stream::ws=debug";
-    let proc = WeirProcess::start(&["--log-format", "json"], &[("RUST_LOG", filter)]).await;
+    let proc = WeirProcess::serve()
+        .args(&["--log-format", "json"])
+        .envs(&[("RUST_LOG", filter)])
+        .spawn()
+        .await;
     let client = Client::new();
     let key = proc.key.clone();
 
@@ -71,11 +75,7 @@ async fn json_logs_carry_request_and_key_ids_and_never_the_secret() {
     proc.wait_for_line(|l| l.contains("req-logtest-run") && l.contains("finished processing"))
         .await;
     // A WebSocket outlives its request; its lines keep the request's span.
-    let mut ws_req = proc
-        .url(&format!("/v1/ws?api_key={key}"))
-        .replacen("http", "ws", 1)
-        .into_client_request()
-        .unwrap();
+    let mut ws_req = proc.ws_url(&key).into_client_request().unwrap();
     ws_req
         .headers_mut()
         .insert("x-request-id", "req-logtest-ws".parse().unwrap());

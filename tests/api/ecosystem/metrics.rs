@@ -8,8 +8,10 @@ use futures::StreamExt;
 use reqwest::{header, Client, StatusCode};
 use serde_json::{json, Value};
 
-use super::WeirProcess;
-use crate::fake_provider::FakeProvider;
+use crate::{
+    common::{poll, within, Api, RedisServer, WeirProcess},
+    fake_provider::FakeProvider,
+};
 
 /// The value of the sample `series` (`name{labels}` exactly as exported).
 fn sample(text: &str, series: &str) -> Option<f64> {
@@ -37,14 +39,15 @@ impl Scraper {
 
     /// Polls until `series` equals `want` (streams close asynchronously).
     async fn expect(&self, series: &str, want: f64) -> String {
-        let mut text = String::new();
-        for _ in 0..50 {
-            text = self.scrape().await;
-            if sample(&text, series) == Some(want) {
-                return text;
-            }
-            tokio::time::sleep(Duration::from_millis(40)).await;
+        let hit = poll(Duration::from_secs(5), || async {
+            let text = self.scrape().await;
+            (sample(&text, series) == Some(want)).then_some(text)
+        })
+        .await;
+        if let Some(text) = hit {
+            return text;
         }
+        let text = self.scrape().await;
         panic!(
             "{series} is {:?}, want {want}:\n{text}",
             sample(&text, series)
@@ -88,7 +91,10 @@ impl Scraper {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_metric_moves_with_what_it_counts() {
     let provider = FakeProvider::start().await;
-    let proc = WeirProcess::start(&[], &[("WEIR_PROVIDER_URL", &provider.url)]).await;
+    let proc = WeirProcess::serve()
+        .envs(&[("WEIR_PROVIDER_URL", &provider.url)])
+        .spawn()
+        .await;
     let m = Scraper {
         client: Client::new(),
         proc,
@@ -139,8 +145,9 @@ async fn streams_and_runs(m: &Scraper) {
         .await
         .unwrap();
     let mut events = sse.bytes_stream();
-    let ws_url = m.proc.url("/v1/ws").replacen("http", "ws", 1) + "?api_key=" + &m.proc.key;
-    let (ws, _) = tokio_tungstenite::connect_async(ws_url).await.unwrap();
+    let (ws, _) = tokio_tungstenite::connect_async(m.proc.ws_url(&m.proc.key))
+        .await
+        .unwrap();
     m.expect(r#"weir_connections_open{kind="sse"}"#, 1.0).await;
     m.expect(r#"weir_connections_open{kind="ws"}"#, 1.0).await;
 
@@ -277,9 +284,12 @@ async fn upstream(m: &Scraper) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_health_follows_redis() {
-    let mut redis = crate::redis_support::RedisServer::start().await;
-    let url = redis.url();
-    let proc = WeirProcess::start(&["--redis", &url, "--redis-timeout-ms", "500"], &[]).await;
+    let mut redis = RedisServer::start().await;
+    let proc = WeirProcess::serve()
+        .redis(&redis)
+        .args(&["--redis-timeout-ms", "500"])
+        .spawn()
+        .await;
     let m = Scraper {
         client: Client::new(),
         proc,
@@ -296,15 +306,11 @@ async fn redis_health_follows_redis() {
     m.expect(r#"weir_bus_up{backend="redis"}"#, 0.0).await;
 
     redis.restart().await;
-    let mut back = false;
-    for _ in 0..50 {
+    let back = within(Duration::from_secs(5), || async {
         let r = m.client.get(m.proc.url("/readyz")).send().await.unwrap();
-        if r.status() == StatusCode::OK {
-            back = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        r.status() == StatusCode::OK
+    })
+    .await;
     assert!(back, "/readyz recovers with Redis");
     m.expect(r#"weir_bus_up{backend="redis"}"#, 1.0).await;
 }

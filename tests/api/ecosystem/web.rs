@@ -2,7 +2,7 @@
 
 use reqwest::{header, StatusCode};
 
-use crate::common::{expect_error, spawn_gateway};
+use crate::common::{expect_error, spawn_gateway, Api};
 
 const ASSETS: &[&str] = &["app.css", "app.js", "api.js", "chat.js", "logs.js"];
 

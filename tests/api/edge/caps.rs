@@ -2,14 +2,12 @@
 //! of a key get 429 `too_many_connections` before the upgrade / first byte,
 //! slots come back when streams end, and the gateway-wide cap answers 503.
 
-use std::time::Duration;
-
 use reqwest::Method;
 use serde_json::{json, Value};
 use tokio_tungstenite::{connect_async, tungstenite};
 
 use super::rate::key_with_rpm;
-use crate::common::{expect_error, spawn_gateway_with, StoreMode, TestGateway};
+use crate::common::{eventually, expect_error, spawn_gateway, Api, TestGateway};
 
 /// Opens a WebSocket; `Err(status, body)` when the handshake is refused.
 pub async fn open_ws(addr: &str, key: &str) -> Result<impl Send + 'static, (u16, Value)> {
@@ -35,25 +33,9 @@ async fn open_sse(gw: &TestGateway, key: &str, agent: &str) -> reqwest::Response
         .expect("sse request")
 }
 
-/// Retries `f` until it is true (the slot of a closed stream comes back as
-/// soon as the server sees the close).
-async fn eventually<F, Fut>(mut f: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    for _ in 0..100 {
-        if f().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    false
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_eleventh_websocket_of_a_key_is_refused_before_the_upgrade() {
-    let gw = spawn_gateway_with(StoreMode::Embedded, |_| {}).await;
+    let gw = spawn_gateway().await;
     let key = key_with_rpm(&gw, 1000).await;
     let addr = gw.addr.to_string();
     let mut open = Vec::new();
@@ -77,7 +59,7 @@ async fn the_eleventh_websocket_of_a_key_is_refused_before_the_upgrade() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_twenty_first_sse_stream_of_a_key_is_refused_before_the_first_byte() {
-    let gw = spawn_gateway_with(StoreMode::Embedded, |_| {}).await;
+    let gw = spawn_gateway().await;
     let key = key_with_rpm(&gw, 1000).await;
     let agent = gw.create_agent("caps").await;
     let mut open = Vec::new();
@@ -130,7 +112,10 @@ async fn the_twenty_first_sse_stream_of_a_key_is_refused_before_the_first_byte()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gateway_wide_cap_answers_503() {
-    let gw = spawn_gateway_with(StoreMode::Embedded, |c| c.edge.max_streams = 2).await;
+    let gw = TestGateway::builder()
+        .config(|c| c.edge.max_streams = 2)
+        .spawn()
+        .await;
     let agent = gw.create_agent("global").await;
     let (a, b) = (key_with_rpm(&gw, 1000).await, key_with_rpm(&gw, 1000).await);
     let _s1 = open_sse(&gw, &a, &agent).await;

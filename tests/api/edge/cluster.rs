@@ -1,56 +1,21 @@
 //! Cluster-wide limits: two `weir serve` processes sharing a `weir store`
-//! and a private redis-server. A 10-rpm key gets 10 requests across both,
-//! not 20; stream caps count streams on both; a killed gateway's slots come
-//! back when its leases expire.
+//! and a private redis-server (a [`Cluster`]). A 10-rpm key gets 10 requests
+//! across both, not 20; stream caps count streams on both; a killed
+//! gateway's slots come back when its leases expire.
 
 use std::time::{Duration, Instant};
 
 use reqwest::Method;
 use serde_json::json;
 
-use super::{
-    caps::open_ws,
-    support::{create_agent, create_key, RedisServer, WeirProcess},
-};
-use crate::common::{spawn_store_process, StoreProcess, STORE_TOKEN};
-
-struct Cluster {
-    _redis: RedisServer,
-    _store: StoreProcess,
-    a: WeirProcess,
-    b: WeirProcess,
-    _tmp: tempfile::TempDir,
-}
-
-async fn cluster(extra: &[&str]) -> Cluster {
-    let tmp = tempfile::tempdir().unwrap();
-    let redis = RedisServer::start().await;
-    let store = spawn_store_process(&tmp.path().join("store")).await;
-    let mut args = vec![
-        "--store-url",
-        &store.url,
-        "--store-token",
-        STORE_TOKEN,
-        "--redis",
-        &redis.url,
-    ];
-    args.extend_from_slice(extra);
-    let a = WeirProcess::start(&tmp.path().join("a"), &args, &[]).await;
-    let b = WeirProcess::start(&tmp.path().join("b"), &args, &[]).await;
-    Cluster {
-        _redis: redis,
-        _store: store,
-        a,
-        b,
-        _tmp: tmp,
-    }
-}
+use super::caps::open_ws;
+use crate::common::{poll, Api, Cluster, WeirProcess};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_10_rpm_key_gets_10_requests_across_two_gateways_not_20() {
-    let c = cluster(&[]).await;
+    let c = Cluster::start(&[]).await;
     let client = reqwest::Client::new();
-    let key = create_key(&client, &c.a.base, 10).await;
+    let key = c.a.create_key(json!({"scopes": ["*"], "rpm": 10})).await;
     let (mut ok, mut limited) = (0, 0);
     for i in 0..20 {
         let gw = if i % 2 == 0 { &c.a } else { &c.b };
@@ -78,10 +43,13 @@ async fn a_10_rpm_key_gets_10_requests_across_two_gateways_not_20() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stream_caps_hold_across_gateways_and_a_killed_gateways_slots_come_back() {
-    let mut c = cluster(&["--lease-ttl-secs", "2", "--max-sse-per-key", "2"]).await;
+    let mut c =
+        Cluster::start(&[("WEIR_LEASE_TTL_SECS", "2"), ("WEIR_MAX_SSE_PER_KEY", "2")]).await;
     let client = reqwest::Client::new();
-    let key = create_key(&client, &c.a.base, 10_000).await;
-    let agent = create_agent(&client, &c.a.base, &key, json!({})).await;
+    let key =
+        c.a.create_key(json!({"scopes": ["*"], "rpm": 10_000}))
+            .await;
+    let agent = c.a.create_agent_as(&key, json!({})).await;
     let sse = |gw: &WeirProcess| {
         client
             .get(gw.url(&format!("/v1/agents/{agent}/events")))
@@ -89,7 +57,7 @@ async fn stream_caps_hold_across_gateways_and_a_killed_gateways_slots_come_back(
             .send()
     };
     // 10 WebSockets, 5 on each gateway: the 11th is refused on either.
-    let (addr_a, addr_b) = (c.a.base[7..].to_owned(), c.b.base[7..].to_owned());
+    let (addr_a, addr_b) = (c.a.host().to_owned(), c.b.host().to_owned());
     let mut sockets = Vec::new();
     for i in 0..10 {
         let addr = if i % 2 == 0 { &addr_a } else { &addr_b };
@@ -116,14 +84,10 @@ async fn stream_caps_hold_across_gateways_and_a_killed_gateways_slots_come_back(
     c.a.signal("KILL");
     c.a.wait_exit(Duration::from_secs(5)).await.expect("killed");
     let t0 = Instant::now();
-    let mut back = None;
-    while t0.elapsed() < Duration::from_secs(8) {
-        if sse(&c.b).await.unwrap().status() == 200 {
-            back = Some(t0.elapsed());
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let back = poll(Duration::from_secs(8), || async {
+        (sse(&c.b).await.unwrap().status() == 200).then(|| t0.elapsed())
+    })
+    .await;
     let back = back.expect("the dead gateway's SSE slots came back");
     assert!(
         back <= Duration::from_secs(4),

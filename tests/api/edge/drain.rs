@@ -6,11 +6,10 @@
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use serde_json::json;
+use serde_json::{json, Value};
 use tokio_tungstenite::{connect_async, tungstenite::Message};
 
-use super::support::{create_agent, Frame, SseReader, WeirProcess};
-use crate::common::BOOTSTRAP_KEY;
+use crate::common::{within, Api, WeirProcess, BOOTSTRAP_KEY};
 
 fn words(n: usize) -> String {
     (0..n)
@@ -26,7 +25,9 @@ async fn slow_run(
     client: &reqwest::Client,
     n_words: usize,
 ) -> (String, SseReader) {
-    let agent = create_agent(client, &p.base, BOOTSTRAP_KEY, json!({"echo_delay_ms": 50})).await;
+    let agent = p
+        .create_agent_as(BOOTSTRAP_KEY, json!({"metadata": {"echo_delay_ms": 50}}))
+        .await;
     let r = client
         .post(p.url(&format!("/v1/agents/{agent}/messages")))
         .bearer_auth(BOOTSTRAP_KEY)
@@ -59,8 +60,10 @@ async fn rest_of(sse: &mut SseReader, limit: Duration) -> Vec<Frame> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_mid_run_lets_the_run_finish_with_done_and_exits_0() {
-    let tmp = tempfile::tempdir().unwrap();
-    let mut p = WeirProcess::start(&tmp.path().join("d"), &["--grace-secs", "10"], &[]).await;
+    let mut p = WeirProcess::serve()
+        .args(&["--grace-secs", "10"])
+        .spawn()
+        .await;
     let client = reqwest::Client::new();
     let (agent, mut run) = slow_run(&p, &client, 40).await;
     // An idle tail and a WebSocket, open before the signal.
@@ -71,12 +74,7 @@ async fn sigterm_mid_run_lets_the_run_finish_with_done_and_exits_0() {
         .await
         .unwrap();
     let mut tail = SseReader::new(tail);
-    let (mut ws, _) = connect_async(format!(
-        "ws://{}/v1/ws?api_key={BOOTSTRAP_KEY}",
-        &p.base[7..]
-    ))
-    .await
-    .unwrap();
+    let (mut ws, _) = connect_async(p.ws_url(BOOTSTRAP_KEY)).await.unwrap();
 
     let t0 = Instant::now();
     p.signal("TERM");
@@ -121,8 +119,10 @@ async fn sigterm_mid_run_lets_the_run_finish_with_done_and_exits_0() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runs_past_the_grace_period_are_cancelled_and_end_with_done() {
-    let tmp = tempfile::tempdir().unwrap();
-    let mut p = WeirProcess::start(&tmp.path().join("d"), &["--grace-secs", "1"], &[]).await;
+    let mut p = WeirProcess::serve()
+        .args(&["--grace-secs", "1"])
+        .spawn()
+        .await;
     let client = reqwest::Client::new();
     // 200 tokens at 50 ms: 10 s, far past the 1 s grace period.
     let (_, mut run) = slow_run(&p, &client, 200).await;
@@ -139,12 +139,20 @@ async fn runs_past_the_grace_period_are_cancelled_and_end_with_done() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_signal_exits_at_once() {
-    let tmp = tempfile::tempdir().unwrap();
-    let mut p = WeirProcess::start(&tmp.path().join("d"), &["--grace-secs", "30"], &[]).await;
+    let mut p = WeirProcess::serve()
+        .args(&["--grace-secs", "30"])
+        .spawn()
+        .await;
     let client = reqwest::Client::new();
     let (_, _run) = slow_run(&p, &client, 200).await;
     p.signal("TERM");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The second signal must come after the first was taken: draining shows
+    // as /readyz no longer answering 200.
+    let draining = within(Duration::from_secs(3), || async {
+        p.readyz().await.0 != 200
+    })
+    .await;
+    assert!(draining, "the first signal starts the drain");
     let t0 = Instant::now();
     p.signal("INT");
     let status = p
@@ -153,4 +161,53 @@ async fn a_second_signal_exits_at_once() {
         .expect("exits at once");
     assert_eq!(status.code(), Some(130), "{status:?}");
     assert!(t0.elapsed() < Duration::from_secs(2));
+}
+
+/// One parsed SSE frame.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    pub event: String,
+    pub data: Value,
+}
+
+/// Reads SSE frames from a streaming response (comments skipped).
+pub struct SseReader {
+    body: futures::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
+    buf: Vec<u8>,
+}
+
+impl SseReader {
+    pub fn new(resp: reqwest::Response) -> Self {
+        Self {
+            body: resp.bytes_stream().boxed(),
+            buf: Vec::new(),
+        }
+    }
+
+    /// The next frame, `None` at the end of the stream.
+    pub async fn next(&mut self) -> Option<Frame> {
+        loop {
+            if let Some(end) = self.buf.windows(2).position(|w| w == b"\n\n") {
+                let raw: Vec<u8> = self.buf.drain(..end + 2).collect();
+                let text = String::from_utf8_lossy(&raw);
+                let (mut event, mut data) = (String::from("message"), String::new());
+                for line in text.lines() {
+                    if let Some(v) = line.strip_prefix("event: ") {
+                        event = v.to_owned();
+                    } else if let Some(v) = line.strip_prefix("data: ") {
+                        data.push_str(v);
+                    }
+                }
+                if data.is_empty() {
+                    continue; // a `: ping` comment
+                }
+                let data = serde_json::from_str(&data).unwrap_or(Value::String(data));
+                return Some(Frame { event, data });
+            }
+            match self.body.next().await {
+                Some(Ok(chunk)) => self.buf.extend_from_slice(&chunk),
+                _ => return None,
+            }
+        }
+    }
 }

@@ -7,7 +7,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use tokio_tungstenite::{connect_async, tungstenite::Message};
 
-use crate::common::{expect_error, spawn_gateway};
+use crate::common::{expect_error, spawn_gateway, Api};
 
 /// `{"name":"deep","metadata":{"a": [[…]]}}` with `depth` levels in all.
 fn nested_agent(depth: usize) -> String {
@@ -95,7 +95,7 @@ async fn json_deeper_than_64_levels_is_refused_with_a_message_that_says_so() {
     );
 
     // A WebSocket frame: an error frame, and the socket stays open.
-    let url = format!("ws://{}/v1/ws?api_key={}", gw.addr, gw.key);
+    let url = gw.ws_url(&gw.key);
     let (mut ws, _) = connect_async(url).await.unwrap();
     let frame = format!(
         r#"{{"type":"ping","x":{}{}}}"#,

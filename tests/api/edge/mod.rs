@@ -11,4 +11,3 @@ mod limits;
 mod rate;
 mod redact;
 mod slow;
-mod support;

@@ -6,13 +6,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use reqwest::{Method, Response};
 use serde_json::{json, Value};
 
-use crate::common::{expect_error, spawn_gateway_with, StoreMode, TestGateway};
+use crate::common::{expect_error, spawn_gateway, Api, RedisServer, TestGateway};
 
 /// A key of account `default` with every scope and the given rpm.
 pub async fn key_with_rpm(gw: &TestGateway, rpm: u32) -> String {
-    let m = weir::keys::mint("default", "edge", vec!["*".into()], rpm, None);
-    gw.store.create_key(m.new_key).await.expect("key");
-    m.secret
+    gw.mint_key_rpm("default", &["*"], rpm).await
 }
 
 /// `GET /v1/account` as `key`: the cheapest request that counts against
@@ -41,7 +39,7 @@ fn unix_now() -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_rpm_plus_one_request_gets_429_with_headers_and_retry_after() {
-    let gw = spawn_gateway_with(StoreMode::Embedded, |_| {}).await;
+    let gw = spawn_gateway().await;
     let key = key_with_rpm(&gw, 5).await;
     for i in 0..5u64 {
         let r = account_as(&gw, &key).await;
@@ -105,7 +103,7 @@ async fn the_rpm_plus_one_request_gets_429_with_headers_and_retry_after() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_regains_one_request_per_period() {
-    let gw = spawn_gateway_with(StoreMode::Embedded, |_| {}).await;
+    let gw = spawn_gateway().await;
     // 120 rpm: one request back every 0.5 s.
     let key = key_with_rpm(&gw, 120).await;
     let mut ok = 0;
@@ -125,6 +123,7 @@ async fn a_key_regains_one_request_per_period() {
         "{ok} allowed in {:?}",
         t0.elapsed()
     );
+    // A real wait, on purpose: the limiter refills with the clock.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let r = account_as(&gw, &key).await;
     assert_eq!(r.status(), 200, "one request is back after 0.5 s");
@@ -132,7 +131,10 @@ async fn a_key_regains_one_request_per_period() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limits_off_means_no_headers_and_no_429() {
-    let gw = spawn_gateway_with(StoreMode::Embedded, |c| c.edge.rate_limit = false).await;
+    let gw = TestGateway::builder()
+        .config(|c| c.edge.rate_limit = false)
+        .spawn()
+        .await;
     let key = key_with_rpm(&gw, 1).await;
     for _ in 0..3 {
         let r = account_as(&gw, &key).await;
@@ -143,9 +145,8 @@ async fn limits_off_means_no_headers_and_no_429() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_down_falls_back_to_the_local_limiter() {
-    let mut redis = super::support::RedisServer::start().await;
-    let url = redis.url.clone();
-    let gw = spawn_gateway_with(StoreMode::Embedded, |c| c.redis_url = Some(url)).await;
+    let mut redis = RedisServer::start().await;
+    let gw = TestGateway::builder().redis(&redis).spawn().await;
     let key = key_with_rpm(&gw, 3).await;
     let r = account_as(&gw, &key).await;
     assert_eq!(r.status(), 200);

@@ -2,27 +2,22 @@
 //! serve` with every log target at `trace`, JSON logs, and keys sent only as
 //! `?api_key=` on REST, SSE, WebSocket, refused and failing requests.
 
-use std::time::Duration;
-
 use reqwest::Method;
 use serde_json::json;
 use tokio_tungstenite::connect_async;
 
-use super::support::{create_agent, create_key, WeirProcess};
-use crate::common::BOOTSTRAP_KEY;
+use crate::common::{Api, WeirProcess, BOOTSTRAP_KEY};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_key_query_parameters_are_never_logged() {
-    let tmp = tempfile::tempdir().unwrap();
-    let p = WeirProcess::start(
-        &tmp.path().join("d"),
-        &["--log-format", "json"],
-        &[("RUST_LOG", "trace")],
-    )
-    .await;
+    let p = WeirProcess::serve()
+        .args(&["--log-format", "json"])
+        .envs(&[("RUST_LOG", "trace")])
+        .spawn()
+        .await;
     let c = reqwest::Client::new();
-    let secret = create_key(&c, &p.base, 1000).await;
-    let agent = create_agent(&c, &p.base, BOOTSTRAP_KEY, json!({})).await;
+    let secret = p.create_key(json!({"scopes": ["*"], "rpm": 1000})).await;
+    let agent = p.create_agent_as(BOOTSTRAP_KEY, json!({})).await;
     let q = |path: &str, key: &str| {
         let sep = if path.contains('?') { '&' } else { '?' };
         p.url(&format!("{path}{sep}api_key={key}"))
@@ -70,10 +65,11 @@ async fn api_key_query_parameters_are_never_logged() {
         .unwrap();
     assert_eq!(tail.status(), 200);
     drop(tail);
-    let ws_url = format!("ws://{}/v1/ws?api_key={secret}", &p.base[7..]);
-    let (ws, _) = connect_async(ws_url).await.expect("websocket");
+    let (ws, _) = connect_async(p.ws_url(&secret)).await.expect("websocket");
     drop(ws);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The socket's end is the last thing logged.
+    p.wait_for_line(|l| l.contains("websocket read failed"))
+        .await;
 
     let logs = p.logs();
     assert!(

@@ -20,7 +20,7 @@ use futures::StreamExt;
 use serde_json::json;
 use tokio::{io::AsyncReadExt, io::AsyncWriteExt, sync::Barrier};
 
-use super::support::{create_agent, create_key, WeirProcess};
+use crate::common::{Api, WeirProcess};
 
 /// Fast readers (`EDGE_SLOW_READERS` overrides, for experiments).
 fn reader_count() -> usize {
@@ -114,9 +114,25 @@ async fn run_once(
     assert_eq!(r.status(), 200);
 }
 
-/// The stalled reader's raw HTTP bytes, de-chunked, once it reads again.
-async fn drain_raw(sock: &mut tokio::net::TcpStream) -> String {
+/// Reads until the response head has arrived (the server subscribes the
+/// stream before it answers): the bytes read so far.
+async fn read_head(sock: &mut tokio::net::TcpStream) -> Vec<u8> {
     let mut raw = Vec::new();
+    let mut chunk = [0u8; 512];
+    while !raw.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(10), sock.read(&mut chunk))
+            .await
+            .expect("the response head in time")
+            .expect("read");
+        assert!(n > 0, "the stream was closed before its head");
+        raw.extend_from_slice(&chunk[..n]);
+    }
+    raw
+}
+
+/// The stalled reader's raw HTTP bytes (`raw`: what was read before),
+/// de-chunked, once it reads again.
+async fn drain_raw(sock: &mut tokio::net::TcpStream, mut raw: Vec<u8>) -> String {
     let mut chunk = vec![0u8; 256 * 1024];
     let t0 = Instant::now();
     while t0.elapsed() < Duration::from_secs(20) {
@@ -151,7 +167,6 @@ async fn drain_raw(sock: &mut tokio::net::TcpStream) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_reader_is_closed_as_lagged_without_slowing_1000_others() {
-    let tmp = tempfile::tempdir().unwrap();
     let args = [
         "--stream-buffer",
         "16",
@@ -160,25 +175,29 @@ async fn a_stalled_reader_is_closed_as_lagged_without_slowing_1000_others() {
         "--max-streams",
         "5000",
     ];
-    let p = WeirProcess::start(&tmp.path().join("d"), &args, &[]).await;
+    let p = WeirProcess::serve().args(&args).spawn().await;
     let c = reqwest::Client::builder()
         .pool_max_idle_per_host(0)
         .build()
         .unwrap();
-    let key = create_key(&c, &p.base, 1_000_000).await;
-    let agent = create_agent(&c, &p.base, &key, json!({"echo_delay_ms": 10})).await;
+    let key = p
+        .create_key(json!({"scopes": ["*"], "rpm": 1_000_000}))
+        .await;
+    let agent = p
+        .create_agent_as(&key, json!({"metadata": {"echo_delay_ms": 10}}))
+        .await;
     let events = format!("{}/v1/agents/{agent}/events", p.base);
     let rss_start = rss_kib(p.pid());
 
     // The stalled reader: it sends its request, then never reads.
     let sock = tokio::net::TcpSocket::new_v4().unwrap();
     sock.set_recv_buffer_size(4096).unwrap();
-    let mut stalled = sock.connect(p.base[7..].parse().unwrap()).await.unwrap();
+    let mut stalled = sock.connect(p.host().parse().unwrap()).await.unwrap();
     let req = format!(
         "GET /v1/agents/{agent}/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n\r\n"
     );
     stalled.write_all(req.as_bytes()).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let head = read_head(&mut stalled).await;
     // Fill its socket buffers (they took ~3.2 MB here): 3 runs of ~1.9 MB
     // in ~6 events each; what the socket does not take (fewer events than
     // --stream-buffer) waits in its subscription: it cannot lag yet.
@@ -212,7 +231,7 @@ async fn a_stalled_reader_is_closed_as_lagged_without_slowing_1000_others() {
 
     // The stalled reader reads again: what it was sent, then one `lagged`
     // error naming the last seq it got, then the end of its stream.
-    let text = drain_raw(&mut stalled).await;
+    let text = drain_raw(&mut stalled, head).await;
     let ids: Vec<u64> = text
         .lines()
         .filter_map(|l| l.strip_prefix("id: ")?.parse().ok())

@@ -19,7 +19,7 @@ use super::{
     Transcript,
 };
 use crate::{
-    common::{free_port, spawn_gateway_with, StoreMode, TestGateway},
+    common::TestGateway,
     fake_provider::{FakeProvider, Webhook},
     runs::{with_provider, with_provider_private},
 };
@@ -168,10 +168,7 @@ async fn tools(t: &mut Transcript, gw: &TestGateway, key: &Key, hook: &Webhook) 
 
 async fn unreachable_provider(t: &mut Transcript) {
     t.section("error then done (error): the provider refuses connections");
-    let gw = spawn_gateway_with(StoreMode::Embedded, |c| {
-        c.provider_url = Some(format!("http://127.0.0.1:{}/v1", free_port()));
-    })
-    .await;
+    let gw = TestGateway::builder().provider_unreachable().spawn().await;
     let key = main_key(&gw).await;
     let agent = create(
         t,

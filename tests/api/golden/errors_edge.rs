@@ -14,18 +14,20 @@ use super::{
     transcript::{Key, Open, Req},
     Transcript,
 };
-use crate::common::{free_port, spawn_gateway_with, spawn_store_process, StoreMode, STORE_TOKEN};
+use crate::common::{free_port, spawn_store_process, TestGateway, STORE_TOKEN};
 
 pub async fn caps(t: &mut Transcript) {
     t.section("stream caps: 1 SSE stream and 1 WebSocket per key, 3 streams per gateway");
-    let gw = spawn_gateway_with(StoreMode::Embedded, |c| {
-        (
-            c.edge.max_sse_per_key,
-            c.edge.max_ws_per_key,
-            c.edge.max_streams,
-        ) = (1, 1, 3);
-    })
-    .await;
+    let gw = TestGateway::builder()
+        .config(|c| {
+            (
+                c.edge.max_sse_per_key,
+                c.edge.max_ws_per_key,
+                c.edge.max_streams,
+            ) = (1, 1, 3);
+        })
+        .spawn()
+        .await;
     let a = main_key(&gw).await;
     let agent = quietly(
         &gw,
@@ -92,6 +94,7 @@ async fn slow_store() -> SlowStore {
 
 async fn forward(State(upstream): State<String>, body: Bytes) -> (StatusCode, Bytes) {
     if body.windows(21).any(|w| w == br#""method":"list_tools""#) {
+        // A real stall, on purpose: longer than the gateway's 1 s limit.
         tokio::time::sleep(Duration::from_secs(3)).await;
     }
     let resp = reqwest::Client::new()
@@ -109,24 +112,18 @@ async fn forward(State(upstream): State<String>, body: Bytes) -> (StatusCode, By
 pub async fn timeout(t: &mut Transcript) {
     t.section("408 timeout: a CRUD route over its 1 s limit (the store is held 3 s)");
     let store = slow_store().await;
-    let url = store.url.clone();
-    let gw = spawn_gateway_with(StoreMode::Embedded, move |c| {
-        c.request_timeout_secs = 1;
-        c.data.store_url = Some(url);
-        c.data.store_token = Some(STORE_TOKEN.into());
-    })
-    .await;
+    let gw = TestGateway::builder()
+        .store_url(&store.url)
+        .config(|c| c.request_timeout_secs = 1)
+        .spawn()
+        .await;
     let key = main_key(&gw).await;
     t.http(&gw, Req::get("/v1/tools").key(&key)).await;
 }
 
 pub async fn store_down(t: &mut Transcript) {
     t.section("503 unavailable: a gateway whose store cannot be reached");
-    let gw = spawn_gateway_with(StoreMode::Embedded, |c| {
-        c.bootstrap_key = None;
-        c.data.store_url = Some(format!("http://127.0.0.1:{}", free_port()));
-    })
-    .await;
+    let gw = TestGateway::builder().store_unreachable().spawn().await;
     let key = Key {
         label: "any",
         secret: crate::common::BOOTSTRAP_KEY.into(),
@@ -137,12 +134,14 @@ pub async fn store_down(t: &mut Transcript) {
 
 pub async fn bus_down(t: &mut Transcript) {
     t.section("503 unavailable: a gateway whose Redis bus cannot be reached");
-    let gw = spawn_gateway_with(StoreMode::Embedded, |c| {
-        c.redis_url = Some(format!("redis://127.0.0.1:{}", free_port()));
-        c.redis.timeout_ms = 300;
-        c.redis.connect_timeout_ms = 300;
-    })
-    .await;
+    let gw = TestGateway::builder()
+        .config(|c| {
+            c.redis_url = Some(format!("redis://127.0.0.1:{}", free_port()));
+            c.redis.timeout_ms = 300;
+            c.redis.connect_timeout_ms = 300;
+        })
+        .spawn()
+        .await;
     let key = main_key(&gw).await;
     let agent = t
         .http(

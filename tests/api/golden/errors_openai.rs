@@ -21,11 +21,7 @@ use super::{
     transcript::{Key, Open, Req},
     Transcript,
 };
-use crate::{
-    common::{free_port, spawn_gateway_with, StoreMode, TestGateway},
-    fake_provider::FakeProvider,
-    runs::with_provider,
-};
+use crate::{common::TestGateway, fake_provider::FakeProvider, runs::with_provider};
 
 const PATH: &str = "/v1/chat/completions";
 
@@ -173,7 +169,10 @@ async fn cancelled(t: &mut Transcript, gw: &TestGateway, key: &Key) {
 
 async fn without_provider(t: &mut Transcript) {
     t.section("a gateway without a provider, allowing 1 SSE stream per key");
-    let gw = spawn_gateway_with(StoreMode::Embedded, |c| c.edge.max_sse_per_key = 1).await;
+    let gw = TestGateway::builder()
+        .config(|c| c.edge.max_sse_per_key = 1)
+        .spawn()
+        .await;
     let key = main_key(&gw).await;
     t.http(&gw, Req::post(PATH, &ask("upstream/fake-text")).key(&key))
         .await;
@@ -196,10 +195,7 @@ async fn without_provider(t: &mut Transcript) {
 
 async fn unreachable(t: &mut Transcript) {
     t.section("502 upstream_unavailable: a provider that refuses connections");
-    let gw = spawn_gateway_with(StoreMode::Embedded, |c| {
-        c.provider_url = Some(format!("http://127.0.0.1:{}/v1", free_port()));
-    })
-    .await;
+    let gw = TestGateway::builder().provider_unreachable().spawn().await;
     let key = main_key(&gw).await;
     t.http(&gw, Req::post(PATH, &ask("upstream/m")).key(&key))
         .await;
@@ -214,11 +210,13 @@ async fn unreachable(t: &mut Transcript) {
             held.push(conn);
         }
     });
-    let gw = spawn_gateway_with(StoreMode::Embedded, |c| {
-        c.provider_url = Some(format!("http://{addr}/v1"));
-        c.first_token_timeout_secs = 1;
-    })
-    .await;
+    let gw = TestGateway::builder()
+        .config(move |c| {
+            c.provider_url = Some(format!("http://{addr}/v1"));
+            c.first_token_timeout_secs = 1;
+        })
+        .spawn()
+        .await;
     let key = main_key(&gw).await;
     let answer = t.http(&gw, Req::post(PATH, &ask("upstream/m")).key(&key));
     let answer = tokio::time::timeout(Duration::from_secs(10), answer)
@@ -230,11 +228,7 @@ async fn unreachable(t: &mut Transcript) {
 
 async fn store_down(t: &mut Transcript) {
     t.section("503 unavailable: a gateway whose store cannot be reached");
-    let gw = spawn_gateway_with(StoreMode::Embedded, |c| {
-        c.bootstrap_key = None;
-        c.data.store_url = Some(format!("http://127.0.0.1:{}", free_port()));
-    })
-    .await;
+    let gw = TestGateway::builder().store_unreachable().spawn().await;
     let key = Key {
         label: "any",
         secret: crate::common::BOOTSTRAP_KEY.into(),

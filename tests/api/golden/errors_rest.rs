@@ -29,11 +29,14 @@ use super::{
     transcript::{Key, Open, Req},
     Transcript,
 };
-use crate::common::{spawn_gateway_with, StoreMode, TestGateway};
+use crate::common::TestGateway;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn golden_every_rest_error() {
-    let gw = spawn_gateway_with(StoreMode::Embedded, |c| c.history_len = 4).await;
+    let gw = TestGateway::builder()
+        .config(|c| c.history_len = 4)
+        .spawn()
+        .await;
     let key = main_key(&gw).await;
     let mut t = Transcript::new("every error of the REST and SSE routes, in the weir envelope");
     t.section("the agents and tool these requests name");

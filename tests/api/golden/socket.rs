@@ -12,7 +12,7 @@ use tokio_tungstenite::{
 };
 
 use super::transcript::{Key, Transcript, WAIT};
-use crate::common::TestGateway;
+use crate::common::{Api, TestGateway};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -24,7 +24,7 @@ pub struct Socket {
 impl Socket {
     /// Connects with `?api_key=` (as browsers must).
     pub async fn connect(gw: &TestGateway, key: &Key) -> Self {
-        let url = format!("ws://{}/v1/ws?api_key={}", gw.addr, key.secret);
+        let url = gw.ws_url(&key.secret);
         let ws = tokio::time::timeout(WAIT, connect_async(url))
             .await
             .expect("handshake in time")
@@ -94,7 +94,7 @@ impl Socket {
 pub async fn ws_refused(t: &mut Transcript, gw: &TestGateway, key: Option<&Key>) -> u16 {
     let (url, who) = match key {
         Some(k) => (
-            format!("ws://{}/v1/ws?api_key={}", gw.addr, k.secret),
+            gw.ws_url(&k.secret),
             format!("key {} as ?api_key=", k.label),
         ),
         None => (format!("ws://{}/v1/ws", gw.addr), "no key".to_owned()),

@@ -34,7 +34,7 @@ use futures::{stream::BoxStream, StreamExt};
 use reqwest::{Method, Response};
 use serde_json::Value;
 
-use crate::common::TestGateway;
+use crate::common::{Api, TestGateway};
 
 /// How long any read may wait for the next bytes or frame.
 pub const WAIT: Duration = Duration::from_secs(10);

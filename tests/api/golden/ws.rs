@@ -18,7 +18,7 @@ use super::{
     transcript::{Key, Req},
     Transcript,
 };
-use crate::common::{spawn_gateway_with, StoreMode, TestGateway};
+use crate::common::{Api, TestGateway};
 
 /// Client frames that are wrong, one per way of being wrong.
 const BAD_FRAMES: &[&str] = &[
@@ -41,7 +41,10 @@ const BAD_FRAMES: &[&str] = &[
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn golden_every_websocket_frame() {
-    let mut gw = spawn_gateway_with(StoreMode::Embedded, |c| c.edge.max_ws_per_key = 3).await;
+    let mut gw = TestGateway::builder()
+        .config(|c| c.edge.max_ws_per_key = 3)
+        .spawn()
+        .await;
     let key = main_key(&gw).await;
     let mut t = Transcript::new("every WebSocket server frame, refused handshakes, close codes");
     t.section("the agents of this scenario");
@@ -280,7 +283,10 @@ async fn handshakes(t: &mut Transcript, gw: &TestGateway) {
 
 async fn history_expired(t: &mut Transcript) {
     t.section("a cursor older than the kept history (a gateway keeping 4 events per channel)");
-    let gw = spawn_gateway_with(StoreMode::Embedded, |c| c.history_len = 4).await;
+    let gw = TestGateway::builder()
+        .config(|c| c.history_len = 4)
+        .spawn()
+        .await;
     let key = main_key(&gw).await;
     let agent = create(t, &gw, &key, json!({"name": "golden-short"})).await;
     let send = Req::post(

@@ -5,7 +5,7 @@ use reqwest::{Method, Response};
 use serde_json::{json, Value};
 
 use super::{assert_valid, sse::SseReader};
-use crate::common::{expect_error, spawn_gateway, TestGateway};
+use crate::common::{expect_error, spawn_gateway, Api, TestGateway};
 
 async fn complete(gw: &TestGateway, body: Value) -> Response {
     gw.post("/v1/chat/completions", body).await

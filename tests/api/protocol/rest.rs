@@ -6,7 +6,7 @@ use reqwest::{Method, Response};
 use serde_json::{json, Value};
 
 use super::{assert_invalid, assert_valid, validator};
-use crate::common::{expect_error, spawn_gateway, TestGateway};
+use crate::common::{expect_error, spawn_gateway, Api, TestGateway};
 
 /// Asserts status and code, then the envelope against `error.json`.
 async fn error_shape(resp: Response, status: u16, code: &str) -> Value {

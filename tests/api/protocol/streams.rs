@@ -12,7 +12,7 @@ use super::{
     assert_valid,
     sse::{Frame, SseReader},
 };
-use crate::common::{spawn_gateway, spawn_gateway_with, StoreMode, TestGateway};
+use crate::common::{spawn_gateway, Api, TestGateway};
 
 /// Validates an agent event frame: schema, `id:` = seq, `event:` = message_type.
 pub fn check_event(frame: &Frame, schema: &str) -> Value {
@@ -206,7 +206,10 @@ async fn json_mode_and_accept_header() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_tails_resume_and_say_when_history_is_gone() {
-    let gw = spawn_gateway_with(StoreMode::Embedded, |c| c.history_len = 4).await;
+    let gw = TestGateway::builder()
+        .config(|c| c.history_len = 4)
+        .spawn()
+        .await;
     let agent = gw.create_agent("tails").await;
     let first: Value = send(&gw, &agent, json!({"message": "one"}))
         .await
@@ -280,13 +283,7 @@ fn stream_error(frame: &Frame, code: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_run_ends_with_error_then_done() {
     // A provider that refuses connections: the run fails with an error event.
-    let gw = spawn_gateway_with(StoreMode::Embedded, |c| {
-        c.provider_url = Some(format!(
-            "http://127.0.0.1:{}/v1",
-            crate::common::free_port()
-        ));
-    })
-    .await;
+    let gw = TestGateway::builder().provider_unreachable().spawn().await;
     let r = gw
         .post("/v1/agents", json!({"name": "up", "model": "upstream/m"}))
         .await;

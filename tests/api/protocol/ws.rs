@@ -14,14 +14,14 @@ use tokio_tungstenite::{
 };
 
 use super::{assert_invalid, assert_valid};
-use crate::common::{spawn_gateway, TestGateway};
+use crate::common::{spawn_gateway, Api, TestGateway};
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 const WAIT: Duration = Duration::from_secs(10);
 
 async fn connect(gw: &TestGateway) -> Socket {
-    let url = format!("ws://{}/v1/ws?api_key={}", gw.addr, gw.key);
+    let url = gw.ws_url(&gw.key);
     connect_async(url).await.expect("websocket handshake").0
 }
 

@@ -7,7 +7,7 @@ use weir::store::Run;
 
 use super::{get_json, of_type, run_sse, send, types};
 use crate::{
-    common::{expect_error, spawn_gateway},
+    common::{expect_error, poll, spawn_gateway, Api},
     protocol::assert_valid,
 };
 
@@ -114,18 +114,24 @@ async fn logs_are_written_per_run() {
         .unwrap();
     let run_id = out["run_id"].as_str().unwrap();
     // The last line is written after the run's final status: poll briefly.
-    let mut lines = Vec::new();
-    for _ in 0..50 {
-        let page = get_json(&gw, &format!("/v1/agents/{agent}/logs")).await;
-        lines = page["data"].as_array().unwrap().clone();
-        if lines
+    let logs = || async {
+        get_json(&gw, &format!("/v1/agents/{agent}/logs")).await["data"]
+            .as_array()
+            .unwrap()
+            .clone()
+    };
+    let ended = poll(Duration::from_secs(1), || async {
+        let lines = logs().await;
+        lines
             .iter()
             .any(|l| l["message"].as_str().unwrap().starts_with("run ended"))
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+            .then_some(lines)
+    })
+    .await;
+    let lines = match ended {
+        Some(lines) => lines,
+        None => logs().await,
+    };
     let msgs: Vec<&str> = lines
         .iter()
         .map(|l| l["message"].as_str().unwrap())

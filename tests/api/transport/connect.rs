@@ -19,6 +19,7 @@ use tokio_tungstenite::{
 };
 
 use super::spawn_tls_gateway;
+use crate::common::Api;
 
 const WAIT: Duration = Duration::from_secs(10);
 

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use weir::config::ServeConfig;
 
 use self::pki::TestPki;
-use crate::common::{spawn_gateway_with, StoreMode, TestGateway};
+use crate::common::TestGateway;
 
 /// A gateway serving HTTPS with a certificate of the test CA; `gw.base` is
 /// its `https://` URL and `gw.client` trusts the CA (HTTP/2 by ALPN).
@@ -36,18 +36,23 @@ pub struct TlsGateway {
 
 /// Starts a TLS gateway whose certificate is `<pki>/live.crt` (a copy of
 /// one issued as `first`).
-pub async fn spawn_tls_gateway(tweak: impl FnOnce(&mut ServeConfig)) -> TlsGateway {
+pub async fn spawn_tls_gateway(
+    tweak: impl FnOnce(&mut ServeConfig) + Send + 'static,
+) -> TlsGateway {
     let pki = TestPki::new();
     let (crt, key) = pki.issue("first");
     let live = (pki.dir().join("live.crt"), pki.dir().join("live.key"));
     std::fs::copy(crt, &live.0).unwrap();
     std::fs::copy(key, &live.1).unwrap();
-    let mut gw = spawn_gateway_with(StoreMode::Embedded, |cfg| {
-        cfg.transport.tls_cert = Some(live.0.clone());
-        cfg.transport.tls_key = Some(live.1.clone());
-        tweak(cfg);
-    })
-    .await;
+    let (cert, key) = live.clone();
+    let mut gw = TestGateway::builder()
+        .config(move |cfg| {
+            cfg.transport.tls_cert = Some(cert);
+            cfg.transport.tls_key = Some(key);
+            tweak(cfg);
+        })
+        .spawn()
+        .await;
     gw.base = format!("https://{}", gw.addr);
     gw.client = tls_client(&pki.ca());
     TlsGateway {
@@ -69,7 +74,7 @@ pub fn tls_client(ca: &Path) -> reqwest::Client {
 
 /// A plain gateway whose client speaks h2c with prior knowledge.
 pub async fn spawn_h2c_gateway() -> TestGateway {
-    let mut gw = spawn_gateway_with(StoreMode::Embedded, |_| {}).await;
+    let mut gw = crate::common::spawn_gateway().await;
     gw.client = reqwest::Client::builder()
         .http2_prior_knowledge()
         .build()

@@ -6,7 +6,7 @@
 use weir::{config::ServeConfig, Gateway};
 
 use super::{curl_version, pki::TestPki, spawn_tls_gateway};
-use crate::common::spawn_gateway;
+use crate::common::{spawn_gateway, Api, TestGateway};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn curl_negotiates_h2_by_alpn_over_tls() {
@@ -55,10 +55,10 @@ async fn http2_off_leaves_http1_only() {
     let url = t.gw.url("/healthz");
     let got = curl_version(&["--cacert", ca.to_str().unwrap(), "--http2"], &url);
     assert_eq!(got, ("1.1".into(), "200".into()), "ALPN falls back");
-    let plain = crate::common::spawn_gateway_with(crate::common::StoreMode::Embedded, |c| {
-        c.transport.http2 = false
-    })
-    .await;
+    let plain = TestGateway::builder()
+        .config(|c| c.transport.http2 = false)
+        .spawn()
+        .await;
     let got = curl_version(&["--http2-prior-knowledge"], &plain.url("/healthz"));
     assert_ne!(got, ("2".into(), "200".into()), "no h2c");
     assert_eq!(curl_version(&[], &plain.url("/healthz")).1, "200");

@@ -18,7 +18,7 @@ use serde_json::json;
 use tokio::net::TcpStream;
 
 use super::{pki::TestPki, spawn_tls_gateway};
-use crate::common::{free_port, weir_bin, BOOTSTRAP_KEY};
+use crate::common::{free_port, signal, weir_bin, Api, BOOTSTRAP_KEY};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -163,9 +163,7 @@ impl TlsProcess {
     }
 
     fn hangup(&self) {
-        let pid = i32::try_from(self.child.id()).unwrap();
-        // SAFETY: kill(2) on our own child's pid.
-        assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
+        assert!(signal(self.child.id(), "HUP"), "SIGHUP delivered");
     }
 
     async fn wait_for_line(&self, needle: &str) {

@@ -10,7 +10,7 @@ use reqwest::{Method, Response, Version};
 use serde_json::{json, Value};
 
 use super::{spawn_h2c_gateway, spawn_tls_gateway};
-use crate::common::{expect_error, TestGateway};
+use crate::common::{expect_error, Api, TestGateway};
 
 const WAIT: Duration = Duration::from_secs(10);
 
