@@ -4,11 +4,12 @@
 # else building or benchmarking: the figures are only as good as the
 # machine is idle), from anywhere in the repository:
 #
-#   bash loadtest/run_all.sh            # everything, about 50 minutes
+#   bash loadtest/run_all.sh            # everything, about an hour
 #   bash loadtest/run_all.sh rest bus   # only these steps (names below)
 #
-# Needs: redis-server, wrk, nginx-light (apt-get install redis-server wrk
-# nginx-light), a PostgreSQL on 127.0.0.1:5432 trusting user postgres for
+# Needs: redis-server, wrk, nginx-light, openssl (apt-get install
+# redis-server wrk nginx-light openssl; openssl makes the TLS steps'
+# throwaway certificate), a PostgreSQL on 127.0.0.1:5432 trusting user postgres for
 # the `postgres` REST case (skipped without one), python3-venv for LiteLLM
 # (`peer` installs it into loadtest/.venv on first use, a few minutes).
 # Everything runs on loopback and stops by itself.
@@ -77,6 +78,15 @@ fi
 if step edge; then
   say "edge: one rate-limit check, local and through Redis (~1 min)"
   $L edge --checks 1000000 --redis-checks 50000 --keys 10000 --json $R/edge.json
+fi
+
+if step transport; then
+  say "transport: TLS handshakes, idle SSE memory and fan-out to 9,000 over HTTP/1.1 and HTTP/2 (~8 min)"
+  $L transport --idle-streams 10000 --streams-per-conn 100 --subscribers 9000 --rate 30 --secs 20 \
+    --json $R/transport.json
+  say "transport: the relay over TLS, nginx terminating TLS in front of the same provider (~5 min)"
+  $L proxy --tls --nginx --rates 250,500,1000,2000,3000 --step-secs 10 --slo-p99-ms 1000 \
+    --json $R/proxy_tls_nginx.json
 fi
 
 if step soak; then

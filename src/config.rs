@@ -131,9 +131,45 @@ pub struct ServeConfig {
     pub edge: EdgeConfig,
     #[command(flatten)]
     pub redis: RedisConfig,
+    #[command(flatten)]
+    pub transport: TransportConfig,
     /// Settings only tests can change: no flag, env twin or TOML key.
     #[arg(skip)]
     pub test_only: TestOnly,
+}
+
+/// TLS and HTTP/2 on the listener (src/tls.rs, src/http/serve/;
+/// protocol/transport.md).
+#[derive(Debug, Clone, Args)]
+pub struct TransportConfig {
+    /// PEM file of the certificate chain to serve HTTPS with (with --tls-key; unset: plain HTTP). Reloaded when it changes or on SIGHUP.
+    #[arg(long, env = "WEIR_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM file of the private key of --tls-cert (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "WEIR_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Seconds between checks of the TLS files for a change (0: reload on SIGHUP only).
+    #[arg(long, env = "WEIR_TLS_RELOAD_SECS", default_value_t = 10)]
+    pub tls_reload_secs: u64,
+    /// Serve HTTP/2: over TLS when the client offers `h2` (ALPN), and as h2c with prior knowledge on a plain listener (`false`: HTTP/1.1 only).
+    #[arg(long, env = "WEIR_HTTP2", default_value_t = true, action = clap::ArgAction::Set)]
+    pub http2: bool,
+    /// Concurrent streams a client may open on one HTTP/2 connection (SETTINGS_MAX_CONCURRENT_STREAMS).
+    #[arg(long, env = "WEIR_HTTP2_MAX_STREAMS", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    pub http2_max_streams: u32,
+}
+
+impl TransportConfig {
+    /// The TLS files, when TLS is on.
+    pub fn tls_files(&self) -> Option<crate::tls::TlsFiles> {
+        Some(crate::tls::TlsFiles {
+            cert: self.tls_cert.clone()?,
+            key: self.tls_key.clone()?,
+            poll: (self.tls_reload_secs > 0)
+                .then(|| std::time::Duration::from_secs(self.tls_reload_secs)),
+            http2: self.http2,
+        })
+    }
 }
 
 /// Knobs that let a test drive every route quickly (the schemathesis run

@@ -16,9 +16,11 @@ use crate::{
         Bus,
     },
     config::{DataConfig, ServeConfig},
+    http::serve::Transport,
     keys::{self, KeyCache},
     state::AppState,
     store::{remote::RemoteStore, Store, StoreError, SCOPES},
+    tls::Tls,
 };
 
 /// How often batched `last_used_at` updates are written to the store.
@@ -28,12 +30,16 @@ const USAGE_FLUSH: Duration = Duration::from_secs(5);
 pub struct Gateway {
     listener: TcpListener,
     state: AppState,
+    /// TLS on the listener (`--tls-cert`), loaded at bind so that a bad
+    /// file stops start-up.
+    tls: Option<Tls>,
 }
 
 impl Gateway {
     /// Opens the store, seeds the bootstrap key, builds the bus and runtime,
     /// and binds the listener (port 0 picks a free port).
     pub async fn bind(cfg: ServeConfig) -> anyhow::Result<Self> {
+        let tls = cfg.transport.tls_files().map(Tls::load).transpose()?;
         let cfg = Arc::new(cfg);
         let store = open_store(&cfg.data).await?;
         if let Some(secret) = &cfg.bootstrap_key {
@@ -68,7 +74,11 @@ impl Gateway {
             tracker,
             edge: Arc::new(edge),
         };
-        Ok(Self { listener, state })
+        Ok(Self {
+            listener,
+            state,
+            tls,
+        })
     }
 
     /// The address actually bound.
@@ -83,6 +93,11 @@ impl Gateway {
         &self.state
     }
 
+    /// The listener's TLS (to reload it by hand: SIGHUP does the same).
+    pub fn tls(&self) -> Option<&Tls> {
+        self.tls.as_ref()
+    }
+
     /// Serves until `shutdown` resolves, then drains: no new connections,
     /// `/readyz` 503, WebSockets close with 1001 and idle SSE tails end at
     /// once; running runs (and the streams following them) get the grace
@@ -92,8 +107,28 @@ impl Gateway {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let Self { listener, state } = self;
-        tracing::info!(addr = %listener.local_addr()?, "weir listening");
+        let Self {
+            listener,
+            state,
+            tls,
+        } = self;
+        tracing::info!(
+            addr = %listener.local_addr()?,
+            tls = tls.is_some(),
+            http2 = state.config.transport.http2,
+            "weir listening"
+        );
+        if let Some(tls) = &tls {
+            state
+                .tracker
+                .spawn(tls.clone().watch(state.shutdown.clone()));
+        }
+        let transport = Transport {
+            tls: tls.map(|t| t.acceptor),
+            http2: state.config.transport.http2,
+            max_streams: state.config.transport.http2_max_streams,
+            max_header_bytes: state.config.edge.max_header_bytes,
+        };
         state.tracker.spawn(flush_key_usage(state.clone()));
         state.tracker.spawn(crate::bus::control::apply(
             state.bus.control(),
@@ -109,7 +144,7 @@ impl Gateway {
         // Our own accept loop (not `axum::serve`) so hyper's per-connection
         // buffers and timeouts can be set; TCP_NODELAY is set there. The
         // router goes in once and each connection clones an `Arc` of it.
-        let serve = crate::http::serve::serve(listener, app, async move {
+        let serve = crate::http::serve::serve(listener, app, transport, async move {
             shutdown.await;
             tracing::info!("shutdown requested: draining");
             token.cancel();

@@ -26,6 +26,7 @@
 //! - [`shutdown`]: SIGINT/SIGTERM handling (second signal exits at once).
 //! - [`cli`]: `weir keys create` and other commands that work on the data directly.
 //! - [`telemetry`]: tracing setup.
+//! - [`tls`]: rustls at the edge: certificate loading, ALPN, reload on change or SIGHUP.
 //! - [`metrics`]: Prometheus metrics at `/metrics`.
 //! - [`web`]: the browser chat page at `/`, `/llms.txt`, CORS.
 //! - [`util`]: ids and timestamps.
@@ -46,6 +47,7 @@ pub mod state;
 pub mod store;
 pub mod stream;
 pub mod telemetry;
+pub mod tls;
 pub mod util;
 pub mod web;
 pub mod work;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::scenario::{bus, connections, edge, fanout, peer, proxy, rest, runs, soak};
+use crate::scenario::{bus, connections, edge, fanout, peer, proxy, rest, runs, soak, transport};
 
 /// Load generator and benchmarks for weir.
 #[derive(Debug, Parser)]
@@ -51,6 +51,8 @@ pub enum Scenario {
     Bus(bus::Opts),
     /// The cost of one rate-limit check, local and through Redis.
     Edge(edge::Opts),
+    /// TLS and HTTP/2: handshake rate, idle stream memory and fan-out per transport mode.
+    Transport(transport::Opts),
     /// Render BENCHMARKS.md's generated blocks from the results files, or
     /// check them (see loadtest/README.md).
     Report(crate::render::doc::Opts),

@@ -224,7 +224,12 @@ async fn start_as(
         }
         Launch::InProcess => in_process(serve)?,
     };
-    let url = format!("http://{addr}");
+    // `--tls-cert` among the flags: the gateway serves HTTPS.
+    let scheme = match args.iter().any(|a| a.starts_with("--tls-cert")) {
+        true => "https",
+        false => "http",
+    };
+    let url = format!("{scheme}://{addr}");
     let mut gw = Gateway {
         url,
         addr,
@@ -350,7 +355,7 @@ fn in_process(serve: Vec<String>) -> anyhow::Result<Started> {
 
 /// Polls `/healthz` until it answers 200.
 pub async fn wait_healthy(url: &str, within: Duration) -> anyhow::Result<()> {
-    let client = reqwest::Client::new();
+    let client = crate::tls::client_builder().build()?;
     let deadline = Instant::now() + within;
     loop {
         if let Ok(r) = client.get(format!("{url}/healthz")).send().await {

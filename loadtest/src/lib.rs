@@ -12,6 +12,7 @@
 //! - [`hist`]: a lock-free log-linear latency histogram.
 //! - [`report`]: summary tables and JSON output; [`plot`]: PNG plots.
 //! - [`sys`]: fd limits, RSS from /proc, load average.
+//! - [`tls`]: a test CA and certificate, the clients that trust it.
 
 pub mod cli;
 pub mod client;
@@ -23,4 +24,5 @@ pub mod render;
 pub mod report;
 pub mod scenario;
 pub mod sys;
+pub mod tls;
 pub mod units;

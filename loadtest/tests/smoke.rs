@@ -49,10 +49,12 @@ fn smoke_runs_every_scenario_with_sane_numbers() {
         "connections",
         "fanout",
         "proxy",
+        "proxy",
         "peer",
         "runs",
         "runs",
         "soak",
+        "transport",
     ];
     if smoke::installed("wrk", "--version") {
         wanted.push("rest");
@@ -240,6 +242,7 @@ fn renders_every_kind(reports: &[weir_load::report::Report]) {
             "rest" => "| embedded ",
             "bus" => "events/s published",
             "edge" => "| local ",
+            "transport" => "| HTTP/2 + TLS ",
             other => panic!("no expectation for {other}"),
         };
         assert!(text.contains(expect), "{name}: no `{expect}` in {text}");
@@ -254,4 +257,47 @@ fn renders_every_kind(reports: &[weir_load::report::Report]) {
     write_json(&root.path().join("r/x2.json"), &twice, "in-process").unwrap();
     let text = render(root.path(), "proxy-repeat", &["r/x2.json"]).unwrap();
     assert!(text.contains("2 runs at 50/s"), "{text}");
+
+    tls_figures(reports);
+}
+
+/// The TLS relay (the second `proxy` report) and every part of `transport`.
+fn tls_figures(reports: &[weir_load::report::Report]) {
+    let tls = &reports
+        .iter()
+        .filter(|r| r.scenario == "proxy")
+        .nth(1)
+        .expect("the proxy run over TLS")
+        .data;
+    assert_eq!(tls["tls"], true, "{tls}");
+    let mut targets = vec!["weir"];
+    if weir_load::scenario::nginx::available() {
+        targets.push("nginx");
+    }
+    for target in targets {
+        let first = &tls[target][0];
+        assert_eq!(first["errors"], 0, "{target} over TLS: {first}");
+        assert_eq!(first["ok"], first["sent"], "{target} over TLS: {first}");
+    }
+    let t = data(reports, "transport");
+    let hs = t["handshake"].as_array().unwrap();
+    assert_eq!(hs.len(), 2, "{t}");
+    assert!(hs[0]["handshakes"].as_u64().unwrap() > 0, "{t}");
+    assert_eq!(hs[0]["resumptions"], 0, "full handshakes: {t}");
+    assert!(hs[1]["resumptions"].as_u64().unwrap() > 0, "resumed: {t}");
+    let idle = t["idle"].as_array().unwrap();
+    assert_eq!(idle.len(), 4, "every mode: {t}");
+    for m in idle {
+        assert_eq!(m["streams"], 20, "{m}");
+        assert!(m["pinged"].as_u64().unwrap() >= 20, "{m}");
+    }
+    // HTTP/2: ten streams on each of two connections.
+    assert_eq!(idle[2]["connections"], 2, "{}", idle[2]);
+    let fan = t["fanout"].as_array().unwrap();
+    assert_eq!(fan.len(), 4, "{t}");
+    for m in fan {
+        assert_eq!(m["subscribers"], 20, "{m}");
+        assert!(m["deliveries"].as_u64().unwrap() > 0, "{m}");
+        assert_eq!(m["errors"], 0, "{m}");
+    }
 }

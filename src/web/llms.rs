@@ -21,6 +21,7 @@ pub const FILES: &[(&str, &str)] = &[
     ("sse.md", include_str!("../../protocol/sse.md")),
     ("websocket.md", include_str!("../../protocol/websocket.md")),
     ("openai.md", include_str!("../../protocol/openai.md")),
+    ("transport.md", include_str!("../../protocol/transport.md")),
     ("limits.md", include_str!("../../protocol/limits.md")),
     ("metrics.md", include_str!("../../protocol/metrics.md")),
     ("CHANGELOG.md", include_str!("../../protocol/CHANGELOG.md")),

@@ -20,4 +20,5 @@ mod rest;
 mod runs;
 mod scopes;
 mod streams;
+mod transport;
 mod ws;

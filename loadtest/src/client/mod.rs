@@ -3,6 +3,7 @@
 //! run out of ephemeral ports), and the open-loop HTTP driver.
 
 pub mod event;
+pub mod h2;
 pub mod openloop;
 pub mod sse;
 pub mod timing;

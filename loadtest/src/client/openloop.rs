@@ -125,9 +125,12 @@ impl Step {
     }
 }
 
-/// A client fit for thousands of requests per second on loopback.
+/// A client fit for thousands of requests per second on loopback; HTTP/1.1
+/// (with keep-alive) everywhere, so that weir and nginx are compared on
+/// the same protocol, over TLS too.
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder()
+    crate::tls::client_builder()
+        .http1_only()
         .no_proxy()
         .tcp_nodelay(true)
         .pool_max_idle_per_host(4096)

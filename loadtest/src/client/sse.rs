@@ -1,14 +1,13 @@
-//! A lean SSE subscriber over a raw socket: one small buffer per
-//! connection, HTTP/1.1 chunked decoding by hand, frames scanned for `date`
-//! and `seq` rather than parsed, so 100k of them fit in the load generator.
+//! A lean SSE subscriber over a raw socket (or TLS over one): one small
+//! buffer per connection, HTTP/1.1 chunked decoding by hand, frames scanned
+//! for `date` and `seq` rather than parsed, so 100k of them fit in the load
+//! generator.
 
 use std::{net::SocketAddr, sync::Arc};
 
 use bytes::{Buf, BytesMut};
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpStream,
-};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_rustls::TlsConnector;
 use tokio_util::sync::CancellationToken;
 
 use super::event::{find, Stats};
@@ -16,9 +15,13 @@ use super::event::{find, Stats};
 /// Largest response head accepted.
 const MAX_HEAD: usize = 16 * 1024;
 
+/// What a subscriber reads from: a socket, or TLS over one.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
 /// An open SSE response, positioned at the start of its body.
 pub struct SseConn {
-    stream: TcpStream,
+    stream: Box<dyn Io>,
     raw: BytesMut,
     body: BytesMut,
     chunk_left: usize,
@@ -37,7 +40,22 @@ pub enum SseError {
 
 /// Opens `GET path` with the key from source address number `i`.
 pub async fn open(i: usize, to: SocketAddr, path: &str, key: &str) -> Result<SseConn, SseError> {
-    let mut stream = super::connect_from(i, to).await?;
+    open_over(i, to, None, path, key).await
+}
+
+/// [`open`], over TLS (ALPN `http/1.1`) when `tls` is given.
+pub async fn open_over(
+    i: usize,
+    to: SocketAddr,
+    tls: Option<&TlsConnector>,
+    path: &str,
+    key: &str,
+) -> Result<SseConn, SseError> {
+    let tcp = super::connect_from(i, to).await?;
+    let mut stream: Box<dyn Io> = match tls {
+        Some(c) => Box::new(c.connect(crate::tls::server_name(), tcp).await?),
+        None => Box::new(tcp),
+    };
     let req = format!(
         "GET {path} HTTP/1.1\r\nHost: {to}\r\nAuthorization: Bearer {key}\r\nAccept: text/event-stream\r\n\r\n"
     );
@@ -138,7 +156,8 @@ impl SseConn {
     }
 }
 
-fn handle_frame(frame: &[u8], stats: &Stats, mark: &mut u64) {
+/// Records one SSE frame: a ping comment or an event.
+pub fn handle_frame(frame: &[u8], stats: &Stats, mark: &mut u64) {
     if frame.starts_with(b":") {
         stats.ping(mark);
     } else if let Some(at) = find(frame, b"data: ") {
@@ -157,7 +176,23 @@ pub async fn subscribe(
     stop: CancellationToken,
     ready: impl FnOnce(bool),
 ) {
-    let opened = tokio::time::timeout(super::OPEN_TIMEOUT, open(i, to, &path, &key)).await;
+    subscribe_over(i, to, None, path, key, stats, stop, ready).await
+}
+
+/// [`subscribe`], over TLS when `tls` is given.
+#[allow(clippy::too_many_arguments)] // subscribe's, plus the connector
+pub async fn subscribe_over(
+    i: usize,
+    to: SocketAddr,
+    tls: Option<TlsConnector>,
+    path: Arc<str>,
+    key: Arc<str>,
+    stats: Arc<Stats>,
+    stop: CancellationToken,
+    ready: impl FnOnce(bool),
+) {
+    let open = open_over(i, to, tls.as_ref(), &path, &key);
+    let opened = tokio::time::timeout(super::OPEN_TIMEOUT, open).await;
     let conn = match opened.unwrap_or_else(|_| Err(SseError::Protocol("open timed out".into()))) {
         Ok(c) => c,
         Err(e) => {

@@ -13,6 +13,7 @@ pub mod doc;
 mod ratio;
 mod requests;
 mod streams;
+mod transport;
 
 use std::path::Path;
 
@@ -31,7 +32,7 @@ pub enum RenderError {
     Missing { file: String, pointer: String },
     #[error("{0}: expected a non-empty array of reports")]
     Shape(String),
-    #[error("unknown kind `{0}` (connections, fanout, proxy, proxy-repeat, peer, runs, soak, rest, bus, edge)")]
+    #[error("unknown kind `{0}` (connections, fanout, proxy, proxy-repeat, peer, runs, soak, rest, bus, edge, transport)")]
     Kind(String),
 }
 
@@ -117,6 +118,7 @@ pub fn render(root: &Path, kind: &str, files: &[&str]) -> Result<String, RenderE
         "runs" => requests::runs(&r)?,
         "rest" => requests::rest(&r)?,
         "edge" => requests::edge(&r)?,
+        "transport" => transport::transport(&r)?,
         other => return Err(RenderError::Kind(other.into())),
     };
     Ok(format!("{}{body}", provenance(&r)))

@@ -117,8 +117,13 @@ pub fn proxy(r: &Results) -> Result<String, RenderError> {
         ),
         None => String::new(),
     };
+    let tls = if rep.pointer("/data/tls").and_then(Value::as_bool) == Some(true) {
+        "\nClients reach weir and nginx over TLS (each terminates it with the same ECDSA P-256 certificate; HTTP/1.1 keep-alive from the client, plain HTTP to the provider); direct is plain HTTP.\n"
+    } else {
+        ""
+    };
     Ok(format!(
-        "\n{}\nWhat each proxy adds over calling the provider directly (its total latency minus direct's, same run):\n\n{}\n{bounds}{v}",
+        "{tls}\n{}\nWhat each proxy adds over calling the provider directly (its total latency minus direct's, same run):\n\n{}\n{bounds}{v}",
         t.markdown(),
         added.markdown()
     ))

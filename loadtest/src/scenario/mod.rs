@@ -14,6 +14,7 @@ pub mod rest;
 pub mod runs;
 pub mod smoke;
 pub mod soak;
+pub mod transport;
 
 use std::{
     net::SocketAddr,
@@ -36,7 +37,8 @@ use crate::{
 
 /// Creates an echo agent whose tokens are `delay_ms` apart; returns its id.
 pub async fn create_agent(gw: &Gateway, delay_ms: u64) -> anyhow::Result<String> {
-    let resp = reqwest::Client::new()
+    let resp = crate::tls::client_builder()
+        .build()?
         .post(format!("{}/v1/agents", gw.url))
         .bearer_auth(&gw.key)
         .json(

@@ -45,15 +45,23 @@ pub fn available() -> bool {
 }
 
 /// Starts `nginx` (from `PATH`, or `/usr/sbin/nginx`) in front of
-/// `provider` (a base URL ending in `/v1`) with `workers` worker processes.
-pub async fn start(provider: &str, workers: u32) -> anyhow::Result<Nginx> {
+/// `provider` (a base URL ending in `/v1`) with `workers` worker processes,
+/// terminating TLS with `tls`'s certificate when given.
+pub async fn start(
+    provider: &str,
+    workers: u32,
+    tls: Option<&crate::tls::Pki>,
+) -> anyhow::Result<Nginx> {
     let upstream = provider
         .trim_start_matches("http://")
         .trim_end_matches("/v1")
         .to_owned();
     let dir = tempfile::tempdir()?;
     let port = free_port()?;
-    let conf = config(&dir.path().to_string_lossy(), port, &upstream, workers);
+    let mut conf = config(&dir.path().to_string_lossy(), port, &upstream, workers);
+    if let Some(pki) = tls {
+        conf = with_tls(&conf, port, pki);
+    }
     let conf_path = dir.path().join("nginx.conf");
     std::fs::write(&conf_path, conf)?;
     let bin = binary().unwrap_or_else(|| PathBuf::from("nginx"));
@@ -74,7 +82,10 @@ pub async fn start(provider: &str, workers: u32) -> anyhow::Result<Nginx> {
     let mut guard = ChildGuard(child);
     let target = Target {
         name: "nginx".into(),
-        base: format!("http://127.0.0.1:{port}/v1"),
+        base: format!(
+            "{}://127.0.0.1:{port}/v1",
+            if tls.is_some() { "https" } else { "http" }
+        ),
         key: None,
         model: "fake".into(),
         route: Route::OpenAi,
@@ -130,6 +141,23 @@ http {{
     }}
 }}
 "
+    )
+}
+
+/// The same configuration with the listener terminating TLS as weir does:
+/// TLS 1.2 and 1.3, the same certificate, sessions resumable.
+fn with_tls(conf: &str, port: u16, pki: &crate::tls::Pki) -> String {
+    conf.replace(
+        &format!("listen 127.0.0.1:{port} backlog=4096;"),
+        &format!(
+            "listen 127.0.0.1:{port} ssl backlog=4096;
+        ssl_certificate {};
+        ssl_certificate_key {};
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_session_cache shared:SSL:10m;",
+            pki.cert.display(),
+            pki.key.display()
+        ),
     )
 }
 

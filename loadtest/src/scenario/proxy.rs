@@ -52,6 +52,12 @@ pub struct Opts {
     /// proxy adds on this machine.
     #[arg(long)]
     pub nginx: bool,
+    /// Clients reach weir (and nginx) over TLS: both terminate it with the
+    /// same throwaway ECDSA P-256 certificate, HTTP/1.1 keep-alive from the
+    /// client, plain HTTP to the provider; CPU per request then includes
+    /// the record encryption (handshakes are amortised over keep-alive).
+    #[arg(long)]
+    pub tls: bool,
 }
 
 /// Whether a step counts as sustained under `slo_p99_ms`.
@@ -148,6 +154,8 @@ pub fn max_sustained(steps: &[Step], slo: f64) -> f64 {
 pub struct Setup {
     pub fake: FakeProvider,
     pub weir: Gateway,
+    /// The certificate weir (and nginx) serve, with `--tls`.
+    pub pki: Option<crate::tls::Pki>,
 }
 
 pub async fn setup(launch: &Launch, extra: &[String], o: &Opts) -> anyhow::Result<Setup> {
@@ -157,9 +165,11 @@ pub async fn setup(launch: &Launch, extra: &[String], o: &Opts) -> anyhow::Resul
         gap: Duration::from_micros(o.gap_us),
     })?;
     let mut args = vec!["--provider-url".to_owned(), fake.base.clone()];
+    let pki = o.tls.then(crate::tls::Pki::make).transpose()?;
+    args.extend(pki.iter().flat_map(crate::tls::Pki::gateway_args));
     args.extend(extra.iter().cloned());
     let weir = gateway::start(launch, &Data::Embedded, &args).await?;
-    Ok(Setup { fake, weir })
+    Ok(Setup { fake, weir, pki })
 }
 
 pub fn direct(fake: &FakeProvider) -> Target {
@@ -189,7 +199,7 @@ pub async fn run(launch: &Launch, extra: &[String], o: &Opts) -> anyhow::Result<
     let report = Report::new("proxy");
     let s = setup(launch, extra, o).await?;
     let nginx = match o.nginx {
-        true => Some(super::nginx::start(&s.fake.base, nginx_workers()).await?),
+        true => Some(super::nginx::start(&s.fake.base, nginx_workers(), s.pki.as_ref()).await?),
         false => None,
     };
     // The fake provider shares the load generator's process: no CPU figure.
@@ -232,7 +242,11 @@ fn fill(
     let mut runs = vec![("direct", direct_steps), ("weir", weir_steps)];
     runs.extend(nginx.map(|n| ("nginx", n)));
     report.tables.push(steps_table(
-        "open-loop streaming, direct vs through weir",
+        if o.tls {
+            "open-loop streaming, direct vs through weir, clients over TLS"
+        } else {
+            "open-loop streaming, direct vs through weir"
+        },
         &runs,
         o.slo_p99_ms,
         false,
@@ -246,6 +260,7 @@ fn fill(
     let nginx = nginx.unwrap_or_default();
     report.data = json!({
         "options": format!("{o:?}"),
+        "tls": o.tls,
         "direct": steps_json(direct_steps, o.slo_p99_ms),
         "weir": steps_json(weir_steps, o.slo_p99_ms),
         "max_sustained": {

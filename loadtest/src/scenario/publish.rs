@@ -142,7 +142,7 @@ impl Publisher {
             .collect::<Vec<_>>()
             .join(" ");
         let poster = Poster {
-            client: reqwest::Client::builder().no_proxy().build()?,
+            client: crate::tls::client_builder().no_proxy().build()?,
             endpoint: format!("{url}/v1/agents/{agent_id}/messages"),
             key: key.to_owned(),
             body: json!({"message": text, "stream_tokens": true}),

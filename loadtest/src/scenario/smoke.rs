@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use crate::{gateway::Launch, report::Report};
 
-use super::{bus, connections, edge, fanout, peer, proxy, rest, runs, soak};
+use super::{bus, connections, edge, fanout, peer, proxy, rest, runs, soak, transport};
 
 /// The tiny versions of every scenario, in order.
 pub async fn run(
@@ -47,8 +47,16 @@ pub async fn run(
         // Two slices per step: the interleaved ramp is what runs.
         slice_secs: 0.5,
         nginx: super::nginx::available(),
+        tls: false,
     };
     reports.push(proxy::run(launch, extra, &p).await?);
+    // The relay over TLS, nginx terminating TLS beside it.
+    let pt = proxy::Opts {
+        rates: vec![50.0],
+        tls: true,
+        ..p.clone()
+    };
+    reports.push(proxy::run(launch, extra, &pt).await?);
     let pe = peer::Opts {
         proxy: proxy::Opts {
             rates: vec![50.0],
@@ -87,8 +95,33 @@ pub async fn run(
         sample_secs: 1,
     };
     reports.push(soak::run(launch, extra, &s).await?);
+    reports.push(transport::run(launch, extra, &tiny_transport()).await?);
     reports.extend(benches(launch, extra).await?);
     Ok(reports)
+}
+
+/// `transport` at tiny scale: every part, every mode.
+fn tiny_transport() -> transport::Opts {
+    transport::Opts {
+        parts: vec!["handshake".into(), "idle".into(), "fanout".into()],
+        modes: vec![
+            transport::Mode::H1,
+            transport::Mode::H1Tls,
+            transport::Mode::H2c,
+            transport::Mode::H2Tls,
+        ],
+        handshake_secs: 0.5,
+        handshake_concurrency: 2,
+        idle_streams: 20,
+        streams_per_conn: 10,
+        sse_ping_secs: 1,
+        subscribers: 20,
+        rate: 50.0,
+        secs: 1,
+        delay_ms: 5,
+        words: 10,
+        concurrency: 16,
+    }
 }
 
 /// The benchmarks that need a tool: `rest` where wrk is installed, `bus`

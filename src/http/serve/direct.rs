@@ -19,7 +19,7 @@ use axum::{
 };
 use bytes::Bytes;
 use http::{header, HeaderMap, StatusCode};
-use tokio::net::TcpStream;
+use tokio::io::AsyncRead;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
@@ -32,6 +32,9 @@ use super::{
 pub enum Next {
     /// Hyper serves it; these bytes were already read from the socket.
     Hyper(Bytes),
+    /// Hyper serves it as HTTP/2 (prior knowledge); these bytes (the
+    /// preface and maybe more) were already read.
+    H2(Bytes),
     /// Write this response, then go on as [`Respond::keep_alive`] says.
     Respond(Respond),
     /// Nothing more to do: the client left, was too slow, or the gateway
@@ -54,15 +57,20 @@ pub struct Respond {
 /// Reads the first request head ([`HEADER_READ_TIMEOUT`]; `stop` closes a
 /// connection still waiting for one, as hyper's graceful shutdown closes an
 /// idle connection) and, on the direct path, gets its response.
-pub async fn first_request(tcp: &TcpStream, router: &Router, stop: &CancellationToken) -> Next {
+pub async fn first_request<IO: AsyncRead + Unpin>(
+    io: &mut IO,
+    router: &Router,
+    stop: &CancellationToken,
+) -> Next {
     let first = tokio::select! {
         biased;
         _ = stop.cancelled() => return Next::Close,
-        r = tokio::time::timeout(HEADER_READ_TIMEOUT, read_first(tcp)) => r,
+        r = tokio::time::timeout(HEADER_READ_TIMEOUT, read_first(io)) => r,
     };
     let req = match first {
         Ok(Ok(First::Direct(req))) => req,
         Ok(Ok(First::Hyper(prefix))) => return Next::Hyper(prefix),
+        Ok(Ok(First::H2(prefix))) => return Next::H2(prefix),
         Ok(Ok(First::Closed)) => return Next::Close,
         Ok(Err(e)) => {
             tracing::debug!(error = %e, "reading a request head failed");

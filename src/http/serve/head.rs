@@ -3,6 +3,12 @@
 //! long-lived SSE GET is served directly, anything else goes to hyper with
 //! the bytes read so far handed back ([`super::prefixed`]).
 //!
+//! The HTTP/2 connection preface (`PRI * HTTP/2.0`, a client speaking h2c
+//! with prior knowledge) is recognised here too and goes to hyper's HTTP/2
+//! side ([`super::h2`]); an HTTP/1 connection is thus still served by
+//! hyper's HTTP/1 builder, not by hyper-util's `auto` one and its 24-byte
+//! rewind (the parent module says what that would cost).
+//!
 //! Only what is certainly such a GET takes the direct path; every doubt
 //! (incomplete or oversized head, a parse error, a request body, an
 //! upgrade, HTTP/1.0, bytes after the head) goes to hyper, which answers
@@ -13,7 +19,7 @@ use std::io;
 use axum::body::Body;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, Version};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::http::route::is_direct_sse;
 
@@ -21,6 +27,9 @@ use crate::http::route::is_direct_sse;
 /// (an SSE GET with a key is ~300 bytes); a larger one goes to hyper, whose
 /// 8 KiB read buffer takes this whole prefix in its first read.
 pub const HEAD_BUF: usize = 4096;
+
+/// What an HTTP/2 client with prior knowledge sends first (RFC 9113 §3.4).
+pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// Headers parsed at most; a request with more goes to hyper (limit 100).
 const MAX_HEADERS: usize = 64;
@@ -32,6 +41,8 @@ pub enum First {
     Direct(Request<Body>),
     /// Anything else: these bytes (maybe an incomplete head) go to hyper.
     Hyper(Bytes),
+    /// The HTTP/2 preface (and whatever followed it in the same reads).
+    H2(Bytes),
     /// The client closed before sending a byte.
     Closed,
 }
@@ -39,21 +50,19 @@ pub enum First {
 /// Reads until a complete head, [`HEAD_BUF`] bytes, or EOF. The buffer is
 /// a temporary: it is gone (or handed to hyper, which frees it after one
 /// read) before the connection settles into a stream.
-pub async fn read_first(tcp: &TcpStream) -> io::Result<First> {
+pub async fn read_first<IO: AsyncRead + Unpin>(io: &mut IO) -> io::Result<First> {
     let mut buf = vec![0u8; HEAD_BUF];
     let mut len = 0;
     loop {
-        tcp.readable().await?;
-        match tcp.try_read(&mut buf[len..]) {
-            Ok(0) if len == 0 => return Ok(First::Closed),
-            Ok(0) => return Ok(First::Hyper(prefix(buf, len))),
-            Ok(n) => len += n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Err(e),
+        match io.read(&mut buf[len..]).await? {
+            0 if len == 0 => return Ok(First::Closed),
+            0 => return Ok(First::Hyper(prefix(buf, len))),
+            n => len += n,
         }
         match classify(&buf[..len]) {
             Parsed::Partial if len < HEAD_BUF => {}
             Parsed::Direct(req) => return Ok(First::Direct(req)),
+            Parsed::H2 => return Ok(First::H2(prefix(buf, len))),
             Parsed::Partial | Parsed::Hyper => return Ok(First::Hyper(prefix(buf, len))),
         }
     }
@@ -71,10 +80,19 @@ pub enum Parsed {
     Partial,
     Direct(Request<Body>),
     Hyper,
+    /// The HTTP/2 connection preface.
+    H2,
 }
 
 /// Decides from `bytes` (the start of a connection).
 pub fn classify(bytes: &[u8]) -> Parsed {
+    // `P` may still become `POST`: only the whole preface decides.
+    if bytes.starts_with(PREFACE) {
+        return Parsed::H2;
+    }
+    if PREFACE.starts_with(bytes) {
+        return Parsed::Partial;
+    }
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     let head_len = match req.parse(bytes) {
@@ -153,6 +171,7 @@ mod tests {
             Parsed::Direct(r) => r,
             Parsed::Partial => panic!("partial"),
             Parsed::Hyper => panic!("hyper"),
+            Parsed::H2 => panic!("h2"),
         }
     }
 
@@ -201,5 +220,20 @@ mod tests {
             Parsed::Partial
         ));
         assert!(matches!(classify(b"GE"), Parsed::Partial));
+    }
+
+    #[test]
+    fn the_http2_preface_is_told_from_http1_methods() {
+        assert!(matches!(classify(PREFACE), Parsed::H2));
+        let mut with_settings = PREFACE.to_vec();
+        with_settings.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+        assert!(matches!(classify(&with_settings), Parsed::H2));
+        for partial in [&b"P"[..], b"PRI", b"PRI * HTTP/2.0\r\n\r\nSM"] {
+            assert!(matches!(classify(partial), Parsed::Partial), "{partial:?}");
+        }
+        // Diverging from the preface is an HTTP/1 matter again.
+        assert!(matches!(classify(b"PO"), Parsed::Partial));
+        assert!(to_hyper(b"POST /v1/runs/r/stream HTTP/1.1\r\n\r\n"));
+        assert!(to_hyper(b"PRI * HTTP/1.1\r\n\r\n"));
     }
 }

@@ -1,11 +1,28 @@
-//! The HTTP/1 accept loop: weir's own instead of `axum::serve`, so that the
+//! The accept loop: weir's own instead of `axum::serve`, so that the
 //! per-connection settings of hyper can be chosen, and so that long-lived
 //! SSE streams can be served without hyper at all. Most of weir's open
 //! connections are idle streams (SSE bodies, WebSockets) that hold whatever
 //! was allocated for them for hours, so what one connection costs is what
 //! 100k connections cost (BENCHMARKS.md, connections).
 //!
-//! # Two paths
+//! # Protocols
+//!
+//! | listener | client says | served by |
+//! |---|---|---|
+//! | plain | an HTTP/1 head | the two paths below |
+//! | plain | the HTTP/2 preface (h2c, prior knowledge) | hyper's HTTP/2 ([`h2`]) |
+//! | TLS (`--tls-cert`) | ALPN `h2` | hyper's HTTP/2 ([`h2`]) |
+//! | TLS | ALPN `http/1.1`, or none | the two paths below, over the TLS stream |
+//!
+//! The preface is told apart in weir's own first read (`head.rs`), so an
+//! HTTP/1 connection never pays for hyper-util's `auto` detection (below).
+//! A TLS connection is handshaken in its own task ([`HANDSHAKE_TIMEOUT`],
+//! the handshake state boxed and freed after) and its stream is boxed, so
+//! the tasks that hold it are no larger than a plain socket's. Upgrading
+//! HTTP/1.1 to h2c (`Upgrade: h2c`) is not offered: no browser uses it and
+//! proxies speak prior knowledge.
+//!
+//! # Two paths for HTTP/1
 //!
 //! Each accepted connection's task first reads the request head itself
 //! (`head.rs`, into a 4 KiB buffer freed before anything long-lived starts).
@@ -67,12 +84,14 @@
 //! them are closed. Direct-path streams are counted alike; their SSE bodies
 //! end on the gateway's shutdown token by themselves, and the connection
 //! then closes. Upgraded WebSockets leave hyper at the upgrade and are
-//! ended by the gateway's own shutdown token. HTTP/1 only: `axum::serve`
-//! did not offer HTTP/2 either (axum's `http2` feature is off).
+//! ended by the gateway's own shutdown token. An HTTP/2 connection sends
+//! GOAWAY and finishes the streams in flight ([`h2`]); a TLS handshake in
+//! progress is abandoned.
 
 mod body;
 mod burst;
 mod direct;
+pub mod h2;
 mod head;
 mod prefixed;
 mod unread;
@@ -89,9 +108,16 @@ use std::{
 use axum::{extract::Request, response::Response, Router};
 use bytes::Bytes;
 use futures::future::BoxFuture;
-use hyper::{body::Incoming, server::conn::http1};
-use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::{TcpListener, TcpStream};
+use hyper::{
+    body::Incoming,
+    server::conn::{http1, http2},
+};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    net::{TcpListener, TcpStream},
+};
+use tokio_rustls::{server::TlsStream, TlsAcceptor};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tower::ServiceExt;
 
@@ -105,11 +131,35 @@ use self::{
 /// between keep-alive requests).
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
-type Connection = http1::UpgradeableConnection<TokioIo<Prefixed>, BoxedRouter>;
+/// Time a client has to complete the TLS handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a connection is served over: a plain socket, or a (boxed, so the
+/// tasks that hold it stay small) TLS stream.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
+
+type Connection<IO> = http1::UpgradeableConnection<TokioIo<Prefixed<IO>>, BoxedRouter>;
+
+/// How the listener speaks: TLS or not, HTTP/2 or not.
+#[derive(Clone)]
+pub struct Transport {
+    /// TLS on every connection (`None`: plain).
+    pub tls: Option<TlsAcceptor>,
+    /// Serve HTTP/2 (ALPN `h2`, or h2c with prior knowledge).
+    pub http2: bool,
+    /// SETTINGS_MAX_CONCURRENT_STREAMS.
+    pub max_streams: u32,
+    /// The edge's head limit, from which the HTTP/2 header list size follows.
+    pub max_header_bytes: usize,
+}
 
 /// What every connection task shares: one `Arc` per connection.
 struct Shared {
     builder: http1::Builder,
+    /// `None`: HTTP/2 is off, a preface goes to HTTP/1 (which refuses it).
+    h2: Option<http2::Builder<TokioExecutor>>,
+    tls: Option<TlsAcceptor>,
     router: Router,
 }
 
@@ -118,10 +168,15 @@ struct Shared {
 pub async fn serve(
     listener: TcpListener,
     router: Router,
+    transport: Transport,
     signal: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     let shared = Arc::new(Shared {
         builder: http1_builder(),
+        h2: transport
+            .http2
+            .then(|| h2::builder(transport.max_streams, transport.max_header_bytes)),
+        tls: transport.tls,
         router,
     });
     let stop = CancellationToken::new();
@@ -140,7 +195,11 @@ pub async fn serve(
         };
         // Best effort: a socket that refuses it still works, only slower.
         let _ = tcp.set_nodelay(true);
-        conns.spawn(connection(tcp, shared.clone(), stop.clone()));
+        if shared.tls.is_some() {
+            conns.spawn(secure(tcp, shared.clone(), stop.clone()));
+        } else {
+            conns.spawn(connection(tcp, shared.clone(), stop.clone()));
+        }
     }
     drop(listener);
     stop.cancel();
@@ -157,6 +216,49 @@ fn http1_builder() -> http1::Builder {
     b
 }
 
+/// A TLS connection's task: the handshake, then HTTP/2 if ALPN chose it,
+/// else the same HTTP/1 paths as a plain connection (direct SSE included).
+async fn secure(tcp: TcpStream, shared: Arc<Shared>, stop: CancellationToken) {
+    let Some(tls) = shared.tls.as_ref() else {
+        return;
+    };
+    let Some(stream) = handshake(tls, tcp, &stop).await else {
+        return;
+    };
+    let is_h2 = stream.get_ref().1.alpn_protocol() == Some(crate::tls::ALPN_H2);
+    match (&shared.h2, is_h2) {
+        (Some(b), true) => h2::connection(stream, Bytes::new(), b, &shared.router, stop).await,
+        _ => connection(stream, shared.clone(), stop).await,
+    }
+}
+
+/// The handshake, boxed (its state, the largest part of a TLS session's,
+/// is freed before the connection settles), within [`HANDSHAKE_TIMEOUT`]
+/// and abandoned when the gateway stops.
+async fn handshake(
+    tls: &TlsAcceptor,
+    tcp: TcpStream,
+    stop: &CancellationToken,
+) -> Option<Box<TlsStream<TcpStream>>> {
+    let accept = Box::pin(tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(tcp)));
+    let done = tokio::select! {
+        biased;
+        _ = stop.cancelled() => return None,
+        r = accept => r,
+    };
+    match done {
+        Ok(Ok(stream)) => Some(Box::new(stream)),
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!("no TLS handshake within the timeout");
+            None
+        }
+    }
+}
+
 /// One connection's task: its first request decides the path (module doc).
 ///
 /// What this future holds for as long as a direct stream is open is all an
@@ -164,26 +266,30 @@ fn http1_builder() -> http1::Builder {
 /// after the stream are boxed futures, freed or not yet allocated while
 /// it runs (the test below keeps it small).
 #[allow(clippy::manual_async_fn)] // on purpose: see `drive`
-fn connection(
-    mut tcp: TcpStream,
+fn connection<IO: Io>(
+    mut io: IO,
     shared: Arc<Shared>,
     stop: CancellationToken,
-) -> impl Future<Output = ()> {
+) -> impl Future<Output = ()> + Send {
     async move {
-        let first = Box::pin(direct::first_request(&tcp, &shared.router, &stop)).await;
+        let first = Box::pin(direct::first_request(&mut io, &shared.router, &stop)).await;
         let prefix = match first {
             Next::Close => return,
+            Next::H2(prefix) => match &shared.h2 {
+                Some(b) => return h2::connection(io, prefix, b, &shared.router, stop).await,
+                None => prefix,
+            },
             Next::Hyper(prefix) => prefix,
             Next::Respond(r) => {
                 let keep_alive = r.keep_alive;
-                match WriteBody::new(&mut tcp, r.head, r.body, r.length).await {
+                match WriteBody::new(&mut io, r.head, r.body, r.length).await {
                     // A stopping gateway closes idle connections anyway.
                     Ended::Written { rest } if keep_alive && !stop.is_cancelled() => rest,
                     _ => return,
                 }
             }
         };
-        hyper_connection(tcp, prefix, &shared, stop).await;
+        hyper_connection(io, prefix, &shared, stop).await;
     }
 }
 
@@ -192,16 +298,16 @@ fn connection(
 /// hyper connection, ~0.7 KiB) instead of one task holding both: a few
 /// hundred bytes more per idle keep-alive connection, none once a WebSocket
 /// has left hyper at its upgrade (both are freed then).
-fn hyper_connection(
-    tcp: TcpStream,
+fn hyper_connection<IO: Io>(
+    io: IO,
     prefix: Bytes,
     shared: &Shared,
     stop: CancellationToken,
-) -> Pin<Box<impl Future<Output = ()>>> {
+) -> Pin<Box<impl Future<Output = ()> + Send>> {
     let conn = shared
         .builder
         .serve_connection(
-            TokioIo::new(Prefixed::new(tcp, prefix)),
+            TokioIo::new(Prefixed::new(io, prefix)),
             BoxedRouter(shared.router.clone()),
         )
         .with_upgrades();
@@ -214,7 +320,7 @@ fn hyper_connection(
 /// local, and the task would hold both copies (1,424 bytes instead of 768;
 /// `conn` is `Unpin`, so the block polls it where it was captured).
 #[allow(clippy::manual_async_fn)] // on purpose: see above, and the test below
-fn drive(mut conn: Connection, stop: CancellationToken) -> impl Future<Output = ()> {
+fn drive<IO: Io>(mut conn: Connection<IO>, stop: CancellationToken) -> impl Future<Output = ()> {
     async move {
         tokio::select! {
             r = &mut conn => return log_end(r),
@@ -225,7 +331,7 @@ fn drive(mut conn: Connection, stop: CancellationToken) -> impl Future<Output = 
     }
 }
 
-fn log_end(r: hyper::Result<()>) {
+fn log_end<T>(r: hyper::Result<T>) {
     if let Err(e) = r {
         // A client that goes away mid-request is routine, not an error.
         tracing::debug!(error = %e, "connection ended with an error");
@@ -272,32 +378,45 @@ impl hyper::service::Service<Request<Incoming>> for BoxedRouter {
 mod tests {
     use super::*;
 
-    fn future_size<F: Future>(_: fn(Connection, CancellationToken) -> F) -> usize {
+    type Tls = Box<TlsStream<TcpStream>>;
+
+    fn future_size<IO, F: Future>(_: fn(Connection<IO>, CancellationToken) -> F) -> usize {
         std::mem::size_of::<F>()
     }
 
-    fn task_size<F: Future>(_: fn(TcpStream, Arc<Shared>, CancellationToken) -> F) -> usize {
+    fn task_size<IO, F: Future>(_: fn(IO, Arc<Shared>, CancellationToken) -> F) -> usize {
         std::mem::size_of::<F>()
     }
 
     /// A direct SSE stream's task is this future for as long as the stream
     /// is open: the socket, the body and its write state, no more (the
-    /// first request and hyper's connection are boxed).
+    /// first request and hyper's connection are boxed). Over TLS the
+    /// stream is boxed, so the task is no larger.
     #[test]
     fn a_direct_stream_task_is_small() {
-        let task = task_size(connection);
+        let task = task_size(connection::<TcpStream>);
         assert!(task <= 320, "connection is {task} bytes");
+        let task = task_size(connection::<Tls>);
+        assert!(task <= 320, "connection over TLS is {task} bytes");
     }
 
     /// Every open connection's task is this future: it must hold the
     /// connection once (the `async fn` form held it twice).
     #[test]
     fn a_connection_task_holds_one_copy_of_the_connection() {
-        let conn = std::mem::size_of::<Connection>();
-        let task = future_size(drive);
+        let conn = std::mem::size_of::<Connection<TcpStream>>();
+        let task = future_size(drive::<TcpStream>);
         assert!(
             task < conn + 256,
             "drive is {task} bytes, the connection {conn}"
         );
+    }
+
+    /// A TLS connection's task holds the boxed stream and the connection's
+    /// own (small) future, not the handshake's state.
+    #[test]
+    fn a_tls_connection_task_is_small() {
+        let task = task_size(secure);
+        assert!(task <= 512, "secure is {task} bytes");
     }
 }

@@ -1,5 +1,5 @@
-//! The socket hyper serves: a `TcpStream` that first returns the bytes weir
-//! already read from it (the first request head, see [`super::head`]).
+//! The socket hyper serves: a `TcpStream` (or a TLS stream over one) that
+//! first returns the bytes weir already read from it (the first request head, see [`super::head`]).
 //!
 //! All of them are returned by the first read, so hyper's first parse sees
 //! the whole head, as it would have reading the socket itself (a partial
@@ -14,25 +14,22 @@ use std::{
 };
 
 use bytes::{Buf, Bytes};
-use tokio::{
-    io::{AsyncRead, AsyncWrite, ReadBuf},
-    net::TcpStream,
-};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-pub struct Prefixed {
+pub struct Prefixed<IO> {
     /// Bytes to return before reading the socket; empty (no allocation)
     /// once read.
     prefix: Bytes,
-    tcp: TcpStream,
+    tcp: IO,
 }
 
-impl Prefixed {
-    pub fn new(tcp: TcpStream, prefix: Bytes) -> Self {
+impl<IO> Prefixed<IO> {
+    pub fn new(tcp: IO, prefix: Bytes) -> Self {
         Self { prefix, tcp }
     }
 }
 
-impl AsyncRead for Prefixed {
+impl<IO: AsyncRead + Unpin> AsyncRead for Prefixed<IO> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -52,7 +49,7 @@ impl AsyncRead for Prefixed {
     }
 }
 
-impl AsyncWrite for Prefixed {
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Prefixed<IO> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -86,7 +83,10 @@ impl AsyncWrite for Prefixed {
 
 #[cfg(test)]
 mod tests {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::{
+        io::{AsyncReadExt, AsyncWriteExt},
+        net::TcpStream,
+    };
 
     use super::*;
 

@@ -80,10 +80,13 @@ impl WsSettings {
     }
 }
 
-/// The `GET /v1/ws` route (mounted for `filter`) with the given settings.
+/// The `GET /v1/ws` route (mounted for `filter`) with the given settings;
+/// also `CONNECT`, the HTTP/2 form of the same upgrade (extended CONNECT,
+/// RFC 8441), which axum's `WebSocketUpgrade` accepts on an HTTP/2 request
+/// (over HTTP/1.1 it refuses a CONNECT).
 pub fn route(filter: MethodFilter, settings: WsSettings) -> MethodRouter<AppState> {
     on(
-        filter,
+        filter.or(MethodFilter::CONNECT),
         move |State(state): State<AppState>,
               auth: Auth,
               ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>| {

@@ -127,32 +127,37 @@ fn python_with_openai() -> Option<String> {
     None
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn openai_sdk_py_talks_to_weir() {
-    let Some(python) = python_with_openai() else {
+/// Python with the `openai` package, or `None` (skip; in CI only when
+/// WEIR_PYTHON is not set).
+fn sdk_python(test: &str) -> Option<String> {
+    let python = python_with_openai();
+    if python.is_none() {
         assert!(
             !in_ci() || std::env::var_os("WEIR_PYTHON").is_none(),
             "WEIR_PYTHON is set but cannot import openai"
         );
-        eprintln!("SKIPPED openai_sdk_py_talks_to_weir: no Python with the `openai` package (pip install openai, or set WEIR_PYTHON)");
-        return;
-    };
-    let gw = spawn_gateway().await;
+        eprintln!("SKIPPED {test}: no Python with the `openai` package (pip install openai, or set WEIR_PYTHON)");
+    }
+    python
+}
+
+/// Runs `examples/openai_sdk.py` against `base` and checks what it printed.
+async fn run_sdk_example(python: &str, base: &str, key: &str, env: &[(&str, &str)]) {
     let script = super::crate_dir().join("examples/openai_sdk.py");
-    let out = tokio::time::timeout(
-        Duration::from_secs(60),
-        Command::new(&python)
-            .arg(&script)
-            .arg("what time is it?")
-            .env("WEIR_URL", &gw.base)
-            .env("WEIR_KEY", &gw.key)
-            .env_remove("WEIR_MODEL")
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .expect("the SDK example finished")
-    .expect("python runs");
+    let mut cmd = Command::new(python);
+    cmd.arg(&script)
+        .arg("what time is it?")
+        .env("WEIR_URL", base)
+        .env("WEIR_KEY", key)
+        .env_remove("WEIR_MODEL")
+        .kill_on_drop(true);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
+        .await
+        .expect("the SDK example finished")
+        .expect("python runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -167,4 +172,27 @@ async fn openai_sdk_py_talks_to_weir() {
         "{stdout}"
     );
     assert!(stdout.contains("[finish_reason] stop"), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openai_sdk_py_talks_to_weir() {
+    let Some(python) = sdk_python("openai_sdk_py_talks_to_weir") else {
+        return;
+    };
+    let gw = spawn_gateway().await;
+    run_sdk_example(&python, &gw.base, &gw.key, &[]).await;
+}
+
+/// The same over HTTPS, the test CA given to the SDK (httpx) and to
+/// urllib through `SSL_CERT_FILE`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openai_sdk_py_streams_over_https() {
+    let Some(python) = sdk_python("openai_sdk_py_streams_over_https") else {
+        return;
+    };
+    let t = crate::transport::spawn_tls_gateway(|_| {}).await;
+    assert!(t.gw.base.starts_with("https://"));
+    let ca = t.pki.ca();
+    let ca = ca.to_str().unwrap();
+    run_sdk_example(&python, &t.gw.base, &t.gw.key, &[("SSL_CERT_FILE", ca)]).await;
 }
