@@ -28,7 +28,7 @@ macro_rules! wire_enum {
         $(#[$meta])*
         #[derive(
             Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord,
-            serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+            serde::Serialize, serde::Deserialize,
         )]
         pub enum $name {
             $($(#[$vmeta])* #[serde(rename = $text)] $variant),+
@@ -45,6 +45,20 @@ macro_rules! wire_enum {
                 }
             }
         }
+
+        // By hand, not derived: utoipa's derive does not see a
+        // `#[serde(rename = $text)]` that comes from a macro fragment and
+        // would document the Rust variant names instead of the wire ones.
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                utoipa::openapi::schema::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::Type::String)
+                    .enum_values(Some([$($text),+]))
+                    .into()
+            }
+        }
+
+        impl utoipa::ToSchema for $name {}
 
         impl std::fmt::Display for $name {
             fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -77,7 +91,8 @@ macro_rules! wire_enum {
 pub(crate) use wire_enum;
 
 /// Checks that every value of a wire enum survives `as_str`/`FromStr` and
-/// serde both ways, with the same spelling.
+/// serde both ways, with the same spelling, and that its JSON Schema lists
+/// exactly those spellings.
 #[cfg(test)]
 pub(crate) fn assert_round_trips<T>(all: &[T])
 where
@@ -87,9 +102,13 @@ where
         + std::fmt::Display
         + std::str::FromStr
         + serde::Serialize
-        + serde::de::DeserializeOwned,
+        + serde::de::DeserializeOwned
+        + utoipa::PartialSchema,
     <T as std::str::FromStr>::Err: std::fmt::Debug,
 {
+    let schema = serde_json::to_value(T::schema()).unwrap();
+    let spelled: Vec<String> = all.iter().map(|v| v.to_string()).collect();
+    assert_eq!(schema["enum"], serde_json::json!(spelled), "{schema}");
     for &v in all {
         let text = v.to_string();
         assert_eq!(text.parse::<T>().unwrap(), v);

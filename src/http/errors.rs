@@ -219,6 +219,14 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     // Deep nesting is refused before parsing, with a message that says so.
     crate::edge::limits::check_json_depth(bytes)
         .map_err(|e| ApiError::validation(format!("body: {e}")))?;
+    // Every request body is an object, but serde's derived structs also
+    // read a JSON array positionally (`[]` would be a session with every
+    // field defaulted, `["x"]` an agent named x): refuse arrays by name.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        return Err(ApiError::validation(
+            "body: invalid type: array, expected a JSON object",
+        ));
+    }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     let result = serde_path_to_error::deserialize(&mut *de);
     match result {

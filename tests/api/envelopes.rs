@@ -130,6 +130,35 @@ async fn envelopes_on_every_error_status() {
     assert_eq!(b["error"]["request_id"], "client-id-8");
 }
 
+/// serde's derived structs read a JSON array positionally; a body must be
+/// an object (found by schemathesis: `[]` created a session).
+#[tokio::test]
+async fn an_array_body_is_refused_not_read_positionally() {
+    let gw = spawn_gateway().await;
+    let agent = gw.create_agent("arrays").await;
+    for (path, body) in [
+        (format!("/v1/agents/{agent}/sessions"), "[]"),
+        ("/v1/agents".to_owned(), r#"["x"]"#),
+        ("/v1/tools".to_owned(), " []"),
+    ] {
+        let r = gw
+            .req(Method::POST, &path)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let msg = validation_message(r).await;
+        assert!(msg.contains("expected a JSON object"), "{path}: {msg}");
+    }
+    let r = gw.get(&format!("/v1/agents/{agent}/sessions")).await;
+    let sessions: Value = r.json().await.unwrap();
+    assert!(
+        sessions["data"].as_array().unwrap().len() <= 1,
+        "no session was made from an array: {sessions}"
+    );
+}
+
 #[tokio::test]
 async fn account_ops_and_docs() {
     let gw = spawn_gateway().await;
