@@ -9,7 +9,7 @@ use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
-    agent::Runtime,
+    agent::{Engine, Runtime},
     bus::{
         memory::MemoryBus,
         redis::{RedisBus, RedisBusConfig},
@@ -21,6 +21,7 @@ use crate::{
     state::AppState,
     store::{remote::RemoteStore, Store, StoreError, SCOPES},
     tls::Tls,
+    work::{Queued, RunQueue},
 };
 
 /// How often batched `last_used_at` updates are written to the store.
@@ -36,8 +37,10 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Opens the store, seeds the bootstrap key, builds the bus and runtime,
-    /// and binds the listener (port 0 picks a free port).
+    /// Opens the store, seeds the bootstrap key, builds the bus, runtime and
+    /// edge, and binds the listener (port 0 picks a free port). Nothing runs
+    /// in the background before [`Self::run`]. A Redis setting that cannot
+    /// work is an error naming it; Redis being down is not (`/readyz` says so).
     pub async fn bind(cfg: ServeConfig) -> anyhow::Result<Self> {
         let tls = cfg.transport.tls_files().map(Tls::load).transpose()?;
         let cfg = Arc::new(cfg);
@@ -52,24 +55,21 @@ impl Gateway {
         let bus = build_bus(&cfg)?;
         // Counts publishes whatever the backend (/metrics).
         let bus: Arc<dyn Bus> = Arc::new(crate::metrics::MeteredBus::new(bus));
-        let runtime = Arc::new(Runtime::new(
-            store.clone(),
-            bus.clone(),
-            cfg.clone(),
-            tracker.clone(),
-            shutdown.clone(),
-        ));
+        let runtime = build_runtime(&cfg, store.clone(), bus.clone(), &tracker, &shutdown)?;
         let listener = TcpListener::bind(cfg.listen)
             .await
             .with_context(|| format!("cannot listen on {} (WEIR_LISTEN)", cfg.listen))?;
-        let edge = crate::edge::Edge::new(&cfg.edge, cfg.redis_url.as_deref(), &cfg.redis.prefix)
+        let redis = RedisBusConfig::from_serve(&cfg)
+            .map(|r| r.client())
+            .transpose()?;
+        let edge = crate::edge::Edge::new(&cfg.edge, redis, &cfg.redis.prefix)
             .context("edge limits (WEIR_REDIS_URL)")?;
         let state = AppState {
             config: cfg,
             store,
             bus,
             keys: Arc::new(KeyCache::default()),
-            runtime,
+            runtime: Arc::new(runtime),
             shutdown,
             tracker,
             edge: Arc::new(edge),
@@ -129,6 +129,8 @@ impl Gateway {
             max_streams: state.config.transport.http2_max_streams,
             max_header_bytes: state.config.edge.max_header_bytes,
         };
+        state.bus.start();
+        state.runtime.start(&state.tracker);
         state.tracker.spawn(flush_key_usage(state.clone()));
         state.tracker.spawn(crate::bus::control::apply(
             state.bus.control(),
@@ -210,12 +212,34 @@ pub async fn open_store(data: &DataConfig) -> anyhow::Result<Arc<dyn Store>> {
     })
 }
 
-/// The Redis bus with `--redis`, else the in-process one.
+/// The Redis bus with `--redis`, else the in-process one; not started
+/// ([`Bus::start`]).
 pub fn build_bus(cfg: &ServeConfig) -> anyhow::Result<Arc<dyn Bus>> {
     Ok(match RedisBusConfig::from_serve(cfg) {
-        Some(redis) => Arc::new(RedisBus::start(redis).context("WEIR_REDIS_URL")?),
+        Some(redis) => Arc::new(RedisBus::new(redis)?),
         None => Arc::new(MemoryBus::new(cfg.history_len, cfg.edge.stream_buffer)),
     })
+}
+
+/// The runtime in the mode the settings choose: runs queued on Redis for
+/// workers with `--redis` ([`Queued`]), else executed in this process. Not
+/// started ([`Runtime::start`]).
+pub fn build_runtime(
+    cfg: &Arc<ServeConfig>,
+    store: Arc<dyn Store>,
+    bus: Arc<dyn Bus>,
+    tracker: &TaskTracker,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Runtime> {
+    let engine = Engine::new(store, bus, cfg.clone(), tracker.clone(), shutdown.clone());
+    let engine = Arc::new(engine);
+    let Some(redis) = RedisBusConfig::from_serve(cfg) else {
+        return Ok(Runtime::local(engine));
+    };
+    let queue = RunQueue::new(&redis)?;
+    let claim = Duration::from_secs(cfg.run_claim_secs);
+    let mode = Queued::new(engine.clone(), queue, cfg.workers, claim);
+    Ok(Runtime::new(engine, Arc::new(mode)))
 }
 
 /// Creates the bootstrap key (every scope, account `default`) unless it exists.

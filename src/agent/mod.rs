@@ -3,14 +3,16 @@
 //! # Layout
 //!
 //! - [`runtime`]: [`Runtime`]: starts runs, cancels them, answers their status.
+//! - [`mode`]: [`RunMode`], where runs execute, chosen at start-up: [`Local`]
+//!   (in this process, [`local`]) or queued for workers ([`crate::work::Queued`]).
+//! - [`engine`]: [`Engine`], what executes runs in this process in either
+//!   mode: live runs' handles, run tasks, settling runs left behind.
 //! - `run`: one run's step loop (model → tools → … → reply) and its terminal `done`.
 //! - [`events`]: publishing events (the bus numbers them) and persisting them.
 //! - [`logs`]: a run's log lines on `logs:<agent_id>`.
 //! - [`models`]: `echo` and `upstream/<model>` (OpenAI-compatible providers).
 //! - [`sessions`]: the default session and sessions by name.
 //! - [`tools`]: built-ins (`get_time`, `calculator`) and webhook tools.
-//! - `queued`: with Redis, queueing runs for workers, executing and settling
-//!   the runs a worker takes, cancelling runs that execute elsewhere.
 //! - [`follow`]: following one run's events from a transport, cancel-on-disconnect.
 //! - [`routes`]: `/v1/agents/{id}/messages`, `/v1/runs/{id}`, `/v1/runs/{id}/cancel`,
 //!   `/v1/agents/{id}/logs`.
@@ -21,11 +23,13 @@
 //! `stream_tokens`), then `assistant_message`, `usage`, and exactly one `done`
 //! (preceded by `error` when the run failed).
 
+pub mod engine;
 pub mod events;
 pub mod follow;
+pub mod local;
 pub mod logs;
+pub mod mode;
 pub mod models;
-mod queued;
 pub mod routes;
 mod run;
 pub mod runtime;
@@ -34,13 +38,16 @@ pub mod tools;
 
 use serde::{Deserialize, Serialize};
 
+pub use engine::{Ending, Engine, RunHandle};
 pub use follow::{CancelOnDrop, RunFollower};
-pub use queued::Settle;
+pub use local::Local;
+pub use mode::RunMode;
 pub use runtime::Runtime;
 
 use crate::{
     domain::{AgentId, ErrorCode, RunId, SessionId},
     http::errors::ApiError,
+    store::{Agent, Run},
 };
 
 /// One chat message given to a run.
@@ -74,6 +81,19 @@ pub struct StartRun {
     /// Publish `assistant_delta` events as the reply is produced.
     pub stream_tokens: bool,
     /// The client wants the run to outlive its connection (see [`CancelOnDrop`]).
+    pub background: bool,
+}
+
+/// A run ready to execute: everything an executor needs without asking the
+/// gateway that accepted it (a queued run travels as this, in JSON). The
+/// agent is the one the run was validated against.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Job {
+    pub account: String,
+    pub agent: Agent,
+    pub run: Run,
+    pub messages: Vec<ChatMessage>,
+    pub stream_tokens: bool,
     pub background: bool,
 }
 

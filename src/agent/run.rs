@@ -15,18 +15,14 @@ use super::{
     events::{EmitError, Emitter},
     logs::RunLog,
     models::{Model, ModelEvent, ModelRequest, StepOutput, ToolCall, Turn, Usage},
-    runtime::{Inner, RunHandle},
     tools::ToolSet,
-    ChatMessage,
+    ChatMessage, Engine, Job, RunHandle,
+};
+use crate::domain::{
+    AgentId, ErrorCode, EventBody, FunctionCall, FunctionStatus, MessageType, RunStatus, SessionId,
+    StopReason,
 };
 use crate::store::{Agent, EventFilter, ListParams, Run, Store, StoreError};
-use crate::{
-    domain::{
-        AgentId, ErrorCode, EventBody, FunctionCall, FunctionStatus, MessageType, RunStatus,
-        SessionId, StopReason,
-    },
-    work::Job,
-};
 
 /// Most events read in one go: a session's messages to rebuild its
 /// conversation, or a taken-over run's events to restore them.
@@ -70,7 +66,7 @@ impl From<StoreError> for Failure {
 
 /// Everything one run needs; consumed by [`RunTask::execute`].
 pub(crate) struct RunTask {
-    pub inner: Arc<Inner>,
+    pub engine: Arc<Engine>,
     pub account: String,
     pub agent: Agent,
     pub run: Run,
@@ -84,10 +80,10 @@ pub(crate) struct RunTask {
 
 impl RunTask {
     /// The task of a run that is stored and registered (`handle`).
-    pub fn new(inner: Arc<Inner>, job: Job, model: Model, handle: RunHandle) -> Self {
-        let max_steps = super::runtime::max_steps_for(&job.agent, inner.config.max_steps);
+    pub fn new(engine: Arc<Engine>, job: Job, model: Model, handle: RunHandle) -> Self {
+        let max_steps = super::runtime::max_steps_for(&job.agent, engine.config.max_steps);
         Self {
-            inner,
+            engine,
             account: job.account,
             agent: job.agent,
             run: job.run,
@@ -102,7 +98,7 @@ impl RunTask {
 
     pub async fn execute(self) {
         let started = Instant::now();
-        let sinks = self.inner.sinks.clone();
+        let sinks = self.engine.sinks.clone();
         let mut em = Emitter::new(
             sinks.clone(),
             &self.account,
@@ -111,7 +107,7 @@ impl RunTask {
             &self.run.session_id,
         );
         let log = RunLog::new(sinks, &self.account, &self.agent.id, &self.run.id);
-        let on = match self.inner.worker_name.get() {
+        let on = match self.engine.worker_name() {
             Some(name) => format!(" on {name}"),
             None => String::new(),
         };
@@ -138,7 +134,7 @@ impl RunTask {
         if self.handle.lost.is_cancelled() {
             // Another worker took the run over and ends it: say nothing more.
             tracing::warn!(run_id = %self.run.id, "run taken over by another worker; stopped here");
-            self.inner.forget_run(&self.run.id);
+            self.engine.forget(&self.run.id);
             return;
         }
         if let Outcome::Failed(f) = &outcome {
@@ -154,7 +150,7 @@ impl RunTask {
             started.elapsed().as_millis()
         ))
         .await;
-        self.inner.forget_run(&self.run.id);
+        self.engine.forget(&self.run.id);
     }
 
     async fn drive(
@@ -163,7 +159,7 @@ impl RunTask {
         log: &RunLog,
         usage: &mut Option<Usage>,
     ) -> Result<Outcome, Failure> {
-        let store = self.inner.sinks.store.as_ref();
+        let store = self.engine.sinks.store.as_ref();
         let history =
             load_history(store, &self.account, &self.agent.id, &self.run.session_id).await?;
         for m in &self.messages {
@@ -231,7 +227,7 @@ impl RunTask {
             let result = tokio::select! {
                 biased;
                 _ = self.handle.cancel.cancelled() => return Ok(false),
-                r = tools.call(&self.inner.http, &call) => r,
+                r = tools.call(&self.engine.http, &call) => r,
             };
             let status = FunctionStatus::of(result.ok);
             let took = t0.elapsed().as_millis();
@@ -307,14 +303,14 @@ impl RunTask {
         let (stop_reason, mut error) = match &outcome {
             Outcome::EndTurn => (StopReason::EndTurn, None),
             Outcome::MaxSteps => (StopReason::MaxSteps, None),
-            Outcome::Cancelled if self.inner.stop_runs.is_cancelled() => (
+            Outcome::Cancelled if self.engine.stop_runs.is_cancelled() => (
                 StopReason::Cancelled,
                 Some("the gateway shut down".to_owned()),
             ),
             Outcome::Cancelled => (StopReason::Cancelled, None),
             Outcome::Failed(f) => (StopReason::Error, Some(f.message.clone())),
         };
-        let published = publish_ending(em, &outcome, usage, &self.inner.stop_runs).await;
+        let published = publish_ending(em, &outcome, usage, &self.engine.stop_runs).await;
         // The final status is stored before `done` goes out, so a client
         // that saw `done` and asks GET /v1/runs/{id} sees it.
         let mut status = RunStatus::ended_by(stop_reason);
@@ -336,7 +332,7 @@ impl RunTask {
             .emit_patiently(
                 EventBody::Done { stop_reason },
                 END_PATIENCE,
-                &self.inner.stop_runs,
+                &self.engine.stop_runs,
             )
             .await
             .map(drop);
@@ -354,7 +350,7 @@ impl RunTask {
     /// Writes the final status, retrying briefly: a run left `running` in the
     /// store would only be settled after a restart.
     async fn save(&self, run: &Run) {
-        let store = self.inner.sinks.store.as_ref();
+        let store = self.engine.sinks.store.as_ref();
         for delay_ms in [0u64, 100, 500, 2000] {
             tokio::time::sleep(Duration::from_millis(delay_ms)).await;
             match store.finish_run(&self.account, run.clone()).await {

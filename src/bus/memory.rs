@@ -244,6 +244,9 @@ impl MemoryBus {
 
 #[async_trait]
 impl Bus for MemoryBus {
+    /// One process: nothing runs in the background.
+    fn start(&self) {}
+
     async fn publish(
         &self,
         channel: &Channel,

@@ -181,6 +181,11 @@ impl Subscription {
 /// Publish/subscribe with per-channel history.
 #[async_trait]
 pub trait Bus: Send + Sync + 'static {
+    /// Starts the bus's background work, if it has any (the Redis pub/sub
+    /// link); call once, before use. Building a bus starts nothing. No
+    /// default, for the reason given at [`Self::subscribe_run`].
+    fn start(&self);
+
     /// Numbers `event` with the channel's next seq, keeps it in history and
     /// delivers it to every subscriber (the event's own `seq` is ignored).
     async fn publish(
@@ -215,7 +220,7 @@ pub trait Bus: Send + Sync + 'static {
 
     /// Every event of `channel` the history still keeps, oldest first. The
     /// run queue uses it to store what a worker that died had published but
-    /// not yet written ([`crate::agent::Runtime::settle_job`]). The default
+    /// not yet written ([`crate::work::Queued`]). The default
     /// keeps nothing to read: a single-process bus has no other process
     /// that could die holding events.
     async fn kept(&self, _channel: &Channel) -> Result<Vec<Arc<BusEvent>>, BusError> {

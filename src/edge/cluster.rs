@@ -99,8 +99,7 @@ pub struct RedisEdge {
 impl RedisEdge {
     /// Builds the client; connects on first use (Redis may be down at start).
     /// Every key it writes starts with `prefix`.
-    pub fn new(url: &str, prefix: &str) -> Result<Arc<Self>, redis::RedisError> {
-        let client = redis::Client::open(url)?;
+    pub fn new(client: redis::Client, prefix: &str) -> Result<Arc<Self>, redis::RedisError> {
         let cfg = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(OP_TIMEOUT))
             .set_response_timeout(Some(OP_TIMEOUT))

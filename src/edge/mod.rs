@@ -35,8 +35,8 @@ const CLEANUP_EVERY: Duration = Duration::from_secs(60);
 /// Why the edge could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum EdgeError {
-    #[error("redis url: {0}")]
-    RedisUrl(#[from] ::redis::RedisError),
+    #[error("redis: {0}")]
+    Redis(#[from] ::redis::RedisError),
 }
 
 /// The edge's shared state: limiters, stream caps, the Redis client.
@@ -55,15 +55,16 @@ pub struct Edge {
 }
 
 impl Edge {
-    /// Builds the edge; with `redis_url` the Redis client connects lazily,
-    /// so a gateway starts (on local limits) even while Redis is down.
+    /// Builds the edge; with a `redis` client it connects lazily, so a
+    /// gateway starts (on local limits) even while Redis is down. Nothing
+    /// runs before [`Self::start`].
     pub fn new(
         cfg: &EdgeConfig,
-        redis_url: Option<&str>,
+        redis: Option<::redis::Client>,
         redis_prefix: &str,
     ) -> Result<Self, EdgeError> {
-        let redis = redis_url
-            .map(|url| cluster::RedisEdge::new(url, redis_prefix))
+        let redis = redis
+            .map(|client| cluster::RedisEdge::new(client, redis_prefix))
             .transpose()?;
         let (conns, rx) = conns::ConnCaps::new(cfg, redis.clone());
         Ok(Self {

@@ -27,6 +27,10 @@ impl<B: Bus + ?Sized> MeteredBus<B> {
 
 #[async_trait]
 impl<B: Bus + ?Sized> Bus for MeteredBus<B> {
+    fn start(&self) {
+        self.inner.start();
+    }
+
     async fn publish(
         &self,
         channel: &Channel,

@@ -4,6 +4,9 @@
 //!
 //! # Layout
 //!
+//! - [`queued`]: [`Queued`], the runtime's queued mode
+//!   ([`crate::agent::RunMode`]): queueing runs, executing and settling the
+//!   ones this process's worker takes, cancelling runs that execute elsewhere.
 //! - [`queue`]: [`RunQueue`], the Redis side: the stream `<prefix>runs`, its
 //!   consumer group `workers`, and the per-run `started`/`cancel` markers.
 //! - [`worker`]: [`worker::Worker`], one process's consumer: takes at most
@@ -13,7 +16,7 @@
 //! # Delivery
 //!
 //! A run is stored (`running`) by the gateway that accepted it, then queued
-//! ([`Job`]). A worker that reads the job sets the run's `started` marker,
+//! (a [`crate::agent::Job`]). A worker that reads the job sets the run's `started` marker,
 //! executes it (events go out on the bus, so every gateway's streams see
 //! them), and acknowledges and deletes the entry when the run has ended. While
 //! it runs, the worker renews its claim every third of `--run-claim-secs`.
@@ -31,25 +34,8 @@
 
 pub mod process;
 pub mod queue;
+pub mod queued;
 pub mod worker;
 
-use serde::{Deserialize, Serialize};
-
 pub use queue::RunQueue;
-
-use crate::{
-    agent::ChatMessage,
-    store::{Agent, Run},
-};
-
-/// One queued run: everything a worker needs to execute it without asking
-/// the gateway. The agent is the one the gateway validated the run against.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Job {
-    pub account: String,
-    pub agent: Agent,
-    pub run: Run,
-    pub messages: Vec<ChatMessage>,
-    pub stream_tokens: bool,
-    pub background: bool,
-}
+pub use queued::Queued;

@@ -2,7 +2,10 @@
 //! queue. It takes the same settings as `weir serve` (store, Redis, provider,
 //! `--workers`, `--run-claim-secs`, `--grace-secs`) and serves nothing but
 //! `/healthz`, `/readyz` and `/metrics` on `--listen`, for an orchestrator's
-//! probes and a Prometheus scrape.
+//! probes and a Prometheus scrape. Its runtime is the gateway's in the queued
+//! mode ([`super::Queued`]). The probes are plain HTTP: `--tls-cert` and
+//! `--tls-key` are refused rather than ignored, and the HTTP/2 settings of
+//! `weir serve` do not apply.
 //!
 //! On SIGTERM it stops taking runs, lets the ones it holds finish for
 //! `--grace-secs`, cancels what is left (each ends with `done`,
@@ -17,11 +20,10 @@ use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
-    agent::Runtime,
     bus::Bus,
     config::ServeConfig,
     domain::ErrorCode,
-    gateway::{build_bus, open_store},
+    gateway::{build_bus, build_runtime, open_store},
     store::Store,
 };
 
@@ -49,21 +51,23 @@ pub async fn run_worker(
     if cfg.workers == 0 {
         anyhow::bail!("--workers (WEIR_WORKERS) must be at least 1 for weir worker");
     }
+    if cfg.transport.tls_cert.is_some() || cfg.transport.tls_key.is_some() {
+        anyhow::bail!(
+            "weir worker serves its probes over plain HTTP: --tls-cert and --tls-key \
+             (WEIR_TLS_CERT, WEIR_TLS_KEY) are for weir serve; unset them for the worker"
+        );
+    }
     let cfg = Arc::new(cfg);
     let store = open_store(&cfg.data).await?;
     let bus = build_bus(&cfg)?;
     let draining = CancellationToken::new();
     let tracker = TaskTracker::new();
-    let runtime = Runtime::new(
-        store.clone(),
-        bus.clone(),
-        cfg.clone(),
-        tracker.clone(),
-        draining.clone(),
-    );
+    let runtime = build_runtime(&cfg, store.clone(), bus.clone(), &tracker, &draining)?;
     let listener = TcpListener::bind(cfg.listen)
         .await
         .with_context(|| format!("cannot listen on {} (WEIR_LISTEN)", cfg.listen))?;
+    bus.start();
+    runtime.start(&tracker);
     let probe = Probe {
         store,
         bus,
@@ -74,7 +78,7 @@ pub async fn run_worker(
         .route("/readyz", get(readyz))
         .route("/metrics", get(crate::metrics::render))
         .with_state(probe);
-    let consumer = runtime.inner.worker_name.get().cloned().unwrap_or_default();
+    let consumer = runtime.worker_name().unwrap_or_default().to_owned();
     tracing::info!(addr = %listener.local_addr()?, %consumer, slots = cfg.workers, "weir worker started");
     let stopped = draining.clone();
     let server = tokio::spawn(

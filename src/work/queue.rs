@@ -22,9 +22,14 @@ use redis::{
     AsyncCommands, RedisResult,
 };
 
-use super::Job;
-use crate::bus::{redis::RedisBusConfig, BusError};
-use crate::domain::RunId;
+use crate::{
+    agent::Job,
+    bus::{
+        redis::{RedisBusConfig, RedisSetupError},
+        BusError,
+    },
+    domain::RunId,
+};
 
 /// The consumer group every worker reads in.
 const GROUP: &str = "workers";
@@ -61,7 +66,8 @@ pub struct RunQueue {
 
 impl RunQueue {
     /// Builds the queue's connections (opened lazily: Redis may be down).
-    pub fn new(cfg: &RedisBusConfig) -> Result<Self, BusError> {
+    /// Fails only on a setting that cannot work.
+    pub fn new(cfg: &RedisBusConfig) -> Result<Self, RedisSetupError> {
         let client = cfg.client()?;
         let base = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(cfg.connect_timeout))
@@ -75,10 +81,9 @@ impl RunQueue {
             client,
             base.set_response_timeout(Some(BLOCK + cfg.timeout)),
         );
-        let bad = |e: redis::RedisError| BusError::Unavailable(format!("redis: {e}"));
         Ok(Self {
-            conn: conn.map_err(bad)?,
-            reader: reader.map_err(bad)?,
+            conn: conn.map_err(RedisSetupError::Url)?,
+            reader: reader.map_err(RedisSetupError::Url)?,
             stream: format!("{}runs", cfg.prefix),
             prefix: cfg.prefix.clone(),
             timeout: cfg.timeout,

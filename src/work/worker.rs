@@ -1,6 +1,6 @@
 //! [`Worker`]: one process's consumer of the run queue. It reads new entries
 //! only while it has a free slot (`--workers`), executes each through the
-//! [`Runtime`], renews its claims while they run, and takes over entries
+//! [`Queued`] mode (on the process's [`crate::agent::Engine`]), renews its claims while they run, and takes over entries
 //! other workers left idle for `--run-claim-secs` (see [`super`] for what
 //! happens to those). On shutdown it stops taking runs; the runs it holds
 //! finish (or are cancelled by the drain) and are acknowledged.
@@ -11,9 +11,11 @@ use parking_lot::Mutex;
 use tokio::sync::Semaphore;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use super::queue::{Entry, RunQueue};
-use crate::agent::{RunError, Runtime, Settle};
-use crate::domain::RunId;
+use super::{
+    queue::{Entry, RunQueue},
+    queued::{Queued, Settle},
+};
+use crate::{agent::RunError, domain::RunId};
 
 /// Longest pause between two attempts after Redis failed.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -29,7 +31,7 @@ struct Held {
 
 /// One process's run-queue consumer.
 pub struct Worker {
-    runtime: Runtime,
+    mode: Queued,
     queue: Arc<RunQueue>,
     consumer: String,
     slots: Arc<Semaphore>,
@@ -40,19 +42,13 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// Starts the consumer on `tracker`: it takes runs until `shutdown`,
-    /// then lets the ones it holds end.
-    pub fn start(
-        runtime: Runtime,
-        queue: Arc<RunQueue>,
-        slots: usize,
-        claim: Duration,
-        shutdown: CancellationToken,
-        tracker: TaskTracker,
-    ) -> String {
+    /// Starts the consumer on `tracker`: it takes runs until the process
+    /// drains, then lets the ones it holds end. Returns its consumer name.
+    pub fn start(mode: Queued, slots: usize, claim: Duration, tracker: &TaskTracker) -> String {
         let consumer = consumer_name();
+        let (queue, shutdown) = (mode.queue().clone(), mode.engine().shutdown().clone());
         let worker = Arc::new(Self {
-            runtime,
+            mode,
             queue,
             consumer: consumer.clone(),
             slots: Arc::new(Semaphore::new(slots.max(1))),
@@ -169,7 +165,7 @@ impl Worker {
                     if let Some(run_id) = run_id {
                         tracing::warn!(%run_id, "run queue: another worker took this run over");
                         crate::metrics::queue_run("claim_lost");
-                        self.runtime.lose(&run_id);
+                        self.mode.engine().lose(&run_id);
                     }
                 }
             }
@@ -202,10 +198,10 @@ impl Worker {
             let decided = me.decide(&run_id).await.map_err(RunError::from);
             let done = match decided {
                 Ok(Settle::Run) => {
-                    me.runtime.execute_job(job).await;
+                    me.mode.execute(job).await;
                     Ok(())
                 }
-                Ok(how) => me.runtime.settle_job(job, how).await,
+                Ok(how) => me.mode.settle(job, how).await,
                 Err(e) => Err(e),
             };
             if let Err(e) = done {

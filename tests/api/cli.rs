@@ -146,3 +146,61 @@ async fn config_file_and_env_twins_start_a_gateway() {
     let status = child.wait().unwrap();
     assert!(status.success(), "clean exit on SIGTERM: {status:?}");
 }
+
+/// `weir <args>` in a fresh data dir on a free port; its exit status must be
+/// a failure, and its stderr is returned.
+fn fails(args: &[&str]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(weir_bin())
+        .args(args)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["--listen", "127.0.0.1:0"])
+        .env_remove("WEIR_REDIS_URL")
+        .env_remove("WEIR_REDIS_CA_FILE")
+        .env_remove("WEIR_TLS_CERT")
+        .env_remove("WEIR_TLS_KEY")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{args:?} must fail; stderr: {err}");
+    err
+}
+
+#[test]
+fn a_redis_setting_that_cannot_work_stops_start_up_naming_it() {
+    let missing_ca = "/nonexistent/weir-test/ca.pem";
+    for cmd in ["serve", "worker"] {
+        let err = fails(&[cmd, "--redis", "not a redis url"]);
+        assert!(err.contains("WEIR_REDIS_URL"), "{cmd}: {err}");
+        // Not a silent fall-back to running runs locally: nothing started.
+        assert!(!err.contains("listening"), "{cmd}: {err}");
+        let url = "rediss://127.0.0.1:1";
+        let err = fails(&[cmd, "--redis", url, "--redis-ca-file", missing_ca]);
+        assert!(
+            err.contains("WEIR_REDIS_CA_FILE") && err.contains(missing_ca),
+            "{cmd}: {err}"
+        );
+    }
+}
+
+#[test]
+fn weir_worker_refuses_the_tls_flags_it_would_ignore() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+    let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    let args = [
+        "worker",
+        "--redis",
+        "redis://127.0.0.1:1",
+        "--tls-cert",
+        cert,
+        "--tls-key",
+        key,
+    ];
+    let err = fails(&args);
+    assert!(
+        err.contains("--tls-cert") && err.contains("plain HTTP"),
+        "{err}"
+    );
+}

@@ -46,6 +46,16 @@ use crate::{
     domain::{AgentEvent, Channel},
 };
 
+/// A Redis setting that cannot be used: a start-up error, named as the
+/// operator wrote it. (Redis being down is not one: connections open lazily.)
+#[derive(Debug, thiserror::Error)]
+pub enum RedisSetupError {
+    #[error("WEIR_REDIS_URL (--redis) is not a usable Redis URL: {0}")]
+    Url(redis::RedisError),
+    #[error("WEIR_REDIS_CA_FILE (--redis-ca-file) {}: {message}", path.display())]
+    CaFile { path: PathBuf, message: String },
+}
+
 /// How the Redis bus connects and keeps history. Not `Debug`: the URL may
 /// hold a password.
 #[derive(Clone)]
@@ -90,19 +100,26 @@ impl RedisBusConfig {
     }
 
     /// A redis-rs client for the URL (and CA file). Other parts of the
-    /// gateway that talk to Redis should build theirs here too.
-    pub fn client(&self) -> Result<redis::Client, BusError> {
-        let bad = |e: redis::RedisError| BusError::Unavailable(format!("redis URL: {e}"));
+    /// gateway that talk to Redis build theirs here too, so that one bad
+    /// setting is one start-up error naming it.
+    pub fn client(&self) -> Result<redis::Client, RedisSetupError> {
         let Some(path) = &self.ca_file else {
-            return redis::Client::open(self.url.as_str()).map_err(bad);
+            return redis::Client::open(self.url.as_str()).map_err(RedisSetupError::Url);
         };
-        let pem = std::fs::read(path)
-            .map_err(|e| BusError::Unavailable(format!("redis CA file {}: {e}", path.display())))?;
+        let pem = std::fs::read(path).map_err(|source| RedisSetupError::CaFile {
+            path: path.clone(),
+            message: source.to_string(),
+        })?;
         let certs = redis::TlsCertificates {
             client_tls: None,
             root_cert: Some(pem),
         };
-        redis::Client::build_with_tls(self.url.as_str(), certs).map_err(bad)
+        redis::Client::build_with_tls(self.url.as_str(), certs).map_err(|e| {
+            RedisSetupError::CaFile {
+                path: path.clone(),
+                message: e.to_string(),
+            }
+        })
     }
 
     /// The settings of `weir serve`, if it was given `--redis`.
@@ -276,21 +293,18 @@ impl Core {
 pub struct RedisBus {
     core: Arc<Core>,
     reg: Arc<Registry>,
+    /// The pub/sub link's client until [`Bus::start`] takes it.
+    link: parking_lot::Mutex<Option<redis::Client>>,
     /// Stops the pub/sub link when the bus goes away.
-    _link: DropGuard,
+    stop: DropGuard,
 }
 
 impl RedisBus {
-    /// Builds the bus and starts its pub/sub link, which lives as long as the
-    /// bus. Connections are opened lazily: a gateway starts, and answers
-    /// /readyz 503, while Redis is down. Fails only on a bad URL or an
-    /// unreadable CA file.
-    ///
-    /// The link is deliberately not on the gateway's `TaskTracker` nor
-    /// stopped by its shutdown token: while the gateway drains, the runs it
-    /// lets finish still need their events delivered to the streams that
-    /// follow them, and the link holds no work of its own to drain.
-    pub fn start(cfg: RedisBusConfig) -> Result<Self, BusError> {
+    /// Builds the bus; [`Bus::start`] starts its pub/sub link. Connections
+    /// are opened lazily: a gateway starts, and answers /readyz 503, while
+    /// Redis is down. Fails only on a setting that cannot work (a bad URL,
+    /// an unreadable CA file).
+    pub fn new(cfg: RedisBusConfig) -> Result<Self, RedisSetupError> {
         let client = cfg.client()?;
         let manager = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(cfg.connect_timeout))
@@ -300,7 +314,7 @@ impl RedisBus {
         let conns = (0..cfg.connections.max(1))
             .map(|_| ConnectionManager::new_lazy_with_config(client.clone(), manager.clone()))
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| BusError::Unavailable(format!("redis: {e}")))?;
+            .map_err(RedisSetupError::Url)?;
         let core = Arc::new(Core {
             conns,
             next: AtomicUsize::new(0),
@@ -316,13 +330,11 @@ impl RedisBus {
                     .max(1),
             },
         });
-        let reg = Arc::new(Registry::new(cfg.buffer));
-        let stop = CancellationToken::new();
-        tokio::spawn(link::run(core.clone(), reg.clone(), client, stop.clone()));
         Ok(Self {
             core,
-            reg,
-            _link: stop.drop_guard(),
+            reg: Arc::new(Registry::new(cfg.buffer)),
+            link: parking_lot::Mutex::new(Some(client)),
+            stop: CancellationToken::new().drop_guard(),
         })
     }
 
@@ -357,6 +369,20 @@ impl RedisBus {
 
 #[async_trait]
 impl Bus for RedisBus {
+    /// Starts the pub/sub link, which lives as long as the bus.
+    ///
+    /// The link is deliberately not on the gateway's `TaskTracker` nor
+    /// stopped by its shutdown token: while the gateway drains, the runs it
+    /// lets finish still need their events delivered to the streams that
+    /// follow them, and the link holds no work of its own to drain.
+    fn start(&self) {
+        let Some(client) = self.link.lock().take() else {
+            return;
+        };
+        let (core, reg) = (self.core.clone(), self.reg.clone());
+        tokio::spawn(link::run(core, reg, client, self.stop.token().clone()));
+    }
+
     async fn publish(
         &self,
         channel: &Channel,

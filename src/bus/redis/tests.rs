@@ -19,7 +19,14 @@ fn start(redis: &RedisServer, tweak: impl FnOnce(&mut RedisBusConfig)) -> Arc<Re
     cfg.connect_timeout = Duration::from_millis(500);
     cfg.reconnect_max = Duration::from_millis(400);
     tweak(&mut cfg);
-    Arc::new(RedisBus::start(cfg).expect("bus starts"))
+    Arc::new(started(cfg))
+}
+
+/// A bus with its pub/sub link running.
+fn started(cfg: RedisBusConfig) -> RedisBus {
+    let bus = RedisBus::new(cfg).expect("bus builds");
+    bus.start();
+    bus
 }
 
 /// The channel called `name` (`agent:…` or `logs:…`).
@@ -423,7 +430,7 @@ async fn rediss_with_a_password_in_the_url_and_a_private_ca() {
         cfg.timeout = Duration::from_millis(500);
         cfg.reconnect_max = Duration::from_millis(200);
         cfg.ca_file = ca.then(|| redis.ca_file());
-        RedisBus::start(cfg).expect("bus starts")
+        started(cfg)
     };
     let bus = tls(redis.tls_url(), true);
     assert!(

@@ -10,7 +10,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use super::{session, WsSettings};
 use crate::{
-    agent::Runtime,
+    agent::{Engine, Runtime},
     bus::{memory::MemoryBus, Bus},
     config::ServeConfig,
     domain::{AgentEvent, Channel, EventBody, MessageType},
@@ -28,13 +28,14 @@ pub(super) async fn test_state(history_len: usize) -> (AppState, tempfile::TempD
     let config = Arc::new(ServeConfig::for_data_dir(tmp.path()));
     let config_edge = config.edge.clone();
     let (tracker, shutdown) = (TaskTracker::new(), CancellationToken::new());
-    let runtime = Runtime::new(
+    let engine = Engine::new(
         store.clone(),
         bus.clone(),
         config.clone(),
         tracker.clone(),
         shutdown.clone(),
     );
+    let runtime = Runtime::local(Arc::new(engine));
     let state = AppState {
         config,
         store,

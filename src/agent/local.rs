@@ -1,0 +1,75 @@
+//! [`Local`]: the in-process mode. Every run executes as a task of the
+//! gateway that started it.
+//!
+//! Crash recovery is lazy and best effort: the store cannot list running
+//! runs, so a run still `running` in the store that was created before this
+//! process started and is not live here is settled (`failed`, with `error`
+//! and `done` events so streams of it end) the first time it is read or
+//! cancelled.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tokio_util::task::TaskTracker;
+
+use super::{Ending, Engine, Job, RunError, RunMode};
+use crate::{
+    domain::{ErrorCode, RunId},
+    store::Run,
+};
+
+/// Runs execute in this process.
+pub struct Local {
+    engine: Arc<Engine>,
+}
+
+impl Local {
+    pub fn new(engine: Arc<Engine>) -> Self {
+        Self { engine }
+    }
+}
+
+#[async_trait]
+impl RunMode for Local {
+    /// Nothing runs in the background: runs are tasks of their own.
+    fn start(&self, _tracker: &TaskTracker) {}
+
+    async fn submit(&self, job: Job) -> Result<Run, RunError> {
+        let engine = &self.engine;
+        // Registered before it is stored, so a cancel can never find it
+        // stored but not live.
+        let handle = engine.register(&job.run.id);
+        let run = match engine
+            .store()
+            .create_run(&job.account, job.run.clone())
+            .await
+        {
+            Ok(run) => run,
+            Err(e) => {
+                engine.forget(&job.run.id);
+                return Err(e.into());
+            }
+        };
+        engine.spawn(job, handle);
+        Ok(run)
+    }
+
+    async fn cancel(&self, account: &str, run: Run) -> Result<Run, RunError> {
+        let why = "cancelled after the gateway running it stopped";
+        self.engine
+            .settle(account, run, Ending::cancelled(why))
+            .await
+    }
+
+    /// A run not live here is not running anywhere: nothing to stop.
+    fn abort(&self, _run_id: &RunId) {}
+
+    async fn status(&self, account: &str, run: Run) -> Result<Run, RunError> {
+        if run.created_at.as_str() >= self.engine.started_at() {
+            return Ok(run);
+        }
+        let why = "interrupted: the gateway stopped during the run";
+        let end = Ending::failed(ErrorCode::Interrupted, why);
+        self.engine.settle(account, run, end).await
+    }
+}
