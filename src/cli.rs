@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 
-use crate::{config::KeysCreate, gateway::open_store, http::keys::check_scopes, keys};
+use crate::{config::KeysCreate, http::keys::check_scopes, keys};
 
 /// `weir keys create`: mints a key in the data dir or remote store and
 /// returns its secret. Safe while a gateway runs on the same data (SQLite WAL).
@@ -11,7 +11,7 @@ pub async fn create_key(args: KeysCreate) -> anyhow::Result<String> {
     if args.rpm == 0 {
         anyhow::bail!("--rpm: must be at least 1");
     }
-    let store = open_store(&args.data).await?;
+    let store = crate::store::open(&args.data).await?;
     store
         .ensure_account(&args.account)
         .await

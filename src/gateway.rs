@@ -9,19 +9,13 @@ use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
-    agent::{Engine, Runtime},
-    bus::{
-        memory::MemoryBus,
-        redis::{RedisBus, RedisBusConfig},
-        Bus,
-    },
-    config::{DataConfig, ServeConfig},
+    bus::{redis::RedisBusConfig, Bus},
+    config::ServeConfig,
     http::serve::Transport,
     keys::{self, KeyCache},
     state::AppState,
-    store::{remote::RemoteStore, Store, StoreError, SCOPES},
+    store::{Store, StoreError, SCOPES},
     tls::Tls,
-    work::{Queued, RunQueue},
 };
 
 /// How often batched `last_used_at` updates are written to the store.
@@ -44,7 +38,7 @@ impl Gateway {
     pub async fn bind(cfg: ServeConfig) -> anyhow::Result<Self> {
         let tls = cfg.transport.tls_files().map(Tls::load).transpose()?;
         let cfg = Arc::new(cfg);
-        let store = open_store(&cfg.data).await?;
+        let store = crate::store::open(&cfg.data).await?;
         if let Some(secret) = &cfg.bootstrap_key {
             bootstrap_key(store.as_ref(), secret)
                 .await
@@ -52,10 +46,11 @@ impl Gateway {
         }
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
-        let bus = build_bus(&cfg)?;
+        let bus = crate::bus::build(&cfg)?;
         // Counts publishes whatever the backend (/metrics).
         let bus: Arc<dyn Bus> = Arc::new(crate::metrics::MeteredBus::new(bus));
-        let runtime = build_runtime(&cfg, store.clone(), bus.clone(), &tracker, &shutdown)?;
+        let runtime =
+            crate::work::build_runtime(&cfg, store.clone(), bus.clone(), &tracker, &shutdown)?;
         let listener = TcpListener::bind(cfg.listen)
             .await
             .with_context(|| format!("cannot listen on {} (WEIR_LISTEN)", cfg.listen))?;
@@ -132,7 +127,7 @@ impl Gateway {
         state.bus.start();
         state.runtime.start(&state.tracker);
         state.tracker.spawn(flush_key_usage(state.clone()));
-        state.tracker.spawn(crate::bus::control::apply(
+        state.tracker.spawn(crate::keys::control::apply(
             state.bus.control(),
             state.keys.clone(),
             state.shutdown.clone(),
@@ -196,50 +191,6 @@ async fn drain_timer(state: AppState) {
 async fn after_hard_stop(state: &AppState) {
     state.edge.hard_stop.cancelled().await;
     tokio::time::sleep(LAST_WAIT).await;
-}
-
-/// The embedded store (SQLite, or PostgreSQL with WEIR_DB), or a client of
-/// a remote `weir store` (WEIR_STORE_URL wins over WEIR_DB).
-pub async fn open_store(data: &DataConfig) -> anyhow::Result<Arc<dyn Store>> {
-    Ok(match &data.store_url {
-        Some(url) => {
-            let store =
-                RemoteStore::new(url, data.store_token.clone()).context("WEIR_STORE_URL")?;
-            Arc::new(store)
-        }
-        // PostgreSQL (WEIR_DB) or SQLite in the data dir.
-        None => crate::store::open_local(&data.data_dir, data.db.as_deref()).await?,
-    })
-}
-
-/// The Redis bus with `--redis`, else the in-process one; not started
-/// ([`Bus::start`]).
-pub fn build_bus(cfg: &ServeConfig) -> anyhow::Result<Arc<dyn Bus>> {
-    Ok(match RedisBusConfig::from_serve(cfg) {
-        Some(redis) => Arc::new(RedisBus::new(redis)?),
-        None => Arc::new(MemoryBus::new(cfg.history_len, cfg.edge.stream_buffer)),
-    })
-}
-
-/// The runtime in the mode the settings choose: runs queued on Redis for
-/// workers with `--redis` ([`Queued`]), else executed in this process. Not
-/// started ([`Runtime::start`]).
-pub fn build_runtime(
-    cfg: &Arc<ServeConfig>,
-    store: Arc<dyn Store>,
-    bus: Arc<dyn Bus>,
-    tracker: &TaskTracker,
-    shutdown: &CancellationToken,
-) -> anyhow::Result<Runtime> {
-    let engine = Engine::new(store, bus, cfg.clone(), tracker.clone(), shutdown.clone());
-    let engine = Arc::new(engine);
-    let Some(redis) = RedisBusConfig::from_serve(cfg) else {
-        return Ok(Runtime::local(engine));
-    };
-    let queue = RunQueue::new(&redis)?;
-    let claim = Duration::from_secs(cfg.run_claim_secs);
-    let mode = Queued::new(engine.clone(), queue, cfg.workers, claim);
-    Ok(Runtime::new(engine, Arc::new(mode)))
 }
 
 /// Creates the bootstrap key (every scope, account `default`) unless it exists.

@@ -14,8 +14,6 @@
 //! - [`sessions`]: the default session and sessions by name.
 //! - [`tools`]: built-ins (`get_time`, `calculator`) and webhook tools.
 //! - [`follow`]: following one run's events from a transport, cancel-on-disconnect.
-//! - [`routes`]: `/v1/agents/{id}/messages`, `/v1/runs/{id}`, `/v1/runs/{id}/cancel`,
-//!   `/v1/agents/{id}/logs`.
 //!
 //! Events of a run, in order: `user_message` (one per message sent; kept as
 //! the session's history and not echoed back on the run's own response), then
@@ -30,7 +28,6 @@ pub mod local;
 pub mod logs;
 pub mod mode;
 pub mod models;
-pub mod routes;
 mod run;
 pub mod runtime;
 pub mod sessions;
@@ -46,7 +43,6 @@ pub use runtime::Runtime;
 
 use crate::{
     domain::{AgentId, ErrorCode, RunId, SessionId},
-    http::errors::ApiError,
     store::{Agent, Run},
 };
 
@@ -123,41 +119,30 @@ pub enum RunError {
 }
 
 impl RunError {
-    /// The API error code (`agent_stopped`, `agent_not_found`, …), for
-    /// transports that report errors in their own frames.
+    /// The code a client is shown, whatever the transport (an HTTP error,
+    /// a WebSocket `error` frame).
     pub fn code(&self) -> ErrorCode {
-        ApiError::from(self).code()
-    }
-}
-
-impl From<&RunError> for ApiError {
-    fn from(e: &RunError) -> Self {
-        match e {
-            RunError::Store(s) => s.clone().into(),
-            RunError::Bus(b) => b.clone().into(),
-            RunError::AgentStopped(id) => ApiError::new(
-                ErrorCode::AgentStopped,
-                format!("agent {id} is stopped: start it first"),
-            ),
-            RunError::Invalid(msg) => ApiError::validation(msg.clone()),
-            RunError::ModelUnavailable(msg) => ApiError::new(ErrorCode::Conflict, msg.clone()),
-            RunError::AgentNotFound(id) => {
-                ApiError::new(ErrorCode::AgentNotFound, format!("agent {id} not found"))
-            }
-            RunError::SessionNotFound(id) => ApiError::new(
-                ErrorCode::SessionNotFound,
-                format!("session {id} not found"),
-            ),
-            RunError::RunNotFound(id) => {
-                ApiError::new(ErrorCode::RunNotFound, format!("run {id} not found"))
-            }
-            RunError::ShuttingDown => ApiError::new(ErrorCode::Unavailable, e.to_string()),
+        match self {
+            Self::Store(e) => e.code(),
+            Self::Bus(e) => e.code(),
+            Self::AgentStopped(_) => ErrorCode::AgentStopped,
+            Self::Invalid(_) => ErrorCode::ValidationError,
+            Self::ModelUnavailable(_) => ErrorCode::Conflict,
+            Self::AgentNotFound(_) => ErrorCode::AgentNotFound,
+            Self::SessionNotFound(_) => ErrorCode::SessionNotFound,
+            Self::RunNotFound(_) => ErrorCode::RunNotFound,
+            Self::ShuttingDown => ErrorCode::Unavailable,
         }
     }
-}
 
-impl From<RunError> for ApiError {
-    fn from(e: RunError) -> Self {
-        (&e).into()
+    /// What a client is told: backend details stay in the logs.
+    pub fn client_message(&self) -> String {
+        match self {
+            Self::Store(e) => e.client_message(),
+            Self::Bus(e) => e.client_message(),
+            Self::AgentStopped(id) => format!("agent {id} is stopped: start it first"),
+            Self::Invalid(msg) | Self::ModelUnavailable(msg) => msg.clone(),
+            other => other.to_string(),
+        }
     }
 }

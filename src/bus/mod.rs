@@ -11,9 +11,10 @@
 //! Two implementations: [`memory::MemoryBus`] (one process) and
 //! [`redis::RedisBus`] (several gateways sharing one Redis). Besides event
 //! channels, a bus carries [`Control`] messages: cluster-wide invalidation
-//! (a revoked key) that every gateway must act on.
+//! (a revoked key) that every gateway must act on. The bus only carries
+//! them: the key cache applies its own ([`crate::keys::control`]), the
+//! queued runtime its cancels ([`crate::work::Queued`]).
 
-pub mod control;
 pub(crate) mod local;
 pub mod memory;
 pub mod redis;
@@ -25,7 +26,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
-use crate::domain::{AgentEvent, Channel, KeyId, MessageType, RunId};
+use crate::domain::{AgentEvent, Channel, ErrorCode, KeyId, MessageType, RunId};
 
 /// Why a bus call failed.
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
@@ -44,6 +45,25 @@ pub enum BusError {
     /// ([`Bus::seed_seq`]) and publish again. Never numbered from zero.
     #[error("the bus lost the seq counter of {0}: seed it again")]
     NeedsSeed(Channel),
+}
+
+impl BusError {
+    /// The code a client is shown, whatever the transport.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::HistoryExpired { .. } => ErrorCode::HistoryExpired,
+            Self::Lagged { .. } => ErrorCode::Lagged,
+            Self::Unavailable(_) | Self::NeedsSeed(_) => ErrorCode::Unavailable,
+        }
+    }
+
+    /// What a client is told: backend details stay in the logs.
+    pub fn client_message(&self) -> String {
+        match self {
+            Self::HistoryExpired { .. } | Self::Lagged { .. } => self.to_string(),
+            Self::Unavailable(_) | Self::NeedsSeed(_) => "bus unavailable".into(),
+        }
+    }
 }
 
 /// A message every gateway acts on, carried by the bus beside the event
@@ -236,4 +256,16 @@ pub trait Bus: Send + Sync + 'static {
     /// A receiver of the control messages this gateway must act on. A
     /// receiver that lags has missed some: treat that as [`Control::Resync`].
     fn control(&self) -> broadcast::Receiver<Control>;
+}
+
+/// The Redis bus with `--redis`, else the in-process one; not started
+/// ([`Bus::start`]). A Redis setting that cannot work is an error naming it..
+pub fn build(cfg: &crate::config::ServeConfig) -> Result<Arc<dyn Bus>, redis::RedisSetupError> {
+    Ok(match redis::RedisBusConfig::from_serve(cfg) {
+        Some(redis) => Arc::new(redis::RedisBus::new(redis)?),
+        None => Arc::new(memory::MemoryBus::new(
+            cfg.history_len,
+            cfg.edge.stream_buffer,
+        )),
+    })
 }

@@ -26,7 +26,7 @@ use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
 use super::cluster::RedisEdge;
-use crate::{config::EdgeConfig, domain::ErrorCode, http::errors::ApiError};
+use crate::{config::EdgeConfig, domain::ErrorCode};
 
 /// Slot releases queued for Redis; when full, the lease simply expires.
 const RELEASE_QUEUE: usize = 4096;
@@ -44,6 +44,45 @@ impl fmt::Display for StreamKind {
             Self::WebSocket => "ws",
             Self::Sse => "sse",
         })
+    }
+}
+
+impl StreamKind {
+    fn plural(self) -> &'static str {
+        match self {
+            Self::WebSocket => "WebSockets",
+            Self::Sse => "SSE streams",
+        }
+    }
+}
+
+/// Why a stream slot was refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CapError {
+    /// This gateway holds as many streams as it may (a 503: another
+    /// gateway may have room).
+    #[error("the gateway is at its limit of open streams; retry shortly")]
+    GatewayFull,
+    /// The key holds its limit of streams of this kind (a 429).
+    #[error("this key already has {limit} open {} (its limit); close one first", kind.plural())]
+    KeyFull { kind: StreamKind, limit: u32 },
+}
+
+impl CapError {
+    /// The code a client is shown, whatever the transport.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::GatewayFull => ErrorCode::Unavailable,
+            Self::KeyFull { .. } => ErrorCode::TooManyConnections,
+        }
+    }
+
+    /// Seconds the client should wait before it retries, when that is known.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            Self::GatewayFull => Some(1),
+            Self::KeyFull { .. } => None,
+        }
     }
 }
 
@@ -100,19 +139,16 @@ impl ConnCaps {
         self.total.load(Ordering::Relaxed)
     }
 
-    /// Takes a slot for a `kind` stream of `key_id`: 503 `unavailable` when
-    /// this gateway is at its cap, 429 `too_many_connections` when the key is.
+    /// Takes a slot for a `kind` stream of `key_id`, unless this gateway is
+    /// at its cap or the key is ([`CapError`]).
     pub async fn acquire(
         self: &Arc<Self>,
         key_id: &str,
         kind: StreamKind,
-    ) -> Result<ConnGuard, ApiError> {
+    ) -> Result<ConnGuard, CapError> {
         if self.total.fetch_add(1, Ordering::AcqRel) >= self.max_total {
             self.total.fetch_sub(1, Ordering::AcqRel);
-            return Err(ApiError::unavailable(
-                "the gateway is at its limit of open streams; retry shortly",
-            )
-            .with_retry_after(1));
+            return Err(CapError::GatewayFull);
         }
         let limit = self.limit(kind);
         let key: Arc<str> = key_id.into();
@@ -133,7 +169,7 @@ impl ConnCaps {
             lease: None,
         };
         if !taken {
-            return Err(too_many(kind, limit));
+            return Err(CapError::KeyFull { kind, limit });
         }
         let Some(redis) = &self.redis else {
             return Ok(guard);
@@ -144,7 +180,7 @@ impl ConnCaps {
         // Taken, or Redis is away and the local count decided: either way
         // the lease is kept (the refresher writes it when Redis is back).
         if let Ok(false) = redis.acquire(&zset, &member, limit, self.ttl).await {
-            return Err(too_many(kind, limit));
+            return Err(CapError::KeyFull { kind, limit });
         }
         self.leases
             .lock()
@@ -233,17 +269,6 @@ impl ConnCaps {
     }
 }
 
-fn too_many(kind: StreamKind, limit: u32) -> ApiError {
-    let what = match kind {
-        StreamKind::WebSocket => "WebSockets",
-        StreamKind::Sse => "SSE streams",
-    };
-    ApiError::new(
-        ErrorCode::TooManyConnections,
-        format!("this key already has {limit} open {what} (its limit); close one first"),
-    )
-}
-
 /// A held stream slot; dropping it gives the slot back (locally at once,
 /// in Redis through the release queue).
 pub struct ConnGuard {
@@ -291,9 +316,10 @@ mod tests {
         let a = c.acquire("k", StreamKind::WebSocket).await.unwrap();
         let _b = c.acquire("k", StreamKind::WebSocket).await.unwrap();
         let e = c.acquire("k", StreamKind::WebSocket).await.err().unwrap();
+        assert_eq!(e.code(), ErrorCode::TooManyConnections);
         assert_eq!(
-            (e.status().as_u16(), e.code()),
-            (429, ErrorCode::TooManyConnections)
+            e.to_string(),
+            "this key already has 2 open WebSockets (its limit); close one first"
         );
         // Other kind and other keys are counted apart.
         let _s = c.acquire("k", StreamKind::Sse).await.unwrap();
@@ -310,11 +336,11 @@ mod tests {
         let _a = c.acquire("a", StreamKind::Sse).await.unwrap();
         let _b = c.acquire("b", StreamKind::Sse).await.unwrap();
         let e = c.acquire("c", StreamKind::Sse).await.err().unwrap();
+        assert_eq!(e, CapError::GatewayFull);
         assert_eq!(
-            (e.status().as_u16(), e.code()),
-            (503, ErrorCode::Unavailable)
+            (e.code(), e.retry_after()),
+            (ErrorCode::Unavailable, Some(1))
         );
-        assert_eq!(e.retry_after, Some(1));
         assert_eq!(c.open_streams(), 2);
         assert!(c.local.lock().get(&("c".into(), StreamKind::Sse)).is_none());
     }

@@ -2,43 +2,47 @@
 //! head (line plus headers) and the nesting depth of a JSON body.
 //!
 //! hyper already refuses more than 100 headers or a head over ~400 KiB with a
-//! bare 431 before weir sees the request; [`limit_headers`] enforces the
-//! configured, much smaller, head size with the error envelope. JSON depth is
+//! bare 431 before weir sees the request; [`check_head`] is the configured,
+//! much smaller, head size (the HTTP layer answers it with the envelope). JSON depth is
 //! checked by a byte scan before parsing: serde_json's own recursion limit
 //! (128) would catch a deeper body too, but with a parser error that does not
 //! say what is wrong, and API bodies are never that deep.
 
-use axum::{
-    extract::{Request, State},
-    middleware::Next,
-    response::{IntoResponse, Response},
-};
+use axum::http::{HeaderMap, Uri};
 
 use crate::domain::ErrorCode;
-use crate::http::errors::ApiError;
 
 /// Deepest nesting of arrays and objects accepted in a JSON body or frame
 /// (an agent's metadata or a tool's JSON Schema nest a few levels; 64 leaves
 /// room for deep schemas).
 pub const MAX_JSON_DEPTH: usize = 64;
 
-/// Middleware: 431 `headers_too_large` when the request line and headers
-/// together exceed `max` bytes (counted as sent: name, `: `, value, CRLF).
-pub async fn limit_headers(State(max): State<usize>, req: Request, next: Next) -> Response {
-    let head = req.uri().to_string().len()
-        + req
-            .headers()
+/// A request head over the configured size.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("the request line and headers exceed {max} bytes")]
+pub struct HeadTooLarge {
+    pub max: usize,
+}
+
+impl HeadTooLarge {
+    /// The code a client is shown (a 431).
+    pub fn code(&self) -> ErrorCode {
+        ErrorCode::HeadersTooLarge
+    }
+}
+
+/// Fails when the request line and headers together exceed `max` bytes
+/// (counted as sent: name, `: `, value, CRLF).
+pub fn check_head(uri: &Uri, headers: &HeaderMap, max: usize) -> Result<(), HeadTooLarge> {
+    let head = uri.to_string().len()
+        + headers
             .iter()
             .map(|(k, v)| k.as_str().len() + v.len() + 4)
             .sum::<usize>();
-    if head > max {
-        return ApiError::new(
-            ErrorCode::HeadersTooLarge,
-            format!("the request line and headers exceed {max} bytes"),
-        )
-        .into_response();
+    match head > max {
+        true => Err(HeadTooLarge { max }),
+        false => Ok(()),
     }
-    next.run(req).await
 }
 
 /// The deepest nesting of `[`/`{` in `json` (strings skipped), stopping early

@@ -1,16 +1,18 @@
 //! Limits at the edge (API.md "Limits at the edge", protocol/limits.md).
 //!
 //! - [`rate`]: per-key requests per minute, local (`governor`) and, with
-//!   Redis, cluster-wide; the [`rate::rate_limit`] middleware runs right
-//!   after auth and sets the `X-RateLimit-*` headers.
+//!   Redis, cluster-wide ([`Edge::check_rate`]).
 //! - [`conns`]: concurrent WebSockets and SSE streams per key and per
 //!   gateway; a [`ConnGuard`] holds a slot for the life of one stream.
 //! - [`limits`]: request head size and JSON depth.
 //! - [`cluster`]: the edge's own small Redis client (scripts, breaker).
 //!
-//! Body size (413) and the CRUD timeout (408) are tower layers in
-//! `http::router`; WebSocket frame size (1009) and idle time are in
-//! `stream::ws`. [`Edge::hard_stop`] is the end of the drain for streams
+//! The edge decides; the HTTP layer answers: its middleware
+//! (`http::limits`) runs the rate limit right after auth, sets the
+//! `X-RateLimit-*` headers and refuses oversized heads, and its error type
+//! carries [`CapError`] and the other refusals to clients. Body size (413)
+//! and the CRUD timeout (408) are tower layers in `http::router`; WebSocket
+//! frame size (1009) and idle time are in `stream::ws`. [`Edge::hard_stop`] is the end of the drain for streams
 //! that outlive its start (those of running runs).
 
 pub mod cluster;
@@ -24,10 +26,10 @@ use axum::{body::Body, http::header, response::Response};
 use tokio::sync::mpsc;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-pub use conns::{ConnGuard, StreamKind};
-pub use rate::{rate_limit, Decision};
+pub use conns::{CapError, ConnGuard, StreamKind};
+pub use rate::Decision;
 
-use crate::{config::EdgeConfig, http::errors::ApiError, store::KeyRecord};
+use crate::{config::EdgeConfig, store::KeyRecord};
 
 /// How often idle limiter state is dropped.
 const CLEANUP_EVERY: Duration = Duration::from_secs(60);
@@ -151,7 +153,7 @@ impl Edge {
         &self,
         key: &KeyRecord,
         kind: StreamKind,
-    ) -> Result<ConnGuard, ApiError> {
+    ) -> Result<ConnGuard, CapError> {
         self.conns.acquire(key.id.as_str(), kind).await
     }
 

@@ -6,7 +6,8 @@
 //! handful of rpm values). With Redis the same GCRA runs in Redis
 //! ([`super::cluster`]) so the limit holds across gateways; the local stage
 //! still runs first, so a key far over its limit costs no Redis round trip,
-//! and it is what answers when Redis is unreachable.
+//! and it is what answers when Redis is unreachable. The HTTP layer's
+//! middleware (`http::limits`) asks and answers.
 
 use std::{
     collections::HashMap,
@@ -15,24 +16,13 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use axum::{
-    extract::{Request, State},
-    http::{HeaderMap, HeaderValue},
-    middleware::Next,
-    response::{IntoResponse, Response},
-};
+use axum::http::{HeaderMap, HeaderValue};
 use governor::{
     clock::{Clock, DefaultClock},
     middleware::StateInformationMiddleware,
     Quota, RateLimiter,
 };
 use parking_lot::RwLock;
-
-use crate::{
-    domain::ErrorCode,
-    http::{auth::Auth, errors::ApiError},
-    state::AppState,
-};
 
 type KeyedLimiter = RateLimiter<
     Arc<str>,
@@ -144,35 +134,6 @@ impl LocalLimiter {
     pub fn tracked_keys(&self) -> usize {
         self.by_rpm.read().values().map(|l| l.len()).sum()
     }
-}
-
-/// Middleware right after auth: counts the request against its key, refuses
-/// it with 429 `rate_limit_exceeded` (and `Retry-After`) when over, and puts
-/// the `X-RateLimit-*` headers on every authenticated response.
-pub async fn rate_limit(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let Some(auth) = req.extensions().get::<Auth>().cloned() else {
-        return next.run(req).await;
-    };
-    let Some(decision) = state.edge.check_rate(&auth.key).await else {
-        return next.run(req).await;
-    };
-    if !decision.allowed {
-        let secs = decision.retry_after_secs();
-        let err = ApiError::new(
-            ErrorCode::RateLimitExceeded,
-            format!(
-                "this key is limited to {} requests per minute; retry after {secs} s",
-                decision.limit
-            ),
-        )
-        .with_retry_after(secs);
-        let mut resp = err.into_response();
-        decision.write_headers(resp.headers_mut());
-        return resp;
-    }
-    let mut resp = next.run(req).await;
-    decision.write_headers(resp.headers_mut());
-    resp
 }
 
 #[cfg(test)]

@@ -33,11 +33,7 @@ impl Auth {
 
     /// Fails with 403 `forbidden` unless the key grants `scope`.
     pub fn require(&self, scope: &str) -> Result<(), ApiError> {
-        if self.key.has_scope(scope) {
-            Ok(())
-        } else {
-            Err(ApiError::forbidden(scope))
-        }
+        Ok(crate::keys::require(&self.key, scope)?)
     }
 }
 

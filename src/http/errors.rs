@@ -16,7 +16,10 @@ use bytes::Bytes;
 use serde::{de::DeserializeOwned, Serialize};
 use serde_json::json;
 
-use crate::{bus::BusError, domain::ErrorCode, store::StoreError};
+use crate::{
+    agent::RunError, bus::BusError, domain::ErrorCode, keys::MissingScope, store::StoreError,
+    stream::feed::OpenError,
+};
 
 /// An error as the client sees it. Its status is the code's
 /// ([`ErrorCode::status`]), except for a request refused with a status of
@@ -103,10 +106,10 @@ impl ApiError {
         Self::new(ErrorCode::Unauthorized, message)
     }
     pub fn forbidden(scope: &str) -> Self {
-        Self::new(
-            ErrorCode::Forbidden,
-            format!("this key lacks the `{scope}` scope"),
-        )
+        MissingScope {
+            scope: scope.to_owned(),
+        }
+        .into()
     }
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::Unavailable, message)
@@ -135,31 +138,52 @@ impl ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
-        match err {
-            StoreError::NotFound(what) => {
-                Self::new(ErrorCode::NotFound, format!("{what} not found"))
-            }
-            StoreError::Conflict(msg) => Self::new(ErrorCode::Conflict, msg),
-            StoreError::Invalid(msg) => Self::validation(msg),
-            StoreError::Unavailable(msg) => {
-                tracing::warn!(error = %msg, "store unavailable");
-                Self::unavailable("store unavailable")
-            }
+        if let StoreError::Unavailable(msg) = &err {
+            tracing::warn!(error = %msg, "store unavailable");
         }
+        Self::new(err.code(), err.client_message())
     }
 }
 
 impl From<BusError> for ApiError {
     fn from(err: BusError) -> Self {
-        match err {
-            BusError::HistoryExpired { .. } => {
-                Self::new(ErrorCode::HistoryExpired, err.to_string())
-            }
-            other => {
-                tracing::warn!(error = %other, "bus error");
-                Self::unavailable("bus unavailable")
-            }
+        if err.code() == ErrorCode::Unavailable {
+            tracing::warn!(error = %err, "bus error");
         }
+        Self::new(err.code(), err.client_message())
+    }
+}
+
+impl From<OpenError> for ApiError {
+    fn from(e: OpenError) -> Self {
+        match e {
+            OpenError::Run(e) => e.into(),
+            OpenError::Bus(e) => e.into(),
+            OpenError::Store(e) => e.into(),
+            other => Self::new(other.code(), other.client_message()),
+        }
+    }
+}
+
+impl From<MissingScope> for ApiError {
+    fn from(e: MissingScope) -> Self {
+        Self::new(e.code(), e.to_string())
+    }
+}
+
+impl From<&RunError> for ApiError {
+    fn from(e: &RunError) -> Self {
+        match e {
+            RunError::Store(s) => s.clone().into(),
+            RunError::Bus(b) => b.clone().into(),
+            other => Self::new(other.code(), other.client_message()),
+        }
+    }
+}
+
+impl From<RunError> for ApiError {
+    fn from(e: RunError) -> Self {
+        (&e).into()
     }
 }
 

@@ -5,8 +5,11 @@
 pub mod account;
 pub mod agents;
 pub mod auth;
+pub mod cursor;
 pub mod errors;
 pub mod keys;
+pub mod limits;
+pub mod messages;
 pub mod openapi;
 pub mod ops;
 pub mod params;
@@ -14,8 +17,11 @@ pub mod record;
 pub mod route;
 pub mod router;
 pub mod routes;
+pub mod runs;
 pub mod serve;
 pub mod sessions;
+pub mod streams;
 pub mod tools;
+pub mod ws;
 
 pub use router::build_router;

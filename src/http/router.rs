@@ -81,7 +81,7 @@ pub fn build_router(state: AppState) -> Router {
                 .layer(middleware::from_fn(envelope))
                 .layer(middleware::from_fn_with_state(
                     state.config.edge.max_header_bytes,
-                    crate::edge::limits::limit_headers,
+                    super::limits::limit_headers,
                 ))
                 .layer(DefaultBodyLimit::max(max_body))
                 .layer(RequestBodyLimitLayer::new(max_body)),
@@ -111,7 +111,7 @@ fn mount(route: &Route, state: &AppState) -> MethodRouter<AppState> {
         // Inner of the two: runs after auth, once the key is known.
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
-            crate::edge::rate_limit,
+            super::limits::rate_limit,
         ))
         .route_layer(middleware::from_fn_with_state(
             (state.clone(), route.access),

@@ -29,7 +29,7 @@
 use axum::routing::on;
 
 use super::{
-    account, agents, keys, openapi, ops,
+    account, agents, keys, messages, openapi, ops,
     route::{
         Access::{AnyKey, Public, Scope},
         Doc,
@@ -38,13 +38,9 @@ use super::{
         Transport::{Json, JsonOrSse, Sse, Text, WebSocket},
         Verb::{Delete, Get, Patch, Post},
     },
-    sessions, tools,
+    runs, sessions, streams as sse, tools, ws,
 };
-use crate::{
-    agent::routes::{messages, runs},
-    openai,
-    stream::{handlers as sse, ws},
-};
+use crate::openai;
 
 /// Every route, public ones first, then by resource.
 #[rustfmt::skip]

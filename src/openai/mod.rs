@@ -17,7 +17,11 @@ use serde_json::Value;
 
 pub use error::{OpenAiError, OpenAiJson};
 
-use crate::{edge::StreamKind, http::auth::Auth, state::AppState};
+use crate::{
+    edge::StreamKind,
+    http::{auth::Auth, errors::ApiError},
+    state::AppState,
+};
 
 /// OpenAI-compatible chat completion: `model` is an agent id or
 /// `upstream/<model>`. Dispatches on it: `upstream/…` is relayed, anything
@@ -61,7 +65,13 @@ pub(crate) async fn chat_completions(
     // A stream takes the key's SSE slot before anything starts (429
     // `too_many_connections` otherwise) and holds it until the body ends.
     let slot = match body.get("stream").and_then(Value::as_bool) {
-        Some(true) => Some(state.edge.open_stream(&auth.key, StreamKind::Sse).await?),
+        Some(true) => Some(
+            state
+                .edge
+                .open_stream(&auth.key, StreamKind::Sse)
+                .await
+                .map_err(ApiError::from)?,
+        ),
         _ => None,
     };
     if model.starts_with("upstream/") {

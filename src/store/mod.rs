@@ -24,6 +24,8 @@ pub mod sqlite;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use crate::domain::ErrorCode;
+
 pub use model::*;
 
 /// Why a store call failed. Serialisable so the remote store can carry it
@@ -45,7 +47,43 @@ pub enum StoreError {
     Unavailable(String),
 }
 
+impl StoreError {
+    /// The code a client is shown, whatever the transport.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::NotFound(_) => ErrorCode::NotFound,
+            Self::Conflict(_) => ErrorCode::Conflict,
+            Self::Invalid(_) => ErrorCode::ValidationError,
+            Self::Unavailable(_) => ErrorCode::Unavailable,
+        }
+    }
+
+    /// What a client is told: backend details stay in the logs.
+    pub fn client_message(&self) -> String {
+        match self {
+            Self::NotFound(what) => format!("{what} not found"),
+            Self::Conflict(msg) | Self::Invalid(msg) => msg.clone(),
+            Self::Unavailable(_) => "store unavailable".into(),
+        }
+    }
+}
+
 pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The embedded store (SQLite, or PostgreSQL with WEIR_DB), or a client of
+/// a remote `weir store` (WEIR_STORE_URL wins over WEIR_DB).
+pub async fn open(data: &crate::config::DataConfig) -> anyhow::Result<std::sync::Arc<dyn Store>> {
+    use anyhow::Context;
+    Ok(match &data.store_url {
+        Some(url) => {
+            let store = remote::RemoteStore::new(url, data.store_token.clone())
+                .context("WEIR_STORE_URL")?;
+            std::sync::Arc::new(store)
+        }
+        // PostgreSQL (WEIR_DB) or SQLite in the data dir.
+        None => open_local(&data.data_dir, data.db.as_deref()).await?,
+    })
+}
 
 /// Opens the store that holds the data in this process: PostgreSQL when
 /// `db` is a `postgres://` or `postgresql://` URL, else SQLite in

@@ -28,8 +28,7 @@ use super::{
     AgentPatch, EventFilter, EventRecord, ListParams, LogRecord, NewAgent, NewKey, NewTool, Run,
     Store, StoreResult,
 };
-use crate::domain::ErrorCode;
-use crate::{config::StoreConfig, http::errors::ApiError};
+use crate::{config::StoreConfig, domain::ErrorCode};
 
 /// Largest RPC body: event and log batches can be big, but not unbounded.
 const RPC_BODY_LIMIT: usize = 16 * 1024 * 1024;
@@ -262,11 +261,23 @@ pub fn store_router(store: Arc<dyn Store>, token: String) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .merge(rpc)
-        .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such route") })
+        .fallback(|| async { refuse(ErrorCode::NotFound, "no such route") })
         .method_not_allowed_fallback(|| async {
-            ApiError::new(ErrorCode::MethodNotAllowed, "method not allowed")
+            refuse(ErrorCode::MethodNotAllowed, "method not allowed")
         })
         .with_state(state)
+}
+
+/// A call refused before it reached the store, in the gateway's envelope
+/// shape (`{"error":{"code","message"}}`) with the code's status. This is
+/// the store's own small HTTP API, not the gateway's: it has no request ids
+/// nor the gateway's error type.
+fn refuse(code: ErrorCode, message: &str) -> Response {
+    let status = code
+        .status()
+        .unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR);
+    let body = serde_json::json!({"error": {"code": code, "message": message}});
+    (status, axum::Json(body)).into_response()
 }
 
 fn token_ok(headers: &HeaderMap, expected: Option<&[u8; 32]>) -> bool {
@@ -290,7 +301,7 @@ async fn require_token(State(state): State<ServerState>, req: Request, next: Nex
     if token_ok(req.headers(), state.token_hash.as_ref()) {
         next.run(req).await
     } else {
-        ApiError::unauthorized("missing or wrong store token").into_response()
+        refuse(ErrorCode::Unauthorized, "missing or wrong store token")
     }
 }
 
@@ -298,7 +309,8 @@ async fn handle_rpc(State(state): State<ServerState>, body: Bytes) -> Response {
     let req: StoreRequest = match serde_json::from_slice(&body) {
         Ok(req) => req,
         Err(e) => {
-            return ApiError::validation(format!("invalid store request: {e}")).into_response()
+            let message = format!("invalid store request: {e}");
+            return refuse(ErrorCode::ValidationError, &message);
         }
     };
     let answer = dispatch(&*state.store, req).await;
@@ -321,7 +333,7 @@ async fn readyz(State(state): State<ServerState>) -> Response {
         Ok(()) => axum::Json(serde_json::json!({"status": "ready"})).into_response(),
         Err(e) => {
             tracing::warn!(error = %e, "store not ready");
-            ApiError::unavailable("store unavailable").into_response()
+            refuse(ErrorCode::Unavailable, "store unavailable")
         }
     }
 }

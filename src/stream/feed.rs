@@ -16,7 +16,6 @@ use crate::{
     bus::{BusError, BusEvent, Subscription},
     domain::ErrorCode,
     domain::{Channel, MessageType, RunStatus},
-    http::errors::ApiError,
     state::AppState,
     store::{EventFilter, EventRecord, ListParams, Run, StoreError},
 };
@@ -68,6 +67,43 @@ impl FeedError {
     }
 }
 
+/// Why a feed could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The agent does not exist, or is another account's (the store's
+    /// description of what was missing).
+    #[error("{0} not found")]
+    AgentNotFound(String),
+    #[error(transparent)]
+    Run(#[from] RunError),
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl OpenError {
+    /// The code a client is shown, whatever the transport.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::AgentNotFound(_) => ErrorCode::AgentNotFound,
+            Self::Run(e) => e.code(),
+            Self::Bus(e) => e.code(),
+            Self::Store(e) => e.code(),
+        }
+    }
+
+    /// What a client is told: backend details stay in the logs.
+    pub fn client_message(&self) -> String {
+        match self {
+            Self::AgentNotFound(_) => self.to_string(),
+            Self::Run(e) => e.client_message(),
+            Self::Bus(e) => e.client_message(),
+            Self::Store(e) => e.client_message(),
+        }
+    }
+}
+
 /// The key scope needed to read `channel`.
 pub fn scope(channel: &Channel) -> &'static str {
     match channel {
@@ -77,22 +113,25 @@ pub fn scope(channel: &Channel) -> &'static str {
 }
 
 /// Opens `channel` for `account`, resuming after `after`. A channel of another
-/// account is a 404 like a missing one. A cursor older than the history is an
-/// error with code `history_expired` (the SSE routes turn that one into an
-/// `error` frame; EventSource cannot read error bodies).
+/// account is `agent_not_found` like a missing one. A cursor older than the
+/// history is an error with code `history_expired` (the SSE routes turn that
+/// one into an `error` frame; EventSource cannot read error bodies).
 pub async fn open(
     state: &AppState,
     account: &str,
     channel: &Channel,
     after: Option<u64>,
-) -> Result<Feed, ApiError> {
+) -> Result<Feed, OpenError> {
     match channel {
         Channel::Agent(id) | Channel::Logs(id) => {
             state
                 .store
                 .get_agent(account, id.as_str())
                 .await
-                .map_err(|e| ApiError::from_store(e, ErrorCode::AgentNotFound))?;
+                .map_err(|e| match e {
+                    StoreError::NotFound(what) => OpenError::AgentNotFound(what),
+                    other => other.into(),
+                })?;
             if after.is_some() {
                 // After a restart the bus starts from zero; raising it to what
                 // the store holds makes an old cursor expire instead of
@@ -105,11 +144,7 @@ pub async fn open(
         Channel::Run(id) => {
             // Through the runtime: it settles a run a crashed gateway left
             // `running`, which would otherwise be waited on forever.
-            let run = state
-                .runtime
-                .get_run(account, id)
-                .await
-                .map_err(ApiError::from)?;
+            let run = state.runtime.get_run(account, id).await?;
             Ok(run_feed(state.clone(), account.to_owned(), run, after))
         }
     }

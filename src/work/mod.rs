@@ -37,5 +37,38 @@ pub mod queue;
 pub mod queued;
 pub mod worker;
 
+use std::{sync::Arc, time::Duration};
+
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
 pub use queue::RunQueue;
 pub use queued::Queued;
+
+use crate::{
+    agent::Runtime,
+    bus::{redis::RedisBusConfig, Bus},
+    config::ServeConfig,
+    store::Store,
+};
+
+/// The runtime in the mode the settings choose: runs queued on Redis for
+/// workers with `--redis` ([`Queued`]), else executed in this process. Not
+/// started ([`Runtime::start`]).
+pub fn build_runtime(
+    cfg: &Arc<ServeConfig>,
+    store: Arc<dyn Store>,
+    bus: Arc<dyn Bus>,
+    tracker: &TaskTracker,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Runtime> {
+    let engine =
+        crate::agent::Engine::new(store, bus, cfg.clone(), tracker.clone(), shutdown.clone());
+    let engine = Arc::new(engine);
+    let Some(redis) = RedisBusConfig::from_serve(cfg) else {
+        return Ok(Runtime::local(engine));
+    };
+    let queue = RunQueue::new(&redis)?;
+    let claim = Duration::from_secs(cfg.run_claim_secs);
+    let mode = Queued::new(engine.clone(), queue, cfg.workers, claim);
+    Ok(Runtime::new(engine, Arc::new(mode)))
+}

@@ -19,13 +19,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use crate::{
-    bus::Bus,
-    config::ServeConfig,
-    domain::ErrorCode,
-    gateway::{build_bus, build_runtime, open_store},
-    store::Store,
-};
+use crate::{bus::Bus, config::ServeConfig, domain::ErrorCode, store::Store};
 
 /// Time the runs cancelled at the end of the grace period get to publish
 /// their `done` and be acknowledged.
@@ -58,11 +52,11 @@ pub async fn run_worker(
         );
     }
     let cfg = Arc::new(cfg);
-    let store = open_store(&cfg.data).await?;
-    let bus = build_bus(&cfg)?;
+    let store = crate::store::open(&cfg.data).await?;
+    let bus = crate::bus::build(&cfg)?;
     let draining = CancellationToken::new();
     let tracker = TaskTracker::new();
-    let runtime = build_runtime(&cfg, store.clone(), bus.clone(), &tracker, &draining)?;
+    let runtime = super::build_runtime(&cfg, store.clone(), bus.clone(), &tracker, &draining)?;
     let listener = TcpListener::bind(cfg.listen)
         .await
         .with_context(|| format!("cannot listen on {} (WEIR_LISTEN)", cfg.listen))?;

@@ -26,21 +26,60 @@ use super::{
     writer, WsSettings,
 };
 use crate::{
-    agent::StartRun,
+    agent::{RunError, StartRun},
     bus::BusError,
     domain::Channel,
     domain::ErrorCode,
-    http::{auth::Auth, errors::ApiError},
+    keys::MissingScope,
     state::AppState,
-    stream::feed::{self, Feed, FeedError},
+    store::KeyRecord,
+    stream::feed::{self, Feed, FeedError, OpenError},
 };
+
+/// A request of the client's refused: what its `error` frame says.
+struct Refusal {
+    code: ErrorCode,
+    message: String,
+}
+
+impl Refusal {
+    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn validation(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::ValidationError, message)
+    }
+}
+
+impl From<RunError> for Refusal {
+    fn from(e: RunError) -> Self {
+        Self::new(e.code(), e.client_message())
+    }
+}
+
+impl From<OpenError> for Refusal {
+    fn from(e: OpenError) -> Self {
+        Self::new(e.code(), e.client_message())
+    }
+}
+
+impl From<MissingScope> for Refusal {
+    fn from(e: MissingScope) -> Self {
+        Self::new(e.code(), e.to_string())
+    }
+}
 
 /// Serves one socket until it closes: the client leaves, goes silent, falls
 /// behind, or the gateway drains. Runs this socket started are cancelled
 /// when the client leaves, unless they were started with `background`.
+/// `key` is the socket's API key: its account and scopes.
 pub async fn serve<Tx, Rx, E>(
     state: AppState,
-    auth: Auth,
+    key: Arc<KeyRecord>,
     settings: WsSettings,
     sink: Tx,
     stream: Rx,
@@ -54,7 +93,7 @@ pub async fn serve<Tx, Rx, E>(
     let closer = Arc::new(Closer::default());
     let mut conn = Conn {
         state: state.clone(),
-        auth,
+        key,
         settings: settings.clone(),
         outbox: Arc::new(outbox),
         closer: closer.clone(),
@@ -78,7 +117,7 @@ pub async fn serve<Tx, Rx, E>(
 /// The reader's side of one socket.
 struct Conn {
     state: AppState,
-    auth: Auth,
+    key: Arc<KeyRecord>,
     settings: WsSettings,
     outbox: Arc<Outbox>,
     closer: Arc<Closer>,
@@ -87,6 +126,10 @@ struct Conn {
 }
 
 impl Conn {
+    fn account(&self) -> &str {
+        &self.key.account_id
+    }
+
     async fn read<Rx, E>(&mut self, mut stream: Rx)
     where
         Rx: Stream<Item = Result<Message, E>> + Unpin,
@@ -154,15 +197,10 @@ impl Conn {
                     .deactivate(&channel, None, Some(protocol::unsubscribed(&channel, rid)))
             }
             ClientFrame::Cancel { run_id } => {
-                match self
-                    .state
-                    .runtime
-                    .cancel_run(self.auth.account(), &run_id)
-                    .await
-                {
+                match self.state.runtime.cancel_run(self.account(), &run_id).await {
                     // The run's `done` (stop_reason `cancelled`) is the answer.
                     Ok(_) => Ok(()),
-                    Err(e) => self.reply_error(&ApiError::from(e), rid, None),
+                    Err(e) => self.reply_error(&e.into(), rid, None),
                 }
             }
             ClientFrame::UserMessage(m) => self.user_message(m, rid).await,
@@ -171,12 +209,12 @@ impl Conn {
 
     fn reply_error(
         &self,
-        e: &ApiError,
+        e: &Refusal,
         rid: Option<&Value>,
         channel: Option<&str>,
     ) -> Result<(), Overflow> {
         self.outbox
-            .reply(protocol::error(e.code(), &e.message, rid, channel))
+            .reply(protocol::error(e.code, &e.message, rid, channel))
     }
 
     async fn subscribe(
@@ -188,12 +226,12 @@ impl Conn {
         let target = match Channel::parse(name) {
             Ok(t) => t,
             Err(e) => {
-                let e = ApiError::validation(e.to_string());
+                let e = Refusal::validation(e.to_string());
                 return self.reply_error(&e, rid, Some(name));
             }
         };
-        if let Err(e) = self.auth.require(feed::scope(&target)) {
-            return self.reply_error(&e, rid, Some(name));
+        if let Err(e) = crate::keys::require(&self.key, feed::scope(&target)) {
+            return self.reply_error(&e.into(), rid, Some(name));
         }
         let channel: Arc<str> = target.to_string().into();
         let active = self.outbox.is_active(&channel);
@@ -204,7 +242,7 @@ impl Conn {
         if let Err(e) = self.check_room(active) {
             return self.reply_error(&e, rid, Some(&channel));
         }
-        match feed::open(&self.state, self.auth.account(), &target, after).await {
+        match feed::open(&self.state, self.account(), &target, after).await {
             Ok(feed) => {
                 // `subscribed` first, then the replay and live events.
                 let gen = self.outbox.activate(&channel);
@@ -212,15 +250,15 @@ impl Conn {
                 self.spawn_forwarder(channel, gen, feed);
                 Ok(())
             }
-            Err(e) => self.reply_error(&e, rid, Some(&channel)),
+            Err(e) => self.reply_error(&e.into(), rid, Some(&channel)),
         }
     }
 
-    fn check_room(&mut self, replacing: bool) -> Result<(), ApiError> {
+    fn check_room(&mut self, replacing: bool) -> Result<(), Refusal> {
         let outbox = self.outbox.clone();
         self.forwarders.retain(|name, _| outbox.is_active(name));
         if !replacing && self.outbox.active_count() >= self.settings.max_channels {
-            return Err(ApiError::new(
+            return Err(Refusal::new(
                 ErrorCode::TooManySubscriptions,
                 format!(
                     "at most {} channels per socket; unsubscribe from one first",
@@ -251,7 +289,7 @@ impl Conn {
     async fn user_message(&mut self, m: UserMessage, rid: Option<&Value>) -> Result<(), Overflow> {
         let messages = match m.chat_messages() {
             Ok(list) => list,
-            Err(msg) => return self.reply_error(&ApiError::validation(msg), rid, None),
+            Err(msg) => return self.reply_error(&Refusal::validation(msg), rid, None),
         };
         // Listen before the run starts, so its first event cannot be missed.
         let target = Channel::Agent(m.agent_id.as_str().into());
@@ -259,7 +297,9 @@ impl Conn {
         let mut added = false;
         if !self.outbox.is_active(&channel) {
             let opened = match self.check_room(false) {
-                Ok(()) => feed::open(&self.state, self.auth.account(), &target, None).await,
+                Ok(()) => feed::open(&self.state, self.account(), &target, None)
+                    .await
+                    .map_err(Refusal::from),
                 Err(e) => Err(e),
             };
             match opened {
@@ -280,7 +320,7 @@ impl Conn {
             stream_tokens: m.stream_tokens,
             background: m.background,
         };
-        match self.state.runtime.start_run(self.auth.account(), req).await {
+        match self.state.runtime.start_run(self.account(), req).await {
             Ok(run) => self.outbox.end_start(
                 Some((&run.id, m.background)),
                 protocol::run_started(run.id.as_str(), rid),
@@ -290,9 +330,9 @@ impl Conn {
                     self.stop(&channel);
                     self.outbox.deactivate(&channel, None, None)?;
                 }
-                let e = ApiError::from(e);
+                let e = Refusal::from(e);
                 self.outbox
-                    .end_start(None, protocol::error(e.code(), &e.message, rid, None))
+                    .end_start(None, protocol::error(e.code, &e.message, rid, None))
             }
         }
     }
@@ -307,12 +347,7 @@ impl Conn {
             return;
         }
         for run_id in self.outbox.open_runs() {
-            if let Err(e) = self
-                .state
-                .runtime
-                .cancel_run(self.auth.account(), &run_id)
-                .await
-            {
+            if let Err(e) = self.state.runtime.cancel_run(self.account(), &run_id).await {
                 tracing::debug!(error = %e, %run_id, "cancel on websocket close");
             }
         }

@@ -14,7 +14,6 @@ use crate::{
     bus::{memory::MemoryBus, Bus},
     config::ServeConfig,
     domain::{AgentEvent, Channel, EventBody, MessageType},
-    http::auth::Auth,
     keys::KeyCache,
     state::AppState,
     store::{sqlite::SqliteStore, KeyRecord, NewAgent, Store},
@@ -49,20 +48,18 @@ pub(super) async fn test_state(history_len: usize) -> (AppState, tempfile::TempD
     (state, tmp)
 }
 
-fn auth(account: &str, scopes: &[&str]) -> Auth {
-    Auth {
-        key: Arc::new(KeyRecord {
-            id: format!("key-{account}").into(),
-            account_id: account.into(),
-            label: String::new(),
-            scopes: scopes.iter().map(|s| s.to_string()).collect(),
-            rpm: 1000,
-            hash: String::new(),
-            created_at: String::new(),
-            last_used_at: None,
-            revoked_at: None,
-        }),
-    }
+fn key(account: &str, scopes: &[&str]) -> Arc<KeyRecord> {
+    Arc::new(KeyRecord {
+        id: format!("key-{account}").into(),
+        account_id: account.into(),
+        label: String::new(),
+        scopes: scopes.iter().map(|s| s.to_string()).collect(),
+        rpm: 1000,
+        hash: String::new(),
+        created_at: String::new(),
+        last_used_at: None,
+        revoked_at: None,
+    })
 }
 
 pub(super) async fn agent(state: &AppState, account: &str, metadata: Value) -> String {
@@ -102,7 +99,7 @@ pub(super) fn connect(
     let (server_tx, rx) = mpsc::channel(buffer);
     let task = tokio::spawn(session::serve(
         state.clone(),
-        auth(account, scopes),
+        key(account, scopes),
         settings,
         server_tx,
         server_rx,

@@ -12,8 +12,9 @@ use proptest::prelude::*;
 use serde_json::{json, Value};
 use weir::{
     agent::models::assemble::{Assembler, Chunk},
+    http::cursor::resume_cursor,
     openai::relay::relay_frames,
-    stream::{cursor::resume_cursor, ws::protocol},
+    stream::ws::protocol,
 };
 
 fn config(cases: u32) -> ProptestConfig {

@@ -1,4 +1,5 @@
-//! The SSE routes: an agent's events, an agent's log lines, one run.
+//! The SSE routes: an agent's events, an agent's log lines, one run
+//! (the feeds and the SSE framing are [`crate::stream`]'s).
 //!
 //! Each route checks its scope and that the target belongs to the caller,
 //! then delivers a [`Feed`] as pre-framed SSE bytes through
@@ -15,20 +16,22 @@ use axum::{
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 
-use super::{
-    cursor::Resume,
-    feed::{self, Feed},
-    sse::{error_frame, sse_response},
-};
 use tokio_util::sync::CancellationToken;
 
+use super::{
+    auth::Auth,
+    cursor::Resume,
+    errors::ApiError,
+    openapi::schemas::{ResumeHeader, ResumeQuery, SseEvent},
+};
 use crate::{
     domain::{Channel, ErrorCode},
     edge::StreamKind,
-    http::auth::Auth,
-    http::errors::ApiError,
-    http::openapi::schemas::{ResumeHeader, ResumeQuery, SseEvent},
     state::AppState,
+    stream::{
+        feed::{self, Feed},
+        sse::{error_frame, sse_response},
+    },
 };
 
 /// `GET /v1/agents/{id}/events`: every event of the agent, live, resumable.
@@ -102,9 +105,10 @@ async fn stream_target(
     let frames = match opened {
         Ok(feed) => sse_frames(feed).boxed(),
         Err(e) if e.code() == ErrorCode::HistoryExpired => {
-            futures::stream::once(async move { error_frame(e.code(), &e.message, None) }).boxed()
+            let message = e.client_message();
+            futures::stream::once(async move { error_frame(e.code(), &message, None) }).boxed()
         }
-        Err(e) => return Err(e),
+        Err(e) => return Err(e.into()),
     };
     Ok(sse_response(slot.hold(frames), ping, stop))
 }

@@ -1,13 +1,15 @@
-//! Acting on [`Control`] messages: what makes a key revoked on one gateway
-//! refused on every gateway within a moment, not after the key cache's TTL.
+//! The key cache acting on the bus's [`Control`] messages: what makes a key
+//! revoked on one gateway refused on every gateway within a moment, not
+//! after the key cache's TTL. The bus only carries the messages; the cache
+//! they invalidate applies them here.
 
 use std::sync::Arc;
 
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio_util::sync::CancellationToken;
 
-use super::Control;
-use crate::keys::KeyCache;
+use super::KeyCache;
+use crate::bus::Control;
 
 /// Applies control messages from `rx` to this gateway's caches until
 /// `shutdown`. A listener that lagged has missed messages: it drops every
@@ -27,7 +29,7 @@ pub async fn apply(
                 keys.evict(key_id.as_str());
                 tracing::debug!(%key_id, "key revoked elsewhere: evicted");
             }
-            // The runtime acts on these (src/agent/queued.rs).
+            // The queued runtime acts on these (src/work/queued.rs).
             Ok(Control::CancelRun { .. }) => {}
             Ok(Control::Resync) | Err(RecvError::Lagged(_)) => {
                 keys.clear();

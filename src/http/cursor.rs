@@ -14,7 +14,7 @@ use axum::{
     http::{request::Parts, HeaderMap},
 };
 
-use crate::http::errors::ApiError;
+use super::errors::ApiError;
 
 /// The resume cursor of a stream request: `None` means "live from now".
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

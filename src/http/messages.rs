@@ -19,19 +19,18 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use utoipa::ToSchema;
 
-use super::empty_page;
+use super::{
+    auth::Auth,
+    errors::{ApiError, ApiJson},
+    params,
+};
 use crate::{
     agent::{sessions::DEFAULT_SESSION, CancelOnDrop, ChatMessage, RunFollower, StartRun},
     domain::ErrorCode,
     domain::{AgentEvent, AgentId, MessageType, RunId, SessionId},
     edge::StreamKind,
-    http::{
-        auth::Auth,
-        errors::{ApiError, ApiJson},
-        params,
-    },
     state::AppState,
-    store::{EventFilter, Page},
+    store::{EventFilter, ListParams, Page, Pagination},
     stream::sse::sse_response,
 };
 
@@ -233,4 +232,16 @@ pub(crate) async fn list_messages(
         .list_events(account, &agent_id, filter, params)
         .await?;
     Ok(Json(page.map(|r| r.event)))
+}
+
+fn empty_page<T>(params: &ListParams) -> Page<T> {
+    Page {
+        data: Vec::new(),
+        pagination: Pagination {
+            total: 0,
+            limit: params.limit,
+            offset: params.offset,
+            next_cursor: None,
+        },
+    }
 }

@@ -1,19 +1,7 @@
-//! `GET /v1/ws`: the WebSocket endpoint of API.md.
-//!
-//! [`upgrade`] checks the key and hands the socket to [`session::serve`], the
-//! protocol core, which is generic over `Sink`/`Stream` and is unit-tested
-//! without a socket ([`protocol`] is the wire format, [`outbox`] the bounded,
-//! ordered outbound queue).
-
-pub mod outbox;
-pub mod protocol;
-pub mod queue;
-pub mod session;
-#[cfg(test)]
-mod tests;
-pub mod writer;
-
-use std::time::Duration;
+//! `GET /v1/ws`: the WebSocket endpoint's HTTP side. [`upgrade`] checks the
+//! key, takes its WebSocket slot and hands the socket to
+//! [`session::serve`], the protocol core ([`crate::stream::ws`]), which
+//! knows nothing of HTTP.
 
 use axum::{
     extract::{ws::rejection::WebSocketUpgradeRejection, State, WebSocketUpgrade},
@@ -22,10 +10,10 @@ use axum::{
 };
 use futures::StreamExt;
 
-use crate::{
-    http::{auth::Auth, errors::ApiError},
-    state::AppState,
-};
+pub use crate::stream::ws::WsSettings;
+
+use super::{auth::Auth, errors::ApiError};
+use crate::{state::AppState, stream::ws::session};
 
 /// tungstenite's read buffer. Its default (128 KiB) is allocated per socket
 /// and zero-filled on the first read, so it was most of an idle socket's
@@ -38,47 +26,6 @@ const READ_BUFFER: usize = 1024;
 /// flushes when its queue is empty). The buffer keeps the capacity it grew
 /// to, so the default (128 KiB) would stay with a socket after one burst.
 const WRITE_BUFFER: usize = 8 * 1024;
-
-/// Tunables of every socket. The defaults are API.md's; tests shorten them.
-#[derive(Debug, Clone)]
-pub struct WsSettings {
-    /// The server pings this often.
-    pub ping_every: Duration,
-    /// A socket that sends nothing (not even a pong) for this long is closed.
-    pub idle_timeout: Duration,
-    /// Frames queued for one socket before it counts as lagged.
-    pub queue: usize,
-    /// Channels one socket may subscribe to at once.
-    pub max_channels: usize,
-    /// How long the last frames (error, close) may take to leave.
-    pub close_timeout: Duration,
-}
-
-impl Default for WsSettings {
-    fn default() -> Self {
-        Self {
-            ping_every: Duration::from_secs(30),
-            idle_timeout: Duration::from_secs(90),
-            queue: 1024,
-            max_channels: 64,
-            close_timeout: Duration::from_secs(5),
-        }
-    }
-}
-
-impl WsSettings {
-    /// The defaults with the ping interval of `--ws-ping-secs`; the idle
-    /// timeout stays 90 s unless three intervals are longer.
-    pub fn from_config(cfg: &crate::config::ServeConfig) -> Self {
-        let ping = Duration::from_secs(cfg.ws_ping_secs.max(1));
-        let d = Self::default();
-        Self {
-            ping_every: ping,
-            idle_timeout: d.idle_timeout.max(ping * 3),
-            ..d
-        }
-    }
-}
 
 /// The `GET /v1/ws` route (mounted for `filter`) with the given settings;
 /// also `CONNECT`, the HTTP/2 form of the same upgrade (extended CONNECT,
@@ -142,7 +89,7 @@ pub async fn upgrade(
         let session = async move {
             let _slot = slot;
             let _open = crate::metrics::ConnGuard::open(crate::metrics::Conn::Ws);
-            session::serve(state, auth, settings, sink, stream).await;
+            session::serve(state, auth.key, settings, sink, stream).await;
         };
         tracker.track_future(tracing::Instrument::instrument(session, span))
     }))

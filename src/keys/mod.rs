@@ -4,6 +4,11 @@
 //! readable from the secret, so auth finds the record by id (a cache hit on a
 //! warm key: no store round trip) and then compares SHA-256 hashes in
 //! constant time. Only the hash is ever stored.
+//!
+//! [`control`] applies the bus's control messages (revocations, resyncs)
+//! to the key cache.
+
+pub mod control;
 
 use std::{
     collections::HashMap,
@@ -16,7 +21,10 @@ use rand::{distr::Alphanumeric, Rng};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::store::{KeyRecord, NewKey, Store, StoreError};
+use crate::{
+    domain::ErrorCode,
+    store::{KeyRecord, NewKey, Store, StoreError},
+};
 
 const SECRET_PREFIX: &str = "wk_";
 
@@ -86,6 +94,30 @@ pub fn key_id_of(secret: &str) -> String {
 pub fn verify(secret: &str, record: &KeyRecord) -> bool {
     let presented = hash(secret);
     presented.as_bytes().ct_eq(record.hash.as_bytes()).into()
+}
+
+/// A key used for what its scopes do not allow.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("this key lacks the `{scope}` scope")]
+pub struct MissingScope {
+    pub scope: String,
+}
+
+impl MissingScope {
+    /// The code a client is shown, whatever the transport.
+    pub fn code(&self) -> ErrorCode {
+        ErrorCode::Forbidden
+    }
+}
+
+/// Fails unless `key` grants `scope` (directly or through `*`).
+pub fn require(key: &KeyRecord, scope: &str) -> Result<(), MissingScope> {
+    match key.has_scope(scope) {
+        true => Ok(()),
+        false => Err(MissingScope {
+            scope: scope.to_owned(),
+        }),
+    }
 }
 
 /// How long a cached key is trusted before it is read again. Revocation

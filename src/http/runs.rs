@@ -6,9 +6,9 @@ use axum::{
 };
 use serde_json::Value;
 
+use super::{auth::Auth, errors::ApiError, params::ListQuery};
 use crate::{
     domain::{AgentEvent, ErrorCode, RunId},
-    http::{auth::Auth, errors::ApiError, params::ListQuery},
     state::AppState,
     store::{Page, Run},
 };
