@@ -9,20 +9,31 @@
 //!
 //! - [`config`]: clap flags, `WEIR_*` env twins, `--config` TOML.
 //! - [`domain`]: typed ids, events, channels, statuses and error codes.
-//! - [`gateway`]: [`Gateway::bind`] / [`Gateway::run`]: builds the state, serves, drains.
+//! - [`gateway`]: [`Gateway::bind`] / [`Gateway::run`]: builds the state (nothing
+//!   runs in the background before `run`), serves, drains.
 //! - [`state`]: [`AppState`], the one cloneable bag of `Arc`s handlers share.
-//! - [`keys`]: key secrets: minting, hashing, parsing, constant-time checks, the key cache.
-//! - [`http`]: the router (layer order, unauthenticated allowlist), auth, [`http::errors::ApiError`],
-//!   REST routes per resource, OpenAPI and `/docs`.
-//! - [`store`]: the [`store::Store`] trait, its SQLite implementation, the
-//!   store's own HTTP router (`weir store`) and the client gateways use to reach it.
-//! - [`bus`]: fan-out with per-channel history and `seq` numbering.
-//! - [`agent`]: the runtime: runs, models (`echo`, upstream), tools, logs.
-//! - [`work`]: with Redis, the run queue and its workers (`weir worker`): runs
-//!   scale apart from connections; a dead worker's runs are reclaimed.
-//! - [`stream`]: SSE and WebSocket delivery, resume cursors.
-//! - [`openai`]: `/v1/chat/completions` and `/v1/models`.
-//! - [`edge`]: limits at the edge: per-key rate limits (local and Redis), stream caps, head and JSON-depth limits.
+//! - [`keys`]: key secrets: minting, hashing, parsing, constant-time checks, the
+//!   key cache and the control messages it acts on (revocations).
+//! - [`http`]: the route table and router (layer order, unauthenticated allowlist),
+//!   auth, [`http::errors::ApiError`] and every domain error's mapping to it, the
+//!   edge's middleware, the handlers of every REST, SSE and WebSocket route, OpenAPI
+//!   and `/docs`.
+//! - [`store`]: the [`store::Store`] trait, its SQLite and PostgreSQL implementations,
+//!   the store's own small HTTP API (`weir store`) and the client gateways use to reach it.
+//! - [`bus`]: fan-out with per-channel history and `seq` numbering; it carries
+//!   control messages and leaves acting on them to their owners.
+//! - [`agent`]: the runtime: runs, models (`echo`, upstream), tools, logs. Where
+//!   runs execute is an [`agent::RunMode`] chosen at start-up: in this process
+//!   ([`agent::Local`]) or queued for workers ([`work::Queued`]).
+//! - [`work`]: with Redis, the runtime's queued mode, the run queue and its workers
+//!   (`weir worker`): runs scale apart from connections; a dead worker's runs are
+//!   reclaimed.
+//! - [`stream`]: what SSE and WebSocket streams deliver (feeds, resume), SSE
+//!   framing, the WebSocket protocol core.
+//! - [`openai`]: `/v1/chat/completions` and `/v1/models`, OpenAI-shaped (an HTTP
+//!   module of its own).
+//! - [`edge`]: limits at the edge: per-key rate limits (local and Redis), stream caps,
+//!   head and JSON-depth limits.
 //! - [`shutdown`]: SIGINT/SIGTERM handling (second signal exits at once).
 //! - [`cli`]: `weir keys create` and other commands that work on the data directly.
 //! - [`telemetry`]: tracing setup.
@@ -30,6 +41,13 @@
 //! - [`metrics`]: Prometheus metrics at `/metrics`.
 //! - [`web`]: the browser chat page at `/`, `/llms.txt`, CORS.
 //! - [`util`]: ids and timestamps.
+//!
+//! Layers point one way: `agent`, `edge`, `stream`, `bus`, `work`, `keys`,
+//! `store` and `domain` never import [`http`]. They return their own errors,
+//! which say the code and message a client is shown, and only `http` turns
+//! them into `ApiError`; `agent`, `work`, `bus` and `keys` import each other
+//! without a cycle (`work` → `agent` → `bus` ← `keys`). tests/api/layering.rs
+//! checks both.
 
 pub mod agent;
 pub mod bus;

@@ -1,6 +1,6 @@
 //! [`Engine`]: what executes runs in this process, whichever [`RunMode`]
 //! decided where they run: one cancellation handle per live run, the run
-//! tasks ([`super::run`]), and settling runs nobody executes any more.
+//! tasks (`run`), and settling runs nobody executes any more.
 //!
 //! Both modes execute runs here: the in-process mode every run this gateway
 //! starts, the queued mode the runs this process's worker takes. Each run's

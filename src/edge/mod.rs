@@ -12,8 +12,9 @@
 //! `X-RateLimit-*` headers and refuses oversized heads, and its error type
 //! carries [`CapError`] and the other refusals to clients. Body size (413)
 //! and the CRUD timeout (408) are tower layers in `http::router`; WebSocket
-//! frame size (1009) and idle time are in `stream::ws`. [`Edge::hard_stop`] is the end of the drain for streams
-//! that outlive its start (those of running runs).
+//! frame size (1009) and idle time are in `stream::ws`. [`Edge::hard_stop`]
+//! is the end of the drain for streams that outlive its start (those of
+//! running runs).
 
 pub mod cluster;
 pub mod conns;

@@ -6,6 +6,13 @@
 //! `upstream/<model>` (a relay to the configured provider: its stream is
 //! forwarded chunk by chunk as it arrives, bytes untouched). Every error on
 //! these routes is OpenAI-shaped ([`error`]).
+//!
+//! This module is HTTP through and through, beside [`crate::http`] rather
+//! than below it: it is the handlers of two routes (mounted by the route
+//! table) and their own error shape, built from the gateway's
+//! ([`crate::http::errors::ApiError`] converts into [`OpenAiError`]). So it
+//! uses `http` (auth, errors) as any handler there does; nothing below the
+//! HTTP layer imports it.
 
 pub mod agent;
 pub mod error;

@@ -10,6 +10,7 @@ mod envelopes;
 mod fake_provider;
 mod golden;
 mod http1;
+mod layering;
 mod openai;
 mod openapi;
 mod postgres;

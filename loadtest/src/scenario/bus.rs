@@ -145,8 +145,10 @@ fn parse_case(case: &str) -> anyhow::Result<(usize, f64)> {
     Ok((s.parse()?, r.parse()?))
 }
 
-fn redis_bus(url: &str) -> Result<RedisBus, BusError> {
-    RedisBus::start(RedisBusConfig::new(url))
+fn redis_bus(url: &str) -> anyhow::Result<RedisBus> {
+    let bus = RedisBus::new(RedisBusConfig::new(url))?;
+    bus.start();
+    Ok(bus)
 }
 
 /// A token delta; its `id` carries the event's number and its send time

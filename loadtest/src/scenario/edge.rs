@@ -83,7 +83,11 @@ pub async fn run(o: &Opts) -> anyhow::Result<Report> {
     let redis = gateway::start_redis()
         .await?
         .context("the edge scenario needs redis-server")?;
-    let remote = Edge::new(&cfg, Some(&redis.url), "weir:")?;
+    let remote = Edge::new(
+        &cfg,
+        Some(redis::Client::open(redis.url.as_str())?),
+        "weir:",
+    )?;
     // A high rpm, so the local first stage lets every check through to Redis.
     let keys: Vec<KeyRecord> = (0..o.keys.max(1)).map(|i| key(i, 1_000_000)).collect();
     measure(&remote, &keys, o.redis_checks / 10).await?;

@@ -1,6 +1,6 @@
 //! Schemas of `/v1/openapi.json` that no derive can state: the error bodies
 //! (built by the envelope middleware, not by a handler), query parameters
-//! validated by hand ([`crate::http::params`], [`crate::stream::cursor`])
+//! validated by hand ([`crate::http::params`], [`crate::http::cursor`])
 //! and request fields whose rules are patterns or alternatives. Each says
 //! exactly what the server accepts, no more and no less: a schemathesis
 //! run (tests/api/openapi.rs) sends data on both sides of every rule.
@@ -73,7 +73,7 @@ pub struct PageParams {
     after: String,
 }
 
-/// The resume cursor of an SSE route in the query ([`crate::stream::cursor`]).
+/// The resume cursor of an SSE route in the query ([`crate::http::cursor`]).
 #[derive(IntoParams)]
 #[into_params(parameter_in = Query)]
 #[allow(dead_code)] // documentation only
