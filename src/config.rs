@@ -11,7 +11,7 @@
 
 use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf};
 
-use clap::{Args, CommandFactory, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// weir: a streaming chat and agent gateway.
 #[derive(Debug, Parser)]
@@ -29,8 +29,8 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the gateway (HTTP, SSE, WebSocket, OpenAI-compatible).
-    Serve(ServeConfig),
-    /// Execute runs from the Redis run queue (needs --redis); takes the same settings as `serve`, serves only /healthz, /readyz and /metrics on --listen.
+    Serve(ServeCommand),
+    /// Execute runs from the Redis run queue (needs --redis); takes the settings of `serve` but the listener's TLS and HTTP/2, and serves only /healthz, /readyz and /metrics, over plain HTTP, on --listen.
     Worker(ServeConfig),
     /// Run the internal store alone, for gateways started with --store-url.
     Store(StoreConfig),
@@ -64,7 +64,28 @@ pub struct DataConfig {
     pub db: Option<String>,
 }
 
-/// Settings of `weir serve`.
+/// The flags of `weir serve`: every [`ServeConfig`] setting, and the
+/// listener's TLS and HTTP/2, which `weir worker` does not take (its probes
+/// are plain HTTP).
+#[derive(Debug, Clone, Args)]
+pub struct ServeCommand {
+    #[command(flatten)]
+    pub config: ServeConfig,
+    #[command(flatten)]
+    pub transport: TransportConfig,
+}
+
+impl ServeCommand {
+    /// The gateway's settings, its listener's included.
+    pub fn into_config(self) -> ServeConfig {
+        ServeConfig {
+            transport: self.transport,
+            ..self.config
+        }
+    }
+}
+
+/// Settings of `weir serve` (and, but the listener's, of `weir worker`).
 #[derive(Debug, Clone, Parser)]
 pub struct ServeConfig {
     /// Address to listen on.
@@ -131,7 +152,9 @@ pub struct ServeConfig {
     pub edge: EdgeConfig,
     #[command(flatten)]
     pub redis: RedisConfig,
-    #[command(flatten)]
+    /// TLS and HTTP/2 on the listener: flags of `weir serve` alone
+    /// ([`ServeCommand`]); plain HTTP with the defaults otherwise.
+    #[arg(skip)]
     pub transport: TransportConfig,
     /// Settings only tests can change: no flag, env twin or TOML key.
     #[arg(skip)]
@@ -157,6 +180,18 @@ pub struct TransportConfig {
     /// Concurrent streams a client may open on one HTTP/2 connection (SETTINGS_MAX_CONCURRENT_STREAMS).
     #[arg(long, env = "WEIR_HTTP2_MAX_STREAMS", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
     pub http2_max_streams: u32,
+}
+
+impl Default for TransportConfig {
+    /// The flags' defaults (plain HTTP) as clap declares them, the
+    /// environment left unread.
+    fn default() -> Self {
+        let cmd = Self::augment_args(clap::Command::new("defaults")).mut_args(|a| a.env(None));
+        let matches = cmd
+            .try_get_matches_from(["defaults"])
+            .expect("the defaults parse");
+        Self::from_arg_matches(&matches).expect("the defaults parse")
+    }
 }
 
 impl TransportConfig {

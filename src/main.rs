@@ -41,7 +41,8 @@ fn raise_fd_limit() {
 
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Serve(cfg) => {
+        Command::Serve(cmd) => {
+            let cfg = cmd.into_config();
             weir::telemetry::init(&cfg.log_format);
             let gateway = weir::Gateway::bind(cfg).await?;
             gateway.run(weir::shutdown::signal()).await

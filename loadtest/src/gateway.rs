@@ -308,7 +308,7 @@ fn in_process(serve: Vec<String>) -> anyhow::Result<Started> {
         std::iter::once("weir".to_owned()).chain(serve),
     )?;
     let (cfg, worker) = match cli.command {
-        weir::config::Command::Serve(cfg) => (cfg, false),
+        weir::config::Command::Serve(cmd) => (cmd.into_config(), false),
         weir::config::Command::Worker(cfg) => (cfg, true),
         _ => bail!("not a serve or worker command"),
     };

@@ -1,11 +1,14 @@
 //! `weir worker`: a process that only executes runs from the Redis run
-//! queue. It takes the same settings as `weir serve` (store, Redis, provider,
-//! `--workers`, `--run-claim-secs`, `--grace-secs`) and serves nothing but
+//! queue. It takes the settings of `weir serve` (store, Redis, provider,
+//! `--workers`, `--run-claim-secs`, `--grace-secs`) but the listener's, and
+//! serves nothing but
 //! `/healthz`, `/readyz` and `/metrics` on `--listen`, for an orchestrator's
 //! probes and a Prometheus scrape. Its runtime is the gateway's in the queued
-//! mode ([`super::Queued`]). The probes are plain HTTP: `--tls-cert` and
-//! `--tls-key` are refused rather than ignored, and the HTTP/2 settings of
-//! `weir serve` do not apply.
+//! mode ([`super::Queued`]). The probes are plain HTTP: the listener's TLS
+//! and HTTP/2 flags are `weir serve`'s alone
+//! ([`crate::config::ServeCommand`]), so `weir worker --tls-cert …` is
+//! refused by the parser, and a config file shared with the gateways may
+//! set them.
 //!
 //! On SIGTERM it stops taking runs, lets the ones it holds finish for
 //! `--grace-secs`, cancels what is left (each ends with `done`,
@@ -44,12 +47,6 @@ pub async fn run_worker(
     }
     if cfg.workers == 0 {
         anyhow::bail!("--workers (WEIR_WORKERS) must be at least 1 for weir worker");
-    }
-    if cfg.transport.tls_cert.is_some() || cfg.transport.tls_key.is_some() {
-        anyhow::bail!(
-            "weir worker serves its probes over plain HTTP: --tls-cert and --tls-key \
-             (WEIR_TLS_CERT, WEIR_TLS_KEY) are for weir serve; unset them for the worker"
-        );
     }
     let cfg = Arc::new(cfg);
     let store = crate::store::open(&cfg.data).await?;

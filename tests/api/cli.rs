@@ -185,22 +185,13 @@ fn a_redis_setting_that_cannot_work_stops_start_up_naming_it() {
 }
 
 #[test]
-fn weir_worker_refuses_the_tls_flags_it_would_ignore() {
-    let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
-    let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
-    let args = [
-        "worker",
-        "--redis",
-        "redis://127.0.0.1:1",
-        "--tls-cert",
-        cert,
-        "--tls-key",
-        key,
-    ];
-    let err = fails(&args);
-    assert!(
-        err.contains("--tls-cert") && err.contains("plain HTTP"),
-        "{err}"
-    );
+fn weir_worker_has_no_listener_tls_flags_to_ignore() {
+    // Its probes are plain HTTP: the flags are `weir serve`'s alone.
+    for flag in ["--tls-cert", "--http2"] {
+        let err = fails(&["worker", "--redis", "redis://127.0.0.1:1", flag, "x"]);
+        assert!(
+            err.contains(&format!("unexpected argument '{flag}'")),
+            "{err}"
+        );
+    }
 }
