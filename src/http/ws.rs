@@ -65,7 +65,7 @@ pub async fn upgrade(
             format!("not a WebSocket handshake: {}", rej.body_text()),
         )
     })?;
-    // API.md: frames over the body limit (1 MiB) close the socket with 1009.
+    // protocol/limits.md: frames over the body limit (1 MiB) close the socket with 1009.
     let limit = state.config.max_body_bytes;
     let ws = ws
         .max_message_size(limit)

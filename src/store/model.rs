@@ -246,7 +246,7 @@ impl Default for ListParams {
     }
 }
 
-/// The list envelope of API.md: `{"data":[…],"pagination":{…}}`.
+/// The list envelope (protocol/rest.md): `{"data":[…],"pagination":{…}}`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct Page<T> {
     pub data: Vec<T>,

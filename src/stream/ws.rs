@@ -14,7 +14,7 @@ pub mod writer;
 
 use std::time::Duration;
 
-/// Tunables of every socket. The defaults are API.md's; tests shorten them.
+/// Tunables of every socket. The defaults are protocol/websocket.md's; tests shorten them.
 #[derive(Debug, Clone)]
 pub struct WsSettings {
     /// The server pings this often.
