@@ -73,7 +73,7 @@ pub struct Engine {
     provider: Option<Arc<Provider>>,
     runs: Mutex<HashMap<RunId, RunHandle>>,
     /// How many runs are live, for whoever waits for none to be.
-    live: watch::Sender<usize>,
+    live_count: watch::Sender<usize>,
     /// Runs being settled, so two readers do not both settle one.
     settling: Mutex<HashSet<RunId>>,
     /// When this process started (RFC 3339, comparable as text with `created_at`).
@@ -106,7 +106,7 @@ impl Engine {
             stop_runs: CancellationToken::new(),
             provider,
             runs: Mutex::new(HashMap::new()),
-            live: watch::Sender::new(0),
+            live_count: watch::Sender::new(0),
             settling: Mutex::new(HashSet::new()),
             started_at: crate::util::now(),
             worker_name: OnceLock::new(),
@@ -173,7 +173,7 @@ impl Engine {
         };
         let mut runs = self.runs.lock();
         runs.insert(run_id.clone(), handle.clone());
-        self.live.send_replace(runs.len());
+        self.live_count.send_replace(runs.len());
         handle
     }
 
@@ -182,7 +182,7 @@ impl Engine {
         let handle = {
             let mut runs = self.runs.lock();
             let h = runs.remove(run_id);
-            self.live.send_replace(runs.len());
+            self.live_count.send_replace(runs.len());
             h
         };
         if let Some(h) = handle {
@@ -223,7 +223,7 @@ impl Engine {
     /// listeners that serve live runs wait for before they end.
     pub async fn drained(&self) {
         self.shutdown.cancelled().await;
-        let mut live = self.live.subscribe();
+        let mut live = self.live_count.subscribe();
         let _ = live.wait_for(|n| *n == 0).await;
     }
 

@@ -12,14 +12,21 @@
 //! - [`worker`]: [`worker::Worker`], one process's consumer: takes at most
 //!   `--workers` runs at once, renews its claims, reclaims dead workers' runs.
 //! - [`process`]: `weir worker`, a process that only executes runs.
+//! - [`build_runtime`]: the runtime in the mode the settings choose (the
+//!   gateway and `weir worker` build theirs here).
+//!
+//! `work` depends on [`crate::agent`] (the [`crate::agent::RunMode`] it
+//! implements, the [`crate::agent::Engine`] that executes runs), never the
+//! other way round.
 //!
 //! # Delivery
 //!
 //! A run is stored (`running`) by the gateway that accepted it, then queued
-//! (a [`crate::agent::Job`]). A worker that reads the job sets the run's `started` marker,
-//! executes it (events go out on the bus, so every gateway's streams see
-//! them), and acknowledges and deletes the entry when the run has ended. While
-//! it runs, the worker renews its claim every third of `--run-claim-secs`.
+//! (a [`crate::agent::Job`]). A worker that reads the job sets the run's
+//! `started` marker, executes it (events go out on the bus, so every
+//! gateway's streams see them), and acknowledges and deletes the entry when
+//! the run has ended. While it runs, the worker renews its claim every third
+//! of `--run-claim-secs`.
 //!
 //! A worker that dies leaves its entries pending in the group. Every worker
 //! looks for entries idle longer than `--run-claim-secs` (XAUTOCLAIM):
