@@ -22,6 +22,7 @@
 //!   scale apart from connections; a dead worker's runs are reclaimed.
 //! - [`stream`]: SSE and WebSocket delivery, resume cursors.
 //! - [`openai`]: `/v1/chat/completions` and `/v1/models`.
+//! - [`protocol`]: protocol/schemas/, generated from the types' utoipa schemas.
 //! - [`edge`]: limits at the edge: per-key rate limits (local and Redis), stream caps, head and JSON-depth limits.
 //! - [`shutdown`]: SIGINT/SIGTERM handling (second signal exits at once).
 //! - [`cli`]: `weir keys create` and other commands that work on the data directly.
@@ -42,6 +43,7 @@ pub mod http;
 pub mod keys;
 pub mod metrics;
 pub mod openai;
+pub mod protocol;
 pub mod shutdown;
 pub mod state;
 pub mod store;
