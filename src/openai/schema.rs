@@ -268,7 +268,7 @@ shape!(
                 "required": ["id", "object", "created", "owned_by"],
                 "additionalProperties": false,
                 "properties": {
-                    "id": {"type": "string", "pattern": "^(agent-[A-Za-z0-9]+|upstream/.+)$"},
+                    "id": {"type": "string", "pattern": r"^(agent-[A-Za-z0-9]+|upstream/[\s\S]+)$"},
                     "object": {"const": "model"},
                     "created": {"description": "Unix seconds (the agent's created_at).", "type": "integer"},
                     "owned_by": {"type": "string",

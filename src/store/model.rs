@@ -135,7 +135,7 @@ pub struct Agent {
     pub name: String,
     /// `echo` (built in, offline) or `upstream/<model>` (the configured
     /// OpenAI-compatible provider).
-    #[schema(pattern = "^(echo|upstream/.+)$")]
+    #[schema(pattern = r"^(echo|upstream/[\s\S]+)$")]
     pub model: String,
     /// System prompt; empty string when none.
     pub system: String,
@@ -161,7 +161,7 @@ pub struct Agent {
 
 fn agent_tools() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
     schema_json(serde_json::json!({"type": "array", "maxItems": 64,
-        "items": {"type": "string", "pattern": "^(tool-.+|[A-Za-z0-9_]{1,64})$"}}))
+        "items": {"type": "string", "pattern": "^(tool-[A-Za-z0-9]+|[A-Za-z0-9_]{1,64})$"}}))
 }
 
 fn agent_tags() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
