@@ -38,7 +38,7 @@ use super::{
 const SHARDS: usize = 16;
 /// Publishes between two opportunistic sweeps of one shard.
 const SWEEP_EVERY: u64 = 4096;
-/// How long history is kept by default (API.md: "default 1 h").
+/// How long history is kept by default (protocol/sse.md: one hour by default).
 pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(3600);
 
 /// Publish/subscribe within one process. Cheap to share behind an `Arc`.

@@ -16,6 +16,11 @@
 //! - [`schema`]: hand-written JSON Schema that utoipa's model cannot hold, kept whole.
 //! - [`values`]: [`Timestamp`], [`Seq`]: schemas of values kept as plain text or numbers.
 
+/// The version of the wire contract in `protocol/` (its README and
+/// CHANGELOG say the same; a test checks): `info.version` of
+/// `/v1/openapi.json`. Every change on the wire bumps the minor version.
+pub const PROTOCOL_VERSION: &str = "1.1.0";
+
 pub mod channel;
 pub mod error_code;
 pub mod event;
@@ -36,3 +41,26 @@ pub use kinds::{FunctionStatus, LogLevel, MessageType, StopReason};
 pub use status::{AgentStatus, RunStatus};
 pub use values::{Seq, Timestamp};
 pub use wire::UnknownValue;
+
+#[cfg(test)]
+mod tests {
+    /// The contract's README and CHANGELOG name the version the code serves.
+    #[test]
+    fn protocol_docs_name_the_version_the_code_serves() {
+        let v = super::PROTOCOL_VERSION;
+        let readme = include_str!("../../protocol/README.md");
+        assert!(
+            readme.contains(&format!("**Protocol version: `{v}`")),
+            "protocol/README.md does not say version {v}"
+        );
+        let changelog = include_str!("../../protocol/CHANGELOG.md");
+        let first = changelog
+            .lines()
+            .find(|l| l.starts_with("## ") && !l.starts_with("## Unreleased"))
+            .expect("a released version in protocol/CHANGELOG.md");
+        assert!(
+            first.starts_with(&format!("## {v} ")),
+            "the newest release in protocol/CHANGELOG.md is `{first}`, the code serves {v}"
+        );
+    }
+}

@@ -1,4 +1,4 @@
-//! Limits at the edge (API.md "Limits at the edge", protocol/limits.md).
+//! Limits at the edge (protocol/limits.md).
 //!
 //! - [`rate`]: per-key requests per minute, local (`governor`) and, with
 //!   Redis, cluster-wide; the [`rate::rate_limit`] middleware runs right

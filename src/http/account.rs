@@ -11,7 +11,7 @@ use crate::{
     store::{ListParams, Scopes},
 };
 
-/// Default per-key stream caps (API.md "Limits at the edge"); the caps in
+/// Default per-key stream caps (protocol/limits.md); the caps in
 /// force come from the configuration (`WEIR_MAX_WS_PER_KEY`, …).
 pub const MAX_WEBSOCKETS: u32 = 10;
 pub const MAX_SSE_STREAMS: u32 = 20;

@@ -1,4 +1,4 @@
-//! Authentication at the edge: finds the key in any of the four forms API.md
+//! Authentication at the edge: finds the key in any of the four forms protocol/auth.md
 //! allows, checks it against the key cache, and hands handlers an [`Auth`].
 //!
 //! The router runs [`authenticate`] on every route of the table

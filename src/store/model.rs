@@ -326,7 +326,7 @@ impl Default for ListParams {
     }
 }
 
-/// The envelope of every list route: `{"data":[…],"pagination":{…}}`.
+/// The list envelope (protocol/rest.md): `{"data":[…],"pagination":{…}}`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Page<T> {

@@ -23,7 +23,7 @@ use crate::domain::ErrorCode;
 pub const PING: &[u8] = b": ping\n\n";
 
 /// Wraps `frames` (complete SSE frames) into a streaming response with
-/// keep-alive pings and the headers API.md requires.
+/// keep-alive pings and the headers protocol/sse.md requires.
 pub fn sse_response<S>(frames: S, ping: Duration, shutdown: CancellationToken) -> Response
 where
     S: Stream<Item = Bytes> + Send + 'static,

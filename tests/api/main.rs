@@ -4,6 +4,7 @@
 mod cli;
 mod cluster;
 mod common;
+mod docs;
 mod ecosystem;
 mod edge;
 mod envelopes;

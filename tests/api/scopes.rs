@@ -125,7 +125,10 @@ async fn every_route_checks_its_scope() {
         checked += 1;
     }
     assert_eq!(checked, authenticated().count());
-    assert!(checked >= 29, "the table covers every API.md route");
+    assert!(
+        checked >= 29,
+        "the table covers every route of protocol/rest.md"
+    );
 }
 
 #[tokio::test]

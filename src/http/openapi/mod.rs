@@ -47,6 +47,7 @@ struct ApiDoc;
 /// The document, built from the route table.
 pub fn document() -> Document {
     let mut api = ApiDoc::openapi();
+    api.info.version = crate::domain::PROTOCOL_VERSION.to_owned();
     let comps = api.components.get_or_insert_with(Components::new);
     comps.add_security_scheme(
         "api_key",

@@ -1,4 +1,4 @@
-//! `GET /v1/ws`: the WebSocket endpoint of API.md.
+//! `GET /v1/ws`: the WebSocket endpoint of protocol/websocket.md.
 //!
 //! [`upgrade`] checks the key and hands the socket to [`session::serve`], the
 //! protocol core, which is generic over `Sink`/`Stream` and is unit-tested
@@ -40,7 +40,7 @@ const READ_BUFFER: usize = 1024;
 /// to, so the default (128 KiB) would stay with a socket after one burst.
 const WRITE_BUFFER: usize = 8 * 1024;
 
-/// Tunables of every socket. The defaults are API.md's; tests shorten them.
+/// Tunables of every socket. The defaults are protocol/websocket.md's; tests shorten them.
 #[derive(Debug, Clone)]
 pub struct WsSettings {
     /// The server pings this often.
@@ -119,7 +119,7 @@ pub async fn upgrade(
             format!("not a WebSocket handshake: {}", rej.body_text()),
         )
     })?;
-    // API.md: frames over the body limit (1 MiB) close the socket with 1009.
+    // protocol/limits.md: frames over the body limit (1 MiB) close the socket with 1009.
     let limit = state.config.max_body_bytes;
     let ws = ws
         .max_message_size(limit)

@@ -1,4 +1,4 @@
-//! The WebSocket wire format of API.md: client frames parsed with errors
+//! The WebSocket wire format of protocol/websocket.md: client frames parsed with errors
 //! that name the problem, and the server's own (non-event) frames.
 //!
 //! Event frames are not built here: they are [`crate::bus::BusEvent::ws`],
