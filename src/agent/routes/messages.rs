@@ -68,8 +68,8 @@ impl ToSchema for SendMessage {}
 
 /// JSON-mode answer of `POST /v1/agents/{id}/messages`, sent when the run
 /// ends: every event of the run except the user's own `user_message`
-/// events, in seq order, ending with `done`. Fields in sorted order: the
-/// order a JSON map writes them in.
+/// events, in seq order, ending with `done`.
+// Fields in sorted order: the order a JSON map wrote them in before.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RunResult {
