@@ -32,6 +32,7 @@
 //!   framing, the WebSocket protocol core.
 //! - [`openai`]: `/v1/chat/completions` and `/v1/models`, OpenAI-shaped (an HTTP
 //!   module of its own).
+//! - [`protocol`]: protocol/schemas/, generated from the types' utoipa schemas.
 //! - [`edge`]: limits at the edge: per-key rate limits (local and Redis), stream caps,
 //!   head and JSON-depth limits.
 //! - [`shutdown`]: SIGINT/SIGTERM handling (second signal exits at once).
@@ -60,6 +61,7 @@ pub mod http;
 pub mod keys;
 pub mod metrics;
 pub mod openai;
+pub mod protocol;
 pub mod shutdown;
 pub mod state;
 pub mod store;

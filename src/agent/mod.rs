@@ -49,8 +49,16 @@ use crate::{
 /// One chat message given to a run.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct ChatMessage {
+    /// Only `user` is accepted: an agent keeps its own replies.
+    #[schema(schema_with = user_role)]
     pub role: String,
+    /// Must not be empty or only whitespace.
+    #[schema(min_length = 1)]
     pub content: String,
+}
+
+fn user_role() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    crate::domain::schema::schema_json(serde_json::json!({"type": "string", "enum": ["user"]}))
 }
 
 impl ChatMessage {

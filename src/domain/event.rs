@@ -24,15 +24,15 @@ use super::{
     kinds::{FunctionStatus, LogLevel, MessageType, StopReason},
 };
 
-/// One event: the common fields and what its `message_type` adds.
-#[derive(Debug, Clone, PartialEq, Deserialize, ToSchema)]
+/// One event: the common fields and what its `message_type` adds. Its
+/// schema is written by hand next to its encoding ([`super::event_schema`]).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct AgentEvent {
     /// `msg-…`, unique per event (`log-…` for log lines).
     pub id: EventId,
     /// The event's position in its channel: set by the bus when it is
     /// published, absent before.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = u64, minimum = 1)]
     pub seq: Option<u64>,
     /// The run it belongs to.
     pub run_id: RunId,
@@ -40,10 +40,8 @@ pub struct AgentEvent {
     pub agent_id: AgentId,
     /// The run's session; absent on log lines.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = SessionId)]
     pub session_id: Option<SessionId>,
     /// When it happened (RFC 3339, UTC, milliseconds).
-    #[schema(format = DateTime)]
     pub date: String,
     /// `message_type` and the fields that go with it.
     #[serde(flatten)]
@@ -55,7 +53,10 @@ pub struct AgentEvent {
 #[serde(tag = "message_type", rename_all = "snake_case")]
 pub enum EventBody {
     /// A message the user sent to the run (one per message, first).
-    UserMessage { message: String },
+    UserMessage {
+        #[schema(min_length = 1)]
+        message: String,
+    },
     /// The agent thinking out loud.
     InternalMonologue { message: String },
     /// One tool call, after it returned.
@@ -71,22 +72,36 @@ pub enum EventBody {
         total_tokens: u64,
     },
     /// Why the run failed; always followed by `done` (`error`).
-    Error { code: ErrorCode, message: String },
+    Error {
+        code: ErrorCode,
+        #[schema(min_length = 1)]
+        message: String,
+    },
     /// The last event of every run, exactly once.
     Done { stop_reason: StopReason },
     /// A log line of `logs:<agent id>`.
-    Log { level: LogLevel, message: String },
+    Log {
+        level: LogLevel,
+        #[schema(min_length = 1)]
+        message: String,
+    },
 }
 
 /// A tool call and its result (`function_message`'s `message`). Fields are
 /// declared in sorted order: that is the order they are written in.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct FunctionCall {
-    /// The arguments as parsed JSON; the raw text when they were not JSON.
+    /// The call's arguments as parsed JSON (an object for well-behaved
+    /// models); the raw text as a string when the model sent arguments that
+    /// are not JSON (and then status is error).
     pub args: Value,
     /// The tool's name.
+    #[schema(min_length = 1)]
     pub function: String,
-    /// What the tool returned, or on error a string saying what went wrong.
+    /// Built-ins: `get_time` a timestamp string, `calculator` a number.
+    /// Webhooks: the response body as JSON when it parses, else as a
+    /// string. On error: a string saying what went wrong.
     pub result: Value,
     pub status: FunctionStatus,
 }

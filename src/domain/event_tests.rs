@@ -281,18 +281,26 @@ proptest! {
 
 #[test]
 fn the_event_schema_has_the_common_fields() {
-    let schema = serde_json::to_value(<AgentEvent as utoipa::PartialSchema>::schema()).unwrap();
-    let common = &schema["allOf"][1];
+    let json = |s| {
+        let mut v = serde_json::to_value(s).unwrap();
+        crate::domain::schema::lift(&mut v);
+        v
+    };
+    let event = json(<AgentEvent as utoipa::PartialSchema>::schema());
     assert_eq!(
-        common["required"],
-        json!(["id", "run_id", "agent_id", "date"])
+        event["allOf"][0]["$ref"],
+        "#/components/schemas/EventFields"
+    );
+    assert_eq!(event["unevaluatedProperties"], false, "closed: {event}");
+    let fields = json(<super::super::EventFields as utoipa::PartialSchema>::schema());
+    // Every event on the wire has been numbered: `seq` is required there.
+    assert_eq!(
+        fields["required"],
+        json!(["id", "seq", "run_id", "agent_id", "date", "message_type"])
     );
     assert_eq!(
-        common["properties"]["seq"]["type"], "integer",
-        "absent, never null"
-    );
-    assert_eq!(
-        common["properties"]["session_id"]["$ref"],
+        fields["allOf"][0]["else"]["properties"]["session_id"]["$ref"],
         "#/components/schemas/SessionId"
     );
+    assert_eq!(fields["allOf"][1]["$ref"], "#/components/schemas/EventBody");
 }

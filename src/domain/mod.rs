@@ -13,6 +13,8 @@
 //! - [`channel`]: [`Channel`] (`agent:…`, `logs:…`, `run:…`).
 //! - [`status`]: [`RunStatus`], [`AgentStatus`].
 //! - [`error_code`]: [`ErrorCode`] and the HTTP status of each.
+//! - [`schema`]: hand-written JSON Schema that utoipa's model cannot hold, kept whole.
+//! - [`values`]: [`Timestamp`], [`Seq`]: schemas of values kept as plain text or numbers.
 
 /// The version of the wire contract in `protocol/` (its README and
 /// CHANGELOG say the same; a test checks): `info.version` of
@@ -22,17 +24,22 @@ pub const PROTOCOL_VERSION: &str = "1.1.0";
 pub mod channel;
 pub mod error_code;
 pub mod event;
+mod event_schema;
 pub mod ids;
 pub mod kinds;
+pub mod schema;
 pub mod status;
+pub mod values;
 pub(crate) mod wire;
 
 pub use channel::{Channel, ChannelError};
 pub use error_code::ErrorCode;
 pub use event::{AgentEvent, EventBody, FunctionCall};
+pub use event_schema::{ChannelEvent, EventFields, LogLine};
 pub use ids::{AgentId, EventId, IdError, KeyId, RunId, SessionId, ToolId};
 pub use kinds::{FunctionStatus, LogLevel, MessageType, StopReason};
 pub use status::{AgentStatus, RunStatus};
+pub use values::{Seq, Timestamp};
 pub use wire::UnknownValue;
 
 #[cfg(test)]

@@ -5,7 +5,11 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::{auth::Auth, errors::ApiError};
-use crate::{state::AppState, store::ListParams};
+use crate::{
+    domain::{KeyId, Timestamp},
+    state::AppState,
+    store::{ListParams, Scopes},
+};
 
 /// Default per-key stream caps (protocol/limits.md); the caps in
 /// force come from the configuration (`WEIR_MAX_WS_PER_KEY`, …).
@@ -13,8 +17,12 @@ pub const MAX_WEBSOCKETS: u32 = 10;
 pub const MAX_SSE_STREAMS: u32 = 20;
 
 #[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct AccountView {
+    /// Account id (e.g. `default`), chosen when the first key was made.
+    #[schema(min_length = 1)]
     pub id: String,
+    #[schema(value_type = Timestamp)]
     pub created_at: String,
     /// The key making this request.
     pub key: KeyView,
@@ -23,24 +31,38 @@ pub struct AccountView {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct KeyView {
+    #[schema(value_type = KeyId)]
     pub id: String,
     pub label: String,
+    #[schema(value_type = Scopes)]
     pub scopes: Vec<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Limits {
+    /// This key's `rpm`.
+    #[schema(minimum = 1)]
     pub requests_per_minute: u32,
+    /// Concurrent WebSockets per key (see limits.md for what is enforced).
+    #[schema(minimum = 1)]
     pub max_websockets: u32,
+    /// Concurrent SSE streams per key (see limits.md for what is enforced).
+    #[schema(minimum = 1)]
     pub max_sse_streams: u32,
+    /// Largest request body (and WebSocket message) accepted.
+    #[schema(minimum = 1)]
     pub max_body_bytes: usize,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Usage {
     pub agents: u64,
     pub tools: u64,
+    /// Keys of the account, revoked ones included.
     pub keys: u64,
 }
 

@@ -26,7 +26,9 @@ use crate::{
 /// Default requests per minute of a new key.
 pub const DEFAULT_RPM: u32 = 120;
 
-/// Body of `POST /v1/keys`.
+/// Body of `POST /v1/keys`. Unknown fields are refused (400). Every scope
+/// must be held by the calling key (`*` only by a `*` key), else 403
+/// forbidden.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKey {
@@ -34,7 +36,7 @@ pub struct CreateKey {
     #[schema(schema_with = super::openapi::schemas::scopes)]
     pub scopes: Vec<String>,
     #[serde(default)]
-    #[schema(max_length = 200)]
+    #[schema(max_length = 200, default = "")]
     pub label: String,
     /// Requests per minute (default 120).
     #[schema(minimum = 1, maximum = 1_000_000)]
@@ -67,11 +69,47 @@ fn integral<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Er
 }
 
 /// A minted key: the record plus the secret, which is never shown again.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize)]
 pub struct MintedKey {
     #[serde(flatten)]
     pub key: KeyRecord,
     pub secret: String,
+}
+
+/// [`KeyRecord`]'s schema with `secret`, and the times a new key cannot
+/// have yet: a flattened record is one object, which utoipa's derive would
+/// spell as `allOf` of two closed ones that no object can match.
+impl utoipa::PartialSchema for MintedKey {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        let mut s = serde_json::to_value(<KeyRecord as utoipa::PartialSchema>::schema())
+            .expect("a schema is JSON");
+        crate::domain::schema::lift(&mut s);
+        s["description"] = "201 answer of POST /v1/keys.".into();
+        s["required"]
+            .as_array_mut()
+            .expect("required")
+            .push("secret".into());
+        let props = s["properties"].as_object_mut().expect("properties");
+        props.insert("secret".into(), serde_json::json!({
+            "description": "`wk_<id>_<32 letters and digits>`, where `key-<id>` is the key's id. Shown once; only its SHA-256 is stored.",
+            "type": "string",
+            "pattern": "^wk_[A-Za-z0-9]{1,64}_[A-Za-z0-9]+$",
+        }));
+        props.insert("last_used_at".into(), serde_json::json!({"type": "null"}));
+        props.insert("revoked_at".into(), serde_json::json!({"type": "null"}));
+        crate::domain::schema::schema_json(s)
+    }
+}
+
+impl ToSchema for MintedKey {
+    fn schemas(
+        out: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        KeyRecord::schemas(out);
+    }
 }
 
 /// Checks requested scopes: known, non-empty, and held by the caller.

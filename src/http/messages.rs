@@ -16,7 +16,6 @@ use axum::{
     Json,
 };
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
 use utoipa::ToSchema;
 
 use super::{
@@ -66,12 +65,16 @@ impl utoipa::PartialSchema for SendMessage {
 
 impl ToSchema for SendMessage {}
 
-/// `POST /v1/agents/{id}/messages` without streaming: the run's events once it ends.
+/// JSON-mode answer of `POST /v1/agents/{id}/messages`, sent when the run
+/// ends: every event of the run except the user's own `user_message`
+/// events, in seq order, ending with `done`.
+// Fields in sorted order: the order a JSON map wrote them in before.
 #[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct RunResult {
-    pub run_id: String,
-    /// The run's events (protocol/schemas/event.json).
-    pub messages: Vec<Value>,
+    #[schema(value_type = Vec<crate::domain::ChannelEvent>, min_items = 1)]
+    pub messages: Vec<AgentEvent>,
+    pub run_id: RunId,
 }
 
 impl SendMessage {
@@ -181,14 +184,18 @@ pub(crate) async fn send_message(
             run.id, run.id
         )));
     }
-    Ok(Json(json!({"run_id": run.id, "messages": events})).into_response())
+    Ok(Json(RunResult {
+        messages: events,
+        run_id: run.id,
+    })
+    .into_response())
 }
 
 /// A session's events, oldest first (`?session_id=`, else the default session).
 #[utoipa::path(get, path = "/v1/agents/{id}/messages", tag = "chat",
     params(("id" = String, Path), ("session_id" = Option<String>, Query, description = "A session of the agent; default: its default session"),
         crate::http::openapi::schemas::PageParams),
-    responses((status = 200, description = "list envelope of events", body = Page<Value>)))]
+    responses((status = 200, description = "list envelope of events", body = Page<crate::domain::ChannelEvent>)))]
 pub(crate) async fn list_messages(
     State(state): State<AppState>,
     auth: Auth,

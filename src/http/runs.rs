@@ -4,7 +4,6 @@ use axum::{
     extract::{Path, State},
     Json,
 };
-use serde_json::Value;
 
 use super::{auth::Auth, errors::ApiError, params::ListQuery};
 use crate::{
@@ -43,7 +42,7 @@ pub(crate) async fn cancel_run(
 /// The agent's log lines, oldest first, paginated.
 #[utoipa::path(get, path = "/v1/agents/{id}/logs", tag = "logs",
     params(("id" = String, Path), crate::http::openapi::schemas::PageParams),
-    responses((status = 200, description = "list envelope of log events", body = Page<Value>)))]
+    responses((status = 200, description = "list envelope of log events", body = Page<crate::domain::LogLine>)))]
 pub(crate) async fn list_logs(
     State(state): State<AppState>,
     auth: Auth,

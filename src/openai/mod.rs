@@ -18,6 +18,7 @@ pub mod agent;
 pub mod error;
 pub mod models;
 pub mod relay;
+pub mod schema;
 
 use axum::{extract::State, response::Response};
 use serde_json::Value;
@@ -36,7 +37,7 @@ use crate::{
 #[utoipa::path(post, path = "/v1/chat/completions", tag = "openai",
     request_body(content = agent::CompletionRequest, description = "OpenAI chat completion request; other OpenAI fields are accepted and ignored (for an agent) or passed on (upstream)"),
     responses((status = 200, description = "A chat.completion, or (`stream`) chat.completion.chunk SSE ending with `data: [DONE]`",
-            content((crate::http::openapi::schemas::ChatCompletion = "application/json"), (crate::http::openapi::schemas::SseEvent = "text/event-stream"))),
+            content((schema::Completion = "application/json"), (crate::http::openapi::schemas::SseEvent = "text/event-stream"))),
         (status = 404, description = "model_not_found: no such agent, or no provider for `upstream/…`"),
         (status = 409, description = "agent_stopped; conflict: the agent's upstream model has no provider here"),
         (status = 502, description = "the run or the provider failed"),

@@ -19,7 +19,7 @@ const MAX_PAGES: usize = 10;
 
 /// OpenAI-compatible model list: the account's agents (and upstream models).
 #[utoipa::path(get, path = "/v1/models", tag = "openai",
-    responses((status = 200, description = "OpenAI list of models", body = crate::http::openapi::schemas::ModelList)))]
+    responses((status = 200, description = "OpenAI list of models", body = super::schema::ModelList)))]
 pub(crate) async fn list_models(
     State(state): State<AppState>,
     auth: Auth,

@@ -18,6 +18,7 @@ pub mod model;
 pub mod postgres;
 mod records;
 pub mod remote;
+pub mod schemas;
 pub mod server;
 pub mod sqlite;
 

@@ -9,8 +9,9 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::domain::{
+    schema::{ref_of, schema_json},
     AgentEvent, AgentId, AgentStatus, KeyId, MessageType, RunId, RunStatus, SessionId, StopReason,
-    ToolId,
+    Timestamp, ToolId,
 };
 
 /// A tenant. Every other record belongs to exactly one account.
@@ -32,23 +33,69 @@ pub const SCOPES: &[&str] = &[
     "*",
 ];
 
+/// One of [`SCOPES`], as a schema (keys keep scopes as plain strings).
+pub struct Scope;
+
+impl utoipa::PartialSchema for Scope {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        schema_json(serde_json::json!({"type": "string", "enum": SCOPES}))
+    }
+}
+
+impl ToSchema for Scope {}
+
+/// A key's scopes: at least one, each one of [`SCOPES`].
+pub struct Scopes;
+
+impl utoipa::PartialSchema for Scopes {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        schema_json(serde_json::json!({"type": "array", "minItems": 1, "items": ref_of::<Scope>()}))
+    }
+}
+
+impl ToSchema for Scopes {
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        schemas.push((
+            Scope::name().into_owned(),
+            <Scope as utoipa::PartialSchema>::schema(),
+        ));
+    }
+}
+
+// The records below deny unknown fields: their schemas (the REST answers,
+// protocol/schemas/) say `additionalProperties: false`, which utoipa
+// derives from that attribute only.
+
 /// An API key as stored: the secret itself is never kept, only its SHA-256.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct KeyRecord {
     pub id: KeyId,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     #[schema(ignore)]
     pub account_id: String,
     pub label: String,
+    #[schema(value_type = Scopes)]
     pub scopes: Vec<String>,
-    /// Requests per minute allowed for this key.
+    /// Requests per minute allowed for this key (POST /v1/keys allows 1 to
+    /// 1000000; `weir keys create --rpm` any positive 32-bit number).
+    #[schema(minimum = 1, maximum = 4294967295_u32)]
     pub rpm: u32,
     /// Hex SHA-256 of the whole secret; stripped before a key leaves the gateway.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     #[schema(ignore)]
     pub hash: String,
+    #[schema(value_type = Timestamp)]
     pub created_at: String,
+    /// Recorded in batches (every 5 s and at shutdown), so it may lag a few seconds.
+    #[schema(value_type = Option<Timestamp>, required = true)]
     pub last_used_at: Option<String>,
+    #[schema(value_type = Option<Timestamp>, required = true)]
     pub revoked_at: Option<String>,
 }
 
@@ -78,21 +125,48 @@ pub struct NewKey {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Agent {
     pub id: AgentId,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     #[schema(ignore)]
     pub account_id: String,
+    #[schema(min_length = 1, max_length = 200)]
     pub name: String,
+    /// `echo` (built in, offline) or `upstream/<model>` (the configured
+    /// OpenAI-compatible provider).
+    #[schema(pattern = r"^(echo|upstream/[\s\S]+)$")]
     pub model: String,
+    /// System prompt; empty string when none.
     pub system: String,
+    /// Tool ids (`tool-…`, of this account) or built-in tool names
+    /// (`get_time`, `calculator`; other names of `[A-Za-z0-9_]{1,64}` are
+    /// accepted and skipped with a log warning when a run cannot resolve them).
+    #[schema(schema_with = agent_tools)]
     pub tools: Vec<String>,
+    #[schema(schema_with = agent_tags)]
     pub tags: Vec<String>,
+    /// Free-form object. Keys the runtime reads: `echo_delay_ms` (integer,
+    /// the echo model sleeps this long before each token), `max_steps`
+    /// (integer, 1 to 100, overrides the gateway's default of 10).
+    #[schema(value_type = Object)]
     pub metadata: Value,
-    /// `running` or `stopped`.
+    /// A `stopped` agent refuses messages with 409 agent_stopped.
     pub status: AgentStatus,
+    #[schema(value_type = Timestamp)]
     pub created_at: String,
+    #[schema(value_type = Timestamp)]
     pub updated_at: String,
+}
+
+fn agent_tools() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    schema_json(serde_json::json!({"type": "array", "maxItems": 64,
+        "items": {"type": "string", "pattern": "^(tool-[A-Za-z0-9]+|[A-Za-z0-9_]{1,64})$"}}))
+}
+
+fn agent_tags() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    schema_json(serde_json::json!({"type": "array", "maxItems": 32,
+        "items": {"type": "string", "minLength": 1, "maxLength": 64}}))
 }
 
 /// A validated new agent (defaults already applied by the HTTP layer).
@@ -118,11 +192,11 @@ pub struct AgentPatch {
     pub status: Option<AgentStatus>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
+/// Its schema is written by hand ([`super::schemas`]): `url` goes with `kind`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Tool {
     pub id: ToolId,
     #[serde(default, skip_serializing_if = "String::is_empty")]
-    #[schema(ignore)]
     pub account_id: String,
     pub name: String,
     pub description: String,
@@ -143,14 +217,20 @@ pub struct NewTool {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Session {
     pub id: SessionId,
     pub agent_id: AgentId,
+    /// Trimmed; may be empty.
+    #[schema(max_length = 200)]
     pub name: String,
+    #[schema(value_type = Timestamp)]
     pub created_at: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
+/// Its schema is written by hand ([`super::schemas`]): `stop_reason` goes
+/// with `status`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Run {
     pub id: RunId,
     pub agent_id: AgentId,
@@ -248,16 +328,24 @@ impl Default for ListParams {
 
 /// The list envelope (protocol/rest.md): `{"data":[…],"pagination":{…}}`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Page<T> {
     pub data: Vec<T>,
     pub pagination: Pagination,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Pagination {
+    /// Rows in the whole list (not only this page).
     pub total: u64,
+    /// The page size used: the `limit` asked for, default 50.
+    #[schema(minimum = 1, maximum = 1000)]
     pub limit: u32,
+    /// The `offset` asked for, default 0 (echoed as sent, also with `after`).
     pub offset: u64,
+    /// Opaque: pass it as `after` to get the next page. null on the last page.
+    #[schema(min_length = 1, required = true)]
     pub next_cursor: Option<String>,
 }
 

@@ -86,12 +86,53 @@ pub fn error_frame(code: ErrorCode, message: &str, last_seq: Option<u64>) -> Byt
     if code == ErrorCode::Lagged {
         crate::metrics::lagged_close(crate::metrics::Conn::Sse);
     }
-    let mut body = serde_json::Map::new();
-    body.insert("code".into(), code.as_str().into());
-    body.insert("message".into(), message.into());
-    if let Some(seq) = last_seq {
-        body.insert("last_seq".into(), seq.into());
-    }
+    let body = StreamError {
+        code,
+        last_seq,
+        message,
+    };
     let data = serde_json::to_vec(&body).unwrap_or_default();
     frame(None, Some("error"), &data)
+}
+
+/// The `data:` of [`error_frame`] (protocol/schemas/stream-error.json).
+/// Fields in sorted order: the order they were written in as a map.
+#[derive(serde::Serialize)]
+pub struct StreamError<'a> {
+    pub code: ErrorCode,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_seq: Option<u64>,
+    pub message: &'a str,
+}
+
+impl utoipa::PartialSchema for StreamError<'_> {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        crate::domain::schema::schema_json(serde_json::json!({
+            "type": "object",
+            "required": ["code", "message"],
+            "additionalProperties": false,
+            "properties": {
+                "code": {
+                    "description": "`lagged`: the client read too slowly and events were dropped for it; reconnect with Last-Event-ID / ?after= = last_seq. `history_expired`: the cursor is older than the kept history (the stream answers 200 with only this frame). `unavailable`: the bus or store failed.",
+                    "type": "string",
+                    "enum": [ErrorCode::Lagged, ErrorCode::HistoryExpired, ErrorCode::Unavailable],
+                },
+                "message": {"type": "string", "minLength": 1},
+                "last_seq": {
+                    "description": "Only with `lagged`: the seq of the last event this stream delivered.",
+                    "type": "integer",
+                    "minimum": 0,
+                },
+            },
+            "if": {"properties": {"code": {"const": "lagged"}}},
+            "then": {"required": ["last_seq"]},
+            "else": {"not": {"required": ["last_seq"]}},
+        }))
+    }
+}
+
+impl utoipa::ToSchema for StreamError<'_> {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "StreamError".into()
+    }
 }

@@ -20,6 +20,7 @@ mod queue;
 mod redis_support;
 mod rest;
 mod runs;
+mod schemas;
 mod scopes;
 mod streams;
 mod transport;

@@ -8,7 +8,8 @@
 //! its security requirement and the responses the table implies
 //! ([`responses`]). The framing of SSE and WebSocket messages is
 //! beyond OpenAPI: `protocol/` (sse.md, websocket.md, events.md) and its
-//! JSON Schemas are the reference.
+//! JSON Schemas are the reference. Those schemas and the document's
+//! components come from the same types ([`crate::protocol`]).
 
 mod responses;
 pub mod schemas;
@@ -31,7 +32,12 @@ use super::{route::Route, routes::ROUTES};
 
 #[derive(OpenApi)]
 #[openapi(
-    components(schemas(schemas::ErrorEnvelope, schemas::OpenAiErrorEnvelope)),
+    // The payloads of SSE and WebSocket frames, which no operation's body
+    // names, so that the document has every shape of protocol/schemas/.
+    components(schemas(schemas::ErrorEnvelope, crate::openai::schema::ErrorShape,
+        crate::domain::AgentEvent, crate::stream::sse::StreamError<'static>,
+        crate::stream::ws::protocol::Request, crate::stream::ws::schema::ServerFrame,
+        crate::openai::schema::Chunk, crate::openai::schema::WeirError)),
     info(title = "weir", description = "Streaming chat and agent gateway. See protocol/ for SSE and WebSocket framing."),
     tags((name = "agents"), (name = "tools"), (name = "sessions"), (name = "chat"), (name = "streams"),
         (name = "logs"), (name = "openai"), (name = "keys"), (name = "account"), (name = "ops"))
@@ -66,6 +72,14 @@ pub fn document() -> Document {
         comps.schemas.entry(name).or_insert(schema);
     }
     api
+}
+
+/// The document as JSON, with the keywords utoipa's model cannot hold put
+/// back in place ([`crate::domain::schema`]).
+pub fn json() -> serde_json::Value {
+    let mut doc = serde_json::to_value(document()).unwrap_or_default();
+    crate::domain::schema::lift(&mut doc);
+    doc
 }
 
 /// The annotation's operation, completed with what the table knows.
@@ -109,7 +123,7 @@ fn optional_body_is_not_null(op: &mut utoipa::openapi::path::Operation) {
 /// `GET /v1/openapi.json`: the document, serialized once.
 pub(crate) async fn openapi_json() -> impl IntoResponse {
     static JSON: LazyLock<Vec<u8>> =
-        LazyLock::new(|| serde_json::to_vec(&document()).unwrap_or_default());
+        LazyLock::new(|| serde_json::to_vec(&json()).unwrap_or_default());
     (
         [(header::CONTENT_TYPE, "application/json")],
         JSON.as_slice(),

@@ -90,9 +90,10 @@ pub fn complete(route: &Route, op: &mut Operation) {
 fn decorate(route: &Route, status: &str, resp: &mut Response) {
     let code: u16 = status.parse().unwrap_or(0);
     if code >= 400 && resp.content.is_empty() {
+        use utoipa::ToSchema;
         let schema = match route.errors {
-            Errors::Weir => "Error",
-            Errors::OpenAi => "OpenAiErrorEnvelope",
+            Errors::Weir => super::schemas::ErrorEnvelope::name(),
+            Errors::OpenAi => crate::openai::schema::ErrorShape::name(),
         };
         let content = ContentBuilder::new()
             .schema(Some(Ref::from_schema_name(schema)))

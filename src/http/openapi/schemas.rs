@@ -11,50 +11,73 @@
 
 use serde::Serialize;
 use serde_json::{json, Value};
+
+use crate::domain::ErrorCode;
 use utoipa::{
     openapi::{schema::Schema, RefOr},
     IntoParams, ToSchema,
 };
 
-/// A schema written as JSON (for keywords utoipa's builders spell at
-/// length: `oneOf` of objects, `type` lists).
-pub fn from_json(v: Value) -> RefOr<Schema> {
-    serde_json::from_value(v).expect("a schema utoipa can read")
-}
+pub use crate::domain::schema::schema_json as from_json;
 
 /// weir's error envelope (protocol/errors.md, schemas/error.json).
 #[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[schema(as = Error)]
 pub struct ErrorEnvelope {
+    #[schema(inline)]
     pub error: ErrorBody,
 }
 
 #[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ErrorBody {
-    /// Stable, machine-readable (errors.md lists them).
+    /// Stable, machine-readable. New codes are added in minor versions
+    /// (CHANGELOG.md); clients should treat an unknown code by its HTTP
+    /// status.
+    #[schema(schema_with = rest_error_code)]
     pub code: String,
-    /// For people, not programs.
+    /// For people, not programs. A validation_error message starts with
+    /// the field it is about (`name: …`, `tags[1]: …`, `limit: …`) or says
+    /// `malformed JSON: …` / `body: …`.
+    #[schema(min_length = 1)]
     pub message: String,
-    /// Equal to the response's `X-Request-Id`.
+    /// Equal to the response's X-Request-Id header (the client's own id
+    /// when it sent one, else `req-…`).
+    #[schema(min_length = 1)]
     pub request_id: String,
 }
 
-/// OpenAI's error shape plus `request_id` (protocol/openai.md).
-#[derive(Serialize, ToSchema)]
-pub struct OpenAiErrorEnvelope {
-    pub error: OpenAiErrorBody,
-}
+/// The codes a REST route answers with (protocol/errors.md); the others of
+/// [`ErrorCode`] belong to runs, streams and the OpenAI routes.
+pub const REST_ERROR_CODES: &[ErrorCode] = {
+    use ErrorCode::*;
+    &[
+        ValidationError,
+        Unauthorized,
+        Forbidden,
+        NotFound,
+        AgentNotFound,
+        ToolNotFound,
+        KeyNotFound,
+        SessionNotFound,
+        RunNotFound,
+        MethodNotAllowed,
+        Timeout,
+        Conflict,
+        AgentStopped,
+        HistoryExpired,
+        PayloadTooLarge,
+        RateLimitExceeded,
+        TooManyConnections,
+        HeadersTooLarge,
+        InternalError,
+        Unavailable,
+    ]
+};
 
-#[derive(Serialize, ToSchema)]
-pub struct OpenAiErrorBody {
-    pub message: String,
-    /// `invalid_request_error`, `authentication_error`, `permission_error`,
-    /// `rate_limit_error`, `server_error`, …
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub param: Option<String>,
-    pub code: Option<String>,
-    pub request_id: String,
+fn rest_error_code() -> RefOr<Schema> {
+    from_json(json!({"type": "string", "enum": REST_ERROR_CODES}))
 }
 
 /// The paging parameters of every list ([`crate::http::params`]).
@@ -172,6 +195,7 @@ fn model(nullable: bool) -> RefOr<Schema> {
 /// are accepted too, but only existing ones, which no schema can know.
 fn tools(nullable: bool) -> RefOr<Schema> {
     from_json(json!({
+        "description": "Built-in tool names; ids (`tool-…`) of the account's own tools are accepted too.",
         "type": types("array", nullable), "maxItems": 64,
         "items": {"type": "string", "pattern": "^[A-Za-z0-9_]{1,64}$"},
     }))
@@ -222,9 +246,14 @@ pub fn create_tool() -> RefOr<Schema> {
     };
     // `url` of a webhook: an http(s) URL that parses (host of letters,
     // digits, dots and dashes; an optional port; a plain path).
-    // The last label starts with a letter: one that is a number makes the
-    // host an IPv4 address, which must then be one.
-    let url = r"^https?://(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?::[1-9][0-9]{0,3})?(?:/[A-Za-z0-9._~-]*)*$";
+    // The last label of a name starts with a letter: one that is a number
+    // makes the host an IPv4 address, which must then be one (four octets,
+    // 0 to 255, no leading zeros).
+    let octet = "(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])";
+    let name = r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?";
+    let url = format!(
+        r"^https?://(?:{name}|(?:{octet}\.){{3}}{octet})(?::[1-9][0-9]{{0,3}})?(?:/[A-Za-z0-9._~-]*)*$"
+    );
     from_json(json!({
         "oneOf": [
             {"title": "builtin", "type": "object", "additionalProperties": false, "required": ["name"],
@@ -274,63 +303,6 @@ pub fn completion_messages() -> RefOr<Schema> {
         "items": {"type": "object", "required": ["role", "content"],
             "properties": {"role": {"type": "string", "enum": ["user"]}, "content": {"type": "string", "pattern": NOT_BLANK}}},
     }))
-}
-
-/// `200` of `POST /v1/chat/completions` without `stream`.
-#[derive(Serialize, ToSchema)]
-pub struct ChatCompletion {
-    /// `chatcmpl-…`
-    pub id: String,
-    /// `chat.completion`
-    pub object: String,
-    pub created: u64,
-    /// The agent id.
-    pub model: String,
-    pub system_fingerprint: Option<String>,
-    pub choices: Vec<ChatChoice>,
-    pub usage: ChatUsage,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct ChatChoice {
-    pub index: u32,
-    pub message: ChatReply,
-    pub logprobs: Option<Value>,
-    /// `stop` or `length`.
-    pub finish_reason: String,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct ChatReply {
-    /// `assistant`
-    pub role: String,
-    pub content: Option<String>,
-    pub refusal: Option<String>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct ChatUsage {
-    pub prompt_tokens: u64,
-    pub completion_tokens: u64,
-    pub total_tokens: u64,
-}
-
-/// `200` of `GET /v1/models`.
-#[derive(Serialize, ToSchema)]
-pub struct ModelList {
-    /// `list`
-    pub object: String,
-    pub data: Vec<ModelEntry>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct ModelEntry {
-    /// An agent id, or `upstream/<id>`.
-    pub id: String,
-    /// `model`
-    pub object: String,
-    pub created: i64,
-    pub owned_by: String,
 }
 
 /// One event of a `text/event-stream` response, as SSE clients read it:

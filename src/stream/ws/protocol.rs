@@ -30,9 +30,11 @@ pub enum ClientFrame {
     Ping,
 }
 
-/// `{"type":"user_message", …}`: starts a run on an agent.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+/// `{"type":"user_message", …}`: starts a run on an agent. Ids are taken
+/// as given (an unknown one is not found), so the schema says `string`.
+#[derive(Debug, Clone, PartialEq, Deserialize, utoipa::ToSchema)]
 pub struct UserMessage {
+    #[schema(value_type = String)]
     pub agent_id: AgentId,
     /// One user message (`message`) …
     #[serde(default)]
@@ -41,6 +43,7 @@ pub struct UserMessage {
     #[serde(default)]
     pub messages: Option<Vec<ChatMessage>>,
     #[serde(default)]
+    #[schema(value_type = Option<String>)]
     pub session_id: Option<SessionId>,
     #[serde(default)]
     pub stream_tokens: bool,
