@@ -349,3 +349,35 @@ fn provider_client() -> reqwest::Client {
             reqwest::Client::new()
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{bus::memory::MemoryBus, store::sqlite::SqliteStore};
+
+    #[tokio::test]
+    async fn drained_waits_for_the_drain_and_then_the_last_live_run() {
+        let tmp = tempfile::tempdir().unwrap();
+        let shutdown = CancellationToken::new();
+        let engine = Engine::new(
+            Arc::new(SqliteStore::open(tmp.path()).unwrap()),
+            Arc::new(MemoryBus::new(10, 10)),
+            Arc::new(ServeConfig::for_data_dir(tmp.path())),
+            TaskTracker::new(),
+            shutdown.clone(),
+        );
+        let (a, b): (RunId, RunId) = ("run-a".into(), "run-b".into());
+        let handle = engine.register(&a);
+        engine.register(&b);
+        let mut drained = Box::pin(engine.drained());
+        assert!(futures::poll!(&mut drained).is_pending(), "not draining");
+        shutdown.cancel();
+        engine.forget(&a);
+        assert!(futures::poll!(&mut drained).is_pending(), "run-b is live");
+        assert!(engine.cancel_live(&b) && !engine.cancel_live(&a));
+        engine.forget(&b);
+        assert!(futures::poll!(&mut drained).is_ready());
+        // Forgetting a run tells whoever waits for its end.
+        handle.finished().await;
+    }
+}

@@ -36,11 +36,9 @@ impl FeedError {
     /// The `code` clients see in the final `error` frame.
     pub fn code(&self) -> ErrorCode {
         match self {
-            Self::Bus(BusError::Lagged { .. }) => ErrorCode::Lagged,
-            Self::Bus(BusError::HistoryExpired { .. }) => ErrorCode::HistoryExpired,
-            Self::Bus(BusError::Unavailable(_) | BusError::NeedsSeed(_)) | Self::Store(_) => {
-                ErrorCode::Unavailable
-            }
+            Self::Bus(e) => e.code(),
+            // Whatever the store said, the stream could not go on.
+            Self::Store(_) => ErrorCode::Unavailable,
         }
     }
 
