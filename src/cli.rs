@@ -1,8 +1,15 @@
 //! Commands that work on the data directly, without a running gateway.
+//! They are the operator's: a key made here is bound by no other key's
+//! limits (protocol/limits.md), only by the values' own ranges.
 
 use anyhow::Context;
 
-use crate::{config::KeysCreate, http::keys::check_scopes, keys};
+use crate::{
+    config::{AccountsSet, KeysCreate},
+    http::keys::check_scopes,
+    keys,
+    store::{Account, AccountLimits},
+};
 
 /// `weir keys create`: mints a key in the data dir or remote store and
 /// returns its secret. Safe while a gateway runs on the same data (SQLite WAL).
@@ -16,10 +23,35 @@ pub async fn create_key(args: KeysCreate) -> anyhow::Result<String> {
         .ensure_account(&args.account)
         .await
         .context("creating the account")?;
-    let minted = keys::mint(&args.account, &args.label, args.scopes, args.rpm, None);
+    let mut minted = keys::mint(&args.account, &args.label, args.scopes, args.rpm, None);
+    let k = &mut minted.new_key;
+    (k.tpm, k.daily_tokens) = (args.tpm, args.daily_tokens);
+    (k.max_runs, k.max_websockets) = (args.max_runs, args.max_websockets);
+    k.max_sse_streams = args.max_sse_streams;
+    k.expires_at = args
+        .ttl_secs
+        .map(|ttl| crate::util::format_unix(crate::util::unix_now().saturating_add(ttl)));
     store
         .create_key(minted.new_key)
         .await
         .context("storing the key")?;
     Ok(minted.secret)
+}
+
+/// `weir accounts set`: sets the account's token budgets (a flag not given
+/// keeps its current value) and returns the account.
+pub async fn set_account(args: AccountsSet) -> anyhow::Result<Account> {
+    let store = crate::store::open(&args.data).await?;
+    let current = store
+        .ensure_account(&args.account)
+        .await
+        .context("reading the account")?;
+    let limits = AccountLimits {
+        tpm: args.tpm.map_or(current.tpm, |l| l.get()),
+        daily_tokens: args.daily_tokens.map_or(current.daily_tokens, |l| l.get()),
+    };
+    store
+        .set_account_limits(&args.account, limits)
+        .await
+        .context("storing the account's limits")
 }

@@ -39,6 +39,60 @@ pub enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Manage accounts directly in the data dir or store.
+    Accounts {
+        #[command(subcommand)]
+        command: AccountsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AccountsCommand {
+    /// Set an account's token budgets (made if missing) and print the account as JSON.
+    Set(AccountsSet),
+}
+
+/// Arguments of `weir accounts set`.
+#[derive(Debug, Clone, Args)]
+pub struct AccountsSet {
+    /// The account (e.g. `default`).
+    pub account: String,
+    /// Tokens per minute for the whole account (1 to 100000000), or `none` to remove the limit; unchanged when not given.
+    #[arg(long, value_parser = limit_or_none::<100_000_000>)]
+    pub tpm: Option<Limit>,
+    /// Tokens per UTC day for the whole account (1 to 10^12), or `none`; unchanged when not given.
+    #[arg(long, value_parser = limit_or_none::<1_000_000_000_000>)]
+    pub daily_tokens: Option<Limit>,
+    #[command(flatten)]
+    pub data: DataConfig,
+}
+
+/// A limit given on the command line: a number, or `none` (no limit).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Limit {
+    Of(u64),
+    Unlimited,
+}
+
+impl Limit {
+    /// As the store keeps it: `None` for no limit.
+    pub fn get(self) -> Option<u64> {
+        match self {
+            Self::Of(n) => Some(n),
+            Self::Unlimited => None,
+        }
+    }
+}
+
+/// Parses `1..=MAX` or `none`.
+fn limit_or_none<const MAX: u64>(s: &str) -> Result<Limit, String> {
+    if s.eq_ignore_ascii_case("none") {
+        return Ok(Limit::Unlimited);
+    }
+    match s.parse::<u64>() {
+        Ok(n) if (1..=MAX).contains(&n) => Ok(Limit::Of(n)),
+        _ => Err(format!("expected an integer from 1 to {MAX}, or `none`")),
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -262,11 +316,23 @@ pub struct EdgeConfig {
     /// Enforce each key's requests per minute (`false` turns rate limiting off).
     #[arg(long, env = "WEIR_RATE_LIMIT", default_value_t = true, action = clap::ArgAction::Set)]
     pub rate_limit: bool,
-    /// Concurrent WebSockets per key (across all gateways when Redis is set).
-    #[arg(long, env = "WEIR_MAX_WS_PER_KEY", default_value_t = 10)]
+    /// Requests per minute of a key minted through POST /v1/keys without `rpm`.
+    #[arg(long, env = "WEIR_RPM_PER_KEY", default_value_t = 120, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub rpm_per_key: u32,
+    /// Concurrent runs per key, for keys without their own `max_runs`.
+    #[arg(long, env = "WEIR_MAX_RUNS_PER_KEY", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub max_runs_per_key: u32,
+    /// Tokens per minute per key, for keys without their own `tpm` (unset: unlimited).
+    #[arg(long, env = "WEIR_TPM_PER_KEY", value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    pub tpm_per_key: Option<u64>,
+    /// Tokens per UTC day per key, for keys without their own `daily_tokens` (unset: unlimited).
+    #[arg(long, env = "WEIR_DAILY_TOKENS_PER_KEY", value_parser = clap::value_parser!(u64).range(1..=1_000_000_000_000))]
+    pub daily_tokens_per_key: Option<u64>,
+    /// Concurrent WebSockets per key (across all gateways when Redis is set), for keys without their own `max_websockets`.
+    #[arg(long, env = "WEIR_MAX_WS_PER_KEY", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub max_ws_per_key: u32,
-    /// Concurrent SSE streams per key (across all gateways when Redis is set).
-    #[arg(long, env = "WEIR_MAX_SSE_PER_KEY", default_value_t = 20)]
+    /// Concurrent SSE streams per key (across all gateways when Redis is set), for keys without their own `max_sse_streams`.
+    #[arg(long, env = "WEIR_MAX_SSE_PER_KEY", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub max_sse_per_key: u32,
     /// Concurrent streams (SSE and WebSocket) on this gateway; more get 503.
     #[arg(long, env = "WEIR_MAX_STREAMS", default_value_t = 10_000)]
@@ -317,6 +383,24 @@ pub struct KeysCreate {
     /// Requests per minute for this key.
     #[arg(long, env = "WEIR_KEYS_RPM", default_value_t = 120)]
     pub rpm: u32,
+    /// Tokens per minute (unset: the gateway's default).
+    #[arg(long, env = "WEIR_KEYS_TPM", value_parser = clap::value_parser!(u64).range(1..))]
+    pub tpm: Option<u64>,
+    /// Tokens per UTC day (unset: the gateway's default).
+    #[arg(long, env = "WEIR_KEYS_DAILY_TOKENS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub daily_tokens: Option<u64>,
+    /// Concurrent runs (unset: the gateway's default).
+    #[arg(long, env = "WEIR_KEYS_MAX_RUNS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_runs: Option<u32>,
+    /// Concurrent WebSockets (unset: the gateway's default).
+    #[arg(long, env = "WEIR_KEYS_MAX_WEBSOCKETS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_websockets: Option<u32>,
+    /// Concurrent SSE streams (unset: the gateway's default).
+    #[arg(long, env = "WEIR_KEYS_MAX_SSE_STREAMS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_sse_streams: Option<u32>,
+    /// Seconds until the key expires (unset: never).
+    #[arg(long, env = "WEIR_KEYS_TTL_SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub ttl_secs: Option<u64>,
     #[command(flatten)]
     pub data: DataConfig,
 }

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use weir::config::{self, Command, KeysCommand};
+use weir::config::{self, AccountsCommand, Command, KeysCommand};
 
 fn main() -> ExitCode {
     raise_fd_limit();
@@ -62,6 +62,16 @@ async fn run(command: Command) -> anyhow::Result<()> {
             #[allow(clippy::print_stdout, reason = "the key is the command's output")]
             {
                 println!("{secret}");
+            }
+            Ok(())
+        }
+        Command::Accounts {
+            command: AccountsCommand::Set(args),
+        } => {
+            let account = weir::cli::set_account(args).await?;
+            #[allow(clippy::print_stdout, reason = "the account is the command's output")]
+            {
+                println!("{}", serde_json::to_string(&account)?);
             }
             Ok(())
         }

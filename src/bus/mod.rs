@@ -73,6 +73,10 @@ impl BusError {
 pub enum Control {
     /// A key was revoked: drop it from every key cache.
     KeyRevoked { key_id: KeyId },
+    /// A key's limits or secret changed (`PATCH /v1/keys/{id}`, a
+    /// rotation): drop it from every key cache, so the next use reads the
+    /// new record.
+    KeyChanged { key_id: KeyId },
     /// Cancel this run: the process executing it (a worker) ends it with
     /// `done` (`cancelled`); every other process ignores it.
     CancelRun { run_id: RunId },

@@ -15,6 +15,8 @@ wire_enum! {
         ValidationError = "validation_error",
         /// 401: no key, or an unknown, malformed or revoked one.
         Unauthorized = "unauthorized",
+        /// 401: the key's `expires_at` has passed.
+        KeyExpired = "key_expired",
         /// 403: the key lacks the route's scope.
         Forbidden = "forbidden",
         /// 404: no such route.
@@ -91,7 +93,7 @@ impl ErrorCode {
         use ErrorCode::*;
         Some(match self {
             ValidationError | InvalidJson => StatusCode::BAD_REQUEST,
-            Unauthorized => StatusCode::UNAUTHORIZED,
+            Unauthorized | KeyExpired => StatusCode::UNAUTHORIZED,
             Forbidden => StatusCode::FORBIDDEN,
             NotFound | AgentNotFound | ToolNotFound | KeyNotFound | SessionNotFound
             | RunNotFound | ModelNotFound => StatusCode::NOT_FOUND,
@@ -139,6 +141,7 @@ mod tests {
         let table = [
             (ErrorCode::ValidationError, Some(400)),
             (ErrorCode::Unauthorized, Some(401)),
+            (ErrorCode::KeyExpired, Some(401)),
             (ErrorCode::Forbidden, Some(403)),
             (ErrorCode::NotFound, Some(404)),
             (ErrorCode::RunNotFound, Some(404)),

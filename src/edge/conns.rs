@@ -89,10 +89,9 @@ impl CapError {
 /// A lease in Redis: (ZSET, member).
 pub type Lease = (Arc<str>, Arc<str>);
 
-/// The caps and this gateway's open streams.
+/// The gateway-wide cap and this gateway's open streams (the per-key caps
+/// are each key's own, [`super::KeyLimits`]).
 pub struct ConnCaps {
-    max_ws: u32,
-    max_sse: u32,
     max_total: u32,
     pub(crate) ttl: Duration,
     total: AtomicU32,
@@ -111,8 +110,6 @@ impl ConnCaps {
     pub fn new(cfg: &EdgeConfig, redis: Option<Arc<RedisEdge>>) -> (Self, mpsc::Receiver<Lease>) {
         let (release_tx, rx) = mpsc::channel(RELEASE_QUEUE);
         let caps = Self {
-            max_ws: cfg.max_ws_per_key,
-            max_sse: cfg.max_sse_per_key,
             max_total: cfg.max_streams,
             ttl: Duration::from_secs(cfg.lease_ttl_secs.max(1)),
             total: AtomicU32::new(0),
@@ -126,31 +123,23 @@ impl ConnCaps {
         (caps, rx)
     }
 
-    /// The per-key cap of `kind`.
-    pub fn limit(&self, kind: StreamKind) -> u32 {
-        match kind {
-            StreamKind::WebSocket => self.max_ws,
-            StreamKind::Sse => self.max_sse,
-        }
-    }
-
     /// Streams open on this gateway.
     pub fn open_streams(&self) -> u32 {
         self.total.load(Ordering::Relaxed)
     }
 
     /// Takes a slot for a `kind` stream of `key_id`, unless this gateway is
-    /// at its cap or the key is ([`CapError`]).
+    /// at its cap or the key holds `limit` such streams ([`CapError`]).
     pub async fn acquire(
         self: &Arc<Self>,
         key_id: &str,
         kind: StreamKind,
+        limit: u32,
     ) -> Result<ConnGuard, CapError> {
         if self.total.fetch_add(1, Ordering::AcqRel) >= self.max_total {
             self.total.fetch_sub(1, Ordering::AcqRel);
             return Err(CapError::GatewayFull);
         }
-        let limit = self.limit(kind);
         let key: Arc<str> = key_id.into();
         let taken = {
             let mut local = self.local.lock();
@@ -302,12 +291,33 @@ mod tests {
     use super::*;
     use clap::Parser;
 
-    fn caps(ws: u32, sse: u32, total: u32) -> Arc<ConnCaps> {
+    /// Caps with `total` streams per gateway, and an `acquire` that takes
+    /// `ws` and `sse` as the key's caps.
+    fn caps(ws: u32, sse: u32, total: u32) -> Caps {
         let mut cfg = crate::config::ServeConfig::try_parse_from(["serve"])
             .unwrap()
             .edge;
-        (cfg.max_ws_per_key, cfg.max_sse_per_key, cfg.max_streams) = (ws, sse, total);
-        Arc::new(ConnCaps::new(&cfg, None).0)
+        cfg.max_streams = total;
+        Caps(Arc::new(ConnCaps::new(&cfg, None).0), ws, sse)
+    }
+
+    struct Caps(Arc<ConnCaps>, u32, u32);
+
+    impl std::ops::Deref for Caps {
+        type Target = ConnCaps;
+        fn deref(&self) -> &ConnCaps {
+            &self.0
+        }
+    }
+
+    impl Caps {
+        async fn acquire(&self, key: &str, kind: StreamKind) -> Result<ConnGuard, CapError> {
+            let limit = match kind {
+                StreamKind::WebSocket => self.1,
+                StreamKind::Sse => self.2,
+            };
+            self.0.acquire(key, kind, limit).await
+        }
     }
 
     #[tokio::test]

@@ -4,6 +4,8 @@
 //!   Redis, cluster-wide ([`Edge::check_rate`]).
 //! - [`conns`]: concurrent WebSockets and SSE streams per key and per
 //!   gateway; a [`ConnGuard`] holds a slot for the life of one stream.
+//! - [`keylimits`]: the limits in force for a key ([`KeyLimits`]): its
+//!   own, or the configured defaults.
 //! - [`limits`]: request head size and JSON depth.
 //! - [`cluster`]: the edge's own small Redis client (scripts, breaker).
 //!
@@ -18,6 +20,7 @@
 
 pub mod cluster;
 pub mod conns;
+pub mod keylimits;
 pub mod limits;
 pub mod rate;
 
@@ -28,6 +31,7 @@ use tokio::sync::mpsc;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 pub use conns::{CapError, ConnGuard, StreamKind};
+pub use keylimits::KeyLimits;
 pub use rate::Decision;
 
 use crate::{config::EdgeConfig, store::KeyRecord};
@@ -44,6 +48,8 @@ pub enum EdgeError {
 
 /// The edge's shared state: limiters, stream caps, the Redis client.
 pub struct Edge {
+    /// The defaults of per-key limits ([`KeyLimits::resolve`]).
+    cfg: EdgeConfig,
     rate_limit: bool,
     local: rate::LocalLimiter,
     redis: Option<Arc<cluster::RedisEdge>>,
@@ -71,6 +77,7 @@ impl Edge {
             .transpose()?;
         let (conns, rx) = conns::ConnCaps::new(cfg, redis.clone());
         Ok(Self {
+            cfg: cfg.clone(),
             rate_limit: cfg.rate_limit,
             local: rate::LocalLimiter::default(),
             redis,
@@ -149,18 +156,29 @@ impl Edge {
         )
     }
 
-    /// Takes a stream slot for `key` (see [`conns::ConnCaps::acquire`]).
+    /// Takes a stream slot for `key`, under its own cap of `kind` (see
+    /// [`conns::ConnCaps::acquire`]).
     pub async fn open_stream(
         &self,
         key: &KeyRecord,
         kind: StreamKind,
     ) -> Result<ConnGuard, CapError> {
-        self.conns.acquire(key.id.as_str(), kind).await
+        let limits = self.limits(key);
+        let limit = match kind {
+            StreamKind::WebSocket => limits.max_websockets,
+            StreamKind::Sse => limits.max_sse_streams,
+        };
+        self.conns.acquire(key.id.as_str(), kind, limit).await
     }
 
-    /// The per-key cap of `kind` (for `GET /v1/account`).
-    pub fn stream_limit(&self, kind: StreamKind) -> u32 {
-        self.conns.limit(kind)
+    /// The limits in force for `key`: its own, or this gateway's defaults.
+    pub fn limits(&self, key: &KeyRecord) -> KeyLimits {
+        KeyLimits::resolve(key, &self.cfg)
+    }
+
+    /// The configured defaults of the per-key limits.
+    pub fn config(&self) -> &EdgeConfig {
+        &self.cfg
     }
 }
 

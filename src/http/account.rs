@@ -11,10 +11,6 @@ use crate::{
     store::{ListParams, Scopes},
 };
 
-/// Default per-key stream caps (protocol/limits.md); the caps in
-/// force come from the configuration (`WEIR_MAX_WS_PER_KEY`, …).
-pub const MAX_WEBSOCKETS: u32 = 10;
-pub const MAX_SSE_STREAMS: u32 = 20;
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -26,8 +22,24 @@ pub struct AccountView {
     pub created_at: String,
     /// The key making this request.
     pub key: KeyView,
+    /// The limits in force for this key: its own, or the gateway's
+    /// defaults where it sets none.
     pub limits: Limits,
+    /// The account-wide token budgets the operator set (`weir accounts
+    /// set`), shared by all the account's keys.
+    pub account_limits: AccountLimitsView,
     pub usage: Usage,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AccountLimitsView {
+    /// Tokens per minute for the whole account; null: no account limit.
+    #[schema(minimum = 1, required = true)]
+    pub tpm: Option<u64>,
+    /// Tokens per UTC day for the whole account; null: no account limit.
+    #[schema(minimum = 1, required = true)]
+    pub daily_tokens: Option<u64>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -38,6 +50,9 @@ pub struct KeyView {
     pub label: String,
     #[schema(value_type = Scopes)]
     pub scopes: Vec<String>,
+    /// When this key stops working; null: never.
+    #[schema(value_type = Option<Timestamp>, required = true)]
+    pub expires_at: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -46,10 +61,19 @@ pub struct Limits {
     /// This key's `rpm`.
     #[schema(minimum = 1)]
     pub requests_per_minute: u32,
-    /// Concurrent WebSockets per key (see limits.md for what is enforced).
+    /// Tokens per minute; null: unlimited.
+    #[schema(minimum = 1, required = true)]
+    pub tpm: Option<u64>,
+    /// Tokens per UTC day; null: unlimited.
+    #[schema(minimum = 1, required = true)]
+    pub daily_tokens: Option<u64>,
+    /// Concurrent runs.
+    #[schema(minimum = 1)]
+    pub max_runs: u32,
+    /// Concurrent WebSockets of this key (see limits.md for what is enforced).
     #[schema(minimum = 1)]
     pub max_websockets: u32,
-    /// Concurrent SSE streams per key (see limits.md for what is enforced).
+    /// Concurrent SSE streams of this key (see limits.md for what is enforced).
     #[schema(minimum = 1)]
     pub max_sse_streams: u32,
     /// Largest request body (and WebSocket message) accepted.
@@ -84,6 +108,7 @@ pub async fn get_account(
         state.store.list_tools(acct, one.clone()),
         state.store.list_keys(acct, one.clone()),
     )?;
+    let limits = state.edge.limits(&auth.key);
     Ok(Json(AccountView {
         id: account.id,
         created_at: account.created_at,
@@ -91,12 +116,20 @@ pub async fn get_account(
             id: auth.key.id.to_string(),
             label: auth.key.label.clone(),
             scopes: auth.key.scopes.clone(),
+            expires_at: auth.key.expires_at.clone(),
         },
         limits: Limits {
-            requests_per_minute: auth.key.rpm,
-            max_websockets: state.edge.stream_limit(crate::edge::StreamKind::WebSocket),
-            max_sse_streams: state.edge.stream_limit(crate::edge::StreamKind::Sse),
+            requests_per_minute: limits.rpm,
+            tpm: limits.tpm,
+            daily_tokens: limits.daily_tokens,
+            max_runs: limits.max_runs,
+            max_websockets: limits.max_websockets,
+            max_sse_streams: limits.max_sse_streams,
             max_body_bytes: state.config.max_body_bytes,
+        },
+        account_limits: AccountLimitsView {
+            tpm: account.tpm,
+            daily_tokens: account.daily_tokens,
         },
         usage: Usage {
             agents: agents.pagination.total,

@@ -17,7 +17,7 @@ use axum::{
 };
 
 use super::{errors::ApiError, route::Access};
-use crate::{state::AppState, store::KeyRecord};
+use crate::{domain::ErrorCode, keys::Refused, state::AppState, store::KeyRecord};
 
 /// The authenticated caller, put in request extensions by [`authenticate`].
 #[derive(Clone, Debug)]
@@ -91,7 +91,8 @@ fn percent_decode(s: &str) -> std::borrow::Cow<'_, str> {
 }
 
 /// Middleware of every non-public route, given that route's `access`: 401
-/// unless a valid, unrevoked key is presented, 403 unless it has the scope;
+/// unless a valid, unrevoked key is presented (`key_expired` for a right
+/// secret of an expired key), 403 unless it has the scope;
 /// otherwise the request continues with [`Auth`] in its extensions.
 pub async fn authenticate(
     State((state, access)): State<(AppState, Access)>,
@@ -103,11 +104,14 @@ pub async fn authenticate(
         .ok_or_else(|| {
             ApiError::unauthorized("missing API key: send `Authorization: Bearer <key>`")
         })?;
-    let key = state
-        .keys
-        .authenticate(state.store.as_ref(), &secret)
-        .await?
-        .ok_or_else(|| ApiError::unauthorized("invalid or revoked API key"))?;
+    let key = match state.keys.authenticate(state.store.as_ref(), &secret).await? {
+        Ok(key) => key,
+        Err(Refused::Invalid) => return Err(ApiError::unauthorized("invalid or revoked API key")),
+        Err(Refused::Expired(at)) => {
+            let msg = format!("this API key expired at {at}");
+            return Err(ApiError::new(ErrorCode::KeyExpired, msg));
+        }
+    };
     tracing::Span::current().record("key_id", key.id.as_str());
     let auth = Auth { key };
     match access {

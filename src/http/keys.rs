@@ -1,72 +1,35 @@
-//! `/v1/keys`: mint (the secret is shown once), list, revoke.
+//! `/v1/keys`: mint (the secret is shown once), list, change, rotate, revoke.
 //!
 //! A key can only mint keys with scopes it holds itself (unless it has `*`),
-//! so a `keys`-only key cannot mint its way to `*`.
+//! so a `keys`-only key cannot mint its way to `*`, and with limits at most
+//! its own ([`super::key_body`]), so it cannot mint its way past them
+//! either. A change or a rotation is broadcast on the bus so every
+//! gateway's key cache drops the old record.
 
 use axum::{
+    body::Bytes,
     extract::{Path, State},
     http::StatusCode,
     Json,
 };
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::{
     auth::Auth,
-    errors::{ApiError, ApiJson},
+    errors::{parse_json, ApiError, ApiJson},
+    key_body::{self, Grantor},
     params::ListQuery,
 };
 use crate::{
     domain::ErrorCode,
+    edge::KeyLimits,
     keys,
     state::AppState,
-    store::{KeyRecord, Page, SCOPES},
+    store::{KeyRecord, KeyRotation, KeySettings, Page, SCOPES},
 };
 
-/// Default requests per minute of a new key.
-pub const DEFAULT_RPM: u32 = 120;
-
-/// Body of `POST /v1/keys`. Unknown fields are refused (400). Every scope
-/// must be held by the calling key (`*` only by a `*` key), else 403
-/// forbidden.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CreateKey {
-    /// Scopes to grant (a subset of the caller's, else 403).
-    #[schema(schema_with = super::openapi::schemas::scopes)]
-    pub scopes: Vec<String>,
-    #[serde(default)]
-    #[schema(max_length = 200, default = "")]
-    pub label: String,
-    /// Requests per minute (default 120).
-    #[schema(minimum = 1, maximum = 1_000_000)]
-    #[serde(default, deserialize_with = "integral")]
-    pub rpm: Option<u32>,
-}
-
-/// A JSON integer, also when written with a zero fraction (`1503.0`): JSON
-/// Schema's `integer` (what the document says) is a number without a
-/// fractional part, however it is spelled.
-fn integral<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
-    use serde::de::Error;
-    let Some(n) = Option::<serde_json::Number>::deserialize(d)? else {
-        return Ok(None);
-    };
-    let whole = n.as_u64().or_else(|| {
-        n.as_f64()
-            .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f <= f64::from(u32::MAX))
-            .map(|f| f as u64)
-    });
-    whole
-        .and_then(|v| u32::try_from(v).ok())
-        .map(Some)
-        .ok_or_else(|| {
-            D::Error::custom(format!(
-                "invalid value: {n}, expected an integer from 0 to {}",
-                u32::MAX
-            ))
-        })
-}
+pub use super::key_body::{CreateKey, RotateKey, UpdateKey};
 
 /// A minted key: the record plus the secret, which is never shown again.
 #[derive(Debug, Serialize)]
@@ -84,7 +47,8 @@ impl utoipa::PartialSchema for MintedKey {
         let mut s = serde_json::to_value(<KeyRecord as utoipa::PartialSchema>::schema())
             .expect("a schema is JSON");
         crate::domain::schema::lift(&mut s);
-        s["description"] = "201 answer of POST /v1/keys.".into();
+        s["description"] =
+            "201 answer of POST /v1/keys; 200 answer of POST /v1/keys/{id}/rotate.".into();
         s["required"]
             .as_array_mut()
             .expect("required")
@@ -95,7 +59,6 @@ impl utoipa::PartialSchema for MintedKey {
             "type": "string",
             "pattern": "^wk_[A-Za-z0-9]{1,64}_[A-Za-z0-9]+$",
         }));
-        props.insert("last_used_at".into(), serde_json::json!({"type": "null"}));
         props.insert("revoked_at".into(), serde_json::json!({"type": "null"}));
         crate::domain::schema::schema_json(s)
     }
@@ -140,6 +103,16 @@ pub fn check_scopes(requested: &[String], caller: Option<&KeyRecord>) -> Result<
     Ok(())
 }
 
+/// Who grants through `auth`: the operator's bootstrap key is bound by
+/// nothing; any other key by its own limits.
+fn grantor(state: &AppState, auth: &Auth) -> Grantor {
+    let bootstrap = state.config.bootstrap_key.as_deref().map(keys::key_id_of);
+    match bootstrap.as_deref() == Some(auth.key.id.as_str()) {
+        true => None,
+        false => Some(state.edge.limits(&auth.key)),
+    }
+}
+
 /// Mint a key in the caller's account.
 #[utoipa::path(post, path = "/v1/keys", tag = "keys", request_body = CreateKey,
     responses((status = 201, body = MintedKey)))]
@@ -149,14 +122,18 @@ pub async fn create_key(
     ApiJson(body): ApiJson<CreateKey>,
 ) -> Result<(StatusCode, Json<MintedKey>), ApiError> {
     check_scopes(&body.scopes, Some(&auth.key))?;
-    let rpm = body.rpm.unwrap_or(DEFAULT_RPM);
-    if rpm == 0 || rpm > 1_000_000 {
-        return Err(ApiError::validation("rpm: must be from 1 to 1000000"));
-    }
     if body.label.chars().count() > 200 {
         return Err(ApiError::validation("label: at most 200 characters"));
     }
-    let minted = keys::mint(auth.account(), &body.label, body.scopes, rpm, None);
+    let expires_at = key_body::expiry(&body, crate::util::unix_now())?;
+    let cfg = state.edge.config();
+    let resolve = |s: &KeySettings| KeyLimits::of_settings(s, cfg);
+    let granted = key_body::new_settings(&body, cfg.rpm_per_key, resolve, grantor(&state, &auth))?;
+    let mut minted = keys::mint(auth.account(), &body.label, body.scopes, granted.rpm, None);
+    let k = &mut minted.new_key;
+    (k.tpm, k.daily_tokens) = (granted.tpm, granted.daily_tokens);
+    (k.max_runs, k.max_websockets) = (granted.max_runs, granted.max_websockets);
+    (k.max_sse_streams, k.expires_at) = (granted.max_sse_streams, expires_at);
     let record = state.store.create_key(minted.new_key).await?;
     tracing::info!(key_id = %record.id, "key minted");
     Ok((
@@ -166,6 +143,75 @@ pub async fn create_key(
             secret: minted.secret,
         }),
     ))
+}
+
+/// Change a key's label and limits; it takes effect on every gateway at once.
+#[utoipa::path(patch, path = "/v1/keys/{id}", tag = "keys", params(("id" = String, Path)),
+    request_body = UpdateKey,
+    responses((status = 200, body = KeyRecord), (status = 404, description = "key_not_found")))]
+pub async fn update_key(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+    ApiJson(patch): ApiJson<UpdateKey>,
+) -> Result<Json<KeyRecord>, ApiError> {
+    let not_found = |e| ApiError::from_store(e, ErrorCode::KeyNotFound);
+    let current = state.store.get_key(&id).await.map_err(not_found)?;
+    if current.account_id != auth.account() {
+        return Err(ApiError::new(ErrorCode::KeyNotFound, "key not found"));
+    }
+    let cfg = state.edge.config();
+    let (settings, named) = key_body::patched(&current, &patch, cfg.rpm_per_key)?;
+    if let Some(held) = grantor(&state, &auth) {
+        let asked = KeyLimits::of_settings(&settings, cfg);
+        key_body::grant(&asked, &held, Some(&named))?;
+    }
+    let record = state.store.update_key(auth.account(), &id, settings);
+    let record = record.await.map_err(not_found)?;
+    key_changed(&state, &id).await;
+    tracing::info!(key_id = %id, "key changed");
+    Ok(Json(record.public()))
+}
+
+/// Give a key a new secret; the current one keeps working for
+/// `grace_secs`, then stops, on every gateway.
+#[utoipa::path(post, path = "/v1/keys/{id}/rotate", tag = "keys", params(("id" = String, Path)),
+    request_body(content = Option<RotateKey>),
+    responses((status = 200, body = MintedKey), (status = 404, description = "key_not_found"),
+        (status = 409, description = "conflict: the key is revoked")))]
+pub async fn rotate_key(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<MintedKey>, ApiError> {
+    let body: RotateKey = match body.iter().all(u8::is_ascii_whitespace) {
+        true => RotateKey::default(),
+        false => parse_json(&body)?,
+    };
+    let (secret, hash) = keys::new_secret_for(&id);
+    let prev_until = (body.grace_secs > 0)
+        .then(|| crate::util::format_unix(crate::util::unix_now() + body.grace_secs));
+    let rotation = KeyRotation { hash, prev_until };
+    let rotated = state.store.rotate_key(auth.account(), &id, rotation).await;
+    let record = rotated.map_err(|e| ApiError::from_store(e, ErrorCode::KeyNotFound))?;
+    key_changed(&state, &id).await;
+    tracing::info!(key_id = %id, grace_secs = body.grace_secs, "key rotated");
+    Ok(Json(MintedKey {
+        key: record.public(),
+        secret,
+    }))
+}
+
+/// Drops the key from this gateway's cache and tells every other gateway
+/// to (the store already has the new record; this shortens their caches'
+/// TTL to the bus's latency).
+async fn key_changed(state: &AppState, id: &str) {
+    state.keys.evict(id);
+    let msg = crate::bus::Control::KeyChanged { key_id: id.into() };
+    if let Err(e) = state.bus.publish_control(msg).await {
+        tracing::warn!(key_id = %id, error = %e, "key change not broadcast: other gateways keep the old record until their key cache expires");
+    }
 }
 
 /// List the account's keys (no secrets).

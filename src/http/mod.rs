@@ -11,6 +11,7 @@ pub mod agents;
 pub mod auth;
 pub mod cursor;
 pub mod errors;
+pub mod key_body;
 pub mod keys;
 pub mod limits;
 pub mod messages;

@@ -114,6 +114,18 @@ pub const ROUTES: &[Route] = &[
         doc: Doc::of::<keys::__path_create_key>(),
     },
     Route {
+        verb: Patch, path: "/v1/keys/{id}",
+        access: Scope("keys"), errors: Weir, transport: Json, timeout: true,
+        mount: |m, _| on(m, keys::update_key),
+        doc: Doc::of::<keys::__path_update_key>(),
+    },
+    Route {
+        verb: Post, path: "/v1/keys/{id}/rotate",
+        access: Scope("keys"), errors: Weir, transport: Json, timeout: true,
+        mount: |m, _| on(m, keys::rotate_key),
+        doc: Doc::of::<keys::__path_rotate_key>(),
+    },
+    Route {
         verb: Delete, path: "/v1/keys/{id}",
         access: Scope("keys"), errors: Weir, transport: Json, timeout: true,
         mount: |m, _| on(m, keys::revoke_key),

@@ -29,6 +29,10 @@ pub async fn apply(
                 keys.evict(key_id.as_str());
                 tracing::debug!(%key_id, "key revoked elsewhere: evicted");
             }
+            Ok(Control::KeyChanged { key_id }) => {
+                keys.evict(key_id.as_str());
+                tracing::debug!(%key_id, "key changed elsewhere: evicted");
+            }
             // The queued runtime acts on these (src/work/queued.rs).
             Ok(Control::CancelRun { .. }) => {}
             Ok(Control::Resync) | Err(RecvError::Lagged(_)) => {
@@ -61,6 +65,13 @@ mod tests {
         bus.publish_control(revoke).await.unwrap();
         wait_until(|| !keys.contains("key-a")).await;
         assert!(keys.contains("key-b"), "only the revoked key goes");
+        keys.insert_for_test("key-c");
+        let changed = Control::KeyChanged {
+            key_id: "key-c".into(),
+        };
+        bus.publish_control(changed).await.unwrap();
+        wait_until(|| !keys.contains("key-c")).await;
+        assert!(keys.contains("key-b"), "only the changed key goes");
         bus.publish_control(Control::Resync).await.unwrap();
         wait_until(|| !keys.contains("key-b")).await;
         stop.cancel();

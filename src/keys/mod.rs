@@ -59,9 +59,25 @@ pub fn mint(
             scopes,
             rpm,
             hash: hash(&secret),
+            tpm: None,
+            daily_tokens: None,
+            max_runs: None,
+            max_websockets: None,
+            max_sse_streams: None,
+            expires_at: None,
         },
         secret,
     }
+}
+
+/// A new secret for the existing key `key_id` (a rotation): the same
+/// `wk_<id>_` prefix, so the secret still names its key, and a new random
+/// part. Its hash goes to the store; the secret is shown once.
+pub fn new_secret_for(key_id: &str) -> (String, String) {
+    let id = key_id.strip_prefix("key-").unwrap_or(key_id);
+    let secret = format!("{SECRET_PREFIX}{id}_{}", random(32));
+    let h = hash(&secret);
+    (secret, h)
 }
 
 fn random(n: usize) -> String {
@@ -90,10 +106,36 @@ pub fn key_id_of(secret: &str) -> String {
     format!("key-h{}", &hash(secret)[..16])
 }
 
-/// Constant-time comparison of the secret's hash with the stored hash.
-pub fn verify(secret: &str, record: &KeyRecord) -> bool {
+/// Constant-time comparison of the secret's hash with the stored hash, or
+/// with the hash it had before its last rotation while that one's grace
+/// period lasts (`now`: unix seconds).
+pub fn verify(secret: &str, record: &KeyRecord, now: u64) -> bool {
     let presented = hash(secret);
-    presented.as_bytes().ct_eq(record.hash.as_bytes()).into()
+    let current: bool = presented.as_bytes().ct_eq(record.hash.as_bytes()).into();
+    let previous = match (&record.prev_hash, &record.prev_until) {
+        (Some(prev), Some(until)) => {
+            let same: bool = presented.as_bytes().ct_eq(prev.as_bytes()).into();
+            same && unix_of(until).is_some_and(|end| now < end)
+        }
+        _ => false,
+    };
+    current | previous
+}
+
+/// Unix seconds of an RFC 3339 time (`None` if it does not parse).
+pub fn unix_of(rfc3339: &str) -> Option<u64> {
+    use time::{format_description::well_known::Rfc3339, OffsetDateTime};
+    let t = OffsetDateTime::parse(rfc3339, &Rfc3339).ok()?;
+    u64::try_from(t.unix_timestamp()).ok()
+}
+
+/// Why a presented secret is not let in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refused {
+    /// Unknown, wrong (or a rotated-out secret past its grace) or revoked.
+    Invalid,
+    /// Right secret, but the key expired at this time (RFC 3339).
+    Expired(String),
 }
 
 /// A key used for what its scopes do not allow.
@@ -134,13 +176,13 @@ pub struct KeyCache {
 }
 
 impl KeyCache {
-    /// The key record for `secret` if it is valid and not revoked.
-    /// `Ok(None)` means unknown, wrong or revoked.
+    /// The key record for `secret` if it is valid, not revoked and not
+    /// expired; otherwise why not ([`Refused`]).
     pub async fn authenticate(
         &self,
         store: &dyn Store,
         secret: &str,
-    ) -> Result<Option<Arc<KeyRecord>>, StoreError> {
+    ) -> Result<Result<Arc<KeyRecord>, Refused>, StoreError> {
         let id = key_id_of(secret);
         let cached = self
             .by_id
@@ -158,14 +200,20 @@ impl KeyCache {
                         .insert(id.clone(), (r.clone(), Instant::now()));
                     r
                 }
-                Err(StoreError::NotFound(_)) => return Ok(None),
+                Err(StoreError::NotFound(_)) => return Ok(Err(Refused::Invalid)),
                 Err(e) => return Err(e),
             },
         };
-        if record.revoked_at.is_some() || !verify(secret, &record) {
-            return Ok(None);
-        }
         let now = crate::util::unix_now();
+        if record.revoked_at.is_some() || !verify(secret, &record, now) {
+            return Ok(Err(Refused::Invalid));
+        }
+        // An expiry that does not parse was not written by weir: refuse.
+        if let Some(at) = &record.expires_at {
+            if unix_of(at).is_none_or(|end| now >= end) {
+                return Ok(Err(Refused::Expired(at.clone())));
+            }
+        }
         let mut used = self.used.lock();
         match used.get_mut(record.id.as_str()) {
             Some(t) => *t = now,
@@ -173,10 +221,10 @@ impl KeyCache {
                 used.insert(record.id.to_string(), now);
             }
         }
-        Ok(Some(record))
+        Ok(Ok(record))
     }
 
-    /// Drops a key from the cache (revocation); the next use reloads it.
+    /// Drops a key from the cache (revoked or changed); the next use reloads it.
     pub fn evict(&self, key_id: &str) {
         self.by_id.write().remove(key_id);
     }
@@ -189,16 +237,10 @@ impl KeyCache {
 
     #[cfg(test)]
     pub(crate) fn insert_for_test(&self, key_id: &str) {
+        let m = mint("acct", "", vec![], 1, None);
         let record = KeyRecord {
             id: key_id.into(),
-            account_id: "acct".into(),
-            label: String::new(),
-            scopes: vec![],
-            rpm: 1,
-            hash: String::new(),
-            created_at: String::new(),
-            last_used_at: None,
-            revoked_at: None,
+            ..KeyRecord::created(m.new_key, String::new())
         };
         let mut map = self.by_id.write();
         map.insert(key_id.to_owned(), (Arc::new(record), Instant::now()));
@@ -226,20 +268,25 @@ mod tests {
     fn minted_secret_names_its_id_and_verifies() {
         let m = mint("acct", "l", vec!["*".into()], 120, None);
         assert_eq!(m.new_key.id, key_id_of(&m.secret).as_str());
-        let rec = KeyRecord {
-            id: m.new_key.id.clone(),
-            account_id: "acct".into(),
-            label: String::new(),
-            scopes: vec![],
-            rpm: 1,
-            hash: m.new_key.hash.clone(),
-            created_at: String::new(),
-            last_used_at: None,
-            revoked_at: None,
-        };
-        assert!(verify(&m.secret, &rec));
-        assert!(!verify("wk_x_y", &rec));
-        assert!(!m.new_key.hash.contains(&m.secret));
+        let hash = m.new_key.hash.clone();
+        let rec = KeyRecord::created(m.new_key, String::new());
+        assert!(verify(&m.secret, &rec, 0));
+        assert!(!verify("wk_x_y", &rec, 0));
+        assert!(!hash.contains(&m.secret));
+    }
+
+    #[test]
+    fn a_rotated_secret_keeps_its_id_and_the_old_one_works_until_the_grace_ends() {
+        let m = mint("acct", "l", vec!["*".into()], 120, None);
+        let mut rec = KeyRecord::created(m.new_key, String::new());
+        let (new, new_hash) = new_secret_for(rec.id.as_str());
+        assert_eq!(key_id_of(&new), rec.id.as_str());
+        rec.prev_hash = Some(std::mem::replace(&mut rec.hash, new_hash));
+        rec.prev_until = Some(crate::util::format_unix(1000));
+        assert!(verify(&new, &rec, 999) && verify(&new, &rec, 1000));
+        assert!(verify(&m.secret, &rec, 999), "in the grace period");
+        assert!(!verify(&m.secret, &rec, 1000), "after it");
+        assert_eq!(unix_of("1970-01-01T00:16:40.500Z"), Some(1000));
     }
 
     #[test]

@@ -24,11 +24,18 @@ pub(super) struct Migration {
 }
 
 /// Every migration, in order.
-pub(super) const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "initial",
-    template: INITIAL,
-}];
+pub(super) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "initial",
+        template: INITIAL,
+    },
+    Migration {
+        version: 2,
+        name: "key limits and lifetimes",
+        template: KEY_LIMITS,
+    },
+];
 
 /// The SQL dialect a migration is rendered for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -207,6 +214,21 @@ CREATE TABLE logs (
     event TEXT NOT NULL,
     PRIMARY KEY (agent_id, seq)
 ){without_rowid};
+";
+
+/// Per-key limits (NULL: the gateway's default), expiry and the previous
+/// secret of a rotation; the account-wide token budgets (NULL: none).
+const KEY_LIMITS: &str = "
+ALTER TABLE keys ADD COLUMN tpm {int};
+ALTER TABLE keys ADD COLUMN daily_tokens {int};
+ALTER TABLE keys ADD COLUMN max_runs {int};
+ALTER TABLE keys ADD COLUMN max_websockets {int};
+ALTER TABLE keys ADD COLUMN max_sse_streams {int};
+ALTER TABLE keys ADD COLUMN expires_at TEXT;
+ALTER TABLE keys ADD COLUMN prev_hash TEXT;
+ALTER TABLE keys ADD COLUMN prev_until TEXT;
+ALTER TABLE accounts ADD COLUMN tpm {int};
+ALTER TABLE accounts ADD COLUMN daily_tokens {int};
 ";
 
 #[cfg(test)]

@@ -141,6 +141,29 @@ pub trait Store: Send + Sync + 'static {
     async fn list_keys(&self, account: &str, params: ListParams) -> StoreResult<Page<KeyRecord>>;
     /// Marks the key revoked; NotFound if it is not this account's.
     async fn revoke_key(&self, account: &str, key_id: &str) -> StoreResult<()>;
+    /// Replaces the key's label and limits; NotFound if it is not this account's.
+    async fn update_key(
+        &self,
+        account: &str,
+        key_id: &str,
+        settings: KeySettings,
+    ) -> StoreResult<KeyRecord>;
+    /// Gives the key a new secret hash; the current one keeps working
+    /// until `rotation.prev_until` (not at all when `None`). NotFound if
+    /// it is not this account's, Conflict if it is revoked.
+    async fn rotate_key(
+        &self,
+        account: &str,
+        key_id: &str,
+        rotation: KeyRotation,
+    ) -> StoreResult<KeyRecord>;
+    /// Sets the account-wide token budgets (the operator's; `None` clears
+    /// one), creating the account if missing.
+    async fn set_account_limits(
+        &self,
+        account: &str,
+        limits: AccountLimits,
+    ) -> StoreResult<Account>;
     /// Records `last_used_at` for many keys at once (the gateway batches these).
     async fn touch_keys(&self, used: Vec<(String, String)>) -> StoreResult<()>;
 

@@ -19,6 +19,22 @@ use crate::domain::{
 pub struct Account {
     pub id: String,
     pub created_at: String,
+    /// Tokens per minute the whole account may spend (all its keys
+    /// together); `None`: no account-wide limit. Set by the operator
+    /// (`weir accounts set`), never through the API.
+    #[serde(default)]
+    pub tpm: Option<u64>,
+    /// Tokens per UTC day the whole account may spend; `None`: no limit.
+    #[serde(default)]
+    pub daily_tokens: Option<u64>,
+}
+
+/// The operator's account-wide token budgets ([`Account::tpm`],
+/// [`Account::daily_tokens`]); `None` clears one.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
+pub struct AccountLimits {
+    pub tpm: Option<u64>,
+    pub daily_tokens: Option<u64>,
 }
 
 /// The scopes a key may carry. `*` grants all of them.
@@ -86,10 +102,45 @@ pub struct KeyRecord {
     /// 1000000; `weir keys create --rpm` any positive 32-bit number).
     #[schema(minimum = 1, maximum = 4294967295_u32)]
     pub rpm: u32,
+    /// Tokens per minute; null: the gateway's default (`WEIR_TPM_PER_KEY`,
+    /// unlimited unless set).
+    #[serde(default)]
+    #[schema(minimum = 1, required = true)]
+    pub tpm: Option<u64>,
+    /// Tokens per UTC day; null: the gateway's default
+    /// (`WEIR_DAILY_TOKENS_PER_KEY`, unlimited unless set).
+    #[serde(default)]
+    #[schema(minimum = 1, required = true)]
+    pub daily_tokens: Option<u64>,
+    /// Concurrent runs; null: the gateway's default (`WEIR_MAX_RUNS_PER_KEY`, 16).
+    #[serde(default)]
+    #[schema(minimum = 1, required = true)]
+    pub max_runs: Option<u32>,
+    /// Concurrent WebSockets; null: the gateway's default (`WEIR_MAX_WS_PER_KEY`).
+    #[serde(default)]
+    #[schema(minimum = 1, required = true)]
+    pub max_websockets: Option<u32>,
+    /// Concurrent SSE streams; null: the gateway's default (`WEIR_MAX_SSE_PER_KEY`).
+    #[serde(default)]
+    #[schema(minimum = 1, required = true)]
+    pub max_sse_streams: Option<u32>,
+    /// When the key stops working (401 `key_expired`); null: never.
+    #[serde(default)]
+    #[schema(value_type = Option<Timestamp>, required = true)]
+    pub expires_at: Option<String>,
     /// Hex SHA-256 of the whole secret; stripped before a key leaves the gateway.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     #[schema(ignore)]
     pub hash: String,
+    /// Hex SHA-256 of the secret before the last rotation, accepted until
+    /// `prev_until`; internal like `hash`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(ignore)]
+    pub prev_hash: Option<String>,
+    /// End of the rotation's grace period (RFC 3339); internal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(ignore)]
+    pub prev_until: Option<String>,
     #[schema(value_type = Timestamp)]
     pub created_at: String,
     /// Recorded in batches (every 5 s and at shutdown), so it may lag a few seconds.
@@ -105,11 +156,60 @@ impl KeyRecord {
         self.scopes.iter().any(|s| s == "*" || s == scope)
     }
 
-    /// The public view: no hash, no account id.
+    /// The public view: no hashes, no account id.
     pub fn public(mut self) -> Self {
         self.hash.clear();
         self.account_id.clear();
+        self.prev_hash = None;
+        self.prev_until = None;
         self
+    }
+
+    /// The record of `key` just stored at `created_at`.
+    pub fn created(key: NewKey, created_at: String) -> Self {
+        Self {
+            id: key.id,
+            account_id: key.account_id,
+            label: key.label,
+            scopes: key.scopes,
+            rpm: key.rpm,
+            tpm: key.tpm,
+            daily_tokens: key.daily_tokens,
+            max_runs: key.max_runs,
+            max_websockets: key.max_websockets,
+            max_sse_streams: key.max_sse_streams,
+            expires_at: key.expires_at,
+            hash: key.hash,
+            prev_hash: None,
+            prev_until: None,
+            created_at,
+            last_used_at: None,
+            revoked_at: None,
+        }
+    }
+
+    /// The label and limits, as [`KeySettings`].
+    pub fn settings(&self) -> KeySettings {
+        KeySettings {
+            label: self.label.clone(),
+            rpm: self.rpm,
+            tpm: self.tpm,
+            daily_tokens: self.daily_tokens,
+            max_runs: self.max_runs,
+            max_websockets: self.max_websockets,
+            max_sse_streams: self.max_sse_streams,
+        }
+    }
+
+    /// Replaces the label and limits with `s`.
+    pub fn apply(&mut self, s: KeySettings) {
+        self.label = s.label;
+        self.rpm = s.rpm;
+        self.tpm = s.tpm;
+        self.daily_tokens = s.daily_tokens;
+        self.max_runs = s.max_runs;
+        self.max_websockets = s.max_websockets;
+        self.max_sse_streams = s.max_sse_streams;
     }
 }
 
@@ -122,6 +222,42 @@ pub struct NewKey {
     pub scopes: Vec<String>,
     pub rpm: u32,
     pub hash: String,
+    /// The limits ([`KeyRecord`]'s fields of the same names; `None`: the
+    /// gateway's default). A store process that predates them reads none.
+    #[serde(default)]
+    pub tpm: Option<u64>,
+    #[serde(default)]
+    pub daily_tokens: Option<u64>,
+    #[serde(default)]
+    pub max_runs: Option<u32>,
+    #[serde(default)]
+    pub max_websockets: Option<u32>,
+    #[serde(default)]
+    pub max_sse_streams: Option<u32>,
+    #[serde(default)]
+    pub expires_at: Option<String>,
+}
+
+/// A key's label and limits as a whole, as `PATCH /v1/keys/{id}` leaves
+/// them (the HTTP layer applies the patch to the current record, so the
+/// store replaces them all at once).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeySettings {
+    pub label: String,
+    pub rpm: u32,
+    pub tpm: Option<u64>,
+    pub daily_tokens: Option<u64>,
+    pub max_runs: Option<u32>,
+    pub max_websockets: Option<u32>,
+    pub max_sse_streams: Option<u32>,
+}
+
+/// A rotation: the new secret's hash, and until when the current one keeps
+/// working (`None`: it stops at once).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeyRotation {
+    pub hash: String,
+    pub prev_until: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]

@@ -154,6 +154,46 @@ impl Store for RemoteStore {
         .await
     }
 
+    async fn update_key(
+        &self,
+        account: &str,
+        key_id: &str,
+        settings: KeySettings,
+    ) -> StoreResult<KeyRecord> {
+        self.call(R::UpdateKey {
+            account: own(account),
+            key_id: own(key_id),
+            settings,
+        })
+        .await
+    }
+
+    async fn rotate_key(
+        &self,
+        account: &str,
+        key_id: &str,
+        rotation: KeyRotation,
+    ) -> StoreResult<KeyRecord> {
+        self.call(R::RotateKey {
+            account: own(account),
+            key_id: own(key_id),
+            rotation,
+        })
+        .await
+    }
+
+    async fn set_account_limits(
+        &self,
+        account: &str,
+        limits: AccountLimits,
+    ) -> StoreResult<Account> {
+        self.call(R::SetAccountLimits {
+            account: own(account),
+            limits,
+        })
+        .await
+    }
+
     async fn touch_keys(&self, used: Vec<(String, String)>) -> StoreResult<()> {
         self.call(R::TouchKeys { used }).await
     }

@@ -25,8 +25,8 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::{
-    AgentPatch, EventFilter, EventRecord, ListParams, LogRecord, NewAgent, NewKey, NewTool, Run,
-    Store, StoreResult,
+    AccountLimits, AgentPatch, EventFilter, EventRecord, KeyRotation, KeySettings, ListParams,
+    LogRecord, NewAgent, NewKey, NewTool, Run, Store, StoreResult,
 };
 use crate::{config::StoreConfig, domain::ErrorCode};
 
@@ -61,6 +61,20 @@ pub enum StoreRequest {
     },
     TouchKeys {
         used: Vec<(String, String)>,
+    },
+    UpdateKey {
+        account: String,
+        key_id: String,
+        settings: KeySettings,
+    },
+    RotateKey {
+        account: String,
+        key_id: String,
+        rotation: KeyRotation,
+    },
+    SetAccountLimits {
+        account: String,
+        limits: AccountLimits,
     },
     CreateAgent {
         account: String,
@@ -183,6 +197,19 @@ pub async fn dispatch(store: &dyn Store, req: StoreRequest) -> Vec<u8> {
         R::ListKeys { account, params } => reply(store.list_keys(&account, params).await),
         R::RevokeKey { account, key_id } => reply(store.revoke_key(&account, &key_id).await),
         R::TouchKeys { used } => reply(store.touch_keys(used).await),
+        R::UpdateKey {
+            account,
+            key_id,
+            settings,
+        } => reply(store.update_key(&account, &key_id, settings).await),
+        R::RotateKey {
+            account,
+            key_id,
+            rotation,
+        } => reply(store.rotate_key(&account, &key_id, rotation).await),
+        R::SetAccountLimits { account, limits } => {
+            reply(store.set_account_limits(&account, limits).await)
+        }
         R::CreateAgent { account, agent } => reply(store.create_agent(&account, agent).await),
         R::GetAgent { account, id } => reply(store.get_agent(&account, &id).await),
         R::ListAgents { account, params } => reply(store.list_agents(&account, params).await),

@@ -11,6 +11,7 @@ mod envelopes;
 mod fake_provider;
 mod golden;
 mod http1;
+mod keys;
 mod layering;
 mod openai;
 mod openapi;

@@ -47,7 +47,7 @@ pub fn complete(route: &Route, op: &mut Operation) {
     );
     add(
         401,
-        "unauthorized: no key, or an unknown or revoked one",
+        "unauthorized: no key, or an unknown or revoked one; key_expired: the key expired",
         authed,
     );
     add(403, "forbidden: the key lacks the route's scope", authed);

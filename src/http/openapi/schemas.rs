@@ -55,6 +55,7 @@ pub const REST_ERROR_CODES: &[ErrorCode] = {
     &[
         ValidationError,
         Unauthorized,
+        KeyExpired,
         Forbidden,
         NotFound,
         AgentNotFound,

@@ -6,22 +6,61 @@ use deadpool_postgres::{GenericClient, Object};
 use tokio_postgres::{types::ToSql, Row};
 
 use super::{col, db_err, execute, json_col, not_found, paging, query_opt, snapshot, to_json};
-use crate::store::{Account, KeyRecord, ListParams, NewKey, Page, StoreError, StoreResult};
+use crate::store::{
+    Account, AccountLimits, KeyRecord, KeyRotation, KeySettings, ListParams, NewKey, Page,
+    StoreError, StoreResult,
+};
 
 pub(super) async fn get_account(c: &impl GenericClient, id: &str) -> StoreResult<Option<Account>> {
     let row = query_opt(
         c,
-        "SELECT id, created_at FROM accounts WHERE id = $1",
+        "SELECT id, created_at, tpm, daily_tokens FROM accounts WHERE id = $1",
         &[&id],
     )
     .await?;
-    row.map(|r| {
-        Ok(Account {
-            id: col(&r, 0)?,
-            created_at: col(&r, 1)?,
-        })
+    row.map(|r| account_row(&r)).transpose()
+}
+
+fn account_row(r: &Row) -> StoreResult<Account> {
+    Ok(Account {
+        id: col(r, 0)?,
+        created_at: col(r, 1)?,
+        tpm: unsigned(col(r, 2)?),
+        daily_tokens: unsigned(col(r, 3)?),
     })
-    .transpose()
+}
+
+/// A BIGINT limit column as the unsigned number it was written from.
+fn unsigned<T: TryFrom<i64>>(v: Option<i64>) -> Option<T> {
+    v.and_then(|v| T::try_from(v).ok())
+}
+
+/// An unsigned limit as a BIGINT (limits are far below `i64::MAX`).
+fn signed<T: Into<u64>>(v: Option<T>) -> Option<i64> {
+    v.map(|v| i64::try_from(v.into()).unwrap_or(i64::MAX))
+}
+
+/// Sets the account's token budgets, creating the account if missing: one
+/// upsert.
+pub(super) async fn set_account_limits(
+    c: &impl GenericClient,
+    id: &str,
+    limits: AccountLimits,
+) -> StoreResult<Account> {
+    let row = query_opt(
+        c,
+        "INSERT INTO accounts (id, created_at, tpm, daily_tokens) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (id) DO UPDATE SET tpm = EXCLUDED.tpm, daily_tokens = EXCLUDED.daily_tokens
+         RETURNING id, created_at, tpm, daily_tokens",
+        &[
+            &id,
+            &crate::util::now(),
+            &signed(limits.tpm),
+            &signed(limits.daily_tokens),
+        ],
+    )
+    .await?;
+    account_row(&row.ok_or_else(|| not_found("account"))?)
 }
 
 /// Almost always the account exists already: one read answers. Otherwise
@@ -45,7 +84,9 @@ pub(super) async fn ensure_account(c: &impl GenericClient, id: &str) -> StoreRes
 
 macro_rules! key_cols {
     () => {
-        "pk, id, account_id, label, scopes, rpm, hash, created_at, last_used_at, revoked_at"
+        "pk, id, account_id, label, scopes, rpm, hash, created_at, last_used_at, revoked_at, \
+         tpm, daily_tokens, max_runs, max_websockets, max_sse_streams, expires_at, prev_hash, \
+         prev_until"
     };
 }
 
@@ -63,6 +104,14 @@ fn key_row(r: &Row) -> StoreResult<(i64, KeyRecord)> {
             created_at: col(r, 7)?,
             last_used_at: col(r, 8)?,
             revoked_at: col(r, 9)?,
+            tpm: unsigned(col(r, 10)?),
+            daily_tokens: unsigned(col(r, 11)?),
+            max_runs: unsigned(col(r, 12)?),
+            max_websockets: unsigned(col(r, 13)?),
+            max_sse_streams: unsigned(col(r, 14)?),
+            expires_at: col(r, 15)?,
+            prev_hash: col(r, 16)?,
+            prev_until: col(r, 17)?,
         },
     ))
 }
@@ -76,8 +125,9 @@ pub(super) async fn create_key(c: &impl GenericClient, key: NewKey) -> StoreResu
         "WITH account AS (
              INSERT INTO accounts (id, created_at) VALUES ($2, $7) ON CONFLICT (id) DO NOTHING
          )
-         INSERT INTO keys (id, account_id, label, scopes, rpm, hash, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+         INSERT INTO keys (id, account_id, label, scopes, rpm, hash, created_at, tpm,
+             daily_tokens, max_runs, max_websockets, max_sse_streams, expires_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
         &[
             &key.id,
             &key.account_id,
@@ -86,6 +136,12 @@ pub(super) async fn create_key(c: &impl GenericClient, key: NewKey) -> StoreResu
             &i64::from(key.rpm),
             &key.hash,
             &created_at,
+            &signed(key.tpm),
+            &signed(key.daily_tokens),
+            &signed(key.max_runs),
+            &signed(key.max_websockets),
+            &signed(key.max_sse_streams),
+            &key.expires_at,
         ],
         |e| {
             super::write_err(e, |_| {
@@ -94,17 +150,7 @@ pub(super) async fn create_key(c: &impl GenericClient, key: NewKey) -> StoreResu
         },
     )
     .await?;
-    Ok(KeyRecord {
-        id: key.id,
-        account_id: key.account_id,
-        label: key.label,
-        scopes: key.scopes,
-        rpm: key.rpm,
-        hash: key.hash,
-        created_at,
-        last_used_at: None,
-        revoked_at: None,
-    })
+    Ok(KeyRecord::created(key, created_at))
 }
 
 pub(super) async fn get_key(c: &impl GenericClient, id: &str) -> StoreResult<KeyRecord> {
@@ -150,6 +196,61 @@ pub(super) async fn revoke_key(c: &impl GenericClient, account: &str, id: &str) 
     match changed {
         0 => Err(not_found("key")),
         _ => Ok(()),
+    }
+}
+
+/// Replaces the key's label and limits in one `UPDATE … RETURNING`.
+pub(super) async fn update_key(
+    c: &impl GenericClient,
+    account: &str,
+    id: &str,
+    s: KeySettings,
+) -> StoreResult<KeyRecord> {
+    let sql = concat!(
+        "UPDATE keys SET label = $3, rpm = $4, tpm = $5, daily_tokens = $6, max_runs = $7,
+             max_websockets = $8, max_sse_streams = $9
+         WHERE id = $1 AND account_id = $2 RETURNING ",
+        key_cols!()
+    );
+    let args: [&(dyn ToSql + Sync); 9] = [
+        &id,
+        &account,
+        &s.label,
+        &i64::from(s.rpm),
+        &signed(s.tpm),
+        &signed(s.daily_tokens),
+        &signed(s.max_runs),
+        &signed(s.max_websockets),
+        &signed(s.max_sse_streams),
+    ];
+    match query_opt(c, sql, &args).await? {
+        Some(r) => key_row(&r).map(|(_, k)| k),
+        None => Err(not_found("key")),
+    }
+}
+
+/// One `UPDATE … RETURNING`: the old `hash` becomes `prev_hash` (the
+/// right-hand sides read the row as it was). No row: missing (NotFound) or
+/// revoked (Conflict), told apart by a second read.
+pub(super) async fn rotate_key(
+    c: &impl GenericClient,
+    account: &str,
+    id: &str,
+    rot: KeyRotation,
+) -> StoreResult<KeyRecord> {
+    let sql = concat!(
+        "UPDATE keys SET hash = $3, prev_until = $4::TEXT,
+             prev_hash = CASE WHEN $4::TEXT IS NULL THEN NULL ELSE hash END
+         WHERE id = $1 AND account_id = $2 AND revoked_at IS NULL RETURNING ",
+        key_cols!()
+    );
+    if let Some(r) = query_opt(c, sql, &[&id, &account, &rot.hash, &rot.prev_until]).await? {
+        return key_row(&r).map(|(_, k)| k);
+    }
+    match get_key(c, id).await {
+        Ok(k) if k.account_id == account => Err(StoreError::Conflict("the key is revoked".into())),
+        Ok(_) => Err(not_found("key")),
+        Err(e) => Err(e),
     }
 }
 

@@ -255,6 +255,32 @@ impl Store for PostgresStore {
         accounts::revoke_key(&self.client().await?, account, key_id).await
     }
 
+    async fn update_key(
+        &self,
+        account: &str,
+        key_id: &str,
+        settings: KeySettings,
+    ) -> StoreResult<KeyRecord> {
+        accounts::update_key(&self.client().await?, account, key_id, settings).await
+    }
+
+    async fn rotate_key(
+        &self,
+        account: &str,
+        key_id: &str,
+        rotation: KeyRotation,
+    ) -> StoreResult<KeyRecord> {
+        accounts::rotate_key(&self.client().await?, account, key_id, rotation).await
+    }
+
+    async fn set_account_limits(
+        &self,
+        account: &str,
+        limits: AccountLimits,
+    ) -> StoreResult<Account> {
+        accounts::set_account_limits(&self.client().await?, account, limits).await
+    }
+
     async fn touch_keys(&self, used: Vec<(String, String)>) -> StoreResult<()> {
         if used.is_empty() {
             return Ok(());

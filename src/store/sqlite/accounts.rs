@@ -3,20 +3,41 @@
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::{db_err, json_col, not_found, paging, to_json, unique_violation};
-use crate::store::{Account, KeyRecord, ListParams, NewKey, Page, StoreError, StoreResult};
+use crate::store::{
+    Account, AccountLimits, KeyRecord, KeyRotation, KeySettings, ListParams, NewKey, Page,
+    StoreError, StoreResult,
+};
 
 pub(super) fn get_account(conn: &Connection, id: &str) -> StoreResult<Option<Account>> {
-    conn.prepare_cached("SELECT id, created_at FROM accounts WHERE id = ?1")
+    conn.prepare_cached("SELECT id, created_at, tpm, daily_tokens FROM accounts WHERE id = ?1")
         .and_then(|mut s| {
             s.query_row([id], |r| {
                 Ok(Account {
                     id: r.get(0)?,
                     created_at: r.get(1)?,
+                    tpm: r.get(2)?,
+                    daily_tokens: r.get(3)?,
                 })
             })
             .optional()
         })
         .map_err(db_err)
+}
+
+/// Sets the account's token budgets, creating the account if missing.
+pub(super) fn set_account_limits(
+    conn: &mut Connection,
+    id: &str,
+    limits: AccountLimits,
+) -> StoreResult<Account> {
+    let tx = conn.transaction().map_err(db_err)?;
+    ensure_account(&tx, id)?;
+    tx.prepare_cached("UPDATE accounts SET tpm = ?2, daily_tokens = ?3 WHERE id = ?1")
+        .and_then(|mut s| s.execute(params![id, limits.tpm, limits.daily_tokens]))
+        .map_err(db_err)?;
+    let account = get_account(&tx, id)?.ok_or_else(|| not_found("account"))?;
+    tx.commit().map_err(db_err)?;
+    Ok(account)
 }
 
 /// Creates the account row if it is missing (every create calls this, so a
@@ -30,7 +51,9 @@ pub(super) fn ensure_account(conn: &Connection, id: &str) -> StoreResult<Account
 
 macro_rules! key_cols {
     () => {
-        "pk, id, account_id, label, scopes, rpm, hash, created_at, last_used_at, revoked_at"
+        "pk, id, account_id, label, scopes, rpm, hash, created_at, last_used_at, revoked_at, \
+         tpm, daily_tokens, max_runs, max_websockets, max_sse_streams, expires_at, prev_hash, \
+         prev_until"
     };
 }
 
@@ -47,6 +70,14 @@ fn key_row(r: &Row<'_>) -> rusqlite::Result<(i64, KeyRecord)> {
             created_at: r.get(7)?,
             last_used_at: r.get(8)?,
             revoked_at: r.get(9)?,
+            tpm: r.get(10)?,
+            daily_tokens: r.get(11)?,
+            max_runs: r.get(12)?,
+            max_websockets: r.get(13)?,
+            max_sse_streams: r.get(14)?,
+            expires_at: r.get(15)?,
+            prev_hash: r.get(16)?,
+            prev_until: r.get(17)?,
         },
     ))
 }
@@ -56,8 +87,9 @@ pub(super) fn create_key(conn: &mut Connection, key: NewKey) -> StoreResult<KeyR
     ensure_account(&tx, &key.account_id)?;
     let created_at = crate::util::now();
     tx.prepare_cached(
-        "INSERT INTO keys (id, account_id, label, scopes, rpm, hash, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO keys (id, account_id, label, scopes, rpm, hash, created_at, tpm,
+             daily_tokens, max_runs, max_websockets, max_sse_streams, expires_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
     )
     .and_then(|mut s| {
         s.execute(params![
@@ -67,7 +99,13 @@ pub(super) fn create_key(conn: &mut Connection, key: NewKey) -> StoreResult<KeyR
             to_json(&key.scopes),
             key.rpm,
             key.hash,
-            created_at
+            created_at,
+            key.tpm,
+            key.daily_tokens,
+            key.max_runs,
+            key.max_websockets,
+            key.max_sse_streams,
+            key.expires_at,
         ])
     })
     .map_err(|e| match unique_violation(&e) {
@@ -75,17 +113,7 @@ pub(super) fn create_key(conn: &mut Connection, key: NewKey) -> StoreResult<KeyR
         false => db_err(e),
     })?;
     tx.commit().map_err(db_err)?;
-    Ok(KeyRecord {
-        id: key.id,
-        account_id: key.account_id,
-        label: key.label,
-        scopes: key.scopes,
-        rpm: key.rpm,
-        hash: key.hash,
-        created_at,
-        last_used_at: None,
-        revoked_at: None,
-    })
+    Ok(KeyRecord::created(key, created_at))
 }
 
 pub(super) fn get_key(conn: &Connection, id: &str) -> StoreResult<KeyRecord> {
@@ -127,6 +155,65 @@ pub(super) fn revoke_key(conn: &Connection, account: &str, id: &str) -> StoreRes
         0 => Err(not_found("key")),
         _ => Ok(()),
     }
+}
+
+/// Replaces the key's label and limits; NotFound if it is not this account's.
+pub(super) fn update_key(
+    conn: &Connection,
+    account: &str,
+    id: &str,
+    s: &KeySettings,
+) -> StoreResult<KeyRecord> {
+    let changed = conn
+        .prepare_cached(
+            "UPDATE keys SET label = ?3, rpm = ?4, tpm = ?5, daily_tokens = ?6, max_runs = ?7,
+                 max_websockets = ?8, max_sse_streams = ?9
+             WHERE id = ?1 AND account_id = ?2",
+        )
+        .and_then(|mut st| {
+            st.execute(params![
+                id,
+                account,
+                s.label,
+                s.rpm,
+                s.tpm,
+                s.daily_tokens,
+                s.max_runs,
+                s.max_websockets,
+                s.max_sse_streams
+            ])
+        })
+        .map_err(db_err)?;
+    match changed {
+        0 => Err(not_found("key")),
+        _ => get_key(conn, id),
+    }
+}
+
+/// Gives the key a new hash, keeping the current one as `prev_hash` until
+/// `prev_until` (or dropping it when there is no grace). A revoked key is
+/// not rotated (Conflict).
+pub(super) fn rotate_key(
+    conn: &mut Connection,
+    account: &str,
+    id: &str,
+    rot: &KeyRotation,
+) -> StoreResult<KeyRecord> {
+    let tx = conn.transaction().map_err(db_err)?;
+    let current = get_key(&tx, id)?;
+    if current.account_id != account {
+        return Err(not_found("key"));
+    }
+    if current.revoked_at.is_some() {
+        return Err(StoreError::Conflict("the key is revoked".into()));
+    }
+    let prev_hash = rot.prev_until.as_ref().map(|_| current.hash.clone());
+    tx.prepare_cached("UPDATE keys SET hash = ?2, prev_hash = ?3, prev_until = ?4 WHERE id = ?1")
+        .and_then(|mut st| st.execute(params![id, rot.hash, prev_hash, rot.prev_until]))
+        .map_err(db_err)?;
+    let record = get_key(&tx, id)?;
+    tx.commit().map_err(db_err)?;
+    Ok(record)
 }
 
 /// One transaction for the whole batch: one fsync-free WAL commit instead

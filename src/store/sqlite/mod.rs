@@ -183,6 +183,38 @@ impl Store for SqliteStore {
         self.write(move |c| accounts::revoke_key(c, &a, &id)).await
     }
 
+    async fn update_key(
+        &self,
+        account: &str,
+        key_id: &str,
+        settings: KeySettings,
+    ) -> StoreResult<KeyRecord> {
+        let (a, id) = (own(account), own(key_id));
+        self.write(move |c| accounts::update_key(c, &a, &id, &settings))
+            .await
+    }
+
+    async fn rotate_key(
+        &self,
+        account: &str,
+        key_id: &str,
+        rotation: KeyRotation,
+    ) -> StoreResult<KeyRecord> {
+        let (a, id) = (own(account), own(key_id));
+        self.write(move |c| accounts::rotate_key(c, &a, &id, &rotation))
+            .await
+    }
+
+    async fn set_account_limits(
+        &self,
+        account: &str,
+        limits: AccountLimits,
+    ) -> StoreResult<Account> {
+        let a = own(account);
+        self.write(move |c| accounts::set_account_limits(c, &a, limits))
+            .await
+    }
+
     async fn touch_keys(&self, used: Vec<(String, String)>) -> StoreResult<()> {
         if used.is_empty() {
             return Ok(());

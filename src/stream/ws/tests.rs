@@ -49,16 +49,12 @@ pub(super) async fn test_state(history_len: usize) -> (AppState, tempfile::TempD
 }
 
 fn key(account: &str, scopes: &[&str]) -> Arc<KeyRecord> {
+    let scopes = scopes.iter().map(|s| s.to_string()).collect();
+    let m = crate::keys::mint(account, "", scopes, 1000, None);
     Arc::new(KeyRecord {
         id: format!("key-{account}").into(),
-        account_id: account.into(),
-        label: String::new(),
-        scopes: scopes.iter().map(|s| s.to_string()).collect(),
-        rpm: 1000,
         hash: String::new(),
-        created_at: String::new(),
-        last_used_at: None,
-        revoked_at: None,
+        ..KeyRecord::created(m.new_key, String::new())
     })
 }
 
