@@ -15,13 +15,23 @@ pub(super) fn get_account(conn: &Connection, id: &str) -> StoreResult<Option<Acc
                 Ok(Account {
                     id: r.get(0)?,
                     created_at: r.get(1)?,
-                    tpm: r.get(2)?,
-                    daily_tokens: r.get(3)?,
+                    tpm: unsigned(r.get(2)?),
+                    daily_tokens: unsigned(r.get(3)?),
                 })
             })
             .optional()
         })
         .map_err(db_err)
+}
+
+/// A limit column (INTEGER) as the unsigned number it was written from.
+fn unsigned<T: TryFrom<i64>>(v: Option<i64>) -> Option<T> {
+    v.and_then(|v| T::try_from(v).ok())
+}
+
+/// An unsigned limit as an INTEGER (limits are far below `i64::MAX`).
+fn signed<T: Into<u64>>(v: Option<T>) -> Option<i64> {
+    v.map(|v| i64::try_from(v.into()).unwrap_or(i64::MAX))
 }
 
 /// Sets the account's token budgets, creating the account if missing.
@@ -33,7 +43,7 @@ pub(super) fn set_account_limits(
     let tx = conn.transaction().map_err(db_err)?;
     ensure_account(&tx, id)?;
     tx.prepare_cached("UPDATE accounts SET tpm = ?2, daily_tokens = ?3 WHERE id = ?1")
-        .and_then(|mut s| s.execute(params![id, limits.tpm, limits.daily_tokens]))
+        .and_then(|mut s| s.execute(params![id, signed(limits.tpm), signed(limits.daily_tokens)]))
         .map_err(db_err)?;
     let account = get_account(&tx, id)?.ok_or_else(|| not_found("account"))?;
     tx.commit().map_err(db_err)?;
@@ -70,11 +80,11 @@ fn key_row(r: &Row<'_>) -> rusqlite::Result<(i64, KeyRecord)> {
             created_at: r.get(7)?,
             last_used_at: r.get(8)?,
             revoked_at: r.get(9)?,
-            tpm: r.get(10)?,
-            daily_tokens: r.get(11)?,
-            max_runs: r.get(12)?,
-            max_websockets: r.get(13)?,
-            max_sse_streams: r.get(14)?,
+            tpm: unsigned(r.get(10)?),
+            daily_tokens: unsigned(r.get(11)?),
+            max_runs: unsigned(r.get(12)?),
+            max_websockets: unsigned(r.get(13)?),
+            max_sse_streams: unsigned(r.get(14)?),
             expires_at: r.get(15)?,
             prev_hash: r.get(16)?,
             prev_until: r.get(17)?,
@@ -100,11 +110,11 @@ pub(super) fn create_key(conn: &mut Connection, key: NewKey) -> StoreResult<KeyR
             key.rpm,
             key.hash,
             created_at,
-            key.tpm,
-            key.daily_tokens,
-            key.max_runs,
-            key.max_websockets,
-            key.max_sse_streams,
+            signed(key.tpm),
+            signed(key.daily_tokens),
+            signed(key.max_runs),
+            signed(key.max_websockets),
+            signed(key.max_sse_streams),
             key.expires_at,
         ])
     })
@@ -176,11 +186,11 @@ pub(super) fn update_key(
                 account,
                 s.label,
                 s.rpm,
-                s.tpm,
-                s.daily_tokens,
-                s.max_runs,
-                s.max_websockets,
-                s.max_sse_streams
+                signed(s.tpm),
+                signed(s.daily_tokens),
+                signed(s.max_runs),
+                signed(s.max_websockets),
+                signed(s.max_sse_streams)
             ])
         })
         .map_err(db_err)?;

@@ -17,6 +17,7 @@ pub(super) async fn conformance(store: &dyn Store) {
     store.ping().await.expect("ping");
     accounts(store).await;
     keys(store).await;
+    key_settings(store).await;
     agents(store).await;
     tools(store).await;
     activity::sessions(store).await;
@@ -46,6 +47,12 @@ fn new_key(account: &str, label: &str) -> NewKey {
         scopes: vec!["agents:read".into(), "chat".into()],
         rpm: 60,
         hash: "ab".repeat(32),
+        tpm: None,
+        daily_tokens: None,
+        max_runs: None,
+        max_websockets: None,
+        max_sse_streams: None,
+        expires_at: None,
     }
 }
 
@@ -144,6 +151,59 @@ async fn keys(store: &dyn Store) {
         .expect("get")
         .last_used_at;
     assert_eq!(got.as_deref(), Some("2030-01-01T00:00:00.000Z"));
+}
+
+/// Limits, expiry, PATCH, rotation and account budgets.
+async fn key_settings(store: &dyn Store) {
+    let (a, b) = (acct(), acct());
+    let mut nk = new_key(&a, "lim");
+    (nk.tpm, nk.daily_tokens, nk.max_runs) = (Some(5_000_000_000), Some(7), Some(3));
+    nk.expires_at = Some("2099-01-01T00:00:00Z".into());
+    let k = store.create_key(nk).await.expect("create");
+    let got = store.get_key(k.id.as_str()).await.expect("get");
+    assert_eq!(got, k, "read back as created");
+    assert_eq!((got.tpm, got.max_websockets), (Some(5_000_000_000), None));
+    let mut s = got.settings();
+    (s.label, s.rpm, s.tpm, s.max_sse_streams) = ("new".into(), 9, None, Some(2));
+    assert_eq!(
+        store.update_key(&b, k.id.as_str(), s.clone()).await,
+        Err(nf("key"))
+    );
+    let updated = store.update_key(&a, k.id.as_str(), s.clone()).await;
+    let updated = updated.expect("update");
+    assert_eq!(updated.settings(), s);
+    assert_eq!(updated.expires_at, k.expires_at, "expiry is not a setting");
+    // Rotation: with a grace the old hash is kept, without one it is not.
+    let rot = |hash: &str, until: Option<&str>| KeyRotation {
+        hash: hash.repeat(32),
+        prev_until: until.map(str::to_owned),
+    };
+    let bad = store.rotate_key(&b, k.id.as_str(), rot("cd", None)).await;
+    assert_eq!(bad, Err(nf("key")));
+    let until = "2030-01-01T00:00:00Z";
+    let r = store.rotate_key(&a, k.id.as_str(), rot("cd", Some(until))).await;
+    let r = r.expect("rotate");
+    assert_eq!((r.hash.clone(), r.prev_hash.clone()), ("cd".repeat(32), Some("ab".repeat(32))));
+    assert_eq!(r.prev_until.as_deref(), Some(until));
+    assert_eq!(store.get_key(k.id.as_str()).await.expect("get"), r);
+    let r = store.rotate_key(&a, k.id.as_str(), rot("ef", None)).await;
+    let r = r.expect("rotate");
+    assert_eq!((r.prev_hash, r.prev_until), (None, None));
+    store.revoke_key(&a, k.id.as_str()).await.expect("revoke");
+    let revoked = store.rotate_key(&a, k.id.as_str(), rot("00", None)).await;
+    assert!(matches!(revoked, Err(StoreError::Conflict(_))), "{revoked:?}");
+    // Account budgets: set (creating the account), read, cleared.
+    let c = acct();
+    let limits = AccountLimits {
+        tpm: Some(100),
+        daily_tokens: Some(2_000_000_000_000),
+    };
+    let set = store.set_account_limits(&c, limits).await.expect("set");
+    assert_eq!((set.tpm, set.daily_tokens), (limits.tpm, limits.daily_tokens));
+    assert_eq!(store.get_account(&c).await, Ok(set.clone()));
+    let cleared = store.set_account_limits(&c, AccountLimits::default()).await;
+    let cleared = cleared.expect("clear");
+    assert_eq!((cleared.tpm, cleared.daily_tokens, cleared.created_at), (None, None, set.created_at));
 }
 
 async fn agents(store: &dyn Store) {
