@@ -268,10 +268,13 @@ pub struct EdgeConfig {
     /// Concurrent SSE streams per key (across all gateways when Redis is set).
     #[arg(long, env = "WEIR_MAX_SSE_PER_KEY", default_value_t = 20)]
     pub max_sse_per_key: u32,
+    /// Concurrent runs per key (1 to 10000; across all gateways and workers when Redis is set); more get 429 `too_many_runs`.
+    #[arg(long, env = "WEIR_MAX_RUNS", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub max_runs: u32,
     /// Concurrent streams (SSE and WebSocket) on this gateway; more get 503.
     #[arg(long, env = "WEIR_MAX_STREAMS", default_value_t = 10_000)]
     pub max_streams: u32,
-    /// Seconds a stream's slot lease lives in Redis unless refreshed (a dead gateway's slots free after this).
+    /// Seconds a stream's or run's slot lease lives in Redis unless refreshed (a dead gateway's or worker's slots free after this).
     #[arg(long, env = "WEIR_LEASE_TTL_SECS", default_value_t = 30)]
     pub lease_ttl_secs: u64,
     /// Events a stream may fall behind before it is closed with `lagged`.

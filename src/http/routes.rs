@@ -277,6 +277,15 @@ pub const ROUTES: &[Route] = &[
     },
 ];
 
+/// The routes that start runs: their requests are checked as run starts
+/// (the key's rate and a `max_runs` slot in one go, 429 `too_many_runs`
+/// beyond it; protocol/limits.md). The WebSocket's `user_message` frames
+/// are checked the same way, one by one.
+pub const RUN_STARTS: &[(Verb, &str)] = &[
+    (Post, "/v1/agents/{id}/messages"),
+    (Post, "/v1/chat/completions"),
+];
+
 /// The authenticated routes with what they need, for tests and docs.
 pub fn authenticated() -> impl Iterator<Item = &'static Route> {
     ROUTES.iter().filter(|r| !r.access.is_public())

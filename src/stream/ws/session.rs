@@ -30,6 +30,7 @@ use crate::{
     bus::BusError,
     domain::Channel,
     domain::ErrorCode,
+    edge::RunRefusal,
     keys::MissingScope,
     state::AppState,
     store::KeyRecord,
@@ -40,6 +41,8 @@ use crate::{
 struct Refusal {
     code: ErrorCode,
     message: String,
+    /// Seconds before a retry may succeed, when known (`retry_after`).
+    retry_after: Option<u64>,
 }
 
 impl Refusal {
@@ -47,6 +50,7 @@ impl Refusal {
         Self {
             code,
             message: message.into(),
+            retry_after: None,
         }
     }
 
@@ -58,6 +62,16 @@ impl Refusal {
 impl From<RunError> for Refusal {
     fn from(e: RunError) -> Self {
         Self::new(e.code(), e.client_message())
+    }
+}
+
+impl From<RunRefusal> for Refusal {
+    fn from(e: RunRefusal) -> Self {
+        Self {
+            code: e.code(),
+            message: e.to_string(),
+            retry_after: e.retry_after(),
+        }
     }
 }
 
@@ -291,6 +305,17 @@ impl Conn {
             Ok(list) => list,
             Err(msg) => return self.reply_error(&Refusal::validation(msg), rid, None),
         };
+        // A run start, as on REST: one request against the key's rpm and one
+        // of its `max_runs` slots; refused, nothing starts and the socket
+        // stays open.
+        let slot = match self.state.edge.start_run(&self.key).await {
+            Ok((slot, _)) => slot,
+            Err(e) => {
+                let e = Refusal::from(e);
+                let frame = protocol::error_retry(e.code, &e.message, rid, e.retry_after);
+                return self.outbox.reply(frame);
+            }
+        };
         // Listen before the run starts, so its first event cannot be missed.
         let target = Channel::Agent(m.agent_id.as_str().into());
         let channel: Arc<str> = target.to_string().into();
@@ -319,6 +344,7 @@ impl Conn {
             messages,
             stream_tokens: m.stream_tokens,
             background: m.background,
+            slot: Some(slot),
         };
         match self.state.runtime.start_run(self.account(), req).await {
             Ok(run) => self.outbox.end_start(
