@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use super::{
     outbox::{CloseReason, Closer, Outbox, Overflow},
     protocol::{self, ClientFrame, UserMessage},
+    refusal::Refusal,
     writer, WsSettings,
 };
 use crate::{
@@ -36,56 +37,6 @@ use crate::{
     store::KeyRecord,
     stream::feed::{self, Feed, FeedError, OpenError},
 };
-
-/// A request of the client's refused: what its `error` frame says.
-struct Refusal {
-    code: ErrorCode,
-    message: String,
-    /// Seconds before a retry may succeed, when known (`retry_after`).
-    retry_after: Option<u64>,
-}
-
-impl Refusal {
-    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-            retry_after: None,
-        }
-    }
-
-    fn validation(message: impl Into<String>) -> Self {
-        Self::new(ErrorCode::ValidationError, message)
-    }
-}
-
-impl From<RunError> for Refusal {
-    fn from(e: RunError) -> Self {
-        Self::new(e.code(), e.client_message())
-    }
-}
-
-impl From<RunRefusal> for Refusal {
-    fn from(e: RunRefusal) -> Self {
-        Self {
-            code: e.code(),
-            message: e.to_string(),
-            retry_after: e.retry_after(),
-        }
-    }
-}
-
-impl From<OpenError> for Refusal {
-    fn from(e: OpenError) -> Self {
-        Self::new(e.code(), e.client_message())
-    }
-}
-
-impl From<MissingScope> for Refusal {
-    fn from(e: MissingScope) -> Self {
-        Self::new(e.code(), e.to_string())
-    }
-}
 
 /// Serves one socket until it closes: the client leaves, goes silent, falls
 /// behind, or the gateway drains. Runs this socket started are cancelled
