@@ -36,7 +36,7 @@ use super::{
         Errors::{OpenAi, Weir},
         Route,
         Transport::{Json, JsonOrSse, Sse, Text, WebSocket},
-        Verb::{Delete, Get, Patch, Post},
+        Verb::{self, Delete, Get, Patch, Post},
     },
     runs, sessions, streams as sse, tools, ws,
 };

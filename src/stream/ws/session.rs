@@ -27,15 +27,13 @@ use super::{
     writer, WsSettings,
 };
 use crate::{
-    agent::{RunError, StartRun},
+    agent::StartRun,
     bus::BusError,
     domain::Channel,
     domain::ErrorCode,
-    edge::RunRefusal,
-    keys::MissingScope,
     state::AppState,
     store::KeyRecord,
-    stream::feed::{self, Feed, FeedError, OpenError},
+    stream::feed::{self, Feed, FeedError},
 };
 
 /// Serves one socket until it closes: the client leaves, goes silent, falls
