@@ -190,6 +190,15 @@ impl Engine {
         drop(slot);
     }
 
+    /// Gives the slot of `run_id` back now and waits until Redis has it
+    /// (the run is about to publish `done`).
+    pub async fn give_back(&self, run_id: &RunId) {
+        let slot = self.slots.lock().remove(run_id);
+        if let Some(slot) = slot {
+            slot.give_back().await;
+        }
+    }
+
     /// Lets go of the slot of `run_id` without giving it back, for the
     /// process that will execute the run to adopt ([`RunSlot::hand_off`]).
     pub fn hand_off(&self, run_id: &RunId) -> Option<SlotRef> {

@@ -224,6 +224,21 @@ impl RunSlot {
         }
     }
 
+    /// Gives the slot back now, in Redis too (awaited, bounded by the edge's
+    /// Redis timeout), so that whoever sees the run end may start its next
+    /// run at once, on any gateway.
+    pub async fn give_back(mut self) {
+        if let Some(lease) = self.lease.take() {
+            self.slots.book.untrack(&lease);
+            if let Some(redis) = self.slots.redis() {
+                if let Err(e) = redis.release(&lease.0, &lease.1).await {
+                    tracing::debug!(error = %e, "edge: run lease not released; it will expire");
+                }
+            }
+        }
+        // Dropped here: counted out locally.
+    }
+
     /// Lets go of the slot here without giving it back: the run is queued
     /// and the process that executes it adopts the lease. Call it before the
     /// run is queued, so an adopter in this very process comes after it.
