@@ -319,7 +319,7 @@ pub struct EdgeConfig {
     /// Requests per minute of a key minted through POST /v1/keys without `rpm`.
     #[arg(long, env = "WEIR_RPM_PER_KEY", default_value_t = 120, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub rpm_per_key: u32,
-    /// Concurrent runs per key, for keys without their own `max_runs`.
+    /// Concurrent runs per key (across all gateways and workers when Redis is set), for keys without their own `max_runs`; more get 429 `too_many_runs`.
     #[arg(long, env = "WEIR_MAX_RUNS_PER_KEY", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub max_runs_per_key: u32,
     /// Tokens per minute per key, for keys without their own `tpm` (unset: unlimited).
@@ -337,7 +337,7 @@ pub struct EdgeConfig {
     /// Concurrent streams (SSE and WebSocket) on this gateway; more get 503.
     #[arg(long, env = "WEIR_MAX_STREAMS", default_value_t = 10_000)]
     pub max_streams: u32,
-    /// Seconds a stream's slot lease lives in Redis unless refreshed (a dead gateway's slots free after this).
+    /// Seconds a stream's or run's slot lease lives in Redis unless refreshed (a dead gateway's or worker's slots free after this).
     #[arg(long, env = "WEIR_LEASE_TTL_SECS", default_value_t = 30)]
     pub lease_ttl_secs: u64,
     /// Events a stream may fall behind before it is closed with `lagged`.

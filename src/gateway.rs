@@ -59,6 +59,7 @@ impl Gateway {
             .transpose()?;
         let edge = crate::edge::Edge::new(&cfg.edge, redis, &cfg.redis.prefix)
             .context("edge limits (WEIR_REDIS_URL)")?;
+        runtime.set_run_slots(edge.runs.clone());
         let state = AppState {
             config: cfg,
             store,

@@ -25,6 +25,10 @@ const LOAD_FLAGS: [&str; 3] = [
     "--max-sse-per-key=10000000",
     "--max-streams=10000000",
 ];
+/// Concurrent runs per key out of the way too (its largest value). An
+/// environment variable for a binary, which an older weir without the
+/// setting ignores; a flag in process.
+const LOAD_MAX_RUNS: (&str, &str) = ("WEIR_MAX_RUNS_PER_KEY", "10000");
 /// Token between gateways and the `weir store` this tool starts.
 const STORE_TOKEN: &str = "weir-load-store-token";
 
@@ -207,6 +211,7 @@ async fn start_as(
             };
             let child = cmd
                 .args(&serve)
+                .env(LOAD_MAX_RUNS.0, LOAD_MAX_RUNS.1)
                 .env(
                     "RUST_LOG",
                     std::env::var("WEIR_LOAD_GATEWAY_LOG").unwrap_or("warn".into()),
@@ -222,7 +227,10 @@ async fn start_as(
                 SocketAddr::from(([127, 0, 0, 1], port)),
             )
         }
-        Launch::InProcess => in_process(serve)?,
+        Launch::InProcess => {
+            serve.push(format!("--max-runs-per-key={}", LOAD_MAX_RUNS.1));
+            in_process(serve)?
+        }
     };
     // `--tls-cert` among the flags: the gateway serves HTTPS.
     let scheme = match args.iter().any(|a| a.starts_with("--tls-cert")) {

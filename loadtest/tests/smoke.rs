@@ -202,6 +202,7 @@ fn smoke_runs_every_scenario_with_sane_numbers() {
         assert_eq!(fan.as_array().unwrap().len(), 3, "{fan}");
         assert!(fan[0]["deliveries_per_s"].as_f64().unwrap() > 0.0, "{fan}");
         assert!(data(&reports, "edge")["redis"]["checks"] == 200);
+        assert!(data(&reports, "edge")["redis_run_start"]["checks"] == 200);
     }
     renders_every_kind(&reports);
 }

@@ -32,6 +32,7 @@ use crate::{
     bus::Bus,
     config::ServeConfig,
     domain::{ErrorCode, EventBody, RunId, RunStatus, StopReason},
+    edge::{runs::RunSlots, RunSlot, SlotRef},
     store::{Agent, Run, Store},
 };
 
@@ -72,6 +73,11 @@ pub struct Engine {
     pub(super) http: Webhooks,
     provider: Option<Arc<Provider>>,
     runs: Mutex<HashMap<RunId, RunHandle>>,
+    /// The key's run slot of each run this process holds one for: given
+    /// back when the run is forgotten, whatever ended it.
+    slots: Mutex<HashMap<RunId, RunSlot>>,
+    /// Where slots of runs other processes accepted are adopted (the edge's).
+    run_slots: OnceLock<Arc<RunSlots>>,
     /// How many runs are live, for whoever waits for none to be.
     live_count: watch::Sender<usize>,
     /// Runs being settled, so two readers do not both settle one.
@@ -106,6 +112,8 @@ impl Engine {
             stop_runs: CancellationToken::new(),
             provider,
             runs: Mutex::new(HashMap::new()),
+            slots: Mutex::new(HashMap::new()),
+            run_slots: OnceLock::new(),
             live_count: watch::Sender::new(0),
             settling: Mutex::new(HashSet::new()),
             started_at: crate::util::now(),
@@ -164,6 +172,48 @@ impl Engine {
         self.worker_name.get().map(String::as_str)
     }
 
+    /// Sets where this process holds the slots of runs it executes for
+    /// other processes (once; the edge's [`RunSlots`]).
+    pub fn set_run_slots(&self, slots: Arc<RunSlots>) {
+        let _ = self.run_slots.set(slots);
+    }
+
+    /// Holds `slot` for `run_id` until the run is forgotten (or released).
+    pub fn hold(&self, run_id: &RunId, slot: RunSlot) {
+        let old = self.slots.lock().insert(run_id.clone(), slot);
+        drop(old);
+    }
+
+    /// Gives the slot of `run_id` back now (a run that did not start).
+    pub fn release(&self, run_id: &RunId) {
+        let slot = self.slots.lock().remove(run_id);
+        drop(slot);
+    }
+
+    /// Gives the slot of `run_id` back now and waits until Redis has it
+    /// (the run is about to publish `done`).
+    pub async fn give_back(&self, run_id: &RunId) {
+        let slot = self.slots.lock().remove(run_id);
+        if let Some(slot) = slot {
+            slot.give_back().await;
+        }
+    }
+
+    /// Lets go of the slot of `run_id` without giving it back, for the
+    /// process that will execute the run to adopt ([`RunSlot::hand_off`]).
+    pub fn hand_off(&self, run_id: &RunId) -> Option<SlotRef> {
+        let slot = self.slots.lock().remove(run_id);
+        slot.map(RunSlot::hand_off)
+    }
+
+    /// Holds the slot another process handed off for `run_id`, which
+    /// executes here, until the run is forgotten.
+    pub fn adopt(&self, run_id: &RunId, r: &SlotRef) {
+        if let Some(slots) = self.run_slots.get() {
+            self.hold(run_id, slots.adopt(r));
+        }
+    }
+
     /// Registers a run about to execute in this process.
     pub fn register(&self, run_id: &RunId) -> RunHandle {
         let handle = RunHandle {
@@ -185,6 +235,7 @@ impl Engine {
             self.live_count.send_replace(runs.len());
             h
         };
+        self.release(run_id);
         if let Some(h) = handle {
             h.finished.cancel();
         }

@@ -43,6 +43,7 @@ pub use runtime::Runtime;
 
 use crate::{
     domain::{AgentId, ErrorCode, RunId, SessionId},
+    edge::{RunSlot, SlotRef},
     store::{Agent, Run},
 };
 
@@ -72,7 +73,7 @@ impl ChatMessage {
 }
 
 /// A request to start a run on an agent.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct StartRun {
     /// The run's id, chosen by the caller so that it can follow the run
     /// before it starts ([`RunFollower::subscribe`]); `None`: a new one.
@@ -86,6 +87,9 @@ pub struct StartRun {
     pub stream_tokens: bool,
     /// The client wants the run to outlive its connection (see [`CancelOnDrop`]).
     pub background: bool,
+    /// The key's run slot the edge gave this start ([`crate::edge::Edge::start_run`]),
+    /// held until the run ends; `None` for runs no key started (tests).
+    pub slot: Option<RunSlot>,
 }
 
 /// A run ready to execute: everything an executor needs without asking the
@@ -99,6 +103,10 @@ pub struct Job {
     pub messages: Vec<ChatMessage>,
     pub stream_tokens: bool,
     pub background: bool,
+    /// The run's slot, handed off by the gateway that accepted it, for the
+    /// process that executes it to hold ([`crate::edge::runs::RunSlots::adopt`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot: Option<SlotRef>,
 }
 
 /// Why a run could not be started or changed.

@@ -326,6 +326,9 @@ impl RunTask {
             ..self.run.clone()
         };
         self.save(&run).await;
+        // The key's run slot is back before `done` goes out: a client that
+        // saw `done` may start its next run at once.
+        self.engine.give_back(&self.run.id).await;
         // `done` is attempted even when an earlier publish failed: it is what
         // ends every stream of this run.
         let done = em

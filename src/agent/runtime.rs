@@ -56,6 +56,12 @@ impl Runtime {
         self.mode.start(tracker);
     }
 
+    /// Where this process holds the run slots of runs it executes for
+    /// other processes (the edge's; see [`Engine::set_run_slots`]).
+    pub fn set_run_slots(&self, slots: Arc<crate::edge::runs::RunSlots>) {
+        self.engine.set_run_slots(slots);
+    }
+
     /// The configured upstream provider, if any (for the OpenAI relay).
     pub fn provider(&self) -> Option<&Arc<Provider>> {
         self.engine.provider()
@@ -105,8 +111,19 @@ impl Runtime {
             messages: req.messages,
             stream_tokens: req.stream_tokens,
             background: req.background,
+            slot: None,
         };
-        self.mode.submit(job).await
+        // Held by the engine until the run ends, unless the mode hands it
+        // off to the process that executes the run.
+        if let Some(slot) = req.slot {
+            self.engine.hold(&job.run.id, slot);
+        }
+        let run_id = job.run.id.clone();
+        let submitted = self.mode.submit(job).await;
+        if submitted.is_err() {
+            self.engine.release(&run_id);
+        }
+        submitted
     }
 
     /// The named session (it must exist), else the agent's default one.

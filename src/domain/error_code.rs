@@ -49,6 +49,8 @@ wire_enum! {
         TooManyConnections = "too_many_connections",
         /// 429: a WebSocket holds its limit of channels.
         TooManySubscriptions = "too_many_subscriptions",
+        /// 429: the key has its limit of runs going (`max_runs`).
+        TooManyRuns = "too_many_runs",
         /// 431: the request line and headers are too large.
         HeadersTooLarge = "headers_too_large",
         /// 500: a bug; also a run that crashed.
@@ -102,7 +104,7 @@ impl ErrorCode {
             Conflict | AgentStopped => StatusCode::CONFLICT,
             HistoryExpired => StatusCode::GONE,
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            RateLimitExceeded | TooManyConnections | TooManySubscriptions => {
+            RateLimitExceeded | TooManyConnections | TooManySubscriptions | TooManyRuns => {
                 StatusCode::TOO_MANY_REQUESTS
             }
             HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -151,6 +153,7 @@ mod tests {
             (ErrorCode::HistoryExpired, Some(410)),
             (ErrorCode::PayloadTooLarge, Some(413)),
             (ErrorCode::TooManyConnections, Some(429)),
+            (ErrorCode::TooManyRuns, Some(429)),
             (ErrorCode::HeadersTooLarge, Some(431)),
             (ErrorCode::InternalError, Some(500)),
             (ErrorCode::Unavailable, Some(503)),

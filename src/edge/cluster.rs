@@ -1,5 +1,7 @@
 //! The edge's own small Redis client: the cluster-wide rate limit (a GCRA in
-//! one `EVALSHA`) and stream-slot leases (a ZSET per key and stream kind).
+//! one `EVALSHA`), slot leases (a ZSET per key and kind of slot: WebSocket,
+//! SSE, run) and the run-start check: the key's rate and a run slot in one
+//! `EVALSHA`, so a run start costs one round trip whatever it checks.
 //!
 //! Every call is bounded by [`OP_TIMEOUT`]; after a failure Redis is skipped
 //! for [`BREAKER`] so an outage costs the callers nothing but a fallback to
@@ -24,23 +26,67 @@ pub const OP_TIMEOUT: Duration = Duration::from_millis(250);
 /// How long Redis is skipped after a failed call.
 pub const BREAKER: Duration = Duration::from_secs(1);
 
-/// GCRA in microseconds. KEYS[1] bucket; ARGV[1] period (µs per request),
-/// ARGV[2] burst. Returns {allowed, remaining, reset_after_us, retry_after_us}.
-const GCRA: &str = r"
-local t = tonumber(ARGV[1])
-local burst = tonumber(ARGV[2])
-local tau = t * (burst - 1)
-local tp = redis.call('TIME')
-local now = tonumber(tp[1]) * 1000000 + tonumber(tp[2])
-local tat = tonumber(redis.call('GET', KEYS[1])) or now
-if tat < now then tat = now end
-if tat - now > tau then
-  return {0, 0, tat - now, tat - tau - now}
+/// GCRA in microseconds, as a Lua function both scripts below share:
+/// `gcra(bucket, period µs per request, burst, now µs)` returns {allowed,
+/// remaining, reset_after_us, retry_after_us}.
+macro_rules! gcra_lua {
+    () => {
+        r"
+local function gcra(bucket, t, burst, now)
+  local tau = t * (burst - 1)
+  local tat = tonumber(redis.call('GET', bucket)) or now
+  if tat < now then tat = now end
+  if tat - now > tau then
+    return {0, 0, tat - now, tat - tau - now}
+  end
+  local new_tat = tat + t
+  redis.call('SET', bucket, string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1000)
+  return {1, math.floor((tau + t - (new_tat - now)) / t), new_tat - now, 0}
 end
-local new_tat = tat + t
-redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1000)
-return {1, math.floor((tau + t - (new_tat - now)) / t), new_tat - now, 0}
-";
+local tp = redis.call('TIME')
+local now_us = tonumber(tp[1]) * 1000000 + tonumber(tp[2])
+"
+    };
+}
+
+/// The rate limit. KEYS[1] bucket; ARGV[1] period (µs per request), ARGV[2]
+/// burst. Returns what `gcra` does.
+const GCRA: &str = concat!(
+    gcra_lua!(),
+    "return gcra(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), now_us)\n"
+);
+
+/// The run-start check. KEYS[1] the rate bucket, KEYS[2] the key's run
+/// ZSET; ARGV[1] period (µs per request; 0: no rate check), ARGV[2] burst,
+/// ARGV[3] lease ttl (ms), ARGV[4] max runs, ARGV[5] member. A start over
+/// the rate takes no slot; one within it is counted even if no slot is free
+/// (it was a request). Returns gcra's four values and 1 when the slot was
+/// taken (0 when full or not tried).
+const RUN_START: &str = concat!(
+    gcra_lua!(),
+    r"
+local r = {1, 0, 0, 0}
+local t = tonumber(ARGV[1])
+if t > 0 then
+  r = gcra(KEYS[1], t, tonumber(ARGV[2]), now_us)
+  if r[1] == 0 then
+    r[5] = 0
+    return r
+  end
+end
+local now = math.floor(now_us / 1000)
+local ttl = tonumber(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[4]) then
+  r[5] = 0
+  return r
+end
+redis.call('ZADD', KEYS[2], now + ttl, ARGV[5])
+redis.call('PEXPIRE', KEYS[2], ttl)
+r[5] = 1
+return r
+"
+);
 
 /// Takes a slot. KEYS[1] the key's ZSET; ARGV[1] lease ttl (ms), ARGV[2]
 /// limit, ARGV[3] member. Expired leases (a dead gateway's) are dropped
@@ -70,6 +116,22 @@ redis.call('PEXPIRE', KEYS[1], ttl)
 return #ARGV - 1
 ";
 
+/// Microseconds per request at `rpm`.
+fn period_us(rpm: u32) -> u64 {
+    60_000_000u64 / u64::from(rpm.max(1))
+}
+
+/// A GCRA answer ({allowed, remaining, reset_us, retry_us}) as a decision.
+fn decision(rpm: u32, [allowed, remaining, reset_us, retry_us]: [i64; 4]) -> Decision {
+    Decision {
+        allowed: allowed == 1,
+        limit: rpm,
+        remaining: remaining.clamp(0, i64::from(rpm)) as u32,
+        reset_after: Duration::from_micros(reset_us.max(0) as u64),
+        retry_after: Duration::from_micros(retry_us.max(0) as u64),
+    }
+}
+
 /// Why a Redis call did not answer.
 #[derive(Debug, thiserror::Error)]
 pub enum RedisEdgeError {
@@ -87,6 +149,7 @@ pub struct RedisEdge {
     /// Prefix of every key (`--redis-prefix`, shared with the bus).
     prefix: String,
     gcra: Script,
+    run_start: Script,
     acquire: Script,
     refresh: Script,
     epoch: Instant,
@@ -109,6 +172,7 @@ impl RedisEdge {
             conn,
             prefix: prefix.to_owned(),
             gcra: Script::new(GCRA),
+            run_start: Script::new(RUN_START),
             acquire: Script::new(ACQUIRE),
             refresh: Script::new(REFRESH),
             epoch: Instant::now(),
@@ -154,22 +218,49 @@ impl RedisEdge {
     /// One GCRA check of `key_id` at `rpm`, cluster-wide.
     pub async fn check_rate(&self, key_id: &str, rpm: u32) -> Result<Decision, RedisEdgeError> {
         let rpm = rpm.max(1);
-        let period_us = 60_000_000u64 / u64::from(rpm);
         let mut conn = self.conn.clone();
         let mut inv = self.gcra.prepare_invoke();
-        inv.key(format!("{}rl:{key_id}", self.prefix))
-            .arg(period_us)
+        inv.key(self.rate_bucket(key_id))
+            .arg(period_us(rpm))
             .arg(rpm);
         let (allowed, remaining, reset_us, retry_us): (i64, i64, i64, i64) = self
             .call("rate", async move { inv.invoke_async(&mut conn).await })
             .await?;
-        Ok(Decision {
-            allowed: allowed == 1,
-            limit: rpm,
-            remaining: remaining.clamp(0, i64::from(rpm)) as u32,
-            reset_after: Duration::from_micros(reset_us.max(0) as u64),
-            retry_after: Duration::from_micros(retry_us.max(0) as u64),
-        })
+        Ok(decision(rpm, [allowed, remaining, reset_us, retry_us]))
+    }
+
+    /// The run-start check of `key_id` in one call: its rate at `rpm`
+    /// (`None`: rate limits are off) and a slot in `zset` if fewer than
+    /// `limit` live leases hold it. Returns the rate decision (if checked)
+    /// and whether the slot was taken.
+    pub async fn start_run(
+        &self,
+        key_id: &str,
+        rpm: Option<u32>,
+        lease: &super::leases::Lease,
+        limit: u32,
+        ttl: Duration,
+    ) -> Result<(Option<Decision>, bool), RedisEdgeError> {
+        let rpm = rpm.map(|r| r.max(1));
+        let mut conn = self.conn.clone();
+        let mut inv = self.run_start.prepare_invoke();
+        inv.key(self.rate_bucket(key_id))
+            .key(lease.0.as_ref())
+            .arg(rpm.map_or(0, period_us))
+            .arg(rpm.unwrap_or(1))
+            .arg(ttl.as_millis() as u64)
+            .arg(limit)
+            .arg(lease.1.as_ref());
+        let (allowed, remaining, reset_us, retry_us, taken): (i64, i64, i64, i64, i64) = self
+            .call("run_start", async move { inv.invoke_async(&mut conn).await })
+            .await?;
+        let rate = rpm.map(|rpm| decision(rpm, [allowed, remaining, reset_us, retry_us]));
+        Ok((rate, taken == 1))
+    }
+
+    /// The GCRA bucket of `key_id` (shared by requests and run starts).
+    fn rate_bucket(&self, key_id: &str) -> String {
+        format!("{}rl:{key_id}", self.prefix)
     }
 
     /// The ZSET of `key_id`'s `kind` stream leases.

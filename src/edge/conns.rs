@@ -9,27 +9,24 @@
 //! expiry), refreshed every third of the lease TTL while the stream lives.
 //! A gateway that dies stops refreshing, so its slots come back within one
 //! TTL: a crash never leaks a slot. If Redis cannot be reached, the local
-//! count decides and the lease is written when Redis is back.
+//! count decides and the lease is written when Redis is back. The leases
+//! themselves are kept by the [`LeaseBook`] run slots share.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashMap,
     fmt,
     sync::{
         atomic::{AtomicU32, AtomicU64, Ordering},
         Arc,
     },
-    time::Duration,
 };
 
 use futures::{Stream, StreamExt};
 use parking_lot::Mutex;
-use tokio::sync::mpsc;
 
-use super::cluster::RedisEdge;
+pub use super::leases::Lease;
+use super::{cluster::RedisEdge, leases::LeaseBook};
 use crate::{config::EdgeConfig, domain::ErrorCode};
-
-/// Slot releases queued for Redis; when full, the lease simply expires.
-const RELEASE_QUEUE: usize = 4096;
 
 /// The two kinds of long-lived stream a key may hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -86,41 +83,30 @@ impl CapError {
     }
 }
 
-/// A lease in Redis: (ZSET, member).
-pub type Lease = (Arc<str>, Arc<str>);
-
 /// The gateway-wide cap and this gateway's open streams (the per-key caps
 /// are each key's own, [`super::KeyLimits`]).
 pub struct ConnCaps {
     max_total: u32,
-    pub(crate) ttl: Duration,
     total: AtomicU32,
     local: Mutex<HashMap<(Arc<str>, StreamKind), u32>>,
-    /// This gateway's live leases by ZSET, for the refresher.
-    leases: Mutex<HashMap<Arc<str>, HashSet<Arc<str>>>>,
+    book: Arc<LeaseBook>,
     redis: Option<Arc<RedisEdge>>,
     gateway_id: String,
     next_id: AtomicU64,
-    release_tx: mpsc::Sender<Lease>,
 }
 
 impl ConnCaps {
-    /// The caps, and the receiving end of the release queue (for the task
-    /// that gives leases back in Redis).
-    pub fn new(cfg: &EdgeConfig, redis: Option<Arc<RedisEdge>>) -> (Self, mpsc::Receiver<Lease>) {
-        let (release_tx, rx) = mpsc::channel(RELEASE_QUEUE);
-        let caps = Self {
+    /// The caps; their leases go in `book` (whose Redis client they use).
+    pub fn new(cfg: &EdgeConfig, book: Arc<LeaseBook>, gateway_id: &str) -> Self {
+        Self {
             max_total: cfg.max_streams,
-            ttl: Duration::from_secs(cfg.lease_ttl_secs.max(1)),
             total: AtomicU32::new(0),
             local: Mutex::new(HashMap::new()),
-            leases: Mutex::new(HashMap::new()),
-            redis,
-            gateway_id: crate::util::new_id("gw"),
+            redis: book.redis.clone(),
+            book,
+            gateway_id: gateway_id.to_owned(),
             next_id: AtomicU64::new(0),
-            release_tx,
-        };
-        (caps, rx)
+        }
     }
 
     /// Streams open on this gateway.
@@ -168,69 +154,13 @@ impl ConnCaps {
         let member: Arc<str> = format!("{}:{n}", self.gateway_id).into();
         // Taken, or Redis is away and the local count decided: either way
         // the lease is kept (the refresher writes it when Redis is back).
-        if let Ok(false) = redis.acquire(&zset, &member, limit, self.ttl).await {
+        if let Ok(false) = redis.acquire(&zset, &member, limit, self.book.ttl).await {
             return Err(CapError::KeyFull { kind, limit });
         }
-        self.leases
-            .lock()
-            .entry(zset.clone())
-            .or_default()
-            .insert(member.clone());
-        guard.lease = Some((zset, member));
+        let lease = (zset, member);
+        self.book.track(&lease);
+        guard.lease = Some(lease);
         Ok(guard)
-    }
-
-    /// Extends every live lease of this gateway (one Redis call per key and kind).
-    pub async fn refresh_leases(&self) {
-        let Some(redis) = &self.redis else { return };
-        let snapshot: Vec<(Arc<str>, Vec<Arc<str>>)> = self
-            .leases
-            .lock()
-            .iter()
-            .map(|(z, ms)| (z.clone(), ms.iter().cloned().collect()))
-            .collect();
-        for (zset, members) in snapshot {
-            if redis.refresh(&zset, &members, self.ttl).await.is_err() {
-                return; // Redis is away: the breaker logged it; retry next round.
-            }
-        }
-    }
-
-    /// Gives queued leases back until the queue closes or `stop` fires.
-    pub async fn run_releaser(
-        &self,
-        mut rx: mpsc::Receiver<Lease>,
-        stop: tokio_util::sync::CancellationToken,
-    ) {
-        let Some(redis) = &self.redis else { return };
-        loop {
-            let lease = tokio::select! {
-                biased;
-                l = rx.recv() => l,
-                _ = stop.cancelled() => None,
-            };
-            let Some((zset, member)) = lease else { return };
-            if let Err(e) = redis.release(&zset, &member).await {
-                tracing::debug!(error = %e, "edge: lease not released; it will expire");
-            }
-        }
-    }
-
-    /// Releases, in Redis, every lease this gateway still holds (at the end
-    /// of a drain), so the slots come back at once rather than after a TTL.
-    pub async fn release_all(&self) {
-        let Some(redis) = &self.redis else { return };
-        let all: Vec<Lease> = self
-            .leases
-            .lock()
-            .drain()
-            .flat_map(|(z, ms)| ms.into_iter().map(move |m| (z.clone(), m)))
-            .collect();
-        for (zset, member) in all {
-            if redis.release(&zset, &member).await.is_err() {
-                return;
-            }
-        }
     }
 
     fn release(&self, key: &Arc<str>, kind: StreamKind, counted: bool, lease: Option<Lease>) {
@@ -244,16 +174,8 @@ impl ConnCaps {
             }
         }
         self.total.fetch_sub(1, Ordering::AcqRel);
-        if let Some((zset, member)) = lease {
-            let mut leases = self.leases.lock();
-            if let Some(ms) = leases.get_mut(&zset) {
-                ms.remove(&member);
-                if ms.is_empty() {
-                    leases.remove(&zset);
-                }
-            }
-            drop(leases);
-            let _ = self.release_tx.try_send((zset, member));
+        if let Some(lease) = lease {
+            self.book.release(lease);
         }
     }
 }
@@ -290,6 +212,7 @@ impl Drop for ConnGuard {
 mod tests {
     use super::*;
     use clap::Parser;
+    use std::time::Duration;
 
     /// Caps with `total` streams per gateway, and an `acquire` that takes
     /// `ws` and `sse` as the key's caps.
@@ -298,7 +221,8 @@ mod tests {
             .unwrap()
             .edge;
         cfg.max_streams = total;
-        Caps(Arc::new(ConnCaps::new(&cfg, None).0), ws, sse)
+        let book = Arc::new(LeaseBook::new(None, Duration::from_secs(30)).0);
+        Caps(Arc::new(ConnCaps::new(&cfg, book, "gw-test")), ws, sse)
     }
 
     struct Caps(Arc<ConnCaps>, u32, u32);

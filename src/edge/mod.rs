@@ -6,6 +6,11 @@
 //!   gateway; a [`ConnGuard`] holds a slot for the life of one stream.
 //! - [`keylimits`]: the limits in force for a key ([`KeyLimits`]): its
 //!   own, or the configured defaults.
+//! - [`runs`]: run starts, on every transport: the key's rate and its
+//!   `max_runs` slots ([`Edge::start_run`], one Redis call); a [`RunSlot`]
+//!   is held for the life of one run.
+//! - [`leases`]: the Redis leases stream and run slots share (refresh,
+//!   release).
 //! - [`limits`]: request head size and JSON depth.
 //! - [`cluster`]: the edge's own small Redis client (scripts, breaker).
 //!
@@ -21,8 +26,10 @@
 pub mod cluster;
 pub mod conns;
 pub mod keylimits;
+pub mod leases;
 pub mod limits;
 pub mod rate;
+pub mod runs;
 
 use std::{sync::Arc, time::Duration};
 
@@ -32,7 +39,9 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 pub use conns::{CapError, ConnGuard, StreamKind};
 pub use keylimits::KeyLimits;
+pub use leases::Lease;
 pub use rate::Decision;
+pub use runs::{max_runs_for, RunRefusal, RunSlot, SlotRef};
 
 use crate::{config::EdgeConfig, store::KeyRecord};
 
@@ -50,11 +59,12 @@ pub enum EdgeError {
 pub struct Edge {
     /// The defaults of per-key limits ([`KeyLimits::resolve`]).
     cfg: EdgeConfig,
-    rate_limit: bool,
     local: rate::LocalLimiter,
     redis: Option<Arc<cluster::RedisEdge>>,
     pub conns: Arc<conns::ConnCaps>,
-    releases: parking_lot::Mutex<Option<mpsc::Receiver<conns::Lease>>>,
+    pub runs: Arc<runs::RunSlots>,
+    leases: Arc<leases::LeaseBook>,
+    releases: parking_lot::Mutex<Option<mpsc::Receiver<Lease>>>,
     /// Stops the edge's background tasks (after the drain, not at its start:
     /// leases of streams still open during the grace period stay refreshed).
     closed: CancellationToken,
@@ -75,13 +85,17 @@ impl Edge {
         let redis = redis
             .map(|client| cluster::RedisEdge::new(client, redis_prefix))
             .transpose()?;
-        let (conns, rx) = conns::ConnCaps::new(cfg, redis.clone());
+        let ttl = Duration::from_secs(cfg.lease_ttl_secs.max(1));
+        let (book, rx) = leases::LeaseBook::new(redis.clone(), ttl);
+        let book = Arc::new(book);
+        let gateway_id = crate::util::new_id("gw");
         Ok(Self {
             cfg: cfg.clone(),
-            rate_limit: cfg.rate_limit,
             local: rate::LocalLimiter::default(),
             redis,
-            conns: Arc::new(conns),
+            conns: Arc::new(conns::ConnCaps::new(cfg, book.clone(), &gateway_id)),
+            runs: Arc::new(runs::RunSlots::new(book.clone(), &gateway_id)),
+            leases: book,
             releases: parking_lot::Mutex::new(Some(rx)),
             closed: CancellationToken::new(),
             hard_stop: CancellationToken::new(),
@@ -107,11 +121,11 @@ impl Edge {
         }
         let edge = self.clone();
         tracker.spawn(async move {
-            let every = edge.conns.ttl / 3;
+            let every = edge.leases.ttl / 3;
             loop {
                 tokio::select! {
                     _ = edge.closed.cancelled() => return,
-                    _ = tokio::time::sleep(every) => edge.conns.refresh_leases().await,
+                    _ = tokio::time::sleep(every) => edge.leases.refresh_all().await,
                 }
             }
         });
@@ -120,7 +134,7 @@ impl Edge {
             let edge = self.clone();
             tracker.spawn(async move {
                 let stop = edge.closed.clone();
-                edge.conns.run_releaser(rx, stop).await;
+                edge.leases.run_releaser(rx, stop).await;
             });
         }
     }
@@ -129,7 +143,7 @@ impl Edge {
     /// back (end of drain).
     pub async fn close(&self) {
         self.closed.cancel();
-        self.conns.release_all().await;
+        self.leases.release_all().await;
     }
 
     /// Counts one request of `key` against its rpm. `None` when rate limits
@@ -137,7 +151,7 @@ impl Edge {
     /// here is over it everywhere), then Redis decides; if Redis does not
     /// answer, the local decision stands.
     pub async fn check_rate(&self, key: &KeyRecord) -> Option<Decision> {
-        if !self.rate_limit {
+        if !self.cfg.rate_limit {
             return None;
         }
         let id: Arc<str> = key.id.as_str().into();
@@ -156,8 +170,29 @@ impl Edge {
         )
     }
 
-    /// Takes a stream slot for `key`, under its own cap of `kind` (see
-    /// [`conns::ConnCaps::acquire`]).
+    /// Checks one run start of `key` (module doc of [`runs`]): one request
+    /// against its rpm (unless rate limits are off) and one of its
+    /// `max_runs` slots, in one Redis call. The local rate stage runs first,
+    /// as in [`Self::check_rate`]. Returns the slot, to hold until the run
+    /// ends, and the rate decision for the `X-RateLimit-*` headers.
+    pub async fn start_run(
+        &self,
+        key: &KeyRecord,
+    ) -> Result<(RunSlot, Option<Decision>), RunRefusal> {
+        let local = self.cfg.rate_limit.then(|| {
+            let id: Arc<str> = key.id.as_str().into();
+            self.local.check(&id, key.rpm)
+        });
+        let limit = max_runs_for(key, &self.cfg);
+        self.runs.start(key.id.as_str(), key.rpm, limit, local).await
+    }
+
+    /// The per-key limit of concurrent runs in force for `key`.
+    pub fn run_limit(&self, key: &KeyRecord) -> u32 {
+        max_runs_for(key, &self.cfg)
+    }
+
+    /// Takes a stream slot for `key` (see [`conns::ConnCaps::acquire`]).
     pub async fn open_stream(
         &self,
         key: &KeyRecord,

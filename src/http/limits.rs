@@ -1,6 +1,17 @@
 //! The edge's limits as HTTP: the rate-limit middleware (right after auth),
-//! the head-size middleware, and the edge's refusals as [`ApiError`]s. The
-//! edge ([`crate::edge`]) decides; this module answers.
+//! the run-start check of the routes that start runs, the head-size
+//! middleware, and the edge's refusals as [`ApiError`]s. The edge
+//! ([`crate::edge`]) decides; this module answers.
+//!
+//! On a route that starts runs ([`super::route::Route::starts_runs`]) the
+//! middleware does not check the rate itself: the handler checks the run
+//! start ([`start_run`]: rate and `max_runs` slot in one Redis call) once it
+//! knows the request starts one, or the plain rate ([`check_rate`]) when it
+//! does not (an OpenAI relay), and leaves the decision in [`Metered`] for
+//! the middleware to put in the headers. A request refused before the
+//! handler got that far (a malformed body) is counted after the fact.
+
+use std::sync::{Arc, OnceLock};
 
 use axum::{
     extract::{Request, State},
@@ -11,9 +22,84 @@ use axum::{
 use super::{auth::Auth, errors::ApiError};
 use crate::{
     domain::ErrorCode,
-    edge::{limits::HeadTooLarge, CapError},
+    edge::{limits::HeadTooLarge, CapError, Decision, RunRefusal, RunSlot},
     state::AppState,
 };
+
+/// Where the handler of a route that starts runs leaves its rate decision
+/// (a request extension the middleware sets; see the module doc).
+#[derive(Clone, Default)]
+pub struct Metered(Arc<OnceLock<Option<Decision>>>);
+
+impl Metered {
+    /// Whether the handler checked the request.
+    fn checked(&self) -> bool {
+        self.0.get().is_some()
+    }
+
+    fn decision(&self) -> Option<Decision> {
+        self.0.get().copied().flatten()
+    }
+
+    fn set(&self, d: Option<Decision>) {
+        let _ = self.0.set(d);
+    }
+}
+
+/// The run-start check of the request (module doc): one request against
+/// its key's rpm and one of its `max_runs` slots. The slot is the caller's
+/// to hand to the run ([`crate::agent::StartRun::slot`]).
+pub async fn start_run(
+    state: &AppState,
+    auth: &Auth,
+    metered: &Metered,
+) -> Result<RunSlot, ApiError> {
+    match state.edge.start_run(&auth.key).await {
+        Ok((slot, rate)) => {
+            metered.set(rate);
+            Ok(slot)
+        }
+        Err(e) => {
+            if let RunRefusal::Rate(d) = &e {
+                metered.set(Some(*d));
+            } else {
+                metered.set(None);
+            }
+            Err(e.into())
+        }
+    }
+}
+
+/// The plain rate check, for a request of a run-start route that starts no
+/// run (an OpenAI relay).
+pub async fn check_rate(state: &AppState, auth: &Auth, metered: &Metered) -> Result<(), ApiError> {
+    let decision = state.edge.check_rate(&auth.key).await;
+    metered.set(decision);
+    match decision {
+        Some(d) if !d.allowed => Err(RunRefusal::Rate(d).into()),
+        _ => Ok(()),
+    }
+}
+
+/// Middleware of the routes that start runs (module doc): the handler
+/// checks; this writes the headers, and counts a request the handler
+/// refused before its check.
+pub async fn run_start_rate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let Some(auth) = req.extensions().get::<Auth>().cloned() else {
+        return next.run(req).await;
+    };
+    let metered = Metered::default();
+    req.extensions_mut().insert(metered.clone());
+    let mut resp = next.run(req).await;
+    let decision = match metered.checked() {
+        true => metered.decision(),
+        false => state.edge.check_rate(&auth.key).await,
+    };
+    if let Some(d) = decision {
+        d.write_headers(resp.headers_mut());
+    }
+    resp
+}
 
 /// Middleware right after auth: counts the request against its key, refuses
 /// it with 429 `rate_limit_exceeded` (and `Retry-After`) when over, and puts
@@ -55,6 +141,16 @@ pub async fn limit_headers(State(max): State<usize>, req: Request, next: Next) -
 
 impl From<CapError> for ApiError {
     fn from(e: CapError) -> Self {
+        let err = ApiError::new(e.code(), e.to_string());
+        match e.retry_after() {
+            Some(secs) => err.with_retry_after(secs),
+            None => err,
+        }
+    }
+}
+
+impl From<RunRefusal> for ApiError {
+    fn from(e: RunRefusal) -> Self {
         let err = ApiError::new(e.code(), e.to_string());
         match e.retry_after() {
             Some(secs) => err.with_retry_after(secs),

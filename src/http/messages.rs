@@ -11,6 +11,7 @@ use std::{collections::HashMap, time::Duration};
 
 use axum::{
     extract::{rejection::QueryRejection, Path, Query, State},
+    Extension,
     http::{header, HeaderMap},
     response::{IntoResponse, Response},
     Json,
@@ -21,6 +22,7 @@ use utoipa::ToSchema;
 use super::{
     auth::Auth,
     errors::{ApiError, ApiJson},
+    limits::Metered,
     params,
 };
 use crate::{
@@ -118,6 +120,7 @@ fn wants_sse(headers: &HeaderMap) -> bool {
 pub(crate) async fn send_message(
     State(state): State<AppState>,
     auth: Auth,
+    Extension(metered): Extension<Metered>,
     Path(agent_id): Path<String>,
     headers: HeaderMap,
     ApiJson(body): ApiJson<SendMessage>,
@@ -127,6 +130,9 @@ pub(crate) async fn send_message(
     let (session_id, stream_tokens, background) =
         (body.session_id.clone(), body.stream_tokens, body.background);
     let messages = body.into_messages()?;
+    // A run start: one request against the key's rpm and one of its
+    // `max_runs` slots, held by the run until it ends.
+    let run_slot = super::limits::start_run(&state, &auth, &metered).await?;
     // The key's SSE slot is taken before the run starts: a refused stream
     // starts nothing.
     let slot = match sse {
@@ -149,6 +155,7 @@ pub(crate) async fn send_message(
         messages,
         stream_tokens,
         background,
+        slot: Some(run_slot),
     };
     let run = state.runtime.start_run(account, start).await?;
     let mut guard = CancelOnDrop::new(state.runtime.clone(), &run.id, !background);

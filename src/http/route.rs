@@ -42,6 +42,15 @@ pub struct Route {
     pub doc: Option<Doc>,
 }
 
+impl Route {
+    /// Whether the route starts runs ([`super::routes::RUN_STARTS`]).
+    pub fn starts_runs(&self) -> bool {
+        super::routes::RUN_STARTS
+            .iter()
+            .any(|&(verb, path)| verb == self.verb && path == self.path)
+    }
+}
+
 /// The HTTP methods routes use. `HEAD` is served by every `GET` route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verb {

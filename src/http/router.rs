@@ -107,12 +107,19 @@ fn mount(route: &Route, state: &AppState) -> MethodRouter<AppState> {
     if route.access.is_public() {
         return handler;
     }
-    handler
-        // Inner of the two: runs after auth, once the key is known.
-        .route_layer(middleware::from_fn_with_state(
+    // Inner of the two: runs after auth, once the key is known. A route
+    // that starts runs checks its rate with the run start (one Redis call).
+    let handler = match route.starts_runs() {
+        true => handler.route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            super::limits::run_start_rate,
+        )),
+        false => handler.route_layer(middleware::from_fn_with_state(
             state.clone(),
             super::limits::rate_limit,
-        ))
+        )),
+    };
+    handler
         .route_layer(middleware::from_fn_with_state(
             (state.clone(), route.access),
             auth::authenticate,

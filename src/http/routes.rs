@@ -36,7 +36,7 @@ use super::{
         Errors::{OpenAi, Weir},
         Route,
         Transport::{Json, JsonOrSse, Sse, Text, WebSocket},
-        Verb::{Delete, Get, Patch, Post},
+        Verb::{self, Delete, Get, Patch, Post},
     },
     runs, sessions, streams as sse, tools, ws,
 };
@@ -287,6 +287,15 @@ pub const ROUTES: &[Route] = &[
         mount: |m, cfg| ws::route(m, ws::WsSettings::from_config(cfg)),
         doc: Doc::of::<ws::__path_upgrade>(),
     },
+];
+
+/// The routes that start runs: their requests are checked as run starts
+/// (the key's rate and a `max_runs` slot in one go, 429 `too_many_runs`
+/// beyond it; protocol/limits.md). The WebSocket's `user_message` frames
+/// are checked the same way, one by one.
+pub const RUN_STARTS: &[(Verb, &str)] = &[
+    (Post, "/v1/agents/{id}/messages"),
+    (Post, "/v1/chat/completions"),
 ];
 
 /// The authenticated routes with what they need, for tests and docs.

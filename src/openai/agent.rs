@@ -18,6 +18,7 @@ use super::OpenAiError;
 use crate::{
     agent::{CancelOnDrop, ChatMessage, RunFollower, StartRun},
     domain::{AgentEvent, AgentId, ErrorCode, EventBody, RunId, SessionId, StopReason},
+    edge::RunSlot,
     http::errors::ApiError,
     state::AppState,
     store::StoreError,
@@ -176,6 +177,7 @@ pub async fn complete(
     state: &AppState,
     account: &str,
     req: CompletionRequest,
+    slot: Option<RunSlot>,
 ) -> Result<Response, OpenAiError> {
     let text = req.input()?;
     let agent = match state.store.get_agent(account, &req.model).await {
@@ -196,6 +198,7 @@ pub async fn complete(
         messages: vec![ChatMessage::user(text)],
         stream_tokens: stream,
         background: false,
+        slot,
     };
     let run = state
         .runtime

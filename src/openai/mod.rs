@@ -20,14 +20,18 @@ pub mod models;
 pub mod relay;
 pub mod schema;
 
-use axum::{extract::State, response::Response};
+use axum::{extract::State, response::Response, Extension};
 use serde_json::Value;
 
 pub use error::{OpenAiError, OpenAiJson};
 
 use crate::{
     edge::StreamKind,
-    http::{auth::Auth, errors::ApiError},
+    http::{
+        auth::Auth,
+        errors::ApiError,
+        limits::{self, Metered},
+    },
     state::AppState,
 };
 
@@ -39,6 +43,7 @@ use crate::{
     responses((status = 200, description = "A chat.completion, or (`stream`) chat.completion.chunk SSE ending with `data: [DONE]`",
             content((schema::Completion = "application/json"), (crate::http::openapi::schemas::SseEvent = "text/event-stream"))),
         (status = 404, description = "model_not_found: no such agent, or no provider for `upstream/…`"),
+        (status = 429, description = "rate_limit_exceeded; too_many_connections for a stream; too_many_runs (an agent): the key has its limit of runs going"),
         (status = 409, description = "agent_stopped; conflict: the agent's upstream model has no provider here"),
         (status = 502, description = "the run or the provider failed"),
         (status = 503, description = "the run was cancelled, or the gateway is draining"),
@@ -46,6 +51,7 @@ use crate::{
 pub(crate) async fn chat_completions(
     State(state): State<AppState>,
     auth: Auth,
+    Extension(metered): Extension<Metered>,
     OpenAiJson(body): OpenAiJson<Value>,
 ) -> Result<Response, OpenAiError> {
     auth.require("chat")?;
@@ -70,6 +76,16 @@ pub(crate) async fn chat_completions(
             ))
         }
     };
+    // An agent's completion is a run start (the key's rate and a `max_runs`
+    // slot); a relay is a plain request.
+    let relay = model.starts_with("upstream/");
+    let run_slot = match relay {
+        true => {
+            limits::check_rate(&state, &auth, &metered).await?;
+            None
+        }
+        false => Some(limits::start_run(&state, &auth, &metered).await?),
+    };
     // A stream takes the key's SSE slot before anything starts (429
     // `too_many_connections` otherwise) and holds it until the body ends.
     let slot = match body.get("stream").and_then(Value::as_bool) {
@@ -82,7 +98,7 @@ pub(crate) async fn chat_completions(
         ),
         _ => None,
     };
-    if model.starts_with("upstream/") {
+    if relay {
         return relay::relay(&state, body)
             .await
             .map(|r| crate::edge::hold_response(r, slot));
@@ -104,7 +120,7 @@ pub(crate) async fn chat_completions(
             &param,
         )
     })?;
-    agent::complete(&state, auth.account(), req)
+    agent::complete(&state, auth.account(), req, run_slot)
         .await
         .map(|r| crate::edge::hold_response(r, slot))
 }

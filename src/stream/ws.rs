@@ -7,6 +7,7 @@
 pub mod outbox;
 pub mod protocol;
 pub mod queue;
+mod refusal;
 pub mod schema;
 pub mod session;
 #[cfg(test)]

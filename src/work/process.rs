@@ -54,6 +54,12 @@ pub async fn run_worker(
     let draining = CancellationToken::new();
     let tracker = TaskTracker::new();
     let runtime = super::build_runtime(&cfg, store.clone(), bus.clone(), &tracker, &draining)?;
+    // The run slots of the runs this worker executes are leases it
+    // refreshes and gives back (its own tracker: they outlive the runs').
+    let edge = run_slots(&cfg)?;
+    runtime.set_run_slots(edge.runs.clone());
+    let edge_tasks = TaskTracker::new();
+    edge.start(&edge_tasks);
     let listener = TcpListener::bind(cfg.listen)
         .await
         .with_context(|| format!("cannot listen on {} (WEIR_LISTEN)", cfg.listen))?;
@@ -96,7 +102,20 @@ pub async fn run_worker(
         }
     }
     let _ = server.await;
+    edge.close().await;
+    edge_tasks.close();
+    edge_tasks.wait().await;
     Ok(())
+}
+
+/// The edge of a worker: only its run slots (leases in Redis) are used.
+fn run_slots(cfg: &ServeConfig) -> anyhow::Result<Arc<crate::edge::Edge>> {
+    let redis = crate::bus::redis::RedisBusConfig::from_serve(cfg)
+        .map(|r| r.client())
+        .transpose()?;
+    let edge = crate::edge::Edge::new(&cfg.edge, redis, &cfg.redis.prefix)
+        .context("run slots (WEIR_REDIS_URL)")?;
+    Ok(Arc::new(edge))
 }
 
 async fn healthz() -> impl IntoResponse {

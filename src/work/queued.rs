@@ -67,6 +67,9 @@ impl Queued {
     /// Executes a run a worker took from the queue, until it has ended.
     pub(super) async fn execute(&self, job: Job) {
         let handle = self.engine.register(&job.run.id);
+        if let Some(slot) = &job.slot {
+            self.engine.adopt(&job.run.id, slot);
+        }
         // Checked once registered: a cancel that came earlier left the
         // marker; one that comes later finds the handle.
         if self.queue.is_cancelled(&job.run.id).await.unwrap_or(false) {
@@ -193,7 +196,15 @@ impl RunMode for Queued {
     async fn submit(&self, mut job: Job) -> Result<Run, RunError> {
         let store = self.engine.store().as_ref();
         job.run = store.create_run(&job.account, job.run).await?;
+        // Handed off before it is queued, so a worker of this very process
+        // that takes it adopts it after this.
+        job.slot = self.engine.hand_off(&job.run.id);
         if let Err(e) = self.queue.enqueue(&job).await {
+            // Nobody will hold the slot: give it back at once.
+            if let Some(slot) = &job.slot {
+                self.engine.adopt(&job.run.id, slot);
+                self.engine.release(&job.run.id);
+            }
             // Nobody will ever run it: do not leave it `running`. (No events:
             // none were published, and the caller gets this error.)
             let failed = Run {

@@ -1,10 +1,15 @@
 //! `edge`: the cost of one per-key rate-limit check (`Edge::check_rate`,
 //! which runs on every authenticated request right after auth), local and
-//! Redis-backed (was the ignored test `tests/api/edge/bench.rs`). Checks are
-//! called back to back over `--keys` keys in rotation, each timed with
-//! `Instant::now()`; the Redis one against a private `redis-server`.
+//! Redis-backed (was the ignored test `tests/api/edge/bench.rs`), and of one
+//! run-start check (`Edge::start_run`: the rate and a `max_runs` slot, one
+//! Redis call; the slot is given back at once, its Redis release queued as
+//! when a run ends). Checks are called back to back over `--keys` keys in
+//! rotation, each timed with `Instant::now()`; the Redis ones against a
+//! private `redis-server`.
 
 use std::time::Instant;
+
+use tokio_util::task::TaskTracker;
 
 use anyhow::Context;
 use serde_json::{json, Value};
@@ -57,6 +62,20 @@ async fn measure(edge: &Edge, keys: &[KeyRecord], n: usize) -> anyhow::Result<Ve
     Ok(out)
 }
 
+/// Nanoseconds of each of `n` run-start checks (slot taken and given back).
+async fn measure_runs(edge: &Edge, keys: &[KeyRecord], n: usize) -> anyhow::Result<Vec<u64>> {
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let k = &keys[i % keys.len()];
+        let t0 = Instant::now();
+        let started = edge.start_run(k).await;
+        out.push(t0.elapsed().as_nanos() as u64);
+        // A refusal (the key over its rate) costs what a pass does.
+        drop(started);
+    }
+    Ok(out)
+}
+
 /// p50, p99, p99.9, max and mean of `ns`, in µs.
 pub fn summary(mut ns: Vec<u64>) -> Value {
     ns.sort_unstable();
@@ -78,19 +97,24 @@ pub async fn run(o: &Opts) -> anyhow::Result<Report> {
     let keys: Vec<KeyRecord> = (0..o.keys.max(1)).map(|i| key(i, 120)).collect();
     let local = Edge::new(&cfg, None, "weir:")?;
     measure(&local, &keys, o.checks).await?;
+    let local_run = summary(measure_runs(&local, &keys, o.checks).await?);
     let local = summary(measure(&local, &keys, o.checks).await?);
 
     let redis = gateway::start_redis()
         .await?
         .context("the edge scenario needs redis-server")?;
-    let remote = Edge::new(
+    let remote = std::sync::Arc::new(Edge::new(
         &cfg,
         Some(redis::Client::open(redis.url.as_str())?),
         "weir:",
-    )?;
+    )?);
+    // Gives run slots back in Redis, as a gateway does.
+    let tasks = TaskTracker::new();
+    remote.start(&tasks);
     // A high rpm, so the local first stage lets every check through to Redis.
     let keys: Vec<KeyRecord> = (0..o.keys.max(1)).map(|i| key(i, 1_000_000)).collect();
     measure(&remote, &keys, o.redis_checks / 10).await?;
+    let remote_run = summary(measure_runs(&remote, &keys, o.redis_checks).await?);
     let remote = summary(measure(&remote, &keys, o.redis_checks).await?);
 
     let mut t = Table::new(
@@ -100,7 +124,13 @@ pub async fn run(o: &Opts) -> anyhow::Result<Report> {
         ),
         &["limiter", "checks", "p50", "p99", "p99.9", "mean"],
     );
-    for (name, s) in [("local", &local), ("redis", &remote)] {
+    let rows = [
+        ("local", &local),
+        ("redis", &remote),
+        ("local run start", &local_run),
+        ("redis run start", &remote_run),
+    ];
+    for (name, s) in rows {
         let f = |k: &str| units::us(s[k].as_f64().unwrap_or(0.0));
         t.row(vec![
             name.into(),
@@ -120,8 +150,19 @@ pub async fn run(o: &Opts) -> anyhow::Result<Report> {
         "target: redis p99 <= 300 µs",
         remote["p99_us"].as_f64().unwrap_or(f64::MAX) <= 300.0,
     );
-    report.data =
-        json!({"options": format!("{o:?}"), "keys": o.keys, "local": local, "redis": remote});
+    report.check(
+        "target: local run start p99 <= 5 µs",
+        local_run["p99_us"].as_f64().unwrap_or(f64::MAX) <= 5.0,
+    );
+    report.check(
+        "target: redis run start p99 <= 300 µs (one round trip)",
+        remote_run["p99_us"].as_f64().unwrap_or(f64::MAX) <= 300.0,
+    );
+    report.data = json!({"options": format!("{o:?}"), "keys": o.keys, "local": local, "redis": remote,
+                         "local_run_start": local_run, "redis_run_start": remote_run});
+    remote.close().await;
+    tasks.close();
+    tasks.wait().await;
     Ok(report.finish())
 }
 

@@ -6,6 +6,7 @@
 //! |---|---|
 //! | any | 431 (headers over the limit), 500 (a panic) |
 //! | not `Public` | 401, 403, 429 (`Retry-After`), 503 (store or bus down); `X-RateLimit-*` on answers past the rate limiter |
+//! | starts runs ([`Route::starts_runs`]) | 429 names `too_many_runs` too |
 //! | a body, a query, a path or header parameter | 400 |
 //! | a body | 413 |
 //! | a path parameter | 404 |
@@ -62,11 +63,11 @@ pub fn complete(route: &Route, op: &mut Operation) {
         route.timeout,
     );
     add(413, "payload_too_large: the body is over the limit", body);
-    add(
-        429,
-        "rate_limit_exceeded, or too_many_connections for streams",
-        authed,
-    );
+    let too_many = match route.starts_runs() {
+        true => "rate_limit_exceeded; too_many_connections for streams; too_many_runs: the key has its limit of runs going (max_runs)",
+        false => "rate_limit_exceeded, or too_many_connections for streams",
+    };
+    add(429, too_many, authed);
     add(
         431,
         "headers_too_large: the request head is over the limit",

@@ -237,6 +237,22 @@ pub fn error(
     text(v)
 }
 
+/// [`error`] with `retry_after` (seconds), when the refusal says when to
+/// retry (a run start over the key's rate).
+pub fn error_retry(
+    code: ErrorCode,
+    message: &str,
+    request_id: Option<&Value>,
+    retry_after: Option<u64>,
+) -> Utf8Bytes {
+    let mut v =
+        json!({"type": "error", "code": code, "message": message, "request_id": request_id});
+    if let (Some(secs), Some(obj)) = (retry_after, v.as_object_mut()) {
+        obj.insert("retry_after".into(), secs.into());
+    }
+    text(v)
+}
+
 /// The last frame of a socket closed for falling behind: where each channel
 /// got to, so the client can resubscribe with `after`.
 pub fn lagged(

@@ -23,55 +23,18 @@ use tokio_util::sync::CancellationToken;
 use super::{
     outbox::{CloseReason, Closer, Outbox, Overflow},
     protocol::{self, ClientFrame, UserMessage},
+    refusal::Refusal,
     writer, WsSettings,
 };
 use crate::{
-    agent::{RunError, StartRun},
+    agent::StartRun,
     bus::BusError,
     domain::Channel,
     domain::ErrorCode,
-    keys::MissingScope,
     state::AppState,
     store::KeyRecord,
-    stream::feed::{self, Feed, FeedError, OpenError},
+    stream::feed::{self, Feed, FeedError},
 };
-
-/// A request of the client's refused: what its `error` frame says.
-struct Refusal {
-    code: ErrorCode,
-    message: String,
-}
-
-impl Refusal {
-    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-        }
-    }
-
-    fn validation(message: impl Into<String>) -> Self {
-        Self::new(ErrorCode::ValidationError, message)
-    }
-}
-
-impl From<RunError> for Refusal {
-    fn from(e: RunError) -> Self {
-        Self::new(e.code(), e.client_message())
-    }
-}
-
-impl From<OpenError> for Refusal {
-    fn from(e: OpenError) -> Self {
-        Self::new(e.code(), e.client_message())
-    }
-}
-
-impl From<MissingScope> for Refusal {
-    fn from(e: MissingScope) -> Self {
-        Self::new(e.code(), e.to_string())
-    }
-}
 
 /// Serves one socket until it closes: the client leaves, goes silent, falls
 /// behind, or the gateway drains. Runs this socket started are cancelled
@@ -291,6 +254,17 @@ impl Conn {
             Ok(list) => list,
             Err(msg) => return self.reply_error(&Refusal::validation(msg), rid, None),
         };
+        // A run start, as on REST: one request against the key's rpm and one
+        // of its `max_runs` slots; refused, nothing starts and the socket
+        // stays open.
+        let slot = match self.state.edge.start_run(&self.key).await {
+            Ok((slot, _)) => slot,
+            Err(e) => {
+                let e = Refusal::from(e);
+                let frame = protocol::error_retry(e.code, &e.message, rid, e.retry_after);
+                return self.outbox.reply(frame);
+            }
+        };
         // Listen before the run starts, so its first event cannot be missed.
         let target = Channel::Agent(m.agent_id.as_str().into());
         let channel: Arc<str> = target.to_string().into();
@@ -319,6 +293,7 @@ impl Conn {
             messages,
             stream_tokens: m.stream_tokens,
             background: m.background,
+            slot: Some(slot),
         };
         match self.state.runtime.start_run(self.account(), req).await {
             Ok(run) => self.outbox.end_start(

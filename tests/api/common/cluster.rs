@@ -27,6 +27,12 @@ impl Cluster {
     /// Starts Redis, the store, then A and B (one after the other: both seed
     /// the bootstrap key) with `env` added to both gateways' environment.
     pub async fn start(env: &[(&str, &str)]) -> Self {
+        Self::start_each(env, &[]).await
+    }
+
+    /// [`Self::start`], with `env_b` added to B's environment only (e.g.
+    /// `WEIR_WORKERS=0`: B only queues runs, A executes them all).
+    pub async fn start_each(env: &[(&str, &str)], env_b: &[(&str, &str)]) -> Self {
         init_logs();
         let tmp = tempfile::tempdir().unwrap();
         let redis = RedisServer::start().await;
@@ -41,7 +47,7 @@ impl Cluster {
             )
         };
         let a = node("a").spawn().await;
-        let b = node("b").spawn().await;
+        let b = node("b").envs(env_b).spawn().await;
         a.wait_ready().await;
         b.wait_ready().await;
         Self {

@@ -10,4 +10,5 @@ mod fuzz;
 mod limits;
 mod rate;
 mod redact;
+mod runs;
 mod slow;
