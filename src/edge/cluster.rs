@@ -252,7 +252,10 @@ impl RedisEdge {
             .arg(limit)
             .arg(lease.1.as_ref());
         let (allowed, remaining, reset_us, retry_us, taken): (i64, i64, i64, i64, i64) = self
-            .call("run_start", async move { inv.invoke_async(&mut conn).await })
+            .call(
+                "run_start",
+                async move { inv.invoke_async(&mut conn).await },
+            )
             .await?;
         let rate = rpm.map(|rpm| decision(rpm, [allowed, remaining, reset_us, retry_us]));
         Ok((rate, taken == 1))

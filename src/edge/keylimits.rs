@@ -128,8 +128,14 @@ mod tests {
         let e = limits(101, Some(10)).above(&held, None).unwrap();
         assert_eq!((e.field, e.asked.as_str()), ("rpm", "101"));
         let e = limits(10, None).above(&held, None).unwrap();
-        assert_eq!((e.field, e.asked.as_str(), e.held.as_str()), ("tpm", "unlimited", "1000"));
+        assert_eq!(
+            (e.field, e.asked.as_str(), e.held.as_str()),
+            ("tpm", "unlimited", "1000")
+        );
         assert!(e.to_string().starts_with("tpm: unlimited is more than"));
-        assert_eq!(limits(10, None).above(&limits(1, None), Some(&["tpm"])), None);
+        assert_eq!(
+            limits(10, None).above(&limits(1, None), Some(&["tpm"])),
+            None
+        );
     }
 }

@@ -184,7 +184,9 @@ impl Edge {
             self.local.check(&id, key.rpm)
         });
         let limit = max_runs_for(key, &self.cfg);
-        self.runs.start(key.id.as_str(), key.rpm, limit, local).await
+        self.runs
+            .start(key.id.as_str(), key.rpm, limit, local)
+            .await
     }
 
     /// The per-key limit of concurrent runs in force for `key`.

@@ -11,7 +11,6 @@ use crate::{
     store::{ListParams, Scopes},
 };
 
-
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AccountView {

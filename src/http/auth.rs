@@ -104,7 +104,11 @@ pub async fn authenticate(
         .ok_or_else(|| {
             ApiError::unauthorized("missing API key: send `Authorization: Bearer <key>`")
         })?;
-    let key = match state.keys.authenticate(state.store.as_ref(), &secret).await? {
+    let key = match state
+        .keys
+        .authenticate(state.store.as_ref(), &secret)
+        .await?
+    {
         Ok(key) => key,
         Err(Refused::Invalid) => return Err(ApiError::unauthorized("invalid or revoked API key")),
         Err(Refused::Expired(at)) => {

@@ -155,13 +155,11 @@ where
 fn grace<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     use serde::de::Error;
     let n = serde_json::Number::deserialize(d)?;
-    n.as_u64()
-        .filter(|v| *v <= MAX_GRACE_SECS)
-        .ok_or_else(|| {
-            D::Error::custom(format!(
-                "invalid value: {n}, expected an integer from 0 to {MAX_GRACE_SECS}"
-            ))
-        })
+    n.as_u64().filter(|v| *v <= MAX_GRACE_SECS).ok_or_else(|| {
+        D::Error::custom(format!(
+            "invalid value: {n}, expected an integer from 0 to {MAX_GRACE_SECS}"
+        ))
+    })
 }
 
 /// The key's expiry from `expires_at` or `ttl_secs` (not both), as stored
@@ -246,8 +244,16 @@ pub fn new_settings(
         }
     };
     cap(got.max_runs, held.max_runs, &mut s.max_runs);
-    cap(got.max_websockets, held.max_websockets, &mut s.max_websockets);
-    cap(got.max_sse_streams, held.max_sse_streams, &mut s.max_sse_streams);
+    cap(
+        got.max_websockets,
+        held.max_websockets,
+        &mut s.max_websockets,
+    );
+    cap(
+        got.max_sse_streams,
+        held.max_sse_streams,
+        &mut s.max_sse_streams,
+    );
     Ok(s)
 }
 
@@ -285,8 +291,16 @@ pub fn patched(
         }
     };
     set32("max_runs", patch.max_runs, &mut s.max_runs);
-    set32("max_websockets", patch.max_websockets, &mut s.max_websockets);
-    set32("max_sse_streams", patch.max_sse_streams, &mut s.max_sse_streams);
+    set32(
+        "max_websockets",
+        patch.max_websockets,
+        &mut s.max_websockets,
+    );
+    set32(
+        "max_sse_streams",
+        patch.max_sse_streams,
+        &mut s.max_sse_streams,
+    );
     Ok((s, named))
 }
 

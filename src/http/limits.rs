@@ -84,7 +84,11 @@ pub async fn check_rate(state: &AppState, auth: &Auth, metered: &Metered) -> Res
 /// Middleware of the routes that start runs (module doc): the handler
 /// checks; this writes the headers, and counts a request the handler
 /// refused before its check.
-pub async fn run_start_rate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+pub async fn run_start_rate(
+    State(state): State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let Some(auth) = req.extensions().get::<Auth>().cloned() else {
         return next.run(req).await;
     };

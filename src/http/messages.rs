@@ -11,10 +11,9 @@ use std::{collections::HashMap, time::Duration};
 
 use axum::{
     extract::{rejection::QueryRejection, Path, Query, State},
-    Extension,
     http::{header, HeaderMap},
     response::{IntoResponse, Response},
-    Json,
+    Extension, Json,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;

@@ -119,11 +119,10 @@ fn mount(route: &Route, state: &AppState) -> MethodRouter<AppState> {
             super::limits::rate_limit,
         )),
     };
-    handler
-        .route_layer(middleware::from_fn_with_state(
-            (state.clone(), route.access),
-            auth::authenticate,
-        ))
+    handler.route_layer(middleware::from_fn_with_state(
+        (state.clone(), route.access),
+        auth::authenticate,
+    ))
 }
 
 /// Ends a response body `after` its start: endless streams end, for tests

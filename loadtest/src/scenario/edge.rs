@@ -42,7 +42,15 @@ fn key(i: usize, rpm: u32) -> KeyRecord {
         label: String::new(),
         scopes: vec!["*".into()],
         rpm,
+        tpm: None,
+        daily_tokens: None,
+        max_runs: None,
+        max_websockets: None,
+        max_sse_streams: None,
+        expires_at: None,
         hash: String::new(),
+        prev_hash: None,
+        prev_until: None,
         created_at: String::new(),
         last_used_at: None,
         revoked_at: None,
@@ -103,19 +111,19 @@ pub async fn run(o: &Opts) -> anyhow::Result<Report> {
     let redis = gateway::start_redis()
         .await?
         .context("the edge scenario needs redis-server")?;
-    let remote = std::sync::Arc::new(Edge::new(
+    let edge = std::sync::Arc::new(Edge::new(
         &cfg,
         Some(redis::Client::open(redis.url.as_str())?),
         "weir:",
     )?);
     // Gives run slots back in Redis, as a gateway does.
     let tasks = TaskTracker::new();
-    remote.start(&tasks);
+    edge.start(&tasks);
     // A high rpm, so the local first stage lets every check through to Redis.
     let keys: Vec<KeyRecord> = (0..o.keys.max(1)).map(|i| key(i, 1_000_000)).collect();
-    measure(&remote, &keys, o.redis_checks / 10).await?;
-    let remote_run = summary(measure_runs(&remote, &keys, o.redis_checks).await?);
-    let remote = summary(measure(&remote, &keys, o.redis_checks).await?);
+    measure(&edge, &keys, o.redis_checks / 10).await?;
+    let remote_run = summary(measure_runs(&edge, &keys, o.redis_checks).await?);
+    let remote = summary(measure(&edge, &keys, o.redis_checks).await?);
 
     let mut t = Table::new(
         format!(
@@ -160,7 +168,7 @@ pub async fn run(o: &Opts) -> anyhow::Result<Report> {
     );
     report.data = json!({"options": format!("{o:?}"), "keys": o.keys, "local": local, "redis": remote,
                          "local_run_start": local_run, "redis_run_start": remote_run});
-    remote.close().await;
+    edge.close().await;
     tasks.close();
     tasks.wait().await;
     Ok(report.finish())

@@ -181,9 +181,14 @@ async fn key_settings(store: &dyn Store) {
     let bad = store.rotate_key(&b, k.id.as_str(), rot("cd", None)).await;
     assert_eq!(bad, Err(nf("key")));
     let until = "2030-01-01T00:00:00Z";
-    let r = store.rotate_key(&a, k.id.as_str(), rot("cd", Some(until))).await;
+    let r = store
+        .rotate_key(&a, k.id.as_str(), rot("cd", Some(until)))
+        .await;
     let r = r.expect("rotate");
-    assert_eq!((r.hash.clone(), r.prev_hash.clone()), ("cd".repeat(32), Some("ab".repeat(32))));
+    assert_eq!(
+        (r.hash.clone(), r.prev_hash.clone()),
+        ("cd".repeat(32), Some("ab".repeat(32)))
+    );
     assert_eq!(r.prev_until.as_deref(), Some(until));
     assert_eq!(store.get_key(k.id.as_str()).await.expect("get"), r);
     let r = store.rotate_key(&a, k.id.as_str(), rot("ef", None)).await;
@@ -191,7 +196,10 @@ async fn key_settings(store: &dyn Store) {
     assert_eq!((r.prev_hash, r.prev_until), (None, None));
     store.revoke_key(&a, k.id.as_str()).await.expect("revoke");
     let revoked = store.rotate_key(&a, k.id.as_str(), rot("00", None)).await;
-    assert!(matches!(revoked, Err(StoreError::Conflict(_))), "{revoked:?}");
+    assert!(
+        matches!(revoked, Err(StoreError::Conflict(_))),
+        "{revoked:?}"
+    );
     // Account budgets: set (creating the account), read, cleared.
     let c = acct();
     let limits = AccountLimits {
@@ -199,11 +207,17 @@ async fn key_settings(store: &dyn Store) {
         daily_tokens: Some(2_000_000_000_000),
     };
     let set = store.set_account_limits(&c, limits).await.expect("set");
-    assert_eq!((set.tpm, set.daily_tokens), (limits.tpm, limits.daily_tokens));
+    assert_eq!(
+        (set.tpm, set.daily_tokens),
+        (limits.tpm, limits.daily_tokens)
+    );
     assert_eq!(store.get_account(&c).await, Ok(set.clone()));
     let cleared = store.set_account_limits(&c, AccountLimits::default()).await;
     let cleared = cleared.expect("clear");
-    assert_eq!((cleared.tpm, cleared.daily_tokens, cleared.created_at), (None, None, set.created_at));
+    assert_eq!(
+        (cleared.tpm, cleared.daily_tokens, cleared.created_at),
+        (None, None, set.created_at)
+    );
 }
 
 async fn agents(store: &dyn Store) {

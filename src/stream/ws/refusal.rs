@@ -56,4 +56,3 @@ impl From<MissingScope> for Refusal {
         Self::new(e.code(), e.to_string())
     }
 }
-

@@ -78,15 +78,30 @@ async fn user_messages_count_against_rpm_across_gateways_and_the_socket_stays_op
     let pong = ask(&mut sock, json!({"type": "ping"}), "p1").await;
     assert_eq!(pong["type"], "pong");
     // The same bucket on the other gateway: REST is refused there too.
-    let r = c.b.req_as(&key, Method::GET, "/v1/account").send().await.unwrap();
+    let r =
+        c.b.req_as(&key, Method::GET, "/v1/account")
+            .send()
+            .await
+            .unwrap();
     assert_eq!(r.status(), 429, "the budget is cluster-wide");
     let path = format!("/v1/agents/{agent}/messages?limit=100");
     let users = || async {
-        let page: Value = c.a.req(Method::GET, &path).send().await.unwrap().json().await.unwrap();
+        let page: Value =
+            c.a.req(Method::GET, &path)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
         let events = page["data"].as_array().unwrap().iter();
-        events.filter(|e| e["message_type"] == "user_message").count()
+        events
+            .filter(|e| e["message_type"] == "user_message")
+            .count()
     };
-    let nine = poll(Duration::from_secs(5), || async { (users().await >= 9).then_some(()) });
+    let nine = poll(Duration::from_secs(5), || async {
+        (users().await >= 9).then_some(())
+    });
     assert!(nine.await.is_some(), "the nine runs were stored");
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(users().await, 9, "the refused frame started no run");
@@ -100,7 +115,9 @@ async fn max_runs_holds_across_gateways_and_a_killed_gateway_gives_its_slots_bac
         &[("WEIR_WORKERS", "0")],
     )
     .await;
-    let key = c.a.create_key(json!({"scopes": ["*"], "rpm": 10_000})).await;
+    let key =
+        c.a.create_key(json!({"scopes": ["*"], "rpm": 10_000}))
+            .await;
     let slow = json!({"metadata": {"echo_delay_ms": 30_000}});
     let agent = c.a.create_agent_as(BOOTSTRAP_KEY, slow).await;
     let mut sock = ws(c.b.host(), &key).await;
@@ -110,11 +127,21 @@ async fn max_runs_holds_across_gateways_and_a_killed_gateway_gives_its_slots_bac
     }
     // Two runs going: a third is refused on either gateway and transport.
     let r = ask(&mut sock, user_message(&agent, true), "m3").await;
-    assert_eq!((r["type"].as_str(), r["code"].as_str()), (Some("error"), Some("too_many_runs")), "{r}");
+    assert_eq!(
+        (r["type"].as_str(), r["code"].as_str()),
+        (Some("error"), Some("too_many_runs")),
+        "{r}"
+    );
     assert!(r.get("retry_after").is_none(), "{r}");
     let body = expect_error(start_rest(&c.a, &key, &agent).await, 429, "too_many_runs").await;
-    assert!(body["error"]["message"].as_str().unwrap().contains('2'), "{body}");
-    assert_eq!(ask(&mut sock, json!({"type": "ping"}), "p").await["type"], "pong");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains('2'),
+        "{body}"
+    );
+    assert_eq!(
+        ask(&mut sock, json!({"type": "ping"}), "p").await["type"],
+        "pong"
+    );
 
     // A, which executes both runs, dies without a word: their leases expire
     // within the 2 s TTL and B may start runs again.
@@ -135,7 +162,10 @@ async fn max_runs_holds_across_gateways_and_a_killed_gateway_gives_its_slots_bac
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let back = back.expect("the killed gateway's run slots came back");
-    assert!(back <= Duration::from_secs(4), "within about one TTL: {back:?}");
+    assert!(
+        back <= Duration::from_secs(4),
+        "within about one TTL: {back:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -168,7 +198,10 @@ async fn without_redis_a_runs_slot_comes_back_when_it_ends_however_it_ends() {
     assert_eq!(r["code"], "too_many_runs", "{r}");
     let refused = start_rest(&gw, BOOTSTRAP_KEY, &quick).await;
     let body = expect_error(refused, 429, "too_many_runs").await;
-    assert!(body["error"]["message"].as_str().unwrap().contains("runs going"));
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("runs going"));
     let oai = gw
         .req(Method::POST, "/v1/chat/completions")
         .json(&json!({"model": quick, "messages": [{"role": "user", "content": "hi"}]}))

@@ -12,7 +12,11 @@ use crate::common::{poll, Api, Cluster, WeirProcess};
 
 /// `GET /v1/account` of `key` on `gw`, as JSON.
 async fn account(gw: &WeirProcess, key: &str) -> Value {
-    let r = gw.req_as(key, Method::GET, "/v1/account").send().await.unwrap();
+    let r = gw
+        .req_as(key, Method::GET, "/v1/account")
+        .send()
+        .await
+        .unwrap();
     r.json().await.unwrap()
 }
 
@@ -20,14 +24,23 @@ async fn account(gw: &WeirProcess, key: &str) -> Value {
 async fn patch_rotation_grace_and_expiry_hold_on_both_gateways() {
     let c = Cluster::start(&[]).await;
     let minted = create(&c.a, json!({"scopes": ["*"], "rpm": 1000})).await;
-    let (id, old) = (minted["id"].as_str().unwrap(), minted["secret"].as_str().unwrap());
+    let (id, old) = (
+        minted["id"].as_str().unwrap(),
+        minted["secret"].as_str().unwrap(),
+    );
     // Both gateways cache the key.
     for gw in [&c.a, &c.b] {
         assert_eq!(account(gw, old).await["limits"]["max_runs"], 16);
     }
     // A PATCH on A is seen on B from the next request on (B dropped its copy).
-    let r = send_as(&c.a, c.a.key(), Method::PATCH, &format!("/v1/keys/{id}"),
-        json!({"max_runs": 7})).await;
+    let r = send_as(
+        &c.a,
+        c.a.key(),
+        Method::PATCH,
+        &format!("/v1/keys/{id}"),
+        json!({"max_runs": 7}),
+    )
+    .await;
     assert_eq!(r.status(), 200);
     let seen = poll(Duration::from_secs(2), || async {
         (account(&c.b, old).await["limits"]["max_runs"] == 7).then_some(())
@@ -37,12 +50,27 @@ async fn patch_rotation_grace_and_expiry_hold_on_both_gateways() {
 
     // Rotate on A with a 2 s grace: the old secret works on both, then on neither.
     let path = format!("/v1/keys/{id}/rotate");
-    let r = send_as(&c.a, c.a.key(), Method::POST, &path, json!({"grace_secs": 2})).await;
+    let r = send_as(
+        &c.a,
+        c.a.key(),
+        Method::POST,
+        &path,
+        json!({"grace_secs": 2}),
+    )
+    .await;
     assert_eq!(r.status(), 200);
     let start = Instant::now();
-    let new = r.json::<Value>().await.unwrap()["secret"].as_str().unwrap().to_owned();
+    let new = r.json::<Value>().await.unwrap()["secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     for gw in [&c.a, &c.b] {
-        assert_eq!(account_status(gw, old).await.0, 200, "grace on {}", gw.base());
+        assert_eq!(
+            account_status(gw, old).await.0,
+            200,
+            "grace on {}",
+            gw.base()
+        );
         let ok = poll(Duration::from_secs(2), || async {
             (account_status(gw, &new).await.0 == 200).then_some(())
         })
@@ -55,7 +83,11 @@ async fn patch_rotation_grace_and_expiry_hold_on_both_gateways() {
         })
         .await
         .unwrap_or_else(|| panic!("the old secret still works on {}", gw.base()));
-        assert!(stopped >= Duration::from_millis(900), "{stopped:?} on {}", gw.base());
+        assert!(
+            stopped >= Duration::from_millis(900),
+            "{stopped:?} on {}",
+            gw.base()
+        );
         assert_eq!(account_status(gw, &new).await.0, 200);
     }
 

@@ -22,14 +22,28 @@ async fn an_expired_key_gets_401_key_expired() {
     })
     .await;
     assert_eq!(expired.as_deref(), Some("key_expired"));
-    let r = gw.req_as(key, Method::GET, "/v1/agents").send().await.unwrap();
+    let r = gw
+        .req_as(key, Method::GET, "/v1/agents")
+        .send()
+        .await
+        .unwrap();
     let body = expect_error(r, 401, "key_expired").await;
-    assert!(body["error"]["message"].as_str().unwrap().contains("expired at"));
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("expired at"));
     // A wrong secret of that key is still just unauthorized.
     let wrong = format!("{}x", &key[..key.len() - 1]);
-    assert_eq!(account_status(&gw, &wrong).await, (401, "unauthorized".into()));
+    assert_eq!(
+        account_status(&gw, &wrong).await,
+        (401, "unauthorized".into())
+    );
     // expires_at in the future is kept as given (normalised to seconds).
-    let later = create(&gw, json!({"scopes": ["chat"], "expires_at": "2099-05-01T10:00:00.250Z"})).await;
+    let later = create(
+        &gw,
+        json!({"scopes": ["chat"], "expires_at": "2099-05-01T10:00:00.250Z"}),
+    )
+    .await;
     assert_eq!(later["expires_at"], "2099-05-01T10:00:00Z");
     let (status, _) = account_status(&gw, later["secret"].as_str().unwrap()).await;
     assert_eq!(status, 200);
@@ -39,7 +53,10 @@ async fn an_expired_key_gets_401_key_expired() {
 async fn rotation_keeps_the_key_and_the_old_secret_works_only_for_the_grace() {
     let gw = TestGateway::builder().spawn().await;
     let minted = create(&gw, json!({"scopes": ["*"], "rpm": 1000, "max_runs": 3})).await;
-    let (id, old) = (minted["id"].as_str().unwrap(), minted["secret"].as_str().unwrap());
+    let (id, old) = (
+        minted["id"].as_str().unwrap(),
+        minted["secret"].as_str().unwrap(),
+    );
     assert_eq!(account_status(&gw, old).await.0, 200, "warm in the cache");
     let path = format!("/v1/keys/{id}/rotate");
     let r = send_as(&gw, gw.key(), Method::POST, &path, json!({"grace_secs": 2})).await;
@@ -48,7 +65,10 @@ async fn rotation_keeps_the_key_and_the_old_secret_works_only_for_the_grace() {
     let rotated: Value = r.json().await.unwrap();
     let new = rotated["secret"].as_str().unwrap();
     assert_ne!(new, old);
-    assert_eq!((rotated["id"].as_str(), rotated["max_runs"].clone()), (Some(id), json!(3)));
+    assert_eq!(
+        (rotated["id"].as_str(), rotated["max_runs"].clone()),
+        (Some(id), json!(3))
+    );
     assert!(rotated.get("prev_hash").is_none() && rotated.get("prev_until").is_none());
     assert_eq!(account_status(&gw, new).await.0, 200);
     assert_eq!(account_status(&gw, old).await.0, 200, "in the grace period");
@@ -57,18 +77,40 @@ async fn rotation_keeps_the_key_and_the_old_secret_works_only_for_the_grace() {
     })
     .await
     .expect("the old secret stops after its grace");
-    assert!(stopped >= Duration::from_millis(900), "stopped after {stopped:?}");
+    assert!(
+        stopped >= Duration::from_millis(900),
+        "stopped after {stopped:?}"
+    );
     assert_eq!(account_status(&gw, new).await.0, 200);
     // Without a grace (and without a body) the replaced secret stops at once.
     let r = gw.req(Method::POST, &path).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let newer: Value = r.json().await.unwrap();
     assert_eq!(account_status(&gw, new).await, (401, "unauthorized".into()));
-    assert_eq!(account_status(&gw, newer["secret"].as_str().unwrap()).await.0, 200);
+    assert_eq!(
+        account_status(&gw, newer["secret"].as_str().unwrap())
+            .await
+            .0,
+        200
+    );
     // Not another account's key, not a revoked one.
-    let r = send_as(&gw, gw.key(), Method::POST, "/v1/keys/key-nope/rotate", json!({})).await;
+    let r = send_as(
+        &gw,
+        gw.key(),
+        Method::POST,
+        "/v1/keys/key-nope/rotate",
+        json!({}),
+    )
+    .await;
     expect_error(r, 404, "key_not_found").await;
-    assert_eq!(gw.req(Method::DELETE, &format!("/v1/keys/{id}")).send().await.unwrap().status(), 204);
+    assert_eq!(
+        gw.req(Method::DELETE, &format!("/v1/keys/{id}"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        204
+    );
     let r = send_as(&gw, gw.key(), Method::POST, &path, json!({})).await;
     expect_error(r, 409, "conflict").await;
 }
