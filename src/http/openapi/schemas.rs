@@ -71,6 +71,7 @@ pub const REST_ERROR_CODES: &[ErrorCode] = {
         PayloadTooLarge,
         RateLimitExceeded,
         TooManyConnections,
+        TooManyRuns,
         HeadersTooLarge,
         InternalError,
         Unavailable,
