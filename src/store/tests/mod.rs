@@ -114,7 +114,7 @@ async fn data_survives_reopen_and_migrations_run_once() {
         .expect("versions");
     assert_eq!(
         versions,
-        [1],
+        [1, 2],
         "each migration recorded once across three opens"
     );
     let mode: String = conn
