@@ -226,3 +226,55 @@ async fn without_redis_a_runs_slot_comes_back_when_it_ends_however_it_ends() {
         .unwrap();
     assert_eq!(r.status(), 200, "the cancelled run's slot came back");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keys_own_max_runs_is_the_limit_in_force_and_patch_changes_it() {
+    let gw = TestGateway::builder().spawn().await;
+    let minted: Value = gw
+        .post(
+            "/v1/keys",
+            json!({"scopes": ["*"], "rpm": 10_000, "max_runs": 1}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let (id, key) = (
+        minted["id"].as_str().unwrap(),
+        minted["secret"].as_str().unwrap(),
+    );
+    let other = gw.create_key(json!({"scopes": ["*"], "rpm": 10_000})).await;
+    let slow = json!({"metadata": {"echo_delay_ms": 30_000}});
+    let agent = gw.create_agent_as(BOOTSTRAP_KEY, slow).await;
+    assert_eq!(start_rest(&gw, key, &agent).await.status(), 200);
+    // Its own limit (1), not the default (16), is in force; other keys are apart.
+    let body = expect_error(start_rest(&gw, key, &agent).await, 429, "too_many_runs").await;
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("1 runs going"),
+        "{body}"
+    );
+    assert_eq!(start_rest(&gw, &other, &agent).await.status(), 200);
+    // Raised to 2 with PATCH: one more run, then the new limit holds.
+    let r = gw
+        .req(Method::PATCH, &format!("/v1/keys/{id}"))
+        .json(&json!({"max_runs": 2}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let again = poll(Duration::from_secs(5), || async {
+        (start_rest(&gw, key, &agent).await.status() == 200).then_some(())
+    });
+    assert!(again.await.is_some(), "the raised max_runs is in force");
+    let body = expect_error(start_rest(&gw, key, &agent).await, 429, "too_many_runs").await;
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("2 runs going"),
+        "{body}"
+    );
+}
