@@ -328,11 +328,11 @@ pub struct EdgeConfig {
     /// Tokens per UTC day per key, for keys without their own `daily_tokens` (unset: unlimited).
     #[arg(long, env = "WEIR_DAILY_TOKENS_PER_KEY", value_parser = clap::value_parser!(u64).range(1..=1_000_000_000_000))]
     pub daily_tokens_per_key: Option<u64>,
-    /// Concurrent WebSockets per key (across all gateways when Redis is set), for keys without their own `max_websockets`.
-    #[arg(long, env = "WEIR_MAX_WS_PER_KEY", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    /// Concurrent WebSockets per key (across all gateways when Redis is set), for keys without their own `max_websockets`. Any positive number: the operator's default is not bound by the 10,000 a key's own value may be (weir-load holds 100,000 streams with one key).
+    #[arg(long, env = "WEIR_MAX_WS_PER_KEY", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_ws_per_key: u32,
-    /// Concurrent SSE streams per key (across all gateways when Redis is set), for keys without their own `max_sse_streams`.
-    #[arg(long, env = "WEIR_MAX_SSE_PER_KEY", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    /// Concurrent SSE streams per key (across all gateways when Redis is set), for keys without their own `max_sse_streams`. Any positive number, as `max_ws_per_key`.
+    #[arg(long, env = "WEIR_MAX_SSE_PER_KEY", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_sse_per_key: u32,
     /// Concurrent streams (SSE and WebSocket) on this gateway; more get 503.
     #[arg(long, env = "WEIR_MAX_STREAMS", default_value_t = 10_000)]
