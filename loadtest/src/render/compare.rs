@@ -10,11 +10,14 @@ use serde_json::Value;
 use super::{opt, requests::spread, RenderError, Results};
 use crate::{report::Table, units};
 
+/// Reads one figure from one report (`None` when the report lacks it).
+type Reader = Box<dyn Fn(&Value) -> Option<f64>>;
+
 /// One figure of a scenario: its column name, how to read it from a
 /// report, how to print it, and whether more is better.
 struct Figure {
     name: String,
-    read: Box<dyn Fn(&Value) -> Option<f64>>,
+    read: Reader,
     fmt: fn(f64) -> String,
     higher_is_better: bool,
 }
@@ -155,7 +158,10 @@ pub fn compare(r: &Results) -> Result<String, RenderError> {
         row.extend(figs.iter().map(|f| spread(values(bin, f), f.fmt)));
         t.row(row);
     }
-    let mut out = format!("\nEach cell: median (min–max) over the runs.\n\n{}\n", t.markdown());
+    let mut out = format!(
+        "\nEach cell: median (min–max) over the runs.\n\n{}\n",
+        t.markdown()
+    );
     if let (Some(before), Some(after)) = (binaries.first(), binaries.last()) {
         if before != after {
             for f in &figs {
@@ -202,4 +208,46 @@ fn min(xs: &[f64]) -> f64 {
 
 fn max(xs: &[f64]) -> f64 {
     xs.iter().copied().fold(f64::NEG_INFINITY, f64::max)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn rest(weir: &str, rps: f64) -> Value {
+        json!({"scenario": "rest", "weir": weir,
+               "data": {"cases": [{"median": {"requests_per_s": rps, "p99_ms": 9.0}}]}})
+    }
+
+    fn results(reports: Vec<Value>) -> Results {
+        Results {
+            name: "t.json".into(),
+            reports,
+        }
+    }
+
+    #[test]
+    fn overlapping_ranges_are_within_the_spread_and_disjoint_ones_are_not() {
+        let r = results(vec![
+            rest("old", 100.0),
+            rest("new", 110.0),
+            rest("old", 120.0),
+            rest("new", 130.0),
+        ]);
+        let out = compare(&r).unwrap();
+        assert!(out.contains("| 2    | 100/s (100/s–120/s)"), "{out}");
+        assert!(out.contains("requests/s: the ranges overlap"), "{out}");
+        let r = results(vec![rest("old", 100.0), rest("new", 200.0)]);
+        let out = compare(&r).unwrap();
+        assert!(out.contains("requests/s: **outside**"), "{out}");
+        assert!(out.contains("100.0 % better"), "{out}");
+    }
+
+    #[test]
+    fn a_scenario_without_figures_is_an_error() {
+        let r = results(vec![json!({"scenario": "soak", "weir": "x"})]);
+        assert!(compare(&r).is_err());
+    }
 }
