@@ -187,12 +187,23 @@ pub async fn record(State(at): State<Recorded>, req: Request, next: Next) -> Res
 #[into_params(parameter_in = Query)]
 #[allow(dead_code)] // documentation only
 pub struct AuditQuery {
-    /// Only rows of this action (`keys.create`, …; protocol/rest.md lists them).
-    #[param(required = false)]
+    /// Only rows of this action (protocol/rest.md lists them).
+    #[param(schema_with = action_schema, required = false)]
     action: String,
     /// Only rows whose target is this id.
-    #[param(required = false, min_length = 1, max_length = 200)]
+    #[param(schema_with = target_schema, required = false)]
     target: String,
+}
+
+fn action_schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    let known: Vec<&str> = actions().collect();
+    crate::domain::schema::schema_json(serde_json::json!({"type": "string", "enum": known}))
+}
+
+fn target_schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    crate::domain::schema::schema_json(
+        serde_json::json!({"type": "string", "minLength": 1, "maxLength": 200}),
+    )
 }
 
 /// The account's audit log, newest first.

@@ -7,8 +7,8 @@ use tokio_postgres::Row;
 
 use super::{col, db_err, execute, paging, snapshot};
 use crate::store::{
-    sqlite::paging::parse_cursor_desc, AuditFilter, AuditRecord, ListParams, Page, StoreResult,
-    PRUNE_BATCH,
+    audit::PRUNE_BATCH, sqlite::paging::parse_cursor_desc, AuditFilter, AuditRecord, ListParams,
+    Page, StoreResult,
 };
 
 /// One statement for the whole batch: one array parameter per column.

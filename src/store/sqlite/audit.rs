@@ -4,7 +4,7 @@
 use rusqlite::{params, Connection, Row};
 
 use super::{db_err, paging};
-use crate::store::{AuditFilter, AuditRecord, ListParams, Page, StoreResult, PRUNE_BATCH};
+use crate::store::{audit::PRUNE_BATCH, AuditFilter, AuditRecord, ListParams, Page, StoreResult};
 
 /// One transaction for the whole batch (the gateway's writer sends what
 /// queued while the previous batch was written).
