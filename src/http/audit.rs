@@ -92,11 +92,10 @@ fn derive(route: &Route) -> String {
         Verb::Delete => "delete",
         Verb::Get => "read",
     };
-    let n = segs.len();
     let (resource, verb) = match segs.as_slice() {
         [.., coll, last] if param(last) => (*coll, if op == "create" { "update" } else { op }),
         [.., coll, id, name] if param(id) && !is_collection(route.path) => (*coll, *name),
-        _ => (segs.get(n.wrapping_sub(1)).copied().unwrap_or("root"), op),
+        _ => (segs.last().copied().unwrap_or("root"), op),
     };
     format!("{resource}.{verb}")
 }

@@ -10,7 +10,9 @@ use reqwest::{Method, Response};
 use serde_json::{json, Value};
 use weir::{audit::ProxyNet, store::AuditFilter};
 
-use crate::common::{expect_error, mint, poll, spawn_gateway, Api, TestGateway};
+use crate::common::{
+    expect_error, mint, poll, postgres_available, spawn_gateway, Api, StoreMode, TestGateway,
+};
 
 /// The bootstrap key's id (`wk_<id>_…` → `key-<id>`).
 const BOOTSTRAP_ID: &str = "key-bootstrap";
@@ -359,4 +361,33 @@ async fn forwarded_for_counts_only_from_a_trusted_proxy() {
         "198.51.100.7",
         "the right-most untrusted address, not the client's own claim"
     );
+}
+
+/// Rows travel the remote store API (`weir store`) to SQLite and to
+/// PostgreSQL like any record.
+#[tokio::test]
+async fn the_log_is_kept_by_a_remote_store_on_sqlite_and_postgres() {
+    let mut modes = vec![StoreMode::Remote];
+    if postgres_available().await {
+        modes.push(StoreMode::RemotePostgres);
+    }
+    for mode in modes {
+        let gw = TestGateway::builder().store(mode).spawn().await;
+        let agent = gw.create_agent("kept").await;
+        let r = gw
+            .req(Method::DELETE, &format!("/v1/agents/{agent}"))
+            .send()
+            .await
+            .expect("delete");
+        assert_eq!(r.status(), 204);
+        let page = audit_rows(&gw, &gw.key, "", 2).await;
+        let actions: Vec<&str> = page["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["action"].as_str().unwrap())
+            .collect();
+        assert_eq!(actions, ["agents.delete", "agents.create"], "{mode:?}");
+        audit_rows(&gw, &gw.key, "?action=agents.delete", 1).await;
+    }
 }
