@@ -38,9 +38,10 @@ pub struct AuditRecord {
     /// address; null when the gateway could not tell.
     #[schema(required = true)]
     pub client_addr: Option<String>,
-    /// The request's method and path (never its query string).
+    /// The request's method.
     #[schema(pattern = "^(POST|PATCH|PUT|DELETE)$")]
     pub method: String,
+    /// The request's path, never its query string.
     pub path: String,
     /// When the gateway answered the request.
     #[schema(value_type = Timestamp)]

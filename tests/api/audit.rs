@@ -187,6 +187,7 @@ async fn every_kind_of_change_is_recorded_with_its_actor_and_request() {
             "tenancy stays off the wire: {row}"
         );
     }
+    crate::protocol::assert_valid("list.json#/$defs/audit", &page);
     let create = &rows[rows.len() - 1];
     assert_eq!(
         (create["method"].as_str(), create["path"].as_str()),
