@@ -59,6 +59,7 @@ impl Gateway {
             .transpose()?;
         let edge = crate::edge::Edge::new(&cfg.edge, redis, &cfg.redis.prefix)
             .context("edge limits (WEIR_REDIS_URL)")?;
+        let audit = crate::audit::AuditLog::new(&cfg.audit);
         let state = AppState {
             config: cfg,
             store,
@@ -68,6 +69,7 @@ impl Gateway {
             shutdown,
             tracker,
             edge: Arc::new(edge),
+            audit: Arc::new(audit),
         };
         Ok(Self {
             listener,
@@ -127,6 +129,9 @@ impl Gateway {
         state.bus.start();
         state.runtime.start(&state.tracker);
         state.tracker.spawn(flush_key_usage(state.clone()));
+        state
+            .audit
+            .start(state.store.clone(), &state.tracker, &state.shutdown);
         state.tracker.spawn(crate::keys::control::apply(
             state.bus.control(),
             state.keys.clone(),
@@ -157,6 +162,8 @@ impl Gateway {
             }
         };
         state.shutdown.cancel();
+        // Every request that could record a change has answered.
+        state.audit.close();
         state.edge.close().await;
         state.tracker.close();
         tokio::select! {

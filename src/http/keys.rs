@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{
+    audit::AuditTarget,
     auth::Auth,
     errors::{ApiError, ApiJson},
     params::ListQuery,
@@ -147,7 +148,7 @@ pub async fn create_key(
     State(state): State<AppState>,
     auth: Auth,
     ApiJson(body): ApiJson<CreateKey>,
-) -> Result<(StatusCode, Json<MintedKey>), ApiError> {
+) -> Result<(StatusCode, AuditTarget, Json<MintedKey>), ApiError> {
     check_scopes(&body.scopes, Some(&auth.key))?;
     let rpm = body.rpm.unwrap_or(DEFAULT_RPM);
     if rpm == 0 || rpm > 1_000_000 {
@@ -161,6 +162,8 @@ pub async fn create_key(
     tracing::info!(key_id = %record.id, "key minted");
     Ok((
         StatusCode::CREATED,
+        // The id, never the secret: the audit row names the new key only.
+        AuditTarget(record.id.to_string()),
         Json(MintedKey {
             key: record.public(),
             secret: minted.secret,

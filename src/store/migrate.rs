@@ -24,11 +24,18 @@ pub(super) struct Migration {
 }
 
 /// Every migration, in order.
-pub(super) const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "initial",
-    template: INITIAL,
-}];
+pub(super) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "initial",
+        template: INITIAL,
+    },
+    Migration {
+        version: 2,
+        name: "audit",
+        template: AUDIT,
+    },
+];
 
 /// The SQL dialect a migration is rendered for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -207,6 +214,29 @@ CREATE TABLE logs (
     event TEXT NOT NULL,
     PRIMARY KEY (agent_id, seq)
 ){without_rowid};
+";
+
+/// The audit log (`GET /v1/audit`). No foreign key to `accounts`: rows
+/// outlive nothing they point at and must not be refused. Lists read
+/// `(account_id, pk)` backwards; the target filter has its own index; the
+/// prune deletes by `created_at`.
+const AUDIT: &str = "
+CREATE TABLE audit (
+    pk {pk},
+    id TEXT NOT NULL,
+    account_id TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT,
+    actor_key_id TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    client_addr TEXT,
+    method TEXT NOT NULL,
+    path TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX audit_account ON audit(account_id, pk);
+CREATE INDEX audit_target ON audit(account_id, target, pk);
+CREATE INDEX audit_created ON audit(created_at);
 ";
 
 #[cfg(test)]

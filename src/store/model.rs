@@ -30,6 +30,7 @@ pub const SCOPES: &[&str] = &[
     "chat",
     "logs",
     "keys",
+    "audit",
     "*",
 ];
 
