@@ -206,6 +206,8 @@ pub struct ServeConfig {
     pub edge: EdgeConfig,
     #[command(flatten)]
     pub redis: RedisConfig,
+    #[command(flatten)]
+    pub audit: AuditConfig,
     /// TLS and HTTP/2 on the listener: flags of `weir serve` alone
     /// ([`ServeCommand`]); plain HTTP with the defaults otherwise.
     #[arg(skip)]
@@ -310,6 +312,17 @@ pub struct RedisConfig {
     pub ca_file: Option<PathBuf>,
 }
 
+/// The audit log (src/audit/) and how the client's address is told.
+#[derive(Debug, Clone, Args)]
+pub struct AuditConfig {
+    /// Days an audit row is kept before it is deleted (checked hourly).
+    #[arg(long, env = "WEIR_AUDIT_RETENTION_DAYS", default_value_t = 90, value_parser = clap::value_parser!(u64).range(1..=36_500))]
+    pub audit_retention_days: u64,
+    /// Proxies whose `X-Forwarded-For` is believed, as a comma list of CIDR blocks or addresses (`10.0.0.0/8,fd00::/8,192.0.2.1`); the client is then the right-most address of the header that is not one of them. Unset: the socket peer is the client and the header is ignored.
+    #[arg(long, env = "WEIR_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<crate::audit::ProxyNet>,
+}
+
 /// Limits at the edge (src/edge/): rate limits, stream caps, header size.
 #[derive(Debug, Clone, Args)]
 pub struct EdgeConfig {
@@ -371,7 +384,7 @@ pub struct StoreConfig {
 /// Arguments of `weir keys create`.
 #[derive(Debug, Clone, Args)]
 pub struct KeysCreate {
-    /// Comma-separated scopes (agents:read, agents:write, tools:read, tools:write, chat, logs, keys, *).
+    /// Comma-separated scopes (agents:read, agents:write, tools:read, tools:write, chat, logs, keys, audit, *).
     #[arg(long, env = "WEIR_KEYS_SCOPES", value_delimiter = ',', required = true)]
     pub scopes: Vec<String>,
     /// Account the key belongs to (made if missing).
@@ -516,11 +529,17 @@ pub fn file_env(path: &std::path::Path) -> Result<Vec<(String, String)>, ConfigE
             toml::Value::Integer(i) => i.to_string(),
             toml::Value::Float(f) => f.to_string(),
             toml::Value::Boolean(b) => b.to_string(),
+            // A list setting (`trusted_proxies`): clap splits it on commas.
+            toml::Value::Array(items) if items.iter().all(|i| i.is_str()) => items
+                .iter()
+                .filter_map(|i| i.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
             other => {
                 return Err(ConfigError::Parse {
                     path: path.to_owned(),
                     message: format!(
-                        "key `{key}` must be a string, number or boolean, not {}",
+                        "key `{key}` must be a string, number, boolean or list of strings, not {}",
                         other.type_str()
                     ),
                 })
@@ -567,6 +586,20 @@ mod tests {
         let pairs = file_env(&p).unwrap();
         assert!(pairs.contains(&("WEIR_LISTEN".into(), "127.0.0.1:1".into())));
         assert!(pairs.contains(&("WEIR_HISTORY_LEN".into(), "5".into())));
+    }
+
+    #[test]
+    fn a_list_of_strings_is_a_comma_list() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("w.toml");
+        std::fs::write(&p, "trusted_proxies = [\"10.0.0.0/8\", \"::1\"]\n").unwrap();
+        let pairs = file_env(&p).unwrap();
+        assert_eq!(
+            pairs,
+            [("WEIR_TRUSTED_PROXIES".into(), "10.0.0.0/8,::1".into())]
+        );
+        std::fs::write(&p, "trusted_proxies = [1]\n").unwrap();
+        assert!(file_env(&p).is_err(), "only strings");
     }
 
     #[test]

@@ -60,6 +60,7 @@ impl Gateway {
         let edge = crate::edge::Edge::new(&cfg.edge, redis, &cfg.redis.prefix)
             .context("edge limits (WEIR_REDIS_URL)")?;
         runtime.set_run_slots(edge.runs.clone());
+        let audit = crate::audit::AuditLog::new(&cfg.audit);
         let state = AppState {
             config: cfg,
             store,
@@ -69,6 +70,7 @@ impl Gateway {
             shutdown,
             tracker,
             edge: Arc::new(edge),
+            audit: Arc::new(audit),
         };
         Ok(Self {
             listener,
@@ -128,6 +130,9 @@ impl Gateway {
         state.bus.start();
         state.runtime.start(&state.tracker);
         state.tracker.spawn(flush_key_usage(state.clone()));
+        state
+            .audit
+            .start(state.store.clone(), &state.tracker, &state.shutdown);
         state.tracker.spawn(crate::keys::control::apply(
             state.bus.control(),
             state.keys.clone(),
@@ -158,6 +163,8 @@ impl Gateway {
             }
         };
         state.shutdown.cancel();
+        // Every request that could record a change has answered.
+        state.audit.close();
         state.edge.close().await;
         state.tracker.close();
         tokio::select! {

@@ -20,6 +20,8 @@
 //!   and `/docs`.
 //! - [`store`]: the [`store::Store`] trait, its SQLite and PostgreSQL implementations,
 //!   the store's own small HTTP API (`weir store`) and the client gateways use to reach it.
+//! - [`audit`]: the audit log's write side: a bounded queue, the batch
+//!   writer, retention; the client's address behind `--trusted-proxies`.
 //! - [`bus`]: fan-out with per-channel history and `seq` numbering; it carries
 //!   control messages and leaves acting on them to their owners.
 //! - [`agent`]: the runtime: runs, models (`echo`, upstream), tools, logs. Where
@@ -43,14 +45,15 @@
 //! - [`web`]: the browser chat page at `/`, `/llms.txt`, CORS.
 //! - [`util`]: ids and timestamps.
 //!
-//! Layers point one way: `agent`, `edge`, `stream`, `bus`, `work`, `keys`,
-//! `store` and `domain` never import [`http`]. They return their own errors,
-//! which say the code and message a client is shown, and only `http` turns
+//! Layers point one way: `agent`, `audit`, `edge`, `stream`, `bus`, `work`,
+//! `keys`, `store` and `domain` never import [`http`]. They return their own
+//! errors, which say the code and message a client is shown, and only `http` turns
 //! them into `ApiError`; `agent`, `work`, `bus` and `keys` import each other
 //! without a cycle (`work` → `agent` → `bus` ← `keys`). tests/api/layering.rs
 //! checks both.
 
 pub mod agent;
+pub mod audit;
 pub mod bus;
 pub mod cli;
 pub mod config;

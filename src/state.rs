@@ -20,4 +20,6 @@ pub struct AppState {
     pub tracker: TaskTracker,
     /// Limits at the edge: rate limits, stream caps (src/edge/).
     pub edge: Arc<crate::edge::Edge>,
+    /// The audit log: handlers queue rows, its writer stores them (src/audit/).
+    pub audit: Arc<crate::audit::AuditLog>,
 }

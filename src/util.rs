@@ -26,7 +26,15 @@ const MILLIS: &[time::format_description::BorrowedFormatItem<'static>] = time::m
 
 /// The current time, e.g. `2026-11-23T15:04:05.120Z`.
 pub fn now() -> String {
-    OffsetDateTime::now_utc().format(MILLIS).unwrap_or_default()
+    format_millis(OffsetDateTime::now_utc())
+}
+
+/// `t` as [`now`] writes times (UTC, three fraction digits), so it compares
+/// with stored timestamps as text.
+pub fn format_millis(t: OffsetDateTime) -> String {
+    t.to_offset(time::UtcOffset::UTC)
+        .format(MILLIS)
+        .unwrap_or_default()
 }
 
 /// Unix seconds as RFC 3339 in UTC.

@@ -29,18 +29,25 @@ fn every_results_file_parses_and_is_cited() {
         .collect();
     let dir = root.join("loadtest/results");
     let mut seen = 0;
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let path = entry.unwrap().path();
-        let name = format!(
-            "loadtest/results/{}",
-            path.file_name().unwrap().to_string_lossy()
-        );
-        weir_load::render::Results::load(&root, &name).unwrap_or_else(|e| panic!("{e}"));
-        assert!(
-            docs.contains(&name),
-            "{name} is not cited by BENCHMARKS.md or README.md"
-        );
-        seen += 1;
+    // Results may sit in subfolders (loadtest/results/spread/ holds the
+    // before/after runs); every file below the folder counts.
+    let mut folders = vec![dir.clone()];
+    while let Some(folder) = folders.pop() {
+        for entry in std::fs::read_dir(&folder).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                folders.push(path);
+                continue;
+            }
+            let rel = path.strip_prefix(&root).unwrap().to_string_lossy();
+            let name = rel.trim_start_matches("../").to_owned();
+            weir_load::render::Results::load(&root, &name).unwrap_or_else(|e| panic!("{e}"));
+            assert!(
+                docs.contains(&name),
+                "{name} is not cited by BENCHMARKS.md or README.md"
+            );
+            seen += 1;
+        }
     }
     assert!(seen > 0, "no results files in {}", dir.display());
 }

@@ -10,6 +10,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::{
+    audit::AuditTarget,
     auth::Auth,
     errors::{ApiError, ApiJson},
     openapi::schemas,
@@ -153,7 +154,7 @@ pub async fn create_agent(
     State(state): State<AppState>,
     auth: Auth,
     ApiJson(body): ApiJson<CreateAgent>,
-) -> Result<(StatusCode, Json<Agent>), ApiError> {
+) -> Result<(StatusCode, AuditTarget, Json<Agent>), ApiError> {
     let name = check_name(&body.name)?;
     check_model(&body.model)?;
     check_metadata(&body.metadata)?;
@@ -168,7 +169,8 @@ pub async fn create_agent(
         metadata: body.metadata,
     };
     let created = state.store.create_agent(auth.account(), agent).await?;
-    Ok((StatusCode::CREATED, Json(public(created))))
+    let target = AuditTarget(created.id.to_string());
+    Ok((StatusCode::CREATED, target, Json(public(created))))
 }
 
 /// List the account's agents, oldest first.

@@ -16,6 +16,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::{
+    audit::AuditTarget,
     auth::Auth,
     errors::{parse_json, ApiError, ApiJson},
     key_body::{self, Grantor},
@@ -120,7 +121,7 @@ pub async fn create_key(
     State(state): State<AppState>,
     auth: Auth,
     ApiJson(body): ApiJson<CreateKey>,
-) -> Result<(StatusCode, Json<MintedKey>), ApiError> {
+) -> Result<(StatusCode, AuditTarget, Json<MintedKey>), ApiError> {
     check_scopes(&body.scopes, Some(&auth.key))?;
     if body.label.chars().count() > 200 {
         return Err(ApiError::validation("label: at most 200 characters"));
@@ -138,6 +139,8 @@ pub async fn create_key(
     tracing::info!(key_id = %record.id, "key minted");
     Ok((
         StatusCode::CREATED,
+        // The id, never the secret: the audit row names the new key only.
+        AuditTarget(record.id.to_string()),
         Json(MintedKey {
             key: record.public(),
             secret: minted.secret,

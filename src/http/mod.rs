@@ -1,13 +1,15 @@
 //! The HTTP layer: the route table ([`routes`], [`route`]), router and
 //! layers, authentication, the error envelope ([`errors`]: `ApiError` and
 //! the mapping of every domain error to it), the edge's middleware
-//! ([`limits`]), and the handlers: REST for accounts, keys, agents, tools
+//! ([`limits`]), the audit record of every change ([`audit`]), and the
+//! handlers: REST for accounts, keys, agents, tools
 //! and sessions; messages and runs ([`messages`], [`runs`]); the SSE routes
 //! ([`streams`], resume cursors in [`cursor`]) and the WebSocket upgrade
 //! ([`ws`]). The modules below it never import it.
 
 pub mod account;
 pub mod agents;
+pub mod audit;
 pub mod auth;
 pub mod cursor;
 pub mod errors;

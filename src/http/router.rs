@@ -4,11 +4,13 @@
 //! span (path only: the `api_key` query parameter never reaches a log) →
 //! CORS (only with `--cors-origin`) → request metrics → panic catcher →
 //! error envelope → header size limit → body limit → [route label →
-//! auth with the route's scope → per-key rate limit → REST timeout] →
-//! handler. The bracketed layers are per route, from
+//! auth with the route's scope → per-key rate limit → audit → REST
+//! timeout] → handler. The bracketed layers are per route, from
 //! [`super::routes::ROUTES`]: auth and the rate limit on every route whose
 //! access is not `Public` (a route cannot be declared without its access),
-//! the timeout on routes that say `timeout: true`.
+//! the audit record on the routes that change something
+//! ([`super::audit::audited`]), the timeout on routes that say
+//! `timeout: true`.
 
 use std::time::Duration;
 
@@ -90,7 +92,7 @@ pub fn build_router(state: AppState) -> Router {
 }
 
 /// One route of the table with its per-route layers (module doc).
-fn mount(route: &Route, state: &AppState) -> MethodRouter<AppState> {
+fn mount(route: &'static Route, state: &AppState) -> MethodRouter<AppState> {
     let mut handler = (route.mount)(route.verb.filter(), &state.config);
     if let (Transport::Sse, Some(after)) = (route.transport, state.config.test_only.sse_cut) {
         handler = handler.layer(middleware::map_response(move |r| cut_after(r, after)));
@@ -106,6 +108,16 @@ fn mount(route: &Route, state: &AppState) -> MethodRouter<AppState> {
     }
     if route.access.is_public() {
         return handler;
+    }
+    if let Some(action) = super::audit::action_of(route) {
+        // Inside auth (it needs the key) and the rate limit (a refused
+        // request changed nothing).
+        let at = super::audit::Recorded {
+            state: state.clone(),
+            route,
+            action,
+        };
+        handler = handler.route_layer(middleware::from_fn_with_state(at, super::audit::record));
     }
     // Inner of the two: runs after auth, once the key is known. A route
     // that starts runs checks its rate with the run start (one Redis call).

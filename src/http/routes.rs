@@ -29,7 +29,7 @@
 use axum::routing::on;
 
 use super::{
-    account, agents, keys, messages, openapi, ops,
+    account, agents, audit, keys, messages, openapi, ops,
     route::{
         Access::{AnyKey, Public, Scope},
         Doc,
@@ -130,6 +130,13 @@ pub const ROUTES: &[Route] = &[
         access: Scope("keys"), errors: Weir, transport: Json, timeout: true,
         mount: |m, _| on(m, keys::revoke_key),
         doc: Doc::of::<keys::__path_revoke_key>(),
+    },
+    // The audit log.
+    Route {
+        verb: Get, path: "/v1/audit",
+        access: Scope("audit"), errors: Weir, transport: Json, timeout: true,
+        mount: |m, _| on(m, audit::list_audit),
+        doc: Doc::of::<audit::__path_list_audit>(),
     },
     // Agents.
     Route {

@@ -10,6 +10,7 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 
 use super::{
+    audit::AuditTarget,
     auth::Auth,
     errors::{parse_json, ApiError},
     params::ListQuery,
@@ -48,7 +49,7 @@ pub async fn create_session(
     auth: Auth,
     Path(id): Path<String>,
     body: Bytes,
-) -> Result<(StatusCode, Json<Session>), ApiError> {
+) -> Result<(StatusCode, AuditTarget, Json<Session>), ApiError> {
     let body: CreateSession = if body.iter().all(u8::is_ascii_whitespace) {
         CreateSession::default()
     } else {
@@ -62,7 +63,8 @@ pub async fn create_session(
         .create_session(auth.account(), &id, body.name.trim())
         .await
         .map_err(not_found)?;
-    Ok((StatusCode::CREATED, Json(session)))
+    let target = AuditTarget(session.id.to_string());
+    Ok((StatusCode::CREATED, target, Json(session)))
 }
 
 /// List an agent's sessions.

@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 use utoipa::ToSchema;
 
 use super::{
+    audit::AuditTarget,
     auth::Auth,
     errors::{ApiError, ApiJson},
     params::ListQuery,
@@ -111,12 +112,13 @@ pub async fn create_tool(
     State(state): State<AppState>,
     auth: Auth,
     ApiJson(body): ApiJson<CreateTool>,
-) -> Result<(StatusCode, Json<Tool>), ApiError> {
+) -> Result<(StatusCode, AuditTarget, Json<Tool>), ApiError> {
     let tool = state
         .store
         .create_tool(auth.account(), validate(body)?)
         .await?;
-    Ok((StatusCode::CREATED, Json(public(tool))))
+    let target = AuditTarget(tool.id.to_string());
+    Ok((StatusCode::CREATED, target, Json(public(tool))))
 }
 
 /// List the account's tools.

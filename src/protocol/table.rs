@@ -25,7 +25,7 @@ use crate::{
         tools::CreateTool,
     },
     openai::schema as openai,
-    store::{Agent, KeyRecord, Page, Pagination, Run, Scope, Scopes, Session, Tool},
+    store::{Agent, AuditRecord, KeyRecord, Page, Pagination, Run, Scope, Scopes, Session, Tool},
     stream::{
         sse::StreamError,
         ws::{
@@ -110,7 +110,7 @@ pub fn files() -> Vec<FileSpec> {
                 ("agents", of::<Page<Agent>>()),
                 ("tools", of::<Page<Tool>>()), ("sessions", of::<Page<Session>>()),
                 ("keys", of::<Page<KeyRecord>>()), ("messages", of::<Page<ChannelEvent>>()),
-                ("logs", of::<Page<LogLine>>()),
+                ("logs", of::<Page<LogLine>>()), ("audit", of::<Page<AuditRecord>>()),
             ]),
         file("agent.json", "weir: agent",
             "An agent as GET/POST/PATCH /v1/agents… and /start, /stop answer it. `$defs/create` and `$defs/update` are the request bodies.",
@@ -130,6 +130,9 @@ pub fn files() -> Vec<FileSpec> {
         file("account.json", "weir: account",
             "GET /v1/account: the calling key's account, the key itself, its limits and the account's usage.",
             Some(of::<AccountView>()), vec![]),
+        file("audit.json", "weir: audit row",
+            "One change a key made, as GET /v1/audit lists it (newest first): who (`actor_key_id`, `client_addr`), what (`action`, `target`, `method`, `path`), when, and the request's id. Never a request body or a secret.",
+            Some(of::<AuditRecord>()), vec![]),
         file("run.json", "weir: run",
             "A run as GET /v1/runs/{id} and POST /v1/runs/{id}/cancel answer it. `$defs/send` is the body of POST /v1/agents/{id}/messages, `$defs/result` its JSON-mode (non-streaming) answer.",
             Some(of::<Run>()),

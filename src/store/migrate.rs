@@ -32,6 +32,11 @@ pub(super) const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 2,
+        name: "audit",
+        template: AUDIT,
+    },
+    Migration {
+        version: 3,
         name: "key limits and lifetimes",
         template: KEY_LIMITS,
     },
@@ -214,6 +219,29 @@ CREATE TABLE logs (
     event TEXT NOT NULL,
     PRIMARY KEY (agent_id, seq)
 ){without_rowid};
+";
+
+/// The audit log (`GET /v1/audit`). No foreign key to `accounts`: rows
+/// outlive nothing they point at and must not be refused. Lists read
+/// `(account_id, pk)` backwards; the target filter has its own index; the
+/// prune deletes by `created_at`.
+const AUDIT: &str = "
+CREATE TABLE audit (
+    pk {pk},
+    id TEXT NOT NULL,
+    account_id TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT,
+    actor_key_id TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    client_addr TEXT,
+    method TEXT NOT NULL,
+    path TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX audit_account ON audit(account_id, pk);
+CREATE INDEX audit_target ON audit(account_id, target, pk);
+CREATE INDEX audit_created ON audit(created_at);
 ";
 
 /// Per-key limits (NULL: the gateway's default), expiry and the previous

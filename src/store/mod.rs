@@ -12,6 +12,7 @@
 //! must treat a record of another account exactly like a missing one: this is
 //! where "one account never sees another's data" is enforced.
 
+pub mod audit;
 mod columns;
 mod migrate;
 pub mod model;
@@ -27,6 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::ErrorCode;
 
+pub use audit::{AuditFilter, AuditRecord};
 pub use model::*;
 
 /// Why a store call failed. Serialisable so the remote store can carry it
@@ -223,4 +225,20 @@ pub trait Store: Send + Sync + 'static {
         agent_id: &str,
         params: ListParams,
     ) -> StoreResult<Page<LogRecord>>;
+
+    // --- audit log -----------------------------------------------------------
+    /// Appends audit rows of any accounts (the gateway's writer batches them).
+    async fn append_audit(&self, rows: Vec<AuditRecord>) -> StoreResult<()>;
+    /// An account's audit rows, **newest first**; the cursor is the last
+    /// row seen, and the next page holds the older rows after it.
+    async fn list_audit(
+        &self,
+        account: &str,
+        filter: AuditFilter,
+        params: ListParams,
+    ) -> StoreResult<Page<AuditRecord>>;
+    /// Deletes up to [`audit::PRUNE_BATCH`] rows (of every account) created
+    /// before `before` (a timestamp as [`crate::util::now`] writes them);
+    /// how many it deleted.
+    async fn prune_audit(&self, before: &str) -> StoreResult<u64>;
 }

@@ -46,6 +46,7 @@ pub const SCOPES: &[&str] = &[
     "chat",
     "logs",
     "keys",
+    "audit",
     "*",
 ];
 

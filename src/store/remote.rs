@@ -402,4 +402,32 @@ impl Store for RemoteStore {
         })
         .await
     }
+
+    async fn append_audit(&self, rows: Vec<AuditRecord>) -> StoreResult<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        self.call(R::AppendAudit { rows }).await
+    }
+
+    async fn list_audit(
+        &self,
+        account: &str,
+        filter: AuditFilter,
+        params: ListParams,
+    ) -> StoreResult<Page<AuditRecord>> {
+        self.call(R::ListAudit {
+            account: own(account),
+            filter,
+            params,
+        })
+        .await
+    }
+
+    async fn prune_audit(&self, before: &str) -> StoreResult<u64> {
+        self.call(R::PruneAudit {
+            before: own(before),
+        })
+        .await
+    }
 }

@@ -25,8 +25,8 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::{
-    AccountLimits, AgentPatch, EventFilter, EventRecord, KeyRotation, KeySettings, ListParams,
-    LogRecord, NewAgent, NewKey, NewTool, Run, Store, StoreResult,
+    AccountLimits, AgentPatch, AuditFilter, AuditRecord, EventFilter, EventRecord, KeyRotation,
+    KeySettings, ListParams, LogRecord, NewAgent, NewKey, NewTool, Run, Store, StoreResult,
 };
 use crate::{config::StoreConfig, domain::ErrorCode};
 
@@ -172,6 +172,17 @@ pub enum StoreRequest {
         agent_id: String,
         params: ListParams,
     },
+    AppendAudit {
+        rows: Vec<AuditRecord>,
+    },
+    ListAudit {
+        account: String,
+        filter: AuditFilter,
+        params: ListParams,
+    },
+    PruneAudit {
+        before: String,
+    },
 }
 
 /// The JSON of a method's result, as [`dispatch`] answers it.
@@ -261,6 +272,13 @@ pub async fn dispatch(store: &dyn Store, req: StoreRequest) -> Vec<u8> {
             agent_id,
             params,
         } => reply(store.list_logs(&account, &agent_id, params).await),
+        R::AppendAudit { rows } => reply(store.append_audit(rows).await),
+        R::ListAudit {
+            account,
+            filter,
+            params,
+        } => reply(store.list_audit(&account, filter, params).await),
+        R::PruneAudit { before } => reply(store.prune_audit(&before).await),
     }
 }
 

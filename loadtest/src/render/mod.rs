@@ -9,6 +9,7 @@
 //! carries `format`, `date`, `git`, `weir`; format 1 (before issue 15) does
 //! not, and the renderers say so instead of guessing.
 
+mod compare;
 pub mod doc;
 mod ratio;
 mod requests;
@@ -32,7 +33,7 @@ pub enum RenderError {
     Missing { file: String, pointer: String },
     #[error("{0}: expected a non-empty array of reports")]
     Shape(String),
-    #[error("unknown kind `{0}` (connections, fanout, proxy, proxy-repeat, peer, runs, soak, rest, bus, edge, transport)")]
+    #[error("unknown kind `{0}` (connections, fanout, proxy, proxy-repeat, peer, runs, soak, rest, bus, edge, transport, compare)")]
     Kind(String),
 }
 
@@ -119,6 +120,7 @@ pub fn render(root: &Path, kind: &str, files: &[&str]) -> Result<String, RenderE
         "rest" => requests::rest(&r)?,
         "edge" => requests::edge(&r)?,
         "transport" => transport::transport(&r)?,
+        "compare" => compare::compare(&r)?,
         other => return Err(RenderError::Kind(other.into())),
     };
     Ok(format!("{}{body}", provenance(&r)))

@@ -130,7 +130,7 @@ pub fn proxy(r: &Results) -> Result<String, RenderError> {
 }
 
 /// `median (min–max)` of `xs`, formatted with `f`.
-fn spread(mut xs: Vec<f64>, f: fn(f64) -> String) -> String {
+pub(super) fn spread(mut xs: Vec<f64>, f: fn(f64) -> String) -> String {
     if xs.is_empty() {
         return "-".into();
     }

@@ -40,7 +40,7 @@ use super::{route::Route, routes::ROUTES};
         crate::openai::schema::Chunk, crate::openai::schema::WeirError)),
     info(title = "weir", description = "Streaming chat and agent gateway. See protocol/ for SSE and WebSocket framing."),
     tags((name = "agents"), (name = "tools"), (name = "sessions"), (name = "chat"), (name = "streams"),
-        (name = "logs"), (name = "openai"), (name = "keys"), (name = "account"), (name = "ops"))
+        (name = "logs"), (name = "openai"), (name = "keys"), (name = "audit"), (name = "account"), (name = "ops"))
 )]
 struct ApiDoc;
 

@@ -57,7 +57,7 @@ pub struct Respond {
 /// Reads the first request head ([`HEADER_READ_TIMEOUT`]; `stop` closes a
 /// connection still waiting for one, as hyper's graceful shutdown closes an
 /// idle connection) and, on the direct path, gets its response.
-pub async fn first_request<IO: AsyncRead + Unpin>(
+pub async fn first_request<IO: AsyncRead + Unpin + super::PeerOf>(
     io: &mut IO,
     router: &Router,
     stop: &CancellationToken,
@@ -67,7 +67,7 @@ pub async fn first_request<IO: AsyncRead + Unpin>(
         _ = stop.cancelled() => return Next::Close,
         r = tokio::time::timeout(HEADER_READ_TIMEOUT, read_first(io)) => r,
     };
-    let req = match first {
+    let mut req = match first {
         Ok(Ok(First::Direct(req))) => req,
         Ok(Ok(First::Hyper(prefix))) => return Next::Hyper(prefix),
         Ok(Ok(First::H2(prefix))) => return Next::H2(prefix),
@@ -81,6 +81,9 @@ pub async fn first_request<IO: AsyncRead + Unpin>(
             return Next::Close;
         }
     };
+    if let Some(peer) = io.peer() {
+        req.extensions_mut().insert(peer);
+    }
     let wants_close = connection_close(req.headers());
     let resp = match router.clone().oneshot(req).await {
         Ok(resp) => resp,

@@ -98,10 +98,11 @@ pub fn connection<IO: Io>(
     router: &Router,
     stop: CancellationToken,
 ) -> Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
-    let mut conn = builder.serve_connection(
-        TokioIo::new(Prefixed::new(io, prefix)),
-        H2Router(router.clone()),
-    );
+    let service = H2Router {
+        router: router.clone(),
+        peer: io.peer(),
+    };
+    let mut conn = builder.serve_connection(TokioIo::new(Prefixed::new(io, prefix)), service);
     Box::pin(async move {
         tokio::select! {
             r = &mut conn => return log_end(r),
@@ -116,14 +117,20 @@ pub fn connection<IO: Io>(
 /// a body left unread needs no care: hyper resets that stream alone
 /// (`RST_STREAM NO_ERROR`) and the connection goes on.
 #[derive(Clone)]
-struct H2Router(Router);
+struct H2Router {
+    router: Router,
+    peer: Option<crate::audit::Peer>,
+}
 
 impl hyper::service::Service<Request<Incoming>> for H2Router {
     type Response = Response;
     type Error = Infallible;
     type Future = BoxFuture<'static, Result<Response, Infallible>>;
 
-    fn call(&self, req: Request<Incoming>) -> Self::Future {
-        Box::pin(self.0.clone().oneshot(req.map(Body::new)))
+    fn call(&self, mut req: Request<Incoming>) -> Self::Future {
+        if let Some(peer) = self.peer {
+            req.extensions_mut().insert(peer);
+        }
+        Box::pin(self.router.clone().oneshot(req.map(Body::new)))
     }
 }

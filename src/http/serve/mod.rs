@@ -121,6 +121,8 @@ use tokio_rustls::{server::TlsStream, TlsAcceptor};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tower::ServiceExt;
 
+use crate::audit::Peer;
+
 use self::{
     body::{Ended, WriteBody},
     direct::Next,
@@ -136,8 +138,29 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What a connection is served over: a plain socket, or a (boxed, so the
 /// tasks that hold it stay small) TLS stream.
-pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + PeerOf + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + PeerOf + 'static> Io for T {}
+
+/// The address a connection came from, asked of the socket when a
+/// connection's service is made (one `getpeername`) rather than kept from
+/// `accept`: the task of an idle direct SSE stream does not hold it.
+/// Every request gets it as a [`Peer`] extension (the audit log's client
+/// address, `crate::audit::client`).
+pub trait PeerOf {
+    fn peer(&self) -> Option<Peer>;
+}
+
+impl PeerOf for TcpStream {
+    fn peer(&self) -> Option<Peer> {
+        self.peer_addr().ok().map(|a| Peer::new(a.ip()))
+    }
+}
+
+impl PeerOf for Box<TlsStream<TcpStream>> {
+    fn peer(&self) -> Option<Peer> {
+        self.get_ref().0.peer()
+    }
+}
 
 type Connection<IO> = http1::UpgradeableConnection<TokioIo<Prefixed<IO>>, BoxedRouter>;
 
@@ -304,12 +327,13 @@ fn hyper_connection<IO: Io>(
     shared: &Shared,
     stop: CancellationToken,
 ) -> Pin<Box<impl Future<Output = ()> + Send>> {
+    let service = BoxedRouter {
+        router: shared.router.clone(),
+        peer: io.peer(),
+    };
     let conn = shared
         .builder
-        .serve_connection(
-            TokioIo::new(Prefixed::new(io, prefix)),
-            BoxedRouter(shared.router.clone()),
-        )
+        .serve_connection(TokioIo::new(Prefixed::new(io, prefix)), service)
         .with_upgrades();
     Box::pin(drive(conn, stop))
 }
@@ -354,18 +378,25 @@ async fn accept_error(e: io::Error) {
 }
 
 /// The router as a hyper service whose future is boxed (module doc: it keeps
-/// hyper's per-connection in-flight slot at 16 bytes).
+/// hyper's per-connection in-flight slot at 16 bytes), with the
+/// connection's peer for each request's extensions.
 #[derive(Clone)]
-struct BoxedRouter(Router);
+struct BoxedRouter {
+    router: Router,
+    peer: Option<Peer>,
+}
 
 impl hyper::service::Service<Request<Incoming>> for BoxedRouter {
     type Response = Response;
     type Error = Infallible;
     type Future = BoxFuture<'static, Result<Response, Infallible>>;
 
-    fn call(&self, req: Request<Incoming>) -> Self::Future {
+    fn call(&self, mut req: Request<Incoming>) -> Self::Future {
+        if let Some(peer) = self.peer {
+            req.extensions_mut().insert(peer);
+        }
         let (req, leftover) = unread::Leftover::track(req);
-        let res = self.0.clone().oneshot(req);
+        let res = self.router.clone().oneshot(req);
         Box::pin(async move {
             let mut res = res.await?;
             leftover.settle(&mut res).await;

@@ -25,6 +25,7 @@
 
 mod accounts;
 mod agents;
+mod audit;
 mod paging;
 mod runs;
 mod schema;
@@ -402,5 +403,25 @@ impl Store for PostgresStore {
         params: ListParams,
     ) -> StoreResult<Page<LogRecord>> {
         runs::list_logs(&mut self.client().await?, account, agent_id, &params).await
+    }
+
+    async fn append_audit(&self, rows: Vec<AuditRecord>) -> StoreResult<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        audit::append(&self.client().await?, &rows).await
+    }
+
+    async fn list_audit(
+        &self,
+        account: &str,
+        filter: AuditFilter,
+        params: ListParams,
+    ) -> StoreResult<Page<AuditRecord>> {
+        audit::list(&mut self.client().await?, account, &filter, &params).await
+    }
+
+    async fn prune_audit(&self, before: &str) -> StoreResult<u64> {
+        audit::prune(&self.client().await?, before).await
     }
 }

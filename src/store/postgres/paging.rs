@@ -27,6 +27,19 @@ pub(super) async fn page<T>(
     map: impl Fn(&Row) -> StoreResult<(i64, T)>,
 ) -> StoreResult<Page<T>> {
     let after = parse_cursor(params.after.as_deref())?;
+    page_from(c, [count_sql, rows_sql], base, params, after, map).await
+}
+
+/// [`page`] with the cursor already parsed (a list read newest first passes
+/// SQLite's `parse_cursor_desc`).
+pub(super) async fn page_from<T>(
+    c: &impl GenericClient,
+    [count_sql, rows_sql]: [&str; 2],
+    base: &[&(dyn ToSql + Sync)],
+    params: &ListParams,
+    after: i64,
+    map: impl Fn(&Row) -> StoreResult<(i64, T)>,
+) -> StoreResult<Page<T>> {
     let limit = params.limit.clamp(1, MAX_LIMIT);
     let offset = i64::try_from(params.offset).unwrap_or(i64::MAX);
     let fetch = i64::from(limit) + 1;

@@ -13,6 +13,7 @@
 
 mod accounts;
 mod agents;
+mod audit;
 pub(super) mod paging;
 mod pool;
 mod runs;
@@ -368,5 +369,28 @@ impl Store for SqliteStore {
         let (a, ag) = (own(account), own(agent_id));
         self.read(move |c| runs::list_logs(c, &a, &ag, &params))
             .await
+    }
+
+    async fn append_audit(&self, rows: Vec<AuditRecord>) -> StoreResult<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        self.write(move |c| audit::append(c, &rows)).await
+    }
+
+    async fn list_audit(
+        &self,
+        account: &str,
+        filter: AuditFilter,
+        params: ListParams,
+    ) -> StoreResult<Page<AuditRecord>> {
+        let a = own(account);
+        self.read(move |c| audit::list(c, &a, &filter, &params))
+            .await
+    }
+
+    async fn prune_audit(&self, before: &str) -> StoreResult<u64> {
+        let before = own(before);
+        self.write(move |c| audit::prune(c, &before)).await
     }
 }

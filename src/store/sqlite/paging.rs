@@ -25,6 +25,15 @@ pub(in crate::store) fn parse_cursor(after: Option<&str>) -> StoreResult<i64> {
     }
 }
 
+/// The cursor of a list read newest first (the audit log): the rows
+/// *below* it come next, so no cursor is `i64::MAX`, above every row.
+pub(in crate::store) fn parse_cursor_desc(after: Option<&str>) -> StoreResult<i64> {
+    match after {
+        None => Ok(i64::MAX),
+        Some(_) => parse_cursor(after),
+    }
+}
+
 /// Runs a counted, paged list. `map` returns each row's cursor value with it.
 pub(super) fn page<T>(
     conn: &Connection,
@@ -32,9 +41,22 @@ pub(super) fn page<T>(
     rows_sql: &str,
     base: &[&dyn ToSql],
     params: &ListParams,
-    mut map: impl FnMut(&Row<'_>) -> rusqlite::Result<(i64, T)>,
+    map: impl FnMut(&Row<'_>) -> rusqlite::Result<(i64, T)>,
 ) -> StoreResult<Page<T>> {
     let after = parse_cursor(params.after.as_deref())?;
+    page_from(conn, [count_sql, rows_sql], base, params, after, map)
+}
+
+/// [`page`] with the cursor already parsed: `after` for a list read oldest
+/// first, [`parse_cursor_desc`] for one read newest first.
+pub(super) fn page_from<T>(
+    conn: &Connection,
+    [count_sql, rows_sql]: [&str; 2],
+    base: &[&dyn ToSql],
+    params: &ListParams,
+    after: i64,
+    mut map: impl FnMut(&Row<'_>) -> rusqlite::Result<(i64, T)>,
+) -> StoreResult<Page<T>> {
     let limit = params.limit.clamp(1, MAX_LIMIT);
     let offset = i64::try_from(params.offset).unwrap_or(i64::MAX);
     let fetch = i64::from(limit) + 1;
@@ -90,5 +112,8 @@ mod tests {
                 "{bad:?}"
             );
         }
+        assert_eq!(parse_cursor_desc(None), Ok(i64::MAX));
+        assert_eq!(parse_cursor_desc(Some("7")), Ok(7));
+        assert!(parse_cursor_desc(Some("x")).is_err());
     }
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use serde_json::json;
 
 use super::fixtures::{acct, new_agent, new_tool, nf, ts};
-use super::{activity, isolation};
+use super::{activity, audit, isolation};
 use crate::{domain::AgentStatus, store::*};
 
 /// Runs every part of the suite against `store`.
@@ -27,6 +27,7 @@ pub(super) async fn conformance(store: &dyn Store) {
     activity::cascade(store).await;
     isolation::tenancy(store).await;
     isolation::pagination(store).await;
+    audit::audit(store).await;
 }
 
 async fn accounts(store: &dyn Store) {

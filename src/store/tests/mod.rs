@@ -4,6 +4,8 @@
 
 #[path = "activity.rs"]
 mod activity;
+#[path = "audit.rs"]
+mod audit;
 #[path = "conformance.rs"]
 mod conformance;
 #[path = "fixtures.rs"]
@@ -112,9 +114,12 @@ async fn data_survives_reopen_and_migrations_run_once() {
         .prepare("SELECT version FROM schema_migrations ORDER BY version")
         .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
         .expect("versions");
+    let all: Vec<i64> = crate::store::migrate::MIGRATIONS
+        .iter()
+        .map(|m| m.version)
+        .collect();
     assert_eq!(
-        versions,
-        [1, 2],
+        versions, all,
         "each migration recorded once across three opens"
     );
     let mode: String = conn

@@ -35,6 +35,7 @@ pub(super) async fn test_state(history_len: usize) -> (AppState, tempfile::TempD
         shutdown.clone(),
     );
     let runtime = Runtime::local(Arc::new(engine));
+    let audit = Arc::new(crate::audit::AuditLog::new(&config.audit));
     let state = AppState {
         config,
         store,
@@ -44,6 +45,7 @@ pub(super) async fn test_state(history_len: usize) -> (AppState, tempfile::TempD
         shutdown,
         tracker,
         edge: Arc::new(crate::edge::Edge::new(&config_edge, None, "weir:").expect("edge")),
+        audit,
     };
     (state, tmp)
 }
