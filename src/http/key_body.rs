@@ -19,8 +19,6 @@ use crate::{
     store::{KeyRecord, KeySettings},
 };
 
-/// Longest lifetime a key can be given (`ttl_secs`, `expires_at`): ten years.
-pub const MAX_TTL_SECS: u64 = 10 * 365 * 24 * 3600;
 /// Longest grace period of a rotation: seven days.
 pub const MAX_GRACE_SECS: u64 = 7 * 24 * 3600;
 
@@ -61,8 +59,8 @@ pub struct CreateKey {
     #[schema(minimum = 1, maximum = 10_000)]
     #[serde(default, deserialize_with = "limit::<_, _, 10_000>")]
     pub max_sse_streams: Option<u32>,
-    /// When the key stops working (RFC 3339, in the future, at most ten
-    /// years away). Not with `ttl_secs`.
+    /// When the key stops working (RFC 3339). A time already past makes a
+    /// key that is expired from the start. Not with `ttl_secs`.
     #[schema(value_type = Option<String>, format = DateTime)]
     #[serde(default)]
     pub expires_at: Option<String>,
@@ -71,6 +69,36 @@ pub struct CreateKey {
     #[schema(minimum = 1, maximum = 315_360_000)]
     #[serde(default, deserialize_with = "limit::<_, _, 315_360_000>")]
     pub ttl_secs: Option<u64>,
+}
+
+/// [`CreateKey`]'s schema with the rule its derive cannot state: not both
+/// `expires_at` and `ttl_secs` (the body's schema in OpenAPI and in
+/// protocol/schemas/key.json).
+pub struct CreateKeyBody;
+
+impl utoipa::PartialSchema for CreateKeyBody {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        let mut s = serde_json::to_value(<CreateKey as utoipa::PartialSchema>::schema())
+            .expect("a schema is JSON");
+        crate::domain::schema::lift(&mut s);
+        s["not"] = serde_json::json!({"required": ["expires_at", "ttl_secs"]});
+        crate::domain::schema::schema_json(s)
+    }
+}
+
+impl ToSchema for CreateKeyBody {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "CreateKey".into()
+    }
+
+    fn schemas(
+        out: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        CreateKey::schemas(out);
+    }
 }
 
 /// Body of `PATCH /v1/keys/{id}`: a field left out stays as it is; a
@@ -177,11 +205,9 @@ pub fn expiry(body: &CreateKey, now: u64) -> Result<Option<String>, ApiError> {
                     "expires_at: `{at}` is not an RFC 3339 time (e.g. 2030-01-01T00:00:00Z)"
                 )));
             };
-            if end <= now || end - now > MAX_TTL_SECS {
-                return Err(ApiError::validation(
-                    "expires_at: must be in the future, at most ten years away",
-                ));
-            }
+            // Past is allowed (an expired key, refused with key_expired);
+            // the schema cannot say "in the future", and a body it allows
+            // is not refused.
             Ok(Some(crate::util::format_unix(end)))
         }
     }

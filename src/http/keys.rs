@@ -30,7 +30,7 @@ use crate::{
     store::{KeyRecord, KeyRotation, KeySettings, Page, SCOPES},
 };
 
-pub use super::key_body::{CreateKey, RotateKey, UpdateKey};
+pub use super::key_body::{CreateKey, CreateKeyBody, RotateKey, UpdateKey};
 
 /// A minted key: the record plus the secret, which is never shown again.
 #[derive(Debug, Serialize)]
@@ -115,7 +115,7 @@ fn grantor(state: &AppState, auth: &Auth) -> Grantor {
 }
 
 /// Mint a key in the caller's account.
-#[utoipa::path(post, path = "/v1/keys", tag = "keys", request_body = CreateKey,
+#[utoipa::path(post, path = "/v1/keys", tag = "keys", request_body = super::key_body::CreateKeyBody,
     responses((status = 201, body = MintedKey)))]
 pub async fn create_key(
     State(state): State<AppState>,

@@ -122,11 +122,13 @@ pub fn verify(secret: &str, record: &KeyRecord, now: u64) -> bool {
     current | previous
 }
 
-/// Unix seconds of an RFC 3339 time (`None` if it does not parse).
+/// Unix seconds of an RFC 3339 time (`None` if it does not parse; 0 for a
+/// time before 1970).
 pub fn unix_of(rfc3339: &str) -> Option<u64> {
     use time::{format_description::well_known::Rfc3339, OffsetDateTime};
     let t = OffsetDateTime::parse(rfc3339, &Rfc3339).ok()?;
-    u64::try_from(t.unix_timestamp()).ok()
+    // A time before 1970 is as past as 1970 for an expiry.
+    Some(u64::try_from(t.unix_timestamp()).unwrap_or(0))
 }
 
 /// Why a presented secret is not let in.
@@ -287,6 +289,11 @@ mod tests {
         assert!(verify(&m.secret, &rec, 999), "in the grace period");
         assert!(!verify(&m.secret, &rec, 1000), "after it");
         assert_eq!(unix_of("1970-01-01T00:16:40.500Z"), Some(1000));
+        assert_eq!(
+            unix_of("0196-06-21T03:53:33Z"),
+            Some(0),
+            "before 1970 is as past"
+        );
     }
 
     #[test]

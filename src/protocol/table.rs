@@ -18,7 +18,7 @@ use crate::{
     http::{
         account::AccountView,
         agents::{CreateAgent, UpdateAgent},
-        keys::{CreateKey, MintedKey, RotateKey, UpdateKey},
+        keys::{CreateKeyBody, MintedKey, RotateKey, UpdateKey},
         messages::{RunResult, SendMessage},
         openapi::schemas::ErrorEnvelope,
         sessions::CreateSession,
@@ -125,7 +125,7 @@ pub fn files() -> Vec<FileSpec> {
         file("key.json", "weir: API key",
             "An API key as GET /v1/keys lists it (and PATCH /v1/keys/{id} answers): never the secret, never its hash. POST /v1/keys and POST /v1/keys/{id}/rotate answer `$defs/minted` (the same fields plus `secret`, shown this once). `$defs/create`, `$defs/update` and `$defs/rotate` are the request bodies of POST, PATCH and rotate.",
             Some(of::<KeyRecord>()),
-            vec![("minted", of::<MintedKey>()), ("create", of::<CreateKey>()),
+            vec![("minted", of::<MintedKey>()), ("create", of::<CreateKeyBody>()),
                 ("update", of::<UpdateKey>()), ("rotate", of::<RotateKey>())]),
         file("account.json", "weir: account",
             "GET /v1/account: the calling key's account, the key itself, its limits and the account's usage.",

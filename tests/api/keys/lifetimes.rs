@@ -38,8 +38,17 @@ async fn an_expired_key_gets_401_key_expired() {
         account_status(&gw, &wrong).await,
         (401, "unauthorized".into())
     );
-    // expires_at in the future (at most ten years away) is kept as given,
-    // normalised to seconds.
+    // A past expires_at makes a key expired from the start (the schema
+    // cannot say "in the future", and what it allows is not refused).
+    let past = create(
+        &gw,
+        json!({"scopes": ["chat"], "expires_at": "2001-01-01T00:00:00Z"}),
+    )
+    .await;
+    assert_eq!(past["expires_at"], "2001-01-01T00:00:00Z");
+    let (status, code) = account_status(&gw, past["secret"].as_str().unwrap()).await;
+    assert_eq!((status, code.as_str()), (401, "key_expired"));
+    // expires_at in the future is kept as given, normalised to seconds.
     let in_a_year = weir::util::format_unix(weir::util::unix_now() + 365 * 86_400);
     let given = in_a_year.replace('Z', ".250Z");
     let later = create(&gw, json!({"scopes": ["chat"], "expires_at": given})).await;

@@ -240,7 +240,6 @@ async fn bad_limits_and_lifetimes_are_400_naming_the_field() {
         ("tpm", json!(100_000_001)),
         ("ttl_secs", json!(0)),
         ("expires_at", json!("tomorrow")),
-        ("expires_at", json!("2001-01-01T00:00:00Z")),
     ];
     for (field, value) in cases {
         let mut body = json!({"scopes": ["chat"]});
