@@ -198,6 +198,17 @@ pub async fn get_agent(
     record::found(agent.map(public), NOT_FOUND)
 }
 
+/// `id` if `account` owns it, else 404 `agent_not_found`: the check a
+/// route under `/v1/agents/{id}/…` makes before it touches the bus or the
+/// agent's runs and logs.
+pub(super) async fn owned(state: &AppState, account: &str, id: &str) -> Result<Agent, ApiError> {
+    state
+        .store
+        .get_agent(account, id)
+        .await
+        .map_err(|e| ApiError::from_store(e, ErrorCode::AgentNotFound))
+}
+
 /// Change some fields of an agent.
 #[utoipa::path(patch, path = "/v1/agents/{id}", tag = "agents", params(("id" = String, Path)), request_body = UpdateAgent,
     responses((status = 200, body = Agent), (status = 404, description = "agent_not_found")))]

@@ -140,11 +140,7 @@ pub(crate) async fn send_message(
     };
     let account = auth.account();
     // Check ownership before touching the bus: no channels for unknown ids.
-    state
-        .store
-        .get_agent(account, &agent_id)
-        .await
-        .map_err(|e| ApiError::from_store(e, ErrorCode::AgentNotFound))?;
+    super::agents::owned(&state, account, &agent_id).await?;
     let (agent_id, run_id) = (AgentId::from(agent_id), RunId::generate());
     let mut follower = RunFollower::subscribe(state.bus.clone(), &agent_id, &run_id).await?;
     let start = StartRun {
@@ -212,11 +208,7 @@ pub(crate) async fn list_messages(
     let Query(q) = query.map_err(|e| ApiError::validation(format!("query: {e}")))?;
     let params = params::parse(&q)?;
     let account = auth.account();
-    state
-        .store
-        .get_agent(account, &agent_id)
-        .await
-        .map_err(|e| ApiError::from_store(e, ErrorCode::AgentNotFound))?;
+    super::agents::owned(&state, account, &agent_id).await?;
     let session_id = match q.get("session_id").cloned() {
         Some(sid) => {
             state

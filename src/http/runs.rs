@@ -7,7 +7,7 @@ use axum::{
 
 use super::{auth::Auth, errors::ApiError, params::ListQuery};
 use crate::{
-    domain::{AgentEvent, ErrorCode, RunId},
+    domain::{AgentEvent, RunId},
     state::AppState,
     store::{Page, Run},
 };
@@ -51,11 +51,7 @@ pub(crate) async fn list_logs(
 ) -> Result<Json<Page<AgentEvent>>, ApiError> {
     auth.require("logs")?;
     let account = auth.account();
-    state
-        .store
-        .get_agent(account, &agent_id)
-        .await
-        .map_err(|e| ApiError::from_store(e, ErrorCode::AgentNotFound))?;
+    super::agents::owned(&state, account, &agent_id).await?;
     let page = state.store.list_logs(account, &agent_id, params).await?;
     Ok(Json(page.map(|r| r.event)))
 }
