@@ -8,17 +8,19 @@
 #   (cd /tmp/before && cargo build --release -p weir)
 #   bash loadtest/compare.sh /tmp/before/target/release/weir [ROUNDS]
 #
-# Writes loadtest/results/spread/{rest,fanout,proxy}_{before,after}_N.json.
+# Writes loadtest/results/spread/{rest,fanout,proxy}_{before,after}_N.json
+# (OUT=loadtest/results/<dir> writes there instead: one folder per
+# comparison).
 # About four minutes a round; run it on a quiet machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 B=${1:?usage: compare.sh OLD_WEIR_BIN [ROUNDS]}
 ROUNDS=${2:-3}
 L=target/release/weir-load
-R=loadtest/results/spread
+R=${OUT:-loadtest/results/spread}
 A=target/release/weir
 mkdir -p $R
-cargo build --release -p weir -p weir-load
+[ -n "${NO_BUILD:-}" ] || cargo build --release -p weir -p weir-load
 for i in $(seq "$ROUNDS"); do
   for side in before after; do
     bin=$B; [ $side = after ] && bin=$A

@@ -190,6 +190,9 @@ pub struct ServeConfig {
     /// Default steps a run may take before it stops with `max_steps`.
     #[arg(long, env = "WEIR_MAX_STEPS", default_value_t = 10)]
     pub max_steps: u32,
+    /// Seconds a tool call that needs approval waits for a decision before it counts as denied (`expired`).
+    #[arg(long, env = "WEIR_APPROVAL_TIMEOUT_SECS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
+    pub approval_timeout_secs: u64,
     /// Seconds running runs (and their streams) get to finish after SIGTERM before they are cancelled.
     #[arg(long, env = "WEIR_GRACE_SECS", default_value_t = 30)]
     pub grace_secs: u64,
@@ -202,6 +205,8 @@ pub struct ServeConfig {
     /// Let webhook tools reach loopback, private, link-local and other non-public addresses (off: public addresses only, so a tenant's tool URL cannot reach the deployment's own network).
     #[arg(long, env = "WEIR_WEBHOOK_ALLOW_PRIVATE", default_value_t = false, action = clap::ArgAction::Set)]
     pub webhook_allow_private: bool,
+    #[command(flatten)]
+    pub webhooks: crate::webhooks::WebhookConfig,
     #[command(flatten)]
     pub edge: EdgeConfig,
     #[command(flatten)]

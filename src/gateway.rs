@@ -60,6 +60,10 @@ impl Gateway {
         let edge = crate::edge::Edge::new(&cfg.edge, redis, &cfg.redis.prefix)
             .context("edge limits (WEIR_REDIS_URL)")?;
         runtime.set_run_slots(edge.runs.clone());
+        let usage = Arc::new(crate::usage::UsageMeter::default());
+        runtime.set_usage(usage.clone());
+        let webhooks = crate::webhooks::Hub::open(&cfg, &store).context("webhooks")?;
+        runtime.set_notifier(webhooks.notifier.clone());
         let audit = crate::audit::AuditLog::new(&cfg.audit);
         let state = AppState {
             config: cfg,
@@ -71,6 +75,8 @@ impl Gateway {
             tracker,
             edge: Arc::new(edge),
             audit: Arc::new(audit),
+            usage,
+            webhooks,
         };
         Ok(Self {
             listener,
@@ -100,7 +106,7 @@ impl Gateway {
     /// `/readyz` 503, WebSockets close with 1001 and idle SSE tails end at
     /// once; running runs (and the streams following them) get the grace
     /// period to finish with `done`, then are cancelled; pending key usage
-    /// is written and this gateway's stream leases are given back.
+    /// and usage sums are written and this gateway's stream leases are given back.
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -130,6 +136,7 @@ impl Gateway {
         state.bus.start();
         state.runtime.start(&state.tracker);
         state.tracker.spawn(flush_key_usage(state.clone()));
+        let usage = crate::usage::writer::start(state.usage.clone(), state.store.clone());
         state
             .audit
             .start(state.store.clone(), &state.tracker, &state.shutdown);
@@ -144,6 +151,12 @@ impl Gateway {
         let app = crate::http::build_router(state.clone());
         let token = state.shutdown.clone();
         state.edge.start(&state.tracker);
+        state.webhooks.start_delivery(
+            &state.config,
+            state.store.clone(),
+            &state.tracker,
+            state.shutdown.clone(),
+        );
         // Our own accept loop (not `axum::serve`) so hyper's per-connection
         // buffers and timeouts can be set; TCP_NODELAY is set there. The
         // router goes in once and each connection clones an `Arc` of it.
@@ -171,6 +184,10 @@ impl Gateway {
             _ = state.tracker.wait() => {}
             _ = after_hard_stop(&state) => tracing::warn!("grace period over; terminating now"),
         }
+        // Nothing meters any more (or is abandoned): the last usage sums,
+        // and the webhook events of the runs that ended.
+        usage.close().await;
+        state.webhooks.notifier.flush(LAST_WAIT).await;
         timer.abort();
         served
     }

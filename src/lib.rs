@@ -43,10 +43,14 @@
 //! - [`tls`]: rustls at the edge: certificate loading, ALPN, reload on change or SIGHUP.
 //! - [`metrics`]: Prometheus metrics at `/metrics`.
 //! - [`web`]: the browser chat page at `/`, `/llms.txt`, CORS.
+//! - [`usage`]: usage metering's record side (requests, runs, tokens per key,
+//!   day, model, agent, provider), summed in memory and written to the store.
 //! - [`util`]: ids and timestamps.
+//! - [`webhooks`]: outbound event webhooks: the notifier runs and handlers
+//!   call, the durable delivery loop, signatures and sealed secrets.
 //!
 //! Layers point one way: `agent`, `audit`, `edge`, `stream`, `bus`, `work`,
-//! `keys`, `store` and `domain` never import [`http`]. They return their own
+//! `keys`, `store`, `domain` and `webhooks` never import [`http`]. They return their own
 //! errors, which say the code and message a client is shown, and only `http` turns
 //! them into `ApiError`; `agent`, `work`, `bus` and `keys` import each other
 //! without a cycle (`work` → `agent` → `bus` ← `keys`). tests/api/layering.rs
@@ -71,8 +75,10 @@ pub mod store;
 pub mod stream;
 pub mod telemetry;
 pub mod tls;
+pub mod usage;
 pub mod util;
 pub mod web;
+pub mod webhooks;
 pub mod work;
 
 pub use gateway::Gateway;

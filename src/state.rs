@@ -22,4 +22,9 @@ pub struct AppState {
     pub edge: Arc<crate::edge::Edge>,
     /// The audit log: handlers queue rows, its writer stores them (src/audit/).
     pub audit: Arc<crate::audit::AuditLog>,
+    /// What the edge metered, waiting for the store (src/usage/).
+    pub usage: Arc<crate::usage::UsageMeter>,
+    /// Outbound webhooks: the notifier and the key secrets are sealed with
+    /// (src/webhooks/).
+    pub webhooks: crate::webhooks::Hub,
 }

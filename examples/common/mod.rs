@@ -36,10 +36,20 @@ impl Setup {
         client: &reqwest::Client,
         name: &str,
     ) -> anyhow::Result<String> {
+        self.create_agent(client, json!({"name": name, "model": "echo"}))
+            .await
+    }
+
+    /// Creates an agent from `body` (`POST /v1/agents`) and returns its id.
+    pub async fn create_agent(
+        &self,
+        client: &reqwest::Client,
+        body: Value,
+    ) -> anyhow::Result<String> {
         let agent: Value = client
             .post(format!("{}/v1/agents", self.base))
             .bearer_auth(&self.key)
-            .json(&json!({"name": name, "model": "echo"}))
+            .json(&body)
             .send()
             .await?
             .error_for_status()?

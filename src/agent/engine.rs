@@ -78,6 +78,10 @@ pub struct Engine {
     slots: Mutex<HashMap<RunId, RunSlot>>,
     /// Where slots of runs other processes accepted are adopted (the edge's).
     run_slots: OnceLock<Arc<RunSlots>>,
+    /// Where runs record the usage they metered.
+    pub(super) usage: OnceLock<Arc<crate::usage::UsageMeter>>,
+    /// Where ended runs are announced to webhooks (set once, by the process).
+    pub(super) notifier: OnceLock<crate::webhooks::Notifier>,
     /// How many runs are live, for whoever waits for none to be.
     live_count: watch::Sender<usize>,
     /// Runs being settled, so two readers do not both settle one.
@@ -105,7 +109,7 @@ impl Engine {
                 store,
                 seeds: Arc::new(Seeds::default()),
             },
-            http: Webhooks::new(config.webhook_allow_private),
+            http: Webhooks::new(config.webhook_allow_private, &config.webhooks.egress_allow),
             config,
             tracker,
             shutdown,
@@ -114,6 +118,8 @@ impl Engine {
             runs: Mutex::new(HashMap::new()),
             slots: Mutex::new(HashMap::new()),
             run_slots: OnceLock::new(),
+            usage: OnceLock::new(),
+            notifier: OnceLock::new(),
             live_count: watch::Sender::new(0),
             settling: Mutex::new(HashSet::new()),
             started_at: crate::util::now(),
@@ -176,6 +182,68 @@ impl Engine {
     /// other processes (once; the edge's [`RunSlots`]).
     pub fn set_run_slots(&self, slots: Arc<RunSlots>) {
         let _ = self.run_slots.set(slots);
+    }
+
+    /// Sets where runs record their usage (once; the process's meter).
+    pub fn set_usage(&self, usage: Arc<crate::usage::UsageMeter>) {
+        let _ = self.usage.set(usage);
+    }
+
+    /// Sets where ended runs are announced (once; the process's notifier).
+    pub fn set_notifier(&self, notifier: crate::webhooks::Notifier) {
+        let _ = self.notifier.set(notifier);
+    }
+
+    /// Queues the webhook event of a run that ended (never waits).
+    pub(super) fn notify_run_end(&self, account: &str, run: &crate::store::Run) {
+        let (Some(notifier), Some(event)) = (
+            self.notifier.get(),
+            crate::webhooks::WebhookEvent::run_ended(run.status),
+        ) else {
+            return;
+        };
+        let data = crate::webhooks::events::run_data(run);
+        notifier.notify(account, event, Some(&run.agent_id), data);
+    }
+
+    /// Queues the webhook event of an approval requested or decided (never
+    /// waits): `approval.requested` / `approval.resolved`.
+    pub(super) fn notify_approval(
+        &self,
+        approval: &crate::store::Approval,
+        event: crate::webhooks::WebhookEvent,
+    ) {
+        let Some(notifier) = self.notifier.get() else {
+            return;
+        };
+        let data = serde_json::json!({
+            "approval_id": approval.id,
+            "run_id": approval.run_id,
+            "agent_id": approval.agent_id,
+            "tool": approval.tool,
+            "arguments": approval.arguments,
+            "status": approval.status,
+            "expires_at": approval.expires_at,
+            "decided_by": approval.decided_by,
+            "reason": approval.reason,
+        });
+        notifier.notify(&approval.account_id, event, Some(&approval.agent_id), data);
+    }
+
+    /// The token counters and payer of the slot `run_id` holds here.
+    pub(super) fn slot_payer(
+        &self,
+        run_id: &RunId,
+    ) -> (
+        Option<Arc<crate::edge::Budgets>>,
+        Option<crate::edge::Payer>,
+    ) {
+        let slots = self.slots.lock();
+        let slot = slots.get(run_id);
+        (
+            slot.and_then(RunSlot::budgets),
+            slot.and_then(|s| s.payer().cloned()),
+        )
     }
 
     /// Holds `slot` for `run_id` until the run is forgotten (or released).

@@ -64,8 +64,18 @@ impl RunMode for Local {
     /// A run not live here is not running anywhere: nothing to stop.
     fn abort(&self, _run_id: &RunId) {}
 
+    async fn resume(&self, job: Job) -> Result<(), RunError> {
+        let handle = self.engine.register(&job.run.id);
+        self.engine.spawn(job, handle);
+        Ok(())
+    }
+
     async fn status(&self, account: &str, run: Run) -> Result<Run, RunError> {
-        if run.created_at.as_str() >= self.engine.started_at() {
+        // Touched since this process started (a run resumed after an
+        // approval is stored `running` just before it registers): not left
+        // behind by a crash.
+        let started = self.engine.started_at();
+        if run.created_at.as_str() >= started || run.updated_at.as_str() >= started {
             return Ok(run);
         }
         let why = "interrupted: the gateway stopped during the run";

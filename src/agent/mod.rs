@@ -8,8 +8,12 @@
 //! - [`engine`]: [`Engine`], what executes runs in this process in either
 //!   mode: live runs' handles, run tasks, settling runs left behind.
 //! - `run`: one run's step loop (model → tools → … → reply) and its terminal `done`.
+//! - [`approval`]: parking a run on a tool call that needs approval, and
+//!   resuming it once decided; `decide`: [`Runtime::decide_approval`] and
+//!   the sweeper that expires undecided requests.
 //! - [`events`]: publishing events (the bus numbers them) and persisting them.
 //! - [`logs`]: a run's log lines on `logs:<agent_id>`.
+//! - `metering`: a run's token meter (budgets and usage).
 //! - [`models`]: `echo` and `upstream/<model>` (OpenAI-compatible providers).
 //! - [`sessions`]: the default session and sessions by name.
 //! - [`tools`]: built-ins (`get_time`, `calculator`) and webhook tools.
@@ -21,11 +25,14 @@
 //! `stream_tokens`), then `assistant_message`, `usage`, and exactly one `done`
 //! (preceded by `error` when the run failed).
 
+pub mod approval;
+mod decide;
 pub mod engine;
 pub mod events;
 pub mod follow;
 pub mod local;
 pub mod logs;
+mod metering;
 pub mod mode;
 pub mod models;
 mod run;
@@ -107,6 +114,10 @@ pub struct Job {
     /// process that executes it to hold ([`crate::edge::runs::RunSlots::adopt`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slot: Option<SlotRef>,
+    /// The decided approval a parked run resumes from
+    /// ([`approval`]); `None` for a new run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume: Option<String>,
 }
 
 /// Why a run could not be started or changed.
@@ -130,6 +141,11 @@ pub enum RunError {
     SessionNotFound(String),
     #[error("run {0} not found")]
     RunNotFound(String),
+    #[error("approval {0} not found")]
+    ApprovalNotFound(String),
+    /// A change the record's state does not allow (an approval decided already).
+    #[error("{0}")]
+    Conflict(String),
     #[error("the gateway is shutting down")]
     ShuttingDown,
 }
@@ -147,6 +163,8 @@ impl RunError {
             Self::AgentNotFound(_) => ErrorCode::AgentNotFound,
             Self::SessionNotFound(_) => ErrorCode::SessionNotFound,
             Self::RunNotFound(_) => ErrorCode::RunNotFound,
+            Self::ApprovalNotFound(_) => ErrorCode::NotFound,
+            Self::Conflict(_) => ErrorCode::Conflict,
             Self::ShuttingDown => ErrorCode::Unavailable,
         }
     }
@@ -157,7 +175,7 @@ impl RunError {
             Self::Store(e) => e.client_message(),
             Self::Bus(e) => e.client_message(),
             Self::AgentStopped(id) => format!("agent {id} is stopped: start it first"),
-            Self::Invalid(msg) | Self::ModelUnavailable(msg) => msg.clone(),
+            Self::Invalid(msg) | Self::ModelUnavailable(msg) | Self::Conflict(msg) => msg.clone(),
             other => other.to_string(),
         }
     }

@@ -36,4 +36,14 @@ pub trait RunMode: Send + Sync + 'static {
     /// What `run`, stored `running` but not executing in this process, is:
     /// still running elsewhere, or left behind and settled now.
     async fn status(&self, account: &str, run: Run) -> Result<Run, RunError>;
+
+    /// Has a parked run whose approval was decided executed again
+    /// ([`super::approval::resume_job`]), here or by any worker.
+    async fn resume(&self, job: Job) -> Result<(), RunError>;
+
+    /// Whether this process sweeps expired approvals now, for `hold`: one
+    /// process at a time does (without Redis there is only this one).
+    async fn sweep_turn(&self, _hold: std::time::Duration) -> bool {
+        true
+    }
 }

@@ -14,15 +14,13 @@ use futures::{FutureExt, StreamExt};
 use super::{
     events::{EmitError, Emitter},
     logs::RunLog,
+    metering,
     models::{Model, ModelEvent, ModelRequest, StepOutput, ToolCall, Turn, Usage},
     tools::ToolSet,
     ChatMessage, Engine, Job, RunHandle,
 };
-use crate::domain::{
-    AgentId, ErrorCode, EventBody, FunctionCall, FunctionStatus, MessageType, RunStatus, SessionId,
-    StopReason,
-};
-use crate::store::{Agent, EventFilter, ListParams, Run, Store, StoreError};
+use crate::domain::{ErrorCode, EventBody, FunctionCall, FunctionStatus, StopReason};
+use crate::store::{Agent, Run, StoreError};
 
 /// Most events read in one go: a session's messages to rebuild its
 /// conversation, or a taken-over run's events to restore them.
@@ -30,20 +28,29 @@ const HISTORY_WINDOW: u32 = 1000;
 /// How long a run's `error` and `done` are retried while the bus is down.
 const END_PATIENCE: Duration = Duration::from_secs(20);
 
-/// Why a run ended.
+/// Why a run ended (or stopped here).
 #[derive(Debug, Clone, PartialEq)]
 enum Outcome {
     EndTurn,
     MaxSteps,
     Cancelled,
     Failed(Failure),
+    /// Parked waiting for an approval ([`super::approval`]): not ended.
+    Parked,
+}
+
+/// What a step's tool calls led to.
+enum Flow {
+    Next,
+    Cancelled,
+    Parked,
 }
 
 /// A failure shown to the client as an `error` event.
 #[derive(Debug, Clone, PartialEq)]
-struct Failure {
-    code: ErrorCode,
-    message: String,
+pub(super) struct Failure {
+    pub code: ErrorCode,
+    pub message: String,
 }
 
 impl From<EmitError> for Failure {
@@ -76,12 +83,18 @@ pub(crate) struct RunTask {
     pub background: bool,
     pub max_steps: u32,
     pub handle: RunHandle,
+    /// The decided approval this run resumes from (a parked run), if any.
+    pub resume: Option<String>,
+    /// Charges the key's token budgets and records usage as the run goes
+    /// (locked only between awaits).
+    meter: parking_lot::Mutex<crate::edge::TokenMeter>,
 }
 
 impl RunTask {
     /// The task of a run that is stored and registered (`handle`).
     pub fn new(engine: Arc<Engine>, job: Job, model: Model, handle: RunHandle) -> Self {
         let max_steps = super::runtime::max_steps_for(&job.agent, engine.config.max_steps);
+        let meter = metering::meter_for(&engine, &job.run.id, &job.account, &job.agent);
         Self {
             engine,
             account: job.account,
@@ -93,6 +106,8 @@ impl RunTask {
             background: job.background,
             max_steps,
             handle,
+            resume: job.resume,
+            meter: parking_lot::Mutex::new(meter),
         }
     }
 
@@ -111,14 +126,23 @@ impl RunTask {
             Some(name) => format!(" on {name}"),
             None => String::new(),
         };
-        log.info(format!(
-            "run started{on}: model {}, session {}, max_steps {}{}",
-            self.agent.model,
-            self.run.session_id,
-            self.max_steps,
-            if self.background { ", background" } else { "" }
-        ))
-        .await;
+        match &self.resume {
+            Some(id) => {
+                log.info(format!("run resumed{on} after approval {id}"))
+                    .await
+            }
+            None => {
+                log.info(format!(
+                    "run started{on}: model {}, session {}, max_steps {}{}",
+                    self.agent.model,
+                    self.run.session_id,
+                    self.max_steps,
+                    if self.background { ", background" } else { "" }
+                ))
+                .await;
+                self.meter.lock().run_started();
+            }
+        }
         let mut usage = None;
         let outcome = AssertUnwindSafe(self.drive(&mut em, &log, &mut usage))
             .catch_unwind()
@@ -131,6 +155,12 @@ impl RunTask {
                 })
             });
         let outcome = outcome.unwrap_or_else(Outcome::Failed);
+        if outcome == Outcome::Parked {
+            // Forgotten already (it may be resumed, and registered again,
+            // any moment): nothing more to do here.
+            log.info("run waiting for approval").await;
+            return;
+        }
         if self.handle.lost.is_cancelled() {
             // Another worker took the run over and ends it: say nothing more.
             tracing::warn!(run_id = %self.run.id, "run taken over by another worker; stopped here");
@@ -160,23 +190,33 @@ impl RunTask {
         usage: &mut Option<Usage>,
     ) -> Result<Outcome, Failure> {
         let store = self.engine.sinks.store.as_ref();
-        let history =
-            load_history(store, &self.account, &self.agent.id, &self.run.session_id).await?;
-        for m in &self.messages {
-            let message = m.content.clone();
-            em.emit(EventBody::UserMessage { message }).await?;
-        }
         let (tools, warnings) = ToolSet::resolve(store, &self.account, &self.agent.tools).await?;
-        for w in warnings {
-            log.warn(w).await;
-        }
-        let mut turns = Vec::with_capacity(history.len() + self.messages.len() + 1);
-        if !self.agent.system.trim().is_empty() {
-            turns.push(Turn::System(self.agent.system.clone()));
-        }
-        turns.extend(history);
-        turns.extend(self.messages.iter().map(|m| Turn::User(m.content.clone())));
-        for step in 1..=self.max_steps {
+        let (mut turns, first) = match &self.resume {
+            None => {
+                for w in warnings {
+                    log.warn(w).await;
+                }
+                (self.begin(em).await?, 1)
+            }
+            Some(id) => {
+                let r = self.resume_from(em, &tools, id, usage).await?;
+                let mut turns = r.turns;
+                let carry_on = Carry {
+                    step: r.next_step - 1,
+                    usage: *usage,
+                };
+                match self
+                    .call_tools(em, log, &tools, r.pending, &mut turns, carry_on)
+                    .await?
+                {
+                    Flow::Next => {}
+                    Flow::Cancelled => return Ok(Outcome::Cancelled),
+                    Flow::Parked => return Ok(Outcome::Parked),
+                }
+                (turns, r.next_step)
+            }
+        };
+        for step in first..=self.max_steps {
             let t0 = Instant::now();
             let out = self.step(em, &turns, &tools).await;
             let took = t0.elapsed().as_millis();
@@ -202,18 +242,44 @@ impl RunTask {
                 content: out.content,
                 tool_calls: out.tool_calls.clone(),
             });
-            if !self
-                .call_tools(em, log, &tools, out.tool_calls, &mut turns)
+            let carry_on = Carry {
+                step,
+                usage: *usage,
+            };
+            match self
+                .call_tools(em, log, &tools, out.tool_calls, &mut turns, carry_on)
                 .await?
             {
-                return Ok(Outcome::Cancelled);
+                Flow::Next => {}
+                Flow::Cancelled => return Ok(Outcome::Cancelled),
+                Flow::Parked => return Ok(Outcome::Parked),
             }
         }
         Ok(Outcome::MaxSteps)
     }
 
+    /// A new run's start: its user messages published, its conversation
+    /// (system prompt, the session's history, the new messages).
+    async fn begin(&self, em: &mut Emitter) -> Result<Vec<Turn>, Failure> {
+        let store = self.engine.sinks.store.as_ref();
+        let history =
+            load_history(store, &self.account, &self.agent.id, &self.run.session_id).await?;
+        for m in &self.messages {
+            let message = m.content.clone();
+            em.emit(EventBody::UserMessage { message }).await?;
+        }
+        let mut turns = Vec::with_capacity(history.len() + self.messages.len() + 1);
+        if !self.agent.system.trim().is_empty() {
+            turns.push(Turn::System(self.agent.system.clone()));
+        }
+        turns.extend(history);
+        turns.extend(self.messages.iter().map(|m| Turn::User(m.content.clone())));
+        Ok(turns)
+    }
+
     /// Runs a step's tool calls in order, each result becoming a
-    /// `function_message` and a `tool` turn. `Ok(false)` when cancelled.
+    /// `function_message` and a `tool` turn. A call that needs approval
+    /// parks the run with the calls left ([`Flow::Parked`]).
     async fn call_tools(
         &self,
         em: &mut Emitter,
@@ -221,13 +287,30 @@ impl RunTask {
         tools: &ToolSet,
         calls: Vec<ToolCall>,
         turns: &mut Vec<Turn>,
-    ) -> Result<bool, Failure> {
-        for call in calls {
+        carry: Carry,
+    ) -> Result<Flow, Failure> {
+        for (i, call) in calls.iter().enumerate() {
+            if super::approval::requires_approval(&self.agent, &call.name)
+                || tools.requires_approval(&call.name)
+            {
+                log.info(format!("tool {} needs approval: run parked", call.name))
+                    .await;
+                let state = super::approval::Parked {
+                    turns: turns.clone(),
+                    step: carry.step,
+                    pending: calls[i..].to_vec(),
+                    usage: carry.usage,
+                    stream_tokens: self.stream_tokens,
+                    background: self.background,
+                };
+                self.park(em, state).await?;
+                return Ok(Flow::Parked);
+            }
             let t0 = Instant::now();
             let result = tokio::select! {
                 biased;
-                _ = self.handle.cancel.cancelled() => return Ok(false),
-                r = tools.call(&self.engine.http, &call) => r,
+                _ = self.handle.cancel.cancelled() => return Ok(Flow::Cancelled),
+                r = tools.call(&self.engine.http, call) => r,
             };
             let status = FunctionStatus::of(result.ok);
             let took = t0.elapsed().as_millis();
@@ -237,20 +320,32 @@ impl RunTask {
             } else {
                 log.warn(format!("{line}: {}", result.result_text())).await
             }
-            let content = result.result_text();
-            let message = FunctionCall {
-                args: result.args,
-                function: call.name,
-                result: result.result,
-                status,
-            };
-            em.emit(EventBody::FunctionMessage { message }).await?;
-            turns.push(Turn::Tool {
-                call_id: call.id,
-                content,
-            });
+            self.tool_done(em, call.clone(), result, turns).await?;
         }
-        Ok(true)
+        Ok(Flow::Next)
+    }
+
+    /// A call's result as a `function_message` and a `tool` turn.
+    pub(super) async fn tool_done(
+        &self,
+        em: &mut Emitter,
+        call: ToolCall,
+        result: super::tools::ToolOutcome,
+        turns: &mut Vec<Turn>,
+    ) -> Result<(), Failure> {
+        let content = result.result_text();
+        let message = FunctionCall {
+            args: result.args,
+            function: call.name,
+            result: result.result,
+            status: FunctionStatus::of(result.ok),
+        };
+        em.emit(EventBody::FunctionMessage { message }).await?;
+        turns.push(Turn::Tool {
+            call_id: call.id,
+            content,
+        });
+        Ok(())
     }
 
     /// One model call. `Ok(None)` when the run was cancelled meanwhile; the
@@ -261,6 +356,8 @@ impl RunTask {
         turns: &[Turn],
         tools: &ToolSet,
     ) -> Result<Option<StepOutput>, Failure> {
+        let spent = self.meter.lock().prompt(metering::prompt_chars(turns));
+        over_budget(spent)?;
         let mut stream = self.model.step(ModelRequest {
             turns: turns.to_vec(),
             tools: tools.specs(),
@@ -285,158 +382,56 @@ impl RunTask {
                     })
                 }
                 Some(Ok(ModelEvent::Monologue(m))) => {
+                    let spent = self.meter.lock().completion(m.chars().count() as u64);
                     em.emit(EventBody::InternalMonologue { message: m }).await?;
+                    over_budget(spent)?;
                 }
                 Some(Ok(ModelEvent::Delta(d))) => {
+                    // The piece that crosses the budget is delivered (it
+                    // is charged), then the run stops.
+                    let spent = self.meter.lock().completion(d.chars().count() as u64);
                     if self.stream_tokens {
                         em.emit(EventBody::AssistantDelta { delta: d }).await?;
                     }
+                    over_budget(spent)?;
                 }
-                Some(Ok(ModelEvent::Done(out))) => return Ok(Some(out)),
-            }
-        }
-    }
-
-    /// Publishes the terminal events, stores the final status (before `done`)
-    /// and returns the run's final record.
-    async fn conclude(&self, em: &mut Emitter, outcome: Outcome, usage: Option<Usage>) -> Run {
-        let (stop_reason, mut error) = match &outcome {
-            Outcome::EndTurn => (StopReason::EndTurn, None),
-            Outcome::MaxSteps => (StopReason::MaxSteps, None),
-            Outcome::Cancelled if self.engine.stop_runs.is_cancelled() => (
-                StopReason::Cancelled,
-                Some("the gateway shut down".to_owned()),
-            ),
-            Outcome::Cancelled => (StopReason::Cancelled, None),
-            Outcome::Failed(f) => (StopReason::Error, Some(f.message.clone())),
-        };
-        let published = publish_ending(em, &outcome, usage, &self.engine.stop_runs).await;
-        // The final status is stored before `done` goes out, so a client
-        // that saw `done` and asks GET /v1/runs/{id} sees it.
-        let mut status = RunStatus::ended_by(stop_reason);
-        if let Err(e) = &published {
-            status = RunStatus::Failed;
-            error.get_or_insert_with(|| format!("event delivery failed: {e}"));
-        }
-        let mut run = Run {
-            status,
-            stop_reason: Some(stop_reason),
-            error,
-            updated_at: crate::util::now(),
-            ..self.run.clone()
-        };
-        self.save(&run).await;
-        // The key's run slot is back before `done` goes out: a client that
-        // saw `done` may start its next run at once.
-        self.engine.give_back(&self.run.id).await;
-        // `done` is attempted even when an earlier publish failed: it is what
-        // ends every stream of this run.
-        let done = em
-            .emit_patiently(
-                EventBody::Done { stop_reason },
-                END_PATIENCE,
-                &self.engine.stop_runs,
-            )
-            .await
-            .map(drop);
-        if let Err(e) = done.and(em.flush().await) {
-            tracing::warn!(error = %e, run_id = %self.run.id, "run end not fully delivered");
-            if run.status != RunStatus::Failed {
-                run.status = RunStatus::Failed;
-                run.error = Some(format!("event delivery failed: {e}"));
-                self.save(&run).await;
-            }
-        }
-        run
-    }
-
-    /// Writes the final status, retrying briefly: a run left `running` in the
-    /// store would only be settled after a restart.
-    async fn save(&self, run: &Run) {
-        let store = self.engine.sinks.store.as_ref();
-        for delay_ms in [0u64, 100, 500, 2000] {
-            tokio::time::sleep(Duration::from_millis(delay_ms)).await;
-            match store.finish_run(&self.account, run.clone()).await {
-                Ok(_) => return,
-                Err(e) => {
-                    tracing::warn!(error = %e, run_id = %run.id, "could not save the run's final status")
+                Some(Ok(ModelEvent::Done(out))) => {
+                    let mut meter = self.meter.lock();
+                    if metering::counted(out.usage).is_none() {
+                        let args = out
+                            .tool_calls
+                            .iter()
+                            .map(|c| c.arguments.chars().count() as u64);
+                        meter.completion(args.sum());
+                    }
+                    // A finished answer is kept; a spent budget stops the
+                    // run at its next model call.
+                    meter.step_done(metering::counted(out.usage));
+                    return Ok(Some(out));
                 }
             }
         }
     }
 }
 
-/// The events before `done`: `usage` after a turn that ended normally,
-/// `error` after a failure.
-async fn publish_ending(
-    em: &mut Emitter,
-    outcome: &Outcome,
+/// Where the step loop is, for a run that parks.
+#[derive(Clone, Copy)]
+struct Carry {
+    step: u32,
     usage: Option<Usage>,
-    stop: &tokio_util::sync::CancellationToken,
-) -> Result<(), EmitError> {
-    if let (Some(u), Outcome::EndTurn | Outcome::MaxSteps) = (usage, outcome) {
-        em.emit(EventBody::Usage {
-            prompt_tokens: u.prompt_tokens,
-            completion_tokens: u.completion_tokens,
-            total_tokens: u.total_tokens,
-        })
-        .await?;
-    }
-    if let Outcome::Failed(f) = outcome {
-        let error = EventBody::Error {
-            code: f.code,
-            message: f.message.clone(),
-        };
-        // A run that failed because the bus is down (a Redis outage) says so
-        // once the bus is back, if that is soon enough.
-        em.emit_patiently(error, END_PATIENCE, stop).await?;
-    }
-    Ok(())
 }
 
-/// The session's earlier conversation: its last [`HISTORY_WINDOW`] user and
-/// assistant messages, oldest first. Only those are read from the store
-/// (`message_types`): a streamed reply's token deltas are most of a
-/// session's events, and reading and decoding them was a quarter of a
-/// gateway's CPU per run (BENCHMARKS.md, runs).
-async fn load_history(
-    store: &dyn Store,
-    account: &str,
-    agent_id: &AgentId,
-    session_id: &SessionId,
-) -> Result<Vec<Turn>, StoreError> {
-    let filter = EventFilter {
-        session_id: Some(session_id.clone()),
-        run_id: None,
-        message_types: Some(vec![
-            MessageType::UserMessage,
-            MessageType::AssistantMessage,
-        ]),
-    };
-    let mut params = ListParams {
-        limit: HISTORY_WINDOW,
-        offset: 0,
-        after: None,
-    };
-    let mut page = store
-        .list_events(account, agent_id.as_str(), filter.clone(), params.clone())
-        .await?;
-    if page.pagination.total > u64::from(HISTORY_WINDOW) {
-        params.offset = page.pagination.total - u64::from(HISTORY_WINDOW);
-        page = store
-            .list_events(account, agent_id.as_str(), filter, params)
-            .await?;
+/// A spent token budget as the run's failure (`token_budget_exceeded`).
+fn over_budget(spent: Option<crate::edge::Spent>) -> Result<(), Failure> {
+    match spent {
+        None => Ok(()),
+        Some(s) => Err(Failure {
+            code: ErrorCode::TokenBudgetExceeded,
+            message: crate::edge::runs::budget_message(&s),
+        }),
     }
-    Ok(page
-        .data
-        .into_iter()
-        .filter_map(|r| match r.event.body {
-            EventBody::UserMessage { message } => Some(Turn::User(message)),
-            EventBody::AssistantMessage { message } => Some(Turn::Assistant {
-                content: message,
-                tool_calls: Vec::new(),
-            }),
-            _ => None,
-        })
-        .collect())
 }
+
+#[path = "conclude.rs"]
+mod conclude;
+use conclude::load_history;

@@ -29,8 +29,8 @@ const MAX_STEPS_LIMIT: u64 = 100;
 /// cheap handle: clones share one runtime.
 #[derive(Clone)]
 pub struct Runtime {
-    engine: Arc<Engine>,
-    mode: Arc<dyn RunMode>,
+    pub(super) engine: Arc<Engine>,
+    pub(super) mode: Arc<dyn RunMode>,
     sessions: Arc<Sessions>,
 }
 
@@ -54,12 +54,23 @@ impl Runtime {
     /// Starts the mode's background work on `tracker` (once).
     pub fn start(&self, tracker: &TaskTracker) {
         self.mode.start(tracker);
+        self.start_sweeper(tracker);
     }
 
     /// Where this process holds the run slots of runs it executes for
     /// other processes (the edge's; see [`Engine::set_run_slots`]).
     pub fn set_run_slots(&self, slots: Arc<crate::edge::runs::RunSlots>) {
         self.engine.set_run_slots(slots);
+    }
+
+    /// Sets where runs record the usage they meter (the process's meter).
+    pub fn set_usage(&self, usage: Arc<crate::usage::UsageMeter>) {
+        self.engine.set_usage(usage);
+    }
+
+    /// Sets where ended runs are announced to webhooks (the process's notifier).
+    pub fn set_notifier(&self, notifier: crate::webhooks::Notifier) {
+        self.engine.set_notifier(notifier);
     }
 
     /// The configured upstream provider, if any (for the OpenAI relay).
@@ -112,6 +123,7 @@ impl Runtime {
             stream_tokens: req.stream_tokens,
             background: req.background,
             slot: None,
+            resume: None,
         };
         // Held by the engine until the run ends, unless the mode hands it
         // off to the process that executes the run.
@@ -153,6 +165,15 @@ impl Runtime {
     /// unchanged (cancelling is idempotent).
     pub async fn cancel_run(&self, account: &str, run_id: &RunId) -> Result<Run, RunError> {
         let run = self.stored_run(account, run_id).await?;
+        if run.status == RunStatus::WaitingApproval {
+            // Parked: nothing executes it; end it here (a later decision
+            // finds it no longer waiting and resumes nothing).
+            let why = "cancelled while waiting for approval";
+            return self
+                .engine
+                .settle(account, run, super::Ending::cancelled(why))
+                .await;
+        }
         if run.status != RunStatus::Running {
             return Ok(run);
         }

@@ -77,6 +77,7 @@ pub async fn find(
         limit: 1000,
         offset: 0,
         after: None,
+        ..Default::default()
     };
     loop {
         let page = store

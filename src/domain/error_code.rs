@@ -51,6 +51,9 @@ wire_enum! {
         TooManySubscriptions = "too_many_subscriptions",
         /// 429: the key has its limit of runs going (`max_runs`).
         TooManyRuns = "too_many_runs",
+        /// 429: the key's or its account's token budget (`tpm`,
+        /// `daily_tokens`) is spent; also ends a run that crossed it.
+        TokenBudgetExceeded = "token_budget_exceeded",
         /// 431: the request line and headers are too large.
         HeadersTooLarge = "headers_too_large",
         /// 500: a bug; also a run that crashed.
@@ -104,9 +107,8 @@ impl ErrorCode {
             Conflict | AgentStopped => StatusCode::CONFLICT,
             HistoryExpired => StatusCode::GONE,
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            RateLimitExceeded | TooManyConnections | TooManySubscriptions | TooManyRuns => {
-                StatusCode::TOO_MANY_REQUESTS
-            }
+            RateLimitExceeded | TooManyConnections | TooManySubscriptions | TooManyRuns
+            | TokenBudgetExceeded => StatusCode::TOO_MANY_REQUESTS,
             HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             InternalError => StatusCode::INTERNAL_SERVER_ERROR,
             Unavailable | Cancelled => StatusCode::SERVICE_UNAVAILABLE,
@@ -154,6 +156,7 @@ mod tests {
             (ErrorCode::PayloadTooLarge, Some(413)),
             (ErrorCode::TooManyConnections, Some(429)),
             (ErrorCode::TooManyRuns, Some(429)),
+            (ErrorCode::TokenBudgetExceeded, Some(429)),
             (ErrorCode::HeadersTooLarge, Some(431)),
             (ErrorCode::InternalError, Some(500)),
             (ErrorCode::Unavailable, Some(503)),

@@ -21,7 +21,7 @@ use utoipa::ToSchema;
 use super::{
     error_code::ErrorCode,
     ids::{AgentId, EventId, RunId, SessionId},
-    kinds::{FunctionStatus, LogLevel, MessageType, StopReason},
+    kinds::{ApprovalDecision, FunctionStatus, LogLevel, MessageType, StopReason},
 };
 
 /// One event: the common fields and what its `message_type` adds. Its
@@ -85,6 +85,35 @@ pub enum EventBody {
         #[schema(min_length = 1)]
         message: String,
     },
+    /// The model called a tool that needs a person's approval: the run is
+    /// `waiting_approval` until `POST /v1/runs/{id}/approvals/{approval_id}`
+    /// (or the WebSocket's `approval_response`) decides, or `expires_at`.
+    ApprovalRequest {
+        /// `appr-…`, what the decision names.
+        #[schema(min_length = 1)]
+        approval_id: String,
+        /// The tool's name.
+        #[schema(min_length = 1)]
+        tool: String,
+        /// The call's arguments as parsed JSON (the raw text as a string
+        /// when they are not JSON).
+        arguments: Value,
+        /// When the request expires and counts as denied (RFC 3339).
+        #[schema(value_type = super::values::Timestamp)]
+        expires_at: String,
+    },
+    /// The approval was decided (or expired); the run goes on.
+    ApprovalResponse {
+        #[schema(min_length = 1)]
+        approval_id: String,
+        decision: ApprovalDecision,
+        /// The id of the key that decided; absent when the request expired.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key_id: Option<String>,
+        /// The decider's reason, when one was given.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
 }
 
 /// A tool call and its result (`function_message`'s `message`). Fields are
@@ -119,6 +148,8 @@ impl EventBody {
             Self::Error { .. } => MessageType::Error,
             Self::Done { .. } => MessageType::Done,
             Self::Log { .. } => MessageType::Log,
+            Self::ApprovalRequest { .. } => MessageType::ApprovalRequest,
+            Self::ApprovalResponse { .. } => MessageType::ApprovalResponse,
         }
     }
 }
@@ -189,6 +220,7 @@ enum Field<'a> {
     Str(&'a str),
     Num(u64),
     Call(&'a FunctionCall),
+    Json(&'a Value),
 }
 
 impl Serialize for Field<'_> {
@@ -197,12 +229,14 @@ impl Serialize for Field<'_> {
             Field::Str(v) => s.serialize_str(v),
             Field::Num(v) => s.serialize_u64(*v),
             Field::Call(v) => v.serialize(s),
+            Field::Json(v) => v.serialize(s),
         }
     }
 }
 
-/// The most fields an event has (`usage`: 7 common + 3).
-const MAX_FIELDS: usize = 10;
+/// The most fields an event has (`approval_request` and
+/// `approval_response`: 7 common + 4).
+const MAX_FIELDS: usize = 11;
 
 /// Fields gathered on the stack, written in sorted key order.
 struct Fields<'a> {
@@ -271,6 +305,32 @@ fn push_body<'a>(f: &mut Fields<'a>, body: &'a EventBody) {
             f.push("level", Field::Str(level.as_str()));
             f.push("message", Field::Str(message));
         }
+        EventBody::ApprovalRequest {
+            approval_id,
+            tool,
+            arguments,
+            expires_at,
+        } => {
+            f.push("approval_id", Field::Str(approval_id));
+            f.push("tool", Field::Str(tool));
+            f.push("arguments", Field::Json(arguments));
+            f.push("expires_at", Field::Str(expires_at));
+        }
+        EventBody::ApprovalResponse {
+            approval_id,
+            decision,
+            key_id,
+            reason,
+        } => {
+            f.push("approval_id", Field::Str(approval_id));
+            f.push("decision", Field::Str(decision.as_str()));
+            if let Some(k) = key_id {
+                f.push("key_id", Field::Str(k));
+            }
+            if let Some(r) = reason {
+                f.push("reason", Field::Str(r));
+            }
+        }
     }
 }
 
@@ -321,6 +381,18 @@ impl AgentEvent {
                 stop_reason: StopReason::EndTurn,
             },
             MessageType::Log => return Self::test_line(run, 0),
+            MessageType::ApprovalRequest => EventBody::ApprovalRequest {
+                approval_id: "appr-t".into(),
+                tool: "get_time".into(),
+                arguments: serde_json::json!({}),
+                expires_at: "2026-11-23T16:04:15.538Z".into(),
+            },
+            MessageType::ApprovalResponse => EventBody::ApprovalResponse {
+                approval_id: "appr-t".into(),
+                decision: ApprovalDecision::Approve,
+                key_id: Some("key-t".into()),
+                reason: None,
+            },
         };
         Self::test_event(run, body)
     }

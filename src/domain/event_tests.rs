@@ -129,6 +129,43 @@ fn cases() -> Vec<(AgentEvent, Value, String)> {
     ]
 }
 
+/// `approval_request`, and `approval_response` with and without its
+/// optional fields (absent ones are left out, not null).
+fn approval_cases() -> Vec<(AgentEvent, Value)> {
+    use crate::domain::ApprovalDecision;
+    let args = json!({"tz": "UTC", "n": [1, {"z": 1, "b": null}]});
+    vec![
+        (
+            event(EventBody::ApprovalRequest {
+                approval_id: "appr-1".into(),
+                tool: "get_time".into(),
+                arguments: args.clone(),
+                expires_at: "2026-11-23T16:04:15.538Z".into(),
+            }),
+            json!({"approval_id": "appr-1", "tool": "get_time", "arguments": args,
+                   "expires_at": "2026-11-23T16:04:15.538Z"}),
+        ),
+        (
+            event(EventBody::ApprovalResponse {
+                approval_id: "appr-1".into(),
+                decision: ApprovalDecision::Deny,
+                key_id: Some("key-K".into()),
+                reason: Some("no".into()),
+            }),
+            json!({"approval_id": "appr-1", "decision": "deny", "key_id": "key-K", "reason": "no"}),
+        ),
+        (
+            event(EventBody::ApprovalResponse {
+                approval_id: "appr-1".into(),
+                decision: ApprovalDecision::Expired,
+                key_id: None,
+                reason: None,
+            }),
+            json!({"approval_id": "appr-1", "decision": "expired"}),
+        ),
+    ]
+}
+
 fn log_line() -> AgentEvent {
     AgentEvent {
         id: "log-L".into(),
@@ -162,6 +199,14 @@ fn every_kind_encodes_as_the_map_did_and_decodes_back() {
     assert_eq!(text(&got), text(&old_encoding(&log, fields)));
     assert_eq!(AgentEvent::from_json(&got).unwrap(), log);
     kinds.push(log.message_type());
+    // The approval kinds came after log lines: same encoding rules, new bytes.
+    for (e, fields) in approval_cases() {
+        let got = serde_json::to_vec(&e).unwrap();
+        assert_eq!(text(&got), text(&old_encoding(&e, fields)));
+        assert_eq!(AgentEvent::from_json(&got).unwrap(), e);
+        kinds.push(e.message_type());
+    }
+    kinds.dedup();
     assert_eq!(kinds, MessageType::ALL, "a case per kind, in order");
 }
 

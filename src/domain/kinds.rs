@@ -24,6 +24,10 @@ wire_enum! {
         Done = "done",
         /// A log line of `logs:<agent id>`.
         Log = "log",
+        /// The run waits for a person to approve a tool call.
+        ApprovalRequest = "approval_request",
+        /// A tool call's approval was decided (or expired).
+        ApprovalResponse = "approval_response",
     }
 }
 
@@ -46,6 +50,21 @@ wire_enum! {
     pub enum FunctionStatus("function status") {
         Success = "success",
         Error = "error",
+        /// The call needed approval and was denied (or the request expired):
+        /// the tool did not run.
+        Denied = "denied",
+    }
+}
+
+wire_enum! {
+    /// How a tool call's approval was decided (`approval_response`'s `decision`).
+    pub enum ApprovalDecision("approval decision") {
+        /// The tool runs.
+        Approve = "approve",
+        /// The tool does not run (`function_message` status `denied`).
+        Deny = "deny",
+        /// Nobody decided in time: as `deny`.
+        Expired = "expired",
     }
 }
 
@@ -79,7 +98,8 @@ mod tests {
         assert_round_trips(StopReason::ALL);
         assert_round_trips(FunctionStatus::ALL);
         assert_round_trips(LogLevel::ALL);
-        assert_eq!(MessageType::ALL.len(), 9);
+        assert_eq!(MessageType::ALL.len(), 11);
+        assert_round_trips(ApprovalDecision::ALL);
         assert_eq!(MessageType::AssistantDelta.as_str(), "assistant_delta");
         assert_eq!(StopReason::MaxSteps.to_string(), "max_steps");
         let e = "nope".parse::<LogLevel>().unwrap_err();

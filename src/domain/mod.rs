@@ -37,7 +37,7 @@ pub use error_code::ErrorCode;
 pub use event::{AgentEvent, EventBody, FunctionCall};
 pub use event_schema::{ChannelEvent, EventFields, LogLine};
 pub use ids::{AgentId, EventId, IdError, KeyId, RunId, SessionId, ToolId};
-pub use kinds::{FunctionStatus, LogLevel, MessageType, StopReason};
+pub use kinds::{ApprovalDecision, FunctionStatus, LogLevel, MessageType, StopReason};
 pub use status::{AgentStatus, RunStatus};
 pub use values::{Seq, Timestamp};
 pub use wire::UnknownValue;

@@ -15,6 +15,10 @@ wire_enum! {
         Cancelled = "cancelled",
         /// Ended by an error (`stop_reason: error`).
         Failed = "failed",
+        /// Paused on a tool call that needs a person's approval
+        /// (`approval_request`): parked in the store, holding no worker and
+        /// no `max_runs` slot, until it is decided or expires.
+        WaitingApproval = "waiting_approval",
     }
 }
 
@@ -30,7 +34,7 @@ impl RunStatus {
 
     /// Whether the run has ended.
     pub fn is_over(self) -> bool {
-        self != Self::Running
+        !matches!(self, Self::Running | Self::WaitingApproval)
     }
 }
 
@@ -53,7 +57,16 @@ mod tests {
         assert_round_trips(RunStatus::ALL);
         assert_round_trips(AgentStatus::ALL);
         let stored: Vec<&str> = RunStatus::ALL.iter().map(|s| s.as_str()).collect();
-        assert_eq!(stored, ["running", "completed", "cancelled", "failed"]);
+        assert_eq!(
+            stored,
+            [
+                "running",
+                "completed",
+                "cancelled",
+                "failed",
+                "waiting_approval"
+            ]
+        );
         assert_eq!(AgentStatus::Stopped.as_str(), "stopped");
     }
 

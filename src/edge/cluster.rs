@@ -19,7 +19,19 @@ use std::{
 
 use redis::{aio::ConnectionManager, AsyncCommands, Script};
 
-use super::rate::Decision;
+use super::{rate::Decision, tokens::flush::BudgetArg};
+
+/// What the run-start script decided.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunStartAnswer {
+    /// The rate decision, when the rate was checked.
+    pub rate: Option<Decision>,
+    /// Whether a run slot was taken.
+    pub taken: bool,
+    /// The spent token budget, its limit and the time until it has room
+    /// (`tpm`; zero for a daily budget, whose wait is until midnight).
+    pub spent: Option<(super::tokens::Which, u64, Duration)>,
+}
 
 /// Longest a single Redis call may take before the edge falls back.
 pub const OP_TIMEOUT: Duration = Duration::from_millis(250);
@@ -60,20 +72,25 @@ const GCRA: &str = concat!(
 /// ZSET; ARGV[1] period (µs per request; 0: no rate check), ARGV[2] burst,
 /// ARGV[3] lease ttl (ms), ARGV[4] max runs, ARGV[5] member. A start over
 /// the rate takes no slot; one within it is counted even if no slot is free
-/// (it was a request). Returns gcra's four values and 1 when the slot was
-/// taken (0 when full or not tried).
+/// (it was a request), and so is one refused by a token budget (ARGV[6..]
+/// and KEYS[3..], see [`super::tokens::flush`]). Returns gcra's four
+/// values, 1 when the slot was taken (0 when full or not tried), the index
+/// of a spent budget (0: none) and the µs it needs to have room (`tpm`).
 const RUN_START: &str = concat!(
     gcra_lua!(),
     r"
-local r = {1, 0, 0, 0}
+local r = {1, 0, 0, 0, 0, 0, 0}
 local t = tonumber(ARGV[1])
 if t > 0 then
-  r = gcra(KEYS[1], t, tonumber(ARGV[2]), now_us)
+  local g = gcra(KEYS[1], t, tonumber(ARGV[2]), now_us)
+  r[1], r[2], r[3], r[4] = g[1], g[2], g[3], g[4]
   if r[1] == 0 then
-    r[5] = 0
     return r
   end
 end
+",
+    super::tokens::flush::run_start_budgets_lua!(),
+    r"
 local now = math.floor(now_us / 1000)
 local ttl = tonumber(ARGV[3])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
@@ -145,9 +162,9 @@ pub enum RedisEdgeError {
 
 /// A lazily connected, multiplexed Redis connection with a circuit breaker.
 pub struct RedisEdge {
-    conn: ConnectionManager,
+    pub(super) conn: ConnectionManager,
     /// Prefix of every key (`--redis-prefix`, shared with the bus).
-    prefix: String,
+    pub(super) prefix: String,
     gcra: Script,
     run_start: Script,
     acquire: Script,
@@ -186,7 +203,7 @@ impl RedisEdge {
     }
 
     /// Runs one call under the timeout and the breaker.
-    async fn call<T, F>(&self, what: &str, f: F) -> Result<T, RedisEdgeError>
+    pub(super) async fn call<T, F>(&self, what: &str, f: F) -> Result<T, RedisEdgeError>
     where
         F: std::future::Future<Output = redis::RedisResult<T>>,
     {
@@ -230,35 +247,51 @@ impl RedisEdge {
     }
 
     /// The run-start check of `key_id` in one call: its rate at `rpm`
-    /// (`None`: rate limits are off) and a slot in `zset` if fewer than
-    /// `limit` live leases hold it. Returns the rate decision (if checked)
-    /// and whether the slot was taken.
+    /// (`None`: rate limits are off), its token `budgets`, and a slot in
+    /// `zset` if fewer than `limit` live leases hold it.
     pub async fn start_run(
         &self,
         key_id: &str,
         rpm: Option<u32>,
+        budgets: &[BudgetArg],
         lease: &super::leases::Lease,
         limit: u32,
         ttl: Duration,
-    ) -> Result<(Option<Decision>, bool), RedisEdgeError> {
+    ) -> Result<RunStartAnswer, RedisEdgeError> {
         let rpm = rpm.map(|r| r.max(1));
         let mut conn = self.conn.clone();
         let mut inv = self.run_start.prepare_invoke();
-        inv.key(self.rate_bucket(key_id))
-            .key(lease.0.as_ref())
-            .arg(rpm.map_or(0, period_us))
+        inv.key(self.rate_bucket(key_id)).key(lease.0.as_ref());
+        for b in budgets {
+            inv.key(&b.key);
+        }
+        inv.arg(rpm.map_or(0, period_us))
             .arg(rpm.unwrap_or(1))
             .arg(ttl.as_millis() as u64)
             .arg(limit)
-            .arg(lease.1.as_ref());
-        let (allowed, remaining, reset_us, retry_us, taken): (i64, i64, i64, i64, i64) = self
+            .arg(lease.1.as_ref())
+            .arg(budgets.len());
+        for b in budgets {
+            inv.arg(format!("{:.6}", b.per_token_us))
+                .arg(b.limit)
+                .arg(b.unflushed);
+        }
+        let r: [i64; 7] = self
             .call(
                 "run_start",
                 async move { inv.invoke_async(&mut conn).await },
             )
             .await?;
-        let rate = rpm.map(|rpm| decision(rpm, [allowed, remaining, reset_us, retry_us]));
-        Ok((rate, taken == 1))
+        let spent = usize::try_from(r[5])
+            .ok()
+            .and_then(|i| i.checked_sub(1))
+            .and_then(|i| budgets.get(i))
+            .map(|b| (b.which, b.limit, Duration::from_micros(r[6].max(0) as u64)));
+        Ok(RunStartAnswer {
+            rate: rpm.map(|rpm| decision(rpm, [r[0], r[1], r[2], r[3]])),
+            taken: r[4] == 1,
+            spent,
+        })
     }
 
     /// The GCRA bucket of `key_id` (shared by requests and run starts).

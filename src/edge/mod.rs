@@ -11,6 +11,9 @@
 //!   is held for the life of one run.
 //! - [`leases`]: the Redis leases stream and run slots share (refresh,
 //!   release).
+//! - [`tokens`]: token budgets (`tpm`, `daily_tokens`) per key and per
+//!   account: local counters charged as text streams, flushed to Redis at
+//!   least once a second, checked with the rest at a run start.
 //! - [`limits`]: request head size and JSON depth.
 //! - [`cluster`]: the edge's own small Redis client (scripts, breaker).
 //!
@@ -30,6 +33,7 @@ pub mod leases;
 pub mod limits;
 pub mod rate;
 pub mod runs;
+pub mod tokens;
 
 use std::{sync::Arc, time::Duration};
 
@@ -42,8 +46,12 @@ pub use keylimits::KeyLimits;
 pub use leases::Lease;
 pub use rate::Decision;
 pub use runs::{max_runs_for, RunRefusal, RunSlot, SlotRef};
+pub use tokens::{Budgets, Payer, Room, Spent, TokenBudgets, TokenMeter};
 
-use crate::{config::EdgeConfig, store::KeyRecord};
+use crate::{
+    config::EdgeConfig,
+    store::{AccountLimits, KeyRecord},
+};
 
 /// How often idle limiter state is dropped.
 const CLEANUP_EVERY: Duration = Duration::from_secs(60);
@@ -63,6 +71,8 @@ pub struct Edge {
     redis: Option<Arc<cluster::RedisEdge>>,
     pub conns: Arc<conns::ConnCaps>,
     pub runs: Arc<runs::RunSlots>,
+    /// Token counters (also reached through [`runs::RunSlots::tokens`]).
+    pub tokens: Arc<TokenBudgets>,
     leases: Arc<leases::LeaseBook>,
     releases: parking_lot::Mutex<Option<mpsc::Receiver<Lease>>>,
     /// Stops the edge's background tasks (after the drain, not at its start:
@@ -89,12 +99,18 @@ impl Edge {
         let (book, rx) = leases::LeaseBook::new(redis.clone(), ttl);
         let book = Arc::new(book);
         let gateway_id = crate::util::new_id("gw");
+        let tokens = Arc::new(TokenBudgets::new(redis.clone()));
         Ok(Self {
             cfg: cfg.clone(),
             local: rate::LocalLimiter::default(),
             redis,
             conns: Arc::new(conns::ConnCaps::new(cfg, book.clone(), &gateway_id)),
-            runs: Arc::new(runs::RunSlots::new(book.clone(), &gateway_id)),
+            runs: Arc::new(runs::RunSlots::new(
+                book.clone(),
+                tokens.clone(),
+                &gateway_id,
+            )),
+            tokens,
             leases: book,
             releases: parking_lot::Mutex::new(Some(rx)),
             closed: CancellationToken::new(),
@@ -112,13 +128,18 @@ impl Edge {
             loop {
                 tokio::select! {
                     _ = edge.closed.cancelled() => return,
-                    _ = tick.tick() => edge.local.cleanup(),
+                    _ = tick.tick() => {
+                        edge.local.cleanup();
+                        edge.tokens.cleanup();
+                    }
                 }
             }
         });
         if self.redis.is_none() {
             return;
         }
+        let edge = self.clone();
+        tracker.spawn(async move { edge.tokens.run_flusher(edge.closed.clone()).await });
         let edge = self.clone();
         tracker.spawn(async move {
             let every = edge.leases.ttl / 3;
@@ -171,22 +192,65 @@ impl Edge {
     }
 
     /// Checks one run start of `key` (module doc of [`runs`]): one request
-    /// against its rpm (unless rate limits are off) and one of its
-    /// `max_runs` slots, in one Redis call. The local rate stage runs first,
-    /// as in [`Self::check_rate`]. Returns the slot, to hold until the run
-    /// ends, and the rate decision for the `X-RateLimit-*` headers.
+    /// against its rpm (unless rate limits are off), its token budgets and
+    /// its account's (`account`), and one of its `max_runs` slots, in one
+    /// Redis call. The local rate stage runs first, as in
+    /// [`Self::check_rate`]. Returns the slot, to hold until the run ends
+    /// (it carries the token counters the run charges), and the rate
+    /// decision for the `X-RateLimit-*` headers.
     pub async fn start_run(
         &self,
         key: &KeyRecord,
+        account: AccountLimits,
     ) -> Result<(RunSlot, Option<Decision>), RunRefusal> {
         let local = self.cfg.rate_limit.then(|| {
             let id: Arc<str> = key.id.as_str().into();
             self.local.check(&id, key.rpm)
         });
         let limit = max_runs_for(key, &self.cfg);
+        let payer = self.payer(key, account);
         self.runs
-            .start(key.id.as_str(), key.rpm, limit, local)
+            .start(key.id.as_str(), key.rpm, limit, local, Some(payer))
             .await
+    }
+
+    /// Who pays for `key`'s tokens and the budgets in force.
+    pub fn payer(&self, key: &KeyRecord, account: AccountLimits) -> Payer {
+        let limits = self.limits(key);
+        Payer {
+            key_id: key.id.to_string(),
+            account: key.account_id.clone(),
+            key_tpm: limits.tpm,
+            key_daily: limits.daily_tokens,
+            account_tpm: account.tpm,
+            account_daily: account.daily_tokens,
+        }
+    }
+
+    /// The token check of a request that streams tokens but starts no run
+    /// (an OpenAI relay): this gateway's view of the budgets (at most one
+    /// flush old). Returns the counters to charge (`None`: no budget).
+    pub fn check_tokens(
+        &self,
+        key: &KeyRecord,
+        account: AccountLimits,
+    ) -> Result<Option<Arc<Budgets>>, Spent> {
+        let budgets = self.tokens.budgets(&self.payer(key, account));
+        match budgets.as_ref().and_then(|b| b.check()) {
+            Some(spent) => Err(spent),
+            None => Ok(budgets),
+        }
+    }
+
+    /// What is left of `key`'s tighter token budget (its own or its
+    /// account's), for the `X-RateLimit-*-Tokens` headers.
+    pub fn token_room(&self, key: &KeyRecord, account: AccountLimits) -> Option<Room> {
+        let own = self.limits(key);
+        let none = own.tpm.is_none() && own.daily_tokens.is_none();
+        if none && account.tpm.is_none() && account.daily_tokens.is_none() {
+            return None;
+        }
+        self.tokens.budgets(&self.payer(key, account))?.room()
     }
 
     /// The per-key limit of concurrent runs in force for `key`.

@@ -29,7 +29,13 @@ use std::{
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
-use super::{cluster::RedisEdge, leases::LeaseBook, rate::Decision, Lease};
+use super::{
+    cluster::RedisEdge,
+    leases::LeaseBook,
+    rate::Decision,
+    tokens::{Budgets, Payer, Spent, TokenBudgets, Which},
+    Lease,
+};
 use crate::{config::EdgeConfig, domain::ErrorCode, store::KeyRecord};
 
 /// Most runs a key may have going: its own `max_runs`, else the default
@@ -47,6 +53,23 @@ pub enum RunRefusal {
     /// The key has its limit of runs going (429 `too_many_runs`).
     #[error("this key already has {limit} runs going (its limit); wait for one to end")]
     Full { limit: u32 },
+    /// A token budget of the key or its account is spent (429
+    /// `token_budget_exceeded`).
+    #[error("{}", budget_message(.0))]
+    Budget(Spent),
+}
+
+/// What a client is told of a spent budget.
+pub fn budget_message(s: &Spent) -> String {
+    let what = match s.which {
+        Which::Tpm => "tokens per minute",
+        Which::Daily => "tokens per UTC day",
+    };
+    format!(
+        "the token budget is spent ({} {what}); retry after {} s",
+        s.limit,
+        s.retry_after_secs()
+    )
 }
 
 impl RunRefusal {
@@ -55,6 +78,7 @@ impl RunRefusal {
         match self {
             Self::Rate(_) => ErrorCode::RateLimitExceeded,
             Self::Full { .. } => ErrorCode::TooManyRuns,
+            Self::Budget(_) => ErrorCode::TokenBudgetExceeded,
         }
     }
 
@@ -63,6 +87,7 @@ impl RunRefusal {
         match self {
             Self::Rate(d) => Some(d.retry_after_secs()),
             Self::Full { .. } => None,
+            Self::Budget(s) => Some(s.retry_after_secs()),
         }
     }
 }
@@ -73,22 +98,28 @@ impl RunRefusal {
 pub struct SlotRef {
     pub key_id: String,
     pub member: String,
+    /// Who pays for the run's tokens, with the budgets in force at its start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payer: Option<Payer>,
 }
 
 /// Run slots: this process's counts per key, and the leases.
 pub struct RunSlots {
     local: Mutex<HashMap<Arc<str>, u32>>,
     book: Arc<LeaseBook>,
+    /// The token counters runs charge.
+    pub tokens: Arc<TokenBudgets>,
     gateway_id: String,
     next_id: AtomicU64,
 }
 
 impl RunSlots {
     /// The slots; their leases go in `book`.
-    pub fn new(book: Arc<LeaseBook>, gateway_id: &str) -> Self {
+    pub fn new(book: Arc<LeaseBook>, tokens: Arc<TokenBudgets>, gateway_id: &str) -> Self {
         Self {
             local: Mutex::new(HashMap::new()),
             book,
+            tokens,
             gateway_id: gateway_id.to_owned(),
             next_id: AtomicU64::new(0),
         }
@@ -103,19 +134,25 @@ impl RunSlots {
         self.local.lock().get(key_id).copied().unwrap_or(0)
     }
 
-    /// Takes a slot for `key_id` if it has fewer than `limit` runs going,
-    /// after the local rate `local_rate` (`None`: rate limits off) allowed
-    /// the start; with Redis, the rate at `rpm` and the slot are decided
-    /// there in one call. Returns the slot and the rate decision in force.
+    /// Takes a slot for `key_id` if it has fewer than `limit` runs going
+    /// and `payer`'s token budgets have room, after the local rate
+    /// `local_rate` (`None`: rate limits off) allowed the start; with Redis,
+    /// the rate at `rpm`, the budgets and the slot are decided there in one
+    /// call. Returns the slot and the rate decision in force.
     pub async fn start(
         self: &Arc<Self>,
         key_id: &str,
         rpm: u32,
         limit: u32,
         local_rate: Option<Decision>,
+        payer: Option<Payer>,
     ) -> Result<(RunSlot, Option<Decision>), RunRefusal> {
         if let Some(d) = local_rate.filter(|d| !d.allowed) {
             return Err(RunRefusal::Rate(d));
+        }
+        let budgets = payer.as_ref().and_then(|p| self.tokens.budgets(p));
+        if let Some(spent) = budgets.as_ref().and_then(|b| b.check()) {
+            return Err(RunRefusal::Budget(spent));
         }
         let key: Arc<str> = key_id.into();
         if !self.count_in(&key, limit) {
@@ -126,6 +163,8 @@ impl RunSlots {
             key,
             lease: None,
             handed_off: false,
+            payer,
+            budgets,
         };
         let Some(redis) = self.redis() else {
             return Ok((slot, local_rate));
@@ -133,17 +172,28 @@ impl RunSlots {
         let lease = self.new_lease(redis, key_id);
         let rpm = local_rate.map(|_| rpm);
         let ttl = self.book.ttl;
+        let args = slot
+            .budgets
+            .as_ref()
+            .map(|b| b.run_start_args(redis))
+            .unwrap_or_default();
         // Redis away: the local decisions stand, and the lease is kept (the
         // refresher writes it when Redis is back), as stream slots do.
-        let rate = match redis.start_run(key_id, rpm, &lease, limit, ttl).await {
-            Ok((rate, taken)) => {
-                if let Some(d) = rate.filter(|d| !d.allowed) {
+        let rate = match redis
+            .start_run(key_id, rpm, &args, &lease, limit, ttl)
+            .await
+        {
+            Ok(answer) => {
+                if let Some(d) = answer.rate.filter(|d| !d.allowed) {
                     return Err(RunRefusal::Rate(d));
                 }
-                if !taken {
+                if let Some((which, limit, wait)) = answer.spent {
+                    return Err(RunRefusal::Budget(spent_in_redis(which, limit, wait)));
+                }
+                if !answer.taken {
                     return Err(RunRefusal::Full { limit });
                 }
-                rate
+                answer.rate
             }
             Err(_) => local_rate,
         };
@@ -164,11 +214,14 @@ impl RunSlots {
         if let Some(lease) = &lease {
             self.book.track(lease);
         }
+        let budgets = r.payer.as_ref().and_then(|p| self.tokens.budgets(p));
         RunSlot {
             slots: self.clone(),
             key,
             lease,
             handed_off: false,
+            payer: r.payer.clone(),
+            budgets,
         }
     }
 
@@ -209,6 +262,9 @@ pub struct RunSlot {
     key: Arc<str>,
     lease: Option<Lease>,
     handed_off: bool,
+    payer: Option<Payer>,
+    /// The token counters the run charges; `None`: no budget applies.
+    budgets: Option<Arc<Budgets>>,
 }
 
 impl RunSlot {
@@ -221,7 +277,18 @@ impl RunSlot {
                 .as_ref()
                 .map(|l| l.1.to_string())
                 .unwrap_or_default(),
+            payer: self.payer.clone(),
         }
+    }
+
+    /// The token counters the run charges ([`super::tokens::TokenMeter`]).
+    pub fn budgets(&self) -> Option<Arc<Budgets>> {
+        self.budgets.clone()
+    }
+
+    /// Who pays for the run's tokens.
+    pub fn payer(&self) -> Option<&Payer> {
+        self.payer.as_ref()
     }
 
     /// Gives the slot back now, in Redis too (awaited, bounded by the edge's
@@ -252,6 +319,20 @@ impl RunSlot {
     }
 }
 
+/// A budget the run-start script found spent, as a refusal: a `tpm`
+/// budget has room after `wait`, a daily one at the next UTC midnight.
+fn spent_in_redis(which: Which, limit: u64, wait: std::time::Duration) -> Spent {
+    let retry_after = match which {
+        Which::Tpm => wait,
+        Which::Daily => super::tokens::budget::today().1,
+    };
+    Spent {
+        which,
+        limit,
+        retry_after,
+    }
+}
+
 impl fmt::Debug for RunSlot {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RunSlot")
@@ -279,7 +360,11 @@ mod tests {
 
     fn slots() -> Arc<RunSlots> {
         let book = Arc::new(LeaseBook::new(None, Duration::from_secs(30)).0);
-        Arc::new(RunSlots::new(book, "gw-test"))
+        Arc::new(RunSlots::new(
+            book,
+            Arc::new(TokenBudgets::new(None)),
+            "gw-test",
+        ))
     }
 
     fn allowed() -> Option<Decision> {
@@ -295,18 +380,21 @@ mod tests {
     #[tokio::test]
     async fn without_redis_runs_are_counted_locally_per_key() {
         let s = slots();
-        let a = s.start("k", 10, 2, allowed()).await.unwrap().0;
-        let (b, rate) = s.start("k", 10, 2, allowed()).await.unwrap();
+        let a = s.start("k", 10, 2, allowed(), None).await.unwrap().0;
+        let (b, rate) = s.start("k", 10, 2, allowed(), None).await.unwrap();
         assert_eq!(rate, allowed(), "the local decision is the one in force");
-        let e = s.start("k", 10, 2, allowed()).await.unwrap_err();
+        let e = s.start("k", 10, 2, allowed(), None).await.unwrap_err();
         assert_eq!(e, RunRefusal::Full { limit: 2 });
         assert_eq!(e.code(), ErrorCode::TooManyRuns);
         assert_eq!(e.retry_after(), None);
-        assert!(s.start("other", 10, 2, None).await.is_ok(), "keys apart");
+        assert!(
+            s.start("other", 10, 2, None, None).await.is_ok(),
+            "keys apart"
+        );
         assert_eq!(s.local_count("k"), 2);
         drop(a);
         assert_eq!(s.local_count("k"), 1);
-        let c = s.start("k", 10, 2, allowed()).await.unwrap().0;
+        let c = s.start("k", 10, 2, allowed(), None).await.unwrap().0;
         drop((b, c));
         assert_eq!(s.local_count("k"), 0);
         assert!(s.local.lock().is_empty(), "no entry for keys with no runs");
@@ -321,7 +409,7 @@ mod tests {
             retry_after: Duration::from_millis(5_500),
             ..allowed().unwrap()
         };
-        let e = s.start("k", 10, 2, Some(over)).await.unwrap_err();
+        let e = s.start("k", 10, 2, Some(over), None).await.unwrap_err();
         assert_eq!(e.code(), ErrorCode::RateLimitExceeded);
         assert_eq!(e.retry_after(), Some(6));
         assert_eq!(s.local_count("k"), 0);
@@ -330,13 +418,13 @@ mod tests {
     #[tokio::test]
     async fn a_handed_off_slot_is_counted_where_it_is_adopted() {
         let s = slots();
-        let slot = s.start("k", 10, 1, None).await.unwrap().0;
+        let slot = s.start("k", 10, 1, None, None).await.unwrap().0;
         let r = slot.hand_off();
         assert_eq!(s.local_count("k"), 0);
         let adopted = s.adopt(&r);
         assert_eq!(s.local_count("k"), 1);
-        assert!(s.start("k", 10, 1, None).await.is_err());
+        assert!(s.start("k", 10, 1, None, None).await.is_err());
         drop(adopted);
-        assert!(s.start("k", 10, 1, None).await.is_ok());
+        assert!(s.start("k", 10, 1, None, None).await.is_ok());
     }
 }

@@ -103,7 +103,9 @@ pub async fn get_account(
     };
     let (account, agents, tools, keys) = tokio::try_join!(
         state.store.get_account(acct),
-        state.store.list_agents(acct, one.clone()),
+        state
+            .store
+            .list_agents(acct, Default::default(), one.clone()),
         state.store.list_tools(acct, one.clone()),
         state.store.list_keys(acct, one.clone()),
     )?;

@@ -1,5 +1,7 @@
 //! `/v1/agents`: create, list, read, change, delete, start and stop agents.
 
+use std::collections::HashMap;
+
 use axum::{
     extract::{Path, State},
     http::StatusCode,
@@ -14,13 +16,14 @@ use super::{
     auth::Auth,
     errors::{ApiError, ApiJson},
     openapi::schemas,
-    params::ListQuery,
+    params::{parse_list, query_of, Paged},
     record,
 };
 use crate::{
-    domain::{AgentStatus, ErrorCode},
+    domain::{AgentId, AgentStatus, ErrorCode},
     state::AppState,
-    store::{Agent, AgentPatch, NewAgent, Page},
+    store::{Agent, AgentFilter, AgentPatch, NewAgent, Page},
+    webhooks::WebhookEvent,
 };
 
 /// Body of `POST /v1/agents`.
@@ -169,21 +172,70 @@ pub async fn create_agent(
         metadata: body.metadata,
     };
     let created = state.store.create_agent(auth.account(), agent).await?;
+    announce(&state, auth.account(), WebhookEvent::AgentCreated, &created);
     let target = AuditTarget(created.id.to_string());
     Ok((StatusCode::CREATED, target, Json(public(created))))
 }
 
-/// List the account's agents, oldest first.
+/// Filters of `GET /v1/agents` (documentation of the query).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // documentation only
+pub struct AgentQuery {
+    /// Only the agents of exactly this name.
+    #[param(schema_with = schemas::agent_name, required = false)]
+    name: String,
+    /// Only the agents with one of these tags (comma-separated, 1 to 32
+    /// tags of 1 to 64 characters).
+    #[param(schema_with = schemas::tag_list, required = false)]
+    tags: String,
+    /// Only the agents with every one of `tags`. Default `false`.
+    #[param(required = false)]
+    match_all_tags: bool,
+}
+
+/// List the account's agents, oldest first; `name` and `tags` filter.
 #[utoipa::path(get, path = "/v1/agents", tag = "agents",
-    params(super::openapi::schemas::PageParams),
+    params(schemas::PageParams, AgentQuery),
     responses((status = 200, body = Page<Agent>)))]
 pub async fn list_agents(
     State(state): State<AppState>,
     auth: Auth,
-    ListQuery(params): ListQuery,
-) -> Result<Json<Page<Agent>>, ApiError> {
-    let page = state.store.list_agents(auth.account(), params).await?;
-    Ok(Json(page.map(public)))
+    uri: axum::http::Uri,
+) -> Result<Paged<Agent>, ApiError> {
+    let q = query_of(&uri)?;
+    let params = parse_list(&q, &["name", "tags", "match_all_tags"])?;
+    let filter = agent_filter(&q)?;
+    let page = state
+        .store
+        .list_agents(auth.account(), filter, params)
+        .await?;
+    Ok(Paged(page.map(public)))
+}
+
+/// `name` (exact, after trimming), `tags` (comma-separated, each 1 to 64
+/// characters) and `match_all_tags` (`true` or `false`).
+fn agent_filter(q: &HashMap<String, String>) -> Result<AgentFilter, ApiError> {
+    let name = q.get("name").map(|n| check_name(n)).transpose()?;
+    let tags: Vec<String> = match q.get("tags") {
+        Some(t) => t.split(',').map(str::to_owned).collect(),
+        None => Vec::new(),
+    };
+    check_tags(&tags)?;
+    let match_all_tags = match q.get("match_all_tags").map(String::as_str) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(v) => {
+            return Err(ApiError::validation(format!(
+                "match_all_tags: must be `true` or `false`, got `{v}`"
+            )))
+        }
+    };
+    Ok(AgentFilter {
+        name,
+        tags,
+        match_all_tags,
+    })
 }
 
 /// Read one agent.
@@ -241,6 +293,9 @@ pub async fn update_agent(
         status: None,
     };
     let agent = state.store.update_agent(auth.account(), &id, patch).await;
+    if let Ok(a) = &agent {
+        announce(&state, auth.account(), WebhookEvent::AgentUpdated, a);
+    }
     record::found(agent.map(public), NOT_FOUND)
 }
 
@@ -253,6 +308,17 @@ pub async fn delete_agent(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let gone = state.store.delete_agent(auth.account(), &id).await;
+    if gone.is_ok() {
+        let agent_id = AgentId::from(id);
+        let data = serde_json::json!({"agent_id": agent_id});
+        let hooks = &state.webhooks.notifier;
+        hooks.notify(
+            auth.account(),
+            WebhookEvent::AgentDeleted,
+            Some(&agent_id),
+            data,
+        );
+    }
     record::deleted(gone, NOT_FOUND)
 }
 
@@ -289,7 +355,17 @@ async fn set_status(
         ..Default::default()
     };
     let agent = state.store.update_agent(auth.account(), &id, patch).await;
+    if let Ok(a) = &agent {
+        announce(&state, auth.account(), WebhookEvent::AgentUpdated, a);
+    }
     record::found(agent.map(public), NOT_FOUND)
+}
+
+/// Queues the webhook event of a change to `agent` (never waits).
+fn announce(state: &AppState, account: &str, event: WebhookEvent, agent: &Agent) {
+    let data = serde_json::json!({"agent_id": agent.id, "agent": public(agent.clone())});
+    let hooks = &state.webhooks.notifier;
+    hooks.notify(account, event, Some(&agent.id), data);
 }
 
 /// The code of a missing (or another account's) agent.

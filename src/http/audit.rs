@@ -25,11 +25,10 @@
 use std::{collections::HashMap, sync::LazyLock};
 
 use axum::{
-    extract::{Query, Request, State},
+    extract::{Request, State},
     http::Uri,
     middleware::Next,
     response::{IntoResponseParts, Response, ResponseParts},
-    Json,
 };
 use utoipa::IntoParams;
 
@@ -213,16 +212,15 @@ pub async fn list_audit(
     State(state): State<AppState>,
     auth: Auth,
     uri: Uri,
-) -> Result<Json<Page<AuditRecord>>, ApiError> {
-    let Query(q) = Query::<HashMap<String, String>>::try_from_uri(&uri)
-        .map_err(|e| ApiError::validation(format!("query: {e}")))?;
-    let params = super::params::parse(&q)?;
+) -> Result<super::params::Paged<AuditRecord>, ApiError> {
+    let q = super::params::query_of(&uri)?;
+    let params = super::params::parse_list(&q, &["action", "target"])?;
     let filter = parse_filter(&q)?;
     let page = state
         .store
         .list_audit(auth.account(), filter, params)
         .await?;
-    Ok(Json(page.map(|mut r| {
+    Ok(super::params::Paged(page.map(|mut r| {
         r.account_id.clear();
         r
     })))

@@ -34,6 +34,16 @@ impl<S: Send + Sync> FromRequestParts<S> for Resume {
 /// Reads the cursor from `Last-Event-ID` or `?after=`; a value that is not a
 /// non-negative integer is a 400 naming where it came from.
 pub fn resume_cursor(headers: &HeaderMap, after: Option<&str>) -> Result<Option<u64>, ApiError> {
+    // `?after=` is checked even when the header wins: a malformed parameter
+    // is a 400 whatever else the request carries.
+    let query = match after {
+        None => None,
+        Some(v) => Some(parse(v).ok_or_else(|| {
+            ApiError::validation(format!(
+                "after: must be a non-negative integer (an event seq), got `{v}`"
+            ))
+        })?),
+    };
     if let Some(v) = headers.get("last-event-id") {
         let v = v.to_str().unwrap_or("\u{fffd}").trim();
         // EventSource sends no header when its last id is empty; an empty
@@ -46,14 +56,7 @@ pub fn resume_cursor(headers: &HeaderMap, after: Option<&str>) -> Result<Option<
             });
         }
     }
-    match after {
-        None => Ok(None),
-        Some(v) => parse(v).map(Some).ok_or_else(|| {
-            ApiError::validation(format!(
-                "after: must be a non-negative integer (an event seq), got `{v}`"
-            ))
-        }),
-    }
+    Ok(query)
 }
 
 fn parse(v: &str) -> Option<u64> {
@@ -67,6 +70,15 @@ fn parse(v: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_malformed_after_is_refused_even_when_the_header_wins() {
+        let mut h = HeaderMap::new();
+        h.insert("last-event-id", "7".parse().unwrap());
+        assert_eq!(resume_cursor(&h, Some("3")).unwrap(), Some(7));
+        let e = resume_cursor(&h, Some("\u{8f}>m")).unwrap_err();
+        assert!(e.message.starts_with("after: must be"), "{}", e.message);
+    }
 
     fn headers(last_event_id: Option<&str>) -> HeaderMap {
         let mut h = HeaderMap::new();

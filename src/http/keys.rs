@@ -20,7 +20,7 @@ use super::{
     auth::Auth,
     errors::{parse_json, ApiError, ApiJson},
     key_body::{self, Grantor},
-    params::ListQuery,
+    params::{ListQuery, Paged},
 };
 use crate::{
     domain::ErrorCode,
@@ -225,9 +225,9 @@ pub async fn list_keys(
     State(state): State<AppState>,
     auth: Auth,
     ListQuery(params): ListQuery,
-) -> Result<Json<Page<KeyRecord>>, ApiError> {
+) -> Result<Paged<KeyRecord>, ApiError> {
     let page = state.store.list_keys(auth.account(), params).await?;
-    Ok(Json(page.map(KeyRecord::public)))
+    Ok(Paged(page.map(KeyRecord::public)))
 }
 
 /// Revoke a key; it is refused from the next request on.

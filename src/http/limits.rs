@@ -22,8 +22,9 @@ use axum::{
 use super::{auth::Auth, errors::ApiError};
 use crate::{
     domain::ErrorCode,
-    edge::{limits::HeadTooLarge, CapError, Decision, RunRefusal, RunSlot},
+    edge::{limits::HeadTooLarge, CapError, Decision, RunRefusal, RunSlot, TokenMeter},
     state::AppState,
+    usage::UsageKey,
 };
 
 /// Where the handler of a route that starts runs leaves its rate decision
@@ -54,7 +55,11 @@ pub async fn start_run(
     auth: &Auth,
     metered: &Metered,
 ) -> Result<RunSlot, ApiError> {
-    match state.edge.start_run(&auth.key).await {
+    let account = state
+        .keys
+        .account_limits(state.store.as_ref(), auth.account())
+        .await;
+    match state.edge.start_run(&auth.key, account).await {
         Ok((slot, rate)) => {
             metered.set(rate);
             Ok(slot)
@@ -67,6 +72,42 @@ pub async fn start_run(
             }
             Err(e.into())
         }
+    }
+}
+
+/// The token meter of an OpenAI relay to `model`: the key's and account's
+/// budgets, checked now (429 `token_budget_exceeded` when spent), and the
+/// usage record.
+pub async fn relay_meter(
+    state: &AppState,
+    auth: &Auth,
+    model: &str,
+) -> Result<TokenMeter, ApiError> {
+    let account = (state.keys)
+        .account_limits(state.store.as_ref(), auth.account())
+        .await;
+    let budgets = (state.edge)
+        .check_tokens(&auth.key, account)
+        .map_err(RunRefusal::Budget)?;
+    let key = UsageKey {
+        account: auth.account().into(),
+        key_id: auth.key.id.as_str().into(),
+        day: crate::usage::today(),
+        model: model.into(),
+        agent_id: "".into(),
+        provider: "upstream".into(),
+    };
+    Ok(TokenMeter::new(budgets, Some((state.usage.clone(), key))))
+}
+
+/// Puts the `X-RateLimit-*-Tokens` headers on a response to `auth`'s key
+/// when a token budget (its own or its account's) applies.
+async fn token_headers(state: &AppState, auth: &Auth, resp: &mut Response) {
+    let account = (state.keys)
+        .account_limits(state.store.as_ref(), auth.account())
+        .await;
+    if let Some(room) = state.edge.token_room(&auth.key, account) {
+        room.write_headers(resp.headers_mut());
     }
 }
 
@@ -83,7 +124,7 @@ pub async fn check_rate(state: &AppState, auth: &Auth, metered: &Metered) -> Res
 
 /// Middleware of the routes that start runs (module doc): the handler
 /// checks; this writes the headers, and counts a request the handler
-/// refused before its check.
+/// refused before its check. Every request counts in the key's usage.
 pub async fn run_start_rate(
     State(state): State<AppState>,
     mut req: Request,
@@ -92,6 +133,9 @@ pub async fn run_start_rate(
     let Some(auth) = req.extensions().get::<Auth>().cloned() else {
         return next.run(req).await;
     };
+    state
+        .usage
+        .count_request(auth.account(), auth.key.id.as_str());
     let metered = Metered::default();
     req.extensions_mut().insert(metered.clone());
     let mut resp = next.run(req).await;
@@ -102,18 +146,25 @@ pub async fn run_start_rate(
     if let Some(d) = decision {
         d.write_headers(resp.headers_mut());
     }
+    token_headers(&state, &auth, &mut resp).await;
     resp
 }
 
-/// Middleware right after auth: counts the request against its key, refuses
+/// Middleware right after auth: counts the request against its key (its
+/// rate and its usage, refused or not), refuses
 /// it with 429 `rate_limit_exceeded` (and `Retry-After`) when over, and puts
 /// the `X-RateLimit-*` headers on every authenticated response.
 pub async fn rate_limit(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let Some(auth) = req.extensions().get::<Auth>().cloned() else {
         return next.run(req).await;
     };
+    state
+        .usage
+        .count_request(auth.account(), auth.key.id.as_str());
     let Some(decision) = state.edge.check_rate(&auth.key).await else {
-        return next.run(req).await;
+        let mut resp = next.run(req).await;
+        token_headers(&state, &auth, &mut resp).await;
+        return resp;
     };
     if !decision.allowed {
         let secs = decision.retry_after_secs();
@@ -127,10 +178,12 @@ pub async fn rate_limit(State(state): State<AppState>, req: Request, next: Next)
         .with_retry_after(secs);
         let mut resp = err.into_response();
         decision.write_headers(resp.headers_mut());
+        token_headers(&state, &auth, &mut resp).await;
         return resp;
     }
     let mut resp = next.run(req).await;
     decision.write_headers(resp.headers_mut());
+    token_headers(&state, &auth, &mut resp).await;
     resp
 }
 

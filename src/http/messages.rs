@@ -203,10 +203,10 @@ pub(crate) async fn list_messages(
     auth: Auth,
     Path(agent_id): Path<String>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
-) -> Result<Json<Page<AgentEvent>>, ApiError> {
+) -> Result<params::Paged<AgentEvent>, ApiError> {
     auth.require("chat")?;
     let Query(q) = query.map_err(|e| ApiError::validation(format!("query: {e}")))?;
-    let params = params::parse(&q)?;
+    let params = params::parse_list(&q, &["session_id"])?;
     let account = auth.account();
     super::agents::owned(&state, account, &agent_id).await?;
     let session_id = match q.get("session_id").cloned() {
@@ -224,7 +224,7 @@ pub(crate) async fn list_messages(
             .await?
         {
             Some(id) => id,
-            None => return Ok(Json(empty_page(&params))),
+            None => return Ok(params::Paged(empty_page(&params))),
         },
     };
     let filter = EventFilter {
@@ -236,7 +236,7 @@ pub(crate) async fn list_messages(
         .store
         .list_events(account, &agent_id, filter, params)
         .await?;
-    Ok(Json(page.map(|r| r.event)))
+    Ok(params::Paged(page.map(|r| r.event)))
 }
 
 fn empty_page<T>(params: &ListParams) -> Page<T> {
@@ -247,6 +247,7 @@ fn empty_page<T>(params: &ListParams) -> Page<T> {
             limit: params.limit,
             offset: params.offset,
             next_cursor: None,
+            prev_cursor: None,
         },
     }
 }

@@ -9,6 +9,7 @@
 
 pub mod account;
 pub mod agents;
+pub mod approvals;
 pub mod audit;
 pub mod auth;
 pub mod cursor;
@@ -29,6 +30,9 @@ pub mod serve;
 pub mod sessions;
 pub mod streams;
 pub mod tools;
+pub mod usage;
+pub mod webhook_body;
+pub mod webhooks;
 pub mod ws;
 
 pub use router::build_router;

@@ -29,7 +29,7 @@
 use axum::routing::on;
 
 use super::{
-    account, agents, audit, keys, messages, openapi, ops,
+    account, agents, approvals, audit, keys, messages, openapi, ops,
     route::{
         Access::{AnyKey, Public, Scope},
         Doc,
@@ -38,7 +38,7 @@ use super::{
         Transport::{Json, JsonOrSse, Sse, Text, WebSocket},
         Verb::{self, Delete, Get, Patch, Post},
     },
-    runs, sessions, streams as sse, tools, ws,
+    runs, sessions, streams as sse, tools, usage, webhooks, ws,
 };
 use crate::openai;
 
@@ -94,6 +94,18 @@ pub const ROUTES: &[Route] = &[
         mount: |m, _| on(m, crate::web::llms::serve),
         doc: None,
     },
+    Route {
+        verb: Get, path: "/llms-full.txt",
+        access: Public, errors: Weir, transport: Text, timeout: false,
+        mount: |m, _| on(m, crate::web::llms::serve_full),
+        doc: None,
+    },
+    Route {
+        verb: Get, path: "/protocol/{name}",
+        access: Public, errors: Weir, transport: Text, timeout: false,
+        mount: |m, _| on(m, crate::web::llms::serve_file),
+        doc: None,
+    },
     // The account and its keys.
     Route {
         verb: Get, path: "/v1/account",
@@ -137,6 +149,56 @@ pub const ROUTES: &[Route] = &[
         access: Scope("audit"), errors: Weir, transport: Json, timeout: true,
         mount: |m, _| on(m, audit::list_audit),
         doc: Doc::of::<audit::__path_list_audit>(),
+    },
+    // Usage.
+    Route {
+        verb: Get, path: "/v1/usage",
+        access: Scope("usage"), errors: Weir, transport: Json, timeout: true,
+        mount: |m, _| on(m, usage::list_usage),
+        doc: Doc::of::<usage::__path_list_usage>(),
+    },
+    // Outbound event webhooks.
+    Route {
+        verb: Get, path: "/v1/webhooks",
+        access: Scope("webhooks"), errors: Weir, transport: Json, timeout: true,
+        mount: |m, _| on(m, webhooks::list_webhooks),
+        doc: Doc::of::<webhooks::__path_list_webhooks>(),
+    },
+    Route {
+        verb: Post, path: "/v1/webhooks",
+        access: Scope("webhooks"), errors: Weir, transport: Json, timeout: true,
+        mount: |m, _| on(m, webhooks::create_webhook),
+        doc: Doc::of::<webhooks::__path_create_webhook>(),
+    },
+    Route {
+        verb: Get, path: "/v1/webhooks/{id}",
+        access: Scope("webhooks"), errors: Weir, transport: Json, timeout: true,
+        mount: |m, _| on(m, webhooks::get_webhook),
+        doc: Doc::of::<webhooks::__path_get_webhook>(),
+    },
+    Route {
+        verb: Patch, path: "/v1/webhooks/{id}",
+        access: Scope("webhooks"), errors: Weir, transport: Json, timeout: true,
+        mount: |m, _| on(m, webhooks::update_webhook),
+        doc: Doc::of::<webhooks::__path_update_webhook>(),
+    },
+    Route {
+        verb: Delete, path: "/v1/webhooks/{id}",
+        access: Scope("webhooks"), errors: Weir, transport: Json, timeout: true,
+        mount: |m, _| on(m, webhooks::delete_webhook),
+        doc: Doc::of::<webhooks::__path_delete_webhook>(),
+    },
+    Route {
+        verb: Get, path: "/v1/webhooks/{id}/deliveries",
+        access: Scope("webhooks"), errors: Weir, transport: Json, timeout: true,
+        mount: |m, _| on(m, webhooks::list_deliveries),
+        doc: Doc::of::<webhooks::__path_list_deliveries>(),
+    },
+    Route {
+        verb: Post, path: "/v1/webhooks/{id}/deliveries/{delivery_id}/retry",
+        access: Scope("webhooks"), errors: Weir, transport: Json, timeout: true,
+        mount: |m, _| on(m, webhooks::retry_delivery),
+        doc: Doc::of::<webhooks::__path_retry_delivery>(),
     },
     // Agents.
     Route {
@@ -244,16 +306,34 @@ pub const ROUTES: &[Route] = &[
         doc: Doc::of::<sse::__path_stream_agent_events>(),
     },
     Route {
+        verb: Get, path: "/v1/agents/{id}/runs",
+        access: Scope("chat"), errors: Weir, transport: Json, timeout: true,
+        mount: |m, _| on(m, runs::list_runs),
+        doc: Doc::of::<runs::__path_list_runs>(),
+    },
+    Route {
         verb: Get, path: "/v1/runs/{id}",
         access: Scope("chat"), errors: Weir, transport: Json, timeout: false,
         mount: |m, _| on(m, runs::get_run),
         doc: Doc::of::<runs::__path_get_run>(),
     },
     Route {
+        verb: Get, path: "/v1/runs/{id}/messages",
+        access: Scope("chat"), errors: Weir, transport: Json, timeout: true,
+        mount: |m, _| on(m, runs::list_run_messages),
+        doc: Doc::of::<runs::__path_list_run_messages>(),
+    },
+    Route {
         verb: Post, path: "/v1/runs/{id}/cancel",
         access: Scope("chat"), errors: Weir, transport: Json, timeout: false,
         mount: |m, _| on(m, runs::cancel_run),
         doc: Doc::of::<runs::__path_cancel_run>(),
+    },
+    Route {
+        verb: Post, path: "/v1/runs/{id}/approvals/{approval_id}",
+        access: Scope("chat"), errors: Weir, transport: Json, timeout: false,
+        mount: |m, _| on(m, approvals::decide_approval),
+        doc: Doc::of::<approvals::__path_decide_approval>(),
     },
     Route {
         verb: Get, path: "/v1/runs/{id}/stream",
@@ -294,6 +374,14 @@ pub const ROUTES: &[Route] = &[
         mount: |m, cfg| ws::route(m, ws::WsSettings::from_config(cfg)),
         doc: Doc::of::<ws::__path_upgrade>(),
     },
+    // `/v1/ws` under the path other clients use: the same handler, scope
+    // and limits.
+    Route {
+        verb: Get, path: "/ws",
+        access: Scope("chat"), errors: Weir, transport: WebSocket, timeout: false,
+        mount: |m, cfg| ws::route(m, ws::WsSettings::from_config(cfg)),
+        doc: Doc::of::<ws::__path_upgrade_alias>(),
+    },
 ];
 
 /// The routes that start runs: their requests are checked as run starts
@@ -303,6 +391,7 @@ pub const ROUTES: &[Route] = &[
 pub const RUN_STARTS: &[(Verb, &str)] = &[
     (Post, "/v1/agents/{id}/messages"),
     (Post, "/v1/chat/completions"),
+    (Post, "/v1/runs/{id}/approvals/{approval_id}"),
 ];
 
 /// The authenticated routes with what they need, for tests and docs.

@@ -13,7 +13,7 @@ use super::{
     audit::AuditTarget,
     auth::Auth,
     errors::{parse_json, ApiError},
-    params::ListQuery,
+    params::{ListQuery, Paged},
 };
 use crate::{
     domain::ErrorCode,
@@ -67,7 +67,7 @@ pub async fn create_session(
     Ok((StatusCode::CREATED, target, Json(session)))
 }
 
-/// List an agent's sessions.
+/// List an agent's sessions, oldest first.
 #[utoipa::path(get, path = "/v1/agents/{id}/sessions", tag = "sessions",
     params(("id" = String, Path), super::openapi::schemas::PageParams),
     responses((status = 200, body = Page<Session>)))]
@@ -76,8 +76,8 @@ pub async fn list_sessions(
     auth: Auth,
     Path(id): Path<String>,
     ListQuery(params): ListQuery,
-) -> Result<Json<Page<Session>>, ApiError> {
-    Ok(Json(
+) -> Result<Paged<Session>, ApiError> {
+    Ok(Paged(
         state
             .store
             .list_sessions(auth.account(), &id, params)

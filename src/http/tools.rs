@@ -13,7 +13,7 @@ use super::{
     audit::AuditTarget,
     auth::Auth,
     errors::{ApiError, ApiJson},
-    params::ListQuery,
+    params::{ListQuery, Paged},
     record,
 };
 use crate::{
@@ -37,6 +37,8 @@ pub struct CreateTool {
     pub kind: Option<String>,
     /// For webhooks: the http(s) URL the arguments are POSTed to.
     pub url: Option<String>,
+    /// Every call waits for a person's approval. Default false.
+    pub requires_approval: Option<bool>,
 }
 
 impl utoipa::PartialSchema for CreateTool {
@@ -102,6 +104,7 @@ fn validate(body: CreateTool) -> Result<NewTool, ApiError> {
         json_schema,
         kind,
         url: body.url,
+        requires_approval: body.requires_approval.unwrap_or(false),
     })
 }
 
@@ -129,9 +132,9 @@ pub async fn list_tools(
     State(state): State<AppState>,
     auth: Auth,
     ListQuery(params): ListQuery,
-) -> Result<Json<Page<Tool>>, ApiError> {
+) -> Result<Paged<Tool>, ApiError> {
     let page = state.store.list_tools(auth.account(), params).await?;
-    Ok(Json(page.map(public)))
+    Ok(Paged(page.map(public)))
 }
 
 /// Read one tool.

@@ -94,3 +94,10 @@ pub async fn upgrade(
         tracker.track_future(tracing::Instrument::instrument(session, span))
     }))
 }
+
+/// `GET /ws`: an alias of `GET /v1/ws` (the same handler, scope and
+/// limits), for clients that expect the socket there.
+#[utoipa::path(get, path = "/ws", tag = "streams",
+    responses((status = 101, description = "switching protocols"), (status = 400, description = "not a WebSocket upgrade")))]
+#[allow(dead_code)] // documentation only: the route mounts [`route`]
+fn upgrade_alias() {}

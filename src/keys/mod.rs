@@ -23,7 +23,7 @@ use subtle::ConstantTimeEq;
 
 use crate::{
     domain::ErrorCode,
-    store::{KeyRecord, NewKey, Store, StoreError},
+    store::{AccountLimits, KeyRecord, NewKey, Store, StoreError},
 };
 
 const SECRET_PREFIX: &str = "wk_";
@@ -175,7 +175,14 @@ pub const CACHE_TTL: Duration = Duration::from_secs(30);
 pub struct KeyCache {
     by_id: RwLock<HashMap<String, (Arc<KeyRecord>, Instant)>>,
     used: Mutex<HashMap<String, u64>>,
+    /// Accounts' token budgets, read again after [`ACCOUNT_TTL`].
+    accounts: RwLock<HashMap<String, (AccountLimits, Instant)>>,
 }
+
+/// How long an account's token budgets are trusted before they are read
+/// again: the operator sets them (`weir accounts set`) straight in the
+/// store, so this is how long a change takes to be in force.
+pub const ACCOUNT_TTL: Duration = Duration::from_secs(10);
 
 impl KeyCache {
     /// The key record for `secret` if it is valid, not revoked and not
@@ -224,6 +231,33 @@ impl KeyCache {
             }
         }
         Ok(Ok(record))
+    }
+
+    /// The token budgets of `account` (cached for [`ACCOUNT_TTL`]). When
+    /// the store cannot say, the last ones known stay in force; with none
+    /// known, none apply (logged).
+    pub async fn account_limits(&self, store: &dyn Store, account: &str) -> AccountLimits {
+        let cached = self.accounts.read().get(account).copied();
+        if let Some((limits, at)) = cached {
+            if at.elapsed() < ACCOUNT_TTL {
+                return limits;
+            }
+        }
+        match store.get_account(account).await {
+            Ok(a) => {
+                let limits = AccountLimits {
+                    tpm: a.tpm,
+                    daily_tokens: a.daily_tokens,
+                };
+                let mut accounts = self.accounts.write();
+                accounts.insert(account.to_owned(), (limits, Instant::now()));
+                limits
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, %account, "account budgets unreadable; the last known stay in force");
+                cached.map(|(l, _)| l).unwrap_or_default()
+            }
+        }
     }
 
     /// Drops a key from the cache (revoked or changed); the next use reloads it.

@@ -228,7 +228,7 @@ pub fn lagged_close(kind: Conn) {
 pub fn run_finished(status: RunStatus, took: Duration) {
     let status = match status {
         RunStatus::Completed | RunStatus::Cancelled | RunStatus::Failed => status.as_str(),
-        RunStatus::Running => "other",
+        RunStatus::Running | RunStatus::WaitingApproval => "other",
     };
     ::metrics::histogram!("weir_run_duration_seconds", "status" => status)
         .record(took.as_secs_f64());

@@ -16,6 +16,7 @@
 
 pub mod agent;
 pub mod error;
+mod metered;
 pub mod models;
 pub mod relay;
 pub mod schema;
@@ -79,12 +80,18 @@ pub(crate) async fn chat_completions(
     // An agent's completion is a run start (the key's rate and a `max_runs`
     // slot); a relay is a plain request.
     let relay = model.starts_with("upstream/");
-    let run_slot = match relay {
+    let (run_slot, meter) = match relay {
         true => {
             limits::check_rate(&state, &auth, &metered).await?;
-            None
+            (
+                None,
+                Some(limits::relay_meter(&state, &auth, &model).await?),
+            )
         }
-        false => Some(limits::start_run(&state, &auth, &metered).await?),
+        false => (
+            Some(limits::start_run(&state, &auth, &metered).await?),
+            None,
+        ),
     };
     // A stream takes the key's SSE slot before anything starts (429
     // `too_many_connections` otherwise) and holds it until the body ends.
@@ -98,8 +105,8 @@ pub(crate) async fn chat_completions(
         ),
         _ => None,
     };
-    if relay {
-        return relay::relay(&state, body)
+    if let Some(meter) = meter {
+        return relay::relay(&state, body, meter)
             .await
             .map(|r| crate::edge::hold_response(r, slot));
     }

@@ -31,11 +31,12 @@ pub(crate) async fn list_models(
         limit: 1000,
         offset: 0,
         after: None,
+        ..Default::default()
     };
     for _ in 0..MAX_PAGES {
         let page = state
             .store
-            .list_agents(account, params.clone())
+            .list_agents(account, Default::default(), params.clone())
             .await
             .map_err(crate::http::errors::ApiError::from)?;
         for a in &page.data {

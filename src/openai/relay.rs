@@ -22,19 +22,27 @@ use futures::{Stream, StreamExt};
 use serde_json::Value;
 use tokio::time::{timeout, timeout_at, Instant};
 
-use super::OpenAiError;
+use super::{metered, OpenAiError};
 use crate::{
     agent::models::upstream::error_message,
     domain::ErrorCode,
+    edge::{runs::budget_message, TokenMeter},
     metrics::{upstream_answered, upstream_error, Upstream},
     state::AppState,
     stream::sse::{frame, sse_response},
 };
 
+/// Most of a non-streamed answer kept to read its usage.
+const METERED_BODY_LIMIT: usize = 4 * 1024 * 1024;
+
 /// Most of an upstream error body relayed.
 const ERROR_BODY_LIMIT: usize = 64 * 1024;
 
-pub async fn relay(state: &AppState, mut body: Value) -> Result<Response, OpenAiError> {
+pub async fn relay(
+    state: &AppState,
+    mut body: Value,
+    mut meter: TokenMeter,
+) -> Result<Response, OpenAiError> {
     let requested = body
         .get("model")
         .and_then(Value::as_str)
@@ -52,6 +60,24 @@ pub async fn relay(state: &AppState, mut body: Value) -> Result<Response, OpenAi
     }
     body["model"] = Value::from(model);
     let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    let wants_usage = body
+        .pointer("/stream_options/include_usage")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    if stream && !wants_usage {
+        // The provider's count corrects the estimate (module doc of
+        // `metered`); the client, which did not ask, does not see it.
+        match body
+            .get_mut("stream_options")
+            .and_then(Value::as_object_mut)
+        {
+            Some(o) => {
+                o.insert("include_usage".into(), Value::Bool(true));
+            }
+            None => body["stream_options"] = serde_json::json!({"include_usage": true}),
+        }
+    }
+    meter.prompt(prompt_chars(&body));
     let bytes = serde_json::to_vec(&body).unwrap_or_default();
     let sent = Instant::now();
     let deadline = sent + provider.first_token_timeout;
@@ -83,10 +109,11 @@ pub async fn relay(state: &AppState, mut body: Value) -> Result<Response, OpenAi
     if stream {
         let ping = Duration::from_secs(state.config.sse_ping_secs.max(1));
         let frames = relay_frames(resp.bytes_stream(), deadline, provider.idle_timeout);
+        let frames = metered_frames(frames, meter, wants_usage);
         return Ok(sse_response(frames, ping, state.edge.hard_stop.clone()));
     }
     let content_type = resp.headers().get(header::CONTENT_TYPE).cloned();
-    let body = idle_guarded(resp.bytes_stream(), provider.idle_timeout);
+    let body = idle_guarded(resp.bytes_stream(), provider.idle_timeout, meter);
     let mut out = Response::new(Body::from_stream(body));
     out.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -142,21 +169,84 @@ async fn error_answer(resp: reqwest::Response) -> Response {
 fn idle_guarded<S>(
     body: S,
     idle: Duration,
+    mut meter: TokenMeter,
 ) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send
 where
     S: Stream<Item = reqwest::Result<Bytes>> + Send + 'static,
 {
     async_stream::stream! {
         let mut body = std::pin::pin!(body);
+        // The whole answer, to charge its usage once it is complete.
+        let mut seen = BytesMut::new();
         loop {
             match timeout(idle, body.next()).await {
-                Ok(Some(Ok(b))) => yield Ok(b),
-                Ok(None) => return,
+                Ok(Some(Ok(b))) => {
+                    if seen.len() + b.len() <= METERED_BODY_LIMIT {
+                        seen.extend_from_slice(&b);
+                    }
+                    yield Ok(b)
+                }
+                Ok(None) => {
+                    metered::meter_body(&seen, &mut meter);
+                    return;
+                }
                 Ok(Some(Err(e))) => { yield Err(std::io::Error::other(e.without_url())); return; }
                 Err(_) => { yield Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "provider idle")); return; }
             }
         }
     }
+}
+
+/// `frames` charged to `meter` as they go (see [`metered`]); a budget
+/// spent midway ends the stream after the frames that spent it, with an
+/// error line (`token_budget_exceeded`) and `[DONE]`, and drops the
+/// provider's stream. Dropping this stream (the client hung up) drops the
+/// meter, which records what was charged.
+fn metered_frames<S>(
+    frames: S,
+    mut meter: TokenMeter,
+    wants_usage: bool,
+) -> impl Stream<Item = Bytes> + Send
+where
+    S: Stream<Item = Bytes> + Send + 'static,
+{
+    async_stream::stream! {
+        let mut frames = std::pin::pin!(frames);
+        while let Some(f) = frames.next().await {
+            let (out, spent) = metered::meter_frames(f, &mut meter, wants_usage);
+            if !out.is_empty() {
+                yield out;
+            }
+            if let Some(s) = spent {
+                let err = OpenAiError::new(StatusCode::TOO_MANY_REQUESTS, budget_message(&s), Some(ErrorCode::TokenBudgetExceeded));
+                yield frame(None, None, &serde_json::to_vec(&err.body()).unwrap_or_default());
+                yield Bytes::from_static(b"data: [DONE]\n\n");
+                return;
+            }
+        }
+    }
+}
+
+/// Characters of a chat request's messages (its prompt, for the estimate).
+fn prompt_chars(body: &Value) -> u64 {
+    let Some(messages) = body.get("messages").and_then(Value::as_array) else {
+        return 0;
+    };
+    let text = |v: &Value| match v {
+        Value::String(s) => s.chars().count() as u64,
+        // Content parts: the text ones.
+        Value::Array(parts) => parts
+            .iter()
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .map(|s| s.chars().count() as u64)
+            .sum(),
+        _ => 0,
+    };
+    messages
+        .iter()
+        .filter_map(|m| m.get("content"))
+        .map(text)
+        .sum()
 }
 
 /// The provider's SSE stream, re-cut only at event boundaries, ending with

@@ -40,6 +40,26 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         name: "key limits and lifetimes",
         template: KEY_LIMITS,
     },
+    Migration {
+        version: 4,
+        name: "usage",
+        template: USAGE,
+    },
+    Migration {
+        version: 5,
+        name: "runs by agent",
+        template: RUNS_BY_AGENT,
+    },
+    Migration {
+        version: 6,
+        name: "approvals",
+        template: APPROVALS,
+    },
+    Migration {
+        version: 7,
+        name: "webhooks",
+        template: WEBHOOKS,
+    },
 ];
 
 /// The SQL dialect a migration is rendered for.
@@ -257,6 +277,97 @@ ALTER TABLE keys ADD COLUMN prev_hash TEXT;
 ALTER TABLE keys ADD COLUMN prev_until TEXT;
 ALTER TABLE accounts ADD COLUMN tpm {int};
 ALTER TABLE accounts ADD COLUMN daily_tokens {int};
+";
+
+/// Usage sums (`GET /v1/usage`): one row per account, UTC day, key,
+/// model, agent and provider (empty when none applies), added to by every
+/// gateway's writer. Keyed by account and day first: a read is one
+/// account's range of days. No foreign key, as for the audit log.
+const USAGE: &str = "
+CREATE TABLE usage (
+    account_id TEXT NOT NULL,
+    day TEXT NOT NULL,
+    key_id TEXT NOT NULL,
+    model TEXT NOT NULL,
+    agent_id TEXT NOT NULL,
+    provider TEXT NOT NULL,
+    requests {int} NOT NULL,
+    runs {int} NOT NULL,
+    prompt_tokens {int} NOT NULL,
+    completion_tokens {int} NOT NULL,
+    PRIMARY KEY (account_id, day, key_id, model, agent_id, provider)
+){without_rowid};
+";
+
+/// `GET /v1/agents/{id}/runs` reads an agent's runs in `pk` order, either
+/// way, from a cursor. SQLite's `runs_agent` already ends with the rowid
+/// (`pk`); PostgreSQL needs the column in the index to avoid a sort.
+const RUNS_BY_AGENT: &str = "
+CREATE INDEX runs_agent_pk ON runs(agent_id, pk);
+";
+
+/// Tool calls waiting for (or given) a person's approval, each holding what
+/// its parked run needs to go on (`state`, JSON the runtime owns), and the
+/// tools whose every call needs approval.
+const APPROVALS: &str = "
+ALTER TABLE tools ADD COLUMN requires_approval {int} NOT NULL DEFAULT 0;
+CREATE TABLE approvals (
+    pk {pk},
+    id TEXT NOT NULL UNIQUE,
+    account_id TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    agent_id TEXT NOT NULL,
+    tool TEXT NOT NULL,
+    arguments TEXT NOT NULL,
+    state TEXT NOT NULL,
+    status TEXT NOT NULL,
+    expires_at TEXT NOT NULL,
+    decided_by TEXT,
+    reason TEXT,
+    created_at TEXT NOT NULL,
+    decided_at TEXT
+);
+CREATE INDEX approvals_pending ON approvals (status, expires_at);
+CREATE INDEX approvals_run ON approvals (account_id, run_id);
+";
+
+/// Outbound webhooks: subscriptions (secrets sealed under the server key)
+/// and the delivery queue. Deliveries are claimed by `next_attempt_at`
+/// (Unix ms, NULL once finished) and listed per subscription by `pk`.
+const WEBHOOKS: &str = "
+CREATE TABLE webhooks (
+    pk {pk},
+    id TEXT NOT NULL UNIQUE,
+    account_id TEXT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    url TEXT NOT NULL,
+    events TEXT NOT NULL,
+    agent_id TEXT,
+    description TEXT NOT NULL,
+    secret TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE INDEX webhooks_account ON webhooks(account_id, pk);
+CREATE TABLE webhook_deliveries (
+    pk {pk},
+    id TEXT NOT NULL UNIQUE,
+    account_id TEXT NOT NULL,
+    webhook_id TEXT NOT NULL REFERENCES webhooks(id) ON DELETE CASCADE,
+    message_id TEXT NOT NULL,
+    event_type TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    status TEXT NOT NULL,
+    attempts {int} NOT NULL,
+    next_attempt_at {int},
+    expires_at {int} NOT NULL,
+    claimed_by TEXT,
+    claimed_until {int},
+    history TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE INDEX webhook_deliveries_hook ON webhook_deliveries(webhook_id, pk);
+CREATE INDEX webhook_deliveries_due ON webhook_deliveries(next_attempt_at);
 ";
 
 #[cfg(test)]

@@ -16,12 +16,15 @@ pub mod audit;
 mod columns;
 mod migrate;
 pub mod model;
+pub(crate) mod paging;
 pub mod postgres;
 mod records;
 pub mod remote;
 pub mod schemas;
 pub mod server;
 pub mod sqlite;
+pub mod usage;
+pub mod webhooks;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -30,6 +33,10 @@ use crate::domain::ErrorCode;
 
 pub use audit::{AuditFilter, AuditRecord};
 pub use model::*;
+pub use usage::{UsageGroup, UsageQuery, UsageRecord, UsageRow};
+pub use webhooks::{
+    AttemptOutcome, DeliveryRecord, DueDelivery, NewWebhookEvent, WebhookPatch, WebhookRecord,
+};
 
 /// Why a store call failed. Serialisable so the remote store can carry it
 /// across the wire unchanged.
@@ -125,8 +132,9 @@ pub async fn open_local(
 
 /// Everything the gateway and the runtime read or write.
 ///
-/// Lists are ordered by creation (oldest first) and page with
-/// [`ListParams`]; `next_cursor` is `Some` only when more rows follow.
+/// Lists are ordered by creation (oldest first unless a method says
+/// otherwise) and page both ways with [`ListParams`] ([`paging`]);
+/// `next_cursor` is `Some` only when more rows follow.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Cheap round trip used by `/readyz`.
@@ -172,7 +180,12 @@ pub trait Store: Send + Sync + 'static {
     // --- agents ------------------------------------------------------------
     async fn create_agent(&self, account: &str, agent: NewAgent) -> StoreResult<Agent>;
     async fn get_agent(&self, account: &str, id: &str) -> StoreResult<Agent>;
-    async fn list_agents(&self, account: &str, params: ListParams) -> StoreResult<Page<Agent>>;
+    async fn list_agents(
+        &self,
+        account: &str,
+        filter: AgentFilter,
+        params: ListParams,
+    ) -> StoreResult<Page<Agent>>;
     async fn update_agent(&self, account: &str, id: &str, patch: AgentPatch) -> StoreResult<Agent>;
     /// Deletes the agent with its sessions, runs, events and logs.
     async fn delete_agent(&self, account: &str, id: &str) -> StoreResult<()>;
@@ -202,6 +215,15 @@ pub trait Store: Send + Sync + 'static {
     // --- runs, events and logs (written by the agent runtime) ---------------
     async fn create_run(&self, account: &str, run: Run) -> StoreResult<Run>;
     async fn get_run(&self, account: &str, id: &str) -> StoreResult<Run>;
+    /// An agent's runs, newest first by default; the cursor is the last
+    /// run seen. NotFound("agent") if the agent is not the account's.
+    async fn list_runs(
+        &self,
+        account: &str,
+        agent_id: &str,
+        filter: RunFilter,
+        params: ListParams,
+    ) -> StoreResult<Page<Run>>;
     /// Sets status, stop reason and error of a run; NotFound if missing.
     async fn finish_run(&self, account: &str, run: Run) -> StoreResult<Run>;
     /// Appends events; `seq` is already assigned (by the bus) and unique per agent.
@@ -241,4 +263,120 @@ pub trait Store: Send + Sync + 'static {
     /// before `before` (a timestamp as [`crate::util::now`] writes them);
     /// how many it deleted.
     async fn prune_audit(&self, before: &str) -> StoreResult<u64>;
+
+    // --- usage -----------------------------------------------------------------
+    /// Adds each row's counters to the stored row of the same account,
+    /// key, day, model, agent and provider (creating it at zero): an
+    /// upsert that adds, so writers sharing the store sum.
+    async fn add_usage(&self, rows: Vec<UsageRow>) -> StoreResult<()>;
+    /// An account's usage over `query`'s days, summed by its group, in
+    /// the order of the group's value; the cursor is the last value seen.
+    async fn list_usage(
+        &self,
+        account: &str,
+        query: UsageQuery,
+        params: ListParams,
+    ) -> StoreResult<Page<UsageRecord>>;
+
+    // --- approvals ---------------------------------------------------------
+    /// Stores a new pending approval (its run is parked).
+    async fn create_approval(&self, approval: Approval) -> StoreResult<Approval>;
+    async fn get_approval(&self, account: &str, id: &str) -> StoreResult<Approval>;
+    /// Records `verdict` on the approval if it is still `pending` and
+    /// returns it; `None` when it was decided already (one decider wins).
+    async fn decide_approval(
+        &self,
+        account: &str,
+        id: &str,
+        verdict: ApprovalVerdict,
+    ) -> StoreResult<Option<Approval>>;
+    /// Up to `limit` pending approvals (of every account) that expired
+    /// before `before`, oldest first.
+    async fn due_approvals(&self, before: &str, limit: u32) -> StoreResult<Vec<Approval>>;
+
+    // --- webhooks (src/store/webhooks.rs) ----------------------------------------
+    // The embedded stores implement these; a remote store (`--store-url`)
+    // does not carry them yet and answers `Unavailable`.
+    async fn create_webhook(&self, hook: WebhookRecord) -> StoreResult<WebhookRecord> {
+        let _ = hook;
+        Err(no_webhooks())
+    }
+    async fn get_webhook(&self, account: &str, id: &str) -> StoreResult<WebhookRecord> {
+        let _ = (account, id);
+        Err(no_webhooks())
+    }
+    async fn list_webhooks(
+        &self,
+        account: &str,
+        params: ListParams,
+    ) -> StoreResult<Page<WebhookRecord>> {
+        let _ = (account, params);
+        Err(no_webhooks())
+    }
+    /// Applies the patch; NotFound if it is not this account's.
+    async fn update_webhook(
+        &self,
+        account: &str,
+        id: &str,
+        patch: WebhookPatch,
+    ) -> StoreResult<WebhookRecord> {
+        let _ = (account, id, patch);
+        Err(no_webhooks())
+    }
+    /// Deletes the subscription with its deliveries.
+    async fn delete_webhook(&self, account: &str, id: &str) -> StoreResult<()> {
+        let _ = (account, id);
+        Err(no_webhooks())
+    }
+    /// Queues one delivery of each event per matching subscription of its
+    /// account (type subscribed, agent filter met), in one transaction;
+    /// how many deliveries.
+    async fn enqueue_webhook_events(&self, events: Vec<NewWebhookEvent>) -> StoreResult<u64> {
+        let _ = events;
+        Err(no_webhooks())
+    }
+    /// Claims up to `limit` pending deliveries due at `now_ms` that nobody
+    /// holds, for `lease_ms`: two claimers never get the same row.
+    async fn claim_webhook_deliveries(
+        &self,
+        claimer: &str,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<DueDelivery>> {
+        let _ = (claimer, now_ms, lease_ms, limit);
+        Err(no_webhooks())
+    }
+    /// Records an attempt and releases the claim (ignored when the claim
+    /// is no longer `outcome.claimed_by`'s).
+    async fn record_webhook_attempt(&self, outcome: AttemptOutcome) -> StoreResult<()> {
+        let _ = outcome;
+        Err(no_webhooks())
+    }
+    /// A subscription's deliveries, oldest first; NotFound("webhook").
+    async fn list_webhook_deliveries(
+        &self,
+        account: &str,
+        webhook_id: &str,
+        params: ListParams,
+    ) -> StoreResult<Page<DeliveryRecord>> {
+        let _ = (account, webhook_id, params);
+        Err(no_webhooks())
+    }
+    /// Queues a delivery again, due at `now_ms`, window until `expires_ms`.
+    async fn retry_webhook_delivery(
+        &self,
+        account: &str,
+        webhook_id: &str,
+        delivery_id: &str,
+        now_ms: i64,
+        expires_ms: i64,
+    ) -> StoreResult<DeliveryRecord> {
+        let _ = (account, webhook_id, delivery_id, now_ms, expires_ms);
+        Err(no_webhooks())
+    }
+}
+
+fn no_webhooks() -> StoreError {
+    StoreError::Unavailable("webhooks are not served by a remote store (--store-url)".into())
 }

@@ -47,6 +47,8 @@ pub const SCOPES: &[&str] = &[
     "logs",
     "keys",
     "audit",
+    "usage",
+    "webhooks",
     "*",
 ];
 
@@ -285,7 +287,9 @@ pub struct Agent {
     pub tags: Vec<String>,
     /// Free-form object. Keys the runtime reads: `echo_delay_ms` (integer,
     /// the echo model sleeps this long before each token), `max_steps`
-    /// (integer, 1 to 100, overrides the gateway's default of 10).
+    /// (integer, 1 to 100, overrides the gateway's default of 10),
+    /// `approval_required` (array of tool names whose calls wait for a
+    /// person's approval).
     #[schema(value_type = Object)]
     pub metadata: Value,
     /// A `stopped` agent refuses messages with 409 agent_stopped.
@@ -341,6 +345,9 @@ pub struct Tool {
     /// `builtin` or `webhook`.
     pub kind: String,
     pub url: Option<String>,
+    /// Every call of it waits for a person's approval.
+    #[serde(default)]
+    pub requires_approval: bool,
     pub created_at: String,
 }
 
@@ -351,6 +358,8 @@ pub struct NewTool {
     pub json_schema: Value,
     pub kind: String,
     pub url: Option<String>,
+    #[serde(default)]
+    pub requires_approval: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
@@ -444,13 +453,99 @@ impl LogRecord {
     }
 }
 
-/// Paging request: `limit` rows from `offset`, or the rows after the `after` cursor.
+/// A tool call that needs a person's approval, and the parked run's state
+/// to go on with once it is decided (`state`: the runtime's, opaque here).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Approval {
+    /// `appr-…`.
+    pub id: String,
+    pub account_id: String,
+    pub run_id: RunId,
+    pub agent_id: AgentId,
+    pub tool: String,
+    pub arguments: Value,
+    pub state: Value,
+    /// `pending`, then `approve`, `deny` or `expired` ([`crate::domain::ApprovalDecision`]).
+    pub status: String,
+    pub expires_at: String,
+    /// The key that decided (none when it expired).
+    pub decided_by: Option<String>,
+    pub reason: Option<String>,
+    pub created_at: String,
+    pub decided_at: Option<String>,
+}
+
+/// A decision to record on a pending [`Approval`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ApprovalVerdict {
+    pub decision: crate::domain::ApprovalDecision,
+    pub decided_by: Option<String>,
+    pub reason: Option<String>,
+}
+
+/// Which of an agent's runs `list_runs` returns; `None` matches every run.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct RunFilter {
+    pub status: Option<RunStatus>,
+    pub session_id: Option<SessionId>,
+}
+
+/// Which agents `list_agents` returns: `name` exactly, and any (or, with
+/// `match_all_tags`, every) one of `tags`; empty matches every agent.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct AgentFilter {
+    pub name: Option<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub match_all_tags: bool,
+}
+
+impl AgentFilter {
+    /// The distinct wanted tags (`None`: no tag filter) and how many of
+    /// them an agent must have: one, or all with `match_all_tags`.
+    pub fn wanted_tags(&self) -> (Option<Vec<String>>, i64) {
+        let mut tags = self.tags.clone();
+        tags.sort_unstable();
+        tags.dedup();
+        let need = if self.match_all_tags { tags.len() } else { 1 };
+        let need = i64::try_from(need).unwrap_or(i64::MAX);
+        ((!tags.is_empty()).then_some(tags), need)
+    }
+}
+
+/// Which way a list is read: `asc` oldest (or lowest) first, `desc` newest first.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Order {
+    Asc,
+    Desc,
+}
+
+impl Order {
+    /// The other way round.
+    pub fn flip(self) -> Self {
+        match self {
+            Self::Asc => Self::Desc,
+            Self::Desc => Self::Asc,
+        }
+    }
+}
+
+/// Paging request: `limit` rows from `offset`, after the `after` cursor or
+/// before the `before` one, in `order` (`None`: the list's own default).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ListParams {
     pub limit: u32,
     pub offset: u64,
     /// Opaque cursor from a previous page's `next_cursor`.
     pub after: Option<String>,
+    /// Opaque cursor from a previous page's `prev_cursor`: the rows just
+    /// before it (in the list's order), still answered in that order.
+    #[serde(default)]
+    pub before: Option<String>,
+    #[serde(default)]
+    pub order: Option<Order>,
 }
 
 impl Default for ListParams {
@@ -459,6 +554,8 @@ impl Default for ListParams {
             limit: 50,
             offset: 0,
             after: None,
+            before: None,
+            order: None,
         }
     }
 }
@@ -484,6 +581,11 @@ pub struct Pagination {
     /// Opaque: pass it as `after` to get the next page. null on the last page.
     #[schema(min_length = 1, required = true)]
     pub next_cursor: Option<String>,
+    /// Opaque: pass it as `before` to get the previous page. null on the
+    /// first page.
+    #[serde(default)]
+    #[schema(min_length = 1, required = true)]
+    pub prev_cursor: Option<String>,
 }
 
 impl<T> Page<T> {

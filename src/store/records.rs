@@ -34,6 +34,7 @@ pub(super) fn new_tool(account: &str, new: NewTool) -> Tool {
         json_schema: new.json_schema,
         kind: new.kind,
         url: new.url,
+        requires_approval: new.requires_approval,
         created_at: crate::util::now(),
     }
 }

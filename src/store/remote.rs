@@ -214,9 +214,15 @@ impl Store for RemoteStore {
         .await
     }
 
-    async fn list_agents(&self, account: &str, params: ListParams) -> StoreResult<Page<Agent>> {
+    async fn list_agents(
+        &self,
+        account: &str,
+        filter: AgentFilter,
+        params: ListParams,
+    ) -> StoreResult<Page<Agent>> {
         self.call(R::ListAgents {
             account: own(account),
+            filter,
             params,
         })
         .await
@@ -357,6 +363,22 @@ impl Store for RemoteStore {
         .await
     }
 
+    async fn list_runs(
+        &self,
+        account: &str,
+        agent_id: &str,
+        filter: RunFilter,
+        params: ListParams,
+    ) -> StoreResult<Page<Run>> {
+        self.call(R::ListRuns {
+            account: own(account),
+            agent_id: own(agent_id),
+            filter,
+            params,
+        })
+        .await
+    }
+
     async fn list_events(
         &self,
         account: &str,
@@ -427,6 +449,61 @@ impl Store for RemoteStore {
     async fn prune_audit(&self, before: &str) -> StoreResult<u64> {
         self.call(R::PruneAudit {
             before: own(before),
+        })
+        .await
+    }
+
+    async fn add_usage(&self, rows: Vec<UsageRow>) -> StoreResult<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        self.call(R::AddUsage { rows }).await
+    }
+
+    async fn list_usage(
+        &self,
+        account: &str,
+        query: UsageQuery,
+        params: ListParams,
+    ) -> StoreResult<Page<UsageRecord>> {
+        self.call(R::ListUsage {
+            account: own(account),
+            query,
+            params,
+        })
+        .await
+    }
+
+    async fn create_approval(&self, approval: Approval) -> StoreResult<Approval> {
+        self.call(R::CreateApproval { approval }).await
+    }
+
+    async fn get_approval(&self, account: &str, id: &str) -> StoreResult<Approval> {
+        self.call(R::GetApproval {
+            account: own(account),
+            id: own(id),
+        })
+        .await
+    }
+
+    async fn decide_approval(
+        &self,
+        account: &str,
+        id: &str,
+        verdict: ApprovalVerdict,
+    ) -> StoreResult<Option<Approval>> {
+        self.call(R::DecideApproval {
+            account: own(account),
+            id: own(id),
+            verdict,
+        })
+        .await
+    }
+
+    async fn due_approvals(&self, before: &str, limit: u32) -> StoreResult<Vec<Approval>> {
+        self.call(R::DueApprovals {
+            before: own(before),
+            limit,
         })
         .await
     }

@@ -22,7 +22,7 @@ impl PartialSchema for Tool {
     fn schema() -> RefOr<Schema> {
         schema_json(json!({
             "type": "object",
-            "required": ["id", "name", "description", "json_schema", "kind", "url", "created_at"],
+            "required": ["id", "name", "description", "json_schema", "kind", "url", "requires_approval", "created_at"],
             "additionalProperties": false,
             "properties": {
                 "id": ref_of::<ToolId>(),
@@ -34,6 +34,8 @@ impl PartialSchema for Tool {
                 "kind": {"type": "string", "enum": ["builtin", "webhook"]},
                 "url": {"type": ["string", "null"],
                     "description": "The http(s) URL a webhook tool's arguments are POSTed to; null for built-ins."},
+                "requires_approval": {"type": "boolean",
+                    "description": "Every call waits for a person's approval (`approval_request`)."},
                 "created_at": ref_of::<Timestamp>(),
             },
             "if": {"properties": {"kind": {"const": "webhook"}}},
@@ -60,7 +62,7 @@ impl PartialSchema for Run {
                 "agent_id": ref_of::<AgentId>(),
                 "session_id": ref_of::<SessionId>(),
                 "status": ref_of::<RunStatus>(),
-                "stop_reason": {"description": "null while running; then the stop_reason of the run's `done` event.",
+                "stop_reason": {"description": "null while running or waiting_approval; then the stop_reason of the run's `done` event.",
                     "oneOf": [ref_of::<StopReason>(), {"type": "null"}]},
                 "error": {"type": ["string", "null"],
                     "description": "Why a run failed (or was cancelled by a shutdown); null otherwise."},
@@ -69,7 +71,7 @@ impl PartialSchema for Run {
             },
             "allOf": [
                 {
-                    "if": {"properties": {"status": {"const": "running"}}},
+                    "if": {"properties": {"status": {"enum": ["running", "waiting_approval"]}}},
                     "then": {"properties": {"stop_reason": {"type": "null"}}},
                     "else": {"properties": {"stop_reason": {"type": "string"}}},
                 },
@@ -129,6 +131,7 @@ mod tests {
             json_schema: json!({}),
             kind: "builtin".into(),
             url: None,
+            requires_approval: false,
             created_at: ts.clone(),
         };
         assert_eq!(properties::<Tool>(), keys(&tool));

@@ -25,8 +25,9 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::{
-    AccountLimits, AgentPatch, AuditFilter, AuditRecord, EventFilter, EventRecord, KeyRotation,
-    KeySettings, ListParams, LogRecord, NewAgent, NewKey, NewTool, Run, Store, StoreResult,
+    AccountLimits, AgentFilter, AgentPatch, Approval, ApprovalVerdict, AuditFilter, AuditRecord,
+    EventFilter, EventRecord, KeyRotation, KeySettings, ListParams, LogRecord, NewAgent, NewKey,
+    NewTool, Run, RunFilter, Store, StoreResult, UsageQuery, UsageRow,
 };
 use crate::{config::StoreConfig, domain::ErrorCode};
 
@@ -86,6 +87,8 @@ pub enum StoreRequest {
     },
     ListAgents {
         account: String,
+        #[serde(default)]
+        filter: AgentFilter,
         params: ListParams,
     },
     UpdateAgent {
@@ -153,6 +156,12 @@ pub enum StoreRequest {
         account: String,
         agent_id: String,
     },
+    ListRuns {
+        account: String,
+        agent_id: String,
+        filter: RunFilter,
+        params: ListParams,
+    },
     ListEvents {
         account: String,
         agent_id: String,
@@ -182,6 +191,30 @@ pub enum StoreRequest {
     },
     PruneAudit {
         before: String,
+    },
+    AddUsage {
+        rows: Vec<UsageRow>,
+    },
+    ListUsage {
+        account: String,
+        query: UsageQuery,
+        params: ListParams,
+    },
+    CreateApproval {
+        approval: Approval,
+    },
+    GetApproval {
+        account: String,
+        id: String,
+    },
+    DecideApproval {
+        account: String,
+        id: String,
+        verdict: ApprovalVerdict,
+    },
+    DueApprovals {
+        before: String,
+        limit: u32,
     },
 }
 
@@ -223,7 +256,11 @@ pub async fn dispatch(store: &dyn Store, req: StoreRequest) -> Vec<u8> {
         }
         R::CreateAgent { account, agent } => reply(store.create_agent(&account, agent).await),
         R::GetAgent { account, id } => reply(store.get_agent(&account, &id).await),
-        R::ListAgents { account, params } => reply(store.list_agents(&account, params).await),
+        R::ListAgents {
+            account,
+            filter,
+            params,
+        } => reply(store.list_agents(&account, filter, params).await),
         R::UpdateAgent { account, id, patch } => {
             reply(store.update_agent(&account, &id, patch).await)
         }
@@ -259,6 +296,12 @@ pub async fn dispatch(store: &dyn Store, req: StoreRequest) -> Vec<u8> {
         R::LastEventSeq { account, agent_id } => {
             reply(store.last_event_seq(&account, &agent_id).await)
         }
+        R::ListRuns {
+            account,
+            agent_id,
+            filter,
+            params,
+        } => reply(store.list_runs(&account, &agent_id, filter, params).await),
         R::ListEvents {
             account,
             agent_id,
@@ -279,6 +322,20 @@ pub async fn dispatch(store: &dyn Store, req: StoreRequest) -> Vec<u8> {
             params,
         } => reply(store.list_audit(&account, filter, params).await),
         R::PruneAudit { before } => reply(store.prune_audit(&before).await),
+        R::AddUsage { rows } => reply(store.add_usage(rows).await),
+        R::ListUsage {
+            account,
+            query,
+            params,
+        } => reply(store.list_usage(&account, query, params).await),
+        R::CreateApproval { approval } => reply(store.create_approval(approval).await),
+        R::GetApproval { account, id } => reply(store.get_approval(&account, &id).await),
+        R::DecideApproval {
+            account,
+            id,
+            verdict,
+        } => reply(store.decide_approval(&account, &id, verdict).await),
+        R::DueApprovals { before, limit } => reply(store.due_approvals(&before, limit).await),
     }
 }
 

@@ -314,6 +314,7 @@ async fn stored_page(
         offset: 0,
         // The store's cursors are signed 64-bit; no seq gets near that.
         after: Some(cursor.min(i64::MAX as u64).to_string()),
+        ..Default::default()
     };
     let page = state
         .store

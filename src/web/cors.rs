@@ -6,7 +6,8 @@
 //! Keys travel in headers or `?api_key=`, never in cookies, so credentials
 //! mode stays off and `*` is safe to offer. Preflights may send the key
 //! headers and `Last-Event-ID` (a resuming fetch); the rate-limit and
-//! request-id headers are exposed so a UI can read them.
+//! request-id headers and the list cursors (`Next-Cursor`, `Prev-Cursor`)
+//! are exposed so a UI can read them.
 
 use std::time::Duration;
 
@@ -87,6 +88,8 @@ pub fn layer(spec: &str) -> Result<CorsLayer, CorsError> {
             HeaderName::from_static("x-ratelimit-remaining"),
             HeaderName::from_static("x-ratelimit-reset"),
             header::RETRY_AFTER,
+            HeaderName::from_static("next-cursor"),
+            HeaderName::from_static("prev-cursor"),
         ])
         .max_age(PREFLIGHT_MAX_AGE))
 }

@@ -58,6 +58,13 @@ pub async fn run_worker(
     // refreshes and gives back (its own tracker: they outlive the runs').
     let edge = run_slots(&cfg)?;
     runtime.set_run_slots(edge.runs.clone());
+    // Runs executed here record their usage here.
+    let usage = Arc::new(crate::usage::UsageMeter::default());
+    runtime.set_usage(usage.clone());
+    // Runs ending here queue their webhook events in the store; gateways
+    // deliver them.
+    let webhooks = crate::webhooks::Hub::notifier_only(&cfg, &store);
+    runtime.set_notifier(webhooks.notifier.clone());
     let edge_tasks = TaskTracker::new();
     edge.start(&edge_tasks);
     let listener = TcpListener::bind(cfg.listen)
@@ -65,6 +72,9 @@ pub async fn run_worker(
         .with_context(|| format!("cannot listen on {} (WEIR_LISTEN)", cfg.listen))?;
     bus.start();
     runtime.start(&tracker);
+    // What this worker's runs meter (tokens, run starts) goes to the store
+    // like a gateway's.
+    let usage = crate::usage::writer::start(usage, store.clone());
     let probe = Probe {
         store,
         bus,
@@ -102,6 +112,8 @@ pub async fn run_worker(
         }
     }
     let _ = server.await;
+    usage.close().await;
+    webhooks.notifier.flush(RUN_END_WAIT).await;
     edge.close().await;
     edge_tasks.close();
     edge_tasks.wait().await;

@@ -134,8 +134,13 @@ impl RunQueue {
     /// connection turns out to be dropped (the first command after Redis
     /// came back fails so, and reconnects): without the retry a run started
     /// right after a Redis restart got a 503 although Redis was up again.
+    /// A run resumed after an approval is queued again, once per approval.
     pub async fn enqueue(&self, job: &Job) -> Result<(), BusError> {
         self.ensure_group().await?;
+        let queued = match &job.resume {
+            Some(approval) => format!("queued:{approval}"),
+            None => "queued".to_owned(),
+        };
         let body = serde_json::to_string(job).expect("a job serialises");
         let script = redis::Script::new(ENQUEUE);
         let mut tries = 0;
@@ -143,7 +148,7 @@ impl RunQueue {
             tries += 1;
             let mut c = self.conn.clone();
             let mut call = script.key(&self.stream);
-            call.key(self.marker(&job.run.id, "queued"))
+            call.key(self.marker(&job.run.id, &queued))
                 .arg(&body)
                 .arg(MARKER_TTL_SECS);
             let sent = tokio::time::timeout(self.timeout, call.invoke_async::<()>(&mut c)).await;
@@ -249,9 +254,19 @@ impl RunQueue {
         Ok(reply.claimed.into_iter().map(entry).collect())
     }
 
-    /// Marks the run started by `consumer`. False when it already was: a
-    /// worker before this one began it.
-    pub async fn mark_started(&self, run_id: &RunId, consumer: &str) -> Result<bool, BusError> {
+    /// Marks the run (or its leg after approval `resume`) started by
+    /// `consumer`. False when it already was: a worker before this one
+    /// began it. A resumed run is a new leg with its own marker.
+    pub async fn mark_started(
+        &self,
+        run_id: &RunId,
+        resume: Option<&str>,
+        consumer: &str,
+    ) -> Result<bool, BusError> {
+        let what = match resume {
+            Some(approval) => format!("started:{approval}"),
+            None => "started".to_owned(),
+        };
         let opts = redis::SetOptions::default()
             .conditional_set(redis::ExistenceCheck::NX)
             .with_expiration(redis::SetExpiry::EX(MARKER_TTL_SECS));
@@ -259,9 +274,27 @@ impl RunQueue {
         let set: Option<String> = self
             .call(
                 "SET",
-                c.set_options(self.marker(run_id, "started"), consumer, opts),
+                c.set_options(self.marker(run_id, &what), consumer, opts),
             )
             .await?;
+        Ok(set.is_some())
+    }
+
+    /// Takes the lock `<prefix><name>` for `hold` unless another process
+    /// holds it (SET NX PX): for work one process at a time does.
+    pub async fn take_lock(
+        &self,
+        name: &str,
+        owner: &str,
+        hold: std::time::Duration,
+    ) -> Result<bool, BusError> {
+        let ms = u64::try_from(hold.as_millis()).unwrap_or(u64::MAX).max(1);
+        let opts = redis::SetOptions::default()
+            .conditional_set(redis::ExistenceCheck::NX)
+            .with_expiration(redis::SetExpiry::PX(ms));
+        let mut c = self.conn.clone();
+        let key = format!("{}{name}", self.prefix);
+        let set: Option<String> = self.call("SET", c.set_options(key, owner, opts)).await?;
         Ok(set.is_some())
     }
 

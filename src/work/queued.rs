@@ -127,6 +127,7 @@ impl Queued {
             limit: HISTORY_WINDOW,
             offset: 0,
             after: None,
+            ..Default::default()
         };
         let (account, agent) = (job.account.as_str(), job.agent.id.as_str());
         let mut page = store
@@ -258,6 +259,29 @@ impl RunMode for Queued {
                 tracing::warn!(error = %e, %run_id, "could not cancel a run in another process");
             }
         });
+    }
+
+    /// Queued again for any worker, the slot handed off like a new run's.
+    async fn resume(&self, mut job: Job) -> Result<(), RunError> {
+        job.slot = self.engine.hand_off(&job.run.id);
+        if let Err(e) = self.queue.enqueue(&job).await {
+            if let Some(slot) = &job.slot {
+                self.engine.adopt(&job.run.id, slot);
+                self.engine.release(&job.run.id);
+            }
+            return Err(e.into());
+        }
+        crate::metrics::queue_run("resumed");
+        Ok(())
+    }
+
+    /// The Redis lock `approvals:sweeper` (SET NX PX).
+    async fn sweep_turn(&self, hold: Duration) -> bool {
+        let owner = self.engine.worker_name().unwrap_or("gateway");
+        self.queue
+            .take_lock("approvals:sweeper", owner, hold)
+            .await
+            .unwrap_or(false)
     }
 
     /// Running on a worker, or reclaimed and ended by one if its worker

@@ -195,7 +195,10 @@ impl Worker {
         self.tracker.spawn(async move {
             let slot = me.slots.clone().acquire_owned().await;
             let run_id = job.run.id.clone();
-            let decided = me.decide(&run_id).await.map_err(RunError::from);
+            let decided = me
+                .decide(&run_id, job.resume.as_deref())
+                .await
+                .map_err(RunError::from);
             let done = match decided {
                 Ok(Settle::Run) => {
                     me.mode.execute(job).await;
@@ -221,8 +224,16 @@ impl Worker {
 
     /// What to do with a run just taken: run it, or end it because a worker
     /// before this one had begun it.
-    async fn decide(&self, run_id: &RunId) -> Result<Settle, crate::bus::BusError> {
-        if self.queue.mark_started(run_id, &self.consumer).await? {
+    async fn decide(
+        &self,
+        run_id: &RunId,
+        resume: Option<&str>,
+    ) -> Result<Settle, crate::bus::BusError> {
+        if self
+            .queue
+            .mark_started(run_id, resume, &self.consumer)
+            .await?
+        {
             Ok(Settle::Run)
         } else {
             Ok(Settle::WorkerLost)

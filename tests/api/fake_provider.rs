@@ -13,6 +13,8 @@
 //! - `fake-broken`: one chunk, then the connection breaks mid-body.
 //! - `fake-slow`: a chunk every 50 ms, 200 of them (for cancellation).
 //! - `fake-stall`: the role chunk, then silence (for idle timeouts).
+//! - `fake-part`: the role chunk and [`PART`]'s five pieces, then silence
+//!   (for a client that hangs up mid-stream having read all that was sent).
 //!
 //! It records every request body and counts streams the client hung up on.
 
@@ -109,6 +111,15 @@ async fn models() -> Json<Value> {
 
 /// The non-streamed answer of `fake-text`, byte for byte.
 pub const TEXT_COMPLETION: &str = r#"{"id":"chatcmpl-fake","object":"chat.completion","created":1700000000,"model":"fake-text","choices":[{"index":0,"message":{"role":"assistant","content":"Hello world","refusal":null},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":11,"completion_tokens":2,"total_tokens":13}}"#;
+
+/// The pieces `fake-part` streams before it stalls (43 characters).
+pub const PART: [&str; 5] = [
+    "The quick ",
+    "brown fox ",
+    "jumps over ",
+    "the lazy ",
+    "dog",
+];
 
 fn chunk(delta: Value, finish: Option<&str>) -> String {
     let c = json!({
@@ -230,6 +241,14 @@ async fn completions(
             yield Ok(Bytes::from(chunk(json!({}), Some("stop"))));
             yield Ok(Bytes::from_static(b"data: [DONE]\n\n"));
             watch.finish();
+        }),
+        "fake-part" => sse(async_stream::stream! {
+            let _watch = watch;
+            yield Ok::<_, std::io::Error>(Bytes::from(chunk(json!({"role": "assistant", "content": ""}), None)));
+            for piece in PART {
+                yield Ok(Bytes::from(chunk(json!({"content": piece}), None)));
+            }
+            futures::future::pending::<()>().await;
         }),
         "fake-stall" => sse(async_stream::stream! {
             let _watch = watch;

@@ -10,6 +10,8 @@ use reqwest::{Method, Response};
 use serde_json::{json, Value};
 use weir::config::ServeConfig;
 
+mod approval;
+mod approval_relay;
 mod history;
 mod upstream;
 

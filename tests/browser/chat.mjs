@@ -140,6 +140,38 @@ async function timeQuestion(page, proxy) {
   ok(strictlyIncreasing(lines.map((l) => l.seq)), 'log lines are in seq order');
 }
 
+// A tool call that needs approval: the turn waits with Approve / Deny on
+// the request; Approve resumes the run and the reply arrives.
+async function approval(page, proxy) {
+  step = 'approval: an agent whose get_time needs approval';
+  await rest('POST', '/v1/agents', { name: 'careful', tools: ['get_time'], metadata: { approval_required: ['get_time'] } });
+  await page.goto(`${proxy.url}/`);
+  await page.waitForSelector('body[data-ready="true"]', { timeout: WAIT });
+  await page.click('#agents button:has-text("careful")');
+  await page.waitForSelector('#agents button[aria-current="true"]:has-text("careful")', { timeout: WAIT });
+
+  step = 'approval: ask for the time';
+  const before = await page.locator('.turn.assistant').count();
+  await page.fill('#message', 'what time is it?');
+  await page.click('#send');
+  const turn = page.locator('.turn.assistant').nth(before);
+  await turn.and(page.locator('[data-state="waiting"]')).waitFor({ timeout: WAIT });
+  const ask = turn.locator('.step.approval');
+  ok(await ask.locator('button.approve').isVisible(), 'Approve is shown on the approval request');
+  ok(await ask.locator('button.deny').isVisible(), 'Deny is shown on the approval request');
+  ok(/get_time/.test(await ask.locator('code').textContent()), 'the request names the tool');
+  await page.screenshot({ path: path.join(shots, 'chat-approval.png') });
+
+  step = 'approval: approve';
+  await ask.locator('button.approve').click();
+  await turn.and(page.locator('[data-state="done"]')).waitFor({ timeout: WAIT });
+  ok(await ask.getAttribute('data-decision') === 'approve', 'the decision replaces the buttons');
+  ok(await ask.locator('button').count() === 0, 'no buttons are left once decided');
+  const text = await turn.locator('.text').textContent();
+  ok(/The current time is/.test(text), `the approved call ran and the reply came: ${text}`);
+  ok(await turn.locator('.step.function .status-success').count() === 1, 'the call ran once');
+}
+
 async function networkDrop(page, proxy) {
   step = 'network drop: prepare a slow agent';
   const agent = await rest('POST', '/v1/agents', { name: 'slow-echo', metadata: { echo_delay_ms: 120 } });
@@ -204,6 +236,7 @@ async function main() {
   try {
     await timeQuestion(page, proxy);
     await networkDrop(page, proxy);
+    await approval(page, proxy);
     if (env.WEIR_CORS_URL) await crossOrigin(browser, proxy, env.WEIR_CORS_URL);
     step = 'no script errors';
     ok(pageErrors.length === 0, `no uncaught errors in the page: ${pageErrors.join('; ')}`);

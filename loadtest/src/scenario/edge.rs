@@ -1,11 +1,15 @@
 //! `edge`: the cost of one per-key rate-limit check (`Edge::check_rate`,
 //! which runs on every authenticated request right after auth), local and
 //! Redis-backed (was the ignored test `tests/api/edge/bench.rs`), and of one
-//! run-start check (`Edge::start_run`: the rate and a `max_runs` slot, one
-//! Redis call; the slot is given back at once, its Redis release queued as
-//! when a run ends). Checks are called back to back over `--keys` keys in
-//! rotation, each timed with `Instant::now()`; the Redis ones against a
-//! private `redis-server`.
+//! run-start check (`Edge::start_run`: the rate, the key's and its
+//! account's token budgets and a `max_runs` slot, one Redis call; the slot
+//! is given back at once, its Redis release queued as when a run ends), and
+//! of one token charge per streamed chunk (`TokenMeter::completion` on a
+//! key and an account with budgets: no Redis call). Checks are called back
+//! to back over `--keys` keys in rotation, each timed with
+//! `Instant::now()`; the Redis ones against a private `redis-server`. Also
+//! the cost of counting one request for usage (`UsageMeter::count_request`,
+//! on every authenticated request).
 
 use std::time::Instant;
 
@@ -13,7 +17,11 @@ use tokio_util::task::TaskTracker;
 
 use anyhow::Context;
 use serde_json::{json, Value};
-use weir::{config::ServeConfig, edge::Edge, store::KeyRecord};
+use weir::{
+    config::ServeConfig,
+    edge::{Edge, TokenMeter},
+    store::{AccountLimits, KeyRecord},
+};
 
 use crate::{
     gateway,
@@ -42,8 +50,9 @@ fn key(i: usize, rpm: u32) -> KeyRecord {
         label: String::new(),
         scopes: vec!["*".into()],
         rpm,
-        tpm: None,
-        daily_tokens: None,
+        // Budgets no check reaches, so that every run start checks them.
+        tpm: Some(100_000_000),
+        daily_tokens: Some(1_000_000_000_000),
         max_runs: None,
         max_websockets: None,
         max_sse_streams: None,
@@ -76,12 +85,50 @@ async fn measure_runs(edge: &Edge, keys: &[KeyRecord], n: usize) -> anyhow::Resu
     for i in 0..n {
         let k = &keys[i % keys.len()];
         let t0 = Instant::now();
-        let started = edge.start_run(k).await;
+        let started = edge.start_run(k, ACCOUNT).await;
         out.push(t0.elapsed().as_nanos() as u64);
         // A refusal (the key over its rate) costs what a pass does.
         drop(started);
     }
     Ok(out)
+}
+
+/// The account's budgets in every run start: both counters are charged.
+const ACCOUNT: AccountLimits = AccountLimits {
+    tpm: Some(100_000_000),
+    daily_tokens: Some(1_000_000_000_000),
+};
+
+/// Nanoseconds of each of `n` token charges of one streamed chunk (16
+/// characters) on `keys` in rotation.
+fn measure_chunks(edge: &Edge, keys: &[KeyRecord], n: usize) -> Vec<u64> {
+    let mut meters: Vec<TokenMeter> = keys
+        .iter()
+        .map(|k| TokenMeter::new(edge.check_tokens(k, ACCOUNT).ok().flatten(), None))
+        .collect();
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let m = &mut meters[i % keys.len()];
+        let t0 = Instant::now();
+        let spent = m.completion(16);
+        out.push(t0.elapsed().as_nanos() as u64);
+        debug_assert!(spent.is_none());
+    }
+    out
+}
+
+/// Nanoseconds of each of `n` requests counted for usage
+/// (`UsageMeter::count_request`, on every authenticated request).
+fn measure_usage(keys: &[KeyRecord], n: usize) -> Vec<u64> {
+    let meter = weir::usage::UsageMeter::default();
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let k = &keys[i % keys.len()];
+        let t0 = Instant::now();
+        meter.count_request(&k.account_id, k.id.as_str());
+        out.push(t0.elapsed().as_nanos() as u64);
+    }
+    out
 }
 
 /// p50, p99, p99.9, max and mean of `ns`, in µs.
@@ -106,6 +153,8 @@ pub async fn run(o: &Opts) -> anyhow::Result<Report> {
     let local = Edge::new(&cfg, None, "weir:")?;
     measure(&local, &keys, o.checks).await?;
     let local_run = summary(measure_runs(&local, &keys, o.checks).await?);
+    let chunk = summary(measure_chunks(&local, &keys, o.checks));
+    let usage = summary(measure_usage(&keys, o.checks));
     let local = summary(measure(&local, &keys, o.checks).await?);
 
     let redis = gateway::start_redis()
@@ -137,6 +186,8 @@ pub async fn run(o: &Opts) -> anyhow::Result<Report> {
         ("redis", &remote),
         ("local run start", &local_run),
         ("redis run start", &remote_run),
+        ("token charge per chunk", &chunk),
+        ("usage count per request", &usage),
     ];
     for (name, s) in rows {
         let f = |k: &str| units::us(s[k].as_f64().unwrap_or(0.0));
@@ -166,8 +217,13 @@ pub async fn run(o: &Opts) -> anyhow::Result<Report> {
         "target: redis run start p99 <= 300 µs (one round trip)",
         remote_run["p99_us"].as_f64().unwrap_or(f64::MAX) <= 300.0,
     );
+    report.check(
+        "target: token charge per chunk p99 <= 5 µs (no Redis call)",
+        chunk["p99_us"].as_f64().unwrap_or(f64::MAX) <= 5.0,
+    );
     report.data = json!({"options": format!("{o:?}"), "keys": o.keys, "local": local, "redis": remote,
-                         "local_run_start": local_run, "redis_run_start": remote_run});
+                         "local_run_start": local_run, "redis_run_start": remote_run,
+                         "token_chunk": chunk, "usage_request": usage});
     edge.close().await;
     tasks.close();
     tasks.wait().await;

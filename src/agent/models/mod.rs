@@ -23,7 +23,7 @@ use crate::domain::ErrorCode;
 pub use upstream::Provider;
 
 /// One message of the conversation a model sees.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub enum Turn {
     System(String),
     User(String),
@@ -69,7 +69,7 @@ impl Turn {
 }
 
 /// A tool call a model asked for; `arguments` is the raw JSON text it sent.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct ToolCall {
     pub id: String,
     pub name: String,
@@ -98,7 +98,7 @@ impl ToolSpec {
 }
 
 /// Token counts, as providers report them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, serde::Deserialize)]
 pub struct Usage {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,

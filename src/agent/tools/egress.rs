@@ -1,5 +1,7 @@
-//! Where webhook tools may connect: public addresses only, unless the
-//! operator allows private ones (`--webhook-allow-private true`).
+//! Where webhook tools and webhook deliveries may connect: public addresses
+//! only, unless the operator allows private ones (`--webhook-allow-private
+//! true` for tools) or lists some (`--egress-allow 127.0.0.1/32,…`, for
+//! both: those networks are reachable, every other non-public one is not).
 //!
 //! A webhook URL is chosen by any holder of a `tools:write` key, and the
 //! gateway (or worker) calls it from inside the deployment's network, so
@@ -21,6 +23,7 @@ use std::{
     time::Duration,
 };
 
+use ipnet::IpNet;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
 /// Whether `ip` is an address a webhook may reach by default: not loopback,
@@ -62,9 +65,23 @@ fn public_v6(ip: Ipv6Addr) -> bool {
         || ip.to_ipv4().is_some_and(|v4| !public_v4(v4))) // IPv4-compatible ::a.b.c.d
 }
 
+/// Whether `ip` may be reached: public, or inside one of `allow`.
+pub fn is_allowed(ip: IpAddr, allow: &[IpNet]) -> bool {
+    let plain = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    is_public(ip) || allow.iter().any(|n| n.contains(&ip) || n.contains(&plain))
+}
+
 /// Refuses a URL whose host is a non-public IP literal (names are checked
 /// when they resolve, by [`PublicOnly`]).
 pub fn check_url(url: &reqwest::Url) -> Result<(), String> {
+    check_url_allowing(url, &[])
+}
+
+/// [`check_url`], letting the networks of `allow` through.
+pub fn check_url_allowing(url: &reqwest::Url, allow: &[IpNet]) -> Result<(), String> {
     // The URL parser has already normalised IPv4 spellings such as
     // `2130706433` or `0x7f.1` to dotted form; IPv6 hosts come bracketed.
     let host = url.host_str().unwrap_or_default();
@@ -75,7 +92,7 @@ pub fn check_url(url: &reqwest::Url) -> Result<(), String> {
     else {
         return Ok(());
     };
-    if is_public(ip) {
+    if is_allowed(ip, allow) {
         Ok(())
     } else {
         Err(blocked(&ip.to_string()))
@@ -84,16 +101,20 @@ pub fn check_url(url: &reqwest::Url) -> Result<(), String> {
 
 fn blocked(host: &str) -> String {
     format!(
-        "webhook address {host} is not public; the operator can allow private addresses with --webhook-allow-private true"
+        "webhook address {host} is not public; the operator can allow it with --egress-allow (or, for webhook tools, --webhook-allow-private true)"
     )
 }
 
-/// A DNS resolver that only hands out public addresses.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct PublicOnly;
+/// A DNS resolver that only hands out public addresses (and those of its
+/// allow-list).
+#[derive(Debug, Clone, Default)]
+pub struct PublicOnly {
+    pub allow: Arc<[IpNet]>,
+}
 
 impl Resolve for PublicOnly {
     fn resolve(&self, name: Name) -> Resolving {
+        let allow = self.allow.clone();
         Box::pin(async move {
             let host = name.as_str().to_owned();
             let found: Vec<SocketAddr> =
@@ -101,7 +122,7 @@ impl Resolve for PublicOnly {
             let public: Vec<SocketAddr> = found
                 .iter()
                 .copied()
-                .filter(|a| is_public(a.ip()))
+                .filter(|a| is_allowed(a.ip(), &allow))
                 .collect();
             if public.is_empty() && !found.is_empty() {
                 return Err(blocked(&host).into());
@@ -111,34 +132,49 @@ impl Resolve for PublicOnly {
     }
 }
 
-/// How webhook tools are called: the client, and whether private addresses
-/// are allowed (when they are not, the client resolves through
-/// [`PublicOnly`] and IP literals are checked before each call).
+/// How webhook tools (and webhook deliveries) are called: the client, and
+/// which private addresses are allowed (unless all are, the client
+/// resolves through [`PublicOnly`] and IP literals are checked before each
+/// call with [`Webhooks::check`]).
 #[derive(Debug, Clone)]
 pub struct Webhooks {
     pub client: reqwest::Client,
     pub allow_private: bool,
+    /// Non-public networks reachable anyway (`--egress-allow`).
+    pub allow: Arc<[IpNet]>,
 }
 
 impl Webhooks {
-    pub fn new(allow_private: bool) -> Self {
+    pub fn new(allow_private: bool, allow: &[IpNet]) -> Self {
+        let allow: Arc<[IpNet]> = allow.into();
         Self {
-            client: client(allow_private),
+            client: client(allow_private, &allow),
             allow_private,
+            allow,
+        }
+    }
+
+    /// Refuses a URL whose host is an IP literal this client may not reach.
+    pub fn check(&self, url: &reqwest::Url) -> Result<(), String> {
+        match self.allow_private {
+            true => Ok(()),
+            false => check_url_allowing(url, &self.allow),
         }
     }
 }
 
 /// The client webhook tools are called with: the guard on unless
 /// `allow_private`; no redirects either way (a tool's URL is the tool).
-fn client(allow_private: bool) -> reqwest::Client {
+fn client(allow_private: bool, allow: &Arc<[IpNet]>) -> reqwest::Client {
     let mut b = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
         .pool_idle_timeout(Duration::from_secs(90))
         .redirect(reqwest::redirect::Policy::none())
         .tcp_nodelay(true);
     if !allow_private {
-        b = b.dns_resolver(Arc::new(PublicOnly));
+        b = b.dns_resolver(Arc::new(PublicOnly {
+            allow: allow.clone(),
+        }));
     }
     b.build().unwrap_or_else(|e| {
         tracing::error!(error = %e, "webhook HTTP client failed to build; using defaults");
@@ -213,13 +249,26 @@ mod tests {
         assert!(check_url(&url("https://8.8.8.8/hook")).is_ok());
         assert!(check_url(&url("https://hooks.example.com/x")).is_ok());
         let e = check_url(&url("http://10.0.0.5/")).unwrap_err();
-        assert!(e.contains("--webhook-allow-private"), "{e}");
+        assert!(e.contains("--egress-allow"), "{e}");
+    }
+
+    #[test]
+    fn the_allow_list_opens_its_networks_only() {
+        let url = |s: &str| reqwest::Url::parse(s).unwrap();
+        let allow: Vec<IpNet> = vec!["127.0.0.1/32".parse().unwrap()];
+        assert!(check_url_allowing(&url("http://127.0.0.1:9/hook"), &allow).is_ok());
+        assert!(check_url_allowing(&url("http://127.0.0.2:9/hook"), &allow).is_err());
+        assert!(check_url_allowing(&url("http://10.0.0.5/"), &allow).is_err());
+        assert!(is_allowed("::ffff:127.0.0.1".parse().unwrap(), &allow));
+        let hooks = Webhooks::new(false, &allow);
+        assert!(hooks.check(&url("http://127.0.0.1/")).is_ok());
+        assert!(hooks.check(&url("http://192.168.1.1/")).is_err());
     }
 
     #[tokio::test]
     async fn the_resolver_drops_names_that_resolve_only_to_private_addresses() {
         let name: Name = "localhost".parse().unwrap();
-        let err = match PublicOnly.resolve(name).await {
+        let err = match PublicOnly::default().resolve(name).await {
             Ok(addrs) => panic!("localhost resolved to {:?}", addrs.collect::<Vec<_>>()),
             Err(e) => e.to_string(),
         };

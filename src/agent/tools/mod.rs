@@ -7,7 +7,7 @@
 //! so it can recover. Webhook URLs are chosen by holders of a `tools:write`
 //! key of the same account, so by default they may only reach public
 //! addresses ([`egress`]; `--webhook-allow-private true` lifts that for
-//! tools on the operator's own network).
+//! tools on the operator's own network, `--egress-allow` for some networks).
 
 pub mod calc;
 pub mod egress;
@@ -40,6 +40,9 @@ enum Kind {
 pub struct Tool {
     pub spec: ToolSpec,
     kind: Kind,
+    /// Every call waits for a person's approval (the tool record's
+    /// `requires_approval`).
+    pub approval: bool,
 }
 
 /// The result of one call, as a `function_message` shows it.
@@ -96,6 +99,7 @@ pub fn builtin(name: &str) -> Option<Tool> {
             parameters,
         },
         kind,
+        approval: false,
     })
 }
 
@@ -127,8 +131,12 @@ impl ToolSet {
                             parameters: rec.json_schema.clone(),
                         },
                         kind: Kind::Webhook { url },
+                        approval: rec.requires_approval,
                     }),
-                    Ok(rec) => builtin(&rec.name),
+                    Ok(rec) => builtin(&rec.name).map(|t| Tool {
+                        approval: rec.requires_approval,
+                        ..t
+                    }),
                     Err(StoreError::NotFound(_)) => None,
                     Err(e) => return Err(e),
                 },
@@ -145,6 +153,11 @@ impl ToolSet {
             }
         }
         Ok((Self { tools }, warnings))
+    }
+
+    /// Whether the agent's tool called `name` needs approval for every call.
+    pub fn requires_approval(&self, name: &str) -> bool {
+        self.tools.iter().any(|t| t.approval && t.spec.name == name)
     }
 
     /// What the model is offered.
@@ -227,10 +240,8 @@ async fn webhook(hooks: &egress::Webhooks, url: &str, args: Value) -> ToolOutcom
     };
     // IP literals are connected to without resolving, so the resolver's
     // guard never sees them; names are checked as they resolve.
-    if !hooks.allow_private {
-        if let Err(e) = egress::check_url(&url) {
-            return ToolOutcome::error(args, e);
-        }
+    if let Err(e) = hooks.check(&url) {
+        return ToolOutcome::error(args, e);
     }
     let send = hooks
         .client
@@ -289,7 +300,7 @@ mod tests {
     #[tokio::test]
     async fn builtins_answer_and_fail_softly() {
         let set = ToolSet::default();
-        let client = egress::Webhooks::new(false);
+        let client = egress::Webhooks::new(false, &[]);
         let out = set
             .call(&client, &call("calculator", r#"{"expression":"6*7"}"#))
             .await;

@@ -40,7 +40,7 @@ use super::{route::Route, routes::ROUTES};
         crate::openai::schema::Chunk, crate::openai::schema::WeirError)),
     info(title = "weir", description = "Streaming chat and agent gateway. See protocol/ for SSE and WebSocket framing."),
     tags((name = "agents"), (name = "tools"), (name = "sessions"), (name = "chat"), (name = "streams"),
-        (name = "logs"), (name = "openai"), (name = "keys"), (name = "audit"), (name = "account"), (name = "ops"))
+        (name = "logs"), (name = "openai"), (name = "keys"), (name = "audit"), (name = "usage"), (name = "webhooks"), (name = "account"), (name = "ops"))
 )]
 struct ApiDoc;
 
@@ -166,5 +166,32 @@ mod tests {
                 r.path
             );
         }
+    }
+
+    #[test]
+    fn every_list_documents_paging_both_ways() {
+        let doc = json();
+        let mut lists = 0;
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            let Some(get) = item.get("get") else { continue };
+            let params: Vec<&str> = get["parameters"]
+                .as_array()
+                .map(|ps| ps.iter().filter_map(|p| p["name"].as_str()).collect())
+                .unwrap_or_default();
+            if !params.contains(&"limit") {
+                continue;
+            }
+            lists += 1;
+            for p in ["after", "before", "order", "offset"] {
+                assert!(params.contains(&p), "GET {path} documents `{p}`");
+            }
+            let headers = &get["responses"]["200"]["headers"];
+            for h in ["Next-Cursor", "Prev-Cursor"] {
+                assert!(headers.get(h).is_some(), "GET {path}: the 200 has {h}");
+            }
+        }
+        // keys, audit, usage, agents, tools, sessions, messages, runs,
+        // a run's messages, logs, webhooks, a webhook's deliveries.
+        assert_eq!(lists, 12);
     }
 }

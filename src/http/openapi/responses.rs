@@ -6,7 +6,7 @@
 //! |---|---|
 //! | any | 431 (headers over the limit), 500 (a panic) |
 //! | not `Public` | 401, 403, 429 (`Retry-After`), 503 (store or bus down); `X-RateLimit-*` on answers past the rate limiter |
-//! | starts runs ([`Route::starts_runs`]) | 429 names `too_many_runs` too |
+//! | starts runs ([`Route::starts_runs`]) | 429 names `too_many_runs` and `token_budget_exceeded` too |
 //! | a body, a query, a path or header parameter | 400 |
 //! | a body | 413 |
 //! | a path parameter | 404 |
@@ -32,6 +32,9 @@ pub fn complete(route: &Route, op: &mut Operation) {
     let body = op.request_body.is_some();
     let path = has(ParameterIn::Path);
     let input = body || path || has(ParameterIn::Query) || has(ParameterIn::Header);
+    let list = params
+        .iter()
+        .any(|p| p.parameter_in == ParameterIn::Query && p.name == "limit");
     let authed = !route.access.is_public();
     let mut add = |status: u16, why: &str, on: bool| {
         if on {
@@ -64,7 +67,7 @@ pub fn complete(route: &Route, op: &mut Operation) {
     );
     add(413, "payload_too_large: the body is over the limit", body);
     let too_many = match route.starts_runs() {
-        true => "rate_limit_exceeded; too_many_connections for streams; too_many_runs: the key has its limit of runs going (max_runs)",
+        true => "rate_limit_exceeded; too_many_connections for streams; too_many_runs: the key has its limit of runs going (max_runs); token_budget_exceeded: a token budget (tpm, daily_tokens) of the key or its account is spent",
         false => "rate_limit_exceeded, or too_many_connections for streams",
     };
     add(429, too_many, authed);
@@ -82,7 +85,25 @@ pub fn complete(route: &Route, op: &mut Operation) {
     for (status, resp) in op.responses.responses.iter_mut() {
         if let RefOr::T(resp) = resp {
             decorate(route, status, resp);
+            if list && status == "200" {
+                cursor_headers(resp);
+            }
         }
+    }
+}
+
+/// A list's page carries its cursors as headers too
+/// ([`crate::http::params::Paged`]).
+fn cursor_headers(resp: &mut Response) {
+    for (name, why) in [
+        ("Next-Cursor", "The page's `next_cursor`: pass it as `after` for the next page. Absent on the last page."),
+        ("Prev-Cursor", "The page's `prev_cursor`: pass it as `before` for the previous page. Absent on the first page."),
+    ] {
+        let RefOr::T(schema) = from_json(serde_json::json!({"type": "string", "minLength": 1})) else {
+            unreachable!("an inline schema")
+        };
+        let h = HeaderBuilder::new().schema(schema).description(Some(why)).build();
+        resp.headers.insert(name.into(), h);
     }
 }
 
@@ -105,7 +126,7 @@ fn decorate(route: &Route, status: &str, resp: &mut Response) {
         return;
     }
     if code == 429 {
-        let retry = header("Seconds to wait (rate_limit_exceeded).");
+        let retry = header("Seconds to wait (rate_limit_exceeded, token_budget_exceeded).");
         resp.headers.insert("Retry-After".into(), retry);
     }
     if route.transport == Transport::WebSocket && code == 101 {
@@ -120,6 +141,18 @@ fn decorate(route: &Route, status: &str, resp: &mut Response) {
         (
             "X-RateLimit-Reset",
             "When the window is full again (unix seconds).",
+        ),
+        (
+            "X-RateLimit-Limit-Tokens",
+            "Only when a token budget applies to the key (its own or its account's): the tighter budget (tpm or daily_tokens).",
+        ),
+        (
+            "X-RateLimit-Remaining-Tokens",
+            "Only when a token budget applies: tokens left of it now.",
+        ),
+        (
+            "X-RateLimit-Reset-Tokens",
+            "Only when a token budget applies: when it is whole again (unix seconds).",
         ),
     ] {
         resp.headers.insert(name.into(), header(why));

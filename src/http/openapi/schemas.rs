@@ -72,6 +72,7 @@ pub const REST_ERROR_CODES: &[ErrorCode] = {
         RateLimitExceeded,
         TooManyConnections,
         TooManyRuns,
+        TokenBudgetExceeded,
         HeadersTooLarge,
         InternalError,
         Unavailable,
@@ -87,15 +88,35 @@ fn rest_error_code() -> RefOr<Schema> {
 #[into_params(parameter_in = Query)]
 #[allow(dead_code)] // documentation only
 pub struct PageParams {
-    /// Page size.
+    /// Page size. `count` is accepted as its alias (protocol/rest.md,
+    /// "Pagination"); it is left out of this document because OpenAPI
+    /// cannot say "not both", and both at once is a 400.
     #[param(schema_with = limit, required = false)]
     limit: u32,
-    /// Rows to skip (after the cursor, if one is given).
+    /// Rows to skip (from the cursor, if one is given).
     #[param(schema_with = offset, required = false)]
     offset: u64,
-    /// The `next_cursor` of the previous page.
+    /// The `next_cursor` of the previous page (not with `before`).
     #[param(schema_with = page_cursor, required = false)]
     after: String,
+    /// The `prev_cursor` of the next page: the rows just before it (not
+    /// with `after`).
+    #[param(schema_with = page_cursor, required = false)]
+    before: String,
+    /// `asc` or `desc`; default: the list's own order (protocol/rest.md).
+    #[param(schema_with = order, required = false)]
+    order: String,
+}
+
+/// `tags` of `GET /v1/agents`: 1 to 32 comma-separated tags of 1 to 64
+/// characters (what `POST /v1/agents` takes, minus commas).
+pub fn tag_list() -> RefOr<Schema> {
+    from_json(json!({"type": "string", "pattern": "^[^,]{1,64}(,[^,]{1,64}){0,31}$"}))
+}
+
+/// `order` of a list.
+pub fn order() -> RefOr<Schema> {
+    from_json(json!({"type": "string", "enum": ["asc", "desc"]}))
 }
 
 /// The resume cursor of an SSE route in the query ([`crate::http::cursor`]).
@@ -174,6 +195,19 @@ pub fn agent_tools() -> RefOr<Schema> {
 pub fn agent_tools_or_null() -> RefOr<Schema> {
     tools(true)
 }
+/// The `url` of a webhook (tool or subscription): an http(s) URL that
+/// parses (host of letters, digits, dots and dashes; an optional port; a
+/// plain path). The last label of a name starts with a letter: one that is
+/// a number makes the host an IPv4 address, which must then be one (four
+/// octets, 0 to 255, no leading zeros).
+pub fn url_pattern() -> String {
+    let octet = "(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])";
+    let name = r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?";
+    format!(
+        r"^https?://(?:{name}|(?:{octet}\.){{3}}{octet})(?::[1-9][0-9]{{0,3}})?(?:/[A-Za-z0-9._~-]*)*$"
+    )
+}
+
 pub fn agent_tags() -> RefOr<Schema> {
     tags(false)
 }
@@ -237,6 +271,8 @@ pub fn create_tool() -> RefOr<Schema> {
         "description": {"type": "string", "maxLength": 4096, "default": ""},
         "json_schema": {"type": ["object", "null"],
             "description": "The arguments' JSON Schema; default `{\"type\":\"object\",\"properties\":{}}`."},
+        "requires_approval": {"type": ["boolean", "null"], "default": false,
+            "description": "Every call waits for a person's approval (`approval_request`)."},
     });
     let with = |extra: Value| {
         let mut props = common.clone();
@@ -246,16 +282,7 @@ pub fn create_tool() -> RefOr<Schema> {
             .extend(extra.as_object().unwrap().clone());
         props
     };
-    // `url` of a webhook: an http(s) URL that parses (host of letters,
-    // digits, dots and dashes; an optional port; a plain path).
-    // The last label of a name starts with a letter: one that is a number
-    // makes the host an IPv4 address, which must then be one (four octets,
-    // 0 to 255, no leading zeros).
-    let octet = "(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])";
-    let name = r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?";
-    let url = format!(
-        r"^https?://(?:{name}|(?:{octet}\.){{3}}{octet})(?::[1-9][0-9]{{0,3}})?(?:/[A-Za-z0-9._~-]*)*$"
-    );
+    let url = url_pattern();
     from_json(json!({
         "oneOf": [
             {"title": "builtin", "type": "object", "additionalProperties": false, "required": ["name"],

@@ -7,7 +7,7 @@ use tokio_postgres::{types::ToSql, Row};
 
 use super::{col, db_err, execute, json_col, not_found, paging, query_opt, snapshot, to_json};
 use crate::store::{
-    Account, AccountLimits, KeyRecord, KeyRotation, KeySettings, ListParams, NewKey, Page,
+    Account, AccountLimits, KeyRecord, KeyRotation, KeySettings, ListParams, NewKey, Order, Page,
     StoreError, StoreResult,
 };
 
@@ -169,12 +169,11 @@ pub(super) async fn list_keys(
     let tx = snapshot(c).await?;
     let page = paging::page(
         &tx,
-        "SELECT COUNT(*) FROM keys WHERE account_id = $1",
-        concat!(
-            "SELECT ",
-            key_cols!(),
-            " FROM keys WHERE account_id = $1 AND pk > $2 ORDER BY pk LIMIT $3 OFFSET $4"
-        ),
+        [
+            "SELECT COUNT(*) FROM keys WHERE account_id = $1",
+            concat!("SELECT ", key_cols!(), " FROM keys WHERE account_id = $1"),
+        ],
+        ("pk", Order::Asc),
         &[&account],
         params,
         key_row,

@@ -7,7 +7,8 @@ use super::{
     col, db_err, execute, json_col, not_found, paging, query_opt, snapshot, to_json, write_err,
 };
 use crate::store::{
-    records, Agent, AgentPatch, ListParams, NewAgent, NewTool, Page, StoreError, StoreResult, Tool,
+    records, Agent, AgentFilter, AgentPatch, ListParams, NewAgent, NewTool, Order, Page,
+    StoreError, StoreResult, Tool,
 };
 
 macro_rules! agent_cols {
@@ -98,21 +99,32 @@ pub(super) async fn get_agent(
     }
 }
 
+/// The agents of `$1` named `$2` (if set) with at least `$4` of the tags
+/// `$3` (if set): SQLite's `agents_where`.
+macro_rules! agents_where {
+    () => {
+        " FROM agents WHERE account_id = $1 AND ($2::TEXT IS NULL OR name = $2)
+           AND ($3::TEXT[] IS NULL OR (SELECT COUNT(DISTINCT t)
+                 FROM jsonb_array_elements_text(agents.tags::jsonb) t WHERE t = ANY($3)) >= $4)"
+    };
+}
+
 pub(super) async fn list_agents(
     c: &mut Object,
     account: &str,
+    filter: &AgentFilter,
     params: &ListParams,
 ) -> StoreResult<Page<Agent>> {
+    let (tags, need) = filter.wanted_tags();
     let tx = snapshot(c).await?;
     let page = paging::page(
         &tx,
-        "SELECT COUNT(*) FROM agents WHERE account_id = $1",
-        concat!(
-            "SELECT ",
-            agent_cols!(),
-            " FROM agents WHERE account_id = $1 AND pk > $2 ORDER BY pk LIMIT $3 OFFSET $4"
-        ),
-        &[&account],
+        [
+            concat!("SELECT COUNT(*)", agents_where!()),
+            concat!("SELECT ", agent_cols!(), agents_where!()),
+        ],
+        ("pk", Order::Asc),
+        &[&account, &filter.name, &tags, &need],
         params,
         agent_row,
     )
@@ -177,7 +189,7 @@ pub(super) async fn delete_agent(
 
 macro_rules! tool_cols {
     () => {
-        "pk, id, account_id, name, description, json_schema, kind, url, created_at"
+        "pk, id, account_id, name, description, json_schema, kind, url, created_at, requires_approval"
     };
 }
 
@@ -193,6 +205,7 @@ fn tool_row(r: &Row) -> StoreResult<(i64, Tool)> {
             kind: col(r, 6)?,
             url: col(r, 7)?,
             created_at: col(r, 8)?,
+            requires_approval: col::<i64>(r, 9)? != 0,
         },
     ))
 }
@@ -208,8 +221,9 @@ pub(super) async fn create_tool(
         "WITH account AS (
              INSERT INTO accounts (id, created_at) VALUES ($2, $8) ON CONFLICT (id) DO NOTHING
          )
-         INSERT INTO tools (id, account_id, name, description, json_schema, kind, url, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+         INSERT INTO tools (id, account_id, name, description, json_schema, kind, url, created_at,
+                            requires_approval)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         &[
             &tool.id,
             &tool.account_id,
@@ -219,6 +233,7 @@ pub(super) async fn create_tool(
             &tool.kind,
             &tool.url,
             &tool.created_at,
+            &i64::from(tool.requires_approval),
         ],
         |e| {
             write_err(e, |_| {
@@ -250,12 +265,11 @@ pub(super) async fn list_tools(
     let tx = snapshot(c).await?;
     let page = paging::page(
         &tx,
-        "SELECT COUNT(*) FROM tools WHERE account_id = $1",
-        concat!(
-            "SELECT ",
-            tool_cols!(),
-            " FROM tools WHERE account_id = $1 AND pk > $2 ORDER BY pk LIMIT $3 OFFSET $4"
-        ),
+        [
+            "SELECT COUNT(*) FROM tools WHERE account_id = $1",
+            concat!("SELECT ", tool_cols!(), " FROM tools WHERE account_id = $1"),
+        ],
+        ("pk", Order::Asc),
         &[&account],
         params,
         tool_row,

@@ -7,8 +7,7 @@ use tokio_postgres::Row;
 
 use super::{col, db_err, execute, paging, snapshot};
 use crate::store::{
-    audit::PRUNE_BATCH, sqlite::paging::parse_cursor_desc, AuditFilter, AuditRecord, ListParams,
-    Page, StoreResult,
+    audit::PRUNE_BATCH, AuditFilter, AuditRecord, ListParams, Order, Page, StoreResult,
 };
 
 /// One statement for the whole batch: one array parameter per column.
@@ -68,9 +67,8 @@ pub(super) async fn list(
     filter: &AuditFilter,
     params: &ListParams,
 ) -> StoreResult<Page<AuditRecord>> {
-    let after = parse_cursor_desc(params.after.as_deref())?;
     let tx = snapshot(c).await?;
-    let page = paging::page_from(
+    let page = paging::page(
         &tx,
         [
             "SELECT COUNT(*) FROM audit WHERE account_id = $1
@@ -79,11 +77,11 @@ pub(super) async fn list(
                     method, path, created_at
              FROM audit WHERE account_id = $1
                AND ($2::TEXT IS NULL OR action = $2) AND ($3::TEXT IS NULL OR target = $3)
-               AND pk < $4 ORDER BY pk DESC LIMIT $5 OFFSET $6",
+              ",
         ],
+        ("pk", Order::Desc),
         &[&account, &filter.action, &filter.target],
         params,
-        after,
         row,
     )
     .await?;

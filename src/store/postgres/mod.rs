@@ -25,12 +25,15 @@
 
 mod accounts;
 mod agents;
+mod approvals;
 mod audit;
 mod paging;
 mod runs;
 mod schema;
 pub mod scratch;
 mod sessions;
+mod usage;
+mod webhooks;
 
 use std::time::Duration;
 
@@ -297,8 +300,13 @@ impl Store for PostgresStore {
         agents::get_agent(&self.client().await?, account, id).await
     }
 
-    async fn list_agents(&self, account: &str, params: ListParams) -> StoreResult<Page<Agent>> {
-        agents::list_agents(&mut self.client().await?, account, &params).await
+    async fn list_agents(
+        &self,
+        account: &str,
+        filter: AgentFilter,
+        params: ListParams,
+    ) -> StoreResult<Page<Agent>> {
+        agents::list_agents(&mut self.client().await?, account, &filter, &params).await
     }
 
     async fn update_agent(&self, account: &str, id: &str, patch: AgentPatch) -> StoreResult<Agent> {
@@ -374,6 +382,17 @@ impl Store for PostgresStore {
         runs::last_seq(&self.client().await?, account, agent_id, false).await
     }
 
+    async fn list_runs(
+        &self,
+        account: &str,
+        agent_id: &str,
+        filter: RunFilter,
+        params: ListParams,
+    ) -> StoreResult<Page<Run>> {
+        let mut c = self.client().await?;
+        runs::list_runs(&mut c, account, agent_id, &filter, &params).await
+    }
+
     async fn list_events(
         &self,
         account: &str,
@@ -423,5 +442,110 @@ impl Store for PostgresStore {
 
     async fn prune_audit(&self, before: &str) -> StoreResult<u64> {
         audit::prune(&self.client().await?, before).await
+    }
+
+    async fn add_usage(&self, rows: Vec<UsageRow>) -> StoreResult<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        usage::add(&self.client().await?, rows).await
+    }
+
+    async fn list_usage(
+        &self,
+        account: &str,
+        query: UsageQuery,
+        params: ListParams,
+    ) -> StoreResult<Page<UsageRecord>> {
+        usage::list(&mut self.client().await?, account, &query, &params).await
+    }
+
+    async fn create_approval(&self, approval: Approval) -> StoreResult<Approval> {
+        approvals::create(&self.client().await?, approval).await
+    }
+
+    async fn get_approval(&self, account: &str, id: &str) -> StoreResult<Approval> {
+        approvals::get(&self.client().await?, account, id).await
+    }
+
+    async fn decide_approval(
+        &self,
+        account: &str,
+        id: &str,
+        verdict: ApprovalVerdict,
+    ) -> StoreResult<Option<Approval>> {
+        approvals::decide(&self.client().await?, account, id, &verdict).await
+    }
+
+    async fn due_approvals(&self, before: &str, limit: u32) -> StoreResult<Vec<Approval>> {
+        approvals::due(&self.client().await?, before, limit).await
+    }
+
+    async fn create_webhook(&self, hook: WebhookRecord) -> StoreResult<WebhookRecord> {
+        webhooks::create(&self.client().await?, hook).await
+    }
+
+    async fn get_webhook(&self, account: &str, id: &str) -> StoreResult<WebhookRecord> {
+        webhooks::get(&self.client().await?, account, id).await
+    }
+
+    async fn list_webhooks(
+        &self,
+        account: &str,
+        params: ListParams,
+    ) -> StoreResult<Page<WebhookRecord>> {
+        webhooks::list(&mut self.client().await?, account, &params).await
+    }
+
+    async fn update_webhook(
+        &self,
+        account: &str,
+        id: &str,
+        patch: WebhookPatch,
+    ) -> StoreResult<WebhookRecord> {
+        webhooks::update(&mut self.client().await?, account, id, patch).await
+    }
+
+    async fn delete_webhook(&self, account: &str, id: &str) -> StoreResult<()> {
+        webhooks::delete(&self.client().await?, account, id).await
+    }
+
+    async fn enqueue_webhook_events(&self, events: Vec<NewWebhookEvent>) -> StoreResult<u64> {
+        webhooks::enqueue_all(&mut self.client().await?, &events).await
+    }
+
+    async fn claim_webhook_deliveries(
+        &self,
+        claimer: &str,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<DueDelivery>> {
+        webhooks::claim(&self.client().await?, claimer, now_ms, lease_ms, limit).await
+    }
+
+    async fn record_webhook_attempt(&self, outcome: AttemptOutcome) -> StoreResult<()> {
+        webhooks::record(&mut self.client().await?, outcome).await
+    }
+
+    async fn list_webhook_deliveries(
+        &self,
+        account: &str,
+        webhook_id: &str,
+        params: ListParams,
+    ) -> StoreResult<Page<DeliveryRecord>> {
+        webhooks::list_deliveries(&mut self.client().await?, account, webhook_id, &params).await
+    }
+
+    async fn retry_webhook_delivery(
+        &self,
+        account: &str,
+        webhook_id: &str,
+        delivery_id: &str,
+        now_ms: i64,
+        expires_ms: i64,
+    ) -> StoreResult<DeliveryRecord> {
+        let c = self.client().await?;
+        webhooks::retry(&c, account, webhook_id, delivery_id, now_ms, expires_ms).await
     }
 }

@@ -8,7 +8,8 @@ use super::{
     to_json, write_err,
 };
 use crate::store::{
-    EventFilter, EventRecord, ListParams, LogRecord, Page, Run, StoreError, StoreResult,
+    EventFilter, EventRecord, ListParams, LogRecord, Order, Page, Run, RunFilter, StoreError,
+    StoreResult,
 };
 
 macro_rules! run_cols {
@@ -84,6 +85,43 @@ pub(super) async fn get_run(c: &impl GenericClient, account: &str, id: &str) -> 
         Some(r) => run_row(&r),
         None => Err(not_found("run")),
     }
+}
+
+/// An agent's runs with `$2` status and in `$3` session, when set.
+macro_rules! runs_where {
+    () => {
+        " FROM runs WHERE agent_id = $1 AND ($2::TEXT IS NULL OR status = $2)
+           AND ($3::TEXT IS NULL OR session_id = $3)"
+    };
+}
+
+pub(super) async fn list_runs(
+    c: &mut Object,
+    account: &str,
+    agent_id: &str,
+    filter: &RunFilter,
+    params: &ListParams,
+) -> StoreResult<Page<Run>> {
+    let tx = snapshot(c).await?;
+    check_agent(&tx, account, agent_id).await?;
+    let page = paging::page(
+        &tx,
+        [
+            concat!("SELECT COUNT(*)", runs_where!()),
+            concat!(
+                "SELECT id, agent_id, session_id, status, stop_reason, error, created_at,
+                        updated_at, pk",
+                runs_where!()
+            ),
+        ],
+        ("pk", Order::Desc),
+        &[&agent_id, &filter.status, &filter.session_id],
+        params,
+        |r| Ok((col(r, 8)?, run_row(r)?)),
+    )
+    .await?;
+    tx.commit().await.map_err(db_err)?;
+    Ok(page)
 }
 
 pub(super) async fn finish_run(
@@ -250,8 +288,8 @@ pub(super) async fn list_events(
     let (count, rows) = events_sql(filter);
     let page = paging::page(
         &tx,
-        count,
-        rows,
+        [count, rows],
+        ("seq", Order::Asc),
         &[
             &agent_id,
             &filter.session_id,
@@ -286,7 +324,6 @@ fn events_sql(filter: &EventFilter) -> (&'static str, &'static str) {
                     "WHERE agent_id = $1 AND ",
                     $w,
                     " AND ($4::TEXT[] IS NULL OR message_type = ANY($4))",
-                    " AND seq > $5 ORDER BY seq LIMIT $6 OFFSET $7"
                 ),
             )
         };
@@ -321,9 +358,12 @@ pub(super) async fn list_logs(
     check_agent(&tx, account, agent_id).await?;
     let page = paging::page(
         &tx,
-        "SELECT COUNT(*) FROM logs WHERE agent_id = $1",
-        "SELECT agent_id, seq, event FROM logs
-         WHERE agent_id = $1 AND seq > $2 ORDER BY seq LIMIT $3 OFFSET $4",
+        [
+            "SELECT COUNT(*) FROM logs WHERE agent_id = $1",
+            "SELECT agent_id, seq, event FROM logs
+         WHERE agent_id = $1",
+        ],
+        ("seq", Order::Asc),
         &[&agent_id],
         params,
         log_row,

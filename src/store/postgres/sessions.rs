@@ -9,7 +9,7 @@ use super::{
 };
 use crate::{
     domain::SessionId,
-    store::{ListParams, Page, Session, StoreError, StoreResult},
+    store::{ListParams, Order, Page, Session, StoreError, StoreResult},
 };
 
 fn session_row(r: &Row) -> StoreResult<(i64, Session)> {
@@ -87,9 +87,12 @@ pub(super) async fn list_sessions(
     check_agent(&tx, account, agent_id).await?;
     let page = paging::page(
         &tx,
-        "SELECT COUNT(*) FROM sessions WHERE agent_id = $1",
-        "SELECT pk, id, agent_id, name, created_at FROM sessions
-         WHERE agent_id = $1 AND pk > $2 ORDER BY pk LIMIT $3 OFFSET $4",
+        [
+            "SELECT COUNT(*) FROM sessions WHERE agent_id = $1",
+            "SELECT pk, id, agent_id, name, created_at FROM sessions
+         WHERE agent_id = $1",
+        ],
+        ("pk", Order::Asc),
         &[&agent_id],
         params,
         session_row,

@@ -4,7 +4,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::{db_err, json_col, not_found, paging, to_json, unique_violation};
 use crate::store::{
-    Account, AccountLimits, KeyRecord, KeyRotation, KeySettings, ListParams, NewKey, Page,
+    Account, AccountLimits, KeyRecord, KeyRotation, KeySettings, ListParams, NewKey, Order, Page,
     StoreError, StoreResult,
 };
 
@@ -141,12 +141,11 @@ pub(super) fn list_keys(
 ) -> StoreResult<Page<KeyRecord>> {
     paging::page(
         conn,
-        "SELECT COUNT(*) FROM keys WHERE account_id = ?1",
-        concat!(
-            "SELECT ",
-            key_cols!(),
-            " FROM keys WHERE account_id = ?1 AND pk > ?2 ORDER BY pk LIMIT ?3 OFFSET ?4"
-        ),
+        [
+            "SELECT COUNT(*) FROM keys WHERE account_id = ?1",
+            concat!("SELECT ", key_cols!(), " FROM keys WHERE account_id = ?1"),
+        ],
+        ("pk", Order::Asc),
         &[&account],
         params,
         key_row,

@@ -5,8 +5,8 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use super::{accounts, db_err, json_col, not_found, paging, to_json, unique_violation};
 use crate::domain::SessionId;
 use crate::store::{
-    records, Agent, AgentPatch, ListParams, NewAgent, NewTool, Page, Session, StoreError,
-    StoreResult, Tool,
+    records, Agent, AgentFilter, AgentPatch, ListParams, NewAgent, NewTool, Order, Page, Session,
+    StoreError, StoreResult, Tool,
 };
 
 macro_rules! agent_cols {
@@ -100,20 +100,33 @@ pub(super) fn get_agent(conn: &Connection, account: &str, id: &str) -> StoreResu
     .ok_or_else(|| not_found("agent"))
 }
 
+/// The agents of `?1` named `?2` (if set) with at least `?4` of the tags
+/// in the JSON array `?3` (if set): 1 for any tag, all of them for
+/// `match_all_tags`.
+macro_rules! agents_where {
+    () => {
+        " FROM agents WHERE account_id = ?1 AND (?2 IS NULL OR name = ?2)
+           AND (?3 IS NULL OR (SELECT COUNT(DISTINCT t.value) FROM json_each(agents.tags) t
+                               WHERE t.value IN (SELECT value FROM json_each(?3))) >= ?4)"
+    };
+}
+
 pub(super) fn list_agents(
     conn: &Connection,
     account: &str,
+    filter: &AgentFilter,
     params: &ListParams,
 ) -> StoreResult<Page<Agent>> {
+    let (tags, need) = filter.wanted_tags();
+    let tags = tags.map(|t| serde_json::Value::from(t).to_string());
     paging::page(
         conn,
-        "SELECT COUNT(*) FROM agents WHERE account_id = ?1",
-        concat!(
-            "SELECT ",
-            agent_cols!(),
-            " FROM agents WHERE account_id = ?1 AND pk > ?2 ORDER BY pk LIMIT ?3 OFFSET ?4"
-        ),
-        &[&account],
+        [
+            concat!("SELECT COUNT(*)", agents_where!()),
+            concat!("SELECT ", agent_cols!(), agents_where!()),
+        ],
+        ("pk", Order::Asc),
+        &[&account, &filter.name, &tags, &need],
         params,
         agent_row,
     )
@@ -165,7 +178,7 @@ pub(super) fn delete_agent(conn: &Connection, account: &str, id: &str) -> StoreR
 
 macro_rules! tool_cols {
     () => {
-        "pk, id, account_id, name, description, json_schema, kind, url, created_at"
+        "pk, id, account_id, name, description, json_schema, kind, url, created_at, requires_approval"
     };
 }
 
@@ -181,6 +194,7 @@ fn tool_row(r: &Row<'_>) -> rusqlite::Result<(i64, Tool)> {
             kind: r.get(6)?,
             url: r.get(7)?,
             created_at: r.get(8)?,
+            requires_approval: r.get::<_, i64>(9)? != 0,
         },
     ))
 }
@@ -190,8 +204,9 @@ pub(super) fn create_tool(conn: &mut Connection, account: &str, new: NewTool) ->
     accounts::ensure_account(&tx, account)?;
     let tool = records::new_tool(account, new);
     tx.prepare_cached(
-        "INSERT INTO tools (id, account_id, name, description, json_schema, kind, url, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "INSERT INTO tools (id, account_id, name, description, json_schema, kind, url, created_at,
+                            requires_approval)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )
     .and_then(|mut s| {
         s.execute(params![
@@ -202,7 +217,8 @@ pub(super) fn create_tool(conn: &mut Connection, account: &str, new: NewTool) ->
             to_json(&tool.json_schema),
             tool.kind,
             tool.url,
-            tool.created_at
+            tool.created_at,
+            i64::from(tool.requires_approval)
         ])
     })
     .map_err(|e| match unique_violation(&e) {
@@ -232,12 +248,11 @@ pub(super) fn list_tools(
 ) -> StoreResult<Page<Tool>> {
     paging::page(
         conn,
-        "SELECT COUNT(*) FROM tools WHERE account_id = ?1",
-        concat!(
-            "SELECT ",
-            tool_cols!(),
-            " FROM tools WHERE account_id = ?1 AND pk > ?2 ORDER BY pk LIMIT ?3 OFFSET ?4"
-        ),
+        [
+            "SELECT COUNT(*) FROM tools WHERE account_id = ?1",
+            concat!("SELECT ", tool_cols!(), " FROM tools WHERE account_id = ?1"),
+        ],
+        ("pk", Order::Asc),
         &[&account],
         params,
         tool_row,
@@ -323,9 +338,12 @@ pub(super) fn list_sessions(
     check_agent(&tx, account, agent_id)?;
     paging::page(
         &tx,
-        "SELECT COUNT(*) FROM sessions WHERE agent_id = ?1",
-        "SELECT pk, id, agent_id, name, created_at FROM sessions
-         WHERE agent_id = ?1 AND pk > ?2 ORDER BY pk LIMIT ?3 OFFSET ?4",
+        [
+            "SELECT COUNT(*) FROM sessions WHERE agent_id = ?1",
+            "SELECT pk, id, agent_id, name, created_at FROM sessions
+         WHERE agent_id = ?1",
+        ],
+        ("pk", Order::Asc),
         &[&agent_id],
         params,
         session_row,

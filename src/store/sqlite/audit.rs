@@ -4,7 +4,9 @@
 use rusqlite::{params, Connection, Row};
 
 use super::{db_err, paging};
-use crate::store::{audit::PRUNE_BATCH, AuditFilter, AuditRecord, ListParams, Page, StoreResult};
+use crate::store::{
+    audit::PRUNE_BATCH, AuditFilter, AuditRecord, ListParams, Order, Page, StoreResult,
+};
 
 /// One transaction for the whole batch (the gateway's writer sends what
 /// queued while the previous batch was written).
@@ -63,8 +65,7 @@ pub(super) fn list(
     filter: &AuditFilter,
     params: &ListParams,
 ) -> StoreResult<Page<AuditRecord>> {
-    let after = paging::parse_cursor_desc(params.after.as_deref())?;
-    paging::page_from(
+    paging::page(
         conn,
         [
             "SELECT COUNT(*) FROM audit WHERE account_id = ?1
@@ -73,11 +74,11 @@ pub(super) fn list(
                     method, path, created_at
              FROM audit WHERE account_id = ?1
                AND (?2 IS NULL OR action = ?2) AND (?3 IS NULL OR target = ?3)
-               AND pk < ?4 ORDER BY pk DESC LIMIT ?5 OFFSET ?6",
+              ",
         ],
+        ("pk", Order::Desc),
         &[&account, &filter.action, &filter.target],
         params,
-        after,
         row,
     )
 }

@@ -13,11 +13,14 @@
 
 mod accounts;
 mod agents;
+mod approvals;
 mod audit;
 pub(super) mod paging;
 mod pool;
 mod runs;
 pub(super) mod schema;
+mod usage;
+mod webhooks;
 
 use std::path::{Path, PathBuf};
 
@@ -234,9 +237,14 @@ impl Store for SqliteStore {
         self.lookup(move |c| agents::get_agent(c, &a, &id)).await
     }
 
-    async fn list_agents(&self, account: &str, params: ListParams) -> StoreResult<Page<Agent>> {
+    async fn list_agents(
+        &self,
+        account: &str,
+        filter: AgentFilter,
+        params: ListParams,
+    ) -> StoreResult<Page<Agent>> {
         let a = own(account);
-        self.read(move |c| agents::list_agents(c, &a, &params))
+        self.read(move |c| agents::list_agents(c, &a, &filter, &params))
             .await
     }
 
@@ -335,6 +343,18 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn list_runs(
+        &self,
+        account: &str,
+        agent_id: &str,
+        filter: RunFilter,
+        params: ListParams,
+    ) -> StoreResult<Page<Run>> {
+        let (a, ag) = (own(account), own(agent_id));
+        self.read(move |c| runs::list_runs(c, &a, &ag, &filter, &params))
+            .await
+    }
+
     async fn list_events(
         &self,
         account: &str,
@@ -392,5 +412,127 @@ impl Store for SqliteStore {
     async fn prune_audit(&self, before: &str) -> StoreResult<u64> {
         let before = own(before);
         self.write(move |c| audit::prune(c, &before)).await
+    }
+
+    async fn add_usage(&self, rows: Vec<UsageRow>) -> StoreResult<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        self.write(move |c| usage::add(c, rows)).await
+    }
+
+    async fn list_usage(
+        &self,
+        account: &str,
+        query: UsageQuery,
+        params: ListParams,
+    ) -> StoreResult<Page<UsageRecord>> {
+        let a = own(account);
+        self.read(move |c| usage::list(c, &a, &query, &params))
+            .await
+    }
+
+    async fn create_approval(&self, approval: Approval) -> StoreResult<Approval> {
+        self.write(move |c| approvals::create(c, approval)).await
+    }
+
+    async fn get_approval(&self, account: &str, id: &str) -> StoreResult<Approval> {
+        let (a, id) = (own(account), own(id));
+        self.read(move |c| approvals::get(c, &a, &id)).await
+    }
+
+    async fn decide_approval(
+        &self,
+        account: &str,
+        id: &str,
+        verdict: ApprovalVerdict,
+    ) -> StoreResult<Option<Approval>> {
+        let (a, id) = (own(account), own(id));
+        self.write(move |c| approvals::decide(c, &a, &id, &verdict))
+            .await
+    }
+
+    async fn due_approvals(&self, before: &str, limit: u32) -> StoreResult<Vec<Approval>> {
+        let before = own(before);
+        self.read(move |c| approvals::due(c, &before, limit)).await
+    }
+
+    async fn create_webhook(&self, hook: WebhookRecord) -> StoreResult<WebhookRecord> {
+        self.write(move |c| webhooks::create(c, hook)).await
+    }
+
+    async fn get_webhook(&self, account: &str, id: &str) -> StoreResult<WebhookRecord> {
+        let (a, id) = (own(account), own(id));
+        self.lookup(move |c| webhooks::get(c, &a, &id)).await
+    }
+
+    async fn list_webhooks(
+        &self,
+        account: &str,
+        params: ListParams,
+    ) -> StoreResult<Page<WebhookRecord>> {
+        let a = own(account);
+        self.read(move |c| webhooks::list(c, &a, &params)).await
+    }
+
+    async fn update_webhook(
+        &self,
+        account: &str,
+        id: &str,
+        patch: WebhookPatch,
+    ) -> StoreResult<WebhookRecord> {
+        let (a, id) = (own(account), own(id));
+        let now = crate::util::now();
+        self.write(move |c| webhooks::update(c, &a, &id, patch, &now))
+            .await
+    }
+
+    async fn delete_webhook(&self, account: &str, id: &str) -> StoreResult<()> {
+        let (a, id) = (own(account), own(id));
+        self.write(move |c| webhooks::delete(c, &a, &id)).await
+    }
+
+    async fn enqueue_webhook_events(&self, events: Vec<NewWebhookEvent>) -> StoreResult<u64> {
+        self.write(move |c| webhooks::enqueue_all(c, &events)).await
+    }
+
+    async fn claim_webhook_deliveries(
+        &self,
+        claimer: &str,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<DueDelivery>> {
+        let who = own(claimer);
+        self.write(move |c| webhooks::claim(c, &who, now_ms, lease_ms, limit))
+            .await
+    }
+
+    async fn record_webhook_attempt(&self, outcome: AttemptOutcome) -> StoreResult<()> {
+        self.write(move |c| webhooks::record(c, outcome)).await
+    }
+
+    async fn list_webhook_deliveries(
+        &self,
+        account: &str,
+        webhook_id: &str,
+        params: ListParams,
+    ) -> StoreResult<Page<DeliveryRecord>> {
+        let (a, w) = (own(account), own(webhook_id));
+        self.read(move |c| webhooks::list_deliveries(c, &a, &w, &params))
+            .await
+    }
+
+    async fn retry_webhook_delivery(
+        &self,
+        account: &str,
+        webhook_id: &str,
+        delivery_id: &str,
+        now_ms: i64,
+        expires_ms: i64,
+    ) -> StoreResult<DeliveryRecord> {
+        let (a, w, d) = (own(account), own(webhook_id), own(delivery_id));
+        self.write(move |c| webhooks::retry(c, &a, &w, &d, now_ms, expires_ms))
+            .await
     }
 }

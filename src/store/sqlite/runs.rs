@@ -6,7 +6,8 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::{agents::check_agent, db_err, json_col, not_found, paging, to_json, unique_violation};
 use crate::store::{
-    EventFilter, EventRecord, ListParams, LogRecord, Page, Run, StoreError, StoreResult,
+    EventFilter, EventRecord, ListParams, LogRecord, Order, Page, Run, RunFilter, StoreError,
+    StoreResult,
 };
 
 fn run_row(r: &Row<'_>) -> rusqlite::Result<Run> {
@@ -67,6 +68,40 @@ pub(super) fn get_run(conn: &Connection, account: &str, id: &str) -> StoreResult
     .and_then(|mut s| s.query_row(params![id, account], run_row).optional())
     .map_err(db_err)?
     .ok_or_else(|| not_found("run"))
+}
+
+/// An agent's runs with `?2` status and in `?3` session, when set.
+macro_rules! runs_where {
+    () => {
+        " FROM runs WHERE agent_id = ?1 AND (?2 IS NULL OR status = ?2)
+           AND (?3 IS NULL OR session_id = ?3)"
+    };
+}
+
+pub(super) fn list_runs(
+    conn: &mut Connection,
+    account: &str,
+    agent_id: &str,
+    filter: &RunFilter,
+    params: &ListParams,
+) -> StoreResult<Page<Run>> {
+    let tx = conn.transaction().map_err(db_err)?;
+    check_agent(&tx, account, agent_id)?;
+    paging::page(
+        &tx,
+        [
+            concat!("SELECT COUNT(*)", runs_where!()),
+            concat!(
+                "SELECT id, agent_id, session_id, status, stop_reason, error, created_at,
+                        updated_at, pk",
+                runs_where!()
+            ),
+        ],
+        ("pk", Order::Desc),
+        &[&agent_id, &filter.status, &filter.session_id],
+        params,
+        |r| Ok((r.get(8)?, run_row(r)?)),
+    )
 }
 
 pub(super) fn finish_run(conn: &mut Connection, account: &str, run: &Run) -> StoreResult<Run> {
@@ -194,8 +229,8 @@ pub(super) fn list_events(
     let types = filter.message_types.as_ref().map(to_json);
     paging::page(
         &tx,
-        count,
-        rows,
+        [count, rows],
+        ("seq", Order::Asc),
         &[&agent_id, &filter.session_id, &filter.run_id, &types],
         params,
         event_row,
@@ -230,7 +265,6 @@ pub(super) fn events_sql(filter: &EventFilter) -> (&'static str, &'static str) {
                     " WHERE agent_id = ?1 AND ",
                     $w,
                     " AND (?4 IS NULL OR message_type IN (SELECT value FROM json_each(?4)))",
-                    " AND seq > ?5 ORDER BY seq LIMIT ?6 OFFSET ?7"
                 ),
             )
         };
@@ -293,9 +327,12 @@ pub(super) fn list_logs(
     check_agent(&tx, account, agent_id)?;
     paging::page(
         &tx,
-        "SELECT COUNT(*) FROM logs WHERE agent_id = ?1",
-        "SELECT agent_id, seq, event FROM logs
-         WHERE agent_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3 OFFSET ?4",
+        [
+            "SELECT COUNT(*) FROM logs WHERE agent_id = ?1",
+            "SELECT agent_id, seq, event FROM logs
+         WHERE agent_id = ?1",
+        ],
+        ("seq", Order::Asc),
         &[&agent_id],
         params,
         log_row,

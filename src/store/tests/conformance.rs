@@ -9,7 +9,7 @@ use std::sync::Arc;
 use serde_json::json;
 
 use super::fixtures::{acct, new_agent, new_tool, nf, ts};
-use super::{activity, audit, isolation};
+use super::{activity, approvals, audit, isolation, usage};
 use crate::{domain::AgentStatus, store::*};
 
 /// Runs every part of the suite against `store`.
@@ -28,6 +28,8 @@ pub(super) async fn conformance(store: &dyn Store) {
     isolation::tenancy(store).await;
     isolation::pagination(store).await;
     audit::audit(store).await;
+    usage::usage(store).await;
+    approvals::approvals(store).await;
 }
 
 async fn accounts(store: &dyn Store) {
@@ -381,7 +383,7 @@ pub(super) async fn concurrent_reads_and_writes(store: Arc<dyn Store>, reads: us
         t.await.expect("task");
     }
     let page = store
-        .list_agents(&a, ListParams::default())
+        .list_agents(&a, AgentFilter::default(), ListParams::default())
         .await
         .expect("list");
     assert_eq!(page.pagination.total, 161);

@@ -28,6 +28,7 @@ pub(super) fn params(limit: u32, offset: u64, after: Option<&str>) -> ListParams
         limit,
         offset,
         after: after.map(str::to_owned),
+        ..Default::default()
     }
 }
 
@@ -49,6 +50,7 @@ pub(super) fn new_tool(name: &str) -> NewTool {
         json_schema: json!({"type": "object", "properties": {"q": {"type": "string"}}}),
         kind: "webhook".to_owned(),
         url: Some("http://127.0.0.1:9/hook".to_owned()),
+        requires_approval: false,
     }
 }
 

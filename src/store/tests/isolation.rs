@@ -18,7 +18,7 @@ pub(super) async fn tenancy(store: &dyn Store) {
     );
     assert_eq!(store.delete_agent(&b, id).await, Err(nf("agent")));
     let theirs = store
-        .list_agents(&b, ListParams::default())
+        .list_agents(&b, AgentFilter::default(), ListParams::default())
         .await
         .expect("list");
     assert_eq!(theirs.pagination.total, 0);
@@ -110,7 +110,7 @@ pub(super) async fn pagination(store: &dyn Store) {
     let mut by_offset = Vec::new();
     for (offset, len) in [(0, 10), (10, 10), (20, 5)] {
         let page = store
-            .list_agents(&a, params(10, offset, None))
+            .list_agents(&a, AgentFilter::default(), params(10, offset, None))
             .await
             .expect("page");
         assert_eq!(page.data.len(), len, "offset {offset}");
@@ -135,7 +135,7 @@ pub(super) async fn pagination(store: &dyn Store) {
     let mut first_cursor = None;
     loop {
         let page = store
-            .list_agents(&a, params(10, 0, after.as_deref()))
+            .list_agents(&a, AgentFilter::default(), params(10, 0, after.as_deref()))
             .await
             .expect("page");
         pages += 1;
@@ -151,7 +151,11 @@ pub(super) async fn pagination(store: &dyn Store) {
     assert_eq!((pages, by_cursor), (3, names.clone()));
 
     let skip = store
-        .list_agents(&a, params(10, 5, first_cursor.as_deref()))
+        .list_agents(
+            &a,
+            AgentFilter::default(),
+            params(10, 5, first_cursor.as_deref()),
+        )
         .await
         .expect("page");
     assert_eq!(
@@ -167,27 +171,27 @@ pub(super) async fn pagination(store: &dyn Store) {
 /// Limits clamp to 1..=1000; a full last page has no next cursor; bad cursors are refused.
 async fn limits(store: &dyn Store, a: &str) {
     let one = store
-        .list_agents(a, params(0, 0, None))
+        .list_agents(a, AgentFilter::default(), params(0, 0, None))
         .await
         .expect("page");
     assert_eq!((one.data.len(), one.pagination.limit), (1, 1));
     let big = store
-        .list_agents(a, params(5000, 0, None))
+        .list_agents(a, AgentFilter::default(), params(5000, 0, None))
         .await
         .expect("page");
     assert_eq!((big.data.len(), big.pagination.limit), (25, 1000));
     let exact = store
-        .list_agents(a, params(25, 0, None))
+        .list_agents(a, AgentFilter::default(), params(25, 0, None))
         .await
         .expect("page");
     assert_eq!((exact.data.len(), exact.pagination.next_cursor), (25, None));
     let short = store
-        .list_agents(a, params(24, 0, None))
+        .list_agents(a, AgentFilter::default(), params(24, 0, None))
         .await
         .expect("page");
     assert!(short.pagination.next_cursor.is_some());
     let past = store
-        .list_agents(a, params(10, 100, None))
+        .list_agents(a, AgentFilter::default(), params(10, 100, None))
         .await
         .expect("page");
     assert_eq!(
@@ -200,7 +204,9 @@ async fn limits(store: &dyn Store, a: &str) {
     );
     for bad in ["abc", "-5", "1e3", ""] {
         let invalid = StoreError::Invalid("after: not a valid cursor".into());
-        let agents = store.list_agents(a, params(10, 0, Some(bad))).await;
+        let agents = store
+            .list_agents(a, AgentFilter::default(), params(10, 0, Some(bad)))
+            .await;
         assert_eq!(agents.map(|_| ()), Err(invalid.clone()), "{bad:?}");
         let keys = store.list_keys(a, params(10, 0, Some(bad))).await;
         assert_eq!(keys.map(|_| ()), Err(invalid), "{bad:?}");

@@ -4,6 +4,8 @@
 
 #[path = "activity.rs"]
 mod activity;
+#[path = "approvals.rs"]
+mod approvals;
 #[path = "audit.rs"]
 mod audit;
 #[path = "conformance.rs"]
@@ -16,6 +18,10 @@ mod isolation;
 mod postgres_tests;
 #[path = "server_tests.rs"]
 mod server_tests;
+#[path = "usage.rs"]
+mod usage;
+#[path = "webhooks.rs"]
+mod webhooks;
 
 use std::{sync::Arc, time::Duration};
 
@@ -70,6 +76,12 @@ pub(super) fn open(dir: &std::path::Path) -> SqliteStore {
 async fn sqlite_store_conforms() {
     let dir = tempfile::tempdir().expect("tempdir");
     conformance::conformance(&open(dir.path())).await;
+}
+
+#[tokio::test]
+async fn sqlite_store_keeps_webhooks() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    webhooks::webhooks(&open(dir.path())).await;
 }
 
 #[tokio::test]

@@ -49,6 +49,61 @@ async fn remote_store_conforms_over_http_on_postgres() {
     served.stop().await;
 }
 
+#[tokio::test]
+async fn postgres_store_keeps_webhooks() {
+    let Some(db) = ScratchDb::create().await else {
+        return;
+    };
+    super::webhooks::webhooks(&connect(&db).await).await;
+}
+
+/// Two gateways claiming from one queue at once never get the same
+/// delivery, and between them get every one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_claimers_never_share_a_delivery() {
+    let Some(db) = ScratchDb::create().await else {
+        return;
+    };
+    let (one, two) = (connect(&db).await, connect(&db).await);
+    let account = super::fixtures::acct();
+    let hook = crate::store::WebhookRecord {
+        id: crate::util::new_id("wh"),
+        account_id: account.clone(),
+        url: "https://hooks.example.com/x".into(),
+        events: vec!["agent.created".into()],
+        agent_id: None,
+        description: String::new(),
+        sealed_secret: "v1:x".into(),
+        created_at: crate::util::now(),
+        updated_at: crate::util::now(),
+    };
+    one.create_webhook(hook).await.unwrap();
+    for _ in 0..60 {
+        let e = super::webhooks::event(&account, "agent.created", None, 1_000);
+        one.enqueue_webhook_events(vec![e]).await.unwrap();
+    }
+    let claim = |store: PostgresStore, who: &'static str| async move {
+        let mut got = Vec::new();
+        loop {
+            let batch = store
+                .claim_webhook_deliveries(who, 2_000, 60_000, 7)
+                .await
+                .unwrap();
+            if batch.is_empty() {
+                return got;
+            }
+            got.extend(batch.into_iter().map(|d| d.delivery.id));
+        }
+    };
+    let (a, b) = tokio::join!(tokio::spawn(claim(one, "a")), tokio::spawn(claim(two, "b")));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let mut all: Vec<String> = a.iter().chain(&b).cloned().collect();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), a.len() + b.len(), "a delivery was claimed twice");
+    assert_eq!(all.len(), 60);
+}
+
 /// Several stores starting at once on an empty database: the advisory lock
 /// lets one migrate and the rest find the work done; none fails.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

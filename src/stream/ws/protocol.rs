@@ -24,10 +24,31 @@ pub struct Request {
 #[derive(Debug, Clone, PartialEq)]
 pub enum ClientFrame {
     UserMessage(UserMessage),
-    Subscribe { channel: String, after: Option<u64> },
-    Unsubscribe { channel: String },
-    Cancel { run_id: RunId },
+    Subscribe {
+        channel: String,
+        after: Option<u64>,
+    },
+    Unsubscribe {
+        channel: String,
+    },
+    Cancel {
+        run_id: RunId,
+    },
+    /// Decides a tool call waiting for approval (`approval_request`).
+    ApprovalResponse(ApprovalAnswer),
     Ping,
+}
+
+/// `{"type":"approval_response", …}`: as `POST /v1/runs/{id}/approvals/{approval_id}`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalAnswer {
+    pub run_id: RunId,
+    pub approval_id: String,
+    /// `approve` or `deny`.
+    pub decision: String,
+    #[serde(default)]
+    pub reason: Option<String>,
 }
 
 /// `{"type":"user_message", …}`: starts a run on an agent. Ids are taken
@@ -86,7 +107,8 @@ struct CancelBody {
 }
 
 /// Frame types a client may send, for the `unknown_type` message.
-pub const CLIENT_TYPES: &str = "user_message, subscribe, unsubscribe, cancel, ping";
+pub const CLIENT_TYPES: &str =
+    "user_message, subscribe, unsubscribe, cancel, approval_response, ping";
 
 /// A frame the server could not accept: sent back as an `error` frame.
 #[derive(Debug, Clone, PartialEq)]
@@ -153,6 +175,7 @@ pub fn parse(text: &str) -> Result<Request, FrameError> {
         "cancel" => ClientFrame::Cancel {
             run_id: body::<CancelBody>(obj, &request_id)?.run_id,
         },
+        "approval_response" => ClientFrame::ApprovalResponse(body(obj, &request_id)?),
         "ping" => ClientFrame::Ping,
         other => {
             return Err(FrameError {

@@ -66,6 +66,15 @@ impl PartialSchema for Request {
                 })),
                 when("unsubscribe", json!({"required": ["channel"], "properties": {"channel": {"type": "string"}}})),
                 when("cancel", json!({"required": ["run_id"], "properties": {"run_id": {"type": "string"}}})),
+                when("approval_response", json!({
+                    "required": ["run_id", "approval_id", "decision"],
+                    "properties": {
+                        "run_id": {"type": "string"},
+                        "approval_id": {"type": "string"},
+                        "decision": {"type": "string", "enum": ["approve", "deny"]},
+                        "reason": {"type": ["string", "null"], "maxLength": 1000},
+                    },
+                })),
             ],
         }))
     }

@@ -167,6 +167,7 @@ impl Conn {
                 }
             }
             ClientFrame::UserMessage(m) => self.user_message(m, rid).await,
+            ClientFrame::ApprovalResponse(a) => self.approval_response(a, rid).await,
         }
     }
 
@@ -257,7 +258,10 @@ impl Conn {
         // A run start, as on REST: one request against the key's rpm and one
         // of its `max_runs` slots; refused, nothing starts and the socket
         // stays open.
-        let slot = match self.state.edge.start_run(&self.key).await {
+        let account = (self.state.keys)
+            .account_limits(self.state.store.as_ref(), self.account())
+            .await;
+        let slot = match self.state.edge.start_run(&self.key, account).await {
             Ok((slot, _)) => slot,
             Err(e) => {
                 let e = Refusal::from(e);
@@ -379,3 +383,6 @@ fn is_too_big(error: &str) -> bool {
     let e = error.to_ascii_lowercase();
     e.contains("space limit exceeded") || e.contains("too long") || e.contains("too big")
 }
+
+#[path = "approve.rs"]
+mod approve;

@@ -46,6 +46,8 @@ pub(super) async fn test_state(history_len: usize) -> (AppState, tempfile::TempD
         tracker,
         edge: Arc::new(crate::edge::Edge::new(&config_edge, None, "weir:").expect("edge")),
         audit,
+        usage: Default::default(),
+        webhooks: crate::webhooks::Hub::disabled(),
     };
     (state, tmp)
 }

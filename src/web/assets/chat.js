@@ -76,6 +76,8 @@ export class Turn {
         this.addStep('monologue', ev.message);
         break;
       case 'function_message': this.setText(''); this.addFunction(ev.message); break;
+      case 'approval_request': this.addApproval(ev); break;
+      case 'approval_response': this.resolveApproval(ev); break;
       case 'usage': this.note(`${ev.total_tokens} tokens`); break;
       case 'error': this.note(`${ev.code}: ${ev.message}`, 'err'); break;
       case 'done':
@@ -106,6 +108,54 @@ export class Turn {
     li.append(call, status, result);
     this.functions.push(m.function);
     this.pushStep(li, `${m.function}()`);
+  }
+
+  // A tool call waiting for approval: Approve / Deny decide it through
+  // POST /v1/runs/{id}/approvals/{approval_id}; the run's `approval_response`
+  // (from whichever tab or client decided) replaces the buttons.
+  addApproval(ev) {
+    const li = el('li', 'step approval');
+    li.dataset.approvalId = ev.approval_id;
+    const call = el('code', null, `${ev.tool}(${JSON.stringify(ev.arguments ?? {})})`);
+    const what = el('span', 'approval-ask', ' needs your approval ');
+    const approve = el('button', 'approve', 'Approve');
+    const deny = el('button', 'deny', 'Deny');
+    const decide = async (decision) => {
+      approve.disabled = true;
+      deny.disabled = true;
+      const path = `/v1/runs/${encodeURIComponent(ev.run_id)}/approvals/${encodeURIComponent(ev.approval_id)}`;
+      try {
+        const r = await api(path, { method: 'POST', json: { decision } });
+        if (!r.ok) {
+          this.note(String(await errorOf(r)), 'err');
+          if (r.status === 429) { approve.disabled = false; deny.disabled = false; }
+        }
+      } catch (e) {
+        this.note(String(e), 'err');
+        approve.disabled = false;
+        deny.disabled = false;
+      }
+    };
+    approve.type = 'button';
+    deny.type = 'button';
+    approve.addEventListener('click', () => decide('approve'));
+    deny.addEventListener('click', () => decide('deny'));
+    li.append(call, what, approve, deny);
+    this.pushStep(li, `${ev.tool}()?`);
+    this.steps.open = true;
+    this.setState('waiting');
+  }
+
+  resolveApproval(ev) {
+    const li = [...this.stepList.children].find((c) => c.dataset.approvalId === ev.approval_id);
+    if (li) {
+      li.querySelectorAll('button').forEach((b) => b.remove());
+      const by = ev.key_id ? ` by ${ev.key_id}` : '';
+      const said = ev.decision === 'approve' ? 'approved' : ev.decision === 'deny' ? 'denied' : 'expired';
+      li.querySelector('.approval-ask').textContent = ` ${said}${by}${ev.reason ? `: ${ev.reason}` : ''}`;
+      li.dataset.decision = ev.decision;
+    }
+    if (!this.done) this.setState('streaming');
   }
 
   pushStep(li, label) {

@@ -84,7 +84,13 @@ async fn preflight_and_requests_from_an_allowed_origin() {
     assert_eq!(acao(&r).as_deref(), Some(UI));
     assert!(header_list(&r, header::VARY).contains("origin"));
     let exposed = header_list(&r, header::ACCESS_CONTROL_EXPOSE_HEADERS);
-    for h in ["x-request-id", "x-ratelimit-remaining", "retry-after"] {
+    for h in [
+        "x-request-id",
+        "x-ratelimit-remaining",
+        "retry-after",
+        "next-cursor",
+        "prev-cursor",
+    ] {
         assert!(exposed.contains(h), "{h} not in {exposed}");
     }
 

@@ -196,3 +196,22 @@ async fn openai_sdk_py_streams_over_https() {
     let ca = ca.to_str().unwrap();
     run_sdk_example(&python, &t.gw.base, &t.gw.key, &[("SSL_CERT_FILE", ca)]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approval_flow_denies_and_the_run_goes_on() {
+    let Some(bin) = example("approval_flow") else {
+        return;
+    };
+    let gw = spawn_gateway().await;
+    let out = run(&gw, bin, "what time is it?", &[("WEIR_DECISION", "deny")]).await;
+    assert!(
+        out.contains("[approval_request] get_time({}) expires "),
+        "{out}"
+    );
+    assert!(out.contains("[approval_response] deny by key-"), "{out}");
+    assert!(
+        out.contains("[function_message] get_time({}) denied -> \"denied: decided by the approval_flow example\""),
+        "{out}"
+    );
+    assert!(out.trim_end().ends_with("[done] end_turn"), "{out}");
+}

@@ -1,4 +1,5 @@
-//! The chat page and `/llms.txt`: public, embedded, self-contained.
+//! The chat page, `/llms.txt`, `/llms-full.txt` and `/protocol/{name}`:
+//! public, embedded, self-contained.
 
 use reqwest::{header, StatusCode};
 
@@ -103,16 +104,21 @@ async fn unknown_assets_answer_the_error_envelope() {
 }
 
 #[tokio::test]
-async fn llms_txt_is_every_protocol_file_in_one_page() {
+async fn llms_full_txt_is_every_protocol_file_and_the_openapi_document() {
     let gw = spawn_gateway().await;
-    let r = gw.client.get(gw.url("/llms.txt")).send().await.unwrap();
+    let r = gw
+        .client
+        .get(gw.url("/llms-full.txt"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(
         r.headers()[header::CONTENT_TYPE],
         "text/plain; charset=utf-8"
     );
     let text = r.text().await.unwrap();
-    assert!(text.starts_with("# weir protocol (llms.txt)"));
+    assert!(text.starts_with("# weir\n\n> "), "{}", &text[..80]);
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("protocol");
     let mut files = 0;
     for entry in std::fs::read_dir(&dir).unwrap() {
@@ -124,20 +130,97 @@ async fn llms_txt_is_every_protocol_file_in_one_page() {
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         let marker = format!("<!-- file: protocol/{name} -->");
         let at = text.find(&marker).unwrap_or_else(|| {
-            panic!("/llms.txt leaves out protocol/{name} (add it to src/web/llms.rs)")
+            panic!("/llms-full.txt leaves out protocol/{name} (add it to src/web/llms.rs)")
         });
         let body = std::fs::read_to_string(&path).unwrap();
         assert!(
             text[at..].contains(body.trim_end()),
-            "/llms.txt has a stale copy of protocol/{name}: rebuild"
+            "/llms-full.txt has a stale copy of protocol/{name}: rebuild"
         );
     }
     assert!(files >= 10, "protocol files found: {files}");
-    // The overview first, the changelog last.
+    // The overview first, the changelog after the contract, then the document.
     assert!(text.find("protocol/README.md -->") < text.find("protocol/rest.md -->"));
-    assert!(text.trim_end().ends_with(
-        std::fs::read_to_string(dir.join("CHANGELOG.md"))
+    let (_, doc) = text
+        .split_once("<!-- file: /v1/openapi.json -->\n\n```json\n")
+        .expect("the OpenAPI document is in the text");
+    let doc: serde_json::Value =
+        serde_json::from_str(doc.trim_end().strip_suffix("```").unwrap()).unwrap();
+    let served: serde_json::Value = gw
+        .client
+        .get(gw.url("/v1/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        doc, served,
+        "the document in /llms-full.txt is the served one"
+    );
+}
+
+#[tokio::test]
+async fn llms_txt_is_a_short_index_whose_links_work() {
+    let gw = spawn_gateway().await;
+    let r = gw.client.get(gw.url("/llms.txt")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        r.headers()[header::CONTENT_TYPE],
+        "text/plain; charset=utf-8"
+    );
+    let text = r.text().await.unwrap();
+    // llmstxt.org: an H1 title, a blockquote summary, H2 sections of
+    // `- [name](url): notes` lists.
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("# weir"));
+    assert_eq!(lines.next(), Some(""));
+    assert!(lines.next().unwrap().starts_with("> "), "{text}");
+    assert!(text.contains("\n## Protocol\n") && text.contains("\n## Optional\n"));
+    assert!(
+        text.len() < 4000,
+        "an index, not the docs: {} bytes",
+        text.len()
+    );
+    let links: Vec<&str> = text.lines().filter(|l| l.starts_with("- [")).collect();
+    assert!(links.len() >= 12, "{links:?}");
+    for line in &links {
+        let (_, rest) = line.split_once("](").unwrap();
+        let (url, note) = rest.split_once("): ").expect("every link has a summary");
+        assert!(!note.trim().is_empty(), "{line}");
+        let r = gw.client.get(gw.url(url)).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{url}");
+    }
+    for name in [
+        "README.md",
+        "rest.md",
+        "events.md",
+        "websocket.md",
+        "CHANGELOG.md",
+    ] {
+        let url = format!("/protocol/{name}");
+        assert!(text.contains(&format!("]({url})")), "{name} is linked");
+        let body = gw
+            .client
+            .get(gw.url(&url))
+            .send()
+            .await
             .unwrap()
-            .trim_end()
-    ));
+            .text()
+            .await
+            .unwrap();
+        let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("protocol")
+            .join(name);
+        assert_eq!(body, std::fs::read_to_string(file).unwrap(), "{url}");
+    }
+    assert!(text.contains("](/llms-full.txt)") && text.contains("](/v1/openapi.json)"));
+    let r = gw
+        .client
+        .get(gw.url("/protocol/nope"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
 }

@@ -12,3 +12,4 @@ mod rate;
 mod redact;
 mod runs;
 mod slow;
+mod tokens;

@@ -1,0 +1,168 @@
+//! A run's end: the terminal events (`usage`, `error`, then `done`), the
+//! final status stored before `done`, and the session history a new run
+//! starts from.
+
+use std::time::Duration;
+
+use super::{Outcome, RunTask, END_PATIENCE, HISTORY_WINDOW};
+use crate::agent::{
+    events::{EmitError, Emitter},
+    models::{Turn, Usage},
+};
+use crate::domain::{AgentId, EventBody, MessageType, RunStatus, SessionId, StopReason};
+use crate::store::{EventFilter, ListParams, Run, Store, StoreError};
+
+impl RunTask {
+    /// Publishes the terminal events, stores the final status (before `done`)
+    /// and returns the run's final record.
+    pub(super) async fn conclude(
+        &self,
+        em: &mut Emitter,
+        outcome: Outcome,
+        usage: Option<Usage>,
+    ) -> Run {
+        let (stop_reason, mut error) = match &outcome {
+            Outcome::EndTurn => (StopReason::EndTurn, None),
+            Outcome::MaxSteps => (StopReason::MaxSteps, None),
+            Outcome::Cancelled if self.engine.stop_runs.is_cancelled() => (
+                StopReason::Cancelled,
+                Some("the gateway shut down".to_owned()),
+            ),
+            Outcome::Cancelled => (StopReason::Cancelled, None),
+            Outcome::Failed(f) => (StopReason::Error, Some(f.message.clone())),
+            // Never concluded (see `execute`).
+            Outcome::Parked => (StopReason::EndTurn, None),
+        };
+        let published = publish_ending(em, &outcome, usage, &self.engine.stop_runs).await;
+        // The final status is stored before `done` goes out, so a client
+        // that saw `done` and asks GET /v1/runs/{id} sees it.
+        let mut status = RunStatus::ended_by(stop_reason);
+        if let Err(e) = &published {
+            status = RunStatus::Failed;
+            error.get_or_insert_with(|| format!("event delivery failed: {e}"));
+        }
+        let mut run = Run {
+            status,
+            stop_reason: Some(stop_reason),
+            error,
+            updated_at: crate::util::now(),
+            ..self.run.clone()
+        };
+        self.save(&run).await;
+        // webhook: run.completed / run.failed / run.cancelled (only queued).
+        self.engine.notify_run_end(&self.account, &run);
+        // The key's run slot is back before `done` goes out: a client that
+        // saw `done` may start its next run at once.
+        self.engine.give_back(&self.run.id).await;
+        // `done` is attempted even when an earlier publish failed: it is what
+        // ends every stream of this run.
+        let done = em
+            .emit_patiently(
+                EventBody::Done { stop_reason },
+                END_PATIENCE,
+                &self.engine.stop_runs,
+            )
+            .await
+            .map(drop);
+        if let Err(e) = done.and(em.flush().await) {
+            tracing::warn!(error = %e, run_id = %self.run.id, "run end not fully delivered");
+            if run.status != RunStatus::Failed {
+                run.status = RunStatus::Failed;
+                run.error = Some(format!("event delivery failed: {e}"));
+                self.save(&run).await;
+            }
+        }
+        run
+    }
+
+    /// Writes the final status, retrying briefly: a run left `running` in the
+    /// store would only be settled after a restart.
+    pub(super) async fn save(&self, run: &Run) {
+        let store = self.engine.sinks.store.as_ref();
+        for delay_ms in [0u64, 100, 500, 2000] {
+            tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+            match store.finish_run(&self.account, run.clone()).await {
+                Ok(_) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, run_id = %run.id, "could not save the run's final status")
+                }
+            }
+        }
+    }
+}
+
+/// The events before `done`: `usage` after a turn that ended normally,
+/// `error` after a failure.
+async fn publish_ending(
+    em: &mut Emitter,
+    outcome: &Outcome,
+    usage: Option<Usage>,
+    stop: &tokio_util::sync::CancellationToken,
+) -> Result<(), EmitError> {
+    if let (Some(u), Outcome::EndTurn | Outcome::MaxSteps) = (usage, outcome) {
+        em.emit(EventBody::Usage {
+            prompt_tokens: u.prompt_tokens,
+            completion_tokens: u.completion_tokens,
+            total_tokens: u.total_tokens,
+        })
+        .await?;
+    }
+    if let Outcome::Failed(f) = outcome {
+        let error = EventBody::Error {
+            code: f.code,
+            message: f.message.clone(),
+        };
+        // A run that failed because the bus is down (a Redis outage) says so
+        // once the bus is back, if that is soon enough.
+        em.emit_patiently(error, END_PATIENCE, stop).await?;
+    }
+    Ok(())
+}
+
+/// The session's earlier conversation: its last [`HISTORY_WINDOW`] user and
+/// assistant messages, oldest first. Only those are read from the store
+/// (`message_types`): a streamed reply's token deltas are most of a
+/// session's events, and reading and decoding them was a quarter of a
+/// gateway's CPU per run (BENCHMARKS.md, runs).
+pub(super) async fn load_history(
+    store: &dyn Store,
+    account: &str,
+    agent_id: &AgentId,
+    session_id: &SessionId,
+) -> Result<Vec<Turn>, StoreError> {
+    let filter = EventFilter {
+        session_id: Some(session_id.clone()),
+        run_id: None,
+        message_types: Some(vec![
+            MessageType::UserMessage,
+            MessageType::AssistantMessage,
+        ]),
+    };
+    let mut params = ListParams {
+        limit: HISTORY_WINDOW,
+        offset: 0,
+        after: None,
+        ..Default::default()
+    };
+    let mut page = store
+        .list_events(account, agent_id.as_str(), filter.clone(), params.clone())
+        .await?;
+    if page.pagination.total > u64::from(HISTORY_WINDOW) {
+        params.offset = page.pagination.total - u64::from(HISTORY_WINDOW);
+        page = store
+            .list_events(account, agent_id.as_str(), filter, params)
+            .await?;
+    }
+    Ok(page
+        .data
+        .into_iter()
+        .filter_map(|r| match r.event.body {
+            EventBody::UserMessage { message } => Some(Turn::User(message)),
+            EventBody::AssistantMessage { message } => Some(Turn::Assistant {
+                content: message,
+                tool_calls: Vec::new(),
+            }),
+            _ => None,
+        })
+        .collect())
+}
