@@ -220,6 +220,10 @@ pub struct ServeConfig {
     /// Settings only tests can change: no flag, env twin or TOML key.
     #[arg(skip)]
     pub test_only: TestOnly,
+    /// The config file's `[[providers]]` and `[[routes]]` (lists, so no
+    /// flag or env twin: [`crate::providers::config`]).
+    #[arg(skip)]
+    pub providers: crate::providers::ProvidersConfig,
 }
 
 /// TLS and HTTP/2 on the listener (src/tls.rs, src/http/serve/;
@@ -462,15 +466,51 @@ pub enum ConfigError {
 /// Parses the command line with the TOML file (if any) layered underneath.
 pub fn load() -> Result<Cli, ConfigError> {
     let args: Vec<String> = std::env::args().collect();
-    if let Some(path) = config_path(&args) {
-        for (name, value) in file_env(&path)? {
+    let path = config_path(&args);
+    if let Some(path) = &path {
+        for (name, value) in file_env(path)? {
             if std::env::var_os(&name).is_none() {
                 // SAFETY-by-construction: called from `main` before any thread starts.
                 std::env::set_var(name, value);
             }
         }
     }
-    Ok(Cli::parse_from(args))
+    let mut cli = Cli::parse_from(args);
+    if let Some(path) = &path {
+        let lists = file_providers(path)?;
+        match &mut cli.command {
+            Command::Serve(c) => c.config.providers = lists,
+            Command::Worker(c) => c.providers = lists,
+            _ => {}
+        }
+    }
+    Ok(cli)
+}
+
+/// Keys of the file that are lists of tables, read by [`file_providers`].
+const LIST_KEYS: [&str; 2] = ["providers", "routes"];
+
+/// The file's `[[providers]]` and `[[routes]]`, checked, secrets resolved.
+pub fn file_providers(
+    path: &std::path::Path,
+) -> Result<crate::providers::ProvidersConfig, ConfigError> {
+    let table = read_table(path)?;
+    crate::providers::ProvidersConfig::from_table(&table).map_err(|e| ConfigError::Parse {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+fn read_table(path: &std::path::Path) -> Result<toml::Table, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    text.parse()
+        .map_err(|e: toml::de::Error| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })
 }
 
 /// `--config X`, `--config=X` or `WEIR_CONFIG`.
@@ -509,19 +549,13 @@ pub fn known_keys() -> BTreeMap<String, String> {
 
 /// Reads the TOML file into `(WEIR_NAME, value)` pairs, refusing unknown keys.
 pub fn file_env(path: &std::path::Path) -> Result<Vec<(String, String)>, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    let table: toml::Table = text
-        .parse()
-        .map_err(|e: toml::de::Error| ConfigError::Parse {
-            path: path.to_owned(),
-            message: e.to_string(),
-        })?;
+    let table = read_table(path)?;
     let known = known_keys();
     let mut out = Vec::new();
     for (key, value) in table {
+        if LIST_KEYS.contains(&key.as_str()) {
+            continue;
+        }
         let Some(env) = known.get(&key) else {
             return Err(ConfigError::UnknownKey {
                 path: path.to_owned(),

@@ -36,6 +36,7 @@ impl Gateway {
     /// in the background before [`Self::run`]. A Redis setting that cannot
     /// work is an error naming it; Redis being down is not (`/readyz` says so).
     pub async fn bind(cfg: ServeConfig) -> anyhow::Result<Self> {
+        crate::providers::check(&cfg).context("[[providers]] / [[routes]]")?;
         let tls = cfg.transport.tls_files().map(Tls::load).transpose()?;
         let cfg = Arc::new(cfg);
         let store = crate::store::open(&cfg.data).await?;

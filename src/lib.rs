@@ -34,6 +34,8 @@
 //!   framing, the WebSocket protocol core.
 //! - [`openai`]: `/v1/chat/completions` and `/v1/models`, OpenAI-shaped (an HTTP
 //!   module of its own).
+//! - [`providers`]: named upstream providers and routes: retries and fallback
+//!   before the first byte, `mid_stream` after it, circuit breaking.
 //! - [`protocol`]: protocol/schemas/, generated from the types' utoipa schemas.
 //! - [`edge`]: limits at the edge: per-key rate limits (local and Redis), stream caps,
 //!   head and JSON-depth limits.
@@ -50,7 +52,7 @@
 //!   call, the durable delivery loop, signatures and sealed secrets.
 //!
 //! Layers point one way: `agent`, `audit`, `edge`, `stream`, `bus`, `work`,
-//! `keys`, `store`, `domain` and `webhooks` never import [`http`]. They return their own
+//! `keys`, `store`, `domain`, `webhooks` and `providers` never import [`http`]. They return their own
 //! errors, which say the code and message a client is shown, and only `http` turns
 //! them into `ApiError`; `agent`, `work`, `bus` and `keys` import each other
 //! without a cycle (`work` → `agent` → `bus` ← `keys`). tests/api/layering.rs
@@ -69,6 +71,7 @@ pub mod keys;
 pub mod metrics;
 pub mod openai;
 pub mod protocol;
+pub mod providers;
 pub mod shutdown;
 pub mod state;
 pub mod store;

@@ -23,7 +23,7 @@ use tracing::Instrument;
 
 use super::{
     events::{Emitter, Seeds, Sinks},
-    models::{Model, ModelError, Provider},
+    models::{Model, ModelError},
     run::RunTask,
     tools::egress::Webhooks,
     Job, RunError,
@@ -71,7 +71,7 @@ pub struct Engine {
     /// How webhook tools are called (its own pool; per-request 10 s
     /// timeout; public addresses only unless `--webhook-allow-private`).
     pub(super) http: Webhooks,
-    provider: Option<Arc<Provider>>,
+    providers: Arc<crate::providers::Registry>,
     runs: Mutex<HashMap<RunId, RunHandle>>,
     /// The key's run slot of each run this process holds one for: given
     /// back when the run is forgotten, whatever ended it.
@@ -102,7 +102,10 @@ impl Engine {
         tracker: TaskTracker,
         shutdown: CancellationToken,
     ) -> Self {
-        let provider = Provider::from_config(&config, provider_client());
+        let providers = Arc::new(crate::providers::Registry::build(
+            &config,
+            provider_client(),
+        ));
         Self {
             sinks: Sinks {
                 bus,
@@ -114,7 +117,7 @@ impl Engine {
             tracker,
             shutdown,
             stop_runs: CancellationToken::new(),
-            provider,
+            providers,
             runs: Mutex::new(HashMap::new()),
             slots: Mutex::new(HashMap::new()),
             run_slots: OnceLock::new(),
@@ -154,9 +157,9 @@ impl Engine {
         &self.started_at
     }
 
-    /// The configured upstream provider, if any.
-    pub fn provider(&self) -> Option<&Arc<Provider>> {
-        self.provider.as_ref()
+    /// The configured providers and routes.
+    pub fn providers(&self) -> &Arc<crate::providers::Registry> {
+        &self.providers
     }
 
     /// The model `agent` runs on here.
@@ -164,7 +167,7 @@ impl Engine {
         Model::resolve(
             &agent.model,
             &agent.metadata,
-            self.provider.as_ref(),
+            &self.providers,
             self.config.max_echo_delay(),
         )
     }

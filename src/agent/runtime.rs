@@ -13,7 +13,6 @@ use std::{sync::Arc, time::Duration};
 use tokio_util::task::TaskTracker;
 
 use super::{
-    models::Provider,
     sessions::{self, Sessions, DEFAULT_SESSION},
     ChatMessage, Engine, Job, Local, RunError, RunMode, StartRun,
 };
@@ -73,9 +72,9 @@ impl Runtime {
         self.engine.set_notifier(notifier);
     }
 
-    /// The configured upstream provider, if any (for the OpenAI relay).
-    pub fn provider(&self) -> Option<&Arc<Provider>> {
-        self.engine.provider()
+    /// The configured providers and routes (for the OpenAI relay).
+    pub fn providers(&self) -> &Arc<crate::providers::Registry> {
+        self.engine.providers()
     }
 
     /// This process's run-queue consumer name, once it takes runs.

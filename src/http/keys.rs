@@ -27,7 +27,7 @@ use crate::{
     edge::KeyLimits,
     keys,
     state::AppState,
-    store::{KeyRecord, KeyRotation, KeySettings, Page, SCOPES},
+    store::{KeyRecord, KeyRotation, KeySettings, Page, OPERATOR_SCOPES, SCOPES},
 };
 
 pub use super::key_body::{CreateKey, CreateKeyBody, RotateKey, UpdateKey};
@@ -88,6 +88,11 @@ pub fn check_scopes(requested: &[String], caller: Option<&KeyRecord>) -> Result<
             return Err(ApiError::validation(format!(
                 "scopes[{i}]: unknown scope `{s}` (known: {})",
                 SCOPES.join(", ")
+            )));
+        }
+        if caller.is_some() && OPERATOR_SCOPES.contains(&s.as_str()) {
+            return Err(ApiError::validation(format!(
+                "scopes[{i}]: `{s}` is an operator scope: only `weir keys create` grants it"
             )));
         }
         if let Some(caller) = caller {

@@ -21,6 +21,7 @@ pub mod messages;
 pub mod openapi;
 pub mod ops;
 pub mod params;
+pub mod providers;
 pub mod record;
 pub mod route;
 pub mod router;

@@ -29,7 +29,7 @@
 use axum::routing::on;
 
 use super::{
-    account, agents, approvals, audit, keys, messages, openapi, ops,
+    account, agents, approvals, audit, keys, messages, openapi, ops, providers,
     route::{
         Access::{AnyKey, Public, Scope},
         Doc,
@@ -156,6 +156,13 @@ pub const ROUTES: &[Route] = &[
         access: Scope("usage"), errors: Weir, transport: Json, timeout: true,
         mount: |m, _| on(m, usage::list_usage),
         doc: Doc::of::<usage::__path_list_usage>(),
+    },
+    // The deployment's providers (operator scope).
+    Route {
+        verb: Get, path: "/v1/providers",
+        access: Scope("providers"), errors: Weir, transport: Json, timeout: true,
+        mount: |m, _| on(m, providers::list_providers),
+        doc: Doc::of::<providers::__path_list_providers>(),
     },
     // Outbound event webhooks.
     Route {

@@ -110,11 +110,19 @@ fn describe() {
     describe_histogram!(
         "weir_upstream_duration_seconds",
         Unit::Seconds,
-        "Time to the provider's response head, by caller (agent, relay)."
+        "Time to the provider's response head, by caller (agent, relay) and provider."
     );
     describe_counter!(
         "weir_upstream_errors_total",
-        "Provider failures, by kind (connect, timeout, status, broken)."
+        "Provider failures, by caller, provider and kind (connect, timeout, status, rate_limited, broken)."
+    );
+    describe_counter!(
+        "weir_provider_attempts_total",
+        "Attempts at a provider before the first byte, by provider and outcome (ok or the failure's kind)."
+    );
+    describe_gauge!(
+        "weir_provider_circuit",
+        "A provider's circuit breaker: 0 closed, 1 open, 2 half-open."
     );
     describe_gauge!(
         "weir_bus_up",
@@ -267,15 +275,23 @@ impl Upstream {
 }
 
 /// The provider answered (any status) `since` ago.
-pub fn upstream_answered(caller: Upstream, since: Instant) {
-    ::metrics::histogram!("weir_upstream_duration_seconds", "caller" => caller.label())
+pub fn upstream_answered(caller: Upstream, provider: &str, since: Instant) {
+    ::metrics::histogram!("weir_upstream_duration_seconds", "caller" => caller.label(), "provider" => provider.to_owned())
         .record(since.elapsed().as_secs_f64());
 }
 
 /// A provider call failed: `kind` is `connect`, `timeout`, `status` or `broken`.
-pub fn upstream_error(caller: Upstream, kind: &'static str) {
-    ::metrics::counter!("weir_upstream_errors_total", "caller" => caller.label(), "kind" => kind)
+pub fn upstream_error(caller: Upstream, provider: &str, kind: &'static str) {
+    ::metrics::counter!("weir_upstream_errors_total", "caller" => caller.label(), "provider" => provider.to_owned(), "kind" => kind)
         .increment(1);
+}
+
+/// One attempt at a provider ended (`ok`, or the failure's kind); its
+/// circuit is now `circuit` (0 closed, 1 open, 2 half-open).
+pub fn provider_attempt(provider: &str, outcome: &'static str, circuit: f64) {
+    ::metrics::counter!("weir_provider_attempts_total", "provider" => provider.to_owned(), "outcome" => outcome)
+        .increment(1);
+    ::metrics::gauge!("weir_provider_circuit", "provider" => provider.to_owned()).set(circuit);
 }
 
 /// `GET /metrics`.

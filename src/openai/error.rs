@@ -57,6 +57,12 @@ impl OpenAiError {
         e
     }
 
+    /// With a `Retry-After` of `after` (rounded up to whole seconds), if any.
+    pub fn retry_after(mut self, after: Option<std::time::Duration>) -> Self {
+        self.retry_after = after.map(|d| (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1));
+        self
+    }
+
     /// The `{"error":{…}}` object (also what a mid-stream failure sends).
     pub fn body(&self) -> Value {
         json!({"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}})

@@ -14,7 +14,10 @@ use std::borrow::Cow;
 use bytes::{Bytes, BytesMut};
 use serde::Deserialize;
 
-use crate::edge::{Spent, TokenMeter};
+use crate::{
+    edge::{Spent, TokenMeter},
+    providers::splice::{data_of, events},
+};
 
 #[derive(Deserialize)]
 struct Chunk<'a> {
@@ -95,40 +98,6 @@ fn read_event(data: &[u8]) -> Seen {
         })
         .sum();
     Seen::Text(text)
-}
-
-/// The `data:` payload of one event (its first data line), if any.
-fn data_of(event: &[u8]) -> Option<&[u8]> {
-    event.split(|b| *b == b'\n').find_map(|line| {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let data = line.strip_prefix(b"data:")?;
-        Some(data.strip_prefix(b" ").unwrap_or(data))
-    })
-}
-
-/// Events of `frames` (whole events, as the relay forwards them), each
-/// with its blank line.
-fn events(frames: &[u8]) -> impl Iterator<Item = (usize, usize)> + '_ {
-    let mut start = 0;
-    std::iter::from_fn(move || {
-        if start >= frames.len() {
-            return None;
-        }
-        let rest = &frames[start..];
-        let end = rest
-            .windows(2)
-            .position(|w| w == b"\n\n")
-            .map(|i| i + 2)
-            .or_else(|| {
-                rest.windows(4)
-                    .position(|w| w == b"\r\n\r\n")
-                    .map(|i| i + 4)
-            })
-            .unwrap_or(rest.len());
-        let span = (start, start + end);
-        start += end;
-        Some(span)
-    })
 }
 
 /// Charges the events of `frames` to `meter`; returns what goes to the

@@ -3,8 +3,8 @@
 //! `model` is either an agent id (the agent answers; its history lives in the
 //! session named by `user`, made on first use, or in the agent's default
 //! session, so only the last user message of `messages` is new input) or
-//! `upstream/<model>` (a relay to the configured provider: its stream is
-//! forwarded chunk by chunk as it arrives, bytes untouched). Every error on
+//! `upstream/<model>` or a route's name (a relay to the route's providers,
+//! [`relay`]: its stream is forwarded chunk by chunk as it arrives). Every error on
 //! these routes is OpenAI-shaped ([`error`]).
 //!
 //! This module is HTTP through and through, beside [`crate::http`] rather
@@ -78,8 +78,23 @@ pub(crate) async fn chat_completions(
         }
     };
     // An agent's completion is a run start (the key's rate and a `max_runs`
-    // slot); a relay is a plain request.
-    let relay = model.starts_with("upstream/");
+    // slot); a relay (`upstream/…` or a route's name) is a plain request.
+    let providers = state.runtime.providers();
+    let relay = model.starts_with("upstream/") || providers.is_alias(&model);
+    if model == "upstream/" {
+        return Err(OpenAiError::invalid(
+            "`model` must name a provider model after `upstream/`",
+            "model",
+        ));
+    }
+    let route = match relay {
+        true => Some(
+            providers
+                .resolve(&model)
+                .ok_or_else(|| OpenAiError::model_not_found(&model))?,
+        ),
+        false => None,
+    };
     let (run_slot, meter) = match relay {
         true => {
             limits::check_rate(&state, &auth, &metered).await?;
@@ -105,8 +120,8 @@ pub(crate) async fn chat_completions(
         ),
         _ => None,
     };
-    if let Some(meter) = meter {
-        return relay::relay(&state, body, meter)
+    if let (Some(meter), Some(route)) = (meter, route) {
+        return relay::relay(&state, body, meter, route)
             .await
             .map(|r| crate::edge::hold_response(r, slot));
     }

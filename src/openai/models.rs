@@ -1,5 +1,6 @@
-//! `GET /v1/models`: the account's agents (each usable as `model`), plus the
-//! provider's models as `upstream/<id>` when a provider is configured and
+//! `GET /v1/models`: the account's agents (each usable as `model`), the
+//! configured routes by name (`owned_by: "weir"`), plus the `default`
+//! provider's models as `upstream/<id>` when `--provider-url` is set and it
 //! answers within a few seconds (if it does not, the list still answers,
 //! without them).
 
@@ -47,6 +48,9 @@ pub(crate) async fn list_models(
             _ => break,
         }
     }
+    for name in state.runtime.providers().route_names() {
+        data.push(json!({"id": name, "object": "model", "created": 0, "owned_by": "weir"}));
+    }
     data.extend(upstream_models(&state).await);
     Ok(Json(json!({"object": "list", "data": data})))
 }
@@ -56,7 +60,7 @@ fn unix(rfc3339: &str) -> i64 {
 }
 
 async fn upstream_models(state: &AppState) -> Vec<Value> {
-    let Some(provider) = state.runtime.provider() else {
+    let Some(provider) = state.runtime.providers().default_provider() else {
         return Vec::new();
     };
     let fetch = async {

@@ -1,33 +1,44 @@
-//! `model: "upstream/<m>"`: a straight relay to the configured provider.
+//! `model: "upstream/<m>"` or a route's name: a relay to the route's
+//! providers ([`crate::providers`]).
 //!
-//! The request is forwarded with `model` rewritten to `<m>` (nothing else
-//! changes). A streamed answer is forwarded as it arrives: each upstream
-//! chunk that ends on an SSE event boundary goes out as the same bytes; only
-//! an incomplete trailing event is held until its end, so a keep-alive ping
-//! can never split an event. A failure after the first byte (transport error,
-//! idle timeout, a stream that ends without `[DONE]`) is sent as
-//! `data: {"error":…}` then `data: [DONE]`. Upstream errors before the first
-//! byte keep their status and OpenAI-shaped body, except provider auth
-//! failures and 5xx, which are the gateway's problem: 502.
+//! The request is forwarded with `model` rewritten to the target's model
+//! (nothing else changes). Before the first byte, the route's targets are
+//! tried in turn ([`attempt::open`]); the caller sees one response, whose
+//! `X-Weir-Provider` header names the provider that served it. A streamed
+//! answer is forwarded as it arrives: each upstream chunk that ends on an
+//! SSE event boundary goes out as the same bytes; only an incomplete
+//! trailing event is held until its end, so a keep-alive ping can never
+//! split an event. A failure after the first byte follows the route's
+//! `mid_stream` ([`splice`]): `data: {"error":…}` then `data: [DONE]`, or
+//! the rest of the completion from the next target. Upstream errors before
+//! the first byte: a caller's 4xx keeps its status and OpenAI-shaped body;
+//! provider auth failures, 5xx, timeouts and connect errors, once every
+//! attempt failed, are the gateway's problem: 502 (504 for a timeout), and
+//! a 429 from the last provider tried is passed on with its `Retry-After`.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use axum::{
     body::Body,
-    http::{header, HeaderValue, StatusCode},
+    http::{header, HeaderName, HeaderValue, StatusCode},
     response::{IntoResponse, Response},
 };
 use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt};
 use serde_json::Value;
-use tokio::time::{timeout, timeout_at, Instant};
+use tokio::time::{timeout, Instant};
 
 use super::{metered, OpenAiError};
 use crate::{
-    agent::models::upstream::error_message,
     domain::ErrorCode,
     edge::{runs::budget_message, TokenMeter},
-    metrics::{upstream_answered, upstream_error, Upstream},
+    metrics::Upstream,
+    providers::{
+        attempt::{self, Failed, Failure},
+        error_message,
+        splice::{self, Piece},
+        Route,
+    },
     state::AppState,
     stream::sse::{frame, sse_response},
 };
@@ -38,27 +49,15 @@ const METERED_BODY_LIMIT: usize = 4 * 1024 * 1024;
 /// Most of an upstream error body relayed.
 const ERROR_BODY_LIMIT: usize = 64 * 1024;
 
+/// The header naming the provider that served an answer.
+pub static PROVIDER_HEADER: HeaderName = HeaderName::from_static("x-weir-provider");
+
 pub async fn relay(
     state: &AppState,
     mut body: Value,
     mut meter: TokenMeter,
+    route: Arc<Route>,
 ) -> Result<Response, OpenAiError> {
-    let requested = body
-        .get("model")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned();
-    let Some(provider) = state.runtime.provider().cloned() else {
-        return Err(OpenAiError::model_not_found(&requested));
-    };
-    let model = requested.trim_start_matches("upstream/");
-    if model.is_empty() {
-        return Err(OpenAiError::invalid(
-            "`model` must name a provider model after `upstream/`",
-            "model",
-        ));
-    }
-    body["model"] = Value::from(model);
     let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
     let wants_usage = body
         .pointer("/stream_options/include_usage")
@@ -78,48 +77,96 @@ pub async fn relay(
         }
     }
     meter.prompt(prompt_chars(&body));
-    let bytes = serde_json::to_vec(&body).unwrap_or_default();
-    let sent = Instant::now();
-    let deadline = sent + provider.first_token_timeout;
-    let resp = match timeout_at(deadline, provider.chat_request(bytes).send()).await {
-        Err(_) => {
-            upstream_error(Upstream::Relay, "timeout");
-            return Err(OpenAiError::new(
-                StatusCode::GATEWAY_TIMEOUT,
-                "the provider did not answer in time",
-                Some(ErrorCode::UpstreamTimeout),
-            ));
-        }
-        Ok(Err(e)) => {
-            upstream_error(Upstream::Relay, "connect");
-            tracing::warn!(error = %e.without_url(), "provider unreachable");
-            return Err(OpenAiError::new(
-                StatusCode::BAD_GATEWAY,
-                "the provider is unreachable",
-                Some(ErrorCode::UpstreamUnavailable),
-            ));
-        }
-        Ok(Ok(r)) => r,
-    };
-    upstream_answered(Upstream::Relay, sent.into_std());
-    if !resp.status().is_success() {
-        upstream_error(Upstream::Relay, "status");
-        return Ok(error_answer(resp).await);
-    }
-    if stream {
+    let deadline = Instant::now() + route.deadline;
+    let opened =
+        match attempt::open(&route, &route.plan(), &mut body, Upstream::Relay, deadline).await {
+            Ok(o) => o,
+            Err(Failed::Answer(target, resp)) => {
+                let mut out = error_answer(resp).await;
+                name_provider(&mut out, &target.provider.name);
+                return Ok(out);
+            }
+            Err(Failed::Exhausted(f)) => return Err(failure_error(&route, f)),
+        };
+    let served_by = opened.target.provider.name.clone();
+    meter.set_provider(&served_by);
+    tracing::info!(route = %route.name, provider = %served_by, model = %opened.target.model, "relaying");
+    let mut out = if stream {
         let ping = Duration::from_secs(state.config.sse_ping_secs.max(1));
-        let frames = relay_frames(resp.bytes_stream(), deadline, provider.idle_timeout);
-        let frames = metered_frames(frames, meter, wants_usage);
-        return Ok(sse_response(frames, ping, state.edge.hard_stop.clone()));
-    }
-    let content_type = resp.headers().get(header::CONTENT_TYPE).cloned();
-    let body = idle_guarded(resp.bytes_stream(), provider.idle_timeout, meter);
-    let mut out = Response::new(Body::from_stream(body));
-    out.headers_mut().insert(
-        header::CONTENT_TYPE,
-        content_type.unwrap_or(HeaderValue::from_static("application/json")),
-    );
+        let pieces = splice::pieces(route, opened, body);
+        let frames = metered_frames(pieces, meter, wants_usage);
+        sse_response(frames, ping, state.edge.hard_stop.clone())
+    } else {
+        let content_type = opened.content_type.clone();
+        let idle = opened.target.provider.idle_timeout;
+        let first = futures::stream::once(std::future::ready(Ok(opened.first)));
+        let body = idle_guarded(first.chain(opened.rest), idle, meter);
+        let mut out = Response::new(Body::from_stream(body));
+        out.headers_mut().insert(
+            header::CONTENT_TYPE,
+            content_type.unwrap_or(HeaderValue::from_static("application/json")),
+        );
+        out
+    };
+    name_provider(&mut out, &served_by);
     Ok(out)
+}
+
+fn name_provider(resp: &mut Response, name: &str) {
+    if let Ok(v) = HeaderValue::from_str(name) {
+        resp.headers_mut().insert(PROVIDER_HEADER.clone(), v);
+    }
+}
+
+/// The caller's error when no target gave a stream.
+fn failure_error(route: &Route, failure: Failure) -> OpenAiError {
+    let (status, message, code) = match failure {
+        Failure::Timeout => (
+            StatusCode::GATEWAY_TIMEOUT,
+            "the provider did not answer in time".to_owned(),
+            ErrorCode::UpstreamTimeout,
+        ),
+        Failure::Connect(_) => (
+            StatusCode::BAD_GATEWAY,
+            "the provider is unreachable".to_owned(),
+            ErrorCode::UpstreamUnavailable,
+        ),
+        Failure::Status { status, message } => (
+            StatusCode::BAD_GATEWAY,
+            format!("the provider answered {status}: {message}"),
+            ErrorCode::UpstreamError,
+        ),
+        Failure::Broken(m) => (
+            StatusCode::BAD_GATEWAY,
+            format!("the provider's answer broke: {m}"),
+            ErrorCode::UpstreamError,
+        ),
+        Failure::RateLimited {
+            message,
+            retry_after,
+        } => {
+            let msg = format!("the provider is rate limited: {message}");
+            return OpenAiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                msg,
+                Some(ErrorCode::UpstreamError),
+            )
+            .retry_after(retry_after);
+        }
+        Failure::NoTarget { retry_after } => {
+            let msg = format!(
+                "every provider of `{}` is cooling down or its circuit is open",
+                route.name
+            );
+            return OpenAiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                msg,
+                Some(ErrorCode::UpstreamUnavailable),
+            )
+            .retry_after(retry_after);
+        }
+    };
+    OpenAiError::new(status, message, Some(code))
 }
 
 /// An upstream error answer as the client sees it.
@@ -197,22 +244,32 @@ where
     }
 }
 
-/// `frames` charged to `meter` as they go (see [`metered`]); a budget
+/// `pieces` charged to `meter` as they go (see [`metered`]); a budget
 /// spent midway ends the stream after the frames that spent it, with an
 /// error line (`token_budget_exceeded`) and `[DONE]`, and drops the
 /// provider's stream. Dropping this stream (the client hung up) drops the
 /// meter, which records what was charged.
 fn metered_frames<S>(
-    frames: S,
+    pieces: S,
     mut meter: TokenMeter,
     wants_usage: bool,
 ) -> impl Stream<Item = Bytes> + Send
 where
-    S: Stream<Item = Bytes> + Send + 'static,
+    S: Stream<Item = Piece> + Send + 'static,
 {
     async_stream::stream! {
-        let mut frames = std::pin::pin!(frames);
-        while let Some(f) = frames.next().await {
+        let mut pieces = std::pin::pin!(pieces);
+        while let Some(piece) = pieces.next().await {
+            let f = match piece {
+                Piece::Frames(f) => f,
+                Piece::Switched(provider) => { meter.set_provider(&provider); continue; }
+                Piece::Failed(message) => {
+                    let err = OpenAiError::new(StatusCode::BAD_GATEWAY, message, Some(ErrorCode::UpstreamStreamError));
+                    yield frame(None, None, &serde_json::to_vec(&err.body()).unwrap_or_default());
+                    yield Bytes::from_static(b"data: [DONE]\n\n");
+                    return;
+                }
+            };
             let (out, spent) = metered::meter_frames(f, &mut meter, wants_usage);
             if !out.is_empty() {
                 yield out;
@@ -247,112 +304,4 @@ fn prompt_chars(body: &Value) -> u64 {
         .filter_map(|m| m.get("content"))
         .map(text)
         .sum()
-}
-
-/// The provider's SSE stream, re-cut only at event boundaries, ending with
-/// an error frame and `[DONE]` if it breaks.
-pub fn relay_frames<S>(
-    body: S,
-    first_deadline: Instant,
-    idle: Duration,
-) -> impl Stream<Item = Bytes> + Send
-where
-    S: Stream<Item = reqwest::Result<Bytes>> + Send + 'static,
-{
-    async_stream::stream! {
-        let mut body = std::pin::pin!(body);
-        let mut pending = BytesMut::new();
-        let mut started = false;
-        let mut saw_done = false;
-        let failure = loop {
-            let next = if started { timeout(idle, body.next()).await } else { timeout_at(first_deadline, body.next()).await };
-            match next {
-                Ok(Some(Ok(chunk))) => {
-                    started = true;
-                    if let Some(frames) = take_frames(&mut pending, chunk) {
-                        saw_done = ends_with_done(&frames);
-                        yield frames;
-                    }
-                }
-                Ok(None) if saw_done => return,
-                Ok(None) => break ("broken", "the provider's stream ended before [DONE]".to_owned()),
-                Ok(Some(Err(e))) => break ("broken", format!("the provider's stream broke: {}", e.without_url())),
-                Err(_) if started => break ("timeout", format!("the provider sent nothing for {} s", idle.as_secs())),
-                Err(_) => break ("timeout", "the provider sent no token in time".to_owned()),
-            }
-        };
-        let (kind, failure) = failure;
-        tracing::warn!(reason = %failure, "relay stream failed");
-        upstream_error(Upstream::Relay, kind);
-        let err = OpenAiError::new(StatusCode::BAD_GATEWAY, failure, Some(ErrorCode::UpstreamStreamError));
-        yield frame(None, None, &serde_json::to_vec(&err.body()).unwrap_or_default());
-        yield Bytes::from_static(b"data: [DONE]\n\n");
-    }
-}
-
-/// The complete events now available: `chunk` itself when nothing is
-/// pending and it ends on a boundary (the common case: zero copy), else
-/// everything up to the last boundary of the pending bytes.
-fn take_frames(pending: &mut BytesMut, chunk: Bytes) -> Option<Bytes> {
-    if pending.is_empty() && boundary_end(&chunk) == Some(chunk.len()) {
-        return Some(chunk);
-    }
-    pending.extend_from_slice(&chunk);
-    let end = boundary_end(pending)?;
-    Some(pending.split_to(end).freeze())
-}
-
-/// The end of the last blank line (`\n\n` or `\r\n\r\n`) in `buf`.
-fn boundary_end(buf: &[u8]) -> Option<usize> {
-    (1..buf.len()).rev().find_map(|i| {
-        let blank = buf[i] == b'\n'
-            && (buf[i - 1] == b'\n' || (i >= 2 && buf[i - 1] == b'\r' && buf[i - 2] == b'\n'));
-        blank.then_some(i + 1)
-    })
-}
-
-fn ends_with_done(frames: &[u8]) -> bool {
-    frames.trim_ascii_end().ends_with(b"[DONE]")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn frames_pass_whole_and_partials_wait() {
-        let mut p = BytesMut::new();
-        let whole = Bytes::from_static(b"data: {\"a\":1}\n\n");
-        let out = take_frames(&mut p, whole.clone()).unwrap();
-        assert_eq!(out.as_ptr(), whole.as_ptr(), "zero copy on the fast path");
-        assert_eq!(
-            take_frames(&mut p, Bytes::from_static(b"data: {\"b\"")),
-            None
-        );
-        let out = take_frames(&mut p, Bytes::from_static(b":2}\n\ndata: [DO")).unwrap();
-        assert_eq!(&out[..], b"data: {\"b\":2}\n\n");
-        let out = take_frames(&mut p, Bytes::from_static(b"NE]\r\n\r\n")).unwrap();
-        assert_eq!(&out[..], b"data: [DONE]\r\n\r\n");
-        assert!(ends_with_done(&out));
-        assert!(p.is_empty());
-    }
-
-    #[tokio::test]
-    async fn a_broken_stream_ends_with_error_then_done() {
-        let chunks: Vec<reqwest::Result<Bytes>> =
-            vec![Ok(Bytes::from_static(b"data: {\"x\":1}\n\ndata: {\"half"))];
-        let out: Vec<Bytes> = relay_frames(
-            futures::stream::iter(chunks),
-            Instant::now() + Duration::from_secs(5),
-            Duration::from_secs(5),
-        )
-        .collect()
-        .await;
-        assert_eq!(out.len(), 3);
-        assert_eq!(&out[0][..], b"data: {\"x\":1}\n\n");
-        let err: Value =
-            serde_json::from_slice(out[1].strip_prefix(b"data: ").unwrap().trim_ascii()).unwrap();
-        assert_eq!(err["error"]["code"], "upstream_stream_error");
-        assert_eq!(&out[2][..], b"data: [DONE]\n\n");
-    }
 }

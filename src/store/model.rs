@@ -49,8 +49,13 @@ pub const SCOPES: &[&str] = &[
     "audit",
     "usage",
     "webhooks",
+    "providers",
     "*",
 ];
+
+/// Scopes of the deployment's operator: `*` does not include them and
+/// only `weir keys create` grants them (`GET /v1/providers`).
+pub const OPERATOR_SCOPES: &[&str] = &["providers"];
 
 /// One of [`SCOPES`], as a schema (keys keep scopes as plain strings).
 pub struct Scope;
@@ -156,7 +161,9 @@ pub struct KeyRecord {
 impl KeyRecord {
     /// True if the key grants `scope` (directly or through `*`).
     pub fn has_scope(&self, scope: &str) -> bool {
-        self.scopes.iter().any(|s| s == "*" || s == scope)
+        self.scopes
+            .iter()
+            .any(|s| s == scope || (s == "*" && !OPERATOR_SCOPES.contains(&scope)))
     }
 
     /// The public view: no hashes, no account id.

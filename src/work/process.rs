@@ -40,6 +40,8 @@ pub async fn run_worker(
     cfg: ServeConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    crate::providers::check(&cfg)
+        .map_err(|e| anyhow::anyhow!("[[providers]] / [[routes]]: {e}"))?;
     if cfg.redis_url.is_none() {
         anyhow::bail!(
             "weir worker needs --redis (WEIR_REDIS_URL): it takes runs from the Redis run queue"

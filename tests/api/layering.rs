@@ -12,7 +12,17 @@ use std::{
 
 /// Modules that must not import `crate::http`.
 const BELOW_HTTP: &[&str] = &[
-    "agent", "audit", "edge", "stream", "bus", "work", "keys", "store", "domain", "webhooks",
+    "agent",
+    "audit",
+    "edge",
+    "stream",
+    "bus",
+    "work",
+    "keys",
+    "store",
+    "domain",
+    "webhooks",
+    "providers",
 ];
 /// Modules whose imports of each other must not form a cycle.
 const NO_CYCLE: &[&str] = &["agent", "work", "bus", "keys"];

@@ -12,15 +12,13 @@ pub mod assemble;
 pub mod echo;
 pub mod upstream;
 
-use std::{pin::Pin, sync::Arc};
+use std::pin::Pin;
 
 use futures::Stream;
 use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::domain::ErrorCode;
-
-pub use upstream::Provider;
 
 /// One message of the conversation a model sees.
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
@@ -193,7 +191,7 @@ impl Model {
     pub fn resolve(
         name: &str,
         metadata: &Value,
-        provider: Option<&Arc<Provider>>,
+        providers: &crate::providers::Registry,
         max_echo_delay: std::time::Duration,
     ) -> Result<Self, ModelError> {
         if name == "echo" {
@@ -207,11 +205,8 @@ impl Model {
             )));
         }
         match name.strip_prefix("upstream/") {
-            Some(model) if !model.is_empty() => match provider {
-                Some(p) => Ok(Model::Upstream(upstream::UpstreamModel::new(
-                    p.clone(),
-                    model,
-                ))),
+            Some(model) if !model.is_empty() => match providers.resolve(name) {
+                Some(route) => Ok(Model::Upstream(upstream::UpstreamModel::new(route))),
                 None => Err(ModelError::NoProvider(name.to_owned())),
             },
             _ => Err(ModelError::Unknown(name.to_owned())),
@@ -231,21 +226,25 @@ impl Model {
 mod tests {
     use super::*;
 
+    fn none() -> crate::providers::Registry {
+        crate::providers::Registry::default()
+    }
+
     #[test]
     fn resolves_models_by_name() {
         assert!(matches!(
-            Model::resolve("echo", &json!({}), None, MAX_ECHO_DELAY),
+            Model::resolve("echo", &json!({}), &none(), MAX_ECHO_DELAY),
             Ok(Model::Echo(_))
         ));
         assert_eq!(
-            Model::resolve("upstream/gpt", &json!({}), None, MAX_ECHO_DELAY).unwrap_err(),
+            Model::resolve("upstream/gpt", &json!({}), &none(), MAX_ECHO_DELAY).unwrap_err(),
             ModelError::NoProvider("upstream/gpt".into())
         );
         assert_eq!(
-            Model::resolve("gpt-4", &json!({}), None, MAX_ECHO_DELAY).unwrap_err(),
+            Model::resolve("gpt-4", &json!({}), &none(), MAX_ECHO_DELAY).unwrap_err(),
             ModelError::Unknown("gpt-4".into())
         );
-        assert!(Model::resolve("upstream/", &json!({}), None, MAX_ECHO_DELAY).is_err());
+        assert!(Model::resolve("upstream/", &json!({}), &none(), MAX_ECHO_DELAY).is_err());
     }
 
     #[test]

@@ -63,6 +63,16 @@ impl TokenMeter {
         self.budgets.is_some()
     }
 
+    /// From now on, usage is recorded under `provider` (a relay that
+    /// moved to another target); what was charged so far stays under the
+    /// previous one.
+    pub fn set_provider(&mut self, provider: &str) {
+        self.record(false);
+        if let Some((_, key)) = &mut self.usage {
+            key.provider = provider.into();
+        }
+    }
+
     /// Counts one run start in the usage record.
     pub fn run_started(&mut self) {
         self.unrecorded.runs += 1;

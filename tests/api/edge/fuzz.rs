@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use weir::{
     agent::models::assemble::{Assembler, Chunk},
     http::cursor::resume_cursor,
-    openai::relay::relay_frames,
+    providers::splice::{self, Piece},
     stream::ws::protocol,
 };
 
@@ -183,11 +183,11 @@ proptest! {
     }
 
     /// The relay forwards the provider's bytes untouched, re-cut only at
-    /// event boundaries, whatever the network cuts; garbage ends with an
-    /// error line and `[DONE]`.
+    /// event boundaries, whatever the network cuts; garbage ends with a
+    /// failure (which the relay sends as an error line and `[DONE]`).
     #[test]
     fn relay_frames_pass_bytes_through_at_event_boundaries(
-        datas in prop::collection::vec("[a-z{}\":, ]{0,30}", 0..6),
+        datas in prop::collection::vec("[a-z{}\":, ]{0,30}", 0..6).prop_map(|d| d.into_iter().map(|s| json!({"x": s}).to_string()).collect::<Vec<_>>()),
         cuts in prop::collection::vec(any::<usize>(), 0..12),
         garbage in prop::collection::vec(any::<u8>(), 0..200),
     ) {
@@ -197,8 +197,12 @@ proptest! {
         let relay = |chunks: Vec<Bytes>| {
             rt.block_on(async move {
                 let body = futures::stream::iter(chunks.into_iter().map(Ok::<_, reqwest::Error>));
-                let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
-                relay_frames(body, deadline, std::time::Duration::from_secs(5))
+                splice::single(body, std::time::Duration::from_secs(5))
+                    .map(|p| match p {
+                        Piece::Frames(b) => b,
+                        Piece::Failed(_) => Bytes::from_static(b"data: [DONE]\n\n"),
+                        Piece::Switched(_) => Bytes::new(),
+                    })
                     .collect::<Vec<Bytes>>()
                     .await
             })

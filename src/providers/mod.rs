@@ -1,0 +1,29 @@
+//! Upstream providers and the routes between them (issue 19).
+//!
+//! - [`config`]: the `[[providers]]` and `[[routes]]` of the config file,
+//!   checked at start-up; secrets never reach `Debug` or logs.
+//! - [`provider`]: one provider (base URL, key, timeouts, [`breaker::Health`]);
+//!   the `--provider-url` flags make the one named `default`.
+//! - [`route`]: a model name's ordered, weighted targets.
+//! - [`registry`]: every provider and route; model name → route.
+//! - [`attempt`]: tries a route's targets until one sends its first byte
+//!   (retries, fallback, `Retry-After`, first-token timeouts, deadline).
+//! - [`breaker`]: per-provider circuit breaking and recent health.
+//! - [`splice`]: after the first byte, a route's `mid_stream` policy:
+//!   an error line, or continuing on the next target as one completion.
+//!
+//! Below the HTTP layer: the relay and agent runs use it; it returns its
+//! own [`attempt::Failure`]s and never imports `crate::http`.
+
+pub mod attempt;
+pub mod breaker;
+pub mod config;
+pub mod provider;
+pub mod registry;
+pub mod route;
+pub mod splice;
+
+pub use config::{MidStream, ProvidersConfig, ProvidersError};
+pub use provider::{error_message, Provider};
+pub use registry::{check, Registry};
+pub use route::{Route, Target};

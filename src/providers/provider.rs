@@ -1,0 +1,230 @@
+//! One upstream provider: where it is, how to authenticate, its timeouts
+//! and its [`Health`]. Shared by agent runs and the `/v1/chat/completions`
+//! relay (one connection pool for all providers).
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use serde_json::Value;
+
+use super::{
+    breaker::Health,
+    config::{Kind, ProviderSpec, BREAKER_COOLDOWN_SECS, BREAKER_FAILURES},
+};
+use crate::config::ServeConfig;
+
+/// Most of an error body we read to report it.
+const ERROR_BODY_LIMIT: usize = 4096;
+
+/// The name of the provider built from `--provider-url`.
+pub const DEFAULT: &str = "default";
+
+/// A configured provider.
+#[derive(Debug)]
+pub struct Provider {
+    pub name: String,
+    pub kind: Kind,
+    client: reqwest::Client,
+    base: String,
+    /// `{base}/chat/completions`, parsed once: reqwest parses a `&str` URL
+    /// on every request (with IDNA mapping of the host), which the relay's
+    /// profile showed at ~2 % of the gateway's CPU. `None` when `base` does
+    /// not parse; each request then fails as it did, naming the provider
+    /// unreachable.
+    chat_url: Option<reqwest::Url>,
+    /// `Authorization: Bearer <key>` and the configured extra headers, built
+    /// once and marked sensitive (kept out of any header dump).
+    headers: HeaderMap,
+    pub first_token_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub health: Health,
+}
+
+fn sensitive(v: String) -> Option<HeaderValue> {
+    let mut v = HeaderValue::try_from(v).ok()?;
+    v.set_sensitive(true);
+    Some(v)
+}
+
+impl Provider {
+    /// The `default` provider from `--provider-url`, or `None` when none is
+    /// configured.
+    pub fn from_flags(cfg: &ServeConfig, client: reqwest::Client) -> Option<Self> {
+        let base = cfg.provider_url.as_deref()?.trim().trim_end_matches('/');
+        if base.is_empty() {
+            return None;
+        }
+        let mut headers = HeaderMap::new();
+        if let Some(k) = cfg.provider_key.as_deref().filter(|k| !k.is_empty()) {
+            match sensitive(format!("Bearer {k}")) {
+                Some(v) => {
+                    headers.insert(reqwest::header::AUTHORIZATION, v);
+                }
+                None => {
+                    tracing::warn!("--provider-key is not a valid header value; sent without it")
+                }
+            }
+        }
+        Some(Self::build(
+            DEFAULT,
+            Kind::Openai,
+            base,
+            headers,
+            client,
+            (cfg.first_token_timeout_secs, cfg.idle_timeout_secs),
+            (BREAKER_FAILURES, BREAKER_COOLDOWN_SECS),
+        ))
+    }
+
+    /// A provider of the config file's `[[providers]]`.
+    pub fn from_spec(spec: &ProviderSpec, client: reqwest::Client) -> Self {
+        let mut headers = HeaderMap::new();
+        if let Some(k) = spec.api_key.as_ref().filter(|k| !k.expose().is_empty()) {
+            if let Some(v) = sensitive(format!("Bearer {}", k.expose())) {
+                headers.insert(reqwest::header::AUTHORIZATION, v);
+            }
+        }
+        for (name, value) in &spec.headers {
+            let name = HeaderName::try_from(name.as_str());
+            match (name, sensitive(value.expose().to_owned())) {
+                (Ok(n), Some(v)) => {
+                    headers.insert(n, v);
+                }
+                _ => {
+                    tracing::warn!(provider = %spec.name, "an extra header is not valid; sent without it")
+                }
+            }
+        }
+        Self::build(
+            &spec.name,
+            spec.kind,
+            spec.base_url.trim().trim_end_matches('/'),
+            headers,
+            client,
+            (spec.first_token_timeout_secs, spec.idle_timeout_secs),
+            (spec.breaker_failures, spec.breaker_cooldown_secs),
+        )
+    }
+
+    fn build(
+        name: &str,
+        kind: Kind,
+        base: &str,
+        headers: HeaderMap,
+        client: reqwest::Client,
+        (first, idle): (u64, u64),
+        (failures, cooldown): (u32, u64),
+    ) -> Self {
+        Self {
+            name: name.to_owned(),
+            kind,
+            client,
+            base: base.to_owned(),
+            chat_url: reqwest::Url::parse(&format!("{base}/chat/completions")).ok(),
+            headers,
+            first_token_timeout: Duration::from_secs(first.max(1)),
+            idle_timeout: Duration::from_secs(idle.max(1)),
+            health: Health::new(failures, Duration::from_secs(cooldown)),
+        }
+    }
+
+    /// The base URL (never with a key: keys go in headers).
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    fn authorize(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match self.headers.is_empty() {
+            true => req,
+            false => req.headers(self.headers.clone()),
+        }
+    }
+
+    /// `POST {provider}/chat/completions` with `body` (JSON bytes).
+    pub fn chat_request(&self, body: impl Into<reqwest::Body>) -> reqwest::RequestBuilder {
+        let req = match &self.chat_url {
+            Some(url) => self.client.post(url.clone()),
+            None => self.client.post(format!("{}/chat/completions", self.base)),
+        };
+        let req = req
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body);
+        self.authorize(req)
+    }
+
+    /// `GET {provider}/models`.
+    pub fn models_request(&self) -> reqwest::RequestBuilder {
+        self.authorize(self.client.get(format!("{}/models", self.base)))
+    }
+}
+
+/// The message of an upstream error response: `error.message` when the body
+/// is OpenAI-shaped, else the start of the body.
+pub async fn error_message(resp: reqwest::Response) -> String {
+    let mut body = Vec::new();
+    let mut stream = resp.bytes_stream();
+    while let Some(Ok(chunk)) = stream.next().await {
+        body.extend_from_slice(&chunk);
+        if body.len() >= ERROR_BODY_LIMIT {
+            body.truncate(ERROR_BODY_LIMIT);
+            break;
+        }
+    }
+    if let Ok(v) = serde_json::from_slice::<Value>(&body) {
+        if let Some(m) = v.pointer("/error/message").and_then(Value::as_str) {
+            return m.to_owned();
+        }
+    }
+    let text = String::from_utf8_lossy(&body);
+    text.chars().take(500).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn provider(url: &str, key: Option<&str>) -> Provider {
+        let mut cfg = ServeConfig::for_data_dir("/nonexistent");
+        cfg.provider_url = Some(url.into());
+        cfg.provider_key = key.map(str::to_owned);
+        Provider::from_flags(&cfg, reqwest::Client::new()).expect("a provider")
+    }
+
+    #[test]
+    fn the_chat_url_is_parsed_once_and_the_key_never_printed() {
+        let p = provider("http://127.0.0.1:9/v1/", Some("sk-secret-123"));
+        assert_eq!(p.name, DEFAULT);
+        let req = p.chat_request("{}").build().unwrap();
+        assert_eq!(req.url().as_str(), "http://127.0.0.1:9/v1/chat/completions");
+        assert_eq!(req.headers()["authorization"], "Bearer sk-secret-123");
+        assert!(req.headers()["authorization"].is_sensitive());
+        assert!(!format!("{p:?}").contains("sk-secret"), "{p:?}");
+    }
+
+    #[test]
+    fn an_unparsable_url_fails_per_request_and_no_key_sends_no_header() {
+        let p = provider("not a url", None);
+        assert!(p.chat_request("{}").build().is_err());
+        let p = provider("http://127.0.0.1:9/v1", Some(""));
+        let req = p.chat_request("{}").build().unwrap();
+        assert!(req.headers().get("authorization").is_none());
+    }
+
+    #[test]
+    fn extra_headers_go_with_every_request_and_stay_hidden() {
+        let cfg = super::super::ProvidersConfig::from_toml(
+            "[[providers]]\nname = \"x\"\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:9/v1\"\napi_key = \"sk-x-secret\"\nheaders = { \"x-org\" = \"org-7\" }\n",
+        )
+        .unwrap();
+        let p = Provider::from_spec(&cfg.providers[0], reqwest::Client::new());
+        let req = p.chat_request("{}").build().unwrap();
+        assert_eq!(req.headers()["x-org"], "org-7");
+        assert_eq!(req.headers()["authorization"], "Bearer sk-x-secret");
+        let debug = format!("{p:?}");
+        assert!(
+            !debug.contains("sk-x-secret") && !debug.contains("org-7"),
+            "{debug}"
+        );
+    }
+}
