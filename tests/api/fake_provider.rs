@@ -16,6 +16,14 @@
 //! - `fake-part`: the role chunk and [`PART`]'s five pieces, then silence
 //!   (for a client that hangs up mid-stream having read all that was sent).
 //!
+//! - `fake-429`: HTTP 429 with `Retry-After: 30` and an OpenAI-shaped body.
+//! - `fake-stall-first`: a 200 head, then no body byte at all (for
+//!   first-token timeouts).
+//! - `fake-drop`: the role chunk and [`PART`]'s first two pieces, with its
+//!   own chunk `id` (`chatcmpl-drop`) and `model` (`fake-drop`), then the
+//!   connection breaks (for `mid_stream`).
+//! - `fake-malformed`: one good chunk, then an event whose data is not JSON.
+//!
 //! It records every request body and counts streams the client hung up on.
 
 use std::{
@@ -207,6 +215,35 @@ async fn completions(
             "the fake provider failed",
         ),
         "fake-400" => error_body(StatusCode::BAD_REQUEST, "the fake provider refuses"),
+        "fake-429" => {
+            let mut r = error_body(StatusCode::TOO_MANY_REQUESTS, "slow down");
+            r.headers_mut()
+                .insert("retry-after", axum::http::HeaderValue::from_static("30"));
+            r
+        }
+        "fake-stall-first" => sse(async_stream::stream! {
+            let _watch = watch;
+            futures::future::pending::<()>().await;
+            yield Ok::<_, std::io::Error>(Bytes::new());
+        }),
+        "fake-drop" => sse(async_stream::stream! {
+            let _watch = watch;
+            let drop_chunk = |delta: Value| chunk(delta, None)
+                .replace("chatcmpl-fake", "chatcmpl-drop")
+                .replace("\"model\":\"fake\"", "\"model\":\"fake-drop\"");
+            yield Ok::<_, std::io::Error>(Bytes::from(drop_chunk(json!({"role": "assistant", "content": ""}))));
+            for piece in &PART[..2] {
+                yield Ok(Bytes::from(drop_chunk(json!({"content": piece}))));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            yield Err(std::io::Error::other("the fake provider drops the stream"));
+        }),
+        "fake-malformed" => sse(async_stream::stream! {
+            let _watch = watch;
+            yield Ok::<_, std::io::Error>(Bytes::from(chunk(json!({"role": "assistant", "content": "Hi"}), None)));
+            yield Ok(Bytes::from_static(b"data: {\"choices\": [oops\n\n"));
+            futures::future::pending::<()>().await;
+        }),
         "fake-text" if !stream => {
             watch.finish();
             ([("content-type", "application/json")], TEXT_COMPLETION).into_response()

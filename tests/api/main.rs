@@ -22,6 +22,7 @@ mod protocol;
 mod queue;
 mod redis_support;
 mod rest;
+mod routing;
 mod runs;
 mod schemas;
 mod scopes;
