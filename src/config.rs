@@ -642,6 +642,30 @@ mod tests {
     }
 
     #[test]
+    fn provider_lists_are_read_apart_from_the_flat_keys() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/providers.toml");
+        let pairs = file_env(&path).expect("the flat keys are valid");
+        assert!(pairs.iter().all(|(k, _)| k.starts_with("WEIR_")));
+        let text = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("api_key_env = \"OPENAI_API_KEY\"", "api_key = \"k1\"")
+            .replace("api_key_env = \"GROQ_API_KEY\"", "api_key = \"k2\"");
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("w.toml");
+        std::fs::write(&p, text).unwrap();
+        let lists = file_providers(&p).expect("config/providers.toml is valid");
+        assert_eq!(lists.providers.len(), 2);
+        assert_eq!(lists.routes.len(), 2);
+        std::fs::write(
+            &p,
+            "[[routes]]\nname = \"x\"\ntargets = [{ provider = \"nope\", model = \"m\" }]\n",
+        )
+        .unwrap();
+        let err = file_providers(&p).unwrap_err().to_string();
+        assert!(err.contains("unknown provider `nope`"), "{err}");
+    }
+
+    #[test]
     fn shipped_config_parses_and_documents_every_key() {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/weir.toml");
         file_env(&path).expect("config/weir.toml is valid");

@@ -66,6 +66,11 @@ pub const FILES: &[(&str, &str, &str)] = &[
         include_str!("../../protocol/openai.md"),
     ),
     (
+        "providers.md",
+        "upstream providers and routes: fallback, `mid_stream`, circuit breaking, `/v1/providers`",
+        include_str!("../../protocol/providers.md"),
+    ),
+    (
         "transport.md",
         "HTTP versions, compression, keep-alive, timeouts",
         include_str!("../../protocol/transport.md"),
