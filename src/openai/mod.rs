@@ -15,6 +15,7 @@
 //! HTTP layer imports it.
 
 pub mod agent;
+pub mod anthropic;
 pub mod error;
 mod metered;
 pub mod models;

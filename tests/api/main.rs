@@ -1,6 +1,7 @@
 //! All integration tests in one binary, so they link once. Each module drives
 //! real gateways over real sockets; see `common` for the harness.
 
+mod anthropic;
 mod audit;
 mod cli;
 mod cluster;

@@ -7,6 +7,7 @@
 //! wait with [`poll`] under a deadline, not a fixed sleep. Logs (ours and
 //! the child processes') are printed only when `TEST_LOG` is set.
 //!
+//! - `anthropic`: [`FakeAnthropic`], a real local Anthropic Messages server.
 //! - `api`: the [`Api`] trait; [`mint`] for keys made straight in a store.
 //! - `gateway`: [`TestGateway`] and its builder.
 //! - `process`: [`WeirProcess`] and its builder.
@@ -15,6 +16,7 @@
 //! - `wait`: [`poll`], [`within`], [`eventually`].
 //! - `sse`: events as an EventSource client reads them.
 
+pub mod anthropic;
 mod api;
 mod cluster;
 mod gateway;
@@ -29,6 +31,7 @@ use reqwest::Response;
 use serde_json::Value;
 
 pub use crate::redis_support::RedisServer;
+pub use anthropic::FakeAnthropic;
 pub use api::{mint, Api};
 pub use cluster::{Cluster, WorkerCluster};
 pub use gateway::{spawn_gateway, TestGateway};
