@@ -34,7 +34,8 @@ use crate::{
     edge::{runs::budget_message, TokenMeter},
     metrics::Upstream,
     providers::{
-        attempt::{self, Failed, Failure},
+        attempt::{self, Failed, Failure, Opened},
+        config::Kind,
         error_message,
         splice::{self, Piece},
         Route,
@@ -77,17 +78,10 @@ pub async fn relay(
         }
     }
     meter.prompt(prompt_chars(&body));
-    let deadline = Instant::now() + route.deadline;
-    let opened =
-        match attempt::open(&route, &route.plan(), &mut body, Upstream::Relay, deadline).await {
-            Ok(o) => o,
-            Err(Failed::Answer(target, resp)) => {
-                let mut out = error_answer(resp).await;
-                name_provider(&mut out, &target.provider.name);
-                return Ok(out);
-            }
-            Err(Failed::Exhausted(f)) => return Err(failure_error(&route, f)),
-        };
+    let opened = match open(&route, &mut body).await? {
+        Ok(o) => o,
+        Err(answer) => return Ok(answer),
+    };
     let served_by = opened.target.provider.name.clone();
     meter.set_provider(&served_by);
     tracing::info!(route = %route.name, provider = %served_by, model = %opened.target.model, "relaying");
@@ -110,6 +104,32 @@ pub async fn relay(
     };
     name_provider(&mut out, &served_by);
     Ok(out)
+}
+
+/// The route's first target to answer, or the answer to pass on (a
+/// provider's 4xx), or the caller's error.
+async fn open(route: &Route, body: &mut Value) -> Result<Result<Opened, Response>, OpenAiError> {
+    let deadline = Instant::now() + route.deadline;
+    match attempt::open(route, &route.plan(), body, Upstream::Relay, deadline).await {
+        Ok(o) => Ok(Ok(o)),
+        Err(Failed::Invalid { param, message }) => Err(OpenAiError::invalid(message, &param)),
+        Err(Failed::Exhausted(f)) => Err(failure_error(route, f)),
+        Err(Failed::Answer(target, resp)) => {
+            let mut out = match target.provider.kind {
+                Kind::Openai => error_answer(resp).await,
+                // Anthropic's error body is not OpenAI's: say it in ours.
+                Kind::Anthropic => {
+                    let status = StatusCode::from_u16(resp.status().as_u16())
+                        .unwrap_or(StatusCode::BAD_GATEWAY);
+                    let message = error_message(resp).await;
+                    OpenAiError::new(status, message, Some(ErrorCode::UpstreamError))
+                        .into_response()
+                }
+            };
+            name_provider(&mut out, &target.provider.name);
+            Ok(Err(out))
+        }
+    }
 }
 
 fn name_provider(resp: &mut Response, name: &str) {

@@ -17,8 +17,11 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use tokio::time::{timeout_at, Instant};
 
-use super::{provider::error_message, route::Route, route::Target};
-use crate::metrics::{provider_attempt, upstream_answered, upstream_error, Upstream};
+use super::{anthropic, config::Kind, provider::error_message, route::Route, route::Target};
+use crate::{
+    metrics::{provider_attempt, upstream_answered, upstream_error, Upstream},
+    openai::anthropic::TranslateError,
+};
 
 /// A target that answered and sent its first bytes.
 pub struct Opened {
@@ -37,6 +40,9 @@ pub enum Failed {
     Answer(Target, reqwest::Response),
     /// Every attempt failed (or none could be made): the last failure.
     Exhausted(Failure),
+    /// The request cannot be put in a target's shape (an Anthropic target
+    /// and a field it cannot take): the caller's 400 about `param`.
+    Invalid { param: String, message: String },
 }
 
 /// One attempt's failure.
@@ -99,9 +105,19 @@ pub async fn open(
             continue;
         }
         body["model"] = Value::from(target.model.as_str());
-        let bytes = serde_json::to_vec(body).unwrap_or_default();
+        let bytes = match provider.kind {
+            Kind::Openai => serde_json::to_vec(body).unwrap_or_default(),
+            Kind::Anthropic => match anthropic::request(body) {
+                Ok(b) => b,
+                Err(TranslateError::Invalid { param, message }) => {
+                    return Err(Failed::Invalid { param, message })
+                }
+                Err(e) => return Err(Failed::Exhausted(Failure::Broken(e.to_string()))),
+            },
+        };
         let until = deadline.min(now + provider.first_token_timeout);
-        match one(target, bytes, caller, until).await {
+        let streamed = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
+        match one(target, bytes, streamed, caller, until).await {
             Ok((content_type, first, rest)) => {
                 provider.health.success(now.elapsed());
                 provider_attempt(&provider.name, "ok", 0.0);
@@ -152,6 +168,7 @@ type Head = (
 async fn one(
     target: &Target,
     body: Vec<u8>,
+    streamed: bool,
     caller: Upstream,
     until: Instant,
 ) -> Result<Head, Result<Failure, reqwest::Response>> {
@@ -191,6 +208,13 @@ async fn one(
     }
     let content_type = resp.headers().get(reqwest::header::CONTENT_TYPE).cloned();
     let mut rest = resp.bytes_stream().boxed();
+    if provider.kind == Kind::Anthropic {
+        let ids = anthropic::Ids::new(&target.model);
+        rest = match streamed {
+            true => anthropic::stream(rest, ids),
+            false => anthropic::whole(rest, ids),
+        };
+    }
     match timeout_at(until, rest.next()).await {
         Err(_) => Err(Ok(Failure::Timeout)),
         Ok(None) => Err(Ok(Failure::Broken(

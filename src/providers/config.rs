@@ -227,7 +227,7 @@ impl ProvidersConfig {
     }
 
     /// Names unique and well-formed, every target's provider known, numbers
-    /// in range. `kind = "anthropic"` is refused until its translation lands.
+    /// in range.
     pub fn validate(&self) -> Result<(), ProvidersError> {
         let mut names = std::collections::BTreeSet::new();
         for p in &self.providers {
@@ -240,12 +240,6 @@ impl ProvidersConfig {
             if reqwest::Url::parse(&p.base_url).is_err() {
                 return Err(invalid(format!(
                     "provider `{}`: base_url is not a URL",
-                    p.name
-                )));
-            }
-            if p.kind == Kind::Anthropic {
-                return Err(invalid(format!(
-                    "provider `{}`: kind = \"anthropic\" is not supported by this build yet (use an OpenAI-compatible endpoint)",
                     p.name
                 )));
             }

@@ -9,12 +9,15 @@
 //! - [`attempt`]: tries a route's targets until one sends its first byte
 //!   (retries, fallback, `Retry-After`, first-token timeouts, deadline).
 //! - [`breaker`]: per-provider circuit breaking and recent health.
+//! - [`anthropic`]: `kind = "anthropic"` read and written as OpenAI (the
+//!   translation is [`crate::openai::anthropic`]).
 //! - [`splice`]: after the first byte, a route's `mid_stream` policy:
 //!   an error line, or continuing on the next target as one completion.
 //!
 //! Below the HTTP layer: the relay and agent runs use it; it returns its
 //! own [`attempt::Failure`]s and never imports `crate::http`.
 
+pub mod anthropic;
 pub mod attempt;
 pub mod breaker;
 pub mod config;

@@ -27,7 +27,7 @@ pub struct Provider {
     pub kind: Kind,
     client: reqwest::Client,
     base: String,
-    /// `{base}/chat/completions`, parsed once: reqwest parses a `&str` URL
+    /// `{base}/chat/completions` (`{base}/v1/messages` for Anthropic), parsed once: reqwest parses a `&str` URL
     /// on every request (with IDNA mapping of the host), which the relay's
     /// profile showed at ~2 % of the gateway's CPU. `None` when `base` does
     /// not parse; each request then fails as it did, naming the provider
@@ -80,10 +80,20 @@ impl Provider {
     /// A provider of the config file's `[[providers]]`.
     pub fn from_spec(spec: &ProviderSpec, client: reqwest::Client) -> Self {
         let mut headers = HeaderMap::new();
-        if let Some(k) = spec.api_key.as_ref().filter(|k| !k.expose().is_empty()) {
-            if let Some(v) = sensitive(format!("Bearer {}", k.expose())) {
-                headers.insert(reqwest::header::AUTHORIZATION, v);
+        let key = spec.api_key.as_ref().filter(|k| !k.expose().is_empty());
+        match (spec.kind, key) {
+            (Kind::Openai, Some(k)) => {
+                if let Some(v) = sensitive(format!("Bearer {}", k.expose())) {
+                    headers.insert(reqwest::header::AUTHORIZATION, v);
+                }
             }
+            (Kind::Anthropic, key) => {
+                let key = key.map_or("", |k| k.expose());
+                if let Ok(pairs) = crate::openai::anthropic::headers(key) {
+                    headers.extend(pairs);
+                }
+            }
+            (Kind::Openai, None) => {}
         }
         for (name, value) in &spec.headers {
             let name = HeaderName::try_from(name.as_str());
@@ -116,12 +126,16 @@ impl Provider {
         (first, idle): (u64, u64),
         (failures, cooldown): (u32, u64),
     ) -> Self {
+        let chat = match kind {
+            Kind::Openai => format!("{base}/chat/completions"),
+            Kind::Anthropic => format!("{base}{}", crate::openai::anthropic::MESSAGES_PATH),
+        };
         Self {
             name: name.to_owned(),
             kind,
             client,
             base: base.to_owned(),
-            chat_url: reqwest::Url::parse(&format!("{base}/chat/completions")).ok(),
+            chat_url: reqwest::Url::parse(&chat).ok(),
             headers,
             first_token_timeout: Duration::from_secs(first.max(1)),
             idle_timeout: Duration::from_secs(idle.max(1)),
@@ -141,10 +155,12 @@ impl Provider {
         }
     }
 
-    /// `POST {provider}/chat/completions` with `body` (JSON bytes).
+    /// `POST {provider}/chat/completions` (Anthropic: `/v1/messages`) with
+    /// `body` (JSON bytes, already in the provider's shape).
     pub fn chat_request(&self, body: impl Into<reqwest::Body>) -> reqwest::RequestBuilder {
         let req = match &self.chat_url {
             Some(url) => self.client.post(url.clone()),
+            // Fails at send, naming the provider unreachable.
             None => self.client.post(format!("{}/chat/completions", self.base)),
         };
         let req = req

@@ -24,6 +24,7 @@ mod queue;
 mod redis_support;
 mod rest;
 mod routing;
+mod routing_anthropic;
 mod runs;
 mod schemas;
 mod scopes;

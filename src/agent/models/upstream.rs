@@ -112,6 +112,12 @@ async fn model_error(route: &Route, failed: Failed) -> ModelError {
             return ModelError::Status { status, message };
         }
         Failed::Exhausted(f) => f,
+        Failed::Invalid { message, .. } => {
+            return ModelError::Status {
+                status: 400,
+                message,
+            }
+        }
     };
     match failure {
         Failure::Connect(m) => ModelError::Connect(m),
