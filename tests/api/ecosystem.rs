@@ -15,6 +15,7 @@ mod cors;
 mod examples;
 mod logs;
 mod metrics;
+mod sdk_routes;
 mod web;
 
 /// Whether this run is CI (`CI=true`): there, missing tools fail tests

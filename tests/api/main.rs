@@ -23,7 +23,7 @@ mod protocol;
 mod queue;
 mod redis_support;
 mod rest;
-mod routing;
+pub mod routing;
 mod routing_anthropic;
 mod runs;
 mod schemas;

@@ -19,7 +19,12 @@ use crate::{
 
 /// A gateway with providers `a` and `b` (one fake each) and `routes`
 /// (TOML `[[routes]]` tables); `a_extra` is added to provider `a`'s table.
-async fn gateway(a: &FakeProvider, b: &FakeProvider, a_extra: &str, routes: &str) -> TestGateway {
+pub async fn gateway(
+    a: &FakeProvider,
+    b: &FakeProvider,
+    a_extra: &str,
+    routes: &str,
+) -> TestGateway {
     let toml = format!(
         "[[providers]]\nname = \"a\"\nkind = \"openai\"\nbase_url = \"{}\"\napi_key = \"sk-a\"\n{a_extra}\n\
          [[providers]]\nname = \"b\"\nkind = \"openai\"\nbase_url = \"{}\"\napi_key = \"sk-b\"\n\n{routes}",
@@ -32,7 +37,7 @@ async fn gateway(a: &FakeProvider, b: &FakeProvider, a_extra: &str, routes: &str
         .await
 }
 
-fn route(name: &str, a_model: &str, b_model: &str, mid_stream: &str) -> String {
+pub fn route(name: &str, a_model: &str, b_model: &str, mid_stream: &str) -> String {
     format!(
         "[[routes]]\nname = \"{name}\"\nmid_stream = \"{mid_stream}\"\n\
          targets = [{{ provider = \"a\", model = \"{a_model}\" }}, {{ provider = \"b\", model = \"{b_model}\", weight = 0 }}]\n"

@@ -129,7 +129,7 @@ fn python_with_openai() -> Option<String> {
 
 /// Python with the `openai` package, or `None` (skip; in CI only when
 /// WEIR_PYTHON is not set).
-fn sdk_python(test: &str) -> Option<String> {
+pub(super) fn sdk_python(test: &str) -> Option<String> {
     let python = python_with_openai();
     if python.is_none() {
         assert!(
