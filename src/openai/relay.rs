@@ -77,13 +77,14 @@ pub async fn relay(
             None => body["stream_options"] = serde_json::json!({"include_usage": true}),
         }
     }
-    meter.prompt(prompt_chars(&body));
     let opened = match open(&route, &mut body).await? {
         Ok(o) => o,
         Err(answer) => return Ok(answer),
     };
     let served_by = opened.target.provider.name.clone();
     meter.set_provider(&served_by);
+    // Charged once the provider is known, so usage has it under its name.
+    meter.prompt(prompt_chars(&body));
     tracing::info!(route = %route.name, provider = %served_by, model = %opened.target.model, "relaying");
     let mut out = if stream {
         let ping = Duration::from_secs(state.config.sse_ping_secs.max(1));

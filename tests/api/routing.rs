@@ -275,3 +275,48 @@ async fn the_circuit_opens_after_consecutive_failures_and_shows_in_providers() {
     let r = gw.post("/v1/keys", json!({"scopes": ["providers"]})).await;
     assert_eq!(r.status(), 400);
 }
+
+#[tokio::test]
+async fn relayed_usage_is_recorded_under_the_provider_that_served_it() {
+    let (a, b) = (FakeProvider::start().await, FakeProvider::start().await);
+    let gw = gateway(&a, &b, "", &route("fast", "fake-500", "fake-text", "error")).await;
+    let mut body = ask("fast", true);
+    body["stream_options"] = json!({"include_usage": true});
+    chunks(gw.post("/v1/chat/completions", body).await).await;
+    let line = crate::common::poll(Duration::from_secs(10), || async {
+        let page: Value = gw
+            .get("/v1/usage?group_by=provider")
+            .await
+            .json()
+            .await
+            .ok()?;
+        let data = page["data"].as_array()?.clone();
+        data.into_iter()
+            .find(|l| l["value"] == "b" && l["completion_tokens"].as_i64() > Some(0))
+    })
+    .await
+    .expect("a usage line for provider b");
+    assert_eq!(
+        (
+            line["prompt_tokens"].as_i64(),
+            line["completion_tokens"].as_i64()
+        ),
+        (Some(11), Some(2)),
+        "the provider's own count"
+    );
+}
+
+#[tokio::test]
+async fn an_agent_on_upstream_route_falls_back_as_the_relay_does() {
+    let (a, b) = (FakeProvider::start().await, FakeProvider::start().await);
+    let gw = gateway(&a, &b, "", &route("fast", "fake-500", "fake-text", "error")).await;
+    let agent = crate::runs::agent_with(&gw, json!({"model": "upstream/fast"})).await;
+    let evs = crate::runs::run_sse(&gw, &agent, json!({"message": "hi", "stream": true})).await;
+    let message = evs
+        .iter()
+        .find(|e| e["message_type"] == "assistant_message")
+        .expect("an answer");
+    assert_eq!(message["message"], "Hello world", "{evs:?}");
+    assert_eq!(a.requests().len(), 1);
+    assert_eq!(b.requests()[0]["model"], "fake-text");
+}
