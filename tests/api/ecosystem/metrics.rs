@@ -261,7 +261,7 @@ async fn upstream(m: &Scraper) {
     assert_eq!(
         sample(
             &text,
-            r#"weir_upstream_duration_seconds_count{caller="agent"}"#
+            r#"weir_upstream_duration_seconds_count{caller="agent",provider="default"}"#
         ),
         Some(2.0),
         "{text}"
@@ -269,14 +269,14 @@ async fn upstream(m: &Scraper) {
     assert_eq!(
         sample(
             &text,
-            r#"weir_upstream_duration_seconds_count{caller="relay"}"#
+            r#"weir_upstream_duration_seconds_count{caller="relay",provider="default"}"#
         ),
         Some(1.0)
     );
     assert_eq!(
         sample(
             &text,
-            r#"weir_upstream_errors_total{caller="agent",kind="status"}"#
+            r#"weir_upstream_errors_total{caller="agent",provider="default",kind="status"}"#
         ),
         Some(1.0)
     );
