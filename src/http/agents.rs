@@ -98,6 +98,18 @@ fn check_model(model: &str) -> Result<(), ApiError> {
     }
 }
 
+/// 404 `model_not_found` unless the key may use `model` (its `models`):
+/// the answer OpenAI gives, which does not say whether the model exists.
+fn may_use(auth: &Auth, model: &str) -> Result<(), ApiError> {
+    match auth.key.allows_model(model) {
+        true => Ok(()),
+        false => Err(ApiError::new(
+            ErrorCode::ModelNotFound,
+            crate::agent::model_refused(model),
+        )),
+    }
+}
+
 fn check_metadata(v: &Value) -> Result<(), ApiError> {
     if v.is_object() {
         Ok(())
@@ -160,6 +172,7 @@ pub async fn create_agent(
 ) -> Result<(StatusCode, AuditTarget, Json<Agent>), ApiError> {
     let name = check_name(&body.name)?;
     check_model(&body.model)?;
+    may_use(&auth, &body.model)?;
     check_metadata(&body.metadata)?;
     check_tags(&body.tags)?;
     check_tools(&state, auth.account(), &body.tools).await?;
@@ -273,6 +286,7 @@ pub async fn update_agent(
     let name = body.name.as_deref().map(check_name).transpose()?;
     if let Some(m) = &body.model {
         check_model(m)?;
+        may_use(&auth, m)?;
     }
     if let Some(m) = &body.metadata {
         check_metadata(m)?;

@@ -151,6 +151,7 @@ pub(crate) async fn send_message(
         stream_tokens,
         background,
         slot: Some(run_slot),
+        models: auth.key.models.clone(),
     };
     let run = state.runtime.start_run(account, start).await?;
     let mut guard = CancelOnDrop::new(state.runtime.clone(), &run.id, !background);

@@ -1,7 +1,9 @@
 //! `GET /v1/models`: the account's agents (each usable as `model`), plus the
 //! provider's models as `upstream/<id>` when a provider is configured and
 //! answers within a few seconds (if it does not, the list still answers,
-//! without them).
+//! without them). A key limited to some models (its `models`) sees only
+//! what it may use: the upstream models on its list and the agents whose
+//! model is.
 
 use std::time::Duration;
 
@@ -39,7 +41,7 @@ pub(crate) async fn list_models(
             .list_agents(account, Default::default(), params.clone())
             .await
             .map_err(crate::http::errors::ApiError::from)?;
-        for a in &page.data {
+        for a in page.data.iter().filter(|a| auth.key.allows_model(&a.model)) {
             data.push(json!({"id": a.id, "object": "model", "created": unix(&a.created_at), "owned_by": account}));
         }
         match page.pagination.next_cursor {
@@ -47,7 +49,8 @@ pub(crate) async fn list_models(
             _ => break,
         }
     }
-    data.extend(upstream_models(&state).await);
+    let allowed = |m: &Value| auth.key.allows_model(m["id"].as_str().unwrap_or_default());
+    data.extend(upstream_models(&state).await.into_iter().filter(allowed));
     Ok(Json(json!({"object": "list", "data": data})))
 }
 
