@@ -164,7 +164,8 @@ async fn check_tools(state: &AppState, account: &str, tools: &[String]) -> Resul
 
 /// Create an agent.
 #[utoipa::path(post, path = "/v1/agents", tag = "agents", request_body = CreateAgent,
-    responses((status = 201, body = Agent), (status = 400, description = "validation_error")))]
+    responses((status = 201, body = Agent), (status = 400, description = "validation_error"),
+        (status = 404, description = "model_not_found: a model the key may not use (its `models`)")))]
 pub async fn create_agent(
     State(state): State<AppState>,
     auth: Auth,
@@ -276,7 +277,7 @@ pub(super) async fn owned(state: &AppState, account: &str, id: &str) -> Result<A
 
 /// Change some fields of an agent.
 #[utoipa::path(patch, path = "/v1/agents/{id}", tag = "agents", params(("id" = String, Path)), request_body = UpdateAgent,
-    responses((status = 200, body = Agent), (status = 404, description = "agent_not_found")))]
+    responses((status = 200, body = Agent), (status = 404, description = "agent_not_found; model_not_found: a model the key may not use (its `models`)")))]
 pub async fn update_agent(
     State(state): State<AppState>,
     auth: Auth,

@@ -185,6 +185,11 @@ fn translate_messages(messages: &[Value]) -> Result<(Vec<String>, Vec<Value>), T
                 ))
             }
         };
+        // A message with nothing in it (an assistant's empty reply) is left
+        // out, as Anthropic refuses empty content; its neighbours may merge.
+        if blocks.is_empty() {
+            continue;
+        }
         match turns.last_mut() {
             Some((last, prev)) if *last == role => prev.extend(blocks),
             _ => turns.push((role, blocks)),

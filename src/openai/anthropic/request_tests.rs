@@ -39,6 +39,19 @@ fn plain_chat_gets_model_default_max_tokens_and_system() {
 }
 
 #[test]
+fn empty_turns_are_left_out_and_same_roles_merge() {
+    let out = translate(json!({"messages": [
+        {"role": "user", "content": "one"},
+        {"role": "assistant", "content": ""},
+        {"role": "user", "content": [{"type": "text", "text": "two"}, {"type": "text", "text": ""}]}
+    ]}));
+    assert_eq!(
+        out["messages"],
+        json!([{"role": "user", "content": [{"type": "text", "text": "one"}, {"type": "text", "text": "two"}]}])
+    );
+}
+
+#[test]
 fn sampling_fields_are_translated() {
     let out = translate(json!({
         "messages": [{"role": "user", "content": "hi"}],
