@@ -52,6 +52,26 @@ fn empty_turns_are_left_out_and_same_roles_merge() {
 }
 
 #[test]
+fn a_prefill_loses_its_trailing_whitespace() {
+    let prefill = |text: &str| {
+        translate(json!({"messages": [
+            {"role": "user", "content": "Count"},
+            {"role": "assistant", "content": text}
+        ]}))["messages"]
+            .clone()
+    };
+    assert_eq!(
+        prefill("one, two, ")[1],
+        json!({"role": "assistant", "content": [{"type": "text", "text": "one, two,"}]})
+    );
+    assert_eq!(
+        prefill("  \n").as_array().unwrap().len(),
+        1,
+        "nothing left: no prefill"
+    );
+}
+
+#[test]
 fn sampling_fields_are_translated() {
     let out = translate(json!({
         "messages": [{"role": "user", "content": "hi"}],
