@@ -28,6 +28,11 @@ pub async fn create_key(args: KeysCreate) -> anyhow::Result<String> {
     (k.tpm, k.daily_tokens) = (args.tpm, args.daily_tokens);
     (k.max_runs, k.max_websockets) = (args.max_runs, args.max_websockets);
     k.max_sse_streams = args.max_sse_streams;
+    k.models = args
+        .models
+        .map(crate::http::key_body::check_models)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--models: {}", e.message))?;
     k.expires_at = args
         .ttl_secs
         .map(|ttl| crate::util::format_unix(crate::util::unix_now().saturating_add(ttl)));

@@ -420,6 +420,10 @@ pub struct KeysCreate {
     /// Concurrent SSE streams (unset: the gateway's default).
     #[arg(long, env = "WEIR_KEYS_MAX_SSE_STREAMS", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_sse_streams: Option<u32>,
+    /// Models the key may use, comma-separated (`upstream/x` and `x` are one
+    /// model; unset: any model).
+    #[arg(long, env = "WEIR_KEYS_MODELS", value_delimiter = ',')]
+    pub models: Option<Vec<String>>,
     /// Seconds until the key expires (unset: never).
     #[arg(long, env = "WEIR_KEYS_TTL_SECS", value_parser = clap::value_parser!(u64).range(1..))]
     pub ttl_secs: Option<u64>,

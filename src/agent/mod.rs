@@ -97,6 +97,15 @@ pub struct StartRun {
     /// The key's run slot the edge gave this start ([`crate::edge::Edge::start_run`]),
     /// held until the run ends; `None` for runs no key started (tests).
     pub slot: Option<RunSlot>,
+    /// The models the starting key may use (its `models`); `None`: any. An
+    /// agent on another model does not run (`model_not_found`).
+    pub models: Option<Vec<String>>,
+}
+
+/// What a key is told when it may not use `model`: OpenAI's words, which do
+/// not say whether the model exists.
+pub fn model_refused(model: &str) -> String {
+    format!("The model `{model}` does not exist or you do not have access to it.")
 }
 
 /// A run ready to execute: everything an executor needs without asking the
@@ -137,6 +146,9 @@ pub enum RunError {
     ModelUnavailable(String),
     #[error("agent {0} not found")]
     AgentNotFound(String),
+    /// The agent's model is not one the starting key may use.
+    #[error("{}", model_refused(.0))]
+    ModelNotAllowed(String),
     #[error("session {0} not found")]
     SessionNotFound(String),
     #[error("run {0} not found")]
@@ -161,6 +173,7 @@ impl RunError {
             Self::Invalid(_) => ErrorCode::ValidationError,
             Self::ModelUnavailable(_) => ErrorCode::Conflict,
             Self::AgentNotFound(_) => ErrorCode::AgentNotFound,
+            Self::ModelNotAllowed(_) => ErrorCode::ModelNotFound,
             Self::SessionNotFound(_) => ErrorCode::SessionNotFound,
             Self::RunNotFound(_) => ErrorCode::RunNotFound,
             Self::ApprovalNotFound(_) => ErrorCode::NotFound,

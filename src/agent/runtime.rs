@@ -97,6 +97,9 @@ impl Runtime {
         if agent.status == AgentStatus::Stopped {
             return Err(RunError::AgentStopped(agent.id.into_string()));
         }
+        if !crate::store::model_allowed(req.models.as_deref(), &agent.model) {
+            return Err(RunError::ModelNotAllowed(agent.model));
+        }
         self.engine
             .model_for(&agent)
             .map_err(|e| RunError::ModelUnavailable(format!("agent {}: {e}", agent.id)))?;

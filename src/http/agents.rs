@@ -98,6 +98,18 @@ fn check_model(model: &str) -> Result<(), ApiError> {
     }
 }
 
+/// 404 `model_not_found` unless the key may use `model` (its `models`):
+/// the answer OpenAI gives, which does not say whether the model exists.
+fn may_use(auth: &Auth, model: &str) -> Result<(), ApiError> {
+    match auth.key.allows_model(model) {
+        true => Ok(()),
+        false => Err(ApiError::new(
+            ErrorCode::ModelNotFound,
+            crate::agent::model_refused(model),
+        )),
+    }
+}
+
 fn check_metadata(v: &Value) -> Result<(), ApiError> {
     if v.is_object() {
         Ok(())
@@ -152,7 +164,8 @@ async fn check_tools(state: &AppState, account: &str, tools: &[String]) -> Resul
 
 /// Create an agent.
 #[utoipa::path(post, path = "/v1/agents", tag = "agents", request_body = CreateAgent,
-    responses((status = 201, body = Agent), (status = 400, description = "validation_error")))]
+    responses((status = 201, body = Agent), (status = 400, description = "validation_error"),
+        (status = 404, description = "model_not_found: a model the key may not use (its `models`)")))]
 pub async fn create_agent(
     State(state): State<AppState>,
     auth: Auth,
@@ -160,6 +173,7 @@ pub async fn create_agent(
 ) -> Result<(StatusCode, AuditTarget, Json<Agent>), ApiError> {
     let name = check_name(&body.name)?;
     check_model(&body.model)?;
+    may_use(&auth, &body.model)?;
     check_metadata(&body.metadata)?;
     check_tags(&body.tags)?;
     check_tools(&state, auth.account(), &body.tools).await?;
@@ -263,7 +277,7 @@ pub(super) async fn owned(state: &AppState, account: &str, id: &str) -> Result<A
 
 /// Change some fields of an agent.
 #[utoipa::path(patch, path = "/v1/agents/{id}", tag = "agents", params(("id" = String, Path)), request_body = UpdateAgent,
-    responses((status = 200, body = Agent), (status = 404, description = "agent_not_found")))]
+    responses((status = 200, body = Agent), (status = 404, description = "agent_not_found; model_not_found: a model the key may not use (its `models`)")))]
 pub async fn update_agent(
     State(state): State<AppState>,
     auth: Auth,
@@ -273,6 +287,7 @@ pub async fn update_agent(
     let name = body.name.as_deref().map(check_name).transpose()?;
     if let Some(m) = &body.model {
         check_model(m)?;
+        may_use(&auth, m)?;
     }
     if let Some(m) = &body.metadata {
         check_metadata(m)?;

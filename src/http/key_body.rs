@@ -22,6 +22,10 @@ use crate::{
 /// Longest grace period of a rotation: seven days.
 pub const MAX_GRACE_SECS: u64 = 7 * 24 * 3600;
 
+/// Most names in a key's `models`, and the longest name (characters).
+pub const MAX_MODELS: usize = 100;
+pub const MAX_MODEL_NAME: usize = 200;
+
 /// Body of `POST /v1/keys`. Unknown fields are refused (400). Every scope
 /// must be held by the calling key (`*` only by a `*` key), and every
 /// limit at most the calling key's own, else 403 forbidden.
@@ -64,6 +68,12 @@ pub struct CreateKey {
     #[schema(value_type = Option<String>, format = DateTime)]
     #[serde(default)]
     pub expires_at: Option<String>,
+    /// Models the key may use. Left out or null: the caller's own list
+    /// (any model when the caller has none). Each must be one the caller
+    /// may use (else 403).
+    #[schema(schema_with = super::openapi::schemas::key_models)]
+    #[serde(default)]
+    pub models: Option<Vec<String>>,
     /// Seconds until the key stops working (1 to 315360000). Not with
     /// `expires_at`.
     #[schema(minimum = 1, maximum = 315_360_000)]
@@ -128,6 +138,11 @@ pub struct UpdateKey {
     #[schema(value_type = Option<u32>, minimum = 1, maximum = 10_000)]
     #[serde(default, deserialize_with = "patch::<_, _, 10_000>")]
     pub max_sse_streams: Option<Option<u32>>,
+    /// The models the key may use; null: any (only a caller without a list
+    /// of its own may lift one). Each must be one the caller may use.
+    #[schema(schema_with = super::openapi::schemas::key_models)]
+    #[serde(default, deserialize_with = "present")]
+    pub models: Option<Option<Vec<String>>>,
 }
 
 /// Body of `POST /v1/keys/{id}/rotate` (may be empty or `{}`).
@@ -177,6 +192,61 @@ where
     T: TryFrom<u64>,
 {
     limit::<D, T, MAX>(d).map(Some)
+}
+
+/// A nullable patch field: present (null included) is `Some`.
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// A key's `models` checked (at most [`MAX_MODELS`] names of 1 to
+/// [`MAX_MODEL_NAME`] characters) and without repeats, in the order given.
+pub fn check_models(models: Vec<String>) -> Result<Vec<String>, ApiError> {
+    if models.len() > MAX_MODELS {
+        return Err(ApiError::validation(format!(
+            "models: at most {MAX_MODELS} names"
+        )));
+    }
+    let mut out: Vec<String> = Vec::with_capacity(models.len());
+    for m in models {
+        let len = m.chars().count();
+        if len == 0 || len > MAX_MODEL_NAME || m.trim() != m {
+            return Err(ApiError::validation(format!(
+                "models: `{m}` must be 1 to {MAX_MODEL_NAME} characters, without leading or trailing spaces"
+            )));
+        }
+        if !out.contains(&m) {
+            out.push(m);
+        }
+    }
+    Ok(out)
+}
+
+/// The rule of what `models` a key may grant: `caller` (`None`: the
+/// operator, bound by nothing) may grant only models it may use itself, and
+/// a caller with a list may not grant "any" (403 naming `models`).
+pub fn grant_models(asked: Option<&[String]>, caller: Option<&KeyRecord>) -> Result<(), ApiError> {
+    let Some(held) = caller.and_then(|c| c.models.as_deref()) else {
+        return Ok(());
+    };
+    let refused = match asked {
+        None => Some("any model".to_owned()),
+        Some(list) => list
+            .iter()
+            .find(|m| !crate::store::model_allowed(Some(held), m))
+            .map(|m| format!("model `{m}`")),
+    };
+    match refused {
+        Some(what) => Err(ApiError::new(
+            ErrorCode::Forbidden,
+            format!("models: this key may not grant {what}"),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// `grace_secs`: 0 to [`MAX_GRACE_SECS`].
@@ -234,6 +304,7 @@ pub fn new_settings(
         max_runs: body.max_runs,
         max_websockets: body.max_websockets,
         max_sse_streams: body.max_sse_streams,
+        models: body.models.clone().map(check_models).transpose()?,
     };
     let Some(held) = caller else { return Ok(s) };
     let named: Vec<&str> = [
@@ -327,6 +398,9 @@ pub fn patched(
         patch.max_sse_streams,
         &mut s.max_sse_streams,
     );
+    if let Some(models) = &patch.models {
+        s.models = models.clone().map(check_models).transpose()?;
+    }
     Ok((s, named))
 }
 

@@ -134,12 +134,20 @@ pub async fn create_key(
     let expires_at = key_body::expiry(&body, crate::util::unix_now())?;
     let cfg = state.edge.config();
     let resolve = |s: &KeySettings| KeyLimits::of_settings(s, cfg);
-    let granted = key_body::new_settings(&body, cfg.rpm_per_key, resolve, grantor(&state, &auth))?;
+    let grantor = grantor(&state, &auth);
+    let mut granted = key_body::new_settings(&body, cfg.rpm_per_key, resolve, grantor)?;
+    let caller = grantor.is_some().then_some(&*auth.key);
+    if granted.models.is_none() {
+        // Left out: the caller's own list, so saying nothing grants no more.
+        granted.models = caller.and_then(|c| c.models.clone());
+    }
+    key_body::grant_models(granted.models.as_deref(), caller)?;
     let mut minted = keys::mint(auth.account(), &body.label, body.scopes, granted.rpm, None);
     let k = &mut minted.new_key;
     (k.tpm, k.daily_tokens) = (granted.tpm, granted.daily_tokens);
     (k.max_runs, k.max_websockets) = (granted.max_runs, granted.max_websockets);
     (k.max_sse_streams, k.expires_at) = (granted.max_sse_streams, expires_at);
+    k.models = granted.models;
     let record = state.store.create_key(minted.new_key).await?;
     tracing::info!(key_id = %record.id, "key minted");
     Ok((
@@ -173,6 +181,9 @@ pub async fn update_key(
     if let Some(held) = grantor(&state, &auth) {
         let asked = KeyLimits::of_settings(&settings, cfg);
         key_body::grant(&asked, &held, Some(&named))?;
+        if patch.models.is_some() {
+            key_body::grant_models(settings.models.as_deref(), Some(&auth.key))?;
+        }
     }
     let record = state.store.update_key(auth.account(), &id, settings);
     let record = record.await.map_err(not_found)?;

@@ -114,7 +114,7 @@ fn wants_sse(headers: &HeaderMap) -> bool {
     request_body = SendMessage,
     responses((status = 200, description = "The run's result as JSON, or (`stream`, `Accept: text/event-stream`) an SSE stream of its events",
             content((RunResult = "application/json"), (crate::http::openapi::schemas::SseEvent = "text/event-stream"))),
-        (status = 404, description = "agent_not_found, session_not_found"),
+        (status = 404, description = "agent_not_found, session_not_found; model_not_found: the agent's model is not one the key may use"),
         (status = 409, description = "agent_stopped; conflict: the agent's upstream model has no provider here")))]
 pub(crate) async fn send_message(
     State(state): State<AppState>,
@@ -151,6 +151,7 @@ pub(crate) async fn send_message(
         stream_tokens,
         background,
         slot: Some(run_slot),
+        models: auth.key.models.clone(),
     };
     let run = state.runtime.start_run(account, start).await?;
     let mut guard = CancelOnDrop::new(state.runtime.clone(), &run.id, !background);

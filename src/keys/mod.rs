@@ -65,6 +65,7 @@ pub fn mint(
             max_websockets: None,
             max_sse_streams: None,
             expires_at: None,
+            models: None,
         },
         secret,
     }

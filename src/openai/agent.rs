@@ -173,9 +173,11 @@ async fn named_session(
 }
 
 /// Runs the agent named by `req.model` and answers in OpenAI's format.
+/// `models` is the calling key's list (its agent's model must be on it).
 pub async fn complete(
     state: &AppState,
     account: &str,
+    models: Option<Vec<String>>,
     req: CompletionRequest,
     slot: Option<RunSlot>,
 ) -> Result<Response, OpenAiError> {
@@ -199,6 +201,7 @@ pub async fn complete(
         stream_tokens: stream,
         background: false,
         slot,
+        models,
     };
     let run = state
         .runtime

@@ -44,7 +44,7 @@ use crate::{
     request_body(content = agent::CompletionRequest, description = "OpenAI chat completion request; other OpenAI fields are accepted and ignored (for an agent) or passed on (upstream)"),
     responses((status = 200, description = "A chat.completion, or (`stream`) chat.completion.chunk SSE ending with `data: [DONE]`",
             content((schema::Completion = "application/json"), (crate::http::openapi::schemas::SseEvent = "text/event-stream"))),
-        (status = 404, description = "model_not_found: no such agent, or no provider for `upstream/…`"),
+        (status = 404, description = "model_not_found: no such agent, no provider for `upstream/…`, or a model the key may not use (its `models`)"),
         (status = 429, description = "rate_limit_exceeded; too_many_connections for a stream; too_many_runs (an agent): the key has its limit of runs going"),
         (status = 409, description = "agent_stopped; conflict: the agent's upstream model has no provider here"),
         (status = 502, description = "the run or the provider failed"),
@@ -79,7 +79,9 @@ pub(crate) async fn chat_completions(
         }
     };
     // An agent's completion is a run start (the key's rate and a `max_runs`
-    // slot); a relay (`upstream/…` or a route's name) is a plain request.
+    // slot); a relay (`upstream/…` or a route's name) is a plain request,
+    // on a model the key may use (an agent's model is checked when its run
+    // starts).
     let providers = state.runtime.providers();
     let relay = model.starts_with("upstream/") || providers.is_alias(&model);
     if model == "upstream/" {
@@ -87,6 +89,9 @@ pub(crate) async fn chat_completions(
             "`model` must name a provider model after `upstream/`",
             "model",
         ));
+    }
+    if relay && !auth.key.allows_model(&model) {
+        return Err(OpenAiError::model_not_found(&model));
     }
     let route = match relay {
         true => Some(
@@ -143,7 +148,13 @@ pub(crate) async fn chat_completions(
             &param,
         )
     })?;
-    agent::complete(&state, auth.account(), req, run_slot)
-        .await
-        .map(|r| crate::edge::hold_response(r, slot))
+    agent::complete(
+        &state,
+        auth.account(),
+        auth.key.models.clone(),
+        req,
+        run_slot,
+    )
+    .await
+    .map(|r| crate::edge::hold_response(r, slot))
 }

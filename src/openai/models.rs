@@ -2,7 +2,9 @@
 //! configured routes by name (`owned_by: "weir"`), plus the `default`
 //! provider's models as `upstream/<id>` when `--provider-url` is set and it
 //! answers within a few seconds (if it does not, the list still answers,
-//! without them).
+//! without them). A key limited to some models (its `models`) sees only
+//! what it may use: the upstream models on its list and the agents whose
+//! model is.
 
 use std::time::Duration;
 
@@ -40,7 +42,7 @@ pub(crate) async fn list_models(
             .list_agents(account, Default::default(), params.clone())
             .await
             .map_err(crate::http::errors::ApiError::from)?;
-        for a in &page.data {
+        for a in page.data.iter().filter(|a| auth.key.allows_model(&a.model)) {
             data.push(json!({"id": a.id, "object": "model", "created": unix(&a.created_at), "owned_by": account}));
         }
         match page.pagination.next_cursor {
@@ -48,10 +50,14 @@ pub(crate) async fn list_models(
             _ => break,
         }
     }
+    let allowed = |m: &Value| auth.key.allows_model(m["id"].as_str().unwrap_or_default());
     for name in state.runtime.providers().route_names() {
-        data.push(json!({"id": name, "object": "model", "created": 0, "owned_by": "weir"}));
+        let route = json!({"id": name, "object": "model", "created": 0, "owned_by": "weir"});
+        if allowed(&route) {
+            data.push(route);
+        }
     }
-    data.extend(upstream_models(&state).await);
+    data.extend(upstream_models(&state).await.into_iter().filter(allowed));
     Ok(Json(json!({"object": "list", "data": data})))
 }
 

@@ -136,6 +136,11 @@ pub struct KeyRecord {
     #[serde(default)]
     #[schema(value_type = Option<Timestamp>, required = true)]
     pub expires_at: Option<String>,
+    /// The models this key may use (relay, agents and their runs); null:
+    /// any. `upstream/x` and `x` name the same model.
+    #[serde(default)]
+    #[schema(required = true)]
+    pub models: Option<Vec<String>>,
     /// Hex SHA-256 of the whole secret; stripped before a key leaves the gateway.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     #[schema(ignore)]
@@ -159,6 +164,11 @@ pub struct KeyRecord {
 }
 
 impl KeyRecord {
+    /// True if the key may use model `name` ([`model_allowed`]).
+    pub fn allows_model(&self, name: &str) -> bool {
+        model_allowed(self.models.as_deref(), name)
+    }
+
     /// True if the key grants `scope` (directly or through `*`).
     pub fn has_scope(&self, scope: &str) -> bool {
         self.scopes
@@ -189,6 +199,7 @@ impl KeyRecord {
             max_websockets: key.max_websockets,
             max_sse_streams: key.max_sse_streams,
             expires_at: key.expires_at,
+            models: key.models,
             hash: key.hash,
             prev_hash: None,
             prev_until: None,
@@ -208,6 +219,7 @@ impl KeyRecord {
             max_runs: self.max_runs,
             max_websockets: self.max_websockets,
             max_sse_streams: self.max_sse_streams,
+            models: self.models.clone(),
         }
     }
 
@@ -220,7 +232,21 @@ impl KeyRecord {
         self.max_runs = s.max_runs;
         self.max_websockets = s.max_websockets;
         self.max_sse_streams = s.max_sse_streams;
+        self.models = s.models;
     }
+}
+
+/// Whether a key limited to `models` (`None`: not limited) may use model
+/// `name`. Names compare exactly, except that an `upstream/` prefix is
+/// ignored on both sides: `upstream/gpt-4o` and `gpt-4o` are one model
+/// (the relay's name and the route's or provider's), so a list need not
+/// spell both.
+pub fn model_allowed(models: Option<&[String]>, name: &str) -> bool {
+    fn bare(m: &str) -> &str {
+        m.strip_prefix("upstream/").unwrap_or(m)
+    }
+    let name = bare(name);
+    models.is_none_or(|list| list.iter().any(|m| bare(m) == name))
 }
 
 /// What the store needs to mint a key; the caller has already hashed the secret.
@@ -246,6 +272,8 @@ pub struct NewKey {
     pub max_sse_streams: Option<u32>,
     #[serde(default)]
     pub expires_at: Option<String>,
+    #[serde(default)]
+    pub models: Option<Vec<String>>,
 }
 
 /// A key's label and limits as a whole, as `PATCH /v1/keys/{id}` leaves
@@ -260,6 +288,10 @@ pub struct KeySettings {
     pub max_runs: Option<u32>,
     pub max_websockets: Option<u32>,
     pub max_sse_streams: Option<u32>,
+    /// The models the key may use; `None`: any. A store process that
+    /// predates the field reads none.
+    #[serde(default)]
+    pub models: Option<Vec<String>>,
 }
 
 /// A rotation: the new secret's hash, and until when the current one keeps

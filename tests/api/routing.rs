@@ -320,3 +320,38 @@ async fn an_agent_on_upstream_route_falls_back_as_the_relay_does() {
     assert_eq!(a.requests().len(), 1);
     assert_eq!(b.requests()[0]["model"], "fake-text");
 }
+
+#[tokio::test]
+async fn a_key_limited_to_some_models_uses_and_sees_only_those_routes() {
+    let (a, b) = (FakeProvider::start().await, FakeProvider::start().await);
+    let routes = route("fast", "fake-text", "fake-text", "error")
+        + &route("other", "fake-text", "fake-text", "error");
+    let gw = gateway(&a, &b, "", &routes).await;
+    let key = gw
+        .create_key(json!({"scopes": ["chat"], "models": ["fast"]}))
+        .await;
+    for (model, status) in [("fast", 200), ("upstream/fast", 200), ("other", 404)] {
+        let r = gw
+            .req_as(&key, Method::POST, "/v1/chat/completions")
+            .json(&ask(model, false))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status, "{model}");
+    }
+    let models: Value = gw
+        .req_as(&key, Method::GET, "/v1/models")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["id"].as_str())
+        .collect();
+    assert_eq!(ids, ["fast"], "{models}");
+}

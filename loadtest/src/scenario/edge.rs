@@ -57,6 +57,7 @@ fn key(i: usize, rpm: u32) -> KeyRecord {
         max_websockets: None,
         max_sse_streams: None,
         expires_at: None,
+        models: None,
         hash: String::new(),
         prev_hash: None,
         prev_until: None,

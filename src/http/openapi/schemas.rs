@@ -63,6 +63,7 @@ pub const REST_ERROR_CODES: &[ErrorCode] = {
         KeyNotFound,
         SessionNotFound,
         RunNotFound,
+        ModelNotFound,
         MethodNotAllowed,
         Timeout,
         Conflict,
@@ -174,6 +175,16 @@ pub fn scopes() -> RefOr<Schema> {
     from_json(
         json!({"type": "array", "minItems": 1, "items": {"type": "string", "enum": crate::store::SCOPES}}),
     )
+}
+
+/// `models` of a key's create and patch bodies: null (any model, or on
+/// create the caller's own list) or up to 100 names.
+pub fn key_models() -> RefOr<Schema> {
+    from_json(json!({
+        "description": "Models the key may use (`upstream/x` and `x` are one model); null: any.",
+        "type": ["array", "null"], "maxItems": crate::http::key_body::MAX_MODELS,
+        "items": {"type": "string", "minLength": 1, "maxLength": crate::http::key_body::MAX_MODEL_NAME},
+    }))
 }
 
 /// The agent fields, for `schema_with` (plain, and nullable for PATCH).

@@ -9,7 +9,10 @@
 //! - an assistant's `tool_calls` become `tool_use` blocks (arguments parsed
 //!   as the JSON object they are), and `tool` messages become `tool_result`
 //!   blocks in a user turn; consecutive turns of one role merge into one, so
-//!   several tool results answer one assistant turn as Anthropic requires.
+//!   several tool results answer one assistant turn as Anthropic requires;
+//!   empty messages are left out. A last assistant turn is a prefill that
+//!   the model continues; its trailing whitespace is trimmed (Anthropic
+//!   refuses it there).
 //! - `tools` become `{name, description, input_schema}`; `tool_choice`
 //!   `auto`/`none`/`required`/a named function become `auto`/`none`/`any`/
 //!   `tool`, and `parallel_tool_calls: false` is `disable_parallel_tool_use`.
@@ -185,16 +188,41 @@ fn translate_messages(messages: &[Value]) -> Result<(Vec<String>, Vec<Value>), T
                 ))
             }
         };
+        // A message with nothing in it (an assistant's empty reply) is left
+        // out, as Anthropic refuses empty content; its neighbours may merge.
+        if blocks.is_empty() {
+            continue;
+        }
         match turns.last_mut() {
             Some((last, prev)) if *last == role => prev.extend(blocks),
             _ => turns.push((role, blocks)),
         }
     }
+    trim_prefill(&mut turns);
     let turns = turns
         .into_iter()
         .map(|(role, content)| json!({"role": role, "content": content}))
         .collect();
     Ok((system, turns))
+}
+
+/// A trailing assistant turn is a prefill (the model continues it), and
+/// Anthropic refuses one that ends in whitespace: it is trimmed at the end
+/// (and left out if nothing remains).
+fn trim_prefill(turns: &mut Vec<(&'static str, Vec<Value>)>) {
+    let Some(("assistant", blocks)) = turns.last_mut().map(|(r, b)| (*r, b)) else {
+        return;
+    };
+    if let Some(Value::String(text)) = blocks.last_mut().and_then(|b| b.get_mut("text")) {
+        let kept = text.trim_end().len();
+        text.truncate(kept);
+        if kept == 0 {
+            blocks.pop();
+        }
+    }
+    if blocks.is_empty() {
+        turns.pop();
+    }
 }
 
 /// Plain text of a content that must be text (system, tool results).

@@ -39,6 +39,39 @@ fn plain_chat_gets_model_default_max_tokens_and_system() {
 }
 
 #[test]
+fn empty_turns_are_left_out_and_same_roles_merge() {
+    let out = translate(json!({"messages": [
+        {"role": "user", "content": "one"},
+        {"role": "assistant", "content": ""},
+        {"role": "user", "content": [{"type": "text", "text": "two"}, {"type": "text", "text": ""}]}
+    ]}));
+    assert_eq!(
+        out["messages"],
+        json!([{"role": "user", "content": [{"type": "text", "text": "one"}, {"type": "text", "text": "two"}]}])
+    );
+}
+
+#[test]
+fn a_prefill_loses_its_trailing_whitespace() {
+    let prefill = |text: &str| {
+        translate(json!({"messages": [
+            {"role": "user", "content": "Count"},
+            {"role": "assistant", "content": text}
+        ]}))["messages"]
+            .clone()
+    };
+    assert_eq!(
+        prefill("one, two, ")[1],
+        json!({"role": "assistant", "content": [{"type": "text", "text": "one, two,"}]})
+    );
+    assert_eq!(
+        prefill("  \n").as_array().unwrap().len(),
+        1,
+        "nothing left: no prefill"
+    );
+}
+
+#[test]
 fn sampling_fields_are_translated() {
     let out = translate(json!({
         "messages": [{"role": "user", "content": "hi"}],

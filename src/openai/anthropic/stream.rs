@@ -42,6 +42,8 @@ pub struct StreamTranslator {
     text: String,
     finished: bool,
     done: bool,
+    /// Set by [`Self::continuing`]: no role chunk.
+    continued: bool,
 }
 
 impl StreamTranslator {
@@ -61,7 +63,16 @@ impl StreamTranslator {
             text: String::new(),
             finished: false,
             done: false,
+            continued: false,
         }
+    }
+
+    /// A translator for a response that goes on from another target's (a
+    /// mid-stream fallback): the client has had the role chunk already, so
+    /// `message_start` gives none.
+    pub fn continuing(mut self) -> Self {
+        self.continued = true;
+        self
     }
 
     /// The chunks one SSE event gives (often none). `event` is the SSE
@@ -107,6 +118,9 @@ impl StreamTranslator {
         let usage = &data["message"]["usage"];
         self.prompt = prompt_tokens(usage);
         self.completion = usage["output_tokens"].as_u64().unwrap_or(0);
+        if self.continued {
+            return vec![];
+        }
         vec![self.chunk(json!({"role": "assistant", "content": ""}), None)]
     }
 

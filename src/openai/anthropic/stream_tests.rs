@@ -329,3 +329,23 @@ fn malformed_events_are_errors() {
         );
     }
 }
+
+#[test]
+fn a_continuation_sends_no_second_role_chunk() {
+    let mut t =
+        StreamTranslator::new("chatcmpl-1".into(), "upstream/claude".into(), 1, false).continuing();
+    let mut chunks = Vec::new();
+    for (event, data) in events(TEXT) {
+        chunks.extend(t.on_event(&event, &data).unwrap());
+    }
+    assert!(
+        chunks.iter().all(|c| delta(c).get("role").is_none()),
+        "{chunks:#?}"
+    );
+    assert_eq!(delta(&chunks[0]), &json!({"content": "Hello"}));
+    assert_eq!(
+        chunks[0]["id"], "chatcmpl-1",
+        "the same id across the switch"
+    );
+    assert!(t.done());
+}

@@ -86,7 +86,7 @@ macro_rules! key_cols {
     () => {
         "pk, id, account_id, label, scopes, rpm, hash, created_at, last_used_at, revoked_at, \
          tpm, daily_tokens, max_runs, max_websockets, max_sse_streams, expires_at, prev_hash, \
-         prev_until"
+         prev_until, models"
     };
 }
 
@@ -112,8 +112,17 @@ fn key_row(r: &Row) -> StoreResult<(i64, KeyRecord)> {
             expires_at: col(r, 15)?,
             prev_hash: col(r, 16)?,
             prev_until: col(r, 17)?,
+            models: models_col(r, 18)?,
         },
     ))
+}
+
+/// `models`: a JSON array of names, or NULL for any model.
+fn models_col(r: &Row, i: usize) -> StoreResult<Option<Vec<String>>> {
+    match col::<Option<&str>>(r, i)? {
+        None => Ok(None),
+        Some(_) => json_col(r, i).map(Some),
+    }
 }
 
 /// One statement: the account is created if missing (a data-modifying CTE)
@@ -126,8 +135,8 @@ pub(super) async fn create_key(c: &impl GenericClient, key: NewKey) -> StoreResu
              INSERT INTO accounts (id, created_at) VALUES ($2, $7) ON CONFLICT (id) DO NOTHING
          )
          INSERT INTO keys (id, account_id, label, scopes, rpm, hash, created_at, tpm,
-             daily_tokens, max_runs, max_websockets, max_sse_streams, expires_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+             daily_tokens, max_runs, max_websockets, max_sse_streams, expires_at, models)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
         &[
             &key.id,
             &key.account_id,
@@ -142,6 +151,7 @@ pub(super) async fn create_key(c: &impl GenericClient, key: NewKey) -> StoreResu
             &signed(key.max_websockets),
             &signed(key.max_sse_streams),
             &key.expires_at,
+            &key.models.as_ref().map(to_json),
         ],
         |e| {
             super::write_err(e, |_| {
@@ -207,11 +217,12 @@ pub(super) async fn update_key(
 ) -> StoreResult<KeyRecord> {
     let sql = concat!(
         "UPDATE keys SET label = $3, rpm = $4, tpm = $5, daily_tokens = $6, max_runs = $7,
-             max_websockets = $8, max_sse_streams = $9
+             max_websockets = $8, max_sse_streams = $9, models = $10
          WHERE id = $1 AND account_id = $2 RETURNING ",
         key_cols!()
     );
-    let args: [&(dyn ToSql + Sync); 9] = [
+    let models = s.models.as_ref().map(to_json);
+    let args: [&(dyn ToSql + Sync); 10] = [
         &id,
         &account,
         &s.label,
@@ -221,6 +232,7 @@ pub(super) async fn update_key(
         &signed(s.max_runs),
         &signed(s.max_websockets),
         &signed(s.max_sse_streams),
+        &models,
     ];
     match query_opt(c, sql, &args).await? {
         Some(r) => key_row(&r).map(|(_, k)| k),

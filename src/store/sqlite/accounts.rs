@@ -63,7 +63,7 @@ macro_rules! key_cols {
     () => {
         "pk, id, account_id, label, scopes, rpm, hash, created_at, last_used_at, revoked_at, \
          tpm, daily_tokens, max_runs, max_websockets, max_sse_streams, expires_at, prev_hash, \
-         prev_until"
+         prev_until, models"
     };
 }
 
@@ -88,8 +88,17 @@ fn key_row(r: &Row<'_>) -> rusqlite::Result<(i64, KeyRecord)> {
             expires_at: r.get(15)?,
             prev_hash: r.get(16)?,
             prev_until: r.get(17)?,
+            models: models_col(r, 18)?,
         },
     ))
+}
+
+/// `models`: a JSON array of names, or NULL for any model.
+fn models_col(r: &Row<'_>, i: usize) -> rusqlite::Result<Option<Vec<String>>> {
+    match r.get_ref(i)? {
+        rusqlite::types::ValueRef::Null => Ok(None),
+        _ => json_col(r, i).map(Some),
+    }
 }
 
 pub(super) fn create_key(conn: &mut Connection, key: NewKey) -> StoreResult<KeyRecord> {
@@ -98,8 +107,8 @@ pub(super) fn create_key(conn: &mut Connection, key: NewKey) -> StoreResult<KeyR
     let created_at = crate::util::now();
     tx.prepare_cached(
         "INSERT INTO keys (id, account_id, label, scopes, rpm, hash, created_at, tpm,
-             daily_tokens, max_runs, max_websockets, max_sse_streams, expires_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+             daily_tokens, max_runs, max_websockets, max_sse_streams, expires_at, models)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
     )
     .and_then(|mut s| {
         s.execute(params![
@@ -116,6 +125,7 @@ pub(super) fn create_key(conn: &mut Connection, key: NewKey) -> StoreResult<KeyR
             signed(key.max_websockets),
             signed(key.max_sse_streams),
             key.expires_at,
+            key.models.as_ref().map(to_json),
         ])
     })
     .map_err(|e| match unique_violation(&e) {
@@ -176,7 +186,7 @@ pub(super) fn update_key(
     let changed = conn
         .prepare_cached(
             "UPDATE keys SET label = ?3, rpm = ?4, tpm = ?5, daily_tokens = ?6, max_runs = ?7,
-                 max_websockets = ?8, max_sse_streams = ?9
+                 max_websockets = ?8, max_sse_streams = ?9, models = ?10
              WHERE id = ?1 AND account_id = ?2",
         )
         .and_then(|mut st| {
@@ -189,7 +199,8 @@ pub(super) fn update_key(
                 signed(s.daily_tokens),
                 signed(s.max_runs),
                 signed(s.max_websockets),
-                signed(s.max_sse_streams)
+                signed(s.max_sse_streams),
+                s.models.as_ref().map(to_json),
             ])
         })
         .map_err(db_err)?;

@@ -56,6 +56,7 @@ fn new_key(account: &str, label: &str) -> NewKey {
         max_websockets: None,
         max_sse_streams: None,
         expires_at: None,
+        models: None,
     }
 }
 
@@ -162,12 +163,18 @@ async fn key_settings(store: &dyn Store) {
     let mut nk = new_key(&a, "lim");
     (nk.tpm, nk.daily_tokens, nk.max_runs) = (Some(5_000_000_000), Some(7), Some(3));
     nk.expires_at = Some("2099-01-01T00:00:00Z".into());
+    nk.models = Some(vec!["upstream/fast".into(), "echo".into()]);
     let k = store.create_key(nk).await.expect("create");
     let got = store.get_key(k.id.as_str()).await.expect("get");
     assert_eq!(got, k, "read back as created");
     assert_eq!((got.tpm, got.max_websockets), (Some(5_000_000_000), None));
+    assert_eq!(
+        got.models.as_deref(),
+        Some(&["upstream/fast".to_owned(), "echo".to_owned()][..])
+    );
     let mut s = got.settings();
     (s.label, s.rpm, s.tpm, s.max_sse_streams) = ("new".into(), 9, None, Some(2));
+    s.models = None;
     assert_eq!(
         store.update_key(&b, k.id.as_str(), s.clone()).await,
         Err(nf("key"))
@@ -175,7 +182,15 @@ async fn key_settings(store: &dyn Store) {
     let updated = store.update_key(&a, k.id.as_str(), s.clone()).await;
     let updated = updated.expect("update");
     assert_eq!(updated.settings(), s);
+    assert_eq!(updated.models, None, "a list lifted is NULL again");
     assert_eq!(updated.expires_at, k.expires_at, "expiry is not a setting");
+    s.models = Some(vec![]);
+    let updated = store.update_key(&a, k.id.as_str(), s.clone()).await;
+    assert_eq!(
+        updated.expect("update").models,
+        Some(vec![]),
+        "an empty list is not NULL"
+    );
     // Rotation: with a grace the old hash is kept, without one it is not.
     let rot = |hash: &str, until: Option<&str>| KeyRotation {
         hash: hash.repeat(32),

@@ -235,3 +235,28 @@ async fn get_agent_throughput() {
     }
     served.stop().await;
 }
+
+/// A key's `models`: exact names, the `upstream/` prefix ignored on both
+/// sides, `None` any model, an empty list none.
+#[test]
+fn model_lists_ignore_the_upstream_prefix() {
+    let list = ["upstream/gpt-4o".to_owned(), "fast".to_owned()];
+    let table = [
+        (Some(&list[..]), "upstream/gpt-4o", true),
+        (Some(&list[..]), "gpt-4o", true),
+        (Some(&list[..]), "upstream/fast", true),
+        (Some(&list[..]), "fast", true),
+        (Some(&list[..]), "upstream/gpt-4o-mini", false),
+        (Some(&list[..]), "GPT-4o", false),
+        (Some(&list[..]), "echo", false),
+        (Some(&[][..]), "echo", false),
+        (None, "anything", true),
+    ];
+    for (models, name, allowed) in table {
+        assert_eq!(
+            crate::store::model_allowed(models, name),
+            allowed,
+            "{models:?} {name}"
+        );
+    }
+}

@@ -298,6 +298,7 @@ impl Conn {
             stream_tokens: m.stream_tokens,
             background: m.background,
             slot: Some(slot),
+            models: self.key.models.clone(),
         };
         match self.state.runtime.start_run(self.account(), req).await {
             Ok(run) => self.outbox.end_start(

@@ -150,90 +150,99 @@ fn error_body(status: u16, kind: &str, message: &str) -> Response {
 
 async fn messages(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
     let req: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    shared
-        .requests
-        .lock()
-        .unwrap()
-        .push((headers.clone(), req.clone()));
-    if !headers.contains_key("x-api-key") {
-        return error_body(401, "authentication_error", "x-api-key header is required");
+    let refused = refusal(&headers, &req);
+    shared.requests.lock().unwrap().push((headers, req.clone()));
+    if let Some(r) = refused {
+        return r;
     }
-    if !headers.contains_key("anthropic-version") {
-        return error_body(
-            400,
-            "invalid_request_error",
-            "anthropic-version: header is required",
-        );
-    }
-    if !req["max_tokens"].is_u64() {
-        return error_body(400, "invalid_request_error", "max_tokens: Field required");
-    }
-    let stream = req["stream"].as_bool().unwrap_or(false);
     let watch = Watch {
         shared,
         done: false,
     };
-    match req["model"].as_str().unwrap_or_default() {
+    let model = req["model"].as_str().unwrap_or_default();
+    match model {
         "claude-500" => error_body(500, "api_error", "Internal server error"),
         "claude-529" => error_body(529, "overloaded_error", "Overloaded"),
         "claude-429" => {
-            let mut r = error_body(
-                429,
-                "rate_limit_error",
-                "Number of requests has exceeded your rate limit",
-            );
+            let msg = "Number of requests has exceeded your rate limit";
+            let mut r = error_body(429, "rate_limit_error", msg);
             r.headers_mut().insert("retry-after", "1".parse().unwrap());
             r
         }
-        "claude-text" | "claude-tools" if !stream => non_streamed(&req, watch),
+        "claude-text" | "claude-tools" if req["stream"] != true => non_streamed(&req, watch),
         "claude-text" => {
-            let mut frames = vec![
-                message_start(),
-                block_start(0, json!({"type": "text", "text": ""})),
-                ping(),
-            ];
+            let mut frames = vec![message_start(), text_start(), ping()];
             frames.extend(remainder(&req).iter().map(|t| text_delta(0, t)));
             frames.extend(finish(0, "end_turn", 2));
             to_the_end(frames, watch)
         }
         "claude-tools" => to_the_end(tools(&req), watch),
         "claude-overloaded-mid" => {
+            let error = json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}});
             let frames = vec![
                 message_start(),
-                block_start(0, json!({"type": "text", "text": ""})),
+                text_start(),
                 text_delta(0, "Hel"),
-                event(
-                    json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}),
-                ),
+                event(error),
             ];
             to_the_end(frames, watch)
         }
-        "claude-stall" => sse(async_stream::stream! {
-            let _watch = watch;
-            yield Ok::<_, std::io::Error>(Bytes::from(message_start() + &ping()));
-            futures::future::pending::<()>().await;
-        }),
-        "claude-drop" => sse(async_stream::stream! {
-            let _watch = watch;
-            yield Ok::<_, std::io::Error>(Bytes::from(message_start() + &block_start(0, json!({"type": "text", "text": ""}))));
-            for piece in PART {
-                yield Ok(Bytes::from(text_delta(0, piece)));
-            }
-            // Paced so the pieces leave before the break, as a provider's would.
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            yield Err(std::io::Error::other("the fake provider breaks the stream"));
-        }),
+        "claude-stall" => stall(watch),
+        "claude-drop" => drop_after_part(watch),
         "claude-malformed" => {
-            let mut frames = vec![
-                message_start(),
-                block_start(0, json!({"type": "text", "text": ""})),
-            ];
+            let mut frames = vec![message_start(), text_start()];
             frames.push("event: content_block_delta\ndata: {\"type\": \"content_block_delta\", \"index\": 0, \"delta\": {\n\n".into());
             frames.extend(finish(0, "end_turn", 1));
             to_the_end(frames, watch)
         }
         other => error_body(404, "not_found_error", &format!("model: {other}")),
     }
+}
+
+/// What Anthropic checks before anything else: the key, the version
+/// header and `max_tokens`.
+fn refusal(headers: &HeaderMap, req: &Value) -> Option<Response> {
+    if !headers.contains_key("x-api-key") {
+        let msg = "x-api-key header is required";
+        return Some(error_body(401, "authentication_error", msg));
+    }
+    if !headers.contains_key("anthropic-version") {
+        let msg = "anthropic-version: header is required";
+        return Some(error_body(400, "invalid_request_error", msg));
+    }
+    if !req["max_tokens"].is_u64() {
+        let msg = "max_tokens: Field required";
+        return Some(error_body(400, "invalid_request_error", msg));
+    }
+    None
+}
+
+/// `message_start` and a `ping`, then silence: no token ever comes.
+fn stall(watch: Watch) -> Response {
+    sse(async_stream::stream! {
+        let _watch = watch;
+        yield Ok::<_, std::io::Error>(Bytes::from(message_start() + &ping()));
+        futures::future::pending::<()>().await;
+    })
+}
+
+/// [`PART`]'s pieces as text deltas, then the connection breaks.
+fn drop_after_part(watch: Watch) -> Response {
+    sse(async_stream::stream! {
+        let _watch = watch;
+        yield Ok::<_, std::io::Error>(Bytes::from(message_start() + &text_start()));
+        for piece in PART {
+            yield Ok(Bytes::from(text_delta(0, piece)));
+        }
+        // Paced so the pieces leave before the break, as a provider's would.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        yield Err(std::io::Error::other("the fake provider breaks the stream"));
+    })
+}
+
+/// An empty text block at index 0.
+fn text_start() -> String {
+    block_start(0, json!({"type": "text", "text": ""}))
 }
 
 fn message_start() -> String {
@@ -304,10 +313,7 @@ fn tool_result(req: &Value) -> Option<String> {
 }
 
 fn tools(req: &Value) -> Vec<String> {
-    let mut frames = vec![
-        message_start(),
-        block_start(0, json!({"type": "text", "text": ""})),
-    ];
+    let mut frames = vec![message_start(), text_start()];
     if let Some(result) = tool_result(req) {
         frames.push(text_delta(0, &format!("Tool said: {result}")));
         frames.extend(finish(0, "end_turn", 4));

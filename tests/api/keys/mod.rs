@@ -2,11 +2,13 @@
 //! set on create and changed with PATCH, the rule that a key grants at
 //! most its own limits, what `GET /v1/account` shows, account budgets set
 //! by the operator, expiry and rotation with a grace period, on one
-//! gateway and on both gateways of a [`crate::common::Cluster`].
+//! gateway and on both gateways of a [`crate::common::Cluster`]; the
+//! models a key may use (issue 19).
 
 mod cluster;
 mod lifetimes;
 mod limits;
+mod models;
 
 use reqwest::{Method, Response};
 use serde_json::Value;
