@@ -16,7 +16,7 @@ use serde::Deserialize;
 
 use crate::{
     edge::{Spent, TokenMeter},
-    providers::splice::{data_of, events},
+    providers::sse::{data_of, events},
 };
 
 #[derive(Deserialize)]

@@ -13,6 +13,7 @@
 //!   translation is [`crate::openai::anthropic`]).
 //! - [`splice`]: after the first byte, a route's `mid_stream` policy:
 //!   an error line, or continuing on the next target as one completion.
+//! - [`sse`]: whole SSE events out of a byte stream cut anywhere.
 //!
 //! Below the HTTP layer: the relay and agent runs use it; it returns its
 //! own [`attempt::Failure`]s and never imports `crate::http`.
@@ -25,6 +26,7 @@ pub mod provider;
 pub mod registry;
 pub mod route;
 pub mod splice;
+pub mod sse;
 
 pub use config::{MidStream, ProvidersConfig, ProvidersError};
 pub use provider::{error_message, Provider};

@@ -355,3 +355,32 @@ async fn a_key_limited_to_some_models_uses_and_sees_only_those_routes() {
         .collect();
     assert_eq!(ids, ["fast"], "{models}");
 }
+
+#[tokio::test]
+async fn a_hang_up_after_a_switch_reaches_the_provider_then_serving() {
+    let (a, b) = (FakeProvider::start().await, FakeProvider::start().await);
+    let gw = gateway(
+        &a,
+        &b,
+        "",
+        &route("fast", "fake-drop", "fake-slow", "continue"),
+    )
+    .await;
+    let r = gw.post("/v1/chat/completions", ask("fast", true)).await;
+    let mut s = r.bytes_stream();
+    let mut seen = String::new();
+    while !seen.contains("t1 ") {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), s.next())
+            .await
+            .expect("b streams")
+            .expect("not the end")
+            .unwrap();
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    drop(s);
+    assert!(
+        b.hung_up_within(Duration::from_secs(5)).await,
+        "b's request was closed"
+    );
+    assert_eq!(b.completed(), 0);
+}
