@@ -68,6 +68,23 @@ fn keys_create_refuses_unknown_scopes() {
 }
 
 #[test]
+fn keys_create_grants_the_operator_scope_providers() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(weir_bin())
+        .args(["keys", "create", "--scopes", "providers"])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("wk_"));
+}
+
+#[test]
 fn bad_config_exits_nonzero_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let cases = [
@@ -75,6 +92,10 @@ fn bad_config_exits_nonzero_naming_the_key() {
         ("listen = \"not-an-address\"\n", "--listen"),
         ("history_len = \"many\"\n", "--history-len"),
         ("listen = [1, 2]\n", "listen"),
+        (
+            "[[routes]]\nname = \"fast\"\ntargets = [{ provider = \"nope\", model = \"m\" }]\n",
+            "unknown provider `nope`",
+        ),
     ];
     for (toml, needle) in cases {
         let path = dir.path().join("bad.toml");
