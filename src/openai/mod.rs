@@ -15,7 +15,6 @@
 //! HTTP layer imports it.
 
 pub mod agent;
-pub mod anthropic;
 pub mod error;
 mod metered;
 pub mod models;

@@ -20,7 +20,7 @@ use tokio::time::{timeout_at, Instant};
 use super::{anthropic, config::Kind, provider::error_message, route::Route, route::Target};
 use crate::{
     metrics::{provider_attempt, upstream_answered, upstream_error, Upstream},
-    openai::anthropic::TranslateError,
+    providers::anthropic::TranslateError,
 };
 
 /// A target that answered and sent its first bytes.
@@ -107,7 +107,7 @@ pub async fn open(
         body["model"] = Value::from(target.model.as_str());
         let bytes = match provider.kind {
             Kind::Openai => serde_json::to_vec(body).unwrap_or_default(),
-            Kind::Anthropic => match anthropic::request(body) {
+            Kind::Anthropic => match anthropic::relay::request(body) {
                 Ok(b) => b,
                 Err(TranslateError::Invalid { param, message }) => {
                     return Err(Failed::Invalid { param, message })
@@ -209,10 +209,10 @@ async fn one(
     let content_type = resp.headers().get(reqwest::header::CONTENT_TYPE).cloned();
     let mut rest = resp.bytes_stream().boxed();
     if provider.kind == Kind::Anthropic {
-        let ids = anthropic::Ids::new(&target.model);
+        let ids = anthropic::relay::Ids::new(&target.model);
         rest = match streamed {
-            true => anthropic::stream(rest, ids),
-            false => anthropic::whole(rest, ids),
+            true => anthropic::relay::stream(rest, ids),
+            false => anthropic::relay::whole(rest, ids),
         };
     }
     match timeout_at(until, rest.next()).await {

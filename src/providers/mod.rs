@@ -9,8 +9,9 @@
 //! - [`attempt`]: tries a route's targets until one sends its first byte
 //!   (retries, fallback, `Retry-After`, first-token timeouts, deadline).
 //! - [`breaker`]: per-provider circuit breaking and recent health.
-//! - [`anthropic`]: `kind = "anthropic"` read and written as OpenAI (the
-//!   translation is [`crate::openai::anthropic`]).
+//! - [`anthropic`]: `kind = "anthropic"`: the Anthropic Messages API
+//!   translated to and from OpenAI's shapes, and read as OpenAI at the
+//!   attempt ([`anthropic::relay`]).
 //! - [`splice`]: after the first byte, a route's `mid_stream` policy:
 //!   an error line, or continuing on the next target as one completion.
 //! - [`sse`]: whole SSE events out of a byte stream cut anywhere.

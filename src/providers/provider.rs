@@ -89,7 +89,7 @@ impl Provider {
             }
             (Kind::Anthropic, key) => {
                 let key = key.map_or("", |k| k.expose());
-                if let Ok(pairs) = crate::openai::anthropic::headers(key) {
+                if let Ok(pairs) = super::anthropic::headers(key) {
                     headers.extend(pairs);
                 }
             }
@@ -128,7 +128,7 @@ impl Provider {
     ) -> Self {
         let chat = match kind {
             Kind::Openai => format!("{base}/chat/completions"),
-            Kind::Anthropic => format!("{base}{}", crate::openai::anthropic::MESSAGES_PATH),
+            Kind::Anthropic => format!("{base}{}", super::anthropic::MESSAGES_PATH),
         };
         Self {
             name: name.to_owned(),

@@ -6,7 +6,7 @@
 use eventsource_stream::Eventsource;
 use futures::StreamExt;
 use serde_json::{json, Value};
-use weir::openai::anthropic::{
+use weir::providers::anthropic::{
     headers, request_from_openai, response_to_openai, AnthropicError, StreamTranslator,
     MESSAGES_PATH,
 };

@@ -17,6 +17,7 @@
 //! (`anthropic-version: 2023-06-01`); nothing here was recorded from a live
 //! server, and the unit tests replay event sequences written from those docs.
 
+pub mod relay;
 pub mod request;
 pub mod response;
 pub mod stream;

@@ -9,14 +9,14 @@
 //! fallback, [`super::splice`], usage) sees an OpenAI provider. An `error`
 //! event after the 200, or an event the translation cannot read, becomes an
 //! event with an `error` object, which the relay treats as a failure after
-//! the first byte. The translation itself is [`crate::openai::anthropic`].
+//! the first byte. The translation itself is [`super`].
 
 use bytes::Bytes;
 use eventsource_stream::{EventStreamError, Eventsource};
 use futures::{stream::BoxStream, StreamExt};
 use serde_json::{json, Value};
 
-use crate::openai::anthropic::{self, AnthropicError, StreamTranslator, TranslateError};
+use super::{self as anthropic, AnthropicError, StreamTranslator, TranslateError};
 
 /// Most of a non-streamed Message read.
 const BODY_LIMIT: usize = 4 * 1024 * 1024;
