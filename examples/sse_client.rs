@@ -10,7 +10,9 @@
 //! they arrive; monologue and function calls on their own lines. If the
 //! connection drops before `done`, the run is picked up again from
 //! `GET /v1/runs/{id}/stream` with `Last-Event-ID` = the last seq seen, so
-//! nothing is lost or printed twice.
+//! nothing is lost or printed twice. Reconnects wait the server's `retry:`
+//! when it sent one (a draining gateway does, randomised), else a jittered
+//! backoff, so clients of one gateway do not all come back at once.
 
 use std::{io::Write, time::Duration};
 
@@ -20,7 +22,7 @@ use futures::StreamExt;
 use serde_json::{json, Value};
 
 mod common;
-use common::Setup;
+use common::{backoff, hint_of, Setup};
 
 /// Where the stream got to.
 #[derive(Default)]
@@ -28,6 +30,8 @@ struct Progress {
     run_id: Option<String>,
     last_seq: u64,
     done: bool,
+    /// The server's last `retry:` (how long to wait before reconnecting).
+    retry: Option<Duration>,
 }
 
 #[tokio::main]
@@ -54,7 +58,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let mut progress = Progress::default();
     let mut resp = Some(resp);
-    for attempt in 0..10u32 {
+    for attempt in 1..=10u32 {
         if let Some(r) = resp.take() {
             if let Err(e) = read_events(r, &mut progress).await {
                 eprintln!("\n[stream broke: {e}; resuming]");
@@ -67,7 +71,7 @@ async fn main() -> anyhow::Result<()> {
             .run_id
             .clone()
             .context("the stream broke before the run started")?;
-        tokio::time::sleep(Duration::from_millis(250 * 2u64.pow(attempt.min(4)))).await;
+        tokio::time::sleep(backoff(attempt, progress.retry.take())).await;
         let r = client
             .get(format!("{base}/v1/runs/{run}/stream"))
             .bearer_auth(key)
@@ -85,7 +89,16 @@ async fn main() -> anyhow::Result<()> {
     reason = "an example client: what it receives is its output"
 )]
 async fn read_events(resp: reqwest::Response, progress: &mut Progress) -> anyhow::Result<()> {
-    let mut events = resp.bytes_stream().eventsource();
+    // `retry:` comes in a block of its own, which EventSource parsers drop
+    // (no data): picked from the bytes before they are parsed.
+    let retry = std::cell::Cell::new(None);
+    let bytes = resp.bytes_stream().inspect(|chunk| {
+        if let Ok(chunk) = chunk {
+            let text = String::from_utf8_lossy(chunk);
+            retry.set(text.lines().filter_map(hint_of).next_back().or(retry.get()));
+        }
+    });
+    let mut events = bytes.eventsource();
     let mut out = std::io::stdout();
     while let Some(event) = events.next().await {
         let event = event?;
@@ -133,5 +146,7 @@ async fn read_events(resp: reqwest::Response, progress: &mut Progress) -> anyhow
             _ => {}
         }
     }
+    drop(events);
+    progress.retry = retry.get();
     Ok(())
 }

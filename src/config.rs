@@ -196,6 +196,12 @@ pub struct ServeConfig {
     /// Seconds running runs (and their streams) get to finish after SIGTERM before they are cancelled.
     #[arg(long, env = "WEIR_GRACE_SECS", default_value_t = 30)]
     pub grace_secs: u64,
+    /// Seconds after SIGTERM during which `/readyz` answers 503 but the listener still accepts, so load balancers take the gateway out before connections are refused.
+    #[arg(long, env = "WEIR_DRAIN_DELAY_SECS", default_value_t = 5)]
+    pub drain_delay_secs: u64,
+    /// Seconds over which idle streams (SSE tails, WebSockets) are closed, in small random batches, once the listener closes; each client gets a random reconnect hint over the same window. 0: all at once. Capped at the grace period.
+    #[arg(long, env = "WEIR_DRAIN_SPREAD_SECS", default_value_t = 10)]
+    pub drain_spread_secs: u64,
     /// Log format: `text` or `json`.
     #[arg(long, env = "WEIR_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
@@ -432,8 +438,6 @@ pub struct KeysCreate {
 }
 
 impl ServeConfig {
-    /// Defaults with the given data dir, listening on an ephemeral port: the
-    /// starting point for tests and embedders.
     /// The longest `echo_delay_ms` the echo model honours.
     pub fn max_echo_delay(&self) -> std::time::Duration {
         self.test_only
@@ -441,10 +445,15 @@ impl ServeConfig {
             .unwrap_or(crate::agent::models::MAX_ECHO_DELAY)
     }
 
+    /// Defaults with the given data dir, listening on an ephemeral port: the
+    /// starting point for tests and embedders. Without a drain delay or
+    /// spread (a stopped test gateway stops at once).
     pub fn for_data_dir(data_dir: impl Into<PathBuf>) -> Self {
         let mut cfg = Self::try_parse_from(["serve", "--listen", "127.0.0.1:0"])
             .expect("defaults always parse");
         cfg.data.data_dir = data_dir.into();
+        cfg.drain_delay_secs = 0;
+        cfg.drain_spread_secs = 0;
         cfg
     }
 }

@@ -67,6 +67,8 @@ impl Gateway {
         runtime.set_notifier(webhooks.notifier.clone());
         let audit = crate::audit::AuditLog::new(&cfg.audit);
         let state = AppState {
+            checks: Default::default(),
+            drain: crate::stream::drain::Drain::new(drain_spread(&cfg)),
             config: cfg,
             store,
             bus,
@@ -103,11 +105,14 @@ impl Gateway {
         self.tls.as_ref()
     }
 
-    /// Serves until `shutdown` resolves, then drains: no new connections,
-    /// `/readyz` 503, WebSockets close with 1001 and idle SSE tails end at
-    /// once; running runs (and the streams following them) get the grace
-    /// period to finish with `done`, then are cancelled; pending key usage
-    /// and usage sums are written and this gateway's stream leases are given back.
+    /// Serves until `shutdown` resolves, then drains: `/readyz` 503 at once
+    /// while the listener still accepts for `--drain-delay-secs`; then no
+    /// new connections, and idle streams (WebSockets close with 1001, SSE
+    /// tails end after a `retry:`) are closed in random batches over
+    /// `--drain-spread-secs`; running runs (and the streams following them)
+    /// get the grace period to finish with `done`, then are cancelled;
+    /// pending key usage and usage sums are written and this gateway's
+    /// stream leases are given back.
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -161,11 +166,20 @@ impl Gateway {
         // Our own accept loop (not `axum::serve`) so hyper's per-connection
         // buffers and timeouts can be set; TCP_NODELAY is set there. The
         // router goes in once and each connection clones an `Arc` of it.
+        let delay = Duration::from_secs(state.config.drain_delay_secs);
+        let drain = state.drain.clone();
         let serve = crate::http::serve::serve(listener, app, transport, async move {
             shutdown.await;
-            tracing::info!("shutdown requested: draining");
+            drain.begin();
+            tracing::info!(
+                delay_secs = delay.as_secs(),
+                "shutdown requested: /readyz 503, still accepting"
+            );
+            tokio::time::sleep(delay).await;
+            tracing::info!("draining: the listener closes");
             token.cancel();
         });
+        state.tracker.spawn(close_idle_streams(state.clone()));
         // Running runs keep their streams (and so their connections) open
         // through the grace period; `drain_timer` ends them after it.
         let timer = tokio::spawn(drain_timer(state.clone()));
@@ -199,6 +213,18 @@ impl Gateway {
 const RUN_END_WAIT: Duration = Duration::from_secs(3);
 /// Time after the hard stop before whatever is left is abandoned.
 const LAST_WAIT: Duration = Duration::from_secs(2);
+
+/// The spread of idle-stream closes: `--drain-spread-secs`, within the
+/// grace period.
+fn drain_spread(cfg: &ServeConfig) -> Duration {
+    Duration::from_secs(cfg.drain_spread_secs.min(cfg.grace_secs))
+}
+
+/// Once the listener closes: the idle streams, spread over the window.
+async fn close_idle_streams(state: AppState) {
+    state.shutdown.cancelled().await;
+    state.drain.close_spread(&state.edge.hard_stop).await;
+}
 
 /// From the start of the drain: the grace period, then cancel the runs still
 /// going, then (after [`RUN_END_WAIT`]) end every stream still open.

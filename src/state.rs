@@ -14,8 +14,15 @@ pub struct AppState {
     pub bus: Arc<dyn Bus>,
     pub keys: Arc<KeyCache>,
     pub runtime: Arc<Runtime>,
-    /// Cancelled when the gateway starts to drain; every stream loop watches it.
+    /// Cancelled when the gateway stops accepting connections (after
+    /// `--drain-delay-secs`); background loops watch it. Idle streams end
+    /// through [`Self::drain`] instead.
     pub shutdown: CancellationToken,
+    /// The drain of idle streams, spread over `--drain-spread-secs`.
+    pub drain: Arc<crate::stream::drain::Drain>,
+    /// Channels recently checked against the store (a reconnect burst
+    /// replays from the bus without a store round trip per stream).
+    pub checks: Arc<crate::stream::checks::ChannelChecks>,
     /// Every background task is spawned here so shutdown can wait for them.
     pub tracker: TaskTracker,
     /// Limits at the edge: rate limits, stream caps (src/edge/).

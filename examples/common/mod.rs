@@ -4,6 +4,8 @@
 //! Each example includes this with `mod common;`, so every one of them stays
 //! runnable on its own with `cargo run --example NAME`.
 
+use std::time::Duration;
+
 use anyhow::Context;
 use serde_json::{json, Value};
 
@@ -57,4 +59,27 @@ impl Setup {
             .await?;
         Ok(agent["id"].as_str().context("agent id")?.to_owned())
     }
+}
+
+/// The wait before reconnect `attempt` (1, 2, …): the server's hint when it
+/// gave one (SSE `retry:`, a draining WebSocket's close reason), else "full
+/// jitter": a random wait up to 250 ms doubling to 5 s, so clients that
+/// lost the same gateway do not all come back at the same moment.
+#[allow(dead_code, reason = "only the streaming examples reconnect")]
+pub fn backoff(attempt: u32, hint: Option<Duration>) -> Duration {
+    hint.unwrap_or_else(|| {
+        let cap = (250u64 << attempt.saturating_sub(1).min(5)).min(5000);
+        Duration::from_millis(rand::random_range(0..=cap))
+    })
+}
+
+/// The reconnect hint of a draining gateway's WebSocket close reason
+/// (`draining; retry in 1234 ms`), or of an SSE `retry: 1234` line.
+#[allow(dead_code, reason = "only the streaming examples reconnect")]
+pub fn hint_of(text: &str) -> Option<Duration> {
+    let ms = text
+        .strip_prefix("draining; retry in ")
+        .and_then(|t| t.strip_suffix(" ms"))
+        .or_else(|| text.strip_prefix("retry: "))?;
+    ms.trim().parse().ok().map(Duration::from_millis)
 }

@@ -5,7 +5,9 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::scenario::{bus, connections, edge, fanout, peer, proxy, rest, runs, soak, transport};
+use crate::scenario::{
+    bus, connections, drain, edge, fanout, peer, proxy, rest, runs, soak, transport,
+};
 
 /// Load generator and benchmarks for weir.
 #[derive(Debug, Parser)]
@@ -39,6 +41,8 @@ pub enum Scenario {
     Connections(connections::Opts),
     /// S subscribers, P events/s: publish-to-delivery latency and deliveries/s.
     Fanout(fanout::Opts),
+    /// A rolling restart: followers on A move to B when A drains; reconnect peak, B's p99, store requests.
+    Drain(drain::Opts),
     /// OpenAI streaming through weir vs straight to a fake provider, open-loop.
     Proxy(proxy::Opts),
     /// The proxy scenario against LiteLLM's proxy as well, with the ratio and a plot.

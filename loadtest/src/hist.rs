@@ -106,6 +106,21 @@ impl Hist {
         self.sum += other.sum;
     }
 
+    /// What was recorded after `earlier` (a snapshot of the same
+    /// histogram): counts and sum subtracted; `max` stays the overall one.
+    pub fn since(&self, earlier: &Hist) -> Hist {
+        Hist {
+            counts: self
+                .counts
+                .iter()
+                .zip(&earlier.counts)
+                .map(|(a, b)| a.saturating_sub(*b))
+                .collect(),
+            max: self.max,
+            sum: self.sum.saturating_sub(earlier.sum),
+        }
+    }
+
     pub fn count(&self) -> u64 {
         self.counts.iter().sum()
     }

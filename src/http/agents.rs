@@ -324,6 +324,7 @@ pub async fn delete_agent(
 ) -> Result<StatusCode, ApiError> {
     let gone = state.store.delete_agent(auth.account(), &id).await;
     if gone.is_ok() {
+        state.checks.forget_agent(auth.account(), &id);
         let agent_id = AgentId::from(id);
         let data = serde_json::json!({"agent_id": agent_id});
         let hooks = &state.webhooks.notifier;

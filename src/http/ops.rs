@@ -17,7 +17,7 @@ pub async fn healthz() -> impl IntoResponse {
 #[utoipa::path(get, path = "/readyz", tag = "ops",
     responses((status = 200, description = "ready", body = super::openapi::schemas::Ready), (status = 503, description = "not ready")))]
 pub async fn readyz(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
-    if state.shutdown.is_cancelled() {
+    if state.drain.began() || state.shutdown.is_cancelled() {
         return Err(ApiError::unavailable(
             "draining: the gateway is shutting down",
         ));

@@ -16,8 +16,6 @@ use axum::{
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 
-use tokio_util::sync::CancellationToken;
-
 use super::{
     auth::Auth,
     cursor::Resume,
@@ -30,7 +28,7 @@ use crate::{
     state::AppState,
     stream::{
         feed::{self, Feed},
-        sse::{error_frame, sse_response},
+        sse::{error_frame, sse_response, Stop},
     },
 };
 
@@ -44,7 +42,7 @@ pub async fn stream_agent_events(
     Path(id): Path<String>,
     Resume(after): Resume,
 ) -> Result<Response, ApiError> {
-    let stop = state.shutdown.clone();
+    let stop = state.drain.ticket().into();
     stream_target(
         &state,
         &auth,
@@ -66,7 +64,7 @@ pub async fn stream_agent_logs(
     Path(id): Path<String>,
     Resume(after): Resume,
 ) -> Result<Response, ApiError> {
-    let stop = state.shutdown.clone();
+    let stop = state.drain.ticket().into();
     stream_target(&state, &auth, "logs", Channel::Logs(id.into()), after, stop).await
 }
 
@@ -82,21 +80,21 @@ pub async fn stream_run(
     Path(id): Path<String>,
     Resume(after): Resume,
 ) -> Result<Response, ApiError> {
-    let stop = state.edge.hard_stop.clone();
+    let stop = state.edge.hard_stop.clone().into();
     stream_target(&state, &auth, "chat", Channel::Run(id.into()), after, stop).await
 }
 
 /// What every SSE route does once it knows its channel: checks `scope`,
 /// takes one of the key's stream slots and answers with the target's feed.
 /// The slot is held until the stream ends, which is at the latest when
-/// `stop` fires.
+/// `stop` fires (an idle tail's drain ticket, or the hard stop).
 async fn stream_target(
     state: &AppState,
     auth: &Auth,
     scope: &str,
     channel: Channel,
     after: Option<u64>,
-    stop: CancellationToken,
+    stop: Stop,
 ) -> Result<Response, ApiError> {
     auth.require(scope)?;
     let slot = state.edge.open_stream(&auth.key, StreamKind::Sse).await?;

@@ -175,6 +175,8 @@ pub const CACHE_TTL: Duration = Duration::from_secs(30);
 #[derive(Default)]
 pub struct KeyCache {
     by_id: RwLock<HashMap<String, (Arc<KeyRecord>, Instant)>>,
+    /// One gate per key being read from the store (see [`Self::load`]).
+    loading: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     used: Mutex<HashMap<String, u64>>,
     /// Accounts' token budgets, read again after [`ACCOUNT_TTL`].
     accounts: RwLock<HashMap<String, (AccountLimits, Instant)>>,
@@ -194,25 +196,10 @@ impl KeyCache {
         secret: &str,
     ) -> Result<Result<Arc<KeyRecord>, Refused>, StoreError> {
         let id = key_id_of(secret);
-        let cached = self
-            .by_id
-            .read()
-            .get(&id)
-            .filter(|(_, at)| at.elapsed() < CACHE_TTL)
-            .map(|(r, _)| r.clone());
-        let record = match cached {
-            Some(r) => r,
-            None => match store.get_key(&id).await {
-                Ok(r) => {
-                    let r = Arc::new(r);
-                    self.by_id
-                        .write()
-                        .insert(id.clone(), (r.clone(), Instant::now()));
-                    r
-                }
-                Err(StoreError::NotFound(_)) => return Ok(Err(Refused::Invalid)),
-                Err(e) => return Err(e),
-            },
+        let record = match self.load(store, &id).await {
+            Ok(r) => r,
+            Err(StoreError::NotFound(_)) => return Ok(Err(Refused::Invalid)),
+            Err(e) => return Err(e),
         };
         let now = crate::util::unix_now();
         if record.revoked_at.is_some() || !verify(secret, &record, now) {
@@ -232,6 +219,49 @@ impl KeyCache {
             }
         }
         Ok(Ok(record))
+    }
+
+    /// The cached record of `id`, if still fresh ([`CACHE_TTL`]).
+    fn cached(&self, id: &str) -> Option<Arc<KeyRecord>> {
+        self.by_id
+            .read()
+            .get(id)
+            .filter(|(_, at)| at.elapsed() < CACHE_TTL)
+            .map(|(r, _)| r.clone())
+    }
+
+    /// The record of `id`: cached, or read once from the store however many
+    /// connections ask at the same moment. Concurrent lookups of one key
+    /// queue on that key's gate; the first reads the store, the others then
+    /// find its result in the cache (a reconnect burst after another
+    /// gateway's drain costs one store read per key, not one per connection).
+    async fn load(&self, store: &dyn Store, id: &str) -> Result<Arc<KeyRecord>, StoreError> {
+        if let Some(r) = self.cached(id) {
+            return Ok(r);
+        }
+        let gate = self
+            .loading
+            .lock()
+            .entry(id.to_owned())
+            .or_default()
+            .clone();
+        let turn = gate.lock().await;
+        let loaded = match self.cached(id) {
+            Some(r) => Ok(r),
+            None => store.get_key(id).await.map(|r| {
+                let r = Arc::new(r);
+                let mut by_id = self.by_id.write();
+                by_id.insert(id.to_owned(), (r.clone(), Instant::now()));
+                r
+            }),
+        };
+        drop(turn);
+        // The last one through removes the gate (the map holds one count).
+        let mut loading = self.loading.lock();
+        if Arc::strong_count(&gate) == 2 {
+            loading.remove(id);
+        }
+        loaded
     }
 
     /// The token budgets of `account` (cached for [`ACCOUNT_TTL`]). When

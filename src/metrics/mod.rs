@@ -128,6 +128,10 @@ fn describe() {
         "weir_bus_up",
         "1 if the bus answered its last check, else 0, by backend (memory, redis)."
     );
+    describe_counter!(
+        "weir_store_requests_total",
+        "Requests this gateway sent to `weir store` (--store-url), by store method."
+    );
     describe_gauge!(
         "weir_store_up",
         "1 if the store answered its last check, else 0."
@@ -229,6 +233,12 @@ pub fn lagged_close(kind: Conn) {
         Conn::Sse => h.lagged_sse.increment(1),
         Conn::Ws => h.lagged_ws.increment(1),
     }
+}
+
+/// One request sent to a remote store (`method`: the store method, a
+/// fixed set of names).
+pub fn store_request(method: &str) {
+    ::metrics::counter!("weir_store_requests_total", "method" => method.to_owned()).increment(1);
 }
 
 /// An agent run ended with `status` (`completed`, `cancelled`, `failed`)

@@ -63,6 +63,7 @@ impl RemoteStore {
     async fn call<T: DeserializeOwned>(&self, req: R) -> StoreResult<T> {
         let body = serde_json::to_vec(&req)
             .map_err(|e| StoreError::Invalid(format!("cannot encode store request: {e}")))?;
+        crate::metrics::store_request(method_of(&body));
         let mut builder = self
             .client
             .post(self.rpc_url.clone())
@@ -87,6 +88,13 @@ impl RemoteStore {
             ))),
         }
     }
+}
+
+/// The method name of an encoded request: `{"method":"get_key",…}`.
+fn method_of(body: &[u8]) -> &str {
+    let rest = body.strip_prefix(br#"{"method":""#).unwrap_or_default();
+    let end = rest.iter().position(|&b| b == b'"').unwrap_or(0);
+    std::str::from_utf8(&rest[..end]).unwrap_or_default()
 }
 
 /// A request that never got an answer (refused, timed out, reset).

@@ -122,21 +122,11 @@ pub async fn open(
 ) -> Result<Feed, OpenError> {
     match channel {
         Channel::Agent(id) | Channel::Logs(id) => {
+            let check = check_channel(state, account, id.as_str(), channel, after.is_some());
             state
-                .store
-                .get_agent(account, id.as_str())
-                .await
-                .map_err(|e| match e {
-                    StoreError::NotFound(what) => OpenError::AgentNotFound(what),
-                    other => other.into(),
-                })?;
-            if after.is_some() {
-                // After a restart the bus starts from zero; raising it to what
-                // the store holds makes an old cursor expire instead of
-                // silently skipping the events the bus never saw.
-                let floor = stored_floor(state.store.as_ref(), account, channel).await?;
-                state.bus.seed_seq(channel, floor).await?;
-            }
+                .checks
+                .ensure(account, channel, after.is_some(), check)
+                .await?;
             Ok(channel_feed(state.bus.subscribe(channel, after).await?))
         }
         Channel::Run(id) => {
@@ -146,6 +136,34 @@ pub async fn open(
             Ok(run_feed(state.clone(), account.to_owned(), run, after))
         }
     }
+}
+
+/// What opening an agent's channel asks the store (remembered by
+/// [`super::checks`]): the agent is the caller's, and with a cursor
+/// (`seed`) the bus counter is raised to what the store holds.
+async fn check_channel(
+    state: &AppState,
+    account: &str,
+    agent: &str,
+    channel: &Channel,
+    seed: bool,
+) -> Result<(), OpenError> {
+    state
+        .store
+        .get_agent(account, agent)
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound(what) => OpenError::AgentNotFound(what),
+            other => other.into(),
+        })?;
+    if seed {
+        // After a restart the bus starts from zero; raising it to what
+        // the store holds makes an old cursor expire instead of
+        // silently skipping the events the bus never saw.
+        let floor = stored_floor(state.store.as_ref(), account, channel).await?;
+        state.bus.seed_seq(channel, floor).await?;
+    }
+    Ok(())
 }
 
 /// A bus subscription as a feed.

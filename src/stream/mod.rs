@@ -8,7 +8,11 @@
 //!   checked against the caller's account; shared by SSE and WebSocket.
 //! - [`sse`]: SSE framing and the streaming response (pings, drain).
 //! - [`ws`]: the WebSocket protocol core and outbound queue.
+//! - [`checks`]: the store checks of opening a channel, remembered briefly.
+//! - [`drain`]: idle streams closed spread over a window when the gateway drains.
 
+pub mod checks;
+pub mod drain;
 pub mod feed;
 pub mod sse;
 pub mod ws;

@@ -4,7 +4,9 @@
 //! plain byte stream: no per-subscriber serialisation. A `: ping` comment is
 //! sent as the first bytes (so proxies and EventSource see the stream open at
 //! once) and again whenever the stream has been quiet for `ping`. The stream
-//! ends when the source ends or the gateway starts draining.
+//! ends when the source ends or its [`Stop`] fires: an idle tail's drain
+//! ticket (after a `retry:` line with the ticket's reconnect hint), or the
+//! hard stop for the streams of running runs.
 
 use std::time::Duration;
 
@@ -17,17 +19,59 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use tokio_util::sync::CancellationToken;
 
+use super::drain::Ticket;
 use crate::domain::ErrorCode;
 
 /// The SSE comment sent as keep-alive.
 pub const PING: &[u8] = b": ping\n\n";
 
+/// What ends a stream early.
+pub enum Stop {
+    /// This token (the hard stop: streams of running runs).
+    Token(CancellationToken),
+    /// The stream's turn in the drain of idle streams; its reconnect hint
+    /// goes out as `retry:` first. Held (registered) while the stream lives.
+    Drain(Ticket),
+}
+
+impl From<CancellationToken> for Stop {
+    fn from(token: CancellationToken) -> Self {
+        Self::Token(token)
+    }
+}
+
+impl From<Ticket> for Stop {
+    fn from(ticket: Ticket) -> Self {
+        Self::Drain(ticket)
+    }
+}
+
+impl Stop {
+    fn token(&self) -> &CancellationToken {
+        match self {
+            Self::Token(t) => t,
+            Self::Drain(t) => &t.token,
+        }
+    }
+
+    /// The `retry:` line sent before the stream ends, if any.
+    fn last_words(&self) -> Option<Bytes> {
+        match self {
+            Self::Drain(Ticket {
+                retry: Some(retry), ..
+            }) => Some(format!("retry: {}\n\n", retry.as_millis()).into()),
+            _ => None,
+        }
+    }
+}
+
 /// Wraps `frames` (complete SSE frames) into a streaming response with
 /// keep-alive pings and the headers protocol/sse.md requires.
-pub fn sse_response<S>(frames: S, ping: Duration, shutdown: CancellationToken) -> Response
+pub fn sse_response<S>(frames: S, ping: Duration, stop: impl Into<Stop>) -> Response
 where
     S: Stream<Item = Bytes> + Send + 'static,
 {
+    let stop = stop.into();
     let body = async_stream::stream! {
         // Counted open until the body is dropped (sent out, or client gone).
         let _open = crate::metrics::ConnGuard::open(crate::metrics::Conn::Sse);
@@ -38,7 +82,12 @@ where
         loop {
             tokio::select! {
                 biased;
-                _ = shutdown.cancelled() => break,
+                _ = stop.token().cancelled() => {
+                    if let Some(words) = stop.last_words() {
+                        yield Ok(words);
+                    }
+                    break;
+                }
                 next = frames.next() => match next {
                     Some(frame) => {
                         tick.reset();

@@ -1,11 +1,13 @@
 //! Cluster mode over real processes: two `weir serve` gateways sharing one
 //! `weir store` and one private redis-server behave as one gateway (fan-out,
 //! resume, revocation, agent stop), survive a Redis outage, and report
-//! history expiry, and runs executed by `weir worker` processes. See
+//! history expiry, and runs executed by `weir worker` processes; a rolling
+//! restart moves every follower from one gateway to the other. See
 //! `common::Cluster` for how a cluster is started.
 
 mod fanout;
 mod outage;
+mod rolling;
 mod script;
 mod workers;
 

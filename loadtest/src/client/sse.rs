@@ -123,6 +123,21 @@ impl SseConn {
         }
     }
 
+    /// The next complete frame (ping comments included), or why the
+    /// stream ended ([`SseError::Ended`] when the server ended it).
+    pub async fn next_frame(&mut self) -> Result<BytesMut, SseError> {
+        loop {
+            self.dechunk()?;
+            if let Some(at) = find(&self.body, b"\n\n") {
+                return Ok(self.body.split_to(at + 2));
+            }
+            self.raw.reserve(2048);
+            if self.stream.read_buf(&mut self.raw).await? == 0 {
+                return Err(SseError::Ended);
+            }
+        }
+    }
+
     /// Moves complete chunk data from `raw` into `body`.
     fn dechunk(&mut self) -> Result<(), SseError> {
         loop {

@@ -11,6 +11,7 @@
 
 mod compare;
 pub mod doc;
+mod drain;
 mod ratio;
 mod requests;
 mod streams;
@@ -33,7 +34,7 @@ pub enum RenderError {
     Missing { file: String, pointer: String },
     #[error("{0}: expected a non-empty array of reports")]
     Shape(String),
-    #[error("unknown kind `{0}` (connections, fanout, proxy, proxy-repeat, peer, runs, soak, rest, bus, edge, transport, compare)")]
+    #[error("unknown kind `{0}` (connections, fanout, drain, proxy, proxy-repeat, peer, runs, soak, rest, bus, edge, transport, compare)")]
     Kind(String),
 }
 
@@ -111,6 +112,7 @@ pub fn render(root: &Path, kind: &str, files: &[&str]) -> Result<String, RenderE
     let body = match kind {
         "connections" => streams::connections(&r)?,
         "fanout" => streams::fanout(&r)?,
+        "drain" => drain::drain(&r)?,
         "soak" => streams::soak(&r)?,
         "bus" => streams::bus(&r)?,
         "proxy" => requests::proxy(&r)?,

@@ -4,8 +4,10 @@
 
 pub mod bus;
 pub mod connections;
+pub mod drain;
 pub mod edge;
 pub mod fanout;
+pub mod follow;
 pub mod nginx;
 pub mod peer;
 pub mod proxy;

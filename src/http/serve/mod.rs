@@ -82,9 +82,11 @@
 //! one still waiting for its first head, closes; one with a response in
 //! flight finishes it first) and the returned future resolves when all of
 //! them are closed. Direct-path streams are counted alike; their SSE bodies
-//! end on the gateway's shutdown token by themselves, and the connection
-//! then closes. Upgraded WebSockets leave hyper at the upgrade and are
-//! ended by the gateway's own shutdown token. An HTTP/2 connection sends
+//! end by themselves (an idle tail in its turn of the spread drain,
+//! `stream::drain`; a run's stream at its `done`), and the connection then
+//! closes. Upgraded WebSockets leave hyper at the upgrade and are closed by
+//! their own turn in the drain. `signal` resolves after the drain delay
+//! (`/readyz` is 503 already): until then connections are still accepted. An HTTP/2 connection sends
 //! GOAWAY and finishes the streams in flight ([`h2`]); a TLS handshake in
 //! progress is abandoned.
 

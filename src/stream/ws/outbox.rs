@@ -211,8 +211,9 @@ fn remember(list: &mut VecDeque<RunId>, run_id: &RunId) {
 /// Why a socket is closing; decides its last frames.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CloseReason {
-    /// The gateway is draining: close 1001.
-    Shutdown,
+    /// The gateway is draining (this socket's turn came): close 1001 with
+    /// a reason that says so and carries the reconnect hint, if any.
+    Shutdown { retry: Option<std::time::Duration> },
     /// Nothing received for the idle timeout: close 1000.
     Idle,
     /// The outbound queue overflowed (or the bus dropped events for it):
@@ -331,7 +332,7 @@ mod tests {
     fn the_first_close_reason_wins() {
         let c = Closer::default();
         c.close(CloseReason::Idle);
-        c.close(CloseReason::Shutdown);
+        c.close(CloseReason::Shutdown { retry: None });
         assert!(c.token.is_cancelled());
         assert_eq!(c.reason(), Some(CloseReason::Idle));
     }

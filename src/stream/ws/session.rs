@@ -62,9 +62,11 @@ pub async fn serve<Tx, Rx, E>(
         closer: closer.clone(),
         forwarders: HashMap::new(),
     };
+    // An idle stream: its turn in the drain closes it (stream/drain.rs).
+    let ticket = state.drain.ticket();
     let drain = async {
         tokio::select! {
-            _ = state.shutdown.cancelled() => closer.close(CloseReason::Shutdown),
+            _ = ticket.token.cancelled() => closer.close(CloseReason::Shutdown { retry: ticket.retry }),
             _ = closer.token.cancelled() => {}
         }
     };

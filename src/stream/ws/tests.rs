@@ -43,6 +43,8 @@ pub(super) async fn test_state(history_len: usize) -> (AppState, tempfile::TempD
         keys: Arc::new(KeyCache::default()),
         runtime: Arc::new(runtime),
         shutdown,
+        checks: Default::default(),
+        drain: crate::stream::drain::Drain::new(std::time::Duration::ZERO),
         tracker,
         edge: Arc::new(crate::edge::Edge::new(&config_edge, None, "weir:").expect("edge")),
         audit,
@@ -425,8 +427,10 @@ async fn draining_gateway_closes_with_1001() {
     c.send(json!({"type": "ping"})).await;
     assert_eq!(c.json().await["type"], "pong");
     state.shutdown.cancel();
+    // The socket's turn in the drain of idle streams (no spread here).
+    state.drain.close_spread(&state.edge.hard_stop).await;
     match c.frame().await {
-        Message::Close(Some(f)) => assert_eq!(f.code, 1001),
+        Message::Close(Some(f)) => assert_eq!((f.code, f.reason.as_str()), (1001, "draining")),
         other => panic!("unexpected {other:?}"),
     }
 }

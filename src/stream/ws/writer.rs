@@ -82,14 +82,14 @@ where
 }
 
 fn closing_frames(reason: Option<CloseReason>, delivered: &HashMap<Arc<str>, u64>) -> Vec<Message> {
-    let close = |code: u16, reason: &'static str| {
+    let close = |code: u16, reason: &str| {
         Message::Close(Some(CloseFrame {
             code,
             reason: reason.into(),
         }))
     };
     match reason {
-        Some(CloseReason::Shutdown) => vec![close(1001, "server shutting down")],
+        Some(CloseReason::Shutdown { retry }) => vec![close(1001, &drain_reason(retry))],
         Some(CloseReason::Idle) => vec![close(1000, "idle timeout")],
         Some(CloseReason::TooBig) => vec![close(1009, "message too big")],
         Some(CloseReason::Lagged { channel }) => {
@@ -105,5 +105,15 @@ fn closing_frames(reason: Option<CloseReason>, delivered: &HashMap<Arc<str>, u64
             ]
         }
         Some(CloseReason::ClientClosed | CloseReason::Gone) | None => Vec::new(),
+    }
+}
+
+/// The close reason of a draining gateway: `draining` and, with a spread,
+/// when to come back (`draining; retry in 2345 ms`), which clients parse
+/// like an SSE `retry:`.
+pub fn drain_reason(retry: Option<std::time::Duration>) -> String {
+    match retry {
+        Some(r) => format!("draining; retry in {} ms", r.as_millis()),
+        None => "draining".to_owned(),
     }
 }

@@ -73,15 +73,18 @@ export async function tail(path, n) {
 }
 
 // Reads a text/event-stream body, calling onFrame({event, id, data}) per
-// event. Resolves when the server ends the stream, rejects when the
-// connection breaks. Lines end with \n (a trailing \r is dropped).
+// event. Resolves when the server ends the stream, with the last `retry:`
+// it sent (ms; null if none: a draining gateway sends one, randomised, so
+// its clients come back spread out); rejects when the connection breaks.
+// Lines end with \n (a trailing \r is dropped).
 export async function readSse(body, onFrame) {
   const reader = body.pipeThrough(new TextDecoderStream()).getReader();
   let buf = '';
+  let retry = null;
   let frame = { event: '', id: null, data: [] };
   for (;;) {
     const { value, done } = await reader.read();
-    if (done) return;
+    if (done) return retry;
     buf += value;
     let nl;
     while ((nl = buf.indexOf('\n')) >= 0) {
@@ -103,11 +106,17 @@ export async function readSse(body, onFrame) {
       if (field === 'data') frame.data.push(val);
       else if (field === 'event') frame.event = val;
       else if (field === 'id') frame.id = val;
+      else if (field === 'retry' && /^\d+$/.test(val)) retry = Number(val);
     }
   }
 }
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-// Exponential backoff for reconnects: 250 ms doubling to 5 s.
-export const backoff = (attempt) => Math.min(250 * 2 ** Math.max(0, attempt - 1), 5000);
+// The wait before a reconnect: the server's hint when it gave one (SSE
+// `retry:`, a draining WebSocket's close reason), else "full jitter": a
+// random wait up to 250 ms doubling to 5 s, so clients that lost the same
+// gateway do not all come back at the same moment.
+export const backoff = (attempt, hintMs = null) => (hintMs != null
+  ? hintMs
+  : Math.random() * Math.min(250 * 2 ** Math.max(0, attempt - 1), 5000));

@@ -191,11 +191,13 @@ function onFrame(turn, frame) {
 // run's stream whenever the connection drops before `done`.
 export async function streamRun(turn, resp, hooks = {}) {
   let attempt = 0;
+  let hint = null;
   for (;;) {
     let ended = null;
+    hint = null;
     if (resp) {
       try {
-        await readSse(resp.body, (f) => { ended = onFrame(turn, f) || ended; if (turn.done) hooks.onDone?.(); });
+        hint = await readSse(resp.body, (f) => { ended = onFrame(turn, f) || ended; if (turn.done) hooks.onDone?.(); });
         attempt = 0;
       } catch { /* the connection broke: resume below */ }
       resp = null;
@@ -207,7 +209,7 @@ export async function streamRun(turn, resp, hooks = {}) {
     if (attempt > 40) { turn.fail('gave up reconnecting'); return; }
     turn.setState('reconnecting');
     hooks.onReconnecting?.();
-    await sleep(backoff(attempt));
+    await sleep(backoff(attempt, hint));
     try {
       const r = await api(`/v1/runs/${encodeURIComponent(turn.runId)}/stream`, {
         headers: { Accept: 'text/event-stream', 'Last-Event-ID': String(turn.lastSeq) },

@@ -1,7 +1,9 @@
 // The live log pane: the last lines from GET /v1/agents/{id}/logs, then an
 // EventSource on /logs/stream?api_key=…&after=<last seq>. On a broken
 // connection, or the server's final `event: error` frame (`lagged`), it
-// reconnects with ?after= the last seq shown; lines are deduplicated by seq.
+// reconnects with ?after= the last seq shown (jittered backoff); a stream
+// the server ends (a draining gateway, after its randomised `retry:`) is
+// resumed by EventSource itself; lines are deduplicated by seq.
 
 import { base, session, tail, backoff } from './api.js';
 
@@ -39,6 +41,15 @@ export class LogTail {
     });
     es.addEventListener('error', (e) => {
       if (this.es !== es) return;
+      if (!e.data && es.readyState === EventSource.CONNECTING) {
+        // The server ended the stream (a draining gateway first sends a
+        // randomised `retry:`): EventSource comes back by itself after
+        // that delay, with Last-Event-ID (which wins over ?after=).
+        this.reconnects += 1;
+        this.list.dataset.reconnects = String(this.reconnects);
+        this.onStatus('reconnecting');
+        return;
+      }
       es.close();
       if (e.data) {
         let code = '';

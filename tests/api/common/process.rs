@@ -203,6 +203,10 @@ impl ProcessBuilder {
             .args(&self.args)
             .env_remove("WEIR_CONFIG")
             .env("WEIR_BOOTSTRAP_KEY", BOOTSTRAP_KEY)
+            // Today's instant drain unless a test asks for the spread one
+            // (flags beat the environment).
+            .env("WEIR_DRAIN_DELAY_SECS", "0")
+            .env("WEIR_DRAIN_SPREAD_SECS", "0")
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         if std::env::var_os("TEST_LOG").is_none() {

@@ -1,0 +1,326 @@
+//! `drain`: a rolling restart under load (issue 21). Two gateways on one
+//! Redis and one `weir store`; F followers (half SSE, half WebSocket) of one
+//! agent on A, and a baseline crowd on B; echo runs publish through B the
+//! whole time. A gets SIGTERM; its followers come back on B with the
+//! server's hints ([`follow`]). Reported per mode (spreading on, off): the
+//! spread of A's closes, the peak reconnects per second on B, B's delivery
+//! p99 (its baseline crowd) before and during the drain, the store requests
+//! B made during the burst, and gaps or repeats seen by any follower.
+
+use std::{
+    collections::BTreeMap,
+    sync::{atomic::Ordering::Relaxed, Arc},
+    time::{Duration, Instant},
+};
+
+use serde_json::{json, Value};
+use tokio::{sync::Semaphore, task::JoinSet};
+
+use super::{
+    create_agent,
+    follow::{follow, Flock},
+    publish::Publisher,
+    Crowd,
+};
+use crate::{
+    client::Kind,
+    gateway::{self, Data, Gateway, Launch},
+    hist::Hist,
+    report::{ms, thousands, Report, Table},
+    sys,
+};
+
+/// Options of the `drain` scenario.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Opts {
+    /// Followers on gateway A, moved to B by the drain.
+    #[arg(long, default_value_t = 9_000)]
+    pub followers: usize,
+    /// Share of WebSockets among them, in percent.
+    #[arg(long, default_value_t = 50)]
+    pub ws_percent: u32,
+    /// Subscribers on B the whole time (its delivery latency is measured).
+    #[arg(long, default_value_t = 500)]
+    pub baseline: usize,
+    /// Events offered per second (echo runs through B).
+    #[arg(long, default_value_t = 100.0)]
+    pub rate: f64,
+    /// `--drain-spread-secs` of A with spreading on.
+    #[arg(long, default_value_t = 10)]
+    pub spread_secs: u64,
+    /// `--drain-delay-secs` of A.
+    #[arg(long, default_value_t = 2)]
+    pub delay_secs: u64,
+    /// Seconds measured before the signal.
+    #[arg(long, default_value_t = 5)]
+    pub before_secs: u64,
+    /// Modes: spread (A's spread and hints), instant (spread 0: no hints).
+    #[arg(long, value_delimiter = ',', default_value = "spread,instant")]
+    pub modes: Vec<String>,
+    /// Handshakes in flight at once.
+    #[arg(long, default_value_t = 256)]
+    pub concurrency: usize,
+}
+
+/// Words per published run (a run publishes about words + 7 events).
+const WORDS: usize = 20;
+
+pub async fn run(launch: &Launch, extra: &[String], o: &Opts) -> anyhow::Result<Report> {
+    let mut report = Report::new("drain");
+    anyhow::ensure!(
+        matches!(launch, Launch::Binary(_)),
+        "the drain scenario signals a gateway process: run it with a weir binary"
+    );
+    sys::raise_nofile((o.followers + o.baseline) as u64 * 3 + 4096)?;
+    let mut rows = Vec::new();
+    for mode in &o.modes {
+        match mode_run(launch, extra, o, mode).await {
+            Ok(Some(row)) => rows.push(row),
+            Ok(None) => report.check(format!("{mode}: skipped (no redis-server)"), true),
+            Err(e) => report.check(format!("{mode}: {e:#}"), false),
+        }
+    }
+    let mut t = Table::new(
+        format!(
+            "{} followers on A ({} % WebSocket), {} on B, {} events/s offered",
+            thousands(o.followers as f64),
+            o.ws_percent,
+            o.baseline,
+            o.rate
+        ),
+        &[
+            "mode",
+            "back on B",
+            "A's closes p5..p95",
+            "peak reconnects/s on B",
+            "B p99 before",
+            "B p99 during",
+            "B store reads for reconnects (key / floor)",
+            "all B store requests",
+            "gaps / repeats",
+        ],
+    );
+    for r in &rows {
+        t.row(vec![
+            r["mode"].as_str().unwrap_or("").to_owned(),
+            format!("{} of {}", r["back"], r["followers"]),
+            format!("{:.2} s", r["closes_p5_p95_s"].as_f64().unwrap_or(0.0)),
+            thousands(r["reconnect_peak_per_s"].as_f64().unwrap_or(0.0)),
+            ms(r["before"]["p99_ms"].as_f64().unwrap_or(0.0)),
+            ms(r["during"]["p99_ms"].as_f64().unwrap_or(0.0)),
+            format!("{} / {}", r["get_key"], r["floor_checks"]),
+            r["store_requests"].to_string(),
+            format!("{} / {}", r["gaps"], r["repeats"]),
+        ]);
+        let mode = r["mode"].as_str().unwrap_or("");
+        report.check(
+            format!("{mode}: every follower back on B, none failed"),
+            r["back"] == r["followers"] && r["errors"] == 0,
+        );
+        report.check(
+            format!("{mode}: no gap and no repeat"),
+            r["gaps"] == 0 && r["repeats"] == 0,
+        );
+        if mode == "spread" {
+            let ratio = r["p99_ratio"].as_f64().unwrap_or(f64::INFINITY);
+            report.check("target: spread: B's p99 during <= 2x before", ratio <= 2.0);
+        }
+        report.check(
+            format!("target: {mode}: at most one key lookup per distinct key"),
+            r["get_key"].as_u64().unwrap_or(u64::MAX) <= r["keys_in_use"].as_u64().unwrap_or(0),
+        );
+    }
+    report.tables.push(t);
+    report.data = json!({"options": format!("{o:?}"), "modes": rows});
+    Ok(report.finish())
+}
+
+/// One mode: fresh Redis, store and gateways.
+async fn mode_run(
+    launch: &Launch,
+    extra: &[String],
+    o: &Opts,
+    mode: &str,
+) -> anyhow::Result<Option<Value>> {
+    let spread = match mode {
+        "spread" => o.spread_secs,
+        "instant" => 0,
+        other => anyhow::bail!("unknown mode `{other}` (spread, instant)"),
+    };
+    let Some(redis) = gateway::redis_for(launch).await? else {
+        return Ok(None);
+    };
+    let store = gateway::start_store(launch, None).await?;
+    let data = Data::Remote(store.url.clone());
+    let mut args = extra.to_vec();
+    args.extend([
+        "--redis".to_owned(),
+        redis.url.clone(),
+        format!("--drain-delay-secs={}", o.delay_secs),
+        format!("--drain-spread-secs={spread}"),
+        format!("--grace-secs={}", spread + 10),
+    ]);
+    // A only queues runs: every run executes on B, which stays up.
+    let mut a_args = args.clone();
+    a_args.push("--workers=0".to_owned());
+    let a = gateway::start(launch, &data, &a_args).await?;
+    let b = gateway::start(launch, &data, &args).await?;
+    let agent = create_agent(&b, 5).await?;
+    let calibrated = Publisher::calibrate(&b.url, &b.key, &agent, WORDS).await?;
+    let crowd = Crowd::open(
+        b.addr,
+        &b.key,
+        &agent,
+        o.baseline,
+        o.ws_percent,
+        o.concurrency,
+        o.followers,
+    )
+    .await;
+    let flock = Flock::new(agent, a.key.clone(), a.addr, b.addr);
+    let tasks = open_followers(&flock, o).await;
+    let window = Duration::from_secs(o.before_secs + o.delay_secs + 2 * spread + 30);
+    let publisher = calibrated.start(o.rate, window);
+    tokio::time::sleep(Duration::from_secs(o.before_secs)).await;
+    let before = crowd.stats.latency.snapshot();
+    let requests0 = store_requests(&b).await?;
+    *flock.signalled.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+    // SAFETY: kill(2) on the gateway process this tool started.
+    #[allow(unsafe_code, reason = "signals a process we started")]
+    unsafe {
+        libc::kill(a.pid as libc::pid_t, libc::SIGTERM);
+    }
+    let limit = Duration::from_secs(o.delay_secs + 2 * spread + 20);
+    let opened = flock.opened.load(Relaxed);
+    super::wait_for(limit, || flock.back.load(Relaxed) >= opened).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let during = crowd.stats.latency.snapshot().since(&before);
+    let requests1 = store_requests(&b).await?;
+    let publisher_json = publisher.json();
+    publisher.stop().await;
+    flock.stop.cancel();
+    let mut tasks = tasks;
+    while tasks.join_next().await.is_some() {}
+    crowd.close().await;
+    let mut row = outcome(mode, spread, o, &flock, &before, &during);
+    // The reconnects' own reads: the key (`get_key`) and the channel's
+    // floor (`last_event_seq`); the runs the publisher starts through B
+    // make the rest (`get_agent`, `append_events`, …).
+    let made = delta(&requests0, &requests1);
+    row["get_key"] = made["get_key"].as_u64().unwrap_or(0).into();
+    // The followers' key (new to B) and B's own (the publisher's and the
+    // baseline's, whose cache entry may age out during the window).
+    row["keys_in_use"] = 2.into();
+    row["floor_checks"] = made["last_event_seq"].as_u64().unwrap_or(0).into();
+    row["store_requests"] = made
+        .as_object()
+        .map_or(0, |m| m.values().filter_map(Value::as_u64).sum::<u64>())
+        .into();
+    row["store_by_method"] = made;
+    row["publisher"] = publisher_json;
+    drop((a, b, store, redis));
+    Ok(Some(row))
+}
+
+/// Opens every follower on A, `concurrency` handshakes at a time.
+async fn open_followers(flock: &Arc<Flock>, o: &Opts) -> JoinSet<()> {
+    let gate = Arc::new(Semaphore::new(o.concurrency.max(1)));
+    let mut tasks = JoinSet::new();
+    for i in 0..o.followers {
+        let kind = Kind::of(i, o.ws_percent);
+        let f = flock.clone();
+        let Ok(permit) = gate.clone().acquire_owned().await else {
+            break;
+        };
+        tasks.spawn(follow(i, kind, f, permit));
+    }
+    let _all = gate.acquire_many(o.concurrency.max(1) as u32).await;
+    tasks
+}
+
+/// The figures of one mode.
+fn outcome(mode: &str, spread: u64, o: &Opts, f: &Flock, before: &Hist, during: &Hist) -> Value {
+    let mut closes = f.closes.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    closes.sort_by(f64::total_cmp);
+    let pick = |q: f64| {
+        closes
+            .get(((closes.len() as f64 - 1.0) * q) as usize)
+            .copied()
+    };
+    let returns = f.returns.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let p99_before = before.quantile_ms(0.99);
+    let p99_during = during.quantile_ms(0.99);
+    json!({
+        "mode": mode, "spread_secs": spread, "delay_secs": o.delay_secs,
+        "followers": f.opened.load(Relaxed), "back": f.back.load(Relaxed),
+        "gaps": f.gaps.load(Relaxed), "repeats": f.repeats.load(Relaxed),
+        "errors": f.errors.errors.load(Relaxed), "first_error": f.errors.first_error(),
+        "closes_first_s": pick(0.0), "closes_last_s": pick(1.0),
+        "closes_p5_p95_s": pick(0.95).zip(pick(0.05)).map(|(a, b)| a - b),
+        "reconnect_peak_per_s": peak_per_s(&returns),
+        "deliveries_on_b": f.on_b.deliveries.load(Relaxed),
+        "before": before.summary(), "during": during.summary(),
+        "p99_ratio": p99_during / p99_before.max(0.001),
+    })
+}
+
+/// The most reconnects in any one-second window (100 ms steps).
+fn peak_per_s(times: &[f64]) -> u64 {
+    let mut slots = std::collections::BTreeMap::<i64, u64>::new();
+    for t in times {
+        *slots.entry((t * 10.0).floor() as i64).or_default() += 1;
+    }
+    let Some((&first, _)) = slots.first_key_value() else {
+        return 0;
+    };
+    let last = *slots.last_key_value().map_or(&first, |(k, _)| k);
+    (first..=last)
+        .map(|s| {
+            (s..s + 10)
+                .map(|k| slots.get(&k).copied().unwrap_or(0))
+                .sum()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// B's `weir_store_requests_total`, by store method.
+async fn store_requests(gw: &Gateway) -> anyhow::Result<BTreeMap<String, u64>> {
+    let text = reqwest::get(format!("{}/metrics", gw.url))
+        .await?
+        .text()
+        .await?;
+    let mut by = BTreeMap::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix(r#"weir_store_requests_total{method=""#) else {
+            continue;
+        };
+        let (method, n) = rest.split_once('"').unwrap_or_default();
+        let n = n
+            .rsplit(' ')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        by.insert(method.to_owned(), n);
+    }
+    Ok(by)
+}
+
+/// The requests made between two readings of [`store_requests`].
+fn delta(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>) -> Value {
+    let by: serde_json::Map<String, Value> = after
+        .iter()
+        .map(|(m, n)| (m.clone(), (n - before.get(m).copied().unwrap_or(0)).into()))
+        .collect();
+    Value::Object(by)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_peak_is_the_busiest_second() {
+        let times = [0.0, 0.05, 0.5, 0.95, 1.2, 3.0];
+        assert_eq!(super::peak_per_s(&times), 4);
+        assert_eq!(super::peak_per_s(&[]), 0);
+    }
+}
