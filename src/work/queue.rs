@@ -212,10 +212,23 @@ impl RunQueue {
             .await?;
         let owned: std::collections::HashSet<&str> =
             mine.ids.iter().map(|p| p.id.as_str()).collect();
-        let (keep, lost): (Vec<String>, Vec<String>) = ids
+        let (keep, mut lost): (Vec<String>, Vec<String>) = ids
             .iter()
             .cloned()
             .partition(|id| owned.contains(id.as_str()));
+        // Not mine may mean nobody's: Redis lost the entry (a restart
+        // without persistence, a failover to a replica that never had it).
+        // Then no other worker took the run over, and this one goes on.
+        let mut orphans = Vec::new();
+        for id in &lost {
+            let anyone: StreamPendingCountReply = self
+                .call("XPENDING", c.xpending_count(&self.stream, GROUP, id, id, 1))
+                .await?;
+            if anyone.ids.is_empty() {
+                orphans.push(id.clone());
+            }
+        }
+        lost.retain(|id| !orphans.contains(id));
         if !keep.is_empty() {
             let opts = StreamClaimOptions::default().with_justid();
             let _: redis::Value = self

@@ -19,6 +19,7 @@
 //! link to come back and catch up.
 
 mod link;
+mod numbering;
 mod registry;
 mod scripts;
 
@@ -37,6 +38,7 @@ use tokio::sync::broadcast;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use self::{
+    numbering::Numbering,
     registry::Registry,
     scripts::{Entry, ReadReply, Scripts},
 };
@@ -45,6 +47,11 @@ use crate::{
     config::ServeConfig,
     domain::{AgentEvent, Channel},
 };
+
+/// How long a publish is retried through a Redis outage or failover by
+/// default: a Sentinel promotion takes a few seconds, and a run should ride
+/// it out rather than fail (the run's `error`/`done` wait as long).
+pub const PUBLISH_PATIENCE: Duration = Duration::from_secs(20);
 
 /// A Redis setting that cannot be used: a start-up error, named as the
 /// operator wrote it. (Redis being down is not one: connections open lazily.)
@@ -80,6 +87,9 @@ pub struct RedisBusConfig {
     pub buffer: usize,
     /// PEM file of the CA to trust for `rediss://` instead of the web roots.
     pub ca_file: Option<PathBuf>,
+    /// How long a publish is retried while Redis is unreachable (a
+    /// failover) before the publisher is told it failed.
+    pub publish_patience: Duration,
 }
 
 impl RedisBusConfig {
@@ -96,6 +106,7 @@ impl RedisBusConfig {
             reconnect_max: Duration::from_secs(5),
             buffer: 1024,
             ca_file: None,
+            publish_patience: PUBLISH_PATIENCE,
         }
     }
 
@@ -136,6 +147,7 @@ impl RedisBusConfig {
             reconnect_max: Duration::from_millis(r.reconnect_max_ms),
             buffer: cfg.edge.stream_buffer,
             ca_file: r.ca_file.clone(),
+            publish_patience: PUBLISH_PATIENCE,
         })
     }
 }
@@ -187,6 +199,7 @@ pub(super) struct Tuning {
     pub reconnect_max: Duration,
     history_len: usize,
     ttl_ms: u64,
+    publish_patience: Duration,
 }
 
 /// What publishing and history reads need; shared with the link task.
@@ -196,6 +209,7 @@ pub(super) struct Core {
     scripts: Scripts,
     pub names: Names,
     pub tuning: Tuning,
+    numbering: Numbering,
 }
 
 /// The counter, Redis' clock and the history after a cursor, read at once.
@@ -261,10 +275,46 @@ impl Core {
             .key(self.names.hist(channel))
             .arg(floor)
             .arg(self.tuning.ttl_ms);
-        self.call("seed", call.invoke_async(&mut conn)).await
+        let counter = self.call("seed", call.invoke_async(&mut conn)).await?;
+        self.numbering.seeded(channel, counter);
+        Ok(counter)
     }
 
-    async fn publish(&self, channel: &Channel, name: &str, json: &[u8]) -> Result<u64, BusError> {
+    /// Notes which server answers (its `run_id`): a different one than
+    /// before means counters may be stale ([`numbering`]).
+    pub async fn note_server(&self) -> Result<(), BusError> {
+        let mut conn = self.conn();
+        let info: String = self
+            .call(
+                "INFO",
+                redis::cmd("INFO").arg("server").query_async(&mut conn),
+            )
+            .await?;
+        let run_id = info
+            .lines()
+            .find_map(|l| l.strip_prefix("run_id:"))
+            .unwrap_or_default()
+            .trim();
+        if self.numbering.server_is(run_id) {
+            tracing::warn!(
+                run_id,
+                "a different redis server answers (failover or restart): \
+                 each channel is seeded again before its next publish"
+            );
+        }
+        Ok(())
+    }
+
+    /// One attempt at publishing; `retry` when an earlier attempt's outcome
+    /// is unknown.
+    async fn publish(
+        &self,
+        channel: &Channel,
+        name: &str,
+        json: &[u8],
+        floor: u64,
+        retry: bool,
+    ) -> Result<u64, BusError> {
         let len = self.tuning.history_len;
         // Approximate trimming is much cheaper, but only trims whole stream
         // nodes (100 entries): short histories are trimmed exactly.
@@ -277,7 +327,9 @@ impl Core {
             .arg(json)
             .arg(len)
             .arg(self.tuning.ttl_ms)
-            .arg(trim);
+            .arg(trim)
+            .arg(floor)
+            .arg(if retry { "1" } else { "0" });
         match tokio::time::timeout(self.tuning.timeout, call.invoke_async(&mut conn)).await {
             Ok(Ok(seq)) => Ok(seq),
             Ok(Err(e)) if e.code() == Some(scripts::NO_SEQ) => {
@@ -328,7 +380,9 @@ impl RedisBus {
                 ttl_ms: u64::try_from(cfg.history_ttl.as_millis())
                     .unwrap_or(u64::MAX)
                     .max(1),
+                publish_patience: cfg.publish_patience,
             },
+            numbering: Numbering::default(),
         });
         Ok(Self {
             core,
@@ -354,6 +408,42 @@ impl RedisBus {
     pub fn link_state(&self) -> (u64, bool) {
         let l = self.reg.link();
         (l.generation, l.up)
+    }
+
+    /// Publishes, retrying while Redis is unavailable for at most the
+    /// publish patience. Retries are marked so that an attempt that did run
+    /// (its reply was lost) is not numbered twice.
+    async fn publish_patiently(
+        &self,
+        channel: &Channel,
+        name: &str,
+        json: &[u8],
+    ) -> Result<u64, BusError> {
+        let deadline = tokio::time::Instant::now() + self.core.tuning.publish_patience;
+        let mut pause = Duration::from_millis(100);
+        let mut retry = false;
+        loop {
+            // A retry keeps going on a new server: its first attempt may
+            // have run there, and only the retry flag can tell.
+            let known = match (self.core.numbering.floor(name), retry) {
+                (Ok(high), _) | (Err(high), true) => high,
+                (Err(_), false) => return Err(BusError::NeedsSeed(channel.clone())),
+            };
+            let floor = self.reg.get(name).map_or(0, |l| l.high_water());
+            match self
+                .core
+                .publish(channel, name, json, known.max(floor), retry)
+                .await
+            {
+                Err(BusError::Unavailable(e)) if tokio::time::Instant::now() + pause < deadline => {
+                    tracing::debug!(error = %e, channel = name, "bus unavailable; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                    retry = true;
+                }
+                other => return other,
+            }
+        }
     }
 
     fn replay(&self, after: u64, read: Read) -> Result<Vec<Arc<BusEvent>>, BusError> {
@@ -392,7 +482,8 @@ impl Bus for RedisBus {
         // seq): the same bytes as before events were types.
         let json = event.to_json_with_seq(None);
         let name = channel.to_string();
-        let seq = self.core.publish(channel, &name, &json).await?;
+        let seq = self.publish_patiently(channel, &name, &json).await?;
+        self.core.numbering.saw(&name, seq);
         if let Some(local) = self.reg.get(&name) {
             local.note_published(seq);
         }
@@ -497,6 +588,8 @@ impl Bus for RedisBus {
     }
 }
 
+#[cfg(test)]
+mod failover_tests;
 #[cfg(test)]
 #[path = "../../../tests/api/redis_support.rs"]
 mod redis_support;
