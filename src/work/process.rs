@@ -40,7 +40,7 @@ pub async fn run_worker(
     cfg: ServeConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    if cfg.redis_url.is_none() {
+    if !cfg.uses_redis() {
         anyhow::bail!(
             "weir worker needs --redis (WEIR_REDIS_URL): it takes runs from the Redis run queue"
         );

@@ -7,6 +7,7 @@
 mod fanout;
 mod outage;
 mod script;
+mod sentinel;
 mod workers;
 
 use eventsource_stream::Event;

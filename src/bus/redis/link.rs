@@ -44,13 +44,15 @@ enum LinkError {
 pub(super) async fn run(
     core: Arc<Core>,
     reg: Arc<Registry>,
-    client: redis::Client,
+    target: super::RedisTarget,
     shutdown: CancellationToken,
 ) {
     let mut generation = 0;
     let mut failures: u32 = 0;
     loop {
-        let connect = tokio::time::timeout(core.tuning.connect_timeout, client.get_async_pubsub());
+        // With Sentinel, every connection asks for the current master.
+        let open = async { target.client().await?.get_async_pubsub().await };
+        let connect = tokio::time::timeout(core.tuning.connect_timeout * 2, open);
         let connected = tokio::select! {
             _ = shutdown.cancelled() => return,
             r = connect => r,

@@ -22,6 +22,9 @@ mod link;
 mod numbering;
 mod registry;
 mod scripts;
+pub mod target;
+
+pub use target::{ConnOptions, RedisConn, RedisTarget, SentinelConfig};
 
 use std::{
     path::PathBuf,
@@ -33,7 +36,6 @@ use std::{
 };
 
 use async_trait::async_trait;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::broadcast;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
@@ -61,6 +63,8 @@ pub enum RedisSetupError {
     Url(redis::RedisError),
     #[error("WEIR_REDIS_CA_FILE (--redis-ca-file) {}: {message}", path.display())]
     CaFile { path: PathBuf, message: String },
+    #[error("WEIR_REDIS_SENTINEL (--redis-sentinel): {0}")]
+    Sentinel(String),
 }
 
 /// How the Redis bus connects and keeps history. Not `Debug`: the URL may
@@ -68,7 +72,11 @@ pub enum RedisSetupError {
 #[derive(Clone)]
 pub struct RedisBusConfig {
     /// `redis://[user:password@]host:port[/db]` or `rediss://…` (TLS).
+    /// With [`Self::sentinel`] only its user, password, db and TLS count
+    /// (empty: none).
     pub url: String,
+    /// Find the master through these Sentinels, and follow its failovers.
+    pub sentinel: Option<SentinelConfig>,
     /// Prefix of every key and channel (so deployments can share a Redis).
     pub prefix: String,
     /// Events kept per channel for resume.
@@ -97,6 +105,7 @@ impl RedisBusConfig {
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
+            sentinel: None,
             prefix: "weir:".into(),
             history_len: 1000,
             history_ttl: Duration::from_secs(3600),
@@ -110,10 +119,49 @@ impl RedisBusConfig {
         }
     }
 
-    /// A redis-rs client for the URL (and CA file). Other parts of the
-    /// gateway that talk to Redis build theirs here too, so that one bad
-    /// setting is one start-up error naming it.
-    pub fn client(&self) -> Result<redis::Client, RedisSetupError> {
+    /// Where Redis is: the URL's server, or the master the Sentinels name.
+    /// Every part of the gateway that talks to Redis gets its connections
+    /// from here ([`target`]), so that one bad setting is one start-up
+    /// error naming it and every part follows a failover.
+    pub fn client(&self) -> Result<RedisTarget, RedisSetupError> {
+        let Some(sentinel) = &self.sentinel else {
+            return self.url_client().map(|c| RedisTarget::Direct(Box::new(c)));
+        };
+        if sentinel.master.is_empty() {
+            return Err(RedisSetupError::Sentinel(
+                "WEIR_REDIS_SENTINEL_MASTER (--redis-sentinel-master) is required".into(),
+            ));
+        }
+        let data = if self.url.is_empty() {
+            None
+        } else {
+            Some(self.url_client()?.get_connection_info().clone())
+        };
+        let certs = match &self.ca_file {
+            Some(path) => Some(redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(std::fs::read(path).map_err(|e| RedisSetupError::CaFile {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })?),
+            }),
+            None => None,
+        };
+        RedisTarget::sentinel(sentinel, data.as_ref(), certs)
+            .map_err(|e| RedisSetupError::Sentinel(e.to_string()))
+    }
+
+    /// The options of the bus's own connections.
+    pub fn conn_options(&self) -> ConnOptions {
+        ConnOptions {
+            connect_timeout: self.connect_timeout,
+            response_timeout: self.timeout,
+            retries: 2,
+            max_delay: self.reconnect_max,
+        }
+    }
+
+    fn url_client(&self) -> Result<redis::Client, RedisSetupError> {
         let Some(path) = &self.ca_file else {
             return redis::Client::open(self.url.as_str()).map_err(RedisSetupError::Url);
         };
@@ -136,8 +184,17 @@ impl RedisBusConfig {
     /// The settings of `weir serve`, if it was given `--redis`.
     pub fn from_serve(cfg: &ServeConfig) -> Option<Self> {
         let r = &cfg.redis;
+        let sentinel = (!cfg.redis_sentinel.is_empty()).then(|| SentinelConfig {
+            addrs: cfg.redis_sentinel.clone(),
+            master: cfg.redis_sentinel_master.clone().unwrap_or_default(),
+            password: cfg.redis_sentinel_password.clone(),
+        });
+        if sentinel.is_none() && cfg.redis_url.is_none() {
+            return None;
+        }
         Some(Self {
-            url: cfg.redis_url.clone()?,
+            url: cfg.redis_url.clone().unwrap_or_default(),
+            sentinel,
             prefix: r.prefix.clone(),
             history_len: r.history_len,
             history_ttl: Duration::from_secs(r.history_ttl_secs),
@@ -204,7 +261,7 @@ pub(super) struct Tuning {
 
 /// What publishing and history reads need; shared with the link task.
 pub(super) struct Core {
-    conns: Vec<ConnectionManager>,
+    conns: Vec<RedisConn>,
     next: AtomicUsize,
     scripts: Scripts,
     pub names: Names,
@@ -220,7 +277,7 @@ pub(super) struct Read {
 }
 
 impl Core {
-    fn conn(&self) -> ConnectionManager {
+    fn conn(&self) -> RedisConn {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.conns.len();
         self.conns[i].clone()
     }
@@ -345,8 +402,8 @@ impl Core {
 pub struct RedisBus {
     core: Arc<Core>,
     reg: Arc<Registry>,
-    /// The pub/sub link's client until [`Bus::start`] takes it.
-    link: parking_lot::Mutex<Option<redis::Client>>,
+    /// The pub/sub link's target until [`Bus::start`] takes it.
+    link: parking_lot::Mutex<Option<RedisTarget>>,
     /// Stops the pub/sub link when the bus goes away.
     stop: DropGuard,
 }
@@ -358,13 +415,8 @@ impl RedisBus {
     /// an unreadable CA file).
     pub fn new(cfg: RedisBusConfig) -> Result<Self, RedisSetupError> {
         let client = cfg.client()?;
-        let manager = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(cfg.connect_timeout))
-            .set_response_timeout(Some(cfg.timeout))
-            .set_number_of_retries(2)
-            .set_max_delay(cfg.reconnect_max);
         let conns = (0..cfg.connections.max(1))
-            .map(|_| ConnectionManager::new_lazy_with_config(client.clone(), manager.clone()))
+            .map(|_| client.connection(cfg.conn_options()))
             .collect::<Result<Vec<_>, _>>()
             .map_err(RedisSetupError::Url)?;
         let core = Arc::new(Core {
@@ -394,7 +446,7 @@ impl RedisBus {
 
     /// A handle on the bus's (multiplexed, reconnecting) Redis connection,
     /// for other parts of the gateway that need Redis.
-    pub fn connection(&self) -> ConnectionManager {
+    pub fn connection(&self) -> RedisConn {
         self.core.conn()
     }
 
