@@ -150,6 +150,19 @@ pub struct ServeConfig {
     /// Redis URL for cross-gateway fan-out (redis:// or rediss://).
     #[arg(long = "redis", env = "WEIR_REDIS_URL")]
     pub redis_url: Option<String>,
+    /// Redis Sentinels (host:port,…): the gateway finds the master through them and follows its failovers without a restart. --redis then only gives the data nodes' user, password, db and TLS (its host is ignored).
+    #[arg(
+        long = "redis-sentinel",
+        env = "WEIR_REDIS_SENTINEL",
+        value_delimiter = ','
+    )]
+    pub redis_sentinel: Vec<String>,
+    /// The master's name in the Sentinels' configuration (required with --redis-sentinel).
+    #[arg(long = "redis-sentinel-master", env = "WEIR_REDIS_SENTINEL_MASTER")]
+    pub redis_sentinel_master: Option<String>,
+    /// The Sentinels' own password (requirepass of sentinel.conf), if they need one.
+    #[arg(long = "redis-sentinel-password", env = "WEIR_REDIS_SENTINEL_PASSWORD")]
+    pub redis_sentinel_password: Option<String>,
     /// Base URL of an OpenAI-compatible provider for `upstream/<model>`.
     #[arg(long, env = "WEIR_PROVIDER_URL")]
     pub provider_url: Option<String>,
@@ -438,6 +451,11 @@ pub struct KeysCreate {
 }
 
 impl ServeConfig {
+    /// Whether Redis is configured (`--redis` or `--redis-sentinel`).
+    pub fn uses_redis(&self) -> bool {
+        self.redis_url.is_some() || !self.redis_sentinel.is_empty()
+    }
+
     /// The longest `echo_delay_ms` the echo model honours.
     pub fn max_echo_delay(&self) -> std::time::Duration {
         self.test_only

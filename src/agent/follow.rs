@@ -51,8 +51,9 @@ impl RunFollower {
     pub async fn next(&mut self) -> Option<Arc<BusEvent>> {
         while !self.finished {
             match self.sub.next().await {
-                Ok(Some(ev)) if ev.run_id == self.run_id => {
-                    self.finished = ev.message_type == MessageType::Done;
+                // A gap in the channel may hide this run's events: shown too.
+                Ok(Some(ev)) if ev.run_id == self.run_id || ev.is_gap() => {
+                    self.finished = ev.message_type == Some(MessageType::Done);
                     return Some(ev);
                 }
                 Ok(Some(_)) => continue,

@@ -53,7 +53,13 @@ impl RunTaps {
         if self.open.load(Ordering::Acquire) == 0 {
             return;
         }
-        if let Some((tx, _)) = self.map.lock().get(ev.run_id.as_str()) {
+        let map = self.map.lock();
+        if ev.is_gap() {
+            // Lost events may be any run's: every follower is told.
+            for (tx, _) in map.values() {
+                let _ = tx.send(ev.clone());
+            }
+        } else if let Some((tx, _)) = map.get(ev.run_id.as_str()) {
             // Err only means the follower left since the lookup: fine.
             let _ = tx.send(ev.clone());
         }
@@ -82,14 +88,6 @@ impl RunTaps {
     #[cfg(test)]
     pub(crate) fn open(&self) -> usize {
         self.open.load(Ordering::Acquire)
-    }
-
-    /// Ends every tap (their followers see the channel close), as the
-    /// channel's ring is ended when a gap in it cannot be filled.
-    pub(crate) fn close(&self) {
-        let mut map = self.map.lock();
-        map.clear();
-        self.open.store(0, Ordering::Release);
     }
 }
 

@@ -89,8 +89,9 @@ pub enum Control {
 #[derive(Debug)]
 pub struct BusEvent {
     pub seq: u64,
-    /// `message_type` of the event (`assistant_message`, `log`, `done`, …).
-    pub message_type: MessageType,
+    /// `message_type` of the event (`assistant_message`, `log`, `done`, …);
+    /// `None` for a [`Self::gap`] signal, which is not an event.
+    pub message_type: Option<MessageType>,
     /// The run the event belongs to (used by `/v1/runs/{id}/stream`).
     pub run_id: RunId,
     /// The event object as JSON, `seq` included.
@@ -121,12 +122,37 @@ impl BusEvent {
         ws.extend_from_slice(&json[1..]);
         Self {
             seq,
-            message_type,
+            message_type: Some(message_type),
             run_id: event.run_id.clone(),
             json: json.into(),
             sse: sse.into(),
             ws: ws.into(),
         }
+    }
+
+    /// The signal that events `from..=to` of `channel` were lost (the bus
+    /// itself lost them, in a Redis failover) and will never be delivered.
+    /// Not an event and never stored: SSE `event: gap` without an `id:`
+    /// line, WebSocket `{"type":"gap",…}`. Its `seq` is `to`, so a
+    /// subscription's cursor moves past the hole; it belongs to no run.
+    pub fn gap(channel: &str, from: u64, to: u64) -> Self {
+        let json = serde_json::json!({"message_type": "gap", "from_seq": from, "to_seq": to});
+        let ws = serde_json::json!({
+            "type": "gap", "channel": channel, "from_seq": from, "to_seq": to,
+        });
+        Self {
+            seq: to,
+            message_type: None,
+            run_id: RunId::from(""),
+            sse: format!("event: gap\ndata: {json}\n\n").into_bytes().into(),
+            json: json.to_string().into_bytes().into(),
+            ws: ws.to_string().into_bytes().into(),
+        }
+    }
+
+    /// Whether this is a [`Self::gap`] signal rather than an event.
+    pub fn is_gap(&self) -> bool {
+        self.message_type.is_none()
     }
 
     /// The event itself, decoded from [`Self::json`] (for the few readers

@@ -17,7 +17,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use redis::{aio::ConnectionManager, AsyncCommands, Script};
+use redis::{AsyncCommands, Script};
+
+use crate::bus::redis::{ConnOptions, RedisConn, RedisTarget};
 
 use super::{rate::Decision, tokens::flush::BudgetArg};
 
@@ -162,7 +164,7 @@ pub enum RedisEdgeError {
 
 /// A lazily connected, multiplexed Redis connection with a circuit breaker.
 pub struct RedisEdge {
-    pub(super) conn: ConnectionManager,
+    pub(super) conn: RedisConn,
     /// Prefix of every key (`--redis-prefix`, shared with the bus).
     pub(super) prefix: String,
     gcra: Script,
@@ -179,12 +181,13 @@ pub struct RedisEdge {
 impl RedisEdge {
     /// Builds the client; connects on first use (Redis may be down at start).
     /// Every key it writes starts with `prefix`.
-    pub fn new(client: redis::Client, prefix: &str) -> Result<Arc<Self>, redis::RedisError> {
-        let cfg = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(OP_TIMEOUT))
-            .set_response_timeout(Some(OP_TIMEOUT))
-            .set_number_of_retries(1);
-        let conn = ConnectionManager::new_lazy_with_config(client, cfg)?;
+    pub fn new(target: RedisTarget, prefix: &str) -> Result<Arc<Self>, redis::RedisError> {
+        let conn = target.connection(ConnOptions {
+            connect_timeout: OP_TIMEOUT,
+            response_timeout: OP_TIMEOUT,
+            retries: 1,
+            max_delay: OP_TIMEOUT,
+        })?;
         Ok(Arc::new(Self {
             conn,
             prefix: prefix.to_owned(),

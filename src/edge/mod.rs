@@ -89,7 +89,7 @@ impl Edge {
     /// runs before [`Self::start`].
     pub fn new(
         cfg: &EdgeConfig,
-        redis: Option<::redis::Client>,
+        redis: Option<crate::bus::redis::RedisTarget>,
         redis_prefix: &str,
     ) -> Result<Self, EdgeError> {
         let redis = redis

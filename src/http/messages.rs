@@ -158,10 +158,10 @@ pub(crate) async fn send_message(
     if let Some(slot) = slot {
         let frames = async_stream::stream! {
             while let Some(ev) = follower.next().await {
-                if ev.message_type == MessageType::UserMessage {
+                if ev.message_type == Some(MessageType::UserMessage) {
                     continue;
                 }
-                if ev.message_type == MessageType::Done {
+                if ev.message_type == Some(MessageType::Done) {
                     guard.disarm();
                 }
                 yield ev.sse.clone();
@@ -176,7 +176,7 @@ pub(crate) async fn send_message(
     }
     let mut events = Vec::new();
     while let Some(ev) = follower.next().await {
-        if ev.message_type != MessageType::UserMessage {
+        if !ev.is_gap() && ev.message_type != Some(MessageType::UserMessage) {
             events.push(ev.event().map_err(|_| ApiError::internal())?);
         }
     }

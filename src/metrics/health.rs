@@ -27,7 +27,7 @@ pub fn set_store(ok: bool) {
 /// (Only the backend in use is exported: no `redis` series on a single node.)
 pub fn set_bus(state: &AppState, ok: bool) {
     super::init();
-    let backend = if state.config.redis_url.is_some() {
+    let backend = if state.config.uses_redis() {
         "redis"
     } else {
         "memory"

@@ -282,7 +282,7 @@ fn live_run(state: AppState, account: String, run: Run, mut sub: Subscription) -
             };
             match step {
                 Step::Event(Ok(Some(ev))) => {
-                    if ev.run_id == run.id.as_str() && shown(&ev) {
+                    if (ev.run_id == run.id.as_str() && shown(&ev)) || ev.is_gap() {
                         let done = is_done(&ev);
                         yield Ok(ev);
                         if done {
@@ -351,12 +351,12 @@ pub fn from_record(rec: EventRecord) -> Arc<BusEvent> {
 /// Whether a run stream shows `ev`: the run's input (`user_message`) is
 /// history, not part of the answer, exactly as on the run's own response.
 fn shown(ev: &BusEvent) -> bool {
-    ev.message_type != MessageType::UserMessage
+    ev.message_type != Some(MessageType::UserMessage)
 }
 
 /// Whether `ev` ends its run.
 pub fn is_done(ev: &BusEvent) -> bool {
-    ev.message_type == MessageType::Done
+    ev.message_type == Some(MessageType::Done)
 }
 
 #[cfg(test)]

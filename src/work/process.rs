@@ -42,7 +42,7 @@ pub async fn run_worker(
 ) -> anyhow::Result<()> {
     crate::providers::check(&cfg)
         .map_err(|e| anyhow::anyhow!("[[providers]] / [[routes]]: {e}"))?;
-    if cfg.redis_url.is_none() {
+    if !cfg.uses_redis() {
         anyhow::bail!(
             "weir worker needs --redis (WEIR_REDIS_URL): it takes runs from the Redis run queue"
         );

@@ -14,7 +14,6 @@ use std::{
 };
 
 use redis::{
-    aio::{ConnectionManager, ConnectionManagerConfig},
     streams::{
         StreamAutoClaimOptions, StreamAutoClaimReply, StreamClaimOptions, StreamPendingCountReply,
         StreamReadOptions, StreamReadReply,
@@ -25,7 +24,7 @@ use redis::{
 use crate::{
     agent::Job,
     bus::{
-        redis::{RedisBusConfig, RedisSetupError},
+        redis::{ConnOptions, RedisBusConfig, RedisConn, RedisSetupError},
         BusError,
     },
     domain::RunId,
@@ -53,9 +52,9 @@ pub struct Entry {
 /// The run queue on Redis.
 pub struct RunQueue {
     /// Short commands (XADD, XACK, markers, claims).
-    conn: ConnectionManager,
+    conn: RedisConn,
     /// Blocking reads only.
-    reader: ConnectionManager,
+    reader: RedisConn,
     stream: String,
     prefix: String,
     timeout: Duration,
@@ -68,19 +67,13 @@ impl RunQueue {
     /// Builds the queue's connections (opened lazily: Redis may be down).
     /// Fails only on a setting that cannot work.
     pub fn new(cfg: &RedisBusConfig) -> Result<Self, RedisSetupError> {
-        let client = cfg.client()?;
-        let base = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(cfg.connect_timeout))
-            .set_number_of_retries(2)
-            .set_max_delay(cfg.reconnect_max);
-        let conn = ConnectionManager::new_lazy_with_config(
-            client.clone(),
-            base.clone().set_response_timeout(Some(cfg.timeout)),
-        );
-        let reader = ConnectionManager::new_lazy_with_config(
-            client,
-            base.set_response_timeout(Some(BLOCK + cfg.timeout)),
-        );
+        let target = cfg.client()?;
+        let base = cfg.conn_options();
+        let conn = target.connection(base);
+        let reader = target.connection(ConnOptions {
+            response_timeout: BLOCK + cfg.timeout,
+            ..base
+        });
         Ok(Self {
             conn: conn.map_err(RedisSetupError::Url)?,
             reader: reader.map_err(RedisSetupError::Url)?,
@@ -212,10 +205,23 @@ impl RunQueue {
             .await?;
         let owned: std::collections::HashSet<&str> =
             mine.ids.iter().map(|p| p.id.as_str()).collect();
-        let (keep, lost): (Vec<String>, Vec<String>) = ids
+        let (keep, mut lost): (Vec<String>, Vec<String>) = ids
             .iter()
             .cloned()
             .partition(|id| owned.contains(id.as_str()));
+        // Not mine may mean nobody's: Redis lost the entry (a restart
+        // without persistence, a failover to a replica that never had it).
+        // Then no other worker took the run over, and this one goes on.
+        let mut orphans = Vec::new();
+        for id in &lost {
+            let anyone: StreamPendingCountReply = self
+                .call("XPENDING", c.xpending_count(&self.stream, GROUP, id, id, 1))
+                .await?;
+            if anyone.ids.is_empty() {
+                orphans.push(id.clone());
+            }
+        }
+        lost.retain(|id| !orphans.contains(id));
         if !keep.is_empty() {
             let opts = StreamClaimOptions::default().with_justid();
             let _: redis::Value = self

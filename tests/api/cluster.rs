@@ -9,6 +9,7 @@ mod fanout;
 mod outage;
 mod rolling;
 mod script;
+mod sentinel;
 mod workers;
 
 use eventsource_stream::Event;

@@ -73,6 +73,11 @@ impl RedisServer {
         panic!("could not start redis-server: {last}");
     }
 
+    /// The plain port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// `redis://127.0.0.1:<port>` (with the password, if any).
     pub fn url(&self) -> String {
         match &self.tls {

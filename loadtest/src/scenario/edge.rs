@@ -163,7 +163,9 @@ pub async fn run(o: &Opts) -> anyhow::Result<Report> {
         .context("the edge scenario needs redis-server")?;
     let edge = std::sync::Arc::new(Edge::new(
         &cfg,
-        Some(redis::Client::open(redis.url.as_str())?),
+        Some(weir::bus::redis::RedisTarget::Direct(Box::new(
+            redis::Client::open(redis.url.as_str())?,
+        ))),
         "weir:",
     )?);
     // Gives run slots back in Redis, as a gateway does.

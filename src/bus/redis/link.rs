@@ -17,11 +17,7 @@ use redis::aio::{PubSub, PubSubSink};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{
-    registry::{Local, Registry},
-    scripts::split_message,
-    Core,
-};
+use super::{registry::Registry, scripts::split_message, Core};
 use crate::bus::{BusError, Control};
 
 /// How often an idle connection is checked with PING.
@@ -48,13 +44,15 @@ enum LinkError {
 pub(super) async fn run(
     core: Arc<Core>,
     reg: Arc<Registry>,
-    client: redis::Client,
+    target: super::RedisTarget,
     shutdown: CancellationToken,
 ) {
     let mut generation = 0;
     let mut failures: u32 = 0;
     loop {
-        let connect = tokio::time::timeout(core.tuning.connect_timeout, client.get_async_pubsub());
+        // With Sentinel, every connection asks for the current master.
+        let open = async { target.client().await?.get_async_pubsub().await };
+        let connect = tokio::time::timeout(core.tuning.connect_timeout * 2, open);
         let connected = tokio::select! {
             _ = shutdown.cancelled() => return,
             r = connect => r,
@@ -132,6 +130,9 @@ async fn serve(
     let (mut sink, mut stream) = pubsub.split();
     let t = core.tuning.timeout;
     within(t, "SUBSCRIBE", sink.subscribe(core.names.control())).await?;
+    // Before anything is numbered or caught up: is this still the server
+    // the counters were last seen on?
+    core.note_server().await?;
     let mut subscribed = HashSet::new();
     reconcile(core, reg, &mut sink, &mut subscribed, generation).await?;
     reg.set_link(generation, true);
@@ -227,45 +228,33 @@ async fn reconcile(
 }
 
 /// After a reconnect, hands every channel what was published while the link
-/// was down, from the stream history. A gap the history no longer covers
-/// closes the channel (its subscribers resume by seq, or learn it expired).
+/// was down, from the stream history. What the history no longer holds
+/// (Redis lost it in a failover or restart) is signalled with a gap; a
+/// counter below what this gateway handed out (Redis lost it, or a promoted
+/// replica was behind) is raised above it first, so numbering never repeats.
 async fn catch_up(core: &Core, reg: &Registry) -> Result<(), LinkError> {
     for local in reg.wanted() {
         let from = local.position();
         let read = core.read(&local.name, from).await?;
         let high = local.high_water();
-        if read.counter == 0 && high > 0 {
-            // Redis lost the channel (it restarted): keep numbering above
-            // everything this gateway has handed out or shown.
+        if read.counter < high {
             core.seed(&local.name, high).await?;
-            continue;
         }
-        let Some(from) = from else {
+        let Some(mut at) = from else {
             continue;
         };
-        if read.counter < from {
-            close(
-                reg,
-                &local,
-                "redis numbered the channel below what was delivered",
-            );
-            continue;
-        }
-        let first = read.entries.first().map(|e| e.seq);
-        if read.counter > from && first != Some(from + 1) {
-            close(reg, &local, "events were lost while disconnected");
-            continue;
-        }
         for e in &read.entries {
+            if e.seq > at + 1 {
+                local.lost(at + 1, e.seq - 1);
+            }
             local.push(e.seq, &e.json);
+            at = at.max(e.seq);
+        }
+        if read.counter > at {
+            local.lost(at + 1, read.counter);
         }
     }
     Ok(())
-}
-
-fn close(reg: &Registry, local: &Arc<Local>, why: &str) {
-    tracing::warn!(channel = %local.name, why, "closing the channel so its clients resume by seq");
-    reg.close(local);
 }
 
 /// Routes one pub/sub message: an event to its local channel, or a control

@@ -19,11 +19,16 @@
 //! link to come back and catch up.
 
 mod link;
+mod numbering;
 mod registry;
 mod scripts;
+mod settings;
+pub mod target;
+
+pub use settings::{RedisBusConfig, RedisSetupError, PUBLISH_PATIENCE};
+pub use target::{ConnOptions, RedisConn, RedisTarget, SentinelConfig};
 
 use std::{
-    path::PathBuf,
     sync::{
         atomic::{AtomicUsize, Ordering},
         Arc,
@@ -32,113 +37,16 @@ use std::{
 };
 
 use async_trait::async_trait;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::broadcast;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use self::{
+    numbering::Numbering,
     registry::Registry,
     scripts::{Entry, ReadReply, Scripts},
 };
 use super::{Bus, BusError, BusEvent, Control, Subscription};
-use crate::{
-    config::ServeConfig,
-    domain::{AgentEvent, Channel},
-};
-
-/// A Redis setting that cannot be used: a start-up error, named as the
-/// operator wrote it. (Redis being down is not one: connections open lazily.)
-#[derive(Debug, thiserror::Error)]
-pub enum RedisSetupError {
-    #[error("WEIR_REDIS_URL (--redis) is not a usable Redis URL: {0}")]
-    Url(redis::RedisError),
-    #[error("WEIR_REDIS_CA_FILE (--redis-ca-file) {}: {message}", path.display())]
-    CaFile { path: PathBuf, message: String },
-}
-
-/// How the Redis bus connects and keeps history. Not `Debug`: the URL may
-/// hold a password.
-#[derive(Clone)]
-pub struct RedisBusConfig {
-    /// `redis://[user:password@]host:port[/db]` or `rediss://…` (TLS).
-    pub url: String,
-    /// Prefix of every key and channel (so deployments can share a Redis).
-    pub prefix: String,
-    /// Events kept per channel for resume.
-    pub history_len: usize,
-    /// How long an event stays resumable (and an idle channel's keys live).
-    pub history_ttl: Duration,
-    /// Longest a Redis command may take.
-    pub timeout: Duration,
-    /// Longest opening a connection may take.
-    pub connect_timeout: Duration,
-    /// Multiplexed connections publishes are spread over.
-    pub connections: usize,
-    /// Longest pause between two reconnect attempts of the pub/sub link.
-    pub reconnect_max: Duration,
-    /// Events a local subscriber may fall behind before it lags.
-    pub buffer: usize,
-    /// PEM file of the CA to trust for `rediss://` instead of the web roots.
-    pub ca_file: Option<PathBuf>,
-}
-
-impl RedisBusConfig {
-    /// Defaults (as `weir serve` has them) for `url`.
-    pub fn new(url: impl Into<String>) -> Self {
-        Self {
-            url: url.into(),
-            prefix: "weir:".into(),
-            history_len: 1000,
-            history_ttl: Duration::from_secs(3600),
-            timeout: Duration::from_secs(2),
-            connect_timeout: Duration::from_secs(2),
-            connections: 1,
-            reconnect_max: Duration::from_secs(5),
-            buffer: 1024,
-            ca_file: None,
-        }
-    }
-
-    /// A redis-rs client for the URL (and CA file). Other parts of the
-    /// gateway that talk to Redis build theirs here too, so that one bad
-    /// setting is one start-up error naming it.
-    pub fn client(&self) -> Result<redis::Client, RedisSetupError> {
-        let Some(path) = &self.ca_file else {
-            return redis::Client::open(self.url.as_str()).map_err(RedisSetupError::Url);
-        };
-        let pem = std::fs::read(path).map_err(|source| RedisSetupError::CaFile {
-            path: path.clone(),
-            message: source.to_string(),
-        })?;
-        let certs = redis::TlsCertificates {
-            client_tls: None,
-            root_cert: Some(pem),
-        };
-        redis::Client::build_with_tls(self.url.as_str(), certs).map_err(|e| {
-            RedisSetupError::CaFile {
-                path: path.clone(),
-                message: e.to_string(),
-            }
-        })
-    }
-
-    /// The settings of `weir serve`, if it was given `--redis`.
-    pub fn from_serve(cfg: &ServeConfig) -> Option<Self> {
-        let r = &cfg.redis;
-        Some(Self {
-            url: cfg.redis_url.clone()?,
-            prefix: r.prefix.clone(),
-            history_len: r.history_len,
-            history_ttl: Duration::from_secs(r.history_ttl_secs),
-            timeout: Duration::from_millis(r.timeout_ms),
-            connect_timeout: Duration::from_millis(r.connect_timeout_ms),
-            connections: usize::from(r.connections.max(1)),
-            reconnect_max: Duration::from_millis(r.reconnect_max_ms),
-            buffer: cfg.edge.stream_buffer,
-            ca_file: r.ca_file.clone(),
-        })
-    }
-}
+use crate::domain::{AgentEvent, Channel};
 
 /// Names of the keys and channels, all under the prefix. A channel's two
 /// keys share a hash tag, so the scripts also work on a Redis Cluster slot.
@@ -187,15 +95,17 @@ pub(super) struct Tuning {
     pub reconnect_max: Duration,
     history_len: usize,
     ttl_ms: u64,
+    publish_patience: Duration,
 }
 
 /// What publishing and history reads need; shared with the link task.
 pub(super) struct Core {
-    conns: Vec<ConnectionManager>,
+    conns: Vec<RedisConn>,
     next: AtomicUsize,
     scripts: Scripts,
     pub names: Names,
     pub tuning: Tuning,
+    numbering: Numbering,
 }
 
 /// The counter, Redis' clock and the history after a cursor, read at once.
@@ -206,7 +116,7 @@ pub(super) struct Read {
 }
 
 impl Core {
-    fn conn(&self) -> ConnectionManager {
+    fn conn(&self) -> RedisConn {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.conns.len();
         self.conns[i].clone()
     }
@@ -261,10 +171,46 @@ impl Core {
             .key(self.names.hist(channel))
             .arg(floor)
             .arg(self.tuning.ttl_ms);
-        self.call("seed", call.invoke_async(&mut conn)).await
+        let counter = self.call("seed", call.invoke_async(&mut conn)).await?;
+        self.numbering.seeded(channel, counter);
+        Ok(counter)
     }
 
-    async fn publish(&self, channel: &Channel, name: &str, json: &[u8]) -> Result<u64, BusError> {
+    /// Notes which server answers (its `run_id`): a different one than
+    /// before means counters may be stale ([`numbering`]).
+    pub async fn note_server(&self) -> Result<(), BusError> {
+        let mut conn = self.conn();
+        let info: String = self
+            .call(
+                "INFO",
+                redis::cmd("INFO").arg("server").query_async(&mut conn),
+            )
+            .await?;
+        let run_id = info
+            .lines()
+            .find_map(|l| l.strip_prefix("run_id:"))
+            .unwrap_or_default()
+            .trim();
+        if self.numbering.server_is(run_id) {
+            tracing::warn!(
+                run_id,
+                "a different redis server answers (failover or restart): \
+                 each channel is seeded again before its next publish"
+            );
+        }
+        Ok(())
+    }
+
+    /// One attempt at publishing; `retry` when an earlier attempt's outcome
+    /// is unknown.
+    async fn publish(
+        &self,
+        channel: &Channel,
+        name: &str,
+        json: &[u8],
+        floor: u64,
+        retry: bool,
+    ) -> Result<u64, BusError> {
         let len = self.tuning.history_len;
         // Approximate trimming is much cheaper, but only trims whole stream
         // nodes (100 entries): short histories are trimmed exactly.
@@ -277,7 +223,9 @@ impl Core {
             .arg(json)
             .arg(len)
             .arg(self.tuning.ttl_ms)
-            .arg(trim);
+            .arg(trim)
+            .arg(floor)
+            .arg(if retry { "1" } else { "0" });
         match tokio::time::timeout(self.tuning.timeout, call.invoke_async(&mut conn)).await {
             Ok(Ok(seq)) => Ok(seq),
             Ok(Err(e)) if e.code() == Some(scripts::NO_SEQ) => {
@@ -293,8 +241,8 @@ impl Core {
 pub struct RedisBus {
     core: Arc<Core>,
     reg: Arc<Registry>,
-    /// The pub/sub link's client until [`Bus::start`] takes it.
-    link: parking_lot::Mutex<Option<redis::Client>>,
+    /// The pub/sub link's target until [`Bus::start`] takes it.
+    link: parking_lot::Mutex<Option<RedisTarget>>,
     /// Stops the pub/sub link when the bus goes away.
     stop: DropGuard,
 }
@@ -306,13 +254,8 @@ impl RedisBus {
     /// an unreadable CA file).
     pub fn new(cfg: RedisBusConfig) -> Result<Self, RedisSetupError> {
         let client = cfg.client()?;
-        let manager = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(cfg.connect_timeout))
-            .set_response_timeout(Some(cfg.timeout))
-            .set_number_of_retries(2)
-            .set_max_delay(cfg.reconnect_max);
         let conns = (0..cfg.connections.max(1))
-            .map(|_| ConnectionManager::new_lazy_with_config(client.clone(), manager.clone()))
+            .map(|_| client.connection(cfg.conn_options()))
             .collect::<Result<Vec<_>, _>>()
             .map_err(RedisSetupError::Url)?;
         let core = Arc::new(Core {
@@ -328,7 +271,9 @@ impl RedisBus {
                 ttl_ms: u64::try_from(cfg.history_ttl.as_millis())
                     .unwrap_or(u64::MAX)
                     .max(1),
+                publish_patience: cfg.publish_patience,
             },
+            numbering: Numbering::default(),
         });
         Ok(Self {
             core,
@@ -340,7 +285,7 @@ impl RedisBus {
 
     /// A handle on the bus's (multiplexed, reconnecting) Redis connection,
     /// for other parts of the gateway that need Redis.
-    pub fn connection(&self) -> ConnectionManager {
+    pub fn connection(&self) -> RedisConn {
         self.core.conn()
     }
 
@@ -354,6 +299,42 @@ impl RedisBus {
     pub fn link_state(&self) -> (u64, bool) {
         let l = self.reg.link();
         (l.generation, l.up)
+    }
+
+    /// Publishes, retrying while Redis is unavailable for at most the
+    /// publish patience. Retries are marked so that an attempt that did run
+    /// (its reply was lost) is not numbered twice.
+    async fn publish_patiently(
+        &self,
+        channel: &Channel,
+        name: &str,
+        json: &[u8],
+    ) -> Result<u64, BusError> {
+        let deadline = tokio::time::Instant::now() + self.core.tuning.publish_patience;
+        let mut pause = Duration::from_millis(100);
+        let mut retry = false;
+        loop {
+            // A retry keeps going on a new server: its first attempt may
+            // have run there, and only the retry flag can tell.
+            let known = match (self.core.numbering.floor(name), retry) {
+                (Ok(high), _) | (Err(high), true) => high,
+                (Err(_), false) => return Err(BusError::NeedsSeed(channel.clone())),
+            };
+            let floor = self.reg.get(name).map_or(0, |l| l.high_water());
+            match self
+                .core
+                .publish(channel, name, json, known.max(floor), retry)
+                .await
+            {
+                Err(BusError::Unavailable(e)) if tokio::time::Instant::now() + pause < deadline => {
+                    tracing::debug!(error = %e, channel = name, "bus unavailable; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                    retry = true;
+                }
+                other => return other,
+            }
+        }
     }
 
     fn replay(&self, after: u64, read: Read) -> Result<Vec<Arc<BusEvent>>, BusError> {
@@ -392,7 +373,8 @@ impl Bus for RedisBus {
         // seq): the same bytes as before events were types.
         let json = event.to_json_with_seq(None);
         let name = channel.to_string();
-        let seq = self.core.publish(channel, &name, &json).await?;
+        let seq = self.publish_patiently(channel, &name, &json).await?;
+        self.core.numbering.saw(&name, seq);
         if let Some(local) = self.reg.get(&name) {
             local.note_published(seq);
         }
@@ -497,6 +479,8 @@ impl Bus for RedisBus {
     }
 }
 
+#[cfg(test)]
+mod failover_tests;
 #[cfg(test)]
 #[path = "../../../tests/api/redis_support.rs"]
 mod redis_support;

@@ -58,7 +58,7 @@ struct Slot {
 /// One channel with local subscribers.
 pub(super) struct Local {
     pub name: String,
-    /// `None` once closed: its subscribers see the end of the channel.
+    /// The ring its local subscribers share.
     tx: Mutex<Option<broadcast::Sender<Arc<BusEvent>>>>,
     /// The last seq handed to the ring (0: none yet). Written by the link task only.
     delivered: AtomicU64,
@@ -87,18 +87,39 @@ impl Local {
     }
 
     /// Hands event `seq` to the subscribers unless it was already delivered.
-    /// Events of one channel arrive in seq order, so "already" is `<=`.
+    /// Events of one channel arrive in seq order, so "already" is `<=`; and
+    /// numbering has no holes, so a jump past the next seq means Redis lost
+    /// the events between (a failover): the subscribers are told so.
     pub fn push(&self, seq: u64, json: &[u8]) {
-        if seq <= self.delivered.load(Ordering::Acquire) {
+        let last = self.delivered.load(Ordering::Acquire);
+        if seq <= last {
             return;
         }
         let Some(ev) = decode(seq, json) else { return };
+        if last > 0 && seq > last + 1 {
+            self.lost(last + 1, seq - 1);
+        }
         self.delivered.store(seq, Ordering::Release);
+        self.send(&ev);
+    }
+
+    /// Tells the subscribers that events `from..=to` will never come (Redis
+    /// lost them) with a gap signal, and moves delivery past them.
+    pub fn lost(&self, from: u64, to: u64) {
+        if to < from || to <= self.delivered.load(Ordering::Acquire) {
+            return;
+        }
+        tracing::warn!(channel = %self.name, from, to, "events lost by redis; sending a gap");
+        self.delivered.store(to, Ordering::Release);
+        self.send(&Arc::new(BusEvent::gap(&self.name, from, to)));
+    }
+
+    fn send(&self, ev: &Arc<BusEvent>) {
         if let Some(tx) = self.tx.lock().as_ref() {
             // Err only means nobody is receiving right now: fine.
             let _ = tx.send(ev.clone());
         }
-        self.taps.deliver(&ev);
+        self.taps.deliver(ev);
     }
 
     /// Records the counter a joining subscriber saw.
@@ -203,23 +224,6 @@ impl Registry {
             drop(map);
             self.changed.notify_one();
         }
-    }
-
-    /// Ends a channel for its local subscribers (they see it close and
-    /// resume by seq): used when a gap in it cannot be filled.
-    pub fn close(&self, local: &Arc<Local>) {
-        {
-            let mut map = self.channels.lock();
-            if map
-                .get(&local.name)
-                .is_some_and(|s| Arc::ptr_eq(&s.local, local))
-            {
-                map.remove(&local.name);
-            }
-        }
-        local.tx.lock().take();
-        local.taps.close();
-        self.changed.notify_one();
     }
 
     /// The channels that should be subscribed, right now.

@@ -22,11 +22,31 @@ use redis::Script;
 /// the two. It checks before it writes: a script error after INCR would leave
 /// a hole in the numbering (scripts are not rolled back).
 ///
+/// A counter below the floor (a promoted replica that was behind) is raised
+/// to it first, so seq never repeats one already handed out. A retry (the
+/// first attempt's outcome is unknown: it timed out, or the connection died
+/// with the reply) first looks for the same event among the newest entries
+/// and answers its seq instead of numbering it twice.
+///
 /// KEYS: seq, hist. ARGV: pub/sub channel, event JSON, max length, TTL ms,
-/// trim mode (`=` exact or `~` approximate).
+/// trim mode (`=` exact or `~` approximate), floor, `1` on a retry.
 const PUBLISH: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return redis.error_reply('WEIRNOSEQ the channel has no seq counter')
+end
+if ARGV[7] == '1' then
+  for _, e in ipairs(redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 64)) do
+    local f = e[2]
+    for i = 1, #f - 1, 2 do
+      if f[i] == 'e' and f[i + 1] == ARGV[2] then
+        return tonumber(string.match(e[1], '^(%d+)'))
+      end
+    end
+  end
+end
+local floor = tonumber(ARGV[6])
+if floor > 0 and tonumber(redis.call('GET', KEYS[1])) < floor then
+  redis.call('SET', KEYS[1], ARGV[6])
 end
 local seq = redis.call('INCR', KEYS[1])
 local now = redis.call('TIME')

@@ -154,7 +154,7 @@ impl Outbox {
             return Ok(());
         }
         let run = &ev.run_id;
-        if ev.message_type == MessageType::Done {
+        if ev.message_type == Some(MessageType::Done) {
             g.open_runs.retain(|r| r != run);
         }
         let unknown_run = || !g.started.contains(run);

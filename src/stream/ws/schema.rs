@@ -103,6 +103,7 @@ impl PartialSchema for ServerFrame {
             "unsubscribed",
             "pong",
             "error",
+            "gap",
         ];
         let when = |t: &str, then: serde_json::Value| json!({"if": {"properties": {"type": {"const": t}}}, "then": then});
         let echo = json!({"description": "The client frame's request_id, as sent.", "$ref": ref_of::<RequestId>()["$ref"]});
@@ -130,10 +131,25 @@ impl PartialSchema for ServerFrame {
                     "properties": {"request_id": echo},
                 })),
                 when("error", error_frame()),
+                when("gap", gap_frame()),
             ],
             "unevaluatedProperties": false,
         }))
     }
+}
+
+/// The `gap` frame: events of a channel that Redis lost in a failover and
+/// that will never be delivered (see sse.md "Gaps").
+fn gap_frame() -> serde_json::Value {
+    json!({
+        "description": "Events `from_seq`..=`to_seq` of `channel` were lost by the cluster's Redis in a failover and will never be delivered; the channel goes on with the next seq. Not stored, never replayed.",
+        "required": ["channel", "from_seq", "to_seq"],
+        "properties": {
+            "channel": ref_of::<Channel>(),
+            "from_seq": {"type": "integer", "minimum": 1},
+            "to_seq": {"type": "integer", "minimum": 1},
+        },
+    })
 }
 
 /// The `error` frame: a frame the server could not accept, or a channel

@@ -34,8 +34,18 @@ impl Cluster {
     /// `WEIR_WORKERS=0`: B only queues runs, A executes them all).
     pub async fn start_each(env: &[(&str, &str)], env_b: &[(&str, &str)]) -> Self {
         init_logs();
+        Self::start_on(RedisServer::start().await, env, env_b).await
+    }
+
+    /// [`Self::start_each`] over a given Redis (e.g. a Sentinel-watched
+    /// master: `env` then names the Sentinels).
+    pub async fn start_on(
+        redis: RedisServer,
+        env: &[(&str, &str)],
+        env_b: &[(&str, &str)],
+    ) -> Self {
+        init_logs();
         let tmp = tempfile::tempdir().unwrap();
-        let redis = RedisServer::start().await;
         let store = spawn_store_process(&tmp.path().join("store")).await;
         let node = |dir: &str| {
             on(
