@@ -11,8 +11,9 @@
 //! with status `denied`) and goes on with the step loop where it stopped.
 //!
 //! Which tools need approval: those registered with `requires_approval`
-//! (the agent's [`super::tools::ToolSet`] knows), and those the agent's
-//! metadata `approval_required` names (a list of tool names).
+//! (the agent's [`super::tools::ToolSet`] knows), and the built-ins the
+//! agent's `approval_required` names. The older spelling, a metadata key
+//! `approval_required`, is still read (deprecated; protocol/CHANGELOG.md).
 
 use std::time::Duration;
 
@@ -56,11 +57,12 @@ pub(super) struct Resumed {
 
 /// Whether `agent` needs approval before it calls `tool`.
 pub fn requires_approval(agent: &Agent, tool: &str) -> bool {
-    agent
-        .metadata
-        .get("approval_required")
-        .and_then(serde_json::Value::as_array)
-        .is_some_and(|names| names.iter().any(|n| n.as_str() == Some(tool)))
+    agent.approval_required.iter().any(|n| n == tool)
+        || agent
+            .metadata
+            .get("approval_required")
+            .and_then(serde_json::Value::as_array)
+            .is_some_and(|names| names.iter().any(|n| n.as_str() == Some(tool)))
 }
 
 /// The call's arguments as JSON, or as the raw text when they are not.

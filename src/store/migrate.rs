@@ -60,6 +60,11 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         name: "webhooks",
         template: WEBHOOKS,
     },
+    Migration {
+        version: 8,
+        name: "approval and webhook gaps",
+        template: GAPS18,
+    },
 ];
 
 /// The SQL dialect a migration is rendered for.
@@ -368,6 +373,11 @@ CREATE TABLE webhook_deliveries (
 );
 CREATE INDEX webhook_deliveries_hook ON webhook_deliveries(webhook_id, pk);
 CREATE INDEX webhook_deliveries_due ON webhook_deliveries(next_attempt_at);
+";
+
+/// The built-in tools an agent wants approved (a JSON array of names).
+const GAPS18: &str = "
+ALTER TABLE agents ADD COLUMN approval_required TEXT NOT NULL DEFAULT '[]';
 ";
 
 #[cfg(test)]

@@ -359,7 +359,7 @@ async fn approvals_requested_and_resolved_are_delivered() {
     let agent = gw
         .create_agent_as(
             &gw.key,
-            json!({"tools": ["get_time"], "metadata": {"approval_required": ["get_time"]}}),
+            json!({"tools": ["get_time"], "approval_required": ["get_time"]}),
         )
         .await;
     let r = gw
