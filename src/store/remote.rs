@@ -474,8 +474,8 @@ impl Store for RemoteStore {
         .await
     }
 
-    async fn create_approval(&self, approval: Approval) -> StoreResult<Approval> {
-        self.call(R::CreateApproval { approval }).await
+    async fn park_run(&self, approval: Approval) -> StoreResult<Approval> {
+        self.call(R::ParkRun { approval }).await
     }
 
     async fn get_approval(&self, account: &str, id: &str) -> StoreResult<Approval> {
@@ -503,6 +503,18 @@ impl Store for RemoteStore {
     async fn due_approvals(&self, before: &str, limit: u32) -> StoreResult<Vec<Approval>> {
         self.call(R::DueApprovals {
             before: own(before),
+            limit,
+        })
+        .await
+    }
+
+    async fn stalled_approvals(
+        &self,
+        decided_before: &str,
+        limit: u32,
+    ) -> StoreResult<Vec<Approval>> {
+        self.call(R::StalledApprovals {
+            decided_before: own(decided_before),
             limit,
         })
         .await

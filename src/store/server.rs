@@ -200,7 +200,7 @@ pub enum StoreRequest {
         query: UsageQuery,
         params: ListParams,
     },
-    CreateApproval {
+    ParkRun {
         approval: Approval,
     },
     GetApproval {
@@ -214,6 +214,10 @@ pub enum StoreRequest {
     },
     DueApprovals {
         before: String,
+        limit: u32,
+    },
+    StalledApprovals {
+        decided_before: String,
         limit: u32,
     },
 }
@@ -328,7 +332,7 @@ pub async fn dispatch(store: &dyn Store, req: StoreRequest) -> Vec<u8> {
             query,
             params,
         } => reply(store.list_usage(&account, query, params).await),
-        R::CreateApproval { approval } => reply(store.create_approval(approval).await),
+        R::ParkRun { approval } => reply(store.park_run(approval).await),
         R::GetApproval { account, id } => reply(store.get_approval(&account, &id).await),
         R::DecideApproval {
             account,
@@ -336,6 +340,10 @@ pub async fn dispatch(store: &dyn Store, req: StoreRequest) -> Vec<u8> {
             verdict,
         } => reply(store.decide_approval(&account, &id, verdict).await),
         R::DueApprovals { before, limit } => reply(store.due_approvals(&before, limit).await),
+        R::StalledApprovals {
+            decided_before,
+            limit,
+        } => reply(store.stalled_approvals(&decided_before, limit).await),
     }
 }
 

@@ -432,8 +432,8 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn create_approval(&self, approval: Approval) -> StoreResult<Approval> {
-        self.write(move |c| approvals::create(c, approval)).await
+    async fn park_run(&self, approval: Approval) -> StoreResult<Approval> {
+        self.write(move |c| approvals::park(c, approval)).await
     }
 
     async fn get_approval(&self, account: &str, id: &str) -> StoreResult<Approval> {
@@ -455,6 +455,16 @@ impl Store for SqliteStore {
     async fn due_approvals(&self, before: &str, limit: u32) -> StoreResult<Vec<Approval>> {
         let before = own(before);
         self.read(move |c| approvals::due(c, &before, limit)).await
+    }
+
+    async fn stalled_approvals(
+        &self,
+        decided_before: &str,
+        limit: u32,
+    ) -> StoreResult<Vec<Approval>> {
+        let before = own(decided_before);
+        self.read(move |c| approvals::stalled(c, &before, limit))
+            .await
     }
 
     async fn create_webhook(&self, hook: WebhookRecord) -> StoreResult<WebhookRecord> {
