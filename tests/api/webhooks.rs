@@ -8,6 +8,7 @@
 //! seconds.
 
 mod receiver;
+mod settled;
 
 use std::time::Duration;
 
