@@ -5,7 +5,9 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::scenario::{bus, connections, edge, fanout, peer, proxy, rest, runs, soak, transport};
+use crate::scenario::{
+    bus, connections, edge, fanout, peer, proxy, rest, runs, soak, transport, webhooks,
+};
 
 /// Load generator and benchmarks for weir.
 #[derive(Debug, Parser)]
@@ -53,6 +55,8 @@ pub enum Scenario {
     Edge(edge::Opts),
     /// TLS and HTTP/2: handshake rate, idle stream memory and fan-out per transport mode.
     Transport(transport::Opts),
+    /// Webhook deliveries to a local receiver, and notify's cost per run with 0, 1 and N subscriptions.
+    Webhooks(webhooks::Opts),
     /// Render BENCHMARKS.md's generated blocks from the results files, or
     /// check them (see loadtest/README.md).
     Report(crate::render::doc::Opts),

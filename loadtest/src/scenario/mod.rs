@@ -15,6 +15,7 @@ pub mod runs;
 pub mod smoke;
 pub mod soak;
 pub mod transport;
+pub mod webhooks;
 
 use std::{
     net::SocketAddr,
