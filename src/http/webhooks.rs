@@ -61,6 +61,7 @@ pub async fn create_webhook(
         description: body.description,
         created_at: now.clone(),
         updated_at: now,
+        status: crate::store::webhooks::ENABLED.to_owned(),
     };
     let hook = state.store.create_webhook(hook).await?;
     let target = AuditTarget(hook.id.clone());

@@ -375,13 +375,15 @@ CREATE INDEX webhook_deliveries_hook ON webhook_deliveries(webhook_id, pk);
 CREATE INDEX webhook_deliveries_due ON webhook_deliveries(next_attempt_at);
 ";
 
-/// The built-in tools an agent wants approved (a JSON array of names),
-/// and the few runs that wait for approval, for the sweeper's look for
+/// The built-in tools an agent wants approved (a JSON array of names);
+/// the few runs that wait for approval, for the sweeper's look for
 /// decided approvals whose run never went on (a partial index: both
-/// dialects have them).
+/// dialects have them); a subscription's status (`disabled` once its
+/// receiver answered 410 Gone).
 const GAPS18: &str = "
 ALTER TABLE agents ADD COLUMN approval_required TEXT NOT NULL DEFAULT '[]';
 CREATE INDEX runs_waiting ON runs(account_id, id) WHERE status = 'waiting_approval';
+ALTER TABLE webhooks ADD COLUMN status TEXT NOT NULL DEFAULT 'enabled';
 ";
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 //! once. Retry timing is shortened by configuration so each test takes
 //! seconds.
 
+mod gone;
 mod receiver;
 mod settled;
 

@@ -76,6 +76,7 @@ async fn two_claimers_never_share_a_delivery() {
         sealed_secret: "v1:x".into(),
         created_at: crate::util::now(),
         updated_at: crate::util::now(),
+        status: "enabled".into(),
     };
     one.create_webhook(hook).await.unwrap();
     for _ in 0..60 {

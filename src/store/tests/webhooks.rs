@@ -21,6 +21,7 @@ fn hook(account: &str, id: &str, events: &[&str], agent: Option<&str>) -> Webhoo
         sealed_secret: "v1:sealed".into(),
         created_at: crate::util::now(),
         updated_at: crate::util::now(),
+        status: "enabled".into(),
     }
 }
 
@@ -140,6 +141,7 @@ pub(super) async fn webhooks(store: &dyn Store) {
         attempt: attempt(code),
         status,
         next_attempt_ms: next,
+        gone: false,
     };
     store
         .record_webhook_attempt(record("g1", 200, DeliveryStatus::Delivered, None))
