@@ -379,11 +379,12 @@ CREATE INDEX webhook_deliveries_due ON webhook_deliveries(next_attempt_at);
 /// the few runs that wait for approval, for the sweeper's look for
 /// decided approvals whose run never went on (a partial index: both
 /// dialects have them); a subscription's status (`disabled` once its
-/// receiver answered 410 Gone).
+/// receiver answered 410 Gone); finished deliveries by age, for pruning.
 const GAPS18: &str = "
 ALTER TABLE agents ADD COLUMN approval_required TEXT NOT NULL DEFAULT '[]';
 CREATE INDEX runs_waiting ON runs(account_id, id) WHERE status = 'waiting_approval';
 ALTER TABLE webhooks ADD COLUMN status TEXT NOT NULL DEFAULT 'enabled';
+CREATE INDEX webhook_deliveries_done ON webhook_deliveries(updated_at) WHERE next_attempt_at IS NULL;
 ";
 
 #[cfg(test)]

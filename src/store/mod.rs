@@ -364,6 +364,13 @@ pub trait Store: Send + Sync + 'static {
         let _ = outcome;
         Err(no_webhooks())
     }
+    /// Deletes up to `limit` finished deliveries (delivered or failed, of
+    /// every account) last written before `before` (a stored timestamp);
+    /// how many.
+    async fn prune_webhook_deliveries(&self, before: &str, limit: u32) -> StoreResult<u64> {
+        let _ = (before, limit);
+        Err(no_webhooks())
+    }
     /// A subscription's deliveries, oldest first; NotFound("webhook").
     async fn list_webhook_deliveries(
         &self,

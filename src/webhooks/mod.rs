@@ -15,6 +15,8 @@
 //!   PostgreSQL store), sends them through the egress guard and records
 //!   each attempt, with exponential backoff and jitter until the retry
 //!   window closes.
+//! - [`retention`]: deletes finished deliveries older than
+//!   `--webhook-retention-secs` (7 days by default).
 //! - [`sign`]: Standard Webhooks signatures (`webhook-signature: v1,…`).
 //! - [`secret`]: signing secrets (`whsec_…`) and the server key that seals
 //!   them in the store.
@@ -28,6 +30,7 @@ pub mod config;
 pub mod dispatch;
 pub mod events;
 pub mod notifier;
+pub mod retention;
 pub mod secret;
 pub mod sign;
 
@@ -123,6 +126,9 @@ impl Hub {
             name: crate::util::new_id("gw"),
             wake: self.wake.clone(),
         };
+        if let Some(keep) = cfg.webhooks.retention() {
+            tracker.spawn(retention::run(dispatcher.store.clone(), keep, stop.clone()));
+        }
         tracker.spawn(dispatcher.run(stop));
     }
 }

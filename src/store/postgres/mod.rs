@@ -536,6 +536,10 @@ impl Store for PostgresStore {
         webhooks::record(&mut self.client().await?, outcome).await
     }
 
+    async fn prune_webhook_deliveries(&self, before: &str, limit: u32) -> StoreResult<u64> {
+        webhooks::prune(&self.client().await?, before, limit).await
+    }
+
     async fn list_webhook_deliveries(
         &self,
         account: &str,

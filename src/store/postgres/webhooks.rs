@@ -360,3 +360,17 @@ pub(super) async fn retry(
         None => Err(not_found("delivery")),
     }
 }
+
+/// SQLite's `prune`, in this dialect.
+pub(super) async fn prune(c: &impl GenericClient, before: &str, limit: u32) -> StoreResult<u64> {
+    execute(
+        c,
+        "DELETE FROM webhook_deliveries WHERE pk IN (
+             SELECT pk FROM webhook_deliveries
+             WHERE next_attempt_at IS NULL AND updated_at < $1
+             ORDER BY updated_at LIMIT $2)",
+        &[&before, &i64::from(limit)],
+        db_err,
+    )
+    .await
+}

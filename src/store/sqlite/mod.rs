@@ -522,6 +522,12 @@ impl Store for SqliteStore {
         self.write(move |c| webhooks::record(c, outcome)).await
     }
 
+    async fn prune_webhook_deliveries(&self, before: &str, limit: u32) -> StoreResult<u64> {
+        let before = own(before);
+        self.write(move |c| webhooks::prune(c, &before, limit))
+            .await
+    }
+
     async fn list_webhook_deliveries(
         &self,
         account: &str,

@@ -368,3 +368,18 @@ pub(super) fn retry(
     tx.commit().map_err(db_err)?;
     Ok(d)
 }
+
+/// Finished deliveries (no next attempt) last written before `?1`, oldest
+/// first, at most `?2` (partial index `webhook_deliveries_done`).
+pub(super) fn prune(conn: &Connection, before: &str, limit: u32) -> StoreResult<u64> {
+    let n = conn
+        .prepare_cached(
+            "DELETE FROM webhook_deliveries WHERE pk IN (
+                 SELECT pk FROM webhook_deliveries
+                 WHERE next_attempt_at IS NULL AND updated_at < ?1
+                 ORDER BY updated_at LIMIT ?2)",
+        )
+        .and_then(|mut s| s.execute(params![before, limit]))
+        .map_err(db_err)?;
+    Ok(n as u64)
+}

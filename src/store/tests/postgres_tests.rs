@@ -55,6 +55,7 @@ async fn postgres_store_keeps_webhooks() {
         return;
     };
     super::webhooks::webhooks(&connect(&db).await).await;
+    super::webhooks::pruning_and_gone(&connect(&db).await).await;
 }
 
 /// Two gateways claiming from one queue at once never get the same
