@@ -45,7 +45,7 @@ pub async fn create_webhook(
     check_agent(body.agent_id.as_deref())?;
     let Some(key) = &state.webhooks.key else {
         return Err(ApiError::unavailable(
-            "webhooks are not available behind a remote store (--store-url)",
+            "webhooks are not available on this process (no server key)",
         ));
     };
     let id = crate::util::new_id("wh");

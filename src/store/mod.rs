@@ -306,8 +306,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Vec<Approval>>;
 
     // --- webhooks (src/store/webhooks.rs) ----------------------------------------
-    // The embedded stores implement these; a remote store (`--store-url`)
-    // does not carry them yet and answers `Unavailable`.
+    // Every store implements these (the remote one through `weir store`'s
+    // RPC); the defaults answer `Unavailable` for a store that does not.
     async fn create_webhook(&self, hook: WebhookRecord) -> StoreResult<WebhookRecord> {
         let _ = hook;
         Err(no_webhooks())
@@ -396,5 +396,5 @@ pub trait Store: Send + Sync + 'static {
 }
 
 fn no_webhooks() -> StoreError {
-    StoreError::Unavailable("webhooks are not served by a remote store (--store-url)".into())
+    StoreError::Unavailable("this store does not keep webhooks".into())
 }

@@ -9,6 +9,7 @@
 
 mod gone;
 mod receiver;
+mod remote;
 mod settled;
 
 use std::time::Duration;
