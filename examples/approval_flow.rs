@@ -37,7 +37,7 @@ async fn main() -> anyhow::Result<()> {
     let client = reqwest::Client::new();
     // `get_time` needs a person's approval each time the model calls it.
     let body = json!({"name": "approval-example", "model": "echo", "tools": ["get_time"],
-                      "metadata": {"approval_required": ["get_time"]}});
+                      "approval_required": ["get_time"]});
     let agent = setup.create_agent(&client, body).await?;
     let resp = client
         .post(format!("{base}/v1/agents/{agent}/messages"))

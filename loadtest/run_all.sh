@@ -80,6 +80,11 @@ if step edge; then
   $L edge --checks 1000000 --redis-checks 50000 --keys 10000 --json $R/edge.json
 fi
 
+if step webhooks; then
+  say "webhooks: deliveries to a local receiver, and notify's cost per run (~3 min)"
+  $L webhooks --runs 2000 --concurrency 16 --subscriptions 0,1,10 --json $R/webhooks.json
+fi
+
 if step transport; then
   say "transport: TLS handshakes, idle SSE memory and fan-out to 9,000 over HTTP/1.1 and HTTP/2 (~8 min)"
   $L transport --idle-streams 10000 --streams-per-conn 100 --subscribers 9000 --rate 30 --secs 20 \

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::scenario::{
-    bus, connections, drain, edge, fanout, peer, proxy, rest, runs, soak, transport,
+    bus, connections, drain, edge, fanout, peer, proxy, rest, runs, soak, transport, webhooks,
 };
 
 /// Load generator and benchmarks for weir.
@@ -57,6 +57,8 @@ pub enum Scenario {
     Edge(edge::Opts),
     /// TLS and HTTP/2: handshake rate, idle stream memory and fan-out per transport mode.
     Transport(transport::Opts),
+    /// Webhook deliveries to a local receiver, and notify's cost per run with 0, 1 and N subscriptions.
+    Webhooks(webhooks::Opts),
     /// Render BENCHMARKS.md's generated blocks from the results files, or
     /// check them (see loadtest/README.md).
     Report(crate::render::doc::Opts),

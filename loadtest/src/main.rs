@@ -76,6 +76,7 @@ async fn once(cli: &Cli, launch: &Launch) -> anyhow::Result<Vec<Report>> {
         Scenario::Bus(o) => vec![scenario::bus::run(o).await?],
         Scenario::Edge(o) => vec![scenario::edge::run(o).await?],
         Scenario::Transport(o) => vec![scenario::transport::run(&launch, extra, o).await?],
+        Scenario::Webhooks(o) => vec![scenario::webhooks::run(&launch, extra, o).await?],
         Scenario::Report(o) => {
             weir_load::render::doc::run(o)?;
             Vec::new()

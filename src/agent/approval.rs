@@ -1,18 +1,21 @@
 //! Human approval mid-run: a tool call that needs a person's approval parks
 //! its run, and a decision (or expiry) resumes it.
 //!
-//! Parking stores the run as `waiting_approval`, gives its `max_runs` slot
-//! back and forgets it here (no task, no worker, no slot while it waits),
-//! stores an approval row holding [`Parked`] (the conversation so far and the
-//! step's calls still to make), then publishes `approval_request`. Resuming
+//! Parking gives the run's `max_runs` slot back and forgets it here (no
+//! task, no worker, no slot while it waits), then stores, in one
+//! transaction, an approval row holding [`Parked`] (the conversation so far
+//! and the step's calls still to make) and the run as `waiting_approval`
+//! ([`crate::store::Store::park_run`]: no crash leaves a waiting run
+//! without its approval), then publishes `approval_request`. Resuming
 //! is a [`Job`] whose `resume` names the approval: whichever process executes
 //! it reads the row back, publishes `approval_response`, makes the decided
 //! call (the tool runs only on `approve`; otherwise a `function_message`
 //! with status `denied`) and goes on with the step loop where it stopped.
 //!
 //! Which tools need approval: those registered with `requires_approval`
-//! (the agent's [`super::tools::ToolSet`] knows), and those the agent's
-//! metadata `approval_required` names (a list of tool names).
+//! (the agent's [`super::tools::ToolSet`] knows), and the built-ins the
+//! agent's `approval_required` names. The older spelling, a metadata key
+//! `approval_required`, is still read (deprecated; protocol/CHANGELOG.md).
 
 use std::time::Duration;
 
@@ -56,11 +59,12 @@ pub(super) struct Resumed {
 
 /// Whether `agent` needs approval before it calls `tool`.
 pub fn requires_approval(agent: &Agent, tool: &str) -> bool {
-    agent
-        .metadata
-        .get("approval_required")
-        .and_then(serde_json::Value::as_array)
-        .is_some_and(|names| names.iter().any(|n| n.as_str() == Some(tool)))
+    agent.approval_required.iter().any(|n| n == tool)
+        || agent
+            .metadata
+            .get("approval_required")
+            .and_then(serde_json::Value::as_array)
+            .is_some_and(|names| names.iter().any(|n| n.as_str() == Some(tool)))
 }
 
 /// The call's arguments as JSON, or as the raw text when they are not.
@@ -75,18 +79,12 @@ fn expiry(timeout: Duration) -> String {
 }
 
 impl RunTask {
-    /// Parks the run on `state.pending[0]`: stored `waiting_approval`, its
-    /// slot given back, forgotten here, the approval stored, then
-    /// `approval_request` published. The run's task ends after this.
+    /// Parks the run on `state.pending[0]`: its slot given back, forgotten
+    /// here, the approval and the `waiting_approval` status stored together,
+    /// then `approval_request` published. The run's task ends after this.
     pub(super) async fn park(&self, em: &mut Emitter, state: Parked) -> Result<(), Failure> {
         let store = self.engine.sinks.store.as_ref();
         let call = state.pending[0].clone();
-        let waiting = Run {
-            status: RunStatus::WaitingApproval,
-            updated_at: crate::util::now(),
-            ..self.run.clone()
-        };
-        store.finish_run(&self.account, waiting).await?;
         // Let go before the approval exists: a decision may resume the run
         // (here or on another process) as soon as it does.
         self.engine.give_back(&self.run.id).await;
@@ -107,7 +105,7 @@ impl RunTask {
             created_at: crate::util::now(),
             decided_at: None,
         };
-        let approval = store.create_approval(approval).await?;
+        let approval = store.park_run(approval).await?;
         (self.engine).notify_approval(&approval, crate::webhooks::WebhookEvent::ApprovalRequested);
         em.emit(EventBody::ApprovalRequest {
             approval_id: approval.id,

@@ -1,6 +1,13 @@
 //! Deciding approvals: a client's decision ([`Runtime::decide_approval`])
 //! and the sweeper that expires the undecided ones, both resuming the
 //! parked run through the mode ([`super::RunMode::resume`]).
+//!
+//! A decision is stored before its run goes on, so a resume can be lost
+//! (the process dies in between, or the re-queue fails: Redis down). A
+//! failed re-queue puts the run back to `waiting_approval`; and the sweeper
+//! also resumes any approval decided more than [`STALL_GRACE`] ago whose
+//! run still waits ([`crate::store::Store::stalled_approvals`]), so neither
+//! leaves the run parked or `running` for good.
 
 use std::time::Duration;
 
@@ -13,8 +20,12 @@ use crate::{
     store::{Approval, ApprovalVerdict, StoreError},
 };
 
-/// Most expired approvals one sweep resumes.
+/// Most expired (and most stalled) approvals one sweep resumes.
 const SWEEP_BATCH: u32 = 32;
+
+/// How long after its decision a run that still waits counts as stalled:
+/// far longer than the store write and re-queue of a live resume take.
+pub const STALL_GRACE: Duration = Duration::from_secs(30);
 
 impl Runtime {
     /// Records `verdict` on the run's pending approval and resumes the run
@@ -55,13 +66,21 @@ impl Runtime {
         let Some(job) = approval::resume_job(store, decided).await? else {
             return Ok(());
         };
-        let run_id = job.run.id.clone();
+        let run = job.run.clone();
         if let Some(slot) = slot {
-            self.engine.hold(&run_id, slot);
+            self.engine.hold(&run.id, slot);
         }
         let resumed = self.mode.resume(job).await;
-        if resumed.is_err() {
-            self.engine.release(&run_id);
+        if let Err(e) = &resumed {
+            self.engine.release(&run.id);
+            tracing::warn!(error = %e, run_id = %run.id, "could not resume a decided run; the sweeper will");
+            let waiting = crate::store::Run {
+                status: crate::domain::RunStatus::WaitingApproval,
+                ..run
+            };
+            if let Err(e) = store.finish_run(&decided.account_id, waiting).await {
+                tracing::warn!(error = %e, "could not park the run again");
+            }
         }
         resumed
     }
@@ -106,6 +125,14 @@ impl Runtime {
                 tracing::info!(approval_id = %a.id, run_id = %a.run_id, "approval expired");
                 self.resume(&decided, None).await?;
             }
+        }
+        let ago = time::OffsetDateTime::now_utc() - STALL_GRACE;
+        let stalled = store
+            .stalled_approvals(&crate::util::format_millis(ago), SWEEP_BATCH)
+            .await?;
+        for a in stalled {
+            tracing::warn!(approval_id = %a.id, run_id = %a.run_id, "resuming a decided run that never went on");
+            self.resume(&a, None).await?;
         }
         Ok(())
     }

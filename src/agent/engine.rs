@@ -198,7 +198,7 @@ impl Engine {
     }
 
     /// Queues the webhook event of a run that ended (never waits).
-    pub(super) fn notify_run_end(&self, account: &str, run: &crate::store::Run) {
+    pub fn notify_run_end(&self, account: &str, run: &crate::store::Run) {
         let (Some(notifier), Some(event)) = (
             self.notifier.get(),
             crate::webhooks::WebhookEvent::run_ended(run.status),
@@ -380,8 +380,8 @@ impl Engine {
     }
 
     /// Ends a run nobody executes any more: `error` (if failed) and `done`
-    /// events, then the final status. A run another caller is settling
-    /// already is returned as given.
+    /// events, then the final status and its `run.*` webhook. A run another
+    /// caller is settling already is returned as given.
     pub async fn settle(&self, account: &str, run: Run, end: Ending) -> Result<Run, RunError> {
         let run_id = run.id.clone();
         if !self.settling.lock().insert(run_id.clone()) {
@@ -417,6 +417,8 @@ impl Engine {
             ..run
         };
         let stored = self.sinks.store.finish_run(account, settled).await?;
+        // Settled here, not by `conclude`: its `run.*` webhook goes from here.
+        self.notify_run_end(account, &stored);
         if published.is_ok() {
             published = em.emit(EventBody::Done { stop_reason }).await.map(drop);
         }

@@ -42,6 +42,10 @@ pub use status::{AgentStatus, RunStatus};
 pub use values::{Seq, Timestamp};
 pub use wire::UnknownValue;
 
+/// Names of the built-in tools (an agent lists them in `tools` and
+/// `approval_required`; the runtime implements them in `agent::tools`).
+pub const BUILTIN_TOOLS: &[&str] = &["get_time", "calculator"];
+
 #[cfg(test)]
 mod tests {
     /// The contract's README and CHANGELOG name the version the code serves.

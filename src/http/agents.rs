@@ -50,6 +50,10 @@ pub struct CreateAgent {
     #[serde(default = "empty_object")]
     #[schema(schema_with = schemas::agent_metadata)]
     pub metadata: Value,
+    /// Built-in tools whose every call waits for a person's approval.
+    #[serde(default)]
+    #[schema(schema_with = schemas::agent_approval_required)]
+    pub approval_required: Vec<String>,
 }
 
 /// Body of `PATCH /v1/agents/{id}`: only the fields given change.
@@ -67,6 +71,8 @@ pub struct UpdateAgent {
     pub tags: Option<Vec<String>>,
     #[schema(schema_with = schemas::agent_metadata_or_null)]
     pub metadata: Option<Value>,
+    #[schema(schema_with = schemas::agent_approval_required_or_null)]
+    pub approval_required: Option<Vec<String>>,
 }
 
 fn default_model() -> String {
@@ -134,6 +140,31 @@ fn check_tags(tags: &[String]) -> Result<(), ApiError> {
     }
 }
 
+/// `approval_required` names built-in tools only; every unknown name is
+/// listed in the 400 (a typo would otherwise let the tool run unasked).
+/// Duplicates are dropped, first occurrence kept.
+fn check_approval_required(names: Vec<String>) -> Result<Vec<String>, ApiError> {
+    let unknown: Vec<String> = names
+        .iter()
+        .filter(|n| !crate::domain::BUILTIN_TOOLS.contains(&n.as_str()))
+        .map(|n| format!("`{n}`"))
+        .collect();
+    if !unknown.is_empty() {
+        return Err(ApiError::validation(format!(
+            "approval_required: unknown tool names {} (built-in tools: {})",
+            unknown.join(", "),
+            crate::domain::BUILTIN_TOOLS.join(", ")
+        )));
+    }
+    let mut kept: Vec<String> = Vec::with_capacity(names.len());
+    for n in names {
+        if !kept.contains(&n) {
+            kept.push(n);
+        }
+    }
+    Ok(kept)
+}
+
 /// Tool ids must name a tool of this account; other entries are built-in
 /// names, resolved by the runtime.
 async fn check_tools(state: &AppState, account: &str, tools: &[String]) -> Result<(), ApiError> {
@@ -177,6 +208,7 @@ pub async fn create_agent(
     check_metadata(&body.metadata)?;
     check_tags(&body.tags)?;
     check_tools(&state, auth.account(), &body.tools).await?;
+    let approval_required = check_approval_required(body.approval_required)?;
     let agent = NewAgent {
         name,
         model: body.model,
@@ -184,6 +216,7 @@ pub async fn create_agent(
         tools: body.tools,
         tags: body.tags,
         metadata: body.metadata,
+        approval_required,
     };
     let created = state.store.create_agent(auth.account(), agent).await?;
     announce(&state, auth.account(), WebhookEvent::AgentCreated, &created);
@@ -298,6 +331,10 @@ pub async fn update_agent(
     if let Some(t) = &body.tools {
         check_tools(&state, auth.account(), t).await?;
     }
+    let approval_required = body
+        .approval_required
+        .map(check_approval_required)
+        .transpose()?;
     let patch = AgentPatch {
         name,
         model: body.model,
@@ -306,6 +343,7 @@ pub async fn update_agent(
         tags: body.tags,
         metadata: body.metadata,
         status: None,
+        approval_required,
     };
     let agent = state.store.update_agent(auth.account(), &id, patch).await;
     if let Ok(a) = &agent {

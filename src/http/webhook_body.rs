@@ -74,6 +74,10 @@ pub struct Webhook {
     pub description: String,
     pub created_at: String,
     pub updated_at: String,
+    /// `enabled`; `disabled` once a receiver answered 410 Gone (nothing is
+    /// sent to it any more; delete it and subscribe again).
+    #[schema(schema_with = status_schema)]
+    pub status: String,
 }
 
 /// The answer of `POST /v1/webhooks`: the subscription and its signing
@@ -93,6 +97,8 @@ pub struct CreatedWebhook {
     pub description: String,
     pub created_at: String,
     pub updated_at: String,
+    #[schema(schema_with = status_schema)]
+    pub status: String,
     /// `whsec_` and the base64 of 32 random bytes: the HMAC key is the decoded base64.
     #[schema(pattern = "^whsec_[A-Za-z0-9+/=]+$")]
     pub secret: String,
@@ -109,6 +115,7 @@ impl CreatedWebhook {
             description: h.description,
             created_at: h.created_at,
             updated_at: h.updated_at,
+            status: h.status,
             secret,
         }
     }
@@ -153,6 +160,7 @@ impl From<WebhookRecord> for Webhook {
             description: h.description,
             created_at: h.created_at,
             updated_at: h.updated_at,
+            status: h.status,
         }
     }
 }
@@ -247,6 +255,10 @@ fn events_schema() -> RefOr<Schema> {
     let names: Vec<&str> = WebhookEvent::ALL.iter().map(|e| e.as_str()).collect();
     schema_json(json!({"type": "array", "minItems": 1, "uniqueItems": true,
         "items": {"type": "string", "enum": names}}))
+}
+
+fn status_schema() -> RefOr<Schema> {
+    schema_json(json!({"type": "string", "enum": ["enabled", "disabled"]}))
 }
 
 fn agent_or_null_schema() -> RefOr<Schema> {

@@ -45,7 +45,7 @@ pub async fn create_webhook(
     check_agent(body.agent_id.as_deref())?;
     let Some(key) = &state.webhooks.key else {
         return Err(ApiError::unavailable(
-            "webhooks are not available behind a remote store (--store-url)",
+            "webhooks are not available on this process (no server key)",
         ));
     };
     let id = crate::util::new_id("wh");
@@ -61,6 +61,7 @@ pub async fn create_webhook(
         description: body.description,
         created_at: now.clone(),
         updated_at: now,
+        status: crate::store::webhooks::ENABLED.to_owned(),
     };
     let hook = state.store.create_webhook(hook).await?;
     let target = AuditTarget(hook.id.clone());

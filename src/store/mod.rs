@@ -279,8 +279,11 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Page<UsageRecord>>;
 
     // --- approvals ---------------------------------------------------------
-    /// Stores a new pending approval (its run is parked).
-    async fn create_approval(&self, approval: Approval) -> StoreResult<Approval>;
+    /// Parks a run: stores the new pending `approval` and marks its run
+    /// `waiting_approval`, in one transaction, so no crash leaves a waiting
+    /// run without the approval that resumes it. NotFound("run") if the
+    /// run is not the approval's account's.
+    async fn park_run(&self, approval: Approval) -> StoreResult<Approval>;
     async fn get_approval(&self, account: &str, id: &str) -> StoreResult<Approval>;
     /// Records `verdict` on the approval if it is still `pending` and
     /// returns it; `None` when it was decided already (one decider wins).
@@ -293,10 +296,18 @@ pub trait Store: Send + Sync + 'static {
     /// Up to `limit` pending approvals (of every account) that expired
     /// before `before`, oldest first.
     async fn due_approvals(&self, before: &str, limit: u32) -> StoreResult<Vec<Approval>>;
+    /// Up to `limit` approvals decided before `decided_before` whose run
+    /// still waits (its resume was lost: a crash or a failed re-queue
+    /// between the decision and the run going on), oldest decision first.
+    async fn stalled_approvals(
+        &self,
+        decided_before: &str,
+        limit: u32,
+    ) -> StoreResult<Vec<Approval>>;
 
     // --- webhooks (src/store/webhooks.rs) ----------------------------------------
-    // The embedded stores implement these; a remote store (`--store-url`)
-    // does not carry them yet and answers `Unavailable`.
+    // Every store implements these (the remote one through `weir store`'s
+    // RPC); the defaults answer `Unavailable` for a store that does not.
     async fn create_webhook(&self, hook: WebhookRecord) -> StoreResult<WebhookRecord> {
         let _ = hook;
         Err(no_webhooks())
@@ -353,6 +364,13 @@ pub trait Store: Send + Sync + 'static {
         let _ = outcome;
         Err(no_webhooks())
     }
+    /// Deletes up to `limit` finished deliveries (delivered or failed, of
+    /// every account) last written before `before` (a stored timestamp);
+    /// how many.
+    async fn prune_webhook_deliveries(&self, before: &str, limit: u32) -> StoreResult<u64> {
+        let _ = (before, limit);
+        Err(no_webhooks())
+    }
     /// A subscription's deliveries, oldest first; NotFound("webhook").
     async fn list_webhook_deliveries(
         &self,
@@ -378,5 +396,5 @@ pub trait Store: Send + Sync + 'static {
 }
 
 fn no_webhooks() -> StoreError {
-    StoreError::Unavailable("webhooks are not served by a remote store (--store-url)".into())
+    StoreError::Unavailable("this store does not keep webhooks".into())
 }

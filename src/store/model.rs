@@ -326,11 +326,15 @@ pub struct Agent {
     pub tags: Vec<String>,
     /// Free-form object. Keys the runtime reads: `echo_delay_ms` (integer,
     /// the echo model sleeps this long before each token), `max_steps`
-    /// (integer, 1 to 100, overrides the gateway's default of 10),
-    /// `approval_required` (array of tool names whose calls wait for a
-    /// person's approval).
+    /// (integer, 1 to 100, overrides the gateway's default of 10).
     #[schema(value_type = Object)]
     pub metadata: Value,
+    /// Built-in tools (`get_time`, `calculator`) whose every call waits for
+    /// a person's approval. Tools of the account say so themselves
+    /// (`requires_approval`).
+    #[serde(default)]
+    #[schema(schema_with = agent_approval_required)]
+    pub approval_required: Vec<String>,
     /// A `stopped` agent refuses messages with 409 agent_stopped.
     pub status: AgentStatus,
     #[schema(value_type = Timestamp)]
@@ -342,6 +346,13 @@ pub struct Agent {
 fn agent_tools() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
     schema_json(serde_json::json!({"type": "array", "maxItems": 64,
         "items": {"type": "string", "pattern": "^(tool-[A-Za-z0-9]+|[A-Za-z0-9_]{1,64})$"}}))
+}
+
+fn agent_approval_required() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    schema_json(
+        serde_json::json!({"type": "array", "maxItems": 64, "uniqueItems": true,
+        "items": {"type": "string", "enum": crate::domain::BUILTIN_TOOLS}}),
+    )
 }
 
 fn agent_tags() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
@@ -358,6 +369,8 @@ pub struct NewAgent {
     pub tools: Vec<String>,
     pub tags: Vec<String>,
     pub metadata: Value,
+    #[serde(default)]
+    pub approval_required: Vec<String>,
 }
 
 /// A partial update; `None` leaves the field as it is.
@@ -370,6 +383,8 @@ pub struct AgentPatch {
     pub tags: Option<Vec<String>>,
     pub metadata: Option<Value>,
     pub status: Option<AgentStatus>,
+    #[serde(default)]
+    pub approval_required: Option<Vec<String>>,
 }
 
 /// Its schema is written by hand ([`super::schemas`]): `url` goes with `kind`.

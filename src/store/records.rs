@@ -18,6 +18,7 @@ pub(super) fn new_agent(account: &str, new: NewAgent) -> Agent {
         tools: new.tools,
         tags: new.tags,
         metadata: new.metadata,
+        approval_required: new.approval_required,
         status: AgentStatus::Running,
         created_at: now.clone(),
         updated_at: now,

@@ -482,8 +482,8 @@ impl Store for RemoteStore {
         .await
     }
 
-    async fn create_approval(&self, approval: Approval) -> StoreResult<Approval> {
-        self.call(R::CreateApproval { approval }).await
+    async fn park_run(&self, approval: Approval) -> StoreResult<Approval> {
+        self.call(R::ParkRun { approval }).await
     }
 
     async fn get_approval(&self, account: &str, id: &str) -> StoreResult<Approval> {
@@ -512,6 +512,114 @@ impl Store for RemoteStore {
         self.call(R::DueApprovals {
             before: own(before),
             limit,
+        })
+        .await
+    }
+
+    async fn stalled_approvals(
+        &self,
+        decided_before: &str,
+        limit: u32,
+    ) -> StoreResult<Vec<Approval>> {
+        self.call(R::StalledApprovals {
+            decided_before: own(decided_before),
+            limit,
+        })
+        .await
+    }
+
+    async fn create_webhook(&self, hook: WebhookRecord) -> StoreResult<WebhookRecord> {
+        self.call(R::CreateWebhook { hook }).await
+    }
+
+    async fn get_webhook(&self, account: &str, id: &str) -> StoreResult<WebhookRecord> {
+        let (account, id) = (own(account), own(id));
+        self.call(R::GetWebhook { account, id }).await
+    }
+
+    async fn list_webhooks(
+        &self,
+        account: &str,
+        params: ListParams,
+    ) -> StoreResult<Page<WebhookRecord>> {
+        let account = own(account);
+        self.call(R::ListWebhooks { account, params }).await
+    }
+
+    async fn update_webhook(
+        &self,
+        account: &str,
+        id: &str,
+        patch: WebhookPatch,
+    ) -> StoreResult<WebhookRecord> {
+        let (account, id) = (own(account), own(id));
+        self.call(R::UpdateWebhook { account, id, patch }).await
+    }
+
+    async fn delete_webhook(&self, account: &str, id: &str) -> StoreResult<()> {
+        let (account, id) = (own(account), own(id));
+        self.call(R::DeleteWebhook { account, id }).await
+    }
+
+    async fn enqueue_webhook_events(&self, events: Vec<NewWebhookEvent>) -> StoreResult<u64> {
+        self.call(R::EnqueueWebhookEvents { events }).await
+    }
+
+    async fn claim_webhook_deliveries(
+        &self,
+        claimer: &str,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<DueDelivery>> {
+        let claimer = own(claimer);
+        self.call(R::ClaimWebhookDeliveries {
+            claimer,
+            now_ms,
+            lease_ms,
+            limit,
+        })
+        .await
+    }
+
+    async fn record_webhook_attempt(&self, outcome: AttemptOutcome) -> StoreResult<()> {
+        self.call(R::RecordWebhookAttempt { outcome }).await
+    }
+
+    async fn prune_webhook_deliveries(&self, before: &str, limit: u32) -> StoreResult<u64> {
+        let before = own(before);
+        self.call(R::PruneWebhookDeliveries { before, limit }).await
+    }
+
+    async fn list_webhook_deliveries(
+        &self,
+        account: &str,
+        webhook_id: &str,
+        params: ListParams,
+    ) -> StoreResult<Page<DeliveryRecord>> {
+        let (account, webhook_id) = (own(account), own(webhook_id));
+        self.call(R::ListWebhookDeliveries {
+            account,
+            webhook_id,
+            params,
+        })
+        .await
+    }
+
+    async fn retry_webhook_delivery(
+        &self,
+        account: &str,
+        webhook_id: &str,
+        delivery_id: &str,
+        now_ms: i64,
+        expires_ms: i64,
+    ) -> StoreResult<DeliveryRecord> {
+        self.call(R::RetryWebhookDelivery {
+            account: own(account),
+            webhook_id: own(webhook_id),
+            delivery_id: own(delivery_id),
+            now_ms,
+            expires_ms,
         })
         .await
     }

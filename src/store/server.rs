@@ -24,10 +24,12 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use super::webhooks::AttemptOutcome;
 use super::{
     AccountLimits, AgentFilter, AgentPatch, Approval, ApprovalVerdict, AuditFilter, AuditRecord,
     EventFilter, EventRecord, KeyRotation, KeySettings, ListParams, LogRecord, NewAgent, NewKey,
-    NewTool, Run, RunFilter, Store, StoreResult, UsageQuery, UsageRow,
+    NewTool, NewWebhookEvent, Run, RunFilter, Store, StoreResult, UsageQuery, UsageRow,
+    WebhookPatch, WebhookRecord,
 };
 use crate::{config::StoreConfig, domain::ErrorCode};
 
@@ -200,7 +202,7 @@ pub enum StoreRequest {
         query: UsageQuery,
         params: ListParams,
     },
-    CreateApproval {
+    ParkRun {
         approval: Approval,
     },
     GetApproval {
@@ -215,6 +217,58 @@ pub enum StoreRequest {
     DueApprovals {
         before: String,
         limit: u32,
+    },
+    StalledApprovals {
+        decided_before: String,
+        limit: u32,
+    },
+    CreateWebhook {
+        hook: WebhookRecord,
+    },
+    GetWebhook {
+        account: String,
+        id: String,
+    },
+    ListWebhooks {
+        account: String,
+        params: ListParams,
+    },
+    UpdateWebhook {
+        account: String,
+        id: String,
+        patch: WebhookPatch,
+    },
+    DeleteWebhook {
+        account: String,
+        id: String,
+    },
+    EnqueueWebhookEvents {
+        events: Vec<NewWebhookEvent>,
+    },
+    ClaimWebhookDeliveries {
+        claimer: String,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: u32,
+    },
+    RecordWebhookAttempt {
+        outcome: AttemptOutcome,
+    },
+    PruneWebhookDeliveries {
+        before: String,
+        limit: u32,
+    },
+    ListWebhookDeliveries {
+        account: String,
+        webhook_id: String,
+        params: ListParams,
+    },
+    RetryWebhookDelivery {
+        account: String,
+        webhook_id: String,
+        delivery_id: String,
+        now_ms: i64,
+        expires_ms: i64,
     },
 }
 
@@ -328,7 +382,7 @@ pub async fn dispatch(store: &dyn Store, req: StoreRequest) -> Vec<u8> {
             query,
             params,
         } => reply(store.list_usage(&account, query, params).await),
-        R::CreateApproval { approval } => reply(store.create_approval(approval).await),
+        R::ParkRun { approval } => reply(store.park_run(approval).await),
         R::GetApproval { account, id } => reply(store.get_approval(&account, &id).await),
         R::DecideApproval {
             account,
@@ -336,6 +390,52 @@ pub async fn dispatch(store: &dyn Store, req: StoreRequest) -> Vec<u8> {
             verdict,
         } => reply(store.decide_approval(&account, &id, verdict).await),
         R::DueApprovals { before, limit } => reply(store.due_approvals(&before, limit).await),
+        R::StalledApprovals {
+            decided_before,
+            limit,
+        } => reply(store.stalled_approvals(&decided_before, limit).await),
+        R::CreateWebhook { hook } => reply(store.create_webhook(hook).await),
+        R::GetWebhook { account, id } => reply(store.get_webhook(&account, &id).await),
+        R::ListWebhooks { account, params } => reply(store.list_webhooks(&account, params).await),
+        R::UpdateWebhook { account, id, patch } => {
+            reply(store.update_webhook(&account, &id, patch).await)
+        }
+        R::DeleteWebhook { account, id } => reply(store.delete_webhook(&account, &id).await),
+        R::EnqueueWebhookEvents { events } => reply(store.enqueue_webhook_events(events).await),
+        R::ClaimWebhookDeliveries {
+            claimer,
+            now_ms,
+            lease_ms,
+            limit,
+        } => reply(
+            store
+                .claim_webhook_deliveries(&claimer, now_ms, lease_ms, limit)
+                .await,
+        ),
+        R::RecordWebhookAttempt { outcome } => reply(store.record_webhook_attempt(outcome).await),
+        R::PruneWebhookDeliveries { before, limit } => {
+            reply(store.prune_webhook_deliveries(&before, limit).await)
+        }
+        R::ListWebhookDeliveries {
+            account,
+            webhook_id,
+            params,
+        } => reply(
+            store
+                .list_webhook_deliveries(&account, &webhook_id, params)
+                .await,
+        ),
+        R::RetryWebhookDelivery {
+            account,
+            webhook_id,
+            delivery_id,
+            now_ms,
+            expires_ms,
+        } => reply(
+            store
+                .retry_webhook_delivery(&account, &webhook_id, &delivery_id, now_ms, expires_ms)
+                .await,
+        ),
     }
 }
 

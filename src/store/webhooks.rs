@@ -31,7 +31,18 @@ pub struct WebhookRecord {
     pub sealed_secret: String,
     pub created_at: String,
     pub updated_at: String,
+    /// `enabled`, or `disabled` once a receiver answered 410 Gone (nothing
+    /// is queued for it any more).
+    #[serde(default = "enabled")]
+    pub status: String,
 }
+
+fn enabled() -> String {
+    ENABLED.to_owned()
+}
+
+/// The status of a subscription that gets deliveries.
+pub const ENABLED: &str = "enabled";
 
 /// What `PATCH /v1/webhooks/{id}` may change; `None` keeps the value.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -141,6 +152,10 @@ pub struct AttemptOutcome {
     pub status: DeliveryStatus,
     /// Unix ms of the next attempt when pending.
     pub next_attempt_ms: Option<i64>,
+    /// The receiver answered 410 Gone: the subscription is disabled and its
+    /// other pending deliveries fail with this one.
+    #[serde(default)]
+    pub gone: bool,
 }
 
 /// The history with `attempt` appended, the oldest dropped past [`MAX_HISTORY`].

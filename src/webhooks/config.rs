@@ -19,6 +19,9 @@ pub struct WebhookConfig {
     /// Milliseconds before the second attempt of a failed webhook delivery (±20% jitter); each later wait doubles, up to one hour.
     #[arg(long, env = "WEIR_WEBHOOK_RETRY_BASE_MS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
     pub webhook_retry_base_ms: u64,
+    /// Seconds a finished webhook delivery (delivered or failed) is kept, with its attempts, before it is deleted; 0 keeps them forever.
+    #[arg(long, env = "WEIR_WEBHOOK_RETENTION_SECS", default_value_t = 604_800)]
+    pub webhook_retention_secs: u64,
     /// Addresses (CIDRs or single IPs, comma-separated, e.g. `127.0.0.1/32,10.1.0.0/16`) that webhook deliveries and webhook tools may reach although they are not public. Every other non-public address stays refused.
     #[arg(long, env = "WEIR_EGRESS_ALLOW", value_delimiter = ',', value_parser = parse_net)]
     pub egress_allow: Vec<IpNet>,
@@ -30,6 +33,7 @@ impl Default for WebhookConfig {
             webhook_secret_key: None,
             webhook_retry_window_secs: 86_400,
             webhook_retry_base_ms: 5_000,
+            webhook_retention_secs: 604_800,
             egress_allow: Vec::new(),
         }
     }
@@ -39,6 +43,11 @@ impl WebhookConfig {
     /// How long deliveries are retried.
     pub fn retry_window(&self) -> Duration {
         Duration::from_secs(self.webhook_retry_window_secs)
+    }
+
+    /// How long finished deliveries are kept (`None`: forever).
+    pub fn retention(&self) -> Option<Duration> {
+        (self.webhook_retention_secs > 0).then(|| Duration::from_secs(self.webhook_retention_secs))
     }
 
     /// The wait before the second attempt.

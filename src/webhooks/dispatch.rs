@@ -110,10 +110,18 @@ impl Dispatcher {
             duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         };
         let d = &due.delivery;
+        // 410 Gone: the receiver says the endpoint will not come back
+        // (Standard Webhooks): no more attempts, and the subscription is
+        // disabled by the same store write.
+        let gone = status_code == Some(410);
         let (status, next) = match error {
             None => (DeliveryStatus::Delivered, None),
+            Some(_) if gone => (DeliveryStatus::Failed, None),
             Some(_) => self.next_attempt(d.attempts + 1, d.expires_ms),
         };
+        if gone {
+            tracing::warn!(webhook_id = %d.webhook_id, "receiver answered 410 Gone: subscription disabled");
+        }
         metrics::counter!("weir_webhook_attempts_total", "outcome" => status.as_str()).increment(1);
         let outcome = AttemptOutcome {
             delivery_id: d.id.clone(),
@@ -121,6 +129,7 @@ impl Dispatcher {
             attempt,
             status,
             next_attempt_ms: next,
+            gone,
         };
         if let Err(e) = self.store.record_webhook_attempt(outcome).await {
             // The claim runs out and the attempt is made again: at least once.

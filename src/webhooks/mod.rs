@@ -15,6 +15,8 @@
 //!   PostgreSQL store), sends them through the egress guard and records
 //!   each attempt, with exponential backoff and jitter until the retry
 //!   window closes.
+//! - [`retention`]: deletes finished deliveries older than
+//!   `--webhook-retention-secs` (7 days by default).
 //! - [`sign`]: Standard Webhooks signatures (`webhook-signature: v1,…`).
 //! - [`secret`]: signing secrets (`whsec_…`) and the server key that seals
 //!   them in the store.
@@ -28,6 +30,7 @@ pub mod config;
 pub mod dispatch;
 pub mod events;
 pub mod notifier;
+pub mod retention;
 pub mod secret;
 pub mod sign;
 
@@ -54,17 +57,17 @@ pub struct Hub {
 
 impl Hub {
     /// Loads (or makes) the server key and starts the notifier's writer.
-    /// Behind a remote store webhooks are off: it does not carry them.
+    /// Behind a remote store (`--store-url`) the store's own HTTP API
+    /// carries the subscriptions and the delivery queue too.
     pub fn open(cfg: &ServeConfig, store: &Arc<dyn Store>) -> anyhow::Result<Self> {
         let wake = Arc::new(Notify::new());
-        if cfg.data.store_url.is_some() {
-            return Ok(Self::disabled());
-        }
         let configured = cfg.webhooks.webhook_secret_key.as_deref();
-        if configured.is_none() && cfg.data.db.is_some() {
+        let shared = cfg.data.db.is_some() || cfg.data.store_url.is_some();
+        if configured.is_none() && shared {
             tracing::warn!(
-                "WEIR_WEBHOOK_SECRET_KEY is unset with a PostgreSQL store: gateways sharing \
-                 the store must share one key, or they cannot sign each other's webhooks"
+                "WEIR_WEBHOOK_SECRET_KEY is unset with a shared store (PostgreSQL or \
+                 --store-url): gateways sharing the store must share one key, or they \
+                 cannot sign each other's webhooks"
             );
         }
         let key = secret::ServerKey::load(configured, &cfg.data.data_dir)?;
@@ -79,9 +82,6 @@ impl Hub {
     /// For a worker: it queues the events of the runs it ends, and never
     /// seals, opens or sends (gateways do), so it needs no server key.
     pub fn notifier_only(cfg: &ServeConfig, store: &Arc<dyn Store>) -> Self {
-        if cfg.data.store_url.is_some() {
-            return Self::disabled();
-        }
         let wake = Arc::new(Notify::new());
         Self {
             notifier: Notifier::start(store.clone(), wake.clone(), cfg.webhooks.retry_window()),
@@ -123,6 +123,9 @@ impl Hub {
             name: crate::util::new_id("gw"),
             wake: self.wake.clone(),
         };
+        if let Some(keep) = cfg.webhooks.retention() {
+            tracker.spawn(retention::run(dispatcher.store.clone(), keep, stop.clone()));
+        }
         tracker.spawn(dispatcher.run(stop));
     }
 }

@@ -215,8 +215,9 @@ impl RunMode for Queued {
                 updated_at: crate::util::now(),
                 ..job.run
             };
-            if let Err(se) = store.finish_run(&job.account, failed).await {
-                tracing::warn!(error = %se, "could not mark an unqueued run failed");
+            match store.finish_run(&job.account, failed).await {
+                Ok(failed) => self.engine.notify_run_end(&job.account, &failed),
+                Err(se) => tracing::warn!(error = %se, "could not mark an unqueued run failed"),
             }
             return Err(e.into());
         }

@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 use weir::config::ServeConfig;
 
 mod approval;
+mod approval_fields;
 mod approval_relay;
 mod history;
 mod upstream;

@@ -7,7 +7,10 @@
 //! once. Retry timing is shortened by configuration so each test takes
 //! seconds.
 
+mod gone;
 mod receiver;
+mod remote;
+mod settled;
 
 use std::time::Duration;
 
@@ -359,7 +362,7 @@ async fn approvals_requested_and_resolved_are_delivered() {
     let agent = gw
         .create_agent_as(
             &gw.key,
-            json!({"tools": ["get_time"], "metadata": {"approval_required": ["get_time"]}}),
+            json!({"tools": ["get_time"], "approval_required": ["get_time"]}),
         )
         .await;
     let r = gw

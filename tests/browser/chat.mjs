@@ -144,7 +144,7 @@ async function timeQuestion(page, proxy) {
 // the request; Approve resumes the run and the reply arrives.
 async function approval(page, proxy) {
   step = 'approval: an agent whose get_time needs approval';
-  await rest('POST', '/v1/agents', { name: 'careful', tools: ['get_time'], metadata: { approval_required: ['get_time'] } });
+  await rest('POST', '/v1/agents', { name: 'careful', tools: ['get_time'], approval_required: ['get_time'] });
   await page.goto(`${proxy.url}/`);
   await page.waitForSelector('body[data-ready="true"]', { timeout: WAIT });
   await page.click('#agents button:has-text("careful")');

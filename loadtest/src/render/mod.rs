@@ -16,6 +16,7 @@ mod ratio;
 mod requests;
 mod streams;
 mod transport;
+mod webhooks;
 
 use std::path::Path;
 
@@ -34,7 +35,7 @@ pub enum RenderError {
     Missing { file: String, pointer: String },
     #[error("{0}: expected a non-empty array of reports")]
     Shape(String),
-    #[error("unknown kind `{0}` (connections, fanout, drain, proxy, proxy-repeat, peer, runs, soak, rest, bus, edge, transport, compare)")]
+    #[error("unknown kind `{0}` (connections, fanout, drain, proxy, proxy-repeat, peer, runs, soak, rest, bus, edge, transport, webhooks, compare)")]
     Kind(String),
 }
 
@@ -121,6 +122,7 @@ pub fn render(root: &Path, kind: &str, files: &[&str]) -> Result<String, RenderE
         "runs" => requests::runs(&r)?,
         "rest" => requests::rest(&r)?,
         "edge" => requests::edge(&r)?,
+        "webhooks" => webhooks::webhooks(&r)?,
         "transport" => transport::transport(&r)?,
         "compare" => compare::compare(&r)?,
         other => return Err(RenderError::Kind(other.into())),

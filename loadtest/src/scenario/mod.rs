@@ -17,6 +17,7 @@ pub mod runs;
 pub mod smoke;
 pub mod soak;
 pub mod transport;
+pub mod webhooks;
 
 use std::{
     net::SocketAddr,

@@ -26,7 +26,7 @@ pub const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
 const WEBHOOK_BODY_LIMIT: usize = 1 << 20;
 
 /// Names of the built-in tools.
-pub const BUILTINS: &[&str] = &["get_time", "calculator"];
+pub const BUILTINS: &[&str] = crate::domain::BUILTIN_TOOLS;
 
 #[derive(Debug, Clone, PartialEq)]
 enum Kind {

@@ -225,6 +225,12 @@ pub fn agent_tags() -> RefOr<Schema> {
 pub fn agent_tags_or_null() -> RefOr<Schema> {
     tags(true)
 }
+pub fn agent_approval_required() -> RefOr<Schema> {
+    approval_required(false)
+}
+pub fn agent_approval_required_or_null() -> RefOr<Schema> {
+    approval_required(true)
+}
 pub fn agent_metadata() -> RefOr<Schema> {
     metadata(false)
 }
@@ -245,6 +251,16 @@ fn tools(nullable: bool) -> RefOr<Schema> {
         "description": "Built-in tool names; ids (`tool-…`) of the account's own tools are accepted too.",
         "type": types("array", nullable), "maxItems": 64,
         "items": {"type": "string", "pattern": "^[A-Za-z0-9_]{1,64}$"},
+    }))
+}
+
+/// Agent `approval_required`: built-in tool names only (the account's own
+/// tools carry `requires_approval` themselves).
+fn approval_required(nullable: bool) -> RefOr<Schema> {
+    from_json(json!({
+        "description": "Built-in tools whose every call waits for a person's approval.",
+        "type": types("array", nullable), "maxItems": 64, "uniqueItems": true,
+        "items": {"type": "string", "enum": crate::domain::BUILTIN_TOOLS},
     }))
 }
 

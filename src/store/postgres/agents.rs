@@ -13,7 +13,8 @@ use crate::store::{
 
 macro_rules! agent_cols {
     () => {
-        "pk, id, account_id, name, model, system, tools, tags, metadata, status, created_at, updated_at"
+        "pk, id, account_id, name, model, system, tools, tags, metadata, status, created_at, updated_at,
+         approval_required"
     };
 }
 
@@ -32,6 +33,7 @@ fn agent_row(r: &Row) -> StoreResult<(i64, Agent)> {
             status: col(r, 9)?,
             created_at: col(r, 10)?,
             updated_at: col(r, 11)?,
+            approval_required: json_col(r, 12)?,
         },
     ))
 }
@@ -62,8 +64,8 @@ pub(super) async fn create_agent(
              INSERT INTO accounts (id, created_at) VALUES ($2, $10) ON CONFLICT (id) DO NOTHING
          )
          INSERT INTO agents (id, account_id, name, model, system, tools, tags, metadata, status,
-                             created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                             created_at, updated_at, approval_required)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         &[
             &agent.id,
             &agent.account_id,
@@ -76,6 +78,7 @@ pub(super) async fn create_agent(
             &agent.status,
             &agent.created_at,
             &agent.updated_at,
+            &to_json(&agent.approval_required),
         ],
         |e| write_err(e, |d| StoreError::Conflict(format!("agent exists: {d}"))),
     )
@@ -147,7 +150,8 @@ pub(super) async fn update_agent(
         "UPDATE agents SET name = COALESCE($3, name), model = COALESCE($4, model),
                 system = COALESCE($5, system), tools = COALESCE($6, tools),
                 tags = COALESCE($7, tags), metadata = COALESCE($8, metadata),
-                status = COALESCE($9, status), updated_at = $10
+                status = COALESCE($9, status), updated_at = $10,
+                approval_required = COALESCE($11, approval_required)
          WHERE id = $1 AND account_id = $2 RETURNING ",
         agent_cols!()
     );
@@ -165,6 +169,7 @@ pub(super) async fn update_agent(
             &patch.metadata.as_ref().map(to_json),
             &patch.status,
             &crate::util::now(),
+            &patch.approval_required.as_ref().map(to_json),
         ],
     )
     .await?;

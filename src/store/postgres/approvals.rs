@@ -1,10 +1,13 @@
 //! Approvals: SQLite's rules ([`crate::store::sqlite`]'s `approvals.rs`).
 
-use deadpool_postgres::GenericClient;
+use deadpool_postgres::{GenericClient, Object};
 use tokio_postgres::Row;
 
 use super::{col, db_err, execute, json_col, not_found, query_opt, to_json, write_err};
-use crate::store::{Approval, ApprovalVerdict, StoreResult};
+use crate::{
+    domain::RunStatus,
+    store::{Approval, ApprovalVerdict, StoreResult},
+};
 
 const COLS: &str = "id, account_id, run_id, agent_id, tool, arguments, state, status, expires_at, decided_by, reason, created_at, decided_at";
 
@@ -26,7 +29,22 @@ fn row(r: &Row) -> StoreResult<Approval> {
     })
 }
 
-pub(super) async fn create(c: &impl GenericClient, a: Approval) -> StoreResult<Approval> {
+/// Stores `a` and marks its run `waiting_approval` in one transaction.
+pub(super) async fn park(c: &mut Object, a: Approval) -> StoreResult<Approval> {
+    let tx = c.transaction().await.map_err(db_err)?;
+    let sql = "UPDATE runs SET status = $3, updated_at = $4 WHERE id = $1 AND account_id = $2";
+    let status = RunStatus::WaitingApproval;
+    let now = crate::util::now();
+    let parked = execute(&tx, sql, &[&a.run_id, &a.account_id, &status, &now], db_err).await?;
+    if parked == 0 {
+        return Err(not_found("run"));
+    }
+    insert(&tx, &a).await?;
+    tx.commit().await.map_err(db_err)?;
+    Ok(a)
+}
+
+async fn insert(c: &impl GenericClient, a: &Approval) -> StoreResult<()> {
     let (args, state) = (to_json(&a.arguments), to_json(&a.state));
     execute(
         c,
@@ -51,7 +69,7 @@ pub(super) async fn create(c: &impl GenericClient, a: Approval) -> StoreResult<A
         |e| write_err(e, crate::store::StoreError::Conflict),
     )
     .await?;
-    Ok(a)
+    Ok(())
 }
 
 pub(super) async fn get(c: &impl GenericClient, account: &str, id: &str) -> StoreResult<Approval> {
@@ -103,7 +121,31 @@ pub(super) async fn due(
         "SELECT {COLS} FROM approvals WHERE status = 'pending' AND expires_at < $1
          ORDER BY expires_at LIMIT $2"
     );
-    let st = c.prepare_cached(&sql).await.map_err(db_err)?;
+    query(c, &sql, before, limit).await
+}
+
+/// SQLite's `stalled`, same query.
+pub(super) async fn stalled(
+    c: &impl GenericClient,
+    before: &str,
+    limit: u32,
+) -> StoreResult<Vec<Approval>> {
+    let sql = format!(
+        "SELECT {COLS} FROM approvals WHERE status <> 'pending' AND decided_at < $1
+           AND (account_id, run_id) IN
+               (SELECT account_id, id FROM runs WHERE status = 'waiting_approval')
+         ORDER BY decided_at LIMIT $2"
+    );
+    query(c, &sql, before, limit).await
+}
+
+async fn query(
+    c: &impl GenericClient,
+    sql: &str,
+    before: &str,
+    limit: u32,
+) -> StoreResult<Vec<Approval>> {
+    let st = c.prepare_cached(sql).await.map_err(db_err)?;
     let rows = c
         .query(&st, &[&before, &i64::from(limit)])
         .await

@@ -460,8 +460,8 @@ impl Store for PostgresStore {
         usage::list(&mut self.client().await?, account, &query, &params).await
     }
 
-    async fn create_approval(&self, approval: Approval) -> StoreResult<Approval> {
-        approvals::create(&self.client().await?, approval).await
+    async fn park_run(&self, approval: Approval) -> StoreResult<Approval> {
+        approvals::park(&mut self.client().await?, approval).await
     }
 
     async fn get_approval(&self, account: &str, id: &str) -> StoreResult<Approval> {
@@ -479,6 +479,14 @@ impl Store for PostgresStore {
 
     async fn due_approvals(&self, before: &str, limit: u32) -> StoreResult<Vec<Approval>> {
         approvals::due(&self.client().await?, before, limit).await
+    }
+
+    async fn stalled_approvals(
+        &self,
+        decided_before: &str,
+        limit: u32,
+    ) -> StoreResult<Vec<Approval>> {
+        approvals::stalled(&self.client().await?, decided_before, limit).await
     }
 
     async fn create_webhook(&self, hook: WebhookRecord) -> StoreResult<WebhookRecord> {
@@ -526,6 +534,10 @@ impl Store for PostgresStore {
 
     async fn record_webhook_attempt(&self, outcome: AttemptOutcome) -> StoreResult<()> {
         webhooks::record(&mut self.client().await?, outcome).await
+    }
+
+    async fn prune_webhook_deliveries(&self, before: &str, limit: u32) -> StoreResult<u64> {
+        webhooks::prune(&self.client().await?, before, limit).await
     }
 
     async fn list_webhook_deliveries(

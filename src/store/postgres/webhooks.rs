@@ -20,7 +20,8 @@ use crate::store::{
 
 macro_rules! hook_cols {
     () => {
-        "pk, id, account_id, url, events, agent_id, description, secret, created_at, updated_at"
+        "pk, id, account_id, url, events, agent_id, description, secret, created_at, updated_at,
+         status"
     };
 }
 
@@ -44,6 +45,7 @@ fn hook_row(r: &Row) -> StoreResult<(i64, WebhookRecord)> {
             sealed_secret: col(r, 7)?,
             created_at: col(r, 8)?,
             updated_at: col(r, 9)?,
+            status: col(r, 10)?,
         },
     ))
 }
@@ -208,7 +210,7 @@ async fn enqueue(c: &impl GenericClient, e: &NewWebhookEvent) -> StoreResult<u64
          SELECT 'dlv-' || $1::TEXT || w.pk::TEXT, w.account_id, w.id, $2, $3, $4, 'pending', 0,
                 $5, $6, '[]', $7, $7
          FROM webhooks w
-         WHERE w.account_id = $8 AND w.events LIKE $9
+         WHERE w.account_id = $8 AND w.events LIKE $9 AND w.status = 'enabled'
            AND (w.agent_id IS NULL OR w.agent_id = $10)",
         &[
             &tail,
@@ -289,8 +291,22 @@ pub(super) async fn record(c: &mut Object, o: AttemptOutcome) -> StoreResult<()>
         db_err,
     )
     .await?;
+    if o.gone {
+        let now = crate::util::now();
+        let args: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&o.delivery_id, &now];
+        execute(&tx, GONE, &args, db_err).await?;
+        execute(&tx, GONE_DELIVERIES, &args, db_err).await?;
+    }
     tx.commit().await.map_err(db_err)
 }
+
+/// SQLite's, in this dialect.
+const GONE: &str = "UPDATE webhooks SET status = 'disabled', updated_at = $2
+     WHERE id = (SELECT webhook_id FROM webhook_deliveries WHERE id = $1)";
+const GONE_DELIVERIES: &str = "UPDATE webhook_deliveries SET status = 'failed',
+         next_attempt_at = NULL, claimed_by = NULL, claimed_until = NULL, updated_at = $2
+     WHERE status = 'pending'
+       AND webhook_id = (SELECT webhook_id FROM webhook_deliveries WHERE id = $1)";
 
 pub(super) async fn list_deliveries(
     c: &mut Object,
@@ -343,4 +359,18 @@ pub(super) async fn retry(
         Some(r) => delivery_row(&r).map(|(_, d)| d),
         None => Err(not_found("delivery")),
     }
+}
+
+/// SQLite's `prune`, in this dialect.
+pub(super) async fn prune(c: &impl GenericClient, before: &str, limit: u32) -> StoreResult<u64> {
+    execute(
+        c,
+        "DELETE FROM webhook_deliveries WHERE pk IN (
+             SELECT pk FROM webhook_deliveries
+             WHERE next_attempt_at IS NULL AND updated_at < $1
+             ORDER BY updated_at LIMIT $2)",
+        &[&before, &i64::from(limit)],
+        db_err,
+    )
+    .await
 }

@@ -11,7 +11,8 @@ use crate::store::{
 
 macro_rules! agent_cols {
     () => {
-        "pk, id, account_id, name, model, system, tools, tags, metadata, status, created_at, updated_at"
+        "pk, id, account_id, name, model, system, tools, tags, metadata, status, created_at, updated_at,
+         approval_required"
     };
 }
 
@@ -30,6 +31,7 @@ fn agent_row(r: &Row<'_>) -> rusqlite::Result<(i64, Agent)> {
             status: r.get(9)?,
             created_at: r.get(10)?,
             updated_at: r.get(11)?,
+            approval_required: json_col(r, 12)?,
         },
     ))
 }
@@ -61,11 +63,11 @@ pub(super) fn create_agent(
 fn write_agent(conn: &Connection, a: &Agent, insert: bool) -> StoreResult<()> {
     let sql = if insert {
         "INSERT INTO agents (id, account_id, name, model, system, tools, tags, metadata, status,
-                             created_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+                             created_at, updated_at, approval_required)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
     } else {
         "UPDATE agents SET name = ?3, model = ?4, system = ?5, tools = ?6, tags = ?7,
-                metadata = ?8, status = ?9, updated_at = ?11
+                metadata = ?8, status = ?9, updated_at = ?11, approval_required = ?12
          WHERE id = ?1 AND account_id = ?2"
     };
     conn.prepare_cached(sql)
@@ -81,7 +83,8 @@ fn write_agent(conn: &Connection, a: &Agent, insert: bool) -> StoreResult<()> {
                 to_json(&a.metadata),
                 a.status,
                 a.created_at,
-                a.updated_at
+                a.updated_at,
+                to_json(&a.approval_required)
             ])
         })
         .map_err(db_err)?;
@@ -150,6 +153,7 @@ pub(super) fn update_agent(
         tags,
         metadata,
         status,
+        approval_required,
     } = patch;
     a.name = name.unwrap_or(a.name);
     a.model = model.unwrap_or(a.model);
@@ -158,6 +162,7 @@ pub(super) fn update_agent(
     a.tags = tags.unwrap_or(a.tags);
     a.metadata = metadata.unwrap_or(a.metadata);
     a.status = status.unwrap_or(a.status);
+    a.approval_required = approval_required.unwrap_or(a.approval_required);
     a.updated_at = crate::util::now();
     write_agent(&tx, &a, false)?;
     tx.commit().map_err(db_err)?;

@@ -4,7 +4,10 @@
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::{db_err, json_col, not_found, to_json};
-use crate::store::{Approval, ApprovalVerdict, StoreResult};
+use crate::{
+    domain::RunStatus,
+    store::{Approval, ApprovalVerdict, StoreResult},
+};
 
 const COLS: &str = "id, account_id, run_id, agent_id, tool, arguments, state, status, expires_at, decided_by, reason, created_at, decided_at";
 
@@ -26,7 +29,27 @@ fn row(r: &Row<'_>) -> rusqlite::Result<Approval> {
     })
 }
 
-pub(super) fn create(conn: &mut Connection, a: Approval) -> StoreResult<Approval> {
+/// Stores `a` and marks its run `waiting_approval` in one transaction.
+pub(super) fn park(conn: &mut Connection, a: Approval) -> StoreResult<Approval> {
+    let tx = conn.transaction().map_err(db_err)?;
+    let parked = tx
+        .prepare_cached(
+            "UPDATE runs SET status = ?3, updated_at = ?4 WHERE id = ?1 AND account_id = ?2",
+        )
+        .and_then(|mut s| {
+            let status = RunStatus::WaitingApproval;
+            s.execute(params![a.run_id, a.account_id, status, crate::util::now()])
+        })
+        .map_err(db_err)?;
+    if parked == 0 {
+        return Err(not_found("run"));
+    }
+    insert(&tx, &a)?;
+    tx.commit().map_err(db_err)?;
+    Ok(a)
+}
+
+fn insert(conn: &Connection, a: &Approval) -> StoreResult<()> {
     conn.prepare_cached(
         "INSERT INTO approvals (id, account_id, run_id, agent_id, tool, arguments, state, status,
                                 expires_at, decided_by, reason, created_at, decided_at)
@@ -50,7 +73,7 @@ pub(super) fn create(conn: &mut Connection, a: Approval) -> StoreResult<Approval
         ])
     })
     .map_err(db_err)?;
-    Ok(a)
+    Ok(())
 }
 
 pub(super) fn get(conn: &Connection, account: &str, id: &str) -> StoreResult<Approval> {
@@ -95,7 +118,23 @@ pub(super) fn due(conn: &Connection, before: &str, limit: u32) -> StoreResult<Ve
         "SELECT {COLS} FROM approvals WHERE status = 'pending' AND expires_at < ?1
          ORDER BY expires_at LIMIT ?2"
     );
-    let mut stmt = conn.prepare_cached(&sql).map_err(db_err)?;
+    query(conn, &sql, before, limit)
+}
+
+/// Decided before `before`, run still waiting: from the few waiting runs
+/// (partial index `runs_waiting`) to their approvals (`approvals_run`).
+pub(super) fn stalled(conn: &Connection, before: &str, limit: u32) -> StoreResult<Vec<Approval>> {
+    let sql = format!(
+        "SELECT {COLS} FROM approvals WHERE status <> 'pending' AND decided_at < ?1
+           AND (account_id, run_id) IN
+               (SELECT account_id, id FROM runs WHERE status = 'waiting_approval')
+         ORDER BY decided_at LIMIT ?2"
+    );
+    query(conn, &sql, before, limit)
+}
+
+fn query(conn: &Connection, sql: &str, before: &str, limit: u32) -> StoreResult<Vec<Approval>> {
+    let mut stmt = conn.prepare_cached(sql).map_err(db_err)?;
     let rows = stmt
         .query_map(params![before, limit], row)
         .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())

@@ -432,8 +432,8 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn create_approval(&self, approval: Approval) -> StoreResult<Approval> {
-        self.write(move |c| approvals::create(c, approval)).await
+    async fn park_run(&self, approval: Approval) -> StoreResult<Approval> {
+        self.write(move |c| approvals::park(c, approval)).await
     }
 
     async fn get_approval(&self, account: &str, id: &str) -> StoreResult<Approval> {
@@ -455,6 +455,16 @@ impl Store for SqliteStore {
     async fn due_approvals(&self, before: &str, limit: u32) -> StoreResult<Vec<Approval>> {
         let before = own(before);
         self.read(move |c| approvals::due(c, &before, limit)).await
+    }
+
+    async fn stalled_approvals(
+        &self,
+        decided_before: &str,
+        limit: u32,
+    ) -> StoreResult<Vec<Approval>> {
+        let before = own(decided_before);
+        self.read(move |c| approvals::stalled(c, &before, limit))
+            .await
     }
 
     async fn create_webhook(&self, hook: WebhookRecord) -> StoreResult<WebhookRecord> {
@@ -510,6 +520,12 @@ impl Store for SqliteStore {
 
     async fn record_webhook_attempt(&self, outcome: AttemptOutcome) -> StoreResult<()> {
         self.write(move |c| webhooks::record(c, outcome)).await
+    }
+
+    async fn prune_webhook_deliveries(&self, before: &str, limit: u32) -> StoreResult<u64> {
+        let before = own(before);
+        self.write(move |c| webhooks::prune(c, &before, limit))
+            .await
     }
 
     async fn list_webhook_deliveries(

@@ -15,7 +15,8 @@ use crate::store::{
 
 macro_rules! hook_cols {
     () => {
-        "pk, id, account_id, url, events, agent_id, description, secret, created_at, updated_at"
+        "pk, id, account_id, url, events, agent_id, description, secret, created_at, updated_at,
+         status"
     };
 }
 
@@ -39,6 +40,7 @@ fn hook_row(r: &Row<'_>) -> rusqlite::Result<(i64, WebhookRecord)> {
             sealed_secret: r.get(7)?,
             created_at: r.get(8)?,
             updated_at: r.get(9)?,
+            status: r.get(10)?,
         },
     ))
 }
@@ -187,7 +189,7 @@ fn enqueue(conn: &Connection, e: &NewWebhookEvent) -> StoreResult<u64> {
              SELECT 'dlv-' || ?1 || w.pk, w.account_id, w.id, ?2, ?3, ?4, 'pending', 0, ?5, ?6,
                     '[]', ?7, ?7
              FROM webhooks w
-             WHERE w.account_id = ?8 AND w.events LIKE ?9
+             WHERE w.account_id = ?8 AND w.events LIKE ?9 AND w.status = 'enabled'
                AND (w.agent_id IS NULL OR w.agent_id = ?10)",
         )
         .and_then(|mut s| {
@@ -281,8 +283,24 @@ pub(super) fn record(conn: &mut Connection, o: AttemptOutcome) -> StoreResult<()
         ])
     })
     .map_err(db_err)?;
+    if o.gone {
+        for sql in [GONE, GONE_DELIVERIES] {
+            tx.prepare_cached(sql)
+                .and_then(|mut s| s.execute(params![o.delivery_id, crate::util::now()]))
+                .map_err(db_err)?;
+        }
+    }
     tx.commit().map_err(db_err)
 }
+
+/// Disables the subscription of delivery `?1` (its receiver is gone).
+const GONE: &str = "UPDATE webhooks SET status = 'disabled', updated_at = ?2
+     WHERE id = (SELECT webhook_id FROM webhook_deliveries WHERE id = ?1)";
+/// Fails the other pending deliveries of that subscription.
+const GONE_DELIVERIES: &str = "UPDATE webhook_deliveries SET status = 'failed',
+         next_attempt_at = NULL, claimed_by = NULL, claimed_until = NULL, updated_at = ?2
+     WHERE status = 'pending'
+       AND webhook_id = (SELECT webhook_id FROM webhook_deliveries WHERE id = ?1)";
 
 pub(super) fn list_deliveries(
     conn: &Connection,
@@ -349,4 +367,19 @@ pub(super) fn retry(
     let d = get_delivery(&tx, account, webhook_id, id)?;
     tx.commit().map_err(db_err)?;
     Ok(d)
+}
+
+/// Finished deliveries (no next attempt) last written before `?1`, oldest
+/// first, at most `?2` (partial index `webhook_deliveries_done`).
+pub(super) fn prune(conn: &Connection, before: &str, limit: u32) -> StoreResult<u64> {
+    let n = conn
+        .prepare_cached(
+            "DELETE FROM webhook_deliveries WHERE pk IN (
+                 SELECT pk FROM webhook_deliveries
+                 WHERE next_attempt_at IS NULL AND updated_at < ?1
+                 ORDER BY updated_at LIMIT ?2)",
+        )
+        .and_then(|mut s| s.execute(params![before, limit]))
+        .map_err(db_err)?;
+    Ok(n as u64)
 }

@@ -3,18 +3,24 @@
 
 use serde_json::json;
 
-use super::fixtures::{acct, nf};
+use super::fixtures::{acct, new_agent, nf, run};
 use crate::{
-    domain::ApprovalDecision,
+    domain::{ApprovalDecision, RunStatus},
     store::{Approval, ApprovalVerdict, Store},
 };
 
-fn approval(account: &str, expires_at: &str) -> Approval {
+/// A new pending approval of a new running run of `account`.
+async fn approval(store: &dyn Store, account: &str, expires_at: &str) -> Approval {
+    let agent = store.create_agent(account, new_agent("p")).await.unwrap();
+    let r = store
+        .create_run(account, run(agent.id.as_str(), "s"))
+        .await
+        .unwrap();
     Approval {
         id: crate::util::new_id("appr"),
         account_id: account.to_owned(),
-        run_id: "run-a".into(),
-        agent_id: "agent-a".into(),
+        run_id: r.id,
+        agent_id: agent.id,
         tool: "get_time".into(),
         arguments: json!({"tz": "UTC"}),
         state: json!({"turns": [], "step": 1}),
@@ -37,11 +43,23 @@ fn verdict(decision: ApprovalDecision, by: Option<&str>) -> ApprovalVerdict {
 
 pub(super) async fn approvals(store: &dyn Store) {
     let (a, b) = (acct(), acct());
-    let past = approval(&a, "2000-01-01T00:00:00.000Z");
-    let future = approval(&a, "2999-01-01T00:00:00.000Z");
+    let past = approval(store, &a, "2000-01-01T00:00:00.000Z").await;
+    let future = approval(store, &a, "2999-01-01T00:00:00.000Z").await;
     for x in [&past, &future] {
-        assert_eq!(&store.create_approval(x.clone()).await.unwrap(), x);
+        assert_eq!(&store.park_run(x.clone()).await.unwrap(), x);
+        let parked = store.get_run(&a, x.run_id.as_str()).await.unwrap();
+        assert_eq!(parked.status, RunStatus::WaitingApproval);
     }
+    // Another account's run is not parked, and no approval is left behind.
+    let mut stray = approval(store, &a, "2999-01-01T00:00:00.000Z").await;
+    stray.account_id = b.clone();
+    assert_eq!(store.park_run(stray.clone()).await.unwrap_err(), nf("run"));
+    assert_eq!(
+        store.get_approval(&b, &stray.id).await.unwrap_err(),
+        nf("approval")
+    );
+    let untouched = store.get_run(&a, stray.run_id.as_str()).await.unwrap();
+    assert_eq!(untouched.status, RunStatus::Running);
     assert_eq!(store.get_approval(&a, &past.id).await.unwrap(), past);
     assert_eq!(
         store.get_approval(&b, &past.id).await.unwrap_err(),
@@ -81,6 +99,22 @@ pub(super) async fn approvals(store: &dyn Store) {
         .await
         .unwrap();
     assert!(!due.iter().any(|d| d.id == past.id), "decided: not due");
+    // Decided while its run still waits: stalled (a lost resume), until
+    // the run goes on; a pending one never is.
+    let later = "2999-12-31T00:00:00.000Z";
+    let stalled = store.stalled_approvals(later, 1000).await.unwrap();
+    assert!(stalled.iter().any(|s| s.id == past.id), "{stalled:?}");
+    assert!(!stalled.iter().any(|s| s.id == future.id));
+    let early = store.stalled_approvals("2000-01-01T00:00:00.000Z", 1000);
+    assert!(!early.await.unwrap().iter().any(|s| s.id == past.id));
+    let mut run = store.get_run(&a, past.run_id.as_str()).await.unwrap();
+    run.status = RunStatus::Running;
+    store.finish_run(&a, run).await.unwrap();
+    let stalled = store.stalled_approvals(later, 1000).await.unwrap();
+    assert!(
+        !stalled.iter().any(|s| s.id == past.id),
+        "resumed: not stalled"
+    );
     let missing = store.decide_approval(&a, "appr-nope", verdict(ApprovalDecision::Deny, None));
     assert_eq!(missing.await.unwrap_err(), nf("approval"));
 }

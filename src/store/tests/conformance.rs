@@ -254,6 +254,7 @@ async fn agents(store: &dyn Store) {
         ("echo", "be brief")
     );
     assert_eq!(agent.metadata, json!({"team": "core", "n": 1}));
+    assert_eq!(agent.approval_required, vec!["get_time".to_owned()]);
     assert_eq!(agent.created_at, agent.updated_at);
     assert_eq!(
         store.get_agent(&a, agent.id.as_str()).await,
@@ -281,6 +282,7 @@ async fn agents(store: &dyn Store) {
         status: Some(AgentStatus::Stopped),
         tools: Some(vec!["tool-x".into()]),
         metadata: Some(json!({"v": [1, 2]})),
+        approval_required: Some(vec!["calculator".into()]),
         ..AgentPatch::default()
     };
     let stopped = store
@@ -295,6 +297,7 @@ async fn agents(store: &dyn Store) {
         (stopped.tools.clone(), stopped.metadata.clone()),
         (vec!["tool-x".into()], json!({"v": [1, 2]}))
     );
+    assert_eq!(stopped.approval_required, vec!["calculator".to_owned()]);
     assert_eq!(store.get_agent(&a, agent.id.as_str()).await, Ok(stopped));
     let missing = store
         .update_agent(&a, "agent-missing", AgentPatch::default())

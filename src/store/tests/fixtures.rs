@@ -40,6 +40,7 @@ pub(super) fn new_agent(name: &str) -> NewAgent {
         tools: Vec::new(),
         tags: vec!["a".to_owned(), "b".to_owned()],
         metadata: json!({"team": "core", "n": 1}),
+        approval_required: vec!["get_time".to_owned()],
     }
 }
 

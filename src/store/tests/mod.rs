@@ -82,6 +82,8 @@ async fn sqlite_store_conforms() {
 async fn sqlite_store_keeps_webhooks() {
     let dir = tempfile::tempdir().expect("tempdir");
     webhooks::webhooks(&open(dir.path())).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    webhooks::pruning_and_gone(&open(dir.path())).await;
 }
 
 #[tokio::test]

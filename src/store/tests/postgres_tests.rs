@@ -55,6 +55,7 @@ async fn postgres_store_keeps_webhooks() {
         return;
     };
     super::webhooks::webhooks(&connect(&db).await).await;
+    super::webhooks::pruning_and_gone(&connect(&db).await).await;
 }
 
 /// Two gateways claiming from one queue at once never get the same
@@ -76,6 +77,7 @@ async fn two_claimers_never_share_a_delivery() {
         sealed_secret: "v1:x".into(),
         created_at: crate::util::now(),
         updated_at: crate::util::now(),
+        status: "enabled".into(),
     };
     one.create_webhook(hook).await.unwrap();
     for _ in 0..60 {

@@ -21,6 +21,7 @@ fn hook(account: &str, id: &str, events: &[&str], agent: Option<&str>) -> Webhoo
         sealed_secret: "v1:sealed".into(),
         created_at: crate::util::now(),
         updated_at: crate::util::now(),
+        status: "enabled".into(),
     }
 }
 
@@ -140,6 +141,7 @@ pub(super) async fn webhooks(store: &dyn Store) {
         attempt: attempt(code),
         status,
         next_attempt_ms: next,
+        gone: false,
     };
     store
         .record_webhook_attempt(record("g1", 200, DeliveryStatus::Delivered, None))
@@ -196,4 +198,64 @@ pub(super) async fn webhooks(store: &dyn Store) {
         store.delete_webhook(&a, &h1).await,
         Err(StoreError::NotFound(_))
     ));
+}
+
+/// Retention and 410 Gone on one store: only finished deliveries older
+/// than the cut are pruned; a `gone` attempt disables the subscription and
+/// fails its other pending deliveries.
+pub(super) async fn pruning_and_gone(store: &dyn Store) {
+    let a = acct();
+    let h = crate::util::new_id("wh");
+    store
+        .create_webhook(hook(&a, &h, &["run.completed"], None))
+        .await
+        .unwrap();
+    let events = (0..3)
+        .map(|_| event(&a, "run.completed", None, 1_000))
+        .collect();
+    assert_eq!(store.enqueue_webhook_events(events).await.unwrap(), 3);
+    let got = store
+        .claim_webhook_deliveries("g1", 1_000, 500, 10)
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 3);
+    let outcome = |i: usize, status, next, gone| AttemptOutcome {
+        delivery_id: got[i].delivery.id.clone(),
+        claimed_by: "g1".to_owned(),
+        attempt: attempt(if gone { 410 } else { 200 }),
+        status,
+        next_attempt_ms: next,
+        gone,
+    };
+    store
+        .record_webhook_attempt(outcome(0, DeliveryStatus::Delivered, None, false))
+        .await
+        .unwrap();
+    store
+        .record_webhook_attempt(outcome(1, DeliveryStatus::Pending, Some(5_000), false))
+        .await
+        .unwrap();
+    let cut = |at: &'static str| store.prune_webhook_deliveries(at, 10);
+    assert_eq!(cut("2000-01-01T00:00:00.000Z").await.unwrap(), 0);
+    // At least this store's one finished row (a shared database may hold more).
+    assert!(cut("2999-01-01T00:00:00.000Z").await.unwrap() >= 1);
+    let left = store
+        .list_webhook_deliveries(&a, &h, params(10, 0, None))
+        .await
+        .unwrap();
+    assert_eq!(left.data.len(), 2, "pending ones are kept");
+    assert!(left.data.iter().all(|d| d.id != got[0].delivery.id));
+
+    store
+        .record_webhook_attempt(outcome(2, DeliveryStatus::Failed, None, true))
+        .await
+        .unwrap();
+    assert_eq!(store.get_webhook(&a, &h).await.unwrap().status, "disabled");
+    let left = store
+        .list_webhook_deliveries(&a, &h, params(10, 0, None))
+        .await
+        .unwrap();
+    assert!(left.data.iter().all(|d| d.status == DeliveryStatus::Failed));
+    let more = vec![event(&a, "run.completed", None, 2_000)];
+    assert_eq!(store.enqueue_webhook_events(more).await.unwrap(), 0);
 }

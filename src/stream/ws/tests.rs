@@ -73,6 +73,7 @@ pub(super) async fn agent(state: &AppState, account: &str, metadata: Value) -> S
         tools: vec![],
         tags: vec![],
         metadata,
+        approval_required: vec![],
     };
     state
         .store

@@ -1,4 +1,4 @@
-//! Human approval mid-run: a tool call the agent's metadata
+//! Human approval mid-run: a tool call the agent field
 //! `approval_required` names parks the run (`approval_request`,
 //! `waiting_approval`, no `max_runs` slot held) until
 //! `POST /v1/runs/{id}/approvals/{approval_id}` decides or it expires; the
@@ -20,7 +20,7 @@ use crate::{
 async fn approval_agent(node: &impl Api, key: &str) -> String {
     node.create_agent_as(
         key,
-        json!({"tools": ["get_time"], "metadata": {"approval_required": ["get_time"]}}),
+        json!({"tools": ["get_time"], "approval_required": ["get_time"]}),
     )
     .await
 }

@@ -17,7 +17,7 @@ async fn a_streamed_completion_pings_while_the_run_waits_then_answers() {
         })
         .spawn()
         .await;
-    let fields = json!({"tools": ["get_time"], "metadata": {"approval_required": ["get_time"]}});
+    let fields = json!({"tools": ["get_time"], "approval_required": ["get_time"]});
     let agent = gw.create_agent_as(&gw.key, fields).await;
     let r = gw
         .post(

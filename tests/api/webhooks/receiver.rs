@@ -33,6 +33,8 @@ impl Received {
 struct Log {
     got: Arc<Mutex<Vec<Received>>>,
     fail: usize,
+    /// The failing answer (500 unless set).
+    fail_with: Option<StatusCode>,
 }
 
 /// The running receiver (stops when dropped).
@@ -48,10 +50,20 @@ impl Receiver {
         Self::start_on(0, fail).await
     }
 
+    /// On a free port, answering `status` to every request.
+    pub async fn start_answering(status: StatusCode) -> Self {
+        Self::start_with(0, usize::MAX, Some(status)).await
+    }
+
     /// On `port` (0: any).
     pub async fn start_on(port: u16, fail: usize) -> Self {
+        Self::start_with(port, fail, None).await
+    }
+
+    async fn start_with(port: u16, fail: usize, fail_with: Option<StatusCode>) -> Self {
         let log = Log {
             fail,
+            fail_with,
             ..Log::default()
         };
         let app = Router::new()
@@ -95,7 +107,10 @@ async fn take(
         at: Instant::now(),
     });
     match got.len() <= log.fail {
-        true => (StatusCode::INTERNAL_SERVER_ERROR, "down for now"),
+        true => (
+            log.fail_with.unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            "down for now",
+        ),
         false => (StatusCode::OK, "ok"),
     }
 }
