@@ -213,10 +213,13 @@ pub fn check_models(models: Vec<String>) -> Result<Vec<String>, ApiError> {
     }
     let mut out: Vec<String> = Vec::with_capacity(models.len());
     for m in models {
+        // Trimmed as agent names are, so the schema's pattern (white space
+        // around 1 to 200 characters) says exactly what is accepted.
+        let m = m.trim().to_owned();
         let len = m.chars().count();
-        if len == 0 || len > MAX_MODEL_NAME || m.trim() != m {
+        if len == 0 || len > MAX_MODEL_NAME {
             return Err(ApiError::validation(format!(
-                "models: `{m}` must be 1 to {MAX_MODEL_NAME} characters, without leading or trailing spaces"
+                "models: `{m}` must be 1 to {MAX_MODEL_NAME} characters besides white space around them"
             )));
         }
         if !out.contains(&m) {

@@ -225,7 +225,10 @@ pub(crate) async fn list_messages(
             .await?
         {
             Some(id) => id,
-            None => return Ok(params::Paged(empty_page(&params))),
+            None => {
+                params::check_int_cursors(&params)?;
+                return Ok(params::Paged(empty_page(&params)));
+            }
         },
     };
     let filter = EventFilter {

@@ -134,6 +134,21 @@ pub fn parse(q: &HashMap<String, String>) -> Result<ListParams, ApiError> {
     Ok(params)
 }
 
+/// Refuses `after` / `before` unless each is a numeric cursor (a row
+/// number or `seq`, at most `i64::MAX`): what a list of numeric cursors
+/// checks itself when it answers without asking the store (an empty page
+/// it knows of beforehand), as the store would have.
+pub fn check_int_cursors(params: &ListParams) -> Result<(), ApiError> {
+    for (name, v) in [("after", &params.after), ("before", &params.before)] {
+        let Some(v) = v else { continue };
+        let ok = v.bytes().all(|b| b.is_ascii_digit()) && v.parse::<i64>().is_ok();
+        if !ok {
+            return Err(ApiError::validation(format!("{name}: not a valid cursor")));
+        }
+    }
+    Ok(())
+}
+
 fn cursor(q: &HashMap<String, String>, name: &str) -> Result<Option<String>, ApiError> {
     match q.get(name) {
         Some(v) if v.is_empty() => Err(ApiError::validation(format!("{name}: must not be empty"))),

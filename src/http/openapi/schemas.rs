@@ -170,10 +170,16 @@ pub const TRIMMED_NAME: &str = r"^\s*\S(?:[\s\S]{0,198}\S)?\s*$";
 /// Text with something besides white space.
 pub const NOT_BLANK: &str = r"\S";
 
-/// `scopes` of `POST /v1/keys`: at least one, each a known scope.
+/// `scopes` of `POST /v1/keys`: at least one, each a scope a key may
+/// grant (the operator scopes only `weir keys create` grants are left out).
 pub fn scopes() -> RefOr<Schema> {
+    let grantable: Vec<&str> = crate::store::SCOPES
+        .iter()
+        .copied()
+        .filter(|s| !crate::store::OPERATOR_SCOPES.contains(s))
+        .collect();
     from_json(
-        json!({"type": "array", "minItems": 1, "items": {"type": "string", "enum": crate::store::SCOPES}}),
+        json!({"type": "array", "minItems": 1, "items": {"type": "string", "enum": grantable}}),
     )
 }
 
@@ -183,7 +189,7 @@ pub fn key_models() -> RefOr<Schema> {
     from_json(json!({
         "description": "Models the key may use (`upstream/x` and `x` are one model); null: any.",
         "type": ["array", "null"], "maxItems": crate::http::key_body::MAX_MODELS,
-        "items": {"type": "string", "minLength": 1, "maxLength": crate::http::key_body::MAX_MODEL_NAME},
+        "items": {"type": "string", "pattern": TRIMMED_NAME},
     }))
 }
 
@@ -259,7 +265,8 @@ fn tools(nullable: bool) -> RefOr<Schema> {
 fn approval_required(nullable: bool) -> RefOr<Schema> {
     from_json(json!({
         "description": "Built-in tools whose every call waits for a person's approval.",
-        "type": types("array", nullable), "maxItems": 64, "uniqueItems": true,
+        "description": "Built-in tool names whose calls wait for a decision; a name given twice counts once.",
+        "type": types("array", nullable), "maxItems": 64,
         "items": {"type": "string", "enum": crate::domain::BUILTIN_TOOLS},
     }))
 }
