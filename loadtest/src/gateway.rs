@@ -188,6 +188,12 @@ async fn start_as(
     };
     let mut serve: Vec<String> = vec![sub.into(), "--listen".into(), format!("127.0.0.1:{port}")];
     serve.extend(data_args(data, dir.path()));
+    if let Data::Remote(_) = data {
+        // Gateways sharing a store share the key that seals webhook
+        // secrets, as a deployment's must; given, no gateway writes one
+        // into a `./weir-data` of the directory it was started from.
+        serve.extend(["--webhook-secret-key".into(), "00".repeat(32)]);
+    }
     serve.extend(LOAD_FLAGS.iter().map(|f| (*f).to_owned()));
     serve.extend(args.iter().cloned());
     let key = match role {
