@@ -49,7 +49,7 @@ fn ask(model: &str, stream: bool) -> Value {
 }
 
 /// The `data:` payloads of a stream, each as JSON (`[DONE]` as a string).
-async fn chunks(resp: Response) -> Vec<Value> {
+pub(crate) async fn chunks(resp: Response) -> Vec<Value> {
     let mut s = resp.bytes_stream().eventsource();
     let mut out = Vec::new();
     while let Some(ev) = tokio::time::timeout(Duration::from_secs(10), s.next())
@@ -66,7 +66,8 @@ async fn chunks(resp: Response) -> Vec<Value> {
     out
 }
 
-fn text_of(chunks: &[Value]) -> String {
+/// The content deltas of `chunks`, joined.
+pub(crate) fn text_of(chunks: &[Value]) -> String {
     chunks
         .iter()
         .filter_map(|c| {

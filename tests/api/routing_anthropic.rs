@@ -3,10 +3,6 @@
 //! calls and usage included, and takes part in fallback and `mid_stream`
 //! with OpenAI-compatible providers (protocol/providers.md).
 
-use std::time::Duration;
-
-use eventsource_stream::Eventsource;
-use futures::StreamExt;
 use reqwest::Response;
 use serde_json::{json, Value};
 use weir::{config::ServeConfig, providers::ProvidersConfig};
@@ -14,6 +10,7 @@ use weir::{config::ServeConfig, providers::ProvidersConfig};
 use crate::{
     common::{Api, FakeAnthropic, TestGateway},
     fake_provider::{FakeProvider, PART},
+    routing::text_of,
 };
 
 /// A gateway with provider `claude` (the fake Messages server) and `oai`
@@ -31,32 +28,10 @@ async fn gateway(claude: &FakeAnthropic, oai: &FakeProvider, routes: &str) -> Te
         .await
 }
 
+/// A 200's chunks (routing.rs's reader).
 async fn chunks(resp: Response) -> Vec<Value> {
     assert_eq!(resp.status(), 200);
-    let mut s = resp.bytes_stream().eventsource();
-    let mut out = Vec::new();
-    while let Some(ev) = tokio::time::timeout(Duration::from_secs(10), s.next())
-        .await
-        .expect("a chunk within 10 s")
-    {
-        let ev = ev.expect("well-formed SSE");
-        out.push(match ev.data.as_str() {
-            "[DONE]" => json!("[DONE]"),
-            d => serde_json::from_str(d).expect("JSON"),
-        });
-    }
-    assert_eq!(out.last(), Some(&json!("[DONE]")), "{out:?}");
-    out
-}
-
-fn text_of(chunks: &[Value]) -> String {
-    chunks
-        .iter()
-        .filter_map(|c| {
-            c.pointer("/choices/0/delta/content")
-                .and_then(Value::as_str)
-        })
-        .collect()
+    crate::routing::chunks(resp).await
 }
 
 fn ask(model: &str, stream: bool) -> Value {
