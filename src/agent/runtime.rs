@@ -206,6 +206,16 @@ impl Runtime {
         }
     }
 
+    /// Resolves once a run executing in this process has written all it
+    /// writes (its `done` reaches the bus a moment before the store), so a
+    /// caller answering after `done` answers read-your-writes. Runs executing
+    /// elsewhere resolve at once; waits at most `CANCEL_WAIT`.
+    pub async fn settled(&self, run_id: &RunId) {
+        if let Some(handle) = self.engine.live(run_id) {
+            let _ = tokio::time::timeout(CANCEL_WAIT, handle.finished()).await;
+        }
+    }
+
     /// The run as stored; one stored `running` that does not execute here
     /// is the mode's to account for (it may settle it first).
     pub async fn get_run(&self, account: &str, run_id: &RunId) -> Result<Run, RunError> {

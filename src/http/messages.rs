@@ -181,6 +181,9 @@ pub(crate) async fn send_message(
         }
     }
     guard.disarm();
+    // The JSON answer comes after the run's last store write: a client that
+    // reads the session next sees every event it was just given.
+    state.runtime.settled(&run.id).await;
     if !follower.finished() {
         return Err(ApiError::unavailable(format!(
             "lost the event stream of run {}; it goes on: see GET /v1/runs/{}",
