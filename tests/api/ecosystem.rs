@@ -8,6 +8,7 @@
 //! - [`config`]: `config/single.toml` and `config/cluster.toml`.
 //! - [`examples`]: the cargo examples run against a live gateway.
 //! - [`browser`]: the chat page driven in headless Chromium.
+//! - [`node_clients`]: the openai Node SDK, the Vercel AI SDK and wscat.
 
 mod browser;
 mod config;
@@ -15,6 +16,7 @@ mod cors;
 mod examples;
 mod logs;
 mod metrics;
+mod node_clients;
 mod sdk_routes;
 mod web;
 

@@ -23,10 +23,11 @@ fn chromium() -> String {
     std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into())
 }
 
-/// Installs playwright-core from the lock file if it is missing.
-async fn ensure_node_modules(dir: &Path) {
+/// Installs `dir`'s npm packages from its lock file if `marker` (one of
+/// them) is missing.
+pub(super) async fn ensure_node_modules(dir: &Path, marker: &str) {
     if dir
-        .join("node_modules/playwright-core/package.json")
+        .join(format!("node_modules/{marker}/package.json"))
         .exists()
     {
         return;
@@ -64,7 +65,7 @@ fn chromium_or_skip(test: &str) -> Option<String> {
 #[allow(clippy::print_stdout)] // the script's log, shown with --nocapture
 async fn run_script(script: &str, env: &[(&str, &str)], pass: &str, shots: &Path) {
     let dir = crate_dir().join("tests/browser");
-    ensure_node_modules(&dir).await;
+    ensure_node_modules(&dir, "playwright-core").await;
     let mut cmd = Command::new("node");
     cmd.arg(dir.join(script))
         .stdout(Stdio::piped())
