@@ -65,16 +65,21 @@ async fn run_script(test: &str, script: &str, env: &[(&str, &str)]) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn openai_node_sdk_talks_to_weir() {
+/// Runs `script` against a fresh gateway and an `echo` agent of its key.
+async fn run_on_echo_agent(test: &str, script: &str) {
     let gw = spawn_gateway().await;
-    let agent = gw.create_agent("node-sdk").await;
+    let agent = gw.create_agent(test).await;
     let env = [
         ("WEIR_URL", gw.base.as_str()),
         ("WEIR_KEY", gw.key.as_str()),
         ("WEIR_AGENT", agent.as_str()),
     ];
-    run_script("openai_node_sdk_talks_to_weir", "openai_sdk.mjs", &env).await;
+    run_script(test, script, &env).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openai_node_sdk_talks_to_weir() {
+    run_on_echo_agent("openai_node_sdk_talks_to_weir", "openai_sdk.mjs").await;
 }
 
 /// The same over HTTPS: Node trusts the test CA through
@@ -96,14 +101,7 @@ async fn openai_node_sdk_streams_over_https() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vercel_ai_sdk_talks_to_weir() {
-    let gw = spawn_gateway().await;
-    let agent = gw.create_agent("vercel-ai").await;
-    let env = [
-        ("WEIR_URL", gw.base.as_str()),
-        ("WEIR_KEY", gw.key.as_str()),
-        ("WEIR_AGENT", agent.as_str()),
-    ];
-    run_script("vercel_ai_sdk_talks_to_weir", "vercel_ai.mjs", &env).await;
+    run_on_echo_agent("vercel_ai_sdk_talks_to_weir", "vercel_ai.mjs").await;
 }
 
 /// wscat sends a ping, a frame that is not JSON, a subscribe and a
