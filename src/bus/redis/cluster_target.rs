@@ -110,11 +110,23 @@ pub struct LazyCluster {
 }
 
 impl LazyCluster {
-    pub async fn get(&self) -> RedisResult<ClusterConnection> {
-        self.conn
-            .get_or_try_init(|| self.client.get_async_connection())
-            .await
-            .cloned()
+    pub async fn get(self: &Arc<Self>) -> RedisResult<ClusterConnection> {
+        if let Some(c) = self.conn.get() {
+            return Ok(c.clone());
+        }
+        // Connecting (slot discovery included) runs in a task of its own: a
+        // caller that gives up (the edge waits 250 ms) must not cancel it,
+        // or under load it might never finish.
+        let me = self.clone();
+        let open = async move {
+            me.conn
+                .get_or_try_init(|| me.client.get_async_connection())
+                .await
+                .cloned()
+        };
+        tokio::spawn(open).await.map_err(|_| {
+            redis::RedisError::from(std::io::Error::other("connecting to the cluster failed"))
+        })?
     }
 }
 

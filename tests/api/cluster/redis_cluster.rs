@@ -201,6 +201,12 @@ async fn moving_a_live_channels_slot_keeps_its_streams_going() {
     rc.move_slot(slot, from, to).await;
     assert_eq!(rc.shard_of(slot).await.master, to, "the slot moved");
     let seen = finish(&mut f).await;
+    // Each gateway was unsubscribed by the old owner and subscribed again
+    // on the new one (not merely kept going on a stale subscription).
+    for node in [&c.a, &c.b] {
+        node.wait_for_line(|l| l.contains("subscribed again and caught up") && l.contains(&agent))
+            .await;
+    }
     assert!(seen.gaps.is_empty(), "a migration loses nothing: {seen:?}");
     assert!(seen.seqs.len() > 100, "the whole run arrived: {seen:?}");
 }
