@@ -10,6 +10,10 @@
 //!   decoded and encoded once ([`BusEvent::encode`]) and the bytes are shared
 //!   by every local subscriber through the same broadcast ring as the
 //!   in-process bus.
+//! - On a Redis Cluster (`--redis-cluster`) the script ends in SPUBLISH
+//!   and subscribing is sharded instead ([`shards`]): one SSUBSCRIBE per
+//!   channel on a cluster connection that holds one connection per master,
+//!   re-made and caught up when a slot moves or a master fails over.
 //! - Resume: subscribe first, wait for Redis to confirm, then read the
 //!   history after the cursor; [`Subscription`] drops the overlap by seq.
 //!
