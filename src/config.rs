@@ -163,6 +163,13 @@ pub struct ServeConfig {
     /// The Sentinels' own password (requirepass of sentinel.conf), if they need one.
     #[arg(long = "redis-sentinel-password", env = "WEIR_REDIS_SENTINEL_PASSWORD")]
     pub redis_sentinel_password: Option<String>,
+    /// Redis Cluster seed nodes (host:port,…): events go over sharded pub/sub (SPUBLISH/SSUBSCRIBE, Redis 7+) and every key is hash-tagged to one slot per script. --redis then only gives the data nodes' user, password and TLS (its host is ignored).
+    #[arg(
+        long = "redis-cluster",
+        env = "WEIR_REDIS_CLUSTER",
+        value_delimiter = ','
+    )]
+    pub redis_cluster: Vec<String>,
     /// Base URL of an OpenAI-compatible provider for `upstream/<model>`.
     #[arg(long, env = "WEIR_PROVIDER_URL")]
     pub provider_url: Option<String>,
@@ -451,9 +458,12 @@ pub struct KeysCreate {
 }
 
 impl ServeConfig {
-    /// Whether Redis is configured (`--redis` or `--redis-sentinel`).
+    /// Whether Redis is configured (`--redis`, `--redis-sentinel` or
+    /// `--redis-cluster`).
     pub fn uses_redis(&self) -> bool {
-        self.redis_url.is_some() || !self.redis_sentinel.is_empty()
+        self.redis_url.is_some()
+            || !self.redis_sentinel.is_empty()
+            || !self.redis_cluster.is_empty()
     }
 
     /// The longest `echo_delay_ms` the echo model honours.

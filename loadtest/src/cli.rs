@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::scenario::{
-    bus, connections, drain, edge, fanout, peer, proxy, rest, runs, soak, transport, webhooks,
+    bus, connections, drain, edge, fanout, peer, proxy, rest, runs, shards, soak, transport,
+    webhooks,
 };
 
 /// Load generator and benchmarks for weir.
@@ -53,6 +54,8 @@ pub enum Scenario {
     Rest(rest::Opts),
     /// The bus alone: Redis publish cost, fan-out through each bus (no HTTP).
     Bus(bus::Opts),
+    /// Redis bus publishes/s through one Redis vs a 3-shard Redis Cluster, with each server's CPU per publish.
+    Shards(shards::Opts),
     /// The cost of one rate-limit check, local and through Redis.
     Edge(edge::Opts),
     /// TLS and HTTP/2: handshake rate, idle stream memory and fan-out per transport mode.

@@ -297,14 +297,24 @@ impl RedisEdge {
         })
     }
 
+    /// The name of an edge key: every limiter, lease and token-budget key
+    /// carries the one hash tag `{edge}`, so on a Redis Cluster the
+    /// run-start script (a key's bucket and leases with its account's
+    /// budget) and the token flush (many keys' and accounts' counters at
+    /// once) each stay in one slot. That slot's master carries the edge's
+    /// few writes per request; the per-event fan-out is what is sharded.
+    pub(crate) fn edge_key(&self, rest: std::fmt::Arguments<'_>) -> String {
+        format!("{}{{edge}}:{rest}", self.prefix)
+    }
+
     /// The GCRA bucket of `key_id` (shared by requests and run starts).
     fn rate_bucket(&self, key_id: &str) -> String {
-        format!("{}rl:{key_id}", self.prefix)
+        self.edge_key(format_args!("rl:{key_id}"))
     }
 
     /// The ZSET of `key_id`'s `kind` stream leases.
     pub fn lease_set(&self, key_id: &str, kind: &str) -> String {
-        format!("{}conn:{key_id}:{kind}", self.prefix)
+        self.edge_key(format_args!("conn:{key_id}:{kind}"))
     }
 
     /// Takes a slot in `zset` if fewer than `limit` live leases hold it.

@@ -1,8 +1,10 @@
-//! [`RunQueue`]: the run queue's Redis commands. One stream (`<prefix>runs`)
-//! with one consumer group (`workers`); an entry is one [`Job`] as JSON in
-//! the field `job`. Beside it, two short-lived markers per run:
-//! `<prefix>run:{id}:started` (a worker began executing it) and
-//! `<prefix>run:{id}:cancel` (cancelled before a worker took it).
+//! [`RunQueue`]: the run queue's Redis commands. One stream
+//! (`<prefix>{runs}`) with one consumer group (`workers`); an entry is one
+//! [`Job`] as JSON in the field `job`. Beside it, short-lived markers per
+//! run: `<prefix>{runs}:run:<id>:queued` (set with the XADD, in the same
+//! script: the shared hash tag keeps both in one Redis Cluster slot),
+//! `…:started` (a worker began executing it) and `…:cancel` (cancelled
+//! before a worker took it).
 //!
 //! Reading blocks (XREADGROUP BLOCK), so it has a connection of its own: on
 //! the shared multiplexed connection a blocked read would hold up every other
@@ -77,7 +79,7 @@ impl RunQueue {
         Ok(Self {
             conn: conn.map_err(RedisSetupError::Url)?,
             reader: reader.map_err(RedisSetupError::Url)?,
-            stream: format!("{}runs", cfg.prefix),
+            stream: format!("{}{{runs}}", cfg.prefix),
             prefix: cfg.prefix.clone(),
             timeout: cfg.timeout,
             grouped: AtomicBool::new(false),
@@ -85,7 +87,7 @@ impl RunQueue {
     }
 
     fn marker(&self, run_id: &RunId, what: &str) -> String {
-        format!("{}run:{{{run_id}}}:{what}", self.prefix)
+        format!("{}{{runs}}:run:{run_id}:{what}", self.prefix)
     }
 
     /// Runs `fut` within the command timeout; failures name Redis.

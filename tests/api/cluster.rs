@@ -7,6 +7,7 @@
 
 mod fanout;
 mod outage;
+mod redis_cluster;
 mod rolling;
 mod script;
 mod sentinel;

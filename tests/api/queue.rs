@@ -36,7 +36,7 @@ async fn take_as_dead_worker(redis: &RedisServer) -> (String, String) {
     let mut conn = redis.connection().await;
     let reply: redis::streams::StreamReadReply = redis::cmd("XREADGROUP")
         .arg(&["GROUP", "workers", "dead", "COUNT", "1", "BLOCK", "10000"])
-        .arg(&["STREAMS", "weir:runs", ">"])
+        .arg(&["STREAMS", "weir:{runs}", ">"])
         .query_async(&mut conn)
         .await
         .expect("a queued run");
@@ -78,7 +78,7 @@ async fn final_run(node: &impl Api, key: &str, run: &str) -> Value {
 async fn pending(redis: &RedisServer) -> u64 {
     let mut conn = redis.connection().await;
     let reply: redis::streams::StreamPendingReply = redis::cmd("XPENDING")
-        .arg(&["weir:runs", "workers"])
+        .arg(&["weir:{runs}", "workers"])
         .query_async(&mut conn)
         .await
         .unwrap();
@@ -101,7 +101,7 @@ async fn a_started_run_whose_worker_died_ends_with_worker_lost_on_every_stream()
     // started, and dies without a word.
     let (_, run) = take_as_dead_worker(&redis).await;
     let mut conn = redis.connection().await;
-    let marker = format!("weir:run:{{{run}}}:started");
+    let marker = format!("weir:{{runs}}:run:{run}:started");
     let _: () = redis::cmd("SET")
         .arg(&[marker.as_str(), "dead"])
         .query_async(&mut conn)

@@ -14,6 +14,7 @@ pub mod doc;
 mod drain;
 mod ratio;
 mod requests;
+mod shards;
 mod streams;
 mod transport;
 mod webhooks;
@@ -116,6 +117,7 @@ pub fn render(root: &Path, kind: &str, files: &[&str]) -> Result<String, RenderE
         "drain" => drain::drain(&r)?,
         "soak" => streams::soak(&r)?,
         "bus" => streams::bus(&r)?,
+        "shards" => shards::shards(&r)?,
         "proxy" => requests::proxy(&r)?,
         "proxy-repeat" => requests::proxy_repeat(&r)?,
         "peer" => requests::peer(&r)?,

@@ -14,6 +14,7 @@ pub mod proxy;
 pub mod publish;
 pub mod rest;
 pub mod runs;
+pub mod shards;
 pub mod smoke;
 pub mod soak;
 pub mod transport;

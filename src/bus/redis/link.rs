@@ -17,7 +17,11 @@ use redis::aio::{PubSub, PubSubSink};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{registry::Registry, scripts::split_message, Core};
+use super::{
+    registry::{Local, Registry},
+    scripts::split_message,
+    Core,
+};
 use crate::bus::{BusError, Control};
 
 /// How often an idle connection is checked with PING.
@@ -234,25 +238,31 @@ async fn reconcile(
 /// replica was behind) is raised above it first, so numbering never repeats.
 async fn catch_up(core: &Core, reg: &Registry) -> Result<(), LinkError> {
     for local in reg.wanted() {
-        let from = local.position();
-        let read = core.read(&local.name, from).await?;
-        let high = local.high_water();
-        if read.counter < high {
-            core.seed(&local.name, high).await?;
+        catch_up_one(core, &local).await?;
+    }
+    Ok(())
+}
+
+/// [`catch_up`] of one channel (also after a shard of a cluster came back).
+pub(super) async fn catch_up_one(core: &Core, local: &Local) -> Result<(), BusError> {
+    let from = local.position();
+    let read = core.read(&local.name, from).await?;
+    let high = local.high_water();
+    if read.counter < high {
+        core.seed(&local.name, high).await?;
+    }
+    let Some(mut at) = from else {
+        return Ok(());
+    };
+    for e in &read.entries {
+        if e.seq > at + 1 {
+            local.lost(at + 1, e.seq - 1);
         }
-        let Some(mut at) = from else {
-            continue;
-        };
-        for e in &read.entries {
-            if e.seq > at + 1 {
-                local.lost(at + 1, e.seq - 1);
-            }
-            local.push(e.seq, &e.json);
-            at = at.max(e.seq);
-        }
-        if read.counter > at {
-            local.lost(at + 1, read.counter);
-        }
+        local.push(e.seq, &e.json);
+        at = at.max(e.seq);
+    }
+    if read.counter > at {
+        local.lost(at + 1, read.counter);
     }
     Ok(())
 }
@@ -270,12 +280,17 @@ fn deliver(core: &Core, reg: &Registry, msg: &redis::Msg) {
             local.push(seq, json);
         }
     } else if channel == core.names.control() {
-        match serde_json::from_slice::<Control>(msg.get_payload_bytes()) {
-            // Resync is local only; a published one is not ours.
-            Ok(Control::Resync) => {}
-            Ok(c) => reg.control.deliver(c),
-            Err(e) => tracing::warn!(error = %e, "unknown control message on redis; skipped"),
-        }
+        deliver_control(reg, msg.get_payload_bytes());
+    }
+}
+
+/// Hands a control message to the hub.
+pub(super) fn deliver_control(reg: &Registry, payload: &[u8]) {
+    match serde_json::from_slice::<Control>(payload) {
+        // Resync is local only; a published one is not ours.
+        Ok(Control::Resync) => {}
+        Ok(c) => reg.control.deliver(c),
+        Err(e) => tracing::warn!(error = %e, "unknown control message on redis; skipped"),
     }
 }
 

@@ -10,6 +10,10 @@
 //!   decoded and encoded once ([`BusEvent::encode`]) and the bytes are shared
 //!   by every local subscriber through the same broadcast ring as the
 //!   in-process bus.
+//! - On a Redis Cluster (`--redis-cluster`) the script ends in SPUBLISH
+//!   and subscribing is sharded instead ([`shards`]): one SSUBSCRIBE per
+//!   channel on a cluster connection that holds one connection per master,
+//!   re-made and caught up when a slot moves or a master fails over.
 //! - Resume: subscribe first, wait for Redis to confirm, then read the
 //!   history after the cursor; [`Subscription`] drops the overlap by seq.
 //!
@@ -18,11 +22,13 @@
 //! (naming Redis) instead of hanging, while existing subscribers wait for the
 //! link to come back and catch up.
 
+pub mod cluster_target;
 mod link;
 mod numbering;
 mod registry;
 mod scripts;
 mod settings;
+mod shards;
 pub mod target;
 
 pub use settings::{RedisBusConfig, RedisSetupError, PUBLISH_PATIENCE};
@@ -49,7 +55,9 @@ use super::{Bus, BusError, BusEvent, Control, Subscription};
 use crate::domain::{AgentEvent, Channel};
 
 /// Names of the keys and channels, all under the prefix. A channel's two
-/// keys share a hash tag, so the scripts also work on a Redis Cluster slot.
+/// keys and its pub/sub channel share one hash tag (`{<channel>}`), so each
+/// script stays in one Redis Cluster slot (SPUBLISH inside a script counts
+/// as touching its channel's slot). One naming for every mode.
 pub(super) struct Names {
     prefix: String,
     events_prefix: String,
@@ -60,7 +68,7 @@ impl Names {
     fn new(prefix: &str) -> Self {
         Self {
             prefix: prefix.to_owned(),
-            events_prefix: format!("{prefix}ev:"),
+            events_prefix: format!("{prefix}ev:{{"),
             control: format!("{prefix}control"),
         }
     }
@@ -75,12 +83,12 @@ impl Names {
 
     /// The pub/sub channel carrying `channel`'s events.
     pub fn events(&self, channel: &str) -> String {
-        format!("{}{channel}", self.events_prefix)
+        format!("{}{channel}}}", self.events_prefix)
     }
 
     /// The bus channel a pub/sub channel carries, if it is an event channel.
     pub fn event_channel<'a>(&self, pubsub: &'a str) -> Option<&'a str> {
-        pubsub.strip_prefix(&self.events_prefix)
+        pubsub.strip_prefix(&self.events_prefix)?.strip_suffix('}')
     }
 
     pub fn control(&self) -> &str {
@@ -106,6 +114,8 @@ pub(super) struct Core {
     pub names: Names,
     pub tuning: Tuning,
     numbering: Numbering,
+    /// A Redis Cluster: events go over sharded pub/sub (SPUBLISH).
+    sharded: bool,
 }
 
 /// The counter, Redis' clock and the history after a cursor, read at once.
@@ -178,19 +188,12 @@ impl Core {
 
     /// Notes which server answers (its `run_id`): a different one than
     /// before means counters may be stale ([`numbering`]).
+    /// On a cluster, the masters' `run_id`s together: any failover counts.
     pub async fn note_server(&self) -> Result<(), BusError> {
-        let mut conn = self.conn();
-        let info: String = self
-            .call(
-                "INFO",
-                redis::cmd("INFO").arg("server").query_async(&mut conn),
-            )
+        let info = self
+            .on_masters("INFO", redis::cmd("INFO").arg("server"))
             .await?;
-        let run_id = info
-            .lines()
-            .find_map(|l| l.strip_prefix("run_id:"))
-            .unwrap_or_default()
-            .trim();
+        let run_id = &cluster_target::run_ids(&info);
         if self.numbering.server_is(run_id) {
             tracing::warn!(
                 run_id,
@@ -199,6 +202,19 @@ impl Core {
             );
         }
         Ok(())
+    }
+
+    /// Sends `cmd` to the server, or on a cluster to every master.
+    pub async fn on_masters(&self, what: &str, cmd: &redis::Cmd) -> Result<redis::Value, BusError> {
+        let mut conn = self.conn();
+        if let RedisConn::Cluster(lazy) = &conn {
+            let sent = async {
+                let mut c = lazy.get().await?;
+                cluster_target::on_masters(&mut c, cmd.clone()).await
+            };
+            return self.call(what, sent).await;
+        }
+        self.call(what, cmd.query_async(&mut conn)).await
     }
 
     /// One attempt at publishing; `retry` when an earlier attempt's outcome
@@ -225,7 +241,8 @@ impl Core {
             .arg(self.tuning.ttl_ms)
             .arg(trim)
             .arg(floor)
-            .arg(if retry { "1" } else { "0" });
+            .arg(if retry { "1" } else { "0" })
+            .arg(if self.sharded { "SPUBLISH" } else { "PUBLISH" });
         match tokio::time::timeout(self.tuning.timeout, call.invoke_async(&mut conn)).await {
             Ok(Ok(seq)) => Ok(seq),
             Ok(Err(e)) if e.code() == Some(scripts::NO_SEQ) => {
@@ -254,6 +271,7 @@ impl RedisBus {
     /// an unreadable CA file).
     pub fn new(cfg: RedisBusConfig) -> Result<Self, RedisSetupError> {
         let client = cfg.client()?;
+        let sharded = matches!(client, RedisTarget::Cluster(_));
         let conns = (0..cfg.connections.max(1))
             .map(|_| client.connection(cfg.conn_options()))
             .collect::<Result<Vec<_>, _>>()
@@ -274,6 +292,7 @@ impl RedisBus {
                 publish_patience: cfg.publish_patience,
             },
             numbering: Numbering::default(),
+            sharded,
         });
         Ok(Self {
             core,
@@ -361,7 +380,15 @@ impl Bus for RedisBus {
             return;
         };
         let (core, reg) = (self.core.clone(), self.reg.clone());
-        tokio::spawn(link::run(core, reg, client, self.stop.token().clone()));
+        let stop = self.stop.token().clone();
+        match client {
+            RedisTarget::Cluster(cluster) => {
+                tokio::spawn(shards::run(core, reg, cluster, stop));
+            }
+            client => {
+                tokio::spawn(link::run(core, reg, client, stop));
+            }
+        }
     }
 
     async fn publish(
@@ -445,13 +472,13 @@ impl Bus for RedisBus {
                 "redis: the pub/sub connection is down (reconnecting)".into(),
             ));
         }
-        let mut conn = self.core.conn();
-        let pong: String = self
-            .core
-            .call("PING", redis::cmd("PING").query_async(&mut conn))
-            .await?;
-        if pong != "PONG" {
-            return Err(BusError::Unavailable(format!("redis PING answered {pong}")));
+        // On a cluster every master must answer: a shard that is down (or
+        // failing over) is a Redis problem for the channels it holds.
+        let pong = self.core.on_masters("PING", &redis::cmd("PING")).await?;
+        if !all_pong(&pong) {
+            return Err(BusError::Unavailable(format!(
+                "redis PING answered {pong:?}"
+            )));
         }
         Ok(())
     }
@@ -476,6 +503,19 @@ impl Bus for RedisBus {
 
     fn control(&self) -> broadcast::Receiver<Control> {
         self.reg.control.subscribe()
+    }
+}
+
+/// Whether every answer in a PING reply is PONG.
+fn all_pong(v: &redis::Value) -> bool {
+    use redis::Value as V;
+    match v {
+        V::SimpleString(s) => s == "PONG",
+        V::BulkString(b) => b == b"PONG",
+        V::Okay => true,
+        V::Array(a) => !a.is_empty() && a.iter().all(all_pong),
+        V::Map(m) => !m.is_empty() && m.iter().all(|(_, x)| all_pong(x)),
+        _ => false,
     }
 }
 

@@ -29,7 +29,9 @@ use redis::Script;
 /// and answers its seq instead of numbering it twice.
 ///
 /// KEYS: seq, hist. ARGV: pub/sub channel, event JSON, max length, TTL ms,
-/// trim mode (`=` exact or `~` approximate), floor, `1` on a retry.
+/// trim mode (`=` exact or `~` approximate), floor, `1` on a retry, and the
+/// publish command (`PUBLISH`, or `SPUBLISH` on a Redis Cluster: the channel
+/// carries the keys' hash tag, so it is in the script's slot).
 const PUBLISH: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return redis.error_reply('WEIRNOSEQ the channel has no seq counter')
@@ -55,7 +57,7 @@ redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[5], ARGV[3], string.format('%d-0', se
   't', string.format('%d', ms), 'e', ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 redis.call('PEXPIRE', KEYS[2], ARGV[4])
-redis.call('PUBLISH', ARGV[1], string.format('%d ', seq) .. ARGV[2])
+redis.call(ARGV[8], ARGV[1], string.format('%d ', seq) .. ARGV[2])
 return seq
 ";
 

@@ -22,6 +22,8 @@ pub enum RedisSetupError {
     CaFile { path: PathBuf, message: String },
     #[error("WEIR_REDIS_SENTINEL (--redis-sentinel): {0}")]
     Sentinel(String),
+    #[error("WEIR_REDIS_CLUSTER (--redis-cluster): {0}")]
+    Cluster(String),
 }
 
 /// How the Redis bus connects and keeps history. Not `Debug`: the URL may
@@ -34,6 +36,9 @@ pub struct RedisBusConfig {
     pub url: String,
     /// Find the master through these Sentinels, and follow its failovers.
     pub sentinel: Option<SentinelConfig>,
+    /// Seed nodes (`host:port`) of a Redis Cluster to use instead of one
+    /// server (empty: none). Events then go over sharded pub/sub.
+    pub cluster: Vec<String>,
     /// Prefix of every key and channel (so deployments can share a Redis).
     pub prefix: String,
     /// Events kept per channel for resume.
@@ -63,6 +68,7 @@ impl RedisBusConfig {
         Self {
             url: url.into(),
             sentinel: None,
+            cluster: Vec::new(),
             prefix: "weir:".into(),
             history_len: 1000,
             history_ttl: Duration::from_secs(3600),
@@ -81,6 +87,11 @@ impl RedisBusConfig {
     /// from here ([`target`]), so that one bad setting is one start-up
     /// error naming it and every part follows a failover.
     pub fn client(&self) -> Result<RedisTarget, RedisSetupError> {
+        if !self.cluster.is_empty() {
+            let data = self.data_info()?;
+            return RedisTarget::cluster(&self.cluster, data.as_ref(), self.certs()?, self.timeout)
+                .map_err(|e| RedisSetupError::Cluster(e.to_string()));
+        }
         let Some(sentinel) = &self.sentinel else {
             return self.url_client().map(|c| RedisTarget::Direct(Box::new(c)));
         };
@@ -89,23 +100,31 @@ impl RedisBusConfig {
                 "WEIR_REDIS_SENTINEL_MASTER (--redis-sentinel-master) is required".into(),
             ));
         }
-        let data = if self.url.is_empty() {
-            None
-        } else {
-            Some(self.url_client()?.get_connection_info().clone())
-        };
-        let certs = match &self.ca_file {
-            Some(path) => Some(redis::TlsCertificates {
-                client_tls: None,
-                root_cert: Some(std::fs::read(path).map_err(|e| RedisSetupError::CaFile {
-                    path: path.clone(),
-                    message: e.to_string(),
-                })?),
-            }),
-            None => None,
-        };
-        RedisTarget::sentinel(sentinel, data.as_ref(), certs)
+        let data = self.data_info()?;
+        RedisTarget::sentinel(sentinel, data.as_ref(), self.certs()?)
             .map_err(|e| RedisSetupError::Sentinel(e.to_string()))
+    }
+
+    /// The data nodes' settings (user, password, db, TLS) from the URL.
+    fn data_info(&self) -> Result<Option<redis::ConnectionInfo>, RedisSetupError> {
+        if self.url.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(self.url_client()?.get_connection_info().clone()))
+    }
+
+    fn certs(&self) -> Result<Option<redis::TlsCertificates>, RedisSetupError> {
+        let Some(path) = &self.ca_file else {
+            return Ok(None);
+        };
+        let pem = std::fs::read(path).map_err(|e| RedisSetupError::CaFile {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        Ok(Some(redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(pem),
+        }))
     }
 
     /// The options of the bus's own connections.
@@ -146,12 +165,13 @@ impl RedisBusConfig {
             master: cfg.redis_sentinel_master.clone().unwrap_or_default(),
             password: cfg.redis_sentinel_password.clone(),
         });
-        if sentinel.is_none() && cfg.redis_url.is_none() {
+        if sentinel.is_none() && cfg.redis_url.is_none() && cfg.redis_cluster.is_empty() {
             return None;
         }
         Some(Self {
             url: cfg.redis_url.clone().unwrap_or_default(),
             sentinel,
+            cluster: cfg.redis_cluster.clone(),
             prefix: r.prefix.clone(),
             history_len: r.history_len,
             history_ttl: Duration::from_secs(r.history_ttl_secs),

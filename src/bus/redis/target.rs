@@ -1,5 +1,6 @@
-//! Where Redis is: one server (`--redis`), or the master a set of Sentinels
-//! names (`--redis-sentinel`), followed across failovers.
+//! Where Redis is: one server (`--redis`), the master a set of Sentinels
+//! names (`--redis-sentinel`), followed across failovers, or a Redis Cluster
+//! (`--redis-cluster`, see [`super::cluster_target`]).
 //!
 //! Every part of the gateway that talks to Redis (the bus's publishes and
 //! its pub/sub link, the run queue, the edge's limiter, leases and token
@@ -10,7 +11,9 @@
 //!   Sentinels for the master when it has no connection, and drops its
 //!   connection when a command finds it broken or read-only (a demoted
 //!   master), so the next command asks again. The pub/sub link asks for the
-//!   master on every (re)connect ([`RedisTarget::client`]).
+//!   master on every (re)connect ([`RedisTarget::client`]);
+//! - with a cluster, redis-rs' cluster connection, which routes each command
+//!   by its keys' slot and follows MOVED/ASK and failovers itself.
 
 use std::{
     sync::{
@@ -26,6 +29,8 @@ use redis::{
     AsyncConnectionConfig, Cmd, ConnectionAddr, Pipeline, RedisError, RedisFuture, RedisResult,
     Value,
 };
+
+use super::cluster_target::{ClusterTarget, LazyCluster};
 
 /// How the Sentinels are reached and which master to follow.
 #[derive(Clone)]
@@ -43,6 +48,7 @@ pub struct SentinelConfig {
 pub enum RedisTarget {
     Direct(Box<redis::Client>),
     Sentinel(Arc<tokio::sync::Mutex<SentinelClient>>),
+    Cluster(Arc<ClusterTarget>),
 }
 
 /// Timeouts of one connection.
@@ -93,11 +99,26 @@ impl RedisTarget {
         ))))
     }
 
-    /// A client for the server to use now (with Sentinel: the current master).
+    /// The Redis Cluster target (`nodes`: seed `host:port`s).
+    pub fn cluster(
+        nodes: &[String],
+        data: Option<&redis::ConnectionInfo>,
+        certs: Option<redis::TlsCertificates>,
+        timeout: Duration,
+    ) -> RedisResult<Self> {
+        ClusterTarget::new(nodes, data, certs, timeout).map(|t| Self::Cluster(Arc::new(t)))
+    }
+
+    /// A client for the server to use now (with Sentinel: the current
+    /// master). A cluster has no one server: its pub/sub is sharded.
     pub async fn client(&self) -> RedisResult<redis::Client> {
         match self {
             Self::Direct(c) => Ok((**c).clone()),
             Self::Sentinel(s) => s.lock().await.async_get_client().await,
+            Self::Cluster(_) => Err(RedisError::from((
+                redis::ErrorKind::InvalidClientConfig,
+                "a Redis Cluster has no single server",
+            ))),
         }
     }
 
@@ -119,6 +140,7 @@ impl RedisTarget {
                 current: tokio::sync::Mutex::new(None),
                 generation: AtomicU64::new(0),
             })),
+            Self::Cluster(c) => RedisConn::Cluster(c.connection(o)?),
         })
     }
 }
@@ -141,6 +163,7 @@ fn parse_addr(addr: &str) -> RedisResult<ConnectionAddr> {
 pub enum RedisConn {
     Direct(ConnectionManager),
     Following(Arc<Following>),
+    Cluster(Arc<LazyCluster>),
 }
 
 /// A connection to whatever server the Sentinels call master.
@@ -217,6 +240,9 @@ impl ConnectionLike for RedisConn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             Self::Direct(m) => m.req_packed_command(cmd),
+            Self::Cluster(c) => {
+                Box::pin(async move { c.get().await?.req_packed_command(cmd).await })
+            }
             Self::Following(f) => Box::pin(async move {
                 let (generation, mut conn) = f.get().await?;
                 let r = conn.req_packed_command(cmd).await;
@@ -236,6 +262,12 @@ impl ConnectionLike for RedisConn {
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
             Self::Direct(m) => m.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(c) => Box::pin(async move {
+                c.get()
+                    .await?
+                    .req_packed_commands(pipeline, offset, count)
+                    .await
+            }),
             Self::Following(f) => Box::pin(async move {
                 let (generation, mut conn) = f.get().await?;
                 let r = conn.req_packed_commands(pipeline, offset, count).await;
@@ -250,7 +282,7 @@ impl ConnectionLike for RedisConn {
     fn get_db(&self) -> i64 {
         match self {
             Self::Direct(m) => m.get_db(),
-            Self::Following(_) => 0,
+            Self::Following(_) | Self::Cluster(_) => 0,
         }
     }
 }

@@ -51,7 +51,7 @@ async fn numsub(redis: &RedisServer, channel: &str) -> i64 {
     let mut conn = redis.connection().await;
     let (_, n): (String, i64) = redis::cmd("PUBSUB")
         .arg("NUMSUB")
-        .arg(format!("weir:ev:{channel}"))
+        .arg(format!("weir:ev:{{{channel}}}"))
         .query_async(&mut conn)
         .await
         .expect("PUBSUB NUMSUB");

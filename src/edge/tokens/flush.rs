@@ -1,9 +1,10 @@
 //! Token budgets in Redis: the flush (every counter a process charged, in
 //! one script call) and the budget arguments of the run-start script.
 //!
-//! Each counter has two Redis keys: `<prefix>tok:<id>:tat`, the GCRA's TAT
-//! in microseconds of Redis time (expiring once it is in the past), and
-//! `<prefix>tok:<id>:d<day>`, the day's total (kept two days). Time comes
+//! Each counter has two Redis keys: `<prefix>{edge}:tok:<id>:tat`, the
+//! GCRA's TAT in microseconds of Redis time (expiring once it is in the
+//! past), and `<prefix>{edge}:tok:<id>:d<day>`, the day's total (kept two
+//! days); the hash tag keeps a flush in one Redis Cluster slot. Time comes
 //! from Redis (`TIME`), so gateways with skewed clocks agree on the TAT;
 //! the UTC day is the gateway's own clock's.
 
@@ -100,12 +101,12 @@ pub(crate) use run_start_budgets_lua;
 impl RedisEdge {
     /// A counter's TAT key.
     pub fn tat_key(&self, counter: &str) -> String {
-        format!("{}tok:{counter}:tat", self.prefix)
+        self.edge_key(format_args!("tok:{counter}:tat"))
     }
 
     /// A counter's key of UTC day `day`.
     pub fn day_key(&self, counter: &str, day: u64) -> String {
-        format!("{}tok:{counter}:d{day}", self.prefix)
+        self.edge_key(format_args!("tok:{counter}:d{day}"))
     }
 
     /// Flushes `items`; returns for each how far its TAT is ahead and its

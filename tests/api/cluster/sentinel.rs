@@ -21,14 +21,14 @@ use crate::common::{
 
 /// Seqs of the events and the gaps' ranges a stream showed.
 #[derive(Default, Debug)]
-struct Seen {
-    seqs: Vec<u64>,
-    gaps: Vec<(u64, u64)>,
+pub(super) struct Seen {
+    pub seqs: Vec<u64>,
+    pub gaps: Vec<(u64, u64)>,
 }
 
 impl Seen {
     /// In order, never twice, and every hole announced by a gap.
-    fn assert_honest(&self, name: &str) {
+    pub fn assert_honest(&self, name: &str) {
         let s = &self.seqs;
         assert!(
             s.windows(2).all(|w| w[0] < w[1]),
@@ -47,7 +47,7 @@ impl Seen {
 }
 
 /// SSE frames until the `done` of `run`.
-async fn sse_until_done(s: &mut (impl Stream<Item = Event> + Unpin), run: &str) -> Seen {
+pub(super) async fn sse_until_done(s: &mut (impl Stream<Item = Event> + Unpin), run: &str) -> Seen {
     let mut seen = Seen::default();
     loop {
         let e = next_event(s).await;
@@ -69,10 +69,10 @@ async fn sse_until_done(s: &mut (impl Stream<Item = Event> + Unpin), run: &str) 
     }
 }
 
-type Ws =
+pub(super) type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-async fn recv(ws: &mut Ws) -> Value {
+pub(super) async fn recv(ws: &mut Ws) -> Value {
     loop {
         let msg = tokio::time::timeout(WAIT, ws.next())
             .await
@@ -85,7 +85,7 @@ async fn recv(ws: &mut Ws) -> Value {
     }
 }
 
-async fn ws_until_done(ws: &mut Ws, run: &str) -> Seen {
+pub(super) async fn ws_until_done(ws: &mut Ws, run: &str) -> Seen {
     let mut seen = Seen::default();
     loop {
         let v = recv(ws).await;

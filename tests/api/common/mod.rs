@@ -21,6 +21,7 @@ mod api;
 mod cluster;
 mod gateway;
 mod process;
+pub mod redis_cluster;
 pub mod sentinel;
 pub mod sse;
 mod store;

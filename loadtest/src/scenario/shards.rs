@@ -1,0 +1,277 @@
+//! `shards`: publish throughput of the Redis bus through one Redis vs a
+//! three-master Redis Cluster (`--redis-cluster`, sharded pub/sub), in the
+//! same run, rounds interleaved. Each publisher publishes as fast as it can
+//! on its own channel; channels land on the shard owning their hash tag.
+//! Per Redis server: its share of the publishes (`evalsha` calls) and its
+//! own CPU per publish (`INFO cpu`). The cluster has no replicas, like the
+//! single Redis: the comparison is the publish work only.
+
+use std::{
+    process::{Command, Stdio},
+    sync::{
+        atomic::{AtomicU64, Ordering::Relaxed},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context};
+use serde_json::{json, Value};
+use weir::bus::{
+    redis::{RedisBus, RedisBusConfig},
+    Bus, BusError,
+};
+use weir::domain::{AgentEvent, Channel, EventBody};
+
+use crate::{
+    gateway::{self, ChildGuard},
+    report::{Report, Table},
+    units,
+};
+
+/// Options of the `shards` scenario.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Opts {
+    /// Concurrent publishers (one channel each).
+    #[arg(long, value_delimiter = ',', default_value = "8,64")]
+    pub publishers: Vec<usize>,
+    /// Seconds of each measurement.
+    #[arg(long, default_value_t = 3)]
+    pub secs: u64,
+    /// Rounds; each measures every target once, in turn.
+    #[arg(long, default_value_t = 2)]
+    pub rounds: usize,
+}
+
+/// A three-master cluster without replicas, killed on drop.
+struct Shards {
+    ports: Vec<u16>,
+    _children: Vec<ChildGuard>,
+    _dir: tempfile::TempDir,
+}
+
+async fn start_cluster() -> anyhow::Result<Shards> {
+    let dir = tempfile::tempdir()?;
+    let mut ports = Vec::new();
+    while ports.len() < 3 {
+        let p = gateway::free_port()?;
+        let bus_free = p < 55_000 && std::net::TcpListener::bind(("127.0.0.1", p + 10_000)).is_ok();
+        if bus_free && !ports.contains(&p) {
+            ports.push(p);
+        }
+    }
+    let mut children = Vec::new();
+    for &p in &ports {
+        let conf = dir.path().join(format!("nodes-{p}.conf"));
+        let child = Command::new("redis-server")
+            .args(["--port", &p.to_string(), "--bind", "127.0.0.1"])
+            .args(["--cluster-enabled", "yes", "--cluster-config-file"])
+            .arg(&conf)
+            .args(["--save", "", "--appendonly", "no", "--dir"])
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("the shards scenario needs redis-server")?;
+        children.push(ChildGuard(child));
+    }
+    for &p in &ports {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while tokio::net::TcpStream::connect(("127.0.0.1", p))
+            .await
+            .is_err()
+        {
+            if Instant::now() > deadline {
+                bail!("cluster node {p} did not start");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let ok = Command::new("redis-cli")
+        .args(["--cluster", "create"])
+        .args(&addrs)
+        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()?;
+    if !ok.success() {
+        bail!("redis-cli --cluster create failed");
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for &p in &ports {
+        loop {
+            let info: String = redis::cmd("CLUSTER")
+                .arg("INFO")
+                .query_async(&mut node(p).await?)
+                .await?;
+            if info.contains("cluster_state:ok") {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("the cluster never reached cluster_state:ok");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    Ok(Shards {
+        ports,
+        _children: children,
+        _dir: dir,
+    })
+}
+
+async fn node(port: u16) -> anyhow::Result<redis::aio::MultiplexedConnection> {
+    let c = redis::Client::open(format!("redis://127.0.0.1:{port}"))?;
+    Ok(c.get_multiplexed_async_connection().await?)
+}
+
+pub async fn run(o: &Opts) -> anyhow::Result<Report> {
+    let mut report = Report::new("shards");
+    let single = gateway::start_redis()
+        .await?
+        .context("the shards scenario needs redis-server")?;
+    let single_port: u16 = single.url.rsplit(':').next().unwrap_or("0").parse()?;
+    let cluster = start_cluster().await?;
+    let mut table = Table::new(
+        format!("publish throughput, {} s per measurement", o.secs),
+        &[
+            "round",
+            "target",
+            "publishers",
+            "events/s",
+            "per server: share of publishes",
+            "per server: Redis CPU per publish",
+        ],
+    );
+    let mut data = Vec::new();
+    for round in 1..=o.rounds {
+        for &n in &o.publishers {
+            for target in ["1 Redis", "3-shard cluster"] {
+                let (cfg, ports) = if target == "1 Redis" {
+                    (RedisBusConfig::new(single.url.clone()), vec![single_port])
+                } else {
+                    let mut c = RedisBusConfig::new("");
+                    c.cluster = cluster
+                        .ports
+                        .iter()
+                        .map(|p| format!("127.0.0.1:{p}"))
+                        .collect();
+                    (c, cluster.ports.clone())
+                };
+                let m = measure(cfg, &ports, n, o.secs).await?;
+                let shares: Vec<String> = m
+                    .per_server
+                    .iter()
+                    .map(|s| format!("{:.0}%", s.0 * 100.0))
+                    .collect();
+                let cpus: Vec<String> = m.per_server.iter().map(|s| units::us(s.1)).collect();
+                table.row(vec![
+                    round.to_string(),
+                    target.into(),
+                    n.to_string(),
+                    units::per_s(m.events_per_s),
+                    shares.join(" / "),
+                    cpus.join(" / "),
+                ]);
+                report.check(
+                    format!("{target}, {n} publishers: published"),
+                    m.events_per_s > 0.0,
+                );
+                data.push(json!({
+                    "round": round, "target": target, "publishers": n,
+                    "events_per_s": m.events_per_s,
+                    "per_server": m.per_server.iter().map(|s| json!({"share": s.0, "cpu_us_per_publish": s.1})).collect::<Vec<Value>>(),
+                }));
+            }
+        }
+    }
+    report.tables.push(table);
+    report.data = json!({"options": format!("{o:?}"), "publish": data});
+    Ok(report.finish())
+}
+
+struct Measured {
+    events_per_s: f64,
+    /// Per server: share of the publishes, its CPU µs per publish it ran.
+    per_server: Vec<(f64, f64)>,
+}
+
+async fn measure(
+    cfg: RedisBusConfig,
+    ports: &[u16],
+    publishers: usize,
+    secs: u64,
+) -> anyhow::Result<Measured> {
+    let bus = Arc::new(RedisBus::new(cfg)?);
+    bus.start();
+    let mut admins = Vec::new();
+    for &p in ports {
+        let mut c = node(p).await?;
+        let _: () = redis::cmd("CONFIG")
+            .arg("RESETSTAT")
+            .query_async(&mut c)
+            .await?;
+        let cpu = cpu_secs(&mut c).await?;
+        admins.push((c, cpu));
+    }
+    let count = Arc::new(AtomicU64::new(0));
+    let stop = Instant::now() + Duration::from_secs(secs);
+    let mut tasks = Vec::new();
+    for p in 0..publishers {
+        let (bus, count) = (bus.clone(), count.clone());
+        tasks.push(tokio::spawn(async move {
+            let channel = Channel::Agent(format!("shards-{publishers}-{p}").into());
+            bus.seed_seq(&channel, 0).await?;
+            let event = AgentEvent::new(
+                "agent-bench".into(),
+                "run-bench".into(),
+                "sess-bench".into(),
+                EventBody::AssistantDelta {
+                    delta: "token ".into(),
+                },
+            );
+            while Instant::now() < stop {
+                bus.publish(&channel, &event).await?;
+                count.fetch_add(1, Relaxed);
+            }
+            Ok::<_, BusError>(())
+        }));
+    }
+    let t0 = Instant::now();
+    for t in tasks {
+        t.await??;
+    }
+    let elapsed = t0.elapsed().as_secs_f64();
+    let n = count.load(Relaxed) as f64;
+    let mut per_server = Vec::new();
+    for (c, cpu0) in &mut admins {
+        let cpu = cpu_secs(c).await? - *cpu0;
+        let stats: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async(c)
+            .await?;
+        let calls = stats
+            .lines()
+            .find(|l| l.starts_with("cmdstat_evalsha:"))
+            .and_then(|l| l.split(',').next())
+            .and_then(|f| f.rsplit('=').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0);
+        per_server.push((calls / n.max(1.0), cpu * 1e6 / calls.max(1.0)));
+    }
+    Ok(Measured {
+        events_per_s: n / elapsed,
+        per_server,
+    })
+}
+
+/// The server's CPU seconds (user + sys) so far.
+async fn cpu_secs(conn: &mut redis::aio::MultiplexedConnection) -> anyhow::Result<f64> {
+    let info: String = redis::cmd("INFO").arg("cpu").query_async(conn).await?;
+    Ok(info
+        .lines()
+        .filter(|l| l.starts_with("used_cpu_user:") || l.starts_with("used_cpu_sys:"))
+        .filter_map(|l| l.split(':').nth(1)?.trim().parse::<f64>().ok())
+        .sum())
+}
