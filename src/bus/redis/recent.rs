@@ -63,13 +63,19 @@ impl Recent {
     }
 
     /// The events after `after`, if the window holds all of them: `after`
-    /// at or past its first event's predecessor, at most its last event,
-    /// and the first one wanted younger than the history's age limit.
+    /// at or past its first event's predecessor, and the first one wanted
+    /// younger than the history's age limit. A cursor past the last event
+    /// (the client saw events another gateway delivered before this one
+    /// got them) needs no replay: everything after the window comes live,
+    /// and the Redis stream would not check such a cursor either.
     pub fn after(&self, after: u64) -> Option<Vec<Arc<BusEvent>>> {
         let first = self.events.front()?.1.seq;
         let last = self.events.back()?.1.seq;
-        if after + 1 < first || after > last {
+        if after + 1 < first {
             return None;
+        }
+        if after >= last {
+            return Some(Vec::new());
         }
         let skip = (after + 1 - first) as usize;
         if let Some((at, _)) = self.events.get(skip) {
@@ -112,7 +118,11 @@ mod tests {
         assert_eq!(seqs(r.after(7)), Some(vec![8]));
         assert_eq!(seqs(r.after(8)), Some(vec![]));
         assert_eq!(seqs(r.after(4)), None, "older than the window");
-        assert_eq!(seqs(r.after(9)), None, "ahead of what arrived here");
+        assert_eq!(
+            seqs(r.after(9)),
+            Some(vec![]),
+            "ahead of what arrived here: all comes live"
+        );
         // A hole restarts the window.
         r.push(&ev(11));
         assert_eq!(seqs(r.after(7)), None);
