@@ -132,6 +132,10 @@ fn describe() {
         "weir_store_requests_total",
         "Requests this gateway sent to `weir store` (--store-url), by store method."
     );
+    describe_counter!(
+        "weir_bus_replays_total",
+        "Resumes (a subscribe with a cursor) on the Redis bus, by where their history was read."
+    );
     describe_gauge!(
         "weir_store_up",
         "1 if the store answered its last check, else 0."
@@ -239,6 +243,13 @@ pub fn lagged_close(kind: Conn) {
 /// fixed set of names).
 pub fn store_request(method: &str) {
     ::metrics::counter!("weir_store_requests_total", "method" => method.to_owned()).increment(1);
+}
+
+/// A resume on the Redis bus replayed its history from this process's
+/// memory (`true`) or from the Redis stream.
+pub fn bus_replay(from_memory: bool) {
+    let source = if from_memory { "memory" } else { "redis" };
+    ::metrics::counter!("weir_bus_replays_total", "source" => source).increment(1);
 }
 
 /// An agent run ended with `status` (`completed`, `cancelled`, `failed`)

@@ -5,10 +5,16 @@
 //! Every idle stream (an SSE tail, a WebSocket) holds a [`Ticket`] while it
 //! is open. When the listener closes, [`Drain::close_spread`] takes the
 //! open tickets, shuffles them and cancels them in small batches evenly over
-//! `--drain-spread-secs`. Each ticket also carries a random reconnect hint
-//! over the same window (SSE `retry:`, the WebSocket close reason), so the
-//! clients' reconnects spread out a second time. Streams of running runs do
-//! not take a ticket: they stay until their `done` (or the hard stop).
+//! `--drain-spread-secs`. Each ticket also carries a short random reconnect
+//! hint (SSE `retry:`, the WebSocket close reason) that spreads the
+//! reconnects of one batch. Streams of running runs do not take a ticket:
+//! they stay until their `done` (or the hard stop).
+//!
+//! The hint is at most [`HINT_MAX`], not the whole spread: the closes are
+//! spread already, and every millisecond a client waits is a millisecond
+//! of events it does not see and then has to catch up on. A hint over the
+//! whole window doubled the drain and made each follower replay half a
+//! spread's worth of events (BENCHMARKS.md, "Drain").
 
 use std::{
     collections::HashMap,
@@ -23,6 +29,9 @@ use tokio_util::sync::CancellationToken;
 /// The spacing of batches: a batch every 50 ms at most, so 1,000 streams
 /// over 10 s are closed five at a time.
 const BATCH_EVERY: Duration = Duration::from_millis(50);
+
+/// The longest reconnect hint: twenty batches' worth of jitter.
+pub const HINT_MAX: Duration = Duration::from_secs(1);
 
 /// The drain state of one gateway: whether it began (`/readyz` 503), and the
 /// idle streams still open.
@@ -154,9 +163,10 @@ pub fn plan(n: usize, spread: Duration) -> Vec<(Duration, usize)> {
         .collect()
 }
 
-/// A random reconnect delay in `[0, spread)`, none without a spread.
+/// A random reconnect delay in `[0, min(spread, HINT_MAX))`, none without
+/// a spread.
 fn retry_hint(spread: Duration) -> Option<Duration> {
-    let ms = spread.as_millis() as u64;
+    let ms = spread.min(HINT_MAX).as_millis() as u64;
     (ms > 0).then(|| Duration::from_millis(rand::rng().random_range(0..ms)))
 }
 
@@ -186,9 +196,7 @@ mod tests {
     async fn streams_close_over_the_window_and_later_ones_at_once() {
         let drain = Drain::new(Duration::from_secs(2));
         let tickets: Vec<Ticket> = (0..100).map(|_| drain.ticket()).collect();
-        assert!(tickets
-            .iter()
-            .all(|t| t.retry.unwrap() < Duration::from_secs(2)));
+        assert!(tickets.iter().all(|t| t.retry.unwrap() < HINT_MAX));
         let gone = drain.ticket();
         drop(gone);
         assert_eq!(drain.open(), 100);

@@ -5,15 +5,35 @@
 //! delivered; anything else is retried after an exponentially growing,
 //! jittered wait, until the retry window closes and the delivery is failed.
 //! Nothing here runs on a run's or a stream's path.
+//!
+//! Deliveries are pipelined: each is sent as soon as it is claimed, up to
+//! [`IN_FLIGHT`] at once and [`PER_ENDPOINT`] at once per subscription,
+//! and a new claim is made as soon as there is room while a backlog
+//! remains. A receiver that hangs (up to [`TIMEOUT`]) therefore delays
+//! only its own deliveries; before, the loop waited for a whole batch,
+//! so one hanging receiver held back every other subscription's
+//! deliveries for up to 10 s. One subscription never takes more than
+//! [`ENDPOINT_SLOTS`] of the slots; its deliveries beyond that (and those
+//! that waited [`QUEUE_WAIT`] for their turn) are left unsent, and their
+//! claim's lease runs out and they are claimed again later.
+//!
+//! The loop sleeps whenever no backlog is known: it claims again when a
+//! delivery was queued here ([`Dispatcher::wake`]), every [`POLL`], or
+//! when the last claim came back full. A completion alone does not make
+//! it claim: with nothing due that would be a store write per finished
+//! delivery, and a loop that claims whenever it has room and nothing is
+//! in flight spins, a claim (a write transaction on the store's one
+//! writer) after another, starving every other write.
 
 use std::{
+    collections::HashMap,
     sync::Arc,
     time::{Duration, Instant},
 };
 
-use futures::StreamExt;
+use futures::{stream::FuturesUnordered, StreamExt};
 use rand::Rng;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::{notifier::unix_ms, secret::ServerKey, sign::signature};
@@ -31,8 +51,18 @@ pub const TIMEOUT: Duration = Duration::from_secs(10);
 const LEASE: Duration = Duration::from_secs(60);
 /// How often the store is polled when nothing woke the loop.
 const POLL: Duration = Duration::from_millis(500);
-/// Deliveries claimed at once, and sent at once.
-const BATCH: u32 = 32;
+/// Deliveries claimed at once (at most).
+const BATCH: usize = 32;
+/// Deliveries in flight at once (sending, or waiting for their endpoint).
+pub const IN_FLIGHT: usize = 256;
+/// Deliveries of one subscription sent at once.
+pub const PER_ENDPOINT: usize = 8;
+/// Slots one subscription may hold (sending and waiting).
+const ENDPOINT_SLOTS: usize = IN_FLIGHT / 4;
+/// How long a claimed delivery waits for its subscription's turn: its
+/// attempt (at most [`TIMEOUT`] and the answer's excerpt) must still end
+/// within the claim's [`LEASE`].
+const QUEUE_WAIT: Duration = Duration::from_secs(30);
 /// The longest wait between two attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(3600);
 /// Bytes of a response body kept in the attempt's record.
@@ -52,41 +82,95 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
-    /// Runs until `stop`: claims what is due, sends it, sleeps.
+    /// Runs until `stop`: claims what is due while there is room, sends
+    /// each as it comes, sleeps while nothing is known to be due. On
+    /// `stop`, attempts under way finish (and are recorded); deliveries
+    /// still waiting for their turn are left to their lease.
     pub async fn run(self, stop: CancellationToken) {
         let this = Arc::new(self);
+        let mut sending = FuturesUnordered::new();
+        let mut endpoints: HashMap<String, Arc<Semaphore>> = HashMap::new();
+        let mut due_maybe = true;
+        let mut next_poll = tokio::time::Instant::now() + POLL;
         loop {
-            let due = match this.claim().await {
-                Ok(due) => due,
-                Err(e) => {
-                    tracing::warn!(error = %e, "could not claim webhook deliveries");
-                    Vec::new()
+            let room = IN_FLIGHT - sending.len();
+            if due_maybe && room > 0 {
+                let due = this.claim(room.min(BATCH)).await;
+                // A full claim: more may be due now.
+                due_maybe = due.len() == room.min(BATCH);
+                for d in due {
+                    let gate = endpoints
+                        .entry(d.delivery.webhook_id.clone())
+                        .or_insert_with(|| Arc::new(Semaphore::new(PER_ENDPOINT)));
+                    // The map holds one count; each delivery in flight one.
+                    if Arc::strong_count(gate) > ENDPOINT_SLOTS {
+                        continue;
+                    }
+                    let (this, gate, stop) = (this.clone(), gate.clone(), stop.clone());
+                    sending.push(async move { this.deliver_in_turn(d, gate, stop).await });
                 }
-            };
-            let full = due.len() == BATCH as usize;
-            futures::stream::iter(due)
-                .for_each_concurrent(None, |d| {
-                    let this = this.clone();
-                    async move { this.deliver(d).await }
-                })
-                .await;
-            if full {
-                continue;
+                if due_maybe && sending.len() < IN_FLIGHT {
+                    continue;
+                }
             }
             tokio::select! {
-                () = stop.cancelled() => return,
-                () = this.wake.notified() => {}
-                () = tokio::time::sleep(POLL) => {}
+                () = stop.cancelled() => break,
+                Some(webhook) = sending.next(), if !sending.is_empty() => {
+                    if endpoints.get(&webhook).is_some_and(|g| Arc::strong_count(g) == 1) {
+                        endpoints.remove(&webhook);
+                    }
+                }
+                () = this.wake.notified() => due_maybe = true,
+                () = tokio::time::sleep_until(next_poll) => {
+                    due_maybe = true;
+                    next_poll = tokio::time::Instant::now() + POLL;
+                }
+            }
+        }
+        while sending.next().await.is_some() {}
+    }
+
+    /// Up to `limit` due deliveries, now claimed by this process (none
+    /// when the store fails: the next poll tries again).
+    async fn claim(&self, limit: usize) -> Vec<DueDelivery> {
+        let now = unix_ms(time::OffsetDateTime::now_utc());
+        let lease = i64::try_from(LEASE.as_millis()).unwrap_or(i64::MAX);
+        let limit = u32::try_from(limit).unwrap_or(u32::MAX);
+        match self
+            .store
+            .claim_webhook_deliveries(&self.name, now, lease, limit)
+            .await
+        {
+            Ok(due) => due,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not claim webhook deliveries");
+                Vec::new()
             }
         }
     }
 
-    async fn claim(&self) -> crate::store::StoreResult<Vec<DueDelivery>> {
-        let now = unix_ms(time::OffsetDateTime::now_utc());
-        let lease = i64::try_from(LEASE.as_millis()).unwrap_or(i64::MAX);
-        self.store
-            .claim_webhook_deliveries(&self.name, now, lease, BATCH)
-            .await
+    /// Waits for one of the subscription's [`PER_ENDPOINT`] turns, then
+    /// makes the attempt; gives up unsent (the claim runs out, the
+    /// delivery is claimed again) after [`QUEUE_WAIT`] or on `stop`.
+    /// Returns the subscription's id.
+    async fn deliver_in_turn(
+        &self,
+        due: DueDelivery,
+        gate: Arc<Semaphore>,
+        stop: CancellationToken,
+    ) -> String {
+        let webhook = due.delivery.webhook_id.clone();
+        let turn = tokio::select! {
+            turn = tokio::time::timeout(QUEUE_WAIT, gate.acquire()) => turn.ok().and_then(Result::ok),
+            () = stop.cancelled() => None,
+        };
+        match turn {
+            Some(_turn) => self.deliver(due).await,
+            None => {
+                tracing::debug!(webhook_id = %webhook, "webhook delivery left to its lease: the endpoint is busy")
+            }
+        }
+        webhook
     }
 
     /// One attempt, recorded.

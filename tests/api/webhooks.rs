@@ -8,6 +8,7 @@
 //! seconds.
 
 mod gone;
+mod hanging;
 mod receiver;
 mod remote;
 mod settled;

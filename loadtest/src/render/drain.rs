@@ -3,7 +3,11 @@
 //! p99 before it; at most one key lookup per distinct key in the burst).
 //! "All B store requests" includes the writes of the runs published
 //! through B during the window; the reconnects' own reads are the key
-//! (`get_key`) and the channel's floor (`last_event_seq`).
+//! (`get_key`) and the channel's floor (`last_event_seq`). "B p99 after"
+//! is the same crowd once every follower is on B (no reconnects): B's
+//! cost of carrying them, the reference for what the reconnects add. The
+//! CPU column is cores busy during the drain window (B / the load
+//! generator / Redis): all share the same cores.
 
 use serde_json::Value;
 
@@ -21,6 +25,9 @@ pub fn drain(r: &Results) -> Result<String, RenderError> {
             "peak reconnects/s on B",
             "B p99 before",
             "B p99 during",
+            "B p99 after",
+            "B resumes from memory / Redis",
+            "cores busy during (B / load gen / Redis)",
             "B store reads for reconnects (key / floor)",
             "all B store requests",
             "gaps / repeats",
@@ -50,6 +57,20 @@ pub fn drain(r: &Results) -> Result<String, RenderError> {
                 units::per_s(p("reconnect_peak_per_s")?),
                 units::ms(before),
                 units::ms(during),
+                p("after/p99_ms").map_or("–".to_owned(), units::ms),
+                format!(
+                    "{} / {}",
+                    p("b_replays_from/memory").unwrap_or(0.0),
+                    p("b_replays_from/redis").unwrap_or(0.0)
+                ),
+                match (
+                    p("cpu_cores/during/b"),
+                    p("cpu_cores/during/load"),
+                    p("cpu_cores/during/redis"),
+                ) {
+                    (Ok(b), Ok(l), Ok(r)) => format!("{b:.2} / {l:.2} / {r:.2}"),
+                    _ => "–".to_owned(),
+                },
                 format!("{} / {}", get_key, p("floor_checks")?),
                 units::thousands(p("store_requests")?),
                 format!("{} / {}", p("gaps")?, p("repeats")?),

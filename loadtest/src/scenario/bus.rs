@@ -224,7 +224,7 @@ async fn publish_throughput(url: &str, publishers: usize, secs: u64) -> anyhow::
 }
 
 /// Redis' CPU seconds (user + sys) so far.
-async fn redis_cpu(conn: &mut redis::aio::MultiplexedConnection) -> anyhow::Result<f64> {
+pub(super) async fn redis_cpu(conn: &mut redis::aio::MultiplexedConnection) -> anyhow::Result<f64> {
     let info: String = redis::cmd("INFO").arg("cpu").query_async(conn).await?;
     Ok(info
         .lines()

@@ -4,8 +4,11 @@
 //! whole time. A gets SIGTERM; its followers come back on B with the
 //! server's hints ([`follow`]). Reported per mode (spreading on, off): the
 //! spread of A's closes, the peak reconnects per second on B, B's delivery
-//! p99 (its baseline crowd) before and during the drain, the store requests
-//! B made during the burst, and gaps or repeats seen by any follower.
+//! p99 (its baseline crowd) before and during the drain, and after it (every
+//! follower on B: the load B carries from then on, the fair reference for
+//! what the reconnects themselves cost), the store requests B made during
+//! the burst, where B's resumes read their history, the CPU each process
+//! used in each window, and gaps or repeats seen by any follower.
 
 use std::{
     collections::BTreeMap,
@@ -17,6 +20,7 @@ use serde_json::{json, Value};
 use tokio::{sync::Semaphore, task::JoinSet};
 
 use super::{
+    bus::redis_cpu,
     create_agent,
     follow::{follow, Flock},
     publish::Publisher,
@@ -95,6 +99,7 @@ pub async fn run(launch: &Launch, extra: &[String], o: &Opts) -> anyhow::Result<
             "peak reconnects/s on B",
             "B p99 before",
             "B p99 during",
+            "B p99 after",
             "B store reads for reconnects (key / floor)",
             "all B store requests",
             "gaps / repeats",
@@ -108,6 +113,7 @@ pub async fn run(launch: &Launch, extra: &[String], o: &Opts) -> anyhow::Result<
             thousands(r["reconnect_peak_per_s"].as_f64().unwrap_or(0.0)),
             ms(r["before"]["p99_ms"].as_f64().unwrap_or(0.0)),
             ms(r["during"]["p99_ms"].as_f64().unwrap_or(0.0)),
+            ms(r["after"]["p99_ms"].as_f64().unwrap_or(0.0)),
             format!("{} / {}", r["get_key"], r["floor_checks"]),
             r["store_requests"].to_string(),
             format!("{} / {}", r["gaps"], r["repeats"]),
@@ -179,11 +185,13 @@ async fn mode_run(
     .await;
     let flock = Flock::new(agent, a.key.clone(), a.addr, b.addr);
     let tasks = open_followers(&flock, o).await;
-    let window = Duration::from_secs(o.before_secs + o.delay_secs + 2 * spread + 30);
+    let window = Duration::from_secs(2 * o.before_secs + o.delay_secs + 2 * spread + 30);
     let publisher = calibrated.start(o.rate, window);
+    let mut cpu = Cpu::new(&redis.url, &a, &b).await?;
     tokio::time::sleep(Duration::from_secs(o.before_secs)).await;
     let before = crowd.stats.latency.snapshot();
-    let requests0 = store_requests(&b).await?;
+    let requests0 = metrics_text(&b).await?;
+    cpu.mark("before").await;
     *flock.signalled.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
     // SAFETY: kill(2) on the gateway process this tool started.
     #[allow(unsafe_code, reason = "signals a process we started")]
@@ -194,8 +202,14 @@ async fn mode_run(
     let opened = flock.opened.load(Relaxed);
     super::wait_for(limit, || flock.back.load(Relaxed) >= opened).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let during = crowd.stats.latency.snapshot().since(&before);
-    let requests1 = store_requests(&b).await?;
+    let at_end = crowd.stats.latency.snapshot();
+    let during = at_end.since(&before);
+    let requests1 = metrics_text(&b).await?;
+    cpu.mark("during").await;
+    // The same load with every follower on B, and no reconnect.
+    tokio::time::sleep(Duration::from_secs(o.before_secs)).await;
+    let after = crowd.stats.latency.snapshot().since(&at_end);
+    cpu.mark("after").await;
     let publisher_json = publisher.json();
     publisher.stop().await;
     flock.stop.cancel();
@@ -203,10 +217,15 @@ async fn mode_run(
     while tasks.join_next().await.is_some() {}
     crowd.close().await;
     let mut row = outcome(mode, spread, o, &flock, &before, &during);
+    row["after"] = after.summary();
+    row["p99_during_over_after"] =
+        (during.quantile_ms(0.99) / after.quantile_ms(0.99).max(0.001)).into();
+    row["cpu_cores"] = cpu.json();
     // The reconnects' own reads: the key (`get_key`) and the channel's
     // floor (`last_event_seq`); the runs the publisher starts through B
     // make the rest (`get_agent`, `append_events`, …).
-    let made = delta(&requests0, &requests1);
+    let store = r#"weir_store_requests_total{method=""#;
+    let made = delta(&metric(&requests0, store), &metric(&requests1, store));
     row["get_key"] = made["get_key"].as_u64().unwrap_or(0).into();
     // The followers' key (new to B) and B's own (the publisher's and the
     // baseline's, whose cache entry may age out during the window).
@@ -217,6 +236,11 @@ async fn mode_run(
         .map_or(0, |m| m.values().filter_map(Value::as_u64).sum::<u64>())
         .into();
     row["store_by_method"] = made;
+    let replays = delta(
+        &metric(&requests0, "weir_bus_replays_total{source=\""),
+        &metric(&requests1, "weir_bus_replays_total{source=\""),
+    );
+    row["b_replays_from"] = replays;
     row["publisher"] = publisher_json;
     drop((a, b, store, redis));
     Ok(Some(row))
@@ -284,15 +308,20 @@ fn peak_per_s(times: &[f64]) -> u64 {
         .unwrap_or(0)
 }
 
-/// B's `weir_store_requests_total`, by store method.
-async fn store_requests(gw: &Gateway) -> anyhow::Result<BTreeMap<String, u64>> {
-    let text = reqwest::get(format!("{}/metrics", gw.url))
+/// B's `/metrics` text.
+async fn metrics_text(gw: &Gateway) -> anyhow::Result<String> {
+    Ok(reqwest::get(format!("{}/metrics", gw.url))
         .await?
         .text()
-        .await?;
+        .await?)
+}
+
+/// One counter of a `/metrics` text by its single label's value;
+/// `prefix` is the name and label up to the value's opening quote.
+fn metric(text: &str, prefix: &str) -> BTreeMap<String, u64> {
     let mut by = BTreeMap::new();
     for line in text.lines() {
-        let Some(rest) = line.strip_prefix(r#"weir_store_requests_total{method=""#) else {
+        let Some(rest) = line.strip_prefix(prefix) else {
             continue;
         };
         let (method, n) = rest.split_once('"').unwrap_or_default();
@@ -303,16 +332,67 @@ async fn store_requests(gw: &Gateway) -> anyhow::Result<BTreeMap<String, u64>> {
             .unwrap_or(0);
         by.insert(method.to_owned(), n);
     }
-    Ok(by)
+    by
 }
 
-/// The requests made between two readings of [`store_requests`].
+/// The counts added between two readings of [`metric`].
 fn delta(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>) -> Value {
     let by: serde_json::Map<String, Value> = after
         .iter()
         .map(|(m, n)| (m.clone(), (n - before.get(m).copied().unwrap_or(0)).into()))
         .collect();
     Value::Object(by)
+}
+
+/// CPU seconds of A, B, this load generator and Redis, per window, as
+/// cores busy (CPU seconds over wall seconds).
+struct Cpu {
+    pids: [(&'static str, u32); 3],
+    redis: redis::aio::MultiplexedConnection,
+    last: (Instant, [f64; 4]),
+    windows: serde_json::Map<String, Value>,
+}
+
+impl Cpu {
+    async fn new(redis_url: &str, a: &Gateway, b: &Gateway) -> anyhow::Result<Self> {
+        let client = redis::Client::open(redis_url)?;
+        let redis = client.get_multiplexed_async_connection().await?;
+        let pids = [("a", a.pid), ("b", b.pid), ("load", std::process::id())];
+        let mut cpu = Self {
+            pids,
+            redis,
+            last: (Instant::now(), [0.0; 4]),
+            windows: serde_json::Map::new(),
+        };
+        cpu.last = cpu.read().await;
+        Ok(cpu)
+    }
+
+    async fn read(&mut self) -> (Instant, [f64; 4]) {
+        let redis = redis_cpu(&mut self.redis).await.unwrap_or(0.0);
+        let [a, b, load] = self.pids.map(|(_, pid)| sys::cpu_secs(pid));
+        (Instant::now(), [a, b, load, redis])
+    }
+
+    /// Closes the window `name` (since the last mark) and opens the next.
+    async fn mark(&mut self, name: &str) {
+        let now = self.read().await;
+        let wall = now.0.duration_since(self.last.0).as_secs_f64();
+        let busy =
+            |i: usize| ((now.1[i] - self.last.1[i]) / wall.max(0.001) * 100.0).round() / 100.0;
+        let names = ["a", "b", "load", "redis"];
+        let w: serde_json::Map<String, Value> = (0..4)
+            .map(|i| (names[i].to_owned(), busy(i).into()))
+            .collect();
+        let mut w = Value::Object(w);
+        w["secs"] = ((wall * 10.0).round() / 10.0).into();
+        self.windows.insert(name.to_owned(), w);
+        self.last = now;
+    }
+
+    fn json(&self) -> Value {
+        Value::Object(self.windows.clone())
+    }
 }
 
 #[cfg(test)]

@@ -25,6 +25,7 @@
 pub mod cluster_target;
 mod link;
 mod numbering;
+mod recent;
 mod registry;
 mod scripts;
 mod settings;
@@ -276,6 +277,7 @@ impl RedisBus {
             .map(|_| client.connection(cfg.conn_options()))
             .collect::<Result<Vec<_>, _>>()
             .map_err(RedisSetupError::Url)?;
+        let recent = (cfg.history_len, cfg.history_ttl);
         let core = Arc::new(Core {
             conns,
             next: AtomicUsize::new(0),
@@ -296,7 +298,7 @@ impl RedisBus {
         });
         Ok(Self {
             core,
-            reg: Arc::new(Registry::new(cfg.buffer)),
+            reg: Arc::new(Registry::new(cfg.buffer, recent)),
             link: parking_lot::Mutex::new(Some(client)),
             stop: CancellationToken::new().drop_guard(),
         })
@@ -420,6 +422,17 @@ impl Bus for RedisBus {
         self.reg
             .ready(&member.local, self.core.tuning.timeout)
             .await?;
+        // A resume this process can answer from memory (the usual case
+        // when another gateway's followers come back here) costs no Redis
+        // round trip and no decode.
+        if let Some(replay) = after.and_then(|a| member.local.recent_after(a)) {
+            crate::metrics::bus_replay(true);
+            let start = after.unwrap_or(0);
+            return Ok(Subscription::new(replay, live, start).with_guard(member));
+        }
+        if after.is_some() {
+            crate::metrics::bus_replay(false);
+        }
         let read = self.core.read(channel, after).await?;
         member.local.note_join(read.counter);
         let start = after.unwrap_or(read.counter);

@@ -23,7 +23,7 @@ use std::{
 use parking_lot::Mutex;
 use tokio::sync::{broadcast, watch, Notify};
 
-use super::scripts::decode;
+use super::{recent::Recent, scripts::decode};
 use crate::bus::{
     local::{fanout, ControlHub, RunTaps},
     BusError, BusEvent,
@@ -48,6 +48,9 @@ pub(super) struct Registry {
     pub link: watch::Sender<Link>,
     pub control: ControlHub,
     buffer: usize,
+    /// Events each channel keeps for resumes, and for how long (the
+    /// stream's length and age limits).
+    recent: (usize, Duration),
 }
 
 struct Slot {
@@ -71,10 +74,12 @@ pub(super) struct Local {
     pub confirmed: watch::Sender<u64>,
     /// Followers of single runs (`Bus::subscribe_run`); closed with the ring.
     pub taps: Arc<RunTaps>,
+    /// The latest events delivered here, for resumes ([`Recent`]).
+    recent: Mutex<Recent>,
 }
 
 impl Local {
-    fn new(name: &str, buffer: usize) -> Self {
+    fn new(name: &str, buffer: usize, (len, ttl): (usize, Duration)) -> Self {
         Self {
             name: name.to_owned(),
             tx: Mutex::new(Some(fanout(buffer))),
@@ -83,6 +88,7 @@ impl Local {
             published: AtomicU64::new(0),
             confirmed: watch::Sender::new(0),
             taps: Arc::default(),
+            recent: Mutex::new(Recent::new(len, ttl)),
         }
     }
 
@@ -100,6 +106,10 @@ impl Local {
             self.lost(last + 1, seq - 1);
         }
         self.delivered.store(seq, Ordering::Release);
+        // Kept before it is sent: a subscriber that joined the ring and
+        // then read `recent` sees each event in one of the two (or both:
+        // the subscription drops the repeat by seq).
+        self.recent.lock().push(&ev);
         self.send(&ev);
     }
 
@@ -111,6 +121,7 @@ impl Local {
         }
         tracing::warn!(channel = %self.name, from, to, "events lost by redis; sending a gap");
         self.delivered.store(to, Ordering::Release);
+        self.recent.lock().clear();
         self.send(&Arc::new(BusEvent::gap(&self.name, from, to)));
     }
 
@@ -120,6 +131,12 @@ impl Local {
             let _ = tx.send(ev.clone());
         }
         self.taps.deliver(ev);
+    }
+
+    /// The events after `after` from memory, if this process holds all of
+    /// them ([`Recent::after`]); read only after joining the ring.
+    pub fn recent_after(&self, after: u64) -> Option<Vec<Arc<BusEvent>>> {
+        self.recent.lock().after(after)
     }
 
     /// Records the counter a joining subscriber saw.
@@ -166,13 +183,16 @@ impl Drop for Membership {
 }
 
 impl Registry {
-    pub fn new(buffer: usize) -> Self {
+    /// Rings of `buffer` events; `recent`: the events (and their age)
+    /// each channel keeps for resumes.
+    pub fn new(buffer: usize, recent: (usize, Duration)) -> Self {
         Self {
             channels: Mutex::new(HashMap::new()),
             changed: Notify::new(),
             link: watch::Sender::new(Link::default()),
             control: ControlHub::default(),
             buffer,
+            recent,
         }
     }
 
@@ -182,11 +202,11 @@ impl Registry {
         self: &Arc<Self>,
         channel: &str,
     ) -> (Membership, broadcast::Receiver<Arc<BusEvent>>) {
-        let buffer = self.buffer;
+        let (buffer, recent) = (self.buffer, self.recent);
         let (local, rx, first) = {
             let mut map = self.channels.lock();
             let slot = map.entry(channel.to_owned()).or_insert_with(|| Slot {
-                local: Arc::new(Local::new(channel, buffer)),
+                local: Arc::new(Local::new(channel, buffer, recent)),
                 refs: 0,
             });
             slot.refs += 1;

@@ -147,7 +147,8 @@ async fn a_rolling_restart_moves_every_follower_to_b_spread_out_without_gap_or_d
     for (i, s) in seen.iter().enumerate() {
         let want: Vec<u64> = (s.seqs[0]..=final_seq).collect();
         assert_eq!(s.seqs, want, "follower {i}: every event once, in order");
-        assert!(s.hint < SPREAD.as_millis() as u64, "hint {} ms", s.hint);
+        // At most 1 s whatever the spread (limits.md, "Drain").
+        assert!(s.hint < 1000, "hint {} ms", s.hint);
     }
     check_spread(&seen);
     // One read per key the burst used (the followers' key; the publisher's

@@ -1,6 +1,6 @@
 //! A webhook receiver for the tests: a real axum server on 127.0.0.1
 //! that records every request and answers 500 to the first `fail` of
-//! them, then 200 `ok`.
+//! them, then 200 `ok` (or, hanging, never answers at all).
 
 use std::{
     net::SocketAddr,
@@ -35,6 +35,8 @@ struct Log {
     fail: usize,
     /// The failing answer (500 unless set).
     fail_with: Option<StatusCode>,
+    /// Never answer (the request is recorded, then held open).
+    hang: bool,
 }
 
 /// The running receiver (stops when dropped).
@@ -55,6 +57,15 @@ impl Receiver {
         Self::start_with(0, usize::MAX, Some(status)).await
     }
 
+    /// On a free port, recording every request and answering none.
+    pub async fn start_hanging() -> Self {
+        let log = Log {
+            hang: true,
+            ..Log::default()
+        };
+        Self::serve(0, log).await
+    }
+
     /// On `port` (0: any).
     pub async fn start_on(port: u16, fail: usize) -> Self {
         Self::start_with(port, fail, None).await
@@ -66,6 +77,10 @@ impl Receiver {
             fail_with,
             ..Log::default()
         };
+        Self::serve(port, log).await
+    }
+
+    async fn serve(port: u16, log: Log) -> Self {
         let app = Router::new()
             .route("/hook", post(take))
             .with_state(log.clone());
@@ -100,13 +115,19 @@ async fn take(
     headers: HeaderMap,
     body: Bytes,
 ) -> (StatusCode, &'static str) {
-    let mut got = log.got.lock().unwrap();
-    got.push(Received {
-        headers,
-        body,
-        at: Instant::now(),
-    });
-    match got.len() <= log.fail {
+    let n = {
+        let mut got = log.got.lock().unwrap();
+        got.push(Received {
+            headers,
+            body,
+            at: Instant::now(),
+        });
+        got.len()
+    };
+    if log.hang {
+        std::future::pending::<()>().await;
+    }
+    match n <= log.fail {
         true => (
             log.fail_with.unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             "down for now",
