@@ -106,5 +106,5 @@ pub fn added_ttft_p99(relay: &[Step], agent: &[Step]) -> Option<(f64, f64)> {
             let r = relay.iter().find(|r| r.rate == a.rate)?;
             Some((a.rate, a.ttft.quantile_ms(0.99) - r.ttft.quantile_ms(0.99)))
         })
-        .last()
+        .next_back()
 }
