@@ -5,57 +5,19 @@
 //! chunk (`stream_options.include_usage`); a client that did not ask for it
 //! does not get it.
 //!
-//! Only the fields counted are decoded, borrowing the text where it has no
-//! escapes, so a chunk costs one small parse and no copy of its bytes
-//! unless a usage chunk has to be cut out of it.
+//! The splice reads each event once ([`crate::providers::event`]) and
+//! hands its counts along with the frames, so metering parses nothing on
+//! a stream; only a non-streamed answer is read here.
 
 use std::borrow::Cow;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use serde::Deserialize;
 
 use crate::{
     edge::{Spent, TokenMeter},
-    providers::sse::{data_of, events},
+    providers::event::Frames,
 };
-
-#[derive(Deserialize)]
-struct Chunk<'a> {
-    #[serde(default, borrow)]
-    choices: Vec<Choice<'a>>,
-    #[serde(default)]
-    usage: Option<Usage>,
-}
-
-#[derive(Deserialize)]
-struct Choice<'a> {
-    #[serde(default, borrow)]
-    delta: Option<Delta<'a>>,
-}
-
-#[derive(Deserialize)]
-struct Delta<'a> {
-    #[serde(default, borrow)]
-    content: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
-    reasoning_content: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
-    tool_calls: Vec<ToolCall<'a>>,
-}
-
-#[derive(Deserialize)]
-struct ToolCall<'a> {
-    #[serde(default, borrow)]
-    function: Option<Function<'a>>,
-}
-
-#[derive(Deserialize)]
-struct Function<'a> {
-    #[serde(default, borrow)]
-    name: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
-    arguments: Option<Cow<'a, str>>,
-}
 
 #[derive(Deserialize)]
 struct Usage {
@@ -65,80 +27,37 @@ struct Usage {
     completion_tokens: u64,
 }
 
-fn chars(s: &Option<Cow<'_, str>>) -> u64 {
-    s.as_deref().map_or(0, |s| s.chars().count() as u64)
-}
-
-/// What one event says.
-enum Seen {
-    Text(u64),
-    /// The provider's usage chunk (no choices): (prompt, completion).
-    Usage(u64, u64),
-    Other,
-}
-
-fn read_event(data: &[u8]) -> Seen {
-    let Ok(chunk) = serde_json::from_slice::<Chunk<'_>>(data) else {
-        return Seen::Other;
-    };
-    if let (true, Some(u)) = (chunk.choices.is_empty(), &chunk.usage) {
-        return Seen::Usage(u.prompt_tokens, u.completion_tokens);
-    }
-    let text = chunk
-        .choices
-        .iter()
-        .filter_map(|c| c.delta.as_ref())
-        .map(|d| {
-            let calls = d.tool_calls.iter().filter_map(|t| t.function.as_ref());
-            chars(&d.content)
-                + chars(&d.reasoning_content)
-                + calls
-                    .map(|f| chars(&f.name) + chars(&f.arguments))
-                    .sum::<u64>()
-        })
-        .sum();
-    Seen::Text(text)
+#[derive(Deserialize)]
+struct Message<'a> {
+    #[serde(default, borrow)]
+    content: Option<Cow<'a, str>>,
 }
 
 /// Charges the events of `frames` to `meter`; returns what goes to the
-/// client (`frames` itself unless a usage chunk the client did not ask for
-/// is cut out) and the budget spent, if one is.
+/// client (the bytes themselves unless a usage chunk the client did not
+/// ask for is cut out) and the budget spent, if one is.
 pub fn meter_frames(
-    frames: Bytes,
+    frames: Frames,
     meter: &mut TokenMeter,
     client_wants_usage: bool,
-) -> (Bytes, Option<Spent>) {
-    let mut spent = None;
-    let mut cut: Vec<(usize, usize)> = Vec::new();
-    for (a, b) in events(&frames) {
-        let Some(data) = data_of(&frames[a..b]) else {
-            continue;
-        };
-        if data.trim_ascii() == b"[DONE]" {
-            continue;
-        }
-        let now = match read_event(data) {
-            Seen::Text(0) | Seen::Other => None,
-            Seen::Text(n) => meter.completion(n),
-            Seen::Usage(p, c) => {
-                if !client_wants_usage {
-                    cut.push((a, b));
-                }
-                meter.step_done(Some((p, c)))
-            }
-        };
-        spent = spent.or(now);
+) -> (bytes::Bytes, Option<Spent>) {
+    let text = |meter: &mut TokenMeter, n: u64| (n > 0).then(|| meter.completion(n)).flatten();
+    let mut spent = text(meter, frames.text);
+    for u in &frames.usage {
+        let now = meter.step_done(Some((u.prompt, u.completion)));
+        spent = spent.or(now).or(text(meter, u.text_after));
     }
-    if cut.is_empty() {
-        return (frames, spent);
+    if client_wants_usage || frames.usage.is_empty() {
+        return (frames.bytes, spent);
     }
-    let mut out = BytesMut::with_capacity(frames.len());
+    let b = &frames.bytes;
+    let mut out = BytesMut::with_capacity(b.len());
     let mut at = 0;
-    for (a, b) in cut {
-        out.extend_from_slice(&frames[at..a]);
-        at = b;
+    for u in &frames.usage {
+        out.extend_from_slice(&b[at..u.start]);
+        at = u.end;
     }
-    out.extend_from_slice(&frames[at..]);
+    out.extend_from_slice(&b[at..]);
     (out.freeze(), spent)
 }
 
@@ -155,7 +74,7 @@ pub fn meter_body(body: &[u8], meter: &mut TokenMeter) {
     #[derive(Deserialize)]
     struct WholeChoice<'a> {
         #[serde(default, borrow)]
-        message: Option<Delta<'a>>,
+        message: Option<Message<'a>>,
     }
     let Ok(whole) = serde_json::from_slice::<Whole<'_>>(body) else {
         return;
@@ -168,7 +87,7 @@ pub fn meter_body(body: &[u8], meter: &mut TokenMeter) {
         .choices
         .iter()
         .filter_map(|c| c.message.as_ref())
-        .map(|m| chars(&m.content))
+        .map(|m| m.content.as_deref().map_or(0, |s| s.chars().count() as u64))
         .sum();
     meter.completion(text);
     meter.step_done(None);
@@ -177,8 +96,28 @@ pub fn meter_body(body: &[u8], meter: &mut TokenMeter) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::usage::{UsageKey, UsageMeter};
+    use crate::{
+        providers::{
+            event::Event,
+            sse::{data_of, events},
+        },
+        usage::{UsageKey, UsageMeter},
+    };
+    use bytes::Bytes;
     use std::sync::Arc;
+
+    /// `bytes` read as the splice reads them.
+    fn read(bytes: Bytes) -> Frames {
+        let mut f = Frames::default();
+        for (a, b) in events(&bytes) {
+            let data = data_of(&bytes[a..b]).unwrap();
+            if let Ok(e) = serde_json::from_slice::<Event<'_>>(data) {
+                f.count(&e, a, b);
+            }
+        }
+        f.bytes = bytes;
+        f
+    }
 
     fn meter(usage: &Arc<UsageMeter>) -> TokenMeter {
         let key = UsageKey {
@@ -201,7 +140,7 @@ mod tests {
         let usage = Arc::new(UsageMeter::default());
         let mut m = meter(&usage);
         let frames = Bytes::from_static(TEXT);
-        let (out, spent) = meter_frames(frames.clone(), &mut m, false);
+        let (out, spent) = meter_frames(read(frames.clone()), &mut m, false);
         assert_eq!(
             out.as_ptr(),
             frames.as_ptr(),
@@ -219,9 +158,9 @@ mod tests {
         let mut m = meter(&usage);
         m.prompt(4);
         let all = [TEXT, USAGE, b"data: [DONE]\n\n"].concat();
-        let (out, _) = meter_frames(Bytes::from(all.clone()), &mut m, false);
+        let (out, _) = meter_frames(read(Bytes::from(all.clone())), &mut m, false);
         assert_eq!(&out[..], &[TEXT, b"data: [DONE]\n\n"].concat()[..]);
-        let (kept, _) = meter_frames(Bytes::from(USAGE), &mut meter(&usage), true);
+        let (kept, _) = meter_frames(read(Bytes::from(USAGE)), &mut meter(&usage), true);
         assert_eq!(&kept[..], USAGE);
         drop(m);
         let total: (i64, i64) = usage.take().iter().fold((0, 0), |acc, (_, c)| {

@@ -15,6 +15,8 @@
 //! - [`splice`]: after the first byte, a route's `mid_stream` policy:
 //!   an error line, or continuing on the next target as one completion.
 //! - [`sse`]: whole SSE events out of a byte stream cut anywhere.
+//! - [`event`]: one read of a relayed chunk's JSON, shared by the splice
+//!   and the token metering.
 //!
 //! Below the HTTP layer: the relay and agent runs use it; it returns its
 //! own [`attempt::Failure`]s and never imports `crate::http`.
@@ -23,6 +25,7 @@ pub mod anthropic;
 pub mod attempt;
 pub mod breaker;
 pub mod config;
+pub mod event;
 pub mod provider;
 pub mod registry;
 pub mod route;

@@ -17,14 +17,14 @@
 //!   that does not continue a trailing assistant message reads the partial
 //!   text as context, and may repeat some of it.
 
-use std::{borrow::Cow, time::Duration};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures::{stream, Stream, StreamExt};
-use serde::Deserialize;
 use serde_json::Value;
 use tokio::time::{timeout, Instant};
 
+use super::event::{Event, Frames};
 use super::sse::{data_of, events, take_frames};
 use super::{
     attempt::{self, Opened},
@@ -36,8 +36,9 @@ use crate::metrics::{upstream_error, Upstream};
 /// What the relay forwards.
 #[derive(Debug, PartialEq)]
 pub enum Piece {
-    /// Whole SSE events, to send as they are.
-    Frames(Bytes),
+    /// Whole SSE events, to send as they are, with what they say for
+    /// metering (each event is parsed once, here).
+    Frames(Frames),
     /// From here on, `provider` serves the stream.
     Switched(String),
     /// The stream failed for good: send an error line and `[DONE]`.
@@ -56,36 +57,6 @@ struct Seen {
     finished: bool,
     /// Events now come from a later target, rewritten.
     switched: bool,
-}
-
-#[derive(Deserialize)]
-struct Peek<'a> {
-    #[serde(default, borrow)]
-    id: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
-    model: Option<Cow<'a, str>>,
-    #[serde(default)]
-    created: Option<i64>,
-    #[serde(default, borrow)]
-    choices: Vec<PeekChoice<'a>>,
-    #[serde(default)]
-    error: Option<Value>,
-}
-
-#[derive(Deserialize)]
-struct PeekChoice<'a> {
-    #[serde(default, borrow)]
-    delta: Option<PeekDelta<'a>>,
-    #[serde(default, borrow)]
-    finish_reason: Option<Cow<'a, str>>,
-}
-
-#[derive(Deserialize)]
-struct PeekDelta<'a> {
-    #[serde(default, borrow)]
-    content: Option<Cow<'a, str>>,
-    #[serde(default)]
-    tool_calls: Option<serde::de::IgnoredAny>,
 }
 
 /// The relayed stream of `opened`, continuing on `route`'s next targets
@@ -179,7 +150,7 @@ fn on_read(
     seen: &mut Seen,
     keep_text: bool,
     idle: Duration,
-) -> (Option<Bytes>, Option<End>) {
+) -> (Option<Frames>, Option<End>) {
     match next {
         Ok(Some(Ok(chunk))) => {
             let Some(frames) = take_frames(pending, chunk) else {
@@ -191,7 +162,7 @@ fn on_read(
                 (None, true) => Some(End::Done),
                 (None, false) => None,
             };
-            ((!out.is_empty()).then_some(out), end)
+            ((!out.bytes.is_empty()).then_some(out), end)
         }
         Ok(None) => (
             None,
@@ -228,59 +199,68 @@ fn prefilled(body: &Value, text: &str) -> Value {
     next
 }
 
-/// Reads the events of `frames`: returns what to forward, the failure (if
-/// an event is malformed or an error) and whether `[DONE]` came.
-fn inspect(frames: Bytes, seen: &mut Seen, keep_text: bool) -> (Bytes, Option<String>, bool) {
+/// Reads the events of `frames`: returns what to forward (with what its
+/// events say, for metering), the failure (if an event is malformed or an
+/// error) and whether `[DONE]` came.
+fn inspect(frames: Bytes, seen: &mut Seen, keep_text: bool) -> (Frames, Option<String>, bool) {
     let mut rewritten: Option<BytesMut> = seen.switched.then(BytesMut::new);
+    let mut out = Frames::default();
     for (a, b) in events(&frames) {
         let event = &frames[a..b];
         let data = data_of(event).map(<[u8]>::trim_ascii);
         let Some(data) = data.filter(|d| !d.is_empty()) else {
-            if let Some(out) = &mut rewritten {
-                out.extend_from_slice(event);
+            if let Some(w) = &mut rewritten {
+                w.extend_from_slice(event);
             }
             continue;
         };
         if data == b"[DONE]" {
-            let out = match rewritten {
-                Some(mut out) => {
-                    out.extend_from_slice(event);
-                    out.freeze()
+            out.bytes = match rewritten {
+                Some(mut w) => {
+                    w.extend_from_slice(event);
+                    w.freeze()
                 }
                 None => frames.slice(..b),
             };
             return (out, None, true);
         }
-        let failure = match serde_json::from_slice::<Peek<'_>>(data) {
-            Err(e) => Some(format!("the provider sent a malformed event: {e}")),
-            Ok(p) => match &p.error {
-                Some(err) => Some(format!(
+        let e = match serde_json::from_slice::<Event<'_>>(data) {
+            Err(e) => Err(format!("the provider sent a malformed event: {e}")),
+            Ok(e) => match &e.error {
+                Some(err) => Err(format!(
                     "the provider sent an error: {}",
                     err.get("message")
                         .and_then(Value::as_str)
                         .unwrap_or("(no message)")
                 )),
-                None => {
-                    note(&p, seen, keep_text);
-                    None
-                }
+                None => Ok(e),
             },
         };
-        if failure.is_some() {
-            let out = match rewritten {
-                Some(out) => out.freeze(),
-                None => frames.slice(..a),
-            };
-            return (out, failure, false);
-        }
-        if let Some(out) = &mut rewritten {
-            out.extend_from_slice(&rewrite(data, seen));
+        let e = match e {
+            Ok(e) => e,
+            Err(failure) => {
+                out.bytes = match rewritten {
+                    Some(w) => w.freeze(),
+                    None => frames.slice(..a),
+                };
+                return (out, Some(failure), false);
+            }
+        };
+        note(&e, seen, keep_text);
+        match &mut rewritten {
+            Some(w) => {
+                let at = w.len();
+                w.extend_from_slice(&rewrite(data, seen));
+                out.count(&e, at, w.len());
+            }
+            None => out.count(&e, a, b),
         }
     }
-    (rewritten.map_or(frames, BytesMut::freeze), None, false)
+    out.bytes = rewritten.map_or(frames, BytesMut::freeze);
+    (out, None, false)
 }
 
-fn note(p: &Peek<'_>, seen: &mut Seen, keep_text: bool) {
+fn note(p: &Event<'_>, seen: &mut Seen, keep_text: bool) {
     if !seen.switched {
         if seen.id.is_none() {
             seen.id = p.id.as_deref().map(str::to_owned);
@@ -341,7 +321,7 @@ mod tests {
         let frames = Bytes::from([A, b": ping\n\n"].concat());
         let (out, failure, done) = inspect(frames.clone(), &mut seen, true);
         assert_eq!(
-            (out.as_ptr(), failure, done),
+            (out.bytes.as_ptr(), failure, done),
             (frames.as_ptr(), None, false)
         );
         assert_eq!(
@@ -350,11 +330,11 @@ mod tests {
         );
         let bad = Bytes::from([A, b"data: {not json\n\n", b"data: [DONE]\n\n"].concat());
         let (out, failure, _) = inspect(bad, &mut seen, true);
-        assert_eq!(&out[..], A);
+        assert_eq!(&out.bytes[..], A);
         assert!(failure.unwrap().contains("malformed"));
         let err = Bytes::from_static(b"data: {\"error\":{\"message\":\"overloaded\"}}\n\n");
         let (out, failure, _) = inspect(err, &mut seen, true);
-        assert!(out.is_empty() && failure.unwrap().contains("overloaded"));
+        assert!(out.bytes.is_empty() && failure.unwrap().contains("overloaded"));
     }
 
     #[test]
@@ -365,7 +345,7 @@ mod tests {
         let b = b"data: {\"id\":\"other\",\"model\":\"m2\",\"created\":9,\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":\"lo\"}}]}\n\ndata: [DONE]\n\n";
         let (out, failure, done) = inspect(Bytes::from_static(b), &mut seen, true);
         assert!(failure.is_none() && done);
-        let text = String::from_utf8(out.to_vec()).unwrap();
+        let text = String::from_utf8(out.bytes.to_vec()).unwrap();
         let first: Value =
             serde_json::from_str(text.lines().next().unwrap().strip_prefix("data: ").unwrap())
                 .unwrap();

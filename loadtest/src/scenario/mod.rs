@@ -2,6 +2,7 @@
 //! to, opening many subscribers at a bounded connect concurrency (the
 //! publisher of real echo-model runs is [`publish`]).
 
+pub mod agent_path;
 pub mod bus;
 pub mod connections;
 pub mod drain;

@@ -58,6 +58,12 @@ pub struct Opts {
     /// the record encryption (handshakes are amortised over keep-alive).
     #[arg(long)]
     pub tls: bool,
+    /// Also drive the agent path in the same rotation: an agent whose
+    /// model is `upstream/fake`, its runs streamed over the agent route
+    /// (SSE), against the same fake provider; reports the TTFT it adds
+    /// over the relay's ([`super::agent_path`]).
+    #[arg(long)]
+    pub agent: bool,
 }
 
 /// Whether a step counts as sustained under `slo_p99_ms`.
@@ -215,19 +221,60 @@ pub async fn run(launch: &Launch, extra: &[String], o: &Opts) -> anyhow::Result<
             .as_ref()
             .map(|n| (n.target.clone(), sys::with_children(n.pid))),
     );
+    if o.agent {
+        let pids = s.weir.own_pid().into_iter().collect();
+        targets.push((super::agent_path::target(&s.weir).await?, pids));
+    }
     let mut ramps = ramp_together(&targets, &o.rates, o.step_secs, o.slo_p99_ms, o.slice_secs)
         .await
         .into_iter();
     let direct_steps = ramps.next().unwrap_or_default();
     let weir_steps = ramps.next().unwrap_or_default();
-    let nginx_steps = ramps.next();
-    Ok(fill(
+    let nginx_steps = if o.nginx { ramps.next() } else { None };
+    let agent_steps = ramps.next();
+    let mut report = fill(
         report,
         o,
         &direct_steps,
         &weir_steps,
         nginx_steps.as_deref(),
-    ))
+    );
+    if let Some(a) = agent_steps {
+        agent_report(&mut report, o, &weir_steps, &a);
+    }
+    Ok(report)
+}
+
+/// The agent path's rows, table, JSON and check (`--agent`).
+fn agent_report(report: &mut Report, o: &Opts, relay: &[Step], agent: &[Step]) {
+    use super::agent_path as ap;
+    report.tables.push(steps_table(
+        "the agent path (agent on upstream/fake, agent route, SSE)",
+        &[("agent", agent)],
+        o.slo_p99_ms,
+        true,
+    ));
+    report.tables.push(ap::added_table(relay, agent));
+    if let Some(obj) = report.data.as_object_mut() {
+        obj.insert("agent".into(), steps_json(agent, o.slo_p99_ms));
+        obj.insert("agent_added".into(), ap::added(relay, agent));
+    }
+    report.check(
+        "agent runs completed, each with its reply streamed",
+        agent
+            .first()
+            .is_some_and(|s| s.ok > 0 && s.chunks_per_req >= 1.0),
+    );
+    if let Some((rate, added)) = ap::added_ttft_p99(relay, agent) {
+        report.check(
+            format!(
+                "target: the agent path adds <= {} ms p99 TTFT over the relay at {} req/s",
+                ap::TARGET_ADDED_TTFT_P99_MS,
+                thousands(rate),
+            ),
+            added <= ap::TARGET_ADDED_TTFT_P99_MS,
+        );
+    }
 }
 
 /// The proxy report's tables, JSON and checks from the ramps (nginx's when

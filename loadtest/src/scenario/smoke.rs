@@ -48,12 +48,14 @@ pub async fn run(
         slice_secs: 0.5,
         nginx: super::nginx::available(),
         tls: false,
+        agent: true,
     };
     reports.push(proxy::run(launch, extra, &p).await?);
     // The relay over TLS, nginx terminating TLS beside it.
     let pt = proxy::Opts {
         rates: vec![50.0],
         tls: true,
+        agent: false,
         ..p.clone()
     };
     reports.push(proxy::run(launch, extra, &pt).await?);
@@ -61,6 +63,7 @@ pub async fn run(
         proxy: proxy::Opts {
             rates: vec![50.0],
             nginx: false,
+            agent: false,
             ..p
         },
         peer_rates: vec![50.0],

@@ -201,7 +201,7 @@ proptest! {
                 let body = futures::stream::iter(chunks.into_iter().map(Ok::<_, reqwest::Error>));
                 splice::single(body, std::time::Duration::from_secs(5))
                     .map(|p| match p {
-                        Piece::Frames(b) => b,
+                        Piece::Frames(f) => f.bytes,
                         Piece::Failed(_) => Bytes::from_static(b"data: [DONE]\n\n"),
                         Piece::Switched(_) => Bytes::new(),
                     })
