@@ -90,6 +90,14 @@ pub fn hold(resp: Response, permit: Option<RelayPermit>) -> Response {
     let Some(permit) = permit.filter(|p| p.in_flight.is_some()) else {
         return resp;
     };
+    // A body already whole (an error, a refusal) owes the provider nothing
+    // more: the place is given back now and the answer keeps its length.
+    if axum::body::HttpBody::size_hint(resp.body())
+        .exact()
+        .is_some()
+    {
+        return resp;
+    }
     let (parts, body) = resp.into_parts();
     let body = body.into_data_stream().map(move |chunk| {
         // Moved in so that the permit lives exactly as long as the body.
@@ -126,10 +134,13 @@ mod tests {
     #[tokio::test]
     async fn a_held_response_frees_its_place_when_the_body_ends() {
         let shed = Shed::new(1);
-        let resp = hold(
-            Response::new(Body::from("done")),
-            Some(shed.admit().unwrap()),
-        );
+        let whole = hold(Response::new(Body::from("x")), Some(shed.admit().unwrap()));
+        assert_eq!(shed.in_flight(), 0, "a whole body holds no place");
+        drop(whole);
+        let streamed = Body::from_stream(futures::stream::iter([Ok::<_, std::io::Error>(
+            bytes::Bytes::from_static(b"done"),
+        )]));
+        let resp = hold(Response::new(streamed), Some(shed.admit().unwrap()));
         assert!(shed.admit().is_err());
         let bytes = axum::body::to_bytes(resp.into_body(), 1024).await.unwrap();
         assert_eq!(&bytes[..], b"done");
