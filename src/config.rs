@@ -385,6 +385,9 @@ pub struct EdgeConfig {
     /// Concurrent streams (SSE and WebSocket) on this gateway; more get 503.
     #[arg(long, env = "WEIR_MAX_STREAMS", default_value_t = 10_000)]
     pub max_streams: u32,
+    /// Relays (`upstream/…` and routes on /v1/chat/completions) in flight on this process; more get 503 `unavailable` with `Retry-After: 1` at once instead of queueing (0: unlimited).
+    #[arg(long, env = "WEIR_MAX_RELAYS_IN_FLIGHT", default_value_t = 2048)]
+    pub max_relays_in_flight: u32,
     /// Seconds a stream's or run's slot lease lives in Redis unless refreshed (a dead gateway's or worker's slots free after this).
     #[arg(long, env = "WEIR_LEASE_TTL_SECS", default_value_t = 30)]
     pub lease_ttl_secs: u64,

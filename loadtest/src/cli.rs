@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::scenario::{
-    bus, connections, drain, edge, fanout, peer, proxy, rest, runs, shards, soak, transport,
+    bus, connections, drain, edge, fallback, fanout, peer, proxy, rest, runs, shards, soak,
+    transport,
     webhooks,
 };
 
@@ -46,6 +47,8 @@ pub enum Scenario {
     Drain(drain::Opts),
     /// OpenAI streaming through weir vs straight to a fake provider, open-loop.
     Proxy(proxy::Opts),
+    /// Routes whose first target fails (500, a stall, a dropped connection): the TTFT the fallback adds.
+    Fallback(fallback::Opts),
     /// The proxy scenario against LiteLLM's proxy as well, with the ratio and a plot.
     Peer(peer::Opts),
     /// Agent runs end to end: in the gateway, through the Redis run queue, on `weir worker`s.

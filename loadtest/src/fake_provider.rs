@@ -3,6 +3,10 @@
 //! the usage chunk when asked, and `data: [DONE]`; without `stream` it
 //! answers one `chat.completion`. `GET /v1/models` lists the model asked for.
 //!
+//! Two models fail, for the fallback scenario: `fail-500` answers 500 at
+//! once, `fail-stall` sends nothing for a minute. [`FakeProvider::drop_base`]
+//! is a second port that accepts each connection and closes it unread.
+//!
 //! It runs on its own OS thread and single-threaded runtime, so the load
 //! generator's tasks never delay it and `perf` can tell its CPU apart.
 
@@ -34,6 +38,8 @@ pub struct FakeProvider {
     pub addr: SocketAddr,
     /// Base URL for clients: `http://addr/v1`.
     pub base: String,
+    /// Base URL of a port that drops every connection before answering.
+    pub drop_base: String,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -54,6 +60,9 @@ pub fn start(opts: Options) -> anyhow::Result<FakeProvider> {
     let std_listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     std_listener.set_nonblocking(true)?;
     let addr = std_listener.local_addr()?;
+    let drop_listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    drop_listener.set_nonblocking(true)?;
+    let drop_addr = drop_listener.local_addr()?;
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let thread = std::thread::Builder::new()
         .name("fake-provider".into())
@@ -69,6 +78,15 @@ pub fn start(opts: Options) -> anyhow::Result<FakeProvider> {
                 let Ok(listener) = tokio::net::TcpListener::from_std(std_listener) else {
                     return;
                 };
+                if let Ok(drops) = tokio::net::TcpListener::from_std(drop_listener) {
+                    tokio::spawn(async move {
+                        // Accepted, then dropped: the client's request meets a
+                        // closed connection before any answer.
+                        while let Ok((sock, _)) = drops.accept().await {
+                            drop(sock);
+                        }
+                    });
+                }
                 let app = router(opts);
                 let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
                     let _ = tcp.set_nodelay(true);
@@ -81,6 +99,7 @@ pub fn start(opts: Options) -> anyhow::Result<FakeProvider> {
     Ok(FakeProvider {
         addr,
         base: format!("http://{addr}/v1"),
+        drop_base: format!("http://{drop_addr}/v1"),
         stop: Some(stop_tx),
         thread: Some(thread),
     })
@@ -108,6 +127,16 @@ async fn completions(State(opts): State<Options>, body: Bytes) -> Response {
             .into_response();
     };
     let model = req["model"].as_str().unwrap_or("fake").to_owned();
+    match model.as_str() {
+        "fail-500" => {
+            let body =
+                json!({"error": {"message": "the fake provider fails", "type": "server_error"}});
+            return (StatusCode::INTERNAL_SERVER_ERROR, Json(body)).into_response();
+        }
+        // Past any first-token timeout the gateway is given.
+        "fail-stall" => tokio::time::sleep(Duration::from_secs(60)).await,
+        _ => {}
+    }
     if req["stream"].as_bool() != Some(true) {
         let text: String = (0..opts.chunks).map(|i| format!("tok{i} ")).collect();
         return Json(json!({

@@ -70,6 +70,7 @@ async fn once(cli: &Cli, launch: &Launch) -> anyhow::Result<Vec<Report>> {
         Scenario::Fanout(o) => vec![scenario::fanout::run(&launch, extra, o).await?],
         Scenario::Drain(o) => vec![scenario::drain::run(&launch, extra, o).await?],
         Scenario::Proxy(o) => vec![scenario::proxy::run(&launch, extra, o).await?],
+        Scenario::Fallback(o) => vec![scenario::fallback::run(&launch, extra, o).await?],
         Scenario::Peer(o) => vec![scenario::peer::run(&launch, extra, o).await?],
         Scenario::Runs(o) => vec![scenario::runs::run(&launch, extra, o).await?],
         Scenario::Rest(o) => vec![scenario::rest::run(&launch, extra, o).await?],

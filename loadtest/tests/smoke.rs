@@ -50,6 +50,7 @@ fn smoke_runs_every_scenario_with_sane_numbers() {
         "fanout",
         "proxy",
         "proxy",
+        "fallback",
         "peer",
         "runs",
         "runs",

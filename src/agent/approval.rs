@@ -47,6 +47,11 @@ pub struct Parked {
     pub usage: Option<Usage>,
     pub stream_tokens: bool,
     pub background: bool,
+    /// The starting key's `models` ([`Job::models`]): the resumed run is
+    /// held to them too (absent in approvals parked before they were kept:
+    /// any model, as then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub models: Option<Vec<String>>,
 }
 
 /// Where a resumed run goes on from.
@@ -227,5 +232,6 @@ pub async fn resume_job(
         background: state.as_ref().is_some_and(|s| s.background),
         slot: None,
         resume: Some(approval.id.clone()),
+        models: state.and_then(|s| s.models),
     }))
 }

@@ -14,7 +14,8 @@ use crate::{
     usage::{self, UsageKey},
 };
 
-/// The provider that serves `model`: `echo` (offline) or `upstream`.
+/// The provider that serves `model`: `echo` (offline) or `upstream` (until
+/// a route's target answers and names itself: [`meter_for`]).
 pub fn provider_of(model: &str) -> &'static str {
     if model.starts_with("upstream/") {
         "upstream"
@@ -45,7 +46,13 @@ pub(super) fn meter_for(
         )),
         _ => None,
     };
-    TokenMeter::new(budgets, usage)
+    let mut meter = TokenMeter::new(budgets, usage);
+    if agent.model.starts_with("upstream/") {
+        // Recorded under the route's target that serves each step, once
+        // one answers (ModelEvent::Served); `upstream` only if none does.
+        meter.await_provider();
+    }
+    meter
 }
 
 /// Characters of the conversation a model call is sent (its prompt).

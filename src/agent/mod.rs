@@ -127,6 +127,11 @@ pub struct Job {
     /// ([`approval`]); `None` for a new run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resume: Option<String>,
+    /// The models the starting key may use ([`StartRun::models`]), carried
+    /// with the run (and kept with it while it is parked) so that every
+    /// model call, a resumed run's included, is held to them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub models: Option<Vec<String>>,
 }
 
 /// Why a run could not be started or changed.

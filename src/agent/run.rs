@@ -85,6 +85,8 @@ pub(crate) struct RunTask {
     pub handle: RunHandle,
     /// The decided approval this run resumes from (a parked run), if any.
     pub resume: Option<String>,
+    /// The models the starting key may use ([`Job::models`]).
+    models: Option<Vec<String>>,
     /// Charges the key's token budgets and records usage as the run goes
     /// (locked only between awaits).
     meter: parking_lot::Mutex<crate::edge::TokenMeter>,
@@ -107,6 +109,7 @@ impl RunTask {
             max_steps,
             handle,
             resume: job.resume,
+            models: job.models,
             meter: parking_lot::Mutex::new(meter),
         }
     }
@@ -189,6 +192,15 @@ impl RunTask {
         log: &RunLog,
         usage: &mut Option<Usage>,
     ) -> Result<Outcome, Failure> {
+        // Checked at the start too, but a queued or parked run executes
+        // later, on the agent as it is then: a model the key may not use
+        // (changed meanwhile) ends the run before any tool or model call.
+        if !crate::store::model_allowed(self.models.as_deref(), &self.agent.model) {
+            return Err(Failure {
+                code: ErrorCode::ModelNotFound,
+                message: super::model_refused(&self.agent.model),
+            });
+        }
         let store = self.engine.sinks.store.as_ref();
         let (tools, warnings) = ToolSet::resolve(store, &self.account, &self.agent.tools).await?;
         let (mut turns, first) = match &self.resume {
@@ -220,11 +232,14 @@ impl RunTask {
             let t0 = Instant::now();
             let out = self.step(em, &turns, &tools).await;
             let took = t0.elapsed().as_millis();
-            let Some(out) = out? else {
+            let Some((out, served)) = out? else {
                 return Ok(Outcome::Cancelled);
             };
             let model = &self.agent.model;
-            log.info(format!("model {model} called (step {step}): {took} ms"))
+            let by = served
+                .map(|p| format!(", provider {p}"))
+                .unwrap_or_default();
+            log.info(format!("model {model} called (step {step}{by}): {took} ms"))
                 .await;
             usage.get_or_insert_with(Usage::default).add(out.usage);
             if out.tool_calls.is_empty() {
@@ -302,6 +317,7 @@ impl RunTask {
                     usage: carry.usage,
                     stream_tokens: self.stream_tokens,
                     background: self.background,
+                    models: self.models.clone(),
                 };
                 self.park(em, state).await?;
                 return Ok(Flow::Parked);
@@ -348,14 +364,16 @@ impl RunTask {
         Ok(())
     }
 
-    /// One model call. `Ok(None)` when the run was cancelled meanwhile; the
-    /// step's stream (and with it any upstream request) is dropped at once.
+    /// One model call, and the provider that served it (a route's target).
+    /// `Ok(None)` when the run was cancelled meanwhile; the step's stream
+    /// (and with it any upstream request) is dropped at once.
     async fn step(
         &self,
         em: &mut Emitter,
         turns: &[Turn],
         tools: &ToolSet,
-    ) -> Result<Option<StepOutput>, Failure> {
+    ) -> Result<Option<(StepOutput, Option<String>)>, Failure> {
+        let mut served = None;
         let spent = self.meter.lock().prompt(metering::prompt_chars(turns));
         over_budget(spent)?;
         let mut stream = self.model.step(ModelRequest {
@@ -380,6 +398,11 @@ impl RunTask {
                         code: e.code(),
                         message: e.to_string(),
                     })
+                }
+                Some(Ok(ModelEvent::Served(provider))) => {
+                    tracing::info!(run_id = %self.run.id, model = %self.agent.model, provider = %provider, "model call served");
+                    self.meter.lock().served_by(&provider);
+                    served = Some(provider);
                 }
                 Some(Ok(ModelEvent::Monologue(m))) => {
                     let spent = self.meter.lock().completion(m.chars().count() as u64);
@@ -407,7 +430,7 @@ impl RunTask {
                     // A finished answer is kept; a spent budget stops the
                     // run at its next model call.
                     meter.step_done(metering::counted(out.usage));
-                    return Ok(Some(out));
+                    return Ok(Some((out, served)));
                 }
             }
         }

@@ -126,6 +126,7 @@ impl Runtime {
             background: req.background,
             slot: None,
             resume: None,
+            models: req.models,
         };
         // Held by the engine until the run ends, unless the mode hands it
         // off to the process that executes the run.

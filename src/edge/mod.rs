@@ -16,6 +16,7 @@
 //!   least once a second, checked with the rest at a run start.
 //! - [`limits`]: request head size and JSON depth.
 //! - [`cluster`]: the edge's own small Redis client (scripts, breaker).
+//! - [`shed`]: the bound on relays in flight per process (503 past it).
 //!
 //! The edge decides; the HTTP layer answers: its middleware
 //! (`http::limits`) runs the rate limit right after auth, sets the
@@ -33,6 +34,7 @@ pub mod leases;
 pub mod limits;
 pub mod rate;
 pub mod runs;
+pub mod shed;
 pub mod tokens;
 
 use std::{sync::Arc, time::Duration};
@@ -73,6 +75,8 @@ pub struct Edge {
     pub runs: Arc<runs::RunSlots>,
     /// Token counters (also reached through [`runs::RunSlots::tokens`]).
     pub tokens: Arc<TokenBudgets>,
+    /// Relays in flight on this process ([`shed`]).
+    pub relays: shed::Shed,
     leases: Arc<leases::LeaseBook>,
     releases: parking_lot::Mutex<Option<mpsc::Receiver<Lease>>>,
     /// Stops the edge's background tasks (after the drain, not at its start:
@@ -111,6 +115,7 @@ impl Edge {
                 &gateway_id,
             )),
             tokens,
+            relays: shed::Shed::new(cfg.max_relays_in_flight),
             leases: book,
             releases: parking_lot::Mutex::new(Some(rx)),
             closed: CancellationToken::new(),

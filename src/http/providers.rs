@@ -13,33 +13,57 @@ use utoipa::ToSchema;
 use super::errors::ApiError;
 use crate::{providers::breaker::Circuit, state::AppState};
 
-/// One provider's state.
+/// One provider's state (protocol/schemas/providers.json `$defs/provider`).
 #[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ProviderStatus {
+    /// The provider's name in the config file (`default` for `--provider-url`).
+    #[schema(min_length = 1)]
     pub name: String,
-    /// `openai` or `anthropic`.
+    /// The API it speaks.
+    #[schema(pattern = "^(openai|anthropic)$")]
     pub kind: String,
     /// Scheme, host and path only (never credentials or a query).
     pub base_url: String,
-    /// `closed`, `open` or `half_open`.
-    pub circuit: String,
+    pub circuit: CircuitState,
+    /// Failures in a row (reset by a success).
+    #[schema(minimum = 0)]
     pub consecutive_failures: u32,
     /// Seconds until an open circuit lets one probe through.
+    #[schema(minimum = 0)]
     pub open_for_secs: Option<u64>,
     /// Seconds left of the cool-down a 429's `Retry-After` asked for.
+    #[schema(minimum = 0)]
     pub retry_after_secs: Option<u64>,
     /// Attempts counted in the two figures below (the last 100 at most).
+    #[schema(minimum = 0, maximum = 100)]
     pub recent_attempts: usize,
+    /// Share of those attempts that failed, 0 to 1.
+    #[schema(minimum = 0.0, maximum = 1.0)]
     pub recent_error_rate: f64,
     /// Mean milliseconds to the answer's head (or the failure).
+    #[schema(minimum = 0)]
     pub recent_latency_ms_avg: Option<u64>,
 }
 
-/// `{"object":"list","data":[…]}`.
+/// A provider's circuit: `closed` (in use), `open` (skipped until
+/// `open_for_secs` is over) or `half_open` (one probe let through).
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CircuitState {
+    Closed,
+    Open,
+    HalfOpen,
+}
+
+/// `{"object":"list","data":[…]}` (protocol/schemas/providers.json).
 #[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ProviderList {
     /// Always `list`.
+    #[schema(pattern = "^list$")]
     pub object: String,
+    /// Every provider, the `default` one first.
     pub data: Vec<ProviderStatus>,
 }
 
@@ -60,11 +84,10 @@ pub async fn list_providers(State(state): State<AppState>) -> Result<Json<Provid
                 kind: p.kind.as_str().into(),
                 base_url: public_url(p.base_url()),
                 circuit: match v.circuit {
-                    Circuit::Closed => "closed",
-                    Circuit::Open => "open",
-                    Circuit::HalfOpen => "half_open",
-                }
-                .into(),
+                    Circuit::Closed => CircuitState::Closed,
+                    Circuit::Open => CircuitState::Open,
+                    Circuit::HalfOpen => CircuitState::HalfOpen,
+                },
                 consecutive_failures: v.consecutive_failures,
                 open_for_secs: v.open_for_secs,
                 retry_after_secs: v.retry_after_secs,

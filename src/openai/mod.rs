@@ -47,7 +47,7 @@ use crate::{
         (status = 429, description = "rate_limit_exceeded; too_many_connections for a stream; too_many_runs (an agent): the key has its limit of runs going"),
         (status = 409, description = "agent_stopped; conflict: the agent's upstream model has no provider here"),
         (status = 502, description = "the run or the provider failed"),
-        (status = 503, description = "the run was cancelled, or the gateway is draining"),
+        (status = 503, description = "the run was cancelled, the gateway is draining, or (a relay) it holds its limit of relays in flight (`Retry-After`)"),
         (status = 504, description = "the provider did not answer in time")))]
 pub(crate) async fn chat_completions(
     State(state): State<AppState>,
@@ -100,6 +100,19 @@ pub(crate) async fn chat_completions(
         ),
         false => None,
     };
+    // Past this process's bound of relays in flight, refused at once
+    // rather than queued (edge::shed); held until the answer's body ends.
+    let permit = match relay {
+        true => Some(state.edge.relays.admit().map_err(|e| {
+            OpenAiError::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                e.to_string(),
+                Some(crate::domain::ErrorCode::Unavailable),
+            )
+            .retry_after(Some(crate::edge::shed::RETRY_AFTER))
+        })?),
+        false => None,
+    };
     let (run_slot, meter) = match relay {
         true => {
             limits::check_rate(&state, &auth, &metered).await?;
@@ -128,7 +141,7 @@ pub(crate) async fn chat_completions(
     if let (Some(meter), Some(route)) = (meter, route) {
         return relay::relay(&state, body, meter, route)
             .await
-            .map(|r| crate::edge::hold_response(r, slot));
+            .map(|r| crate::edge::shed::hold(crate::edge::hold_response(r, slot), permit));
     }
     let req = serde_path_to_error::deserialize(&body).map_err(|e| {
         let path = e.path().to_string();

@@ -13,6 +13,8 @@
 //! - `fake-broken`: one chunk, then the connection breaks mid-body.
 //! - `fake-slow`: a chunk every 50 ms, 200 of them (for cancellation).
 //! - `fake-stall`: the role chunk, then silence (for idle timeouts).
+//! - `fake-pause`: "Hello", half a second of silence, " world", finish
+//!   `stop` (a relay held in flight for a while, then complete).
 //! - `fake-part`: the role chunk and [`PART`]'s five pieces, then silence
 //!   (for a client that hangs up mid-stream having read all that was sent).
 //!
@@ -275,6 +277,14 @@ async fn completions(
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 yield Ok(Bytes::from(chunk(json!({"content": format!("t{i} ")}), None)));
             }
+            yield Ok(Bytes::from(chunk(json!({}), Some("stop"))));
+            yield Ok(Bytes::from_static(b"data: [DONE]\n\n"));
+            watch.finish();
+        }),
+        "fake-pause" => sse(async_stream::stream! {
+            yield Ok::<_, std::io::Error>(Bytes::from(chunk(json!({"role": "assistant", "content": "Hello"}), None)));
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            yield Ok(Bytes::from(chunk(json!({"content": " world"}), None)));
             yield Ok(Bytes::from(chunk(json!({}), Some("stop"))));
             yield Ok(Bytes::from_static(b"data: [DONE]\n\n"));
             watch.finish();

@@ -254,6 +254,7 @@ async fn the_circuit_opens_after_consecutive_failures_and_shows_in_providers() {
         .unwrap();
     assert_eq!(r.status(), 200);
     let list: Value = r.json().await.unwrap();
+    crate::protocol::assert_valid("providers.json", &list);
     let a_state = list["data"]
         .as_array()
         .unwrap()

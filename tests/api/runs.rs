@@ -12,6 +12,7 @@ use weir::config::ServeConfig;
 
 mod approval;
 mod approval_fields;
+mod approval_models;
 mod approval_relay;
 mod history;
 mod upstream;

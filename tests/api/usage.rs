@@ -309,3 +309,63 @@ async fn a_runs_tokens_are_summed_by_model_agent_and_provider() {
     let by_key = usage_until(&gw, &gw.key, "", |p| tokens(p, "key-bootstrap") > 0).await;
     crate::protocol::assert_valid("list.json#/$defs/usage", &by_key);
 }
+
+/// An agent on a route whose first target fails: its run's usage is filed
+/// under the target that served it (as the relay's is), not `upstream`, and
+/// its log line names that target.
+#[tokio::test]
+async fn an_agent_run_on_a_route_is_recorded_under_the_serving_provider() {
+    use crate::{fake_provider::FakeProvider, routing};
+    let (a, b) = (FakeProvider::start().await, FakeProvider::start().await);
+    let routes = routing::route("fast", "fake-500", "fake-text", "error");
+    let gw = routing::gateway(&a, &b, "", &routes).await;
+    let agent = crate::runs::agent_with(&gw, serde_json::json!({"model": "upstream/fast"})).await;
+    let evs = crate::runs::run_sse(
+        &gw,
+        &agent,
+        serde_json::json!({"message": "hi", "stream": true}),
+    )
+    .await;
+    assert!(evs.iter().any(|e| e["message"] == "Hello world"), "{evs:?}");
+    assert_eq!(
+        (a.requests().len(), b.requests().len()),
+        (1, 1),
+        "a failed, b served"
+    );
+    let page = usage_until(&gw, &gw.key, "?group_by=provider", |p| {
+        p["data"].as_array().is_some_and(|d| {
+            d.iter()
+                .any(|l| l["value"] == "b" && l["completion_tokens"].as_i64() > Some(0))
+        })
+    })
+    .await;
+    let lines = page["data"].as_array().unwrap();
+    let b_line = lines.iter().find(|l| l["value"] == "b").unwrap();
+    assert_eq!(
+        (
+            b_line["runs"].as_i64(),
+            b_line["prompt_tokens"].as_i64(),
+            b_line["completion_tokens"].as_i64()
+        ),
+        (Some(1), Some(11), Some(2)),
+        "the run and the provider's own count, under b: {page}"
+    );
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["value"] != "upstream" && l["value"] != "a"),
+        "nothing under the placeholder or the failed target: {page}"
+    );
+    let logs = poll(Duration::from_secs(5), || async {
+        let page: Value = gw
+            .get(&format!("/v1/agents/{agent}/logs"))
+            .await
+            .json()
+            .await
+            .ok()?;
+        let text = page["data"].to_string();
+        text.contains("provider b").then_some(text)
+    })
+    .await;
+    assert!(logs.is_some(), "a log line names the serving provider");
+}

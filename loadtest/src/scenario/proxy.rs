@@ -52,6 +52,11 @@ pub struct Opts {
     /// proxy adds on this machine.
     #[arg(long)]
     pub nginx: bool,
+    /// Step every target through every rate even past the first it does
+    /// not sustain: the saturation curve (goodput and p99 past capacity,
+    /// e.g. with and without `--gateway-arg=--max-relays-in-flight=N`).
+    #[arg(long)]
+    pub past_saturation: bool,
     /// Clients reach weir (and nginx) over TLS: both terminate it with the
     /// same throwaway ECDSA P-256 certificate, HTTP/1.1 keep-alive from the
     /// client, plain HTTP to the provider; CPU per request then includes
@@ -147,6 +152,25 @@ pub async fn ramp_together(
     all
 }
 
+/// [`ramp_together`] through every rate, sustained or not: no target
+/// leaves early (a saturation curve, or routes slow by design).
+pub async fn every_rate(
+    targets: &[(Target, Vec<u32>)],
+    rates: &[f64],
+    step_secs: f64,
+    slo: f64,
+    slice_secs: f64,
+) -> Vec<Vec<Step>> {
+    let mut all: Vec<Vec<Step>> = vec![Vec::new(); targets.len()];
+    for &rate in rates {
+        let one = ramp_together(targets, &[rate], step_secs, slo, slice_secs).await;
+        for (steps, more) in all.iter_mut().zip(one) {
+            steps.extend(more);
+        }
+    }
+    all
+}
+
 /// The highest sustained rate of a ramp (0 if none).
 pub fn max_sustained(steps: &[Step], slo: f64) -> f64 {
     steps
@@ -225,9 +249,11 @@ pub async fn run(launch: &Launch, extra: &[String], o: &Opts) -> anyhow::Result<
         let pids = s.weir.own_pid().into_iter().collect();
         targets.push((super::agent_path::target(&s.weir).await?, pids));
     }
-    let mut ramps = ramp_together(&targets, &o.rates, o.step_secs, o.slo_p99_ms, o.slice_secs)
-        .await
-        .into_iter();
+    let ramps = match o.past_saturation {
+        true => every_rate(&targets, &o.rates, o.step_secs, o.slo_p99_ms, o.slice_secs).await,
+        false => ramp_together(&targets, &o.rates, o.step_secs, o.slo_p99_ms, o.slice_secs).await,
+    };
+    let mut ramps = ramps.into_iter();
     let direct_steps = ramps.next().unwrap_or_default();
     let weir_steps = ramps.next().unwrap_or_default();
     let nginx_steps = if o.nginx { ramps.next() } else { None };

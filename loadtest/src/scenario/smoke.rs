@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use crate::{gateway::Launch, report::Report};
 
-use super::{bus, connections, edge, fanout, peer, proxy, rest, runs, soak, transport};
+use super::{bus, connections, edge, fallback, fanout, peer, proxy, rest, runs, soak, transport};
 
 /// The tiny versions of every scenario, in order.
 pub async fn run(
@@ -49,6 +49,7 @@ pub async fn run(
         nginx: super::nginx::available(),
         tls: false,
         agent: true,
+        past_saturation: false,
     };
     reports.push(proxy::run(launch, extra, &p).await?);
     // The relay over TLS, nginx terminating TLS beside it.
@@ -56,9 +57,19 @@ pub async fn run(
         rates: vec![50.0],
         tls: true,
         agent: false,
+        past_saturation: true,
         ..p.clone()
     };
     reports.push(proxy::run(launch, extra, &pt).await?);
+    // One rate of each failing route, two slices (the stall costs its 1 s).
+    let fb = fallback::Opts {
+        rates: vec![20.0],
+        step_secs: 1.0,
+        chunks: 4,
+        slice_secs: 0.5,
+        stall_timeout_secs: 1,
+    };
+    reports.push(fallback::run(launch, extra, &fb).await?);
     let pe = peer::Opts {
         proxy: proxy::Opts {
             rates: vec![50.0],

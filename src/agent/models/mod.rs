@@ -134,6 +134,9 @@ pub enum ModelEvent {
     Monologue(String),
     /// A piece of the text, shown as `assistant_delta` when the run streams tokens.
     Delta(String),
+    /// The provider serving the step answered (a route's target, by its
+    /// name): usage, logs and metrics name it rather than `upstream`.
+    Served(String),
     /// The step is over.
     Done(StepOutput),
 }

@@ -4,7 +4,7 @@
 //!
 //! Before the first byte the route's targets are tried in turn
 //! ([`attempt::open`]: retries, fallback, per-target first-token timeout);
-//! after it, the stream may not stay silent for more than the serving
+//! the target that answered is named first ([`ModelEvent::Served`]); after it, the stream may not stay silent for more than the serving
 //! provider's `idle_timeout_secs`, and a failure is the step's (a run does
 //! not splice two providers' answers into one step). An
 //! upstream status >= 400, a transport error, an unparseable chunk or a
@@ -64,6 +64,7 @@ impl UpstreamModel {
                 Err(failed) => { yield Err(model_error(&route, failed).await); return; }
             };
             let provider = opened.target.provider.clone();
+            yield Ok(ModelEvent::Served(provider.name.clone()));
             let idle = provider.idle_timeout;
             let first = futures::stream::once(std::future::ready(Ok(opened.first)));
             let mut events = first.chain(opened.rest).eventsource();

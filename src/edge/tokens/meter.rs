@@ -41,6 +41,8 @@ pub struct TokenMeter {
     step_prompt: u64,
     step_chars: u64,
     step_completion: u64,
+    /// Usage waits for the provider's name ([`Self::await_provider`]).
+    held: bool,
 }
 
 impl TokenMeter {
@@ -55,7 +57,41 @@ impl TokenMeter {
             step_prompt: 0,
             step_chars: 0,
             step_completion: 0,
+            held: false,
         }
+    }
+
+    /// Keeps what is charged out of the usage record until
+    /// [`Self::served_by`] names the provider (an agent on a route, whose
+    /// target is known once one answers), so none of it is filed under a
+    /// placeholder; dropped before that, it is recorded as it is.
+    pub fn await_provider(&mut self) {
+        self.held = true;
+    }
+
+    /// The current model call is served by `provider`: it is recorded under
+    /// that name from now on, with the call's estimates so far (those of
+    /// earlier calls stay under the provider that served them).
+    pub fn served_by(&mut self, provider: &str) {
+        let Some((_, key)) = &mut self.usage else {
+            return;
+        };
+        if std::mem::take(&mut self.held) {
+            key.provider = provider.into();
+            return;
+        }
+        if &*key.provider == provider {
+            return;
+        }
+        let (p, c) = (self.step_prompt as i64, self.step_completion as i64);
+        self.unrecorded.prompt_tokens -= p;
+        self.unrecorded.completion_tokens -= c;
+        self.record(false);
+        if let Some((_, key)) = &mut self.usage {
+            key.provider = provider.into();
+        }
+        self.unrecorded.prompt_tokens += p;
+        self.unrecorded.completion_tokens += c;
     }
 
     /// Whether the meter charges any budget.
@@ -122,7 +158,7 @@ impl TokenMeter {
     /// Hands what was charged to the usage record (if it waited long
     /// enough, when `lazily`).
     fn record(&mut self, lazily: bool) {
-        if lazily && self.recorded_at.elapsed() < USAGE_EVERY {
+        if lazily && (self.held || self.recorded_at.elapsed() < USAGE_EVERY) {
             return;
         }
         self.recorded_at = Instant::now();
@@ -169,6 +205,41 @@ mod tests {
         assert_eq!(rows.len(), 1);
         let c = rows[0].1;
         assert_eq!((c.runs, c.prompt_tokens, c.completion_tokens), (1, 7, 1));
+    }
+
+    #[test]
+    fn a_served_call_is_recorded_under_its_provider_with_its_estimates() {
+        let usage = Arc::new(UsageMeter::default());
+        let mut m = TokenMeter::new(None, Some((usage.clone(), key())));
+        m.await_provider();
+        m.run_started();
+        m.prompt(40);
+        m.served_by("b");
+        m.completion(8);
+        m.step_done(Some((12, 3)));
+        // The next call moves to another target: its estimate goes along.
+        m.prompt(40);
+        m.served_by("c");
+        m.step_done(Some((11, 1)));
+        drop(m);
+        let mut rows: Vec<_> = usage
+            .take()
+            .into_iter()
+            .map(|(k, c)| {
+                (
+                    k.provider.to_string(),
+                    c.runs,
+                    c.prompt_tokens,
+                    c.completion_tokens,
+                )
+            })
+            .collect();
+        rows.sort();
+        assert_eq!(
+            rows,
+            vec![("b".into(), 1, 12, 3), ("c".into(), 0, 11, 1)],
+            "nothing under the placeholder"
+        );
     }
 
     #[test]

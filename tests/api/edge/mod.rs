@@ -11,5 +11,6 @@ mod limits;
 mod rate;
 mod redact;
 mod runs;
+mod shed;
 mod slow;
 mod tokens;
