@@ -48,7 +48,7 @@ fn smoke_runs_every_scenario_with_sane_numbers() {
     let mut wanted = vec![
         "connections",
         "fanout",
-        "fanout",
+        "fanout-nchan",
         "proxy",
         "proxy",
         "peer",
@@ -266,6 +266,7 @@ fn renders_every_kind(reports: &[weir_load::report::Report]) {
         let expect = match r.scenario.as_str() {
             "connections" => "| 40 ",
             "fanout" => "| 100/s ",
+            "fanout-nchan" => "| weir-memory ",
             "proxy" => "weir adds p99",
             "peer" => "highest sustainable rate",
             "runs" => "first event p50",

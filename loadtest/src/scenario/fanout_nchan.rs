@@ -91,7 +91,7 @@ impl Turn {
 }
 
 pub async fn run(launch: &gateway::Launch, extra: &[String], o: &Opts) -> anyhow::Result<Report> {
-    let mut report = Report::new("fanout");
+    let mut report = Report::new("fanout-nchan");
     let n = o.subscribers.min(MAX_SUBSCRIBERS);
     sys::raise_nofile(n as u64 * 2 + 4096)?;
     let mut targets: Vec<String> = o
