@@ -112,12 +112,7 @@ fn smoke_runs_every_scenario_with_sane_numbers() {
     // Beside nginx + nchan (issue 22): weir's turn always, nchan's where
     // it is installed (.ci/run installs it); every subscriber saw a first
     // event of the stamped publishes.
-    let fr = &reports
-        .iter()
-        .filter(|r| r.scenario == "fanout")
-        .nth(1)
-        .unwrap()
-        .data;
+    let fr = data(&reports, "fanout-nchan");
     let turns = fr["turns"].as_array().unwrap();
     let mut wanted = vec!["weir-memory"];
     if smoke::installed("redis-server", "--version") {
