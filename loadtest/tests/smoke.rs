@@ -48,6 +48,7 @@ fn smoke_runs_every_scenario_with_sane_numbers() {
     let mut wanted = vec![
         "connections",
         "fanout",
+        "fanout-nchan",
         "proxy",
         "proxy",
         "fallback",
@@ -108,6 +109,30 @@ fn smoke_runs_every_scenario_with_sane_numbers() {
     let lat = &memory["latency"];
     assert!(lat["count"].as_u64().unwrap() > 0);
     assert!(lat["p50_ms"].as_f64().unwrap() <= lat["p99_ms"].as_f64().unwrap());
+
+    // Beside nginx + nchan (issue 22): weir's turn always, nchan's where
+    // it is installed (.ci/run installs it); every subscriber saw a first
+    // event of the stamped publishes.
+    let fr = data(&reports, "fanout-nchan");
+    let turns = fr["turns"].as_array().unwrap();
+    let mut wanted = vec!["weir-memory"];
+    if smoke::installed("redis-server", "--version") {
+        wanted.push("weir-redis");
+    }
+    if weir_load::scenario::nchan::available() {
+        wanted.push("nchan");
+    }
+    let names: Vec<&str> = turns
+        .iter()
+        .map(|t| t["target"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, wanted, "{fr}");
+    for t in turns {
+        assert_eq!(t["subscribers"], 20, "{t}");
+        assert!(t["deliveries"].as_u64().unwrap() > 0, "{t}");
+        assert!(t["first_event"]["count"].as_u64().unwrap() >= 20, "{t}");
+        assert!(t["cpu_per_delivery_us"].as_f64().unwrap() >= 0.0, "{t}");
+    }
 
     let p = data(&reports, "proxy");
     for target in ["direct", "weir"] {
@@ -237,6 +262,7 @@ fn renders_every_kind(reports: &[weir_load::report::Report]) {
         let expect = match r.scenario.as_str() {
             "connections" => "| 40 ",
             "fanout" => "| 100/s ",
+            "fanout-nchan" => "| weir-memory ",
             "proxy" => "weir adds p99",
             "peer" => "highest sustainable rate",
             "runs" => "first event p50",

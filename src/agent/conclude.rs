@@ -9,7 +9,7 @@ use crate::agent::{
     events::{EmitError, Emitter},
     models::{Turn, Usage},
 };
-use crate::domain::{AgentId, EventBody, MessageType, RunStatus, SessionId, StopReason};
+use crate::domain::{AgentId, EventBody, MessageType, RunId, RunStatus, SessionId, StopReason};
 use crate::store::{EventFilter, ListParams, Run, Store, StoreError};
 
 impl RunTask {
@@ -123,13 +123,17 @@ async fn publish_ending(
 /// assistant messages, oldest first. Only those are read from the store
 /// (`message_types`): a streamed reply's token deltas are most of a
 /// session's events, and reading and decoding them was a quarter of a
-/// gateway's CPU per run (BENCHMARKS.md, runs).
+/// gateway's CPU per run (BENCHMARKS.md, runs). `(run, n)`: the `n` user
+/// messages `run` has already stored are left out (the window is widened
+/// by them, so it still holds the same earlier messages).
 pub(super) async fn load_history(
     store: &dyn Store,
     account: &str,
     agent_id: &AgentId,
     session_id: &SessionId,
+    (this_run, stored): (&RunId, usize),
 ) -> Result<Vec<Turn>, StoreError> {
+    let window = HISTORY_WINDOW.saturating_add(u32::try_from(stored).unwrap_or(u32::MAX));
     let filter = EventFilter {
         session_id: Some(session_id.clone()),
         run_id: None,
@@ -139,7 +143,7 @@ pub(super) async fn load_history(
         ]),
     };
     let mut params = ListParams {
-        limit: HISTORY_WINDOW,
+        limit: window,
         offset: 0,
         after: None,
         ..Default::default()
@@ -147,8 +151,8 @@ pub(super) async fn load_history(
     let mut page = store
         .list_events(account, agent_id.as_str(), filter.clone(), params.clone())
         .await?;
-    if page.pagination.total > u64::from(HISTORY_WINDOW) {
-        params.offset = page.pagination.total - u64::from(HISTORY_WINDOW);
+    if page.pagination.total > u64::from(window) {
+        params.offset = page.pagination.total - u64::from(window);
         page = store
             .list_events(account, agent_id.as_str(), filter, params)
             .await?;
@@ -156,6 +160,7 @@ pub(super) async fn load_history(
     Ok(page
         .data
         .into_iter()
+        .filter(|r| &r.run_id != this_run)
         .filter_map(|r| match r.event.body {
             EventBody::UserMessage { message } => Some(Turn::User(message)),
             EventBody::AssistantMessage { message } => Some(Turn::Assistant {

@@ -275,14 +275,26 @@ impl RunTask {
 
     /// A new run's start: its user messages published, its conversation
     /// (system prompt, the session's history, the new messages).
+    ///
+    /// The user messages go out before the history is read: the first
+    /// event a subscriber sees does not wait for the session's history
+    /// (issue 22: two store reads, the slower the longer the session), and
+    /// the read leaves this run's own messages out.
     async fn begin(&self, em: &mut Emitter) -> Result<Vec<Turn>, Failure> {
-        let store = self.engine.sinks.store.as_ref();
-        let history =
-            load_history(store, &self.account, &self.agent.id, &self.run.session_id).await?;
         for m in &self.messages {
             let message = m.content.clone();
             em.emit(EventBody::UserMessage { message }).await?;
         }
+        let store = self.engine.sinks.store.as_ref();
+        let this_run = (&self.run.id, self.messages.len());
+        let history = load_history(
+            store,
+            &self.account,
+            &self.agent.id,
+            &self.run.session_id,
+            this_run,
+        )
+        .await?;
         let mut turns = Vec::with_capacity(history.len() + self.messages.len() + 1);
         if !self.agent.system.trim().is_empty() {
             turns.push(Turn::System(self.agent.system.clone()));

@@ -17,11 +17,12 @@ use crate::{state::AppState, stream::ws::session};
 
 /// tungstenite's read buffer. Its default (128 KiB) is allocated per socket
 /// and zero-filled on the first read, so it was most of an idle socket's
-/// memory. Client frames (`subscribe`, `ping`, a `user_message`) are mostly
-/// well under 1 KiB; a bigger one grows the buffer to its size and is read
-/// in 1 KiB steps, a few more reads for a rare frame against 3 KiB less for
-/// every socket (BENCHMARKS.md, connections).
-const READ_BUFFER: usize = 1024;
+/// memory. Client frames (`subscribe`, `ping`, a pong, a short
+/// `user_message`) are mostly under 256 bytes; a bigger one grows the buffer
+/// to its size (tungstenite reserves a frame's length once its header is
+/// read) and is read in 256-byte steps, more reads for a rare frame against
+/// 0.75 KiB less for every socket (issue 22; BENCHMARKS.md, connections).
+const READ_BUFFER: usize = 256;
 /// Bytes tungstenite gathers before writing to the socket (the writer still
 /// flushes when its queue is empty). The buffer keeps the capacity it grew
 /// to, so the default (128 KiB) would stay with a socket after one burst.

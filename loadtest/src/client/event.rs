@@ -4,6 +4,12 @@
 //!
 //! `date` has millisecond resolution and is truncated, so a measured latency
 //! is at most 1 ms above the true one and never below it.
+//!
+//! First-event latency (issue 22) starts earlier, at the publisher: it puts
+//! `pub@<unix µs>@` in what it publishes (a run's message, an nchan
+//! message), and each subscriber records, per publish, the delay from that
+//! stamp to the first event carrying it. For a weir run that includes the
+//! run's start (its store writes) before the first event goes out.
 
 use std::{
     sync::atomic::{AtomicI64, AtomicU64, Ordering},
@@ -16,6 +22,8 @@ use crate::hist::AtomicHist;
 #[derive(Default)]
 pub struct Stats {
     pub latency: AtomicHist,
+    /// Publish (the publisher's stamp) to a publish's first event here.
+    pub first: AtomicHist,
     pub deliveries: AtomicU64,
     pub pings: AtomicU64,
     /// Connections currently open.
@@ -55,6 +63,21 @@ impl Stats {
         }
     }
 
+    /// Records one event's JSON (as SSE `data` or a WebSocket text frame),
+    /// and its first-event latency when it is the first this connection
+    /// (`mark`) sees of a stamped publish.
+    pub fn event_on(&self, json: &[u8], mark: &mut Mark) {
+        self.event(json);
+        // Stamps only grow, so a later event of an older publish (a run's
+        // tokens echo its message) is not a first event.
+        if let Some(stamp) = find_u64(json, STAMP) {
+            if stamp > mark.stamp {
+                mark.stamp = stamp;
+                self.first.record((now_us() - stamp as i64).max(0) as u64);
+            }
+        }
+    }
+
     /// Records one event's JSON (as SSE `data` or a WebSocket text frame).
     pub fn event(&self, json: &[u8]) {
         self.deliveries.fetch_add(1, Ordering::Relaxed);
@@ -81,6 +104,22 @@ impl Stats {
             .unwrap_or_else(|e| e.into_inner())
             .clone()
     }
+}
+
+/// What precedes a publisher's stamp (Unix µs, then `@`).
+pub const STAMP: &[u8] = b"pub@";
+
+/// `pub@<now>@`: a stamp for what is published now.
+pub fn stamp() -> String {
+    format!("pub@{}@", now_us())
+}
+
+/// One connection's state: its last ping-check generation and the last
+/// publish stamp it saw.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Mark {
+    pub ping: u64,
+    pub stamp: u64,
 }
 
 /// Microseconds since the Unix epoch.
@@ -151,6 +190,25 @@ mod tests {
         let ev = br#"{"id":"msg-1","date":"2000-03-01T00:00:01.002Z","seq":42}"#;
         assert_eq!(find_date_ms(ev), Some(951_868_801_002));
         assert_eq!(find_u64(ev, b"\"seq\":"), Some(42));
+    }
+
+    #[test]
+    fn a_publish_counts_once_per_connection_at_its_first_event() {
+        let s = Stats::default();
+        let (mut a, mut b) = (Mark::default(), Mark::default());
+        let t = now_us() - 5_000;
+        let first = format!(r#"{{"content":"pub@{t}@ w0","seq":1}}"#);
+        let token = format!(r#"{{"content":"pub@{t}@","seq":2}}"#);
+        s.event_on(first.as_bytes(), &mut a);
+        s.event_on(token.as_bytes(), &mut a);
+        s.event_on(token.as_bytes(), &mut b);
+        // An older publish's event after a newer one's is not a first.
+        let older = format!(r#"{{"content":"pub@{}@","seq":3}}"#, t - 1);
+        s.event_on(older.as_bytes(), &mut a);
+        let h = s.first.snapshot();
+        assert_eq!(h.count(), 2);
+        assert!(h.quantile_ms(0.5) >= 5.0, "{}", h.quantile_ms(0.5));
+        assert_eq!(s.deliveries.load(Ordering::Relaxed), 4);
     }
 
     #[test]

@@ -81,7 +81,7 @@ pub async fn subscribe(
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut body = resp.into_body();
     let mut buf = BytesMut::new();
-    let mut mark = 0;
+    let mut mark = super::event::Mark::default();
     let ended = loop {
         let frame = tokio::select! {
             _ = stop.cancelled() => break None,

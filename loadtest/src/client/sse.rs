@@ -10,7 +10,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_rustls::TlsConnector;
 use tokio_util::sync::CancellationToken;
 
-use super::event::{find, Stats};
+use super::event::{find, Mark, Stats};
 
 /// Largest response head accepted.
 const MAX_HEAD: usize = 16 * 1024;
@@ -25,6 +25,9 @@ pub struct SseConn {
     raw: BytesMut,
     body: BytesMut,
     chunk_left: usize,
+    /// Chunked (weir), or the body as it comes until the socket closes
+    /// (nchan's event source).
+    chunked: bool,
 }
 
 /// Why a subscriber stopped.
@@ -81,8 +84,9 @@ pub async fn open_over(
             .collect::<String>();
         return Err(SseError::Protocol(format!("{status}: {body}")));
     }
-    if !head.contains("transfer-encoding: chunked") {
-        return Err(SseError::Protocol("expected a chunked SSE body".into()));
+    let chunked = head.contains("transfer-encoding: chunked");
+    if !chunked && head.contains("content-length:") {
+        return Err(SseError::Protocol("expected an unbounded SSE body".into()));
     }
     raw.advance(head_end);
     Ok(SseConn {
@@ -90,6 +94,7 @@ pub async fn open_over(
         raw,
         body: BytesMut::new(),
         chunk_left: 0,
+        chunked,
     })
 }
 
@@ -100,7 +105,7 @@ impl SseConn {
         mut self,
         stats: &Stats,
         stop: &CancellationToken,
-        mark: &mut u64,
+        mark: &mut Mark,
     ) -> Result<(), SseError> {
         loop {
             self.dechunk()?;
@@ -140,6 +145,11 @@ impl SseConn {
 
     /// Moves complete chunk data from `raw` into `body`.
     fn dechunk(&mut self) -> Result<(), SseError> {
+        if !self.chunked {
+            self.body.extend_from_slice(&self.raw);
+            self.raw.clear();
+            return Ok(());
+        }
         loop {
             if self.chunk_left > 0 {
                 let take = self.chunk_left.min(self.raw.len());
@@ -172,11 +182,11 @@ impl SseConn {
 }
 
 /// Records one SSE frame: a ping comment or an event.
-pub fn handle_frame(frame: &[u8], stats: &Stats, mark: &mut u64) {
+pub fn handle_frame(frame: &[u8], stats: &Stats, mark: &mut Mark) {
     if frame.starts_with(b":") {
-        stats.ping(mark);
+        stats.ping(&mut mark.ping);
     } else if let Some(at) = find(frame, b"data: ") {
-        stats.event(&frame[at + 6..]);
+        stats.event_on(&frame[at + 6..], mark);
     }
 }
 
@@ -219,7 +229,7 @@ pub async fn subscribe_over(
     stats
         .open
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let mut mark = 0;
+    let mut mark = Mark::default();
     let res = conn.run(&stats, &stop, &mut mark).await;
     stats
         .open

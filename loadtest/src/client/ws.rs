@@ -57,15 +57,15 @@ pub async fn subscribe(
     stats
         .open
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let mut mark = 0;
+    let mut mark = super::event::Mark::default();
     let ended = loop {
         let msg = tokio::select! {
             _ = stop.cancelled() => break None,
             msg = ws.next() => msg,
         };
         match msg {
-            Some(Ok(Message::Text(t))) => stats.event(t.as_bytes()),
-            Some(Ok(Message::Ping(_))) => stats.ping(&mut mark),
+            Some(Ok(Message::Text(t))) => stats.event_on(t.as_bytes(), &mut mark),
+            Some(Ok(Message::Ping(_))) => stats.ping(&mut mark.ping),
             Some(Ok(Message::Close(c))) => break Some(format!("closed by the server: {c:?}")),
             Some(Ok(_)) => {}
             Some(Err(e)) => break Some(e.to_string()),

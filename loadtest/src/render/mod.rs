@@ -12,6 +12,7 @@
 mod compare;
 pub mod doc;
 mod drain;
+mod nchan;
 mod ratio;
 mod requests;
 mod shards;
@@ -114,6 +115,7 @@ pub fn render(root: &Path, kind: &str, files: &[&str]) -> Result<String, RenderE
     let body = match kind {
         "connections" => streams::connections(&r)?,
         "fanout" => streams::fanout(&r)?,
+        "fanout-nchan" => nchan::fanout_nchan(&r)?,
         "drain" => drain::drain(&r)?,
         "soak" => streams::soak(&r)?,
         "bus" => streams::bus(&r)?,

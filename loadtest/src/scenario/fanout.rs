@@ -50,6 +50,15 @@ pub struct Opts {
     /// Handshakes in flight at once.
     #[arg(long, default_value_t = 256)]
     pub concurrency: usize,
+    /// Compare with nginx + nchan (issue 22): SSE subscribers only (at most
+    /// 9,000), the memory and redis deployments and nchan taking turns, CPU
+    /// per publish and per delivery, first-event latency
+    /// (`scenario::fanout_nchan`). nchan is left out when not installed.
+    #[arg(long)]
+    pub nchan: bool,
+    /// With `--nchan`: rounds of turns (medians are checked).
+    #[arg(long, default_value_t = 1)]
+    pub rounds: u32,
 }
 
 /// One deployment's figures.
@@ -69,6 +78,9 @@ struct Outcome {
 }
 
 pub async fn run(launch: &Launch, extra: &[String], o: &Opts) -> anyhow::Result<Report> {
+    if o.nchan {
+        return super::fanout_nchan::run(launch, extra, o).await;
+    }
     let mut report = Report::new("fanout");
     sys::raise_nofile(o.subscribers as u64 * 2 + 4096)?;
     let mut outcomes = Vec::new();

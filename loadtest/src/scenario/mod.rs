@@ -9,7 +9,9 @@ pub mod drain;
 pub mod edge;
 pub mod fallback;
 pub mod fanout;
+pub mod fanout_nchan;
 pub mod follow;
+pub mod nchan;
 pub mod nginx;
 pub mod peer;
 pub mod proxy;
@@ -85,10 +87,27 @@ impl Crowd {
         concurrency: usize,
         first: usize,
     ) -> Self {
+        let path = format!("/v1/agents/{agent_id}/events");
+        let channel = format!("agent:{agent_id}");
+        let to_agent = (path.as_str(), channel.as_str());
+        Self::open_at(to, key, to_agent, n, ws_percent, concurrency, first).await
+    }
+
+    /// [`Crowd::open`] with the SSE path and WebSocket channel given
+    /// (`fanout --nchan` points SSE subscribers at nchan's location).
+    pub async fn open_at(
+        to: SocketAddr,
+        key: &str,
+        (path, channel): (&str, &str),
+        n: usize,
+        ws_percent: u32,
+        concurrency: usize,
+        first: usize,
+    ) -> Self {
         let stats = Arc::new(Stats::default());
         let stop = CancellationToken::new();
-        let path: Arc<str> = format!("/v1/agents/{agent_id}/events").into();
-        let channel: Arc<str> = format!("agent:{agent_id}").into();
+        let path: Arc<str> = path.into();
+        let channel: Arc<str> = channel.into();
         let key: Arc<str> = key.into();
         let gate = Arc::new(Semaphore::new(concurrency.max(1)));
         let ok = Arc::new(AtomicU64::new(0));

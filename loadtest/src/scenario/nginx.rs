@@ -31,7 +31,7 @@ pub struct Nginx {
 }
 
 /// Where nginx is installed, if it is.
-fn binary() -> Option<PathBuf> {
+pub(crate) fn binary() -> Option<PathBuf> {
     let mut candidates: Vec<PathBuf> = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).map(|d| d.join("nginx")).collect())
         .unwrap_or_default();

@@ -99,21 +99,35 @@ struct Poster {
     endpoint: String,
     key: String,
     body: Value,
+    /// Whether each publish carries a first-event stamp (`pub@<µs>@`).
+    stamp: bool,
+    /// `Some(pad)`: an nchan publisher, posting `{"data":"<stamp> <pad>"}`
+    /// rather than starting a run.
+    nchan: Option<String>,
 }
 
 impl Poster {
     /// Posts one run and waits for its JSON answer (sent once it ended);
     /// the events it published on the agent channel: its messages plus the
-    /// `user_message`, which the answer leaves out.
+    /// `user_message`, which the answer leaves out. An nchan publish is one
+    /// event.
     async fn run(&self) -> Option<u64> {
-        let resp = self
-            .client
-            .post(&self.endpoint)
-            .bearer_auth(&self.key)
-            .json(&self.body)
-            .send()
-            .await
-            .ok()?;
+        if let Some(pad) = &self.nchan {
+            let body = json!({"data": format!("{} {pad}", crate::client::event::stamp())});
+            let resp = self.client.post(&self.endpoint).json(&body).send().await;
+            return resp.ok()?.status().is_success().then_some(1);
+        }
+        let mut req = self.client.post(&self.endpoint).bearer_auth(&self.key);
+        req = match self.stamp {
+            true => {
+                let text = self.body["message"].as_str().unwrap_or("");
+                let mut body = self.body.clone();
+                body["message"] = format!("{} {text}", crate::client::event::stamp()).into();
+                req.json(&body)
+            }
+            false => req.json(&self.body),
+        };
+        let resp = req.send().await.ok()?;
         if !resp.status().is_success() {
             return None;
         }
@@ -123,6 +137,7 @@ impl Poster {
 }
 
 /// A publisher that knows how many events one run publishes.
+#[derive(Clone)]
 pub struct Calibrated {
     poster: Poster,
     pub events_per_run: f64,
@@ -137,6 +152,28 @@ impl Publisher {
         agent_id: &str,
         words: usize,
     ) -> anyhow::Result<Calibrated> {
+        Self::calibrate_with(url, key, agent_id, words, false).await
+    }
+
+    /// [`Publisher::calibrate`], every run's message stamped for
+    /// first-event latency (the stamp is one more word, so it is in the
+    /// calibration run too).
+    pub async fn calibrate_stamped(
+        url: &str,
+        key: &str,
+        agent_id: &str,
+        words: usize,
+    ) -> anyhow::Result<Calibrated> {
+        Self::calibrate_with(url, key, agent_id, words, true).await
+    }
+
+    async fn calibrate_with(
+        url: &str,
+        key: &str,
+        agent_id: &str,
+        words: usize,
+        stamp: bool,
+    ) -> anyhow::Result<Calibrated> {
         let text = (0..words)
             .map(|i| format!("w{i}"))
             .collect::<Vec<_>>()
@@ -146,6 +183,8 @@ impl Publisher {
             endpoint: format!("{url}/v1/agents/{agent_id}/messages"),
             key: key.to_owned(),
             body: json!({"message": text, "stream_tokens": true}),
+            stamp,
+            nchan: None,
         };
         let events = poster
             .run()
@@ -165,6 +204,24 @@ impl Publisher {
 }
 
 impl Calibrated {
+    /// A publisher of one-event messages to nchan's publisher location
+    /// `endpoint`, each stamped and padded with `pad_bytes` bytes (to the
+    /// size of the events it is compared with).
+    pub fn nchan(endpoint: &str, pad_bytes: usize) -> anyhow::Result<Self> {
+        let poster = Poster {
+            client: crate::tls::client_builder().no_proxy().build()?,
+            endpoint: endpoint.to_owned(),
+            key: String::new(),
+            body: Value::Null,
+            stamp: true,
+            nchan: Some("x".repeat(pad_bytes)),
+        };
+        Ok(Self {
+            poster,
+            events_per_run: 1.0,
+        })
+    }
+
     /// Starts runs so that `events_per_s` events are offered per second
     /// for `window`, from now.
     pub fn start(self, events_per_s: f64, window: Duration) -> Publisher {

@@ -36,8 +36,18 @@ pub async fn run(
         secs: 1,
         buses: vec!["memory".into(), "redis".into(), "cluster".into()],
         concurrency: 16,
+        nchan: false,
+        rounds: 1,
     };
     reports.push(fanout::run(launch, extra, &f).await?);
+    // Beside nginx + nchan, which is left out (with a note) when absent.
+    let fr = fanout::Opts {
+        nchan: true,
+        buses: vec!["memory".into(), "redis".into()],
+        rate: 50.0,
+        ..f
+    };
+    reports.push(fanout::run(launch, extra, &fr).await?);
     let p = proxy::Opts {
         rates: vec![50.0, 100.0],
         step_secs: 1.0,

@@ -54,16 +54,18 @@ pub async fn serve<Tx, Rx, E>(
 {
     let (outbox, out_rx) = Outbox::new(settings.queue);
     let closer = Arc::new(Closer::default());
+    // An idle stream: its turn in the drain closes it (stream/drain.rs).
+    let ticket = state.drain.ticket();
+    // `state` moves into the reader: a second copy held across the awaits
+    // below would size every idle socket's task (issue 22).
     let mut conn = Conn {
-        state: state.clone(),
+        state,
         key,
         settings: settings.clone(),
         outbox: Arc::new(outbox),
         closer: closer.clone(),
         forwarders: HashMap::new(),
     };
-    // An idle stream: its turn in the drain closes it (stream/drain.rs).
-    let ticket = state.drain.ticket();
     let drain = async {
         tokio::select! {
             _ = ticket.token.cancelled() => closer.close(CloseReason::Shutdown { retry: ticket.retry }),
