@@ -7,8 +7,7 @@ use clap::{Parser, Subcommand};
 
 use crate::scenario::{
     bus, connections, drain, edge, fallback, fanout, peer, proxy, rest, runs, shards, soak,
-    transport,
-    webhooks,
+    transport, webhooks,
 };
 
 /// Load generator and benchmarks for weir.
