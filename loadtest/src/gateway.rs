@@ -318,14 +318,26 @@ async fn create_key(launch: &Launch, data: &Data, dir: &Path) -> anyhow::Result<
 type Started = (Running, u32, SocketAddr);
 
 fn in_process(serve: Vec<String>) -> anyhow::Result<Started> {
+    // `weir::config::load` is for a process's own arguments (it layers the
+    // file's flat keys in as environment variables); in here only the
+    // file's `[[providers]]` and `[[routes]]` are read, which is all a
+    // scenario's `--config` holds.
+    let file = serve
+        .iter()
+        .position(|a| a == "--config")
+        .and_then(|i| serve.get(i + 1))
+        .map(std::path::PathBuf::from);
     let cli = <weir::config::Cli as clap::Parser>::try_parse_from(
         std::iter::once("weir".to_owned()).chain(serve),
     )?;
-    let (cfg, worker) = match cli.command {
+    let (mut cfg, worker) = match cli.command {
         weir::config::Command::Serve(cmd) => (cmd.into_config(), false),
         weir::config::Command::Worker(cfg) => (cfg, true),
         _ => bail!("not a serve or worker command"),
     };
+    if let Some(path) = file {
+        cfg.providers = weir::config::file_providers(&path)?;
+    }
     let (addr_tx, addr_rx) = std::sync::mpsc::channel();
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let thread = std::thread::Builder::new()

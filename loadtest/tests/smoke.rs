@@ -264,6 +264,7 @@ fn renders_every_kind(reports: &[weir_load::report::Report]) {
             "fanout" => "| 100/s ",
             "fanout-nchan" => "| weir-memory ",
             "proxy" => "weir adds p99",
+            "fallback" => "added TTFT p50",
             "peer" => "highest sustainable rate",
             "runs" => "first event p50",
             "soak" => "gateway RSS (MiB)",

@@ -12,6 +12,7 @@
 mod compare;
 pub mod doc;
 mod drain;
+mod fallback;
 mod nchan;
 mod ratio;
 mod requests;
@@ -117,6 +118,7 @@ pub fn render(root: &Path, kind: &str, files: &[&str]) -> Result<String, RenderE
         "fanout" => streams::fanout(&r)?,
         "fanout-nchan" => nchan::fanout_nchan(&r)?,
         "drain" => drain::drain(&r)?,
+        "fallback" => fallback::fallback(&r)?,
         "soak" => streams::soak(&r)?,
         "bus" => streams::bus(&r)?,
         "shards" => shards::shards(&r)?,
