@@ -63,6 +63,15 @@ const ENDPOINT_SLOTS: usize = IN_FLIGHT / 4;
 /// attempt (at most [`TIMEOUT`] and the answer's excerpt) must still end
 /// within the claim's [`LEASE`].
 const QUEUE_WAIT: Duration = Duration::from_secs(30);
+/// Attempts' records written to the store at once. The store has one
+/// writer (SQLite): hundreds of attempts ending together would queue
+/// hundreds of writes ahead of every API write (schemathesis's mutations
+/// timed out behind a backlog of failing deliveries); this keeps the
+/// delivery loop's share of the writer small, whatever is in flight.
+const RECORD_WRITES: usize = 2;
+/// Least room worth a claim while deliveries are in flight: with a
+/// backlog, one claim per finished delivery would be a write per delivery.
+const CLAIM_MIN: usize = BATCH / 4;
 /// The longest wait between two attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(3600);
 /// Bytes of a response body kept in the attempt's record.
@@ -90,11 +99,12 @@ impl Dispatcher {
         let this = Arc::new(self);
         let mut sending = FuturesUnordered::new();
         let mut endpoints: HashMap<String, Arc<Semaphore>> = HashMap::new();
+        let records = Arc::new(Semaphore::new(RECORD_WRITES));
         let mut due_maybe = true;
         let mut next_poll = tokio::time::Instant::now() + POLL;
         loop {
             let room = IN_FLIGHT - sending.len();
-            if due_maybe && room > 0 {
+            if due_maybe && room > 0 && (room >= CLAIM_MIN || sending.is_empty()) {
                 let due = this.claim(room.min(BATCH)).await;
                 // A full claim: more may be due now.
                 due_maybe = due.len() == room.min(BATCH);
@@ -107,7 +117,9 @@ impl Dispatcher {
                         continue;
                     }
                     let (this, gate, stop) = (this.clone(), gate.clone(), stop.clone());
-                    sending.push(async move { this.deliver_in_turn(d, gate, stop).await });
+                    let records = records.clone();
+                    sending
+                        .push(async move { this.deliver_in_turn(d, gate, &records, stop).await });
                 }
                 if due_maybe && sending.len() < IN_FLIGHT {
                     continue;
@@ -157,6 +169,7 @@ impl Dispatcher {
         &self,
         due: DueDelivery,
         gate: Arc<Semaphore>,
+        records: &Semaphore,
         stop: CancellationToken,
     ) -> String {
         let webhook = due.delivery.webhook_id.clone();
@@ -165,7 +178,7 @@ impl Dispatcher {
             () = stop.cancelled() => None,
         };
         match turn {
-            Some(_turn) => self.deliver(due).await,
+            Some(_turn) => self.deliver(due, records).await,
             None => {
                 tracing::debug!(webhook_id = %webhook, "webhook delivery left to its lease: the endpoint is busy")
             }
@@ -173,8 +186,8 @@ impl Dispatcher {
         webhook
     }
 
-    /// One attempt, recorded.
-    async fn deliver(&self, due: DueDelivery) {
+    /// One attempt, recorded (one of [`RECORD_WRITES`] writes at a time).
+    async fn deliver(&self, due: DueDelivery, records: &Semaphore) {
         let at = crate::util::now();
         let started = Instant::now();
         let (status_code, excerpt, error) = match self.send(&due).await {
@@ -215,6 +228,7 @@ impl Dispatcher {
             next_attempt_ms: next,
             gone,
         };
+        let _write = records.acquire().await;
         if let Err(e) = self.store.record_webhook_attempt(outcome).await {
             // The claim runs out and the attempt is made again: at least once.
             tracing::warn!(error = %e, delivery = %d.id, "could not record a webhook attempt");
