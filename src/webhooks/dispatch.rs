@@ -31,9 +31,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use futures::{stream::FuturesUnordered, StreamExt};
+use futures::StreamExt;
 use rand::Rng;
-use tokio::sync::{Notify, Semaphore};
+use tokio::{
+    sync::{Notify, Semaphore},
+    task::JoinSet,
+};
 use tokio_util::sync::CancellationToken;
 
 use super::{notifier::unix_ms, secret::ServerKey, sign::signature};
@@ -97,7 +100,12 @@ impl Dispatcher {
     /// still waiting for their turn are left to their lease.
     pub async fn run(self, stop: CancellationToken) {
         let this = Arc::new(self);
-        let mut sending = FuturesUnordered::new();
+        // Each attempt is a task of its own, not a future polled by this
+        // loop: while the loop awaits a claim (a store write) it polls
+        // nothing else, and an attempt stuck there midway through its own
+        // record write would hold the store's one writer against the claim
+        // (and every API write) until a timeout broke it.
+        let mut sending = JoinSet::new();
         let mut endpoints: HashMap<String, Arc<Semaphore>> = HashMap::new();
         let records = Arc::new(Semaphore::new(RECORD_WRITES));
         let mut due_maybe = true;
@@ -119,7 +127,7 @@ impl Dispatcher {
                     let (this, gate, stop) = (this.clone(), gate.clone(), stop.clone());
                     let records = records.clone();
                     sending
-                        .push(async move { this.deliver_in_turn(d, gate, &records, stop).await });
+                        .spawn(async move { this.deliver_in_turn(d, gate, &records, stop).await });
                 }
                 if due_maybe && sending.len() < IN_FLIGHT {
                     continue;
@@ -127,9 +135,11 @@ impl Dispatcher {
             }
             tokio::select! {
                 () = stop.cancelled() => break,
-                Some(webhook) = sending.next(), if !sending.is_empty() => {
-                    if endpoints.get(&webhook).is_some_and(|g| Arc::strong_count(g) == 1) {
-                        endpoints.remove(&webhook);
+                Some(done) = sending.join_next(), if !sending.is_empty() => {
+                    if let Ok(webhook) = done {
+                        if endpoints.get(&webhook).is_some_and(|g| Arc::strong_count(g) == 1) {
+                            endpoints.remove(&webhook);
+                        }
                     }
                 }
                 () = this.wake.notified() => due_maybe = true,
@@ -139,7 +149,7 @@ impl Dispatcher {
                 }
             }
         }
-        while sending.next().await.is_some() {}
+        while sending.join_next().await.is_some() {}
     }
 
     /// Up to `limit` due deliveries, now claimed by this process (none
