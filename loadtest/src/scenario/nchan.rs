@@ -6,7 +6,6 @@
 use std::{
     net::SocketAddr,
     path::PathBuf,
-    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -67,21 +66,8 @@ pub async fn start(workers: u32) -> anyhow::Result<Nchan> {
         port,
         workers,
     );
-    let conf_path = dir.path().join("nginx.conf");
-    std::fs::write(&conf_path, conf)?;
-    let child = Command::new(&bin)
-        .arg("-p")
-        .arg(dir.path())
-        .arg("-e")
-        .arg(dir.path().join("error.log"))
-        .arg("-c")
-        .arg(&conf_path)
-        .args(["-g", "daemon off;"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
+    let mut guard = super::nginx::spawn(&bin, dir.path(), &conf)
         .with_context(|| format!("starting {}", bin.display()))?;
-    let mut guard = ChildGuard(child);
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {

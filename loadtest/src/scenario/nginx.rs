@@ -6,7 +6,7 @@
 //! machine puts under any proxy's added latency, weir's included.
 
 use std::{
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
@@ -62,24 +62,9 @@ pub async fn start(
     if let Some(pki) = tls {
         conf = with_tls(&conf, port, pki);
     }
-    let conf_path = dir.path().join("nginx.conf");
-    std::fs::write(&conf_path, conf)?;
     let bin = binary().unwrap_or_else(|| PathBuf::from("nginx"));
-    // `-e`: even the log nginx opens before reading its config is ours, so
-    // a user who cannot write /var/log/nginx can run it.
-    let child = Command::new(&bin)
-        .arg("-p")
-        .arg(dir.path())
-        .arg("-e")
-        .arg(dir.path().join("error.log"))
-        .arg("-c")
-        .arg(&conf_path)
-        .args(["-g", "daemon off;"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
+    let mut guard = spawn(&bin, dir.path(), &conf)
         .with_context(|| format!("starting {} (apt-get install nginx-light)", bin.display()))?;
-    let mut guard = ChildGuard(child);
     let target = Target {
         name: "nginx".into(),
         base: format!(
@@ -111,6 +96,26 @@ pub async fn start(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Starts `bin` in the foreground on `conf`, written to `dir`, every path
+/// (the error log nginx opens before reading its config included, `-e`)
+/// under `dir`, so a user who cannot write /var/log/nginx can run it.
+pub(super) fn spawn(bin: &Path, dir: &Path, conf: &str) -> anyhow::Result<ChildGuard> {
+    let conf_path = dir.join("nginx.conf");
+    std::fs::write(&conf_path, conf)?;
+    let child = Command::new(bin)
+        .arg("-p")
+        .arg(dir)
+        .arg("-e")
+        .arg(dir.join("error.log"))
+        .arg("-c")
+        .arg(&conf_path)
+        .args(["-g", "daemon off;"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    Ok(ChildGuard(child))
 }
 
 /// The configuration: every path under `dir`, SSE-friendly proxying.
