@@ -66,7 +66,7 @@ impl Gateway {
         let webhooks = crate::webhooks::Hub::open(&cfg, &store).context("webhooks")?;
         runtime.set_notifier(webhooks.notifier.clone());
         let audit = crate::audit::AuditLog::new(&cfg.audit);
-        let state = AppState {
+        let state = AppState::new(crate::state::Shared {
             checks: Default::default(),
             drain: crate::stream::drain::Drain::new(drain_spread(&cfg)),
             config: cfg,
@@ -80,7 +80,7 @@ impl Gateway {
             audit: Arc::new(audit),
             usage,
             webhooks,
-        };
+        });
         Ok(Self {
             listener,
             state,

@@ -36,7 +36,7 @@ pub(super) async fn test_state(history_len: usize) -> (AppState, tempfile::TempD
     );
     let runtime = Runtime::local(Arc::new(engine));
     let audit = Arc::new(crate::audit::AuditLog::new(&config.audit));
-    let state = AppState {
+    let state = AppState::new(crate::state::Shared {
         config,
         store,
         bus,
@@ -50,7 +50,7 @@ pub(super) async fn test_state(history_len: usize) -> (AppState, tempfile::TempD
         audit,
         usage: Default::default(),
         webhooks: crate::webhooks::Hub::disabled(),
-    };
+    });
     (state, tmp)
 }
 
