@@ -265,6 +265,8 @@ mod tests {
         for (verb, path, want) in [
             (Post, "/v1/keys", "keys.create"),
             (Delete, "/v1/keys/{id}", "keys.delete"),
+            (Patch, "/v1/keys/{id}", "keys.update"),
+            (Post, "/v1/keys/{id}/rotate", "keys.rotate"),
             (Post, "/v1/agents", "agents.create"),
             (Patch, "/v1/agents/{id}", "agents.update"),
             (Delete, "/v1/agents/{id}", "agents.delete"),

@@ -78,6 +78,22 @@ async fn every_kind_of_change_is_recorded_with_its_actor_and_request() {
     let key_id = key["id"].as_str().expect("key id").to_owned();
     let secret = key["secret"].as_str().expect("secret").to_owned();
     add("keys.create", rid, Some(&key_id));
+    // A limit change, then a rotation whose answer carries a new secret.
+    let key_at = format!("/v1/keys/{key_id}");
+    let (rid, patched) = change(&gw, Method::PATCH, &key_at, Some(json!({"rpm": 7})), 200).await;
+    assert_eq!(patched["rpm"], 7, "{patched}");
+    add("keys.update", rid, Some(&key_id));
+    let (rid, rotated) = change(
+        &gw,
+        Method::POST,
+        &format!("{key_at}/rotate"),
+        Some(json!({"grace_secs": 60})),
+        200,
+    )
+    .await;
+    let rotated_secret = rotated["secret"].as_str().expect("new secret").to_owned();
+    assert_ne!(rotated_secret, secret);
+    add("keys.rotate", rid, Some(&key_id));
     let (rid, agent) = change(
         &gw,
         Method::POST,
@@ -194,8 +210,8 @@ async fn every_kind_of_change_is_recorded_with_its_actor_and_request() {
         (Some("POST"), Some("/v1/keys"))
     );
 
-    // The secret is nowhere: not in the answer, not in the stored rows.
-    let tail = secret.rsplit('_').next().expect("tail").to_owned();
+    // No secret is anywhere, the minted one nor the rotated one: not in the
+    // answer, not in the stored rows.
     let stored = gw
         .store
         .list_audit(
@@ -209,11 +225,17 @@ async fn every_kind_of_change_is_recorded_with_its_actor_and_request() {
         page.to_string(),
         serde_json::to_string(&stored).expect("json"),
     ] {
-        assert!(!text.contains(&secret), "the secret is in an audit row");
-        assert!(
-            tail.len() >= 16 && !text.contains(&tail),
-            "its random part is too"
-        );
+        for secret in [&secret, &rotated_secret] {
+            let tail = secret.rsplit('_').next().expect("tail");
+            assert!(
+                !text.contains(secret.as_str()),
+                "a secret is in an audit row"
+            );
+            assert!(
+                tail.len() >= 16 && !text.contains(tail),
+                "its random part is too"
+            );
+        }
     }
 }
 

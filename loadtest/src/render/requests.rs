@@ -354,15 +354,21 @@ pub fn rest(r: &Results) -> Result<String, RenderError> {
 pub fn edge(r: &Results) -> Result<String, RenderError> {
     let mut t = Table::new("", &["limiter", "checks", "p50", "p99", "p99.9", "mean"]);
     let mut v = String::new();
+    // The per-chunk charge has the run-start checks' local target; the
+    // usage count per request has none of its own in the results (no check).
     let cases = [
-        ("local", "local", 5.0),
-        ("redis", "redis", 300.0),
-        ("local_run_start", "local run start", 5.0),
-        ("redis_run_start", "redis run start", 300.0),
+        ("local", "local", Some(5.0)),
+        ("redis", "redis", Some(300.0)),
+        ("local_run_start", "local run start", Some(5.0)),
+        ("redis_run_start", "redis run start", Some(300.0)),
+        ("token_chunk", "token charge per chunk", Some(5.0)),
+        ("usage_request", "usage count per request", None),
     ];
     for (field, name, target) in cases {
-        // Results written before run starts were measured lack those rows.
-        if field.ends_with("run_start") && r.num(&format!("/0/data/{field}/checks")).is_err() {
+        // Results written before run starts and the token meter were
+        // measured lack those rows.
+        if !matches!(field, "local" | "redis") && r.num(&format!("/0/data/{field}/checks")).is_err()
+        {
             continue;
         }
         let n = |p: &str| r.num(&format!("/0/data/{field}/{p}"));
@@ -375,11 +381,13 @@ pub fn edge(r: &Results) -> Result<String, RenderError> {
             units::us(n("p999_us")?),
             units::us(n("mean_us")?),
         ]);
-        v.push_str(&verdict(
-            &format!("{name} check p99 ≤ {}", units::us(target)),
-            p99 <= target,
-            &units::us(p99),
-        ));
+        if let Some(target) = target {
+            v.push_str(&verdict(
+                &format!("{name} check p99 ≤ {}", units::us(target)),
+                p99 <= target,
+                &units::us(p99),
+            ));
+        }
     }
     Ok(format!("\n{}\n{v}", t.markdown()))
 }

@@ -156,7 +156,7 @@ fn gap_frame() -> serde_json::Value {
 /// that ended with an error (`lagged` says where every channel got to).
 fn error_frame() -> serde_json::Value {
     json!({
-        "description": "A frame the server could not accept, or a channel that ended with an error. `request_id` is always present (null when unknown). `channel` names the channel concerned, when there is one. The `lagged` error is the last frame before close 1013 and says where every channel got to. A `user_message` refused with `rate_limit_exceeded` carries `retry_after`.",
+        "description": "A frame the server could not accept, or a channel that ended with an error. `request_id` is always present (null when unknown). `channel` names the channel concerned, when there is one. The `lagged` error is the last frame before close 1013 and says where every channel got to. A `user_message` refused with `rate_limit_exceeded` or `token_budget_exceeded` carries `retry_after`.",
         "required": ["code", "message", "request_id"],
         "properties": {
             "code": {"description": "See websocket.md for the list.", "type": "string", "pattern": "^[a-z][a-z_]*$"},
@@ -164,7 +164,7 @@ fn error_frame() -> serde_json::Value {
             "request_id": {"oneOf": [ref_of::<RequestId>(), {"type": "null"}]},
             "channel": {"type": ["string", "null"]},
             "last_seq": {"type": ["integer", "null"], "minimum": 0},
-            "retry_after": {"description": "Seconds to wait before the next run start (`rate_limit_exceeded`).", "type": "integer", "minimum": 1},
+            "retry_after": {"description": "Seconds to wait before the next run start (`rate_limit_exceeded`, `token_budget_exceeded`).", "type": "integer", "minimum": 1},
             "channels": {
                 "description": "Channel name → seq of the last event of it delivered.",
                 "type": "object",

@@ -1,12 +1,13 @@
 //! Per-key rate limits on a real gateway: headers, 429 + Retry-After, the
-//! OpenAI shape, limits off, and the local fallback when Redis is away.
+//! OpenAI shape, limits off, and the local fallback when Redis is away
+//! (said once in the log, not once per request).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use reqwest::{Method, Response};
 use serde_json::{json, Value};
 
-use crate::common::{expect_error, spawn_gateway, Api, RedisServer, TestGateway};
+use crate::common::{expect_error, spawn_gateway, Api, RedisServer, TestGateway, WeirProcess};
 
 /// A key of account `default` with every scope and the given rpm.
 pub async fn key_with_rpm(gw: &TestGateway, rpm: u32) -> String {
@@ -164,5 +165,53 @@ async fn redis_down_falls_back_to_the_local_limiter() {
         t0.elapsed() < Duration::from_secs(3),
         "no request waits on Redis for long: {:?}",
         t0.elapsed()
+    );
+}
+
+/// What the log says when the edge falls back, and when Redis is back
+/// (`src/edge/cluster.rs`).
+const FALLBACK: &str = "falling back to this gateway's local limits";
+const BACK: &str = "limits are cluster-wide again";
+
+/// A real process, for its stderr: the outage is logged once, however many
+/// requests meet it and however often Redis is tried again (once a breaker
+/// period), and so is the recovery.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_is_logged_once_not_per_request() {
+    let mut redis = RedisServer::start().await;
+    let gw = WeirProcess::serve().redis(&redis).spawn().await;
+    let key = gw.create_key(json!({"scopes": ["*"], "rpm": 1000})).await;
+    let account = || async {
+        let r = gw.req_as(&key, Method::GET, "/v1/account").send().await;
+        r.unwrap().status().as_u16()
+    };
+    assert_eq!(account().await, 200);
+    let count = |what: &str| gw.stderr().iter().filter(|l| l.contains(what)).count();
+    assert_eq!(count(FALLBACK), 0, "Redis is up:\n{}", gw.logs());
+    redis.kill();
+    // Real waits, on purpose: 2.4 s of requests span two breaker periods
+    // (1 s), so Redis is tried, and fails, more than once.
+    for i in 0..12 {
+        assert_eq!(
+            account().await,
+            200,
+            "request {i}: the local limiter decides"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    gw.wait_for_line(|l| l.contains(FALLBACK)).await;
+    assert_eq!(count(FALLBACK), 1, "once, not per request:\n{}", gw.logs());
+    // Back: said once too, and the outage is not repeated.
+    redis.restart().await;
+    for i in 0..12 {
+        assert_eq!(account().await, 200, "request {i} after the restart");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    gw.wait_for_line(|l| l.contains(BACK)).await;
+    assert_eq!(
+        (count(FALLBACK), count(BACK)),
+        (1, 1),
+        "one line each:\n{}",
+        gw.logs()
     );
 }

@@ -108,6 +108,36 @@ async fn user_messages_count_against_rpm_across_gateways_and_the_socket_stays_op
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribe_frames_are_not_counted_against_rpm() {
+    let gw = TestGateway::builder().spawn().await;
+    let key = gw.create_key(json!({"scopes": ["*"], "rpm": 3})).await;
+    // Four agents (made with the bootstrap key, not counted against `key`):
+    // eight distinct channels, more than the key's rpm, none a no-op.
+    let mut channels = Vec::new();
+    for _ in 0..4 {
+        let agent = gw.create_agent_as(BOOTSTRAP_KEY, json!({})).await;
+        channels.push(format!("agent:{agent}"));
+        channels.push(format!("logs:{agent}"));
+    }
+    let agent = channels[0].trim_start_matches("agent:").to_owned();
+    // The upgrade is one request of three.
+    let mut sock = ws(gw.host(), &key).await;
+    for (i, channel) in channels.iter().enumerate() {
+        let frame = json!({"type": "subscribe", "channel": channel});
+        let r = ask(&mut sock, frame, &format!("s{i}")).await;
+        assert_eq!(r["type"], "subscribed", "subscribe {i}: {r}");
+        assert_eq!(r["channel"], channel.as_str(), "{r}");
+    }
+    // Two run starts are left, exactly: the subscribes took none.
+    for i in 1..=2 {
+        let r = ask(&mut sock, user_message(&agent, false), &format!("m{i}")).await;
+        assert_eq!(r["type"], "run_started", "frame {i}: {r}");
+    }
+    let r = ask(&mut sock, user_message(&agent, false), "m3").await;
+    assert_eq!(r["code"], "rate_limit_exceeded", "the fourth request: {r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_runs_holds_across_gateways_and_a_killed_gateway_gives_its_slots_back() {
     // B only queues; A executes every run (and holds its slots).
     let mut c = Cluster::start_each(

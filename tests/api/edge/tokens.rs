@@ -151,6 +151,37 @@ async fn a_streaming_run_is_cut_by_tpm_and_further_starts_are_refused() {
         .await
         .unwrap();
     assert_eq!(run["status"], "failed", "{run}");
+    assert_eq!(run["stop_reason"], "error", "{run}");
+    // The run record keeps the failure's message (`error` is a string, not
+    // a code); the code is that of the stored `error` event, replayed.
+    let why = run["error"].as_str().unwrap_or_default();
+    assert!(
+        why.starts_with("the token budget is spent (30 tokens per minute)"),
+        "{run}"
+    );
+    let replay = gw
+        .req_as(&key, Method::GET, &format!("/v1/runs/{run_id}/stream"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(replay.status(), 200);
+    let mut replay = sse(replay);
+    let mut stored = Vec::new();
+    while let Some(ev) = tokio::time::timeout(Duration::from_secs(10), replay.next())
+        .await
+        .expect("the replay ends at done")
+    {
+        stored.push(ev.data);
+    }
+    let n = stored.len();
+    assert_eq!(&types(&stored)[n - 2..], ["error", "done"], "{stored:?}");
+    assert_eq!(
+        stored[n - 2]["code"],
+        "token_budget_exceeded",
+        "{}",
+        stored[n - 2]
+    );
+    assert_eq!(stored[n - 2]["message"].as_str(), Some(why));
     assert!(
         fp.hung_up_within(Duration::from_secs(5)).await,
         "the provider's stream is dropped"
