@@ -12,6 +12,7 @@ mod hanging;
 mod receiver;
 mod remote;
 mod settled;
+mod slow;
 
 use std::time::Duration;
 
