@@ -30,7 +30,8 @@ enum Msg {
 /// Queues webhook events (cheap to clone).
 #[derive(Clone)]
 pub struct Notifier {
-    /// `None`: webhooks are off in this process (a remote store).
+    /// `None`: webhooks are off ([`Notifier::disabled`]: a test state
+    /// without them; every store, a remote one included, has them).
     tx: Option<mpsc::Sender<Msg>>,
     window: Duration,
 }

@@ -12,6 +12,7 @@ mod hanging;
 mod receiver;
 mod remote;
 mod settled;
+mod slow;
 
 use std::time::Duration;
 
@@ -415,4 +416,124 @@ async fn approvals_requested_and_resolved_are_delivered() {
     for got in rx.requests() {
         verify(&secret, &got);
     }
+}
+
+/// `agent.updated`, `agent.deleted` and `run.failed` reach a real receiver
+/// signed, and a subscription filtered to agent A gets A's events and
+/// nothing of agent B's, while an unfiltered one gets both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_and_failed_run_events_follow_the_agent_filter() {
+    let gw = TestGateway::builder()
+        .provider_unreachable()
+        .config(|c| {
+            c.webhooks.egress_allow = vec!["127.0.0.1/32".parse().unwrap()];
+            c.webhooks.webhook_retry_base_ms = 300;
+        })
+        .spawn()
+        .await;
+    let events = ["agent.updated", "agent.deleted", "run.failed"];
+    // Models on a provider that refuses connections: every run fails.
+    let model = json!({"model": "upstream/m"});
+    let a = gw.create_agent_as(&gw.key, model.clone()).await;
+    let b = gw.create_agent_as(&gw.key, model).await;
+    let every = Receiver::start_failing(0).await;
+    let only_a = Receiver::start_failing(0).await;
+    let all_secret = subscribe(&gw, &every.url, &events).await["secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = gw
+        .post(
+            "/v1/webhooks",
+            json!({"url": only_a.url, "events": events, "agent_id": a}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let filtered: Value = r.json().await.unwrap();
+    assert_eq!(filtered["agent_id"], a.as_str());
+    let a_secret = filtered["secret"].as_str().unwrap().to_owned();
+
+    let mut runs = Vec::new();
+    for (agent, name) in [(&a, "renamed-a"), (&b, "renamed-b")] {
+        let r = gw
+            .req(Method::PATCH, &format!("/v1/agents/{agent}"))
+            .json(&json!({"name": name}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let r = gw
+            .post(
+                &format!("/v1/agents/{agent}/messages"),
+                json!({"message": "hi"}),
+            )
+            .await;
+        let body: Value = r.json().await.unwrap();
+        runs.push(body["run_id"].as_str().expect("a run id").to_owned());
+    }
+    for agent in [&a, &b] {
+        let r = gw
+            .req(Method::DELETE, &format!("/v1/agents/{agent}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204);
+    }
+
+    let bodies = |rx: &Receiver| -> Vec<Value> {
+        rx.requests()
+            .iter()
+            .map(|g| serde_json::from_slice::<Value>(&g.body).unwrap())
+            .collect()
+    };
+    poll(Duration::from_secs(15), || {
+        let n = every.requests().len();
+        async move { (n >= 6).then_some(()) }
+    })
+    .await
+    .expect("three events of each agent delivered");
+    // Give a stray delivery to the filtered receiver the time to show up.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    for (rx, secret) in [(&every, &all_secret), (&only_a, &a_secret)] {
+        for got in rx.requests() {
+            verify(secret, &got);
+        }
+    }
+    let got = bodies(&every);
+    assert_eq!(got.len(), 6, "{got:?}");
+    for (agent, name, run) in [(&a, "renamed-a", &runs[0]), (&b, "renamed-b", &runs[1])] {
+        let of = |kind: &str| -> Vec<&Value> {
+            got.iter()
+                .filter(|e| e["type"] == kind && e["data"]["agent_id"] == agent.as_str())
+                .collect()
+        };
+        let updated = of("agent.updated");
+        assert_eq!(updated.len(), 1, "{got:?}");
+        assert_eq!(updated[0]["data"]["agent"]["id"], agent.as_str());
+        assert_eq!(updated[0]["data"]["agent"]["name"], name);
+        let failed = of("run.failed");
+        assert_eq!(failed.len(), 1, "{got:?}");
+        let data = &failed[0]["data"];
+        assert_eq!(data["run_id"], run.as_str());
+        assert_eq!(data["status"], "failed");
+        assert_eq!(data["stop_reason"], "error");
+        assert!(
+            data["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{data}"
+        );
+        assert_eq!(of("agent.deleted").len(), 1, "{got:?}");
+    }
+    let mine = bodies(&only_a);
+    // Deliveries go out side by side: in no particular order.
+    let mut kinds: Vec<&str> = mine.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    kinds.sort_unstable();
+    assert_eq!(
+        kinds,
+        ["agent.deleted", "agent.updated", "run.failed"],
+        "{mine:?}"
+    );
+    assert!(
+        mine.iter().all(|e| e["data"]["agent_id"] == a.as_str()),
+        "nothing of agent B: {mine:?}"
+    );
 }

@@ -141,7 +141,8 @@ async function timeQuestion(page, proxy) {
 }
 
 // A tool call that needs approval: the turn waits with Approve / Deny on
-// the request; Approve resumes the run and the reply arrives.
+// the request; Approve resumes the run and the reply arrives; on a second
+// request Deny does, with the call shown as denied.
 async function approval(page, proxy) {
   step = 'approval: an agent whose get_time needs approval';
   await rest('POST', '/v1/agents', { name: 'careful', tools: ['get_time'], approval_required: ['get_time'] });
@@ -170,6 +171,23 @@ async function approval(page, proxy) {
   const text = await turn.locator('.text').textContent();
   ok(/The current time is/.test(text), `the approved call ran and the reply came: ${text}`);
   ok(await turn.locator('.step.function .status-success').count() === 1, 'the call ran once');
+
+  step = 'approval: ask again and deny';
+  const again = page.locator('.turn.assistant').nth(before + 1);
+  await page.fill('#message', 'what time is it now?');
+  await page.click('#send');
+  await again.and(page.locator('[data-state="waiting"]')).waitFor({ timeout: WAIT });
+  const ask2 = again.locator('.step.approval');
+  await ask2.locator('button.deny').click();
+  await again.and(page.locator('[data-state="done"]')).waitFor({ timeout: WAIT });
+  ok(await ask2.getAttribute('data-decision') === 'deny', 'Deny decides the second request');
+  ok(await ask2.locator('button').count() === 0, 'no buttons are left once denied');
+  ok(/denied/.test(await ask2.locator('.approval-ask').textContent()), 'the request says denied');
+  const call = again.locator('.step.function');
+  ok(await call.locator('.status-denied').count() === 1, 'the denied function_message is shown');
+  ok(await call.locator('.status-success').count() === 0, 'the denied call did not run');
+  ok(/^denied/.test(await call.locator('pre').textContent()), 'the call\'s result says it was denied');
+  await page.screenshot({ path: path.join(shots, 'chat-denied.png') });
 }
 
 async function networkDrop(page, proxy) {

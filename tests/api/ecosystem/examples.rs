@@ -4,10 +4,11 @@
 
 use std::{path::PathBuf, process::Stdio, time::Duration};
 
+use serde_json::{json, Value};
 use tokio::process::Command;
 
 use super::in_ci;
-use crate::common::{spawn_gateway, Api, TestGateway};
+use crate::common::{free_port, poll, spawn_gateway, Api, TestGateway};
 
 /// `target/<profile>/examples/<name>`, or `None` (with a note) when this
 /// test run did not build the examples (`cargo test --test api` does not;
@@ -214,4 +215,99 @@ async fn approval_flow_denies_and_the_run_goes_on() {
         "{out}"
     );
     assert!(out.trim_end().ends_with("[done] end_turn"), "{out}");
+}
+
+/// `examples/webhook_receiver.rs` subscribes itself, refuses deliveries
+/// whose signature does not verify (sent here by hand), and prints the
+/// first genuine event weir delivers, then deletes its subscription.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_receiver_verifies_and_prints_a_signed_event() {
+    let Some(bin) = example("webhook_receiver") else {
+        return;
+    };
+    let gw = TestGateway::builder()
+        .config(|c| {
+            c.webhooks.egress_allow = vec!["127.0.0.1/32".parse().unwrap()];
+            c.webhooks.webhook_retry_base_ms = 300;
+        })
+        .spawn()
+        .await;
+    let listen = format!("127.0.0.1:{}", free_port());
+    let hook_url = format!("http://{listen}/hook");
+    let child = Command::new(&bin)
+        .env("WEIR_URL", &gw.base)
+        .env("WEIR_KEY", &gw.key)
+        .env("RECEIVER_LISTEN", &listen)
+        .env("RECEIVER_EXIT_AFTER", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the example starts");
+    let output = tokio::spawn(async move {
+        tokio::time::timeout(Duration::from_secs(30), child.wait_with_output()).await
+    });
+    let hook = poll(Duration::from_secs(15), || async {
+        let page: Value = gw.get("/v1/webhooks").await.json().await.ok()?;
+        page["data"]
+            .as_array()?
+            .iter()
+            .find(|h| h["url"] == hook_url.as_str())
+            .map(|h| h["id"].as_str().unwrap().to_owned())
+    })
+    .await
+    .expect("the example subscribed itself");
+
+    // Forgeries: a signature under another secret, and none at all. Both
+    // are refused (400) and not printed.
+    let client = reqwest::Client::new();
+    let forged = json!({"type": "agent.created", "timestamp": "2026-01-01T00:00:00.000Z",
+                        "data": {"agent_id": "agent-forged"}})
+    .to_string();
+    let now = weir::util::unix_now().to_string();
+    let bad_sig = format!("v1,{}", "A".repeat(43) + "=");
+    let r = client
+        .post(&hook_url)
+        .header("content-type", "application/json")
+        .header("webhook-id", "msg-forged")
+        .header("webhook-timestamp", &now)
+        .header("webhook-signature", &bad_sig)
+        .body(forged.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400, "a bad signature is refused");
+    let r = client
+        .post(&hook_url)
+        .header("content-type", "application/json")
+        .body(forged)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400, "an unsigned delivery is refused");
+
+    // A real event, delivered and signed by weir.
+    let agent = gw.create_agent("announced").await;
+    let out = output
+        .await
+        .unwrap()
+        .expect("the example exits after one event")
+        .expect("the example ran");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{}\nstdout:\n{stdout}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "one event printed: {stdout}");
+    let (kind, data) = lines[0].split_once(' ').expect("`<type> <data>`");
+    assert_eq!(kind, "agent.created", "{stdout}");
+    let data: Value = serde_json::from_str(data).unwrap();
+    assert_eq!(data["agent_id"], agent.as_str(), "{stdout}");
+    assert!(!stdout.contains("agent-forged"), "{stdout}");
+    // It deleted its subscription on the way out.
+    let r = gw.get(&format!("/v1/webhooks/{hook}")).await;
+    assert_eq!(r.status(), 404);
 }

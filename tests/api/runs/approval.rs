@@ -204,9 +204,21 @@ async fn a_denied_call_does_not_run_and_the_decision_is_audited() {
     let agent = approval_agent(&gw, &key).await;
     let mut s = ask_time(&gw, &key, &agent).await;
     let req = until(&mut s, "approval_request").await.pop().unwrap();
+    // Another key of the account (not the one that started the run)
+    // decides: the event and the audit row name it.
+    let minted: Value = gw
+        .post("/v1/keys", json!({"scopes": ["chat"], "rpm": 10_000}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let (decider_id, decider) = (
+        minted["id"].as_str().unwrap(),
+        minted["secret"].as_str().unwrap(),
+    );
     let r = decide(
         &gw,
-        &key,
+        decider,
         &req,
         json!({"decision": "deny", "reason": "not now"}),
     )
@@ -216,6 +228,7 @@ async fn a_denied_call_does_not_run_and_the_decision_is_audited() {
     assert_eq!(kinds(&rest), RESUMED);
     assert_eq!(rest[0]["decision"], "deny");
     assert_eq!(rest[0]["reason"], "not now");
+    assert_eq!(rest[0]["key_id"], decider_id);
     let call = &rest[1]["message"];
     assert_eq!(call["status"], "denied");
     assert_eq!(call["function"], "get_time");
@@ -237,6 +250,11 @@ async fn a_denied_call_does_not_run_and_the_decision_is_audited() {
     .await
     .expect("the decision is in the audit log");
     assert_eq!(found["action"], "approvals.update");
+    assert_eq!(
+        found["actor_key_id"], decider_id,
+        "the deciding key: {found}"
+    );
+    assert_eq!(found["method"], "POST");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -303,6 +321,83 @@ async fn approved_on_gateway_b_a_run_started_on_gateway_a_goes_on() {
         (run_status(&c.a, &key, &run_id).await == "completed").then_some(())
     });
     assert!(done.await.is_some());
+}
+
+/// With Redis, both gateways run the expiry sweeper, one at a time (the
+/// `approvals:sweeper` lock): an undecided request expires once, its call
+/// is denied once, and the run goes on to `done` with no event repeated,
+/// on the stream that started it and on one opened through the other
+/// gateway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expiry_swept_by_two_gateways_denies_the_call_once() {
+    let c = Cluster::start(&[("WEIR_APPROVAL_TIMEOUT_SECS", "1")]).await;
+    let key = c.key().await;
+    let agent = approval_agent(&c.a, &key).await;
+    let mut s = ask_time(&c.a, &key, &agent).await;
+    let before = until(&mut s, "approval_request").await;
+    let req = before.last().unwrap().clone();
+    let run_id = req["run_id"].as_str().unwrap().to_owned();
+    let r =
+        c.b.req_as(&key, Method::GET, &format!("/v1/runs/{run_id}/stream"))
+            .header("last-event-id", req["seq"].to_string())
+            .send()
+            .await
+            .unwrap();
+    let mut on_b = sse(r);
+    let rest = until(&mut s, "done").await;
+    assert_eq!(kinds(&rest), RESUMED);
+    assert_eq!(rest[0]["decision"], "expired");
+    assert_eq!(rest[1]["message"]["status"], "denied");
+    assert_eq!(rest.last().unwrap()["stop_reason"], "end_turn");
+    assert!(next(&mut s).await.is_none(), "nothing after done");
+    assert_eq!(
+        until(&mut on_b, "done").await,
+        rest,
+        "B saw the same events"
+    );
+    // Give a second sweep the time to happen (the tick is 250 ms here),
+    // then count what the run stored.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let r =
+        c.b.req_as(
+            &key,
+            Method::GET,
+            &format!("/v1/runs/{run_id}/messages?limit=1000"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let page: Value = r.json().await.unwrap();
+    let stored = page["data"].as_array().unwrap();
+    let seqs: Vec<u64> = stored.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "no seq repeated: {seqs:?}"
+    );
+    let count = |kind: &str| stored.iter().filter(|e| e["message_type"] == kind).count();
+    assert_eq!(count("function_message"), 1, "{stored:?}");
+    assert_eq!(count("approval_response"), 1, "{stored:?}");
+    assert_eq!(count("done"), 1, "{stored:?}");
+    let mut seen = before.clone();
+    seen.extend(rest.iter().cloned());
+    assert_eq!(stored[0]["message_type"], "user_message");
+    assert_eq!(
+        stored[1..],
+        seen[..],
+        "stored exactly what the stream carried"
+    );
+    assert_eq!(run_status(&c.a, &key, &run_id).await, "completed");
+    // One process expired it: one "approval expired" line in both logs.
+    let approval_id = req["approval_id"].as_str().unwrap();
+    let expired = [&c.a, &c.b]
+        .iter()
+        .flat_map(|node| node.stderr())
+        .filter(|l| l.contains("approval expired") && l.contains(approval_id))
+        .count();
+    assert_eq!(expired, 1, "A:\n{}\nB:\n{}", c.a.logs(), c.b.logs());
+    let late = decide(&c.b, &key, &req, json!({"decision": "approve"})).await;
+    expect_error(late, 409, "conflict").await;
 }
 
 type Socket =
