@@ -160,7 +160,9 @@ impl MakeRequestId for MakeId {
 }
 
 /// The access-log span: method, path (never the query string), request id;
-/// `key_id` is filled in by auth.
+/// `key_id` is filled in by auth, `provider` by the relay (so the one access
+/// line per request names the provider that served it, without a log line
+/// of its own).
 fn access_span(req: &http::Request<Body>) -> tracing::Span {
     let request_id = req
         .headers()
@@ -173,6 +175,7 @@ fn access_span(req: &http::Request<Body>) -> tracing::Span {
         path = %req.uri().path(),
         request_id,
         key_id = tracing::field::Empty,
+        provider = tracing::field::Empty,
     )
 }
 

@@ -85,7 +85,10 @@ pub async fn relay(
     meter.set_provider(&served_by);
     // Charged once the provider is known, so usage has it under its name.
     meter.prompt(prompt_chars(&body));
-    tracing::info!(route = %route.name, provider = %served_by, model = %opened.target.model, "relaying");
+    // Named on the request's access line (`finished processing request`):
+    // one line per request, as for every other route.
+    tracing::Span::current().record("provider", served_by.as_str());
+    tracing::debug!(route = %route.name, provider = %served_by, model = %opened.target.model, "relaying");
     let mut out = if stream {
         let ping = Duration::from_secs(state.config.sse_ping_secs.max(1));
         let pieces = splice::pieces(route, opened, body);

@@ -18,8 +18,11 @@ pub fn take_frames(pending: &mut BytesMut, chunk: Bytes) -> Option<Bytes> {
 
 /// The end of the last blank line (`\n\n` or `\r\n\r\n`) in `buf`.
 fn boundary_end(buf: &[u8]) -> Option<usize> {
-    (1..buf.len()).rev().find_map(|i| {
-        let blank = buf[i] == b'\n'
+    // Each `\n` from the end (memchr's SIMD scan), checked against the
+    // byte(s) before it: a chunk is read once per relayed read, so this
+    // runs for every event that passes.
+    memchr::memrchr_iter(b'\n', buf).find_map(|i| {
+        let blank = i >= 1
             && (buf[i - 1] == b'\n' || (i >= 2 && buf[i - 1] == b'\r' && buf[i - 2] == b'\n'));
         blank.then_some(i + 1)
     })
@@ -36,22 +39,23 @@ pub fn data_of(event: &[u8]) -> Option<&[u8]> {
 
 /// Events of `frames` (whole events), each with its blank line.
 pub fn events(frames: &[u8]) -> impl Iterator<Item = (usize, usize)> + '_ {
+    let lf = memchr::memmem::Finder::new(b"\n\n");
+    let crlf = memchr::memmem::Finder::new(b"\r\n\r\n");
     let mut start = 0;
     std::iter::from_fn(move || {
         if start >= frames.len() {
             return None;
         }
         let rest = &frames[start..];
-        let end = rest
-            .windows(2)
-            .position(|w| w == b"\n\n")
-            .map(|i| i + 2)
-            .or_else(|| {
-                rest.windows(4)
-                    .position(|w| w == b"\r\n\r\n")
-                    .map(|i| i + 4)
-            })
-            .unwrap_or(rest.len());
+        // The first blank line of either form: a `\r\n\r\n` can only come
+        // before the first `\n\n` where a `\r` does.
+        let lf_end = lf.find(rest).map(|i| i + 2);
+        let head = &rest[..lf_end.unwrap_or(rest.len())];
+        let end = match memchr::memchr(b'\r', head) {
+            Some(_) => crlf.find(head).map(|i| i + 4).or(lf_end),
+            None => lf_end,
+        }
+        .unwrap_or(rest.len());
         let span = (start, start + end);
         start += end;
         Some(span)
@@ -77,5 +81,24 @@ mod tests {
         let out = take_frames(&mut p, Bytes::from_static(b"NE]\r\n\r\n")).unwrap();
         assert_eq!(&out[..], b"data: [DONE]\r\n\r\n");
         assert!(p.is_empty());
+    }
+
+    #[test]
+    fn events_split_on_either_blank_line() {
+        let f = b"data: a\n\ndata: b\r\n\r\n: ping\n\ndata: c";
+        let spans: Vec<_> = events(f).map(|(a, b)| &f[a..b]).collect();
+        assert_eq!(
+            spans,
+            [
+                &b"data: a\n\n"[..],
+                b"data: b\r\n\r\n",
+                b": ping\n\n",
+                b"data: c"
+            ]
+        );
+        assert_eq!(boundary_end(b"data: a\n\ndata: b"), Some(9));
+        assert_eq!(boundary_end(b"data: a\r\n\r\n"), Some(11));
+        assert_eq!(boundary_end(b"\n"), None);
+        assert_eq!(boundary_end(b"data: a\n"), None);
     }
 }
