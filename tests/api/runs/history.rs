@@ -234,6 +234,7 @@ async fn a_run_left_running_by_a_dead_gateway_is_settled_as_failed() {
         status: weir::domain::RunStatus::Running,
         stop_reason: None,
         error: None,
+        error_code: None,
         created_at: "2020-01-01T00:00:00.000Z".into(),
         updated_at: "2020-01-01T00:00:00.000Z".into(),
     };
