@@ -9,7 +9,9 @@ use crate::agent::{
     events::{EmitError, Emitter},
     models::{Turn, Usage},
 };
-use crate::domain::{AgentId, EventBody, MessageType, RunId, RunStatus, SessionId, StopReason};
+use crate::domain::{
+    AgentId, ErrorCode, EventBody, MessageType, RunId, RunStatus, SessionId, StopReason,
+};
 use crate::store::{EventFilter, ListParams, Run, Store, StoreError};
 
 impl RunTask {
@@ -33,6 +35,11 @@ impl RunTask {
             // Never concluded (see `execute`).
             Outcome::Parked => (StopReason::EndTurn, None),
         };
+        // The code of the run's `error` event, kept with the run.
+        let mut error_code = match &outcome {
+            Outcome::Failed(f) => Some(f.code),
+            _ => None,
+        };
         let published = publish_ending(em, &outcome, usage, &self.engine.stop_runs).await;
         // The final status is stored before `done` goes out, so a client
         // that saw `done` and asks GET /v1/runs/{id} sees it.
@@ -40,11 +47,14 @@ impl RunTask {
         if let Err(e) = &published {
             status = RunStatus::Failed;
             error.get_or_insert_with(|| format!("event delivery failed: {e}"));
+            // As a run that fails on a publish mid-turn (`Failure::from`).
+            error_code.get_or_insert(ErrorCode::Unavailable);
         }
         let mut run = Run {
             status,
             stop_reason: Some(stop_reason),
             error,
+            error_code,
             updated_at: crate::util::now(),
             ..self.run.clone()
         };
@@ -69,6 +79,7 @@ impl RunTask {
             if run.status != RunStatus::Failed {
                 run.status = RunStatus::Failed;
                 run.error = Some(format!("event delivery failed: {e}"));
+                run.error_code = Some(ErrorCode::Unavailable);
                 self.save(&run).await;
             }
         }

@@ -413,6 +413,7 @@ impl Engine {
             status: RunStatus::ended_by(stop_reason),
             stop_reason: Some(stop_reason),
             error: Some(end.why),
+            error_code: end.code,
             updated_at: crate::util::now(),
             ..run
         };

@@ -114,6 +114,7 @@ impl Runtime {
             status: RunStatus::Running,
             stop_reason: None,
             error: None,
+            error_code: None,
             created_at: now.clone(),
             updated_at: now,
         };

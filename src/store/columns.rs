@@ -8,7 +8,8 @@
 use std::error::Error;
 
 use crate::domain::{
-    AgentId, AgentStatus, KeyId, MessageType, RunId, RunStatus, SessionId, StopReason, ToolId,
+    AgentId, AgentStatus, ErrorCode, KeyId, MessageType, RunId, RunStatus, SessionId, StopReason,
+    ToolId,
 };
 
 type BoxError = Box<dyn Error + Sync + Send>;
@@ -76,4 +77,5 @@ text_column! {
     RunStatus => str::parse::<RunStatus>,
     AgentStatus => str::parse::<AgentStatus>,
     StopReason => str::parse::<StopReason>,
+    ErrorCode => str::parse::<ErrorCode>,
 }

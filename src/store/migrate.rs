@@ -70,6 +70,11 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         name: "key models",
         template: KEY_MODELS,
     },
+    Migration {
+        version: 10,
+        name: "run error codes",
+        template: RUN_ERROR_CODES,
+    },
 ];
 
 /// The SQL dialect a migration is rendered for.
@@ -395,6 +400,12 @@ CREATE INDEX webhook_deliveries_done ON webhook_deliveries(updated_at) WHERE nex
 /// The models a key may use: a JSON array of names; NULL: any model.
 const KEY_MODELS: &str = "
 ALTER TABLE keys ADD COLUMN models TEXT;
+";
+
+/// The code of a failed run's `error` event (`token_budget_exceeded`, …);
+/// NULL for a run that did not fail, and for runs stored before it.
+const RUN_ERROR_CODES: &str = "
+ALTER TABLE runs ADD COLUMN error_code TEXT;
 ";
 
 #[cfg(test)]

@@ -10,8 +10,8 @@ use utoipa::ToSchema;
 
 use crate::domain::{
     schema::{ref_of, schema_json},
-    AgentEvent, AgentId, AgentStatus, KeyId, MessageType, RunId, RunStatus, SessionId, StopReason,
-    Timestamp, ToolId,
+    AgentEvent, AgentId, AgentStatus, ErrorCode, KeyId, MessageType, RunId, RunStatus, SessionId,
+    StopReason, Timestamp, ToolId,
 };
 
 /// A tenant. Every other record belongs to exactly one account.
@@ -439,6 +439,11 @@ pub struct Run {
     pub status: RunStatus,
     pub stop_reason: Option<StopReason>,
     pub error: Option<String>,
+    /// The code of the run's `error` event when it failed; `None` for a
+    /// run that did not fail (or failed before codes were stored). Read as
+    /// `None` from a store process that predates the field.
+    #[serde(default)]
+    pub error_code: Option<ErrorCode>,
     pub created_at: String,
     pub updated_at: String,
 }

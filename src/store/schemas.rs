@@ -12,7 +12,7 @@ use utoipa::{
 use super::model::{Run, Tool};
 use crate::domain::{
     schema::{push_schemas, ref_of, schema_json},
-    AgentId, RunId, RunStatus, SessionId, StopReason, Timestamp, ToolId,
+    AgentId, ErrorCode, RunId, RunStatus, SessionId, StopReason, Timestamp, ToolId,
 };
 
 /// The tool's `name`: the function name the model calls.
@@ -55,7 +55,7 @@ impl PartialSchema for Run {
     fn schema() -> RefOr<Schema> {
         schema_json(json!({
             "type": "object",
-            "required": ["id", "agent_id", "session_id", "status", "stop_reason", "error", "created_at", "updated_at"],
+            "required": ["id", "agent_id", "session_id", "status", "stop_reason", "error", "error_code", "created_at", "updated_at"],
             "additionalProperties": false,
             "properties": {
                 "id": ref_of::<RunId>(),
@@ -66,6 +66,8 @@ impl PartialSchema for Run {
                     "oneOf": [ref_of::<StopReason>(), {"type": "null"}]},
                 "error": {"type": ["string", "null"],
                     "description": "Why a run failed (or was cancelled by a shutdown); null otherwise."},
+                "error_code": {"description": "The code of the run's `error` event when it failed (`token_budget_exceeded`, `upstream_unavailable`, `worker_lost`, …); null otherwise.",
+                    "oneOf": [ref_of::<ErrorCode>(), {"type": "null"}]},
                 "created_at": ref_of::<Timestamp>(),
                 "updated_at": ref_of::<Timestamp>(),
             },
@@ -79,6 +81,10 @@ impl PartialSchema for Run {
                     "if": {"properties": {"status": {"const": "completed"}}},
                     "then": {"properties": {"stop_reason": {"enum": ["end_turn", "max_steps"]}}},
                 },
+                {
+                    "if": {"properties": {"status": {"const": "failed"}}},
+                    "else": {"properties": {"error_code": {"type": "null"}}},
+                },
             ],
         }))
     }
@@ -86,7 +92,7 @@ impl PartialSchema for Run {
 
 impl ToSchema for Run {
     fn schemas(out: &mut Vec<(String, RefOr<Schema>)>) {
-        push_schemas!(out, RunId, AgentId, SessionId, RunStatus, StopReason, Timestamp);
+        push_schemas!(out, RunId, AgentId, SessionId, RunStatus, StopReason, ErrorCode, Timestamp);
     }
 }
 
@@ -142,6 +148,7 @@ mod tests {
             status: RunStatus::Running,
             stop_reason: None,
             error: None,
+            error_code: None,
             created_at: ts.clone(),
             updated_at: ts,
         };

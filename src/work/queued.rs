@@ -212,6 +212,7 @@ impl RunMode for Queued {
                 status: RunStatus::Failed,
                 stop_reason: Some(StopReason::Error),
                 error: Some(format!("the run could not be queued: {e}")),
+                error_code: Some(e.code()),
                 updated_at: crate::util::now(),
                 ..job.run
             };

@@ -122,6 +122,7 @@ async fn a_started_run_whose_worker_died_ends_with_worker_lost_on_every_stream()
     assert_eq!(seen.last().unwrap()["stop_reason"], "error");
     let stored = final_run(&a, &a.key, &run).await;
     assert_eq!(stored["status"], "failed", "{stored}");
+    assert_eq!(stored["error_code"], "worker_lost", "{stored}");
     assert!(
         stored["error"].as_str().unwrap().contains("worker"),
         "{stored}"

@@ -14,7 +14,7 @@ use crate::store::{
 
 macro_rules! run_cols {
     () => {
-        "id, agent_id, session_id, status, stop_reason, error, created_at, updated_at"
+        "id, agent_id, session_id, status, stop_reason, error, created_at, updated_at, error_code"
     };
 }
 
@@ -28,6 +28,7 @@ fn run_row(r: &Row) -> StoreResult<Run> {
         error: col(r, 5)?,
         created_at: col(r, 6)?,
         updated_at: col(r, 7)?,
+        error_code: col(r, 8)?,
     })
 }
 
@@ -48,8 +49,8 @@ pub(super) async fn create_run(
     let written = execute(
         c,
         "INSERT INTO runs (id, account_id, agent_id, session_id, status, stop_reason, error,
-                           created_at, updated_at)
-         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9
+                           created_at, updated_at, error_code)
+         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10
          WHERE EXISTS (SELECT 1 FROM agents WHERE id = $3 AND account_id = $2)",
         &[
             &run.id,
@@ -61,6 +62,7 @@ pub(super) async fn create_run(
             &run.error,
             &run.created_at,
             &run.updated_at,
+            &run.error_code,
         ],
         |e| {
             write_err(e, |_| {
@@ -108,16 +110,12 @@ pub(super) async fn list_runs(
         &tx,
         [
             concat!("SELECT COUNT(*)", runs_where!()),
-            concat!(
-                "SELECT id, agent_id, session_id, status, stop_reason, error, created_at,
-                        updated_at, pk",
-                runs_where!()
-            ),
+            concat!("SELECT ", run_cols!(), ", pk", runs_where!()),
         ],
         ("pk", Order::Desc),
         &[&agent_id, &filter.status, &filter.session_id],
         params,
-        |r| Ok((col(r, 8)?, run_row(r)?)),
+        |r| Ok((col(r, 9)?, run_row(r)?)),
     )
     .await?;
     tx.commit().await.map_err(db_err)?;
@@ -130,17 +128,19 @@ pub(super) async fn finish_run(
     run: &Run,
 ) -> StoreResult<Run> {
     let sql = concat!(
-        "UPDATE runs SET status = $3, stop_reason = $4, error = $5, updated_at = $6
+        "UPDATE runs SET status = $3, stop_reason = $4, error = $5, updated_at = $6,
+                         error_code = $7
          WHERE id = $1 AND account_id = $2 RETURNING ",
         run_cols!()
     );
-    let args: [&(dyn tokio_postgres::types::ToSql + Sync); 6] = [
+    let args: [&(dyn tokio_postgres::types::ToSql + Sync); 7] = [
         &run.id,
         &account,
         &run.status,
         &run.stop_reason,
         &run.error,
         &crate::util::now(),
+        &run.error_code,
     ];
     match query_opt(c, sql, &args).await? {
         Some(r) => run_row(&r),

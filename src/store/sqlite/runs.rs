@@ -20,6 +20,7 @@ fn run_row(r: &Row<'_>) -> rusqlite::Result<Run> {
         error: r.get(5)?,
         created_at: r.get(6)?,
         updated_at: r.get(7)?,
+        error_code: r.get(8)?,
     })
 }
 
@@ -36,8 +37,8 @@ pub(super) fn create_run(conn: &mut Connection, account: &str, mut run: Run) -> 
     }
     tx.prepare_cached(
         "INSERT INTO runs (id, account_id, agent_id, session_id, status, stop_reason, error,
-                           created_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                           created_at, updated_at, error_code)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )
     .and_then(|mut s| {
         s.execute(params![
@@ -49,7 +50,8 @@ pub(super) fn create_run(conn: &mut Connection, account: &str, mut run: Run) -> 
             run.stop_reason,
             run.error,
             run.created_at,
-            run.updated_at
+            run.updated_at,
+            run.error_code
         ])
     })
     .map_err(|e| match unique_violation(&e) {
@@ -62,7 +64,8 @@ pub(super) fn create_run(conn: &mut Connection, account: &str, mut run: Run) -> 
 
 pub(super) fn get_run(conn: &Connection, account: &str, id: &str) -> StoreResult<Run> {
     conn.prepare_cached(
-        "SELECT id, agent_id, session_id, status, stop_reason, error, created_at, updated_at
+        "SELECT id, agent_id, session_id, status, stop_reason, error, created_at, updated_at,
+                error_code
          FROM runs WHERE id = ?1 AND account_id = ?2",
     )
     .and_then(|mut s| s.query_row(params![id, account], run_row).optional())
@@ -93,14 +96,14 @@ pub(super) fn list_runs(
             concat!("SELECT COUNT(*)", runs_where!()),
             concat!(
                 "SELECT id, agent_id, session_id, status, stop_reason, error, created_at,
-                        updated_at, pk",
+                        updated_at, error_code, pk",
                 runs_where!()
             ),
         ],
         ("pk", Order::Desc),
         &[&agent_id, &filter.status, &filter.session_id],
         params,
-        |r| Ok((r.get(8)?, run_row(r)?)),
+        |r| Ok((r.get(9)?, run_row(r)?)),
     )
 }
 
@@ -108,7 +111,8 @@ pub(super) fn finish_run(conn: &mut Connection, account: &str, run: &Run) -> Sto
     let tx = conn.transaction().map_err(db_err)?;
     let n = tx
         .prepare_cached(
-            "UPDATE runs SET status = ?3, stop_reason = ?4, error = ?5, updated_at = ?6
+            "UPDATE runs SET status = ?3, stop_reason = ?4, error = ?5, updated_at = ?6,
+                             error_code = ?7
              WHERE id = ?1 AND account_id = ?2",
         )
         .and_then(|mut s| {
@@ -118,7 +122,8 @@ pub(super) fn finish_run(conn: &mut Connection, account: &str, run: &Run) -> Sto
                 run.status,
                 run.stop_reason,
                 run.error,
-                crate::util::now()
+                crate::util::now(),
+                run.error_code
             ])
         })
         .map_err(db_err)?;

@@ -3,7 +3,7 @@
 
 use super::fixtures::{acct, agent_with_activity, event, log, new_agent, nf, params, run, ts};
 use crate::{
-    domain::{MessageType, RunStatus, StopReason},
+    domain::{ErrorCode, MessageType, RunStatus, StopReason},
     store::*,
 };
 
@@ -108,19 +108,41 @@ pub(super) async fn runs(store: &dyn Store) {
     );
     assert_eq!(store.get_run(&a, "run-missing").await, Err(nf("run")));
 
+    assert_eq!(created.error_code, None);
     let mut done = created.clone();
     done.status = RunStatus::Failed;
     done.stop_reason = Some(StopReason::Error);
     done.error = Some("model timed out".into());
+    done.error_code = Some(ErrorCode::UpstreamTimeout);
     let finished = store.finish_run(&a, done).await.expect("finish");
     assert_eq!(
         (finished.status, finished.error.as_deref()),
         (RunStatus::Failed, Some("model timed out"))
     );
     assert_eq!(finished.stop_reason, Some(StopReason::Error));
+    assert_eq!(finished.error_code, Some(ErrorCode::UpstreamTimeout));
     assert_eq!(finished.created_at, created.created_at);
     assert!(ts(&finished.updated_at) >= ts(&created.updated_at));
-    assert_eq!(store.get_run(&a, r.id.as_str()).await, Ok(finished));
+    assert_eq!(store.get_run(&a, r.id.as_str()).await, Ok(finished.clone()));
+    // A code given at creation is kept too, and the list reads the codes
+    // back as `get_run` does.
+    let mut coded = run(agent.id.as_str(), "sess-1");
+    coded.error_code = Some(ErrorCode::TokenBudgetExceeded);
+    let coded = store.create_run(&a, coded).await.expect("create coded run");
+    assert_eq!(
+        store.get_run(&a, coded.id.as_str()).await,
+        Ok(coded.clone())
+    );
+    let listed = store
+        .list_runs(
+            &a,
+            agent.id.as_str(),
+            RunFilter::default(),
+            params(10, 0, None),
+        )
+        .await
+        .expect("list runs");
+    assert_eq!(listed.data, vec![coded, finished]);
     assert_eq!(
         store.finish_run(&a, run(agent.id.as_str(), "s")).await,
         Err(nf("run"))

@@ -65,6 +65,7 @@ pub(super) fn run(agent_id: &str, session_id: &str) -> Run {
         status: RunStatus::Running,
         stop_reason: None,
         error: None,
+        error_code: None,
         created_at: now.clone(),
         updated_at: now,
     }

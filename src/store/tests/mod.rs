@@ -142,6 +142,54 @@ async fn data_survives_reopen_and_migrations_run_once() {
     assert_eq!(mode, "wal");
 }
 
+/// A data dir written before migration 10 (run error codes) opens, and its
+/// runs read back with `error_code: None`; a run failed afterwards keeps one.
+#[tokio::test]
+async fn runs_stored_before_error_codes_read_as_none() {
+    use crate::store::migrate::{self, Dialect};
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let mut conn = rusqlite::Connection::open(dir.path().join("weir.db")).expect("raw open");
+        let tx = conn.transaction().expect("tx");
+        tx.execute_batch(&migrate::ledger_ddl(Dialect::Sqlite))
+            .expect("ledger");
+        for step in migrate::pending(Dialect::Sqlite, 0)
+            .expect("from scratch")
+            .into_iter()
+            .filter(|m| m.version < 10)
+        {
+            tx.execute_batch(&step.sql).expect("old migration");
+            tx.execute(
+                "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, 'x')",
+                rusqlite::params![step.version, step.name],
+            )
+            .expect("record");
+        }
+        tx.execute_batch(
+            "INSERT INTO accounts (id, created_at) VALUES ('acct-old', 'x');
+             INSERT INTO agents (id, account_id, name, model, system, tools, tags, metadata,
+                                 status, created_at, updated_at)
+             VALUES ('agent-old', 'acct-old', 'old', 'echo', '', '[]', '[]', '{}', 'running', 'x', 'x');
+             INSERT INTO runs (id, account_id, agent_id, session_id, status, stop_reason, error,
+                               created_at, updated_at)
+             VALUES ('run-old', 'acct-old', 'agent-old', 'sess-old', 'failed', 'error', 'boom',
+                     'x', 'x');",
+        )
+        .expect("old rows");
+        tx.commit().expect("commit");
+    }
+    let store = open(dir.path());
+    let old = store.get_run("acct-old", "run-old").await.expect("old run");
+    assert_eq!(
+        (old.status, old.error.as_deref(), old.error_code),
+        (crate::domain::RunStatus::Failed, Some("boom"), None)
+    );
+    let mut again = old.clone();
+    again.error_code = Some(crate::domain::ErrorCode::WorkerLost);
+    let again = store.finish_run("acct-old", again).await.expect("finish");
+    assert_eq!(again.error_code, Some(crate::domain::ErrorCode::WorkerLost));
+}
+
 #[tokio::test]
 async fn sqlite_files_hold_no_key_secret() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -152,8 +152,9 @@ async fn a_streaming_run_is_cut_by_tpm_and_further_starts_are_refused() {
         .unwrap();
     assert_eq!(run["status"], "failed", "{run}");
     assert_eq!(run["stop_reason"], "error", "{run}");
-    // The run record keeps the failure's message (`error` is a string, not
-    // a code); the code is that of the stored `error` event, replayed.
+    // The run record keeps the failure's code and message; both are those
+    // of the stored `error` event, replayed.
+    assert_eq!(run["error_code"], "token_budget_exceeded", "{run}");
     let why = run["error"].as_str().unwrap_or_default();
     assert!(
         why.starts_with("the token budget is spent (30 tokens per minute)"),

@@ -234,6 +234,7 @@ async fn a_run_left_running_by_a_dead_gateway_is_settled_as_failed() {
         status: weir::domain::RunStatus::Running,
         stop_reason: None,
         error: None,
+        error_code: None,
         created_at: "2020-01-01T00:00:00.000Z".into(),
         updated_at: "2020-01-01T00:00:00.000Z".into(),
     };
@@ -245,6 +246,7 @@ async fn a_run_left_running_by_a_dead_gateway_is_settled_as_failed() {
     assert_eq!(run["status"], "failed");
     assert_eq!(run["stop_reason"], "error");
     assert!(run["error"].as_str().unwrap().contains("interrupted"));
+    assert_eq!(run["error_code"], "interrupted", "{run}");
     let history = get_json(&gw, &format!("/v1/agents/{agent}/messages?limit=1000")).await;
     let ends: Vec<&Value> = history["data"]
         .as_array()

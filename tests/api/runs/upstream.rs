@@ -9,7 +9,7 @@ use super::{
     agent_with, next, run_sse, send, sse, types, wait_run, with_provider, with_provider_private,
 };
 use crate::{
-    common::{expect_error, spawn_gateway, Api},
+    common::{expect_error, spawn_gateway, Api, TestGateway},
     fake_provider::{FakeProvider, Webhook},
 };
 
@@ -75,6 +75,7 @@ async fn webhook_tools_succeed_and_fail_without_failing_the_run() {
         assert_eq!(evs[4]["stop_reason"], "end_turn");
         let run = wait_run(&gw, evs[0]["run_id"].as_str().unwrap()).await;
         assert_eq!(run["status"], "completed");
+        assert_eq!(run["error_code"], Value::Null, "{run}");
     }
     let bodies = hook.bodies();
     assert_eq!(bodies.len(), 2);
@@ -260,7 +261,21 @@ async fn upstream_failures_end_with_error_then_done() {
         assert_eq!(run["status"], "failed");
         assert_eq!(run["stop_reason"], "error");
         assert!(run["error"].as_str().is_some_and(|e| !e.is_empty()));
+        // The run keeps its `error` event's code.
+        assert_eq!(run["error_code"], code, "{model}: {run}");
     }
+    // A provider that refuses connections.
+    let refused = TestGateway::builder().provider_unreachable().spawn().await;
+    let agent = agent_with(&refused, json!({"model": "upstream/m"})).await;
+    let evs = run_sse(&refused, &agent, json!({"message": "hi", "stream": true})).await;
+    let err = &evs[evs.len() - 2];
+    assert_eq!(err["code"], "upstream_unavailable", "{err}");
+    let run = wait_run(&refused, err["run_id"].as_str().unwrap()).await;
+    assert_eq!(
+        (&run["status"], &run["error_code"]),
+        (&json!("failed"), &json!("upstream_unavailable")),
+        "{run}"
+    );
     // No provider configured: the agent's model is refused up front, as
     // a conflict between the agent and the gateway (the request is fine).
     let plain = spawn_gateway().await;
