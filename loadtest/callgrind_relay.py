@@ -179,9 +179,20 @@ def main():
             ir = measure(b, server.server_address[1], a.warmup, a.requests, a.keep)
             results[b].append(ir)
             print(f"round {r + 1} {b}: {ir} instructions per request", flush=True)
-    report = {"scenario": "relay-instructions", "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-              "command": " ".join(sys.argv), "chunks": CHUNKS, "warmup": a.warmup,
-              "requests": a.requests, "instructions_per_request": results}
+    git = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    dirty = bool(subprocess.run(["git", "status", "--porcelain"], capture_output=True,
+                                text=True).stdout.strip())
+    # The shape of weir-load's results files (loadtest/README.md), one
+    # report in an array, so that `weir-load report` reads it like theirs.
+    report = [{"scenario": "relay-instructions",
+               "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+               "git": {"commit": git or None, "dirty": dirty}, "weir": a.binaries,
+               "command": " ".join(sys.argv),
+               "machine": {"cores": os.cpu_count(), "kernel": os.uname().release},
+               "load_average": None,
+               "data": {"chunks": CHUNKS, "warmup": a.warmup, "requests": a.requests,
+                        "instructions_per_request": results},
+               "checks": []}]
     if a.json:
         with open(a.json, "w") as f:
             json.dump(report, f, indent=2)
