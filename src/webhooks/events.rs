@@ -69,6 +69,7 @@ pub fn run_data(run: &crate::store::Run) -> Value {
         "status": run.status,
         "stop_reason": run.stop_reason,
         "error": run.error,
+        "error_code": run.error_code,
     })
 }
 

@@ -521,6 +521,8 @@ async fn agent_and_failed_run_events_follow_the_agent_filter() {
             data["error"].as_str().is_some_and(|e| !e.is_empty()),
             "{data}"
         );
+        // The provider refuses connections: the run's code, as GET shows it.
+        assert_eq!(data["error_code"], "upstream_unavailable", "{data}");
         assert_eq!(of("agent.deleted").len(), 1, "{got:?}");
     }
     let mine = bodies(&only_a);
