@@ -14,7 +14,11 @@ instructions per request, without what timers and background loops spend
 in the (valgrind-slowed) time the requests took. Each binary is measured `--rounds` times, taking turns.
 
   python3 loadtest/callgrind_relay.py --json loadtest/results/relay_instructions.json \
-      BIN [BIN ...]
+      BIN [BIN ...] [nginx]
+
+`nginx` (the word) measures nginx the same way, as `weir-load proxy
+--nginx` sets it up for SSE (keep-alive upstream, no buffering, no access
+log), in one process (`master_process off`) so that one count holds it.
 
 Needs valgrind (callgrind_control comes with it). The provider and the
 client are this script's, in Python; only the gateway runs under valgrind.
@@ -111,22 +115,63 @@ def total_ir(path: str) -> int:
     raise SystemExit(f"no totals in {path}")
 
 
+NGINX_CONF = """pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+master_process off;
+daemon off;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    keepalive_requests 1000000;
+    upstream provider {{ server 127.0.0.1:{upstream}; keepalive 64; }}
+    server {{
+        listen 127.0.0.1:{port};
+        location = /healthz {{ return 200; }}
+        location / {{
+            proxy_pass http://provider;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+            tcp_nodelay on;
+        }}
+    }}
+}}
+"""
+
+
+def start(binary: str, tmp: str, provider_port: int, out: str):
+    """The target under callgrind: its process, port and key."""
+    port = free_port()
+    cg = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
+    if binary == "nginx":
+        conf = os.path.join(tmp, "nginx.conf")
+        with open(conf, "w") as f:
+            f.write(NGINX_CONF.format(dir=tmp, upstream=provider_port, port=port))
+        nginx = next(p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if os.path.exists(p))
+        proc = subprocess.Popen(cg + [nginx, "-p", tmp, "-e", os.path.join(tmp, "error.log"),
+                                      "-c", conf], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        return proc, port, "none"
+    data = os.path.join(tmp, "data")
+    key = subprocess.run([binary, "keys", "create", "--scopes", "*", "--rpm", "1000000",
+                          "--data-dir", data], check=True, capture_output=True,
+                         text=True).stdout.strip()
+    proc = subprocess.Popen(
+        cg + [binary, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", data,
+              "--provider-url", f"http://127.0.0.1:{provider_port}/v1"],
+        # An environment variable, not a flag: builds from before
+        # rolling restarts (issue 21) do not know it.
+        env={**os.environ, "WEIR_DRAIN_DELAY_SECS": "0"},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return proc, port, key
+
+
 def measure(binary: str, provider_port: int, warmup: int, requests: int, keep=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
-        data = os.path.join(tmp, "data")
-        key = subprocess.run([binary, "keys", "create", "--scopes", "*", "--rpm", "1000000",
-                              "--data-dir", data], check=True, capture_output=True,
-                             text=True).stdout.strip()
-        port = free_port()
         out = os.path.join(tmp, "cg.out")
-        proc = subprocess.Popen(
-            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", binary, "serve",
-             "--listen", f"127.0.0.1:{port}", "--data-dir", data,
-             "--provider-url", f"http://127.0.0.1:{provider_port}/v1"],
-            # An environment variable, not a flag: builds from before
-            # rolling restarts (issue 21) do not know it.
-            env={**os.environ, "WEIR_DRAIN_DELAY_SECS": "0"},
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc, port, key = start(binary, tmp, provider_port, out)
         try:
             wait_healthy(port, proc)
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
