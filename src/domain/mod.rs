@@ -19,7 +19,7 @@
 /// The version of the wire contract in `protocol/` (its README and
 /// CHANGELOG say the same; a test checks): `info.version` of
 /// `/v1/openapi.json`. Every change on the wire bumps the minor version.
-pub const PROTOCOL_VERSION: &str = "1.2.0";
+pub const PROTOCOL_VERSION: &str = "1.3.0";
 
 pub mod channel;
 pub mod error_code;
