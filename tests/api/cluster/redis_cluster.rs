@@ -20,7 +20,7 @@ use super::{
     events, next_event, open_sse,
     sentinel::{recv, sse_until_done, ws_until_done, Seen, Ws},
 };
-use crate::common::{redis_cluster::RedisCluster, Api, Cluster, RedisServer};
+use crate::common::{topology::cluster::RedisCluster, Api, Cluster, RedisServer};
 
 /// The streams following one agent, and its run.
 struct Followed {
@@ -59,8 +59,8 @@ async fn slow_agent(c: &Cluster, key: &str) -> String {
 
 /// The master holding `agent`'s channel (its keys' hash tag).
 async fn master_of(rc: &RedisCluster, agent: &str) -> u16 {
-    let slot = rc.slot(&format!("{{agent:{agent}}}")).await;
-    rc.shard_of(slot).await.master
+    let slot = rc.slot(&format!("{{agent:{agent}}}")).await.unwrap();
+    rc.shard_of(slot).await.unwrap().master
 }
 
 /// Opens every stream on `agent`, then starts a run through A.
@@ -115,7 +115,7 @@ async fn finish(f: &mut Followed) -> Seen {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_master_killed_mid_run_loses_nothing_silently() {
     let fp = crate::fake_provider::FakeProvider::start().await;
-    let mut rc = RedisCluster::start().await;
+    let mut rc = RedisCluster::start(1).await.unwrap();
     let c = start(&fp.url, &rc).await;
     let key = c.key().await;
     // One agent per master: the channels are spread over every shard.
@@ -136,8 +136,11 @@ async fn a_cluster_master_killed_mid_run_loses_nothing_silently() {
     }
 
     let victim = master_of(&rc, &followed[0].agent).await;
-    let slot = rc.slot(&format!("{{agent:{}}}", followed[0].agent)).await;
-    let replica = rc.shard_of(slot).await.replicas[0];
+    let slot = rc
+        .slot(&format!("{{agent:{}}}", followed[0].agent))
+        .await
+        .unwrap();
+    let replica = rc.shard_of(slot).await.unwrap().replicas[0];
     rc.kill(victim);
     for node in [&c.a, &c.b] {
         let (status, body) = node.wait_readyz(503).await;
@@ -147,8 +150,8 @@ async fn a_cluster_master_killed_mid_run_loses_nothing_silently() {
             "readyz names Redis: {body}"
         );
     }
-    rc.wait_promoted(replica).await;
-    rc.wait_ok().await;
+    rc.wait_promoted(replica).await.unwrap();
+    rc.wait_ok().await.unwrap();
     c.a.wait_ready().await;
     c.b.wait_ready().await;
 
@@ -185,21 +188,26 @@ async fn a_cluster_master_killed_mid_run_loses_nothing_silently() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn moving_a_live_channels_slot_keeps_its_streams_going() {
     let fp = crate::fake_provider::FakeProvider::start().await;
-    let rc = RedisCluster::start().await;
+    let rc = RedisCluster::start(1).await.unwrap();
     let c = start(&fp.url, &rc).await;
     let key = c.key().await;
     let agent = slow_agent(&c, &key).await;
     let mut f = follow(&c, &key, agent.clone()).await;
-    let slot = rc.slot(&format!("{{agent:{agent}}}")).await;
-    let from = rc.shard_of(slot).await.master;
+    let slot = rc.slot(&format!("{{agent:{agent}}}")).await.unwrap();
+    let from = rc.shard_of(slot).await.unwrap().master;
     let to = *rc
         .masters()
         .await
+        .unwrap()
         .iter()
         .find(|&&m| m != from)
         .expect("another master");
-    rc.move_slot(slot, from, to).await;
-    assert_eq!(rc.shard_of(slot).await.master, to, "the slot moved");
+    rc.move_slot(slot, from, to).await.unwrap();
+    assert_eq!(
+        rc.shard_of(slot).await.unwrap().master,
+        to,
+        "the slot moved"
+    );
     let seen = finish(&mut f).await;
     // Each gateway was unsubscribed by the old owner and subscribed again
     // on the new one (not merely kept going on a stale subscription).

@@ -15,7 +15,7 @@ use tokio_tungstenite::{connect_async, tungstenite::Message};
 
 use super::{events, next_event, open_sse, WAIT};
 use crate::common::{
-    sentinel::{Sentinels, MASTER},
+    topology::sentinel::{Sentinels, MASTER},
     Api, Cluster, RedisServer,
 };
 
@@ -111,7 +111,7 @@ pub(super) async fn ws_until_done(ws: &mut Ws, run: &str) -> Seen {
 async fn a_sentinel_failover_mid_run_loses_nothing_silently() {
     let fp = crate::fake_provider::FakeProvider::start().await;
     let master = RedisServer::start().await;
-    let sentinels = Sentinels::start(&master).await;
+    let sentinels = Sentinels::start(master.port()).await.unwrap();
     let addrs = sentinels.addrs();
     let env = [
         ("WEIR_PROVIDER_URL", fp.url.as_str()),
@@ -160,7 +160,7 @@ async fn a_sentinel_failover_mid_run_loses_nothing_silently() {
             "readyz names Redis: {body}"
         );
     }
-    sentinels.wait_promoted().await;
+    sentinels.wait_promoted().await.unwrap();
     c.a.wait_ready().await;
     c.b.wait_ready().await;
 
