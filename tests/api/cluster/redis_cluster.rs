@@ -5,7 +5,8 @@
 //! run's own stream. One master is SIGKILLed mid-run: /readyz says Redis
 //! until its replica is promoted and every channel is subscribed again,
 //! then every stream gets the rest of its run in order, no duplicate, any
-//! hole announced by a `gap` frame; the rate limiter still works. A slot
+//! hole announced by a `gap` frame; the rate limiter and stream caps still
+//! hold across both gateways ([`super::failover_limits`]). A slot
 //! holding a live channel is moved to another master mid-run: the streams
 //! keep going without a hole.
 
@@ -17,7 +18,9 @@ use serde_json::{json, Value};
 use tokio_tungstenite::{connect_async, tungstenite::Message};
 
 use super::{
-    events, next_event, open_sse,
+    events,
+    failover_limits::limits_hold,
+    next_event, open_sse,
     sentinel::{recv, sse_until_done, ws_until_done, Seen, Ws},
 };
 use crate::common::{topology::cluster::RedisCluster, Api, Cluster, RedisServer};
@@ -159,30 +162,7 @@ async fn a_cluster_master_killed_mid_run_loses_nothing_silently() {
         finish(f).await;
     }
 
-    // The limiter works on the cluster: a 3-rpm key is limited across both
-    // gateways (not 3 on each). The edge's breaker may still be open from
-    // the failover for a moment, so a few fresh keys may be needed.
-    let mut tries = Vec::new();
-    for _ in 0..10 {
-        let limited = c.a.create_key(json!({"scopes": ["*"], "rpm": 3})).await;
-        let mut statuses = Vec::new();
-        for i in 0..6 {
-            let gw = if i % 2 == 0 { &c.a } else { &c.b };
-            let r = gw
-                .req_as(&limited, Method::GET, "/v1/account")
-                .send()
-                .await
-                .unwrap();
-            statuses.push(r.status().as_u16());
-        }
-        let ok = statuses.iter().filter(|&&s| s == 200).count();
-        if (2..=4).contains(&ok) {
-            return;
-        }
-        tries.push(statuses);
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    }
-    panic!("never limited cluster-wide after the failover: {tries:?}");
+    limits_hold(&c).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

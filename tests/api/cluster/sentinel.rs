@@ -5,7 +5,8 @@
 //! replica, the run goes on, its remaining events reach an SSE stream on
 //! each gateway, the run's own stream and a WebSocket, with no duplicate and
 //! no silent hole (a hole only behind a `gap` frame), and the rate limiter
-//! still works afterwards.
+//! and stream caps still hold across both gateways afterwards
+//! ([`super::failover_limits`]).
 
 use eventsource_stream::Event;
 use futures::{SinkExt, Stream, StreamExt};
@@ -13,7 +14,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use tokio_tungstenite::{connect_async, tungstenite::Message};
 
-use super::{events, next_event, open_sse, WAIT};
+use super::{events, failover_limits::limits_hold, next_event, open_sse, WAIT};
 use crate::common::{
     topology::sentinel::{Sentinels, MASTER},
     Api, Cluster, RedisServer,
@@ -174,29 +175,5 @@ async fn a_sentinel_failover_mid_run_loses_nothing_silently() {
         .await
         .assert_honest("WebSocket on B");
 
-    // The limiter follows the new master too: a 3-rpm key is limited
-    // across both gateways (not 3 on each). The first edge call on the old
-    // connection fails and opens the edge's breaker for a moment, so a few
-    // fresh keys may be needed.
-    let mut tries = Vec::new();
-    for _ in 0..10 {
-        let limited = c.a.create_key(json!({"scopes": ["*"], "rpm": 3})).await;
-        let mut statuses = Vec::new();
-        for i in 0..6 {
-            let gw = if i % 2 == 0 { &c.a } else { &c.b };
-            let r = gw
-                .req_as(&limited, Method::GET, "/v1/account")
-                .send()
-                .await
-                .unwrap();
-            statuses.push(r.status().as_u16());
-        }
-        let ok = statuses.iter().filter(|&&s| s == 200).count();
-        if (2..=4).contains(&ok) {
-            return;
-        }
-        tries.push(statuses);
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    }
-    panic!("never limited cluster-wide after the failover: {tries:?}");
+    limits_hold(&c).await;
 }
