@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::scenario::{
-    bus, connections, drain, edge, fallback, fanout, peer, proxy, rest, runs, shards, soak,
-    transport, webhooks,
+    bus, connections, drain, edge, failover, fallback, fanout, peer, proxy, rest, runs, shards,
+    soak, transport, webhooks,
 };
 
 /// Load generator and benchmarks for weir.
@@ -58,6 +58,8 @@ pub enum Scenario {
     Bus(bus::Opts),
     /// Redis bus publishes/s through one Redis vs a 3-shard Redis Cluster, with each server's CPU per publish.
     Shards(shards::Opts),
+    /// A Redis master SIGKILLed under steady streams (Sentinel, Redis Cluster): each stream's gap, /readyz's return.
+    Failover(failover::Opts),
     /// The cost of one rate-limit check, local and through Redis.
     Edge(edge::Opts),
     /// TLS and HTTP/2: handshake rate, idle stream memory and fan-out per transport mode.

@@ -471,7 +471,16 @@ impl Drop for ChildGuard {
 /// A private `redis-server` (never 6379), or `None` when it is not installed.
 pub struct Redis {
     pub url: String,
-    _child: ChildGuard,
+    pub port: u16,
+    child: ChildGuard,
+}
+
+impl Redis {
+    /// SIGKILLs the server (an outage, not a shutdown).
+    pub fn kill(&mut self) {
+        let _ = self.child.0.kill();
+        let _ = self.child.0.wait();
+    }
 }
 
 pub async fn start_redis() -> anyhow::Result<Option<Redis>> {
@@ -507,7 +516,8 @@ pub async fn start_redis() -> anyhow::Result<Option<Redis>> {
     }
     Ok(Some(Redis {
         url: format!("redis://127.0.0.1:{port}"),
-        _child: child,
+        port,
+        child,
     }))
 }
 

@@ -13,6 +13,8 @@
 //! - [`report`]: summary tables and JSON output; [`plot`]: PNG plots.
 //! - [`sys`]: fd limits, RSS from /proc, load average.
 //! - [`tls`]: a test CA and certificate, the clients that trust it.
+//! - [`topology`]: Redis Sentinel and Redis Cluster on loopback (shared
+//!   with weir's API tests).
 
 pub mod cli;
 pub mod client;
@@ -25,4 +27,5 @@ pub mod report;
 pub mod scenario;
 pub mod sys;
 pub mod tls;
+pub mod topology;
 pub mod units;

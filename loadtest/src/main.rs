@@ -76,6 +76,7 @@ async fn once(cli: &Cli, launch: &Launch) -> anyhow::Result<Vec<Report>> {
         Scenario::Rest(o) => vec![scenario::rest::run(&launch, extra, o).await?],
         Scenario::Bus(o) => vec![scenario::bus::run(o).await?],
         Scenario::Shards(o) => vec![scenario::shards::run(o).await?],
+        Scenario::Failover(o) => vec![scenario::failover::run(&launch, extra, o).await?],
         Scenario::Edge(o) => vec![scenario::edge::run(o).await?],
         Scenario::Transport(o) => vec![scenario::transport::run(&launch, extra, o).await?],
         Scenario::Webhooks(o) => vec![scenario::webhooks::run(&launch, extra, o).await?],

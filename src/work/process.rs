@@ -50,6 +50,9 @@ pub async fn run_worker(
     if cfg.workers == 0 {
         anyhow::bail!("--workers (WEIR_WORKERS) must be at least 1 for weir worker");
     }
+    // The recorder before anything is counted: a counter bumped before it
+    // exists is lost (a gateway installs it as its metered bus is built).
+    crate::metrics::init();
     let cfg = Arc::new(cfg);
     let store = crate::store::open(&cfg.data).await?;
     let bus = crate::bus::build(&cfg)?;

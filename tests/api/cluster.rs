@@ -5,6 +5,7 @@
 //! restart moves every follower from one gateway to the other. See
 //! `common::Cluster` for how a cluster is started.
 
+mod failover_limits;
 mod fanout;
 mod outage;
 mod redis_cluster;

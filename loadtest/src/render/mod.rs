@@ -12,6 +12,7 @@
 mod compare;
 pub mod doc;
 mod drain;
+mod failover;
 mod fallback;
 mod nchan;
 mod ratio;
@@ -38,7 +39,7 @@ pub enum RenderError {
     Missing { file: String, pointer: String },
     #[error("{0}: expected a non-empty array of reports")]
     Shape(String),
-    #[error("unknown kind `{0}` (connections, fanout, drain, proxy, proxy-repeat, peer, runs, soak, rest, bus, edge, transport, webhooks, compare)")]
+    #[error("unknown kind `{0}` (connections, fanout, fanout-nchan, drain, fallback, proxy, proxy-repeat, peer, runs, soak, rest, bus, shards, failover, edge, transport, webhooks, compare)")]
     Kind(String),
 }
 
@@ -122,6 +123,7 @@ pub fn render(root: &Path, kind: &str, files: &[&str]) -> Result<String, RenderE
         "soak" => streams::soak(&r)?,
         "bus" => streams::bus(&r)?,
         "shards" => shards::shards(&r)?,
+        "failover" => failover::failover(&r)?,
         "proxy" => requests::proxy(&r)?,
         "proxy-repeat" => requests::proxy_repeat(&r)?,
         "peer" => requests::peer(&r)?,

@@ -7,6 +7,7 @@ pub mod bus;
 pub mod connections;
 pub mod drain;
 pub mod edge;
+pub mod failover;
 pub mod fallback;
 pub mod fanout;
 pub mod fanout_nchan;

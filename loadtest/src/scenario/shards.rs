@@ -7,7 +7,6 @@
 //! single Redis: the comparison is the publish work only.
 
 use std::{
-    process::{Command, Stdio},
     sync::{
         atomic::{AtomicU64, Ordering::Relaxed},
         Arc,
@@ -15,7 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use serde_json::{json, Value};
 use weir::bus::{
     redis::{RedisBus, RedisBusConfig},
@@ -24,8 +23,9 @@ use weir::bus::{
 use weir::domain::{AgentEvent, Channel, EventBody};
 
 use crate::{
-    gateway::{self, ChildGuard},
+    gateway,
     report::{Report, Table},
+    topology::cluster::RedisCluster,
     units,
 };
 
@@ -43,84 +43,6 @@ pub struct Opts {
     pub rounds: usize,
 }
 
-/// A three-master cluster without replicas, killed on drop.
-struct Shards {
-    ports: Vec<u16>,
-    _children: Vec<ChildGuard>,
-    _dir: tempfile::TempDir,
-}
-
-async fn start_cluster() -> anyhow::Result<Shards> {
-    let dir = tempfile::tempdir()?;
-    let mut ports = Vec::new();
-    while ports.len() < 3 {
-        let p = gateway::free_port()?;
-        let bus_free = p < 55_000 && std::net::TcpListener::bind(("127.0.0.1", p + 10_000)).is_ok();
-        if bus_free && !ports.contains(&p) {
-            ports.push(p);
-        }
-    }
-    let mut children = Vec::new();
-    for &p in &ports {
-        let conf = dir.path().join(format!("nodes-{p}.conf"));
-        let child = Command::new("redis-server")
-            .args(["--port", &p.to_string(), "--bind", "127.0.0.1"])
-            .args(["--cluster-enabled", "yes", "--cluster-config-file"])
-            .arg(&conf)
-            .args(["--save", "", "--appendonly", "no", "--dir"])
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("the shards scenario needs redis-server")?;
-        children.push(ChildGuard(child));
-    }
-    for &p in &ports {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while tokio::net::TcpStream::connect(("127.0.0.1", p))
-            .await
-            .is_err()
-        {
-            if Instant::now() > deadline {
-                bail!("cluster node {p} did not start");
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-    let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-    let ok = Command::new("redis-cli")
-        .args(["--cluster", "create"])
-        .args(&addrs)
-        .args(["--cluster-replicas", "0", "--cluster-yes"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()?;
-    if !ok.success() {
-        bail!("redis-cli --cluster create failed");
-    }
-    let deadline = Instant::now() + Duration::from_secs(20);
-    for &p in &ports {
-        loop {
-            let info: String = redis::cmd("CLUSTER")
-                .arg("INFO")
-                .query_async(&mut node(p).await?)
-                .await?;
-            if info.contains("cluster_state:ok") {
-                break;
-            }
-            if Instant::now() > deadline {
-                bail!("the cluster never reached cluster_state:ok");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-    Ok(Shards {
-        ports,
-        _children: children,
-        _dir: dir,
-    })
-}
-
 async fn node(port: u16) -> anyhow::Result<redis::aio::MultiplexedConnection> {
     let c = redis::Client::open(format!("redis://127.0.0.1:{port}"))?;
     Ok(c.get_multiplexed_async_connection().await?)
@@ -131,8 +53,8 @@ pub async fn run(o: &Opts) -> anyhow::Result<Report> {
     let single = gateway::start_redis()
         .await?
         .context("the shards scenario needs redis-server")?;
-    let single_port: u16 = single.url.rsplit(':').next().unwrap_or("0").parse()?;
-    let cluster = start_cluster().await?;
+    let cluster = RedisCluster::start(0).await?;
+    let masters = cluster.masters().await?;
     let mut table = Table::new(
         format!("publish throughput, {} s per measurement", o.secs),
         &[
@@ -149,15 +71,11 @@ pub async fn run(o: &Opts) -> anyhow::Result<Report> {
         for &n in &o.publishers {
             for target in ["1 Redis", "3-shard cluster"] {
                 let (cfg, ports) = if target == "1 Redis" {
-                    (RedisBusConfig::new(single.url.clone()), vec![single_port])
+                    (RedisBusConfig::new(single.url.clone()), vec![single.port])
                 } else {
                     let mut c = RedisBusConfig::new("");
-                    c.cluster = cluster
-                        .ports
-                        .iter()
-                        .map(|p| format!("127.0.0.1:{p}"))
-                        .collect();
-                    (c, cluster.ports.clone())
+                    c.cluster = cluster.addrs().split(',').map(str::to_owned).collect();
+                    (c, masters.clone())
                 };
                 let m = measure(cfg, &ports, n, o.secs).await?;
                 let shares: Vec<String> = m

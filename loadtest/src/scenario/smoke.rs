@@ -3,7 +3,8 @@
 //! fake provider stands in for LiteLLM); the Redis deployments run when a
 //! `redis-server` is installed, as do `bus` and `edge`; `rest` runs where
 //! wrk is. Checks are about completing with sane numbers, never about
-//! timing.
+//! timing. `shards` and `failover` are left out: their Redis Cluster and
+//! Sentinel topologies alone take longer to start than all of this.
 
 use std::path::PathBuf;
 

@@ -4,8 +4,10 @@
 //! is SIGKILLed (with `error` `worker_lost`, then `done`), the other worker's
 //! run is untouched, B's stream has no gap and no duplicate, and the store's
 //! history holds every event B saw. A cancel through B reaches the worker.
-//! Each test skips, with a printed line, when no PostgreSQL is reachable
-//! outside CI.
+//! Those tests skip, with a printed line, when no PostgreSQL is reachable
+//! outside CI. On a Redis Cluster too (`--redis-cluster`, the queue's keys
+//! hash-tagged to one slot), a worker takes a queued run and it streams to
+//! the gateway's SSE stream.
 
 use std::{collections::HashMap, time::Duration};
 
@@ -15,8 +17,11 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use tokio::task::JoinHandle;
 
-use super::{events, open_sse, seqs};
-use crate::common::{within, Api, WeirProcess, WorkerCluster};
+use super::{answer, create_agent, events, open_sse, run_to_end, seqs, until_done};
+use crate::common::{
+    spawn_store_process, topology::cluster::RedisCluster, within, Api, ProcessBuilder, WeirProcess,
+    WorkerCluster,
+};
 
 /// Milliseconds the echo model sleeps before each token piece: with
 /// [`long_message`] a run streams for several seconds, long enough to kill
@@ -169,6 +174,64 @@ async fn cancel_through_another_gateway_reaches_the_worker() {
     assert_eq!(status, 200, "send message: {body}");
     let last = body["messages"].as_array().unwrap().last().unwrap();
     assert_eq!(last["stop_reason"], "cancelled", "A's answer: {body}");
+}
+
+/// A gateway that only queues runs (`--workers 0`) and one `weir worker`,
+/// both on a Redis Cluster of three masters and one `weir store`: a run
+/// started on the gateway is taken by the worker from the run queue (the
+/// metrics of both say so) and its events reach the gateway's SSE stream,
+/// numbered without a gap, ending as the run's own answer does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_takes_queued_runs_through_a_redis_cluster() {
+    let rc = RedisCluster::start(0).await.unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let store = spawn_store_process(&tmp.path().join("store")).await;
+    let addrs = rc.addrs();
+    let env = [("WEIR_REDIS_CLUSTER", addrs.as_str())];
+    let node = |builder: ProcessBuilder, dir: &str| {
+        builder
+            .store(&store)
+            .data_dir(tmp.path().join(dir))
+            .envs(&env)
+    };
+    let gw = node(WeirProcess::serve(), "gw")
+        .envs(&[("WEIR_WORKERS", "0")])
+        .spawn()
+        .await;
+    let worker = node(WeirProcess::worker(), "worker")
+        .envs(&WORKER_ENV)
+        .spawn()
+        .await;
+    gw.wait_ready().await;
+    worker.wait_ready().await;
+
+    let key = gw.create_key(json!({"scopes": ["*"], "rpm": 10_000})).await;
+    let agent = create_agent(&gw, &key).await;
+    let path = format!("/v1/agents/{agent}/events");
+    let mut sse = events(open_sse(&gw, &key, &path, None).await);
+    let body = run_to_end(&gw, &key, &agent, "through the cluster").await;
+    let run = body["run_id"].as_str().unwrap();
+    let seen = until_done(&mut sse, run).await;
+    let s = seqs(&seen);
+    assert!(
+        s.windows(2).all(|w| w[1] == w[0] + 1),
+        "no gap, no duplicate: {s:?}"
+    );
+    assert_eq!(seen.last().unwrap()["stop_reason"], "end_turn", "{seen:#?}");
+    assert_eq!(
+        body["messages"].as_array().unwrap(),
+        &answer(&seen),
+        "the answer is what the stream showed"
+    );
+    for (proc, outcome) in [(&gw, "queued"), (&worker, "taken")] {
+        let metrics = proc.get("/metrics").await.text().await.unwrap();
+        let line = format!(r#"weir_queue_runs_total{{outcome="{outcome}"}} 1"#);
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{} says `{line}`:\n{metrics}",
+            proc.base()
+        );
+    }
 }
 
 /// An echo agent that streams slowly, created through `node`.

@@ -15,16 +15,19 @@
 //! - `cluster`: [`Cluster`] and [`WorkerCluster`].
 //! - `wait`: [`poll`], [`within`], [`eventually`].
 //! - `sse`: events as an EventSource client reads them.
+//! - `topology`: Redis Sentinel and a Redis Cluster on loopback, weir-load's
+//!   own (loadtest/src/topology/), included through `#[path]`.
 
 pub mod anthropic;
 mod api;
 mod cluster;
 mod gateway;
 mod process;
-pub mod redis_cluster;
-pub mod sentinel;
 pub mod sse;
 mod store;
+#[path = "../../../loadtest/src/topology/mod.rs"]
+#[allow(dead_code, reason = "shared with weir-load, which uses more of it")]
+pub mod topology;
 mod wait;
 
 use std::time::Duration;

@@ -1,16 +1,15 @@
-//! Redis Sentinel for a test: a replica of a test's [`RedisServer`] and
+//! Redis Sentinel: a replica of a master already running on loopback and
 //! three Sentinels watching it (master name [`MASTER`]), all on free
 //! loopback ports, killed on drop. The Sentinels declare the master down
 //! after 1 s, so a failover takes a few seconds. Uses Debian's
 //! `redis-sentinel` when installed, else `redis-server --sentinel` (the
 //! same binary).
 
-use std::{
-    process::{Child, Command, Stdio},
-    time::Duration,
-};
+use std::process::{Child, Command, Stdio};
 
-use super::{poll, RedisServer};
+use anyhow::Context;
+
+use super::{free_port, is_master, wait_info};
 
 /// The master's name in the Sentinels' configuration.
 pub const MASTER: &str = "weirtest";
@@ -19,17 +18,16 @@ pub struct Sentinels {
     replica_port: u16,
     ports: Vec<u16>,
     children: Vec<Child>,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Sentinels {
-    /// Starts a replica of `master` and three Sentinels, and waits until
-    /// the replica is in sync and every Sentinel knows the replica and the
-    /// two other Sentinels (so a failover can be agreed on).
-    pub async fn start(master: &RedisServer) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let master_port = master.port();
-        let replica_port = free_port();
+    /// Starts a replica of the master on `master_port` and three Sentinels,
+    /// and waits until the replica is in sync and every Sentinel knows the
+    /// replica and the two other Sentinels (so a failover can be agreed on).
+    pub async fn start(master_port: u16) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let replica_port = free_port()?;
         let replica = Command::new("redis-server")
             .args(["--port", &replica_port.to_string(), "--bind", "127.0.0.1"])
             .args(["--replicaof", "127.0.0.1", &master_port.to_string()])
@@ -39,17 +37,17 @@ impl Sentinels {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("spawn the replica");
+            .context("spawning the replica (redis-server)")?;
         let mut s = Self {
             replica_port,
             ports: Vec::new(),
             children: vec![replica],
-            _dir: dir,
+            dir,
         };
-        wait_info(replica_port, "master_link_status:up").await;
+        wait_info(replica_port, "master_link_status:up").await?;
         for i in 0..3 {
-            let port = free_port();
-            let conf = s._dir.path().join(format!("sentinel-{i}.conf"));
+            let port = free_port()?;
+            let conf = s.dir.path().join(format!("sentinel-{i}.conf"));
             std::fs::write(
                 &conf,
                 format!(
@@ -57,20 +55,19 @@ impl Sentinels {
                      sentinel monitor {MASTER} 127.0.0.1 {master_port} 2\n\
                      sentinel down-after-milliseconds {MASTER} 1000\n\
                      sentinel failover-timeout {MASTER} 4000\n",
-                    dir = s._dir.path().display()
+                    dir = s.dir.path().display()
                 ),
-            )
-            .unwrap();
-            s.children.push(sentinel(&conf));
+            )?;
+            s.children.push(sentinel(&conf)?);
             s.ports.push(port);
         }
         for &port in &s.ports {
-            wait_info(port, "slaves=1,sentinels=3").await;
+            wait_info(port, "slaves=1,sentinels=3").await?;
         }
-        s
+        Ok(s)
     }
 
-    /// `host:port,…` of the Sentinels (for `WEIR_REDIS_SENTINEL`).
+    /// `host:port,…` of the Sentinels (for `--redis-sentinel`).
     pub fn addrs(&self) -> String {
         let addrs: Vec<String> = self
             .ports
@@ -80,9 +77,19 @@ impl Sentinels {
         addrs.join(",")
     }
 
-    /// Waits until the replica has been promoted (it says it is a master).
-    pub async fn wait_promoted(&self) {
-        wait_info(self.replica_port, "role:master").await;
+    /// The replica's port.
+    pub fn replica(&self) -> u16 {
+        self.replica_port
+    }
+
+    /// Whether the replica has been promoted yet (it says it is a master).
+    pub async fn promoted(&self) -> bool {
+        is_master(self.replica_port).await
+    }
+
+    /// Waits until the replica has been promoted (30 s).
+    pub async fn wait_promoted(&self) -> anyhow::Result<()> {
+        wait_info(self.replica_port, "role:master").await
     }
 }
 
@@ -95,7 +102,7 @@ impl Drop for Sentinels {
     }
 }
 
-fn sentinel(conf: &std::path::Path) -> Child {
+fn sentinel(conf: &std::path::Path) -> anyhow::Result<Child> {
     let mut cmd = if which("redis-sentinel") {
         let mut c = Command::new("redis-sentinel");
         c.arg(conf);
@@ -109,35 +116,10 @@ fn sentinel(conf: &std::path::Path) -> Child {
     cmd.stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .expect("spawn a sentinel")
+        .context("spawning a sentinel")
 }
 
 fn which(bin: &str) -> bool {
     std::env::var_os("PATH")
         .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(bin).exists()))
-}
-
-/// Polls `INFO` of the server on `port` until it contains `want` (30 s).
-async fn wait_info(port: u16, want: &str) {
-    let url = format!("redis://127.0.0.1:{port}");
-    let found = poll(Duration::from_secs(30), || async {
-        let client = redis::Client::open(url.as_str()).ok()?;
-        let mut conn = client.get_multiplexed_async_connection().await.ok()?;
-        let info: String = redis::cmd("INFO").query_async(&mut conn).await.ok()?;
-        info.contains(want).then_some(())
-    })
-    .await;
-    assert!(found.is_some(), "127.0.0.1:{port} never said {want}");
-}
-
-fn free_port() -> u16 {
-    loop {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("a free port");
-        if port != 6379 {
-            return port;
-        }
-    }
 }
