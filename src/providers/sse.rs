@@ -39,26 +39,27 @@ pub fn data_of(event: &[u8]) -> Option<&[u8]> {
 
 /// Events of `frames` (whole events), each with its blank line.
 pub fn events(frames: &[u8]) -> impl Iterator<Item = (usize, usize)> + '_ {
-    let lf = memchr::memmem::Finder::new(b"\n\n");
-    let crlf = memchr::memmem::Finder::new(b"\r\n\r\n");
     let mut start = 0;
     std::iter::from_fn(move || {
         if start >= frames.len() {
             return None;
         }
         let rest = &frames[start..];
-        // The first blank line of either form: a `\r\n\r\n` can only come
-        // before the first `\n\n` where a `\r` does.
-        let lf_end = lf.find(rest).map(|i| i + 2);
-        let head = &rest[..lf_end.unwrap_or(rest.len())];
-        let end = match memchr::memchr(b'\r', head) {
-            Some(_) => crlf.find(head).map(|i| i + 4).or(lf_end),
-            None => lf_end,
-        }
-        .unwrap_or(rest.len());
+        let end = first_blank_end(rest).unwrap_or(rest.len());
         let span = (start, start + end);
         start += end;
         Some(span)
+    })
+}
+
+/// The end of the first blank line in `buf`: a `\n` followed by `\n` or
+/// `\r\n`, so `\n\n`, `\r\n\r\n` and the mixed forms end an event
+/// exactly where [`boundary_end`] says complete events end.
+fn first_blank_end(buf: &[u8]) -> Option<usize> {
+    memchr::memchr_iter(b'\n', buf).find_map(|i| match &buf[i + 1..] {
+        [b'\n', ..] => Some(i + 2),
+        [b'\r', b'\n', ..] => Some(i + 3),
+        _ => None,
     })
 }
 
@@ -85,7 +86,7 @@ mod tests {
 
     #[test]
     fn events_split_on_either_blank_line() {
-        let f = b"data: a\n\ndata: b\r\n\r\n: ping\n\ndata: c";
+        let f = b"data: a\n\ndata: b\r\n\r\n: ping\n\ndata: c\n\r\ndata: d\r\n\ndata: e";
         let spans: Vec<_> = events(f).map(|(a, b)| &f[a..b]).collect();
         assert_eq!(
             spans,
@@ -93,7 +94,9 @@ mod tests {
                 &b"data: a\n\n"[..],
                 b"data: b\r\n\r\n",
                 b": ping\n\n",
-                b"data: c"
+                b"data: c\n\r\n",
+                b"data: d\r\n\n",
+                b"data: e"
             ]
         );
         assert_eq!(boundary_end(b"data: a\n\ndata: b"), Some(9));

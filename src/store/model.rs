@@ -441,11 +441,33 @@ pub struct Run {
     pub error: Option<String>,
     /// The code of the run's `error` event when it failed; `None` for a
     /// run that did not fail (or failed before codes were stored). Read as
-    /// `None` from a store process that predates the field.
-    #[serde(default)]
+    /// `None` from a store process that predates the field, and a code this
+    /// build does not know (a newer gateway's, during a rolling upgrade)
+    /// reads as `None` rather than failing the read ([`lenient_code`]).
+    #[serde(default, deserialize_with = "deserialize_lenient_code")]
     pub error_code: Option<ErrorCode>,
     pub created_at: String,
     pub updated_at: String,
+}
+
+/// A stored error code, or `None` for one this build does not know: a
+/// newer gateway sharing the store may write codes an older one lacks, and
+/// one unknown code must not fail a read of the run (or a whole page).
+pub fn lenient_code(code: Option<String>) -> Option<ErrorCode> {
+    let code = code?;
+    match code.parse() {
+        Ok(c) => Some(c),
+        Err(_) => {
+            tracing::warn!(code = %code, "a run's error code unknown to this build; read as null");
+            None
+        }
+    }
+}
+
+fn deserialize_lenient_code<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<ErrorCode>, D::Error> {
+    Ok(lenient_code(Option::<String>::deserialize(d)?))
 }
 
 /// One agent event as persisted: the indexed columns plus the full event

@@ -492,6 +492,13 @@ async fn agent_and_failed_run_events_follow_the_agent_filter() {
     })
     .await
     .expect("three events of each agent delivered");
+    // The filtered subscription's deliveries are independent of the other's.
+    poll(Duration::from_secs(15), || {
+        let n = only_a.requests().len();
+        async move { (n >= 3).then_some(()) }
+    })
+    .await
+    .expect("agent A's three events delivered to its filtered subscription");
     // Give a stray delivery to the filtered receiver the time to show up.
     tokio::time::sleep(Duration::from_millis(700)).await;
     for (rx, secret) in [(&every, &all_secret), (&only_a, &a_secret)] {

@@ -179,8 +179,8 @@ fn opt_ms(v: Option<f64>) -> String {
 fn quantile(v: &[f64], q: f64) -> Option<f64> {
     let mut s = v.to_vec();
     s.sort_by(f64::total_cmp);
-    let i = ((s.len() as f64 - 1.0) * q).round() as usize;
-    s.get(i).copied()
+    let rank = (q * s.len() as f64).ceil() as usize;
+    s.get(rank.clamp(1, s.len().max(1)) - 1).copied()
 }
 
 /// The Redis processes of one round.
@@ -719,5 +719,6 @@ mod tests {
         assert_eq!(quantile(&[], 0.5), None);
         assert_eq!(quantile(&[3.0, 1.0, 2.0], 0.5), Some(2.0));
         assert_eq!(quantile(&[3.0, 1.0, 2.0], 1.0), Some(3.0));
+        assert_eq!(quantile(&[4.0, 1.0, 3.0, 2.0], 0.5), Some(2.0));
     }
 }

@@ -284,7 +284,12 @@ fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
     while out.len() < n {
         let p = super::free_port()?;
         let bus_free = p < 55_000 && std::net::TcpListener::bind(("127.0.0.1", p + 10_000)).is_ok();
-        if bus_free && !out.contains(&p) {
+        // No chosen port may be another's bus port, nor its bus port
+        // another's port.
+        let clash = out
+            .iter()
+            .any(|&q| q == p || q == p + 10_000 || q + 10_000 == p);
+        if bus_free && !clash {
             out.push(p);
         }
     }

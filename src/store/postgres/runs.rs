@@ -28,7 +28,7 @@ fn run_row(r: &Row) -> StoreResult<Run> {
         error: col(r, 5)?,
         created_at: col(r, 6)?,
         updated_at: col(r, 7)?,
-        error_code: col(r, 8)?,
+        error_code: crate::store::model::lenient_code(col(r, 8)?),
     })
 }
 

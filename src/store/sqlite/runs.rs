@@ -20,7 +20,7 @@ fn run_row(r: &Row<'_>) -> rusqlite::Result<Run> {
         error: r.get(5)?,
         created_at: r.get(6)?,
         updated_at: r.get(7)?,
-        error_code: r.get(8)?,
+        error_code: crate::store::model::lenient_code(r.get(8)?),
     })
 }
 

@@ -190,6 +190,40 @@ async fn runs_stored_before_error_codes_read_as_none() {
     assert_eq!(again.error_code, Some(crate::domain::ErrorCode::WorkerLost));
 }
 
+/// A code this build does not know (a newer gateway's, during a rolling
+/// upgrade on one store) reads as `None` instead of failing the run's read,
+/// from the database and from JSON (the remote store's answers).
+#[tokio::test]
+async fn an_unknown_error_code_reads_as_none() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    drop(store);
+    {
+        let conn = rusqlite::Connection::open(dir.path().join("weir.db")).expect("raw open");
+        conn.execute_batch(
+            "INSERT INTO accounts (id, created_at) VALUES ('acct-new', 'x');
+             INSERT INTO agents (id, account_id, name, model, system, tools, tags, metadata,
+                                 status, created_at, updated_at)
+             VALUES ('agent-new', 'acct-new', 'new', 'echo', '', '[]', '[]', '{}', 'running', 'x', 'x');
+             INSERT INTO runs (id, account_id, agent_id, session_id, status, stop_reason, error,
+                               created_at, updated_at, error_code)
+             VALUES ('run-new', 'acct-new', 'agent-new', 'sess-new', 'failed', 'error', 'later',
+                     'x', 'x', 'a_code_from_the_future');",
+        )
+        .expect("a newer gateway's row");
+    }
+    let store = open(dir.path());
+    let run = store.get_run("acct-new", "run-new").await.expect("read");
+    assert_eq!(
+        (run.error.as_deref(), run.error_code),
+        (Some("later"), None)
+    );
+    let mut json = serde_json::to_value(&run).expect("json");
+    json["error_code"] = "a_code_from_the_future".into();
+    let back: crate::store::Run = serde_json::from_value(json).expect("lenient");
+    assert_eq!(back.error_code, None);
+}
+
 #[tokio::test]
 async fn sqlite_files_hold_no_key_secret() {
     let dir = tempfile::tempdir().expect("tempdir");
