@@ -187,26 +187,8 @@ async fn publish_throughput(url: &str, publishers: usize, secs: u64) -> anyhow::
         .query_async(&mut admin)
         .await?;
     let cpu0 = redis_cpu(&mut admin).await?;
-    let count = Arc::new(AtomicU64::new(0));
-    let stop = Instant::now() + Duration::from_secs(secs);
-    let mut tasks = Vec::new();
-    for p in 0..publishers {
-        let (bus, count) = (bus.clone(), count.clone());
-        tasks.push(tokio::spawn(async move {
-            let channel = Channel::Agent(format!("bench-{publishers}-{p}").into());
-            bus.seed_seq(&channel, 0).await?;
-            while Instant::now() < stop {
-                bus.publish(&channel, &event(0, 0)).await?;
-                count.fetch_add(1, Relaxed);
-            }
-            Ok::<_, BusError>(())
-        }));
-    }
     let t0 = Instant::now();
-    for t in tasks {
-        t.await??;
-    }
-    let n = count.load(Relaxed) as f64;
+    let n = publish_flat_out(bus, "bench", publishers, secs).await? as f64;
     let cpu = redis_cpu(&mut admin).await? - cpu0;
     let stats: String = redis::cmd("INFO")
         .arg("commandstats")
@@ -221,6 +203,37 @@ async fn publish_throughput(url: &str, publishers: usize, secs: u64) -> anyhow::
         "publishers": publishers, "published": n, "events_per_s": n / t0.elapsed().as_secs_f64(),
         "redis_cpu_us_per_publish": cpu * 1e6 / n.max(1.0), "redis_us_per_call": per_call,
     }))
+}
+
+/// Publishes token deltas as fast as `publishers` concurrent tasks can for
+/// `secs`, each on its own channel (`{prefix}-{publishers}-{i}`): the
+/// number published. Shared by `bus` and `shards`.
+pub(super) async fn publish_flat_out<B: Bus + 'static>(
+    bus: Arc<B>,
+    prefix: &str,
+    publishers: usize,
+    secs: u64,
+) -> anyhow::Result<u64> {
+    let count = Arc::new(AtomicU64::new(0));
+    let stop = Instant::now() + Duration::from_secs(secs);
+    let mut tasks = Vec::new();
+    for p in 0..publishers {
+        let (bus, count) = (bus.clone(), count.clone());
+        let channel = Channel::Agent(format!("{prefix}-{publishers}-{p}").into());
+        tasks.push(tokio::spawn(async move {
+            bus.seed_seq(&channel, 0).await?;
+            let event = event(0, 0);
+            while Instant::now() < stop {
+                bus.publish(&channel, &event).await?;
+                count.fetch_add(1, Relaxed);
+            }
+            Ok::<_, BusError>(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok(count.load(Relaxed))
 }
 
 /// Redis' CPU seconds (user + sys) so far.

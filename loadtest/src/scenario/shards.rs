@@ -6,21 +6,14 @@
 //! own CPU per publish (`INFO cpu`). The cluster has no replicas, like the
 //! single Redis: the comparison is the publish work only.
 
-use std::{
-    sync::{
-        atomic::{AtomicU64, Ordering::Relaxed},
-        Arc,
-    },
-    time::{Duration, Instant},
-};
+use std::{sync::Arc, time::Instant};
 
 use anyhow::Context;
 use serde_json::{json, Value};
 use weir::bus::{
     redis::{RedisBus, RedisBusConfig},
-    Bus, BusError,
+    Bus,
 };
-use weir::domain::{AgentEvent, Channel, EventBody};
 
 use crate::{
     gateway,
@@ -130,41 +123,15 @@ async fn measure(
             .arg("RESETSTAT")
             .query_async(&mut c)
             .await?;
-        let cpu = cpu_secs(&mut c).await?;
+        let cpu = super::bus::redis_cpu(&mut c).await?;
         admins.push((c, cpu));
     }
-    let count = Arc::new(AtomicU64::new(0));
-    let stop = Instant::now() + Duration::from_secs(secs);
-    let mut tasks = Vec::new();
-    for p in 0..publishers {
-        let (bus, count) = (bus.clone(), count.clone());
-        tasks.push(tokio::spawn(async move {
-            let channel = Channel::Agent(format!("shards-{publishers}-{p}").into());
-            bus.seed_seq(&channel, 0).await?;
-            let event = AgentEvent::new(
-                "agent-bench".into(),
-                "run-bench".into(),
-                "sess-bench".into(),
-                EventBody::AssistantDelta {
-                    delta: "token ".into(),
-                },
-            );
-            while Instant::now() < stop {
-                bus.publish(&channel, &event).await?;
-                count.fetch_add(1, Relaxed);
-            }
-            Ok::<_, BusError>(())
-        }));
-    }
     let t0 = Instant::now();
-    for t in tasks {
-        t.await??;
-    }
+    let n = super::bus::publish_flat_out(bus, "shards", publishers, secs).await? as f64;
     let elapsed = t0.elapsed().as_secs_f64();
-    let n = count.load(Relaxed) as f64;
     let mut per_server = Vec::new();
     for (c, cpu0) in &mut admins {
-        let cpu = cpu_secs(c).await? - *cpu0;
+        let cpu = super::bus::redis_cpu(c).await? - *cpu0;
         let stats: String = redis::cmd("INFO")
             .arg("commandstats")
             .query_async(c)
@@ -182,14 +149,4 @@ async fn measure(
         events_per_s: n / elapsed,
         per_server,
     })
-}
-
-/// The server's CPU seconds (user + sys) so far.
-async fn cpu_secs(conn: &mut redis::aio::MultiplexedConnection) -> anyhow::Result<f64> {
-    let info: String = redis::cmd("INFO").arg("cpu").query_async(conn).await?;
-    Ok(info
-        .lines()
-        .filter(|l| l.starts_with("used_cpu_user:") || l.starts_with("used_cpu_sys:"))
-        .filter_map(|l| l.split(':').nth(1)?.trim().parse::<f64>().ok())
-        .sum())
 }

@@ -142,6 +142,27 @@ async fn data_survives_reopen_and_migrations_run_once() {
     assert_eq!(mode, "wal");
 }
 
+/// Rows written straight into a data dir: account `acct-{name}` and its
+/// echo agent `agent-{name}` (the parents a raw run row needs).
+fn insert_account_and_agent(conn: &rusqlite::Connection, name: &str) {
+    conn.execute(
+        "INSERT INTO accounts (id, created_at) VALUES (?1, 'x')",
+        [format!("acct-{name}")],
+    )
+    .expect("account");
+    conn.execute(
+        "INSERT INTO agents (id, account_id, name, model, system, tools, tags, metadata,
+                             status, created_at, updated_at)
+         VALUES (?1, ?2, ?3, 'echo', '', '[]', '[]', '{}', 'running', 'x', 'x')",
+        [
+            format!("agent-{name}"),
+            format!("acct-{name}"),
+            name.to_owned(),
+        ],
+    )
+    .expect("agent");
+}
+
 /// A data dir written before migration 10 (run error codes) opens, and its
 /// runs read back with `error_code: None`; a run failed afterwards keeps one.
 #[tokio::test]
@@ -165,12 +186,9 @@ async fn runs_stored_before_error_codes_read_as_none() {
             )
             .expect("record");
         }
+        insert_account_and_agent(&tx, "old");
         tx.execute_batch(
-            "INSERT INTO accounts (id, created_at) VALUES ('acct-old', 'x');
-             INSERT INTO agents (id, account_id, name, model, system, tools, tags, metadata,
-                                 status, created_at, updated_at)
-             VALUES ('agent-old', 'acct-old', 'old', 'echo', '', '[]', '[]', '{}', 'running', 'x', 'x');
-             INSERT INTO runs (id, account_id, agent_id, session_id, status, stop_reason, error,
+            "INSERT INTO runs (id, account_id, agent_id, session_id, status, stop_reason, error,
                                created_at, updated_at)
              VALUES ('run-old', 'acct-old', 'agent-old', 'sess-old', 'failed', 'error', 'boom',
                      'x', 'x');",
@@ -200,12 +218,9 @@ async fn an_unknown_error_code_reads_as_none() {
     drop(store);
     {
         let conn = rusqlite::Connection::open(dir.path().join("weir.db")).expect("raw open");
+        insert_account_and_agent(&conn, "new");
         conn.execute_batch(
-            "INSERT INTO accounts (id, created_at) VALUES ('acct-new', 'x');
-             INSERT INTO agents (id, account_id, name, model, system, tools, tags, metadata,
-                                 status, created_at, updated_at)
-             VALUES ('agent-new', 'acct-new', 'new', 'echo', '', '[]', '[]', '{}', 'running', 'x', 'x');
-             INSERT INTO runs (id, account_id, agent_id, session_id, status, stop_reason, error,
+            "INSERT INTO runs (id, account_id, agent_id, session_id, status, stop_reason, error,
                                created_at, updated_at, error_code)
              VALUES ('run-new', 'acct-new', 'agent-new', 'sess-new', 'failed', 'error', 'later',
                      'x', 'x', 'a_code_from_the_future');",
