@@ -9,10 +9,8 @@ use crate::agent::{
     events::{EmitError, Emitter},
     models::{Turn, Usage},
 };
-use crate::domain::{
-    AgentId, ErrorCode, EventBody, MessageType, RunId, RunStatus, SessionId, StopReason,
-};
-use crate::store::{EventFilter, ListParams, Run, Store, StoreError};
+use crate::domain::{AgentId, ErrorCode, EventBody, RunId, RunStatus, SessionId, StopReason};
+use crate::store::{Run, Store, StoreError};
 
 impl RunTask {
     /// Publishes the terminal events, stores the final status (before `done`)
@@ -131,12 +129,14 @@ async fn publish_ending(
 }
 
 /// The session's earlier conversation: its last [`HISTORY_WINDOW`] user and
-/// assistant messages, oldest first. Only those are read from the store
-/// (`message_types`): a streamed reply's token deltas are most of a
-/// session's events, and reading and decoding them was a quarter of a
-/// gateway's CPU per run (BENCHMARKS.md, runs). `(run, n)`: the `n` user
-/// messages `run` has already stored are left out (the window is widened
-/// by them, so it still holds the same earlier messages).
+/// assistant messages, oldest first. Only those are read from the store,
+/// from the session's end ([`Store::session_history`]): a streamed reply's
+/// token deltas are most of a session's events, and reading and decoding
+/// them was a quarter of a gateway's CPU per run (BENCHMARKS.md, runs);
+/// counting them for a page was two fifths of it at 200 runs/s (issue 22).
+/// `(run, n)`: the `n` user messages `run` may have stored already are left
+/// out (the window is widened by them, so it still holds the same earlier
+/// messages).
 pub(super) async fn load_history(
     store: &dyn Store,
     account: &str,
@@ -145,31 +145,10 @@ pub(super) async fn load_history(
     (this_run, stored): (&RunId, usize),
 ) -> Result<Vec<Turn>, StoreError> {
     let window = HISTORY_WINDOW.saturating_add(u32::try_from(stored).unwrap_or(u32::MAX));
-    let filter = EventFilter {
-        session_id: Some(session_id.clone()),
-        run_id: None,
-        message_types: Some(vec![
-            MessageType::UserMessage,
-            MessageType::AssistantMessage,
-        ]),
-    };
-    let mut params = ListParams {
-        limit: window,
-        offset: 0,
-        after: None,
-        ..Default::default()
-    };
-    let mut page = store
-        .list_events(account, agent_id.as_str(), filter.clone(), params.clone())
+    let records = store
+        .session_history(account, agent_id.as_str(), session_id.as_str(), window)
         .await?;
-    if page.pagination.total > u64::from(window) {
-        params.offset = page.pagination.total - u64::from(window);
-        page = store
-            .list_events(account, agent_id.as_str(), filter, params)
-            .await?;
-    }
-    Ok(page
-        .data
+    let mut turns: Vec<Turn> = records
         .into_iter()
         .filter(|r| &r.run_id != this_run)
         .filter_map(|r| match r.event.body {
@@ -180,5 +159,10 @@ pub(super) async fn load_history(
             }),
             _ => None,
         })
-        .collect())
+        .collect();
+    // The run's own messages may not have been stored yet (they are written
+    // while this reads): then the widened window holds more earlier ones.
+    let extra = turns.len().saturating_sub(HISTORY_WINDOW as usize);
+    turns.drain(..extra);
+    Ok(turns)
 }

@@ -119,8 +119,20 @@ impl Emitter {
     /// Publishes one event saying `body`, with the run's common fields (a
     /// new `id`, `run_id`, `agent_id`, `session_id`, `date`).
     pub async fn emit(&mut self, body: EventBody) -> Result<Arc<BusEvent>, EmitError> {
-        self.ensure_seeded().await?;
         let delta = matches!(body, EventBody::AssistantDelta { .. });
+        let published = self.publish(body).await?;
+        if !delta || self.pending.len() >= MAX_PENDING {
+            self.flush().await?;
+        }
+        Ok(published)
+    }
+
+    /// [`Self::emit`] without the store write: the event is delivered and
+    /// held for the next [`Self::flush`], which the caller runs next to
+    /// other work (a run's start stores its user messages while it reads
+    /// the session's history, issue 22).
+    pub async fn publish(&mut self, body: EventBody) -> Result<Arc<BusEvent>, EmitError> {
+        self.ensure_seeded().await?;
         let event = AgentEvent::new(
             self.agent_id.clone(),
             self.run_id.clone(),
@@ -141,9 +153,6 @@ impl Emitter {
             other => other?,
         };
         self.pending.extend(EventRecord::new(published.seq, event));
-        if !delta || self.pending.len() >= MAX_PENDING {
-            self.flush().await?;
-        }
         Ok(published)
     }
 

@@ -41,17 +41,53 @@ impl RunLog {
         self.write(LogLevel::Error, message.into()).await
     }
 
-    async fn write(&self, level: LogLevel, message: String) {
-        if let Err(e) = self.try_write(level, &message).await {
-            tracing::warn!(error = %e, agent_id = %self.agent_id, run_id = %self.run_id, line = %message, "log line lost");
+    /// An info line published now and stored by [`Self::keep`], which the
+    /// caller runs beside other work: a run's first line (`run started`)
+    /// does not hold back its first event (issue 22).
+    pub async fn announce(&self, message: String) -> Option<LogRecord> {
+        match self.publish(LogLevel::Info, &message).await {
+            Ok(rec) => Some(rec),
+            Err(e) => {
+                self.lost(&e, &message);
+                None
+            }
         }
     }
 
-    async fn try_write(
+    /// Stores a line [`Self::announce`] published.
+    pub async fn keep(&self, rec: Option<LogRecord>) {
+        let Some(rec) = rec else { return };
+        let s = &self.sinks;
+        if let Err(e) = s.store.append_logs(&self.account, vec![rec]).await {
+            self.lost(&e, "(announced line)");
+        }
+    }
+
+    async fn write(&self, level: LogLevel, message: String) {
+        let written = match self.publish(level, &message).await {
+            Ok(rec) => self
+                .sinks
+                .store
+                .append_logs(&self.account, vec![rec])
+                .await
+                .map_err(Into::into),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = written {
+            self.lost(&e, &message);
+        }
+    }
+
+    fn lost(&self, e: &dyn std::fmt::Display, line: &str) {
+        tracing::warn!(error = %e, agent_id = %self.agent_id, run_id = %self.run_id, line = %line, "log line lost");
+    }
+
+    /// Numbers and delivers one line; its record is what the store keeps.
+    async fn publish(
         &self,
         level: LogLevel,
         message: &str,
-    ) -> Result<(), super::events::EmitError> {
+    ) -> Result<LogRecord, super::events::EmitError> {
         let s = &self.sinks;
         s.seeds
             .ensure(
@@ -83,8 +119,6 @@ impl RunLog {
             }
             other => other?,
         };
-        let rec = LogRecord::new(published.seq, line);
-        s.store.append_logs(&self.account, vec![rec]).await?;
-        Ok(())
+        Ok(LogRecord::new(published.seq, line))
     }
 }

@@ -129,34 +129,33 @@ impl RunTask {
             Some(name) => format!(" on {name}"),
             None => String::new(),
         };
-        match &self.resume {
-            Some(id) => {
-                log.info(format!("run resumed{on} after approval {id}"))
-                    .await
-            }
+        let first_line = match &self.resume {
+            Some(id) => format!("run resumed{on} after approval {id}"),
             None => {
-                log.info(format!(
+                self.meter.lock().run_started();
+                format!(
                     "run started{on}: model {}, session {}, max_steps {}{}",
                     self.agent.model,
                     self.run.session_id,
                     self.max_steps,
                     if self.background { ", background" } else { "" }
-                ))
-                .await;
-                self.meter.lock().run_started();
+                )
             }
-        }
+        };
+        // Published first (the log's order), stored while the run goes on.
+        let first_line = log.announce(first_line).await;
         let mut usage = None;
-        let outcome = AssertUnwindSafe(self.drive(&mut em, &log, &mut usage))
-            .catch_unwind()
-            .await
-            .unwrap_or_else(|_| {
-                tracing::error!(run_id = %self.run.id, "run panicked");
-                Err(Failure {
-                    code: ErrorCode::InternalError,
-                    message: "the run crashed".into(),
-                })
-            });
+        let (_, outcome) = tokio::join!(
+            log.keep(first_line),
+            AssertUnwindSafe(self.drive(&mut em, &log, &mut usage)).catch_unwind()
+        );
+        let outcome = outcome.unwrap_or_else(|_| {
+            tracing::error!(run_id = %self.run.id, "run panicked");
+            Err(Failure {
+                code: ErrorCode::InternalError,
+                message: "the run crashed".into(),
+            })
+        });
         let outcome = outcome.unwrap_or_else(Outcome::Failed);
         if outcome == Outcome::Parked {
             // Forgotten already (it may be resumed, and registered again,
@@ -283,18 +282,25 @@ impl RunTask {
     async fn begin(&self, em: &mut Emitter) -> Result<Vec<Turn>, Failure> {
         for m in &self.messages {
             let message = m.content.clone();
-            em.emit(EventBody::UserMessage { message }).await?;
+            em.publish(EventBody::UserMessage { message }).await?;
         }
+        // Stored while the history is read, not before: the first delta
+        // waits for one store round trip instead of two. The read skips this
+        // run's messages whether or not they are in yet.
         let store = self.engine.sinks.store.as_ref();
         let this_run = (&self.run.id, self.messages.len());
-        let history = load_history(
-            store,
-            &self.account,
-            &self.agent.id,
-            &self.run.session_id,
-            this_run,
-        )
-        .await?;
+        let (stored, history) = tokio::join!(
+            em.flush(),
+            load_history(
+                store,
+                &self.account,
+                &self.agent.id,
+                &self.run.session_id,
+                this_run,
+            )
+        );
+        stored?;
+        let history = history?;
         let mut turns = Vec::with_capacity(history.len() + self.messages.len() + 1);
         if !self.agent.system.trim().is_empty() {
             turns.push(Turn::System(self.agent.system.clone()));

@@ -75,6 +75,11 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         name: "run error codes",
         template: RUN_ERROR_CODES,
     },
+    Migration {
+        version: 11,
+        name: "session history index",
+        template: SESSION_HISTORY,
+    },
 ];
 
 /// The SQL dialect a migration is rendered for.
@@ -406,6 +411,15 @@ ALTER TABLE keys ADD COLUMN models TEXT;
 /// NULL for a run that did not fail, and for runs stored before it.
 const RUN_ERROR_CODES: &str = "
 ALTER TABLE runs ADD COLUMN error_code TEXT;
+";
+
+/// A session's user and assistant messages, newest first for a run's
+/// conversation (`session_history`): a partial index, so reading them
+/// backwards skips the token deltas between them instead of visiting each
+/// one's row (issue 22).
+const SESSION_HISTORY: &str = "
+CREATE INDEX events_history ON events(agent_id, session_id, seq)
+    WHERE message_type IN ('user_message', 'assistant_message');
 ";
 
 #[cfg(test)]

@@ -239,6 +239,16 @@ pub trait Store: Send + Sync + 'static {
         filter: EventFilter,
         params: ListParams,
     ) -> StoreResult<Page<EventRecord>>;
+    /// A session's last `limit` user and assistant messages, oldest first:
+    /// a run's conversation. Read from the session's end, so its cost does
+    /// not grow with the session (a counted page did, issue 22).
+    async fn session_history(
+        &self,
+        account: &str,
+        agent_id: &str,
+        session_id: &str,
+        limit: u32,
+    ) -> StoreResult<Vec<EventRecord>>;
     async fn append_logs(&self, account: &str, logs: Vec<LogRecord>) -> StoreResult<()>;
     async fn last_log_seq(&self, account: &str, agent_id: &str) -> StoreResult<u64>;
     async fn list_logs(

@@ -403,6 +403,22 @@ impl Store for RemoteStore {
         .await
     }
 
+    async fn session_history(
+        &self,
+        account: &str,
+        agent_id: &str,
+        session_id: &str,
+        limit: u32,
+    ) -> StoreResult<Vec<EventRecord>> {
+        self.call(R::SessionHistory {
+            account: own(account),
+            agent_id: own(agent_id),
+            session_id: own(session_id),
+            limit,
+        })
+        .await
+    }
+
     async fn append_logs(&self, account: &str, logs: Vec<LogRecord>) -> StoreResult<()> {
         self.call(R::AppendLogs {
             account: own(account),

@@ -170,6 +170,12 @@ pub enum StoreRequest {
         filter: EventFilter,
         params: ListParams,
     },
+    SessionHistory {
+        account: String,
+        agent_id: String,
+        session_id: String,
+        limit: u32,
+    },
     AppendLogs {
         account: String,
         logs: Vec<LogRecord>,
@@ -362,6 +368,16 @@ pub async fn dispatch(store: &dyn Store, req: StoreRequest) -> Vec<u8> {
             filter,
             params,
         } => reply(store.list_events(&account, &agent_id, filter, params).await),
+        R::SessionHistory {
+            account,
+            agent_id,
+            session_id,
+            limit,
+        } => reply(
+            store
+                .session_history(&account, &agent_id, &session_id, limit)
+                .await,
+        ),
         R::AppendLogs { account, logs } => reply(store.append_logs(&account, logs).await),
         R::LastLogSeq { account, agent_id } => reply(store.last_log_seq(&account, &agent_id).await),
         R::ListLogs {

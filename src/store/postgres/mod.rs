@@ -404,6 +404,17 @@ impl Store for PostgresStore {
         runs::list_events(&mut c, account, agent_id, &filter, &params).await
     }
 
+    async fn session_history(
+        &self,
+        account: &str,
+        agent_id: &str,
+        session_id: &str,
+        limit: u32,
+    ) -> StoreResult<Vec<EventRecord>> {
+        let mut c = self.client().await?;
+        runs::session_history(&mut c, account, agent_id, session_id, limit).await
+    }
+
     async fn append_logs(&self, account: &str, logs: Vec<LogRecord>) -> StoreResult<()> {
         if logs.is_empty() {
             return Ok(());

@@ -304,6 +304,36 @@ pub(super) async fn list_events(
     Ok(page)
 }
 
+/// The last `limit` user and assistant messages of a session, oldest first
+/// (SQLite's `session_history`, the same query).
+pub(super) async fn session_history(
+    c: &mut Object,
+    account: &str,
+    agent_id: &str,
+    session_id: &str,
+    limit: u32,
+) -> StoreResult<Vec<EventRecord>> {
+    let tx = snapshot(c).await?;
+    check_agent(&tx, account, agent_id).await?;
+    let rows = tx
+        .query(
+            "SELECT agent_id, seq, run_id, session_id, message_type, event \
+             FROM events WHERE agent_id = $1 AND session_id = $2 \
+             AND message_type IN ('user_message', 'assistant_message') \
+             ORDER BY seq DESC LIMIT $3",
+            &[&agent_id, &session_id, &i64::from(limit)],
+        )
+        .await
+        .map_err(db_err)?;
+    tx.commit().await.map_err(db_err)?;
+    let mut out = rows
+        .iter()
+        .map(|r| event_row(r).map(|(_, e)| e))
+        .collect::<StoreResult<Vec<_>>>()?;
+    out.reverse();
+    Ok(out)
+}
+
 /// `list_events`'s (count, rows) SQL for the filters that are set: one
 /// statement per combination, as for SQLite (`sqlite::runs::events_sql`):
 /// a prepared `($2 IS NULL OR session_id = $2)` gets a generic plan that

@@ -367,6 +367,18 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn session_history(
+        &self,
+        account: &str,
+        agent_id: &str,
+        session_id: &str,
+        limit: u32,
+    ) -> StoreResult<Vec<EventRecord>> {
+        let (a, ag, se) = (own(account), own(agent_id), own(session_id));
+        self.read(move |c| runs::session_history(c, &a, &ag, &se, limit))
+            .await
+    }
+
     async fn append_logs(&self, account: &str, logs: Vec<LogRecord>) -> StoreResult<()> {
         if logs.is_empty() {
             return Ok(());

@@ -242,6 +242,37 @@ pub(super) fn list_events(
     )
 }
 
+/// The last `limit` user and assistant messages of a session, oldest first:
+/// read backwards along the partial index `events_history`, which holds
+/// only those messages, so the token deltas in between cost nothing and
+/// nothing is counted.
+pub(super) fn session_history(
+    conn: &mut Connection,
+    account: &str,
+    agent_id: &str,
+    session_id: &str,
+    limit: u32,
+) -> StoreResult<Vec<EventRecord>> {
+    let tx = conn.transaction().map_err(db_err)?;
+    check_agent(&tx, account, agent_id)?;
+    let mut stmt = tx.prepare_cached(HISTORY_SQL).map_err(db_err)?;
+    let rows = stmt
+        .query_map(params![agent_id, session_id, limit], event_row)
+        .map_err(db_err)?;
+    let mut out = rows
+        .map(|r| r.map(|(_, e)| e))
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(db_err)?;
+    out.reverse();
+    Ok(out)
+}
+
+const HISTORY_SQL: &str = "SELECT agent_id, seq, run_id, session_id, message_type, event \
+     FROM events INDEXED BY events_history \
+     WHERE agent_id = ?1 AND session_id = ?2 \
+     AND message_type IN ('user_message', 'assistant_message') \
+     ORDER BY seq DESC LIMIT ?3";
+
 /// `list_events`'s (count, rows) SQL for the filters that are set: one
 /// statement per combination. With `(?2 IS NULL OR session_id = ?2)` SQLite
 /// plans for both cases at once, cannot use `events_session` / `events_run`

@@ -260,6 +260,7 @@ pub(super) async fn events(store: &dyn Store) {
             .expect("list");
         assert_eq!(seqs(&page), wanted);
     }
+    session_history(store, &a, agent.id.as_str()).await;
     let missing = store.list_events(
         &a,
         "agent-missing",
@@ -270,6 +271,45 @@ pub(super) async fn events(store: &dyn Store) {
     assert_eq!(
         store.last_event_seq(&a, "agent-missing").await,
         Err(nf("agent"))
+    );
+}
+
+/// A run's conversation, read from the session's end: the events of
+/// [`events`] (session 1: user and assistant messages at 1, 2, 3 and 5, a
+/// delta at 4; session 2: 6 to 8).
+async fn session_history(store: &dyn Store, a: &str, agent: &str) {
+    let history = |session: &'static str, limit| async move {
+        let got = store.session_history(a, agent, session, limit).await;
+        got.map(|r| r.iter().map(|e| e.seq).collect::<Vec<_>>())
+    };
+    assert_eq!(
+        history("sess-1", 10).await,
+        Ok(vec![1, 2, 3, 5]),
+        "no delta"
+    );
+    assert_eq!(
+        history("sess-1", 2).await,
+        Ok(vec![3, 5]),
+        "the last `limit` messages, oldest first"
+    );
+    assert_eq!(history("sess-2", 10).await, Ok(vec![6, 7, 8]));
+    assert_eq!(history("sess-none", 10).await, Ok(vec![]));
+    let whole = store.session_history(a, agent, "sess-1", 10).await;
+    assert_eq!(
+        whole.expect("history")[1].message_type,
+        MessageType::UserMessage
+    );
+    assert_eq!(
+        store
+            .session_history(a, "agent-missing", "sess-1", 10)
+            .await,
+        Err(nf("agent"))
+    );
+    let other = acct();
+    assert_eq!(
+        store.session_history(&other, agent, "sess-1", 10).await,
+        Err(nf("agent")),
+        "another account's agent is not found"
     );
 }
 
