@@ -48,6 +48,7 @@ fn figures(scenario: &str, first: &Value) -> Vec<Figure> {
             }),
         ],
         "fanout" => fanout_figures(first),
+        "proxy" if first.pointer("/data/agent/0").is_some() => agent_figures(),
         "proxy" => vec![
             figure("weir adds p99", units::ms, false, |r| {
                 first_step(r, "/data/added").and_then(|s| opt(s, "/total_p99_ms"))
@@ -66,6 +67,34 @@ fn figures(scenario: &str, first: &Value) -> Vec<Figure> {
         ],
         _ => Vec::new(),
     }
+}
+
+/// `proxy --agent`: what the agent path adds to the relay's TTFT, and its
+/// CPU per run beside the relay's per request.
+fn agent_figures() -> Vec<Figure> {
+    let added = |key: &'static str| {
+        move |r: &Value| first_step(r, "/data/agent_added").and_then(|s| opt(s, key))
+    };
+    vec![
+        figure(
+            "agent adds TTFT p50",
+            units::ms,
+            false,
+            added("/ttft_p50_ms"),
+        ),
+        figure(
+            "agent adds TTFT p99",
+            units::ms,
+            false,
+            added("/ttft_p99_ms"),
+        ),
+        figure("agent CPU/run", units::us, false, |r| {
+            first_step(r, "/data/agent").and_then(|s| opt(s, "/cpu_us_per_request"))
+        }),
+        figure("relay CPU/request", units::us, false, |r| {
+            first_step(r, "/data/weir").and_then(|s| opt(s, "/cpu_us_per_request"))
+        }),
+    ]
 }
 
 /// Deliveries per second and gateway CPU per delivery, per bus deployment.
