@@ -14,6 +14,7 @@ use reqwest::{header, StatusCode};
 use serde::de::DeserializeOwned;
 
 use super::{server::StoreRequest as R, *};
+use crate::domain::MessageType;
 
 /// A store reached over HTTP.
 pub struct RemoteStore {
@@ -87,6 +88,39 @@ impl RemoteStore {
                 String::from_utf8_lossy(&bytes[..bytes.len().min(300)])
             ))),
         }
+    }
+}
+
+impl RemoteStore {
+    /// [`Store::session_history`] through `list_events`: a counted page of
+    /// the session's user and assistant messages, then its tail.
+    async fn history_by_pages(
+        &self,
+        account: &str,
+        agent_id: &str,
+        session_id: &str,
+        limit: u32,
+    ) -> StoreResult<Vec<EventRecord>> {
+        let filter = EventFilter {
+            session_id: Some(session_id.into()),
+            run_id: None,
+            message_types: Some(vec![
+                MessageType::UserMessage,
+                MessageType::AssistantMessage,
+            ]),
+        };
+        let mut params = ListParams {
+            limit,
+            ..Default::default()
+        };
+        let mut page = self
+            .list_events(account, agent_id, filter.clone(), params.clone())
+            .await?;
+        if page.pagination.total > u64::from(limit) {
+            params.offset = page.pagination.total - u64::from(limit);
+            page = self.list_events(account, agent_id, filter, params).await?;
+        }
+        Ok(page.data)
     }
 }
 
@@ -410,13 +444,23 @@ impl Store for RemoteStore {
         session_id: &str,
         limit: u32,
     ) -> StoreResult<Vec<EventRecord>> {
-        self.call(R::SessionHistory {
-            account: own(account),
-            agent_id: own(agent_id),
-            session_id: own(session_id),
-            limit,
-        })
-        .await
+        let asked = self
+            .call(R::SessionHistory {
+                account: own(account),
+                agent_id: own(agent_id),
+                session_id: own(session_id),
+                limit,
+            })
+            .await;
+        match asked {
+            // A `weir store` older than this gateway (a rolling upgrade):
+            // the same messages through the list it has always served.
+            Err(StoreError::Unavailable(m)) if m.contains("unknown variant `session_history`") => {
+                self.history_by_pages(account, agent_id, session_id, limit)
+                    .await
+            }
+            other => other,
+        }
     }
 
     async fn append_logs(&self, account: &str, logs: Vec<LogRecord>) -> StoreResult<()> {

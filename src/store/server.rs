@@ -490,7 +490,7 @@ pub fn store_router(store: Arc<dyn Store>, token: String) -> Router {
 /// shape (`{"error":{"code","message"}}`) with the code's status. This is
 /// the store's own small HTTP API, not the gateway's: it has no request ids
 /// nor the gateway's error type.
-fn refuse(code: ErrorCode, message: &str) -> Response {
+pub(super) fn refuse(code: ErrorCode, message: &str) -> Response {
     let status = code
         .status()
         .unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR);

@@ -221,3 +221,77 @@ async fn server_failures_are_unavailable() {
     }
     task.abort();
 }
+
+/// A `weir store` from before `session_history` (a gateway upgraded first,
+/// in a rolling upgrade): it refuses the method as any older server
+/// refuses an unknown one, and the gateway reads the same history through
+/// `list_events`. The older server is the real dispatcher behind a request
+/// decoder that knows nothing newer than `list_events`.
+#[tokio::test]
+async fn history_falls_back_on_a_store_that_predates_it() {
+    use axum::{body::Bytes, extract::State, response::Response, routing::post, Router};
+
+    use super::fixtures::{event, new_agent};
+    use crate::{domain::ErrorCode, domain::MessageType, store::server};
+
+    #[derive(serde::Deserialize)]
+    #[serde(tag = "method", content = "args", rename_all = "snake_case")]
+    enum Older {
+        #[allow(dead_code)]
+        ListEvents(serde::de::IgnoredAny),
+    }
+    async fn older(State(store): State<Arc<dyn Store>>, body: Bytes) -> Response {
+        let v: Value = serde_json::from_slice(&body).expect("json");
+        if v["method"] == "session_history" {
+            let e = serde_json::from_value::<Older>(v).err().expect("unknown");
+            return server::refuse(
+                ErrorCode::ValidationError,
+                &format!("invalid store request: {e}"),
+            );
+        }
+        let req = serde_json::from_slice(&body).expect("a request");
+        axum::response::IntoResponse::into_response(server::dispatch(&*store, req).await)
+    }
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store: Arc<dyn Store> = Arc::new(open(dir.path()));
+    let a = super::fixtures::acct();
+    store.ensure_account(&a).await.expect("account");
+    let agent = store.create_agent(&a, new_agent("h")).await.expect("agent");
+    let mut batch: Vec<_> = (1..=5)
+        .map(|s| event(agent.id.as_str(), s, "run-1", "sess-1"))
+        .collect();
+    batch[2].message_type = MessageType::AssistantDelta;
+    store.append_events(&a, batch).await.expect("append");
+
+    let app = Router::new()
+        .route("/rpc", post(older))
+        .with_state(store.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let served = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let remote = RemoteStore::new(&url, None).expect("client");
+    let seqs = |limit| {
+        let remote = &remote;
+        let agent = agent.id.as_str();
+        let a = &a;
+        async move {
+            let got = remote.session_history(a, agent, "sess-1", limit).await;
+            got.map(|r| r.iter().map(|e| e.seq).collect::<Vec<_>>())
+        }
+    };
+    assert_eq!(seqs(10).await, Ok(vec![1, 2, 4, 5]), "no delta");
+    assert_eq!(seqs(2).await, Ok(vec![4, 5]), "the last two, oldest first");
+    assert_eq!(
+        seqs(10).await,
+        store
+            .session_history(&a, agent.id.as_str(), "sess-1", 10)
+            .await
+            .map(|r| r.iter().map(|e| e.seq).collect::<Vec<_>>()),
+        "the same as a current store answers"
+    );
+    served.abort();
+}
