@@ -49,6 +49,12 @@ pub struct Opts {
     /// Events offered per second (echo runs through B).
     #[arg(long, default_value_t = 100.0)]
     pub rate: f64,
+    /// Gap between an echo run's tokens (`echo_delay_ms`). A run's events
+    /// go out as one burst unless this spreads them over the gap between
+    /// runs (about 2,700 ms at `--rate 10`): at 9,500 subscribers a burst
+    /// is queued delivery, whatever the reconnects do.
+    #[arg(long, default_value_t = 5)]
+    pub delay_ms: u64,
     /// `--drain-spread-secs` of A with spreading on.
     #[arg(long, default_value_t = 10)]
     pub spread_secs: u64,
@@ -171,7 +177,7 @@ async fn mode_run(
     a_args.push("--workers=0".to_owned());
     let a = gateway::start(launch, &data, &a_args).await?;
     let b = gateway::start(launch, &data, &args).await?;
-    let agent = create_agent(&b, 5).await?;
+    let agent = create_agent(&b, o.delay_ms).await?;
     let calibrated = Publisher::calibrate(&b.url, &b.key, &agent, WORDS).await?;
     let crowd = Crowd::open(
         b.addr,
@@ -275,7 +281,7 @@ fn outcome(mode: &str, spread: u64, o: &Opts, f: &Flock, before: &Hist, during: 
     let p99_before = before.quantile_ms(0.99);
     let p99_during = during.quantile_ms(0.99);
     json!({
-        "mode": mode, "spread_secs": spread, "delay_secs": o.delay_secs,
+        "mode": mode, "spread_secs": spread, "delay_secs": o.delay_secs, "echo_delay_ms": o.delay_ms,
         "followers": f.opened.load(Relaxed), "back": f.back.load(Relaxed),
         "gaps": f.gaps.load(Relaxed), "repeats": f.repeats.load(Relaxed),
         "errors": f.errors.errors.load(Relaxed), "first_error": f.errors.first_error(),
