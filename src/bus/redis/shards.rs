@@ -134,10 +134,18 @@ pub(super) async fn run(
     keep(&sh, &mut conn, &shutdown).await;
 }
 
+/// Masters' checks that must fail in a row before every channel is taken
+/// as lost.
+const MISSES_TO_LOSE: u32 = 2;
+
 /// Reconciles, recovers and checks the masters until `shutdown`.
 async fn keep(sh: &Shared, conn: &mut ClusterConnection, shutdown: &CancellationToken) {
     let mut control = false;
     let mut was_healthy = true;
+    // Masters' checks failed in a row: one slow answer on a loaded machine
+    // is not a lost master (it made new streams fail "bus unavailable");
+    // a dead one also drops its connection, which `on_push` acts on at once.
+    let mut misses = 0u32;
     let mut tick = tokio::time::interval(TICK);
     loop {
         tokio::select! {
@@ -155,7 +163,11 @@ async fn keep(sh: &Shared, conn: &mut ClusterConnection, shutdown: &Cancellation
         }
         reconcile(sh, conn).await;
         recover(sh, conn).await;
-        let healthy = control && masters_answer(sh).await;
+        misses = match masters_answer(sh).await {
+            true => 0,
+            false => misses + 1,
+        };
+        let healthy = control && misses < MISSES_TO_LOSE;
         if was_healthy && !healthy {
             // A master that does not answer may have taken subscriptions
             // with it: every channel is SSUBSCRIBEd again (a no-op where it

@@ -234,7 +234,13 @@ async fn follow_sse(plan: Plan, opened: Arc<AtomicUsize>) -> Seen {
         req.send()
     };
     let r = open(&plan.a, None).await.unwrap();
-    assert_eq!(r.status(), 200);
+    if r.status() != 200 {
+        let status = r.status();
+        panic!(
+            "opening on A: {status} {}",
+            r.text().await.unwrap_or_default()
+        );
+    }
     opened.fetch_add(1, Ordering::SeqCst);
     let mut seqs = Vec::new();
     let hint = read_sse(r, &mut seqs, &plan.last)
