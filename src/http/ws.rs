@@ -8,7 +8,7 @@ use axum::{
     response::Response,
     routing::{on, MethodFilter, MethodRouter},
 };
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 
 pub use crate::stream::ws::WsSettings;
 
@@ -22,6 +22,9 @@ use crate::{state::AppState, stream::ws::session};
 /// to its size (tungstenite reserves a frame's length once its header is
 /// read) and is read in 256-byte steps, more reads for a rare frame against
 /// 0.75 KiB less for every socket (issue 22; BENCHMARKS.md, connections).
+/// 128 bytes saved nothing more: tungstenite reserves the whole frame on
+/// top of what it has read, so the load test's `subscribe` grew it to 256
+/// anyway (heaptrack, 1,000 idle sockets).
 const READ_BUFFER: usize = 256;
 /// Bytes tungstenite gathers before writing to the socket (the writer still
 /// flushes when its queue is empty). The buffer keeps the capacity it grew
@@ -33,6 +36,8 @@ const WRITE_BUFFER: usize = 8 * 1024;
 /// RFC 8441), which axum's `WebSocketUpgrade` accepts on an HTTP/2 request
 /// (over HTTP/1.1 it refuses a CONNECT).
 pub fn route(filter: MethodFilter, settings: WsSettings) -> MethodRouter<AppState> {
+    // Shared: every socket's task holds a pointer, not a copy.
+    let settings = std::sync::Arc::new(settings);
     on(
         filter.or(MethodFilter::CONNECT),
         move |State(state): State<AppState>,
@@ -57,7 +62,7 @@ pub async fn upgrade(
     state: AppState,
     auth: Auth,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
-    settings: WsSettings,
+    settings: std::sync::Arc<WsSettings>,
 ) -> Result<Response, ApiError> {
     auth.require("chat")?;
     let ws = ws.map_err(|rej| {
@@ -81,18 +86,23 @@ pub async fn upgrade(
     // span (request_id, key_id).
     let span = tracing::Span::current();
     Ok(ws.on_upgrade(move |socket| {
-        let tracker = state.tracker.clone();
-        // Split before the task: a socket moved into the async block would
-        // keep its (then empty) ~0.4 KiB slot in the task for the socket's
-        // whole life (BENCHMARKS.md, connections).
+        // Split before the task: a socket moved into an async block would
+        // keep its (then empty) ~0.4 KiB slot for the socket's whole life
+        // (BENCHMARKS.md, connections).
         let (sink, stream) = socket.split();
-        // Tracked, so a draining gateway waits for the 1001 close to be sent.
-        let session = async move {
-            let _slot = slot;
-            let _open = crate::metrics::ConnGuard::open(crate::metrics::Conn::Ws);
-            session::serve(state, auth.key, settings, sink, stream).await;
-        };
-        tracker.track_future(tracing::Instrument::instrument(session, span))
+        let tracker = state.tracker.clone();
+        let session = session::serve(state, auth.key, settings, sink, stream);
+        // A struct around the session, not an async block: a block would
+        // hold a second copy of what it passes to `serve`.
+        let open = crate::metrics::ConnGuard::open(crate::metrics::Conn::Ws);
+        let session = session.map(move |()| drop((slot, open)));
+        // The session runs in a task of its own, so axum's upgrade task
+        // (which keeps the moved-out socket's slot, its config and this
+        // closure's captures next to the session for as long as it runs)
+        // ends here. Tracked, so a draining gateway waits for the 1001
+        // close to be sent.
+        tracker.spawn(tracing::Instrument::instrument(session, span));
+        std::future::ready(())
     }))
 }
 

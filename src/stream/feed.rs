@@ -167,11 +167,16 @@ async fn check_channel(
 }
 
 /// A bus subscription as a feed.
+///
+/// The step borrows the subscription where the closure received it rather
+/// than moving it into a local: moved, it would be held twice by the step's
+/// future, and this box is held by every idle stream (BENCHMARKS.md,
+/// connections).
 pub fn channel_feed(sub: Subscription) -> Feed {
-    futures::stream::unfold(Some(sub), |sub| async move {
-        let mut sub = sub?;
-        match sub.next().await {
-            Ok(Some(ev)) => Some((Ok(ev), Some(sub))),
+    futures::stream::unfold(Some(sub), |mut state| async move {
+        let next = state.as_mut()?.next().await;
+        match next {
+            Ok(Some(ev)) => Some((Ok(ev), state)),
             Ok(None) => None,
             Err(e) => Some((Err(e.into()), None)),
         }

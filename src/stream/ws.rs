@@ -4,6 +4,7 @@
 //! `Sink`/`Stream` and is unit-tested without a socket ([`protocol`] is the
 //! wire format, [`outbox`] the bounded, ordered outbound queue).
 
+mod feeds;
 pub mod outbox;
 pub mod protocol;
 pub mod queue;

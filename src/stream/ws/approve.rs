@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use super::{protocol, Conn, Overflow, Refusal};
 
-impl Conn {
+impl Conn<'_> {
     /// Decides an approval, as the REST route does (a run slot of this
     /// key first); the run's `approval_response` event is the answer.
     pub(super) async fn approval_response(

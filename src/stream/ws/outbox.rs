@@ -1,26 +1,23 @@
 //! One socket's outbound side: the bounded queue every frame goes through,
 //! and the [`Closer`] that records why the socket is closing.
 //!
-//! Every producer (the reader's replies, one forwarder per channel) enqueues
+//! Every producer (the reader's replies, the feeds of every channel) enqueues
 //! with `try_send` through the [`Outbox`]: nothing ever waits for a slow
 //! client, and a full queue is the socket's "lagged" signal. The outbox's
 //! short lock also keeps the client-visible order right:
 //! - after `unsubscribed`, no event of that channel follows (channels carry a
-//!   generation, so a forwarder that lost the race drops its event);
+//!   generation, so an event of an older subscription is dropped);
 //! - `run_started` comes before the run's first event: while this socket is
 //!   starting a run, `agent:` events of runs it does not know yet are held
 //!   back (in order, bounded) and released right after `run_started`.
 
-use std::{
-    collections::{HashMap, VecDeque},
-    sync::Arc,
-};
+use std::{collections::VecDeque, sync::Arc};
 
 use axum::extract::ws::Utf8Bytes;
 use parking_lot::Mutex;
-use tokio_util::sync::CancellationToken;
+use tokio::sync::Notify;
 
-use super::queue::{self, Receiver, Sender, TrySendError};
+use super::queue::{Queue, Recv};
 use crate::{
     bus::BusEvent,
     domain::{MessageType, RunId},
@@ -57,16 +54,24 @@ pub struct Overflow;
 
 /// The ordered, bounded way into one socket's writer.
 pub struct Outbox {
-    tx: Sender<Out>,
+    queue: Queue<Out>,
     cap: usize,
     inner: Mutex<Inner>,
 }
 
 #[derive(Default)]
 struct Inner {
-    /// Subscribed channels and their current generation.
-    active: HashMap<Arc<str>, u64>,
+    /// Subscribed channels and their current generation: a few at most
+    /// (64), where a vector is smaller than a map.
+    active: Vec<(Arc<str>, u64)>,
     next_gen: u64,
+    /// The runs this socket started: boxed, and only once it starts one
+    /// (most sockets never do, and this is held by every idle socket).
+    runs: Option<Box<Runs>>,
+}
+
+#[derive(Default)]
+struct Runs {
     /// A `user_message` is between "start the run" and "run_started sent".
     starting: bool,
     /// Runs this socket started (newest last).
@@ -77,22 +82,46 @@ struct Inner {
     held: VecDeque<Out>,
 }
 
+impl Inner {
+    fn gen(&self, channel: &str) -> Option<u64> {
+        self.active
+            .iter()
+            .find(|(c, _)| &**c == channel)
+            .map(|(_, g)| *g)
+    }
+}
+
 impl Outbox {
-    /// An outbox holding at most `cap` frames, and the writer's end of it.
-    pub fn new(cap: usize) -> (Self, Receiver<Out>) {
+    /// An outbox holding at most `cap` frames.
+    pub fn new(cap: usize) -> Self {
         let cap = cap.max(1);
-        let (tx, rx) = queue::queue(cap);
         let inner = Mutex::new(Inner::default());
-        (Self { tx, cap, inner }, rx)
+        let queue = Queue::new(cap);
+        Self { queue, cap, inner }
     }
 
     fn send(&self, out: Out) -> Result<(), Overflow> {
-        match self.tx.try_send(out) {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Full) => Err(Overflow),
-            // The writer is gone: the socket is closing, nothing to do.
-            Err(TrySendError::Closed) => Ok(()),
-        }
+        self.queue.try_send(out).map_err(|_| Overflow)
+    }
+
+    /// Asks the writer to ping the client, before anything queued.
+    pub fn ping(&self) {
+        self.queue.ping();
+    }
+
+    /// The writer's end: a due ping, else the next frame.
+    pub async fn recv(&self) -> Recv<Out> {
+        self.queue.recv().await
+    }
+
+    /// Whether no frame is queued.
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// Frees the queue's slots while it is empty (an idle socket's).
+    pub fn release(&self) {
+        self.queue.release();
     }
 
     /// Queues a reply.
@@ -107,7 +136,10 @@ impl Outbox {
         let mut g = self.inner.lock();
         g.next_gen += 1;
         let gen = g.next_gen;
-        g.active.insert(channel.clone(), gen);
+        g.active.retain(|(c, _)| c != channel);
+        // Most sockets hold one channel: room for one, not Vec's first four.
+        g.active.reserve_exact(1);
+        g.active.push((channel.clone(), gen));
         gen
     }
 
@@ -120,9 +152,11 @@ impl Outbox {
         reply: Option<Utf8Bytes>,
     ) -> Result<(), Overflow> {
         let mut g = self.inner.lock();
-        if gen.is_none_or(|gen| g.active.get(channel) == Some(&gen)) {
-            g.active.remove(channel);
-            g.held.retain(|o| o.channel() != Some(channel));
+        if gen.is_none_or(|gen| g.gen(channel) == Some(gen)) {
+            g.active.retain(|(c, _)| &**c != channel);
+            if let Some(runs) = g.runs.as_deref_mut() {
+                runs.held.retain(|o| o.channel() != Some(channel));
+            }
         }
         match reply {
             Some(frame) => self.send(Out::Reply(frame)),
@@ -131,7 +165,7 @@ impl Outbox {
     }
 
     pub fn is_active(&self, channel: &str) -> bool {
-        self.inner.lock().active.contains_key(channel)
+        self.inner.lock().gen(channel).is_some()
     }
 
     pub fn active_count(&self) -> usize {
@@ -150,19 +184,24 @@ impl Outbox {
             text,
         };
         let mut g = self.inner.lock();
-        if g.active.get(channel) != Some(&gen) {
+        if g.gen(channel) != Some(gen) {
             return Ok(());
         }
+        let Some(runs) = g.runs.as_deref_mut() else {
+            return self.send(out);
+        };
         let run = &ev.run_id;
         if ev.message_type == Some(MessageType::Done) {
-            g.open_runs.retain(|r| r != run);
+            runs.open_runs.retain(|r| r != run);
         }
-        let unknown_run = || !g.started.contains(run);
-        if !g.held.is_empty() || (g.starting && channel.starts_with("agent:") && unknown_run()) {
-            if g.held.len() >= self.cap {
+        let unknown_run = || !runs.started.contains(run);
+        if !runs.held.is_empty()
+            || (runs.starting && channel.starts_with("agent:") && unknown_run())
+        {
+            if runs.held.len() >= self.cap {
                 return Err(Overflow);
             }
-            g.held.push_back(out);
+            runs.held.push_back(out);
             return Ok(());
         }
         self.send(out)
@@ -171,7 +210,8 @@ impl Outbox {
     /// A run is about to be started from this socket: hold back events of
     /// runs not yet announced until [`Outbox::end_start`].
     pub fn begin_start(&self) {
-        self.inner.lock().starting = true;
+        let mut g = self.inner.lock();
+        g.runs.get_or_insert_with(Box::default).starting = true;
     }
 
     /// Queues `reply` (`run_started` or the error), then what was held back.
@@ -181,15 +221,16 @@ impl Outbox {
         reply: Utf8Bytes,
     ) -> Result<(), Overflow> {
         let mut g = self.inner.lock();
-        g.starting = false;
+        let runs = g.runs.get_or_insert_with(Box::default);
+        runs.starting = false;
         if let Some((run_id, background)) = started {
-            remember(&mut g.started, run_id);
+            remember(&mut runs.started, run_id);
             if !background {
-                remember(&mut g.open_runs, run_id);
+                remember(&mut runs.open_runs, run_id);
             }
         }
         self.send(Out::Reply(reply))?;
-        while let Some(out) = g.held.pop_front() {
+        while let Some(out) = runs.held.pop_front() {
             self.send(out)?;
         }
         Ok(())
@@ -197,7 +238,9 @@ impl Outbox {
 
     /// Runs this socket started (not in the background) and has not seen end.
     pub fn open_runs(&self) -> Vec<RunId> {
-        self.inner.lock().open_runs.iter().cloned().collect()
+        let g = self.inner.lock();
+        let runs = g.runs.as_deref();
+        runs.map_or_else(Vec::new, |r| r.open_runs.iter().cloned().collect())
     }
 }
 
@@ -238,11 +281,14 @@ impl CloseReason {
     }
 }
 
-/// The first reason given wins; the token wakes every part of the socket.
+/// The first reason given wins; [`Closer::closed`] wakes every part of
+/// the socket. A `Notify` beside the reason rather than a cancellation
+/// token: it lives in the socket's task, where a token would be one more
+/// allocation per socket.
 #[derive(Default)]
 pub struct Closer {
-    pub token: CancellationToken,
     reason: Mutex<Option<CloseReason>>,
+    wake: Notify,
 }
 
 impl Closer {
@@ -252,11 +298,27 @@ impl Closer {
             *r = Some(reason);
         }
         drop(r);
-        self.token.cancel();
+        self.wake.notify_waiters();
     }
 
     pub fn reason(&self) -> Option<CloseReason> {
         self.reason.lock().clone()
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.reason.lock().is_some()
+    }
+
+    /// Resolves once [`Closer::close`] was called (at once if it was).
+    pub async fn closed(&self) {
+        let notified = self.wake.notified();
+        tokio::pin!(notified);
+        // Registered before the check: a close in between still wakes it.
+        notified.as_mut().enable();
+        if self.is_closed() {
+            return;
+        }
+        notified.await;
     }
 }
 
@@ -270,9 +332,9 @@ mod tests {
         BusEvent::encode(seq, &AgentEvent::test_of(kind, run))
     }
 
-    fn drain(rx: &mut Receiver<Out>) -> Vec<String> {
+    fn drain(ob: &Outbox) -> Vec<String> {
         let mut out = Vec::new();
-        while let Some(o) = rx.try_recv() {
+        while let Some(o) = ob.queue.try_recv() {
             out.push(match o {
                 Out::Event { seq, .. } => format!("ev{seq}"),
                 Out::Reply(t) => t.to_string(),
@@ -283,7 +345,7 @@ mod tests {
 
     #[test]
     fn run_started_goes_before_the_runs_events() {
-        let (ob, mut rx) = Outbox::new(16);
+        let ob = Outbox::new(16);
         let ch: Arc<str> = "agent:a".into();
         let gen = ob.activate(&ch);
         ob.begin_start();
@@ -291,21 +353,21 @@ mod tests {
             .unwrap();
         ob.event(&ch, gen, &ev(2, "run-1", "assistant_message"))
             .unwrap();
-        assert!(drain(&mut rx).is_empty(), "held while the run starts");
+        assert!(drain(&ob).is_empty(), "held while the run starts");
         ob.end_start(Some((&"run-1".into(), false)), "started".into())
             .unwrap();
-        assert_eq!(drain(&mut rx), ["started", "ev1", "ev2"]);
+        assert_eq!(drain(&ob), ["started", "ev1", "ev2"]);
         // Known runs flow while another start is in flight.
         ob.begin_start();
         ob.event(&ch, gen, &ev(3, "run-1", "done")).unwrap();
-        assert_eq!(drain(&mut rx), ["ev3"]);
+        assert_eq!(drain(&ob), ["ev3"]);
         ob.end_start(None, "err".into()).unwrap();
         assert!(ob.open_runs().is_empty(), "done seen");
     }
 
     #[test]
     fn nothing_of_a_channel_follows_its_unsubscribe() {
-        let (ob, mut rx) = Outbox::new(16);
+        let ob = Outbox::new(16);
         let ch: Arc<str> = "logs:a".into();
         let old = ob.activate(&ch);
         ob.event(&ch, old, &ev(1, "r", "log")).unwrap();
@@ -314,12 +376,12 @@ mod tests {
         let new = ob.activate(&ch);
         ob.event(&ch, old, &ev(3, "r", "log")).unwrap();
         ob.event(&ch, new, &ev(4, "r", "log")).unwrap();
-        assert_eq!(drain(&mut rx), ["ev1", "bye", "ev4"]);
+        assert_eq!(drain(&ob), ["ev1", "bye", "ev4"]);
     }
 
     #[test]
     fn a_full_queue_is_an_overflow_not_a_wait() {
-        let (ob, _rx) = Outbox::new(2);
+        let ob = Outbox::new(2);
         let ch: Arc<str> = "agent:a".into();
         let gen = ob.activate(&ch);
         ob.event(&ch, gen, &ev(1, "r", "log")).unwrap();
@@ -333,7 +395,24 @@ mod tests {
         let c = Closer::default();
         c.close(CloseReason::Idle);
         c.close(CloseReason::Shutdown { retry: None });
-        assert!(c.token.is_cancelled());
+        assert!(c.is_closed());
         assert_eq!(c.reason(), Some(CloseReason::Idle));
+    }
+
+    #[tokio::test]
+    async fn closing_wakes_every_waiter_and_later_ones_return_at_once() {
+        let c = Arc::new(Closer::default());
+        let waiters: Vec<_> = (0..2)
+            .map(|_| {
+                let c = c.clone();
+                tokio::spawn(async move { c.closed().await })
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        c.close(CloseReason::Gone);
+        for w in waiters {
+            w.await.unwrap();
+        }
+        c.closed().await;
     }
 }

@@ -2,118 +2,129 @@
 //! `Stream<Item = Result<Message, _>>` so it runs (and is tested) without a
 //! socket.
 //!
-//! One socket is three parts under one [`Closer`]:
-//! - the reader: parses client frames, answers them, subscribes; it also
-//!   enforces the idle timeout (nothing received, not even a pong);
+//! One socket is one task: three futures joined under one [`Closer`]:
+//! - the reader: parses client frames, answers them, subscribes, and notes
+//!   when the client last sent anything (a pong included);
 //! - the writer: the only owner of the sink; drains the bounded [`Outbox`]
 //!   queue, pings the client, and writes the last frames when closing;
-//! - one forwarder task per subscribed channel: copies the channel's shared
-//!   event bytes into the outbox and never waits (a full queue closes the
-//!   socket as `lagged`, so a slow client never holds back the bus or any
-//!   other socket).
+//! - the events: the feeds ([`Feeds::pump`]) copy every subscribed
+//!   channel's shared event bytes into the outbox and never wait (a full
+//!   queue closes the socket as `lagged`, so a slow client never holds back
+//!   the bus or any other socket); one timer asks for the pings and closes
+//!   a socket that went silent ([`keep_alive`]); and the socket's turn in
+//!   the drain closes it.
+//!
+//! Why one task and one timer: an idle socket is mostly the memory its
+//! task holds, and a second task per subscription, a timer for pings and
+//! another for the idle timeout were a good part of it (issue 22;
+//! BENCHMARKS.md, connections).
 
-use std::{collections::HashMap, fmt::Display, sync::Arc};
+use std::{fmt::Display, future::Future, sync::Arc};
 
 use axum::extract::ws::Message;
 use futures::{Sink, Stream, StreamExt};
+use parking_lot::Mutex;
 use serde_json::Value;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 use super::{
+    feeds::Feeds,
     outbox::{CloseReason, Closer, Outbox, Overflow},
     protocol::{self, ClientFrame, UserMessage},
     refusal::Refusal,
     writer, WsSettings,
 };
 use crate::{
-    agent::StartRun,
-    bus::BusError,
-    domain::Channel,
-    domain::ErrorCode,
-    state::AppState,
-    store::KeyRecord,
-    stream::feed::{self, Feed, FeedError},
+    agent::StartRun, domain::Channel, domain::ErrorCode, state::AppState, store::KeyRecord,
+    stream::feed,
 };
 
 /// Serves one socket until it closes: the client leaves, goes silent, falls
 /// behind, or the gateway drains. Runs this socket started are cancelled
 /// when the client leaves, unless they were started with `background`.
 /// `key` is the socket's API key: its account and scopes.
-pub async fn serve<Tx, Rx, E>(
+///
+/// A function returning a block, not an `async fn`: an `async fn` keeps
+/// each argument twice in its future (as passed, and moved into its body),
+/// and every idle socket's task is sized by this future. The parts below
+/// borrow the sink, stream and settings from the block's one copy.
+#[allow(clippy::manual_async_fn)] // on purpose, see above
+pub fn serve<Tx, Rx, E>(
     state: AppState,
     key: Arc<KeyRecord>,
-    settings: WsSettings,
-    sink: Tx,
-    stream: Rx,
-) where
+    settings: Arc<WsSettings>,
+    mut sink: Tx,
+    mut stream: Rx,
+) -> impl Future<Output = ()> + Send
+where
     Tx: Sink<Message> + Unpin + Send,
     Tx::Error: Display,
     Rx: Stream<Item = Result<Message, E>> + Unpin + Send,
-    E: Display,
+    E: Display + Send,
 {
-    let (outbox, out_rx) = Outbox::new(settings.queue);
-    let closer = Arc::new(Closer::default());
-    // An idle stream: its turn in the drain closes it (stream/drain.rs).
-    let ticket = state.drain.ticket();
-    // `state` moves into the reader: a second copy held across the awaits
-    // below would size every idle socket's task (issue 22).
-    let mut conn = Conn {
-        state,
-        key,
-        settings: settings.clone(),
-        outbox: Arc::new(outbox),
-        closer: closer.clone(),
-        forwarders: HashMap::new(),
-    };
-    let drain = async {
-        tokio::select! {
-            _ = ticket.token.cancelled() => closer.close(CloseReason::Shutdown { retry: ticket.retry }),
-            _ = closer.token.cancelled() => {}
-        }
-    };
-    tokio::join!(
-        conn.read(stream),
-        writer::write(sink, out_rx, &closer, &settings),
-        drain
-    );
-    // Boxed for the same reason as `handle` in `Conn::read`.
-    Box::pin(conn.finish()).await;
+    async move {
+        let outbox = Outbox::new(settings.queue);
+        let closer = Closer::default();
+        let feeds = Feeds::default();
+        let seen = Mutex::new(Instant::now());
+        // An idle stream: its turn in the drain closes it (stream/drain.rs).
+        let ticket = state.drain.ticket();
+        let mut conn = Conn {
+            state,
+            key,
+            settings: &settings,
+            outbox: &outbox,
+            closer: &closer,
+            feeds: &feeds,
+            seen: &seen,
+        };
+        let events = async {
+            tokio::select! {
+                _ = ticket.token.cancelled() => closer.close(CloseReason::Shutdown { retry: ticket.retry }),
+                _ = feeds.pump(&outbox, &closer) => {}
+                _ = keep_alive(&outbox, &closer, &settings, &seen) => {}
+            }
+        };
+        tokio::join!(
+            conn.read(&mut stream),
+            writer::write(&mut sink, &outbox, &closer, &settings),
+            events
+        );
+        // Boxed for the same reason as `handle` in `Conn::read`.
+        Box::pin(conn.finish()).await;
+    }
 }
 
 /// The reader's side of one socket.
-struct Conn {
+struct Conn<'s> {
     state: AppState,
     key: Arc<KeyRecord>,
-    settings: WsSettings,
-    outbox: Arc<Outbox>,
-    closer: Arc<Closer>,
-    /// Stop tokens of the forwarders, by channel name.
-    forwarders: HashMap<Arc<str>, CancellationToken>,
+    settings: &'s WsSettings,
+    outbox: &'s Outbox,
+    closer: &'s Closer,
+    feeds: &'s Feeds,
+    /// When the client last sent a frame (read by [`keep_alive`]).
+    seen: &'s Mutex<Instant>,
 }
 
-impl Conn {
+impl Conn<'_> {
     fn account(&self) -> &str {
         &self.key.account_id
     }
 
-    async fn read<Rx, E>(&mut self, mut stream: Rx)
+    async fn read<Rx, E>(&mut self, stream: &mut Rx)
     where
         Rx: Stream<Item = Result<Message, E>> + Unpin,
         E: Display,
     {
-        let closer = self.closer.clone();
-        let idle = tokio::time::sleep(self.settings.idle_timeout);
-        tokio::pin!(idle);
+        let closer = self.closer;
         loop {
             let msg = tokio::select! {
                 biased;
-                _ = closer.token.cancelled() => return,
-                _ = &mut idle => return closer.close(CloseReason::Idle),
+                _ = closer.closed() => return,
                 msg = stream.next() => msg,
             };
-            idle.as_mut()
-                .reset(Instant::now() + self.settings.idle_timeout);
+            *self.seen.lock() = Instant::now();
             let handled = match msg {
                 // Boxed: `handle` holds the run and store calls' futures,
                 // and inline they would size every idle socket's task
@@ -121,7 +132,7 @@ impl Conn {
                 // enough to pay one allocation.
                 Some(Ok(Message::Text(text))) => tokio::select! {
                     biased;
-                    _ = closer.token.cancelled() => return,
+                    _ = closer.closed() => return,
                     r = Box::pin(self.handle(text.as_str())) => r,
                 },
                 Some(Ok(Message::Binary(_))) => self.outbox.reply(protocol::error(
@@ -159,7 +170,7 @@ impl Conn {
             ClientFrame::Ping => self.outbox.reply(protocol::pong(rid)),
             ClientFrame::Subscribe { channel, after } => self.subscribe(&channel, after, rid).await,
             ClientFrame::Unsubscribe { channel } => {
-                self.stop(&channel);
+                self.feeds.remove(&channel);
                 self.outbox
                     .deactivate(&channel, None, Some(protocol::unsubscribed(&channel, rid)))
             }
@@ -215,16 +226,14 @@ impl Conn {
                 // `subscribed` first, then the replay and live events.
                 let gen = self.outbox.activate(&channel);
                 self.outbox.reply(protocol::subscribed(&channel, rid))?;
-                self.spawn_forwarder(channel, gen, feed);
+                self.feeds.add(channel, gen, feed);
                 Ok(())
             }
             Err(e) => self.reply_error(&e.into(), rid, Some(&channel)),
         }
     }
 
-    fn check_room(&mut self, replacing: bool) -> Result<(), Refusal> {
-        let outbox = self.outbox.clone();
-        self.forwarders.retain(|name, _| outbox.is_active(name));
+    fn check_room(&self, replacing: bool) -> Result<(), Refusal> {
         if !replacing && self.outbox.active_count() >= self.settings.max_channels {
             return Err(Refusal::new(
                 ErrorCode::TooManySubscriptions,
@@ -235,23 +244,6 @@ impl Conn {
             ));
         }
         Ok(())
-    }
-
-    fn spawn_forwarder(&mut self, channel: Arc<str>, gen: u64, feed: Feed) {
-        let stop = self.closer.token.child_token();
-        if let Some(old) = self.forwarders.insert(channel.clone(), stop.clone()) {
-            old.cancel();
-        }
-        let (outbox, closer) = (self.outbox.clone(), self.closer.clone());
-        self.state
-            .tracker
-            .spawn(forward(feed, channel, gen, outbox, closer, stop));
-    }
-
-    fn stop(&mut self, channel: &str) {
-        if let Some(stop) = self.forwarders.remove(channel) {
-            stop.cancel();
-        }
     }
 
     async fn user_message(&mut self, m: UserMessage, rid: Option<&Value>) -> Result<(), Overflow> {
@@ -287,7 +279,7 @@ impl Conn {
             match opened {
                 Ok(feed) => {
                     let gen = self.outbox.activate(&channel);
-                    self.spawn_forwarder(channel.clone(), gen, feed);
+                    self.feeds.add(channel.clone(), gen, feed);
                     added = true;
                 }
                 Err(e) => return self.reply_error(&e, rid, None),
@@ -311,7 +303,7 @@ impl Conn {
             ),
             Err(e) => {
                 if added {
-                    self.stop(&channel);
+                    self.feeds.remove(&channel);
                     self.outbox.deactivate(&channel, None, None)?;
                 }
                 let e = Refusal::from(e);
@@ -321,12 +313,10 @@ impl Conn {
         }
     }
 
-    /// After the socket closed: stop forwarders, cancel the runs the client
+    /// After the socket closed: drop the feeds, cancel the runs the client
     /// left behind (unless they run in the background or the gateway drains).
     async fn finish(&mut self) {
-        for (_, stop) in self.forwarders.drain() {
-            stop.cancel();
-        }
+        self.feeds.clear();
         if !self.closer.reason().is_some_and(|r| r.client_left()) {
             return;
         }
@@ -338,48 +328,31 @@ impl Conn {
     }
 }
 
-/// Copies one channel's events into the outbox until unsubscribed, the feed
-/// ends, or the client falls behind.
-async fn forward(
-    mut feed: Feed,
-    channel: Arc<str>,
-    gen: u64,
-    outbox: Arc<Outbox>,
-    closer: Arc<Closer>,
-    stop: CancellationToken,
+/// Asks the writer for a ping every `ping_every` and closes the socket once
+/// the client has sent nothing for `idle_timeout`, on one timer: it wakes
+/// at the earlier of the two and works out which came.
+async fn keep_alive(
+    outbox: &Outbox,
+    closer: &Closer,
+    settings: &WsSettings,
+    seen: &Mutex<Instant>,
 ) {
+    let mut next_ping = Instant::now() + settings.ping_every;
+    let idle_at = || *seen.lock() + settings.idle_timeout;
+    let timer = tokio::time::sleep_until(next_ping.min(idle_at()));
+    tokio::pin!(timer);
     loop {
-        let item = tokio::select! {
-            biased;
-            _ = stop.cancelled() => return,
-            item = feed.next() => item,
-        };
-        match item {
-            Some(Ok(ev)) => {
-                if outbox.event(&channel, gen, &ev) == Err(Overflow) {
-                    return closer.close(CloseReason::Lagged {
-                        channel: Some(channel),
-                    });
-                }
-            }
-            Some(Err(FeedError::Bus(BusError::Lagged { .. }))) => {
-                return closer.close(CloseReason::Lagged {
-                    channel: Some(channel),
-                });
-            }
-            Some(Err(e)) => {
-                let frame = protocol::error(e.code(), &e.message(), None, Some(&channel));
-                if outbox.deactivate(&channel, Some(gen), Some(frame)).is_err() {
-                    closer.close(CloseReason::Lagged { channel: None });
-                }
-                return;
-            }
-            // A run channel ends after `done`; the client may subscribe again.
-            None => {
-                let _ = outbox.deactivate(&channel, Some(gen), None);
-                return;
-            }
+        timer.as_mut().await;
+        let now = Instant::now();
+        if now >= idle_at() {
+            return closer.close(CloseReason::Idle);
         }
+        if now >= next_ping {
+            outbox.ping();
+            // A late tick delays the next one (no burst of pings).
+            next_ping = now + settings.ping_every;
+        }
+        timer.as_mut().reset(next_ping.min(idle_at()));
     }
 }
 

@@ -103,7 +103,7 @@ pub(super) fn connect(
     let task = tokio::spawn(session::serve(
         state.clone(),
         key(account, scopes),
-        settings,
+        Arc::new(settings),
         server_tx,
         server_rx,
     ));

@@ -1,7 +1,8 @@
 //! The writer of one socket: the only owner of the sink. It drains the
-//! bounded outbox queue, pings the client, and on close writes the last
-//! frames (the `lagged` error with where each channel got to, the close
-//! frame with its code), all bounded in time.
+//! bounded outbox queue, sends the pings the keep-alive asks for (before
+//! anything queued), and on close writes the last frames (the `lagged`
+//! error with where each channel got to, the close frame with its code),
+//! all bounded in time.
 
 use std::{collections::HashMap, fmt::Display, sync::Arc};
 
@@ -9,74 +10,92 @@ use axum::extract::ws::{CloseFrame, Message};
 use bytes::Bytes;
 use futures::{Sink, SinkExt};
 use serde_json::{Map, Value};
-use tokio::time::Instant;
 
 use super::{
-    outbox::{CloseReason, Closer, Out},
+    outbox::{CloseReason, Closer, Out, Outbox},
     protocol,
-    queue::Receiver,
+    queue::Recv,
     WsSettings,
 };
 
 /// The writer: the bounded queue and pings out, then the closing frames.
-pub async fn write<Tx>(mut sink: Tx, mut rx: Receiver<Out>, closer: &Closer, settings: &WsSettings)
+pub async fn write<Tx>(sink: &mut Tx, outbox: &Outbox, closer: &Closer, settings: &WsSettings)
 where
     Tx: Sink<Message> + Unpin,
     Tx::Error: Display,
 {
     // Last seq written per channel: what a lagged client resumes from.
     let mut delivered: HashMap<Arc<str>, u64> = HashMap::new();
-    let start = Instant::now() + settings.ping_every;
-    let mut ping = tokio::time::interval_at(start, settings.ping_every);
-    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        let (msg, mark) = tokio::select! {
-            biased;
-            _ = closer.token.cancelled() => break,
-            // Before the queue: a socket that only receives a steady flow
-            // must still be pinged, or its pongs (its only frames) would stop
-            // and the idle timeout would close a healthy client.
-            _ = ping.tick() => (Message::Ping(Bytes::new()), None),
-            out = rx.recv() => match out {
-                Some(Out::Event { channel, seq, text }) => (Message::Text(text), Some((channel, seq))),
-                Some(Out::Reply(text)) => (Message::Text(text), None),
-                None => break,
-            },
-        };
-        // A client that stops reading blocks this write; the closer still
-        // gets through (a lagged forwarder or the idle timer fires it).
-        let written = async {
-            sink.feed(msg).await?;
-            // Handed to the sink: it leaves before any later frame, even if
-            // the flush below is cut short, so the client will have it.
-            if let Some((channel, seq)) = mark {
-                delivered.insert(channel, seq);
-            }
-            // One flush for a burst: write out when nothing else is queued.
-            if rx.is_empty() {
-                sink.flush().await?;
-            }
-            Ok::<(), Tx::Error>(())
-        };
-        let written = tokio::select! {
-            biased;
-            _ = closer.token.cancelled() => break,
-            written = written => written,
-        };
-        if let Err(e) = written {
+    // A client that stops reading blocks a write; the closer still gets
+    // through (a lagged feed or the idle timer fires it).
+    tokio::select! {
+        biased;
+        _ = closer.closed() => {}
+        Err(e) = send_all(sink, outbox, &mut delivered) => {
             tracing::debug!(error = %e, "websocket write failed");
             closer.close(CloseReason::Gone);
-            break;
         }
     }
-    let last = closing_frames(closer.reason(), &delivered);
-    let goodbye = async {
+    // Boxed: it runs once, at the end, and inline its timer and frames
+    // would size every idle socket's task.
+    Box::pin(goodbye(sink, closer.reason(), &delivered, settings)).await;
+}
+
+/// Writes what the outbox gives until a write fails.
+async fn send_all<Tx>(
+    sink: &mut Tx,
+    outbox: &Outbox,
+    delivered: &mut HashMap<Arc<str>, u64>,
+) -> Result<(), Tx::Error>
+where
+    Tx: Sink<Message> + Unpin,
+{
+    loop {
+        let mut mark = None;
+        let msg = match outbox.recv().await {
+            // A ping comes before the queue (`queue::Recv`).
+            Recv::Ping => {
+                // An idle socket keeps no queue between pings.
+                outbox.release();
+                Message::Ping(Bytes::new())
+            }
+            Recv::Item(Out::Event { channel, seq, text }) => {
+                mark = Some((channel, seq));
+                Message::Text(text)
+            }
+            Recv::Item(Out::Reply(text)) => Message::Text(text),
+        };
+        sink.feed(msg).await?;
+        // Handed to the sink: it leaves before any later frame, even if
+        // the flush below is cut short, so the client will have it.
+        if let Some((channel, seq)) = mark {
+            delivered.insert(channel, seq);
+        }
+        // One flush for a burst: write out when nothing else is queued.
+        if outbox.is_empty() {
+            sink.flush().await?;
+        }
+    }
+}
+
+/// The last frames for `reason`, then the close, bounded in time.
+async fn goodbye<Tx>(
+    sink: &mut Tx,
+    reason: Option<CloseReason>,
+    delivered: &HashMap<Arc<str>, u64>,
+    settings: &WsSettings,
+) where
+    Tx: Sink<Message> + Unpin,
+    Tx::Error: Display,
+{
+    let last = closing_frames(reason, delivered);
+    let frames = async {
         for msg in last {
             sink.send(msg).await?;
         }
         sink.close().await
     };
-    if let Ok(Err(e)) = tokio::time::timeout(settings.close_timeout, goodbye).await {
+    if let Ok(Err(e)) = tokio::time::timeout(settings.close_timeout, frames).await {
         tracing::debug!(error = %e, "websocket close failed");
     }
 }
