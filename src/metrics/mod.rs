@@ -351,6 +351,9 @@ mod tests {
 
     #[test]
     fn runs_are_bucketed_by_known_status_only() {
+        // Installed first: recorded before the recorder is, a run is lost
+        // (the test failed when it ran before the others installed it).
+        prometheus().expect("recorder");
         run_finished(RunStatus::Completed, Duration::from_millis(30));
         run_finished(RunStatus::Running, Duration::from_millis(30));
         let text = prometheus().expect("recorder").render();
