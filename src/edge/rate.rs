@@ -16,7 +16,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use axum::http::{HeaderMap, HeaderValue};
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use governor::{
     clock::{Clock, DefaultClock},
     middleware::StateInformationMiddleware,
@@ -45,13 +45,19 @@ pub struct Decision {
     pub retry_after: Duration,
 }
 
+// Names made once: a `&str` name is parsed and checked on every insert,
+// and these go on every authenticated response.
+const LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
+const REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+const RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
+
 impl Decision {
     /// `X-RateLimit-Limit`, `-Remaining`, `-Reset` (unix seconds, rounded up).
     pub fn write_headers(&self, headers: &mut HeaderMap) {
         let reset = unix_now_f64() + self.reset_after.as_secs_f64();
-        headers.insert("x-ratelimit-limit", HeaderValue::from(self.limit));
-        headers.insert("x-ratelimit-remaining", HeaderValue::from(self.remaining));
-        headers.insert("x-ratelimit-reset", HeaderValue::from(reset.ceil() as u64));
+        headers.insert(LIMIT, HeaderValue::from(self.limit));
+        headers.insert(REMAINING, HeaderValue::from(self.remaining));
+        headers.insert(RESET, HeaderValue::from(reset.ceil() as u64));
     }
 
     /// `Retry-After` in whole seconds, at least 1.

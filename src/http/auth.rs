@@ -56,7 +56,8 @@ pub fn presented_key<'a>(
     headers: &'a HeaderMap,
     query: Option<&'a str>,
 ) -> Option<std::borrow::Cow<'a, str>> {
-    if let Some(v) = headers.get("authorization").and_then(|v| v.to_str().ok()) {
+    let bearer = headers.get(axum::http::header::AUTHORIZATION);
+    if let Some(v) = bearer.and_then(|v| v.to_str().ok()) {
         let v = v.trim();
         if v.len() > 7 && v[..7].eq_ignore_ascii_case("bearer ") {
             return Some(v[7..].trim().into());

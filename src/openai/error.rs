@@ -136,6 +136,11 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, OpenAiError> {
         err
     };
     crate::edge::limits::check_json_depth(bytes).map_err(|e| invalid_json(&e))?;
+    // Plain serde first: tracking the path costs an allocation per key
+    // (a relayed request's profile showed it), and only an error needs it.
+    if let Ok(v) = serde_json::from_slice(bytes) {
+        return Ok(v);
+    }
     match serde_path_to_error::deserialize::<_, T>(&mut *de) {
         Ok(v) => de.end().map(|()| v).map_err(|e| invalid_json(&e)),
         Err(e) => {

@@ -98,7 +98,7 @@ mod tests {
     use super::*;
     use crate::{
         providers::{
-            event::Event,
+            event,
             sse::{data_of, events},
         },
         usage::{UsageKey, UsageMeter},
@@ -111,7 +111,7 @@ mod tests {
         let mut f = Frames::default();
         for (a, b) in events(&bytes) {
             let data = data_of(&bytes[a..b]).unwrap();
-            if let Ok(e) = serde_json::from_slice::<Event<'_>>(data) {
+            if let Ok(e) = event::read(data, false) {
                 f.count(&e, a, b);
             }
         }

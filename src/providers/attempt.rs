@@ -19,7 +19,7 @@ use tokio::time::{timeout_at, Instant};
 
 use super::{anthropic, config::Kind, provider::error_message, route::Route, route::Target};
 use crate::{
-    metrics::{provider_attempt, upstream_answered, upstream_error, Upstream},
+    metrics::{provider_attempt, upstream_error, Upstream},
     providers::anthropic::TranslateError,
 };
 
@@ -120,7 +120,7 @@ pub async fn open(
         match one(target, bytes, streamed, caller, until).await {
             Ok((content_type, first, rest)) => {
                 provider.health.success(now.elapsed());
-                provider_attempt(&provider.name, "ok", 0.0);
+                provider.metrics.attempt_ok(&provider.name);
                 return Ok(Opened {
                     target: target.clone(),
                     index,
@@ -179,7 +179,8 @@ async fn one(
         Ok(Err(e)) => return Err(Ok(Failure::Connect(e.without_url().to_string()))),
         Ok(Ok(r)) => r,
     };
-    upstream_answered(caller, &provider.name, sent.into_std());
+    let since = sent.into_std();
+    provider.metrics.answered(&provider.name, caller, since);
     let status = resp.status();
     if status == StatusCode::TOO_MANY_REQUESTS {
         let retry_after = retry_after(resp.headers());

@@ -16,7 +16,7 @@
 //!   an error line, or continuing on the next target as one completion.
 //! - [`sse`]: whole SSE events out of a byte stream cut anywhere.
 //! - [`event`]: one read of a relayed chunk's JSON, shared by the splice
-//!   and the token metering.
+//!   and the token metering; [`scan`], its fast path.
 //!
 //! Below the HTTP layer: the relay and agent runs use it; it returns its
 //! own [`attempt::Failure`]s and never imports `crate::http`.
@@ -29,6 +29,7 @@ pub mod event;
 pub mod provider;
 pub mod registry;
 pub mod route;
+pub mod scan;
 pub mod splice;
 pub mod sse;
 

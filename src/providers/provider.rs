@@ -12,7 +12,7 @@ use super::{
     breaker::Health,
     config::{Kind, ProviderSpec, BREAKER_COOLDOWN_SECS, BREAKER_FAILURES},
 };
-use crate::config::ServeConfig;
+use crate::{config::ServeConfig, metrics::provider::ProviderMetrics};
 
 /// Most of an error body we read to report it.
 const ERROR_BODY_LIMIT: usize = 4096;
@@ -39,6 +39,8 @@ pub struct Provider {
     pub first_token_timeout: Duration,
     pub idle_timeout: Duration,
     pub health: Health,
+    /// Its handles for what every request records.
+    pub metrics: ProviderMetrics,
 }
 
 fn sensitive(v: String) -> Option<HeaderValue> {
@@ -140,6 +142,7 @@ impl Provider {
             first_token_timeout: Duration::from_secs(first.max(1)),
             idle_timeout: Duration::from_secs(idle.max(1)),
             health: Health::new(failures, Duration::from_secs(cooldown)),
+            metrics: ProviderMetrics::default(),
         }
     }
 

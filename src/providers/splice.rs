@@ -24,7 +24,7 @@ use futures::{stream, Stream, StreamExt};
 use serde_json::Value;
 use tokio::time::{timeout, Instant};
 
-use super::event::{Event, Frames};
+use super::event::{self, Event, Frames};
 use super::sse::{data_of, events, take_frames};
 use super::{
     attempt::{self, Opened},
@@ -224,19 +224,7 @@ fn inspect(frames: Bytes, seen: &mut Seen, keep_text: bool) -> (Frames, Option<S
             };
             return (out, None, true);
         }
-        let e = match serde_json::from_slice::<Event<'_>>(data) {
-            Err(e) => Err(format!("the provider sent a malformed event: {e}")),
-            Ok(e) => match &e.error {
-                Some(err) => Err(format!(
-                    "the provider sent an error: {}",
-                    err.get("message")
-                        .and_then(Value::as_str)
-                        .unwrap_or("(no message)")
-                )),
-                None => Ok(e),
-            },
-        };
-        let e = match e {
+        let e = match event::read(data, keep_text) {
             Ok(e) => e,
             Err(failure) => {
                 out.bytes = match rewritten {
@@ -270,14 +258,10 @@ fn note(p: &Event<'_>, seen: &mut Seen, keep_text: bool) {
         }
         seen.created = seen.created.or(p.created);
     }
-    for c in &p.choices {
-        seen.finished |= c.finish_reason.is_some();
-        if let Some(d) = &c.delta {
-            seen.tool_calls |= d.tool_calls.is_some();
-            if keep_text {
-                seen.text.push_str(d.content.as_deref().unwrap_or_default());
-            }
-        }
+    seen.finished |= p.finished;
+    seen.tool_calls |= p.tool_calls;
+    if keep_text {
+        seen.text.push_str(&p.text);
     }
 }
 

@@ -30,11 +30,17 @@ fn boundary_end(buf: &[u8]) -> Option<usize> {
 
 /// The `data:` payload of one event (its first data line), if any.
 pub fn data_of(event: &[u8]) -> Option<&[u8]> {
-    event.split(|b| *b == b'\n').find_map(|line| {
+    // Line by line with memchr: a closure per byte showed in the profile.
+    let mut rest = event;
+    loop {
+        let end = memchr::memchr(b'\n', rest);
+        let line = &rest[..end.unwrap_or(rest.len())];
         let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let data = line.strip_prefix(b"data:")?;
-        Some(data.strip_prefix(b" ").unwrap_or(data))
-    })
+        if let Some(data) = line.strip_prefix(b"data:") {
+            return Some(data.strip_prefix(b" ").unwrap_or(data));
+        }
+        rest = &rest[end? + 1..];
+    }
 }
 
 /// Events of `frames` (whole events), each with its blank line.
@@ -103,5 +109,18 @@ mod tests {
         assert_eq!(boundary_end(b"data: a\r\n\r\n"), Some(11));
         assert_eq!(boundary_end(b"\n"), None);
         assert_eq!(boundary_end(b"data: a\n"), None);
+    }
+
+    #[test]
+    fn the_data_line_is_found_among_others() {
+        assert_eq!(data_of(b"data: {}\n\n"), Some(&b"{}"[..]));
+        assert_eq!(
+            data_of(b"event: x\r\nid: 1\r\ndata:{}\r\n\r\n"),
+            Some(&b"{}"[..])
+        );
+        assert_eq!(data_of(b"data: a\ndata: b\n\n"), Some(&b"a"[..]));
+        assert_eq!(data_of(b"data: last"), Some(&b"last"[..]));
+        assert_eq!(data_of(b": ping\n\n"), None);
+        assert_eq!(data_of(b""), None);
     }
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use axum::{
     body::Body,
-    http::{header, HeaderValue, StatusCode},
+    http::{header, HeaderName, HeaderValue, StatusCode},
     response::Response,
 };
 use bytes::Bytes;
@@ -21,6 +21,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::drain::Ticket;
 use crate::domain::ErrorCode;
+
+/// Tells nginx not to buffer the stream (a `&str` name would be parsed per
+/// response).
+const ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
 
 /// The SSE comment sent as keep-alive.
 pub const PING: &[u8] = b": ping\n\n";
@@ -107,7 +111,7 @@ where
         HeaderValue::from_static("text/event-stream"),
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    h.insert(ACCEL_BUFFERING, HeaderValue::from_static("no"));
     resp
 }
 
