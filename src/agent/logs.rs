@@ -41,28 +41,6 @@ impl RunLog {
         self.write(LogLevel::Error, message.into()).await
     }
 
-    /// An info line published now and stored by [`Self::keep`], which the
-    /// caller runs beside other work: a run's first line (`run started`)
-    /// does not hold back its first event (issue 22).
-    pub async fn announce(&self, message: String) -> Option<LogRecord> {
-        match self.publish(LogLevel::Info, &message).await {
-            Ok(rec) => Some(rec),
-            Err(e) => {
-                self.lost(&e, &message);
-                None
-            }
-        }
-    }
-
-    /// Stores a line [`Self::announce`] published.
-    pub async fn keep(&self, rec: Option<LogRecord>) {
-        let Some(rec) = rec else { return };
-        let s = &self.sinks;
-        if let Err(e) = s.store.append_logs(&self.account, vec![rec]).await {
-            self.lost(&e, "(announced line)");
-        }
-    }
-
     async fn write(&self, level: LogLevel, message: String) {
         let written = match self.publish(level, &message).await {
             Ok(rec) => self

@@ -142,13 +142,13 @@ impl RunTask {
                 )
             }
         };
-        // Published first (the log's order), stored while the run goes on.
-        let first_line = log.announce(first_line).await;
+        // Stored before the run goes on: a later line stored first could be
+        // skipped by a client paging the logs with an `after` cursor.
+        log.info(first_line).await;
         let mut usage = None;
-        let (_, outcome) = tokio::join!(
-            log.keep(first_line),
-            AssertUnwindSafe(self.drive(&mut em, &log, &mut usage)).catch_unwind()
-        );
+        let outcome = AssertUnwindSafe(self.drive(&mut em, &log, &mut usage))
+            .catch_unwind()
+            .await;
         let outcome = outcome.unwrap_or_else(|_| {
             tracing::error!(run_id = %self.run.id, "run panicked");
             Err(Failure {

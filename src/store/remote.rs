@@ -109,15 +109,18 @@ impl RemoteStore {
                 MessageType::AssistantMessage,
             ]),
         };
+        // A page holds at most `MAX_LIMIT`: the tail is that many, so the
+        // newest messages are never the ones left out.
+        let size = limit.min(super::paging::MAX_LIMIT);
         let mut params = ListParams {
-            limit,
+            limit: size,
             ..Default::default()
         };
         let mut page = self
             .list_events(account, agent_id, filter.clone(), params.clone())
             .await?;
-        if page.pagination.total > u64::from(limit) {
-            params.offset = page.pagination.total - u64::from(limit);
+        if page.pagination.total > u64::from(size) {
+            params.offset = page.pagination.total - u64::from(size);
             page = self.list_events(account, agent_id, filter, params).await?;
         }
         Ok(page.data)

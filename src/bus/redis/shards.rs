@@ -148,12 +148,12 @@ async fn keep(sh: &Shared, conn: &mut ClusterConnection, shutdown: &Cancellation
     let mut misses = 0u32;
     let mut tick = tokio::time::interval(TICK);
     loop {
-        tokio::select! {
+        let ticked = tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = sh.reg.changed.notified() => {}
-            _ = sh.wake.notified() => {}
-            _ = tick.tick() => {}
-        }
+            _ = sh.reg.changed.notified() => false,
+            _ = sh.wake.notified() => false,
+            _ = tick.tick() => true,
+        };
         let t = sh.core.tuning.timeout;
         if !control {
             // Plain pub/sub is cluster-wide: any node will do; redis-rs
@@ -163,10 +163,14 @@ async fn keep(sh: &Shared, conn: &mut ClusterConnection, shutdown: &Cancellation
         }
         reconcile(sh, conn).await;
         recover(sh, conn).await;
-        misses = match masters_answer(sh).await {
-            true => 0,
-            false => misses + 1,
-        };
+        // Checked on the tick only: a wake-up stored while a slow check ran
+        // would otherwise count a second miss milliseconds after the first.
+        if ticked {
+            misses = match masters_answer(sh).await {
+                true => 0,
+                false => misses + 1,
+            };
+        }
         let healthy = control && misses < MISSES_TO_LOSE;
         if was_healthy && !healthy {
             // A master that does not answer may have taken subscriptions

@@ -156,7 +156,9 @@ impl<'a> Scanner<'a> {
         let start = self.i;
         let mut n = 0u64;
         while let Some(&d @ b'0'..=b'9') = self.b.get(self.i) {
-            n = n * 10 + u64::from(d - b'0');
+            // Wrapping: past 18 digits the value is refused below anyway,
+            // and a plain multiply would panic in builds with overflow checks.
+            n = n.wrapping_mul(10).wrapping_add(u64::from(d - b'0'));
             self.i += 1;
         }
         let len = self.i - start;

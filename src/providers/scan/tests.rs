@@ -78,6 +78,8 @@ fn anything_unusual_is_left_to_serde() {
         r#"{"created":1e3}"#,
         r#"{"created":01}"#,
         r#"{"created":12345678901234567890}"#,
+        r#"{"created":99999999999999999999999}"#,
+        r#"{"usage":{"prompt_tokens":184467440737095516160}}"#,
         r#"{"choices":null}"#,
         r#"{"choices":[null]}"#,
         r#"{"choices":[[]]}"#,

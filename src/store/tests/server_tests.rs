@@ -293,5 +293,14 @@ async fn history_falls_back_on_a_store_that_predates_it() {
             .map(|r| r.iter().map(|e| e.seq).collect::<Vec<_>>()),
         "the same as a current store answers"
     );
+    // More than a page holds (1,000): the newest are kept, not the oldest.
+    let more: Vec<_> = (6..=1_105)
+        .map(|s| event(agent.id.as_str(), s, "run-2", "sess-1"))
+        .collect();
+    store.append_events(&a, more).await.expect("append more");
+    let long = seqs(1_050).await.expect("history");
+    assert_eq!(long.len(), 1_000, "one page at most");
+    assert_eq!(long.last(), Some(&1_105), "the newest message is in");
+    assert_eq!(long.first(), Some(&106), "a tail, in order");
     served.abort();
 }
