@@ -42,30 +42,16 @@ impl RunLog {
     }
 
     async fn write(&self, level: LogLevel, message: String) {
-        let written = match self.publish(level, &message).await {
-            Ok(rec) => self
-                .sinks
-                .store
-                .append_logs(&self.account, vec![rec])
-                .await
-                .map_err(Into::into),
-            Err(e) => Err(e),
-        };
-        if let Err(e) = written {
-            self.lost(&e, &message);
+        if let Err(e) = self.try_write(level, &message).await {
+            tracing::warn!(error = %e, agent_id = %self.agent_id, run_id = %self.run_id, line = %message, "log line lost");
         }
     }
 
-    fn lost(&self, e: &dyn std::fmt::Display, line: &str) {
-        tracing::warn!(error = %e, agent_id = %self.agent_id, run_id = %self.run_id, line = %line, "log line lost");
-    }
-
-    /// Numbers and delivers one line; its record is what the store keeps.
-    async fn publish(
+    async fn try_write(
         &self,
         level: LogLevel,
         message: &str,
-    ) -> Result<LogRecord, super::events::EmitError> {
+    ) -> Result<(), super::events::EmitError> {
         let s = &self.sinks;
         s.seeds
             .ensure(
@@ -97,6 +83,8 @@ impl RunLog {
             }
             other => other?,
         };
-        Ok(LogRecord::new(published.seq, line))
+        let rec = LogRecord::new(published.seq, line);
+        s.store.append_logs(&self.account, vec![rec]).await?;
+        Ok(())
     }
 }

@@ -129,33 +129,34 @@ impl RunTask {
             Some(name) => format!(" on {name}"),
             None => String::new(),
         };
-        let first_line = match &self.resume {
-            Some(id) => format!("run resumed{on} after approval {id}"),
+        match &self.resume {
+            Some(id) => {
+                log.info(format!("run resumed{on} after approval {id}"))
+                    .await
+            }
             None => {
-                self.meter.lock().run_started();
-                format!(
+                log.info(format!(
                     "run started{on}: model {}, session {}, max_steps {}{}",
                     self.agent.model,
                     self.run.session_id,
                     self.max_steps,
                     if self.background { ", background" } else { "" }
-                )
+                ))
+                .await;
+                self.meter.lock().run_started();
             }
-        };
-        // Stored before the run goes on: a later line stored first could be
-        // skipped by a client paging the logs with an `after` cursor.
-        log.info(first_line).await;
+        }
         let mut usage = None;
         let outcome = AssertUnwindSafe(self.drive(&mut em, &log, &mut usage))
             .catch_unwind()
-            .await;
-        let outcome = outcome.unwrap_or_else(|_| {
-            tracing::error!(run_id = %self.run.id, "run panicked");
-            Err(Failure {
-                code: ErrorCode::InternalError,
-                message: "the run crashed".into(),
-            })
-        });
+            .await
+            .unwrap_or_else(|_| {
+                tracing::error!(run_id = %self.run.id, "run panicked");
+                Err(Failure {
+                    code: ErrorCode::InternalError,
+                    message: "the run crashed".into(),
+                })
+            });
         let outcome = outcome.unwrap_or_else(Outcome::Failed);
         if outcome == Outcome::Parked {
             // Forgotten already (it may be resumed, and registered again,
