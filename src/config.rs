@@ -139,12 +139,27 @@ impl ServeCommand {
     }
 }
 
+/// How `weir serve` runs its tasks (`--runtime`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RuntimeMode {
+    /// One multi-threaded, work-stealing runtime.
+    Shared,
+    /// One single-threaded runtime per core ([`crate::cores`]).
+    PerCore,
+}
+
 /// Settings of `weir serve` (and, but the listener's, of `weir worker`).
 #[derive(Debug, Clone, Parser)]
 pub struct ServeConfig {
     /// Address to listen on.
     #[arg(long, env = "WEIR_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+    /// How connections are served: `shared` (one multi-threaded, work-stealing runtime) or `per-core` (a single-threaded runtime per core, each with its own listener on the same port (SO_REUSEPORT) and its own provider connections: a connection's wake-ups stay on one thread).
+    #[arg(long, env = "WEIR_RUNTIME", value_enum, default_value_t = RuntimeMode::Shared)]
+    pub runtime: RuntimeMode,
+    /// Serving loops with `--runtime per-core`: 0 for one per core the process may use.
+    #[arg(long, env = "WEIR_CORES", default_value_t = 0)]
+    pub cores: usize,
     #[command(flatten)]
     pub data: DataConfig,
     /// Redis URL for cross-gateway fan-out (redis:// or rediss://).

@@ -23,7 +23,9 @@ const USAGE_FLUSH: Duration = Duration::from_secs(5);
 
 /// A bound, not yet serving, gateway.
 pub struct Gateway {
-    listener: TcpListener,
+    /// One per serving loop (`--runtime per-core`: one per core, sharing
+    /// the port), the first served by the caller's runtime.
+    listeners: Vec<TcpListener>,
     state: AppState,
     /// TLS on the listener (`--tls-cert`), loaded at bind so that a bad
     /// file stops start-up.
@@ -52,8 +54,8 @@ impl Gateway {
         let bus: Arc<dyn Bus> = Arc::new(crate::metrics::MeteredBus::new(bus));
         let runtime =
             crate::work::build_runtime(&cfg, store.clone(), bus.clone(), &tracker, &shutdown)?;
-        let listener = TcpListener::bind(cfg.listen)
-            .await
+        let loops = crate::cores::count(&cfg);
+        let listeners = crate::cores::bind(cfg.listen, loops)
             .with_context(|| format!("cannot listen on {} (WEIR_LISTEN)", cfg.listen))?;
         let redis = RedisBusConfig::from_serve(&cfg)
             .map(|r| r.client())
@@ -82,7 +84,7 @@ impl Gateway {
             webhooks,
         });
         Ok(Self {
-            listener,
+            listeners,
             state,
             tls,
         })
@@ -90,7 +92,7 @@ impl Gateway {
 
     /// The address actually bound.
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
+        self.listeners[0]
             .local_addr()
             .expect("a bound listener has an address")
     }
@@ -118,12 +120,14 @@ impl Gateway {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let Self {
-            listener,
+            mut listeners,
             state,
             tls,
         } = self;
+        let listener = listeners.remove(0);
         tracing::info!(
             addr = %listener.local_addr()?,
+            loops = listeners.len() + 1,
             tls = tls.is_some(),
             http2 = state.config.transport.http2,
             "weir listening"
@@ -168,6 +172,17 @@ impl Gateway {
         // router goes in once and each connection clones an `Arc` of it.
         let delay = Duration::from_secs(state.config.drain_delay_secs);
         let drain = state.drain.clone();
+        // `--runtime per-core`: the other cores' loops, each serving its own
+        // listener on its own thread until the listener closes.
+        let on_cancel = token.clone();
+        let (app2, transport2) = (app.clone(), transport.clone());
+        let mut loops = crate::cores::Loops::start(listeners, move |l| {
+            let stop = on_cancel.clone();
+            crate::http::serve::serve(l, app2.clone(), transport2.clone(), async move {
+                stop.cancelled().await
+            })
+        })
+        .context("starting the per-core loops")?;
         let serve = crate::http::serve::serve(listener, app, transport, async move {
             shutdown.await;
             drain.begin();
@@ -183,6 +198,10 @@ impl Gateway {
         // Running runs keep their streams (and so their connections) open
         // through the grace period; `drain_timer` ends them after it.
         let timer = tokio::spawn(drain_timer(state.clone()));
+        let serve = async {
+            let (main, others) = tokio::join!(serve, loops.served());
+            main.and(others)
+        };
         let served = tokio::select! {
             r = serve => r.context("serving"),
             _ = after_hard_stop(&state) => {
@@ -204,6 +223,7 @@ impl Gateway {
         usage.close().await;
         state.webhooks.notifier.flush(LAST_WAIT).await;
         timer.abort();
+        loops.stop().await;
         served
     }
 }

@@ -11,6 +11,8 @@
 //! - [`domain`]: typed ids, events, channels, statuses and error codes.
 //! - [`gateway`]: [`Gateway::bind`] / [`Gateway::run`]: builds the state (nothing
 //!   runs in the background before `run`), serves, drains.
+//! - [`cores`]: `--runtime per-core`: a single-threaded runtime, listener and
+//!   provider pool per core.
 //! - [`state`]: [`AppState`], the one cloneable bag of `Arc`s handlers share.
 //! - [`keys`]: key secrets: minting, hashing, parsing, constant-time checks, the
 //!   key cache and the control messages it acts on (revocations).
@@ -63,6 +65,7 @@ pub mod audit;
 pub mod bus;
 pub mod cli;
 pub mod config;
+pub mod cores;
 pub mod domain;
 pub mod edge;
 pub mod gateway;

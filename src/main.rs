@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use weir::config::{self, AccountsCommand, Command, KeysCommand};
+use weir::config::{self, AccountsCommand, Command, KeysCommand, RuntimeMode};
 
 fn main() -> ExitCode {
     raise_fd_limit();
@@ -13,10 +13,15 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // `--runtime per-core`: this thread is the first core's loop and
+    // `weir::cores` starts the others (`Gateway::run`).
+    let per_core =
+        matches!(&cli.command, Command::Serve(cmd) if cmd.config.runtime == RuntimeMode::PerCore);
+    let mut builder = match per_core {
+        true => tokio::runtime::Builder::new_current_thread(),
+        false => tokio::runtime::Builder::new_multi_thread(),
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("weir: cannot start the async runtime: {e}");

@@ -102,10 +102,10 @@ impl Engine {
         tracker: TaskTracker,
         shutdown: CancellationToken,
     ) -> Self {
-        let providers = Arc::new(crate::providers::Registry::build(
-            &config,
-            provider_client(),
-        ));
+        // One pool per serving loop (`--runtime per-core`), else one.
+        let loops = crate::cores::count(&config);
+        let clients = crate::cores::PerCore::new(loops, |_| provider_client());
+        let providers = Arc::new(crate::providers::Registry::build(&config, clients));
         Self {
             sinks: Sinks {
                 bus,

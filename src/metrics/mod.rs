@@ -82,6 +82,10 @@ fn describe() {
         "Open streaming connections, by kind (sse, ws)."
     );
     describe_counter!(
+        "weir_connections_accepted_total",
+        "Connections accepted, by serving loop (one per core with --runtime per-core, else 0)."
+    );
+    describe_counter!(
         "weir_events_published_total",
         "Events published on the bus, by channel kind (agent, logs)."
     );

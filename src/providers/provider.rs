@@ -25,7 +25,9 @@ pub const DEFAULT: &str = "default";
 pub struct Provider {
     pub name: String,
     pub kind: Kind,
-    client: reqwest::Client,
+    /// One per serving loop ([`crate::cores`]): a loop's requests use
+    /// connections its own runtime drives.
+    client: Clients,
     base: String,
     /// `{base}/chat/completions` (`{base}/v1/messages` for Anthropic), parsed once: reqwest parses a `&str` URL
     /// on every request (with IDNA mapping of the host), which the relay's
@@ -43,6 +45,9 @@ pub struct Provider {
     pub metrics: ProviderMetrics,
 }
 
+/// The HTTP clients of a provider: one per serving loop.
+pub type Clients = crate::cores::PerCore<reqwest::Client>;
+
 fn sensitive(v: String) -> Option<HeaderValue> {
     let mut v = HeaderValue::try_from(v).ok()?;
     v.set_sensitive(true);
@@ -52,7 +57,7 @@ fn sensitive(v: String) -> Option<HeaderValue> {
 impl Provider {
     /// The `default` provider from `--provider-url`, or `None` when none is
     /// configured.
-    pub fn from_flags(cfg: &ServeConfig, client: reqwest::Client) -> Option<Self> {
+    pub fn from_flags(cfg: &ServeConfig, client: impl Into<Clients>) -> Option<Self> {
         let base = cfg.provider_url.as_deref()?.trim().trim_end_matches('/');
         if base.is_empty() {
             return None;
@@ -80,7 +85,7 @@ impl Provider {
     }
 
     /// A provider of the config file's `[[providers]]`.
-    pub fn from_spec(spec: &ProviderSpec, client: reqwest::Client) -> Self {
+    pub fn from_spec(spec: &ProviderSpec, client: impl Into<Clients>) -> Self {
         let mut headers = HeaderMap::new();
         let key = spec.api_key.as_ref().filter(|k| !k.expose().is_empty());
         match (spec.kind, key) {
@@ -124,7 +129,7 @@ impl Provider {
         kind: Kind,
         base: &str,
         headers: HeaderMap,
-        client: reqwest::Client,
+        client: impl Into<Clients>,
         (first, idle): (u64, u64),
         (failures, cooldown): (u32, u64),
     ) -> Self {
@@ -135,7 +140,7 @@ impl Provider {
         Self {
             name: name.to_owned(),
             kind,
-            client,
+            client: client.into(),
             base: base.to_owned(),
             chat_url: reqwest::Url::parse(&chat).ok(),
             headers,
@@ -162,9 +167,12 @@ impl Provider {
     /// `body` (JSON bytes, already in the provider's shape).
     pub fn chat_request(&self, body: impl Into<reqwest::Body>) -> reqwest::RequestBuilder {
         let req = match &self.chat_url {
-            Some(url) => self.client.post(url.clone()),
+            Some(url) => self.client.get().post(url.clone()),
             // Fails at send, naming the provider unreachable.
-            None => self.client.post(format!("{}/chat/completions", self.base)),
+            None => self
+                .client
+                .get()
+                .post(format!("{}/chat/completions", self.base)),
         };
         let req = req
             .header(reqwest::header::CONTENT_TYPE, "application/json")
@@ -174,7 +182,7 @@ impl Provider {
 
     /// `GET {provider}/models`.
     pub fn models_request(&self) -> reqwest::RequestBuilder {
-        self.authorize(self.client.get(format!("{}/models", self.base)))
+        self.authorize(self.client.get().get(format!("{}/models", self.base)))
     }
 }
 

@@ -52,7 +52,8 @@ pub fn check(cfg: &ServeConfig) -> Result<(), ProvidersError> {
 impl Registry {
     /// The providers and routes of `cfg` (checked by [`check`]; a target
     /// whose provider is missing is left out).
-    pub fn build(cfg: &ServeConfig, client: reqwest::Client) -> Self {
+    pub fn build(cfg: &ServeConfig, client: impl Into<super::provider::Clients>) -> Self {
+        let client = client.into();
         let mut providers: Vec<Arc<Provider>> = Vec::new();
         if let Some(p) = Provider::from_flags(cfg, client.clone()) {
             providers.push(Arc::new(p));

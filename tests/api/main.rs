@@ -6,6 +6,7 @@ mod audit;
 mod cli;
 mod cluster;
 mod common;
+mod cores;
 mod docs;
 mod ecosystem;
 mod edge;

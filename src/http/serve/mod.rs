@@ -207,6 +207,12 @@ pub async fn serve(
     let stop = CancellationToken::new();
     let conns = TaskTracker::new();
     let mut signal = pin!(signal);
+    // Per serving loop, so `--runtime per-core` shows how the kernel
+    // spread connections over the cores' listeners.
+    let accepted = ::metrics::counter!(
+        "weir_connections_accepted_total",
+        "loop" => crate::cores::current().to_string()
+    );
     loop {
         let tcp = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -218,6 +224,7 @@ pub async fn serve(
             },
             _ = &mut signal => break,
         };
+        accepted.increment(1);
         // Best effort: a socket that refuses it still works, only slower.
         let _ = tcp.set_nodelay(true);
         if shared.tls.is_some() {

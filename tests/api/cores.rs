@@ -1,0 +1,156 @@
+//! `--runtime per-core`: a gateway serving on three single-threaded loops,
+//! each with its own listener on the one port. Connections land on every
+//! loop, and what is shared stays exact across them: a key's rate limit,
+//! runs fanned out to followers on other loops, relays through each loop's
+//! own provider pool, and the drain, which ends streams on every loop.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use futures::StreamExt;
+use serde_json::{json, Value};
+use weir::config::RuntimeMode;
+
+use crate::{
+    common::{
+        sse::{events, next_event},
+        Api, TestGateway,
+    },
+    fake_provider::FakeProvider,
+    streams::{run_to_end, setup},
+};
+
+const LOOPS: usize = 3;
+
+/// A client that opens a new connection for every request, so the kernel
+/// spreads them over the loops' listeners.
+fn fresh_connections() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap()
+}
+
+/// Accepted connections by loop, from `/metrics` (process-wide counters:
+/// loops above 0 exist only in this test's gateway).
+async fn accepted(gw: &TestGateway) -> BTreeMap<String, f64> {
+    let text = gw.get("/metrics").await.text().await.unwrap();
+    text.lines()
+        .filter_map(|l| l.strip_prefix("weir_connections_accepted_total{loop=\""))
+        .filter_map(|l| l.split_once("\"} "))
+        .map(|(lp, n)| (lp.to_owned(), n.trim().parse().unwrap()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_loop_serves_and_limits_and_fan_out_hold_across_them() {
+    let fp = FakeProvider::start().await;
+    let url = fp.url.clone();
+    let mut gw = TestGateway::builder()
+        .config(move |c| {
+            c.runtime = RuntimeMode::PerCore;
+            c.cores = LOOPS;
+            c.provider_url = Some(url);
+            c.provider_key = Some("sk-fake".into());
+        })
+        .spawn()
+        .await;
+    let fresh = fresh_connections();
+
+    // Followers on many connections (so on every loop), one run: each
+    // follower gets all of its events, in order.
+    let (key, agent) = setup(&gw, json!({})).await;
+    let mut followers = Vec::new();
+    for _ in 0..12 {
+        let r = fresh
+            .get(gw.url(&format!("/v1/agents/{agent}/events")))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        followers.push(events(r));
+    }
+    let run = run_to_end(&gw, &key, &agent, json!({"message": "hi"})).await;
+    for (i, f) in followers.iter_mut().enumerate() {
+        let mut seqs = Vec::new();
+        loop {
+            let e = next_event(f).await;
+            seqs.push(e.id.parse::<u64>().unwrap());
+            let data: Value = serde_json::from_str(&e.data).unwrap();
+            if e.event == "done" && data["run_id"] == run.as_str() {
+                break;
+            }
+        }
+        let want: Vec<u64> = (seqs[0]..seqs[0] + seqs.len() as u64).collect();
+        assert_eq!(seqs, want, "follower {i}: every event once, in order");
+    }
+
+    // The relay on fresh connections: every loop's own provider pool.
+    for i in 0..12 {
+        let r = fresh
+            .post(gw.url("/v1/chat/completions"))
+            .bearer_auth(&key)
+            .json(&json!({"model": "upstream/fake-text", "stream": true,
+                "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "relay {i}");
+        let body = r.text().await.unwrap();
+        assert!(
+            body.contains("Hello") && body.ends_with("data: [DONE]\n\n"),
+            "relay {i}: {body}"
+        );
+    }
+
+    // One key's limit, counted once across the loops.
+    let limited = gw.mint_key_rpm("default", &["*"], 10).await;
+    let mut ok = 0;
+    for _ in 0..20 {
+        let r = fresh
+            .get(gw.url("/v1/account"))
+            .bearer_auth(&limited)
+            .send()
+            .await
+            .unwrap();
+        match r.status().as_u16() {
+            200 => ok += 1,
+            429 => {}
+            s => panic!("status {s}"),
+        }
+    }
+    assert_eq!(
+        ok, 10,
+        "the key's 10 requests a minute, whichever loop served them"
+    );
+
+    let by_loop = accepted(&gw).await;
+    for lp in 1..LOOPS {
+        assert!(
+            by_loop.get(&lp.to_string()).copied().unwrap_or(0.0) > 0.0,
+            "loop {lp} accepted connections: {by_loop:?}"
+        );
+    }
+
+    // The drain ends every loop's streams, and the gateway's run returns.
+    let mut open = Vec::new();
+    for _ in 0..6 {
+        let r = fresh
+            .get(gw.url(&format!("/v1/agents/{agent}/events")))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap();
+        open.push(r.bytes_stream());
+    }
+    tokio::time::timeout(Duration::from_secs(20), gw.shutdown())
+        .await
+        .expect("the drain ends on every loop");
+    for (i, mut s) in open.into_iter().enumerate() {
+        let end = tokio::time::timeout(Duration::from_secs(5), async {
+            while let Some(Ok(_)) = s.next().await {}
+        })
+        .await;
+        assert!(end.is_ok(), "stream {i} ended");
+    }
+}
