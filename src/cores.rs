@@ -14,11 +14,15 @@
 //! provider connection pool ([`PerCore`]), so a connection, the tasks it
 //! spawns and the upstream connections it uses all live on one thread.
 //! Everything else is shared as before (the state's `Arc`s: key cache,
-//! limits, bus, store), so limits and caches stay exact across cores. Loop
-//! 0 is the thread that called [`crate::Gateway::run`] (`main` gives it a
-//! single-threaded runtime in this mode); the others are threads started
-//! here and kept until the gateway's drain is over, so that the tasks they
-//! spawned (runs, stream closers) finish their drain.
+//! limits, bus, store), so limits and caches stay exact across cores; what
+//! goes through a shared client (the bus and its Redis connection, the
+//! remote store) still crosses threads, as it did. Loop 0 is the thread
+//! that called [`crate::Gateway::run`] (`main` gives it a single-threaded
+//! runtime in this mode), and it also runs the gateway's background tasks
+//! (the bus's reader, queued runs, webhook delivery, the usage and audit
+//! writers): its connections share the core with them. The others are
+//! threads started here and kept until the gateway's drain is over, so
+//! that the tasks they spawned (runs, stream closers) finish their drain.
 
 use std::{cell::Cell, io, net::SocketAddr, sync::Arc, thread};
 
@@ -52,8 +56,8 @@ pub fn count(cfg: &ServeConfig) -> usize {
     }
 }
 
-/// One `T` per serving loop, each used only from its own loop's thread (a
-/// thread of the shared runtime, or of loop 0's blocking pool, gets the
+/// One `T` per serving loop, each used only from its own loop's thread
+/// (any other thread, of the shared runtime or of a blocking pool, gets the
 /// first).
 #[derive(Debug, Clone)]
 pub struct PerCore<T>(Arc<[T]>);
@@ -77,19 +81,19 @@ impl<T> From<T> for PerCore<T> {
 }
 
 /// Binds `n` listeners on `addr`: one as `TcpListener::bind` does, or, for
-/// more than one, each with `SO_REUSEPORT` (port 0 is resolved by the first,
-/// and the others join it).
+/// more than one, each with `SO_REUSEPORT`. A port already in use must
+/// still fail as it would without `SO_REUSEPORT` (which would otherwise
+/// let a second gateway of the same user join the port and take a share
+/// of its connections), so a plain bind is tried first and closed; it
+/// also resolves port 0 for the others.
 pub fn bind(addr: SocketAddr, n: usize) -> io::Result<Vec<TcpListener>> {
+    let probe = std_bind(addr)?;
     if n <= 1 {
-        return Ok(vec![std_bind(addr)?]);
+        return Ok(vec![probe]);
     }
-    let first = reuseport(addr)?;
-    let addr = first.local_addr()?;
-    let mut all = vec![first];
-    for _ in 1..n {
-        all.push(reuseport(addr)?);
-    }
-    Ok(all)
+    let addr = probe.local_addr()?;
+    drop(probe);
+    (0..n).map(|_| reuseport(addr)).collect()
 }
 
 fn std_bind(addr: SocketAddr) -> io::Result<TcpListener> {
@@ -149,16 +153,7 @@ impl Loops {
                 .name(format!("weir-loop-{index}"))
                 .spawn(move || {
                     LOOP.with(|l| l.set(index));
-                    runtime.block_on(async move {
-                        let served = match TcpListener::from_std(std) {
-                            Ok(listener) => serve(listener).await,
-                            Err(e) => Err(e),
-                        };
-                        let _ = tx.send(served);
-                        // Tasks this loop spawned (runs, stream closers)
-                        // still have the gateway's drain to finish.
-                        done.cancelled().await;
-                    });
+                    runtime.block_on(run_loop(index, std, serve, tx, done));
                 })?;
             loops.threads.push(thread);
             loops.served.push(rx);
@@ -178,17 +173,56 @@ impl Loops {
         result
     }
 
-    /// Ends the loops (their runtimes drop what is left) and waits for their
-    /// threads.
-    pub async fn stop(self) {
+    /// Ends the loops (their runtimes drop what is left, connections still
+    /// open included) and waits for their threads.
+    pub async fn stop(mut self) {
         self.done.cancel();
-        let threads = self.threads;
+        let threads = std::mem::take(&mut self.threads);
         let _ = tokio::task::spawn_blocking(move || {
             for t in threads {
                 let _ = t.join();
             }
         })
         .await;
+    }
+}
+
+/// Loops left behind by an error (a later loop that failed to start, or
+/// `run` returning early) stop with them.
+impl Drop for Loops {
+    fn drop(&mut self) {
+        self.done.cancel();
+    }
+}
+
+/// One extra loop's life: serve its listener, say how that ended, then keep
+/// the tasks it spawned (runs, stream closers) running through the drain,
+/// until `done`. `done` also ends a serve still waiting for connections
+/// that never close (the gateway's hard stop).
+async fn run_loop<F, Fut>(
+    index: usize,
+    std: std::net::TcpListener,
+    serve: F,
+    tx: tokio::sync::oneshot::Sender<io::Result<()>>,
+    done: CancellationToken,
+) where
+    F: Fn(TcpListener) -> Fut,
+    Fut: std::future::Future<Output = io::Result<()>>,
+{
+    let serving = async {
+        let served = match TcpListener::from_std(std) {
+            Ok(listener) => serve(listener).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = &served {
+            tracing::error!(error = %e, serving_loop = index, "a serving loop stopped");
+        }
+        let _ = tx.send(served);
+        std::future::pending::<()>().await
+    };
+    tokio::select! {
+        _ = serving => {}
+        _ = done.cancelled() => {}
     }
 }
 
@@ -224,9 +258,13 @@ mod tests {
         }
         let single = bind("127.0.0.1:0".parse().unwrap(), 1).unwrap();
         assert_eq!(single.len(), 1);
+        let used = single[0].local_addr().unwrap();
+        assert!(bind(used, 1).is_err(), "a port in use fails");
+        assert!(bind(used, 2).is_err(), "with SO_REUSEPORT too");
+        let taken = all[0].local_addr().unwrap();
         assert!(
-            bind(single[0].local_addr().unwrap(), 1).is_err(),
-            "without SO_REUSEPORT a second bind on a used port fails"
+            bind(taken, 1).is_err() && bind(taken, 2).is_err(),
+            "a second gateway cannot join the loops' port"
         );
     }
 }

@@ -10,7 +10,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     bus::{redis::RedisBusConfig, Bus},
-    config::ServeConfig,
+    config::{RuntimeMode, ServeConfig},
     http::serve::Transport,
     keys::{self, KeyCache},
     state::AppState,
@@ -54,6 +54,9 @@ impl Gateway {
         let bus: Arc<dyn Bus> = Arc::new(crate::metrics::MeteredBus::new(bus));
         let runtime =
             crate::work::build_runtime(&cfg, store.clone(), bus.clone(), &tracker, &shutdown)?;
+        if cfg.cores > 0 && cfg.runtime == RuntimeMode::Shared {
+            tracing::warn!("--cores is read only with --runtime per-core; ignored");
+        }
         let loops = crate::cores::count(&cfg);
         let listeners = crate::cores::bind(cfg.listen, loops)
             .with_context(|| format!("cannot listen on {} (WEIR_LISTEN)", cfg.listen))?;

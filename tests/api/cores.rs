@@ -85,7 +85,8 @@ async fn every_loop_serves_and_limits_and_fan_out_hold_across_them() {
         assert_eq!(seqs, want, "follower {i}: every event once, in order");
     }
 
-    // The relay on fresh connections: every loop's own provider pool.
+    // The relay on fresh connections, so through several loops' own
+    // provider pools (how a loop picks its pool: `weir::cores` tests).
     for i in 0..12 {
         let r = fresh
             .post(gw.url("/v1/chat/completions"))
@@ -132,25 +133,47 @@ async fn every_loop_serves_and_limits_and_fan_out_hold_across_them() {
         );
     }
 
-    // The drain ends every loop's streams, and the gateway's run returns.
+    // The drain ends every loop's streams cleanly, and the gateway's run
+    // returns. `accepted` reuses one pooled connection, so the difference
+    // is these streams' connections.
+    let streamer = gw.mint_key("default", &["*"]).await;
+    let before = accepted(&gw).await;
     let mut open = Vec::new();
-    for _ in 0..6 {
+    for _ in 0..9 {
         let r = fresh
             .get(gw.url(&format!("/v1/agents/{agent}/events")))
-            .bearer_auth(&key)
+            .bearer_auth(&streamer)
             .send()
             .await
             .unwrap();
+        assert_eq!(r.status(), 200);
         open.push(r.bytes_stream());
     }
-    tokio::time::timeout(Duration::from_secs(20), gw.shutdown())
-        .await
-        .expect("the drain ends on every loop");
-    for (i, mut s) in open.into_iter().enumerate() {
-        let end = tokio::time::timeout(Duration::from_secs(5), async {
-            while let Some(Ok(_)) = s.next().await {}
-        })
-        .await;
-        assert!(end.is_ok(), "stream {i} ended");
+    let after = accepted(&gw).await;
+    let count =
+        |m: &BTreeMap<String, f64>, lp: usize| m.get(&lp.to_string()).copied().unwrap_or(0.0);
+    let on_others: f64 = (1..LOOPS)
+        .map(|lp| count(&after, lp) - count(&before, lp))
+        .sum();
+    assert!(
+        on_others > 0.0,
+        "some streams are on loops 1 and up: {before:?} -> {after:?}"
+    );
+    let ends = futures::future::join_all(open.into_iter().map(|mut s| async move {
+        loop {
+            match s.next().await {
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return Err(e.to_string()),
+                None => return Ok(()),
+            }
+        }
+    }));
+    let ((), ends) = tokio::time::timeout(Duration::from_secs(20), async {
+        tokio::join!(gw.shutdown(), ends)
+    })
+    .await
+    .expect("the drain ends on every loop");
+    for (i, end) in ends.iter().enumerate() {
+        assert!(end.is_ok(), "stream {i} ended cleanly: {end:?}");
     }
 }
