@@ -8,7 +8,8 @@
 //! follower on B: the load B carries from then on, the fair reference for
 //! what the reconnects themselves cost), the store requests B made during
 //! the burst, where B's resumes read their history, the CPU each process
-//! used in each window, and gaps or repeats seen by any follower.
+//! used in each window, and gaps or repeats seen by any follower. The crowd
+//! is read on a thread of its own, apart from the followers (`Reader`).
 
 use std::{
     collections::BTreeMap,
@@ -147,6 +148,37 @@ pub async fn run(launch: &Launch, extra: &[String], o: &Opts) -> anyhow::Result<
     Ok(report.finish())
 }
 
+/// The crowd's own runtime: one worker thread, shut down without blocking
+/// when the run ends (a runtime may not be dropped in async code).
+struct Reader(Option<tokio::runtime::Runtime>);
+
+impl Reader {
+    fn start() -> anyhow::Result<Self> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("crowd")
+            .enable_all()
+            .build()?;
+        Ok(Self(Some(rt)))
+    }
+
+    fn spawn<F>(&self, f: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.0.as_ref().expect("running").spawn(f)
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
 /// One mode: fresh Redis, store and gateways.
 async fn mode_run(
     launch: &Launch,
@@ -179,16 +211,17 @@ async fn mode_run(
     let b = gateway::start(launch, &data, &args).await?;
     let agent = create_agent(&b, o.delay_ms).await?;
     let calibrated = Publisher::calibrate(&b.url, &b.key, &agent, WORDS).await?;
-    let crowd = Crowd::open(
-        b.addr,
-        &b.key,
-        &agent,
-        o.baseline,
-        o.ws_percent,
-        o.concurrency,
-        o.followers,
-    )
-    .await;
+    // B's crowd is what measures B, so it is read on a thread of its own:
+    // on the followers' runtime each event's 500 crowd reads queued behind
+    // the followers' 9,000, and the followers' reconnects (handshakes,
+    // resumes) in this same process lengthened that queue, which the
+    // crowd's latency then counted as B's.
+    let reader = Reader::start()?;
+    let (to, key, id) = (b.addr, b.key.clone(), agent.clone());
+    let (n, ws, conc, first) = (o.baseline, o.ws_percent, o.concurrency, o.followers);
+    let crowd = reader
+        .spawn(async move { Crowd::open(to, &key, &id, n, ws, conc, first).await })
+        .await?;
     let flock = Flock::new(agent, a.key.clone(), a.addr, b.addr);
     let tasks = open_followers(&flock, o).await;
     let window = Duration::from_secs(2 * o.before_secs + o.delay_secs + 2 * spread + 30);
@@ -222,6 +255,7 @@ async fn mode_run(
     let mut tasks = tasks;
     while tasks.join_next().await.is_some() {}
     crowd.close().await;
+    drop(reader);
     let mut row = outcome(mode, spread, o, &flock, &before, &during);
     row["after"] = after.summary();
     row["p99_during_over_after"] =
