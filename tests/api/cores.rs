@@ -30,6 +30,23 @@ fn fresh_connections() -> reqwest::Client {
         .unwrap()
 }
 
+/// The agent's event stream, on a connection of `client`'s.
+async fn follow(
+    client: &reqwest::Client,
+    gw: &TestGateway,
+    key: &str,
+    agent: &str,
+) -> reqwest::Response {
+    let r = client
+        .get(gw.url(&format!("/v1/agents/{agent}/events")))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r
+}
+
 /// Accepted connections by loop, from `/metrics` (process-wide counters:
 /// loops above 0 exist only in this test's gateway).
 async fn accepted(gw: &TestGateway) -> BTreeMap<String, f64> {
@@ -61,14 +78,7 @@ async fn every_loop_serves_and_limits_and_fan_out_hold_across_them() {
     let (key, agent) = setup(&gw, json!({})).await;
     let mut followers = Vec::new();
     for _ in 0..12 {
-        let r = fresh
-            .get(gw.url(&format!("/v1/agents/{agent}/events")))
-            .bearer_auth(&key)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-        followers.push(events(r));
+        followers.push(events(follow(&fresh, &gw, &key, &agent).await));
     }
     let run = run_to_end(&gw, &key, &agent, json!({"message": "hi"})).await;
     for (i, f) in followers.iter_mut().enumerate() {
@@ -140,14 +150,7 @@ async fn every_loop_serves_and_limits_and_fan_out_hold_across_them() {
     let before = accepted(&gw).await;
     let mut open = Vec::new();
     for _ in 0..9 {
-        let r = fresh
-            .get(gw.url(&format!("/v1/agents/{agent}/events")))
-            .bearer_auth(&streamer)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-        open.push(r.bytes_stream());
+        open.push(follow(&fresh, &gw, &streamer, &agent).await.bytes_stream());
     }
     let after = accepted(&gw).await;
     let count =
