@@ -175,17 +175,7 @@ impl Gateway {
         // router goes in once and each connection clones an `Arc` of it.
         let delay = Duration::from_secs(state.config.drain_delay_secs);
         let drain = state.drain.clone();
-        // `--runtime per-core`: the other cores' loops, each serving its own
-        // listener on its own thread until the listener closes.
-        let on_cancel = token.clone();
-        let (app2, transport2) = (app.clone(), transport.clone());
-        let mut loops = crate::cores::Loops::start(listeners, move |l| {
-            let stop = on_cancel.clone();
-            crate::http::serve::serve(l, app2.clone(), transport2.clone(), async move {
-                stop.cancelled().await
-            })
-        })
-        .context("starting the per-core loops")?;
+        let mut loops = start_loops(listeners, &app, &transport, &token)?;
         let serve = crate::http::serve::serve(listener, app, transport, async move {
             shutdown.await;
             drain.begin();
@@ -229,6 +219,25 @@ impl Gateway {
         loops.stop().await;
         served
     }
+}
+
+/// `--runtime per-core`: the other cores' loops, each serving its own
+/// listener on its own thread until the listener closes (with loop 0's, at
+/// `token`).
+fn start_loops(
+    listeners: Vec<TcpListener>,
+    app: &axum::Router,
+    transport: &Transport,
+    token: &CancellationToken,
+) -> anyhow::Result<crate::cores::Loops> {
+    let (app, transport, token) = (app.clone(), transport.clone(), token.clone());
+    crate::cores::Loops::start(listeners, move |l| {
+        let stop = token.clone();
+        crate::http::serve::serve(l, app.clone(), transport.clone(), async move {
+            stop.cancelled().await
+        })
+    })
+    .context("starting the per-core loops")
 }
 
 /// Time runs cancelled at the end of the grace period get to publish their

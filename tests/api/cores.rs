@@ -2,7 +2,8 @@
 //! each with its own listener on the one port. Connections land on every
 //! loop, and what is shared stays exact across them: a key's rate limit,
 //! runs fanned out to followers on other loops, relays through each loop's
-//! own provider pool, and the drain, which ends streams on every loop.
+//! own provider pool, and the drain, which ends streams on every loop; and
+//! the binary itself, whose first loop runs on `main`'s runtime.
 
 use std::{collections::BTreeMap, time::Duration};
 
@@ -13,7 +14,7 @@ use weir::config::RuntimeMode;
 use crate::{
     common::{
         sse::{events, next_event},
-        Api, TestGateway,
+        Api, TestGateway, WeirProcess, BOOTSTRAP_KEY,
     },
     fake_provider::FakeProvider,
     streams::{run_to_end, setup},
@@ -33,7 +34,7 @@ fn fresh_connections() -> reqwest::Client {
 /// The agent's event stream, on a connection of `client`'s.
 async fn follow(
     client: &reqwest::Client,
-    gw: &TestGateway,
+    gw: &impl Api,
     key: &str,
     agent: &str,
 ) -> reqwest::Response {
@@ -49,7 +50,7 @@ async fn follow(
 
 /// Accepted connections by loop, from `/metrics` (process-wide counters:
 /// loops above 0 exist only in this test's gateway).
-async fn accepted(gw: &TestGateway) -> BTreeMap<String, f64> {
+async fn accepted(gw: &impl Api) -> BTreeMap<String, f64> {
     let text = gw.get("/metrics").await.text().await.unwrap();
     text.lines()
         .filter_map(|l| l.strip_prefix("weir_connections_accepted_total{loop=\""))
@@ -179,4 +180,56 @@ async fn every_loop_serves_and_limits_and_fan_out_hold_across_them() {
     for (i, end) in ends.iter().enumerate() {
         assert!(end.is_ok(), "stream {i} ended cleanly: {end:?}");
     }
+}
+
+/// The binary itself, where `main` runs loop 0 on a single-threaded
+/// runtime: every follower on either loop gets the run, and SIGTERM ends
+/// the process cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_serves_on_two_loops_and_drains() {
+    let mut p = WeirProcess::serve()
+        .args(&["--runtime", "per-core", "--cores", "2"])
+        .spawn()
+        .await;
+    let fresh = fresh_connections();
+    let agent = p
+        .create_agent_as(BOOTSTRAP_KEY, json!({"metadata": {"echo_delay_ms": 10}}))
+        .await;
+    let mut followers = Vec::new();
+    for _ in 0..16 {
+        followers.push(events(follow(&fresh, &p, BOOTSTRAP_KEY, &agent).await));
+    }
+    let r = fresh
+        .post(p.url(&format!("/v1/agents/{agent}/messages")))
+        .bearer_auth(BOOTSTRAP_KEY)
+        .json(&json!({"message": "one two three"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let run = r.json::<Value>().await.unwrap()["run_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for f in followers.iter_mut() {
+        // `next_event` fails the test if the run's `done` does not come.
+        loop {
+            let e = next_event(f).await;
+            let data: Value = serde_json::from_str(&e.data).unwrap();
+            if e.event == "done" && data["run_id"] == run.as_str() {
+                break;
+            }
+        }
+    }
+    let by_loop = accepted(&p).await;
+    assert!(
+        by_loop.get("1").copied().unwrap_or(0.0) > 0.0,
+        "loop 1 accepted connections: {by_loop:?}"
+    );
+    p.signal("TERM");
+    let status = p
+        .wait_exit(Duration::from_secs(20))
+        .await
+        .expect("weir exits after SIGTERM");
+    assert!(status.success(), "{status:?}: {}", p.logs());
 }
