@@ -8,16 +8,13 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use futures::StreamExt;
-use serde_json::{json, Value};
+use serde_json::json;
 use weir::config::RuntimeMode;
 
 use crate::{
-    common::{
-        sse::{events, next_event},
-        Api, TestGateway, WeirProcess, BOOTSTRAP_KEY,
-    },
+    common::{sse::events, Api, TestGateway, WeirProcess, BOOTSTRAP_KEY},
     fake_provider::FakeProvider,
-    streams::{run_to_end, setup},
+    streams::{run_to_end, seqs, setup, until_done},
 };
 
 const LOOPS: usize = 3;
@@ -83,15 +80,7 @@ async fn every_loop_serves_and_limits_and_fan_out_hold_across_them() {
     }
     let run = run_to_end(&gw, &key, &agent, json!({"message": "hi"})).await;
     for (i, f) in followers.iter_mut().enumerate() {
-        let mut seqs = Vec::new();
-        loop {
-            let e = next_event(f).await;
-            seqs.push(e.id.parse::<u64>().unwrap());
-            let data: Value = serde_json::from_str(&e.data).unwrap();
-            if e.event == "done" && data["run_id"] == run.as_str() {
-                break;
-            }
-        }
+        let seqs = seqs(&until_done(f, &run).await);
         let want: Vec<u64> = (seqs[0]..seqs[0] + seqs.len() as u64).collect();
         assert_eq!(seqs, want, "follower {i}: every event once, in order");
     }
@@ -199,27 +188,15 @@ async fn the_binary_serves_on_two_loops_and_drains() {
     for _ in 0..16 {
         followers.push(events(follow(&fresh, &p, BOOTSTRAP_KEY, &agent).await));
     }
-    let r = fresh
-        .post(p.url(&format!("/v1/agents/{agent}/messages")))
-        .bearer_auth(BOOTSTRAP_KEY)
-        .json(&json!({"message": "one two three"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let run = r.json::<Value>().await.unwrap()["run_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let run = run_to_end(
+        &p,
+        BOOTSTRAP_KEY,
+        &agent,
+        json!({"message": "one two three"}),
+    )
+    .await;
     for f in followers.iter_mut() {
-        // `next_event` fails the test if the run's `done` does not come.
-        loop {
-            let e = next_event(f).await;
-            let data: Value = serde_json::from_str(&e.data).unwrap();
-            if e.event == "done" && data["run_id"] == run.as_str() {
-                break;
-            }
-        }
+        until_done(f, &run).await;
     }
     let by_loop = accepted(&p).await;
     assert!(

@@ -24,7 +24,7 @@ pub async fn setup(gw: &TestGateway, metadata: Value) -> (String, String) {
 }
 
 /// Sends a message and waits for the run to end (JSON mode); returns the run id.
-pub async fn run_to_end(gw: &TestGateway, key: &str, agent: &str, body: Value) -> String {
+pub async fn run_to_end(gw: &impl Api, key: &str, agent: &str, body: Value) -> String {
     let r = gw
         .req_as(key, Method::POST, &format!("/v1/agents/{agent}/messages"))
         .json(&body)
@@ -49,7 +49,7 @@ async fn open(gw: &TestGateway, key: &str, path: &str, last_event_id: Option<u64
 }
 
 /// Events up to and including the `done` of `run_id`.
-async fn until_done(s: &mut (impl Stream<Item = Event> + Unpin), run_id: &str) -> Vec<Event> {
+pub async fn until_done(s: &mut (impl Stream<Item = Event> + Unpin), run_id: &str) -> Vec<Event> {
     let mut out = Vec::new();
     loop {
         let e = next_event(s).await;
@@ -61,7 +61,7 @@ async fn until_done(s: &mut (impl Stream<Item = Event> + Unpin), run_id: &str) -
     }
 }
 
-fn seqs(evs: &[Event]) -> Vec<u64> {
+pub fn seqs(evs: &[Event]) -> Vec<u64> {
     evs.iter().map(|e| e.id.parse().unwrap()).collect()
 }
 
