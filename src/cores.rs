@@ -68,6 +68,11 @@ impl<T> PerCore<T> {
         Self((0..n.max(1)).map(make).collect())
     }
 
+    /// How many there are (one per serving loop).
+    pub fn loops(&self) -> usize {
+        self.0.len()
+    }
+
     /// The calling loop's value.
     pub fn get(&self) -> &T {
         &self.0[current() % self.0.len()]

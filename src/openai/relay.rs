@@ -243,7 +243,7 @@ fn idle_guarded<S>(
     mut meter: TokenMeter,
 ) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send
 where
-    S: Stream<Item = reqwest::Result<Bytes>> + Send + 'static,
+    S: Stream<Item = Result<Bytes, crate::providers::provider::BodyError>> + Send + 'static,
 {
     async_stream::stream! {
         let mut body = std::pin::pin!(body);
@@ -261,7 +261,7 @@ where
                     metered::meter_body(&seen, &mut meter);
                     return;
                 }
-                Ok(Some(Err(e))) => { yield Err(std::io::Error::other(e.without_url())); return; }
+                Ok(Some(Err(e))) => { yield Err(std::io::Error::other(e)); return; }
                 Err(_) => { yield Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "provider idle")); return; }
             }
         }

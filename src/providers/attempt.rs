@@ -12,12 +12,18 @@
 use std::time::{Duration, Instant as StdInstant};
 
 use bytes::Bytes;
-use futures::{stream::BoxStream, StreamExt};
+use futures::StreamExt;
 use reqwest::StatusCode;
 use serde_json::Value;
 use tokio::time::{timeout_at, Instant};
 
-use super::{anthropic, config::Kind, provider::error_message, route::Route, route::Target};
+use super::{
+    anthropic,
+    config::Kind,
+    provider::{error_message, BodyStream},
+    route::Route,
+    route::Target,
+};
 use crate::{
     metrics::{provider_attempt, upstream_error, Upstream},
     providers::anthropic::TranslateError,
@@ -30,7 +36,7 @@ pub struct Opened {
     pub index: usize,
     pub content_type: Option<reqwest::header::HeaderValue>,
     pub first: Bytes,
-    pub rest: BoxStream<'static, reqwest::Result<Bytes>>,
+    pub rest: BodyStream,
 }
 
 /// Why a request got no stream.
@@ -157,11 +163,7 @@ pub async fn open(
     })))
 }
 
-type Head = (
-    Option<reqwest::header::HeaderValue>,
-    Bytes,
-    BoxStream<'static, reqwest::Result<Bytes>>,
-);
+type Head = (Option<reqwest::header::HeaderValue>, Bytes, BodyStream);
 
 /// One attempt: `Ok` with the first bytes; `Err(Ok(failure))` to move on;
 /// `Err(Err(resp))` for an answer to pass on.
@@ -174,17 +176,17 @@ async fn one(
 ) -> Result<Head, Result<Failure, reqwest::Response>> {
     let provider = &target.provider;
     let sent = Instant::now();
-    let resp = match timeout_at(until, provider.chat_request(body).send()).await {
+    let resp = match timeout_at(until, provider.send_chat(body)).await {
         Err(_) => return Err(Ok(Failure::Timeout)),
-        Ok(Err(e)) => return Err(Ok(Failure::Connect(e.without_url().to_string()))),
+        Ok(Err(e)) => return Err(Ok(Failure::Connect(e))),
         Ok(Ok(r)) => r,
     };
     let since = sent.into_std();
     provider.metrics.answered(&provider.name, caller, since);
-    let status = resp.status();
+    let status = resp.status;
     if status == StatusCode::TOO_MANY_REQUESTS {
-        let retry_after = retry_after(resp.headers());
-        let message = timeout_at(until, error_message(resp))
+        let retry_after = retry_after(&resp.headers);
+        let message = timeout_at(until, error_message(resp.into_reqwest()))
             .await
             .unwrap_or_default();
         return Err(Ok(Failure::RateLimited {
@@ -196,7 +198,7 @@ async fn one(
         || status == StatusCode::UNAUTHORIZED
         || status == StatusCode::FORBIDDEN;
     if retryable {
-        let message = timeout_at(until, error_message(resp))
+        let message = timeout_at(until, error_message(resp.into_reqwest()))
             .await
             .unwrap_or_default();
         return Err(Ok(Failure::Status {
@@ -205,10 +207,10 @@ async fn one(
         }));
     }
     if !status.is_success() {
-        return Err(Err(resp));
+        return Err(Err(resp.into_reqwest()));
     }
-    let content_type = resp.headers().get(reqwest::header::CONTENT_TYPE).cloned();
-    let mut rest = resp.bytes_stream().boxed();
+    let content_type = resp.headers.get(reqwest::header::CONTENT_TYPE).cloned();
+    let mut rest = resp.body;
     if provider.kind == Kind::Anthropic {
         let ids = anthropic::relay::Ids::new(&target.model);
         rest = match streamed {
@@ -221,7 +223,7 @@ async fn one(
         Ok(None) => Err(Ok(Failure::Broken(
             "the provider sent an empty body".into(),
         ))),
-        Ok(Some(Err(e))) => Err(Ok(Failure::Broken(e.without_url().to_string()))),
+        Ok(Some(Err(e))) => Err(Ok(Failure::Broken(e.to_string()))),
         Ok(Some(Ok(first))) => Ok((content_type, first, rest)),
     }
 }

@@ -2,6 +2,8 @@
 //!
 //! - [`config`]: the `[[providers]]` and `[[routes]]` of the config file,
 //!   checked at start-up; secrets never reach `Debug` or logs.
+//! - [`lean`]: the relay's own HTTP/1 client for `http://` providers,
+//!   driven by the request's task, with a pool per serving loop.
 //! - [`provider`]: one provider (base URL, key, timeouts, [`breaker::Health`]);
 //!   the `--provider-url` flags make the one named `default`.
 //! - [`route`]: a model name's ordered, weighted targets.
@@ -26,6 +28,7 @@ pub mod attempt;
 pub mod breaker;
 pub mod config;
 pub mod event;
+pub mod lean;
 pub mod provider;
 pub mod registry;
 pub mod route;

@@ -4,13 +4,18 @@
 
 use std::time::Duration;
 
-use futures::StreamExt;
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use bytes::Bytes;
+use futures::{stream::BoxStream, StreamExt, TryStreamExt};
+use reqwest::{
+    header::{HeaderMap, HeaderName, HeaderValue},
+    StatusCode,
+};
 use serde_json::Value;
 
 use super::{
     breaker::Health,
     config::{Kind, ProviderSpec, BREAKER_COOLDOWN_SECS, BREAKER_FAILURES},
+    lean::Lean,
 };
 use crate::{config::ServeConfig, metrics::provider::ProviderMetrics};
 
@@ -35,6 +40,9 @@ pub struct Provider {
     /// not parse; each request then fails as it did, naming the provider
     /// unreachable.
     chat_url: Option<reqwest::Url>,
+    /// The chat endpoint on the lean client ([`super::lean`]), for a
+    /// plain-`http://` provider; `None` uses `client`.
+    lean: Option<Lean>,
     /// `Authorization: Bearer <key>` and the configured extra headers, built
     /// once and marked sensitive (kept out of any header dump).
     headers: HeaderMap,
@@ -43,6 +51,46 @@ pub struct Provider {
     pub health: Health,
     /// Its handles for what every request records.
     pub metrics: ProviderMetrics,
+}
+
+/// A provider's answer: its head, and its body as it arrives.
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: BodyStream,
+}
+
+/// An answer's body.
+pub type BodyStream = BoxStream<'static, Result<Bytes, BodyError>>;
+
+/// Why reading an answer's body failed (never with the provider's URL).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BodyError(String);
+
+impl From<reqwest::Error> for BodyError {
+    fn from(e: reqwest::Error) -> Self {
+        Self(e.without_url().to_string())
+    }
+}
+
+impl From<hyper::Error> for BodyError {
+    /// Said as reqwest says it, so a caller reads the same whichever client
+    /// reached the provider; the cause goes to the debug log.
+    fn from(e: hyper::Error) -> Self {
+        tracing::debug!(error = %super::lean::describe(&e), "reading a provider's answer failed");
+        Self("error decoding response body".to_owned())
+    }
+}
+
+impl Answer {
+    /// As a reqwest response, for the paths that read an error answer.
+    pub fn into_reqwest(self) -> reqwest::Response {
+        let mut out = http::Response::new(reqwest::Body::wrap_stream(self.body));
+        *out.status_mut() = self.status;
+        *out.headers_mut() = self.headers;
+        reqwest::Response::from(out)
+    }
 }
 
 /// The HTTP clients of a provider: one per serving loop.
@@ -137,12 +185,17 @@ impl Provider {
             Kind::Openai => format!("{base}/chat/completions"),
             Kind::Anthropic => format!("{base}{}", super::anthropic::MESSAGES_PATH),
         };
+        let client: Clients = client.into();
+        let chat_url = reqwest::Url::parse(&chat).ok();
         Self {
             name: name.to_owned(),
             kind,
-            client: client.into(),
+            lean: chat_url
+                .as_ref()
+                .and_then(|u| Lean::for_url(u, client.loops())),
+            client,
             base: base.to_owned(),
-            chat_url: reqwest::Url::parse(&chat).ok(),
+            chat_url,
             headers,
             first_token_timeout: Duration::from_secs(first.max(1)),
             idle_timeout: Duration::from_secs(idle.max(1)),
@@ -178,6 +231,38 @@ impl Provider {
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body);
         self.authorize(req)
+    }
+
+    /// Sends a chat request (`body`: JSON bytes, in the provider's shape):
+    /// on the lean client for a plain-`http://` provider, else on reqwest.
+    /// `Err` says why no answer came.
+    pub async fn send_chat(&self, body: Vec<u8>) -> Result<Answer, String> {
+        if let Some(lean) = &self.lean {
+            // Said as reqwest says it: the caller may see this, and the
+            // cause names the provider's address, which is for the log.
+            let sent = lean.post(&self.headers, Bytes::from(body)).await;
+            let (head, body) = sent
+                .map_err(|e| {
+                    tracing::debug!(provider = %self.name, error = %e, "sending to a provider failed");
+                    "error sending request".to_owned()
+                })?
+                .into_parts();
+            return Ok(Answer {
+                status: head.status,
+                headers: head.headers,
+                body: body.map_err(BodyError::from).boxed(),
+            });
+        }
+        let mut resp = self
+            .chat_request(body)
+            .send()
+            .await
+            .map_err(|e| e.without_url().to_string())?;
+        Ok(Answer {
+            status: resp.status(),
+            headers: std::mem::take(resp.headers_mut()),
+            body: resp.bytes_stream().map_err(BodyError::from).boxed(),
+        })
     }
 
     /// `GET {provider}/models`.

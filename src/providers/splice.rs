@@ -29,6 +29,7 @@ use super::sse::{data_of, events, take_frames};
 use super::{
     attempt::{self, Opened},
     config::MidStream,
+    provider::BodyError,
     route::Route,
 };
 use crate::metrics::{upstream_error, Upstream};
@@ -116,7 +117,7 @@ pub fn pieces(
 /// [`pieces`] does for a single target (its reading, for the fuzz tests).
 pub fn single<S>(body: S, idle: Duration) -> impl Stream<Item = Piece> + Send
 where
-    S: Stream<Item = reqwest::Result<Bytes>> + Send + 'static,
+    S: Stream<Item = Result<Bytes, BodyError>> + Send + 'static,
 {
     async_stream::stream! {
         let mut body = std::pin::pin!(body);
@@ -145,7 +146,7 @@ enum End {
 /// One read of a target's body: the whole events to forward, and the end
 /// it reached, if any.
 fn on_read(
-    next: Result<Option<reqwest::Result<Bytes>>, tokio::time::error::Elapsed>,
+    next: Result<Option<Result<Bytes, BodyError>>, tokio::time::error::Elapsed>,
     pending: &mut BytesMut,
     seen: &mut Seen,
     keep_text: bool,
@@ -175,7 +176,7 @@ fn on_read(
             None,
             Some(End::Failed(
                 "broken",
-                format!("the provider's stream broke: {}", e.without_url()),
+                format!("the provider's stream broke: {e}"),
             )),
         ),
         Err(_) => (

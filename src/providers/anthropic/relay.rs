@@ -13,10 +13,11 @@
 
 use bytes::Bytes;
 use eventsource_stream::{EventStreamError, Eventsource};
-use futures::{stream::BoxStream, StreamExt};
+use futures::StreamExt;
 use serde_json::{json, Value};
 
 use super::{self as anthropic, AnthropicError, StreamTranslator, TranslateError};
+use crate::providers::provider::BodyStream;
 
 /// Most of a non-streamed Message read.
 const BODY_LIMIT: usize = 4 * 1024 * 1024;
@@ -62,10 +63,7 @@ fn error_event(e: &AnthropicError) -> Bytes {
 }
 
 /// An Anthropic SSE body as an OpenAI SSE body.
-pub fn stream(
-    body: BoxStream<'static, reqwest::Result<Bytes>>,
-    ids: Ids,
-) -> BoxStream<'static, reqwest::Result<Bytes>> {
+pub fn stream(body: BodyStream, ids: Ids) -> BodyStream {
     async_stream::stream! {
         let mut events = body.eventsource();
         let mut t = StreamTranslator::new(ids.id, ids.model, ids.created, true);
@@ -95,10 +93,7 @@ pub fn stream(
 }
 
 /// A non-streamed Message body as a `chat.completion` body (read whole).
-pub fn whole(
-    body: BoxStream<'static, reqwest::Result<Bytes>>,
-    ids: Ids,
-) -> BoxStream<'static, reqwest::Result<Bytes>> {
+pub fn whole(body: BodyStream, ids: Ids) -> BodyStream {
     async_stream::stream! {
         let mut body = body;
         let mut all = Vec::new();

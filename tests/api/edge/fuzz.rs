@@ -198,7 +198,7 @@ proptest! {
         text.push_str("data: [DONE]\n\n");
         let relay = |chunks: Vec<Bytes>| {
             rt.block_on(async move {
-                let body = futures::stream::iter(chunks.into_iter().map(Ok::<_, reqwest::Error>));
+                let body = futures::stream::iter(chunks.into_iter().map(Ok::<_, weir::providers::provider::BodyError>));
                 splice::single(body, std::time::Duration::from_secs(5))
                     .map(|p| match p {
                         Piece::Frames(f) => f.bytes,
