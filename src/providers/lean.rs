@@ -11,14 +11,18 @@
 //! from the provider's socket to the client's, as an event-loop proxy does.
 //!
 //! Idle connections wait in a pool per serving loop ([`crate::cores`]), at
-//! most [`MAX_IDLE`], each for at most [`IDLE_FOR`]. An idle connection is
-//! not polled, so a provider that closed it is noticed when it is taken
-//! (one poll, and `is_ready`) or, in the race, by the request failing
-//! before any answer: that request is sent once more on a new connection.
-//! An answer whose body was not read to its end closes its connection.
+//! most [`MAX_IDLE`], each for at most [`IDLE_FOR`], shorter than common
+//! servers' keep-alive (uvicorn's and Node's are 5 s), so a provider rarely
+//! closes one as a request goes out on it. An idle connection is not
+//! polled: a provider's close is noticed when it is taken (one poll, and
+//! `is_ready`). A request that was never written (the connection ended
+//! first) is sent once more on a new connection; one that was written is
+//! never sent again, since the provider may have acted on it. An answer
+//! whose body was not read to its end closes its connection.
 //!
-//! TLS providers, and any process with an HTTP proxy in its environment,
-//! keep reqwest (which has both).
+//! TLS providers, URLs with credentials, and any process with an HTTP
+//! proxy in its environment keep reqwest (which has all three); reqwest
+//! would also follow a redirect, which an API endpoint does not send.
 
 use std::{
     future::{poll_fn, Future},
@@ -44,8 +48,8 @@ use crate::cores::PerCore;
 /// Idle connections kept per serving loop.
 pub const MAX_IDLE: usize = 256;
 
-/// How long an idle connection is kept (reqwest's provider client: 90 s).
-pub const IDLE_FOR: Duration = Duration::from_secs(90);
+/// How long an idle connection is kept (module doc).
+pub const IDLE_FOR: Duration = Duration::from_secs(4);
 
 /// How long a connect may take (reqwest's provider client: 10 s).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -86,12 +90,23 @@ impl Pool {
         }
     }
 
+    /// Keeps `idle` and lets go of the connections idle too long: the
+    /// pool is in the order they were put back, oldest first, and the
+    /// bottom ones may never be taken again after a burst.
     fn put(&self, mut idle: Idle) {
-        idle.since = Instant::now();
-        let mut pool = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        if pool.len() < MAX_IDLE {
-            pool.push(idle);
-        }
+        let now = Instant::now();
+        idle.since = now;
+        let expired: Vec<Idle> = {
+            let mut pool = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+            let old = pool.partition_point(|i| now.duration_since(i.since) >= IDLE_FOR);
+            let expired = pool.drain(..old).collect();
+            if pool.len() < MAX_IDLE {
+                pool.push(idle);
+            }
+            expired
+        };
+        // Closed outside the lock.
+        drop(expired);
     }
 }
 
@@ -123,7 +138,8 @@ impl Lean {
     /// The lean client for `url`, one pool per serving loop; `None` unless
     /// `url` is plain `http://` and no proxy is configured.
     pub fn for_url(url: &reqwest::Url, loops: usize) -> Option<Self> {
-        if url.scheme() != "http" || proxy_in_env() {
+        let credentials = !url.username().is_empty() || url.password().is_some();
+        if url.scheme() != "http" || credentials || proxy_in_env() {
             return None;
         }
         let host = url.host_str()?;
@@ -152,16 +168,16 @@ impl Lean {
         body: Bytes,
     ) -> Result<Response<LeanBody>, String> {
         let pool = self.pools.get().clone();
-        let mut stale = 0;
+        let mut idle = match pool.take() {
+            Some(idle) => idle,
+            None => self.connect().await?,
+        };
+        let mut resent = false;
         loop {
-            let (mut idle, reused) = match pool.take() {
-                Some(idle) => (idle, true),
-                None => (self.connect().await?, false),
-            };
             let sent = idle.send.send_request(self.request(headers, body.clone()));
             let (answer, closed) = drive(&mut idle.conn, sent).await;
             match answer {
-                Ok(resp) => {
+                Some(Ok(resp)) => {
                     let (parts, incoming) = resp.into_parts();
                     let body = LeanBody {
                         incoming: Some(incoming),
@@ -172,15 +188,18 @@ impl Lean {
                     };
                     return Ok(Response::from_parts(parts, body));
                 }
-                // The provider closed a pooled connection as the request
-                // went out (its idle timeout): it answered nothing, so the
-                // request is sent once more, on a new connection.
-                Err(e) if reused && stale == 0 && closed_unanswered(&e) => {
-                    stale += 1;
-                    tracing::debug!(error = %describe(&e), "a pooled provider connection was closed; sending again");
-                }
-                Err(e) => return Err(describe(&e)),
+                // Never written: the connection ended (the provider closed
+                // it) before hyper took the request, or hyper says so.
+                None if !resent => {}
+                Some(Err(e)) if !resent && e.is_canceled() => {}
+                None => return Err("the provider closed the connection".to_owned()),
+                Some(Err(e)) => return Err(describe(&e)),
             }
+            tracing::debug!(
+                "a provider connection closed before the request went out; sending on a new one"
+            );
+            resent = true;
+            idle = self.connect().await?;
         }
     }
 
@@ -189,14 +208,16 @@ impl Lean {
         *req.method_mut() = Method::POST;
         *req.uri_mut() = self.path.clone();
         let h = req.headers_mut();
-        h.reserve(headers.len() + 2);
+        h.reserve(headers.len() + 3);
         h.insert(header::HOST, self.host.clone());
         h.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
+        // As reqwest sends by default.
+        h.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
         for (name, value) in headers {
-            h.insert(name.clone(), value.clone());
+            h.append(name.clone(), value.clone());
         }
         req
     }
@@ -220,17 +241,6 @@ impl Lean {
     }
 }
 
-/// Whether `e` says the connection was closed under the request (not that
-/// the provider answered something wrong).
-fn closed_unanswered(e: &hyper::Error) -> bool {
-    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset};
-    let io = std::error::Error::source(e).and_then(|c| c.downcast_ref::<std::io::Error>());
-    e.is_canceled()
-        || e.is_incomplete_message()
-        || io
-            .is_some_and(|io| matches!(io.kind(), ConnectionReset | BrokenPipe | ConnectionAborted))
-}
-
 /// hyper's error with its causes (`connection closed before message
 /// completed`, the I/O error under it).
 pub(super) fn describe(e: &hyper::Error) -> String {
@@ -245,15 +255,23 @@ pub(super) fn describe(e: &hyper::Error) -> String {
 }
 
 /// Polls `fut` and, until it ends, the connection it needs; also says
-/// whether the connection ended (it cannot be used again).
-async fn drive<F: Future>(conn: &mut Conn, fut: F) -> (F::Output, bool) {
+/// whether the connection ended (it cannot be used again). `None`: the
+/// connection ended with `fut` still waiting. hyper answers a request it
+/// had taken when its connection fails, but one still queued when the
+/// connection ends cleanly (the provider closed it while it was idle) only
+/// when the connection is dropped, which the caller does.
+async fn drive<F: Future>(conn: &mut Conn, fut: F) -> (Option<F::Output>, bool) {
     let mut fut = std::pin::pin!(fut);
     let mut closed = false;
     let out = poll_fn(|cx| {
         if !closed && conn.as_mut().poll(cx).is_ready() {
             closed = true;
         }
-        fut.as_mut().poll(cx)
+        match fut.as_mut().poll(cx) {
+            Poll::Ready(out) => Poll::Ready(Some(out)),
+            Poll::Pending if closed => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
     })
     .await;
     (out, closed)
