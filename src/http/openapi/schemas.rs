@@ -165,10 +165,20 @@ fn last_event_id() -> RefOr<Schema> {
     from_json(json!({"type": "string", "pattern": "^[ \\t]*[0-9]{0,19}[ \\t]*$"}))
 }
 
+// White space as the server trims it (Rust's `char::is_whitespace`, the
+// Unicode White_Space property) written out: a pattern's `\s` is
+// ECMAScript's, which leaves out U+0085 and takes in U+FEFF, so a name
+// of white space and U+0085 would pass the schema and fail the server.
 /// A name trimmed by the server, then 1 to 200 characters.
-pub const TRIMMED_NAME: &str = r"^\s*\S(?:[\s\S]{0,198}\S)?\s*$";
-/// Text with something besides white space.
-pub const NOT_BLANK: &str = r"\S";
+pub const TRIMMED_NAME: &str = concat!(
+    r"^[\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*",
+    r"[^\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]",
+    r"(?:[\s\S]{0,198}[^\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000])?",
+    r"[\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$"
+);
+/// Text with something besides white space (as the server trims it).
+pub const NOT_BLANK: &str =
+    r"[^\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]";
 
 /// `scopes` of `POST /v1/keys`: at least one, each a scope a key may
 /// grant (the operator scopes only `weir keys create` grants are left out).
@@ -394,4 +404,41 @@ pub struct Ready {
     pub status: String,
     pub store: String,
     pub bus: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The patterns say what the server's checks (`str::trim`, then 1 to
+    /// 200 characters) accept, for the characters on which ECMAScript's
+    /// `\s` and Rust's white space differ too.
+    #[test]
+    fn the_name_patterns_trim_as_the_server_does() {
+        let name =
+            jsonschema::validator_for(&json!({"type": "string", "pattern": TRIMMED_NAME})).unwrap();
+        let text =
+            jsonschema::validator_for(&json!({"type": "string", "pattern": NOT_BLANK})).unwrap();
+        let long = "x".repeat(201);
+        let cases = [
+            "a",
+            " a\t",
+            "\n\u{c}\t\u{85}\n \u{b} \r",
+            "\u{85}",
+            "\u{85}a\u{85}",
+            "\u{a0}\u{3000}",
+            "\u{feff}",
+            " \u{feff} ",
+            "a b",
+            "",
+            &long,
+            &long[1..],
+        ];
+        for s in cases {
+            let trimmed = s.trim();
+            let server_name = (1..=200).contains(&trimmed.chars().count());
+            assert_eq!(name.is_valid(&json!(s)), server_name, "name {s:?}");
+            assert_eq!(text.is_valid(&json!(s)), !trimmed.is_empty(), "text {s:?}");
+        }
+    }
 }
