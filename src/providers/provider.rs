@@ -1,6 +1,8 @@
 //! One upstream provider: where it is, how to authenticate, its timeouts
 //! and its [`Health`]. Shared by agent runs and the `/v1/chat/completions`
-//! relay (one connection pool for all providers).
+//! relay. A plain-`http://` provider's chat requests go through its own
+//! pool of the lean client ([`super::lean`]); everything else through
+//! reqwest, one connection pool per serving loop for all providers.
 
 use std::time::Duration;
 
