@@ -7,7 +7,9 @@
 //!
 //! One writer connection serialises writes (SQLite allows one writer
 //! anyway, and a single in-process writer avoids `SQLITE_BUSY` retries);
-//! a few reader connections serve reads in parallel beside it thanks to WAL.
+//! a few reader connections serve reads in parallel beside it thanks to WAL,
+//! and a thread checkpoints the WAL so that commits never wait for it
+//! ([`checkpoint`]).
 //! Statements are `prepare_cached`, so a hot read such as `get_agent` is a
 //! cache lookup plus one indexed B-tree probe.
 
@@ -15,6 +17,7 @@ mod accounts;
 mod agents;
 mod approvals;
 mod audit;
+mod checkpoint;
 pub(super) mod paging;
 mod pool;
 mod runs;
@@ -40,6 +43,9 @@ pub struct SqliteStore {
     writer: Pool,
     readers: Pool,
     path: PathBuf,
+    /// Stops its thread when the store is dropped.
+    #[cfg_attr(not(test), allow(dead_code))]
+    checkpoint: checkpoint::Checkpointer,
 }
 
 impl SqliteStore {
@@ -52,6 +58,7 @@ impl SqliteStore {
         let path = dir.join("weir.db");
         let mut writer = connect(&path, false)?;
         schema::migrate(&mut writer)?;
+        let checkpoint = checkpoint::Checkpointer::start(&path, &mut writer)?;
         let readers = (0..READERS)
             .map(|_| connect(&path, true))
             .collect::<StoreResult<Vec<_>>>()?;
@@ -59,6 +66,7 @@ impl SqliteStore {
             writer: Pool::new(vec![writer]),
             readers: Pool::new(readers),
             path,
+            checkpoint,
         })
     }
 
