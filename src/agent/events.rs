@@ -200,11 +200,23 @@ impl Emitter {
     /// Writes what is pending. On failure the batch is dropped (the run is
     /// about to fail anyway) so memory stays bounded.
     pub async fn flush(&mut self) -> Result<(), EmitError> {
-        if self.pending.is_empty() {
-            return Ok(());
-        }
+        self.flush_beside().await
+    }
+
+    /// [`Self::flush`] as a future that owns what it writes, to await
+    /// beside work that goes on using the emitter (a run's start stores
+    /// its user messages while the model is called, issue 22). Writes are
+    /// keyed by seq, so a later flush may land first.
+    pub fn flush_beside(
+        &mut self,
+    ) -> impl std::future::Future<Output = Result<(), EmitError>> + Send + 'static {
         let batch = std::mem::take(&mut self.pending);
-        self.sinks.store.append_events(&self.account, batch).await?;
-        Ok(())
+        let write = (!batch.is_empty()).then(|| (self.sinks.store.clone(), self.account.clone()));
+        async move {
+            if let Some((store, account)) = write {
+                store.append_events(&account, batch).await?;
+            }
+            Ok(())
+        }
     }
 }

@@ -25,6 +25,8 @@ use crate::store::{Agent, Run, StoreError};
 /// Most events read in one go: a session's messages to rebuild its
 /// conversation, or a taken-over run's events to restore them.
 const HISTORY_WINDOW: u32 = 1000;
+/// A store write the run awaits later ([`RunTask::begin`]).
+type Stored = futures::future::BoxFuture<'static, Result<(), EmitError>>;
 /// How long a run's `error` and `done` are retried while the bus is down.
 const END_PATIENCE: Duration = Duration::from_secs(20);
 
@@ -129,13 +131,16 @@ impl RunTask {
             Some(name) => format!(" on {name}"),
             None => String::new(),
         };
+        // The opening line is stored beside the run's first model call (or
+        // with its next line): its write would queue ahead of the run's
+        // first events (issue 22).
         match &self.resume {
             Some(id) => {
-                log.info(format!("run resumed{on} after approval {id}"))
+                log.info_unstored(format!("run resumed{on} after approval {id}"))
                     .await
             }
             None => {
-                log.info(format!(
+                log.info_unstored(format!(
                     "run started{on}: model {}, session {}, max_steps {}{}",
                     self.agent.model,
                     self.run.session_id,
@@ -167,6 +172,7 @@ impl RunTask {
         if self.handle.lost.is_cancelled() {
             // Another worker took the run over and ends it: say nothing more.
             tracing::warn!(run_id = %self.run.id, "run taken over by another worker; stopped here");
+            log.store_unstored().await;
             self.engine.forget(&self.run.id);
             return;
         }
@@ -203,12 +209,19 @@ impl RunTask {
         }
         let store = self.engine.sinks.store.as_ref();
         let (tools, warnings) = ToolSet::resolve(store, &self.account, &self.agent.tools).await?;
-        let (mut turns, first) = match &self.resume {
+        let (mut turns, first, mut stored) = match &self.resume {
             None => {
                 for w in warnings {
                     log.warn(w).await;
                 }
-                (self.begin(em).await?, 1)
+                let turns = self.begin(em).await?;
+                // The user messages and the opening line are stored beside
+                // the first model call, not before it: the first delta waits
+                // neither for the store's one writer nor for the writes
+                // queued at it.
+                let (events, lines) = (em.flush_beside(), log.store_unstored());
+                let stored = async move { tokio::join!(events, lines).0 }.boxed();
+                (turns, 1, Some(stored))
             }
             Some(id) => {
                 let r = self.resume_from(em, &tools, id, usage).await?;
@@ -225,12 +238,12 @@ impl RunTask {
                     Flow::Cancelled => return Ok(Outcome::Cancelled),
                     Flow::Parked => return Ok(Outcome::Parked),
                 }
-                (turns, r.next_step)
+                (turns, r.next_step, None)
             }
         };
         for step in first..=self.max_steps {
             let t0 = Instant::now();
-            let out = self.step(em, &turns, &tools).await;
+            let out = self.step_beside(em, &turns, &tools, stored.take()).await;
             let took = t0.elapsed().as_millis();
             let Some((out, served)) = out? else {
                 return Ok(Outcome::Cancelled);
@@ -273,8 +286,9 @@ impl RunTask {
         Ok(Outcome::MaxSteps)
     }
 
-    /// A new run's start: its user messages published, its conversation
-    /// (system prompt, the session's history, the new messages).
+    /// A new run's start: its user messages published (their store write
+    /// left pending, for [`Self::step_beside`]), its conversation (system
+    /// prompt, the session's history, the new messages).
     ///
     /// The user messages go out before the history is read: the first
     /// event a subscriber sees does not wait for the session's history
@@ -285,23 +299,17 @@ impl RunTask {
             let message = m.content.clone();
             em.publish(EventBody::UserMessage { message }).await?;
         }
-        // Stored while the history is read, not before: the first delta
-        // waits for one store round trip instead of two. The read skips this
-        // run's messages whether or not they are in yet.
+        // The read skips this run's messages whether or not they are in yet.
         let store = self.engine.sinks.store.as_ref();
         let this_run = (&self.run.id, self.messages.len());
-        let (stored, history) = tokio::join!(
-            em.flush(),
-            load_history(
-                store,
-                &self.account,
-                &self.agent.id,
-                &self.run.session_id,
-                this_run,
-            )
-        );
-        stored?;
-        let history = history?;
+        let history = load_history(
+            store,
+            &self.account,
+            &self.agent.id,
+            &self.run.session_id,
+            this_run,
+        )
+        .await?;
         let mut turns = Vec::with_capacity(history.len() + self.messages.len() + 1);
         if !self.agent.system.trim().is_empty() {
             turns.push(Turn::System(self.agent.system.clone()));
@@ -309,6 +317,25 @@ impl RunTask {
         turns.extend(history);
         turns.extend(self.messages.iter().map(|m| Turn::User(m.content.clone())));
         Ok(turns)
+    }
+
+    /// [`Self::step`], beside a store write still in flight (the user
+    /// messages of a new run's first step): both end before the step's
+    /// answer counts, and a failed write fails the run as an awaited one
+    /// would have, its first deltas delivered already.
+    async fn step_beside(
+        &self,
+        em: &mut Emitter,
+        turns: &[Turn],
+        tools: &ToolSet,
+        stored: Option<Stored>,
+    ) -> Result<Option<(StepOutput, Option<String>)>, Failure> {
+        let Some(stored) = stored else {
+            return self.step(em, turns, tools).await;
+        };
+        let (stored, out) = tokio::join!(stored, self.step(em, turns, tools));
+        stored?;
+        out
     }
 
     /// Runs a step's tool calls in order, each result becoming a

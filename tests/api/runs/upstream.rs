@@ -9,7 +9,7 @@ use super::{
     agent_with, next, run_sse, send, sse, types, wait_run, with_provider, with_provider_private,
 };
 use crate::{
-    common::{expect_error, spawn_gateway, Api, TestGateway},
+    common::{eventually, expect_error, spawn_gateway, Api, TestGateway},
     fake_provider::{FakeProvider, Webhook},
 };
 
@@ -314,5 +314,59 @@ async fn disconnect_cancels_the_upstream_request() {
         left.elapsed().as_millis()
     );
     assert_eq!(wait_run(&gw, &run_id).await["status"], "cancelled");
+    assert_eq!(fp.completed(), 0);
+}
+
+#[tokio::test]
+async fn a_runs_opening_writes_are_stored_while_its_model_still_streams() {
+    // The user message and the "run started" line are written beside the
+    // first model call (issue 22), not after it: a client reading the
+    // session or the logs during a long answer finds both.
+    let fp = FakeProvider::start().await;
+    let gw = with_provider(&fp).await;
+    let agent = agent_with(&gw, json!({"model": "upstream/fake-slow"})).await;
+    let mut s = sse(send(
+        &gw,
+        &agent,
+        json!({"message": "slowly, please", "stream": true, "stream_tokens": true}),
+    )
+    .await);
+    let first = next(&mut s).await.expect("an event");
+    let run_id = first.data["run_id"].as_str().unwrap().to_owned();
+    let list = |what: &'static str| {
+        let path = format!("/v1/agents/{agent}/{what}?limit=1000");
+        let gw = &gw;
+        async move {
+            let page: Value = gw.get(&path).await.json().await.unwrap();
+            page["data"].as_array().cloned().unwrap_or_default()
+        }
+    };
+    let user_message_stored = eventually(|| async {
+        list("messages")
+            .await
+            .iter()
+            .any(|e| e["message_type"] == "user_message" && e["message"] == "slowly, please")
+    })
+    .await;
+    assert!(user_message_stored, "the user message was not stored");
+    let opening_line_stored = eventually(|| async {
+        list("logs").await.iter().any(|l| {
+            l["run_id"] == run_id.as_str()
+                && l["message"]
+                    .as_str()
+                    .unwrap_or("")
+                    .starts_with("run started")
+        })
+    })
+    .await;
+    assert!(opening_line_stored, "the run's opening line was not stored");
+    // Both while the model still streams (fake-slow: ten seconds of chunks).
+    let run: Value = gw
+        .get(&format!("/v1/runs/{run_id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(run["status"], "running");
     assert_eq!(fp.completed(), 0);
 }
