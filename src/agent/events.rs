@@ -9,7 +9,7 @@
 //! small batches (flushed by the next non-delta event) to keep one store
 //! write per token off the hot path.
 
-use std::{collections::HashSet, sync::Arc, time::Duration};
+use std::{collections::HashSet, future::Future, sync::Arc, time::Duration};
 
 use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
@@ -95,6 +95,8 @@ pub struct Emitter {
     session_id: SessionId,
     channel: Channel,
     pending: Vec<EventRecord>,
+    /// The write [`Self::flush_in_background`] started, until awaited.
+    inflight: Option<tokio::task::JoinHandle<Result<(), EmitError>>>,
 }
 
 impl Emitter {
@@ -113,6 +115,7 @@ impl Emitter {
             session_id: session_id.clone(),
             channel: Channel::Agent(agent_id.clone()),
             pending: Vec::new(),
+            inflight: None,
         }
     }
 
@@ -197,26 +200,50 @@ impl Emitter {
             .await
     }
 
-    /// Writes what is pending. On failure the batch is dropped (the run is
-    /// about to fail anyway) so memory stays bounded.
+    /// Writes what is pending, after the write [`Self::flush_in_background`]
+    /// started, if any: the store never holds an event without the ones
+    /// before it (a stream joins the bus at the store's last seq). On
+    /// failure the batch is dropped (the run is about to fail anyway) so
+    /// memory stays bounded.
     pub async fn flush(&mut self) -> Result<(), EmitError> {
-        self.flush_beside().await
+        self.settle().await?;
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.pending);
+        self.sinks.store.append_events(&self.account, batch).await?;
+        Ok(())
     }
 
-    /// [`Self::flush`] as a future that owns what it writes, to await
-    /// beside work that goes on using the emitter (a run's start stores
-    /// its user messages while the model is called, issue 22). Writes are
-    /// keyed by seq, so a later flush may land first.
-    pub fn flush_beside(
-        &mut self,
-    ) -> impl std::future::Future<Output = Result<(), EmitError>> + Send + 'static {
+    /// Starts writing what is pending on a task of its own, with `also`
+    /// (more of the run's writes: its opening log line), and returns at
+    /// once: a run's start stores its user messages while its model is
+    /// called (issue 22). The next [`Self::flush`] or [`Self::settle`]
+    /// waits for it; on its own task, the write is not lost if the caller
+    /// panics or is dropped meanwhile.
+    pub fn flush_in_background(&mut self, also: impl Future<Output = ()> + Send + 'static) {
         let batch = std::mem::take(&mut self.pending);
-        let write = (!batch.is_empty()).then(|| (self.sinks.store.clone(), self.account.clone()));
-        async move {
-            if let Some((store, account)) = write {
-                store.append_events(&account, batch).await?;
-            }
-            Ok(())
-        }
+        let (store, account) = (self.sinks.store.clone(), self.account.clone());
+        self.inflight = Some(tokio::spawn(async move {
+            let events = async {
+                if !batch.is_empty() {
+                    store.append_events(&account, batch).await?;
+                }
+                Ok(())
+            };
+            tokio::join!(events, also).0
+        }));
+    }
+
+    /// Waits for the write [`Self::flush_in_background`] started, if any;
+    /// its failure is the caller's.
+    pub async fn settle(&mut self) -> Result<(), EmitError> {
+        let Some(write) = self.inflight.take() else {
+            return Ok(());
+        };
+        write.await.unwrap_or_else(|e| {
+            let why = format!("store write failed: {e}");
+            Err(EmitError::Store(StoreError::Unavailable(why)))
+        })
     }
 }

@@ -25,8 +25,6 @@ use crate::store::{Agent, Run, StoreError};
 /// Most events read in one go: a session's messages to rebuild its
 /// conversation, or a taken-over run's events to restore them.
 const HISTORY_WINDOW: u32 = 1000;
-/// A store write the run awaits later ([`RunTask::begin`]).
-type Stored = futures::future::BoxFuture<'static, Result<(), EmitError>>;
 /// How long a run's `error` and `done` are retried while the bus is down.
 const END_PATIENCE: Duration = Duration::from_secs(20);
 
@@ -131,12 +129,11 @@ impl RunTask {
             Some(name) => format!(" on {name}"),
             None => String::new(),
         };
-        // The opening line is stored beside the run's first model call (or
-        // with its next line): its write would queue ahead of the run's
-        // first events (issue 22).
+        // A new run's opening line is stored beside its first model call:
+        // its write would queue ahead of the run's first events (issue 22).
         match &self.resume {
             Some(id) => {
-                log.info_unstored(format!("run resumed{on} after approval {id}"))
+                log.info(format!("run resumed{on} after approval {id}"))
                     .await
             }
             None => {
@@ -209,7 +206,7 @@ impl RunTask {
         }
         let store = self.engine.sinks.store.as_ref();
         let (tools, warnings) = ToolSet::resolve(store, &self.account, &self.agent.tools).await?;
-        let (mut turns, first, mut stored) = match &self.resume {
+        let (mut turns, first) = match &self.resume {
             None => {
                 for w in warnings {
                     log.warn(w).await;
@@ -218,10 +215,10 @@ impl RunTask {
                 // The user messages and the opening line are stored beside
                 // the first model call, not before it: the first delta waits
                 // neither for the store's one writer nor for the writes
-                // queued at it.
-                let (events, lines) = (em.flush_beside(), log.store_unstored());
-                let stored = async move { tokio::join!(events, lines).0 }.boxed();
-                (turns, 1, Some(stored))
+                // queued at it. Awaited after the step (a failed write fails
+                // the run) and by any flush before then.
+                em.flush_in_background(log.store_unstored());
+                (turns, 1)
             }
             Some(id) => {
                 let r = self.resume_from(em, &tools, id, usage).await?;
@@ -238,12 +235,13 @@ impl RunTask {
                     Flow::Cancelled => return Ok(Outcome::Cancelled),
                     Flow::Parked => return Ok(Outcome::Parked),
                 }
-                (turns, r.next_step, None)
+                (turns, r.next_step)
             }
         };
         for step in first..=self.max_steps {
             let t0 = Instant::now();
-            let out = self.step_beside(em, &turns, &tools, stored.take()).await;
+            let out = self.step(em, &turns, &tools).await;
+            em.settle().await?;
             let took = t0.elapsed().as_millis();
             let Some((out, served)) = out? else {
                 return Ok(Outcome::Cancelled);
@@ -287,7 +285,7 @@ impl RunTask {
     }
 
     /// A new run's start: its user messages published (their store write
-    /// left pending, for [`Self::step_beside`]), its conversation (system
+    /// left pending, for the caller to start), its conversation (system
     /// prompt, the session's history, the new messages).
     ///
     /// The user messages go out before the history is read: the first
@@ -317,25 +315,6 @@ impl RunTask {
         turns.extend(history);
         turns.extend(self.messages.iter().map(|m| Turn::User(m.content.clone())));
         Ok(turns)
-    }
-
-    /// [`Self::step`], beside a store write still in flight (the user
-    /// messages of a new run's first step): both end before the step's
-    /// answer counts, and a failed write fails the run as an awaited one
-    /// would have, its first deltas delivered already.
-    async fn step_beside(
-        &self,
-        em: &mut Emitter,
-        turns: &[Turn],
-        tools: &ToolSet,
-        stored: Option<Stored>,
-    ) -> Result<Option<(StepOutput, Option<String>)>, Failure> {
-        let Some(stored) = stored else {
-            return self.step(em, turns, tools).await;
-        };
-        let (stored, out) = tokio::join!(stored, self.step(em, turns, tools));
-        stored?;
-        out
     }
 
     /// Runs a step's tool calls in order, each result becoming a

@@ -43,8 +43,7 @@ pub struct SqliteStore {
     writer: Pool,
     readers: Pool,
     path: PathBuf,
-    /// Stops its thread when the store is dropped.
-    #[cfg_attr(not(test), allow(dead_code))]
+    /// Its thread stops when the store is dropped.
     checkpoint: checkpoint::Checkpointer,
 }
 
@@ -98,7 +97,14 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
     {
-        self.writer.run(f).await
+        let after = self.checkpoint.after_write();
+        self.writer
+            .run(move |c| {
+                let out = f(c);
+                after(c);
+                out
+            })
+            .await
     }
 }
 
