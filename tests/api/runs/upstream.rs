@@ -6,7 +6,8 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use super::{
-    agent_with, next, run_sse, send, sse, types, wait_run, with_provider, with_provider_private,
+    agent_with, get_json, next, run_sse, send, sse, types, wait_run, with_provider,
+    with_provider_private, Ev, EvStream,
 };
 use crate::{
     common::{eventually, expect_error, spawn_gateway, Api, TestGateway},
@@ -291,18 +292,10 @@ async fn upstream_failures_end_with_error_then_done() {
 
 #[tokio::test]
 async fn disconnect_cancels_the_upstream_request() {
-    let fp = FakeProvider::start().await;
-    let gw = with_provider(&fp).await;
-    let agent = agent_with(&gw, json!({"model": "upstream/fake-slow"})).await;
-    let mut s = sse(send(
-        &gw,
-        &agent,
-        json!({"message": "go", "stream": true, "stream_tokens": true}),
-    )
-    .await);
-    let first = next(&mut s).await.expect("a delta");
-    assert_eq!(first.event, "assistant_delta");
-    let run_id = first.data["run_id"].as_str().unwrap().to_owned();
+    let slow = SlowRun::start("go").await;
+    let (fp, gw, s) = (&slow.fp, &slow.gw, slow.stream);
+    assert_eq!(slow.first.event, "assistant_delta");
+    let run_id = slow.run_id;
     let left = std::time::Instant::now();
     drop(s);
     assert!(
@@ -313,8 +306,39 @@ async fn disconnect_cancels_the_upstream_request() {
         "provider saw the hang-up {} ms after the client left",
         left.elapsed().as_millis()
     );
-    assert_eq!(wait_run(&gw, &run_id).await["status"], "cancelled");
+    assert_eq!(wait_run(gw, &run_id).await["status"], "cancelled");
     assert_eq!(fp.completed(), 0);
+}
+
+/// A streamed run on `upstream/fake-slow` (a chunk every 50 ms for ten
+/// seconds), its first event read.
+struct SlowRun {
+    fp: FakeProvider,
+    gw: TestGateway,
+    agent: String,
+    stream: EvStream,
+    first: Ev,
+    run_id: String,
+}
+
+impl SlowRun {
+    async fn start(message: &str) -> Self {
+        let fp = FakeProvider::start().await;
+        let gw = with_provider(&fp).await;
+        let agent = agent_with(&gw, json!({"model": "upstream/fake-slow"})).await;
+        let body = json!({"message": message, "stream": true, "stream_tokens": true});
+        let mut stream = sse(send(&gw, &agent, body).await);
+        let first = next(&mut stream).await.expect("a first event");
+        let run_id = first.data["run_id"].as_str().unwrap().to_owned();
+        Self {
+            fp,
+            gw,
+            agent,
+            stream,
+            first,
+            run_id,
+        }
+    }
 }
 
 #[tokio::test]
@@ -322,23 +346,15 @@ async fn a_runs_opening_writes_are_stored_while_its_model_still_streams() {
     // The user message and the "run started" line are written beside the
     // first model call (issue 22), not after it: a client reading the
     // session or the logs during a long answer finds both.
-    let fp = FakeProvider::start().await;
-    let gw = with_provider(&fp).await;
-    let agent = agent_with(&gw, json!({"model": "upstream/fake-slow"})).await;
-    let mut s = sse(send(
-        &gw,
-        &agent,
-        json!({"message": "slowly, please", "stream": true, "stream_tokens": true}),
-    )
-    .await);
-    let first = next(&mut s).await.expect("an event");
-    let run_id = first.data["run_id"].as_str().unwrap().to_owned();
+    let slow = SlowRun::start("slowly, please").await;
+    let (gw, agent, run_id) = (&slow.gw, &slow.agent, &slow.run_id);
     let list = |what: &'static str| {
         let path = format!("/v1/agents/{agent}/{what}?limit=1000");
-        let gw = &gw;
         async move {
-            let page: Value = gw.get(&path).await.json().await.unwrap();
-            page["data"].as_array().cloned().unwrap_or_default()
+            get_json(gw, &path).await["data"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
         }
     };
     let user_message_stored = eventually(|| async {
@@ -361,12 +377,7 @@ async fn a_runs_opening_writes_are_stored_while_its_model_still_streams() {
     .await;
     assert!(opening_line_stored, "the run's opening line was not stored");
     // Both while the model still streams (fake-slow: ten seconds of chunks).
-    let run: Value = gw
-        .get(&format!("/v1/runs/{run_id}"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let run = get_json(gw, &format!("/v1/runs/{run_id}")).await;
     assert_eq!(run["status"], "running");
-    assert_eq!(fp.completed(), 0);
+    assert_eq!(slow.fp.completed(), 0);
 }
