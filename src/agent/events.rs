@@ -206,7 +206,10 @@ impl Emitter {
     /// failure the batch is dropped (the run is about to fail anyway) so
     /// memory stays bounded.
     pub async fn flush(&mut self) -> Result<(), EmitError> {
-        self.settle().await?;
+        if let Err(e) = self.settle().await {
+            self.pending.clear();
+            return Err(e);
+        }
         if self.pending.is_empty() {
             return Ok(());
         }

@@ -25,6 +25,7 @@
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex};
 use rusqlite::{hooks::Wal, wal::CheckpointMode, Connection};
@@ -43,6 +44,11 @@ pub(super) const BACKSTOP_AT: i32 = 16 * WAKE_AT;
 
 /// What the WAL file is cut back to when it starts over (bytes).
 const WAL_SIZE_LIMIT: i64 = 64 << 20;
+
+/// How long the backstop's RESTART waits for a reader still in the WAL
+/// (another process's long read, a backup) before giving up: it holds the
+/// write lock meanwhile, and is asked for again only after more growth.
+const RESTART_PATIENCE: Duration = Duration::from_millis(50);
 
 /// The wake-up signal shared by the writer's hook and the thread.
 #[derive(Default)]
@@ -172,9 +178,18 @@ impl Drop for Checkpointer {
 }
 
 fn run(conn: &Connection, signal: &Signal) {
+    /// Says the checkpoint ended however it ended (a panic included), so
+    /// the writer's backstop never waits for a thread that is gone.
+    struct Ran<'a>(&'a Signal);
+    impl Drop for Ran<'_> {
+        fn drop(&mut self) {
+            self.0.ran();
+        }
+    }
     while signal.wait() {
+        let ran = Ran(signal);
         let result = conn.wal_checkpoint_v2(None::<&str>, CheckpointMode::PASSIVE);
-        signal.ran();
+        drop(ran);
         match result {
             Ok((log, copied)) => {
                 signal.done.fetch_add(1, Ordering::Relaxed);
@@ -191,7 +206,12 @@ fn run(conn: &Connection, signal: &Signal) {
 /// asked for it.
 fn restart_if_asked(signal: &Signal, writer: &Connection) {
     if signal.restart.swap(false, Ordering::Relaxed) {
-        let restart = || writer.wal_checkpoint_v2(None::<&str>, CheckpointMode::RESTART);
+        let restart = || {
+            writer.busy_timeout(RESTART_PATIENCE)?;
+            let done = writer.wal_checkpoint_v2(None::<&str>, CheckpointMode::RESTART);
+            writer.busy_timeout(super::schema::BUSY_TIMEOUT)?;
+            done
+        };
         if let Err(e) = signal.holding(restart) {
             tracing::debug!(error = %e, "backstop wal checkpoint failed");
         }
@@ -209,19 +229,25 @@ pub(super) fn install(
     writer
         .pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)
         .map_err(db_err)?;
-    // The WAL's size when the thread was last woken.
-    let mut woken_at = 0;
+    // The WAL's size when the thread was last woken, and when the writer
+    // was last asked for the backstop; zero again once the WAL starts over.
+    let (mut woken_at, mut asked_at) = (0, 0);
     writer
         .wal_hook(Some(move |_: &mut Wal, pages| {
             if pages < woken_at {
-                woken_at = 0; // the WAL started over
+                woken_at = 0;
+            }
+            if pages < asked_at {
+                asked_at = 0;
             }
             if pages >= backstop_at {
-                // The commit has happened: a failure is only logged.
                 // Not here: inside the hook the commit still holds the
-                // locks a RESTART needs (it fails at once with BUSY).
-                signal.restart.store(true, Ordering::Relaxed);
-                woken_at = 0;
+                // locks a RESTART needs (it fails at once with BUSY). Asked
+                // again only after more growth if it did not take.
+                if asked_at == 0 || pages - asked_at >= wake_at {
+                    asked_at = pages;
+                    signal.restart.store(true, Ordering::Relaxed);
+                }
             } else if pages - woken_at >= wake_at {
                 woken_at = pages;
                 signal.wake();
@@ -232,146 +258,5 @@ pub(super) fn install(
 }
 
 #[cfg(test)]
-mod tests {
-    use std::time::{Duration, Instant};
-
-    use super::*;
-
-    /// Commits `n` transactions of one 4 KiB blob each (a page or more of
-    /// WAL apiece).
-    fn fill(conn: &Connection, n: usize) {
-        for _ in 0..n {
-            conn.execute("INSERT INTO t (b) VALUES (zeroblob(4096))", [])
-                .expect("insert");
-        }
-    }
-
-    fn file_len(path: &Path) -> u64 {
-        std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
-    }
-
-    fn eventually(what: &str, mut ok: impl FnMut() -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !ok() {
-            assert!(Instant::now() < deadline, "timed out waiting for {what}");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    #[test]
-    fn the_writer_only_wakes_the_checkpointer_until_the_backstop() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("weir.db");
-        let mut conn = super::super::connect(&path, false).expect("open");
-        conn.execute_batch("CREATE TABLE t (b BLOB)")
-            .expect("table");
-        let db_before = file_len(&path);
-        let signal = Arc::new(Signal::default());
-        install(&mut conn, signal.clone(), 20, 200).expect("hook");
-
-        fill(&conn, 40);
-        assert!(
-            signal.state.lock().wanted,
-            "past wake_at, the thread is woken"
-        );
-        assert_eq!(
-            file_len(&path),
-            db_before,
-            "no commit copied the WAL into the database file"
-        );
-
-        fill(&conn, 200);
-        assert_eq!(file_len(&path), db_before, "the hook copies nothing");
-        assert!(signal.restart.load(Ordering::Relaxed), "past the backstop");
-        restart_if_asked(&signal, &conn);
-        assert!(
-            file_len(&path) > db_before + 100 * 4096,
-            "past the backstop the writer checkpoints itself after its write"
-        );
-        conn.execute("INSERT INTO t (b) VALUES (1)", [])
-            .expect("insert");
-        let wal = path.with_file_name("weir.db-wal");
-        let frames: i32 = conn
-            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(1))
-            .expect("wal size");
-        assert!(
-            frames < 20,
-            "the WAL started over ({frames} frames, {} bytes)",
-            file_len(&wal)
-        );
-    }
-
-    #[test]
-    fn a_writer_that_never_pauses_keeps_the_wal_bounded() {
-        // A reader reading all along and a writer committing without a
-        // pause: the WAL may never be wholly copied when a write starts,
-        // so only the backstop lets it start over.
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("weir.db");
-        let mut writer = super::super::connect(&path, false).expect("open");
-        writer
-            .execute_batch("CREATE TABLE t (b BLOB)")
-            .expect("table");
-        let (wake_at, backstop_at) = (20, 200);
-        let ckpt = Checkpointer::start_with(&path, &mut writer, wake_at, backstop_at)
-            .expect("checkpointer");
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let reader = {
-            let (path, stop) = (path.clone(), stop.clone());
-            std::thread::spawn(move || {
-                let conn = super::super::connect(&path, true).expect("reader");
-                while !stop.load(Ordering::Relaxed) {
-                    let n: i64 = conn
-                        .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
-                        .expect("read");
-                    assert!(n >= 0);
-                }
-            })
-        };
-        let wal = path.with_file_name("weir.db-wal");
-        let after_write = ckpt.after_write();
-        let mut peak = 0;
-        for _ in 0..10 * backstop_at {
-            fill(&writer, 1);
-            after_write(&writer);
-            peak = peak.max(file_len(&wal));
-        }
-        stop.store(true, Ordering::Relaxed);
-        reader.join().expect("reader thread");
-        // A frame is a page and its 24-byte header. The backstop starts
-        // the WAL over within a few commits of reaching it (a RESTART the
-        // thread's checkpoint refuses is asked for again).
-        let frame = 4096 + 24;
-        assert!(
-            peak <= 2 * backstop_at as u64 * frame,
-            "the WAL grew to {peak} bytes past a backstop of {backstop_at} pages"
-        );
-        assert!(ckpt.signal().checkpoints() >= 1, "the thread checkpointed");
-    }
-
-    #[test]
-    fn the_store_checkpoints_on_its_thread_and_stops_it_when_dropped() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = super::super::SqliteStore::open(dir.path()).expect("open");
-        let path = store.path().to_owned();
-        let signal = store.checkpoint.signal().clone();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .expect("runtime");
-        let db_before = file_len(&path);
-        rt.block_on(store.write(|c| {
-            c.execute_batch("CREATE TABLE t (b BLOB)").map_err(db_err)?;
-            fill(c, 3 * WAKE_AT as usize / 2);
-            Ok(())
-        }))
-        .expect("write");
-
-        eventually("a checkpoint on the thread", || signal.checkpoints() >= 1);
-        eventually("the WAL copied into the database file", || {
-            file_len(&path) > db_before + WAKE_AT as u64 * 4096
-        });
-        drop(store);
-        // The thread's clone goes when it exits, the hook's with the writer.
-        eventually("the thread to exit", || Arc::strong_count(&signal) == 1);
-    }
-}
+#[path = "checkpoint_tests.rs"]
+mod tests;

@@ -13,13 +13,15 @@ use crate::store::{
     StoreResult,
 };
 
+/// How long a connection waits for another's lock before `SQLITE_BUSY`.
+pub(super) const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Per-connection settings. WAL lets readers run beside the one writer;
 /// NORMAL sync is durable across process crashes (not power loss) in WAL
 /// mode and much faster than FULL; the busy timeout covers a second process
 /// (e.g. `weir keys create`) writing the same file.
 pub(super) fn configure(conn: &Connection, reader: bool) -> StoreResult<()> {
-    conn.busy_timeout(std::time::Duration::from_secs(5))
-        .map_err(db_err)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(db_err)?;
     conn.execute_batch(
         "PRAGMA journal_mode = WAL;
          PRAGMA synchronous = NORMAL;
