@@ -26,13 +26,20 @@ fn eventually(what: &str, mut ok: impl FnMut() -> bool) {
     }
 }
 
-#[test]
-fn the_writer_only_wakes_the_checkpointer_until_the_backstop() {
+/// A fresh database file with one table, and its writer connection (the
+/// directory goes when its guard is dropped).
+fn database() -> (tempfile::TempDir, std::path::PathBuf, Connection) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("weir.db");
-    let mut conn = super::super::connect(&path, false).expect("open");
+    let conn = super::super::connect(&path, false).expect("open");
     conn.execute_batch("CREATE TABLE t (b BLOB)")
         .expect("table");
+    (dir, path, conn)
+}
+
+#[test]
+fn the_writer_only_wakes_the_checkpointer_until_the_backstop() {
+    let (_dir, path, mut conn) = database();
     let db_before = file_len(&path);
     let signal = Arc::new(Signal::default());
     install(&mut conn, signal.clone(), 20, 200).expect("hook");
@@ -74,12 +81,7 @@ fn a_writer_that_never_pauses_keeps_the_wal_bounded() {
     // A reader reading all along and a writer committing without a
     // pause: the WAL may never be wholly copied when a write starts,
     // so only the backstop lets it start over.
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("weir.db");
-    let mut writer = super::super::connect(&path, false).expect("open");
-    writer
-        .execute_batch("CREATE TABLE t (b BLOB)")
-        .expect("table");
+    let (_dir, path, mut writer) = database();
     let (wake_at, backstop_at) = (20, 200);
     let ckpt =
         Checkpointer::start_with(&path, &mut writer, wake_at, backstop_at).expect("checkpointer");
@@ -119,11 +121,7 @@ fn a_writer_that_never_pauses_keeps_the_wal_bounded() {
 
 #[test]
 fn a_backstop_held_up_by_a_long_read_gives_up_soon_and_waits_for_growth() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("weir.db");
-    let mut conn = super::super::connect(&path, false).expect("open");
-    conn.execute_batch("CREATE TABLE t (b BLOB)")
-        .expect("table");
+    let (_dir, path, mut conn) = database();
     let signal = Arc::new(Signal::default());
     install(&mut conn, signal.clone(), 20, 100).expect("hook");
     // Another process's long read: a snapshot held in the WAL.
