@@ -86,8 +86,12 @@ pub struct StartRun {
     /// before it starts ([`RunFollower::subscribe`]); `None`: a new one.
     pub run_id: Option<RunId>,
     pub agent_id: AgentId,
-    /// The session to talk in (must exist); `None` uses the agent's default session.
-    pub session_id: Option<SessionId>,
+    /// The agent as the caller has just read it for its account (its id is
+    /// `agent_id`), so the start does not read it a second time; `None`:
+    /// the start reads it.
+    pub agent: Option<Agent>,
+    /// The session to talk in.
+    pub session: SessionRef,
     /// The new user messages (role `user`, non-empty).
     pub messages: Vec<ChatMessage>,
     /// Publish `assistant_delta` events as the reply is produced.
@@ -100,6 +104,23 @@ pub struct StartRun {
     /// The models the starting key may use (its `models`); `None`: any. An
     /// agent on another model does not run (`model_not_found`).
     pub models: Option<Vec<String>>,
+}
+
+/// Which of an agent's sessions a run talks in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionRef {
+    /// The agent's default session, made on first use.
+    Default,
+    /// A session by id: it must exist.
+    Id(SessionId),
+    /// The session called this (OpenAI's `user`), made on first use.
+    Named(String),
+}
+
+impl From<Option<SessionId>> for SessionRef {
+    fn from(id: Option<SessionId>) -> Self {
+        id.map_or(Self::Default, Self::Id)
+    }
 }
 
 /// What a key is told when it may not use `model`: OpenAI's words, which do

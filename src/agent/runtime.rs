@@ -14,7 +14,7 @@ use tokio_util::task::TaskTracker;
 
 use super::{
     sessions::{self, Sessions, DEFAULT_SESSION},
-    ChatMessage, Engine, Job, Local, RunError, RunMode, StartRun,
+    ChatMessage, Engine, Job, Local, RunError, RunMode, SessionRef, StartRun,
 };
 use crate::domain::{AgentId, AgentStatus, RunId, RunStatus, SessionId};
 use crate::store::{Agent, Run, StoreError};
@@ -89,11 +89,15 @@ impl Runtime {
             return Err(RunError::ShuttingDown);
         }
         validate_messages(&req.messages)?;
-        let store = self.engine.store().as_ref();
-        let agent = store
-            .get_agent(account, req.agent_id.as_str())
-            .await
-            .map_err(|e| not_found(e, RunError::AgentNotFound(req.agent_id.to_string())))?;
+        let agent = match req.agent {
+            Some(agent) if agent.id == req.agent_id => agent,
+            _ => self
+                .engine
+                .store()
+                .get_agent(account, req.agent_id.as_str())
+                .await
+                .map_err(|e| not_found(e, RunError::AgentNotFound(req.agent_id.to_string())))?,
+        };
         if agent.status == AgentStatus::Stopped {
             return Err(RunError::AgentStopped(agent.id.into_string()));
         }
@@ -104,7 +108,7 @@ impl Runtime {
             .model_for(&agent)
             .map_err(|e| RunError::ModelUnavailable(format!("agent {}: {e}", agent.id)))?;
         let session_id = self
-            .resolve_session(account, &agent.id, req.session_id)
+            .resolve_session(account, &agent.id, req.session)
             .await?;
         let now = crate::util::now();
         let run = Run {
@@ -142,25 +146,27 @@ impl Runtime {
         submitted
     }
 
-    /// The named session (it must exist), else the agent's default one.
+    /// The session a run talks in: by id (it must exist), or by name
+    /// (made on first use; the default session is the one so named).
     async fn resolve_session(
         &self,
         account: &str,
         agent_id: &AgentId,
-        session_id: Option<SessionId>,
+        session: SessionRef,
     ) -> Result<SessionId, RunError> {
-        match session_id {
-            Some(sid) => Ok(self
+        match session {
+            SessionRef::Id(sid) => Ok(self
                 .engine
                 .store()
                 .get_session(account, agent_id.as_str(), sid.as_str())
                 .await
                 .map_err(|e| not_found(e, RunError::SessionNotFound(sid.to_string())))?
                 .id),
-            None => {
+            SessionRef::Default => {
                 self.session_by_name(account, agent_id, DEFAULT_SESSION)
                     .await
             }
+            SessionRef::Named(name) => self.session_by_name(account, agent_id, &name).await,
         }
     }
 

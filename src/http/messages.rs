@@ -140,13 +140,14 @@ pub(crate) async fn send_message(
     };
     let account = auth.account();
     // Check ownership before touching the bus: no channels for unknown ids.
-    super::agents::owned(&state, account, &agent_id).await?;
-    let (agent_id, run_id) = (AgentId::from(agent_id), RunId::generate());
+    let agent = super::agents::owned(&state, account, &agent_id).await?;
+    let (agent_id, run_id) = (agent.id.clone(), RunId::generate());
     let mut follower = RunFollower::subscribe(state.bus.clone(), &agent_id, &run_id).await?;
     let start = StartRun {
         run_id: Some(run_id),
         agent_id,
-        session_id: session_id.map(SessionId::from),
+        agent: Some(agent),
+        session: session_id.map(SessionId::from).into(),
         messages,
         stream_tokens,
         background,

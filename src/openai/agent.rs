@@ -16,8 +16,8 @@ use serde_json::{json, Value};
 
 use super::OpenAiError;
 use crate::{
-    agent::{CancelOnDrop, ChatMessage, RunFollower, StartRun},
-    domain::{AgentEvent, AgentId, ErrorCode, EventBody, RunId, SessionId, StopReason},
+    agent::{CancelOnDrop, ChatMessage, RunFollower, SessionRef, StartRun},
+    domain::{AgentEvent, ErrorCode, EventBody, RunId, StopReason},
     edge::RunSlot,
     http::errors::ApiError,
     state::AppState,
@@ -152,23 +152,16 @@ impl CompletionRequest {
     }
 }
 
-/// The session `user` names (made on first use), or `None` for the default one.
-async fn named_session(
-    state: &AppState,
-    account: &str,
-    agent_id: &AgentId,
-    user: Option<&str>,
-) -> Result<Option<SessionId>, OpenAiError> {
+/// The session `user` names (the run start makes it on first use), or the
+/// default one.
+fn named_session(user: Option<&str>) -> Result<SessionRef, OpenAiError> {
     match user.map(str::trim) {
         Some(u) if u.chars().count() > 256 => Err(OpenAiError::invalid(
             "`user` must be at most 256 characters",
             "user",
         )),
-        Some(u) if !u.is_empty() => {
-            let id = state.runtime.session_by_name(account, agent_id, u).await;
-            Ok(Some(id.map_err(ApiError::from)?))
-        }
-        _ => Ok(None),
+        Some(u) if !u.is_empty() => Ok(SessionRef::Named(u.to_owned())),
+        _ => Ok(SessionRef::Default),
     }
 }
 
@@ -187,16 +180,18 @@ pub async fn complete(
         Err(StoreError::NotFound(_)) => return Err(OpenAiError::model_not_found(&req.model)),
         Err(e) => return Err(ApiError::from(e).into()),
     };
-    let session_id = named_session(state, account, &agent.id, req.user.as_deref()).await?;
+    let session = named_session(req.user.as_deref())?;
     let stream = req.stream.unwrap_or(false);
     let run_id = RunId::generate();
     let follower = RunFollower::subscribe(state.bus.clone(), &agent.id, &run_id)
         .await
         .map_err(ApiError::from)?;
+    let agent_id = agent.id.clone();
     let start = StartRun {
         run_id: Some(run_id),
-        agent_id: agent.id.clone(),
-        session_id,
+        agent_id: agent_id.clone(),
+        agent: Some(agent),
+        session,
         messages: vec![ChatMessage::user(text)],
         stream_tokens: stream,
         background: false,
@@ -212,7 +207,7 @@ pub async fn complete(
     let head = Head {
         id: format!("chatcmpl-{}", run.id.as_str().trim_start_matches("run-")),
         created: crate::util::unix_now(),
-        model: agent.id.into_string(),
+        model: agent_id.into_string(),
     };
     if stream {
         let include_usage = req.stream_options.is_some_and(|o| o.include_usage);

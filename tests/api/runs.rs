@@ -15,6 +15,7 @@ mod approval_fields;
 mod approval_models;
 mod approval_relay;
 mod history;
+mod reads;
 mod upstream;
 
 use crate::{

@@ -289,7 +289,8 @@ impl Conn<'_> {
         let req = StartRun {
             run_id: None,
             agent_id: m.agent_id,
-            session_id: m.session_id,
+            agent: None,
+            session: m.session_id.into(),
             messages,
             stream_tokens: m.stream_tokens,
             background: m.background,

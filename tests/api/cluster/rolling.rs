@@ -22,7 +22,9 @@ use tokio::sync::watch;
 use tokio_tungstenite::{connect_async, tungstenite::Message};
 
 use super::create_agent;
-use crate::common::{poll, spawn_store_process, Api, Cluster, WeirProcess, STORE_TOKEN};
+use crate::common::{
+    poll, spawn_store_process, store_requests, Api, Cluster, WeirProcess, STORE_TOKEN,
+};
 
 const SSE: usize = 500;
 const WS: usize = 500;
@@ -381,15 +383,6 @@ async fn read_ws(
             other => panic!("the socket broke: {other:?}"),
         }
     }
-}
-
-/// `weir_store_requests_total{method}` on a gateway with `--store-url`.
-async fn store_requests(node: &WeirProcess, method: &str) -> u64 {
-    let text = node.get("/metrics").await.text().await.unwrap();
-    let series = format!("weir_store_requests_total{{method=\"{method}\"}} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&series))
-        .map_or(0, |n| n.trim().parse().unwrap())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -42,8 +42,8 @@ pub use cluster::{Cluster, WorkerCluster};
 pub use gateway::{spawn_gateway, TestGateway};
 pub use process::{signal, ProcessBuilder, WeirProcess};
 pub use store::{
-    postgres_available, spawn_pg_store_process, spawn_store_process, StoreMode, StoreProcess,
-    STORE_TOKEN,
+    postgres_available, spawn_pg_store_process, spawn_store_process, store_requests, StoreMode,
+    StoreProcess, STORE_TOKEN,
 };
 pub use wait::{eventually, poll, within};
 

@@ -6,7 +6,7 @@ use std::{path::Path, sync::Arc};
 
 use weir::store::postgres::scratch::ScratchDb;
 
-use super::WeirProcess;
+use super::{Api, WeirProcess};
 
 /// Where the gateway's data lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,4 +57,14 @@ pub async fn spawn_pg_store_process(db: Arc<ScratchDb>) -> StoreProcess {
 /// Whether PostgreSQL tests can run (prints why not; panics under CI=true).
 pub async fn postgres_available() -> bool {
     weir::store::postgres::scratch::available().await
+}
+
+/// `weir_store_requests_total{method}` on a gateway with `--store-url`:
+/// the requests it has sent to its store process for `method`.
+pub async fn store_requests(node: &WeirProcess, method: &str) -> u64 {
+    let text = node.get("/metrics").await.text().await.unwrap();
+    let series = format!("weir_store_requests_total{{method=\"{method}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .map_or(0, |n| n.trim().parse().unwrap())
 }

@@ -1,0 +1,51 @@
+//! What a run start reads from the store, counted where it is sent: a
+//! gateway on a `weir store` process counts its requests by method. The
+//! handler's read of the agent is the one the run start uses, and a named
+//! session is looked up once.
+
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::common::{spawn_store_process, store_requests, Api, WeirProcess};
+
+/// `get_agent` and `get_session` requests the gateway has sent so far.
+async fn reads(gw: &WeirProcess) -> (u64, u64) {
+    (
+        store_requests(gw, "get_agent").await,
+        store_requests(gw, "get_session").await,
+    )
+}
+
+async fn post(gw: &WeirProcess, path: &str, body: Value) {
+    let r = gw
+        .req_as(&gw.key, Method::POST, path)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{path}: {}", r.status());
+    // The answer ends with the run (not streamed).
+    r.bytes().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_run_start_reads_its_agent_once_and_a_known_session_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = spawn_store_process(&tmp.path().join("store")).await;
+    let gw = WeirProcess::serve().store(&store).spawn().await;
+    let agent = gw.create_agent_as(&gw.key, json!({"name": "reads"})).await;
+    let complete = |text: &str| json!({"model": agent, "user": "alice", "messages": [{"role": "user", "content": text}]});
+    // The first use of `alice` finds or makes the session; the second
+    // knows it and only checks it is still there.
+    post(&gw, "/v1/chat/completions", complete("one")).await;
+    let before = reads(&gw).await;
+    post(&gw, "/v1/chat/completions", complete("two")).await;
+    let after = reads(&gw).await;
+    assert_eq!((after.0 - before.0, after.1 - before.1), (1, 1));
+
+    let before = reads(&gw).await;
+    let body = json!({"messages": [{"role": "user", "content": "three"}]});
+    post(&gw, &format!("/v1/agents/{agent}/messages"), body).await;
+    let after = reads(&gw).await;
+    assert_eq!(after.0 - before.0, 1, "get_agent on the messages route");
+}
