@@ -86,9 +86,10 @@ pub struct StartRun {
     /// before it starts ([`RunFollower::subscribe`]); `None`: a new one.
     pub run_id: Option<RunId>,
     pub agent_id: AgentId,
-    /// The agent as the caller has just read it for its account (its id is
-    /// `agent_id`), so the start does not read it a second time; `None`:
-    /// the start reads it.
+    /// The agent as the caller has just read it for the same account, so
+    /// the start does not read it a second time; `None` (or an agent of
+    /// another id or account): the start reads it. A snapshot: an agent
+    /// stopped since is still run, as with a stop just after the read.
     pub agent: Option<Agent>,
     /// The session to talk in.
     pub session: SessionRef,

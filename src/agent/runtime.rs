@@ -90,7 +90,8 @@ impl Runtime {
         }
         validate_messages(&req.messages)?;
         let agent = match req.agent {
-            Some(agent) if agent.id == req.agent_id => agent,
+            // Only the caller's own read of this agent for this account.
+            Some(agent) if agent.id == req.agent_id && agent.account_id == account => agent,
             _ => self
                 .engine
                 .store()
@@ -244,7 +245,7 @@ impl Runtime {
 
     /// The id of the agent's session called `name`, made on first use
     /// (cached per process; made again if it was deleted).
-    pub async fn session_by_name(
+    async fn session_by_name(
         &self,
         account: &str,
         agent_id: &AgentId,
