@@ -11,7 +11,7 @@ use reqwest::{Method, Response};
 use serde_json::{json, Value};
 
 use crate::{
-    common::{spawn_gateway, Api, TestGateway},
+    common::{names, spawn_gateway, Api, TestGateway},
     fake_provider::{FakeProvider, TEXT_COMPLETION},
     runs::{agent_with, get_json, wait_run, with_provider},
 };
@@ -219,13 +219,7 @@ async fn user_names_the_session() {
     let body = json!({"model": agent, "messages": [{"role": "user", "content": "three"}]});
     assert_eq!(complete(&gw, body).await.status(), 200);
     let sessions = get_json(&gw, &format!("/v1/agents/{agent}/sessions")).await;
-    let names: Vec<&str> = sessions["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(names, ["alice", "default"]);
+    assert_eq!(names(&sessions), ["alice", "default"]);
     let alice = sessions["data"][0]["id"].as_str().unwrap();
     let h = get_json(
         &gw,

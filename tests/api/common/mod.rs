@@ -82,6 +82,16 @@ pub async fn wait_healthy(base: &str) {
     assert!(healthy, "{base} did not become healthy");
 }
 
+/// The `name` of every item in a list answer's `data`, in order.
+pub fn names(list: &Value) -> Vec<&str> {
+    list["data"]
+        .as_array()
+        .expect("a list answer")
+        .iter()
+        .map(|item| item["name"].as_str().expect("a name"))
+        .collect()
+}
+
 /// Asserts the error envelope and returns the body.
 pub async fn expect_error(resp: Response, status: u16, code: &str) -> Value {
     assert_eq!(resp.status().as_u16(), status, "status for {code}");

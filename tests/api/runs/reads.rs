@@ -7,7 +7,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::common::{
-    expect_error, spawn_gateway, spawn_store_process, store_requests, Api, WeirProcess,
+    expect_error, names, spawn_gateway, spawn_store_process, store_requests, Api, WeirProcess,
 };
 
 /// `get_agent` and `get_session` requests the gateway has sent so far.
@@ -73,11 +73,5 @@ async fn a_refused_completion_leaves_no_session_behind() {
     .await;
     let sessions = gw.get(&format!("/v1/agents/{agent}/sessions")).await;
     let sessions: Value = sessions.json().await.unwrap();
-    let names: Vec<&str> = sessions["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["name"].as_str().unwrap())
-        .collect();
-    assert!(!names.contains(&"bob"), "{names:?}");
+    assert!(!names(&sessions).contains(&"bob"), "{sessions}");
 }
