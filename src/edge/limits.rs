@@ -34,7 +34,7 @@ impl HeadTooLarge {
 /// Fails when the request line and headers together exceed `max` bytes
 /// (counted as sent: name, `: `, value, CRLF).
 pub fn check_head(uri: &Uri, headers: &HeaderMap, max: usize) -> Result<(), HeadTooLarge> {
-    let head = uri.to_string().len()
+    let head = written_len(uri)
         + headers
             .iter()
             .map(|(k, v)| k.as_str().len() + v.len() + 4)
@@ -43,6 +43,21 @@ pub fn check_head(uri: &Uri, headers: &HeaderMap, max: usize) -> Result<(), Head
         true => Err(HeadTooLarge { max }),
         false => Ok(()),
     }
+}
+
+/// How long `v` is written out, without writing it anywhere (a request's
+/// URI is measured on every request).
+fn written_len(v: &impl std::fmt::Display) -> usize {
+    struct Count(usize);
+    impl std::fmt::Write for Count {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            self.0 += s.len();
+            Ok(())
+        }
+    }
+    let mut c = Count(0);
+    let _ = std::fmt::write(&mut c, format_args!("{v}"));
+    c.0
 }
 
 /// The deepest nesting of `[`/`{` in `json` (strings skipped), stopping early
@@ -105,5 +120,13 @@ mod tests {
         );
         let e = check_json_depth(format!("{}{}", "[".repeat(65), "]".repeat(65)).as_bytes());
         assert!(e.unwrap_err().contains("64 levels"));
+    }
+
+    #[test]
+    fn a_uri_is_measured_as_written() {
+        for u in ["/v1/agents?limit=5&api_key=k", "http://h:80/p?q", "*", "/"] {
+            let uri: Uri = u.parse().unwrap();
+            assert_eq!(written_len(&uri), uri.to_string().len(), "{u}");
+        }
     }
 }

@@ -1,19 +1,17 @@
 //! Authentication at the edge: finds the key in any of the four forms protocol/auth.md
 //! allows, checks it against the key cache, and hands handlers an [`Auth`].
 //!
-//! The router runs [`authenticate`] on every route of the table
-//! ([`super::routes`]) whose access is not `Public`, with that route's
-//! [`Access`], and checks the scope before the handler (and its body
-//! extractor) runs. A route cannot be declared without its access, so
+//! The router's per-route layer ([`super::layers::guard`]) runs
+//! [`authenticate`] on every route of the table ([`super::routes`]) whose
+//! access is not `Public`, with that route's [`Access`], and checks the
+//! scope before the handler (and its body extractor) runs. A route cannot be declared without its access, so
 //! there is no route without a scope to refuse.
 
 use std::sync::Arc;
 
 use axum::{
-    extract::{FromRequestParts, Request, State},
+    extract::{FromRequestParts, Request},
     http::{request::Parts, HeaderMap},
-    middleware::Next,
-    response::Response,
 };
 
 use super::{errors::ApiError, route::Access};
@@ -91,15 +89,16 @@ fn percent_decode(s: &str) -> std::borrow::Cow<'_, str> {
         .into()
 }
 
-/// Middleware of every non-public route, given that route's `access`: 401
-/// unless a valid, unrevoked key is presented (`key_expired` for a right
-/// secret of an expired key), 403 unless it has the scope;
-/// otherwise the request continues with [`Auth`] in its extensions.
+/// The key check of every non-public route, given that route's `access`
+/// (run by [`super::layers::guard`]): 401 unless a valid, unrevoked key is
+/// presented (`key_expired` for a right secret of an expired key), 403
+/// unless it has the scope; otherwise [`Auth`] goes in the request's
+/// extensions (for the handler) and is returned (for the rate limit).
 pub async fn authenticate(
-    State((state, access)): State<(AppState, Access)>,
-    mut req: Request,
-    next: Next,
-) -> Result<Response, ApiError> {
+    state: &AppState,
+    access: Access,
+    req: &mut Request,
+) -> Result<Auth, ApiError> {
     let secret = presented_key(req.headers(), req.uri().query())
         .map(|s| s.into_owned())
         .ok_or_else(|| {
@@ -123,8 +122,8 @@ pub async fn authenticate(
         Access::Public | Access::AnyKey => {}
         Access::Scope(scope) => auth.require(scope)?,
     }
-    req.extensions_mut().insert(auth);
-    Ok(next.run(req).await)
+    req.extensions_mut().insert(auth.clone());
+    Ok(auth)
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@
 use std::sync::{Arc, OnceLock};
 
 use axum::{
-    extract::{Request, State},
+    extract::Request,
     middleware::Next,
     response::{IntoResponse, Response},
 };
@@ -122,17 +122,16 @@ pub async fn check_rate(state: &AppState, auth: &Auth, metered: &Metered) -> Res
     }
 }
 
-/// Middleware of the routes that start runs (module doc): the handler
-/// checks; this writes the headers, and counts a request the handler
-/// refused before its check. Every request counts in the key's usage.
+/// The rate step of the routes that start runs (module doc), after auth
+/// ([`super::layers::guard`]): the handler checks; this writes the headers,
+/// and counts a request the handler refused before its check. Every request
+/// counts in the key's usage.
 pub async fn run_start_rate(
-    State(state): State<AppState>,
+    state: &AppState,
+    auth: Auth,
     mut req: Request,
     next: Next,
 ) -> Response {
-    let Some(auth) = req.extensions().get::<Auth>().cloned() else {
-        return next.run(req).await;
-    };
     state
         .usage
         .count_request(auth.account(), auth.key.id.as_str());
@@ -146,24 +145,22 @@ pub async fn run_start_rate(
     if let Some(d) = decision {
         d.write_headers(resp.headers_mut());
     }
-    token_headers(&state, &auth, &mut resp).await;
+    token_headers(state, &auth, &mut resp).await;
     resp
 }
 
-/// Middleware right after auth: counts the request against its key (its
-/// rate and its usage, refused or not), refuses
-/// it with 429 `rate_limit_exceeded` (and `Retry-After`) when over, and puts
-/// the `X-RateLimit-*` headers on every authenticated response.
-pub async fn rate_limit(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let Some(auth) = req.extensions().get::<Auth>().cloned() else {
-        return next.run(req).await;
-    };
+/// The rate step of every other authenticated route, right after auth
+/// ([`super::layers::guard`]): counts the request against its key (its
+/// rate and its usage, refused or not), refuses it with 429
+/// `rate_limit_exceeded` (and `Retry-After`) when over, and puts the
+/// `X-RateLimit-*` headers on every authenticated response.
+pub async fn rate_limit(state: &AppState, auth: Auth, req: Request, next: Next) -> Response {
     state
         .usage
         .count_request(auth.account(), auth.key.id.as_str());
     let Some(decision) = state.edge.check_rate(&auth.key).await else {
         let mut resp = next.run(req).await;
-        token_headers(&state, &auth, &mut resp).await;
+        token_headers(state, &auth, &mut resp).await;
         return resp;
     };
     if !decision.allowed {
@@ -178,22 +175,24 @@ pub async fn rate_limit(State(state): State<AppState>, req: Request, next: Next)
         .with_retry_after(secs);
         let mut resp = err.into_response();
         decision.write_headers(resp.headers_mut());
-        token_headers(&state, &auth, &mut resp).await;
+        token_headers(state, &auth, &mut resp).await;
         return resp;
     }
     let mut resp = next.run(req).await;
     decision.write_headers(resp.headers_mut());
-    token_headers(&state, &auth, &mut resp).await;
+    token_headers(state, &auth, &mut resp).await;
     resp
 }
 
-/// Middleware: 431 `headers_too_large` when the request line and headers
-/// together exceed `max` bytes ([`crate::edge::limits::check_head`]).
-pub async fn limit_headers(State(max): State<usize>, req: Request, next: Next) -> Response {
-    match crate::edge::limits::check_head(req.uri(), req.headers(), max) {
-        Ok(()) => next.run(req).await,
-        Err(e) => ApiError::from(e).into_response(),
-    }
+/// 431 `headers_too_large` when the request line and headers together
+/// exceed `max` bytes ([`crate::edge::limits::check_head`]); checked first
+/// by [`super::layers::front`].
+pub fn check_headers(req: &Request, max: usize) -> Result<(), ApiError> {
+    Ok(crate::edge::limits::check_head(
+        req.uri(),
+        req.headers(),
+        max,
+    )?)
 }
 
 impl From<CapError> for ApiError {

@@ -16,6 +16,7 @@ pub mod cursor;
 pub mod errors;
 pub mod key_body;
 pub mod keys;
+pub mod layers;
 pub mod limits;
 pub mod messages;
 pub mod openapi;

@@ -2,23 +2,25 @@
 //!
 //! Requests pass, outermost first: request id (set or echoed) → access log
 //! span (path only: the `api_key` query parameter never reaches a log) →
-//! CORS (only with `--cors-origin`) → request metrics → panic catcher →
-//! error envelope → header size limit → body limit → [route label →
-//! auth with the route's scope → per-key rate limit → audit → REST
-//! timeout] → handler. The bracketed layers are per route, from
+//! CORS (only with `--cors-origin`) → [`layers::front`] (header size limit,
+//! then on the way back the error envelope and the request metrics) →
+//! panic catcher → body limit → [[`layers::guard`] (auth with the route's
+//! scope → per-key rate limit; the route label) → audit → REST timeout] →
+//! handler. The bracketed layers are per route, from
 //! [`super::routes::ROUTES`]: auth and the rate limit on every route whose
 //! access is not `Public` (a route cannot be declared without its access),
 //! the audit record on the routes that change something
 //! ([`super::audit::audited`]), the timeout on routes that say
-//! `timeout: true`.
+//! `timeout: true`. weir's own middlewares are two (one per request, one
+//! per route) rather than one per concern: see [`layers`] for why.
 
 use std::time::Duration;
 
 use axum::{
     body::Body,
-    extract::{DefaultBodyLimit, Request},
+    extract::DefaultBodyLimit,
     http::{HeaderName, HeaderValue, StatusCode},
-    middleware::{self, Next},
+    middleware,
     response::{IntoResponse, Response},
     routing::MethodRouter,
     Router,
@@ -34,9 +36,9 @@ use tower_http::{
 };
 
 use super::{
-    auth,
     errors::{ApiError, ErrorMarker},
-    route::{self, Errors, Route, Transport},
+    layers,
+    route::{Route, Transport},
     routes::ROUTES,
 };
 use crate::{domain::ErrorCode, state::AppState};
@@ -57,8 +59,6 @@ pub fn build_router(state: AppState) -> Router {
     });
     let max_body = state.config.max_body_bytes;
     routes
-        // Tags each response with its matched route for the latency metric.
-        .route_layer(middleware::from_fn(crate::metrics::http::mark_route))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(
@@ -76,15 +76,13 @@ pub fn build_router(state: AppState) -> Router {
                         ),
                 )
                 .option_layer(cors)
-                .layer(middleware::from_fn(crate::metrics::http::track))
+                .layer(middleware::from_fn_with_state(
+                    state.config.edge.max_header_bytes,
+                    layers::front,
+                ))
                 .layer(CatchPanicLayer::custom(|_| {
                     ApiError::internal().into_response()
                 }))
-                .layer(middleware::from_fn(envelope))
-                .layer(middleware::from_fn_with_state(
-                    state.config.edge.max_header_bytes,
-                    super::limits::limit_headers,
-                ))
                 .layer(DefaultBodyLimit::max(max_body))
                 .layer(RequestBodyLimitLayer::new(max_body)),
         )
@@ -106,10 +104,7 @@ fn mount(route: &'static Route, state: &AppState) -> MethodRouter<AppState> {
             timeout,
         ));
     }
-    if route.access.is_public() {
-        return handler;
-    }
-    if let Some(action) = super::audit::action_of(route) {
+    if let Some(action) = super::audit::action_of(route).filter(|_| !route.access.is_public()) {
         // Inside auth (it needs the key) and the rate limit (a refused
         // request changed nothing).
         let at = super::audit::Recorded {
@@ -119,21 +114,12 @@ fn mount(route: &'static Route, state: &AppState) -> MethodRouter<AppState> {
         };
         handler = handler.route_layer(middleware::from_fn_with_state(at, super::audit::record));
     }
-    // Inner of the two: runs after auth, once the key is known. A route
-    // that starts runs checks its rate with the run start (one Redis call).
-    let handler = match route.starts_runs() {
-        true => handler.route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            super::limits::run_start_rate,
-        )),
-        false => handler.route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            super::limits::rate_limit,
-        )),
-    };
+    // Auth, the rate limit (a route that starts runs checks its rate with
+    // the run start: one Redis call) and the route's metric label, in one
+    // layer (super::layers).
     handler.route_layer(middleware::from_fn_with_state(
-        (state.clone(), route.access),
-        auth::authenticate,
+        layers::Guarded::new(state, route),
+        layers::guard,
     ))
 }
 
@@ -190,21 +176,14 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
-/// Puts every error response into the envelope with the request id: our own
+/// Puts every error response into the envelope with the request id (called
+/// by [`super::layers::front`] on every response): our own
 /// `ApiError`s get the id filled in; anything else a layer produced (413 from
 /// the body limit, 408 from the timeout, axum's 4xx) is wrapped by status.
 /// On the OpenAI-compatible routes the same errors take OpenAI's shape
 /// (`message`, `type`, `param`, `code`) plus `request_id`, because the
 /// official SDKs parse that shape, including for 401/403/413/429.
-async fn envelope(req: Request, next: Next) -> Response {
-    let request_id = req
-        .headers()
-        .get(REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
-    let openai = route::errors_of(req.uri().path()) == Errors::OpenAi;
-    let resp = next.run(req).await;
+pub(super) async fn envelope(resp: Response, request_id: &str, openai: bool) -> Response {
     let status = resp.status();
     if !(status.is_client_error() || status.is_server_error()) {
         return resp;
@@ -213,7 +192,7 @@ async fn envelope(req: Request, next: Next) -> Response {
         Some(ErrorMarker(e)) => e.clone(),
         // A handler that built its own JSON error (the OpenAI-shaped ones)
         // meant that shape; it only gains the request id.
-        None if is_json(&resp) => return with_request_id(resp, &request_id).await,
+        None if is_json(&resp) => return with_request_id(resp, request_id).await,
         None => ApiError::for_status(status),
     };
     let body = if openai {
@@ -221,7 +200,7 @@ async fn envelope(req: Request, next: Next) -> Response {
         body["error"]["request_id"] = request_id.into();
         body
     } else {
-        err.body(&request_id)
+        err.body(request_id)
     };
     let (mut parts, _) = resp.into_parts();
     parts.headers.remove(http::header::CONTENT_LENGTH);

@@ -1,10 +1,10 @@
 //! Request metrics: latency by matched route, and 429s by reason.
 //!
-//! Two middlewares cooperate: [`mark_route`] runs as a route layer (only
-//! there does axum know the matched path, e.g. `/v1/agents/{id}`, never the
-//! raw URI with its ids) and tags the response with it; [`track`] wraps the
-//! whole stack (so auth, the envelope and panics are inside the measured
-//! time) and records the histogram. A request that matched no route is
+//! Two layers cooperate ([`crate::http::layers`]): the route's own layer
+//! tags the response with the route's template (e.g. `/v1/agents/{id}`,
+//! never the raw URI with its ids, [`RouteLabel`]); the outer layer wraps
+//! the whole stack (so auth, the envelope and panics are inside the
+//! measured time) and calls [`record`]. A request that matched no route is
 //! labelled `unmatched`, which keeps scanners from creating series.
 //!
 //! Histogram handles are cached by their three labels, so a request costs a
@@ -14,37 +14,21 @@ use std::{collections::HashMap, sync::OnceLock, time::Instant};
 
 use ::metrics::{Counter, Histogram};
 use axum::{
-    extract::{MatchedPath, Request},
     http::{Method, StatusCode},
-    middleware::Next,
     response::Response,
 };
 use parking_lot::RwLock;
 
 use crate::http::errors::ErrorMarker;
 
-/// The matched route of a request, interned.
+/// The route a response answered, as its template (`/v1/agents/{id}`):
+/// put on the response by the route's layer ([`crate::http::layers::guard`]).
 #[derive(Debug, Clone, Copy)]
 pub struct RouteLabel(pub &'static str);
 
-/// Route layer: records which route matched, for [`track`].
-pub async fn mark_route(req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| intern(p.as_str()));
-    let mut resp = next.run(req).await;
-    if let Some(route) = route {
-        resp.extensions_mut().insert(RouteLabel(route));
-    }
-    resp
-}
-
-/// Outer layer: the latency histogram and the 429 counter.
-pub async fn track(req: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let method = method_label(req.method());
-    let resp = next.run(req).await;
+/// Records a finished request: its latency since `started` under its
+/// method, route and status class, and a 429 under its reason.
+pub fn record(method: &'static str, started: Instant, resp: &Response) {
     let route = resp
         .extensions()
         .get::<RouteLabel>()
@@ -58,20 +42,6 @@ pub async fn track(req: Request, next: Next) -> Response {
             .map_or("other", |m| m.0.code().as_str());
         rate_limited(reason).increment(1);
     }
-    resp
-}
-
-/// Route templates are few and live for the whole process: leaking each one
-/// once turns them into `&'static str` labels.
-fn intern(path: &str) -> &'static str {
-    static ROUTES: OnceLock<RwLock<HashMap<String, &'static str>>> = OnceLock::new();
-    let routes = ROUTES.get_or_init(Default::default);
-    if let Some(s) = routes.read().get(path) {
-        return s;
-    }
-    let mut w = routes.write();
-    w.entry(path.to_owned())
-        .or_insert_with(|| Box::leak(path.to_owned().into_boxed_str()))
 }
 
 type HistKey = (&'static str, &'static str, &'static str);
@@ -100,7 +70,7 @@ fn rate_limited(reason: &'static str) -> Counter {
     ::metrics::counter!("weir_rate_limited_total", "reason" => reason)
 }
 
-fn method_label(m: &Method) -> &'static str {
+pub fn method_label(m: &Method) -> &'static str {
     match *m {
         Method::GET => "GET",
         Method::POST => "POST",
@@ -126,14 +96,6 @@ fn status_class(s: StatusCode) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn interned_routes_are_shared() {
-        let a = intern("/v1/agents/{id}");
-        let b = intern(&String::from("/v1/agents/{id}"));
-        assert!(std::ptr::eq(a, b));
-        assert_eq!(a, "/v1/agents/{id}");
-    }
 
     #[test]
     fn labels_are_bounded() {

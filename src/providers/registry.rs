@@ -22,7 +22,14 @@ pub struct Registry {
     routes: HashMap<String, Arc<Route>>,
     /// Route names in the file's order (for `/v1/models`).
     order: Vec<String>,
+    /// The default provider's implicit routes (`upstream/<x>`) already
+    /// asked for, so a relay does not build one per request. Model names
+    /// come from callers, so only the first [`IMPLICIT_ROUTES`] are kept.
+    implicit: parking_lot::RwLock<HashMap<String, Arc<Route>>>,
 }
+
+/// Most implicit routes [`Registry`] keeps.
+const IMPLICIT_ROUTES: usize = 256;
 
 /// Checks what [`Registry::build`] will need: valid lists, and a
 /// `--provider-url` when a route names the `default` provider.
@@ -91,6 +98,7 @@ impl Registry {
             providers,
             routes,
             order,
+            implicit: Default::default(),
         }
     }
 
@@ -106,19 +114,27 @@ impl Registry {
         if let Some(r) = self.routes.get(bare) {
             return Some(r.clone());
         }
-        let provider = self.default_provider()?.clone();
+        let provider = self.default_provider()?;
+        if let Some(r) = self.implicit.read().get(model) {
+            return Some(r.clone());
+        }
         let target = Target {
             provider: provider.clone(),
             model: bare.to_owned(),
             weight: 1,
         };
-        Some(Arc::new(Route::new(
+        let route = Arc::new(Route::new(
             model,
             vec![target],
             MidStream::Error,
             1,
             provider.first_token_timeout,
-        )))
+        ));
+        let mut implicit = self.implicit.write();
+        if implicit.len() < IMPLICIT_ROUTES {
+            implicit.insert(model.to_owned(), route.clone());
+        }
+        Some(route)
     }
 
     /// Whether `model` is a configured route's plain name (an alias such as
@@ -175,6 +191,25 @@ mod tests {
         assert!(reg.resolve("gpt-x").is_none());
         assert!(reg.resolve("upstream/").is_none());
         assert!(reg.is_alias("fast") && !reg.is_alias("upstream/fast"));
+    }
+
+    #[test]
+    fn implicit_routes_are_built_once_and_bounded() {
+        let reg = Registry::build(&cfg(true), reqwest::Client::new());
+        let a = reg.resolve("upstream/gpt-x").unwrap();
+        assert!(Arc::ptr_eq(&a, &reg.resolve("upstream/gpt-x").unwrap()));
+        for i in 0..IMPLICIT_ROUTES + 10 {
+            let name = format!("upstream/m{i}");
+            assert_eq!(
+                reg.resolve(&name).unwrap().targets[0].model,
+                format!("m{i}")
+            );
+        }
+        assert_eq!(reg.implicit.read().len(), IMPLICIT_ROUTES);
+        let late = format!("upstream/m{}", IMPLICIT_ROUTES + 5);
+        let (x, y) = (reg.resolve(&late).unwrap(), reg.resolve(&late).unwrap());
+        assert!(!Arc::ptr_eq(&x, &y), "past the bound, built per call");
+        assert_eq!(x.targets[0].model, y.targets[0].model);
     }
 
     #[test]

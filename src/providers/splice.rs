@@ -98,7 +98,11 @@ pub fn pieces(
                 let plan: Vec<usize> = (1..=n).map(|i| (cur.index + i) % route.targets.len()).collect();
                 let mut next = prefilled(&body, &seen.text);
                 let deadline = Instant::now() + route.deadline;
-                if let Ok(o) = attempt::open(&route, &plan, &mut next, Upstream::Relay, deadline).await {
+                // Boxed: a switch is rare, and inline its future would
+                // make every relayed stream's state (boxed per request as
+                // the response body) several KiB larger.
+                let open = Box::pin(attempt::open(&route, &plan, &mut next, Upstream::Relay, deadline));
+                if let Ok(o) = open.await {
                     switches += 1;
                     seen.switched = true;
                     tracing::info!(route = %route.name, from = %provider.name, to = %o.target.provider.name, "stream continued on the next target");
