@@ -1,5 +1,5 @@
 //! The HTTP layer: the route table ([`routes`], [`route`]), router and
-//! layers, authentication, the error envelope ([`errors`]: `ApiError` and
+//! layers (weir's own two middlewares in [`layers`]), authentication, the error envelope ([`errors`]: `ApiError` and
 //! the mapping of every domain error to it), the edge's middleware
 //! ([`limits`]), the audit record of every change ([`audit`]), and the
 //! handlers: REST for accounts, keys, agents, tools

@@ -66,7 +66,7 @@
 //!   request head may grow the read buffer (idle connections never reach
 //!   it), and protocol/limits.md documents hyper's bound; a head over the
 //!   configured `max_header_bytes` still reaches
-//!   [`crate::http::limits::limit_headers`] and gets the 431 envelope.
+//!   [`crate::http::layers::front`] and gets the 431 envelope.
 //! - `header_read_timeout` (30 s, hyper's default, which needs a timer to
 //!   take effect and `axum::serve` sets none): a connection that never
 //!   completes a request head, or stays idle between keep-alive requests,
