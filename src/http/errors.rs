@@ -3,9 +3,9 @@
 //!
 //! Every failure on every route leaves as
 //! `{"error":{"code":…,"message":…,"request_id":…}}`. 5xx details are logged,
-//! never sent. The request id is filled in by [`super::router`]'s envelope
-//! middleware, which sees the response after the handler, so handlers need not
-//! thread it through.
+//! never sent. The request id is filled in by the envelope
+//! ([`super::layers::front`] calls [`super::router`]'s), which sees the
+//! response after the handler, so handlers need not thread it through.
 
 use axum::{
     extract::{rejection::BytesRejection, FromRequest, Request},
@@ -130,7 +130,7 @@ impl ApiError {
         }
     }
 
-    /// The envelope body (request id left empty; the middleware fills it).
+    /// The envelope body (request id left empty; the envelope fills it).
     pub fn body(&self, request_id: &str) -> serde_json::Value {
         json!({"error": {"code": self.code, "message": self.message, "request_id": request_id}})
     }
@@ -187,7 +187,7 @@ impl From<RunError> for ApiError {
     }
 }
 
-/// Marker the envelope middleware uses to recognise an error body it must
+/// Marker the envelope uses to recognise an error body it must
 /// complete with the request id.
 #[derive(Clone)]
 pub struct ErrorMarker(pub ApiError);

@@ -12,8 +12,11 @@
 //!
 //! - [`front`] (every request, inside the request id, access span and
 //!   CORS; outside the panic catcher): the head size check, then the route,
-//!   then the error envelope of whatever came back (panics included), then
-//!   the latency metric.
+//!   then the error envelope of whatever came back (a handler's panic
+//!   included, as a 500 in the route's error shape with the request id),
+//!   then the latency metric. Being outside the catcher, a panic in the
+//!   envelope itself would end the connection rather than answer 500; the
+//!   envelope only re-renders error bodies it holds in full.
 //! - [`guard`] (every route of the table, [`super::routes::ROUTES`]): for a
 //!   non-public route the key and its scope ([`auth::authenticate`]), then
 //!   the key's rate ([`limits::rate_limit`], or on the routes that start

@@ -1,14 +1,16 @@
-//! The edge's limits as HTTP: the rate-limit middleware (right after auth),
-//! the run-start check of the routes that start runs, the head-size
-//! middleware, and the edge's refusals as [`ApiError`]s. The edge
-//! ([`crate::edge`]) decides; this module answers.
+//! The edge's limits as HTTP: the rate-limit step (right after auth), the
+//! run-start check of the routes that start runs, the head-size check, and
+//! the edge's refusals as [`ApiError`]s. The edge ([`crate::edge`])
+//! decides; this module answers. The steps are plain functions, called by
+//! weir's two middlewares ([`super::layers`]: the head size by `front`,
+//! the rate by `guard`).
 //!
 //! On a route that starts runs ([`super::route::Route::starts_runs`]) the
-//! middleware does not check the rate itself: the handler checks the run
+//! rate step does not check the rate itself: the handler checks the run
 //! start ([`start_run`]: rate and `max_runs` slot in one Redis call) once it
 //! knows the request starts one, or the plain rate ([`check_rate`]) when it
 //! does not (an OpenAI relay), and leaves the decision in [`Metered`] for
-//! the middleware to put in the headers. A request refused before the
+//! the rate step to put in the headers. A request refused before the
 //! handler got that far (a malformed body) is counted after the fact.
 
 use std::sync::{Arc, OnceLock};
@@ -28,7 +30,7 @@ use crate::{
 };
 
 /// Where the handler of a route that starts runs leaves its rate decision
-/// (a request extension the middleware sets; see the module doc).
+/// (a request extension the rate step sets; see the module doc).
 #[derive(Clone, Default)]
 pub struct Metered(Arc<OnceLock<Option<Decision>>>);
 

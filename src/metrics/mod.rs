@@ -7,8 +7,8 @@
 //! add each, no key lookup, no allocation. Label values are a small fixed set
 //! of `&'static str`, so the number of series stays bounded.
 //!
-//! - [`http`]: the request-latency middleware (by matched route) and the
-//!   429 counter.
+//! - [`http`]: the request latency (by matched route, recorded by the
+//!   outer middleware, [`crate::http::layers`]) and the 429 counter.
 //! - [`bus`]: [`MeteredBus`], counting publishes on any bus backend.
 //! - [`health`]: store and bus up/down gauges, refreshed periodically and by
 //!   `/readyz`.

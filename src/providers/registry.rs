@@ -24,12 +24,17 @@ pub struct Registry {
     order: Vec<String>,
     /// The default provider's implicit routes (`upstream/<x>`) already
     /// asked for, so a relay does not build one per request. Model names
-    /// come from callers, so only the first [`IMPLICIT_ROUTES`] are kept.
+    /// come from callers, so only the first [`IMPLICIT_ROUTES`] names of at
+    /// most [`IMPLICIT_NAME`] bytes are kept (a few hundred KiB at most);
+    /// once it is full, other names are built per request, as before.
     implicit: parking_lot::RwLock<HashMap<String, Arc<Route>>>,
 }
 
 /// Most implicit routes [`Registry`] keeps.
 const IMPLICIT_ROUTES: usize = 256;
+
+/// Longest model name (bytes) whose implicit route is kept.
+const IMPLICIT_NAME: usize = 128;
 
 /// Checks what [`Registry::build`] will need: valid lists, and a
 /// `--provider-url` when a route names the `default` provider.
@@ -115,9 +120,13 @@ impl Registry {
             return Some(r.clone());
         }
         let provider = self.default_provider()?;
-        if let Some(r) = self.implicit.read().get(model) {
-            return Some(r.clone());
-        }
+        let keep = {
+            let implicit = self.implicit.read();
+            if let Some(r) = implicit.get(model) {
+                return Some(r.clone());
+            }
+            model.len() <= IMPLICIT_NAME && implicit.len() < IMPLICIT_ROUTES
+        };
         let target = Target {
             provider: provider.clone(),
             model: bare.to_owned(),
@@ -130,9 +139,11 @@ impl Registry {
             1,
             provider.first_token_timeout,
         ));
-        let mut implicit = self.implicit.write();
-        if implicit.len() < IMPLICIT_ROUTES {
-            implicit.insert(model.to_owned(), route.clone());
+        if keep {
+            let mut implicit = self.implicit.write();
+            if implicit.len() < IMPLICIT_ROUTES {
+                implicit.insert(model.to_owned(), route.clone());
+            }
         }
         Some(route)
     }
@@ -210,6 +221,11 @@ mod tests {
         let (x, y) = (reg.resolve(&late).unwrap(), reg.resolve(&late).unwrap());
         assert!(!Arc::ptr_eq(&x, &y), "past the bound, built per call");
         assert_eq!(x.targets[0].model, y.targets[0].model);
+        let reg = Registry::build(&cfg(true), reqwest::Client::new());
+        let long = format!("upstream/{}", "m".repeat(IMPLICIT_NAME));
+        let (x, y) = (reg.resolve(&long).unwrap(), reg.resolve(&long).unwrap());
+        assert!(!Arc::ptr_eq(&x, &y), "a long name is not kept");
+        assert!(reg.implicit.read().is_empty());
     }
 
     #[test]
