@@ -4,8 +4,9 @@
 //! The router's per-route layer ([`super::layers::guard`]) runs
 //! [`authenticate`] on every route of the table ([`super::routes`]) whose
 //! access is not `Public`, with that route's [`Access`], and checks the
-//! scope before the handler (and its body extractor) runs. A route cannot be declared without its access, so
-//! there is no route without a scope to refuse.
+//! scope before the handler (and its body extractor) runs. A route cannot
+//! be declared without its access, so there is no route without a scope
+//! to refuse.
 
 use std::sync::Arc;
 

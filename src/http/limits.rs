@@ -139,16 +139,12 @@ pub async fn run_start_rate(
         .count_request(auth.account(), auth.key.id.as_str());
     let metered = Metered::default();
     req.extensions_mut().insert(metered.clone());
-    let mut resp = next.run(req).await;
+    let resp = next.run(req).await;
     let decision = match metered.checked() {
         true => metered.decision(),
         false => state.edge.check_rate(&auth.key).await,
     };
-    if let Some(d) = decision {
-        d.write_headers(resp.headers_mut());
-    }
-    token_headers(state, &auth, &mut resp).await;
-    resp
+    with_headers(state, &auth, decision, resp).await
 }
 
 /// The rate step of every other authenticated route, right after auth
@@ -160,29 +156,37 @@ pub async fn rate_limit(state: &AppState, auth: Auth, req: Request, next: Next) 
     state
         .usage
         .count_request(auth.account(), auth.key.id.as_str());
-    let Some(decision) = state.edge.check_rate(&auth.key).await else {
-        let mut resp = next.run(req).await;
-        token_headers(state, &auth, &mut resp).await;
-        return resp;
+    let decision = state.edge.check_rate(&auth.key).await;
+    let resp = match decision {
+        Some(d) if !d.allowed => {
+            let secs = d.retry_after_secs();
+            ApiError::new(
+                ErrorCode::RateLimitExceeded,
+                format!(
+                    "this key is limited to {} requests per minute; retry after {secs} s",
+                    d.limit
+                ),
+            )
+            .with_retry_after(secs)
+            .into_response()
+        }
+        _ => next.run(req).await,
     };
-    if !decision.allowed {
-        let secs = decision.retry_after_secs();
-        let err = ApiError::new(
-            ErrorCode::RateLimitExceeded,
-            format!(
-                "this key is limited to {} requests per minute; retry after {secs} s",
-                decision.limit
-            ),
-        )
-        .with_retry_after(secs);
-        let mut resp = err.into_response();
-        decision.write_headers(resp.headers_mut());
-        token_headers(state, &auth, &mut resp).await;
-        return resp;
+    with_headers(state, &auth, decision, resp).await
+}
+
+/// `resp` with the key's `X-RateLimit-*` headers: its rate `decision`'s,
+/// when it has one, and its token budgets'.
+async fn with_headers(
+    state: &AppState,
+    auth: &Auth,
+    decision: Option<Decision>,
+    mut resp: Response,
+) -> Response {
+    if let Some(d) = decision {
+        d.write_headers(resp.headers_mut());
     }
-    let mut resp = next.run(req).await;
-    decision.write_headers(resp.headers_mut());
-    token_headers(state, &auth, &mut resp).await;
+    token_headers(state, auth, &mut resp).await;
     resp
 }
 
