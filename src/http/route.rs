@@ -123,12 +123,12 @@ pub enum Errors {
 pub enum Transport {
     /// One JSON body (or none, 204).
     Json,
-    /// A long-lived `text/event-stream`. A `GET` SSE route that is a
-    /// connection's first request takes the direct path
-    /// (`super::serve`), off hyper.
+    /// A long-lived `text/event-stream`. A `GET` SSE route takes the
+    /// direct path (`super::serve`), off hyper.
     Sse,
     /// JSON, or SSE when the body's `stream` is true (or, for messages,
-    /// `Accept: text/event-stream`).
+    /// `Accept: text/event-stream`). A `POST` of this kind with a body of
+    /// known length takes the direct path too.
     JsonOrSse,
     /// A WebSocket upgrade (101).
     WebSocket,
@@ -171,13 +171,24 @@ impl Doc {
 }
 
 /// Whether the request target (path, maybe with a query) is a `GET` SSE
-/// route of the table: those take the direct path when they are a
-/// connection's first request.
+/// route of the table: those take the direct path (`crate::http::serve`).
 pub fn is_direct_sse(target: &str) -> bool {
     static SSE: LazyLock<Vec<&'static str>> =
         LazyLock::new(|| templates(|r| r.verb == Verb::Get && r.transport == Transport::Sse));
     let path = target.split_once('?').map_or(target, |(p, _)| p);
     SSE.iter().any(|t| matches(t, path))
+}
+
+/// Whether the request target is a `POST` route that may answer with a
+/// stream (`/v1/chat/completions`, an agent's messages): with a body of a
+/// known length, those take the direct path too, on any request of a
+/// connection that has stayed on it.
+pub fn is_direct_post(target: &str) -> bool {
+    static POST: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
+        templates(|r| r.verb == Verb::Post && r.transport == Transport::JsonOrSse)
+    });
+    let path = target.split_once('?').map_or(target, |(p, _)| p);
+    POST.iter().any(|t| matches(t, path))
 }
 
 /// The error shape of a request path, before routing (the envelope

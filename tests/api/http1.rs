@@ -1,7 +1,8 @@
-//! HTTP/1 on the wire, over raw sockets: the SSE GETs that weir writes to
-//! the socket itself (the direct path of `src/http/serve`) and the hand-over
-//! to hyper around them. Exact framing, the error envelope with keep-alive
-//! after it, a client that leaves mid-stream, heads split across writes.
+//! HTTP/1 on the wire, over raw sockets: the SSE GETs and the relayed
+//! completions that weir writes to the socket itself (the direct path of
+//! `src/http/serve`) and the hand-over to hyper around them. Exact framing,
+//! the error envelope with keep-alive after it, a client that leaves
+//! mid-stream, heads and bodies split across writes, pipelining.
 
 use std::time::Duration;
 
@@ -13,6 +14,8 @@ use tokio::{
 
 use crate::{
     common::{eventually, spawn_gateway, Api, TestGateway, WeirProcess},
+    fake_provider::FakeProvider,
+    runs::with_provider,
     streams::{run_to_end, setup},
 };
 
@@ -401,4 +404,114 @@ async fn an_upload_over_the_limit_gets_its_413_then_a_clean_end() {
         .await
         .unwrap()
         .expect("the upload was read, not reset");
+}
+
+/// A streamed completion's request: head and JSON body.
+fn completion(key: &str, stream: bool) -> (String, String) {
+    let body = json!({"model": "upstream/fake-text", "stream": stream,
+        "messages": [{"role": "user", "content": "hi"}]})
+    .to_string();
+    (post_head("/v1/chat/completions", key, body.len(), ""), body)
+}
+
+/// Reads a chunked SSE response to its last chunk; its text.
+async fn streamed(conn: &mut Conn) -> String {
+    let head = conn.head().await;
+    assert_eq!(head.status, 200);
+    assert_eq!(head.get("content-type"), Some("text/event-stream"));
+    assert_eq!(head.get("transfer-encoding"), Some("chunked"));
+    assert!(head.get("date").is_some());
+    let mut text = Vec::new();
+    while let Some(data) = conn.chunk().await {
+        text.extend_from_slice(&data);
+    }
+    String::from_utf8(text).unwrap()
+}
+
+/// Relayed completions on one keep-alive connection (the streaming POSTs
+/// weir serves itself, request after request): whole chunked streams, a
+/// body that arrives in pieces, a JSON answer with its length, an error
+/// envelope that keeps the connection, then hyper's turn on the same
+/// connection for a route of its own, and the relay still right there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relayed_completions_keep_their_connection_request_after_request() {
+    let fp = FakeProvider::start().await;
+    let gw = with_provider(&fp).await;
+    let mut conn = Conn::open(&addr(&gw)).await;
+    for _ in 0..3 {
+        let (head, body) = completion(&gw.key, true);
+        conn.send(&(head + &body)).await;
+        let text = streamed(&mut conn).await;
+        assert!(text.contains("\"content\""), "{text}");
+        assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+    }
+    // The head, then the body in two writes with a pause between them.
+    let (head, body) = completion(&gw.key, true);
+    conn.send(&head).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    conn.send(&body[..10]).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    conn.send(&body[10..]).await;
+    assert!(streamed(&mut conn).await.ends_with("data: [DONE]\n\n"));
+    // Not streamed: one JSON body with its length.
+    let (head, body) = completion(&gw.key, false);
+    conn.send(&(head + &body)).await;
+    let h = conn.head().await;
+    assert_eq!(h.status, 200);
+    let answer: Value = serde_json::from_slice(&conn.body(&h).await).unwrap();
+    assert_eq!(answer["object"], "chat.completion");
+    // A bad key: the OpenAI-shaped envelope, and the connection goes on.
+    let (head, body) = completion("wk_nope", true);
+    conn.send(&(head + &body)).await;
+    let h = conn.head().await;
+    assert_eq!(h.status, 401);
+    assert_eq!(h.get("connection"), None);
+    let error: Value = serde_json::from_slice(&conn.body(&h).await).unwrap();
+    assert!(error["error"]["message"].is_string(), "{error}");
+    healthz_on(&mut conn).await;
+    let (head, body) = completion(&gw.key, true);
+    conn.send(&(head + &body)).await;
+    assert!(streamed(&mut conn).await.ends_with("data: [DONE]\n\n"));
+    // Six relayed to the provider (not the bad key's), none lost or repeated.
+    assert_eq!(fp.requests().len(), 6);
+}
+
+/// A `connection: close` on a relayed completion is honoured after its
+/// stream; two completions sent in one write (pipelined) are both
+/// answered, in order; a client that leaves halfway through its body gets
+/// nothing relayed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relayed_completions_close_pipeline_and_stop_as_asked() {
+    let fp = FakeProvider::start().await;
+    let gw = with_provider(&fp).await;
+    let mut conn = Conn::open(&addr(&gw)).await;
+    let (head, body) = completion(&gw.key, true);
+    let head = head.replace("\r\n\r\n", "\r\nconnection: close\r\n\r\n");
+    conn.send(&(head + &body)).await;
+    let h = conn.head().await;
+    assert_eq!(h.get("connection"), Some("close"));
+    while conn.chunk().await.is_some() {}
+    assert!(conn.closed().await);
+
+    let mut conn = Conn::open(&addr(&gw)).await;
+    let (head, body) = completion(&gw.key, true);
+    let one = head.clone() + &body;
+    let (head, body) = completion(&gw.key, false);
+    conn.send(&(one + &head + &body)).await;
+    assert!(streamed(&mut conn).await.ends_with("data: [DONE]\n\n"));
+    let h = conn.head().await;
+    assert_eq!(h.status, 200);
+    conn.body(&h).await;
+    assert_eq!(fp.requests().len(), 3);
+
+    let mut conn = Conn::open(&addr(&gw)).await;
+    let (head, body) = completion(&gw.key, true);
+    conn.send(&(head + &body[..body.len() / 2])).await;
+    drop(conn);
+    // A completion after it is relayed; the half one never was.
+    let mut conn = Conn::open(&addr(&gw)).await;
+    let (head, body) = completion(&gw.key, true);
+    conn.send(&(head + &body)).await;
+    assert!(streamed(&mut conn).await.ends_with("data: [DONE]\n\n"));
+    assert_eq!(fp.requests().len(), 4);
 }

@@ -1,7 +1,11 @@
-//! A connection's first request, and the direct path: a long-lived SSE GET
+//! A connection's requests on the direct path: the long-lived SSE GETs
+//! and the streaming POSTs (`/v1/chat/completions`, an agent's messages)
 //! answered by the router and written to the socket by weir
-//! ([`super::body`]), so that no hyper connection (and none of its buffers)
-//! exists while the stream is open.
+//! ([`super::body`]), so that no hyper connection (and none of its
+//! buffers or its per-request machinery) exists while they are served.
+//! A connection stays on the direct path from request to request for as
+//! long as its requests are of these kinds; the first that is not goes to
+//! hyper with the connection, for good.
 //!
 //! The router is called as hyper would call it (`oneshot` of a clone), so
 //! every layer (request id, access log, metrics, CORS, auth, scopes, rate
@@ -24,11 +28,12 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 use super::{
-    head::{read_first, First},
+    head::{read_request, First},
     HEADER_READ_TIMEOUT,
 };
+use crate::audit::Peer;
 
-/// What a connection does after its first request head.
+/// What a connection does after a request head.
 pub enum Next {
     /// Hyper serves it; these bytes were already read from the socket.
     Hyper(Bytes),
@@ -54,20 +59,26 @@ pub struct Respond {
     pub keep_alive: bool,
 }
 
-/// Reads the first request head ([`HEADER_READ_TIMEOUT`]; `stop` closes a
-/// connection still waiting for one, as hyper's graceful shutdown closes an
-/// idle connection) and, on the direct path, gets its response.
-pub async fn first_request<IO: AsyncRead + Unpin + super::PeerOf>(
+/// Reads the next request head ([`HEADER_READ_TIMEOUT`], which is also
+/// the idle limit between keep-alive requests; `stop` closes a connection
+/// waiting for one, as hyper's graceful shutdown closes an idle
+/// connection) and, on the direct path, gets its response. `carry`: bytes
+/// the client sent during the previous response; `first`: whether this is
+/// the connection's first request; `peer`: the connection's client.
+pub async fn next_request<IO: AsyncRead + Unpin>(
     io: &mut IO,
     router: &Router,
     stop: &CancellationToken,
+    carry: Bytes,
+    first: bool,
+    peer: Option<Peer>,
 ) -> Next {
-    let first = tokio::select! {
+    let read = tokio::select! {
         biased;
         _ = stop.cancelled() => return Next::Close,
-        r = tokio::time::timeout(HEADER_READ_TIMEOUT, read_first(io)) => r,
+        r = tokio::time::timeout(HEADER_READ_TIMEOUT, read_request(io, carry, first)) => r,
     };
-    let mut req = match first {
+    let mut req = match read {
         Ok(Ok(First::Direct(req))) => req,
         Ok(Ok(First::Hyper(prefix))) => return Next::Hyper(prefix),
         Ok(Ok(First::H2(prefix))) => return Next::H2(prefix),
@@ -81,7 +92,7 @@ pub async fn first_request<IO: AsyncRead + Unpin + super::PeerOf>(
             return Next::Close;
         }
     };
-    if let Some(peer) = io.peer() {
+    if let Some(peer) = peer {
         req.extensions_mut().insert(peer);
     }
     let wants_close = connection_close(req.headers());

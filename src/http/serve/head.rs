@@ -1,7 +1,8 @@
-//! The first request head of a connection, read by weir before hyper sees
-//! the connection, to pick the path it takes (see the parent module): a
-//! long-lived SSE GET is served directly, anything else goes to hyper with
-//! the bytes read so far handed back ([`super::prefixed`]).
+//! A connection's request heads, read by weir before hyper sees the
+//! connection, to pick the path each takes (see the parent module): a
+//! long-lived SSE GET, or a streaming POST with its (small, whole) body,
+//! is served directly; anything else goes to hyper with the bytes read so
+//! far handed back ([`super::prefixed`]).
 //!
 //! The HTTP/2 connection preface (`PRI * HTTP/2.0`, a client speaking h2c
 //! with prior knowledge) is recognised here too and goes to hyper's HTTP/2
@@ -9,24 +10,30 @@
 //! hyper's HTTP/1 builder, not by hyper-util's `auto` one and its 24-byte
 //! rewind (the parent module says what that would cost).
 //!
-//! Only what is certainly such a GET takes the direct path; every doubt
-//! (incomplete or oversized head, a parse error, a request body, an
-//! upgrade, HTTP/1.0, bytes after the head) goes to hyper, which answers
-//! it exactly as before.
+//! Only what is certainly such a request takes the direct path; every
+//! doubt (incomplete or oversized head, a parse error, a GET with a body, a
+//! chunked, announced-twice or larger body, an upgrade, `expect`, HTTP/1.0,
+//! bytes after the request) goes to hyper, which answers it exactly as
+//! before.
 
-use std::io;
+use std::{io, ops::Range};
 
 use axum::body::Body;
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, Version};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use crate::http::route::is_direct_sse;
+use crate::http::route::{is_direct_post, is_direct_sse};
 
 /// The most bytes read before deciding. Every head seen in practice fits
 /// (an SSE GET with a key is ~300 bytes); a larger one goes to hyper, whose
 /// 8 KiB read buffer takes this whole prefix in its first read.
 pub const HEAD_BUF: usize = 4096;
+
+/// The largest request body the direct path reads itself (a chat request
+/// with a long conversation); a larger one goes to hyper, which streams it
+/// to the handler (and answers 413 past the configured limit).
+pub const BODY_MAX: usize = 1 << 20;
 
 /// What an HTTP/2 client with prior knowledge sends first (RFC 9113 §3.4).
 pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -34,43 +41,66 @@ pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// Headers parsed at most; a request with more goes to hyper (limit 100).
 const MAX_HEADERS: usize = 64;
 
-/// What the first bytes of a connection turned out to be.
+/// What the next bytes of a connection turned out to be.
 #[allow(clippy::large_enum_variant)] // lives only until the request is routed
 pub enum First {
-    /// A long-lived SSE GET, complete, with nothing after its head.
+    /// A request for the direct path, complete (its body read), with
+    /// nothing after it.
     Direct(Request<Body>),
     /// Anything else: these bytes (maybe an incomplete head) go to hyper.
     Hyper(Bytes),
     /// The HTTP/2 preface (and whatever followed it in the same reads).
     H2(Bytes),
-    /// The client closed before sending a byte.
+    /// The client closed before sending a byte, or halfway through a
+    /// direct request's body.
     Closed,
 }
 
-/// Reads until a complete head, [`HEAD_BUF`] bytes, or EOF. The buffer is
-/// a temporary: it is gone (or handed to hyper, which frees it after one
-/// read) before the connection settles into a stream.
-pub async fn read_first<IO: AsyncRead + Unpin>(io: &mut IO) -> io::Result<First> {
-    let mut buf = vec![0u8; HEAD_BUF];
-    let mut len = 0;
+/// Reads the next request of a connection: until a complete head (and the
+/// body it announces, for a direct `POST`), [`HEAD_BUF`] bytes of head, or
+/// EOF. `carry` is what the client already sent (during the previous
+/// response); only a connection's `first` bytes may be the HTTP/2
+/// preface. The buffer is a temporary: it is gone (or handed to hyper,
+/// which frees it after one read, or held by the request's body) before
+/// the connection settles into a stream.
+pub async fn read_request<IO: AsyncRead + Unpin>(
+    io: &mut IO,
+    carry: Bytes,
+    first: bool,
+) -> io::Result<First> {
+    let mut buf = BytesMut::with_capacity(HEAD_BUF.max(carry.len()));
+    buf.extend_from_slice(&carry);
+    drop(carry);
+    let mut in_body = false;
     loop {
-        match io.read(&mut buf[len..]).await? {
-            0 if len == 0 => return Ok(First::Closed),
-            0 => return Ok(First::Hyper(prefix(buf, len))),
-            n => len += n,
+        if !buf.is_empty() {
+            match classify(&buf, first) {
+                Parsed::Partial if buf.len() < HEAD_BUF => {}
+                Parsed::Body(total) => {
+                    buf.reserve(total - buf.len());
+                    in_body = true;
+                }
+                Parsed::Direct(mut req, body) => {
+                    if !body.is_empty() {
+                        *req.body_mut() = Body::from(buf.freeze().slice(body));
+                    }
+                    return Ok(First::Direct(req));
+                }
+                Parsed::H2 => return Ok(First::H2(buf.freeze())),
+                Parsed::Partial | Parsed::Hyper => return Ok(First::Hyper(buf.freeze())),
+            }
         }
-        match classify(&buf[..len]) {
-            Parsed::Partial if len < HEAD_BUF => {}
-            Parsed::Direct(req) => return Ok(First::Direct(req)),
-            Parsed::H2 => return Ok(First::H2(prefix(buf, len))),
-            Parsed::Partial | Parsed::Hyper => return Ok(First::Hyper(prefix(buf, len))),
+        // Heads read at most `HEAD_BUF` (a longer one is hyper's); a body
+        // is read into the room reserved for it.
+        let room = buf.capacity() - buf.len();
+        if io.read_buf(&mut (&mut buf).limit(room)).await? == 0 {
+            // A client gone halfway through a body sent no request.
+            return Ok(match buf.is_empty() || in_body {
+                true => First::Closed,
+                false => First::Hyper(buf.freeze()),
+            });
         }
     }
-}
-
-fn prefix(mut buf: Vec<u8>, len: usize) -> Bytes {
-    buf.truncate(len);
-    Bytes::from(buf)
 }
 
 /// The decision on the bytes read so far.
@@ -78,20 +108,26 @@ fn prefix(mut buf: Vec<u8>, len: usize) -> Bytes {
 pub enum Parsed {
     /// The head is not complete yet.
     Partial,
-    Direct(Request<Body>),
+    /// A direct `POST`'s head is complete but its body is not: the request
+    /// is this many bytes in all.
+    Body(usize),
+    /// A direct request (no body yet) and where its body is in the bytes.
+    Direct(Request<Body>, Range<usize>),
     Hyper,
     /// The HTTP/2 connection preface.
     H2,
 }
 
-/// Decides from `bytes` (the start of a connection).
-pub fn classify(bytes: &[u8]) -> Parsed {
-    // `P` may still become `POST`: only the whole preface decides.
-    if bytes.starts_with(PREFACE) {
-        return Parsed::H2;
-    }
-    if PREFACE.starts_with(bytes) {
-        return Parsed::Partial;
+/// Decides from `bytes` (the start of a request; `first`: of a connection).
+pub fn classify(bytes: &[u8], first: bool) -> Parsed {
+    if first {
+        // `P` may still become `POST`: only the whole preface decides.
+        if bytes.starts_with(PREFACE) {
+            return Parsed::H2;
+        }
+        if PREFACE.starts_with(bytes) {
+            return Parsed::Partial;
+        }
     }
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
@@ -100,36 +136,85 @@ pub fn classify(bytes: &[u8]) -> Parsed {
         Ok(httparse::Status::Partial) => return Parsed::Partial,
         Err(_) => return Parsed::Hyper,
     };
-    // Bytes after the head are a body or a pipelined request: hyper's.
-    if head_len != bytes.len() || req.method != Some("GET") || req.version != Some(1) {
-        return Parsed::Hyper;
-    }
-    let Some(path) = req.path.filter(|p| is_direct_sse(p)) else {
+    let (Some(method), Some(path), Some(1)) = (req.method, req.path, req.version) else {
         return Parsed::Hyper;
     };
-    match build(path, req.headers) {
-        Some(r) => Parsed::Direct(r),
+    let Some(framing) = Framing::of(req.headers) else {
+        return Parsed::Hyper;
+    };
+    let (method, body_len) = match (method, framing) {
+        ("GET", Framing::None) if is_direct_sse(path) => (Method::GET, 0),
+        ("POST", Framing::Length(n)) if is_direct_post(path) => (Method::POST, n),
+        _ => return Parsed::Hyper,
+    };
+    let total = head_len + body_len;
+    // Bytes after the request are a pipelined request: hyper's.
+    if bytes.len() > total {
+        return Parsed::Hyper;
+    }
+    if bytes.len() < total {
+        return Parsed::Body(total);
+    }
+    match build(method, path, req.headers) {
+        Some(r) => Parsed::Direct(r, head_len..total),
         None => Parsed::Hyper,
     }
 }
 
-/// The request as hyper would have built it, or `None` for anything the
-/// direct path leaves to hyper (a body, an upgrade, a value hyper rejects).
-fn build(path: &str, raw: &[httparse::Header<'_>]) -> Option<Request<Body>> {
+/// How a request head says its body is delimited, as far as the direct
+/// path takes it; `None` for anything it leaves to hyper.
+#[derive(Debug, PartialEq)]
+enum Framing {
+    /// No body.
+    None,
+    /// One `content-length` of at most [`BODY_MAX`].
+    Length(usize),
+}
+
+impl Framing {
+    fn of(raw: &[httparse::Header<'_>]) -> Option<Self> {
+        let mut framing = Framing::None;
+        for h in raw {
+            let name = h.name.as_bytes();
+            if name.eq_ignore_ascii_case(b"content-length") {
+                if framing != Framing::None {
+                    return None;
+                }
+                framing = Framing::Length(length(h.value)?);
+            } else if name.eq_ignore_ascii_case(b"transfer-encoding")
+                || name.eq_ignore_ascii_case(b"upgrade")
+                // `100-continue`: hyper answers it when the body is read.
+                || name.eq_ignore_ascii_case(b"expect")
+            {
+                return None;
+            }
+        }
+        Some(framing)
+    }
+}
+
+/// A `content-length` value of plain digits, at most [`BODY_MAX`].
+fn length(value: &[u8]) -> Option<usize> {
+    if value.is_empty() || value.len() > 8 || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let n = value
+        .iter()
+        .fold(0usize, |n, d| n * 10 + usize::from(d - b'0'));
+    (n <= BODY_MAX).then_some(n)
+}
+
+/// The request as hyper would have built it (the body is added by the
+/// caller), or `None` for a value hyper rejects.
+fn build(method: Method, path: &str, raw: &[httparse::Header<'_>]) -> Option<Request<Body>> {
     let mut headers = HeaderMap::with_capacity(raw.len());
     for h in raw {
         let name = HeaderName::from_bytes(h.name.as_bytes()).ok()?;
-        if name == http::header::CONTENT_LENGTH
-            || name == http::header::TRANSFER_ENCODING
-            || name == http::header::UPGRADE
-        {
-            return None;
-        }
         headers.append(name, HeaderValue::from_bytes(h.value).ok()?);
     }
     let uri: Uri = path.parse().ok()?;
     let mut req = Request::new(Body::empty());
-    *req.method_mut() = Method::GET;
+    *req.method_mut() = method;
     *req.uri_mut() = uri;
     *req.version_mut() = Version::HTTP_11;
     *req.headers_mut() = headers;
@@ -167,8 +252,9 @@ mod tests {
     }
 
     fn direct(bytes: &[u8]) -> Request<Body> {
-        match classify(bytes) {
-            Parsed::Direct(r) => r,
+        match classify(bytes, true) {
+            Parsed::Direct(r, _) => r,
+            Parsed::Body(n) => panic!("body of {n}"),
             Parsed::Partial => panic!("partial"),
             Parsed::Hyper => panic!("hyper"),
             Parsed::H2 => panic!("h2"),
@@ -176,7 +262,7 @@ mod tests {
     }
 
     fn to_hyper(bytes: &[u8]) -> bool {
-        matches!(classify(bytes), Parsed::Hyper)
+        matches!(classify(bytes, true), Parsed::Hyper)
     }
 
     #[test]
@@ -216,24 +302,124 @@ mod tests {
     #[test]
     fn an_incomplete_head_waits_for_more() {
         assert!(matches!(
-            classify(b"GET /v1/runs/r/stream HTTP/1.1\r\nHost: x\r\n"),
+            classify(b"GET /v1/runs/r/stream HTTP/1.1\r\nHost: x\r\n", true),
             Parsed::Partial
         ));
-        assert!(matches!(classify(b"GE"), Parsed::Partial));
+        assert!(matches!(classify(b"GE", true), Parsed::Partial));
     }
 
     #[test]
     fn the_http2_preface_is_told_from_http1_methods() {
-        assert!(matches!(classify(PREFACE), Parsed::H2));
+        assert!(matches!(classify(PREFACE, true), Parsed::H2));
         let mut with_settings = PREFACE.to_vec();
         with_settings.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
-        assert!(matches!(classify(&with_settings), Parsed::H2));
+        assert!(matches!(classify(&with_settings, true), Parsed::H2));
         for partial in [&b"P"[..], b"PRI", b"PRI * HTTP/2.0\r\n\r\nSM"] {
-            assert!(matches!(classify(partial), Parsed::Partial), "{partial:?}");
+            assert!(matches!(classify(partial, true), Parsed::Partial), "{partial:?}");
         }
         // Diverging from the preface is an HTTP/1 matter again.
-        assert!(matches!(classify(b"PO"), Parsed::Partial));
+        assert!(matches!(classify(b"PO", true), Parsed::Partial));
         assert!(to_hyper(b"POST /v1/runs/r/stream HTTP/1.1\r\n\r\n"));
         assert!(to_hyper(b"PRI * HTTP/1.1\r\n\r\n"));
+    }
+
+    fn post(path: &str, extra: &str, body: &str) -> Vec<u8> {
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\ncontent-length: {}\r\n{extra}\r\n{body}",
+            body.len()
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn a_streaming_post_with_its_whole_body_is_direct() {
+        for path in ["/v1/chat/completions", "/v1/agents/ag_1/messages"] {
+            let bytes = post(path, "Authorization: Bearer k\r\n", "{\"a\":1}");
+            let Parsed::Direct(r, body) = classify(&bytes, true) else {
+                panic!("{path} is not direct");
+            };
+            assert_eq!(r.method(), Method::POST);
+            assert_eq!(r.uri().path(), path);
+            assert_eq!(r.headers()["content-length"], "7");
+            assert_eq!(&bytes[body], b"{\"a\":1}");
+            // Not the first request of its connection: the same.
+            assert!(matches!(classify(&bytes, false), Parsed::Direct(..)));
+        }
+    }
+
+    #[test]
+    fn a_post_waits_for_its_body_and_its_head_for_its_end() {
+        let bytes = post("/v1/chat/completions", "", "{\"a\":1}");
+        let head = bytes.len() - 7;
+        for cut in [head, head + 1, bytes.len() - 1] {
+            assert!(
+                matches!(classify(&bytes[..cut], true), Parsed::Body(n) if n == bytes.len()),
+                "cut at {cut}"
+            );
+        }
+        assert!(matches!(
+            classify(&bytes[..head - 1], true),
+            Parsed::Partial
+        ));
+    }
+
+    #[test]
+    fn posts_in_doubt_go_to_hyper() {
+        let chat = "/v1/chat/completions";
+        let big = format!("content-length: {}\r\n", BODY_MAX + 1);
+        for bytes in [
+            // Not a streaming route, or no length, or framing hyper's to read.
+            post("/v1/agents", "", "{}"),
+            format!("POST {chat} HTTP/1.1\r\n\r\n").into_bytes(),
+            format!("POST {chat} HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n").into_bytes(),
+            format!("POST {chat} HTTP/1.1\r\n{big}\r\n").into_bytes(),
+            format!("POST {chat} HTTP/1.1\r\ncontent-length: 1\r\ncontent-length: 1\r\n\r\nx")
+                .into_bytes(),
+            format!("POST {chat} HTTP/1.1\r\ncontent-length: +1\r\n\r\nx").into_bytes(),
+            format!("POST {chat} HTTP/1.0\r\ncontent-length: 1\r\n\r\nx").into_bytes(),
+            post(chat, "expect: 100-continue\r\n", "{}"),
+            post(chat, "upgrade: h2c\r\n", "{}"),
+            // A pipelined request after the body.
+            [post(chat, "", "{}"), b"GET /healthz HTTP/1.1\r\n\r\n".to_vec()].concat(),
+        ] {
+            let text = String::from_utf8_lossy(&bytes).into_owned();
+            assert!(to_hyper(&bytes), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn only_a_first_request_may_be_the_preface() {
+        assert!(matches!(classify(PREFACE, false), Parsed::Hyper));
+        assert!(matches!(classify(b"PRI", false), Parsed::Partial));
+    }
+
+    /// The reader over a socket that hands out a few bytes per read: the
+    /// body is read to its announced end, a client gone halfway through
+    /// it sent nothing, and bytes carried from the previous response come
+    /// first.
+    #[tokio::test]
+    async fn the_reader_reads_a_body_to_its_end() {
+        let bytes = post("/v1/chat/completions", "", &"x".repeat(9000));
+        let (mut client, mut server) = tokio::io::duplex(64);
+        let send = bytes.clone();
+        let writer = tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            client.write_all(&send[7..]).await.unwrap();
+            client
+        });
+        let carry = Bytes::copy_from_slice(&bytes[..7]);
+        let First::Direct(r) = read_request(&mut server, carry, false).await.unwrap() else {
+            panic!("not direct");
+        };
+        let body = axum::body::to_bytes(r.into_body(), usize::MAX).await.unwrap();
+        assert_eq!(body.len(), 9000);
+        let mut client = writer.await.unwrap();
+        use tokio::io::AsyncWriteExt;
+        client.write_all(&bytes[..bytes.len() - 10]).await.unwrap();
+        drop(client);
+        assert!(matches!(
+            read_request(&mut server, Bytes::new(), false).await.unwrap(),
+            First::Closed
+        ));
     }
 }

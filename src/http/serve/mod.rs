@@ -24,30 +24,44 @@
 //!
 //! # Two paths for HTTP/1
 //!
-//! Each accepted connection's task first reads the request head itself
+//! Each accepted connection's task reads its request heads itself
 //! (`head.rs`, into a 4 KiB buffer freed before anything long-lived starts).
-//! A complete HTTP/1.1 GET without a body or upgrade on one of the SSE
-//! stream routes (the `GET` routes of transport `Sse` in the route table,
-//! [`crate::http::route::is_direct_sse`]) takes the **direct path** (`direct.rs`): the router is
-//! called as hyper would call it and weir writes the response to the socket
-//! itself (`body.rs`, `burst.rs`: head, then chunked frames, a ready burst
-//! in one `writev`). An idle SSE stream then holds no hyper connection:
-//! not its 8 KiB header write buffer, 8 KiB read buffer and cached header
-//! map (hyper sizes none of them), ~16 KiB of heap in all. After a response
-//! (a streamed one once its body ends, an error envelope at once) the
-//! connection goes to hyper for keep-alive, unless either side said
-//! `connection: close`; a client that goes away mid-stream ends it.
+//! Two kinds of request take the **direct path** (`direct.rs`):
 //!
-//! Everything else (REST, WebSocket upgrades, POST streams such as
-//! `/v1/chat/completions`, HEAD, HTTP/1.0, incomplete or oversized heads)
-//! goes to hyper with the bytes already read handed back (`prefixed.rs`):
-//! all of them in hyper's first read, so hyper parses a complete head as
-//! if it had read the socket itself. A head over 4 KiB reaches hyper
-//! incomplete, which may grow its read buffer to 16 KiB (below): rare, and
-//! only for that connection. A request body the router left unread (an edge
-//! rejection) is drained if small, else the response says `connection:
-//! close` (`unread.rs`): hyper would close silently and race the client's
-//! next request on the pooled connection.
+//! - a complete HTTP/1.1 GET without a body or upgrade on one of the SSE
+//!   stream routes (the `GET` routes of transport `Sse` in the route table,
+//!   [`crate::http::route::is_direct_sse`]);
+//! - an HTTP/1.1 POST on a route that may stream its answer
+//!   (`/v1/chat/completions`, an agent's messages: transport `JsonOrSse`,
+//!   [`crate::http::route::is_direct_post`]) with a `content-length` body
+//!   of at most 1 MiB (`head::BODY_MAX`), read whole before routing.
+//!
+//! The router is called as hyper would call it and weir writes the
+//! response to the socket itself (`body.rs`, `burst.rs`: head, then chunked
+//! frames, a ready burst in one `writev`). An idle SSE stream then holds no
+//! hyper connection: not its 8 KiB header write buffer, 8 KiB read buffer
+//! and cached header map (hyper sizes none of them), ~16 KiB of heap in
+//! all. A relayed completion skips hyper's per-request machinery (its
+//! parse into a fresh header map, the dispatcher's state machine, the
+//! boxed service future, its chunked encoder and write queue). After a
+//! response (a streamed one once its body ends, an error envelope at once)
+//! the connection reads its next head the same way, unless either side
+//! said `connection: close`; a client that goes away mid-stream ends it.
+//! A client gone halfway through a direct POST's body sent no request:
+//! the connection closes without an answer. The whole request, body
+//! included, must arrive within [`HEADER_READ_TIMEOUT`].
+//!
+//! Everything else (REST, WebSocket upgrades, HEAD, HTTP/1.0, chunked or
+//! larger uploads, `expect: 100-continue`, pipelined requests, incomplete
+//! or oversized heads) goes to hyper with the bytes already read handed
+//! back (`prefixed.rs`), and the connection stays with hyper from then
+//! on: all of the bytes in hyper's first read, so hyper parses a complete
+//! head as if it had read the socket itself. A head over 4 KiB reaches
+//! hyper incomplete, which may grow its read buffer to 16 KiB (below):
+//! rare, and only for that connection. A request body the router left
+//! unread (an edge rejection) is drained if small, else the response says
+//! `connection: close` (`unread.rs`): hyper would close silently and race
+//! the client's next request on the pooled connection.
 //!
 //! # What each hyper setting saves (heaptrack, per idle connection)
 //!
@@ -143,10 +157,9 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + PeerOf + 'static {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + PeerOf + 'static> Io for T {}
 
-/// The address a connection came from, asked of the socket when a
-/// connection's service is made (one `getpeername`) rather than kept from
-/// `accept`: the task of an idle direct SSE stream does not hold it.
-/// Every request gets it as a [`Peer`] extension (the audit log's client
+/// The address a connection came from, asked of the socket once per
+/// connection (one `getpeername`) rather than kept from `accept`. Every
+/// request gets it as a [`Peer`] extension (the audit log's client
 /// address, `crate::audit::client`).
 pub trait PeerOf {
     fn peer(&self) -> Option<Peer>;
@@ -291,7 +304,8 @@ async fn handshake(
     }
 }
 
-/// One connection's task: its first request decides the path (module doc).
+/// One connection's task: its requests stay on the direct path until one
+/// is hyper's (module doc).
 ///
 /// What this future holds for as long as a direct stream is open is all an
 /// idle SSE connection costs besides the body, so the steps before and
@@ -304,24 +318,30 @@ fn connection<IO: Io>(
     stop: CancellationToken,
 ) -> impl Future<Output = ()> + Send {
     async move {
-        let first = Box::pin(direct::first_request(&mut io, &shared.router, &stop)).await;
-        let prefix = match first {
-            Next::Close => return,
-            Next::H2(prefix) => match &shared.h2 {
-                Some(b) => return h2::connection(io, prefix, b, &shared.router, stop).await,
-                None => prefix,
-            },
-            Next::Hyper(prefix) => prefix,
-            Next::Respond(r) => {
-                let keep_alive = r.keep_alive;
-                match WriteBody::new(&mut io, r.head, r.body, r.length).await {
-                    // A stopping gateway closes idle connections anyway.
-                    Ended::Written { rest } if keep_alive && !stop.is_cancelled() => rest,
-                    _ => return,
-                }
+        // Asked of the socket once (`getpeername`), for every request.
+        let peer = io.peer();
+        let mut carry = Bytes::new();
+        let mut first = true;
+        let prefix = loop {
+            let next = direct::next_request(&mut io, &shared.router, &stop, carry, first, peer);
+            let r = match Box::pin(next).await {
+                Next::Close => return,
+                Next::H2(prefix) => match &shared.h2 {
+                    Some(b) => return h2::connection(io, prefix, b, &shared.router, stop).await,
+                    None => break prefix,
+                },
+                Next::Hyper(prefix) => break prefix,
+                Next::Respond(r) => r,
+            };
+            first = false;
+            let keep_alive = r.keep_alive;
+            match WriteBody::new(&mut io, r.head, r.body, r.length).await {
+                // A stopping gateway closes idle connections anyway.
+                Ended::Written { rest } if keep_alive && !stop.is_cancelled() => carry = rest,
+                _ => return,
             }
         };
-        hyper_connection(io, prefix, &shared, stop).await;
+        hyper_connection(io, prefix, &shared, peer, stop).await;
     }
 }
 
@@ -334,11 +354,12 @@ fn hyper_connection<IO: Io>(
     io: IO,
     prefix: Bytes,
     shared: &Shared,
+    peer: Option<Peer>,
     stop: CancellationToken,
 ) -> Pin<Box<impl Future<Output = ()> + Send>> {
     let service = BoxedRouter {
         router: shared.router.clone(),
-        peer: io.peer(),
+        peer,
     };
     let conn = shared
         .builder

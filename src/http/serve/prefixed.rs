@@ -1,10 +1,12 @@
 //! The socket hyper serves: a `TcpStream` (or a TLS stream over one) that
-//! first returns the bytes weir already read from it (the first request head, see [`super::head`]).
+//! first returns the bytes weir already read from it (a request head, and
+//! maybe a body and more after it; see [`super::head`]).
 //!
-//! All of them are returned by the first read, so hyper's first parse sees
-//! the whole head, as it would have reading the socket itself (a partial
-//! first parse is what made hyper-util's 24-byte rewind grow hyper's read
-//! buffer to 16 KiB). The prefix is freed as soon as it has been read.
+//! As many of them as hyper's read buffer takes are returned by the first
+//! read (all of a head), so hyper's first parse sees the whole head, as it
+//! would have reading the socket itself (a partial first parse is what made
+//! hyper-util's 24-byte rewind grow hyper's read buffer to 16 KiB). The
+//! prefix is freed as soon as it has been read.
 //! Every hyper connection has this one IO type, direct path or not.
 
 use std::{
