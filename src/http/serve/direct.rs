@@ -27,10 +27,7 @@ use tokio::io::AsyncRead;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
-use super::{
-    head::{read_request, First},
-    HEADER_READ_TIMEOUT,
-};
+use super::head::{read_request, First};
 use crate::audit::Peer;
 
 /// What a connection does after a request head.
@@ -59,12 +56,12 @@ pub struct Respond {
     pub keep_alive: bool,
 }
 
-/// Reads the next request head ([`HEADER_READ_TIMEOUT`], which is also
-/// the idle limit between keep-alive requests; `stop` closes a connection
-/// waiting for one, as hyper's graceful shutdown closes an idle
-/// connection) and, on the direct path, gets its response. `carry`: bytes
-/// the client sent during the previous response; `first`: whether this is
-/// the connection's first request; `peer`: the connection's client.
+/// Reads the next request (within the limits of [`read_request`]; `stop`
+/// closes a connection waiting for one, as hyper's graceful shutdown
+/// closes an idle connection) and, on the direct path, gets its response.
+/// `carry`: bytes the client sent during the previous response; `first`:
+/// whether this is the connection's first request; `peer`: the
+/// connection's client.
 pub async fn next_request<IO: AsyncRead + Unpin>(
     io: &mut IO,
     router: &Router,
@@ -76,19 +73,16 @@ pub async fn next_request<IO: AsyncRead + Unpin>(
     let read = tokio::select! {
         biased;
         _ = stop.cancelled() => return Next::Close,
-        r = tokio::time::timeout(HEADER_READ_TIMEOUT, read_request(io, carry, first)) => r,
+        r = read_request(io, carry, first) => r,
     };
     let mut req = match read {
-        Ok(Ok(First::Direct(req))) => req,
-        Ok(Ok(First::Hyper(prefix))) => return Next::Hyper(prefix),
-        Ok(Ok(First::H2(prefix))) => return Next::H2(prefix),
-        Ok(Ok(First::Closed)) => return Next::Close,
-        Ok(Err(e)) => {
-            tracing::debug!(error = %e, "reading a request head failed");
-            return Next::Close;
-        }
-        Err(_) => {
-            tracing::debug!("no request head within the header read timeout");
+        Ok(First::Direct(req)) => req,
+        Ok(First::Hyper(prefix)) => return Next::Hyper(prefix),
+        Ok(First::H2(prefix)) => return Next::H2(prefix),
+        Ok(First::Closed) => return Next::Close,
+        // Slow (`TimedOut`) or gone: routine, not an error.
+        Err(e) => {
+            tracing::debug!(error = %e, "reading a request failed");
             return Next::Close;
         }
     };

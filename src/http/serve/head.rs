@@ -21,8 +21,12 @@ use std::{io, ops::Range};
 use axum::body::Body;
 use bytes::{BufMut, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, Version};
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::{
+    io::{AsyncRead, AsyncReadExt},
+    time::Instant,
+};
 
+use super::HEADER_READ_TIMEOUT;
 use crate::http::route::{is_direct_post, is_direct_sse};
 
 /// The most bytes read before deciding. Every head seen in practice fits
@@ -58,7 +62,9 @@ pub enum First {
 
 /// Reads the next request of a connection: until a complete head (and the
 /// body it announces, for a direct `POST`), [`HEAD_BUF`] bytes of head, or
-/// EOF. `carry` is what the client already sent (during the previous
+/// EOF; a `TimedOut` error when the head takes longer than
+/// [`HEADER_READ_TIMEOUT`] (also the idle limit between keep-alive
+/// requests) or the body pauses that long. `carry` is what the client already sent (during the previous
 /// response); only a connection's `first` bytes may be the HTTP/2
 /// preface. The buffer is a temporary: it is gone (or handed to hyper,
 /// which frees it after one read, or held by the request's body) before
@@ -72,6 +78,7 @@ pub async fn read_request<IO: AsyncRead + Unpin>(
     buf.extend_from_slice(&carry);
     drop(carry);
     let mut in_body = false;
+    let head_by = Instant::now() + HEADER_READ_TIMEOUT;
     loop {
         if !buf.is_empty() {
             match classify(&buf, first) {
@@ -93,7 +100,17 @@ pub async fn read_request<IO: AsyncRead + Unpin>(
         // Heads read at most `HEAD_BUF` (a longer one is hyper's); a body
         // is read into the room reserved for it.
         let room = buf.capacity() - buf.len();
-        if io.read_buf(&mut (&mut buf).limit(room)).await? == 0 {
+        // A head has `HEADER_READ_TIMEOUT` in all; a body as long between
+        // two reads (hyper sets no limit on a body; this one is bounded).
+        let by = match in_body {
+            true => Instant::now() + HEADER_READ_TIMEOUT,
+            false => head_by,
+        };
+        let mut into = (&mut buf).limit(room);
+        let n = tokio::time::timeout_at(by, io.read_buf(&mut into))
+            .await
+            .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
+        if n == 0 {
             // A client gone halfway through a body sent no request.
             return Ok(match buf.is_empty() || in_body {
                 true => First::Closed,
@@ -315,7 +332,10 @@ mod tests {
         with_settings.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
         assert!(matches!(classify(&with_settings, true), Parsed::H2));
         for partial in [&b"P"[..], b"PRI", b"PRI * HTTP/2.0\r\n\r\nSM"] {
-            assert!(matches!(classify(partial, true), Parsed::Partial), "{partial:?}");
+            assert!(
+                matches!(classify(partial, true), Parsed::Partial),
+                "{partial:?}"
+            );
         }
         // Diverging from the preface is an HTTP/1 matter again.
         assert!(matches!(classify(b"PO", true), Parsed::Partial));
@@ -380,7 +400,11 @@ mod tests {
             post(chat, "expect: 100-continue\r\n", "{}"),
             post(chat, "upgrade: h2c\r\n", "{}"),
             // A pipelined request after the body.
-            [post(chat, "", "{}"), b"GET /healthz HTTP/1.1\r\n\r\n".to_vec()].concat(),
+            [
+                post(chat, "", "{}"),
+                b"GET /healthz HTTP/1.1\r\n\r\n".to_vec(),
+            ]
+            .concat(),
         ] {
             let text = String::from_utf8_lossy(&bytes).into_owned();
             assert!(to_hyper(&bytes), "{text:?}");
@@ -411,15 +435,39 @@ mod tests {
         let First::Direct(r) = read_request(&mut server, carry, false).await.unwrap() else {
             panic!("not direct");
         };
-        let body = axum::body::to_bytes(r.into_body(), usize::MAX).await.unwrap();
+        let body = axum::body::to_bytes(r.into_body(), usize::MAX)
+            .await
+            .unwrap();
         assert_eq!(body.len(), 9000);
         let mut client = writer.await.unwrap();
-        use tokio::io::AsyncWriteExt;
-        client.write_all(&bytes[..bytes.len() - 10]).await.unwrap();
-        drop(client);
+        let cut = bytes[..bytes.len() - 10].to_vec();
+        tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            client.write_all(&cut).await.unwrap();
+        });
         assert!(matches!(
-            read_request(&mut server, Bytes::new(), false).await.unwrap(),
+            read_request(&mut server, Bytes::new(), false)
+                .await
+                .unwrap(),
             First::Closed
         ));
+    }
+
+    /// A body that pauses for the timeout ends the read (`TimedOut`), as
+    /// a head that takes that long does (time is paused: no real wait).
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_body_or_head_times_out() {
+        use tokio::io::AsyncWriteExt;
+        let bytes = post("/v1/chat/completions", "", "{\"a\":1}");
+        for cut in [bytes.len() - 3, 10] {
+            let (mut client, mut server) = tokio::io::duplex(4096);
+            client.write_all(&bytes[..cut]).await.unwrap();
+            let err = match read_request(&mut server, Bytes::new(), true).await {
+                Err(e) => e,
+                Ok(_) => panic!("read a request cut at {cut}"),
+            };
+            assert_eq!(err.kind(), io::ErrorKind::TimedOut, "cut at {cut}");
+            drop(client);
+        }
     }
 }

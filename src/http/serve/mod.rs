@@ -48,8 +48,8 @@
 //! the connection reads its next head the same way, unless either side
 //! said `connection: close`; a client that goes away mid-stream ends it.
 //! A client gone halfway through a direct POST's body sent no request:
-//! the connection closes without an answer. The whole request, body
-//! included, must arrive within [`HEADER_READ_TIMEOUT`].
+//! the connection closes without an answer, as it does when the head takes
+//! longer than [`HEADER_READ_TIMEOUT`] or the body pauses that long.
 //!
 //! Everything else (REST, WebSocket upgrades, HEAD, HTTP/1.0, chunked or
 //! larger uploads, `expect: 100-continue`, pipelined requests, incomplete
@@ -146,7 +146,8 @@ use self::{
 };
 
 /// Time a client has to send a complete request head (also the idle limit
-/// between keep-alive requests).
+/// between keep-alive requests, and the longest pause in a body the direct
+/// path reads).
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Time a client has to complete the TLS handshake.
