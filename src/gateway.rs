@@ -145,6 +145,7 @@ impl Gateway {
             http2: state.config.transport.http2,
             max_streams: state.config.transport.http2_max_streams,
             max_header_bytes: state.config.edge.max_header_bytes,
+            max_body_bytes: state.config.max_body_bytes,
         };
         state.bus.start();
         state.runtime.start(&state.tracker);

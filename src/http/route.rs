@@ -180,9 +180,9 @@ pub fn is_direct_sse(target: &str) -> bool {
 }
 
 /// Whether the request target is a `POST` route that may answer with a
-/// stream (`/v1/chat/completions`, an agent's messages): with a body of a
-/// known length, those take the direct path too, on any request of a
-/// connection that has stayed on it.
+/// stream (`/v1/chat/completions`, an agent's messages): with a
+/// `content-length` body of at most 1 MiB (or the body limit if lower),
+/// those take the direct path too (`crate::http::serve`).
 pub fn is_direct_post(target: &str) -> bool {
     static POST: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
         templates(|r| r.verb == Verb::Post && r.transport == Transport::JsonOrSse)

@@ -15,7 +15,7 @@ use tokio::{
 use crate::{
     common::{eventually, spawn_gateway, Api, TestGateway, WeirProcess},
     fake_provider::FakeProvider,
-    runs::with_provider,
+    runs::{agent_with, get_json, wait_run, with_provider},
     streams::{run_to_end, setup},
 };
 
@@ -473,8 +473,13 @@ async fn relayed_completions_keep_their_connection_request_after_request() {
     assert_eq!(h.status, 200);
     let answer: Value = serde_json::from_slice(&conn.any_body(&h).await).unwrap();
     assert_eq!(answer["object"], "chat.completion");
-    // A bad key: the OpenAI-shaped envelope, and the connection goes on.
-    let (head, body) = completion("wk_nope", true);
+    // A bad key with a body larger than hyper drains (64 KiB): the
+    // OpenAI-shaped envelope, and the connection goes on, which it does
+    // only on the direct path (hyper's answer would say `close`).
+    let body = json!({"model": "upstream/fake-text", "stream": true, "pad": "x".repeat(100 << 10),
+        "messages": [{"role": "user", "content": "hi"}]})
+    .to_string();
+    let head = post_head("/v1/chat/completions", "wk_nope", body.len(), "");
     conn.send(&(head + &body)).await;
     let h = conn.head().await;
     assert_eq!(h.status, 401);
@@ -547,4 +552,30 @@ async fn an_early_error_on_a_large_completion_keeps_the_connection() {
     assert_eq!(head.get("connection"), None);
     conn.body(&head).await;
     healthz_on(&mut conn).await;
+}
+
+/// A client that leaves while its agent completion (not streamed: no byte
+/// of the answer yet) is running cancels the run: the socket is watched
+/// while the handler works, as hyper watches it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_leaving_before_a_json_answer_cancels_the_run() {
+    let gw = spawn_gateway().await;
+    let agent = agent_with(&gw, json!({"metadata": {"echo_delay_ms": 100}})).await;
+    let words = "a b c d e f g h i j k l m n o p q r s t";
+    let body = json!({"model": agent, "messages": [{"role": "user", "content": words}]});
+    let body = body.to_string();
+    let mut conn = Conn::open(&addr(&gw)).await;
+    conn.send(&(post_head("/v1/chat/completions", &gw.key, body.len(), "") + &body))
+        .await;
+    let runs = format!("/v1/agents/{agent}/runs");
+    assert!(
+        eventually(|| async { get_json(&gw, &runs).await["data"][0]["id"].is_string() }).await,
+        "no run started"
+    );
+    drop(conn);
+    let run_id = get_json(&gw, &runs).await["data"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(wait_run(&gw, &run_id).await["status"], "cancelled");
 }

@@ -23,8 +23,8 @@ use super::burst::Burst;
 /// How the body went.
 #[derive(Debug)]
 pub enum Ended {
-    /// Completely written; `rest` is what the client sent meanwhile (it
-    /// goes to hyper with the connection).
+    /// Completely written; `rest` is what the client sent meanwhile (the
+    /// start of its next request, read next).
     Written { rest: Bytes },
     /// The client went away, a write failed, or the body failed or did not
     /// match its length: the connection is done.
@@ -58,6 +58,19 @@ impl<IO> WriteBody<IO> {
             watch: true,
             rest: Bytes::new(),
         }
+    }
+}
+
+impl<IO> WriteBody<IO> {
+    /// `early`: what the client sent before the response (the start of its
+    /// next request). If any, the socket is not read (a read would take
+    /// more of its bytes) and `early` is the `rest` the body ends with.
+    pub fn after(mut self, early: Bytes) -> Self {
+        if !early.is_empty() {
+            self.watch = false;
+            self.rest = early;
+        }
+        self
     }
 }
 

@@ -19,15 +19,17 @@ use std::time::SystemTime;
 use axum::{
     body::{Body, HttpBody},
     response::Response,
-    Router,
 };
 use bytes::Bytes;
 use http::{header, HeaderMap, StatusCode};
-use tokio::io::AsyncRead;
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
-use super::head::{read_request, First};
+use super::{
+    head::{read_request, First},
+    Shared,
+};
 use crate::audit::Peer;
 
 /// What a connection does after a request head.
@@ -51,31 +53,27 @@ pub struct Respond {
     /// The body's exact length (it has a `content-length`), or `None`
     /// (chunked).
     pub length: Option<u64>,
-    /// Whether hyper may serve further requests on the connection
+    /// Whether further requests may be served on the connection
     /// afterwards (neither side said `connection: close`).
     pub keep_alive: bool,
+    /// What the client sent while the handler ran (the start of its next
+    /// request): the socket is no longer watched once it has sent this.
+    pub early: Bytes,
 }
 
-/// Reads the next request (within the limits of [`read_request`]; `stop`
-/// closes a connection waiting for one, as hyper's graceful shutdown
-/// closes an idle connection) and, on the direct path, gets its response.
-/// `carry`: bytes the client sent during the previous response; `first`:
-/// whether this is the connection's first request; `peer`: the
-/// connection's client.
+/// Reads the next request (within the limits of [`read_request`]) and, on
+/// the direct path, gets its response. `carry`: bytes the client sent
+/// during the previous response; `first`: whether this is the
+/// connection's first request; `peer`: the connection's client.
 pub async fn next_request<IO: AsyncRead + Unpin>(
     io: &mut IO,
-    router: &Router,
+    shared: &Shared,
     stop: &CancellationToken,
     carry: Bytes,
     first: bool,
     peer: Option<Peer>,
 ) -> Next {
-    let read = tokio::select! {
-        biased;
-        _ = stop.cancelled() => return Next::Close,
-        r = read_request(io, carry, first) => r,
-    };
-    let mut req = match read {
+    let mut req = match read_request(io, carry, first, shared.body_max, stop).await {
         Ok(First::Direct(req)) => req,
         Ok(First::Hyper(prefix)) => return Next::Hyper(prefix),
         Ok(First::H2(prefix)) => return Next::H2(prefix),
@@ -90,11 +88,39 @@ pub async fn next_request<IO: AsyncRead + Unpin>(
         req.extensions_mut().insert(peer);
     }
     let wants_close = connection_close(req.headers());
-    let resp = match router.clone().oneshot(req).await {
-        Ok(resp) => resp,
-        Err(never) => match never {},
+    // While the handler runs the socket is watched, as hyper watches it: a
+    // client that goes away drops the handler (a run it started is
+    // cancelled, `CancelOnDrop`), not only a stream it was sent.
+    let mut early = Bytes::new();
+    let resp = tokio::select! {
+        r = shared.router.clone().oneshot(req) => match r {
+            Ok(resp) => resp,
+            Err(never) => match never {},
+        },
+        () = gone(io, &mut early) => {
+            tracing::debug!("the client left before its answer");
+            return Next::Close;
+        }
     };
-    respond(resp, wants_close)
+    let mut next = respond(resp, wants_close);
+    if let Next::Respond(r) = &mut next {
+        r.early = early;
+    }
+    next
+}
+
+/// Resolves when the client goes away (EOF or a failed read). Bytes it
+/// sends instead (a pipelined request) are kept in `early` and end the
+/// watch without resolving: hyper stops reading then too.
+async fn gone<IO: AsyncRead + Unpin>(io: &mut IO, early: &mut Bytes) {
+    let mut buf = [0u8; 64];
+    match io.read(&mut buf).await {
+        Ok(0) | Err(_) => {}
+        Ok(n) => {
+            *early = Bytes::copy_from_slice(&buf[..n]);
+            std::future::pending::<()>().await;
+        }
+    }
 }
 
 /// How the body is delimited on the wire.
@@ -135,6 +161,7 @@ fn respond(resp: Response, wants_close: bool) -> Next {
         body,
         length,
         keep_alive: !close,
+        early: Bytes::new(),
     })
 }
 

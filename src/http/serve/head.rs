@@ -26,6 +26,8 @@ use tokio::{
     time::Instant,
 };
 
+use tokio_util::sync::CancellationToken;
+
 use super::HEADER_READ_TIMEOUT;
 use crate::http::route::{is_direct_post, is_direct_sse};
 
@@ -35,8 +37,9 @@ use crate::http::route::{is_direct_post, is_direct_sse};
 pub const HEAD_BUF: usize = 4096;
 
 /// The largest request body the direct path reads itself (a chat request
-/// with a long conversation); a larger one goes to hyper, which streams it
-/// to the handler (and answers 413 past the configured limit).
+/// with a long conversation), or the configured body limit if lower; a
+/// larger one goes to hyper, which streams it to the handler (and answers
+/// 413 past the configured limit).
 pub const BODY_MAX: usize = 1 << 20;
 
 /// What an HTTP/2 client with prior knowledge sends first (RFC 9113 §3.4).
@@ -60,32 +63,43 @@ pub enum First {
     Closed,
 }
 
+/// How much more of a body the buffer grows by at a time: a body's
+/// buffer grows as its bytes arrive, not to its announced length at once.
+const BODY_STEP: usize = 64 * 1024;
+
 /// Reads the next request of a connection: until a complete head (and the
 /// body it announces, for a direct `POST`), [`HEAD_BUF`] bytes of head, or
-/// EOF; a `TimedOut` error when the head takes longer than
-/// [`HEADER_READ_TIMEOUT`] (also the idle limit between keep-alive
-/// requests) or the body pauses that long. `carry` is what the client already sent (during the previous
-/// response); only a connection's `first` bytes may be the HTTP/2
-/// preface. The buffer is a temporary: it is gone (or handed to hyper,
-/// which frees it after one read, or held by the request's body) before
-/// the connection settles into a stream.
+/// EOF. A head has [`HEADER_READ_TIMEOUT`] (also the idle limit between
+/// keep-alive requests), and a body as long again from the end of its
+/// head; past either, a `TimedOut` error. `carry` is what the client
+/// already sent (during the previous response); only a connection's
+/// `first` bytes may be the HTTP/2 preface; a body longer than `body_max`
+/// is hyper's. `stop` ends the wait for a request not yet begun (a
+/// stopping gateway closes idle connections); one begun is read to its end.
+/// The buffer is a temporary: it is gone (or handed to hyper, which frees
+/// it after one read, or held by the request's body) before the
+/// connection settles into a stream.
 pub async fn read_request<IO: AsyncRead + Unpin>(
     io: &mut IO,
     carry: Bytes,
     first: bool,
+    body_max: usize,
+    stop: &CancellationToken,
 ) -> io::Result<First> {
     let mut buf = BytesMut::with_capacity(HEAD_BUF.max(carry.len()));
     buf.extend_from_slice(&carry);
     drop(carry);
-    let mut in_body = false;
-    let head_by = Instant::now() + HEADER_READ_TIMEOUT;
+    let mut by = Instant::now() + HEADER_READ_TIMEOUT;
+    // The whole request's length, once a direct POST's head is complete.
+    let mut total: Option<usize> = None;
     loop {
-        if !buf.is_empty() {
-            match classify(&buf, first) {
+        let complete = total.map_or(!buf.is_empty(), |t| buf.len() >= t);
+        if complete {
+            match classify(&buf, first, body_max) {
                 Parsed::Partial if buf.len() < HEAD_BUF => {}
-                Parsed::Body(total) => {
-                    buf.reserve(total - buf.len());
-                    in_body = true;
+                Parsed::Body(t) => {
+                    by = Instant::now() + HEADER_READ_TIMEOUT;
+                    total = Some(t);
                 }
                 Parsed::Direct(mut req, body) => {
                     if !body.is_empty() {
@@ -97,22 +111,28 @@ pub async fn read_request<IO: AsyncRead + Unpin>(
                 Parsed::Partial | Parsed::Hyper => return Ok(First::Hyper(buf.freeze())),
             }
         }
-        // Heads read at most `HEAD_BUF` (a longer one is hyper's); a body
-        // is read into the room reserved for it.
+        // A head is read into `HEAD_BUF` at most (a longer one is hyper's);
+        // a body into room made as it arrives (bytes past its end are a
+        // pipelined request: hyper's, with the rest).
+        if let Some(t) = total {
+            buf.reserve((t - buf.len()).min(BODY_STEP));
+        }
+        let idle = buf.is_empty();
         let room = buf.capacity() - buf.len();
-        // A head has `HEADER_READ_TIMEOUT` in all; a body as long between
-        // two reads (hyper sets no limit on a body; this one is bounded).
-        let by = match in_body {
-            true => Instant::now() + HEADER_READ_TIMEOUT,
-            false => head_by,
-        };
         let mut into = (&mut buf).limit(room);
-        let n = tokio::time::timeout_at(by, io.read_buf(&mut into))
-            .await
-            .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
+        let read = tokio::time::timeout_at(by, io.read_buf(&mut into));
+        let n = match idle {
+            true => tokio::select! {
+                biased;
+                _ = stop.cancelled() => return Ok(First::Closed),
+                n = read => n,
+            },
+            false => read.await,
+        };
+        let n = n.map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
         if n == 0 {
             // A client gone halfway through a body sent no request.
-            return Ok(match buf.is_empty() || in_body {
+            return Ok(match buf.is_empty() || total.is_some() {
                 true => First::Closed,
                 false => First::Hyper(buf.freeze()),
             });
@@ -135,8 +155,9 @@ pub enum Parsed {
     H2,
 }
 
-/// Decides from `bytes` (the start of a request; `first`: of a connection).
-pub fn classify(bytes: &[u8], first: bool) -> Parsed {
+/// Decides from `bytes` (the start of a request; `first`: of a connection;
+/// a longer body than `body_max` is hyper's).
+pub fn classify(bytes: &[u8], first: bool, body_max: usize) -> Parsed {
     if first {
         // `P` may still become `POST`: only the whole preface decides.
         if bytes.starts_with(PREFACE) {
@@ -156,7 +177,7 @@ pub fn classify(bytes: &[u8], first: bool) -> Parsed {
     let (Some(method), Some(path), Some(1)) = (req.method, req.path, req.version) else {
         return Parsed::Hyper;
     };
-    let Some(framing) = Framing::of(req.headers) else {
+    let Some(framing) = Framing::of(req.headers, body_max) else {
         return Parsed::Hyper;
     };
     let (method, body_len) = match (method, framing) {
@@ -184,12 +205,12 @@ pub fn classify(bytes: &[u8], first: bool) -> Parsed {
 enum Framing {
     /// No body.
     None,
-    /// One `content-length` of at most [`BODY_MAX`].
+    /// One `content-length` of at most the direct path's limit.
     Length(usize),
 }
 
 impl Framing {
-    fn of(raw: &[httparse::Header<'_>]) -> Option<Self> {
+    fn of(raw: &[httparse::Header<'_>], body_max: usize) -> Option<Self> {
         let mut framing = Framing::None;
         for h in raw {
             let name = h.name.as_bytes();
@@ -197,7 +218,7 @@ impl Framing {
                 if framing != Framing::None {
                     return None;
                 }
-                framing = Framing::Length(length(h.value)?);
+                framing = Framing::Length(length(h.value, body_max)?);
             } else if name.eq_ignore_ascii_case(b"transfer-encoding")
                 || name.eq_ignore_ascii_case(b"upgrade")
                 // `100-continue`: hyper answers it when the body is read.
@@ -210,15 +231,15 @@ impl Framing {
     }
 }
 
-/// A `content-length` value of plain digits, at most [`BODY_MAX`].
-fn length(value: &[u8]) -> Option<usize> {
+/// A `content-length` value of plain digits, at most `max`.
+fn length(value: &[u8], max: usize) -> Option<usize> {
     if value.is_empty() || value.len() > 8 || !value.iter().all(u8::is_ascii_digit) {
         return None;
     }
     let n = value
         .iter()
         .fold(0usize, |n, d| n * 10 + usize::from(d - b'0'));
-    (n <= BODY_MAX).then_some(n)
+    (n <= max).then_some(n)
 }
 
 /// The request as hyper would have built it (the body is added by the
@@ -269,7 +290,7 @@ mod tests {
     }
 
     fn direct(bytes: &[u8]) -> Request<Body> {
-        match classify(bytes, true) {
+        match classify(bytes, true, BODY_MAX) {
             Parsed::Direct(r, _) => r,
             Parsed::Body(n) => panic!("body of {n}"),
             Parsed::Partial => panic!("partial"),
@@ -279,7 +300,7 @@ mod tests {
     }
 
     fn to_hyper(bytes: &[u8]) -> bool {
-        matches!(classify(bytes, true), Parsed::Hyper)
+        matches!(classify(bytes, true, BODY_MAX), Parsed::Hyper)
     }
 
     #[test]
@@ -319,26 +340,33 @@ mod tests {
     #[test]
     fn an_incomplete_head_waits_for_more() {
         assert!(matches!(
-            classify(b"GET /v1/runs/r/stream HTTP/1.1\r\nHost: x\r\n", true),
+            classify(
+                b"GET /v1/runs/r/stream HTTP/1.1\r\nHost: x\r\n",
+                true,
+                BODY_MAX
+            ),
             Parsed::Partial
         ));
-        assert!(matches!(classify(b"GE", true), Parsed::Partial));
+        assert!(matches!(classify(b"GE", true, BODY_MAX), Parsed::Partial));
     }
 
     #[test]
     fn the_http2_preface_is_told_from_http1_methods() {
-        assert!(matches!(classify(PREFACE, true), Parsed::H2));
+        assert!(matches!(classify(PREFACE, true, BODY_MAX), Parsed::H2));
         let mut with_settings = PREFACE.to_vec();
         with_settings.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
-        assert!(matches!(classify(&with_settings, true), Parsed::H2));
+        assert!(matches!(
+            classify(&with_settings, true, BODY_MAX),
+            Parsed::H2
+        ));
         for partial in [&b"P"[..], b"PRI", b"PRI * HTTP/2.0\r\n\r\nSM"] {
             assert!(
-                matches!(classify(partial, true), Parsed::Partial),
+                matches!(classify(partial, true, BODY_MAX), Parsed::Partial),
                 "{partial:?}"
             );
         }
         // Diverging from the preface is an HTTP/1 matter again.
-        assert!(matches!(classify(b"PO", true), Parsed::Partial));
+        assert!(matches!(classify(b"PO", true, BODY_MAX), Parsed::Partial));
         assert!(to_hyper(b"POST /v1/runs/r/stream HTTP/1.1\r\n\r\n"));
         assert!(to_hyper(b"PRI * HTTP/1.1\r\n\r\n"));
     }
@@ -355,7 +383,7 @@ mod tests {
     fn a_streaming_post_with_its_whole_body_is_direct() {
         for path in ["/v1/chat/completions", "/v1/agents/ag_1/messages"] {
             let bytes = post(path, "Authorization: Bearer k\r\n", "{\"a\":1}");
-            let Parsed::Direct(r, body) = classify(&bytes, true) else {
+            let Parsed::Direct(r, body) = classify(&bytes, true, BODY_MAX) else {
                 panic!("{path} is not direct");
             };
             assert_eq!(r.method(), Method::POST);
@@ -363,7 +391,10 @@ mod tests {
             assert_eq!(r.headers()["content-length"], "7");
             assert_eq!(&bytes[body], b"{\"a\":1}");
             // Not the first request of its connection: the same.
-            assert!(matches!(classify(&bytes, false), Parsed::Direct(..)));
+            assert!(matches!(
+                classify(&bytes, false, BODY_MAX),
+                Parsed::Direct(..)
+            ));
         }
     }
 
@@ -373,12 +404,12 @@ mod tests {
         let head = bytes.len() - 7;
         for cut in [head, head + 1, bytes.len() - 1] {
             assert!(
-                matches!(classify(&bytes[..cut], true), Parsed::Body(n) if n == bytes.len()),
+                matches!(classify(&bytes[..cut], true, BODY_MAX), Parsed::Body(n) if n == bytes.len()),
                 "cut at {cut}"
             );
         }
         assert!(matches!(
-            classify(&bytes[..head - 1], true),
+            classify(&bytes[..head - 1], true, BODY_MAX),
             Parsed::Partial
         ));
     }
@@ -413,8 +444,8 @@ mod tests {
 
     #[test]
     fn only_a_first_request_may_be_the_preface() {
-        assert!(matches!(classify(PREFACE, false), Parsed::Hyper));
-        assert!(matches!(classify(b"PRI", false), Parsed::Partial));
+        assert!(matches!(classify(PREFACE, false, BODY_MAX), Parsed::Hyper));
+        assert!(matches!(classify(b"PRI", false, BODY_MAX), Parsed::Partial));
     }
 
     /// The reader over a socket that hands out a few bytes per read: the
@@ -432,7 +463,15 @@ mod tests {
             client
         });
         let carry = Bytes::copy_from_slice(&bytes[..7]);
-        let First::Direct(r) = read_request(&mut server, carry, false).await.unwrap() else {
+        let First::Direct(r) = read_request(
+            &mut server,
+            carry,
+            false,
+            BODY_MAX,
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap() else {
             panic!("not direct");
         };
         let body = axum::body::to_bytes(r.into_body(), usize::MAX)
@@ -446,9 +485,15 @@ mod tests {
             client.write_all(&cut).await.unwrap();
         });
         assert!(matches!(
-            read_request(&mut server, Bytes::new(), false)
-                .await
-                .unwrap(),
+            read_request(
+                &mut server,
+                Bytes::new(),
+                false,
+                BODY_MAX,
+                &CancellationToken::new()
+            )
+            .await
+            .unwrap(),
             First::Closed
         ));
     }
@@ -462,12 +507,45 @@ mod tests {
         for cut in [bytes.len() - 3, 10] {
             let (mut client, mut server) = tokio::io::duplex(4096);
             client.write_all(&bytes[..cut]).await.unwrap();
-            let err = match read_request(&mut server, Bytes::new(), true).await {
+            let err = match read_request(
+                &mut server,
+                Bytes::new(),
+                true,
+                BODY_MAX,
+                &CancellationToken::new(),
+            )
+            .await
+            {
                 Err(e) => e,
                 Ok(_) => panic!("read a request cut at {cut}"),
             };
             assert_eq!(err.kind(), io::ErrorKind::TimedOut, "cut at {cut}");
             drop(client);
         }
+    }
+
+    #[test]
+    fn a_body_over_the_configured_limit_is_hyper() {
+        let bytes = post("/v1/chat/completions", "", "{\"a\":1}");
+        assert!(matches!(classify(&bytes, true, 6), Parsed::Hyper));
+        assert!(matches!(classify(&bytes, true, 7), Parsed::Direct(..)));
+    }
+
+    /// A stopping gateway closes a connection waiting for its next request,
+    /// but reads one that has begun (here: part of its head carried over)
+    /// to its end.
+    #[tokio::test]
+    async fn stop_ends_only_a_wait_for_a_request_not_begun() {
+        use tokio::io::AsyncWriteExt;
+        let stop = CancellationToken::new();
+        stop.cancel();
+        let (mut client, mut server) = tokio::io::duplex(4096);
+        let idle = read_request(&mut server, Bytes::new(), false, BODY_MAX, &stop).await;
+        assert!(matches!(idle.unwrap(), First::Closed));
+        let bytes = post("/v1/chat/completions", "", "{\"a\":1}");
+        client.write_all(&bytes[10..]).await.unwrap();
+        let carry = Bytes::copy_from_slice(&bytes[..10]);
+        let begun = read_request(&mut server, carry, false, BODY_MAX, &stop).await;
+        assert!(matches!(begun.unwrap(), First::Direct(_)));
     }
 }
