@@ -117,6 +117,16 @@ impl Conn {
         self.take(n.parse().unwrap()).await
     }
 
+    /// Sends `request` and reads its answer: `status`, the connection kept
+    /// (no `connection: close`); the answer's body.
+    async fn kept(&mut self, request: &str, status: u16) -> Vec<u8> {
+        self.send(request).await;
+        let head = self.head().await;
+        assert_eq!(head.status, status);
+        assert_eq!(head.get("connection"), None);
+        self.body(&head).await
+    }
+
     /// A body of either framing (a relayed JSON answer is chunked: the
     /// provider's length is not passed on).
     async fn any_body(&mut self, head: &Head) -> Vec<u8> {
@@ -366,12 +376,8 @@ async fn a_body_left_unread_is_drained_or_the_response_says_close() {
     assert!(conn.ends().await);
     // A body the handler read keeps the connection (a 400 on bad JSON).
     let mut conn = Conn::open(&addr(&gw)).await;
-    conn.send(&(post_head("/v1/agents", &gw.key, 5, "") + "{oops"))
+    conn.kept(&(post_head("/v1/agents", &gw.key, 5, "") + "{oops"), 400)
         .await;
-    let head = conn.head().await;
-    assert_eq!(head.status, 400);
-    assert_eq!(head.get("connection"), None);
-    conn.body(&head).await;
     healthz_on(&mut conn).await;
 }
 
@@ -441,6 +447,13 @@ async fn streamed(conn: &mut Conn) -> String {
     String::from_utf8(text).unwrap()
 }
 
+/// One streamed completion on `conn`, relayed to its `[DONE]`.
+async fn relay_one(conn: &mut Conn, key: &str) {
+    let (head, body) = completion(key, true);
+    conn.send(&(head + &body)).await;
+    assert!(streamed(conn).await.ends_with("data: [DONE]\n\n"));
+}
+
 /// Relayed completions on one keep-alive connection (the streaming POSTs
 /// weir serves itself, request after request): whole chunked streams, a
 /// body that arrives in pieces, a JSON answer, an error
@@ -480,16 +493,10 @@ async fn relayed_completions_keep_their_connection_request_after_request() {
         "messages": [{"role": "user", "content": "hi"}]})
     .to_string();
     let head = post_head("/v1/chat/completions", "wk_nope", body.len(), "");
-    conn.send(&(head + &body)).await;
-    let h = conn.head().await;
-    assert_eq!(h.status, 401);
-    assert_eq!(h.get("connection"), None);
-    let error: Value = serde_json::from_slice(&conn.body(&h).await).unwrap();
+    let error: Value = serde_json::from_slice(&conn.kept(&(head + &body), 401).await).unwrap();
     assert!(error["error"]["message"].is_string(), "{error}");
     healthz_on(&mut conn).await;
-    let (head, body) = completion(&gw.key, true);
-    conn.send(&(head + &body)).await;
-    assert!(streamed(&mut conn).await.ends_with("data: [DONE]\n\n"));
+    relay_one(&mut conn, &gw.key).await;
     // Six relayed to the provider (not the bad key's), none lost or repeated.
     assert_eq!(fp.requests().len(), 6);
 }
@@ -528,9 +535,7 @@ async fn relayed_completions_close_pipeline_and_stop_as_asked() {
     drop(conn);
     // A completion after it is relayed; the half one never was.
     let mut conn = Conn::open(&addr(&gw)).await;
-    let (head, body) = completion(&gw.key, true);
-    conn.send(&(head + &body)).await;
-    assert!(streamed(&mut conn).await.ends_with("data: [DONE]\n\n"));
+    relay_one(&mut conn, &gw.key).await;
     assert_eq!(fp.requests().len(), 4);
 }
 
@@ -545,12 +550,8 @@ async fn an_early_error_on_a_large_completion_keeps_the_connection() {
         "{{\"model\":\"echo\",\"pad\":\"{}\"}}",
         "x".repeat(200 * 1024)
     );
-    conn.send(&(post_head("/v1/chat/completions", "wk_nope", body.len(), "") + &body))
-        .await;
-    let head = conn.head().await;
-    assert_eq!(head.status, 401);
-    assert_eq!(head.get("connection"), None);
-    conn.body(&head).await;
+    let request = post_head("/v1/chat/completions", "wk_nope", body.len(), "") + &body;
+    conn.kept(&request, 401).await;
     healthz_on(&mut conn).await;
 }
 
