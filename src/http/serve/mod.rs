@@ -34,7 +34,10 @@
 //! - an HTTP/1.1 POST on a route that may stream its answer
 //!   (`/v1/chat/completions`, an agent's messages: transport `JsonOrSse`,
 //!   [`crate::http::route::is_direct_post`]) with a `content-length` body
-//!   of at most 1 MiB (`head::BODY_MAX`), read whole before routing.
+//!   of at most 1 MiB (`head::BODY_MAX`, or the configured body limit if
+//!   lower), read whole before routing. While the router works on it, the
+//!   socket is read for the client leaving (as hyper does), which drops
+//!   the handler.
 //!
 //! The router is called as hyper would call it and weir writes the
 //! response to the socket itself (`body.rs`, `burst.rs`: head, then chunked
@@ -49,7 +52,7 @@
 //! said `connection: close`; a client that goes away mid-stream ends it.
 //! A client gone halfway through a direct POST's body sent no request:
 //! the connection closes without an answer, as it does when the head takes
-//! longer than [`HEADER_READ_TIMEOUT`] or the body pauses that long.
+//! longer than [`HEADER_READ_TIMEOUT`] or the body as long again after it.
 //!
 //! Everything else (REST, WebSocket upgrades, HEAD, HTTP/1.0, chunked or
 //! larger uploads, `expect: 100-continue`, pipelined requests, incomplete
@@ -148,8 +151,8 @@ use self::{
 };
 
 /// Time a client has to send a complete request head (also the idle limit
-/// between keep-alive requests, and the longest pause in a body the direct
-/// path reads).
+/// between keep-alive requests, and the time a body the direct path reads
+/// has after its head).
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Time a client has to complete the TLS handshake.
