@@ -175,8 +175,7 @@ impl Doc {
 pub fn is_direct_sse(target: &str) -> bool {
     static SSE: LazyLock<Vec<&'static str>> =
         LazyLock::new(|| templates(|r| r.verb == Verb::Get && r.transport == Transport::Sse));
-    let path = target.split_once('?').map_or(target, |(p, _)| p);
-    SSE.iter().any(|t| matches(t, path))
+    matches_any(&SSE, target)
 }
 
 /// Whether the request target is a `POST` route that may answer with a
@@ -187,8 +186,13 @@ pub fn is_direct_post(target: &str) -> bool {
     static POST: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
         templates(|r| r.verb == Verb::Post && r.transport == Transport::JsonOrSse)
     });
+    matches_any(&POST, target)
+}
+
+/// Whether the target's path (its query left out) matches one of `list`.
+fn matches_any(list: &[&str], target: &str) -> bool {
     let path = target.split_once('?').map_or(target, |(p, _)| p);
-    POST.iter().any(|t| matches(t, path))
+    list.iter().any(|t| matches(t, path))
 }
 
 /// The error shape of a request path, before routing (the envelope
@@ -197,7 +201,7 @@ pub fn is_direct_post(target: &str) -> bool {
 pub fn errors_of(path: &str) -> Errors {
     static OPENAI: LazyLock<Vec<&'static str>> =
         LazyLock::new(|| templates(|r| r.errors == Errors::OpenAi));
-    if OPENAI.iter().any(|t| matches(t, path)) {
+    if matches_any(&OPENAI, path) {
         Errors::OpenAi
     } else {
         Errors::Weir

@@ -59,9 +59,7 @@ impl<IO> WriteBody<IO> {
             rest: Bytes::new(),
         }
     }
-}
 
-impl<IO> WriteBody<IO> {
     /// `early`: what the client sent before the response (the start of its
     /// next request). If any, the socket is not read (a read would take
     /// more of its bytes) and `early` is the `rest` the body ends with.

@@ -102,11 +102,7 @@ pub async fn next_request<IO: AsyncRead + Unpin>(
             return Next::Close;
         }
     };
-    let mut next = respond(resp, wants_close);
-    if let Next::Respond(r) = &mut next {
-        r.early = early;
-    }
-    next
+    respond(resp, wants_close, early)
 }
 
 /// Resolves when the client goes away (EOF or a failed read). Bytes it
@@ -132,7 +128,7 @@ enum Framing {
     Chunked,
 }
 
-fn respond(resp: Response, wants_close: bool) -> Next {
+fn respond(resp: Response, wants_close: bool, early: Bytes) -> Next {
     let (parts, body) = resp.into_parts();
     if parts.status.is_informational() {
         // Not a final response; hyper would have sent a 500. No route does it.
@@ -161,7 +157,7 @@ fn respond(resp: Response, wants_close: bool) -> Next {
         body,
         length,
         keep_alive: !close,
-        early: Bytes::new(),
+        early,
     })
 }
 
@@ -272,12 +268,12 @@ mod tests {
 
     #[test]
     fn an_error_envelope_keeps_the_connection_and_a_stream_is_chunked() {
-        let Next::Respond(r) = respond(Response::new(Body::from("{}")), false) else {
+        let Next::Respond(r) = respond(Response::new(Body::from("{}")), false, Bytes::new()) else {
             panic!("respond");
         };
         assert_eq!((r.length, r.keep_alive), (Some(2), true));
         let stream = Body::from_stream(futures::stream::pending::<Result<Bytes, std::io::Error>>());
-        let Next::Respond(r) = respond(Response::new(stream), true) else {
+        let Next::Respond(r) = respond(Response::new(stream), true, Bytes::new()) else {
             panic!("respond");
         };
         assert_eq!((r.length, r.keep_alive), (None, false));
