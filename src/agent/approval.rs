@@ -88,6 +88,9 @@ impl RunTask {
     /// here, the approval and the `waiting_approval` status stored together,
     /// then `approval_request` published. The run's task ends after this.
     pub(super) async fn park(&self, em: &mut Emitter, state: Parked) -> Result<(), Failure> {
+        // The park updates the run's row, written beside its start
+        // (`super::row`).
+        self.row_stored().await?;
         let store = self.engine.sinks.store.as_ref();
         let call = state.pending[0].clone();
         // Let go before the approval exists: a decision may resume the run

@@ -87,6 +87,10 @@ impl RunTask {
     /// Writes the final status, retrying briefly: a run left `running` in the
     /// store would only be settled after a restart.
     pub(super) async fn save(&self, run: &Run) {
+        if self.handle.row.failed() {
+            // Never stored (`super::row`): its end is published, not kept.
+            return;
+        }
         let store = self.engine.sinks.store.as_ref();
         for delay_ms in [0u64, 100, 500, 2000] {
             tokio::time::sleep(Duration::from_millis(delay_ms)).await;

@@ -24,6 +24,7 @@ use tracing::Instrument;
 use super::{
     events::{Emitter, Seeds, Sinks},
     models::{Model, ModelError},
+    row::{RowWatch, RowWrite},
     run::RunTask,
     tools::egress::Webhooks,
     Job, RunError,
@@ -45,6 +46,8 @@ pub struct RunHandle {
     /// Cancelled when another worker took the run over: it ends quietly,
     /// publishing and storing nothing more (the other worker ends it).
     pub(super) lost: CancellationToken,
+    /// Whether the run's row is in the store yet ([`super::row`]).
+    pub(super) row: RowWatch,
 }
 
 impl RunHandle {
@@ -285,12 +288,24 @@ impl Engine {
         }
     }
 
-    /// Registers a run about to execute in this process.
+    /// Registers a run about to execute in this process, its row stored.
     pub fn register(&self, run_id: &RunId) -> RunHandle {
+        self.register_with(run_id, RowWatch::stored())
+    }
+
+    /// Registers a new run whose row is written as it starts
+    /// ([`super::row`]): the returned [`RowWrite`] says when it is.
+    pub(crate) fn register_unstored(&self, run_id: &RunId, account: &str) -> (RunHandle, RowWrite) {
+        let (row, write) = RowWatch::pending(account);
+        (self.register_with(run_id, row), write)
+    }
+
+    fn register_with(&self, run_id: &RunId, row: RowWatch) -> RunHandle {
         let handle = RunHandle {
             cancel: self.stop_runs.child_token(),
             finished: CancellationToken::new(),
             lost: CancellationToken::new(),
+            row,
         };
         let mut runs = self.runs.lock();
         runs.insert(run_id.clone(), handle.clone());
@@ -365,7 +380,12 @@ impl Engine {
                 let run_id = job.run.id.clone();
                 let why = format!("agent {}: {e}", job.agent.id);
                 let end = Ending::failed(ErrorCode::ModelUnavailable, why);
-                if let Err(e) = self.settle(&job.account, job.run, end).await {
+                // Its end updates the row: written first (`super::row`).
+                // A new run of this process whose row failed cannot get
+                // here (its start checked the model just before).
+                if let Err(e) = handle.row.stored_or_failed().await {
+                    tracing::warn!(error = %e, "a run whose model is unavailable was not stored");
+                } else if let Err(e) = self.settle(&job.account, job.run, end).await {
                     tracing::warn!(error = %e, "could not end a run whose model is unavailable");
                 }
                 self.forget(&run_id);

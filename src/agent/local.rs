@@ -37,19 +37,24 @@ impl RunMode for Local {
     async fn submit(&self, job: Job) -> Result<Run, RunError> {
         let engine = &self.engine;
         // Registered before it is stored, so a cancel can never find it
-        // stored but not live.
-        let handle = engine.register(&job.run.id);
-        let run = match engine
-            .store()
-            .create_run(&job.account, job.run.clone())
-            .await
-        {
-            Ok(run) => run,
-            Err(e) => {
-                engine.forget(&job.run.id);
-                return Err(e.into());
+        // stored but not live. Its row is written beside its start, not
+        // before it (`super::row`): the run waits for the row where it
+        // updates it, and a read of the run by id waits for it too.
+        let (handle, row) = engine.register_unstored(&job.run.id, &job.account);
+        let (store, account, run) = (engine.store().clone(), job.account.clone(), job.run.clone());
+        let cancel = handle.clone();
+        engine.tracker().spawn(async move {
+            let run_id = run.id.clone();
+            let written = store.create_run(&account, run).await;
+            row.done(&written);
+            if let Err(e) = &written {
+                // Not stored, so not to be cancelled by id: stopped here,
+                // before it calls anything more; it ends `unavailable`.
+                tracing::warn!(error = %e, run_id = %run_id, "could not store a new run: it fails");
+                cancel.cancel();
             }
-        };
+        });
+        let run = job.run.clone();
         engine.spawn(job, handle);
         Ok(run)
     }

@@ -18,6 +18,7 @@
 //! - [`sessions`]: the default session and sessions by name.
 //! - [`tools`]: built-ins (`get_time`, `calculator`) and webhook tools.
 //! - [`follow`]: following one run's events from a transport, cancel-on-disconnect.
+//! - [`row`]: a new run's row, written beside its start; what waits for it.
 //!
 //! Events of a run, in order: `user_message` (one per message sent; kept as
 //! the session's history and not echoed back on the run's own response), then
@@ -35,6 +36,7 @@ pub mod logs;
 mod metering;
 pub mod mode;
 pub mod models;
+pub(crate) mod row;
 mod run;
 pub mod runtime;
 pub mod sessions;

@@ -1,6 +1,7 @@
 //! [`RunMode`]: where runs execute, chosen once at start-up. The runtime
-//! ([`super::Runtime`]) validates, stores and answers for runs the same way
-//! in every mode; what differs is behind this trait:
+//! ([`super::Runtime`]) validates and answers for runs the same way in
+//! every mode; what differs is behind this trait (storing a new run
+//! included):
 //!
 //! - [`super::Local`]: runs execute in the process that started them.
 //! - [`crate::work::Queued`]: runs are queued on Redis and executed by
@@ -23,7 +24,7 @@ pub trait RunMode: Send + Sync + 'static {
     fn start(&self, tracker: &TaskTracker);
 
     /// Stores the job's run (`running`) and has it executed; returns the
-    /// run as stored.
+    /// run. [`super::Local`] stores it beside its start ([`super::row`]).
     async fn submit(&self, job: Job) -> Result<Run, RunError>;
 
     /// Cancels `run`, stored `running` but not executing in this process,

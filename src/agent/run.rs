@@ -93,7 +93,8 @@ pub(crate) struct RunTask {
 }
 
 impl RunTask {
-    /// The task of a run that is stored and registered (`handle`).
+    /// The task of a run that is registered (`handle`), stored or being
+    /// stored (`super::row`).
     pub fn new(engine: Arc<Engine>, job: Job, model: Model, handle: RunHandle) -> Self {
         let max_steps = super::runtime::max_steps_for(&job.agent, engine.config.max_steps);
         let meter = metering::meter_for(&engine, &job.run.id, &job.account, &job.agent);
@@ -160,6 +161,11 @@ impl RunTask {
                 })
             });
         let outcome = outcome.unwrap_or_else(Outcome::Failed);
+        // Its end updates the row, written beside its start (`super::row`).
+        let outcome = match self.row_stored().await {
+            Ok(()) => outcome,
+            Err(f) => Outcome::Failed(f),
+        };
         if outcome == Outcome::Parked {
             // Forgotten already (it may be resumed, and registered again,
             // any moment): nothing more to do here.

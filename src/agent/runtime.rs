@@ -1,8 +1,9 @@
 //! [`Runtime`]: starts runs, cancels them and answers their status, the same
 //! way whichever [`RunMode`] executes them.
 //!
-//! A run is validated and stored (`running`) before it starts, and writes
-//! its final status to the store, so status survives a restart. A run that
+//! A run is validated before it starts, stored (`running`) as it starts
+//! (beside its first steps when it executes here, [`super::row`]), and
+//! writes its final status to the store, so status survives a restart. A run that
 //! executes in this process is cancelled through its handle on the
 //! [`Engine`]; any other is the mode's to cancel or account for. Draining
 //! the gateway refuses new runs but lets running ones finish until
@@ -235,12 +236,24 @@ impl Runtime {
         Ok(run)
     }
 
+    /// The run as stored. A run started here a moment ago may not be yet
+    /// (its row is written beside its start, `super::row`): then its row
+    /// is waited for, so whoever read its id from its stream finds it.
     async fn stored_run(&self, account: &str, run_id: &RunId) -> Result<Run, RunError> {
-        self.engine
-            .store()
-            .get_run(account, run_id.as_str())
-            .await
-            .map_err(|e| not_found(e, RunError::RunNotFound(run_id.to_string())))
+        let store = self.engine.store();
+        // Looked up first: a run is forgotten only after its row's write
+        // ended, so a run not live before the read that finds nothing is
+        // not about to be stored either.
+        let live = self.engine.live(run_id);
+        let mut run = store.get_run(account, run_id.as_str()).await;
+        if let (Err(StoreError::NotFound(_)), Some(h)) = (&run, live) {
+            if h.row.awaits(account) {
+                // Bounded: a write that fails, fails the run by itself.
+                let _ = tokio::time::timeout(CANCEL_WAIT, h.row.stored_or_failed()).await;
+                run = store.get_run(account, run_id.as_str()).await;
+            }
+        }
+        run.map_err(|e| not_found(e, RunError::RunNotFound(run_id.to_string())))
     }
 
     /// The id of the agent's session called `name`, made on first use

@@ -6,7 +6,7 @@
 //! write queued behind it waits too. Under the agent path at 200 runs/s
 //! that was about five checkpoints a second, each with two fsyncs of 1–4 ms
 //! (strace), and it was the p99 of a run's first event (issue 22: a run's
-//! row and its first events are writes the run awaits).
+//! row and its first events were then writes the run awaited).
 //!
 //! Here the writer's WAL hook (which replaces SQLite's auto-checkpoint)
 //! only wakes a thread, each time the WAL has grown by the usual threshold,

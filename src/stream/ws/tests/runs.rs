@@ -1,12 +1,19 @@
 //! Runs driven over the WebSocket core with the real runtime and the `echo`
-//! model: `run_started` ordering, `run:` channels, cancel on close.
+//! model: `run_started` ordering, `run:` channels, cancel on close; and the
+//! runtime's own start under them (a run's row written beside its start).
 
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
 use super::{agent, connect, test_state, Client, ALL};
-use crate::{domain::RunStatus, state::AppState, stream::ws::WsSettings};
+use crate::{
+    agent::{ChatMessage, RunFollower, StartRun},
+    domain::{AgentId, RunId, RunStatus, SessionId, StopReason},
+    state::AppState,
+    store::Run,
+    stream::ws::WsSettings,
+};
 
 /// Frames until (and including) the `done` of `run_id`.
 async fn until_done(c: &mut Client, run_id: &str) -> Vec<Value> {
@@ -23,7 +30,8 @@ async fn until_done(c: &mut Client, run_id: &str) -> Vec<Value> {
 
 async fn wait_status(state: &AppState, run_id: &str, want: RunStatus) {
     for _ in 0..100 {
-        let run = state.store.get_run("acc", run_id).await.unwrap();
+        // Through the runtime: a run's row is written beside its start.
+        let run = state.runtime.get_run("acc", &run_id.into()).await.unwrap();
         if run.status == want {
             return;
         }
@@ -117,7 +125,12 @@ async fn closing_the_socket_cancels_its_runs_unless_background() {
     drop(c); // the client goes away without a close frame
     wait_status(&state, &fg, RunStatus::Cancelled).await;
     assert_eq!(
-        state.store.get_run("acc", &bg).await.unwrap().status,
+        state
+            .runtime
+            .get_run("acc", &bg.as_str().into())
+            .await
+            .unwrap()
+            .status,
         RunStatus::Running
     );
     state.runtime.cancel_run("acc", &bg.into()).await.unwrap();
@@ -144,4 +157,102 @@ async fn cancel_frame_stops_a_run_and_errors_name_the_run() {
     c.send(json!({"type": "user_message", "agent_id": "agent-nope", "message": "x"}))
         .await;
     assert_eq!(c.json().await["code"], "agent_not_found");
+}
+
+/// A run as the runtime starts it for a test: `background`, no slot.
+fn start(agent_id: &str, run_id: &RunId) -> StartRun {
+    StartRun {
+        run_id: Some(run_id.clone()),
+        agent_id: agent_id.into(),
+        agent: None,
+        session: None::<SessionId>.into(),
+        messages: vec![ChatMessage::user("Hello")],
+        stream_tokens: false,
+        background: true,
+        slot: None,
+        models: None,
+    }
+}
+
+/// The run's events until its `done`, as a follower sees them.
+async fn events_until_done(state: &AppState, agent_id: &str, run_id: &RunId) -> Vec<Value> {
+    let agent_id = AgentId::from(agent_id);
+    let mut follower = RunFollower::subscribe(state.bus.clone(), &agent_id, run_id)
+        .await
+        .unwrap();
+    state
+        .runtime
+        .start_run("acc", start(agent_id.as_str(), run_id))
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    while let Some(ev) = follower.next().await {
+        out.push(serde_json::to_value(ev.event().unwrap()).unwrap());
+    }
+    assert!(follower.finished(), "no done: {out:?}");
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_is_found_by_id_as_soon_as_it_has_started() {
+    // Its row is written beside its start (agent::row); a read by id
+    // waits for it rather than answering run_not_found.
+    let (state, _tmp) = test_state(1000).await;
+    let id = agent(&state, "acc", json!({})).await;
+    for _ in 0..20 {
+        let run_id = RunId::generate();
+        let run = state
+            .runtime
+            .start_run("acc", start(&id, &run_id))
+            .await
+            .unwrap();
+        let read = state.runtime.get_run("acc", &run_id).await.unwrap();
+        assert_eq!((read.id, read.agent_id.as_str()), (run.id, id.as_str()));
+        assert!(state.runtime.get_run("other", &run_id).await.is_err());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_whose_row_cannot_be_stored_fails_unavailable_and_is_not_kept() {
+    let (state, _tmp) = test_state(1000).await;
+    let id = agent(&state, "acc", json!({})).await;
+    // A row of the run's id is there already: its own cannot be written.
+    let run_id = RunId::generate();
+    let now = crate::util::now();
+    let there = Run {
+        id: run_id.clone(),
+        agent_id: id.as_str().into(),
+        session_id: "ses-other".into(),
+        status: RunStatus::Completed,
+        stop_reason: Some(StopReason::EndTurn),
+        error: None,
+        error_code: None,
+        created_at: now.clone(),
+        updated_at: now,
+    };
+    state.store.create_run("acc", there.clone()).await.unwrap();
+    let events = events_until_done(&state, &id, &run_id).await;
+    let error = events
+        .iter()
+        .find(|e| e["message_type"] == "error")
+        .unwrap_or_else(|| panic!("no error event: {events:?}"));
+    assert_eq!(error["code"], "unavailable", "{error}");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("could not be stored"),
+        "{error}"
+    );
+    let done = events.last().unwrap();
+    assert_eq!(
+        (&done["message_type"], &done["stop_reason"]),
+        (&json!("done"), &json!("error"))
+    );
+    // The run's end was published, not stored over the other row.
+    let kept = state.store.get_run("acc", run_id.as_str()).await.unwrap();
+    assert_eq!(
+        (kept.status, kept.session_id),
+        (there.status, there.session_id)
+    );
 }

@@ -1,0 +1,146 @@
+//! A run's row in the store, written beside the run's start.
+//!
+//! A new run's row is the one store write its first delta used to wait
+//! for: the handler wrote it, then started the run. On a disk whose
+//! `fsync` is slow, the store's one writer stalls for tens of milliseconds
+//! whenever the write-ahead log starts over (its checkpoint syncs the
+//! database), and every run started meanwhile waited (issue 22). Now the
+//! row is written on a task of its own as the run starts
+//! ([`super::local`]), and only what needs the row waits for it: the run's
+//! end or park (which update it), and a read of the run by id
+//! ([`super::Runtime::get_run`], [`super::Runtime::cancel_run`]), so a
+//! client that read the run's id from its stream still finds the run. A
+//! row that cannot be written cancels the run at once (no more model or
+//! tool calls) and fails it (`unavailable`): its end is published, its
+//! `run.failed` webhook sent, and nothing of it is stored but what it
+//! stored already. The run's events are not held back for
+//! the row (nothing in the store ties them to it): they may be stored
+//! first, and stay if the row never is (a store that fails that write
+//! usually fails theirs too).
+
+use tokio::sync::watch;
+
+use super::run::{Failure, RunTask};
+use crate::domain::ErrorCode;
+
+/// Where a run's row is.
+#[derive(Clone, Debug, PartialEq)]
+enum Row {
+    Pending,
+    Stored,
+    Failed(String),
+}
+
+/// The state of a live run's row, as its handle holds it, with the account
+/// of a row being written (only that account's reads wait for it).
+#[derive(Clone)]
+pub struct RowWatch(watch::Receiver<Row>, Option<std::sync::Arc<str>>);
+
+/// Says how the write of a run's row ended; dropped unsaid, the row counts
+/// as failed.
+pub struct RowWrite(watch::Sender<Row>);
+
+impl RowWatch {
+    /// A row already in the store (a run resumed or taken from the queue).
+    pub fn stored() -> Self {
+        Self(watch::channel(Row::Stored).1, None)
+    }
+
+    /// A row of `account`'s being written, and what says when it is.
+    pub fn pending(account: &str) -> (Self, RowWrite) {
+        let (tx, rx) = watch::channel(Row::Pending);
+        (Self(rx, Some(account.into())), RowWrite(tx))
+    }
+
+    /// Waits for the row; the store's error if it could not be written.
+    pub async fn stored_or_failed(&self) -> Result<(), String> {
+        let mut rx = self.0.clone();
+        let row = rx.wait_for(|r| *r != Row::Pending).await;
+        match row.as_deref() {
+            Ok(Row::Failed(why)) => Err(why.clone()),
+            Ok(_) => Ok(()),
+            Err(_) => Err("the write of the run's row was dropped".into()),
+        }
+    }
+
+    /// Whether a read of the run by `account` that found nothing should
+    /// wait for the row: it is `account`'s, and being written or just
+    /// written (the read may have come just before the write ended).
+    pub fn awaits(&self, account: &str) -> bool {
+        self.1.as_deref() == Some(account) && !self.failed()
+    }
+
+    /// Whether the row could not be written (the run is not in the store).
+    pub fn failed(&self) -> bool {
+        matches!(*self.0.borrow(), Row::Failed(_))
+    }
+}
+
+impl RowWrite {
+    pub fn done<T, E: std::fmt::Display>(self, written: &Result<T, E>) {
+        let row = match written {
+            Ok(_) => Row::Stored,
+            Err(e) => Row::Failed(e.to_string()),
+        };
+        self.0.send_replace(row);
+    }
+}
+
+impl Drop for RowWrite {
+    fn drop(&mut self) {
+        self.0.send_if_modified(|r| {
+            let pending = *r == Row::Pending;
+            if pending {
+                *r = Row::Failed("the write of the run's row was dropped".into());
+            }
+            pending
+        });
+    }
+}
+
+impl RunTask {
+    /// Waits for the run's row: what ends or parks the run updates it. A
+    /// row that could not be written fails the run.
+    pub(super) async fn row_stored(&self) -> Result<(), Failure> {
+        self.handle
+            .row
+            .stored_or_failed()
+            .await
+            .map_err(|why| Failure {
+                code: ErrorCode::Unavailable,
+                message: format!("the run could not be stored: {why}"),
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_pending_row_is_waited_for_and_a_dropped_write_fails_it() {
+        let (row, write) = RowWatch::pending("acc");
+        assert!(!row.failed() && row.awaits("acc") && !row.awaits("other"));
+        let waiting = tokio::spawn({
+            let row = row.clone();
+            async move { row.stored_or_failed().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "answered before the write ended");
+        write.done(&Ok::<_, String>(()));
+        assert_eq!(waiting.await.unwrap(), Ok(()));
+        assert!(!row.failed() && row.awaits("acc"), "a read may just miss it");
+
+        let (row, write) = RowWatch::pending("acc");
+        write.done(&Err::<(), _>("disk full"));
+        assert_eq!(row.stored_or_failed().await, Err("disk full".into()));
+        assert!(row.failed() && !row.awaits("acc"));
+
+        let (row, write) = RowWatch::pending("acc");
+        drop(write);
+        assert!(row.stored_or_failed().await.is_err() && row.failed());
+        let stored = RowWatch::stored();
+        assert_eq!(stored.stored_or_failed().await, Ok(()));
+        assert!(!stored.awaits("acc"), "a stored row is found by the read");
+    }
+}
