@@ -2,21 +2,25 @@
 //!
 //! A new run's row is the one store write its first delta used to wait
 //! for: the handler wrote it, then started the run. On a disk whose
-//! `fsync` is slow, the store's one writer stalls for tens of milliseconds
-//! whenever the write-ahead log starts over (its checkpoint syncs the
-//! database), and every run started meanwhile waited (issue 22). Now the
-//! row is written on a task of its own as the run starts
-//! ([`super::local`]), and only what needs the row waits for it: the run's
-//! end or park (which update it), and a read of the run by id
+//! `fsync` is slow, SQLite's one writer stalls for tens of milliseconds
+//! each time it checkpoints the write-ahead log itself so that the log
+//! can start over (it syncs the log and the database; every few seconds
+//! under the agent path's load, `crate::store::sqlite::checkpoint`), and
+//! every run started meanwhile waited (issue 22).
+//!
+//! Now the row is written on a task of its own as the run starts
+//! ([`super::local`]), and only what needs the row waits for it: the
+//! run's end or park (which update it), and a read of the run by id
 //! ([`super::Runtime::get_run`], [`super::Runtime::cancel_run`]), so a
-//! client that read the run's id from its stream still finds the run. A
-//! row that cannot be written cancels the run at once (no more model or
+//! client that read the run's id from its stream still finds the run.
+//!
+//! A row that cannot be written cancels the run at once (no more model or
 //! tool calls) and fails it (`unavailable`): its end is published, its
 //! `run.failed` webhook sent, and nothing of it is stored but what it
-//! stored already. The run's events are not held back for
-//! the row (nothing in the store ties them to it): they may be stored
-//! first, and stay if the row never is (a store that fails that write
-//! usually fails theirs too).
+//! stored already. The run's events are not held back for the row
+//! (nothing in the store ties them to it): they may be stored first, and
+//! stay if the row never is (a store that fails that write usually fails
+//! theirs too).
 
 use tokio::sync::watch;
 
@@ -77,6 +81,7 @@ impl RowWatch {
 }
 
 impl RowWrite {
+    /// Says how the write ended, waking whatever waits for the row.
     pub fn done<T, E: std::fmt::Display>(self, written: &Result<T, E>) {
         let row = match written {
             Ok(_) => Row::Stored,
@@ -129,7 +134,10 @@ mod tests {
         assert!(!waiting.is_finished(), "answered before the write ended");
         write.done(&Ok::<_, String>(()));
         assert_eq!(waiting.await.unwrap(), Ok(()));
-        assert!(!row.failed() && row.awaits("acc"), "a read may just miss it");
+        assert!(
+            !row.failed() && row.awaits("acc"),
+            "a read may just miss it"
+        );
 
         let (row, write) = RowWatch::pending("acc");
         write.done(&Err::<(), _>("disk full"));

@@ -3,9 +3,9 @@
 //!
 //! A run is validated before it starts, stored (`running`) as it starts
 //! (beside its first steps when it executes here, [`super::row`]), and
-//! writes its final status to the store, so status survives a restart. A run that
-//! executes in this process is cancelled through its handle on the
-//! [`Engine`]; any other is the mode's to cancel or account for. Draining
+//! writes its final status to the store, so status survives a restart. A
+//! run that executes in this process is cancelled through its handle on
+//! the [`Engine`]; any other is the mode's to cancel or account for. Draining
 //! the gateway refuses new runs but lets running ones finish until
 //! [`Runtime::stop_runs`].
 
