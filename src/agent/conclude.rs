@@ -87,11 +87,15 @@ impl RunTask {
     /// Writes the final status, retrying briefly: a run left `running` in the
     /// store would only be settled after a restart.
     pub(super) async fn save(&self, run: &Run) {
+        let store = self.engine.sinks.store.as_ref();
         if self.handle.row.failed() {
-            // Never stored (`super::row`): its end is published, not kept.
+            // Not stored, as far as its write knows (`super::row`): if the
+            // store may have committed it anyway, it is not left `running`.
+            if self.handle.row.maybe_stored() {
+                let _ = store.finish_run(&self.account, run.clone()).await;
+            }
             return;
         }
-        let store = self.engine.sinks.store.as_ref();
         for delay_ms in [0u64, 100, 500, 2000] {
             tokio::time::sleep(Duration::from_millis(delay_ms)).await;
             match store.finish_run(&self.account, run.clone()).await {

@@ -15,30 +15,41 @@
 //! client that read the run's id from its stream still finds the run.
 //!
 //! A row that cannot be written cancels the run at once (no more model or
-//! tool calls) and fails it (`unavailable`): its end is published, its
-//! `run.failed` webhook sent, and nothing of it is stored but what it
-//! stored already. The run's events are not held back for the row
-//! (nothing in the store ties them to it): they may be stored first, and
-//! stay if the row never is (a store that fails that write usually fails
-//! theirs too).
+//! tool calls) and fails it (`unavailable`): its end is published and its
+//! `run.failed` webhook sent; its final status is written only if the
+//! store may have committed the row despite the error (a timeout), so
+//! that such a row does not stay `running`. The run's events are not held
+//! back for the row (nothing in the store ties them to it): they are
+//! stored as they go, `error` and `done` included, and stay in the
+//! session whether or not the row is ever written.
+
+use std::sync::Arc;
 
 use tokio::sync::watch;
 
 use super::run::{Failure, RunTask};
-use crate::domain::ErrorCode;
+use crate::{domain::ErrorCode, store::StoreError};
 
 /// Where a run's row is.
 #[derive(Clone, Debug, PartialEq)]
 enum Row {
     Pending,
     Stored,
-    Failed(String),
+    /// Not written, as far as the write knows; `maybe` when the store may
+    /// have committed it all the same (a timeout, a lost connection).
+    Failed {
+        why: String,
+        maybe: bool,
+    },
 }
 
-/// The state of a live run's row, as its handle holds it, with the account
-/// of a row being written (only that account's reads wait for it).
+/// The state of a live run's row, as its handle holds it.
 #[derive(Clone)]
-pub struct RowWatch(watch::Receiver<Row>, Option<std::sync::Arc<str>>);
+pub struct RowWatch {
+    row: watch::Receiver<Row>,
+    /// The account of a row being written: only its reads wait for it.
+    account: Option<Arc<str>>,
+}
 
 /// Says how the write of a run's row ended; dropped unsaid, the row counts
 /// as failed.
@@ -47,23 +58,27 @@ pub struct RowWrite(watch::Sender<Row>);
 impl RowWatch {
     /// A row already in the store (a run resumed or taken from the queue).
     pub fn stored() -> Self {
-        Self(watch::channel(Row::Stored).1, None)
+        Self {
+            row: watch::channel(Row::Stored).1,
+            account: None,
+        }
     }
 
     /// A row of `account`'s being written, and what says when it is.
     pub fn pending(account: &str) -> (Self, RowWrite) {
-        let (tx, rx) = watch::channel(Row::Pending);
-        (Self(rx, Some(account.into())), RowWrite(tx))
+        let (tx, row) = watch::channel(Row::Pending);
+        let account = Some(account.into());
+        (Self { row, account }, RowWrite(tx))
     }
 
     /// Waits for the row; the store's error if it could not be written.
     pub async fn stored_or_failed(&self) -> Result<(), String> {
-        let mut rx = self.0.clone();
+        let mut rx = self.row.clone();
         let row = rx.wait_for(|r| *r != Row::Pending).await;
         match row.as_deref() {
-            Ok(Row::Failed(why)) => Err(why.clone()),
+            Ok(Row::Failed { why, .. }) => Err(why.clone()),
             Ok(_) => Ok(()),
-            Err(_) => Err("the write of the run's row was dropped".into()),
+            Err(_) => Err(DROPPED.into()),
         }
     }
 
@@ -71,21 +86,33 @@ impl RowWatch {
     /// wait for the row: it is `account`'s, and being written or just
     /// written (the read may have come just before the write ended).
     pub fn awaits(&self, account: &str) -> bool {
-        self.1.as_deref() == Some(account) && !self.failed()
+        self.account.as_deref() == Some(account) && !self.failed()
     }
 
     /// Whether the row could not be written (the run is not in the store).
     pub fn failed(&self) -> bool {
-        matches!(*self.0.borrow(), Row::Failed(_))
+        matches!(*self.row.borrow(), Row::Failed { .. })
+    }
+
+    /// Whether the store may hold the row although its write failed: the
+    /// run's end is then written all the same, once (`RunTask::save`).
+    pub fn maybe_stored(&self) -> bool {
+        matches!(*self.row.borrow(), Row::Failed { maybe: true, .. })
     }
 }
 
+const DROPPED: &str = "the write of the run's row was dropped";
+
 impl RowWrite {
     /// Says how the write ended, waking whatever waits for the row.
-    pub fn done<T, E: std::fmt::Display>(self, written: &Result<T, E>) {
+    pub fn done<T>(self, written: &Result<T, StoreError>) {
         let row = match written {
             Ok(_) => Row::Stored,
-            Err(e) => Row::Failed(e.to_string()),
+            Err(e) => Row::Failed {
+                why: e.to_string(),
+                // A refusal is certain; anything else may have committed.
+                maybe: !matches!(e, StoreError::Conflict(_) | StoreError::NotFound(_)),
+            },
         };
         self.0.send_replace(row);
     }
@@ -96,7 +123,8 @@ impl Drop for RowWrite {
         self.0.send_if_modified(|r| {
             let pending = *r == Row::Pending;
             if pending {
-                *r = Row::Failed("the write of the run's row was dropped".into());
+                let why = DROPPED.into();
+                *r = Row::Failed { why, maybe: true };
             }
             pending
         });
@@ -132,7 +160,7 @@ mod tests {
         });
         tokio::task::yield_now().await;
         assert!(!waiting.is_finished(), "answered before the write ended");
-        write.done(&Ok::<_, String>(()));
+        write.done(&Ok(()));
         assert_eq!(waiting.await.unwrap(), Ok(()));
         assert!(
             !row.failed() && row.awaits("acc"),
@@ -140,13 +168,21 @@ mod tests {
         );
 
         let (row, write) = RowWatch::pending("acc");
-        write.done(&Err::<(), _>("disk full"));
-        assert_eq!(row.stored_or_failed().await, Err("disk full".into()));
-        assert!(row.failed() && !row.awaits("acc"));
+        write.done(&Err::<(), _>(StoreError::Unavailable("disk full".into())));
+        let why = row.stored_or_failed().await.unwrap_err();
+        assert!(why.contains("disk full"), "{why}");
+        assert!(row.failed() && !row.awaits("acc") && row.maybe_stored());
+
+        let (row, write) = RowWatch::pending("acc");
+        write.done(&Err::<(), _>(StoreError::Conflict("run r exists".into())));
+        assert!(
+            row.failed() && !row.maybe_stored(),
+            "a refusal wrote nothing"
+        );
 
         let (row, write) = RowWatch::pending("acc");
         drop(write);
-        assert!(row.stored_or_failed().await.is_err() && row.failed());
+        assert!(row.stored_or_failed().await.is_err() && row.failed() && row.maybe_stored());
         let stored = RowWatch::stored();
         assert_eq!(stored.stored_or_failed().await, Ok(()));
         assert!(!stored.awaits("acc"), "a stored row is found by the read");

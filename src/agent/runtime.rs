@@ -22,6 +22,8 @@ use crate::store::{Agent, Run, StoreError};
 
 /// How long `cancel_run` waits for the run to write its final status.
 const CANCEL_WAIT: Duration = Duration::from_secs(5);
+/// How long a read of a run by id waits for its row (`super::row`).
+const ROW_WAIT: Duration = Duration::from_secs(5);
 /// Upper bound on `max_steps` from agent metadata.
 const MAX_STEPS_LIMIT: u64 = 100;
 
@@ -176,7 +178,16 @@ impl Runtime {
     /// Returns the run as stored afterwards. A run already over is returned
     /// unchanged (cancelling is idempotent).
     pub async fn cancel_run(&self, account: &str, run_id: &RunId) -> Result<Run, RunError> {
-        let run = self.stored_run(account, run_id).await?;
+        let run = match self.stored_run(account, run_id).await {
+            Err(RunError::RunNotFound(id)) => {
+                // Its row later than ROW_WAIT: it is still stopped.
+                if let Some(h) = self.engine.live(run_id).filter(|h| h.row.awaits(account)) {
+                    h.cancel();
+                }
+                return Err(RunError::RunNotFound(id));
+            }
+            other => other?,
+        };
         if run.status == RunStatus::WaitingApproval {
             // Parked: nothing executes it; end it here (a later decision
             // finds it no longer waiting and resumes nothing).
@@ -249,7 +260,7 @@ impl Runtime {
         if let (Err(StoreError::NotFound(_)), Some(h)) = (&run, live) {
             if h.row.awaits(account) {
                 // Bounded: a write that fails, fails the run by itself.
-                let _ = tokio::time::timeout(CANCEL_WAIT, h.row.stored_or_failed()).await;
+                let _ = tokio::time::timeout(ROW_WAIT, h.row.stored_or_failed()).await;
                 run = store.get_run(account, run_id.as_str()).await;
             }
         }
