@@ -7,7 +7,8 @@
 //! is the same crowd once every follower is on B (no reconnects): B's
 //! cost of carrying them, the reference for what the reconnects add. The
 //! CPU column is cores busy during the drain window (B / the load
-//! generator / Redis): all share the same cores.
+//! generator / Redis): all share the same cores. A mode run with
+//! `--channels N` over N agents says so in its first column.
 
 use serde_json::Value;
 
@@ -45,10 +46,15 @@ pub fn drain(r: &Results) -> Result<String, RenderError> {
             let mode = mode.as_str().unwrap_or("?").to_owned();
             let (before, during) = (p("before/p99_ms")?, p("during/p99_ms")?);
             let (get_key, keys) = (p("get_key")?, p("keys_in_use")?);
-            let spread = match mode.as_str() {
+            let mut spread = match mode.as_str() {
                 "spread" => format!("spread over {} s", p("spread_secs")?),
                 _ => "all at once".to_owned(),
             };
+            // Results from before `--channels` followed one agent.
+            let channels = p("channels").unwrap_or(1.0);
+            if channels > 1.0 {
+                spread.push_str(&format!(", {channels} agents"));
+            }
             t.row(vec![
                 format!("{mode} ({spread})"),
                 units::thousands(p("followers")?),

@@ -1,7 +1,7 @@
 //! `drain`: a rolling restart under load (issue 21). Two gateways on one
 //! Redis and one `weir store`; F followers (half SSE, half WebSocket) of one
-//! agent on A, and a baseline crowd on B; echo runs publish through B the
-//! whole time. A gets SIGTERM; its followers come back on B with the
+//! agent (or of `--channels` agents, in turn) on A, and a baseline crowd of
+//! the same agents on B; echo runs publish through B the whole time. A gets SIGTERM; its followers come back on B with the
 //! server's hints ([`follow`]). Reported per mode (spreading on, off): the
 //! spread of A's closes, the peak reconnects per second on B, B's delivery
 //! p99 (its baseline crowd) before and during the drain, and after it (every
@@ -47,6 +47,13 @@ pub struct Opts {
     /// Subscribers on B the whole time (its delivery latency is measured).
     #[arg(long, default_value_t = 500)]
     pub baseline: usize,
+    /// Agents the followers and the crowd are spread over (subscriber `i`
+    /// follows agent `i mod N`; the publisher's runs take turns over them).
+    /// With 1, each event is one pass over all of B's subscribers, so B's
+    /// p99 grows with the crowd the drain moves onto it; with more, each
+    /// event reaches a few of them, as a gateway of many sessions sees.
+    #[arg(long, default_value_t = 1)]
+    pub channels: usize,
     /// Events offered per second (echo runs through B).
     #[arg(long, default_value_t = 100.0)]
     pub rate: f64,
@@ -56,6 +63,12 @@ pub struct Opts {
     /// is queued delivery, whatever the reconnects do.
     #[arg(long, default_value_t = 5)]
     pub delay_ms: u64,
+    /// Runs B executes at once (its `--workers`, the gateway's default
+    /// unless set): at least runs per second x a run's length (words x
+    /// `--delay-ms`), or B's run queue, not `--rate`, sets the load (a
+    /// check in the report says when the runs fell behind).
+    #[arg(long, default_value_t = 16)]
+    pub workers: usize,
     /// `--drain-spread-secs` of A with spreading on.
     #[arg(long, default_value_t = 10)]
     pub spread_secs: u64,
@@ -93,10 +106,11 @@ pub async fn run(launch: &Launch, extra: &[String], o: &Opts) -> anyhow::Result<
     }
     let mut t = Table::new(
         format!(
-            "{} followers on A ({} % WebSocket), {} on B, {} events/s offered",
+            "{} followers on A ({} % WebSocket), {} on B, over {} agent(s), {} events/s offered",
             thousands(o.followers as f64),
             o.ws_percent,
             o.baseline,
+            o.channels.max(1),
             o.rate
         ),
         &[
@@ -133,6 +147,10 @@ pub async fn run(launch: &Launch, extra: &[String], o: &Opts) -> anyhow::Result<
         report.check(
             format!("{mode}: no gap and no repeat"),
             r["gaps"] == 0 && r["repeats"] == 0,
+        );
+        report.check(
+            format!("{mode}: B ran the runs as they were offered (none queued)"),
+            kept_up(&r["publisher"], o),
         );
         if mode == "spread" {
             let ratio = r["p99_ratio"].as_f64().unwrap_or(f64::INFINITY);
@@ -208,21 +226,27 @@ async fn mode_run(
     let mut a_args = args.clone();
     a_args.push("--workers=0".to_owned());
     let a = gateway::start(launch, &data, &a_args).await?;
+    args.push(format!("--workers={}", o.workers));
     let b = gateway::start(launch, &data, &args).await?;
-    let agent = create_agent(&b, o.delay_ms).await?;
-    let calibrated = Publisher::calibrate(&b.url, &b.key, &agent, WORDS).await?;
+    let mut agents = Vec::new();
+    for _ in 0..o.channels.max(1) {
+        agents.push(create_agent(&b, o.delay_ms).await?);
+    }
+    let calibrated = Publisher::calibrate(&b.url, &b.key, &agents[0], WORDS)
+        .await?
+        .across(&b.url, &agents);
     // B's crowd is what measures B, so it is read on a thread of its own:
     // on the followers' runtime each event's 500 crowd reads queued behind
     // the followers' 9,000, and the followers' reconnects (handshakes,
     // resumes) in this same process lengthened that queue, which the
     // crowd's latency then counted as B's.
     let reader = Reader::start()?;
-    let (to, key, id) = (b.addr, b.key.clone(), agent.clone());
+    let (to, key, ids) = (b.addr, b.key.clone(), agents.clone());
     let (n, ws, conc, first) = (o.baseline, o.ws_percent, o.concurrency, o.followers);
     let crowd = reader
-        .spawn(async move { Crowd::open(to, &key, &id, n, ws, conc, first).await })
+        .spawn(async move { Crowd::open_agents(to, &key, &ids, n, ws, conc, first).await })
         .await?;
-    let flock = Flock::new(agent, a.key.clone(), a.addr, b.addr);
+    let flock = Flock::new(agents, a.key.clone(), a.addr, b.addr);
     let tasks = open_followers(&flock, o).await;
     let window = Duration::from_secs(2 * o.before_secs + o.delay_secs + 2 * spread + 30);
     let publisher = calibrated.start(o.rate, window);
@@ -315,7 +339,7 @@ fn outcome(mode: &str, spread: u64, o: &Opts, f: &Flock, before: &Hist, during: 
     let p99_before = before.quantile_ms(0.99);
     let p99_during = during.quantile_ms(0.99);
     json!({
-        "mode": mode, "spread_secs": spread, "delay_secs": o.delay_secs, "echo_delay_ms": o.delay_ms,
+        "mode": mode, "spread_secs": spread, "channels": o.channels.max(1), "delay_secs": o.delay_secs, "echo_delay_ms": o.delay_ms,
         "followers": f.opened.load(Relaxed), "back": f.back.load(Relaxed),
         "gaps": f.gaps.load(Relaxed), "repeats": f.repeats.load(Relaxed),
         "errors": f.errors.errors.load(Relaxed), "first_error": f.errors.first_error(),
@@ -326,6 +350,17 @@ fn outcome(mode: &str, spread: u64, o: &Opts, f: &Flock, before: &Hist, during: 
         "before": before.summary(), "during": during.summary(),
         "p99_ratio": p99_during / p99_before.max(0.001),
     })
+}
+
+/// Whether B's workers kept up with the publisher: every run started
+/// ended, but for those still within a run's length of the stop (and one
+/// second's worth more). Runs queued behind too few `--workers` would
+/// lower the load below the offered one while every number looked fine.
+fn kept_up(publisher: &Value, o: &Opts) -> bool {
+    let n = |k: &str| publisher[k].as_f64().unwrap_or(0.0);
+    let run_secs = (WORDS as u64 * o.delay_ms) as f64 / 1000.0;
+    let in_flight = n("runs_per_s") * (run_secs + 1.0);
+    n("runs_done") + in_flight.ceil() >= n("runs_started") && n("run_errors") == 0.0
 }
 
 /// The most reconnects in any one-second window (100 ms steps).

@@ -222,15 +222,8 @@ async fn turn(
         let server = nchan::start(workers).await?;
         let publisher = Calibrated::nchan(&server.pub_url(), NCHAN_PAD)?;
         let pids = || sys::with_children(server.pid);
-        let open = Crowd::open_at(
-            server.addr,
-            "-",
-            (server.sub_path(), ""),
-            n,
-            0,
-            o.concurrency,
-            0,
-        );
+        let targets = [(server.sub_path().to_owned(), String::new())];
+        let open = Crowd::open_at(server.addr, "-", &targets, n, 0, o.concurrency, 0);
         return Ok(Some(
             measure(o, target, round, publisher, &pids, open).await,
         ));

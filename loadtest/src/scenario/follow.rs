@@ -1,5 +1,5 @@
-//! Followers for the `drain` scenario: SSE and WebSocket subscribers of one
-//! agent channel that start on gateway A and, when A drains, come back on
+//! Followers for the `drain` scenario: SSE and WebSocket subscribers of
+//! agent channels (follower `i` of agent `i mod N`) that start on gateway A and, when A drains, come back on
 //! B with their cursor after the server's hint (SSE `retry:`, the
 //! WebSocket close reason `draining; retry in N ms`), or at once when A
 //! gave none. Each checks its own seqs (a gap or a repeat is counted) and
@@ -27,7 +27,8 @@ use crate::client::{
 
 /// What every follower shares.
 pub struct Flock {
-    pub agent: String,
+    /// Follower `i` follows `agents[i % len]`.
+    pub agents: Vec<String>,
     pub key: String,
     pub a: SocketAddr,
     pub b: SocketAddr,
@@ -47,9 +48,10 @@ pub struct Flock {
 }
 
 impl Flock {
-    pub fn new(agent: String, key: String, a: SocketAddr, b: SocketAddr) -> Arc<Self> {
+    pub fn new(agents: Vec<String>, key: String, a: SocketAddr, b: SocketAddr) -> Arc<Self> {
+        assert!(!agents.is_empty(), "a flock follows at least one agent");
         Arc::new(Self {
-            agent,
+            agents,
             key,
             a,
             b,
@@ -64,6 +66,10 @@ impl Flock {
             returns: Mutex::default(),
             stop: CancellationToken::new(),
         })
+    }
+
+    fn agent(&self, i: usize) -> &str {
+        &self.agents[i % self.agents.len()]
     }
 
     fn since_signal(&self) -> f64 {
@@ -104,7 +110,7 @@ pub async fn follow(i: usize, kind: Kind, flock: Arc<Flock>, permit: OwnedSemaph
 }
 
 async fn follow_sse(i: usize, f: &Flock, permit: &mut Option<Permit>) -> anyhow::Result<()> {
-    let path = format!("/v1/agents/{}/events", f.agent);
+    let path = format!("/v1/agents/{}/events", f.agent(i));
     let mut conn = sse::open(i, f.a, &path, &f.key).await?;
     f.opened.fetch_add(1, Relaxed);
     permit.take();
@@ -164,7 +170,7 @@ async fn open_ws(
     let after = after.map_or(String::new(), |a| format!(r#","after":{a}"#));
     let sub = format!(
         r#"{{"type":"subscribe","channel":"agent:{}"{after}}}"#,
-        f.agent
+        f.agent(i)
     );
     ws.send(Message::text(sub)).await?;
     Ok(ws)

@@ -88,18 +88,35 @@ impl Crowd {
         concurrency: usize,
         first: usize,
     ) -> Self {
-        let path = format!("/v1/agents/{agent_id}/events");
-        let channel = format!("agent:{agent_id}");
-        let to_agent = (path.as_str(), channel.as_str());
-        Self::open_at(to, key, to_agent, n, ws_percent, concurrency, first).await
+        let agents = [agent_id.to_owned()];
+        Self::open_agents(to, key, &agents, n, ws_percent, concurrency, first).await
     }
 
-    /// [`Crowd::open`] with the SSE path and WebSocket channel given
-    /// (`fanout --nchan` points SSE subscribers at nchan's location).
+    /// [`Crowd::open`] over several agents: subscriber `i` follows
+    /// `agent_ids[i % len]`.
+    pub async fn open_agents(
+        to: SocketAddr,
+        key: &str,
+        agent_ids: &[String],
+        n: usize,
+        ws_percent: u32,
+        concurrency: usize,
+        first: usize,
+    ) -> Self {
+        let targets: Vec<(String, String)> = agent_ids
+            .iter()
+            .map(|id| (format!("/v1/agents/{id}/events"), format!("agent:{id}")))
+            .collect();
+        Self::open_at(to, key, &targets, n, ws_percent, concurrency, first).await
+    }
+
+    /// [`Crowd::open`] with the SSE paths and WebSocket channels given
+    /// (`fanout --nchan` points SSE subscribers at nchan's location):
+    /// subscriber `i` takes `targets[i % len]`, a (path, channel) pair.
     pub async fn open_at(
         to: SocketAddr,
         key: &str,
-        (path, channel): (&str, &str),
+        targets: &[(String, String)],
         n: usize,
         ws_percent: u32,
         concurrency: usize,
@@ -107,8 +124,10 @@ impl Crowd {
     ) -> Self {
         let stats = Arc::new(Stats::default());
         let stop = CancellationToken::new();
-        let path: Arc<str> = path.into();
-        let channel: Arc<str> = channel.into();
+        let targets: Vec<(Arc<str>, Arc<str>)> = targets
+            .iter()
+            .map(|(p, c)| (p.as_str().into(), c.as_str().into()))
+            .collect();
         let key: Arc<str> = key.into();
         let gate = Arc::new(Semaphore::new(concurrency.max(1)));
         let ok = Arc::new(AtomicU64::new(0));
@@ -126,6 +145,7 @@ impl Crowd {
                 drop(permit);
             };
             let (stats, stop, key) = (stats.clone(), stop.clone(), key.clone());
+            let (path, channel) = &targets[i % targets.len()];
             match Kind::of(i, ws_percent) {
                 Kind::Sse => {
                     tasks.spawn(sse::subscribe(i, to, path.clone(), key, stats, stop, ready))
@@ -175,4 +195,55 @@ pub async fn wait_for(within: Duration, mut cond: impl FnMut() -> bool) -> bool 
 /// Reads a gateway's RSS in KiB, with the error named.
 pub fn rss(pid: u32) -> anyhow::Result<u64> {
     crate::sys::rss_kib(pid).with_context(|| format!("reading /proc/{pid}/status"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{sync::atomic::Ordering::Relaxed, time::Duration};
+
+    use super::{create_agent, publish::Publisher, wait_for, Crowd};
+    use crate::gateway::{self, Data, Launch};
+
+    /// `drain --channels`: a crowd over two agents (subscriber `i` on agent
+    /// `i mod 2`) and a publisher posting its runs to each in turn.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_crowd_and_its_publisher_take_turns_over_agents() {
+        let gw = gateway::start(&Launch::InProcess, &Data::Embedded, &[])
+            .await
+            .unwrap();
+        let agents = vec![
+            create_agent(&gw, 0).await.unwrap(),
+            create_agent(&gw, 0).await.unwrap(),
+        ];
+        let crowd = Crowd::open_agents(gw.addr, &gw.key, &agents, 4, 50, 4, 0).await;
+        assert_eq!((crowd.opened, crowd.failed), (4, 0));
+        let stats = crowd.stats.clone();
+        // One run on the first agent: its two subscribers hear it.
+        let calibrated = Publisher::calibrate(&gw.url, &gw.key, &agents[0], 3)
+            .await
+            .unwrap();
+        let per_run = calibrated.events_per_run as u64;
+        let delivered = || stats.deliveries.load(Relaxed);
+        wait_for(Duration::from_secs(10), || delivered() >= 2 * per_run).await;
+        assert_eq!(delivered(), 2 * per_run, "one run, two subscribers");
+        let one_run_seq = stats.max_seq.load(Relaxed);
+        // Two more runs, one per agent (a run a second for 1.5 s).
+        let publisher = calibrated
+            .across(&gw.url, &agents)
+            .start(per_run as f64, Duration::from_millis(1500));
+        let done = || publisher.counts.done.load(Relaxed);
+        assert!(wait_for(Duration::from_secs(10), || done() == 2).await);
+        wait_for(Duration::from_secs(10), || delivered() >= 6 * per_run).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(
+            delivered(),
+            6 * per_run,
+            "each run heard by its agent's two"
+        );
+        // The first agent had two runs, the second one: had every run gone
+        // to the first, its seqs would have reached three runs' worth.
+        assert_eq!(stats.max_seq.load(Relaxed), 2 * one_run_seq);
+        publisher.stop().await;
+        crowd.close().await;
+    }
 }

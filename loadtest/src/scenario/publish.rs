@@ -96,7 +96,9 @@ pub struct Publisher {
 #[derive(Clone)]
 struct Poster {
     client: reqwest::Client,
-    endpoint: String,
+    /// Run `i` is posted to `endpoints[i % len]` (one agent's messages
+    /// each, or nchan's publisher location).
+    endpoints: Arc<[String]>,
     key: String,
     body: Value,
     /// Whether each publish carries a first-event stamp (`pub@<µs>@`).
@@ -111,13 +113,14 @@ impl Poster {
     /// the events it published on the agent channel: its messages plus the
     /// `user_message`, which the answer leaves out. An nchan publish is one
     /// event.
-    async fn run(&self) -> Option<u64> {
+    async fn run(&self, i: u64) -> Option<u64> {
+        let endpoint = &self.endpoints[i as usize % self.endpoints.len()];
         if let Some(pad) = &self.nchan {
             let body = json!({"data": format!("{} {pad}", crate::client::event::stamp())});
-            let resp = self.client.post(&self.endpoint).json(&body).send().await;
+            let resp = self.client.post(endpoint).json(&body).send().await;
             return resp.ok()?.status().is_success().then_some(1);
         }
-        let mut req = self.client.post(&self.endpoint).bearer_auth(&self.key);
+        let mut req = self.client.post(endpoint).bearer_auth(&self.key);
         req = match self.stamp {
             true => {
                 let text = self.body["message"].as_str().unwrap_or("");
@@ -180,14 +183,14 @@ impl Publisher {
             .join(" ");
         let poster = Poster {
             client: crate::tls::client_builder().no_proxy().build()?,
-            endpoint: format!("{url}/v1/agents/{agent_id}/messages"),
+            endpoints: [format!("{url}/v1/agents/{agent_id}/messages")].into(),
             key: key.to_owned(),
             body: json!({"message": text, "stream_tokens": true}),
             stamp,
             nchan: None,
         };
         let events = poster
-            .run()
+            .run(0)
             .await
             .ok_or_else(|| anyhow::anyhow!("the calibration run failed"))?;
         Ok(Calibrated {
@@ -210,7 +213,7 @@ impl Calibrated {
     pub fn nchan(endpoint: &str, pad_bytes: usize) -> anyhow::Result<Self> {
         let poster = Poster {
             client: crate::tls::client_builder().no_proxy().build()?,
-            endpoint: endpoint.to_owned(),
+            endpoints: [endpoint.to_owned()].into(),
             key: String::new(),
             body: Value::Null,
             stamp: true,
@@ -220,6 +223,17 @@ impl Calibrated {
             poster,
             events_per_run: 1.0,
         })
+    }
+
+    /// The same runs posted to each of `agent_ids` (on the gateway at
+    /// `url`) in turn; their agents must publish as many events per run
+    /// as the calibrated one (the same model and settings).
+    pub fn across(mut self, url: &str, agent_ids: &[String]) -> Self {
+        self.poster.endpoints = agent_ids
+            .iter()
+            .map(|id| format!("{url}/v1/agents/{id}/messages"))
+            .collect();
+        self
     }
 
     /// Starts runs so that `events_per_s` events are offered per second
@@ -243,7 +257,7 @@ impl Calibrated {
                 }
             };
             schedule
-                .drive(window, sleep, |_| launch(&mut runs, &poster, &c, &s))
+                .drive(window, sleep, |i| launch(&mut runs, &poster, i, &c, &s))
                 .await;
             s.cancelled().await;
             runs.shutdown().await;
@@ -271,7 +285,13 @@ impl Publisher {
 }
 
 /// Starts one run unless too many are in flight.
-fn launch(runs: &mut JoinSet<()>, poster: &Poster, counts: &Arc<Counts>, stop: &CancellationToken) {
+fn launch(
+    runs: &mut JoinSet<()>,
+    poster: &Poster,
+    i: u64,
+    counts: &Arc<Counts>,
+    stop: &CancellationToken,
+) {
     while runs.try_join_next().is_some() {}
     if counts.in_flight.load(Relaxed) >= MAX_IN_FLIGHT {
         counts.skipped.fetch_add(1, Relaxed);
@@ -283,7 +303,7 @@ fn launch(runs: &mut JoinSet<()>, poster: &Poster, counts: &Arc<Counts>, stop: &
     runs.spawn(async move {
         let res = tokio::select! {
             _ = stop.cancelled() => None,
-            r = poster.run() => Some(r),
+            r = poster.run(i) => Some(r),
         };
         counts.in_flight.fetch_sub(1, Relaxed);
         match res {
