@@ -248,11 +248,15 @@ async fn mode_run(
         .await?;
     let flock = Flock::new(agents, a.key.clone(), a.addr, b.addr);
     let tasks = open_followers(&flock, o).await;
-    let window = Duration::from_secs(2 * o.before_secs + o.delay_secs + 2 * spread + 30);
+    let ramp = ramp(o);
+    let window = Duration::from_secs(2 * o.before_secs + o.delay_secs + 2 * spread + 30) + ramp;
     let publisher = calibrated.start(o.rate, window);
+    tokio::time::sleep(ramp).await;
+    let warm = crowd.stats.latency.snapshot();
     let mut cpu = Cpu::new(&redis.url, &a, &b).await?;
     tokio::time::sleep(Duration::from_secs(o.before_secs)).await;
-    let before = crowd.stats.latency.snapshot();
+    let signal = crowd.stats.latency.snapshot();
+    let before = signal.since(&warm);
     let requests0 = metrics_text(&b).await?;
     cpu.mark("before").await;
     *flock.signalled.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
@@ -266,7 +270,7 @@ async fn mode_run(
     super::wait_for(limit, || flock.back.load(Relaxed) >= opened).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let at_end = crowd.stats.latency.snapshot();
-    let during = at_end.since(&before);
+    let during = at_end.since(&signal);
     let requests1 = metrics_text(&b).await?;
     cpu.mark("during").await;
     // The same load with every follower on B, and no reconnect.
@@ -308,6 +312,17 @@ async fn mode_run(
     row["publisher"] = publisher_json;
     drop((a, b, store, redis));
     Ok(Some(row))
+}
+
+/// How long the publisher takes to reach its steady event rate: runs start
+/// at the offered rate from the first second, but until the first ones end
+/// (a run's tokens are `--delay-ms` apart) fewer are in flight than later,
+/// so fewer events go out. The window before the signal starts after it:
+/// measured from the publisher's start, at `--delay-ms 200` the first
+/// seconds offered a fraction of the load the drain was then compared
+/// with.
+fn ramp(o: &Opts) -> Duration {
+    Duration::from_millis(WORDS as u64 * o.delay_ms) + Duration::from_secs(1)
 }
 
 /// Opens every follower on A, `concurrency` handshakes at a time.
@@ -472,6 +487,19 @@ impl Cpu {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_window_before_the_signal_waits_for_a_steady_rate() {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            o: super::Opts,
+        }
+        let o = Cli::parse_from(["drain", "--delay-ms", "200"]).o;
+        // Twenty tokens 200 ms apart: a run lasts four seconds.
+        assert_eq!(super::ramp(&o), std::time::Duration::from_secs(5));
+    }
+
     #[test]
     fn the_peak_is_the_busiest_second() {
         let times = [0.0, 0.05, 0.5, 0.95, 1.2, 3.0];
