@@ -1,15 +1,17 @@
 //! `drain`: a rolling restart under load (issue 21). Two gateways on one
 //! Redis and one `weir store`; F followers (half SSE, half WebSocket) of one
-//! agent (or of `--channels` agents, in turn) on A, and a baseline crowd of
-//! the same agents on B; echo runs publish through B the whole time. A gets SIGTERM; its followers come back on B with the
-//! server's hints ([`follow`]). Reported per mode (spreading on, off): the
-//! spread of A's closes, the peak reconnects per second on B, B's delivery
-//! p99 (its baseline crowd) before and during the drain, and after it (every
-//! follower on B: the load B carries from then on, the fair reference for
-//! what the reconnects themselves cost), the store requests B made during
-//! the burst, where B's resumes read their history, the CPU each process
-//! used in each window, and gaps or repeats seen by any follower. The crowd
-//! is read on a thread of its own, apart from the followers (`Reader`).
+//! agent (or of `--channels` agents, [`super::agent_of`]) on A, and a
+//! baseline crowd of the same agents on B; echo runs publish through B the
+//! whole time, taking turns over the agents. A gets SIGTERM; its followers
+//! come back on B with the server's hints ([`follow`]). Reported per mode
+//! (spreading on, off): the spread of A's closes, the peak reconnects per
+//! second on B, B's delivery p99 (its baseline crowd) before and during the
+//! drain, and after it (every follower on B: the load B carries from then
+//! on, the fair reference for what the reconnects themselves cost), the
+//! store requests B made during the burst, where B's resumes read their
+//! history, the CPU each process used in each window, and gaps or repeats
+//! seen by any follower. The crowd is read on a thread of its own, apart
+//! from the followers (`Reader`).
 
 use std::{
     collections::BTreeMap,
@@ -48,7 +50,8 @@ pub struct Opts {
     #[arg(long, default_value_t = 500)]
     pub baseline: usize,
     /// Agents the followers and the crowd are spread over (subscriber `i`
-    /// follows agent `i mod N`; the publisher's runs take turns over them).
+    /// follows agent `(i / 2) mod N`, [`super::agent_of`]; the publisher's
+    /// runs take turns over them).
     /// With 1, each event is one pass over all of B's subscribers, so B's
     /// p99 grows with the crowd the drain moves onto it; with more, each
     /// event reaches a few of them, as a gateway of many sessions sees.
@@ -150,7 +153,7 @@ pub async fn run(launch: &Launch, extra: &[String], o: &Opts) -> anyhow::Result<
         );
         report.check(
             format!("{mode}: B ran the runs as they were offered (none queued)"),
-            kept_up(&r["publisher"], o),
+            kept_up(&r["publisher"], r["run_secs"].as_f64().unwrap_or(0.0)),
         );
         if mode == "spread" {
             let ratio = r["p99_ratio"].as_f64().unwrap_or(f64::INFINITY);
@@ -248,7 +251,8 @@ async fn mode_run(
         .await?;
     let flock = Flock::new(agents, a.key.clone(), a.addr, b.addr);
     let tasks = open_followers(&flock, o).await;
-    let ramp = ramp(o);
+    let run_secs = calibrated.run_secs;
+    let ramp = ramp(run_secs);
     let window = Duration::from_secs(2 * o.before_secs + o.delay_secs + 2 * spread + 30) + ramp;
     let publisher = calibrated.start(o.rate, window);
     tokio::time::sleep(ramp).await;
@@ -310,19 +314,20 @@ async fn mode_run(
     );
     row["b_replays_from"] = replays;
     row["publisher"] = publisher_json;
+    row["run_secs"] = run_secs.into();
     drop((a, b, store, redis));
     Ok(Some(row))
 }
 
-/// How long the publisher takes to reach its steady event rate: runs start
-/// at the offered rate from the first second, but until the first ones end
-/// (a run's tokens are `--delay-ms` apart) fewer are in flight than later,
-/// so fewer events go out. The window before the signal starts after it:
-/// measured from the publisher's start, at `--delay-ms 200` the first
-/// seconds offered a fraction of the load the drain was then compared
-/// with.
-fn ramp(o: &Opts) -> Duration {
-    Duration::from_millis(WORDS as u64 * o.delay_ms) + Duration::from_secs(1)
+/// How long the publisher takes to reach its steady event rate, given how
+/// long one run lasts (`run_secs`, timed on the calibration run): runs
+/// start at the offered rate from the first second, but until the first
+/// ones end fewer are in flight than later, so fewer events go out. The
+/// window before the signal starts after it: from the publisher's start,
+/// with many runs in flight at once (`--channels 90`), the first seconds
+/// offered a fraction of the load the drain was then compared with.
+fn ramp(run_secs: f64) -> Duration {
+    Duration::from_secs_f64(run_secs.max(0.0) + 1.0)
 }
 
 /// Opens every follower on A, `concurrency` handshakes at a time.
@@ -368,14 +373,16 @@ fn outcome(mode: &str, spread: u64, o: &Opts, f: &Flock, before: &Hist, during: 
 }
 
 /// Whether B's workers kept up with the publisher: every run started
-/// ended, but for those still within a run's length of the stop (and one
-/// second's worth more). Runs queued behind too few `--workers` would
-/// lower the load below the offered one while every number looked fine.
-fn kept_up(publisher: &Value, o: &Opts) -> bool {
-    let n = |k: &str| publisher[k].as_f64().unwrap_or(0.0);
-    let run_secs = (WORDS as u64 * o.delay_ms) as f64 / 1000.0;
+/// ended, but for those still within a run's length (`run_secs`) and one
+/// second more of the stop, and none failed or was skipped. Runs queued
+/// behind too few `--workers` would lower the load below the offered one
+/// while every other number looked fine.
+fn kept_up(publisher: &Value, run_secs: f64) -> bool {
+    let n = |k: &str| publisher[k].as_f64().unwrap_or(f64::NAN);
     let in_flight = n("runs_per_s") * (run_secs + 1.0);
-    n("runs_done") + in_flight.ceil() >= n("runs_started") && n("run_errors") == 0.0
+    n("runs_done") + in_flight.ceil() >= n("runs_started")
+        && n("run_errors") == 0.0
+        && n("runs_skipped") == 0.0
 }
 
 /// The most reconnects in any one-second window (100 ms steps).
@@ -488,16 +495,21 @@ impl Cpu {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn the_window_before_the_signal_waits_for_a_steady_rate() {
-        use clap::Parser;
-        #[derive(clap::Parser)]
-        struct Cli {
-            #[command(flatten)]
-            o: super::Opts,
-        }
-        let o = Cli::parse_from(["drain", "--delay-ms", "200"]).o;
-        // Twenty tokens 200 ms apart: a run lasts four seconds.
-        assert_eq!(super::ramp(&o), std::time::Duration::from_secs(5));
+    fn runs_queued_behind_the_workers_fail_the_check() {
+        use serde_json::json;
+        let publisher = |started: u64, done: u64, skipped: u64| {
+            json!({"runs_per_s": 16.5, "runs_started": started, "runs_done": done,
+                   "run_errors": 0, "runs_skipped": skipped})
+        };
+        // 4.4 s runs at 16.5/s: up to 90 still in flight at the stop.
+        assert!(super::kept_up(&publisher(484, 409, 0), 4.4));
+        assert!(super::kept_up(&publisher(484, 394, 0), 4.4));
+        // The first try at ninety agents: most runs waited for a worker.
+        assert!(!super::kept_up(&publisher(400, 80, 0), 4.4));
+        assert!(!super::kept_up(&publisher(484, 409, 3), 4.4));
+        // A result without the publisher's figures does not pass.
+        assert!(!super::kept_up(&json!({}), 4.4));
+        assert_eq!(super::ramp(4.4), std::time::Duration::from_secs_f64(5.4));
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! Followers for the `drain` scenario: SSE and WebSocket subscribers of
-//! agent channels (follower `i` of agent `i mod N`) that start on gateway A and, when A drains, come back on
-//! B with their cursor after the server's hint (SSE `retry:`, the
-//! WebSocket close reason `draining; retry in N ms`), or at once when A
-//! gave none. Each checks its own seqs (a gap or a repeat is counted) and
-//! records when A closed it and when B took it back.
+//! agent channels (follower `i` of agent [`agent_of`]`(i, N)`) that start
+//! on gateway A and, when A drains, come back on B with their cursor after
+//! the server's hint (SSE `retry:`, the WebSocket close reason `draining;
+//! retry in N ms`), or at once when A gave none. Each checks its own seqs
+//! (a gap or a repeat is counted) and records when A closed it and when B
+//! took it back.
 
 use std::{
     net::SocketAddr,
@@ -19,6 +20,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
+use super::agent_of;
 use crate::client::{
     connect_from,
     event::{find, find_u64, Stats},
@@ -27,7 +29,7 @@ use crate::client::{
 
 /// What every follower shares.
 pub struct Flock {
-    /// Follower `i` follows `agents[i % len]`.
+    /// Follower `i` follows `agents[agent_of(i, len)]`.
     pub agents: Vec<String>,
     pub key: String,
     pub a: SocketAddr,
@@ -69,7 +71,7 @@ impl Flock {
     }
 
     fn agent(&self, i: usize) -> &str {
-        &self.agents[i % self.agents.len()]
+        &self.agents[agent_of(i, self.agents.len())]
     }
 
     fn since_signal(&self) -> f64 {

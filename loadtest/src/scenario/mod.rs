@@ -64,6 +64,16 @@ pub async fn create_agent(gw: &Gateway, delay_ms: u64) -> anyhow::Result<String>
     }
 }
 
+/// Which of `n` agents subscriber `i` follows when a crowd is spread over
+/// several (`drain --channels`): pairs of consecutive subscribers take the
+/// agents in turn, so with the half-and-half mix [`Kind::of`] interleaves
+/// every agent gets as many SSE streams as WebSockets. Plain `i mod n`
+/// would give an even `n`'s even agents only SSE streams and its odd ones
+/// only WebSockets.
+pub fn agent_of(i: usize, n: usize) -> usize {
+    (i / 2) % n
+}
+
 /// Subscribers opened on one gateway, counted into one [`Stats`].
 pub struct Crowd {
     pub stats: Arc<Stats>,
@@ -93,7 +103,7 @@ impl Crowd {
     }
 
     /// [`Crowd::open`] over several agents: subscriber `i` follows
-    /// `agent_ids[i % len]`.
+    /// `agent_ids[agent_of(i, len)]`.
     pub async fn open_agents(
         to: SocketAddr,
         key: &str,
@@ -112,7 +122,8 @@ impl Crowd {
 
     /// [`Crowd::open`] with the SSE paths and WebSocket channels given
     /// (`fanout --nchan` points SSE subscribers at nchan's location):
-    /// subscriber `i` takes `targets[i % len]`, a (path, channel) pair.
+    /// subscriber `i` takes `targets[agent_of(i, len)]`, a (path, channel)
+    /// pair.
     pub async fn open_at(
         to: SocketAddr,
         key: &str,
@@ -124,6 +135,7 @@ impl Crowd {
     ) -> Self {
         let stats = Arc::new(Stats::default());
         let stop = CancellationToken::new();
+        assert!(!targets.is_empty(), "a crowd follows at least one target");
         let targets: Vec<(Arc<str>, Arc<str>)> = targets
             .iter()
             .map(|(p, c)| (p.as_str().into(), c.as_str().into()))
@@ -145,7 +157,7 @@ impl Crowd {
                 drop(permit);
             };
             let (stats, stop, key) = (stats.clone(), stop.clone(), key.clone());
-            let (path, channel) = &targets[i % targets.len()];
+            let (path, channel) = &targets[agent_of(i, targets.len())];
             match Kind::of(i, ws_percent) {
                 Kind::Sse => {
                     tasks.spawn(sse::subscribe(i, to, path.clone(), key, stats, stop, ready))
@@ -201,49 +213,78 @@ pub fn rss(pid: u32) -> anyhow::Result<u64> {
 mod tests {
     use std::{sync::atomic::Ordering::Relaxed, time::Duration};
 
-    use super::{create_agent, publish::Publisher, wait_for, Crowd};
-    use crate::gateway::{self, Data, Launch};
+    use super::{agent_of, create_agent, publish::Publisher, wait_for, Crowd};
+    use crate::{
+        client::Kind,
+        gateway::{self, Data, Launch},
+    };
 
-    /// `drain --channels`: a crowd over two agents (subscriber `i` on agent
-    /// `i mod 2`) and a publisher posting its runs to each in turn.
+    /// Each agent of `drain --channels 90` gets as many SSE streams as
+    /// WebSockets, among the followers and among B's crowd, and the crowd
+    /// reaches every agent.
+    #[test]
+    fn every_agent_gets_both_transports() {
+        let n = 90;
+        let mut kinds = vec![[0u32; 2]; n];
+        for i in 0..9_000 {
+            kinds[agent_of(i, n)][usize::from(Kind::of(i, 50) == Kind::Ws)] += 1;
+        }
+        assert!(kinds.iter().all(|k| *k == [50, 50]), "{kinds:?}");
+        let mut crowd = vec![0u32; n];
+        for i in 9_000..9_500 {
+            crowd[agent_of(i, n)] += 1;
+        }
+        assert!(crowd.iter().all(|&c| (4..=6).contains(&c)), "{crowd:?}");
+        assert!((0..100).all(|i| agent_of(i, 1) == 0));
+    }
+
+    /// `drain --channels`: a crowd over three agents and a publisher that
+    /// posts its runs to each in turn. One subscriber of each agent alone
+    /// tells which agent got which run.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_crowd_and_its_publisher_take_turns_over_agents() {
         let gw = gateway::start(&Launch::InProcess, &Data::Embedded, &[])
             .await
             .unwrap();
-        let agents = vec![
-            create_agent(&gw, 0).await.unwrap(),
-            create_agent(&gw, 0).await.unwrap(),
-        ];
-        let crowd = Crowd::open_agents(gw.addr, &gw.key, &agents, 4, 50, 4, 0).await;
-        assert_eq!((crowd.opened, crowd.failed), (4, 0));
-        let stats = crowd.stats.clone();
-        // One run on the first agent: its two subscribers hear it.
+        let mut agents = Vec::new();
+        for _ in 0..3 {
+            agents.push(create_agent(&gw, 0).await.unwrap());
+        }
+        // Six: one SSE stream and one WebSocket per agent.
+        let mixed = Crowd::open_agents(gw.addr, &gw.key, &agents, 6, 50, 6, 0).await;
+        assert_eq!((mixed.opened, mixed.failed), (6, 0));
+        let mut alone = Vec::new();
+        for (k, agent) in agents.iter().enumerate() {
+            alone.push(Crowd::open(gw.addr, &gw.key, agent, 1, 0, 1, 10 + k).await);
+        }
+        // A run on the first agent (the calibration), then three more, a
+        // run a second, one per agent.
         let calibrated = Publisher::calibrate(&gw.url, &gw.key, &agents[0], 3)
             .await
             .unwrap();
-        let per_run = calibrated.events_per_run as u64;
-        let delivered = || stats.deliveries.load(Relaxed);
-        wait_for(Duration::from_secs(10), || delivered() >= 2 * per_run).await;
-        assert_eq!(delivered(), 2 * per_run, "one run, two subscribers");
-        let one_run_seq = stats.max_seq.load(Relaxed);
-        // Two more runs, one per agent (a run a second for 1.5 s).
+        let e = calibrated.events_per_run as u64;
         let publisher = calibrated
             .across(&gw.url, &agents)
-            .start(per_run as f64, Duration::from_millis(1500));
+            .start(e as f64, Duration::from_millis(2500));
         let done = || publisher.counts.done.load(Relaxed);
-        assert!(wait_for(Duration::from_secs(10), || done() == 2).await);
-        wait_for(Duration::from_secs(10), || delivered() >= 6 * per_run).await;
+        assert!(wait_for(Duration::from_secs(15), || done() == 3).await);
+        let heard = |c: &Crowd| c.stats.deliveries.load(Relaxed);
+        let want = [2 * e, e, e];
+        wait_for(Duration::from_secs(10), || {
+            heard(&mixed) >= 8 * e && alone.iter().zip(want).all(|(c, w)| heard(c) >= w)
+        })
+        .await;
         tokio::time::sleep(Duration::from_millis(200)).await;
-        assert_eq!(
-            delivered(),
-            6 * per_run,
-            "each run heard by its agent's two"
-        );
-        // The first agent had two runs, the second one: had every run gone
-        // to the first, its seqs would have reached three runs' worth.
-        assert_eq!(stats.max_seq.load(Relaxed), 2 * one_run_seq);
+        let got: Vec<u64> = alone.iter().map(heard).collect();
+        assert_eq!(got, want, "runs per agent: calibration + one each");
+        // Two subscribers per agent, each hearing its agent's runs: a
+        // crowd that put its SSE streams (or all of it) on one agent would
+        // have heard another count.
+        assert_eq!(heard(&mixed), 2 * (want.iter().sum::<u64>()));
         publisher.stop().await;
-        crowd.close().await;
+        mixed.close().await;
+        for c in alone {
+            c.close().await;
+        }
     }
 }

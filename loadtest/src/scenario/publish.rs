@@ -144,6 +144,9 @@ impl Poster {
 pub struct Calibrated {
     poster: Poster,
     pub events_per_run: f64,
+    /// How long the calibration run took, start to answer: about how long
+    /// each run stays in flight on an idle gateway.
+    pub run_secs: f64,
 }
 
 impl Publisher {
@@ -189,6 +192,7 @@ impl Publisher {
             stamp,
             nchan: None,
         };
+        let started = std::time::Instant::now();
         let events = poster
             .run(0)
             .await
@@ -196,6 +200,7 @@ impl Publisher {
         Ok(Calibrated {
             poster,
             events_per_run: events as f64,
+            run_secs: started.elapsed().as_secs_f64(),
         })
     }
 
@@ -222,6 +227,7 @@ impl Calibrated {
         Ok(Self {
             poster,
             events_per_run: 1.0,
+            run_secs: 0.0,
         })
     }
 
@@ -229,6 +235,7 @@ impl Calibrated {
     /// `url`) in turn; their agents must publish as many events per run
     /// as the calibrated one (the same model and settings).
     pub fn across(mut self, url: &str, agent_ids: &[String]) -> Self {
+        assert!(!agent_ids.is_empty(), "runs go to at least one agent");
         self.poster.endpoints = agent_ids
             .iter()
             .map(|id| format!("{url}/v1/agents/{id}/messages"))
