@@ -365,8 +365,13 @@ fn head_of(status: http::StatusCode, headers: &http::HeaderMap) -> String {
     for name in HEADERS {
         for v in headers.get_all(*name) {
             let v = String::from_utf8_lossy(v.as_bytes());
+            // What is left of the rate limit depends on when the requests
+            // came (it refills by the millisecond), so it is kept only where
+            // it is the point: a 429 for the rate itself says 0. A 429 for a
+            // connection cap said 99999 or 99998 by the timing of the
+            // handshakes before it.
             let v = match *name {
-                "x-ratelimit-remaining" if status != 429 => "<n>".into(),
+                "x-ratelimit-remaining" if status != 429 || v != "0" => "<n>".into(),
                 _ => v,
             };
             out.push_str(&format!("< {name}: {v}\n"));
